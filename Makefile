@@ -1,0 +1,80 @@
+# Two commands set up a fresh machine: `make run` (the gateway) and `make test` (everything
+# that must pass). Both create .venv if it is missing and install what they need.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SAM_VENV := .venv-sam
+SAM := $(SAM_VENV)/bin/sam
+SAM_VERSION := 1.170.0
+PY313 := $(firstword $(wildcard /root/.pyenv/versions/3.13*/bin))
+DEBIAN_PACKAGES := swaks postfix
+export SAM_CLI_TELEMETRY := 0
+
+.PHONY: run test lint typecheck unit integration e2e validate demo bench sam-build system-deps clean help
+
+help:
+	@echo "make run    start the gateway on 127.0.0.1:2525 (Ctrl-C stops it)"
+	@echo "make test   lint, type-check, validate the template and run every test"
+	@echo "make demo   send the sample messages through a fresh gateway and check their outcomes"
+	@echo "make bench  throughput and parser benchmarks (prints figures)"
+
+$(STAMP): requirements-dev.txt layers/core/pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+$(SAM):
+	test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check aws-sam-cli==$(SAM_VERSION)
+
+# swaks (a real SMTP client) and postfix (smtp-source for the benchmark) from Debian.
+system-deps:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  echo "postfix postfix/main_mailer_type select No configuration" | $$SUDO debconf-set-selections; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null \
+	    || { $$SUDO apt-get update -q >/dev/null && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; }; \
+	fi
+
+run: $(STAMP)
+	$(BIN)/mxgate run
+
+demo: $(STAMP)
+	$(BIN)/mxgate demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+validate: $(SAM)
+	$(SAM) validate --lint --template template.yaml
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit -q
+
+integration: $(STAMP)
+	$(BIN)/pytest tests/integration -q
+
+e2e: $(STAMP) system-deps
+	$(BIN)/pytest tests/e2e -q
+
+test: $(STAMP) $(SAM) system-deps lint typecheck validate
+	$(BIN)/pytest -q
+
+# `sam build` without Docker needs the runtime's own Python on PATH (TOOLING.md).
+sam-build: $(SAM)
+	@if [ -z "$(PY313)" ]; then echo "python3.13 not found under /root/.pyenv/versions: skipping sam build"; \
+	else PATH=$(dir $(PY313)):$$PATH $(SAM) build --template template.yaml; fi
+
+bench: $(STAMP) system-deps
+	$(BIN)/python bench/throughput.py
+
+clean:
+	rm -rf .mxgate .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Local adapters: files, SQLite and loopback SMTP."""

@@ -1,0 +1,27 @@
+"""File helpers shared by the local adapters."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]")
+
+
+def safe_name(text: str) -> str:
+    """A file name that cannot escape its directory or confuse a shell."""
+    cleaned = _UNSAFE.sub("_", text).lstrip(".") or "_"
+    return cleaned[:200]
+
+
+def write_atomically(path: Path, body: bytes, *, durable: bool = False) -> None:
+    """Readers see the old file or the new one, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with temporary.open("wb") as stream:
+        stream.write(body)
+        if durable:
+            stream.flush()
+            os.fsync(stream.fileno())
+    temporary.replace(path)

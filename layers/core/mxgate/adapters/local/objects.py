@@ -1,0 +1,64 @@
+"""An object store in a directory: `<root>/<bucket>/<key>`, S3's semantics where they matter."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import BinaryIO
+
+from mxgate.adapters.local.files import write_atomically
+from mxgate.errors import PermanentError
+from mxgate.ports import ObjectInfo
+
+_META = ".meta"
+
+
+class FileObjectStore:
+    def __init__(self, root: Path, *, durable: bool = False) -> None:
+        self.root = root
+        self.durable = durable  # fsync each object (the ingress spool is fsynced regardless)
+
+    def _path(self, bucket: str, key: str, *, meta: bool = False) -> Path:
+        parts = key.split("/")
+        if not bucket or bucket.startswith(".") or "/" in bucket or any(
+            p in ("", ".", "..") for p in parts
+        ):
+            raise PermanentError(f"invalid object location {bucket}/{key}")
+        base = self.root / _META / bucket if meta else self.root / bucket
+        return base.joinpath(*parts).with_name(parts[-1] + (".json" if meta else ""))
+
+    def put(
+        self, bucket: str, key: str, body: bytes, metadata: Mapping[str, str] | None = None
+    ) -> ObjectInfo:
+        path = self._path(bucket, key)
+        write_atomically(path, body, durable=self.durable)
+        if metadata:
+            write_atomically(self._path(bucket, key, meta=True), json.dumps(dict(metadata)).encode())
+        return ObjectInfo(bucket, key, len(body), dict(metadata or {}))
+
+    def head(self, bucket: str, key: str) -> ObjectInfo:
+        path = self._path(bucket, key)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError as error:
+            raise PermanentError(f"no object {bucket}/{key}") from error
+        meta_path = self._path(bucket, key, meta=True)
+        metadata = json.loads(meta_path.read_bytes()) if meta_path.exists() else {}
+        return ObjectInfo(bucket, key, size, metadata)
+
+    def open(self, bucket: str, key: str) -> BinaryIO:
+        try:
+            return self._path(bucket, key).open("rb")
+        except FileNotFoundError as error:
+            raise PermanentError(f"no object {bucket}/{key}") from error
+
+    def get(self, bucket: str, key: str) -> bytes:
+        with self.open(bucket, key) as stream:
+            return stream.read()
+
+    def exists(self, bucket: str, key: str) -> bool:
+        return self._path(bucket, key).is_file()
+
+    def link(self, bucket: str, key: str) -> str:
+        return self._path(bucket, key).resolve().as_uri()

@@ -1,0 +1,191 @@
+"""Timeline, idempotency keys and dead letters in one SQLite database (WAL mode).
+
+Every process opens its own connection. Commits are not fsynced (synchronous=NORMAL): a
+power cut may forget the last records, never the messages, whose spool files are fsynced
+and replayed on start; replays are harmless because deliveries are idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from mxgate.timeline import Outcome, RecipientState, Stage, TimelineEvent
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    message_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    recipient TEXT,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS events_by_message ON events (message_id, id);
+CREATE INDEX IF NOT EXISTS events_by_stage ON events (stage, id);
+CREATE TABLE IF NOT EXISTS recipient_states (
+    message_id TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    at TEXT NOT NULL,
+    route TEXT NOT NULL DEFAULT '',
+    detail TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (message_id, recipient)
+);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY,
+    outcome TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id TEXT PRIMARY KEY,
+    record TEXT NOT NULL
+);
+"""
+
+
+class SqliteState:
+    """Implements the Timeline, Idempotency and DeadLetters ports."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._connection: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._connection is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(self.path, timeout=30, check_same_thread=False,
+                                         isolation_level=None)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.executescript(_SCHEMA)
+            self._connection = connection
+        return self._connection
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _write(self, sql: str, rows: Sequence[Sequence[object]]) -> int:
+        with self._lock:
+            db = self.db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = db.executemany(sql, rows)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return cursor.rowcount
+
+    # ----------------------------------------------------------------------- Timeline
+
+    def record(self, event: TimelineEvent) -> None:
+        self.record_many([event])
+
+    def record_many(self, events: Sequence[TimelineEvent]) -> None:
+        if events:
+            self._write(
+                "INSERT INTO events (message_id, at, stage, recipient, detail) VALUES (?,?,?,?,?)",
+                [(e.message_id, e.at.isoformat(), e.stage.value, e.recipient, e.detail) for e in events],
+            )
+
+    def settle(self, state: RecipientState) -> bool:
+        with self._lock:
+            db = self.db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO recipient_states VALUES (?,?,?,?,?,?)",
+                    (state.message_id, state.recipient, state.outcome.value, state.at.isoformat(),
+                     state.route, state.detail),
+                )
+                first = cursor.rowcount == 1
+                detail = f"{state.outcome.value} ({state.route}): {state.detail}" if state.route else (
+                    f"{state.outcome.value}: {state.detail}")
+                if not first:
+                    detail = f"ignored, already settled: {detail}"
+                db.execute(
+                    "INSERT INTO events (message_id, at, stage, recipient, detail) VALUES (?,?,?,?,?)",
+                    (state.message_id, state.at.isoformat(), Stage.TERMINAL.value, state.recipient,
+                     detail),
+                )
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        return first
+
+    def reopen(self, message_id: str, recipient: str) -> None:
+        """Forget a recipient's terminal state (a redrive gives it a new one)."""
+        self._write("DELETE FROM recipient_states WHERE message_id=? AND recipient=?",
+                    [(message_id, recipient)])
+
+    def states(self, message_id: str) -> list[RecipientState]:
+        rows = self.db.execute(
+            "SELECT message_id, recipient, outcome, at, route, detail FROM recipient_states "
+            "WHERE message_id=? ORDER BY recipient", (message_id,),
+        ).fetchall()
+        return [
+            RecipientState(message_id=r[0], recipient=r[1], outcome=Outcome(r[2]),
+                           at=datetime.fromisoformat(r[3]), route=r[4], detail=r[5])
+            for r in rows
+        ]
+
+    def events(self, message_id: str) -> list[TimelineEvent]:
+        rows = self.db.execute(
+            "SELECT message_id, at, stage, recipient, detail FROM events WHERE message_id=? ORDER BY id",
+            (message_id,),
+        ).fetchall()
+        return [
+            TimelineEvent(message_id=r[0], at=datetime.fromisoformat(r[1]), stage=Stage(r[2]),
+                          recipient=r[3], detail=r[4])
+            for r in rows
+        ]
+
+    def recent(self, limit: int) -> list[str]:
+        rows = self.db.execute(
+            "SELECT message_id FROM events WHERE stage=? ORDER BY id DESC LIMIT ?",
+            (Stage.ACCEPTED.value, limit),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def find(self, prefix: str) -> list[str]:
+        """Message ids that start with `prefix` (so `trace` takes a short id)."""
+        rows = self.db.execute(
+            "SELECT DISTINCT message_id FROM events WHERE message_id >= ? AND message_id < ? LIMIT 5",
+            (prefix, prefix + "\U0010ffff"),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    # ----------------------------------------------------------------------- Idempotency
+
+    def seen(self, key: str) -> str | None:
+        row = self.db.execute("SELECT outcome FROM idempotency WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def remember(self, key: str, outcome: str) -> None:
+        self._write("INSERT OR REPLACE INTO idempotency VALUES (?,?)", [(key, outcome)])
+
+    # ----------------------------------------------------------------------- DeadLetters
+
+    def put(self, record_id: str, record: Mapping[str, object]) -> None:
+        self._write("INSERT OR REPLACE INTO dead_letters VALUES (?,?)",
+                    [(record_id, json.dumps(record))])
+
+    def list(self) -> Iterator[tuple[str, dict[str, object]]]:
+        for record_id, body in self.db.execute("SELECT id, record FROM dead_letters ORDER BY id"):
+            yield record_id, json.loads(body)
+
+    def get(self, record_id: str) -> dict[str, object] | None:
+        row = self.db.execute("SELECT record FROM dead_letters WHERE id=?", (record_id,)).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def remove(self, record_id: str) -> None:
+        self._write("DELETE FROM dead_letters WHERE id=?", [(record_id,)])

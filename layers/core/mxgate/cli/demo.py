@@ -1,0 +1,187 @@
+"""`mxgate demo`: a fresh gateway, the sample messages through real SMTP, their outcomes checked."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import smtplib
+import ssl
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from mxgate.adapters.local.files import safe_name
+from mxgate.adapters.local.state import SqliteState
+from mxgate.cli.common import add_settings_arguments, print_json, settings_from, table
+from mxgate.errors import ConfigError
+from mxgate.local.runtime import LocalSetup, load_setup
+from mxgate.local.server import Gateway
+from mxgate.observability import configure_logging
+
+REJECTED = "rejected"  # refused at RCPT time: never accepted
+
+
+class Expectation(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    outcome: str
+    route: str | None = None
+
+
+class Sample(BaseModel):
+    """`<name>.expected.json` beside `<name>.eml`: the envelope and what must happen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    description: str = ""
+    mail_from: str
+    recipients: dict[str, Expectation]
+
+
+@dataclass
+class Row:
+    sample: str
+    recipient: str
+    route: str
+    outcome: str
+    landed: str
+    expected: Expectation
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == self.expected.outcome and (
+            self.expected.route is None or self.route == self.expected.route
+        )
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "demo", help="send the sample messages through a fresh gateway and check their outcomes",
+        description="Start a gateway on free loopback ports with its state under HOME/demo, send "
+        "each events/mail/*.eml with the envelope from its .expected.json over SMTP (STARTTLS), "
+        "wait until every recipient reaches its terminal state, and print where each landed. "
+        "Exits 0 only if every outcome is the expected one.",
+    )
+    add_settings_arguments(parser)
+    parser.add_argument("--samples", type=Path, default=Path("events/mail"),
+                        help="directory of sample .eml files (default events/mail)")
+    parser.add_argument("--timeout", type=float, default=60.0,
+                        help="seconds to wait for every outcome (default 60)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(handler=demo)
+
+
+def load_samples(directory: Path) -> list[tuple[Path, Sample]]:
+    samples = []
+    for eml in sorted(directory.glob("*.eml")):
+        expected = eml.with_suffix(".expected.json")
+        if not expected.exists():
+            raise ConfigError(f"{eml}: no {expected.name} beside it")
+        samples.append((eml, Sample.model_validate_json(expected.read_text(encoding="utf-8"))))
+    if not samples:
+        raise ConfigError(f"no sample messages (*.eml) in {directory}")
+    return samples
+
+
+def send(port: int, sample: Sample, raw: bytes) -> tuple[str | None, dict[str, str]]:
+    """Send over SMTP with STARTTLS; the gateway's id from `250 ... queued as ID`, and refusals."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the demo gateway's certificate is self-signed
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.starttls(context=context)
+        client.ehlo("demo.mxgate.local")
+        client.mail(sample.mail_from)
+        refused = {}
+        for recipient in sample.recipients:
+            code, reply = client.rcpt(recipient)
+            if code >= 400:
+                refused[recipient] = f"{code} {reply.decode(errors='replace')}"
+        if len(refused) == len(sample.recipients):
+            client.rset()
+            return None, refused
+        code, reply = client.data(raw)
+        text = reply.decode(errors="replace")
+        return (text.rsplit(" ", 1)[-1] if code == 250 else None), refused
+
+
+def landed(setup: LocalSetup, recipient: str, route: str, detail: str, message_id: str) -> str:
+    mailbox = setup.dirs.mailboxes / route / safe_name(recipient.casefold()) / "new"
+    if mailbox.is_dir():
+        for path in sorted(mailbox.iterdir(), reverse=True):
+            if message_id.encode() in path.read_bytes()[:8192]:
+                return _shown(path)
+    return detail
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+async def run_demo(setup: LocalSetup, samples: list[tuple[Path, Sample]], timeout: float) -> list[Row]:
+    gateway = Gateway(setup)
+    running = await gateway.start()
+    state = SqliteState(setup.dirs.state_db)
+    rows: list[Row] = []
+    try:
+        for eml, sample in samples:
+            message_id, refused = await asyncio.to_thread(send, running.smtp[1], sample, eml.read_bytes())
+            accepted = [r for r in sample.recipients if r not in refused]
+            for recipient, reply in refused.items():
+                rows.append(Row(eml.stem, recipient, "-", REJECTED, reply, sample.recipients[recipient]))
+            if message_id is None:
+                continue
+            deadline = time.monotonic() + timeout
+            settled = {}
+            while time.monotonic() < deadline:
+                settled = {s.recipient.casefold(): s for s in state.states(message_id)}
+                if all(r.casefold() in settled for r in accepted):
+                    break
+                await asyncio.sleep(0.05)
+            for recipient in accepted:
+                found = settled.get(recipient.casefold())
+                if found is None:
+                    rows.append(Row(eml.stem, recipient, "?", "not settled", f"after {timeout:.0f}s",
+                                    sample.recipients[recipient]))
+                    continue
+                where = landed(setup, recipient, found.route, found.detail, message_id)
+                rows.append(Row(eml.stem, recipient, found.route, found.outcome.value, where,
+                                sample.recipients[recipient]))
+    finally:
+        await gateway.stop(running)
+    return rows
+
+
+def demo(args: argparse.Namespace) -> int:
+    base = settings_from(args)
+    home = base.home / "demo"
+    shutil.rmtree(home, ignore_errors=True)
+    settings = base.model_copy(update={"home": home, "smtp_port": 0, "retry_scale": 0.01})
+    configure_logging("WARNING")
+    setup = load_setup(settings)
+    free_ports = {name: host.model_copy(update={"port": 0}) for name, host in setup.config.mailbox_hosts.items()}
+    setup = replace(setup, config=setup.config.model_copy(update={"mailbox_hosts": free_ports}))
+    samples = load_samples(args.samples)
+    rows = asyncio.run(run_demo(setup, samples, args.timeout))
+    if args.json:
+        print_json({"ok": all(r.ok for r in rows), "rows": [
+            {"message": r.sample, "recipient": r.recipient, "route": r.route, "outcome": r.outcome,
+             "landed": r.landed, "expected": r.expected.model_dump(), "ok": r.ok} for r in rows]})
+    else:
+        print(table(
+            [[r.sample, r.recipient, r.route, r.outcome, r.landed, "ok" if r.ok else
+              f"EXPECTED {r.expected.outcome}" + (f" via {r.expected.route}" if r.expected.route else "")]
+             for r in rows],
+            ["MESSAGE", "RECIPIENT", "ROUTE", "OUTCOME", "LANDED", "CHECK"],
+        ))
+        failed = sum(not r.ok for r in rows)
+        print(f"\n{len(rows) - failed} of {len(rows)} recipients reached their expected outcome"
+              + (f"; {failed} did not" if failed else "") + f" (state: {home})")
+    return 0 if all(r.ok for r in rows) else 1
+

@@ -1,0 +1,100 @@
+"""`mxgate trace`: a message's timeline, or the recent messages."""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+
+from mxgate.adapters.local.state import SqliteState
+from mxgate.cli.common import add_settings_arguments, print_json, settings_from, table
+from mxgate.errors import ConfigError
+from mxgate.local.runtime import Paths
+from mxgate.timeline import Stage
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "trace", help="show what happened to a message (or list recent messages)",
+        description="Without MESSAGE-ID, list recent messages with their outcome; with one "
+        "(or a unique prefix), show its timeline: accepted, rules, stored, parsed, classified, "
+        "and each recipient's terminal state, with times.",
+    )
+    add_settings_arguments(parser)
+    parser.add_argument("message_id", nargs="?", metavar="MESSAGE-ID")
+    parser.add_argument("--limit", type=int, default=20, help="how many recent messages (default 20)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(handler=trace)
+
+
+def summary(state: SqliteState, message_id: str) -> dict[str, object]:
+    events = state.events(message_id)
+    outcomes = Counter(s.outcome.value for s in state.states(message_id))
+    accepted = next((e for e in events if e.stage is Stage.ACCEPTED), None)
+    through_rules = sum(1 for e in events if e.stage is Stage.RULES)
+    return {
+        "message_id": message_id,
+        "accepted_at": accepted.at.isoformat() if accepted else None,
+        "detail": accepted.detail if accepted else "",
+        "outcomes": dict(outcomes),
+        # a recipient replaced by several addresses settles each: never fewer states than this
+        "in_progress": through_rules == 0 or sum(outcomes.values()) < through_rules,
+    }
+
+
+def _outcome_text(row: dict[str, object]) -> str:
+    if row["in_progress"]:
+        return "in progress"
+    outcomes = row["outcomes"]
+    assert isinstance(outcomes, dict)  # noqa: S101
+    return ", ".join(f"{count} {outcome}" for outcome, count in outcomes.items())
+
+
+def trace(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    paths = Paths(settings.home)
+    if not paths.state_db.exists():
+        raise ConfigError(f"no gateway state under {settings.home} (has `mxgate run` accepted mail?)")
+    state = SqliteState(paths.state_db)
+    if args.message_id is None:
+        rows = [summary(state, m) for m in state.recent(args.limit)]
+        if args.json:
+            print_json({"messages": rows})
+            return 0
+        if not rows:
+            print("no messages yet")
+            return 0
+        print(table(
+            [[str(r["message_id"]), str(r["accepted_at"] or "")[:19],
+              _outcome_text(r),
+              str(r["detail"])] for r in rows],
+            ["MESSAGE-ID", "ACCEPTED (UTC)", "OUTCOME", "DETAIL"],
+        ))
+        return 0
+    matches = state.find(args.message_id)
+    if not matches:
+        raise ConfigError(f"no message {args.message_id!r} in {paths.state_db}")
+    if len(matches) > 1:
+        raise ConfigError(f"{args.message_id!r} is ambiguous: {', '.join(matches)}")
+    message_id = matches[0]
+    events = state.events(message_id)
+    states = state.states(message_id)
+    if args.json:
+        print_json({
+            "message_id": message_id,
+            "events": [e.model_dump(mode="json") for e in events],
+            "recipients": [s.model_dump(mode="json") for s in states],
+        })
+        return 0
+    print(f"message {message_id}")
+    start = events[0].at if events else None
+    for event in events:
+        offset = f"+{(event.at - start).total_seconds():.3f}s" if start else ""
+        who = f" {event.recipient}" if event.recipient else ""
+        print(f"  {event.at.isoformat(timespec='milliseconds')} {offset:>9}  {event.stage.value:<13}{who}  {event.detail}")
+    if states:
+        print("recipients:")
+        for s in states:
+            print(f"  {s.recipient:<40} {s.outcome.value:<14} {s.route:<10} {s.detail}")
+    else:
+        print("recipients: none settled yet (in progress)")
+    return 0

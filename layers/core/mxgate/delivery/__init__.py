@@ -1,0 +1,1 @@
+"""Delivery: transports that hand a message to a mailbox host, and their error taxonomy."""

@@ -1,0 +1,136 @@
+"""SMTP transport: one reused connection per destination, results per recipient.
+
+4xx replies are transient and 5xx permanent, per recipient; a broken connection is
+transient for everyone. The envelope sender is passed through unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+import smtplib
+import ssl
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from mxgate.ports import SendResult
+
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
+def to_crlf(raw: bytes) -> bytes:
+    """SMTP requires CRLF; DKIM canonicalises to CRLF too, so this never breaks a signature."""
+    return _BARE_LF.sub(b"\r\n", raw)
+
+
+@dataclass(frozen=True)
+class SmtpTarget:
+    host: str
+    port: int
+    starttls: bool = False
+    verify_tls: bool = True
+    username: str | None = None
+    password: str | None = None
+    timeout: float = 30.0
+    helo: str = "mxgate.local"
+
+
+class SmtpTransport:
+    def __init__(self, target: SmtpTarget) -> None:
+        self.target = target
+        self._client: smtplib.SMTP | None = None
+        self._lock = threading.Lock()
+
+    def _connect(self) -> smtplib.SMTP:
+        target = self.target
+        client = smtplib.SMTP(target.host, target.port, local_hostname=target.helo,
+                              timeout=target.timeout)
+        client.ehlo()
+        if target.starttls:
+            context = ssl.create_default_context()
+            if not target.verify_tls:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            client.starttls(context=context)
+            client.ehlo()
+        if target.username is not None and target.password is not None:
+            client.login(target.username, target.password)
+        return client
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def _drop(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.quit()
+            except (smtplib.SMTPException, OSError):
+                self._client.close()
+            self._client = None
+
+    def send(self, envelope_sender: str, recipients: Sequence[str], raw: bytes) -> Mapping[str, SendResult]:
+        with self._lock:
+            for attempt in (1, 2):  # a reused connection may have been closed by the server
+                try:
+                    if self._client is None:
+                        self._client = self._connect()
+                    return self._send(self._client, envelope_sender, recipients, raw)
+                except smtplib.SMTPServerDisconnected as error:
+                    self._client = None
+                    if attempt == 2:
+                        return _everyone(recipients, transient=True, detail=f"disconnected: {error}")
+                except (OSError, smtplib.SMTPException) as error:
+                    self._drop()
+                    return _everyone(recipients, transient=_is_transient(error), detail=_describe(error))
+        return _everyone(recipients, transient=True, detail="unreachable")  # pragma: no cover
+
+    def _send(self, client: smtplib.SMTP, sender: str, recipients: Sequence[str], raw: bytes
+              ) -> Mapping[str, SendResult]:
+        options = []
+        if client.has_extn("8bitmime") and any(b > 0x7F for b in raw):
+            options.append("BODY=8BITMIME")
+        if client.has_extn("smtputf8") and not all(a.isascii() for a in (sender, *recipients)):
+            options.append("SMTPUTF8")
+        code, reply = client.mail(sender, options)
+        if code != 250:
+            client.rset()
+            return _everyone(recipients, transient=code < 500, detail=_reply(code, reply))
+        results: dict[str, SendResult] = {}
+        accepted = []
+        for recipient in recipients:
+            code, reply = client.rcpt(recipient)
+            if code in (250, 251):
+                accepted.append(recipient)
+            else:
+                results[recipient] = SendResult(ok=False, transient=code < 500, detail=_reply(code, reply))
+        if not accepted:
+            client.rset()
+            return results
+        code, reply = client.data(to_crlf(raw))
+        for recipient in accepted:
+            results[recipient] = SendResult(ok=code == 250, transient=code < 500, detail=_reply(code, reply))
+        return results
+
+
+def _reply(code: int, message: bytes | str) -> str:
+    text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
+    return f"{code} {' '.join(text.split())}"
+
+
+def _everyone(recipients: Sequence[str], *, transient: bool, detail: str) -> dict[str, SendResult]:
+    return {r: SendResult(ok=False, transient=transient, detail=detail) for r in recipients}
+
+
+def _is_transient(error: BaseException) -> bool:
+    code = getattr(error, "smtp_code", None)
+    return not (isinstance(code, int) and 500 <= code < 600)
+
+
+def _describe(error: BaseException) -> str:
+    code = getattr(error, "smtp_code", None)
+    text = getattr(error, "smtp_error", None)
+    if isinstance(code, int):
+        reply = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+        return f"{code} {reply}"
+    return f"{type(error).__name__}: {error}"

@@ -1,0 +1,145 @@
+"""The SMTP ingress: Mail Manager's ingress point on loopback.
+
+The template's traffic policy decides each RCPT; the message is fsynced to the spool before
+`250` is answered, then handed to the workers that run the rule set and the workflow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope as SmtpEnvelope, Session
+
+from mxgate.ids import new_message_id
+from mxgate.mailmanager.addresses import AddressBook
+from mxgate.mailmanager.facts import SessionFacts
+from mxgate.mailmanager.models import IngressPoint, TrafficPolicy
+from mxgate.mailmanager.traffic import TrafficVerdict, evaluate_traffic_policy
+from mxgate.ports import Clock, Timeline
+from mxgate.timeline import Stage, TimelineEvent
+from mxgate.workflow.model import Envelope
+from mxgate.local.logs import INGRESS, TRAFFIC_POLICY, VendedLogs
+from mxgate.local.spool import Spool
+
+log = logging.getLogger("mxgate.ingress")
+
+MAX_RECIPIENTS = 100  # Mail Manager's limit per message
+_TLS_NAMES = {"TLSv1.2": "TLS1_2", "TLSv1.3": "TLS1_3"}
+
+# aiosmtpd's own replies, given the enhanced status codes (RFC 3463) a gateway should send.
+_ENHANCED = {
+    "552 Error: message size exceeds fixed maximum message size":
+        "552 5.3.4 Message size exceeds fixed maximum message size",
+    "552 Error: Too much mail data": "552 5.3.4 Message size exceeds fixed maximum message size",
+    "530 Must issue a STARTTLS command first": "530 5.7.0 Must issue a STARTTLS command first",
+    "503 Error: need MAIL command": "503 5.5.1 Error: need MAIL command",
+    "503 Error: need RCPT command": "503 5.5.1 Error: need RCPT command",
+    "503 Error: nested MAIL command": "503 5.5.1 Error: nested MAIL command",
+}
+
+
+class IngressSMTP(SMTP):
+    """aiosmtpd's server with enhanced status codes on its built-in replies."""
+
+    async def push(self, status: Any) -> None:
+        if isinstance(status, str):
+            status = _ENHANCED.get(status, status)
+        await super().push(status)
+
+
+def tls_protocol(session: Session) -> str | None:
+    ssl_object = (session.ssl or {}).get("ssl_object")
+    return _TLS_NAMES.get(ssl_object.version(), "TLS1_2") if ssl_object is not None else None
+
+
+class IngressHandler:
+    def __init__(
+        self,
+        *,
+        ingress: IngressPoint,
+        policy: TrafficPolicy,
+        book: AddressBook,
+        spool: Spool,
+        timeline: Timeline,
+        logs: VendedLogs,
+        clock: Clock,
+        submit: Callable[[Path], None],
+    ) -> None:
+        self.ingress = ingress
+        self.policy = policy
+        self.book = book
+        self.spool = spool
+        self.timeline = timeline
+        self.logs = logs
+        self.clock = clock
+        self.submit = submit
+
+    async def handle_EHLO(  # noqa: N802 -- aiosmtpd's hook name
+        self, server: SMTP, session: Session, envelope: SmtpEnvelope, hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+    async def handle_MAIL(  # noqa: N802
+        self, server: SMTP, session: Session, envelope: SmtpEnvelope, address: str,
+        mail_options: list[str],
+    ) -> str:
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Sender OK"
+
+    async def handle_RCPT(  # noqa: N802
+        self, server: SMTP, session: Session, envelope: SmtpEnvelope, address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            return "452 4.5.3 Too many recipients"
+        facts = SessionFacts(sender_ip=str(session.peer[0]), tls_protocol=tls_protocol(session))
+        decision = evaluate_traffic_policy(self.policy, address, facts, self.book)
+        self.logs.write(TRAFFIC_POLICY, {
+            "timestamp": self.clock.now().isoformat(), "sender_ip": facts.sender_ip,
+            "tls_protocol": facts.tls_protocol, "mail_from": envelope.mail_from, **decision.as_log(),
+        })
+        if decision.verdict is TrafficVerdict.REJECT:
+            log.info("recipient refused", extra={"recipient_domain": address.rpartition("@")[2],
+                                                 "decided_by": decision.decided_by})
+            return f"550 5.7.1 Recipient refused by policy ({decision.decided_by})"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 Recipient OK"
+
+    async def handle_DATA(  # noqa: N802
+        self, server: SMTP, session: Session, envelope: SmtpEnvelope
+    ) -> str:
+        raw = envelope.original_content or b""
+        now = self.clock.now()
+        message = Envelope(
+            message_id=new_message_id(now),
+            mail_from=envelope.mail_from or "",
+            recipients=list(envelope.rcpt_tos),
+            helo=session.host_name or "",
+            source_ip=str(session.peer[0]),
+            tls_protocol=tls_protocol(session),
+            received_at=now.isoformat(),
+        )
+        try:
+            path = await asyncio.to_thread(self.spool.write, message, raw)
+        except OSError:
+            log.exception("spool write failed", extra={"message_id": message.message_id})
+            return "451 4.3.0 Cannot store the message now, try again later"
+        self.timeline.record(TimelineEvent(
+            message_id=message.message_id, at=now, stage=Stage.ACCEPTED,
+            detail=f"{len(raw)} bytes from {message.source_ip} for {len(message.recipients)} recipient(s)",
+        ))
+        self.logs.write(INGRESS, {
+            "timestamp": now.isoformat(), "message_id": message.message_id, "size": len(raw),
+            "sender_ip": message.source_ip, "mail_from": message.mail_from, "helo": message.helo,
+            "tls_protocol": message.tls_protocol, "recipients": message.recipients,
+        })
+        self.submit(path)
+        return f"250 2.0.0 Ok: queued as {message.message_id}"

@@ -1,0 +1,31 @@
+"""Logs shaped like Mail Manager's vended logs, as JSON lines under $MXGATE_HOME/logs/.
+
+ingress.jsonl: one record per accepted message; traffic-policy.jsonl: one per recipient with
+each statement's evaluation; rule-set.jsonl: one per message per action. Each record is one
+write() of one line in append mode, so several processes can share a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+INGRESS = "ingress.jsonl"
+TRAFFIC_POLICY = "traffic-policy.jsonl"
+RULE_SET = "rule-set.jsonl"
+
+
+class VendedLogs:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def write(self, name: str, record: Mapping[str, object]) -> None:
+        line = json.dumps(record, ensure_ascii=False, default=str).encode() + b"\n"
+        fd = os.open(self.directory / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)

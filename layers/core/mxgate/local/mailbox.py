@@ -1,0 +1,67 @@
+"""Local mailbox hosts: SMTP servers standing in for Google Workspace and Microsoft 365.
+
+Each stores what it receives as Maildir under `<root>/<host>/<recipient>/new/`, with
+`Return-Path:` and `Delivered-To:` prepended as a delivery agent does, so the envelope the
+gateway used can be seen. A file `<root>/<host>/.reply` holding an SMTP reply (for example
+`451 4.3.0 try later`) makes the host refuse every recipient with it: the failure tests
+use this to play an outage without stopping the server.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from mxgate.adapters.local.files import safe_name
+from mxgate.delivery.smtp import to_crlf
+
+_hostname = socket.gethostname()
+
+
+class MaildirHandler:
+    def __init__(self, root: Path, host: str) -> None:
+        self.host = host
+        self.directory = root / host
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._count = 0
+
+    def forced_reply(self) -> str | None:
+        try:
+            return (self.directory / ".reply").read_text(encoding="utf-8").strip() or None
+        except FileNotFoundError:
+            return None
+
+    async def handle_RCPT(  # noqa: N802 -- aiosmtpd's hook name
+        self, server: SMTP, session: Session, envelope: Envelope, address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        forced = self.forced_reply()
+        if forced is not None:
+            return forced
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+        raw = to_crlf(envelope.original_content or b"")
+        sender = envelope.mail_from or ""
+        for recipient in envelope.rcpt_tos:
+            trace = f"Return-Path: <{sender}>\r\nDelivered-To: {recipient}\r\n".encode()
+            self.store(recipient, trace + raw)
+        return f"250 2.0.0 Ok: delivered to {len(envelope.rcpt_tos)} mailbox(es) on {self.host}"
+
+    def store(self, recipient: str, message: bytes) -> Path:
+        """Maildir delivery: write under tmp/, then rename into new/."""
+        mailbox = self.directory / safe_name(recipient.casefold())
+        for sub in ("tmp", "new", "cur"):
+            (mailbox / sub).mkdir(parents=True, exist_ok=True)
+        self._count += 1
+        name = f"{time.time_ns()}.P{os.getpid()}Q{self._count}.{_hostname}"
+        temporary = mailbox / "tmp" / name
+        temporary.write_bytes(message)
+        final = mailbox / "new" / name
+        temporary.rename(final)
+        return final

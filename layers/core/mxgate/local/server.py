@@ -1,0 +1,142 @@
+"""`mxgate run`: the gateway in the foreground until Ctrl-C.
+
+Ingress and mailbox hosts share this process's event loop; the rule set and the workflow run
+in a pool of worker processes, so parsing and delivery never stall the SMTP sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import multiprocessing
+import signal
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiosmtpd.smtp import SMTP
+
+from mxgate.adapters.local.state import SqliteState
+from mxgate.clock import SystemClock
+from mxgate.local import worker
+from mxgate.local.addresslists import FileAddressBook
+from mxgate.local.ingress import IngressHandler, IngressSMTP
+from mxgate.local.logs import VendedLogs
+from mxgate.local.mailbox import MaildirHandler
+from mxgate.local.runtime import LocalSetup, write_ports
+from mxgate.local.spool import Spool
+from mxgate.local.tls import ensure_certificate, server_context
+
+log = logging.getLogger("mxgate.server")
+
+
+@dataclass
+class Running:
+    """What a started gateway listens on (what `mxgate run` prints)."""
+
+    smtp: tuple[str, int]
+    mailbox_hosts: dict[str, int]
+    servers: list[asyncio.Server] = field(default_factory=list)
+
+
+class Gateway:
+    def __init__(self, setup: LocalSetup) -> None:
+        self.setup = setup
+        self.dirs = setup.dirs
+        self.pool: ProcessPoolExecutor | None = None
+        self.pending: set[Future[str]] = set()
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    async def _mailbox_hosts(self, loop: asyncio.AbstractEventLoop) -> tuple[dict[str, int], list[asyncio.Server]]:
+        ports, servers = {}, []
+        for host, spec in self.setup.config.mailbox_hosts.items():
+            handler = MaildirHandler(self.dirs.mailboxes, host)
+            server = await loop.create_server(
+                lambda h=handler, name=host: SMTP(h, hostname=f"{name}.mailbox.local",
+                                                  enable_SMTPUTF8=True, data_size_limit=None,
+                                                  ident="mxgate mailbox host"),
+                host="127.0.0.1", port=spec.port,
+            )
+            ports[host] = server.sockets[0].getsockname()[1]
+            servers.append(server)
+        return ports, servers
+
+    def submit(self, path: Path) -> None:
+        assert self.pool is not None  # noqa: S101
+        future = self.pool.submit(worker.handle, str(path))
+        self.pending.add(future)
+        self.idle.clear()
+        loop = asyncio.get_running_loop()
+        future.add_done_callback(lambda f: loop.call_soon_threadsafe(self._finished, f, path))
+
+    def _finished(self, future: Future[str], path: Path) -> None:
+        self.pending.discard(future)
+        if not self.pending:
+            self.idle.set()
+        error = future.exception()
+        if error is not None:  # the worker died: the spool file stays and is replayed on start
+            log.error("worker failed", extra={"spool_file": path.name, "error": repr(error)})
+
+    async def start(self) -> Running:
+        setup, dirs = self.setup, self.dirs
+        loop = asyncio.get_running_loop()
+        for directory in (dirs.spool, dirs.objects, dirs.mailboxes, dirs.events, dirs.logs):
+            directory.mkdir(parents=True, exist_ok=True)
+        mailbox_ports, servers = await self._mailbox_hosts(loop)
+        self.pool = ProcessPoolExecutor(
+            max_workers=setup.settings.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=worker.initialize,
+            initargs=(setup.settings.model_dump_json(), json.dumps(mailbox_ports)),
+        )
+        cert, key = ensure_certificate(dirs.tls, setup.settings.hostname)
+        tls = server_context(cert, key)
+        spool = Spool(dirs.spool)
+        handler = IngressHandler(
+            ingress=setup.ingress, policy=setup.traffic_policy,
+            book=FileAddressBook(dirs.address_lists), spool=spool,
+            timeline=SqliteState(dirs.state_db), logs=VendedLogs(dirs.logs), clock=SystemClock(),
+            submit=self.submit,
+        )
+        require_tls = setup.ingress.TlsPolicy in ("REQUIRED", "FIPS")
+        ingress = await loop.create_server(
+            lambda: IngressSMTP(handler, hostname=setup.settings.hostname, ident="mxgate ESMTP",
+                                tls_context=tls, require_starttls=require_tls,
+                                data_size_limit=setup.max_message_size, enable_SMTPUTF8=True),
+            host=setup.settings.smtp_host, port=setup.smtp_port,
+        )
+        servers.append(ingress)
+        smtp = ingress.sockets[0].getsockname()[:2]
+        write_ports(dirs, {"smtp": smtp[1], **mailbox_ports})
+        for path in spool.pending():  # messages a previous run accepted but did not finish
+            self.submit(path)
+        return Running(smtp=(smtp[0], smtp[1]), mailbox_hosts=mailbox_ports, servers=servers)
+
+    async def stop(self, running: Running, grace: float = 30.0) -> None:
+        running.servers[-1].close()  # the ingress first: accept nothing new
+        try:
+            await asyncio.wait_for(self.idle.wait(), grace)
+        except TimeoutError:
+            log.warning("stopping with messages in flight; they are replayed on the next start",
+                        extra={"in_flight": len(self.pending)})
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        for server in running.servers:
+            server.close()
+        self.dirs.ports_file.unlink(missing_ok=True)
+
+
+async def serve(setup: LocalSetup, on_ready: Callable[[Running], None]) -> None:
+    gateway = Gateway(setup)
+    running = await gateway.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    on_ready(running)
+    await stop.wait()
+    log.info("stopping")
+    await gateway.stop(running)

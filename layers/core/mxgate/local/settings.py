@@ -1,0 +1,50 @@
+"""Typed settings of the local runtime, read once from the environment and passed down."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mxgate.errors import ConfigError
+
+ENVIRONMENT = {
+    "MXGATE_HOME": "home",
+    "MXGATE_CONFIG": "config",
+    "MXGATE_SMTP_HOST": "smtp_host",
+    "MXGATE_SMTP_PORT": "smtp_port",
+    "MXGATE_WORKERS": "workers",
+    "MXGATE_HOSTNAME": "hostname",
+    "MXGATE_LOG_LEVEL": "log_level",
+    "MXGATE_RETRY_SCALE": "retry_scale",
+}
+
+
+class LocalSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    home: Path = Field(default=Path(".mxgate"), description="state: spool, objects, mailboxes, logs")
+    config: Path = Field(default=Path("config/local.yaml"), description="the local override file")
+    smtp_host: str = Field(default="127.0.0.1", description="SMTP ingress address")
+    smtp_port: int | None = Field(default=None, ge=0, le=65535,
+                                  description="SMTP ingress port (default: local.yaml, else 2525)")
+    workers: int = Field(default=2, ge=1, le=64, description="workflow worker processes")
+    hostname: str = Field(default="mxgate.local", description="the name the gateway greets with")
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
+    retry_scale: float = Field(default=1.0, ge=0, le=1,
+                               description="multiplies the state machine's retry waits (tests)")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> LocalSettings:
+        source = os.environ if environ is None else environ
+        values = {field: source[name] for name, field in ENVIRONMENT.items() if source.get(name)}
+        try:
+            return cls.model_validate(values)
+        except ValidationError as error:
+            by_field = {v: k for k, v in ENVIRONMENT.items()}
+            problems = "; ".join(
+                f"{by_field.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}" for e in error.errors()
+            )
+            raise ConfigError(f"environment: {problems}") from error

@@ -1,0 +1,116 @@
+"""Traffic policy evaluation, per recipient at RCPT time: DENY statements first, then ALLOW
+statements, then the default action (MAIL_MANAGER.md). Pure: no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from mxgate.mailmanager.addresses import AddressBook
+from mxgate.mailmanager.facts import SessionFacts
+from mxgate.mailmanager.models import (
+    AcceptAction,
+    BooleanOperator,
+    PolicyCondition,
+    TlsOperator,
+    TrafficPolicy,
+)
+from mxgate.mailmanager.operators import ip_family, ip_holds, string_holds
+from mxgate.mailmanager.template import logical_id_of
+
+_TLS_ORDER = {"TLS1_2": 2, "TLS1_3": 3}
+
+
+class TrafficVerdict(StrEnum):
+    ACCEPT = "ACCEPT"
+    REJECT = "REJECT"
+
+
+@dataclass(frozen=True, slots=True)
+class StatementEvaluation:
+    index: int
+    action: AcceptAction
+    matched: bool
+    conditions: tuple[str, ...]  # one line per condition: what was compared and the result
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficDecision:
+    recipient: str
+    verdict: TrafficVerdict
+    decided_by: str  # "PolicyStatements[2] (DENY)" or "DefaultAction (DENY)"
+    evaluations: tuple[StatementEvaluation, ...]
+
+    def as_log(self) -> dict[str, object]:
+        return {
+            "recipient": self.recipient,
+            "verdict": self.verdict.value,
+            "decided_by": self.decided_by,
+            "statements": [
+                {"index": e.index, "action": e.action.value, "matched": e.matched,
+                 "conditions": list(e.conditions)}
+                for e in self.evaluations
+            ],
+        }
+
+
+def condition_holds(
+    condition: PolicyCondition, recipient: str, session: SessionFacts, book: AddressBook
+) -> tuple[bool, str]:
+    """Whether one condition holds, and a line that says why."""
+    if (expr := condition.StringExpression) is not None:
+        if expr.Evaluate.Attribute is None:
+            return False, "add-on analysis results are not available locally: no match"
+        held = string_holds(expr.Operator, [recipient], expr.Values)
+        return held, f"RECIPIENT {recipient} {expr.Operator.value} {expr.Values}: {held}"
+    if (ip4 := condition.IpExpression) is not None:
+        address = session.sender_ip if ip_family(session.sender_ip) == 4 else None
+        held = ip_holds(ip4.Operator, address, ip4.Values) if address else False
+        return held, f"SENDER_IP {session.sender_ip} {ip4.Operator.value} {ip4.Values}: {held}"
+    if (ip6 := condition.Ipv6Expression) is not None:
+        address = session.sender_ip if ip_family(session.sender_ip) == 6 else None
+        held = ip_holds(ip6.Operator, address, ip6.Values) if address else False
+        return held, f"SENDER_IPV6 {session.sender_ip} {ip6.Operator.value} {ip6.Values}: {held}"
+    if (tls := condition.TlsExpression) is not None:
+        actual = _TLS_ORDER.get(session.tls_protocol or "", 0)
+        wanted = _TLS_ORDER[tls.Value.value]
+        held = actual >= wanted if tls.Operator is TlsOperator.MINIMUM_TLS_VERSION else actual == wanted
+        shown = session.tls_protocol or "no TLS"
+        return held, f"TLS_PROTOCOL {shown} {tls.Operator.value} {tls.Value.value}: {held}"
+    boolean = condition.BooleanExpression
+    assert boolean is not None  # noqa: S101 -- OneOf guarantees one member
+    listed = boolean.Evaluate.IsInAddressList
+    if listed is None:
+        return False, "add-on analysis results are not available locally: no match"
+    list_id = logical_id_of(listed.AddressLists[0])
+    member = book.contains(list_id, recipient)
+    held = member if boolean.Operator is BooleanOperator.IS_TRUE else not member
+    return held, f"RECIPIENT in address list {list_id} is {member}, {boolean.Operator.value}: {held}"
+
+
+def evaluate_traffic_policy(
+    policy: TrafficPolicy, recipient: str, session: SessionFacts, book: AddressBook
+) -> TrafficDecision:
+    evaluations: list[StatementEvaluation] = []
+    for action in (AcceptAction.DENY, AcceptAction.ALLOW):
+        for index, statement in enumerate(policy.PolicyStatements):
+            if statement.Action is not action:
+                continue
+            lines: list[str] = []
+            matched = True
+            for condition in statement.Conditions:  # ANDed: stop at the first that fails
+                held, why = condition_holds(condition, recipient, session, book)
+                lines.append(why)
+                if not held:
+                    matched = False
+                    break
+            evaluations.append(StatementEvaluation(index, action, matched, tuple(lines)))
+            if matched:
+                verdict = TrafficVerdict.ACCEPT if action is AcceptAction.ALLOW else TrafficVerdict.REJECT
+                return TrafficDecision(
+                    recipient, verdict, f"PolicyStatements[{index}] ({action.value})",
+                    tuple(evaluations),
+                )
+    default = policy.DefaultAction
+    verdict = TrafficVerdict.ACCEPT if default is AcceptAction.ALLOW else TrafficVerdict.REJECT
+    return TrafficDecision(recipient, verdict, f"DefaultAction ({default.value})", tuple(evaluations))

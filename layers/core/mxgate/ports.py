@@ -1,0 +1,102 @@
+"""The ports the core talks through. Each runtime's composition root supplies adapters:
+files and SQLite on one machine, S3, DynamoDB, SES, SQS and EventBridge on AWS."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import BinaryIO, Protocol
+
+from mxgate.timeline import RecipientState, TimelineEvent
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    bucket: str
+    key: str
+    size: int
+    metadata: Mapping[str, str]
+
+
+class ObjectStore(Protocol):
+    def put(
+        self, bucket: str, key: str, body: bytes, metadata: Mapping[str, str] | None = None
+    ) -> ObjectInfo: ...
+
+    def head(self, bucket: str, key: str) -> ObjectInfo: ...
+
+    def open(self, bucket: str, key: str) -> BinaryIO:
+        """A readable stream of the object, so large messages need not sit in memory."""
+        ...
+
+    def get(self, bucket: str, key: str) -> bytes: ...
+
+    def exists(self, bucket: str, key: str) -> bool: ...
+
+    def link(self, bucket: str, key: str) -> str:
+        """Where an application can fetch the object (a file URI or a presigned URL)."""
+        ...
+
+
+class Timeline(Protocol):
+    def record(self, event: TimelineEvent) -> None: ...
+
+    def record_many(self, events: Sequence[TimelineEvent]) -> None: ...
+
+    def settle(self, state: RecipientState) -> bool:
+        """Record a recipient's terminal state; False if it already had one (first one wins)."""
+        ...
+
+    def states(self, message_id: str) -> list[RecipientState]: ...
+
+    def events(self, message_id: str) -> list[TimelineEvent]: ...
+
+    def recent(self, limit: int) -> list[str]: ...
+
+
+class Idempotency(Protocol):
+    def seen(self, key: str) -> str | None:
+        """The recorded outcome of work done under this key, or None."""
+        ...
+
+    def remember(self, key: str, outcome: str) -> None: ...
+
+
+class AppEvents(Protocol):
+    """Hands application mail to its application (EventBridge on AWS, a local queue here)."""
+
+    def publish(self, app: str, event_id: str, event: Mapping[str, object]) -> str:
+        """Publish one event; returns where it went. Publishing the same id twice is harmless."""
+        ...
+
+
+class Transport(Protocol):
+    """Hands a raw message to a mailbox host (SMTP, SES, ...)."""
+
+    def send(
+        self, envelope_sender: str, recipients: Sequence[str], raw: bytes
+    ) -> Mapping[str, SendResult]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    ok: bool
+    transient: bool = False
+    detail: str = ""
+
+
+class DeadLetters(Protocol):
+    def put(self, record_id: str, record: Mapping[str, object]) -> None: ...
+
+    def list(self) -> Iterator[tuple[str, dict[str, object]]]: ...
+
+    def get(self, record_id: str) -> dict[str, object] | None: ...
+
+    def remove(self, record_id: str) -> None: ...

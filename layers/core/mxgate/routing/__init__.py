@@ -1,0 +1,1 @@
+"""Routes: who lives on which mailbox host, which application owns which address."""

@@ -1,0 +1,55 @@
+"""What happened to a message and to each of its recipients, and when."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Stage(StrEnum):
+    ACCEPTED = "accepted"
+    RULES = "rules"
+    STORED = "stored"
+    PARSED = "parsed"
+    AUTHENTICATED = "authenticated"
+    CLASSIFIED = "classified"
+    ARCHIVED = "archived"
+    ATTEMPT = "attempt"
+    RETRY = "retry"
+    DEFERRED = "deferred"
+    REDRIVEN = "redriven"
+    TERMINAL = "terminal"
+
+
+class Outcome(StrEnum):
+    """The terminal states: every accepted recipient ends in exactly one."""
+
+    DELIVERED = "delivered"
+    HANDED_TO_APP = "handed_to_app"
+    QUARANTINED = "quarantined"
+    DROPPED = "dropped"
+    BOUNCED = "bounced"
+    DEAD_LETTERED = "dead_lettered"
+
+
+class TimelineEvent(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    message_id: str
+    at: datetime
+    stage: Stage
+    recipient: str | None = None
+    detail: str = ""
+
+
+class RecipientState(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    message_id: str
+    recipient: str
+    outcome: Outcome
+    at: datetime
+    route: str = ""
+    detail: str = ""

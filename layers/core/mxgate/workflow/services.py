@@ -1,0 +1,22 @@
+"""The ports the workflow steps use, gathered by each runtime's composition root."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from mxgate.ports import AppEvents, Clock, DeadLetters, Idempotency, ObjectStore, Timeline, Transport
+from mxgate.routing.config import Routes
+
+
+@dataclass(frozen=True)
+class Services:
+    objects: ObjectStore
+    timeline: Timeline
+    idempotency: Idempotency
+    transports: Mapping[str, Transport]  # by mailbox host name, as in the routes' destinations
+    app_events: AppEvents
+    dead_letters: DeadLetters
+    routes: Routes
+    clock: Clock
+    gateway_host: str = "mxgate.local"  # names this gateway in trace header fields

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 SAM_VENV := .venv-sam
 SAM := $(SAM_VENV)/bin/sam
 SAM_VERSION := 1.170.0
-PY313 := $(firstword $(wildcard /root/.pyenv/versions/3.13*/bin))
+PY313_BIN := $(firstword $(wildcard /root/.pyenv/versions/3.13*/bin))
 DEBIAN_PACKAGES := swaks postfix
 export SAM_CLI_TELEMETRY := 0
 
@@ -70,8 +70,8 @@ test: $(STAMP) $(SAM) system-deps lint typecheck validate
 
 # `sam build` without Docker needs the runtime's own Python on PATH (TOOLING.md).
 sam-build: $(SAM)
-	@if [ -z "$(PY313)" ]; then echo "python3.13 not found under /root/.pyenv/versions: skipping sam build"; \
-	else PATH=$(dir $(PY313)):$$PATH $(SAM) build --template template.yaml; fi
+	@if [ -z "$(PY313_BIN)" ]; then echo "python3.13 not found under /root/.pyenv/versions: skipping sam build"; \
+	else PATH=$(PY313_BIN):$$PATH $(SAM) build --template template.yaml; fi
 
 bench: $(STAMP) system-deps
 	$(BIN)/python bench/throughput.py

@@ -12,16 +12,27 @@ from mxgate.local.settings import LocalSettings
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--home", type=Path, help="state directory (env MXGATE_HOME, default .mxgate)")
-    parser.add_argument("--config", type=Path,
-                        help="local configuration (env MXGATE_CONFIG, default config/local.yaml)")
+    parser.add_argument(
+        "--home", type=Path, help="state directory (env MXGATE_HOME, default .mxgate)"
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="local configuration (env MXGATE_CONFIG, default config/local.yaml)",
+    )
 
 
 def settings_from(args: argparse.Namespace, **overrides: Any) -> LocalSettings:
     settings = LocalSettings.from_env()
-    update = {k: v for k, v in {"home": getattr(args, "home", None),
-                                "config": getattr(args, "config", None), **overrides}.items()
-              if v is not None}
+    update = {
+        k: v
+        for k, v in {
+            "home": getattr(args, "home", None),
+            "config": getattr(args, "config", None),
+            **overrides,
+        }.items()
+        if v is not None
+    }
     return settings.model_copy(update=update) if update else settings
 
 
@@ -34,5 +45,8 @@ def table(rows: list[list[str]], headers: list[str]) -> str:
     widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows, strict=False)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines += [
+        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
     return "\n".join(lines)

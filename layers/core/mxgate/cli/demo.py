@@ -59,17 +59,23 @@ class Row:
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
-        "demo", help="send the sample messages through a fresh gateway and check their outcomes",
+        "demo",
+        help="send the sample messages through a fresh gateway and check their outcomes",
         description="Start a gateway on free loopback ports with its state under HOME/demo, send "
         "each events/mail/*.eml with the envelope from its .expected.json over SMTP (STARTTLS), "
         "wait until every recipient reaches its terminal state, and print where each landed. "
         "Exits 0 only if every outcome is the expected one.",
     )
     add_settings_arguments(parser)
-    parser.add_argument("--samples", type=Path, default=Path("events/mail"),
-                        help="directory of sample .eml files (default events/mail)")
-    parser.add_argument("--timeout", type=float, default=60.0,
-                        help="seconds to wait for every outcome (default 60)")
+    parser.add_argument(
+        "--samples",
+        type=Path,
+        default=Path("events/mail"),
+        help="directory of sample .eml files (default events/mail)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds to wait for every outcome (default 60)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(handler=demo)
 
@@ -124,17 +130,23 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-async def run_demo(setup: LocalSetup, samples: list[tuple[Path, Sample]], timeout: float) -> list[Row]:
+async def run_demo(
+    setup: LocalSetup, samples: list[tuple[Path, Sample]], timeout: float
+) -> list[Row]:
     gateway = Gateway(setup)
     running = await gateway.start()
     state = SqliteState(setup.dirs.state_db)
     rows: list[Row] = []
     try:
         for eml, sample in samples:
-            message_id, refused = await asyncio.to_thread(send, running.smtp[1], sample, eml.read_bytes())
+            message_id, refused = await asyncio.to_thread(
+                send, running.smtp[1], sample, eml.read_bytes()
+            )
             accepted = [r for r in sample.recipients if r not in refused]
             for recipient, reply in refused.items():
-                rows.append(Row(eml.stem, recipient, "-", REJECTED, reply, sample.recipients[recipient]))
+                rows.append(
+                    Row(eml.stem, recipient, "-", REJECTED, reply, sample.recipients[recipient])
+                )
             if message_id is None:
                 continue
             deadline = time.monotonic() + timeout
@@ -147,12 +159,28 @@ async def run_demo(setup: LocalSetup, samples: list[tuple[Path, Sample]], timeou
             for recipient in accepted:
                 found = settled.get(recipient.casefold())
                 if found is None:
-                    rows.append(Row(eml.stem, recipient, "?", "not settled", f"after {timeout:.0f}s",
-                                    sample.recipients[recipient]))
+                    rows.append(
+                        Row(
+                            eml.stem,
+                            recipient,
+                            "?",
+                            "not settled",
+                            f"after {timeout:.0f}s",
+                            sample.recipients[recipient],
+                        )
+                    )
                     continue
                 where = landed(setup, recipient, found.route, found.detail, message_id)
-                rows.append(Row(eml.stem, recipient, found.route, found.outcome.value, where,
-                                sample.recipients[recipient]))
+                rows.append(
+                    Row(
+                        eml.stem,
+                        recipient,
+                        found.route,
+                        found.outcome.value,
+                        where,
+                        sample.recipients[recipient],
+                    )
+                )
     finally:
         await gateway.stop(running)
     return rows
@@ -165,23 +193,55 @@ def demo(args: argparse.Namespace) -> int:
     settings = base.model_copy(update={"home": home, "smtp_port": 0, "retry_scale": 0.01})
     configure_logging("WARNING")
     setup = load_setup(settings)
-    free_ports = {name: host.model_copy(update={"port": 0}) for name, host in setup.config.mailbox_hosts.items()}
+    free_ports = {
+        name: host.model_copy(update={"port": 0})
+        for name, host in setup.config.mailbox_hosts.items()
+    }
     setup = replace(setup, config=setup.config.model_copy(update={"mailbox_hosts": free_ports}))
     samples = load_samples(args.samples)
     rows = asyncio.run(run_demo(setup, samples, args.timeout))
     if args.json:
-        print_json({"ok": all(r.ok for r in rows), "rows": [
-            {"message": r.sample, "recipient": r.recipient, "route": r.route, "outcome": r.outcome,
-             "landed": r.landed, "expected": r.expected.model_dump(), "ok": r.ok} for r in rows]})
+        print_json(
+            {
+                "ok": all(r.ok for r in rows),
+                "rows": [
+                    {
+                        "message": r.sample,
+                        "recipient": r.recipient,
+                        "route": r.route,
+                        "outcome": r.outcome,
+                        "landed": r.landed,
+                        "expected": r.expected.model_dump(),
+                        "ok": r.ok,
+                    }
+                    for r in rows
+                ],
+            }
+        )
     else:
-        print(table(
-            [[r.sample, r.recipient, r.route, r.outcome, r.landed, "ok" if r.ok else
-              f"EXPECTED {r.expected.outcome}" + (f" via {r.expected.route}" if r.expected.route else "")]
-             for r in rows],
-            ["MESSAGE", "RECIPIENT", "ROUTE", "OUTCOME", "LANDED", "CHECK"],
-        ))
+        print(
+            table(
+                [
+                    [
+                        r.sample,
+                        r.recipient,
+                        r.route,
+                        r.outcome,
+                        r.landed,
+                        "ok"
+                        if r.ok
+                        else f"EXPECTED {r.expected.outcome}"
+                        + (f" via {r.expected.route}" if r.expected.route else ""),
+                    ]
+                    for r in rows
+                ],
+                ["MESSAGE", "RECIPIENT", "ROUTE", "OUTCOME", "LANDED", "CHECK"],
+            )
+        )
         failed = sum(not r.ok for r in rows)
-        print(f"\n{len(rows) - failed} of {len(rows)} recipients reached their expected outcome"
-              + (f"; {failed} did not" if failed else "") + f" (state: {home})")
+        print(
+            f"\n{len(rows) - failed} of {len(rows)} recipients reached their expected outcome"
+            + (f"; {failed} did not" if failed else "")
+            + f" (state: {home})"
+        )
     return 0 if all(r.ok for r in rows) else 1
-

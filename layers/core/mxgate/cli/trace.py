@@ -14,14 +14,17 @@ from mxgate.timeline import Stage
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
-        "trace", help="show what happened to a message (or list recent messages)",
+        "trace",
+        help="show what happened to a message (or list recent messages)",
         description="Without MESSAGE-ID, list recent messages with their outcome; with one "
         "(or a unique prefix), show its timeline: accepted, rules, stored, parsed, classified, "
         "and each recipient's terminal state, with times.",
     )
     add_settings_arguments(parser)
     parser.add_argument("message_id", nargs="?", metavar="MESSAGE-ID")
-    parser.add_argument("--limit", type=int, default=20, help="how many recent messages (default 20)")
+    parser.add_argument(
+        "--limit", type=int, default=20, help="how many recent messages (default 20)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(handler=trace)
 
@@ -45,7 +48,7 @@ def _outcome_text(row: dict[str, object]) -> str:
     if row["in_progress"]:
         return "in progress"
     outcomes = row["outcomes"]
-    assert isinstance(outcomes, dict)  # noqa: S101
+    assert isinstance(outcomes, dict)
     return ", ".join(f"{count} {outcome}" for outcome, count in outcomes.items())
 
 
@@ -53,7 +56,9 @@ def trace(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     paths = Paths(settings.home)
     if not paths.state_db.exists():
-        raise ConfigError(f"no gateway state under {settings.home} (has `mxgate run` accepted mail?)")
+        raise ConfigError(
+            f"no gateway state under {settings.home} (has `mxgate run` accepted mail?)"
+        )
     state = SqliteState(paths.state_db)
     if args.message_id is None:
         rows = [summary(state, m) for m in state.recent(args.limit)]
@@ -63,12 +68,20 @@ def trace(args: argparse.Namespace) -> int:
         if not rows:
             print("no messages yet")
             return 0
-        print(table(
-            [[str(r["message_id"]), str(r["accepted_at"] or "")[:19],
-              _outcome_text(r),
-              str(r["detail"])] for r in rows],
-            ["MESSAGE-ID", "ACCEPTED (UTC)", "OUTCOME", "DETAIL"],
-        ))
+        print(
+            table(
+                [
+                    [
+                        str(r["message_id"]),
+                        str(r["accepted_at"] or "")[:19],
+                        _outcome_text(r),
+                        str(r["detail"]),
+                    ]
+                    for r in rows
+                ],
+                ["MESSAGE-ID", "ACCEPTED (UTC)", "OUTCOME", "DETAIL"],
+            )
+        )
         return 0
     matches = state.find(args.message_id)
     if not matches:
@@ -79,18 +92,22 @@ def trace(args: argparse.Namespace) -> int:
     events = state.events(message_id)
     states = state.states(message_id)
     if args.json:
-        print_json({
-            "message_id": message_id,
-            "events": [e.model_dump(mode="json") for e in events],
-            "recipients": [s.model_dump(mode="json") for s in states],
-        })
+        print_json(
+            {
+                "message_id": message_id,
+                "events": [e.model_dump(mode="json") for e in events],
+                "recipients": [s.model_dump(mode="json") for s in states],
+            }
+        )
         return 0
     print(f"message {message_id}")
     start = events[0].at if events else None
     for event in events:
         offset = f"+{(event.at - start).total_seconds():.3f}s" if start else ""
         who = f" {event.recipient}" if event.recipient else ""
-        print(f"  {event.at.isoformat(timespec='milliseconds')} {offset:>9}  {event.stage.value:<13}{who}  {event.detail}")
+        print(
+            f"  {event.at.isoformat(timespec='milliseconds')} {offset:>9}  {event.stage.value:<13}{who}  {event.detail}"
+        )
     if states:
         print("recipients:")
         for s in states:

@@ -43,8 +43,9 @@ class SmtpTransport:
 
     def _connect(self) -> smtplib.SMTP:
         target = self.target
-        client = smtplib.SMTP(target.host, target.port, local_hostname=target.helo,
-                              timeout=target.timeout)
+        client = smtplib.SMTP(
+            target.host, target.port, local_hostname=target.helo, timeout=target.timeout
+        )
         client.ehlo()
         if target.starttls:
             context = ssl.create_default_context()
@@ -69,7 +70,9 @@ class SmtpTransport:
                 self._client.close()
             self._client = None
 
-    def send(self, envelope_sender: str, recipients: Sequence[str], raw: bytes) -> Mapping[str, SendResult]:
+    def send(
+        self, envelope_sender: str, recipients: Sequence[str], raw: bytes
+    ) -> Mapping[str, SendResult]:
         with self._lock:
             for attempt in (1, 2):  # a reused connection may have been closed by the server
                 try:
@@ -79,14 +82,19 @@ class SmtpTransport:
                 except smtplib.SMTPServerDisconnected as error:
                     self._client = None
                     if attempt == 2:
-                        return _everyone(recipients, transient=True, detail=f"disconnected: {error}")
+                        return _everyone(
+                            recipients, transient=True, detail=f"disconnected: {error}"
+                        )
                 except (OSError, smtplib.SMTPException) as error:
                     self._drop()
-                    return _everyone(recipients, transient=_is_transient(error), detail=_describe(error))
+                    return _everyone(
+                        recipients, transient=_is_transient(error), detail=_describe(error)
+                    )
         return _everyone(recipients, transient=True, detail="unreachable")  # pragma: no cover
 
-    def _send(self, client: smtplib.SMTP, sender: str, recipients: Sequence[str], raw: bytes
-              ) -> Mapping[str, SendResult]:
+    def _send(
+        self, client: smtplib.SMTP, sender: str, recipients: Sequence[str], raw: bytes
+    ) -> Mapping[str, SendResult]:
         options = []
         if client.has_extn("8bitmime") and any(b > 0x7F for b in raw):
             options.append("BODY=8BITMIME")
@@ -103,13 +111,17 @@ class SmtpTransport:
             if code in (250, 251):
                 accepted.append(recipient)
             else:
-                results[recipient] = SendResult(ok=False, transient=code < 500, detail=_reply(code, reply))
+                results[recipient] = SendResult(
+                    ok=False, transient=code < 500, detail=_reply(code, reply)
+                )
         if not accepted:
             client.rset()
             return results
         code, reply = client.data(to_crlf(raw))
         for recipient in accepted:
-            results[recipient] = SendResult(ok=code == 250, transient=code < 500, detail=_reply(code, reply))
+            results[recipient] = SendResult(
+                ok=code == 250, transient=code < 500, detail=_reply(code, reply)
+            )
         return results
 
 

@@ -36,7 +36,9 @@ class FileAddressBook:
             text = self.path(list_id).read_text(encoding="utf-8")
         except FileNotFoundError:
             return []
-        return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+        return [
+            line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")
+        ]
 
     def save(self, list_id: str, entries: list[str]) -> None:
         body = "".join(f"{e}\n" for e in sorted(dict.fromkeys(entries), key=str.casefold))

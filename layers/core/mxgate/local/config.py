@@ -43,18 +43,22 @@ class LocalConfig(Strict):
 
     def resolved(self, base: Path) -> LocalConfig:
         """Paths in the file are relative to the file's own directory."""
-        return self.model_copy(update={
-            "template": (base / self.template).resolve(),
-            "samconfig": (base / self.samconfig).resolve(),
-            "routes": (base / self.routes).resolve(),
-        })
+        return self.model_copy(
+            update={
+                "template": (base / self.template).resolve(),
+                "samconfig": (base / self.samconfig).resolve(),
+                "routes": (base / self.routes).resolve(),
+            }
+        )
 
 
 def load_local_config(path: Path) -> LocalConfig:
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as error:
-        raise ConfigError(f"{path}: cannot read the local configuration: {error.strerror}") from error
+        raise ConfigError(
+            f"{path}: cannot read the local configuration: {error.strerror}"
+        ) from error
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from error
     try:

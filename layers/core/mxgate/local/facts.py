@@ -26,7 +26,7 @@ class HeaderMap(Mapping[str, Sequence[str]]):
         return iter(dict.fromkeys(k.lower() for k in self._message))
 
     def __len__(self) -> int:
-        return len(set(k.lower() for k in self._message))
+        return len({k.lower() for k in self._message})
 
 
 def message_facts(envelope: Envelope, raw: bytes) -> MessageFacts:

@@ -12,9 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope as SmtpEnvelope, Session
+from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from mxgate.ids import new_message_id
+from mxgate.local.logs import INGRESS, TRAFFIC_POLICY, VendedLogs
+from mxgate.local.spool import Spool
 from mxgate.mailmanager.addresses import AddressBook
 from mxgate.mailmanager.facts import SessionFacts
 from mxgate.mailmanager.models import IngressPoint, TrafficPolicy
@@ -22,19 +25,17 @@ from mxgate.mailmanager.traffic import TrafficVerdict, evaluate_traffic_policy
 from mxgate.ports import Clock, Timeline
 from mxgate.timeline import Stage, TimelineEvent
 from mxgate.workflow.model import Envelope
-from mxgate.local.logs import INGRESS, TRAFFIC_POLICY, VendedLogs
-from mxgate.local.spool import Spool
 
 log = logging.getLogger("mxgate.ingress")
 
 MAX_RECIPIENTS = 100  # Mail Manager's limit per message
 _TLS_NAMES = {"TLSv1.2": "TLS1_2", "TLSv1.3": "TLS1_3"}
 
+_TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
 # aiosmtpd's own replies, given the enhanced status codes (RFC 3463) a gateway should send.
 _ENHANCED = {
-    "552 Error: message size exceeds fixed maximum message size":
-        "552 5.3.4 Message size exceeds fixed maximum message size",
-    "552 Error: Too much mail data": "552 5.3.4 Message size exceeds fixed maximum message size",
+    "552 Error: message size exceeds fixed maximum message size": _TOO_BIG,
+    "552 Error: Too much mail data": _TOO_BIG,
     "530 Must issue a STARTTLS command first": "530 5.7.0 Must issue a STARTTLS command first",
     "503 Error: need MAIL command": "503 5.5.1 Error: need MAIL command",
     "503 Error: need RCPT command": "503 5.5.1 Error: need RCPT command",
@@ -49,6 +50,11 @@ class IngressSMTP(SMTP):
         if isinstance(status, str):
             status = _ENHANCED.get(status, status)
         await super().push(status)
+
+
+def peer_ip(session: Session) -> str:
+    peer: object = session.peer
+    return str(peer[0]) if isinstance(peer, tuple) else str(peer or "")
 
 
 def tls_protocol(session: Session) -> str | None:
@@ -79,14 +85,22 @@ class IngressHandler:
         self.submit = submit
 
     async def handle_EHLO(  # noqa: N802 -- aiosmtpd's hook name
-        self, server: SMTP, session: Session, envelope: SmtpEnvelope, hostname: str,
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: SmtpEnvelope,
+        hostname: str,
         responses: list[str],
     ) -> list[str]:
         session.host_name = hostname
         return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
     async def handle_MAIL(  # noqa: N802
-        self, server: SMTP, session: Session, envelope: SmtpEnvelope, address: str,
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: SmtpEnvelope,
+        address: str,
         mail_options: list[str],
     ) -> str:
         envelope.mail_from = address
@@ -94,20 +108,35 @@ class IngressHandler:
         return "250 2.1.0 Sender OK"
 
     async def handle_RCPT(  # noqa: N802
-        self, server: SMTP, session: Session, envelope: SmtpEnvelope, address: str,
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: SmtpEnvelope,
+        address: str,
         rcpt_options: list[str],
     ) -> str:
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return "452 4.5.3 Too many recipients"
-        facts = SessionFacts(sender_ip=str(session.peer[0]), tls_protocol=tls_protocol(session))
+        facts = SessionFacts(sender_ip=peer_ip(session), tls_protocol=tls_protocol(session))
         decision = evaluate_traffic_policy(self.policy, address, facts, self.book)
-        self.logs.write(TRAFFIC_POLICY, {
-            "timestamp": self.clock.now().isoformat(), "sender_ip": facts.sender_ip,
-            "tls_protocol": facts.tls_protocol, "mail_from": envelope.mail_from, **decision.as_log(),
-        })
+        self.logs.write(
+            TRAFFIC_POLICY,
+            {
+                "timestamp": self.clock.now().isoformat(),
+                "sender_ip": facts.sender_ip,
+                "tls_protocol": facts.tls_protocol,
+                "mail_from": envelope.mail_from,
+                **decision.as_log(),
+            },
+        )
         if decision.verdict is TrafficVerdict.REJECT:
-            log.info("recipient refused", extra={"recipient_domain": address.rpartition("@")[2],
-                                                 "decided_by": decision.decided_by})
+            log.info(
+                "recipient refused",
+                extra={
+                    "recipient_domain": address.rpartition("@")[2],
+                    "decided_by": decision.decided_by,
+                },
+            )
             return f"550 5.7.1 Recipient refused by policy ({decision.decided_by})"
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
@@ -123,7 +152,7 @@ class IngressHandler:
             mail_from=envelope.mail_from or "",
             recipients=list(envelope.rcpt_tos),
             helo=session.host_name or "",
-            source_ip=str(session.peer[0]),
+            source_ip=peer_ip(session),
             tls_protocol=tls_protocol(session),
             received_at=now.isoformat(),
         )
@@ -132,14 +161,26 @@ class IngressHandler:
         except OSError:
             log.exception("spool write failed", extra={"message_id": message.message_id})
             return "451 4.3.0 Cannot store the message now, try again later"
-        self.timeline.record(TimelineEvent(
-            message_id=message.message_id, at=now, stage=Stage.ACCEPTED,
-            detail=f"{len(raw)} bytes from {message.source_ip} for {len(message.recipients)} recipient(s)",
-        ))
-        self.logs.write(INGRESS, {
-            "timestamp": now.isoformat(), "message_id": message.message_id, "size": len(raw),
-            "sender_ip": message.source_ip, "mail_from": message.mail_from, "helo": message.helo,
-            "tls_protocol": message.tls_protocol, "recipients": message.recipients,
-        })
+        self.timeline.record(
+            TimelineEvent(
+                message_id=message.message_id,
+                at=now,
+                stage=Stage.ACCEPTED,
+                detail=f"{len(raw)} bytes from {message.source_ip} for {len(message.recipients)} recipient(s)",
+            )
+        )
+        self.logs.write(
+            INGRESS,
+            {
+                "timestamp": now.isoformat(),
+                "message_id": message.message_id,
+                "size": len(raw),
+                "sender_ip": message.source_ip,
+                "mail_from": message.mail_from,
+                "helo": message.helo,
+                "tls_protocol": message.tls_protocol,
+                "recipients": message.recipients,
+            },
+        )
         self.submit(path)
         return f"250 2.0.0 Ok: queued as {message.message_id}"

@@ -36,7 +36,11 @@ class MaildirHandler:
             return None
 
     async def handle_RCPT(  # noqa: N802 -- aiosmtpd's hook name
-        self, server: SMTP, session: Session, envelope: Envelope, address: str,
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
         rcpt_options: list[str],
     ) -> str:
         forced = self.forced_reply()

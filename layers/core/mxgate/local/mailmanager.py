@@ -9,6 +9,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from mxgate.errors import PermanentError
+from mxgate.local.facts import message_facts
+from mxgate.local.logs import RULE_SET, VendedLogs
 from mxgate.mailmanager.addresses import AddressBook
 from mxgate.mailmanager.config import MailManagerConfig
 from mxgate.mailmanager.models import RuleAction, RuleSet
@@ -18,8 +20,6 @@ from mxgate.ports import Clock, ObjectStore, Timeline, Transport
 from mxgate.timeline import Outcome, RecipientState, Stage, TimelineEvent
 from mxgate.workflow.envelope import store_envelope
 from mxgate.workflow.model import Envelope
-from mxgate.local.facts import message_facts
-from mxgate.local.logs import RULE_SET, VendedLogs
 
 log = logging.getLogger("mxgate.mailmanager")
 
@@ -65,7 +65,7 @@ class LocalActionExecutor:
 
     def _WriteToS3(self, action: RuleAction, context: ActionContext) -> str:  # noqa: N802
         params = action.WriteToS3
-        assert params is not None  # noqa: S101
+        assert params is not None
         key = f"{params.S3Prefix or ''}{self.envelope.message_id}"
         self.service.objects.put(params.S3Bucket, key, self._message(context))
         self.written.objects.setdefault((params.S3Bucket, key), []).extend(context.recipients)
@@ -73,7 +73,7 @@ class LocalActionExecutor:
 
     def _Archive(self, action: RuleAction, context: ActionContext) -> str:  # noqa: N802
         params = action.Archive
-        assert params is not None  # noqa: S101
+        assert params is not None
         archive = self.service.config.archive_id(params.TargetArchive)
         key = f"{archive}/{self.envelope.message_id}.eml"
         self.service.objects.put(ARCHIVE_BUCKET, key, self._message(context))
@@ -81,7 +81,7 @@ class LocalActionExecutor:
 
     def _Relay(self, action: RuleAction, context: ActionContext) -> str:  # noqa: N802
         params = action.Relay
-        assert params is not None  # noqa: S101
+        assert params is not None
         relay_id, relay = self.service.config.relay(params.Relay)
         transport = self.service.relay_transports.get(relay_id)
         if transport is None:
@@ -144,15 +144,27 @@ class LocalMailManager:
         outcome = run_rule_set(self.rule_set, facts, envelope.recipients, self.book, executor)
         now = self.clock.now()
         for record in outcome.records:
-            self.logs.write(RULE_SET, {"timestamp": now.isoformat(), "message_id": envelope.message_id,
-                                       **record.as_log()})
-        self.timeline.record_many([
-            TimelineEvent(message_id=envelope.message_id, at=now, stage=Stage.RULES,
-                          recipient=trail.recipient,
-                          detail=f"rules {trail.matched_rules or 'none'} -> actions {trail.actions or 'none'}"
-                          + (f" -> {trail.addresses}" if trail.addresses != [trail.recipient] else ""))
-            for trail in outcome.trails
-        ])
+            self.logs.write(
+                RULE_SET,
+                {
+                    "timestamp": now.isoformat(),
+                    "message_id": envelope.message_id,
+                    **record.as_log(),
+                },
+            )
+        self.timeline.record_many(
+            [
+                TimelineEvent(
+                    message_id=envelope.message_id,
+                    at=now,
+                    stage=Stage.RULES,
+                    recipient=trail.recipient,
+                    detail=f"rules {trail.matched_rules or 'none'} -> actions {trail.actions or 'none'}"
+                    + (f" -> {trail.addresses}" if trail.addresses != [trail.recipient] else ""),
+                )
+                for trail in outcome.trails
+            ]
+        )
         handed_on = {r for recipients in executor.written.objects.values() for r in recipients}
         succeeded: dict[str, list[str]] = {}
         for record in outcome.records:
@@ -168,19 +180,47 @@ class LocalMailManager:
                 else:
                     done = [a for a in succeeded.get(address, []) if a in _TERMINAL_BY_ACTION]
                     if done:
-                        self._settle(envelope, address, _TERMINAL_BY_ACTION[done[0]], f"rule action {done[0]}")
+                        self._settle(
+                            envelope,
+                            address,
+                            _TERMINAL_BY_ACTION[done[0]],
+                            f"rule action {done[0]}",
+                        )
                     else:
-                        self._settle(envelope, address, Outcome.DROPPED,
-                                     "no rule delivered it (actions: " + (", ".join(trail.actions) or "none") + ")")
+                        self._settle(
+                            envelope,
+                            address,
+                            Outcome.DROPPED,
+                            "no rule delivered it (actions: "
+                            + (", ".join(trail.actions) or "none")
+                            + ")",
+                        )
         for (bucket, key), recipients in executor.written.objects.items():
-            store_envelope(self.objects, bucket, envelope.model_copy(
-                update={"recipients": list(dict.fromkeys(recipients))}), key)
-            self.timeline.record(TimelineEvent(message_id=envelope.message_id, at=self.clock.now(),
-                                               stage=Stage.STORED, detail=f"s3://{bucket}/{key}"))
+            store_envelope(
+                self.objects,
+                bucket,
+                envelope.model_copy(update={"recipients": list(dict.fromkeys(recipients))}),
+                key,
+            )
+            self.timeline.record(
+                TimelineEvent(
+                    message_id=envelope.message_id,
+                    at=self.clock.now(),
+                    stage=Stage.STORED,
+                    detail=f"s3://{bucket}/{key}",
+                )
+            )
             self.start_workflow(bucket, key)
         return outcome
 
     def _settle(self, envelope: Envelope, recipient: str, outcome: Outcome, detail: str) -> None:
-        self.timeline.settle(RecipientState(message_id=envelope.message_id, recipient=recipient,
-                                            outcome=outcome, at=self.clock.now(), route="rules",
-                                            detail=detail))
+        self.timeline.settle(
+            RecipientState(
+                message_id=envelope.message_id,
+                recipient=recipient,
+                outcome=outcome,
+                at=self.clock.now(),
+                route="rules",
+                detail=detail,
+            )
+        )

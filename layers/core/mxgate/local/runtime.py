@@ -99,7 +99,11 @@ class LocalSetup:
 
     @property
     def smtp_port(self) -> int:
-        return self.settings.smtp_port if self.settings.smtp_port is not None else self.config.smtp.port
+        return (
+            self.settings.smtp_port
+            if self.settings.smtp_port is not None
+            else self.config.smtp.port
+        )
 
     @property
     def replace_mail_from(self) -> str:

@@ -14,6 +14,7 @@ import signal
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from aiosmtpd.smtp import SMTP
@@ -50,22 +51,30 @@ class Gateway:
         self.idle = asyncio.Event()
         self.idle.set()
 
-    async def _mailbox_hosts(self, loop: asyncio.AbstractEventLoop) -> tuple[dict[str, int], list[asyncio.Server]]:
+    async def _mailbox_hosts(
+        self, loop: asyncio.AbstractEventLoop
+    ) -> tuple[dict[str, int], list[asyncio.Server]]:
         ports, servers = {}, []
         for host, spec in self.setup.config.mailbox_hosts.items():
             handler = MaildirHandler(self.dirs.mailboxes, host)
             server = await loop.create_server(
-                lambda h=handler, name=host: SMTP(h, hostname=f"{name}.mailbox.local",
-                                                  enable_SMTPUTF8=True, data_size_limit=None,
-                                                  ident="mxgate mailbox host"),
-                host="127.0.0.1", port=spec.port,
+                partial(
+                    SMTP,
+                    handler,
+                    hostname=f"{host}.mailbox.local",
+                    enable_SMTPUTF8=True,
+                    data_size_limit=None,
+                    ident="mxgate mailbox host",
+                ),
+                host="127.0.0.1",
+                port=spec.port,
             )
             ports[host] = server.sockets[0].getsockname()[1]
             servers.append(server)
         return ports, servers
 
     def submit(self, path: Path) -> None:
-        assert self.pool is not None  # noqa: S101
+        assert self.pool is not None
         future = self.pool.submit(worker.handle, str(path))
         self.pending.add(future)
         self.idle.clear()
@@ -96,17 +105,28 @@ class Gateway:
         tls = server_context(cert, key)
         spool = Spool(dirs.spool)
         handler = IngressHandler(
-            ingress=setup.ingress, policy=setup.traffic_policy,
-            book=FileAddressBook(dirs.address_lists), spool=spool,
-            timeline=SqliteState(dirs.state_db), logs=VendedLogs(dirs.logs), clock=SystemClock(),
+            ingress=setup.ingress,
+            policy=setup.traffic_policy,
+            book=FileAddressBook(dirs.address_lists),
+            spool=spool,
+            timeline=SqliteState(dirs.state_db),
+            logs=VendedLogs(dirs.logs),
+            clock=SystemClock(),
             submit=self.submit,
         )
         require_tls = setup.ingress.TlsPolicy in ("REQUIRED", "FIPS")
         ingress = await loop.create_server(
-            lambda: IngressSMTP(handler, hostname=setup.settings.hostname, ident="mxgate ESMTP",
-                                tls_context=tls, require_starttls=require_tls,
-                                data_size_limit=setup.max_message_size, enable_SMTPUTF8=True),
-            host=setup.settings.smtp_host, port=setup.smtp_port,
+            lambda: IngressSMTP(
+                handler,
+                hostname=setup.settings.hostname,
+                ident="mxgate ESMTP",
+                tls_context=tls,
+                require_starttls=require_tls,
+                data_size_limit=setup.max_message_size,
+                enable_SMTPUTF8=True,
+            ),
+            host=setup.settings.smtp_host,
+            port=setup.smtp_port,
         )
         servers.append(ingress)
         smtp = ingress.sockets[0].getsockname()[:2]
@@ -120,8 +140,10 @@ class Gateway:
         try:
             await asyncio.wait_for(self.idle.wait(), grace)
         except TimeoutError:
-            log.warning("stopping with messages in flight; they are replayed on the next start",
-                        extra={"in_flight": len(self.pending)})
+            log.warning(
+                "stopping with messages in flight; they are replayed on the next start",
+                extra={"in_flight": len(self.pending)},
+            )
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
         for server in running.servers:

@@ -25,16 +25,23 @@ ENVIRONMENT = {
 class LocalSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    home: Path = Field(default=Path(".mxgate"), description="state: spool, objects, mailboxes, logs")
+    home: Path = Field(
+        default=Path(".mxgate"), description="state: spool, objects, mailboxes, logs"
+    )
     config: Path = Field(default=Path("config/local.yaml"), description="the local override file")
     smtp_host: str = Field(default="127.0.0.1", description="SMTP ingress address")
-    smtp_port: int | None = Field(default=None, ge=0, le=65535,
-                                  description="SMTP ingress port (default: local.yaml, else 2525)")
+    smtp_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="SMTP ingress port (default: local.yaml, else 2525)",
+    )
     workers: int = Field(default=2, ge=1, le=64, description="workflow worker processes")
     hostname: str = Field(default="mxgate.local", description="the name the gateway greets with")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
-    retry_scale: float = Field(default=1.0, ge=0, le=1,
-                               description="multiplies the state machine's retry waits (tests)")
+    retry_scale: float = Field(
+        default=1.0, ge=0, le=1, description="multiplies the state machine's retry waits (tests)"
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> LocalSettings:

@@ -29,7 +29,7 @@ def initialize(settings_json: str, mailbox_ports_json: str) -> None:
 
 
 def handle(spool_file: str) -> str:
-    assert _worker is not None, "initialize() runs first in every worker"  # noqa: S101
+    assert _worker is not None, "initialize() runs first in every worker"
     return process_spooled(_worker, Path(spool_file))
 
 
@@ -41,7 +41,7 @@ def process_spooled(worker: Worker, path: Path) -> str:
         return "already done"
     try:
         worker.mail_manager.process(envelope, raw)
-    except Exception as error:  # noqa: BLE001 -- nothing accepted may be lost: quarantine it
+    except Exception as error:
         log.exception("processing failed", extra={"message_id": envelope.message_id})
         _quarantine(worker, path, envelope.message_id, envelope.recipients, error)
         return "quarantined"
@@ -49,16 +49,30 @@ def process_spooled(worker: Worker, path: Path) -> str:
     return "done"
 
 
-def _quarantine(worker: Worker, path: Path, message_id: str, recipients: list[str],
-                error: Exception) -> None:
+def _quarantine(
+    worker: Worker, path: Path, message_id: str, recipients: list[str], error: Exception
+) -> None:
     target = worker.setup.dirs.quarantine / path.name
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(path, target)
     clock = worker.workflow.services.clock
     reason = f"internal error: {type(error).__name__}: {error}"[:500]
-    worker.state.record(TimelineEvent(message_id=message_id, at=clock.now(), stage=Stage.TERMINAL,
-                                      detail=f"{reason}; kept in {target}"))
+    worker.state.record(
+        TimelineEvent(
+            message_id=message_id,
+            at=clock.now(),
+            stage=Stage.TERMINAL,
+            detail=f"{reason}; kept in {target}",
+        )
+    )
     for recipient in recipients:
-        worker.state.settle(RecipientState(message_id=message_id, recipient=recipient,
-                                           outcome=Outcome.QUARANTINED, at=clock.now(),
-                                           route="quarantine", detail=reason))
+        worker.state.settle(
+            RecipientState(
+                message_id=message_id,
+                recipient=recipient,
+                outcome=Outcome.QUARANTINED,
+                at=clock.now(),
+                route="quarantine",
+                detail=reason,
+            )
+        )

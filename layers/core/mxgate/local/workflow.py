@@ -16,9 +16,9 @@ from mxgate.mailmanager.template import Resolver
 from mxgate.ports import Clock
 from mxgate.timeline import Stage, TimelineEvent
 from mxgate.workflow import steps
-from mxgate.workflow.asl import ExecutionFailed, Interpreter
-from mxgate.workflow.events import object_created_event
+from mxgate.workflow.asl import ExecutionFailedError, Interpreter
 from mxgate.workflow.envelope import message_id_of
+from mxgate.workflow.events import object_created_event
 from mxgate.workflow.model import DeadLetterInput, DeliverInput, ProcessInput, QuarantineInput
 from mxgate.workflow.services import Services
 
@@ -28,12 +28,18 @@ Step = Callable[[Any, Services], Any]
 
 # functions/<name>/ in the template -> the step that function's handler calls
 STEPS: dict[str, Step] = {
-    "process": lambda doc, s: steps.process(ProcessInput.model_validate(doc), s).model_dump(mode="json"),
-    "deliver": lambda doc, s: steps.deliver(DeliverInput.model_validate(doc), s).model_dump(mode="json"),
-    "dead_letter": lambda doc, s: steps.dead_letter(DeadLetterInput.model_validate(doc), s).model_dump(
-        mode="json"),
-    "quarantine": lambda doc, s: steps.quarantine(QuarantineInput.model_validate(doc), s).model_dump(
-        mode="json"),
+    "process": lambda doc, s: steps.process(ProcessInput.model_validate(doc), s).model_dump(
+        mode="json"
+    ),
+    "deliver": lambda doc, s: steps.deliver(DeliverInput.model_validate(doc), s).model_dump(
+        mode="json"
+    ),
+    "dead_letter": lambda doc, s: steps.dead_letter(
+        DeadLetterInput.model_validate(doc), s
+    ).model_dump(mode="json"),
+    "quarantine": lambda doc, s: steps.quarantine(
+        QuarantineInput.model_validate(doc), s
+    ).model_dump(mode="json"),
 }
 
 STATE_MACHINE_TYPE = "AWS::Serverless::StateMachine"
@@ -47,7 +53,9 @@ class StateMachineSource:
 
 def load_state_machine(template: Path, resolver: Resolver) -> StateMachineSource:
     """The definition file and its DefinitionSubstitutions, read from the template."""
-    machines = [(name, r) for name, r in resolver.resources.items() if r.get("Type") == STATE_MACHINE_TYPE]
+    machines = [
+        (name, r) for name, r in resolver.resources.items() if r.get("Type") == STATE_MACHINE_TYPE
+    ]
     if len(machines) != 1:
         raise ConfigError(f"{template}: expected one {STATE_MACHINE_TYPE}, found {len(machines)}")
     name, machine = machines[0]
@@ -65,12 +73,16 @@ def load_state_machine(template: Path, resolver: Resolver) -> StateMachineSource
         code_uri = resolver.resources.get(function, {}).get("Properties", {}).get("CodeUri", "")
         step = Path(str(code_uri)).name
         if step not in STEPS:
-            raise ConfigError(f"{template}: {variable} names {function} ({code_uri}), which is no step")
+            raise ConfigError(
+                f"{template}: {variable} names {function} ({code_uri}), which is no step"
+            )
         resource_steps[f"${{{variable}}}"] = step
     used = set(re.findall(r"\$\{\w+\}", json.dumps(definition)))
     missing = sorted(used - set(resource_steps))
     if missing:
-        raise ConfigError(f"{template}: {name} uses {missing} with no DefinitionSubstitutions entry")
+        raise ConfigError(
+            f"{template}: {name} uses {missing} with no DefinitionSubstitutions entry"
+        )
     return StateMachineSource(definition, resource_steps)
 
 
@@ -88,22 +100,31 @@ class _ScaledClock:
 
 
 class LocalWorkflow:
-    def __init__(self, source: StateMachineSource, services: Services, retry_scale: float = 1.0) -> None:
+    def __init__(
+        self, source: StateMachineSource, services: Services, retry_scale: float = 1.0
+    ) -> None:
         self.services = services
         tasks = {
             resource: (lambda doc, step=STEPS[name]: step(doc, services))
             for resource, name in source.resource_steps.items()
         }
         self.interpreter = Interpreter(
-            source.definition, tasks, _ScaledClock(services.clock, retry_scale), on_retry=self._retrying
+            source.definition,
+            tasks,
+            _ScaledClock(services.clock, retry_scale),
+            on_retry=self._retrying,
         )
         self._current = ""
 
     def _retrying(self, state: str, error: str, attempt: int, delay: float) -> None:
-        self.services.timeline.record(TimelineEvent(
-            message_id=self._current, at=self.services.clock.now(), stage=Stage.RETRY,
-            detail=f"{state}: {error}, attempt {attempt}, waiting {delay:.1f}s",
-        ))
+        self.services.timeline.record(
+            TimelineEvent(
+                message_id=self._current,
+                at=self.services.clock.now(),
+                stage=Stage.RETRY,
+                detail=f"{state}: {error}, attempt {attempt}, waiting {delay:.1f}s",
+            )
+        )
 
     def start(self, bucket: str, key: str) -> Any:
         """Run one execution to its end, as the S3 event would start it on AWS."""
@@ -112,6 +133,8 @@ class LocalWorkflow:
         event = object_created_event(bucket, key, size, self.services.clock.now())
         try:
             return self.interpreter.run(event, name=self._current)
-        except ExecutionFailed as failure:
-            log.error("execution failed", extra={"message_id": self._current, "error": failure.error})
+        except ExecutionFailedError as failure:
+            log.error(
+                "execution failed", extra={"message_id": self._current, "error": failure.error}
+            )
             raise

@@ -92,17 +92,27 @@ def _check_references(config: MailManagerConfig) -> None:
 
     for logical_id, point in config.ingress_points.items():
         need(config.rule_sets, point.RuleSetId, f"{logical_id}.RuleSetId", "rule set")
-        need(config.traffic_policies, point.TrafficPolicyId, f"{logical_id}.TrafficPolicyId",
-             "traffic policy")
+        need(
+            config.traffic_policies,
+            point.TrafficPolicyId,
+            f"{logical_id}.TrafficPolicyId",
+            "traffic policy",
+        )
     for logical_id, policy in config.traffic_policies.items():
         for index, statement in enumerate(policy.PolicyStatements):
             for c_index, condition in enumerate(statement.Conditions):
                 boolean = condition.BooleanExpression
                 if boolean is not None and boolean.Evaluate.IsInAddressList is not None:
-                    where = (f"{logical_id}.PolicyStatements[{index}].Conditions[{c_index}]"
-                             ".BooleanExpression.Evaluate.IsInAddressList.AddressLists[0]")
-                    need(config.address_lists, boolean.Evaluate.IsInAddressList.AddressLists[0],
-                         where, "address list")
+                    where = (
+                        f"{logical_id}.PolicyStatements[{index}].Conditions[{c_index}]"
+                        ".BooleanExpression.Evaluate.IsInAddressList.AddressLists[0]"
+                    )
+                    need(
+                        config.address_lists,
+                        boolean.Evaluate.IsInAddressList.AddressLists[0],
+                        where,
+                        "address list",
+                    )
     for logical_id, rule_set in config.rule_sets.items():
         for index, rule in enumerate(rule_set.Rules):
             place = f"{logical_id}.Rules[{index}]" + (f" ({rule.Name})" if rule.Name else "")
@@ -110,18 +120,28 @@ def _check_references(config: MailManagerConfig) -> None:
                 for c_index, condition in enumerate(getattr(rule, group)):
                     boolean = condition.BooleanExpression
                     if boolean is not None and boolean.Evaluate.IsInAddressList is not None:
-                        need(config.address_lists, boolean.Evaluate.IsInAddressList.AddressLists[0],
-                             f"{place}.{group}[{c_index}]", "address list")
+                        need(
+                            config.address_lists,
+                            boolean.Evaluate.IsInAddressList.AddressLists[0],
+                            f"{place}.{group}[{c_index}]",
+                            "address list",
+                        )
             for a_index, action in enumerate(rule.Actions):
                 where = f"{place}.Actions[{a_index}].{action.kind}"
                 if action.Relay is not None:
                     need(config.relays, action.Relay.Relay, f"{where}.Relay", "relay")
                 if action.Archive is not None:
-                    need(config.archives, action.Archive.TargetArchive, f"{where}.TargetArchive",
-                         "archive")
+                    need(
+                        config.archives,
+                        action.Archive.TargetArchive,
+                        f"{where}.TargetArchive",
+                        "archive",
+                    )
 
 
-def load_mail_manager(template: Path, parameters: Mapping[str, str] | None = None) -> MailManagerConfig:
+def load_mail_manager(
+    template: Path, parameters: Mapping[str, str] | None = None
+) -> MailManagerConfig:
     document = read_template(template)
     resolver = Resolver(document, dict(parameters or {}))
     found: dict[str, dict[str, Any]] = {}

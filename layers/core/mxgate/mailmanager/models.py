@@ -199,7 +199,7 @@ class NumberOperator(StrEnum):
 
 
 class Verdict(StrEnum):
-    PASS = "PASS"
+    PASS = "PASS"  # noqa: S105 -- a verdict, not a password
     FAIL = "FAIL"
     GRAY = "GRAY"
     PROCESSING_FAILED = "PROCESSING_FAILED"
@@ -237,9 +237,10 @@ class RuleStringToEvaluate(OneOf):
 class RuleStringExpression(CfnModel):
     Evaluate: RuleStringToEvaluate
     Operator: StringOperator
-    Values: Annotated[list[Annotated[str, Field(min_length=1, max_length=4096)]], Field(
-        min_length=1, max_length=10
-    )]
+    Values: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=4096)]],
+        Field(min_length=1, max_length=10),
+    ]
 
 
 class RuleIsInAddressList(CfnModel):
@@ -275,9 +276,9 @@ class RuleIpToEvaluate(CfnModel):
 class RuleIpExpression(CfnModel):
     Evaluate: RuleIpToEvaluate
     Operator: IpOperator
-    Values: Annotated[list[Annotated[str, Field(min_length=1, max_length=43)]], Field(
-        min_length=1, max_length=10
-    )]
+    Values: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=43)]], Field(min_length=1, max_length=10)
+    ]
 
 
 class RuleVerdictToEvaluate(OneOf):
@@ -345,7 +346,9 @@ class SendAction(CfnModel):
 
 
 class AddHeaderAction(CfnModel):
-    HeaderName: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[xX]\-[a-zA-Z0-9\-]+$")]
+    HeaderName: Annotated[
+        str, Field(min_length=1, max_length=64, pattern=r"^[xX]\-[a-zA-Z0-9\-]+$")
+    ]
     HeaderValue: Annotated[str, Field(min_length=1, max_length=128)]
 
 
@@ -418,9 +421,9 @@ class RuleAction(OneOf):
 
 
 class Rule(CfnModel):
-    Name: Annotated[str | None, Field(min_length=1, max_length=32, pattern=r"^[a-zA-Z0-9_.-]+$")] = (
-        None
-    )
+    Name: Annotated[
+        str | None, Field(min_length=1, max_length=32, pattern=r"^[a-zA-Z0-9_.-]+$")
+    ] = None
     Conditions: Annotated[list[RuleCondition], Field(max_length=10)] = []
     Unless: Annotated[list[RuleCondition], Field(max_length=10)] = []
     Actions: Annotated[list[RuleAction], Field(min_length=1, max_length=10)]

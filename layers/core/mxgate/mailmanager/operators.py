@@ -25,7 +25,9 @@ def _string_match(operator: StringOperator, candidate: str, value: str) -> bool:
     return value in candidate
 
 
-def string_holds(operator: StringOperator, candidates: Sequence[str], values: Sequence[str]) -> bool:
+def string_holds(
+    operator: StringOperator, candidates: Sequence[str], values: Sequence[str]
+) -> bool:
     """True when any candidate matches any value; NOT_EQUALS when no candidate equals any."""
     hit = any(_string_match(operator, c, v) for c in candidates for v in values)
     return not hit if operator is StringOperator.NOT_EQUALS else hit

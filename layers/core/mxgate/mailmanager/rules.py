@@ -17,11 +17,11 @@ from mxgate.errors import MxgateError
 from mxgate.mailmanager.addresses import AddressBook
 from mxgate.mailmanager.facts import MessageFacts
 from mxgate.mailmanager.models import (
-    FailurePolicy,
     AddressListAttribute,
     BooleanAttribute,
     BooleanOperator,
     EqualsOperator,
+    FailurePolicy,
     Rule,
     RuleAction,
     RuleCondition,
@@ -31,11 +31,14 @@ from mxgate.mailmanager.models import (
 from mxgate.mailmanager.operators import ip_holds, number_holds, string_holds
 from mxgate.mailmanager.template import logical_id_of
 
+
 def _address_candidates(addresses: Sequence[str], raw: Sequence[str]) -> list[str]:
     return [*addresses, *raw]
 
 
-def _string_candidates(expr_attribute: StringAttribute, recipient: str, facts: MessageFacts) -> list[str]:
+def _string_candidates(
+    expr_attribute: StringAttribute, recipient: str, facts: MessageFacts
+) -> list[str]:
     match expr_attribute:
         case StringAttribute.MAIL_FROM:
             return [facts.mail_from]
@@ -55,7 +58,9 @@ def _string_candidates(expr_attribute: StringAttribute, recipient: str, facts: M
             return _address_candidates(facts.cc_addresses, facts.header("cc"))
 
 
-def _list_addresses(attribute: AddressListAttribute, recipient: str, facts: MessageFacts) -> Sequence[str]:
+def _list_addresses(
+    attribute: AddressListAttribute, recipient: str, facts: MessageFacts
+) -> Sequence[str]:
     return {
         AddressListAttribute.RECIPIENT: [recipient],
         AddressListAttribute.MAIL_FROM: [facts.mail_from],
@@ -66,7 +71,7 @@ def _list_addresses(attribute: AddressListAttribute, recipient: str, facts: Mess
     }[attribute]
 
 
-def rule_condition_holds(  # noqa: PLR0911
+def rule_condition_holds(
     condition: RuleCondition, recipient: str, facts: MessageFacts, book: AddressBook
 ) -> tuple[bool, str]:
     """Whether one rule condition holds for one recipient, and a line that says why."""
@@ -102,11 +107,11 @@ def rule_condition_holds(  # noqa: PLR0911
     if (d := condition.DmarcExpression) is not None:
         hit = facts.dmarc_policy is not None and facts.dmarc_policy in d.Values
         held = hit if d.Operator is EqualsOperator.EQUALS else not hit
-        actual = facts.dmarc_policy.value if facts.dmarc_policy else "(DMARC did not fail)"
+        policy = facts.dmarc_policy.value if facts.dmarc_policy else "(DMARC did not fail)"
         values = [x.value for x in d.Values]
-        return held, f"DMARC policy {actual} {d.Operator.value} {values}: {held}"
+        return held, f"DMARC policy {policy} {d.Operator.value} {values}: {held}"
     b = condition.BooleanExpression
-    assert b is not None  # noqa: S101 -- OneOf guarantees one member
+    assert b is not None
     if b.Evaluate.Attribute is not None:
         value = {
             BooleanAttribute.READ_RECEIPT_REQUESTED: facts.read_receipt_requested,
@@ -214,7 +219,7 @@ def rule_label(index: int, rule: Rule) -> str:
     return rule.Name or f"rule-{index}"
 
 
-def run_rule_set(  # noqa: C901, PLR0912
+def run_rule_set(
     rule_set: RuleSet,
     facts: MessageFacts,
     recipients: Sequence[str],
@@ -250,18 +255,32 @@ def run_rule_set(  # noqa: C901, PLR0912
                 outcome.records.append(ActionRecord(index, label, "Drop", addresses, "SUCCESS"))
                 continue
             if action.kind == "AddHeader":
-                assert action.AddHeader is not None  # noqa: S101
-                outcome.added_headers.append((action.AddHeader.HeaderName, action.AddHeader.HeaderValue))
-                facts = _with_header(facts, action.AddHeader.HeaderName, action.AddHeader.HeaderValue)
-                outcome.records.append(ActionRecord(index, label, "AddHeader", addresses, "SUCCESS"))
+                assert action.AddHeader is not None
+                outcome.added_headers.append(
+                    (action.AddHeader.HeaderName, action.AddHeader.HeaderValue)
+                )
+                facts = _with_header(
+                    facts, action.AddHeader.HeaderName, action.AddHeader.HeaderValue
+                )
+                outcome.records.append(
+                    ActionRecord(index, label, "AddHeader", addresses, "SUCCESS")
+                )
                 continue
             if action.kind == "ReplaceRecipient":
-                replacement = list((action.ReplaceRecipient and action.ReplaceRecipient.ReplaceWith) or [])
+                replacement = list(
+                    (action.ReplaceRecipient and action.ReplaceRecipient.ReplaceWith) or []
+                )
                 for trail in matched:
                     trail.addresses = replacement or trail.addresses
                 outcome.records.append(
-                    ActionRecord(index, label, "ReplaceRecipient", addresses, "SUCCESS",
-                                 detail=f"replaced with {replacement}")
+                    ActionRecord(
+                        index,
+                        label,
+                        "ReplaceRecipient",
+                        addresses,
+                        "SUCCESS",
+                        detail=f"replaced with {replacement}",
+                    )
                 )
                 continue
             context = ActionContext(index, label, a_index, addresses, tuple(outcome.added_headers))
@@ -275,7 +294,9 @@ def run_rule_set(  # noqa: C901, PLR0912
                     for trail in matched:
                         trail.dropped_by = f"rule {label}: {action.kind} failed ({error}); ActionFailurePolicy DROP"
                 continue
-            outcome.records.append(ActionRecord(index, label, action.kind, addresses, "SUCCESS", detail=detail))
+            outcome.records.append(
+                ActionRecord(index, label, action.kind, addresses, "SUCCESS", detail=detail)
+            )
     return outcome
 
 

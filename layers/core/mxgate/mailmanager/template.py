@@ -32,8 +32,23 @@ _SHORT_TAGS = {
     **{
         name: f"Fn::{name}"
         for name in (
-            "Sub", "GetAtt", "Join", "If", "Equals", "Not", "And", "Or", "Select", "Split",
-            "FindInMap", "Base64", "ImportValue", "GetAZs", "Cidr", "Transform", "ToJsonString",
+            "Sub",
+            "GetAtt",
+            "Join",
+            "If",
+            "Equals",
+            "Not",
+            "And",
+            "Or",
+            "Select",
+            "Split",
+            "FindInMap",
+            "Base64",
+            "ImportValue",
+            "GetAZs",
+            "Cidr",
+            "Transform",
+            "ToJsonString",
             "Length",
         )
     },
@@ -47,7 +62,9 @@ class _CfnLoader(yaml.SafeLoader):
 def _construct_tag(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
     name = _SHORT_TAGS.get(tag_suffix)
     if name is None:
-        raise yaml.constructor.ConstructorError(None, None, f"unknown tag !{tag_suffix}", node.start_mark)
+        raise yaml.constructor.ConstructorError(
+            None, None, f"unknown tag !{tag_suffix}", node.start_mark
+        )
     value: Any
     if isinstance(node, yaml.ScalarNode):
         value = loader.construct_scalar(node)
@@ -89,7 +106,7 @@ def read_samconfig_parameters(path: Path, environment: str = "default") -> dict[
         if overrides:
             items = shlex.split(overrides) if isinstance(overrides, str) else list(overrides)
             pairs = (item.split("=", 1) for item in items)
-            return {key: value for key, value in pairs}
+            return dict(pairs)
     return {}
 
 
@@ -134,7 +151,9 @@ class Resolver:
         declared = self.template.get("Parameters", {}) or {}
         unknown = set(self.parameters) - set(declared)
         if unknown:
-            raise ConfigError(f"parameter values given for undeclared parameters: {sorted(unknown)}")
+            raise ConfigError(
+                f"parameter values given for undeclared parameters: {sorted(unknown)}"
+            )
         for name, spec in declared.items():
             if name in self.parameters:
                 raw: Any = self.parameters[name]
@@ -174,7 +193,7 @@ class Resolver:
 
     def _condition_value(self, spec: Any, where: str) -> Any:
         if isinstance(spec, dict) and len(spec) == 1:
-            (key, arg), = spec.items()
+            ((key, arg),) = spec.items()
             if key == "Condition":
                 return self.condition(arg, where)
             if key == "Fn::Equals":
@@ -231,14 +250,14 @@ class Resolver:
 
     # --------------------------------------------------------------------------- resolution
 
-    def resolve(self, value: Any, where: str) -> Any:  # noqa: PLR0911, PLR0912, C901
+    def resolve(self, value: Any, where: str) -> Any:  # noqa: PLR0911
         if isinstance(value, list):
             items = [self.resolve(item, f"{where}[{index}]") for index, item in enumerate(value)]
             return [item for item in items if item is not NO_VALUE]
         if not isinstance(value, dict):
             return value
         if len(value) == 1:
-            (key, arg), = value.items()
+            ((key, arg),) = value.items()
             if key == "Ref":
                 return self.ref(arg, where)
             if key == "Fn::GetAtt":

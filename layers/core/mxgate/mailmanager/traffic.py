@@ -47,8 +47,12 @@ class TrafficDecision:
             "verdict": self.verdict.value,
             "decided_by": self.decided_by,
             "statements": [
-                {"index": e.index, "action": e.action.value, "matched": e.matched,
-                 "conditions": list(e.conditions)}
+                {
+                    "index": e.index,
+                    "action": e.action.value,
+                    "matched": e.matched,
+                    "conditions": list(e.conditions),
+                }
                 for e in self.evaluations
             ],
         }
@@ -74,18 +78,25 @@ def condition_holds(
     if (tls := condition.TlsExpression) is not None:
         actual = _TLS_ORDER.get(session.tls_protocol or "", 0)
         wanted = _TLS_ORDER[tls.Value.value]
-        held = actual >= wanted if tls.Operator is TlsOperator.MINIMUM_TLS_VERSION else actual == wanted
+        held = (
+            actual >= wanted
+            if tls.Operator is TlsOperator.MINIMUM_TLS_VERSION
+            else actual == wanted
+        )
         shown = session.tls_protocol or "no TLS"
         return held, f"TLS_PROTOCOL {shown} {tls.Operator.value} {tls.Value.value}: {held}"
     boolean = condition.BooleanExpression
-    assert boolean is not None  # noqa: S101 -- OneOf guarantees one member
+    assert boolean is not None
     listed = boolean.Evaluate.IsInAddressList
     if listed is None:
         return False, "add-on analysis results are not available locally: no match"
     list_id = logical_id_of(listed.AddressLists[0])
     member = book.contains(list_id, recipient)
     held = member if boolean.Operator is BooleanOperator.IS_TRUE else not member
-    return held, f"RECIPIENT in address list {list_id} is {member}, {boolean.Operator.value}: {held}"
+    return (
+        held,
+        f"RECIPIENT in address list {list_id} is {member}, {boolean.Operator.value}: {held}",
+    )
 
 
 def evaluate_traffic_policy(
@@ -106,11 +117,17 @@ def evaluate_traffic_policy(
                     break
             evaluations.append(StatementEvaluation(index, action, matched, tuple(lines)))
             if matched:
-                verdict = TrafficVerdict.ACCEPT if action is AcceptAction.ALLOW else TrafficVerdict.REJECT
+                verdict = (
+                    TrafficVerdict.ACCEPT if action is AcceptAction.ALLOW else TrafficVerdict.REJECT
+                )
                 return TrafficDecision(
-                    recipient, verdict, f"PolicyStatements[{index}] ({action.value})",
+                    recipient,
+                    verdict,
+                    f"PolicyStatements[{index}] ({action.value})",
                     tuple(evaluations),
                 )
     default = policy.DefaultAction
     verdict = TrafficVerdict.ACCEPT if default is AcceptAction.ALLOW else TrafficVerdict.REJECT
-    return TrafficDecision(recipient, verdict, f"DefaultAction ({default.value})", tuple(evaluations))
+    return TrafficDecision(
+        recipient, verdict, f"DefaultAction ({default.value})", tuple(evaluations)
+    )

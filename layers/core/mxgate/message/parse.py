@@ -10,6 +10,7 @@ import hashlib
 from email import policy
 from email.message import EmailMessage, Message
 from email.parser import BytesHeaderParser, BytesParser
+from typing import Any
 
 from mxgate.message.model import Address, Attachment, ParsedMessage
 
@@ -35,9 +36,10 @@ def header_values(message: Message, name: str) -> list[str]:
 
 def addresses(message: Message, name: str, defects: list[str]) -> list[Address]:
     found: list[Address] = []
-    for raw in message.get_all(name, []):
+    header: Any
+    for header in message.get_all(name, []):
         try:
-            groups = raw.addresses  # email.headerregistry.AddressHeader
+            groups = header.addresses  # email.headerregistry.AddressHeader
             found.extend(
                 Address(name=_text(a.display_name), address=_text(a.addr_spec))
                 for a in groups
@@ -47,7 +49,7 @@ def addresses(message: Message, name: str, defects: list[str]) -> list[Address]:
             defects.append(f"{name}: unparsable address header")
             found.extend(
                 Address(name=_text(display), address=_text(addr))
-                for display, addr in email.utils.getaddresses([_text(raw)])
+                for display, addr in email.utils.getaddresses([_text(header)])
                 if addr
             )
     return found
@@ -56,7 +58,7 @@ def addresses(message: Message, name: str, defects: list[str]) -> list[Address]:
 def parse_header_section(raw: bytes) -> EmailMessage:
     """Only the header section: what the rule set needs, at a fraction of a full parse."""
     message = _HEADER_PARSER.parsebytes(raw, headersonly=True)
-    assert isinstance(message, EmailMessage)  # noqa: S101 -- policy.default builds these
+    assert isinstance(message, EmailMessage)
     return message
 
 
@@ -69,7 +71,7 @@ def _body(message: EmailMessage, preference: tuple[str, ...], defects: list[str]
     if part is None or part.get_content_type() != f"text/{preference[0]}":
         return None
     try:
-        return _text(part.get_content())
+        return _text(part.get_content()).replace("\r\n", "\n")
     except (LookupError, UnicodeError, AssertionError, ValueError):
         payload = part.get_payload(decode=True)
         defects.append(f"text/{preference[0]}: undecodable with its declared charset")
@@ -95,7 +97,7 @@ def _attachments(message: EmailMessage) -> list[Attachment]:
 
 def parse_message(raw: bytes) -> ParsedMessage:
     message = _PARSER.parsebytes(raw)
-    assert isinstance(message, EmailMessage)  # noqa: S101
+    assert isinstance(message, EmailMessage)
     defects = [type(d).__name__ for d in message.defects]
     message_id = next(iter(header_values(message, "message-id")), "").strip().strip("<>") or None
     return ParsedMessage.model_validate(

@@ -69,7 +69,9 @@ class Routes(Strict):
                 if domain not in {d.casefold() for d in self.app_domains}:
                     raise ValueError(f"apps.{name}: {address} is not on an application domain")
                 if address.casefold() in owners:
-                    raise ValueError(f"{address} is owned by both {owners[address.casefold()]} and {name}")
+                    raise ValueError(
+                        f"{address} is owned by both {owners[address.casefold()]} and {name}"
+                    )
                 owners[address.casefold()] = name
         return self
 

@@ -25,7 +25,7 @@ Task = Callable[[Any], Any]
 _PATH_TOKEN = re.compile(r"\.([A-Za-z0-9_\-]+)|\[(\d+)\]|\['([^']+)'\]")
 
 
-class ExecutionFailed(Exception):
+class ExecutionFailedError(Exception):
     """The execution ended in failure: the Step Functions error name and cause."""
 
     def __init__(self, error: str, cause: str) -> None:
@@ -83,9 +83,11 @@ def _intrinsic(expression: str, document: Any, context: Mapping[str, Any]) -> An
         return read_path(document, expression, context)
     name, raw_args = match.groups()
     args = [
-        _intrinsic(a.strip(), document, context) if a.strip().startswith(("$", "States."))
+        _intrinsic(a.strip(), document, context)
+        if a.strip().startswith(("$", "States."))
         else json.loads(a.strip().replace("'", '"'))
-        for a in re.split(r",(?![^(]*\))", raw_args) if a.strip()
+        for a in re.split(r",(?![^(]*\))", raw_args)
+        if a.strip()
     ]
     if name == "Format":
         template, *values = args
@@ -119,8 +121,10 @@ def fill_template(template: Any, document: Any, context: Mapping[str, Any]) -> A
 
 
 def _matches(error: str, names: list[str]) -> bool:
-    return error in names or "States.ALL" in names or (
-        "States.TaskFailed" in names and not error.startswith("States.")
+    return (
+        error in names
+        or "States.ALL" in names
+        or ("States.TaskFailed" in names and not error.startswith("States."))
     )
 
 
@@ -148,11 +152,13 @@ class Interpreter:
         try:
             return self._run_states(self.definition, execution_input, context)
         except _StateError as failure:
-            raise ExecutionFailed(failure.error, failure.cause) from None
+            raise ExecutionFailedError(failure.error, failure.cause) from None
 
     # --------------------------------------------------------------------------- machinery
 
-    def _run_states(self, machine: Mapping[str, Any], document: Any, context: dict[str, Any]) -> Any:
+    def _run_states(
+        self, machine: Mapping[str, Any], document: Any, context: dict[str, Any]
+    ) -> Any:
         states = machine["States"]
         name = machine["StartAt"]
         while True:
@@ -172,7 +178,9 @@ class Interpreter:
             raise _StateError(state.get("Error", "States.Fail"), state.get("Cause", ""))
         if kind == "Choice":
             return document, self._choose(state, document)
-        effective = read_path(document, state["InputPath"], context) if "InputPath" in state else document
+        effective = (
+            read_path(document, state["InputPath"], context) if "InputPath" in state else document
+        )
         if state.get("InputPath", "$") is None:
             effective = {}
         try:
@@ -191,14 +199,20 @@ class Interpreter:
             output = read_path(output, state["OutputPath"], context) if state["OutputPath"] else {}
         return output, (None if state.get("End") else state["Next"])
 
-    def _with_retries(self, name: str, state: Mapping[str, Any], document: Any, context: dict[str, Any]) -> Any:
+    def _with_retries(
+        self, name: str, state: Mapping[str, Any], document: Any, context: dict[str, Any]
+    ) -> Any:
         attempts: dict[int, int] = {}
         while True:
             try:
                 return self._execute(state, document, context)
             except _StateError as failure:
                 retrier_index = next(
-                    (i for i, r in enumerate(state.get("Retry", [])) if _matches(failure.error, r["ErrorEquals"])),
+                    (
+                        i
+                        for i, r in enumerate(state.get("Retry", []))
+                        if _matches(failure.error, r["ErrorEquals"])
+                    ),
                     None,
                 )
                 if retrier_index is None:
@@ -222,18 +236,28 @@ class Interpreter:
         if kind == "Pass":
             if "Result" in state:
                 return state["Result"]
-            return fill_template(state["Parameters"], document, context) if "Parameters" in state else document
+            return (
+                fill_template(state["Parameters"], document, context)
+                if "Parameters" in state
+                else document
+            )
         if kind == "Wait":
             self.clock.sleep(float(state.get("Seconds", 0)))
             return document
         if kind == "Task":
-            payload = fill_template(state["Parameters"], document, context) if "Parameters" in state else document
+            payload = (
+                fill_template(state["Parameters"], document, context)
+                if "Parameters" in state
+                else document
+            )
             task = self.tasks.get(state["Resource"])
             if task is None:
-                raise _StateError("States.Runtime", f"no local task for resource {state['Resource']!r}")
+                raise _StateError(
+                    "States.Runtime", f"no local task for resource {state['Resource']!r}"
+                )
             try:
                 return task(payload)
-            except Exception as error:  # noqa: BLE001 -- a task failure is data for Retry/Catch
+            except Exception as error:
                 cause = json.dumps({"errorType": type(error).__name__, "errorMessage": str(error)})
                 raise _StateError(type(error).__name__, cause) from error
         if kind == "Map":

@@ -43,7 +43,9 @@ def read_envelope(
         return Envelope(message_id=message_id, mail_from="", recipients=[], source="headers")
     ours = {d.casefold() for d in (*routes.employee_domains, *routes.app_domains)}
     recipients = [
-        a.address for a in (*parsed.to, *parsed.cc) if a.address.rpartition("@")[2].casefold() in ours
+        a.address
+        for a in (*parsed.to, *parsed.cc)
+        if a.address.rpartition("@")[2].casefold() in ours
     ]
     sender = parsed.from_[0].address if parsed.from_ else ""
     return Envelope(

@@ -6,8 +6,15 @@ from datetime import datetime
 from typing import Any
 
 
-def object_created_event(bucket: str, key: str, size: int, now: datetime, *,
-                         region: str = "us-east-1", account: str = "000000000000") -> dict[str, Any]:
+def object_created_event(
+    bucket: str,
+    key: str,
+    size: int,
+    now: datetime,
+    *,
+    region: str = "us-east-1",
+    account: str = "000000000000",
+) -> dict[str, Any]:
     return {
         "version": "0",
         "id": f"local-{bucket}-{key}",

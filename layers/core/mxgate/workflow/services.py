@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from mxgate.ports import AppEvents, Clock, DeadLetters, Idempotency, ObjectStore, Timeline, Transport
+from mxgate.ports import (
+    AppEvents,
+    Clock,
+    DeadLetters,
+    Idempotency,
+    ObjectStore,
+    Timeline,
+    Transport,
+)
 from mxgate.routing.config import Routes
 
 

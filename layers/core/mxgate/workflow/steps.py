@@ -29,21 +29,46 @@ from mxgate.workflow.services import Services
 MAX_RECIPIENTS_PER_DELIVERY = 50  # SES sending takes at most 50 recipients per message
 
 
-def _event(services: Services, message_id: str, stage: Stage, detail: str = "",
-           recipient: str | None = None) -> TimelineEvent:
-    return TimelineEvent(message_id=message_id, at=services.clock.now(), stage=stage,
-                         recipient=recipient, detail=detail)
+def _event(
+    services: Services,
+    message_id: str,
+    stage: Stage,
+    detail: str = "",
+    recipient: str | None = None,
+) -> TimelineEvent:
+    return TimelineEvent(
+        message_id=message_id,
+        at=services.clock.now(),
+        stage=stage,
+        recipient=recipient,
+        detail=detail,
+    )
 
 
-def _settle(services: Services, message_id: str, recipient: str, outcome: Outcome,
-            route: str, detail: str) -> bool:
-    state = RecipientState(message_id=message_id, recipient=recipient, outcome=outcome,
-                           at=services.clock.now(), route=route, detail=detail)
+def _settle(
+    services: Services,
+    message_id: str,
+    recipient: str,
+    *,
+    outcome: Outcome,
+    route: str,
+    detail: str,
+) -> bool:
+    state = RecipientState(
+        message_id=message_id,
+        recipient=recipient,
+        outcome=outcome,
+        at=services.clock.now(),
+        route=route,
+        detail=detail,
+    )
     return services.timeline.settle(state)
 
 
 def idempotency_key(delivery: Delivery, recipient: str) -> str:
-    return f"{delivery.message.digest}:{recipient.casefold()}:{delivery.kind}:{delivery.destination}"
+    return (
+        f"{delivery.message.digest}:{recipient.casefold()}:{delivery.kind}:{delivery.destination}"
+    )
 
 
 def process(request: ProcessInput, services: Services) -> ProcessOutput:
@@ -53,41 +78,70 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
     envelope = read_envelope(services.objects, request.bucket, request.key, parsed, services.routes)
     message_id = envelope.message_id
     ref = MessageRef(
-        message_id=message_id, bucket=request.bucket, key=request.key,
-        digest=hashlib.sha256(raw).hexdigest(), envelope_sender=envelope.mail_from,
-        size=len(raw), subject=parsed.subject[:200],
+        message_id=message_id,
+        bucket=request.bucket,
+        key=request.key,
+        digest=hashlib.sha256(raw).hexdigest(),
+        envelope_sender=envelope.mail_from,
+        size=len(raw),
+        subject=parsed.subject[:200],
     )
     events = [
-        _event(services, message_id, Stage.PARSED,
-               f"{len(parsed.attachments)} attachments, {len(parsed.defects)} defects"
-               + ("; envelope taken from headers" if envelope.source == "headers" else "")),
+        _event(
+            services,
+            message_id,
+            Stage.PARSED,
+            f"{len(parsed.attachments)} attachments, {len(parsed.defects)} defects"
+            + ("; envelope taken from headers" if envelope.source == "headers" else ""),
+        ),
     ]
     groups: dict[tuple[RouteKind, str], list[str]] = defaultdict(list)
     for recipient in envelope.recipients:
         route = classify(recipient, services.routes)
-        events.append(_event(services, message_id, Stage.CLASSIFIED,
-                             f"{route.kind.value}:{route.name} ({route.reason})", recipient))
+        events.append(
+            _event(
+                services,
+                message_id,
+                Stage.CLASSIFIED,
+                f"{route.kind.value}:{route.name} ({route.reason})",
+                recipient,
+            )
+        )
         if route.kind is RouteKind.UNKNOWN:
-            _settle(services, message_id, recipient, Outcome.QUARANTINED, "unknown", route.reason)
+            _settle(
+                services,
+                message_id,
+                recipient,
+                outcome=Outcome.QUARANTINED,
+                route="unknown",
+                detail=route.reason,
+            )
             continue
         groups[(route.kind, route.name)].append(recipient)
     services.timeline.record_many(events)
 
     received = (
         "Received",
-        f"from {envelope.helo or 'unknown'} ({envelope.source_ip or 'unknown'}) "
-        f"by {services.gateway_host} (mxgate) with ESMTP id {message_id}; "
-        f"{format_datetime(services.clock.now())}",
+        (
+            f"from {envelope.helo or 'unknown'} ({envelope.source_ip or 'unknown'}) "
+            f"by {services.gateway_host} (mxgate) with ESMTP id {message_id}; "
+            f"{format_datetime(services.clock.now())}"
+        ),
     )
     deliveries = []
     for (kind, destination), recipients in groups.items():
         for start in range(0, len(recipients), MAX_RECIPIENTS_PER_DELIVERY):
             chunk = recipients[start : start + MAX_RECIPIENTS_PER_DELIVERY]
-            deliveries.append(Delivery(
-                delivery_id=f"{message_id}.{destination}.{start // MAX_RECIPIENTS_PER_DELIVERY}",
-                message=ref, kind=kind.value, destination=destination, recipients=chunk,
-                prepend=[received] if kind is RouteKind.MAILBOX else [],
-            ))
+            deliveries.append(
+                Delivery(
+                    delivery_id=f"{message_id}.{destination}.{start // MAX_RECIPIENTS_PER_DELIVERY}",
+                    message=ref,
+                    kind=kind.value,
+                    destination=destination,
+                    recipients=chunk,
+                    prepend=[received] if kind is RouteKind.MAILBOX else [],
+                )
+            )
     return ProcessOutput(message=ref, deliveries=deliveries)
 
 
@@ -100,14 +154,18 @@ def deliver(request: DeliverInput, services: Services) -> DeliveryResult:
     for recipient in delivery.recipients:
         previous = services.idempotency.seen(idempotency_key(delivery, recipient))
         if previous is not None:
-            done.append(RecipientResult(recipient=recipient, outcome=previous, detail="already done"))
+            done.append(
+                RecipientResult(recipient=recipient, outcome=previous, detail="already done")
+            )
         else:
             pending.append(recipient)
     if not pending:
         return DeliveryResult(delivery_id=delivery.delivery_id, results=done)
     if delivery.kind == "app":
-        return DeliveryResult(delivery_id=delivery.delivery_id,
-                              results=done + _hand_to_app(delivery, pending, services))
+        return DeliveryResult(
+            delivery_id=delivery.delivery_id,
+            results=done + _hand_to_app(delivery, pending, services),
+        )
 
     transport = services.transports.get(delivery.destination)
     if transport is None:
@@ -115,20 +173,38 @@ def deliver(request: DeliverInput, services: Services) -> DeliveryResult:
     raw = services.objects.get(delivery.message.bucket, delivery.message.key)
     outgoing = prepend_headers(raw, delivery.prepend)
     results = transport.send(delivery.message.envelope_sender, pending, outgoing)
-    transient, permanent = [], []
+    transient: list[str] = []
+    permanent: list[str] = []
     for recipient in pending:
         result = results[recipient]
         if result.ok:
-            services.idempotency.remember(idempotency_key(delivery, recipient), Outcome.DELIVERED.value)
-            _settle(services, message_id, recipient, Outcome.DELIVERED, delivery.destination, result.detail)
-            done.append(RecipientResult(recipient=recipient, outcome=Outcome.DELIVERED.value,
-                                        detail=result.detail))
+            services.idempotency.remember(
+                idempotency_key(delivery, recipient), Outcome.DELIVERED.value
+            )
+            _settle(
+                services,
+                message_id,
+                recipient,
+                outcome=Outcome.DELIVERED,
+                route=delivery.destination,
+                detail=result.detail,
+            )
+            done.append(
+                RecipientResult(
+                    recipient=recipient, outcome=Outcome.DELIVERED.value, detail=result.detail
+                )
+            )
         else:
             (transient if result.transient else permanent).append(f"{recipient}: {result.detail}")
     if transient or permanent:
-        services.timeline.record(_event(
-            services, message_id, Stage.ATTEMPT,
-            f"{delivery.destination}: " + "; ".join(transient + permanent)))
+        services.timeline.record(
+            _event(
+                services,
+                message_id,
+                Stage.ATTEMPT,
+                f"{delivery.destination}: " + "; ".join(transient + permanent),
+            )
+        )
     if transient:
         raise TransientError("; ".join(transient + permanent))
     if permanent:
@@ -136,7 +212,9 @@ def deliver(request: DeliverInput, services: Services) -> DeliveryResult:
     return DeliveryResult(delivery_id=delivery.delivery_id, results=done)
 
 
-def _hand_to_app(delivery: Delivery, recipients: list[str], services: Services) -> list[RecipientResult]:
+def _hand_to_app(
+    delivery: Delivery, recipients: list[str], services: Services
+) -> list[RecipientResult]:
     ref = delivery.message
     parsed = parse_message(services.objects.get(ref.bucket, ref.key))
     results = []
@@ -150,31 +228,59 @@ def _hand_to_app(delivery: Delivery, recipients: list[str], services: Services) 
             "raw": services.objects.link(ref.bucket, ref.key),
             "message": parsed.model_dump(mode="json", by_alias=True),
         }
-        where = services.app_events.publish(delivery.destination, f"{ref.message_id}.{recipient}", event)
-        services.idempotency.remember(idempotency_key(delivery, recipient), Outcome.HANDED_TO_APP.value)
-        _settle(services, ref.message_id, recipient, Outcome.HANDED_TO_APP, delivery.destination, where)
-        results.append(RecipientResult(recipient=recipient, outcome=Outcome.HANDED_TO_APP.value, detail=where))
+        where = services.app_events.publish(
+            delivery.destination, f"{ref.message_id}.{recipient}", event
+        )
+        services.idempotency.remember(
+            idempotency_key(delivery, recipient), Outcome.HANDED_TO_APP.value
+        )
+        _settle(
+            services,
+            ref.message_id,
+            recipient,
+            outcome=Outcome.HANDED_TO_APP,
+            route=delivery.destination,
+            detail=where,
+        )
+        results.append(
+            RecipientResult(recipient=recipient, outcome=Outcome.HANDED_TO_APP.value, detail=where)
+        )
     return results
 
 
 def dead_letter(request: DeadLetterInput, services: Services) -> DeliveryResult:
     """Record a delivery that cannot be completed, with its failure, for `mxgate dlq`."""
     delivery = request.delivery
-    left = [r for r in delivery.recipients
-            if services.idempotency.seen(idempotency_key(delivery, r)) is None]
-    services.dead_letters.put(delivery.delivery_id, {
-        "delivery": delivery.model_dump(mode="json"),
-        "error": request.error.Error,
-        "cause": request.error.Cause,
-        "recipients": left,
-        "at": services.clock.now().isoformat(),
-    })
+    left = [
+        r
+        for r in delivery.recipients
+        if services.idempotency.seen(idempotency_key(delivery, r)) is None
+    ]
+    services.dead_letters.put(
+        delivery.delivery_id,
+        {
+            "delivery": delivery.model_dump(mode="json"),
+            "error": request.error.Error,
+            "cause": request.error.Cause,
+            "recipients": left,
+            "at": services.clock.now().isoformat(),
+        },
+    )
     results = []
     for recipient in left:
-        _settle(services, delivery.message.message_id, recipient, Outcome.DEAD_LETTERED,
-                delivery.destination, f"{request.error.Error}: {request.error.Cause}"[:500])
-        results.append(RecipientResult(recipient=recipient, outcome=Outcome.DEAD_LETTERED.value,
-                                       detail=request.error.Error))
+        _settle(
+            services,
+            delivery.message.message_id,
+            recipient,
+            outcome=Outcome.DEAD_LETTERED,
+            route=delivery.destination,
+            detail=f"{request.error.Error}: {request.error.Cause}"[:500],
+        )
+        results.append(
+            RecipientResult(
+                recipient=recipient, outcome=Outcome.DEAD_LETTERED.value, detail=request.error.Error
+            )
+        )
     return DeliveryResult(delivery_id=delivery.delivery_id, results=results)
 
 
@@ -183,14 +289,24 @@ def quarantine(request: QuarantineInput, services: Services) -> DeliveryResult:
     message_id = message_id_of(request.key)
     reason = f"processing failed: {request.error.Error}: {request.error.Cause}"[:500]
     try:
-        envelope = read_envelope(services.objects, request.bucket, request.key, None, services.routes)
+        envelope = read_envelope(
+            services.objects, request.bucket, request.key, None, services.routes
+        )
         recipients = envelope.recipients
     except Exception:  # noqa: BLE001 -- without an envelope the message is quarantined whole
         recipients = []
     services.timeline.record(_event(services, message_id, Stage.TERMINAL, reason))
     results = []
     for recipient in recipients or ["(unknown recipients)"]:
-        _settle(services, message_id, recipient, Outcome.QUARANTINED, "quarantine", reason)
-        results.append(RecipientResult(recipient=recipient, outcome=Outcome.QUARANTINED.value,
-                                       detail=reason))
+        _settle(
+            services,
+            message_id,
+            recipient,
+            outcome=Outcome.QUARANTINED,
+            route="quarantine",
+            detail=reason,
+        )
+        results.append(
+            RecipientResult(recipient=recipient, outcome=Outcome.QUARANTINED.value, detail=reason)
+        )
     return DeliveryResult(delivery_id=f"{message_id}.quarantine", results=results)

@@ -21,8 +21,11 @@ class FileObjectStore:
 
     def _path(self, bucket: str, key: str, *, meta: bool = False) -> Path:
         parts = key.split("/")
-        if not bucket or bucket.startswith(".") or "/" in bucket or any(
-            p in ("", ".", "..") for p in parts
+        if (
+            not bucket
+            or bucket.startswith(".")
+            or "/" in bucket
+            or any(p in ("", ".", "..") for p in parts)
         ):
             raise PermanentError(f"invalid object location {bucket}/{key}")
         base = self.root / _META / bucket if meta else self.root / bucket
@@ -34,7 +37,9 @@ class FileObjectStore:
         path = self._path(bucket, key)
         write_atomically(path, body, durable=self.durable)
         if metadata:
-            write_atomically(self._path(bucket, key, meta=True), json.dumps(dict(metadata)).encode())
+            write_atomically(
+                self._path(bucket, key, meta=True), json.dumps(dict(metadata)).encode()
+            )
         return ObjectInfo(bucket, key, len(body), dict(metadata or {}))
 
     def head(self, bucket: str, key: str) -> ObjectInfo:

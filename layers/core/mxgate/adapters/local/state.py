@@ -59,8 +59,9 @@ class SqliteState:
     def db(self) -> sqlite3.Connection:
         if self._connection is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(self.path, timeout=30, check_same_thread=False,
-                                         isolation_level=None)
+            connection = sqlite3.connect(
+                self.path, timeout=30, check_same_thread=False, isolation_level=None
+            )
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.executescript(_SCHEMA)
@@ -93,7 +94,10 @@ class SqliteState:
         if events:
             self._write(
                 "INSERT INTO events (message_id, at, stage, recipient, detail) VALUES (?,?,?,?,?)",
-                [(e.message_id, e.at.isoformat(), e.stage.value, e.recipient, e.detail) for e in events],
+                [
+                    (e.message_id, e.at.isoformat(), e.stage.value, e.recipient, e.detail)
+                    for e in events
+                ],
             )
 
     def settle(self, state: RecipientState) -> bool:
@@ -103,18 +107,32 @@ class SqliteState:
             try:
                 cursor = db.execute(
                     "INSERT OR IGNORE INTO recipient_states VALUES (?,?,?,?,?,?)",
-                    (state.message_id, state.recipient, state.outcome.value, state.at.isoformat(),
-                     state.route, state.detail),
+                    (
+                        state.message_id,
+                        state.recipient,
+                        state.outcome.value,
+                        state.at.isoformat(),
+                        state.route,
+                        state.detail,
+                    ),
                 )
                 first = cursor.rowcount == 1
-                detail = f"{state.outcome.value} ({state.route}): {state.detail}" if state.route else (
-                    f"{state.outcome.value}: {state.detail}")
+                detail = (
+                    f"{state.outcome.value} ({state.route}): {state.detail}"
+                    if state.route
+                    else (f"{state.outcome.value}: {state.detail}")
+                )
                 if not first:
                     detail = f"ignored, already settled: {detail}"
                 db.execute(
                     "INSERT INTO events (message_id, at, stage, recipient, detail) VALUES (?,?,?,?,?)",
-                    (state.message_id, state.at.isoformat(), Stage.TERMINAL.value, state.recipient,
-                     detail),
+                    (
+                        state.message_id,
+                        state.at.isoformat(),
+                        Stage.TERMINAL.value,
+                        state.recipient,
+                        detail,
+                    ),
                 )
             except BaseException:
                 db.execute("ROLLBACK")
@@ -124,17 +142,26 @@ class SqliteState:
 
     def reopen(self, message_id: str, recipient: str) -> None:
         """Forget a recipient's terminal state (a redrive gives it a new one)."""
-        self._write("DELETE FROM recipient_states WHERE message_id=? AND recipient=?",
-                    [(message_id, recipient)])
+        self._write(
+            "DELETE FROM recipient_states WHERE message_id=? AND recipient=?",
+            [(message_id, recipient)],
+        )
 
     def states(self, message_id: str) -> list[RecipientState]:
         rows = self.db.execute(
             "SELECT message_id, recipient, outcome, at, route, detail FROM recipient_states "
-            "WHERE message_id=? ORDER BY recipient", (message_id,),
+            "WHERE message_id=? ORDER BY recipient",
+            (message_id,),
         ).fetchall()
         return [
-            RecipientState(message_id=r[0], recipient=r[1], outcome=Outcome(r[2]),
-                           at=datetime.fromisoformat(r[3]), route=r[4], detail=r[5])
+            RecipientState(
+                message_id=r[0],
+                recipient=r[1],
+                outcome=Outcome(r[2]),
+                at=datetime.fromisoformat(r[3]),
+                route=r[4],
+                detail=r[5],
+            )
             for r in rows
         ]
 
@@ -144,8 +171,13 @@ class SqliteState:
             (message_id,),
         ).fetchall()
         return [
-            TimelineEvent(message_id=r[0], at=datetime.fromisoformat(r[1]), stage=Stage(r[2]),
-                          recipient=r[3], detail=r[4])
+            TimelineEvent(
+                message_id=r[0],
+                at=datetime.fromisoformat(r[1]),
+                stage=Stage(r[2]),
+                recipient=r[3],
+                detail=r[4],
+            )
             for r in rows
         ]
 
@@ -176,8 +208,9 @@ class SqliteState:
     # ----------------------------------------------------------------------- DeadLetters
 
     def put(self, record_id: str, record: Mapping[str, object]) -> None:
-        self._write("INSERT OR REPLACE INTO dead_letters VALUES (?,?)",
-                    [(record_id, json.dumps(record))])
+        self._write(
+            "INSERT OR REPLACE INTO dead_letters VALUES (?,?)", [(record_id, json.dumps(record))]
+        )
 
     def list(self) -> Iterator[tuple[str, dict[str, object]]]:
         for record_id, body in self.db.execute("SELECT id, record FROM dead_letters ORDER BY id"):

@@ -1,0 +1,26 @@
+"""Lambda entrypoint of the Deliver step: hand one delivery to its mailbox host or app."""
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from mxgate.adapters.aws.bootstrap import services
+from mxgate.workflow import steps
+from mxgate.workflow.model import DeliverInput
+
+logger = Logger()
+metrics = Metrics()
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = DeliverInput.model_validate(event)
+    logger.append_keys(
+        message_id=request.delivery.message.message_id, destination=request.delivery.destination
+    )
+    result = steps.deliver(request, services())
+    metrics.add_metric(name="RecipientsDelivered", unit=MetricUnit.Count, value=len(result.results))
+    return result.model_dump(mode="json")

@@ -1,0 +1,26 @@
+"""Lambda entrypoint of the Process step: read, parse and classify one stored message."""
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from mxgate.adapters.aws.bootstrap import services
+from mxgate.workflow import steps
+from mxgate.workflow.model import ProcessInput
+
+logger = Logger()
+metrics = Metrics()
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = ProcessInput.model_validate(event)
+    logger.append_keys(object_key=request.key)
+    result = steps.process(request, services())
+    metrics.add_metric(
+        name="DeliveriesPlanned", unit=MetricUnit.Count, value=len(result.deliveries)
+    )
+    return result.model_dump(mode="json")

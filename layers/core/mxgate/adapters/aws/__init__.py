@@ -1,0 +1,1 @@
+"""AWS adapters: S3, DynamoDB, SES, EventBridge and SQS behind the core's ports."""

@@ -1,0 +1,190 @@
+"""Timeline, idempotency keys and dead-letter records in one DynamoDB table (pk, sk).
+
+Items: `msg#<id>` / `event#<time>#<n>` (timeline), `msg#<id>` / `rcpt#<recipient>` (terminal
+states, written once with a condition), `recent#<day>` / `<time>#<id>` (the recent list),
+`idem#<key>` / `-` (idempotency, expiring), `dlq` / `<delivery id>` (dead letters).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from mxgate.ports import Clock
+from mxgate.timeline import Outcome, RecipientState, Stage, TimelineEvent
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+IDEMPOTENCY_DAYS = 14
+_counter = itertools.count()
+
+
+def _s(value: str) -> dict[str, Any]:
+    return {"S": value}
+
+
+class DynamoState:
+    """Implements the Timeline, Idempotency and DeadLetters ports."""
+
+    def __init__(self, client: DynamoDBClient, table: str, clock: Clock) -> None:
+        self.client = client
+        self.table = table
+        self.clock = clock
+
+    # ----------------------------------------------------------------------- Timeline
+
+    def _event_item(self, event: TimelineEvent) -> dict[str, Any]:
+        return {
+            "pk": _s(f"msg#{event.message_id}"),
+            "sk": _s(f"event#{event.at.isoformat()}#{next(_counter):08d}"),
+            "stage": _s(event.stage.value),
+            "recipient": _s(event.recipient or ""),
+            "detail": _s(event.detail),
+        }
+
+    def record(self, event: TimelineEvent) -> None:
+        self.record_many([event])
+
+    def record_many(self, events: Sequence[TimelineEvent]) -> None:
+        items = [self._event_item(e) for e in events]
+        items += [
+            {
+                "pk": _s(f"recent#{e.at.date().isoformat()}"),
+                "sk": _s(f"{e.at.isoformat()}#{e.message_id}"),
+            }
+            for e in events
+            if e.stage in (Stage.ACCEPTED, Stage.PARSED)
+        ]
+        for start in range(0, len(items), 25):
+            requests: Any = [{"PutRequest": {"Item": item}} for item in items[start : start + 25]]
+            self.client.batch_write_item(RequestItems={self.table: requests})
+
+    def settle(self, state: RecipientState) -> bool:
+        item = {
+            "pk": _s(f"msg#{state.message_id}"),
+            "sk": _s(f"rcpt#{state.recipient.casefold()}"),
+            "recipient": _s(state.recipient),
+            "outcome": _s(state.outcome.value),
+            "at": _s(state.at.isoformat()),
+            "route": _s(state.route),
+            "detail": _s(state.detail),
+        }
+        try:
+            self.client.put_item(
+                TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(pk)"
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise
+        self.record(
+            TimelineEvent(
+                message_id=state.message_id,
+                at=state.at,
+                stage=Stage.TERMINAL,
+                recipient=state.recipient,
+                detail=f"{state.outcome.value} ({state.route}): {state.detail}",
+            )
+        )
+        return True
+
+    def _query(self, pk: str, prefix: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        for page in self.client.get_paginator("query").paginate(
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+            ExpressionAttributeValues={":pk": _s(pk), ":prefix": _s(prefix)},
+        ):
+            items.extend(page["Items"])
+        return items
+
+    def states(self, message_id: str) -> list[RecipientState]:
+        return [
+            RecipientState(
+                message_id=message_id,
+                recipient=i["recipient"]["S"],
+                outcome=Outcome(i["outcome"]["S"]),
+                at=datetime.fromisoformat(i["at"]["S"]),
+                route=i["route"]["S"],
+                detail=i["detail"]["S"],
+            )
+            for i in self._query(f"msg#{message_id}", "rcpt#")
+        ]
+
+    def events(self, message_id: str) -> list[TimelineEvent]:
+        return [
+            TimelineEvent(
+                message_id=message_id,
+                at=datetime.fromisoformat(i["sk"]["S"].split("#")[1]),
+                stage=Stage(i["stage"]["S"]),
+                recipient=i["recipient"]["S"] or None,
+                detail=i["detail"]["S"],
+            )
+            for i in self._query(f"msg#{message_id}", "event#")
+        ]
+
+    def recent(self, limit: int) -> list[str]:
+        today = self.clock.now().date()
+        found: list[str] = []
+        for day in (today, today - timedelta(days=1)):
+            response = self.client.query(
+                TableName=self.table,
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues={":pk": _s(f"recent#{day.isoformat()}")},
+                ScanIndexForward=False,
+                Limit=limit,
+            )
+            found += [i["sk"]["S"].split("#", 1)[1] for i in response["Items"]]
+        return list(dict.fromkeys(found))[:limit]
+
+    # ----------------------------------------------------------------------- Idempotency
+
+    def seen(self, key: str) -> str | None:
+        item = self.client.get_item(
+            TableName=self.table, Key={"pk": _s(f"idem#{key}"), "sk": _s("-")}, ConsistentRead=True
+        ).get("Item")
+        return None if item is None else str(item["outcome"]["S"])
+
+    def remember(self, key: str, outcome: str) -> None:
+        expires = int(time.time()) + IDEMPOTENCY_DAYS * 86400
+        self.client.put_item(
+            TableName=self.table,
+            Item={
+                "pk": _s(f"idem#{key}"),
+                "sk": _s("-"),
+                "outcome": _s(outcome),
+                "expires_at": {"N": str(expires)},
+            },
+        )
+
+    # ----------------------------------------------------------------------- DeadLetters
+
+    def put(self, record_id: str, record: Mapping[str, object]) -> None:
+        self.client.put_item(
+            TableName=self.table,
+            Item={
+                "pk": _s("dlq"),
+                "sk": _s(record_id),
+                "record": _s(json.dumps(record)),
+            },
+        )
+
+    def list(self) -> Iterator[tuple[str, dict[str, object]]]:
+        for item in self._query("dlq", ""):
+            yield item["sk"]["S"], json.loads(item["record"]["S"])
+
+    def get(self, record_id: str) -> dict[str, object] | None:
+        item = self.client.get_item(
+            TableName=self.table, Key={"pk": _s("dlq"), "sk": _s(record_id)}, ConsistentRead=True
+        ).get("Item")
+        return None if item is None else dict(json.loads(item["record"]["S"]))
+
+    def remove(self, record_id: str) -> None:
+        self.client.delete_item(TableName=self.table, Key={"pk": _s("dlq"), "sk": _s(record_id)})

@@ -1,0 +1,103 @@
+"""Test helpers: the repository's own files, gateways on free loopback ports, waiting."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+TEMPLATE = REPO / "template.yaml"
+SAMPLES = REPO / "events" / "mail"
+
+
+def local_config(directory: Path, **overrides: Any) -> Path:
+    """config/local.yaml with absolute paths and free ports (0), plus overrides."""
+    document = yaml.safe_load((REPO / "config" / "local.yaml").read_text())
+    document.update(
+        template=str(REPO / "template.yaml"),
+        samconfig=str(REPO / "samconfig.toml"),
+        routes=str(REPO / "config" / "routes.yaml"),
+    )
+    document["smtp"]["port"] = 0
+    for host in document["mailbox_hosts"].values():
+        host["port"] = 0
+    document.update(overrides)
+    path = directory / "local.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+@dataclass
+class RunningGateway:
+    """`mxgate run` as a subprocess, on free ports, with its own MXGATE_HOME."""
+
+    process: subprocess.Popen[str]
+    home: Path
+    ports: dict[str, int]
+
+    @property
+    def smtp_port(self) -> int:
+        return self.ports["smtp"]
+
+    def mailbox(self, host: str, recipient: str) -> Path:
+        return self.home / "mailboxes" / host / recipient.casefold() / "new"
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                return self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                raise
+        return self.process.returncode
+
+
+def start_gateway(home: Path, config: Path, *, env: dict[str, str] | None = None) -> RunningGateway:
+    environment = {
+        **os.environ,
+        "MXGATE_HOME": str(home),
+        "MXGATE_CONFIG": str(config),
+        "MXGATE_WORKERS": "1",
+        "MXGATE_RETRY_SCALE": "0.01",
+        **(env or {}),
+    }
+    home.mkdir(parents=True, exist_ok=True)
+    output = home / "gateway.out"
+    with output.open("w") as sink:  # a file, not a pipe: a full pipe would stall the gateway
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mxgate", "run"],
+            cwd=REPO,
+            env=environment,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    ports_file = home / "run" / "ports.json"
+    deadline = time.monotonic() + 30
+    while not ports_file.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            raise RuntimeError(f"the gateway did not start:\n{output.read_text()}")
+        time.sleep(0.05)
+    return RunningGateway(process, home, json.loads(ports_file.read_text()))
+
+
+def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")

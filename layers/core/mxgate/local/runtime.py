@@ -151,6 +151,13 @@ class Worker:
     spool: Spool
     mail_manager: LocalMailManager
     workflow: LocalWorkflow
+    transports: dict[str, SmtpTransport]
+
+    def close(self) -> None:
+        """Say QUIT to the mailbox hosts and close the database."""
+        for transport in self.transports.values():
+            transport.close()
+        self.state.close()
 
 
 def build_worker(setup: LocalSetup, mailbox_ports: dict[str, int]) -> Worker:
@@ -183,7 +190,7 @@ def build_worker(setup: LocalSetup, mailbox_ports: dict[str, int]) -> Worker:
         start_workflow=workflow.start,
         replace_mail_from=setup.replace_mail_from,
     )
-    return Worker(setup, state, Spool(dirs.spool), mail_manager, workflow)
+    return Worker(setup, state, Spool(dirs.spool), mail_manager, workflow, transports)
 
 
 def write_ports(paths: Paths, ports: dict[str, int]) -> None:

@@ -145,7 +145,8 @@ class Gateway:
                 extra={"in_flight": len(self.pending)},
             )
         if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+            # in a thread: the mailbox hosts on this loop must answer the workers' QUIT meanwhile
+            await asyncio.to_thread(self.pool.shutdown, wait=True, cancel_futures=True)
         for server in running.servers:
             server.close()
         self.dirs.ports_file.unlink(missing_ok=True)

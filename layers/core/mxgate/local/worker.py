@@ -6,9 +6,11 @@ pool's documented pattern); `handle` is what the ingress submits, one spooled fi
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import shutil
+import signal
 from pathlib import Path
 
 from mxgate.local.runtime import Worker, build_worker, load_setup
@@ -23,9 +25,13 @@ _worker: Worker | None = None
 
 def initialize(settings_json: str, mailbox_ports_json: str) -> None:
     global _worker  # noqa: PLW0603 -- one Worker per pool process, built once
+    signal.signal(
+        signal.SIGINT, signal.SIG_IGN
+    )  # Ctrl-C reaches the whole group: the parent decides
     settings = LocalSettings.model_validate_json(settings_json)
     configure_logging(settings.log_level)
     _worker = build_worker(load_setup(settings), json.loads(mailbox_ports_json))
+    atexit.register(_worker.close)
 
 
 def handle(spool_file: str) -> str:

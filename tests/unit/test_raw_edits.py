@@ -1,0 +1,48 @@
+"""Raw message edits, the spool file and message ids."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from mxgate.ids import new_message_id
+from mxgate.local.spool import Spool
+from mxgate.message.headers import header_block_end, prepend_headers
+from mxgate.workflow.model import Envelope
+
+
+def test_prepend_keeps_every_original_byte_and_the_line_ending():
+    crlf = b"Subject: x\r\n\r\nbody\r\n"
+    assert prepend_headers(crlf, [("X-A", "1"), ("X-B", "2")]) == b"X-A: 1\r\nX-B: 2\r\n" + crlf
+    lf = b"Subject: x\n\nbody\n"
+    assert prepend_headers(lf, [("X-A", "1")]) == b"X-A: 1\n" + lf
+
+
+def test_prepend_encodes_non_ascii_values():
+    out = prepend_headers(b"\r\n", [("X-Note", "café")])
+    assert out.isascii()
+    assert out.startswith(b"X-Note: =?utf-8?")
+
+
+def test_header_block_end_takes_the_first_blank_line():
+    assert header_block_end(b"A: 1\n\nB\r\n\r\n") == 6
+    assert header_block_end(b"A: 1\r\n\r\nbody") == 8
+    assert header_block_end(b"A: 1") == 4
+
+
+def test_spool_round_trip(tmp_path):
+    spool = Spool(tmp_path)
+    envelope = Envelope(message_id="01ABC", mail_from="", recipients=["a@x.example"])
+    raw = b"\x00\xffbinary\r\n.\r\n"
+    path = spool.write(envelope, raw)
+    assert spool.pending() == [path]
+    assert spool.read(path) == (envelope, raw)
+    spool.remove(path)
+    assert spool.pending() == []
+
+
+def test_message_ids_sort_by_time_and_do_not_repeat():
+    early = new_message_id(datetime(2026, 1, 1, tzinfo=UTC))
+    late = new_message_id(datetime(2026, 1, 2, tzinfo=UTC))
+    assert len(early) == 26
+    assert early < late
+    assert len({new_message_id(datetime(2026, 1, 1, tzinfo=UTC)) for _ in range(1000)}) == 1000

@@ -120,6 +120,8 @@ def landed(setup: LocalSetup, recipient: str, route: str, detail: str, message_i
         for path in sorted(mailbox.iterdir(), reverse=True):
             if message_id.encode() in path.read_bytes()[:8192]:
                 return _shown(path)
+    if detail.startswith("/") and Path(detail).exists():  # an application event file
+        return _shown(Path(detail))
     return detail
 
 

@@ -1,8 +1,12 @@
 """Gateway throughput: Postfix's smtp-source drives `mxgate run` over loopback.
 
-Prints messages per second accepted (until smtp-source finishes: each one fsynced before
-250) and fully relayed (until the last Maildir file lands), next to smtp-source -> smtp-sink
-measured in the same run as the reference ceiling of the load generator itself.
+Measured in one run, on this machine, 5 KB messages over 10 sessions by default:
+  1. smtp-source -> smtp-sink: the load generator's own ceiling;
+  2. smtp-source -> Postfix -> smtp-sink: the reference MTA (durable queue, relaying);
+  3. smtp-source -> mxgate -> smtp-sink: the same relay path through mxgate;
+  4. smtp-source -> mxgate -> local Maildir mailbox hosts: what `make run` does.
+"accepted" is the rate until smtp-source finishes (each message fsynced before 250);
+"relayed" is the rate until the last message has left the gateway.
 
     .venv/bin/python bench/throughput.py [--messages 2000] [--sessions 10] [--size 5120]
 """
@@ -15,15 +19,20 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
+from postfix_reference import postfix_relay, relayed
 
 REPO = Path(__file__).resolve().parent.parent
+RECIPIENT = "alice@nutrition.co"
 
 
 def free_port() -> int:
@@ -39,7 +48,7 @@ def tool(name: str) -> str:
     sys.exit(f"{name} not found: install Debian's postfix package (make bench does)")
 
 
-def smtp_source(port: int, messages: int, sessions: int, size: int, to: str) -> float:
+def smtp_source(port: int, messages: int, sessions: int, size: int) -> float:
     started = time.perf_counter()
     subprocess.run(
         [
@@ -54,7 +63,7 @@ def smtp_source(port: int, messages: int, sessions: int, size: int, to: str) -> 
             "-f",
             "bench@load.example",
             "-t",
-            to,
+            RECIPIENT,
             f"127.0.0.1:{port}",
         ],
         check=True,
@@ -63,23 +72,45 @@ def smtp_source(port: int, messages: int, sessions: int, size: int, to: str) -> 
     return time.perf_counter() - started
 
 
-def reference(messages: int, sessions: int, size: int) -> float:
+@contextmanager
+def smtp_sink() -> Iterator[int]:
     port = free_port()
     as_user = ["-u", "nobody"] if os.geteuid() == 0 else []  # smtp-sink refuses to run as root
     sink = subprocess.Popen(
         [tool("smtp-sink"), *as_user, "-c", f"127.0.0.1:{port}", "1000"], stdout=subprocess.DEVNULL
     )
+    time.sleep(0.3)
     try:
-        time.sleep(0.3)
-        return messages / smtp_source(port, messages, sessions, size, "sink@nutrition.co")
+        yield port
     finally:
         sink.terminate()
         sink.wait()
 
 
-def gateway_run(
-    work: Path, messages: int, sessions: int, size: int, workers: int
-) -> tuple[float, float]:
+def drive(port: int, args: argparse.Namespace, done: Callable[[], int]) -> tuple[float, float]:
+    """Send the load; (accepted/s, relayed/s), relayed counted by `done()`."""
+    before = done()
+    started = time.perf_counter()
+    accepted = smtp_source(port, args.messages, args.sessions, args.size)
+    while done() - before < args.messages:
+        if time.perf_counter() - started > 600:
+            sys.exit("not all messages were relayed within 10 minutes")
+        time.sleep(0.02)
+    return args.messages / accepted, args.messages / (time.perf_counter() - started)
+
+
+def delivered_count(state_db: Path) -> int:
+    if not state_db.exists():
+        return 0
+    with sqlite3.connect(state_db, timeout=30) as db:
+        row = db.execute(
+            "SELECT count(*) FROM recipient_states WHERE outcome='delivered'"
+        ).fetchone()
+    return int(row[0])
+
+
+@contextmanager
+def gateway(work: Path, workers: int, sink_port: int | None) -> Iterator[tuple[int, Path]]:
     config = yaml.safe_load((REPO / "config" / "local.yaml").read_text())
     config.update(
         template=str(REPO / "template.yaml"),
@@ -89,7 +120,7 @@ def gateway_run(
     )  # smtp-source speaks no STARTTLS
     config["smtp"]["port"] = 0
     for host in config["mailbox_hosts"].values():
-        host["port"] = 0
+        host.update({"port": sink_port, "external": True} if sink_port else {"port": 0})
     (work / "local.yaml").write_text(yaml.safe_dump(config))
     home = work / "home"
     env = {
@@ -99,33 +130,38 @@ def gateway_run(
         "MXGATE_WORKERS": str(workers),
         "MXGATE_LOG_LEVEL": "WARNING",
     }
-    log = (work / "gateway.out").open("w")
-    gateway = subprocess.Popen(
-        [sys.executable, "-m", "mxgate", "run"], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
+    with (work / "gateway.out").open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mxgate", "run"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
     try:
         ports_file = home / "run" / "ports.json"
         while not ports_file.exists():
-            if gateway.poll() is not None:
+            if process.poll() is not None:
                 sys.exit(f"the gateway did not start: {(work / 'gateway.out').read_text()}")
             time.sleep(0.05)
         port = json.loads(ports_file.read_text())["smtp"]
-        smtp_source(port, 20, 2, size, "alice@nutrition.co")  # warm up the workers
-        mailbox = home / "mailboxes" / "workspace" / "alice@nutrition.co" / "new"
-        while len(list(mailbox.glob("*"))) < 20:
+        smtp_source(port, 20, 2, 1000)  # warm up: the workers start on first use
+        while delivered_count(home / "state.db") < 20:
             time.sleep(0.05)
-        started = time.perf_counter()
-        accepted = smtp_source(port, messages, sessions, size, "alice@nutrition.co")
-        while len(os.listdir(mailbox)) < messages + 20:
-            if time.perf_counter() - started > 600:
-                sys.exit("not all messages were relayed within 10 minutes")
-            time.sleep(0.02)
-        relayed = time.perf_counter() - started
-        return messages / accepted, messages / relayed
+        yield port, home / "state.db"
     finally:
-        gateway.send_signal(signal.SIGINT)
-        gateway.wait(timeout=60)
-        log.close()
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=120)
+
+
+def line(
+    label: str, accepted: float, relayed_rate: float, reference: tuple[float, float] | None
+) -> None:
+    ratio = (
+        f"  ({accepted / reference[0]:.2f} / {relayed_rate / reference[1]:.2f} of Postfix)"
+        if reference
+        else ""
+    )
+    print(
+        f"  {label:<44} accepted {accepted:6.0f} msg/s   relayed {relayed_rate:6.0f} msg/s{ratio}",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -137,26 +173,29 @@ def main() -> None:
     args = parser.parse_args()
     print(
         f"{args.messages} messages of {args.size} bytes, {args.sessions} sessions, loopback, "
-        f"{os.cpu_count()} cores",
+        f"{os.cpu_count()} cores, {args.workers} mxgate workers",
         flush=True,
     )
-    ceiling = reference(args.messages, args.sessions, args.size)
-    print(f"  smtp-source -> smtp-sink (load generator ceiling): {ceiling:8.0f} msg/s")
-    with tempfile.TemporaryDirectory(prefix="mxgate-bench-") as work:
-        accepted, relayed = gateway_run(
-            Path(work), args.messages, args.sessions, args.size, args.workers
-        )
-    print(
-        f"  mxgate accepted (fsync before 250):               {accepted:8.0f} msg/s  "
-        f"({accepted / ceiling:.2f} of the ceiling)"
-    )
-    print(
-        f"  mxgate fully relayed into Maildir:                {relayed:8.0f} msg/s  "
-        f"({relayed / ceiling:.2f} of the ceiling)"
-    )
-    print(
-        "  reference (TOOLING.md, this machine type): Postfix relays ~430 msg/s, accepts ~530 msg/s"
-    )
+    with smtp_sink() as sink_port:
+        ceiling = args.messages / smtp_source(sink_port, args.messages, args.sessions, args.size)
+        print(f"  {'smtp-source -> smtp-sink (load ceiling)':<44} {ceiling:6.0f} msg/s", flush=True)
+        reference: tuple[float, float] | None = None
+        if os.geteuid() == 0:
+            port = free_port()
+            with postfix_relay(port, sink_port) as maillog:
+                reference = drive(port, args, lambda: relayed(maillog))
+            line("Postfix -> smtp-sink (reference)", *reference, None)
+        else:
+            print("  Postfix reference skipped: it needs root")
+        for label, target in (
+            ("mxgate -> smtp-sink", sink_port),
+            ("mxgate -> Maildir mailbox hosts", None),
+        ):
+            with (
+                tempfile.TemporaryDirectory(prefix="mxgate-bench-") as work,
+                gateway(Path(work), args.workers, target) as (port, state_db),
+            ):
+                line(label, *drive(port, args, lambda db=state_db: delivered_count(db)), reference)
 
 
 if __name__ == "__main__":

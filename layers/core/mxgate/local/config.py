@@ -4,10 +4,10 @@ mailbox providers (config/local.yaml)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mxgate.errors import ConfigError
 
@@ -17,10 +17,21 @@ class Strict(BaseModel):
 
 
 class MailboxHost(Strict):
-    """A local SMTP server standing in for Google Workspace or Microsoft 365."""
+    """A local SMTP server standing in for Google Workspace or Microsoft 365.
+
+    `external: true` means something else already listens on 127.0.0.1:port (a Postfix,
+    Dovecot or smtp-sink of yours): the gateway delivers there and starts no server.
+    """
 
     port: Annotated[int, Field(ge=0, le=65535)]
     description: str = ""
+    external: bool = False
+
+    @model_validator(mode="after")
+    def _external_needs_a_port(self) -> Self:
+        if self.external and self.port == 0:
+            raise ValueError("an external mailbox host needs its real port, not 0")
+        return self
 
 
 class SmtpConfig(Strict):

@@ -56,6 +56,9 @@ class Gateway:
     ) -> tuple[dict[str, int], list[asyncio.Server]]:
         ports, servers = {}, []
         for host, spec in self.setup.config.mailbox_hosts.items():
+            if spec.external:
+                ports[host] = spec.port
+                continue
             handler = MaildirHandler(self.dirs.mailboxes, host)
             server = await loop.create_server(
                 partial(

@@ -33,8 +33,6 @@ from mxgate.ports import Transport
 from mxgate.routing.config import Routes, load_routes
 from mxgate.workflow.services import Services
 
-DEFAULT_MAX_MESSAGE_SIZE = 40 * 1024 * 1024  # Mail Manager's own limit
-
 
 @dataclass(frozen=True)
 class Paths:
@@ -98,7 +96,7 @@ class IngressSetup:
 
     @property
     def max_message_size(self) -> int:
-        return self.traffic_policy.MaxMessageSizeBytes or DEFAULT_MAX_MESSAGE_SIZE
+        return self.traffic_policy.max_message_size
 
 
 @dataclass(frozen=True)
@@ -206,9 +204,14 @@ def _listeners(
     return tuple(listeners)
 
 
-def load_setup(settings: LocalSettings) -> LocalSetup:
+def load_mail_manager_config(settings: LocalSettings) -> tuple[LocalConfig, MailManagerConfig]:
+    """The local configuration and the template's Mail Manager resources, checked."""
     config = load_local_config(settings.config)
-    mail_manager = load_mail_manager(config.template, load_parameters(config, settings.config))
+    return config, load_mail_manager(config.template, load_parameters(config, settings.config))
+
+
+def load_setup(settings: LocalSettings) -> LocalSetup:
+    config, mail_manager = load_mail_manager_config(settings)
     routes = load_routes(config.routes)
     unmapped = sorted(set(routes.destinations) - set(config.destinations))
     if unmapped:

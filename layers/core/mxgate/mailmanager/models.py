@@ -195,6 +195,9 @@ class Tag(CfnModel):
     Value: Annotated[str, Field(max_length=256)]
 
 
+DEFAULT_MAX_MESSAGE_SIZE = 40 * 1024 * 1024  # Mail Manager's own limit per message
+
+
 class TrafficPolicy(CfnModel):
     DefaultAction: AcceptAction
     PolicyStatements: Annotated[list[PolicyStatement], Field(max_length=20)]
@@ -203,6 +206,10 @@ class TrafficPolicy(CfnModel):
         None
     )
     Tags: Annotated[list[Tag] | None, Field(max_length=200)] = None
+
+    @property
+    def max_message_size(self) -> int:
+        return self.MaxMessageSizeBytes or DEFAULT_MAX_MESSAGE_SIZE
 
 
 # ----------------------------------------------------------------------------- rule set

@@ -346,7 +346,11 @@ class _Step:
         for trail in matched:
             trail.added_headers.append((params.HeaderName, params.HeaderValue))
             trail.facts = _with_header(trail.facts, params.HeaderName, params.HeaderValue)
-        self.record([t.recipient for t in matched], "SUCCESS")
+        self.record(
+            [t.recipient for t in matched],
+            "SUCCESS",
+            detail=f"{params.HeaderName}: {params.HeaderValue}",
+        )
 
     def replace_recipients(self, matched: list[RecipientTrail]) -> list[RecipientTrail]:
         params = self.action.ReplaceRecipient

@@ -53,6 +53,11 @@ class IngressSMTP(SMTP):
         await super().push(status)
 
 
+def null_to_empty(address: str) -> str:
+    """aiosmtpd gives the null reverse-path `MAIL FROM:<>` as "<>"; we keep it as ""."""
+    return "" if address == "<>" else address
+
+
 def peer_ip(session: Session) -> str:
     peer: object = session.peer
     return str(peer[0]) if isinstance(peer, tuple) else str(peer or "")
@@ -140,7 +145,7 @@ class IngressHandler:
         address: str,
         mail_options: list[str],
     ) -> str:
-        envelope.mail_from = address
+        envelope.mail_from = null_to_empty(address)
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 Sender OK"
 

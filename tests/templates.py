@@ -11,8 +11,6 @@ import yaml
 from mxgate.mailmanager.template import read_template
 from tests.support import REPO, TEMPLATE
 
-ROLE_ARN = "arn:aws:iam::000000000000:role/MailManager"
-
 
 def gateway_template(
     directory: Path,

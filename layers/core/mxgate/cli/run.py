@@ -49,8 +49,7 @@ def banner(setup: LocalSetup, running: Running, home: str) -> str:
             f"  mailbox host   {name:<10} 127.0.0.1:{mailbox_port}  -> {home}/mailboxes/{name}/<recipient>/new/"
         )
     host, port = running.smtp
-    first = setup.listeners[0]
-    tls_flag = " --tls" if first.ingress.requires_starttls else ""
+    tls_flag = " --tls" if setup.primary.ingress.requires_starttls else ""
     lines += [
         f"  app events     {home}/events/<app>/",
         f"  timeline       mxgate trace       logs: {home}/logs/",

@@ -118,6 +118,11 @@ class LocalSetup:
     def replace_mail_from(self) -> str:
         return self.config.replace_mail_from or f"postmaster@{self.routes.employee_domains[0]}"
 
+    @property
+    def primary(self) -> IngressSetup:
+        """The ingress point `mxgate run` suggests and `mxgate demo` sends to: the first OPEN one."""
+        return next((x for x in self.listeners if not x.auth), self.listeners[0])
+
     def rule_sets(self) -> dict[str, RuleSet]:
         return {listener.ingress_id: listener.rule_set for listener in self.listeners}
 

@@ -38,7 +38,7 @@ log = logging.getLogger("mxgate.server")
 class Running:
     """What a started gateway listens on (what `mxgate run` prints)."""
 
-    smtp: tuple[str, int]  # the first ingress point's address (the OPEN one, as a rule)
+    smtp: tuple[str, int]  # the primary ingress point's address (the first OPEN one)
     mailbox_hosts: dict[str, int]
     servers: list[asyncio.Server] = field(default_factory=list)
     ingress: dict[str, tuple[str, int]] = field(default_factory=dict)  # by ingress point id
@@ -133,7 +133,7 @@ class Gateway:
             host, port = server.sockets[0].getsockname()[:2]
             listening[listener.ingress_id] = (host, port)
             ingress_servers.append(server)
-        first = listening[setup.listeners[0].ingress_id]
+        first = listening[setup.primary.ingress_id]
         ports = {"smtp": first[1]}
         ports |= {f"smtp_{name}": port for name, (_, port) in listening.items()}
         auth = [listening[x.ingress_id][1] for x in setup.listeners if x.auth]

@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mxgate.mailmanager.facts import MessageFacts
-from mxgate.message.headers import header_block_end
 from mxgate.message.parse import addresses, header_values, parse_header_section
 
 LAMBDA_HEADER_LIMIT = 10 * 1024  # SES truncates the headers of a Lambda event at 10 KB
@@ -134,7 +133,3 @@ def sns_content(raw: bytes, encoding: str) -> str:
     if encoding == "BASE64":
         return base64.b64encode(raw).decode("ascii")
     return raw.decode("utf-8", "replace")
-
-
-def header_section(raw: bytes) -> bytes:
-    return raw[: header_block_end(raw)]

@@ -390,3 +390,24 @@ def test_bounce_rule_sends_a_dsn_to_the_envelope_sender(gateway):
         "SUCCESS",
     )
     assert record["recipients_matched"] == ["bounce@nutrition.co"]
+
+
+def test_a_null_sender_gets_no_dsn(gateway):
+    with connect(gateway.smtp_port, tls=True) as smtp:
+        smtp.sendmail(
+            "", ["bounce@nutrition.co"], message("bounce@nutrition.co", "from a null sender")
+        )
+
+    def bounce_records() -> list[dict[str, Any]]:
+        path = gateway.home / "logs" / "rule-set.jsonl"
+        records = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+        return [
+            r for r in records if r["action_name"] == "Bounce" and "null" in r.get("detail", "")
+        ]
+
+    (record,) = wait_for(bounce_records)
+    assert record["detail"] == "no DSN: the envelope sender is null (RFC 5321 6.2)"
+    ingress = [
+        json.loads(x) for x in (gateway.home / "logs" / "ingress.jsonl").read_text().splitlines()
+    ]
+    assert ingress[-1]["mail_from"] == ""  # MAIL FROM:<> is the null sender, not "<>"

@@ -145,7 +145,7 @@ class IngressHandler:
         address: str,
         mail_options: list[str],
     ) -> str:
-        envelope.mail_from = null_to_empty(address)
+        envelope.mail_from = address  # "<>" for the null sender: aiosmtpd needs it non-empty
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 Sender OK"
 
@@ -168,7 +168,7 @@ class IngressHandler:
                 "ingress_point_id": self.ingress_id,
                 "sender_ip": facts.sender_ip,
                 "tls_protocol": facts.tls_protocol,
-                "mail_from": envelope.mail_from,
+                "mail_from": null_to_empty(envelope.mail_from or ""),
                 **decision.as_log(),
             },
         )
@@ -192,7 +192,7 @@ class IngressHandler:
         now = self.clock.now()
         message = Envelope(
             message_id=new_message_id(now),
-            mail_from=envelope.mail_from or "",
+            mail_from=null_to_empty(envelope.mail_from or ""),
             recipients=list(envelope.rcpt_tos),
             helo=session.host_name or "",
             source_ip=peer_ip(session),

@@ -29,6 +29,7 @@ def local_config(directory: Path, **overrides: Any) -> Path:
         routes=str(REPO / "config" / "routes.yaml"),
     )
     document["smtp"]["port"] = 0
+    document["smtp"]["auth_port"] = 0
     for host in document["mailbox_hosts"].values():
         host["port"] = 0
     document.update(overrides)

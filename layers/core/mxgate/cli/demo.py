@@ -199,7 +199,11 @@ def demo(args: argparse.Namespace) -> int:
         name: host.model_copy(update={"port": 0})
         for name, host in setup.config.mailbox_hosts.items()
     }
-    setup = replace(setup, config=setup.config.model_copy(update={"mailbox_hosts": free_ports}))
+    setup = replace(
+        setup,
+        config=setup.config.model_copy(update={"mailbox_hosts": free_ports}),
+        listeners=tuple(replace(listener, port=0) for listener in setup.listeners),
+    )
     samples = load_samples(args.samples)
     rows = asyncio.run(run_demo(setup, samples, args.timeout))
     if args.json:

@@ -7,8 +7,9 @@ import asyncio
 import os
 
 from mxgate.cli.common import add_settings_arguments, settings_from
-from mxgate.local.runtime import load_setup
+from mxgate.local.runtime import LocalSetup, load_setup
 from mxgate.local.server import Running, serve
+from mxgate.mailmanager.template import logical_id_of
 from mxgate.observability import configure_logging
 
 
@@ -29,22 +30,31 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.set_defaults(handler=run)
 
 
-def banner(setup_description: str, running: Running, home: str, tls_required: bool) -> str:
-    host, port = running.smtp
-    tls = " --tls" if tls_required else ""
-    lines = [
-        f"mxgate is running ({setup_description})",
-        f"  SMTP ingress   {host}:{port}  STARTTLS{' required' if tls_required else ''}",
-    ]
+def banner(setup: LocalSetup, running: Running, home: str) -> str:
+    rule_sets = {
+        logical_id_of(listener.ingress.RuleSetId): len(listener.rule_set.Rules)
+        for listener in setup.listeners
+    }
+    shown = ", ".join(f"rule set {name} with {count} rules" for name, count in rule_sets.items())
+    lines = [f"mxgate is running ({shown}, template {os.path.relpath(setup.config.template)})"]
+    for listener in setup.listeners:
+        host, port = running.ingress[listener.ingress_id]
+        tls = "STARTTLS required" if listener.ingress.requires_starttls else "STARTTLS"
+        kind: str = listener.ingress.Type
+        if listener.auth:
+            kind += f" (STARTTLS, then AUTH PLAIN/LOGIN as user {listener.ingress_id})"
+        lines.append(f"  SMTP ingress   {host}:{port}  {listener.ingress_id}: {kind}, {tls}")
     for name, mailbox_port in running.mailbox_hosts.items():
         lines.append(
             f"  mailbox host   {name:<10} 127.0.0.1:{mailbox_port}  -> {home}/mailboxes/{name}/<recipient>/new/"
         )
+    host, port = running.smtp
+    tls_flag = " --tls" if setup.primary.ingress.requires_starttls else ""
     lines += [
         f"  app events     {home}/events/<app>/",
         f"  timeline       mxgate trace       logs: {home}/logs/",
         "Try:",
-        f"  swaks --server {host}:{port}{tls} --from sender@example.org --to alice@nutrition.co",
+        f"  swaks --server {host}:{port}{tls_flag} --from sender@example.org --to alice@nutrition.co",
         "Ctrl-C stops.",
     ]
     return "\n".join(lines)
@@ -54,14 +64,9 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args, smtp_port=args.port, workers=args.workers)
     configure_logging(settings.log_level)
     setup = load_setup(settings)
-    description = (
-        f"ingress point {setup.ingress_id}, {len(setup.rule_set.Rules)} rules, "
-        f"template {os.path.relpath(setup.config.template)}"
-    )
-    tls_required = setup.ingress.TlsPolicy in ("REQUIRED", "FIPS")
 
     def ready(running: Running) -> None:
-        print(banner(description, running, str(settings.home), tls_required), flush=True)
+        print(banner(setup, running, str(settings.home)), flush=True)
 
     asyncio.run(serve(setup, ready))
     return 0

@@ -11,11 +11,13 @@ from mxgate.adapters.local.files import write_atomically
 from mxgate.errors import ConfigError
 from mxgate.mailmanager.addresses import StaticAddressBook
 
-_ENTRY = re.compile(r"^[^@\s]+@[^@\s]+$")
+_ENTRY = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+$")
+MAX_ENTRY = 320  # Mail Manager's limit for one address
 
 
 def valid_entry(entry: str) -> bool:
-    return bool(_ENTRY.fullmatch(entry))
+    """An address, or a pattern with `*` wildcards (`*@example.com`, `user*@example.com`)."""
+    return len(entry) <= MAX_ENTRY and bool(_ENTRY.fullmatch(entry))
 
 
 class FileAddressBook:
@@ -41,7 +43,8 @@ class FileAddressBook:
         ]
 
     def save(self, list_id: str, entries: list[str]) -> None:
-        body = "".join(f"{e}\n" for e in sorted(dict.fromkeys(entries), key=str.casefold))
+        unique = {entry.casefold(): entry for entry in reversed(entries)}  # first spelling wins
+        body = "".join(f"{e}\n" for e in sorted(unique.values(), key=str.casefold))
         write_atomically(self.path(list_id), body.encode())
 
     def contains(self, list_id: str, address: str) -> bool:

@@ -40,17 +40,40 @@ class SmtpConfig(Strict):
     auth_port: Annotated[int, Field(ge=0, le=65535)] = 2587  # AUTH ingress points listen here
 
 
+class IngressListener(Strict):
+    """Where one of the template's ingress points listens on this machine."""
+
+    port: Annotated[int, Field(ge=0, le=65535)]
+
+
 class LocalConfig(Strict):
     template: Path = Path("../template.yaml")
     samconfig: Path = Path("../samconfig.toml")
     routes: Path = Path("routes.yaml")
-    ingress_point: str | None = None  # logical id; default: the template's only one
-    parameters: dict[str, str] = Field(default_factory=dict)
+    # Template parameter values; YAML scalars are taken as CloudFormation would (true -> "true").
+    parameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
     smtp: SmtpConfig = SmtpConfig()
+    # Ingress point logical id -> port. Unset: every OPEN ingress point of the template listens
+    # on smtp.port and every AUTH one on smtp.auth_port.
+    ingress_points: dict[str, IngressListener] | None = None
     mailbox_hosts: dict[str, MailboxHost] = Field(default_factory=dict)
     relays: dict[str, str] = Field(default_factory=dict)  # relay logical id -> mailbox host
     destinations: dict[str, str] = Field(default_factory=dict)  # routes destination -> mailbox host
-    address_lists: Path = Path("address-lists")  # under $MXGATE_HOME unless absolute
+    # The mailbox host that stands in for the internet: where Send and Bounce deliver.
+    outbound: str | None = None
+    # The envelope sender of Relay actions with MailFrom REPLACE (default postmaster@ the first
+    # employee domain).
+    replace_mail_from: str | None = None
+    # Secrets Manager secrets the template names (SecretArn, or the secret's name) -> their
+    # key/value pairs: `password` for AUTH ingress points, `username` + `password` for relays.
+    secrets: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+    def secret(self, arn: str) -> dict[str, str] | None:
+        """A secret's values, found by its ARN or by its name (the ARN's last part)."""
+        if arn in self.secrets:
+            return self.secrets[arn]
+        name = arn.rsplit(":secret:", 1)[-1]
+        return self.secrets.get(name)
 
     def resolved(self, base: Path) -> LocalConfig:
         """Paths in the file are relative to the file's own directory."""
@@ -79,8 +102,13 @@ def load_local_config(path: Path) -> LocalConfig:
             ".".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in error.errors()
         )
         raise ConfigError(f"{path}: {problems}") from error
-    unknown = sorted(set(config.relays.values()) | set(config.destinations.values()))
-    missing = [host for host in unknown if host not in config.mailbox_hosts]
+    named = {*config.relays.values(), *config.destinations.values()}
+    if config.outbound is not None:
+        named.add(config.outbound)
+    missing = sorted(host for host in named if host not in config.mailbox_hosts)
     if missing:
-        raise ConfigError(f"{path}: relays/destinations name unknown mailbox hosts {missing}")
+        raise ConfigError(
+            f"{path}: relays/destinations/outbound name unknown mailbox hosts {missing} "
+            f"(mailbox_hosts: {', '.join(sorted(config.mailbox_hosts)) or 'none'})"
+        )
     return config.resolved(path.parent)

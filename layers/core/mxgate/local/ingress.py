@@ -7,12 +7,13 @@ The template's traffic policy decides each RCPT; the message is fsynced to the s
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from mxgate.ids import new_message_id
@@ -29,7 +30,7 @@ from mxgate.workflow.model import Envelope
 log = logging.getLogger("mxgate.ingress")
 
 MAX_RECIPIENTS = 100  # Mail Manager's limit per message
-_TLS_NAMES = {"TLSv1.2": "TLS1_2", "TLSv1.3": "TLS1_3"}
+_TLS_NAMES = {"TLSv1": "TLS1_0", "TLSv1.1": "TLS1_1", "TLSv1.2": "TLS1_2", "TLSv1.3": "TLS1_3"}
 
 _TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
 # aiosmtpd's own replies, given the enhanced status codes (RFC 3463) a gateway should send.
@@ -52,6 +53,11 @@ class IngressSMTP(SMTP):
         await super().push(status)
 
 
+def null_to_empty(address: str) -> str:
+    """aiosmtpd gives the null reverse-path `MAIL FROM:<>` as "<>"; we keep it as ""."""
+    return "" if address == "<>" else address
+
+
 def peer_ip(session: Session) -> str:
     peer: object = session.peer
     return str(peer[0]) if isinstance(peer, tuple) else str(peer or "")
@@ -59,13 +65,19 @@ def peer_ip(session: Session) -> str:
 
 def tls_protocol(session: Session) -> str | None:
     ssl_object = (session.ssl or {}).get("ssl_object")
-    return _TLS_NAMES.get(ssl_object.version(), "TLS1_2") if ssl_object is not None else None
+    if ssl_object is None:
+        return None
+    version = str(ssl_object.version())
+    return _TLS_NAMES.get(version, version)
 
 
 class IngressHandler:
+    """One ingress point: its traffic policy at RCPT, SMTP AUTH when its Type is AUTH."""
+
     def __init__(
         self,
         *,
+        ingress_id: str,
         ingress: IngressPoint,
         policy: TrafficPolicy,
         book: AddressBook,
@@ -74,9 +86,12 @@ class IngressHandler:
         logs: VendedLogs,
         clock: Clock,
         submit: Callable[[Path], None],
+        smtp_password: str | None = None,
     ) -> None:
+        self.ingress_id = ingress_id
         self.ingress = ingress
         self.policy = policy
+        self.smtp_password = smtp_password
         self.book = book
         self.spool = spool
         self.timeline = timeline
@@ -93,7 +108,34 @@ class IngressHandler:
         responses: list[str],
     ) -> list[str]:
         session.host_name = hostname
+        if self.ingress.Type != "AUTH":  # an OPEN ingress point offers no SMTP AUTH
+            responses = [r for r in responses if not r.startswith("250-AUTH")]
         return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+    async def handle_AUTH(  # noqa: N802
+        self, server: SMTP, session: Session, envelope: SmtpEnvelope, args: list[str]
+    ) -> object:
+        if self.ingress.Type != "AUTH":
+            return "502 5.5.1 Command not implemented"
+        return MISSING  # aiosmtpd's own PLAIN and LOGIN, checked by authenticate()
+
+    def authenticate(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: SmtpEnvelope,
+        mechanism: str,
+        auth_data: object,
+    ) -> AuthResult:
+        """User name: the ingress point id; password: its SmtpPassword (or secret)."""
+        if not isinstance(auth_data, LoginPassword) or self.smtp_password is None:
+            return AuthResult(success=False, handled=False)
+        user_ok = hmac.compare_digest(auth_data.login, self.ingress_id.encode())
+        password_ok = hmac.compare_digest(auth_data.password, self.smtp_password.encode())
+        if user_ok and password_ok:
+            return AuthResult(success=True, auth_data=self.ingress_id)
+        log.info("authentication failed", extra={"ingress_point": self.ingress_id})
+        return AuthResult(success=False, handled=False)
 
     async def handle_MAIL(  # noqa: N802
         self,
@@ -103,7 +145,7 @@ class IngressHandler:
         address: str,
         mail_options: list[str],
     ) -> str:
-        envelope.mail_from = address
+        envelope.mail_from = address  # "<>" for the null sender: aiosmtpd needs it non-empty
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 Sender OK"
 
@@ -123,9 +165,10 @@ class IngressHandler:
             TRAFFIC_POLICY,
             {
                 "timestamp": self.clock.now().isoformat(),
+                "ingress_point_id": self.ingress_id,
                 "sender_ip": facts.sender_ip,
                 "tls_protocol": facts.tls_protocol,
-                "mail_from": envelope.mail_from,
+                "mail_from": null_to_empty(envelope.mail_from or ""),
                 **decision.as_log(),
             },
         )
@@ -149,12 +192,13 @@ class IngressHandler:
         now = self.clock.now()
         message = Envelope(
             message_id=new_message_id(now),
-            mail_from=envelope.mail_from or "",
+            mail_from=null_to_empty(envelope.mail_from or ""),
             recipients=list(envelope.rcpt_tos),
             helo=session.host_name or "",
             source_ip=peer_ip(session),
             tls_protocol=tls_protocol(session),
             received_at=now.isoformat(),
+            ingress_point=self.ingress_id,
         )
         try:
             path = await asyncio.to_thread(self.spool.write, message, raw)
@@ -173,6 +217,7 @@ class IngressHandler:
             INGRESS,
             {
                 "timestamp": now.isoformat(),
+                "ingress_point_id": self.ingress_id,
                 "message_id": message.message_id,
                 "size": len(raw),
                 "sender_ip": message.source_ip,
@@ -180,6 +225,7 @@ class IngressHandler:
                 "helo": message.helo,
                 "tls_protocol": message.tls_protocol,
                 "recipients": message.recipients,
+                "authenticated": bool(session.authenticated),
             },
         )
         self.submit(path)

@@ -51,7 +51,7 @@ class MaildirHandler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
         raw = to_crlf(envelope.original_content or b"")
-        sender = envelope.mail_from or ""
+        sender = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
         for recipient in envelope.rcpt_tos:
             trace = f"Return-Path: <{sender}>\r\nDelivered-To: {recipient}\r\n".encode()
             self.store(recipient, trace + raw)

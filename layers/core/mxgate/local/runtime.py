@@ -4,6 +4,7 @@ adapters, and wires the ingress, the Mail Manager emulator, the workflow and the
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -17,17 +18,20 @@ from mxgate.errors import ConfigError
 from mxgate.local.addresslists import FileAddressBook
 from mxgate.local.config import LocalConfig, load_local_config
 from mxgate.local.logs import VendedLogs
-from mxgate.local.mailmanager import LocalMailManager
+from mxgate.local.mailmanager import LocalMailManager, LocalTargets, is_loopback
 from mxgate.local.settings import LocalSettings
 from mxgate.local.spool import Spool
 from mxgate.local.workflow import LocalWorkflow, StateMachineSource, load_state_machine
 from mxgate.mailmanager.config import MailManagerConfig, load_mail_manager
 from mxgate.mailmanager.models import IngressPoint, RuleSet, TrafficPolicy
-from mxgate.mailmanager.template import read_samconfig_parameters
+from mxgate.mailmanager.template import (
+    parameter_values,
+    read_samconfig_parameters,
+    read_template,
+)
+from mxgate.ports import Transport
 from mxgate.routing.config import Routes, load_routes
 from mxgate.workflow.services import Services
-
-DEFAULT_MAX_MESSAGE_SIZE = 40 * 1024 * 1024  # Mail Manager's own limit
 
 
 @dataclass(frozen=True)
@@ -76,16 +80,33 @@ class Paths:
 
 
 @dataclass(frozen=True)
+class IngressSetup:
+    """One of the template's ingress points, as it listens on this machine."""
+
+    ingress_id: str  # logical id: the local IngressPointId, and the AUTH user name
+    ingress: IngressPoint
+    traffic_policy: TrafficPolicy
+    rule_set: RuleSet
+    port: int
+    smtp_password: str | None = None  # AUTH ingress points only
+
+    @property
+    def auth(self) -> bool:
+        return self.ingress.Type == "AUTH"
+
+    @property
+    def max_message_size(self) -> int:
+        return self.traffic_policy.max_message_size
+
+
+@dataclass(frozen=True)
 class LocalSetup:
     """Everything the configuration says, validated; no sockets, no threads."""
 
     settings: LocalSettings
     config: LocalConfig
     mail_manager: MailManagerConfig
-    ingress_id: str
-    ingress: IngressPoint
-    traffic_policy: TrafficPolicy
-    rule_set: RuleSet
+    listeners: tuple[IngressSetup, ...]
     routes: Routes
     state_machine: StateMachineSource
 
@@ -94,27 +115,108 @@ class LocalSetup:
         return Paths(self.settings.home.resolve())
 
     @property
-    def max_message_size(self) -> int:
-        return self.traffic_policy.MaxMessageSizeBytes or DEFAULT_MAX_MESSAGE_SIZE
-
-    @property
-    def smtp_port(self) -> int:
-        return (
-            self.settings.smtp_port
-            if self.settings.smtp_port is not None
-            else self.config.smtp.port
-        )
-
-    @property
     def replace_mail_from(self) -> str:
-        return f"postmaster@{self.routes.employee_domains[0]}"
+        return self.config.replace_mail_from or f"postmaster@{self.routes.employee_domains[0]}"
+
+    @property
+    def primary(self) -> IngressSetup:
+        """The ingress point `mxgate run` suggests and `mxgate demo` sends to: the first OPEN one."""
+        return next((x for x in self.listeners if not x.auth), self.listeners[0])
+
+    def rule_sets(self) -> dict[str, RuleSet]:
+        return {listener.ingress_id: listener.rule_set for listener in self.listeners}
+
+
+def load_parameters(config: LocalConfig, config_path: Path) -> dict[str, str]:
+    """samconfig.toml `parameter_overrides`, then local.yaml `parameters:` (these win)."""
+    document = read_template(config.template)
+    return parameter_values(
+        document,
+        [
+            (str(config.samconfig), read_samconfig_parameters(config.samconfig)),
+            (f"{config_path} parameters", config.parameters),
+        ],
+    )
+
+
+def _smtp_password(
+    config: LocalConfig, config_path: Path, ingress_id: str, point: IngressPoint
+) -> str:
+    settings = point.IngressPointConfiguration
+    if settings is not None and settings.SmtpPassword is not None:
+        return settings.SmtpPassword
+    if settings is not None and settings.SecretArn is not None:
+        secret = config.secret(settings.SecretArn) or {}
+        if "password" not in secret:
+            name = settings.SecretArn.rsplit(":secret:", 1)[-1]
+            raise ConfigError(
+                f"{config_path}: AUTH ingress point {ingress_id} takes its password from the "
+                f"secret {settings.SecretArn}; give it locally under `secrets:`, e.g. "
+                f"`{name}: {{password: ...}}`"
+            )
+        return secret["password"]
+    raise ConfigError(
+        f"{ingress_id}: an AUTH ingress point needs IngressPointConfiguration SmtpPassword or "
+        "SecretArn"
+    )
+
+
+def _listeners(
+    settings: LocalSettings, config: LocalConfig, config_path: Path, mail_manager: MailManagerConfig
+) -> tuple[IngressSetup, ...]:
+    open_port = settings.smtp_port if settings.smtp_port is not None else config.smtp.port
+    if config.ingress_points is not None:
+        ports = {name: spec.port for name, spec in config.ingress_points.items()}
+        for name in ports:
+            mail_manager.ingress_point(name)  # names one of the template's, or says which exist
+        if settings.smtp_port is not None and ports:  # MXGATE_SMTP_PORT moves the first one
+            ports[next(iter(ports))] = settings.smtp_port
+    else:
+        default = {"OPEN": open_port, "AUTH": config.smtp.auth_port}
+        ports = {
+            name: default[point.Type]
+            for name, point in mail_manager.ingress_points.items()
+            if point.Type in default  # MTLS ingress points are not emulated
+        }
+    listening: dict[int, str] = {}
+    listeners = []
+    for name, port in ports.items():
+        if port and port in listening:
+            raise ConfigError(
+                f"{config_path}: ingress points {listening[port]} and {name} would both listen "
+                f"on port {port}: give each a port under `ingress_points:`"
+            )
+        listening[port] = name
+        point = mail_manager.ingress_points[name]
+        if point.Type == "MTLS":
+            raise ConfigError(f"{config_path}: ingress point {name} is MTLS, not emulated locally")
+        listeners.append(
+            IngressSetup(
+                ingress_id=name,
+                ingress=point,
+                traffic_policy=mail_manager.traffic_policy(point),
+                rule_set=mail_manager.rule_set(point),
+                port=port,
+                smtp_password=(
+                    _smtp_password(config, config_path, name, point)
+                    if point.Type == "AUTH"
+                    else None
+                ),
+            )
+        )
+    if not listeners:
+        raise ConfigError(f"{config.template}: no OPEN or AUTH ingress point to run")
+    return tuple(listeners)
+
+
+def load_mail_manager_config(settings: LocalSettings) -> tuple[LocalConfig, MailManagerConfig]:
+    """The local configuration and the template's Mail Manager resources, checked."""
+    config = load_local_config(settings.config)
+    return config, load_mail_manager(config.template, load_parameters(config, settings.config))
 
 
 def load_setup(settings: LocalSettings) -> LocalSetup:
-    config = load_local_config(settings.config)
-    parameters = {**read_samconfig_parameters(config.samconfig), **config.parameters}
-    mail_manager = load_mail_manager(config.template, parameters)
-    ingress_id, ingress = mail_manager.ingress_point(config.ingress_point)
+    config, mail_manager = load_mail_manager_config(settings)
     routes = load_routes(config.routes)
     unmapped = sorted(set(routes.destinations) - set(config.destinations))
     if unmapped:
@@ -126,10 +228,7 @@ def load_setup(settings: LocalSettings) -> LocalSetup:
         settings=settings,
         config=config,
         mail_manager=mail_manager,
-        ingress_id=ingress_id,
-        ingress=ingress,
-        traffic_policy=mail_manager.traffic_policy(ingress),
-        rule_set=mail_manager.rule_set(ingress),
+        listeners=_listeners(settings, config, settings.config, mail_manager),
         routes=routes,
         state_machine=load_state_machine(config.template, mail_manager.resolver),
     )
@@ -140,6 +239,40 @@ def mailbox_transports(setup: LocalSetup, ports: dict[str, int]) -> dict[str, Sm
         host: SmtpTransport(SmtpTarget("127.0.0.1", port, helo=setup.settings.hostname))
         for host, port in ports.items()
     }
+
+
+def relay_transports(setup: LocalSetup, mailbox: Mapping[str, Transport]) -> dict[str, Transport]:
+    """Each of the template's relays, on this machine: the mailbox host `relays:` maps it to,
+    else its own ServerName:ServerPort when that is loopback. Others are left out, and a Relay
+    action to them fails with a message that says so."""
+    found: dict[str, Transport] = {}
+    for relay_id, relay in setup.mail_manager.relays.items():
+        host = setup.config.relays.get(relay_id)
+        if host is not None:
+            found[relay_id] = mailbox[host]
+        elif is_loopback(relay.ServerName):
+            username = password = None
+            if relay.Authentication.SecretArn is not None:
+                secret = setup.config.secret(relay.Authentication.SecretArn) or {}
+                if not {"username", "password"} <= set(secret):
+                    raise ConfigError(
+                        f"{setup.settings.config}: relay {relay_id} authenticates with the secret "
+                        f"{relay.Authentication.SecretArn}; give its username and password under "
+                        "`secrets:`"
+                    )
+                username, password = secret["username"], secret["password"]
+            found[relay_id] = SmtpTransport(
+                SmtpTarget(
+                    relay.ServerName,
+                    relay.ServerPort,
+                    starttls=username is not None,  # never send a password in the clear
+                    verify_tls=False,  # a local test server's certificate is self-signed
+                    username=username,
+                    password=password,
+                    helo=setup.settings.hostname,
+                )
+            )
+    return found
 
 
 @dataclass
@@ -178,17 +311,23 @@ def build_worker(setup: LocalSetup, mailbox_ports: dict[str, int]) -> Worker:
         gateway_host=setup.settings.hostname,
     )
     workflow = LocalWorkflow(setup.state_machine, services, setup.settings.retry_scale)
+    outbound = setup.config.outbound
     mail_manager = LocalMailManager(
         config=setup.mail_manager,
-        rule_set=setup.rule_set,
+        rule_sets=setup.rule_sets(),
         book=FileAddressBook(dirs.address_lists),
         objects=objects,
         timeline=state,
         logs=VendedLogs(dirs.logs),
         clock=clock,
-        relay_transports={relay: transports[host] for relay, host in setup.config.relays.items()},
+        targets=LocalTargets(
+            home=dirs.home,
+            hostname=setup.settings.hostname,
+            relays=relay_transports(setup, transports),
+            outbound=transports[outbound] if outbound is not None else None,
+            replace_mail_from=setup.replace_mail_from,
+        ),
         start_workflow=workflow.start,
-        replace_mail_from=setup.replace_mail_from,
     )
     return Worker(setup, state, Spool(dirs.spool), mail_manager, workflow, transports)
 

@@ -11,6 +11,7 @@ import json
 import logging
 import multiprocessing
 import signal
+import ssl
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from mxgate.local.addresslists import FileAddressBook
 from mxgate.local.ingress import IngressHandler, IngressSMTP
 from mxgate.local.logs import VendedLogs
 from mxgate.local.mailbox import MaildirHandler
-from mxgate.local.runtime import LocalSetup, write_ports
+from mxgate.local.runtime import IngressSetup, LocalSetup, write_ports
 from mxgate.local.spool import Spool
 from mxgate.local.tls import ensure_certificate, server_context
 
@@ -37,9 +38,11 @@ log = logging.getLogger("mxgate.server")
 class Running:
     """What a started gateway listens on (what `mxgate run` prints)."""
 
-    smtp: tuple[str, int]
+    smtp: tuple[str, int]  # the primary ingress point's address (the first OPEN one)
     mailbox_hosts: dict[str, int]
     servers: list[asyncio.Server] = field(default_factory=list)
+    ingress: dict[str, tuple[str, int]] = field(default_factory=dict)  # by ingress point id
+    ingress_servers: list[asyncio.Server] = field(default_factory=list)
 
 
 class Gateway:
@@ -107,39 +110,68 @@ class Gateway:
         cert, key = ensure_certificate(dirs.tls, setup.settings.hostname)
         tls = server_context(cert, key)
         spool = Spool(dirs.spool)
-        handler = IngressHandler(
-            ingress=setup.ingress,
-            policy=setup.traffic_policy,
-            book=FileAddressBook(dirs.address_lists),
-            spool=spool,
-            timeline=SqliteState(dirs.state_db),
-            logs=VendedLogs(dirs.logs),
-            clock=SystemClock(),
-            submit=self.submit,
-        )
-        require_tls = setup.ingress.TlsPolicy in ("REQUIRED", "FIPS")
-        ingress = await loop.create_server(
-            lambda: IngressSMTP(
-                handler,
-                hostname=setup.settings.hostname,
-                ident="mxgate ESMTP",
-                tls_context=tls,
-                require_starttls=require_tls,
-                data_size_limit=setup.max_message_size,
-                enable_SMTPUTF8=True,
-            ),
-            host=setup.settings.smtp_host,
-            port=setup.smtp_port,
-        )
-        servers.append(ingress)
-        smtp = ingress.sockets[0].getsockname()[:2]
-        write_ports(dirs, {"smtp": smtp[1], **mailbox_ports})
+        book = FileAddressBook(dirs.address_lists)
+        timeline = SqliteState(dirs.state_db)
+        logs = VendedLogs(dirs.logs)
+        listening: dict[str, tuple[str, int]] = {}
+        ingress_servers = []
+        for listener in setup.listeners:
+            handler = IngressHandler(
+                ingress_id=listener.ingress_id,
+                ingress=listener.ingress,
+                policy=listener.traffic_policy,
+                book=book,
+                spool=spool,
+                timeline=timeline,
+                logs=logs,
+                clock=SystemClock(),
+                submit=self.submit,
+                smtp_password=listener.smtp_password,
+            )
+            server = await loop.create_server(
+                partial(self._session, listener, handler, tls),
+                host=setup.settings.smtp_host,
+                port=listener.port,
+            )
+            host, port = server.sockets[0].getsockname()[:2]
+            listening[listener.ingress_id] = (host, port)
+            ingress_servers.append(server)
+        first = listening[setup.primary.ingress_id]
+        ports = {"smtp": first[1]}
+        ports |= {f"smtp_{name}": port for name, (_, port) in listening.items()}
+        auth = [listening[x.ingress_id][1] for x in setup.listeners if x.auth]
+        if auth:
+            ports["smtp_auth"] = auth[0]
+        write_ports(dirs, {**ports, **mailbox_ports})
         for path in spool.pending():  # messages a previous run accepted but did not finish
             self.submit(path)
-        return Running(smtp=(smtp[0], smtp[1]), mailbox_hosts=mailbox_ports, servers=servers)
+        return Running(
+            smtp=first,
+            mailbox_hosts=mailbox_ports,
+            servers=servers + ingress_servers,
+            ingress=listening,
+            ingress_servers=ingress_servers,
+        )
+
+    def _session(
+        self, listener: IngressSetup, handler: IngressHandler, tls: ssl.SSLContext
+    ) -> IngressSMTP:
+        return IngressSMTP(
+            handler,
+            hostname=self.setup.settings.hostname,
+            ident="mxgate ESMTP",
+            tls_context=tls,
+            require_starttls=listener.ingress.requires_starttls,
+            data_size_limit=listener.max_message_size,
+            enable_SMTPUTF8=True,
+            authenticator=handler.authenticate if listener.auth else None,
+            auth_required=listener.auth,
+            auth_require_tls=True,  # AUTH only after STARTTLS
+        )
 
     async def stop(self, running: Running, grace: float = 30.0) -> None:
-        running.servers[-1].close()  # the ingress first: accept nothing new
+        for server in running.ingress_servers:  # the ingress first: accept nothing new
+            server.close()
         try:
             await asyncio.wait_for(self.idle.wait(), grace)
         except TimeoutError:

@@ -1,26 +1,38 @@
-"""The Mail Manager resources of a template, validated and cross-checked."""
+"""The Mail Manager resources of a template, validated and cross-checked.
+
+Every problem is reported with its place: the resource's logical id, the rule (index and
+name) or statement index, and the field, e.g.
+`RuleSet.Rules[2] (archive).Actions[0].Archive.TargetArchive: archive 'Archve' is not ...`.
+"""
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from mxgate.errors import ConfigError
+from mxgate.mailmanager import models
 from mxgate.mailmanager.models import (
     AddressList,
     Archive,
     IngressPoint,
     Relay,
+    RuleCondition,
     RuleSet,
     TrafficPolicy,
 )
-from mxgate.mailmanager.template import Resolver, logical_id_of, read_template, resources_of_type
-
-M = TypeVar("M", bound=BaseModel)
+from mxgate.mailmanager.template import (
+    FUNCTION_TYPES,
+    Resolver,
+    TemplateError,
+    logical_id_of,
+    read_template,
+)
 
 _TYPES: dict[str, tuple[str, type[BaseModel]]] = {
     "ingress_points": ("AWS::SES::MailManagerIngressPoint", IngressPoint),
@@ -30,24 +42,94 @@ _TYPES: dict[str, tuple[str, type[BaseModel]]] = {
     "archives": ("AWS::SES::MailManagerArchive", Archive),
     "address_lists": ("AWS::SES::MailManagerAddressList", AddressList),
 }
+MAIL_MANAGER_TYPES = frozenset(kind for kind, _ in _TYPES.values())
+
+# Every field name of every model: what an unknown field is compared with for a suggestion.
+_FIELD_NAMES = sorted(
+    {
+        name
+        for model in vars(models).values()
+        if isinstance(model, type) and issubclass(model, BaseModel)
+        for name in model.model_fields
+    }
+)
 
 
-def format_location(loc: tuple[int | str, ...]) -> str:
-    text = ""
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with the template, and where."""
+
+    place: str  # "RuleSet.Rules[2] (archive).Actions[0].Archive.TargetArchive"
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.place}: {self.message}"
+
+
+class MailManagerError(ConfigError):
+    """The template's Mail Manager resources cannot be used; `problems` says why, each placed."""
+
+    def __init__(self, template: Path, problems: list[Problem]) -> None:
+        self.template = template
+        self.problems = problems
+        lines = "".join(f"\n  {problem}" for problem in problems)
+        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+        super().__init__(f"{template}: {count} in the Mail Manager resources:{lines}")
+
+
+def place_of(logical_id: str, loc: tuple[int | str, ...], properties: Any) -> str:
+    """`RuleSet.Rules[2] (archive).Actions[0]`: indexes in brackets, a rule's name beside it."""
+    text = logical_id
+    node = properties
     for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        if isinstance(part, int):
+            text += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            name = node.get("Name") if isinstance(node, dict) else None
+            if isinstance(name, str) and text.endswith(f"Rules[{part}]"):
+                text += f" ({name})"
+        else:
+            text += f".{part}"
+            node = node.get(part) if isinstance(node, dict) else None
     return text
 
 
-def _validate(model: type[M], logical_id: str, kind: str, properties: Any) -> M:
+def _message(error: Any) -> str:
+    kind, message = error["type"], str(error["msg"])
+    if kind == "extra_forbidden":
+        name = str(error["loc"][-1])
+        close = difflib.get_close_matches(name, _FIELD_NAMES, n=1, cutoff=0.75)
+        return f"unknown field {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+    if kind == "missing":
+        return "required field is missing"
+    message = message.removeprefix("Value error, ")
+    if kind in ("enum", "literal_error", "string_pattern_mismatch", "string_type", "int_parsing"):
+        message += f" (got {error['input']!r})"
+    return message
+
+
+def validate_properties(
+    model: type[BaseModel], logical_id: str, properties: Any
+) -> tuple[Any, list[Problem]]:
     try:
-        return model.model_validate(properties)
+        return model.model_validate(properties), []
     except ValidationError as error:
-        problems = "; ".join(
-            f"{format_location(tuple(e['loc'])) or '(properties)'}: {e['msg']}"
+        problems = [
+            Problem(place_of(logical_id, tuple(e["loc"]), properties), _message(e))
             for e in error.errors()
-        )
-        raise ConfigError(f"{logical_id} ({kind}): {problems}") from error
+        ]
+        return None, problems
+
+
+@dataclass(frozen=True)
+class FunctionSource:
+    """Where a template's Lambda function lives, for InvokeLambda on one machine."""
+
+    logical_id: str
+    name: str
+    code_dir: Path | None  # None when CodeUri is not a local directory
+    handler: str | None
+    runtime: str | None
 
 
 @dataclass(frozen=True)
@@ -59,12 +141,16 @@ class MailManagerConfig:
     archives: Mapping[str, Archive]
     address_lists: Mapping[str, AddressList]
     resolver: Resolver
+    template: Path = field(default=Path("template.yaml"))
 
     def ingress_point(self, name: str | None = None) -> tuple[str, IngressPoint]:
         """The named ingress point, or the only one the template has."""
         if name is not None:
             if name not in self.ingress_points:
-                raise ConfigError(f"no ingress point {name!r} in the template")
+                raise ConfigError(
+                    f"no ingress point {name!r} in the template "
+                    f"(it has {', '.join(sorted(self.ingress_points)) or 'none'})"
+                )
             return name, self.ingress_points[name]
         if len(self.ingress_points) != 1:
             names = sorted(self.ingress_points)
@@ -84,11 +170,81 @@ class MailManagerConfig:
     def archive_id(self, reference: str) -> str:
         return logical_id_of(reference)
 
+    def address_list_id(self, reference: str) -> str:
+        """A list's logical id, from its logical id, its ARN or its AddressListName."""
+        logical = logical_id_of(reference)
+        if logical in self.address_lists:
+            return logical
+        for list_id, address_list in self.address_lists.items():
+            if address_list.AddressListName == reference:
+                return list_id
+        known = ", ".join(sorted(self.address_lists)) or "none"
+        raise ConfigError(f"no address list {reference!r} in the template (it has {known})")
 
-def _check_references(config: MailManagerConfig) -> None:
-    def need(collection: Mapping[str, Any], reference: str, where: str, what: str) -> None:
+    def function(self, reference: str) -> FunctionSource | None:
+        """The template's Lambda function an InvokeLambda FunctionArn names, if any."""
+        name = function_name_of(reference)
+        resources = self.resolver.resources
+        for logical_id, resource in resources.items():
+            if resource.get("Type") not in FUNCTION_TYPES:
+                continue
+            if name not in (logical_id, self.resolver.ref(logical_id, logical_id)):
+                continue
+            properties = resource.get("Properties") or {}
+            defaults = (self.resolver.template.get("Globals") or {}).get("Function") or {}
+
+            def setting(key: str, properties: Any = properties, defaults: Any = defaults) -> Any:
+                return properties.get(key, defaults.get(key))
+
+            code_uri = setting("CodeUri")
+            return FunctionSource(
+                logical_id=logical_id,
+                name=name,
+                code_dir=self.template.parent / code_uri if isinstance(code_uri, str) else None,
+                handler=setting("Handler"),
+                runtime=setting("Runtime"),
+            )
+        return None
+
+
+def function_name_of(reference: str) -> str:
+    """`arn:aws:lambda:r:a:function:NAME[:qualifier]`, `NAME[:qualifier]` -> NAME."""
+    parts = reference.split(":")
+    if reference.startswith("arn:") and len(parts) >= 7:
+        return parts[6]
+    return parts[0]
+
+
+def _address_list_references(
+    place: str, conditions: list[RuleCondition] | list[Any]
+) -> list[tuple[str, str]]:
+    found = []
+    for index, condition in enumerate(conditions):
+        boolean = condition.BooleanExpression
+        if boolean is not None and boolean.Evaluate.IsInAddressList is not None:
+            found.append(
+                (
+                    f"{place}[{index}].BooleanExpression.Evaluate.IsInAddressList.AddressLists[0]",
+                    boolean.Evaluate.IsInAddressList.AddressLists[0],
+                )
+            )
+    return found
+
+
+def reference_problems(config: MailManagerConfig) -> list[Problem]:
+    """References between resources that name nothing of the right type in the template."""
+    problems: list[Problem] = []
+
+    def need(collection: Mapping[str, Any], reference: str, place: str, what: str) -> None:
         if logical_id_of(reference) not in collection:
-            raise ConfigError(f"{where}: {what} {reference!r} is not a resource of the template")
+            known = ", ".join(sorted(collection)) or "none"
+            problems.append(
+                Problem(
+                    place,
+                    f"{what} {reference!r} is not a resource of the template "
+                    f"(its {what}s: {known})",
+                )
+            )
 
     for logical_id, point in config.ingress_points.items():
         need(config.rule_sets, point.RuleSetId, f"{logical_id}.RuleSetId", "rule set")
@@ -100,32 +256,17 @@ def _check_references(config: MailManagerConfig) -> None:
         )
     for logical_id, policy in config.traffic_policies.items():
         for index, statement in enumerate(policy.PolicyStatements):
-            for c_index, condition in enumerate(statement.Conditions):
-                boolean = condition.BooleanExpression
-                if boolean is not None and boolean.Evaluate.IsInAddressList is not None:
-                    where = (
-                        f"{logical_id}.PolicyStatements[{index}].Conditions[{c_index}]"
-                        ".BooleanExpression.Evaluate.IsInAddressList.AddressLists[0]"
-                    )
-                    need(
-                        config.address_lists,
-                        boolean.Evaluate.IsInAddressList.AddressLists[0],
-                        where,
-                        "address list",
-                    )
+            place = f"{logical_id}.PolicyStatements[{index}].Conditions"
+            for where, reference in _address_list_references(place, statement.Conditions):
+                need(config.address_lists, reference, where, "address list")
     for logical_id, rule_set in config.rule_sets.items():
         for index, rule in enumerate(rule_set.Rules):
             place = f"{logical_id}.Rules[{index}]" + (f" ({rule.Name})" if rule.Name else "")
             for group in ("Conditions", "Unless"):
-                for c_index, condition in enumerate(getattr(rule, group)):
-                    boolean = condition.BooleanExpression
-                    if boolean is not None and boolean.Evaluate.IsInAddressList is not None:
-                        need(
-                            config.address_lists,
-                            boolean.Evaluate.IsInAddressList.AddressLists[0],
-                            f"{place}.{group}[{c_index}]",
-                            "address list",
-                        )
+                for where, reference in _address_list_references(
+                    f"{place}.{group}", getattr(rule, group)
+                ):
+                    need(config.address_lists, reference, where, "address list")
             for a_index, action in enumerate(rule.Actions):
                 where = f"{place}.Actions[{a_index}].{action.kind}"
                 if action.Relay is not None:
@@ -137,19 +278,55 @@ def _check_references(config: MailManagerConfig) -> None:
                         f"{where}.TargetArchive",
                         "archive",
                     )
+                if action.InvokeLambda is not None:
+                    reference = action.InvokeLambda.FunctionArn
+                    if config.function(reference) is None:
+                        problems.append(
+                            Problem(
+                                f"{where}.FunctionArn",
+                                f"function {reference!r} is not a Lambda function of the template",
+                            )
+                        )
+    return problems
+
+
+def check_mail_manager(
+    template: Path,
+    parameters: Mapping[str, str] | None = None,
+    condition_values: Mapping[str, bool] | None = None,
+) -> tuple[MailManagerConfig | None, list[Problem]]:
+    """Load and cross-check the Mail Manager resources; every problem found, not just the first."""
+    document = read_template(template)
+    resolver = Resolver(document, dict(parameters or {}), condition_values=condition_values or {})
+    problems: list[Problem] = []
+    found: dict[str, dict[str, Any]] = {attribute: {} for attribute in _TYPES}
+    kinds = {kind: (attribute, model) for attribute, (kind, model) in _TYPES.items()}
+    for logical_id, resource in resolver.resources.items():
+        if not isinstance(resource, dict) or resource.get("Type") not in kinds:
+            continue
+        attribute, model = kinds[resource["Type"]]
+        try:
+            if not resolver.resource_enabled(logical_id):
+                continue
+            properties = resolver.resolve(resource.get("Properties") or {}, logical_id)
+        except TemplateError as error:
+            problems.append(Problem(error.where, error.reason))
+            continue
+        value, invalid = validate_properties(model, logical_id, properties)
+        problems += invalid
+        if value is not None:
+            found[attribute][logical_id] = value
+    config = MailManagerConfig(resolver=resolver, template=template, **found)
+    if problems:  # references into resources that failed to load would only add noise
+        return None, problems
+    problems = reference_problems(config)
+    return (None if problems else config), problems
 
 
 def load_mail_manager(
     template: Path, parameters: Mapping[str, str] | None = None
 ) -> MailManagerConfig:
-    document = read_template(template)
-    resolver = Resolver(document, dict(parameters or {}))
-    found: dict[str, dict[str, Any]] = {}
-    for attribute, (kind, model) in _TYPES.items():
-        found[attribute] = {
-            logical_id: _validate(model, logical_id, kind, properties)
-            for logical_id, properties in resources_of_type(resolver, kind).items()
-        }
-    config = MailManagerConfig(resolver=resolver, **found)
-    _check_references(config)
+    config, problems = check_mail_manager(template, parameters)
+    if config is None:
+        raise MailManagerError(template, problems)
     return config

@@ -6,12 +6,55 @@ Field names and enum spellings follow the CloudFormation schema (and the botocor
 
 from __future__ import annotations
 
+import ipaddress
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 _NAME = r"^[A-Za-z0-9_\-]+$"
+_ID_OR_ARN = r"^[a-zA-Z0-9:_/+=,@.#-]+$"
+_EMAIL = r"^[a-zA-Z0-9._+-]+@[a-zA-Z0-9.-]+$"
+_SECRET_ARN = r"^arn:(aws|aws-cn|aws-us-gov|aws-eusc):secretsmanager:[a-z0-9-]+:\d{12}:secret:[a-zA-Z0-9/_+=,.@-]+$"  # noqa: S105 -- a pattern
+
+
+def _ipv4_cidr(value: str) -> str:
+    try:
+        network = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        network = None
+    if "/" not in value or not isinstance(network, ipaddress.IPv4Network):
+        raise ValueError(f"{value!r} is not an IPv4 CIDR such as 192.0.2.0/24")
+    return value
+
+
+def _ipv6_cidr(value: str) -> str:
+    try:
+        network = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        network = None
+    if "/" not in value or not isinstance(network, ipaddress.IPv6Network):
+        raise ValueError(f"{value!r} is not an IPv6 CIDR such as 2001:db8::/32")
+    return value
+
+
+def _ip_or_cidr(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address or CIDR") from None
+    return value
+
+
+def _one_line(value: str) -> str:
+    # AWS documents no pattern for a header value; a line break would inject header fields.
+    if any(c in value for c in "\r\n\0"):
+        raise ValueError("a header value cannot contain line breaks or NUL")
+    return value
+
+
+Ipv4Cidr = Annotated[str, AfterValidator(_ipv4_cidr)]
+Ipv6Cidr = Annotated[str, Field(max_length=49), AfterValidator(_ipv6_cidr)]
 
 
 class CfnModel(BaseModel):
@@ -72,8 +115,10 @@ class TlsOperator(StrEnum):
 
 
 class AddonAnalysis(CfnModel):
-    Analyzer: Annotated[str, Field(pattern=r"^[a-zA-Z0-9:_/+=,@.#-]+$")]
-    ResultField: Annotated[str, Field(min_length=1, max_length=256)]
+    Analyzer: Annotated[str, Field(pattern=_ID_OR_ARN)]
+    ResultField: Annotated[
+        str, Field(min_length=1, max_length=256, pattern=r"^(addon\.)?[\sa-zA-Z0-9_]+$")
+    ]
 
 
 class IngressStringToEvaluate(OneOf):
@@ -94,7 +139,7 @@ class IngressIpToEvaluate(CfnModel):
 class IngressIpv4Expression(CfnModel):
     Evaluate: IngressIpToEvaluate
     Operator: IpOperator
-    Values: Annotated[list[str], Field(min_length=1)]
+    Values: Annotated[list[Ipv4Cidr], Field(min_length=1)]
 
 
 class IngressIpv6ToEvaluate(CfnModel):
@@ -104,7 +149,7 @@ class IngressIpv6ToEvaluate(CfnModel):
 class IngressIpv6Expression(CfnModel):
     Evaluate: IngressIpv6ToEvaluate
     Operator: IpOperator
-    Values: Annotated[list[str], Field(min_length=1)]
+    Values: Annotated[list[Ipv6Cidr], Field(min_length=1)]
 
 
 class IngressTlsProtocolToEvaluate(CfnModel):
@@ -146,8 +191,11 @@ class PolicyStatement(CfnModel):
 
 
 class Tag(CfnModel):
-    Key: str
-    Value: str
+    Key: Annotated[str, Field(min_length=1, max_length=128)]
+    Value: Annotated[str, Field(max_length=256)]
+
+
+DEFAULT_MAX_MESSAGE_SIZE = 40 * 1024 * 1024  # Mail Manager's own limit per message
 
 
 class TrafficPolicy(CfnModel):
@@ -157,7 +205,11 @@ class TrafficPolicy(CfnModel):
     TrafficPolicyName: Annotated[str | None, Field(min_length=3, max_length=63, pattern=_NAME)] = (
         None
     )
-    Tags: list[Tag] | None = None
+    Tags: Annotated[list[Tag] | None, Field(max_length=200)] = None
+
+    @property
+    def max_message_size(self) -> int:
+        return self.MaxMessageSizeBytes or DEFAULT_MAX_MESSAGE_SIZE
 
 
 # ----------------------------------------------------------------------------- rule set
@@ -277,7 +329,8 @@ class RuleIpExpression(CfnModel):
     Evaluate: RuleIpToEvaluate
     Operator: IpOperator
     Values: Annotated[
-        list[Annotated[str, Field(min_length=1, max_length=43)]], Field(min_length=1, max_length=10)
+        list[Annotated[str, Field(min_length=1, max_length=43), AfterValidator(_ip_or_cidr)]],
+        Field(min_length=1, max_length=10),
     ]
 
 
@@ -311,8 +364,8 @@ class FailurePolicy(StrEnum):
     DROP = "DROP"
 
 
-_ROLE = Annotated[str, Field(min_length=20, max_length=2048)]
-_NAME_OR_ARN = Annotated[str, Field(min_length=1, max_length=2048)]
+_ROLE = Annotated[str, Field(min_length=20, max_length=2048, pattern=_ID_OR_ARN)]
+_NAME_OR_ARN = Annotated[str, Field(min_length=1, max_length=2048, pattern=_ID_OR_ARN)]
 
 
 class DropAction(CfnModel):
@@ -336,7 +389,9 @@ class S3Action(CfnModel):
     S3Prefix: Annotated[
         str | None, Field(min_length=1, max_length=62, pattern=r"^[a-zA-Z0-9!_.*'()/-]+$")
     ] = None
-    S3SseKmsKeyId: str | None = None
+    S3SseKmsKeyId: Annotated[
+        str | None, Field(min_length=20, max_length=2048, pattern=r"^[a-zA-Z0-9-:/]+$")
+    ] = None
     ActionFailurePolicy: FailurePolicy | None = None
 
 
@@ -349,11 +404,14 @@ class AddHeaderAction(CfnModel):
     HeaderName: Annotated[
         str, Field(min_length=1, max_length=64, pattern=r"^[xX]\-[a-zA-Z0-9\-]+$")
     ]
-    HeaderValue: Annotated[str, Field(min_length=1, max_length=128)]
+    HeaderValue: Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_one_line)]
 
 
 class ReplaceRecipientAction(CfnModel):
-    ReplaceWith: Annotated[list[str] | None, Field(min_length=1, max_length=100)] = None
+    ReplaceWith: Annotated[
+        list[Annotated[str, Field(max_length=254, pattern=_EMAIL)]] | None,
+        Field(min_length=1, max_length=100),
+    ] = None
 
 
 class DeliverToMailboxAction(CfnModel):
@@ -363,14 +421,21 @@ class DeliverToMailboxAction(CfnModel):
 
 
 class DeliverToQBusinessAction(CfnModel):
-    ApplicationId: str
-    IndexId: str
+    ApplicationId: Annotated[str, Field(min_length=36, max_length=36, pattern=r"^[a-z0-9-]+$")]
+    IndexId: Annotated[str, Field(min_length=36, max_length=36, pattern=r"^[a-z0-9-]+$")]
     RoleArn: _ROLE
     ActionFailurePolicy: FailurePolicy | None = None
 
 
 class SnsAction(CfnModel):
-    TopicArn: Annotated[str, Field(min_length=20, max_length=2048)]
+    TopicArn: Annotated[
+        str,
+        Field(
+            min_length=20,
+            max_length=2048,
+            pattern=r"^arn:(aws|aws-cn|aws-us-gov|aws-eusc):sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}$",
+        ),
+    ]
     RoleArn: _ROLE
     Encoding: Literal["UTF-8", "BASE64"] | None = None
     PayloadType: Literal["HEADERS", "CONTENT"] | None = None
@@ -379,16 +444,20 @@ class SnsAction(CfnModel):
 
 class BounceAction(CfnModel):
     RoleArn: _ROLE
-    Sender: Annotated[str, Field(max_length=254)]
+    Sender: Annotated[str, Field(max_length=254, pattern=_EMAIL)]
     StatusCode: Annotated[str, Field(pattern=r"^[45]\.[0-9]{1,3}\.[0-9]{1,3}$")]
     SmtpReplyCode: Annotated[str, Field(pattern=r"^[45][0-9][0-9]$")]
-    DiagnosticMessage: Annotated[str, Field(min_length=1, max_length=256)]
-    Message: Annotated[str | None, Field(min_length=1, max_length=500)] = None
+    DiagnosticMessage: Annotated[
+        str, Field(min_length=1, max_length=256, pattern=r"^[\x20-\x7e]+$")
+    ]
+    Message: Annotated[
+        str | None, Field(min_length=1, max_length=500, pattern=r"^[\r\n\x20-\x7e]+$")
+    ] = None
     ActionFailurePolicy: FailurePolicy | None = None
 
 
 class InvokeLambdaAction(CfnModel):
-    FunctionArn: _NAME_OR_ARN
+    FunctionArn: Annotated[str, Field(min_length=20, max_length=2048, pattern=_ID_OR_ARN)]
     InvocationType: Literal["EVENT", "REQUEST_RESPONSE"]
     RoleArn: _ROLE
     RetryTimeMinutes: Annotated[int | None, Field(ge=0, le=2160)] = None
@@ -431,44 +500,83 @@ class Rule(CfnModel):
 
 class RuleSet(CfnModel):
     Rules: Annotated[list[Rule], Field(max_length=40)]
-    RuleSetName: Annotated[str | None, Field(min_length=1, max_length=100)] = None
-    Tags: list[Tag] | None = None
+    RuleSetName: Annotated[
+        str | None, Field(min_length=1, max_length=100, pattern=r"^[a-zA-Z0-9_.-]+$")
+    ] = None
+    Tags: Annotated[list[Tag] | None, Field(max_length=200)] = None
 
 
 # ----------------------------------------------------------------------------- other resources
 
 
+class TrustStoreConfig(CfnModel):
+    CAContent: Annotated[str, Field(min_length=1, max_length=500000)]
+    CrlContent: Annotated[str | None, Field(min_length=1, max_length=500000)] = None
+    KmsKeyArn: str | None = None
+
+
+class TlsAuthConfig(CfnModel):
+    TrustStore: TrustStoreConfig
+
+
 class IngressPointConfig(OneOf):
-    SmtpPassword: Annotated[str | None, Field(min_length=8, max_length=64)] = None
-    SecretArn: str | None = None
-    TlsAuthConfiguration: dict[str, Any] | None = None
+    SmtpPassword: Annotated[
+        str | None,
+        Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9!@#$%^&*()_+\-=\[\]{}|.,?]+$"),
+    ] = None
+    SecretArn: Annotated[str | None, Field(pattern=_SECRET_ARN)] = None
+    TlsAuthConfiguration: TlsAuthConfig | None = None
+
+
+class PublicNetworkConfig(CfnModel):
+    IpType: Literal["IPV4", "DUAL_STACK"]
+
+
+class PrivateNetworkConfig(CfnModel):
+    VpcEndpointId: Annotated[str, Field(pattern=r"^vpce-[a-zA-Z0-9]{17}$")]
+
+
+class NetworkConfig(OneOf):
+    PublicNetworkConfiguration: PublicNetworkConfig | None = None
+    PrivateNetworkConfiguration: PrivateNetworkConfig | None = None
 
 
 class IngressPoint(CfnModel):
     Type: Literal["OPEN", "AUTH", "MTLS"]
-    RuleSetId: str
-    TrafficPolicyId: str
+    RuleSetId: Annotated[str, Field(min_length=1, max_length=100)]
+    TrafficPolicyId: Annotated[str, Field(min_length=1, max_length=100)]
     IngressPointName: Annotated[str | None, Field(min_length=3, max_length=63, pattern=_NAME)] = (
         None
     )
     IngressPointConfiguration: IngressPointConfig | None = None
-    NetworkConfiguration: dict[str, Any] | None = None
+    NetworkConfiguration: NetworkConfig | None = None
     TlsPolicy: Literal["REQUIRED", "OPTIONAL", "FIPS"] | None = None
     StatusToUpdate: Literal["ACTIVE", "CLOSED"] | None = None
-    Tags: list[Tag] | None = None
+    Tags: Annotated[list[Tag] | None, Field(max_length=200)] = None
+
+    @property
+    def requires_starttls(self) -> bool:
+        """Mail Manager's default TlsPolicy is OPTIONAL (unconfirmed); FIPS implies TLS."""
+        return self.TlsPolicy in ("REQUIRED", "FIPS")
+
+
+class NoAuth(CfnModel):
+    pass
 
 
 class RelayAuthentication(OneOf):
-    SecretArn: str | None = None
-    NoAuthentication: dict[str, Any] | None = None
+    SecretArn: Annotated[str | None, Field(pattern=_SECRET_ARN)] = None
+    NoAuthentication: NoAuth | None = None
 
 
 class Relay(CfnModel):
     ServerName: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[a-zA-Z0-9-\.]+$")]
     ServerPort: Annotated[int, Field(ge=1, le=65535)]
     Authentication: RelayAuthentication
-    RelayName: Annotated[str | None, Field(min_length=1, max_length=100)] = None
-    Tags: list[Tag] | None = None
+    RelayName: Annotated[
+        str | None, Field(min_length=1, max_length=100, pattern=r"^[a-zA-Z0-9-_]+$")
+    ] = None
+    Tags: Annotated[list[Tag] | None, Field(max_length=200)] = None
 
 
 class RetentionPeriodName(StrEnum):
@@ -495,12 +603,22 @@ class ArchiveRetention(CfnModel):
 
 
 class Archive(CfnModel):
-    ArchiveName: Annotated[str | None, Field(min_length=1, max_length=64)] = None
+    ArchiveName: Annotated[
+        str | None,
+        Field(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_-]*[a-zA-Z0-9]$"),
+    ] = None
     Retention: ArchiveRetention | None = None
-    KmsKeyArn: str | None = None
-    Tags: list[Tag] | None = None
+    KmsKeyArn: Annotated[
+        str | None,
+        Field(
+            pattern=r"^arn:aws(|-cn|-us-gov|-eusc):kms:[a-z0-9-]{1,20}:[0-9]{12}:(key|alias)/.+$"
+        ),
+    ] = None
+    Tags: Annotated[list[Tag] | None, Field(max_length=200)] = None
 
 
 class AddressList(CfnModel):
-    AddressListName: Annotated[str | None, Field(min_length=1, max_length=255)] = None
-    Tags: list[Tag] | None = None
+    AddressListName: Annotated[
+        str | None, Field(min_length=1, max_length=255, pattern=r"^[a-zA-Z0-9_.-]+$")
+    ] = None
+    Tags: Annotated[list[Tag] | None, Field(max_length=200)] = None

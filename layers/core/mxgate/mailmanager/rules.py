@@ -2,8 +2,9 @@
 
 Every matching rule runs, in order. A rule applies to a recipient when all its Conditions
 hold and none of its Unless conditions hold. `Drop` removes only the recipients it matched;
-`ReplaceRecipient` rewrites them for the rules that follow; `AddHeader` changes the message
-that later actions (and later header conditions) see. Everything else is an effect that the
+`ReplaceRecipient` puts new envelope recipients in their place for the actions and rules
+that follow; `AddHeader` changes the message that later actions (and later header
+conditions) see for the recipients it matched. Everything else is an effect that the
 caller's executor performs, so the same walk serves delivery and `mxgate rules explain`.
 """
 
@@ -107,7 +108,7 @@ def rule_condition_holds(
     if (d := condition.DmarcExpression) is not None:
         hit = facts.dmarc_policy is not None and facts.dmarc_policy in d.Values
         held = hit if d.Operator is EqualsOperator.EQUALS else not hit
-        policy = facts.dmarc_policy.value if facts.dmarc_policy else "(DMARC did not fail)"
+        policy = facts.dmarc_policy.value if facts.dmarc_policy else "(none known)"
         values = [x.value for x in d.Values]
         return held, f"DMARC policy {policy} {d.Operator.value} {values}: {held}"
     b = condition.BooleanExpression
@@ -137,17 +138,22 @@ class RuleMatch:
 
 
 def rule_applies(rule: Rule, recipient: str, facts: MessageFacts, book: AddressBook) -> RuleMatch:
+    """Whether a rule applies to one recipient, and the conditions that decided it."""
+    held_lines = []
     for index, condition in enumerate(rule.Conditions):
         held, why = rule_condition_holds(condition, recipient, facts, book)
         if not held:
             return RuleMatch(False, f"Conditions[{index}] did not hold: {why}")
+        held_lines.append(f"Conditions[{index}] held: {why}")
     for index, condition in enumerate(rule.Unless):
         held, why = rule_condition_holds(condition, recipient, facts, book)
         if held:
             return RuleMatch(False, f"Unless[{index}] held: {why}")
-    if not rule.Conditions and not rule.Unless:
+    if rule.Unless:
+        held_lines.append(f"no Unless condition held ({len(rule.Unless)})")
+    if not held_lines:
         return RuleMatch(True, "no conditions: applies to every recipient")
-    return RuleMatch(True, f"all {len(rule.Conditions)} conditions held, no Unless held")
+    return RuleMatch(True, "; ".join(held_lines))
 
 
 # ----------------------------------------------------------------------------- the walk
@@ -161,12 +167,21 @@ class ActionContext:
     rule_name: str
     action_index: int
     recipients: tuple[str, ...]
-    added_headers: tuple[tuple[str, str], ...]
+    added_headers: tuple[tuple[str, str], ...]  # AddHeader fields so far, oldest first
+
+
+class PartialFailureError(MxgateError):
+    """An action failed for some of its recipients and succeeded for the others."""
+
+    def __init__(self, failed: Mapping[str, str]) -> None:
+        self.failed = dict(failed)
+        super().__init__("; ".join(f"{r}: {why}" for r, why in self.failed.items()))
 
 
 class ActionExecutor(Protocol):
     def execute(self, action: RuleAction, context: ActionContext) -> str:
-        """Perform the action; return a short detail, or raise MxgateError on failure."""
+        """Perform the action; return a short detail. Raise MxgateError when it failed (or
+        PartialFailureError when it failed for some recipients only)."""
         ...
 
 
@@ -176,6 +191,7 @@ class ActionRecord:
 
     rule_index: int
     rule_name: str
+    action_index: int
     action_name: str
     recipients_matched: tuple[str, ...]
     action_status: str  # SUCCESS | FAILURE
@@ -183,33 +199,69 @@ class ActionRecord:
     detail: str = ""
 
     def as_log(self) -> dict[str, object]:
-        return {
+        record: dict[str, object] = {
             "rule_name": self.rule_name,
             "rule_index": self.rule_index,
             "recipients_matched": list(self.recipients_matched),
             "action_name": self.action_name,
+            "action_index": self.action_index,
             "action_status": self.action_status,
             "action_failure": self.action_failure,
         }
+        if self.detail:
+            record["detail"] = self.detail
+        return record
+
+
+@dataclass(frozen=True, slots=True)
+class RuleDecision:
+    rule_index: int
+    rule_name: str
+    applies: bool
+    reason: str  # the condition that decided
 
 
 @dataclass
 class RecipientTrail:
-    """How one accepted recipient went through the rule set."""
+    """How one envelope recipient went through the rule set.
+
+    ReplaceRecipient ends a trail and starts one per new address (`replaced_with`); the
+    rules after it see the new addresses, each on its own."""
 
     recipient: str
-    addresses: list[str]  # its current envelope addresses (ReplaceRecipient may change them)
+    facts: MessageFacts  # as this recipient's rules see the message (AddHeader included)
+    accepted: str = ""  # the address accepted at RCPT this trail descends from
+    added_headers: list[tuple[str, str]] = field(default_factory=list)
+    decisions: list[RuleDecision] = field(default_factory=list)
     matched_rules: list[str] = field(default_factory=list)
-    decisions: list[str] = field(default_factory=list)  # per rule: why it did or did not apply
     actions: list[str] = field(default_factory=list)
     dropped_by: str | None = None
+    replaced_with: list[RecipientTrail] | None = None
+    replaced_by: str = ""  # the rule whose ReplaceRecipient did it
+
+    def __post_init__(self) -> None:
+        self.accepted = self.accepted or self.recipient
+
+    @property
+    def active(self) -> bool:
+        return self.dropped_by is None and self.replaced_with is None
 
 
 @dataclass
 class RuleSetOutcome:
-    trails: list[RecipientTrail]
+    trails: list[RecipientTrail]  # one per accepted recipient; replacements hang below them
     records: list[ActionRecord]
-    added_headers: list[tuple[str, str]]
+
+    def all_trails(self) -> Iterator[RecipientTrail]:
+        pending = list(self.trails)
+        while pending:
+            trail = pending.pop(0)
+            yield trail
+            pending[:0] = trail.replaced_with or []
+
+    def final_trails(self) -> list[RecipientTrail]:
+        """The trails still going at the end (neither dropped nor replaced)."""
+        return [t for t in self.all_trails() if t.active]
 
     def trail(self, recipient: str) -> RecipientTrail:
         return next(t for t in self.trails if t.recipient == recipient)
@@ -226,78 +278,137 @@ def run_rule_set(
     book: AddressBook,
     executor: ActionExecutor,
 ) -> RuleSetOutcome:
-    trails = [RecipientTrail(r, [r]) for r in dict.fromkeys(recipients)]
-    outcome = RuleSetOutcome(trails, [], [])
+    outcome = RuleSetOutcome([RecipientTrail(r, facts) for r in dict.fromkeys(recipients)], [])
     for index, rule in enumerate(rule_set.Rules):
-        label = rule_label(index, rule)
-        live = [t for t in trails if t.dropped_by is None]
+        live = [t for t in outcome.all_trails() if t.active]
         if not live:
             break  # nothing left: processing stops
+        label = rule_label(index, rule)
         matched: list[RecipientTrail] = []
         for trail in live:
-            # A recipient rewritten into several addresses matches if any of them does.
-            results = [rule_applies(rule, a, facts, book) for a in trail.addresses]
-            decision = next((r for r in results if r.applies), results[0])
-            trail.decisions.append(f"{label}: {decision.reason}")
+            decision = rule_applies(rule, trail.recipient, trail.facts, book)
+            trail.decisions.append(RuleDecision(index, label, decision.applies, decision.reason))
             if decision.applies:
                 trail.matched_rules.append(label)
                 matched.append(trail)
         for a_index, action in enumerate(rule.Actions):
-            matched = [t for t in matched if t.dropped_by is None]
+            matched = [t for t in matched if t.active]
             if not matched:
                 break
-            addresses = tuple(dict.fromkeys(a for t in matched for a in t.addresses))
             for trail in matched:
                 trail.actions.append(action.kind)
+            step = _Step(outcome, index, label, a_index, action)
             if action.kind == "Drop":
-                for trail in matched:
-                    trail.dropped_by = f"rule {label}: Drop"
-                outcome.records.append(ActionRecord(index, label, "Drop", addresses, "SUCCESS"))
-                continue
-            if action.kind == "AddHeader":
-                assert action.AddHeader is not None
-                outcome.added_headers.append(
-                    (action.AddHeader.HeaderName, action.AddHeader.HeaderValue)
-                )
-                facts = _with_header(
-                    facts, action.AddHeader.HeaderName, action.AddHeader.HeaderValue
-                )
-                outcome.records.append(
-                    ActionRecord(index, label, "AddHeader", addresses, "SUCCESS")
-                )
-                continue
-            if action.kind == "ReplaceRecipient":
-                replacement = list(
-                    (action.ReplaceRecipient and action.ReplaceRecipient.ReplaceWith) or []
-                )
-                for trail in matched:
-                    trail.addresses = replacement or trail.addresses
-                outcome.records.append(
-                    ActionRecord(
-                        index,
-                        label,
-                        "ReplaceRecipient",
-                        addresses,
-                        "SUCCESS",
-                        detail=f"replaced with {replacement}",
-                    )
-                )
-                continue
-            context = ActionContext(index, label, a_index, addresses, tuple(outcome.added_headers))
-            try:
-                detail = executor.execute(action, context)
-            except MxgateError as error:
-                outcome.records.append(
-                    ActionRecord(index, label, action.kind, addresses, "FAILURE", str(error))
-                )
-                if action.failure_policy is FailurePolicy.DROP:
-                    for trail in matched:
-                        trail.dropped_by = f"rule {label}: {action.kind} failed ({error}); ActionFailurePolicy DROP"
-                continue
-            outcome.records.append(
-                ActionRecord(index, label, action.kind, addresses, "SUCCESS", detail=detail)
-            )
+                step.drop(matched)
+            elif action.kind == "AddHeader":
+                step.add_header(matched)
+            elif action.kind == "ReplaceRecipient":
+                matched = step.replace_recipients(matched)
+            else:
+                step.execute(matched, executor)
     return outcome
+
+
+@dataclass
+class _Step:
+    """One action of one rule, applied to the recipients the rule matched."""
+
+    outcome: RuleSetOutcome
+    rule_index: int
+    label: str
+    action_index: int
+    action: RuleAction
+
+    def record(
+        self, recipients: Sequence[str], status: str, failure: str = "", detail: str = ""
+    ) -> None:
+        self.outcome.records.append(
+            ActionRecord(
+                self.rule_index,
+                self.label,
+                self.action_index,
+                self.action.kind,
+                tuple(dict.fromkeys(recipients)),
+                status,
+                failure,
+                detail,
+            )
+        )
+
+    def drop(self, matched: list[RecipientTrail]) -> None:
+        for trail in matched:
+            trail.dropped_by = f"rule {self.label}: Drop"
+        self.record([t.recipient for t in matched], "SUCCESS")
+
+    def add_header(self, matched: list[RecipientTrail]) -> None:
+        params = self.action.AddHeader
+        assert params is not None
+        for trail in matched:
+            trail.added_headers.append((params.HeaderName, params.HeaderValue))
+            trail.facts = _with_header(trail.facts, params.HeaderName, params.HeaderValue)
+        self.record(
+            [t.recipient for t in matched],
+            "SUCCESS",
+            detail=f"{params.HeaderName}: {params.HeaderValue}",
+        )
+
+    def replace_recipients(self, matched: list[RecipientTrail]) -> list[RecipientTrail]:
+        params = self.action.ReplaceRecipient
+        replacement = list(dict.fromkeys((params and params.ReplaceWith) or []))
+        if not replacement:  # AWS does not say what an empty ReplaceWith does: change nothing
+            self.record([t.recipient for t in matched], "SUCCESS", detail="no ReplaceWith")
+            return matched
+        children: list[RecipientTrail] = []
+        for trail in matched:
+            trail.replaced_by = self.label
+            trail.replaced_with = [
+                RecipientTrail(
+                    address,
+                    trail.facts,
+                    accepted=trail.accepted,
+                    added_headers=list(trail.added_headers),
+                    matched_rules=[self.label],
+                )
+                for address in replacement
+            ]
+            children += trail.replaced_with
+        self.record(
+            [t.recipient for t in matched], "SUCCESS", detail=f"replaced with {replacement}"
+        )
+        return children
+
+    def execute(self, matched: list[RecipientTrail], executor: ActionExecutor) -> None:
+        # Recipients whose message differs (an AddHeader matched only some) are separate calls.
+        groups: dict[tuple[tuple[str, str], ...], list[RecipientTrail]] = {}
+        for trail in matched:
+            groups.setdefault(tuple(trail.added_headers), []).append(trail)
+        for headers, trails in groups.items():
+            addresses = tuple(dict.fromkeys(t.recipient for t in trails))
+            context = ActionContext(
+                self.rule_index, self.label, self.action_index, addresses, headers
+            )
+            try:
+                detail = executor.execute(self.action, context)
+            except PartialFailureError as partial:
+                failed = [a for a in addresses if a in partial.failed]
+                done = [a for a in addresses if a not in partial.failed]
+                if done:
+                    self.record(done, "SUCCESS")
+                self.record(failed, "FAILURE", str(partial))
+                self.fail([t for t in trails if t.recipient in partial.failed], str(partial))
+            except MxgateError as error:
+                self.record(addresses, "FAILURE", str(error))
+                self.fail(trails, str(error))
+            else:
+                self.record(addresses, "SUCCESS", detail=detail)
+
+    def fail(self, trails: list[RecipientTrail], reason: str) -> None:
+        if self.action.failure_policy is FailurePolicy.DROP:
+            for trail in trails:
+                trail.dropped_by = (
+                    f"rule {self.label}: {self.action.kind} failed ({reason}); "
+                    "ActionFailurePolicy DROP"
+                )
 
 
 def _with_header(facts: MessageFacts, name: str, value: str) -> MessageFacts:

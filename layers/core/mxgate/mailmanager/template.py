@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import shlex
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import yaml
 from mxgate.errors import ConfigError
 
 NO_VALUE = object()
+FUNCTION_TYPES = ("AWS::Serverless::Function", "AWS::Lambda::Function")
 LOCAL_REGION = "us-east-1"
 LOCAL_ACCOUNT = "000000000000"
 STACK_NAME = "mxgate"
@@ -53,6 +54,15 @@ _SHORT_TAGS = {
         )
     },
 }
+
+
+class TemplateError(ConfigError):
+    """An intrinsic function that cannot be resolved, with the place it was found."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"{where}: {reason}")
+        self.where = where
+        self.reason = reason
 
 
 class _CfnLoader(yaml.SafeLoader):
@@ -110,6 +120,52 @@ def read_samconfig_parameters(path: Path, environment: str = "default") -> dict[
     return {}
 
 
+def parameter_text(value: object) -> str:
+    """A parameter value as CloudFormation sees it: YAML `true` is the string "true"."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _parameter_problem(name: str, value: str, spec: Any) -> str | None:
+    if not isinstance(spec, dict):
+        return None
+    allowed = spec.get("AllowedValues")
+    if allowed and value not in [parameter_text(v) for v in allowed]:
+        return f"parameter {name}={value!r} is not one of {allowed}"
+    if spec.get("Type") == "Number":
+        try:
+            float(value)
+        except ValueError:
+            return f"parameter {name}={value!r} is not a number"
+    pattern = spec.get("AllowedPattern")
+    if pattern and re.fullmatch(str(pattern), value) is None:
+        return f"parameter {name}={value!r} does not match its AllowedPattern {pattern!r}"
+    return None
+
+
+def parameter_values(
+    document: Mapping[str, Any], sources: Sequence[tuple[str, Mapping[str, object]]]
+) -> dict[str, str]:
+    """Parameter values from several sources (later ones win), each checked against the
+    template's declaration; an error names the source that gave the bad value."""
+    declared = document.get("Parameters") or {}
+    values: dict[str, str] = {}
+    for source, given in sources:
+        for name, raw in given.items():
+            if name not in declared:
+                raise ConfigError(
+                    f"{source}: parameter {name!r} is not declared by the template "
+                    f"(declared: {', '.join(sorted(declared))})"
+                )
+            value = parameter_text(raw)
+            problem = _parameter_problem(name, value, declared[name])
+            if problem is not None:
+                raise ConfigError(f"{source}: {problem}")
+            values[name] = value
+    return values
+
+
 _ARN_ATTRIBUTES = {
     "AWS::SES::MailManagerRelay": {"RelayArn": "mailmanager-relay", "RelayId": None},
     "AWS::SES::MailManagerRuleSet": {"RuleSetArn": "mailmanager-rule-set", "RuleSetId": None},
@@ -144,6 +200,7 @@ class Resolver:
     region: str = LOCAL_REGION
     account: str = LOCAL_ACCOUNT
     stack: str = STACK_NAME
+    condition_values: Mapping[str, bool] = field(default_factory=dict)  # forced (rules check)
 
     def __post_init__(self) -> None:
         self.resources: Mapping[str, Any] = self.template.get("Resources", {})
@@ -161,14 +218,14 @@ class Resolver:
                 raw = spec["Default"]
             else:
                 raise ConfigError(f"parameter {name} has no Default and no value was given")
-            allowed = spec.get("AllowedValues") if isinstance(spec, dict) else None
-            if allowed and str(raw) not in [str(v) for v in allowed]:
-                raise ConfigError(f"parameter {name}={raw!r} is not one of {allowed}")
+            problem = _parameter_problem(name, parameter_text(raw), spec)
+            if problem is not None:
+                raise ConfigError(problem)
             kind = spec.get("Type", "String") if isinstance(spec, dict) else "String"
             self.values[name] = (
-                [part.strip() for part in str(raw).split(",")]
+                [part.strip() for part in parameter_text(raw).split(",")]
                 if kind == "CommaDelimitedList"
-                else str(raw)
+                else parameter_text(raw)
             )
         self.pseudo = {
             "AWS::Region": self.region,
@@ -179,7 +236,7 @@ class Resolver:
             "AWS::URLSuffix": "amazonaws.com",
             "AWS::NoValue": NO_VALUE,
         }
-        self._conditions: dict[str, bool] = {}
+        self._conditions: dict[str, bool] = dict(self.condition_values)
 
     # --------------------------------------------------------------------------- conditions
 
@@ -187,7 +244,7 @@ class Resolver:
         if name not in self._conditions:
             spec = (self.template.get("Conditions") or {}).get(name)
             if spec is None:
-                raise ConfigError(f"{where}: unknown condition {name!r}")
+                raise TemplateError(where, f"unknown condition {name!r}")
             self._conditions[name] = bool(self._condition_value(spec, f"Conditions.{name}"))
         return self._conditions[name]
 
@@ -219,24 +276,36 @@ class Resolver:
         if name in self.values:
             return self.values[name]
         if name in self.resources:
-            resource = self.resources[name]
-            if resource.get("Type") == "AWS::S3::Bucket":
-                bucket = (resource.get("Properties") or {}).get("BucketName")
-                if bucket is not None:
-                    return self.resolve(bucket, f"Resources.{name}.Properties.BucketName")
-                return f"{self.stack}-{name.lower()}"
+            kind = self.resources[name].get("Type")
+            if kind == "AWS::S3::Bucket":
+                return self.physical_name(name, "BucketName", f"{self.stack}-{name.lower()}")
+            if kind == "AWS::SNS::Topic":
+                topic = self.physical_name(name, "TopicName")
+                return f"arn:aws:sns:{self.region}:{self.account}:{topic}"
+            if kind == "AWS::SecretsManager::Secret":
+                secret = self.physical_name(name, "Name")
+                return f"arn:aws:secretsmanager:{self.region}:{self.account}:secret:{secret}"
+            if kind in FUNCTION_TYPES:
+                return self.physical_name(name, "FunctionName")
             return name
-        raise ConfigError(f"{where}: Ref to unknown parameter or resource {name!r}")
+        raise TemplateError(where, f"Ref to unknown parameter or resource {name!r}")
+
+    def physical_name(self, logical_id: str, prop: str, default: str | None = None) -> str:
+        """A resource's name property when the template sets it, else a stable local name."""
+        value = (self.resources[logical_id].get("Properties") or {}).get(prop)
+        if value is None:
+            return default or logical_id
+        return str(self.resolve(value, f"Resources.{logical_id}.Properties.{prop}"))
 
     def get_att(self, logical_id: str, attribute: str, where: str) -> str:
         resource = self.resources.get(logical_id)
         if resource is None:
-            raise ConfigError(f"{where}: Fn::GetAtt of unknown resource {logical_id!r}")
+            raise TemplateError(where, f"Fn::GetAtt of unknown resource {logical_id!r}")
         kind = resource.get("Type", "")
         known = _ARN_ATTRIBUTES.get(kind)
         if known is not None:
             if attribute not in known:
-                raise ConfigError(f"{where}: {kind} has no attribute {attribute!r}")
+                raise TemplateError(where, f"{kind} has no attribute {attribute!r}")
             suffix = known[attribute]
             if suffix is None:
                 return logical_id
@@ -245,6 +314,13 @@ class Resolver:
             return f"arn:aws:ses:{self.region}:{self.account}:{suffix}/{logical_id}"
         if kind == "AWS::S3::Bucket" and attribute == "Arn":
             return f"arn:aws:s3:::{self.ref(logical_id, where)}"
+        if kind in FUNCTION_TYPES and attribute == "Arn":
+            return f"arn:aws:lambda:{self.region}:{self.account}:function:{self.ref(logical_id, where)}"
+        if kind == "AWS::IAM::Role" and attribute == "Arn":
+            role = self.physical_name(logical_id, "RoleName")
+            return f"arn:aws:iam::{self.account}:role/{role}"
+        if kind == "AWS::SNS::Topic" and attribute == "TopicArn":
+            return str(self.ref(logical_id, where))
         service = kind.split("::")[1].lower() if kind.count("::") == 2 else "local"
         return f"arn:aws:{service}:{self.region}:{self.account}:{logical_id}/{attribute}"
 
@@ -283,9 +359,9 @@ class Resolver:
                 try:
                     return self.template["Mappings"][table][first][second]
                 except KeyError as error:
-                    raise ConfigError(f"{where}: Fn::FindInMap has no {error}") from error
+                    raise TemplateError(where, f"Fn::FindInMap has no {error}") from error
             if key.startswith("Fn::") or key == "Condition":
-                raise ConfigError(f"{where}: {key} is not supported by the local emulator")
+                raise TemplateError(where, f"{key} is not supported by the local emulator")
         resolved = {k: self.resolve(v, f"{where}.{k}") for k, v in value.items()}
         return {k: v for k, v in resolved.items() if v is not NO_VALUE}
 
@@ -309,14 +385,3 @@ class Resolver:
             return str(self.ref(name, where))
 
         return self._SUB.sub(replace, str(text))
-
-
-def resources_of_type(resolver: Resolver, kind: str) -> dict[str, dict[str, Any]]:
-    """Resolved Properties of every enabled resource of one type, by logical id."""
-    found: dict[str, dict[str, Any]] = {}
-    for logical_id, resource in resolver.resources.items():
-        if resource.get("Type") != kind or not resolver.resource_enabled(logical_id):
-            continue
-        where = f"Resources.{logical_id}.Properties"
-        found[logical_id] = resolver.resolve(resource.get("Properties") or {}, where)
-    return found

@@ -30,8 +30,8 @@ class TrafficVerdict(StrEnum):
 class StatementEvaluation:
     index: int
     action: AcceptAction
-    matched: bool
-    conditions: tuple[str, ...]  # one line per condition: what was compared and the result
+    matched: bool | None  # None: not evaluated, an earlier statement decided
+    conditions: tuple[str, ...]  # one line per condition evaluated: the comparison and result
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +39,7 @@ class TrafficDecision:
     recipient: str
     verdict: TrafficVerdict
     decided_by: str  # "PolicyStatements[2] (DENY)" or "DefaultAction (DENY)"
-    evaluations: tuple[StatementEvaluation, ...]
+    evaluations: tuple[StatementEvaluation, ...]  # every statement, in evaluation order
 
     def as_log(self) -> dict[str, object]:
         return {
@@ -50,12 +50,31 @@ class TrafficDecision:
                 {
                     "index": e.index,
                     "action": e.action.value,
-                    "matched": e.matched,
+                    "result": (
+                        "NOT_EVALUATED"
+                        if e.matched is None
+                        else "MATCH"
+                        if e.matched
+                        else "NO_MATCH"
+                    ),
                     "conditions": list(e.conditions),
                 }
                 for e in self.evaluations
             ],
         }
+
+
+def _sender_ip(
+    condition_family: int, attribute: str, session: SessionFacts
+) -> tuple[str | None, str]:
+    """The sender's address if it is of the family the condition is about. Otherwise the
+    attribute has no value, which matches no CIDR: CIDR_MATCHES fails and NOT_CIDR_MATCHES
+    holds (AWS does not say; this keeps `DENY unless from our range` closed to the other
+    family)."""
+    address = session.sender_ip or None
+    if address is not None and ip_family(address) == condition_family:
+        return address, f"{attribute} {address}"
+    return None, f"{attribute} (none: the sender is {address or 'unknown'})"
 
 
 def condition_holds(
@@ -68,13 +87,13 @@ def condition_holds(
         held = string_holds(expr.Operator, [recipient], expr.Values)
         return held, f"RECIPIENT {recipient} {expr.Operator.value} {expr.Values}: {held}"
     if (ip4 := condition.IpExpression) is not None:
-        address = session.sender_ip if ip_family(session.sender_ip) == 4 else None
-        held = ip_holds(ip4.Operator, address, ip4.Values) if address else False
-        return held, f"SENDER_IP {session.sender_ip} {ip4.Operator.value} {ip4.Values}: {held}"
+        address, shown = _sender_ip(4, "SENDER_IP", session)
+        held = ip_holds(ip4.Operator, address, ip4.Values)
+        return held, f"{shown} {ip4.Operator.value} {ip4.Values}: {held}"
     if (ip6 := condition.Ipv6Expression) is not None:
-        address = session.sender_ip if ip_family(session.sender_ip) == 6 else None
-        held = ip_holds(ip6.Operator, address, ip6.Values) if address else False
-        return held, f"SENDER_IPV6 {session.sender_ip} {ip6.Operator.value} {ip6.Values}: {held}"
+        address, shown = _sender_ip(6, "SENDER_IPV6", session)
+        held = ip_holds(ip6.Operator, address, ip6.Values)
+        return held, f"{shown} {ip6.Operator.value} {ip6.Values}: {held}"
     if (tls := condition.TlsExpression) is not None:
         actual = _TLS_ORDER.get(session.tls_protocol or "", 0)
         wanted = _TLS_ORDER[tls.Value.value]
@@ -93,19 +112,21 @@ def condition_holds(
     list_id = logical_id_of(listed.AddressLists[0])
     member = book.contains(list_id, recipient)
     held = member if boolean.Operator is BooleanOperator.IS_TRUE else not member
-    return (
-        held,
-        f"RECIPIENT in address list {list_id} is {member}, {boolean.Operator.value}: {held}",
-    )
+    why = f"RECIPIENT {recipient} in address list {list_id} is {member}"
+    return held, f"{why}, {boolean.Operator.value}: {held}"
 
 
 def evaluate_traffic_policy(
     policy: TrafficPolicy, recipient: str, session: SessionFacts, book: AddressBook
 ) -> TrafficDecision:
     evaluations: list[StatementEvaluation] = []
+    decided: tuple[TrafficVerdict, str] | None = None
     for action in (AcceptAction.DENY, AcceptAction.ALLOW):
         for index, statement in enumerate(policy.PolicyStatements):
             if statement.Action is not action:
+                continue
+            if decided is not None:
+                evaluations.append(StatementEvaluation(index, action, None, ()))
                 continue
             lines: list[str] = []
             matched = True
@@ -120,14 +141,9 @@ def evaluate_traffic_policy(
                 verdict = (
                     TrafficVerdict.ACCEPT if action is AcceptAction.ALLOW else TrafficVerdict.REJECT
                 )
-                return TrafficDecision(
-                    recipient,
-                    verdict,
-                    f"PolicyStatements[{index}] ({action.value})",
-                    tuple(evaluations),
-                )
-    default = policy.DefaultAction
-    verdict = TrafficVerdict.ACCEPT if default is AcceptAction.ALLOW else TrafficVerdict.REJECT
-    return TrafficDecision(
-        recipient, verdict, f"DefaultAction ({default.value})", tuple(evaluations)
-    )
+                decided = (verdict, f"PolicyStatements[{index}] ({action.value})")
+    if decided is None:
+        default = policy.DefaultAction
+        verdict = TrafficVerdict.ACCEPT if default is AcceptAction.ALLOW else TrafficVerdict.REJECT
+        decided = (verdict, f"DefaultAction ({default.value})")
+    return TrafficDecision(recipient, decided[0], decided[1], tuple(evaluations))

@@ -22,6 +22,7 @@ class Envelope(Frozen):
     tls_protocol: str | None = None
     received_at: str = ""
     source: Literal["envelope", "headers"] = "envelope"  # headers: no envelope was recorded
+    ingress_point: str = ""  # the Mail Manager ingress point (logical id) that accepted it
 
 
 class ProcessInput(Frozen):

@@ -1,0 +1,163 @@
+"""`mxgate address-list`: the local members of the template's Mail Manager address lists.
+
+One file per list under $MXGATE_HOME/address-lists/<list logical id>.txt, one address or
+pattern a line. The gateway rereads a file when it changes, so edits apply at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+from mxgate.cli.common import add_settings_arguments, print_json, settings_from, table
+from mxgate.errors import ConfigError
+from mxgate.local.addresslists import FileAddressBook, valid_entry
+from mxgate.local.runtime import Paths, load_mail_manager_config
+from mxgate.local.settings import LocalSettings
+from mxgate.mailmanager.config import MailManagerConfig
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "address-list",
+        help="add, remove, list or import the members of the template's address lists",
+        description="Manage the local members of the template's AWS::SES::MailManagerAddressList "
+        "resources. LIST is the resource's logical id (or its AddressListName). An entry is an "
+        "address or a pattern with * wildcards, such as *@example.com.",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    add = actions.add_parser("add", help="add addresses to a list")
+    add.add_argument("list", metavar="LIST")
+    add.add_argument("addresses", metavar="ADDRESS", nargs="+")
+    add.set_defaults(handler=add_members)
+
+    remove = actions.add_parser("remove", help="remove addresses from a list")
+    remove.add_argument("list", metavar="LIST")
+    remove.add_argument("addresses", metavar="ADDRESS", nargs="+")
+    remove.set_defaults(handler=remove_members)
+
+    show = actions.add_parser("list", help="the lists and their sizes, or one list's members")
+    show.add_argument("list", metavar="LIST", nargs="?")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(handler=list_members)
+
+    load = actions.add_parser(
+        "import",
+        help="add the addresses of a CSV file to a list",
+        description="Read a CSV file with an `address` column (or, without that header, "
+        "addresses in the first column) and add them to LIST.",
+    )
+    load.add_argument("list", metavar="LIST")
+    load.add_argument("--csv", type=Path, required=True, metavar="FILE", help="the CSV file")
+    load.add_argument(
+        "--replace", action="store_true", help="replace the list instead of adding to it"
+    )
+    load.set_defaults(handler=import_members)
+    for sub in (add, remove, show, load):
+        add_settings_arguments(sub)
+
+
+def _open(args: argparse.Namespace) -> tuple[LocalSettings, MailManagerConfig, FileAddressBook]:
+    settings = settings_from(args)
+    _, mail_manager = load_mail_manager_config(settings)
+    return settings, mail_manager, FileAddressBook(Paths(settings.home).address_lists)
+
+
+def _checked(entries: list[str]) -> list[str]:
+    cleaned = [entry.strip() for entry in entries if entry.strip()]
+    bad = [entry for entry in cleaned if not valid_entry(entry)]
+    if bad:
+        raise ConfigError(
+            f"not an address or pattern (user@example.com, *@example.com): {', '.join(bad)}"
+        )
+    return cleaned
+
+
+def add_members(args: argparse.Namespace) -> int:
+    _, mail_manager, book = _open(args)
+    list_id = mail_manager.address_list_id(args.list)
+    new = _checked(args.addresses)
+    before = book.entries(list_id)
+    book.save(list_id, before + new)
+    after = book.entries(list_id)
+    print(f"{list_id}: {len(after) - len(before)} added, {len(after)} in all")
+    return 0
+
+
+def remove_members(args: argparse.Namespace) -> int:
+    _, mail_manager, book = _open(args)
+    list_id = mail_manager.address_list_id(args.list)
+    gone = {entry.casefold() for entry in _checked(args.addresses)}
+    before = book.entries(list_id)
+    missing = sorted(gone - {entry.casefold() for entry in before})
+    book.save(list_id, [entry for entry in before if entry.casefold() not in gone])
+    after = book.entries(list_id)
+    print(f"{list_id}: {len(before) - len(after)} removed, {len(after)} in all")
+    if missing:
+        print(f"not in {list_id}: {', '.join(missing)}")
+        return 1
+    return 0
+
+
+def list_members(args: argparse.Namespace) -> int:
+    _, mail_manager, book = _open(args)
+    if args.list is not None:
+        list_id = mail_manager.address_list_id(args.list)
+        entries = book.entries(list_id)
+        if args.json:
+            print_json({"list": list_id, "addresses": entries})
+        else:
+            print("\n".join(entries) if entries else f"{list_id} is empty")
+        return 0
+    rows = [
+        [
+            list_id,
+            address_list.AddressListName or "",
+            str(len(book.entries(list_id))),
+            str(book.path(list_id)),
+        ]
+        for list_id, address_list in sorted(mail_manager.address_lists.items())
+    ]
+    if args.json:
+        print_json(
+            {
+                "lists": [
+                    {"list": r[0], "name": r[1], "addresses": int(r[2]), "file": r[3]} for r in rows
+                ]
+            }
+        )
+    elif rows:
+        print(table(rows, ["LIST", "NAME", "ADDRESSES", "FILE"]))
+    else:
+        print("the template has no address lists")
+    return 0
+
+
+def read_csv(path: Path) -> list[str]:
+    """The `address` column, or the first column when there is no such header."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from error
+    rows = [row for row in csv.reader(text.splitlines()) if row and row[0].strip()]
+    rows = [row for row in rows if not row[0].lstrip().startswith("#")]
+    if not rows:
+        return []
+    header = [cell.strip().casefold() for cell in rows[0]]
+    if "address" in header:
+        column = header.index("address")
+        return [row[column] for row in rows[1:] if len(row) > column and row[column].strip()]
+    return [row[0] for row in rows]
+
+
+def import_members(args: argparse.Namespace) -> int:
+    _, mail_manager, book = _open(args)
+    list_id = mail_manager.address_list_id(args.list)
+    new = _checked(read_csv(args.csv))
+    before = [] if args.replace else book.entries(list_id)
+    book.save(list_id, before + new)
+    after = book.entries(list_id)
+    print(f"{list_id}: {len(new)} read from {args.csv}, {len(after)} in all")
+    return 0

@@ -1,0 +1,83 @@
+"""Which of the template's ingress points listen where on one machine, and their passwords."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mxgate.errors import ConfigError
+from mxgate.local.runtime import load_setup
+from mxgate.local.settings import LocalSettings
+from tests.support import local_config
+from tests.templates import gateway_template
+
+
+def setup_for(tmp_path: Path, resources: dict[str, Any] | None = None, **overrides: Any):
+    template = gateway_template(tmp_path / "template", resources)
+    config = local_config(tmp_path, template=str(template), **overrides)
+    return load_setup(LocalSettings(home=tmp_path / "home", config=config))
+
+
+def point(kind: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "Type": "AWS::SES::MailManagerIngressPoint",
+        "Properties": {
+            "Type": kind,
+            "TrafficPolicyId": {"Ref": "TrafficPolicy"},
+            "RuleSetId": {"Ref": "RuleSet"},
+            **extra,
+        },
+    }
+
+
+def test_the_repository_configuration_runs_both_ingress_points(tmp_path):
+    setup = setup_for(tmp_path)
+    assert [(x.ingress_id, x.ingress.Type, x.port) for x in setup.listeners] == [
+        ("IngressPoint", "OPEN", 0),
+        ("SubmissionIngressPoint", "AUTH", 0),
+    ]
+    assert setup.listeners[1].smtp_password == "local-submission-password"  # from `secrets:`
+    assert setup.primary.ingress_id == "IngressPoint"
+
+
+def test_without_the_submission_parameter_only_the_open_one_runs(tmp_path):
+    setup = setup_for(tmp_path, parameters={})
+    assert [x.ingress_id for x in setup.listeners] == ["IngressPoint"]
+
+
+def test_an_auth_ingress_point_needs_its_secret_locally(tmp_path):
+    with pytest.raises(ConfigError, match=r"takes its password from the secret .*SubmissionSecret"):
+        setup_for(tmp_path, secrets={})
+
+
+def test_smtp_password_from_the_template(tmp_path):
+    setup = setup_for(
+        tmp_path,
+        {
+            "SubmissionIngressPoint": point(
+                "AUTH", IngressPointConfiguration={"SmtpPassword": "s3cret-pw"}
+            )
+        },
+        parameters={},
+    )
+    assert setup.listeners[1].smtp_password == "s3cret-pw"
+
+
+def test_two_open_ingress_points_need_their_own_ports(tmp_path):
+    resources = {"Second": point("OPEN")}
+    with pytest.raises(ConfigError, match="IngressPoint and Second would both listen on port 2525"):
+        setup_for(tmp_path, resources, parameters={}, smtp={"port": 2525, "auth_port": 0})
+    setup = setup_for(
+        tmp_path,
+        resources,
+        parameters={},
+        ingress_points={"Second": {"port": 0}},
+    )
+    assert [x.ingress_id for x in setup.listeners] == ["Second"]  # only those listed run
+
+
+def test_an_unknown_ingress_point_in_the_local_configuration(tmp_path):
+    with pytest.raises(ConfigError, match=r"no ingress point 'Nope' in the template"):
+        setup_for(tmp_path, ingress_points={"Nope": {"port": 0}})

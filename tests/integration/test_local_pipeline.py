@@ -23,18 +23,18 @@ RAW = b"From: a@shop.example\r\nTo: alice@nutrition.co\r\nSubject: hi\r\n\r\nbod
 @pytest.fixture
 def worker(tmp_path: Path) -> Iterator[Worker]:
     home = tmp_path / "home"
+    settings = LocalSettings(home=home, config=local_config(tmp_path), retry_scale=0)
+    setup = load_setup(settings)
     controllers = {
         host: Controller(
             MaildirHandler(home / "mailboxes", host), hostname="127.0.0.1", port=free_port()
         )
-        for host in ("workspace", "m365")
+        for host in setup.config.mailbox_hosts
     }
     for controller in controllers.values():
         controller.start()
     try:
-        settings = LocalSettings(home=home, config=local_config(tmp_path), retry_scale=0)
-        ports = {host: c.port for host, c in controllers.items()}
-        built = build_worker(load_setup(settings), ports)
+        built = build_worker(setup, {host: c.port for host, c in controllers.items()})
         yield built
         built.close()
     finally:

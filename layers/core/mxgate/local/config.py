@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mxgate.errors import ConfigError
+from mxgate.message.model import ParseLimits
 
 
 class Strict(BaseModel):
@@ -29,6 +30,14 @@ class SmtpConfig(Strict):
     auth_port: Annotated[int, Field(ge=0, le=65535)] = 2587  # AUTH ingress points listen here
 
 
+class DnsConfig(Strict):
+    """Where sender authentication asks DNS; no name servers means the system resolver."""
+
+    nameservers: list[str] | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] = 53
+    timeout: Annotated[float, Field(gt=0, le=30)] = 2.0
+
+
 class LocalConfig(Strict):
     template: Path = Path("../template.yaml")
     samconfig: Path = Path("../samconfig.toml")
@@ -40,6 +49,8 @@ class LocalConfig(Strict):
     relays: dict[str, str] = Field(default_factory=dict)  # relay logical id -> mailbox host
     destinations: dict[str, str] = Field(default_factory=dict)  # routes destination -> mailbox host
     address_lists: Path = Path("address-lists")  # under $MXGATE_HOME unless absolute
+    dns: DnsConfig = DnsConfig()
+    message_limits: ParseLimits = ParseLimits()
 
     def resolved(self, base: Path) -> LocalConfig:
         """Paths in the file are relative to the file's own directory."""

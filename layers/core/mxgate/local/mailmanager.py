@@ -3,11 +3,13 @@ every action performed on this machine (MAIL_MANAGER.md describes what each one 
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from mxgate.authn.check import Authenticator
 from mxgate.errors import PermanentError
 from mxgate.local.facts import message_facts
 from mxgate.local.logs import RULE_SET, VendedLogs
@@ -125,6 +127,7 @@ class LocalMailManager:
         relay_transports: Mapping[str, Transport],
         start_workflow: Callable[[str, str], None],
         replace_mail_from: str,
+        authenticator: Authenticator | None = None,
     ) -> None:
         self.config = config
         self.rule_set = rule_set
@@ -136,11 +139,24 @@ class LocalMailManager:
         self.relay_transports = relay_transports
         self.start_workflow = start_workflow
         self.replace_mail_from = replace_mail_from
+        self.authenticator = authenticator  # SPF, DKIM, DMARC verdicts for the rule set
 
     def process(self, envelope: Envelope, raw: bytes) -> RuleSetOutcome:
         """Run the rule set for one accepted message and perform its actions."""
         executor = LocalActionExecutor(self, envelope, raw)
-        facts = message_facts(envelope, raw)
+        authentication = None
+        if self.authenticator is not None:  # Mail Manager judges the sender before the rules
+            authentication = self.authenticator.authenticate(
+                io.BytesIO(raw),
+                client_ip=envelope.source_ip,
+                mail_from=envelope.mail_from,
+                helo=envelope.helo,
+            )
+            log.info(
+                "authenticated",
+                extra={"message_id": envelope.message_id, "verdicts": authentication.summary()},
+            )
+        facts = message_facts(envelope, raw, authentication)
         outcome = run_rule_set(self.rule_set, facts, envelope.recipients, self.book, executor)
         now = self.clock.now()
         for record in outcome.records:

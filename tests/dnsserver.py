@@ -54,7 +54,9 @@ class Zone(BaseResolver):  # type: ignore[misc]
         if not reply.rr:
             if not any(known == name for known, _ in self.records):
                 reply.header.rcode = RCODE.NXDOMAIN
-            reply.add_auth(RR(name, QTYPE.SOA, rdata=SOA("ns.test", "admin.test", (1, 60, 60, 60, 60)), ttl=60))
+            reply.add_auth(
+                RR(name, QTYPE.SOA, rdata=SOA("ns.test", "admin.test", (1, 60, 60, 60, 60)), ttl=60)
+            )
         return reply
 
 

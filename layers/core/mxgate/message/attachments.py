@@ -117,7 +117,7 @@ def safe_filename(filename: str | None, sha256: str, content_type: str) -> str:
 
 
 _UU_BEGIN = re.compile(rb"^begin [0-7]{3,4} ([^\r\n]+)\r?$", re.MULTILINE)
-_UU_END = re.compile(rb"^end\s*$", re.MULTILINE)
+_UU_END = re.compile(rb"^end[ \t]*(?:\r?\n|$)", re.MULTILINE)
 
 
 def extract_uuencoded(data: bytes) -> tuple[bytes, list[tuple[str, bytes]]]:

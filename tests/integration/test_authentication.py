@@ -3,15 +3,11 @@ keys made here (dkimpy), through the dnspython adapter and the cache the gateway
 
 from __future__ import annotations
 
-import base64
 import io
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mxgate.adapters.dns import DnsPythonResolver
 from mxgate.authn.check import Authenticator
@@ -23,33 +19,15 @@ from mxgate.authn.spf import check_host, check_mail_from
 from mxgate.mailmanager.models import DmarcPolicy, Verdict
 from mxgate.ports import DnsFailure
 from tests.dnsserver import Zone, ZoneServer, silent_port
+from tests.mailtools import Keys, make_keys
 
 GOOD_IP = "192.0.2.10"
 BAD_IP = "198.51.100.7"
 
 
-@dataclass
-class Keys:
-    private: bytes
-    public: str
-
-
-def _keys() -> Keys:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return Keys(private, base64.b64encode(public).decode())
-
-
 @pytest.fixture(scope="module")
 def keys() -> Keys:
-    return _keys()
+    return make_keys()
 
 
 @pytest.fixture(scope="module")

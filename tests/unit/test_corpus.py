@@ -7,17 +7,13 @@ from __future__ import annotations
 import email
 import hashlib
 from email import policy
-from pathlib import Path
 
 import pytest
 
 from mxgate.message.model import ParsedMessage
 from mxgate.message.parse import parse_message, parse_stream
-from tests.unit.test_message_parse import Store, Trickle
+from tests.mailtools import CORPUS, Store, Trickle
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
-if not CORPUS.is_dir():  # the worktree layout: /work/wt/<branch>/tests -> /work/shared
-    CORPUS = Path("/work/shared/corpus")
 FILES = sorted(p for p in CORPUS.rglob("*") if p.is_file() and p.name != "README.md")
 # Not messages at all: they must come out unreadable (and be quarantined), not crash.
 NOT_MESSAGES = {

@@ -4,45 +4,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
-import random
 
 import pytest
 
 from mxgate.message.attachments import safe_filename, sniff
 from mxgate.message.model import ParseLimits
 from mxgate.message.parse import parse_message, parse_stream
-
-
-class Trickle(io.RawIOBase):
-    """A stream that hands out a few bytes per read, as a slow socket or S3 body may."""
-
-    def __init__(self, data: bytes, most: int, seed: int = 7) -> None:
-        self.data = data
-        self.position = 0
-        self.most = most
-        self.random = random.Random(seed)
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        count = self.random.randint(1, self.most)
-        chunk = self.data[self.position : self.position + count]
-        self.position += len(chunk)
-        return chunk
-
-
-class Store:
-    """Keeps attachment content in memory, by digest, as the object store does on disk."""
-
-    def __init__(self) -> None:
-        self.content: dict[str, bytes] = {}
-
-    def keep(self, sha256: str, content_type: str, content: bytes) -> str:
-        assert hashlib.sha256(content).hexdigest() == sha256
-        self.content[sha256] = content
-        return f"attachments/{sha256}"
+from tests.mailtools import Store, Trickle
 
 
 def mime(*parts: bytes, boundary: str = "b0undary", headers: bytes = b"") -> bytes:

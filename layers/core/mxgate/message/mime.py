@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import Message
+from functools import cached_property
 from typing import BinaryIO
 
 from mxgate.message.model import ParseLimits
@@ -407,8 +408,9 @@ class Part:
 
     def reset_meta(self) -> None:
         self._meta = None
+        self.__dict__.pop("content_type", None)
 
-    @property
+    @cached_property
     def content_type(self) -> str:
         if self.meta.get("content-type") is None:
             return self.default_type

@@ -344,9 +344,41 @@ def _ascii_domain(domain: str, defects: list[str]) -> str:
         return ""
 
 
+_PLAIN_ADDRESS = r"[^\s<>,\"()\\:;@\[\]]+@[^\s<>,\"()\\:;@\[\]]+"
+_PLAIN_MAILBOX = re.compile(
+    rf"\s*(?:([^<>,\"()\\:;@\[\]=]*?)\s*<({_PLAIN_ADDRESS})>|({_PLAIN_ADDRESS}))\s*"
+)
+
+
+def _plain_addresses(value: str, defects: list[str]) -> list[Address] | None:
+    """The common case, `a@x, Name <b@y>` with no quotes, comments, groups or encoded words,
+    read without the full RFC 5322 parser (a third of the parse time otherwise); None when
+    the value needs the full parser."""
+    found = []
+    for item in value.split(","):
+        if not item.strip():
+            continue
+        match = _PLAIN_MAILBOX.fullmatch(item)
+        if match is None:
+            return None
+        display, bracketed, bare = match.groups()
+        address = bracketed or bare
+        found.append(
+            Address(
+                name=" ".join((display or "").split()),
+                address=address,
+                ascii_domain=_ascii_domain(address.rpartition("@")[2], defects),
+            )
+        )
+    return found
+
+
 def parse_addresses(value: str, name: str, defects: list[str]) -> list[Address]:
     """The addresses in one address field: RFC 5322 syntax, encoded words in display names,
     UTF-8 (RFC 6532); groups flattened, empty addresses left out."""
+    plain = _plain_addresses(value, defects)
+    if plain is not None:
+        return plain
     found: list[Address] = []
     try:
         header: Any = policy.default.header_factory("to", value)

@@ -164,8 +164,11 @@ def describe(message: ParsedMessage) -> str:
 
 
 def _differs(declared: str, sniffed: str | None) -> bool:
-    """Worth showing: the content is not what the label says (a generic label says nothing)."""
-    return sniffed is not None and declared not in (sniffed, "application/octet-stream")
+    """Worth showing: the content is not what the label says (a generic label says nothing,
+    and any text or message type is text)."""
+    if sniffed is None or declared in (sniffed, "application/octet-stream"):
+        return False
+    return not (sniffed == "text/plain" and declared.startswith(("text/", "message/")))
 
 
 def describe_authentication(authentication: Authentication) -> str:

@@ -11,6 +11,7 @@ import dns.resolver
 import dns.reversename
 import dns.rrset
 
+from mxgate.errors import ConfigError
 from mxgate.ports import DnsAnswer, DnsFailure
 
 _NEGATIVE_TTL = 300.0  # when the answer carries no SOA to say how long "no such name" holds
@@ -24,7 +25,12 @@ class DnsPythonResolver:
         timeout: float = 2.0,
     ) -> None:
         # configure=True reads /etc/resolv.conf: the system resolver, unless told otherwise
-        self._resolver = dns.resolver.Resolver(configure=not nameservers)
+        try:
+            self._resolver = dns.resolver.Resolver(configure=not nameservers)
+        except dns.resolver.NoResolverConfiguration as error:
+            raise ConfigError(
+                "no system DNS resolver (/etc/resolv.conf): name servers under `dns:`"
+            ) from error
         if nameservers:
             self._resolver.nameservers = list(nameservers)
         self._resolver.port = port

@@ -77,6 +77,8 @@ sam-build: $(SAM)
 
 bench: $(STAMP) system-deps
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/parse_speed.py
+	$(BIN)/python bench/parse_memory.py
 
 clean:
 	rm -rf .mxgate .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -10,18 +10,28 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tests.dnsserver import Zone, ZoneServer
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "template.yaml"
 SAMPLES = REPO / "events" / "mail"
 
 
+@cache
+def quiet_dns() -> ZoneServer:
+    """A DNS server on loopback that knows no names: tests never ask the system's resolver."""
+    return ZoneServer(Zone())
+
+
 def local_config(directory: Path, **overrides: Any) -> Path:
-    """config/local.yaml with absolute paths and free ports (0), plus overrides."""
+    """config/local.yaml with absolute paths, free ports (0) and DNS on loopback, plus
+    overrides."""
     document = yaml.safe_load((REPO / "config" / "local.yaml").read_text())
     document.update(
         template=str(REPO / "template.yaml"),
@@ -30,6 +40,7 @@ def local_config(directory: Path, **overrides: Any) -> Path:
     )
     document["smtp"]["port"] = 0
     document["smtp"]["auth_port"] = 0
+    document["dns"] = {"nameservers": ["127.0.0.1"], "port": quiet_dns().port, "timeout": 2}
     for host in document["mailbox_hosts"].values():
         host["port"] = 0
     document.update(overrides)

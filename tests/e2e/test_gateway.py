@@ -15,6 +15,7 @@ import pytest
 
 from mxgate.local.spool import Spool
 from mxgate.workflow.model import Envelope
+from tests.dnsserver import Zone, ZoneServer
 from tests.support import REPO, local_config, start_gateway, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -229,8 +230,19 @@ def test_spooled_message_is_replayed_on_start(tmp_path):
 
 
 def test_demo_samples_reach_their_expected_outcomes(tmp_path):
+    config = local_config(tmp_path)  # DNS on loopback
     result = subprocess.run(
-        [sys.executable, "-m", "mxgate", "demo", "--home", str(tmp_path), "--json"],
+        [
+            sys.executable,
+            "-m",
+            "mxgate",
+            "demo",
+            "--home",
+            str(tmp_path),
+            "--config",
+            str(config),
+            "--json",
+        ],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -242,3 +254,33 @@ def test_demo_samples_reach_their_expected_outcomes(tmp_path):
     assert report["ok"] is True
     outcomes = {row["outcome"] for row in report["rows"]}
     assert {"delivered", "handed_to_app", "quarantined", "dropped", "rejected"} <= outcomes
+
+
+def test_delivered_mail_carries_our_authentication_results(gateway_factory):
+    """SPF checked against a DNS server on loopback; a forged result claiming our authserv-id
+    is removed, a foreign one kept, and every other byte is the original."""
+    zone = Zone()
+    zone.add("shop.example", "TXT", "v=spf1 ip4:127.0.0.0/8 -all")
+    dns = ZoneServer(zone)
+    try:
+        gateway = gateway_factory(
+            dns={"nameservers": ["127.0.0.1"], "port": dns.port, "timeout": 2}
+        )
+        forged = b"Authentication-Results: mxgate.local; spf=pass; dkim=pass; dmarc=pass\r\n"
+        foreign = b"Authentication-Results: mx.other.example; spf=none\r\n"
+        raw = forged + foreign + message("alice@nutrition.co", "authenticated")
+        with client(gateway.smtp_port) as smtp:
+            smtp.sendmail(SENDER, ["alice@nutrition.co"], raw)
+        stored = only_file(gateway.mailbox("workspace", "alice@nutrition.co")).read_bytes()
+    finally:
+        dns.stop()
+    parsed = message_from_bytes(stored, policy=policy.default)
+    results = [str(v) for v in parsed.get_all("Authentication-Results")]
+    ours = [r for r in results if r.startswith("mxgate.local;")]
+    assert len(ours) == 1
+    assert "spf=pass" in ours[0]
+    assert "smtp.mailfrom=buyer@shop.example" in ours[0]
+    assert "dmarc=none" in ours[0]
+    assert any(r.startswith("mx.other.example;") for r in results)
+    assert stored.endswith(foreign + message("alice@nutrition.co", "authenticated"))
+    assert forged not in stored

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO, Protocol
 
+from mxgate.errors import TransientError
 from mxgate.timeline import RecipientState, TimelineEvent
 
 
@@ -90,6 +91,30 @@ class SendResult:
     ok: bool
     transient: bool = False
     detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DnsAnswer:
+    """The records of one DNS question. No records with `exists` false is NXDOMAIN; with
+    `exists` true, the name is there without records of that type (NODATA)."""
+
+    records: tuple[str, ...] = ()
+    ttl: float = 0.0
+    exists: bool = True
+
+
+class DnsFailure(TransientError):  # noqa: N818 -- RFC 7208 calls it a DNS failure
+    """No answer could be had (timeout, SERVFAIL, refused): a temporary error, never "none"."""
+
+
+class Resolver(Protocol):
+    """DNS lookups for sender authentication. `rrtype` is A, AAAA, MX, TXT or PTR (for PTR,
+    `name` is the IP address). TXT records come back with their strings joined, MX records as
+    their exchange names by preference, names without the final dot."""
+
+    def query(self, name: str, rrtype: str) -> DnsAnswer:
+        """Raises DnsFailure when no answer could be had."""
+        ...
 
 
 class DeadLetters(Protocol):

@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mxgate.errors import ConfigError
+from mxgate.message.model import ParseLimits
 
 
 class Strict(BaseModel):
@@ -46,6 +47,14 @@ class IngressListener(Strict):
     port: Annotated[int, Field(ge=0, le=65535)]
 
 
+class DnsConfig(Strict):
+    """Where sender authentication asks DNS; no name servers means the system resolver."""
+
+    nameservers: list[str] | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] = 53
+    timeout: Annotated[float, Field(gt=0, le=30)] = 2.0
+
+
 class LocalConfig(Strict):
     template: Path = Path("../template.yaml")
     samconfig: Path = Path("../samconfig.toml")
@@ -67,6 +76,8 @@ class LocalConfig(Strict):
     # Secrets Manager secrets the template names (SecretArn, or the secret's name) -> their
     # key/value pairs: `password` for AUTH ingress points, `username` + `password` for relays.
     secrets: dict[str, dict[str, str]] = Field(default_factory=dict)
+    dns: DnsConfig = DnsConfig()
+    message_limits: ParseLimits = ParseLimits()
 
     def secret(self, arn: str) -> dict[str, str] | None:
         """A secret's values, found by its ARN or by its name (the ARN's last part)."""

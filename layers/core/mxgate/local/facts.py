@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from email.message import EmailMessage
 
+from mxgate.authn.model import Authentication
 from mxgate.mailmanager.facts import MessageFacts
 from mxgate.message.parse import addresses, header_values, parse_header_section
 from mxgate.workflow.model import Envelope
@@ -29,14 +31,17 @@ class HeaderMap(Mapping[str, Sequence[str]]):
         return len({k.lower() for k in self._message})
 
 
-def message_facts(envelope: Envelope, raw: bytes) -> MessageFacts:
+def message_facts(
+    envelope: Envelope, raw: bytes, authentication: Authentication | None = None
+) -> MessageFacts:
     message = parse_header_section(raw)
+    verdicts = authentication.verdicts if authentication is not None else None
     defects: list[str] = []
 
     def listed(name: str) -> tuple[str, ...]:
         return tuple(a.address for a in addresses(message, name, defects))
 
-    return MessageFacts(
+    facts = MessageFacts(
         mail_from=envelope.mail_from,
         helo=envelope.helo,
         source_ip=envelope.source_ip,
@@ -51,3 +56,6 @@ def message_facts(envelope: Envelope, raw: bytes) -> MessageFacts:
         raw_headers=HeaderMap(message),
         read_receipt_requested="disposition-notification-to" in message,
     )
+    if verdicts is None:  # not checked: the facts' defaults say PROCESSING_FAILED
+        return facts
+    return replace(facts, spf=verdicts.spf, dkim=verdicts.dkim, dmarc_policy=verdicts.dmarc_policy)

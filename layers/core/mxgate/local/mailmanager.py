@@ -4,6 +4,7 @@ README says how each behaves here)."""
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import json
 import logging
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mxgate.adapters.local.files import safe_name
+from mxgate.authn.check import Authenticator
 from mxgate.errors import PermanentError
 from mxgate.local.facts import message_facts
 from mxgate.local.lambdas import LocalLambdas
@@ -336,6 +338,7 @@ class LocalMailManager:
         clock: Clock,
         targets: LocalTargets,
         start_workflow: Callable[[str, str], None],
+        authenticator: Authenticator | None = None,
     ) -> None:
         self.config = config
         self.rule_sets = rule_sets
@@ -347,6 +350,7 @@ class LocalMailManager:
         self.targets = targets
         self.start_workflow = start_workflow
         self.lambdas = LocalLambdas(config)
+        self.authenticator = authenticator  # SPF, DKIM, DMARC verdicts for the rule set
 
     def rule_set_for(self, envelope: Envelope) -> tuple[str, RuleSet]:
         """The rule set of the ingress point that accepted the message (spool files written
@@ -359,7 +363,19 @@ class LocalMailManager:
     def process(self, envelope: Envelope, raw: bytes) -> RuleSetOutcome:
         """Run the rule set for one accepted message and perform its actions."""
         ingress, rule_set = self.rule_set_for(envelope)
-        facts = message_facts(envelope, raw)
+        authentication = None
+        if self.authenticator is not None:  # Mail Manager judges the sender before the rules
+            authentication = self.authenticator.authenticate(
+                io.BytesIO(raw),
+                client_ip=envelope.source_ip,
+                mail_from=envelope.mail_from,
+                helo=envelope.helo,
+            )
+            log.info(
+                "authenticated",
+                extra={"message_id": envelope.message_id, "verdicts": authentication.summary()},
+            )
+        facts = message_facts(envelope, raw, authentication)
         executor = LocalActionExecutor(self, envelope, raw, facts)
         outcome = run_rule_set(rule_set, facts, envelope.recipients, self.book, executor)
         now = self.clock.now()

@@ -9,14 +9,17 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from mxgate.adapters.dns import DnsPythonResolver
 from mxgate.adapters.local.appevents import FileAppEvents
 from mxgate.adapters.local.objects import FileObjectStore
 from mxgate.adapters.local.state import SqliteState
+from mxgate.authn.check import Authenticator
+from mxgate.authn.resolver import CachingResolver
 from mxgate.clock import SystemClock
 from mxgate.delivery.smtp import SmtpTarget, SmtpTransport
 from mxgate.errors import ConfigError
 from mxgate.local.addresslists import FileAddressBook
-from mxgate.local.config import LocalConfig, load_local_config
+from mxgate.local.config import DnsConfig, LocalConfig, load_local_config
 from mxgate.local.logs import VendedLogs
 from mxgate.local.mailmanager import LocalMailManager, LocalTargets, is_loopback
 from mxgate.local.settings import LocalSettings
@@ -293,9 +296,15 @@ class Worker:
         self.state.close()
 
 
+def build_resolver(config: DnsConfig) -> CachingResolver:
+    """DNS for sender authentication, cached for the records' TTLs."""
+    return CachingResolver(DnsPythonResolver(config.nameservers, config.port, config.timeout))
+
+
 def build_worker(setup: LocalSetup, mailbox_ports: dict[str, int]) -> Worker:
     dirs = setup.dirs
     clock = SystemClock()
+    resolver = build_resolver(setup.config.dns)
     state = SqliteState(dirs.state_db)
     objects = FileObjectStore(dirs.objects)
     transports = mailbox_transports(setup, mailbox_ports)
@@ -309,6 +318,8 @@ def build_worker(setup: LocalSetup, mailbox_ports: dict[str, int]) -> Worker:
         routes=setup.routes,
         clock=clock,
         gateway_host=setup.settings.hostname,
+        resolver=resolver,
+        message_limits=setup.config.message_limits,
     )
     workflow = LocalWorkflow(setup.state_machine, services, setup.settings.retry_scale)
     outbound = setup.config.outbound
@@ -328,6 +339,7 @@ def build_worker(setup: LocalSetup, mailbox_ports: dict[str, int]) -> Worker:
             replace_mail_from=setup.replace_mail_from,
         ),
         start_workflow=workflow.start,
+        authenticator=Authenticator(resolver, setup.settings.hostname),
     )
     return Worker(setup, state, Spool(dirs.spool), mail_manager, workflow, transports)
 

@@ -41,3 +41,58 @@ def header_block_end(raw: bytes) -> int:
         if (index := raw.find(separator)) >= 0
     ]
     return min(ends, default=len(raw))
+
+
+def header_fields(raw: bytes) -> list[tuple[bytes, int, int]]:
+    """(name, start, end) of each field in the header section, folded lines included; the
+    bytes raw[start:end] are the field exactly as received, line break and all."""
+    limit = header_block_end(raw)
+    fields: list[tuple[bytes, int, int]] = []
+    position = 0
+    while position < limit:
+        end = raw.find(b"\n", position, limit)
+        end = limit if end < 0 else end + 1
+        line = raw[position:end]
+        if line in (b"\r\n", b"\n"):
+            break
+        if line[:1] in (b" ", b"\t") and fields:
+            name, start, _ = fields[-1]
+            fields[-1] = (name, start, end)
+        elif b":" in line:
+            fields.append((line.split(b":", 1)[0].strip(), position, end))
+        position = end
+    return fields
+
+
+def _authserv_id(value: bytes) -> bytes:
+    """The authserv-id an Authentication-Results value starts with (RFC 8601 2.2)."""
+    text = value.strip()
+    while text.startswith(b"("):  # a leading comment
+        close = text.find(b")")
+        text = text[close + 1 :].strip() if close >= 0 else b""
+    if text.startswith(b'"'):
+        return text[1:].split(b'"', 1)[0]
+    for stop in (b";", b" ", b"\t", b"\r", b"\n", b"("):
+        text = text.split(stop, 1)[0]
+    return text
+
+
+def remove_authentication_results(raw: bytes, authserv_id: str) -> bytes:
+    """The message without the Authentication-Results fields that claim to be ours: a sender
+    must not be able to forge our verdicts (RFC 8601 5). Every other byte stays as it was."""
+    ours = authserv_id.encode("ascii", "replace").lower()
+    doomed = [
+        (start, end)
+        for name, start, end in header_fields(raw)
+        if name.lower() == b"authentication-results"
+        and _authserv_id(raw[start:end].split(b":", 1)[1]).lower() == ours
+    ]
+    if not doomed:
+        return raw
+    kept = []
+    position = 0
+    for start, end in doomed:
+        kept.append(raw[position:start])
+        position = end
+    kept.append(raw[position:])
+    return b"".join(kept)

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mxgate.authn.model import Authentication
+
 
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -54,6 +56,7 @@ class Delivery(Frozen):
 class ProcessOutput(Frozen):
     message: MessageRef
     deliveries: list[Delivery]
+    authentication: Authentication | None = None  # the sender checks, for routes to use
 
 
 class RecipientResult(Frozen):

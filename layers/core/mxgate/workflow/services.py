@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from mxgate.message.model import ParseLimits
 from mxgate.ports import (
     AppEvents,
     Clock,
     DeadLetters,
     Idempotency,
     ObjectStore,
+    Resolver,
     Timeline,
     Transport,
 )
@@ -28,3 +30,6 @@ class Services:
     routes: Routes
     clock: Clock
     gateway_host: str = "mxgate.local"  # names this gateway in trace header fields
+    # and is its authserv-id in Authentication-Results
+    resolver: Resolver | None = None  # DNS for sender authentication; None: not checked
+    message_limits: ParseLimits = field(default_factory=ParseLimits)

@@ -3,13 +3,17 @@ returns its output document; the Lambda handlers and the local interpreter both 
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from email.utils import format_datetime
 
+from mxgate.authn.check import Authenticator
+from mxgate.authn.model import Authentication
+from mxgate.authn.results import HEADER as RESULTS_HEADER
+from mxgate.authn.results import authentication_results
 from mxgate.errors import PermanentError, TransientError
-from mxgate.message.headers import prepend_headers
-from mxgate.message.parse import parse_message
+from mxgate.message.attachments import ObjectStoreAttachments
+from mxgate.message.headers import prepend_headers, remove_authentication_results
+from mxgate.message.parse import parse_message, parse_stream
 from mxgate.routing.classify import RouteKind, classify
 from mxgate.timeline import Outcome, RecipientState, Stage, TimelineEvent
 from mxgate.workflow.envelope import message_id_of, read_envelope
@@ -18,6 +22,7 @@ from mxgate.workflow.model import (
     DeliverInput,
     Delivery,
     DeliveryResult,
+    Envelope,
     MessageRef,
     ProcessInput,
     ProcessOutput,
@@ -72,18 +77,20 @@ def idempotency_key(delivery: Delivery, recipient: str) -> str:
 
 
 def process(request: ProcessInput, services: Services) -> ProcessOutput:
-    """Read, parse and classify one stored message, and plan its deliveries."""
-    raw = services.objects.get(request.bucket, request.key)
-    parsed = parse_message(raw)
+    """Read, parse, authenticate and classify one stored message, and plan its deliveries."""
+    store = ObjectStoreAttachments(services.objects, request.bucket)
+    with services.objects.open(request.bucket, request.key) as stream:  # never whole in memory
+        parsed = parse_stream(stream, limits=services.message_limits, store=store)
     envelope = read_envelope(services.objects, request.bucket, request.key, parsed, services.routes)
+    authentication = _authenticate(request, envelope, services)
     message_id = envelope.message_id
     ref = MessageRef(
         message_id=message_id,
         bucket=request.bucket,
         key=request.key,
-        digest=hashlib.sha256(raw).hexdigest(),
+        digest=parsed.sha256,
         envelope_sender=envelope.mail_from,
-        size=len(raw),
+        size=parsed.size,
         subject=parsed.subject[:200],
     )
     events = [
@@ -92,9 +99,22 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
             message_id,
             Stage.PARSED,
             f"{len(parsed.attachments)} attachments, {len(parsed.defects)} defects"
-            + ("; envelope taken from headers" if envelope.source == "headers" else ""),
+            + ("; envelope taken from headers" if envelope.source == "headers" else "")
+            + (f"; {authentication.summary()}" if authentication else ""),
         ),
     ]
+    if parsed.unreadable is not None:  # not understood: kept where it is, never dropped
+        services.timeline.record_many(events)
+        for recipient in envelope.recipients:
+            _settle(
+                services,
+                message_id,
+                recipient,
+                outcome=Outcome.QUARANTINED,
+                route="quarantine",
+                detail=f"message not understood: {parsed.unreadable}",
+            )
+        return ProcessOutput(message=ref, deliveries=[], authentication=authentication)
     groups: dict[tuple[RouteKind, str], list[str]] = defaultdict(list)
     for recipient in envelope.recipients:
         route = classify(recipient, services.routes)
@@ -128,6 +148,9 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
             f"{format_datetime(services.clock.now())}"
         ),
     )
+    trace = [received]
+    if authentication is not None:  # on top, as a verifying MTA adds it (RFC 8601 5)
+        trace.insert(0, (RESULTS_HEADER, authentication_results(authentication)))
     deliveries = []
     for (kind, destination), recipients in groups.items():
         for start in range(0, len(recipients), MAX_RECIPIENTS_PER_DELIVERY):
@@ -139,10 +162,23 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
                     kind=kind.value,
                     destination=destination,
                     recipients=chunk,
-                    prepend=[received] if kind is RouteKind.MAILBOX else [],
+                    prepend=trace if kind is RouteKind.MAILBOX else [],
                 )
             )
-    return ProcessOutput(message=ref, deliveries=deliveries)
+    return ProcessOutput(message=ref, deliveries=deliveries, authentication=authentication)
+
+
+def _authenticate(
+    request: ProcessInput, envelope: Envelope, services: Services
+) -> Authentication | None:
+    """SPF, DKIM and DMARC for the message, when the runtime gave us DNS."""
+    if services.resolver is None:
+        return None
+    authenticator = Authenticator(services.resolver, services.gateway_host)
+    with services.objects.open(request.bucket, request.key) as stream:
+        return authenticator.authenticate(
+            stream, client_ip=envelope.source_ip, mail_from=envelope.mail_from, helo=envelope.helo
+        )
 
 
 def deliver(request: DeliverInput, services: Services) -> DeliveryResult:
@@ -171,6 +207,7 @@ def deliver(request: DeliverInput, services: Services) -> DeliveryResult:
     if transport is None:
         raise PermanentError(f"no transport for mailbox host {delivery.destination!r}")
     raw = services.objects.get(delivery.message.bucket, delivery.message.key)
+    raw = remove_authentication_results(raw, services.gateway_host)  # forged "ours" never pass
     outgoing = prepend_headers(raw, delivery.prepend)
     results = transport.send(delivery.message.envelope_sender, pending, outgoing)
     transient: list[str] = []

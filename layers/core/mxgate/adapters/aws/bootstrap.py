@@ -15,6 +15,8 @@ from mxgate.adapters.aws.dynamodb import DynamoState
 from mxgate.adapters.aws.events import EventBridgeAppEvents, QueueingDeadLetters
 from mxgate.adapters.aws.s3 import S3ObjectStore
 from mxgate.adapters.aws.ses import SesTransport
+from mxgate.adapters.dns import DnsPythonResolver
+from mxgate.authn.resolver import CachingResolver
 from mxgate.clock import SystemClock
 from mxgate.routing.config import load_routes
 from mxgate.workflow.services import Services
@@ -66,4 +68,5 @@ def services() -> Services:
         routes=routes,
         clock=clock,
         gateway_host=settings.gateway_host,
+        resolver=CachingResolver(DnsPythonResolver()),  # the Lambda's own resolver
     )

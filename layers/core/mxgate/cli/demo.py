@@ -192,7 +192,9 @@ def demo(args: argparse.Namespace) -> int:
     base = settings_from(args)
     home = base.home / "demo"
     shutil.rmtree(home, ignore_errors=True)
-    settings = base.model_copy(update={"home": home, "smtp_port": 0, "retry_scale": 0.01})
+    settings = base.model_copy(
+        update={"home": home, "smtp_port": 0, "retry_scale": 0.01, "log_level": "WARNING"}
+    )
     configure_logging("WARNING")
     setup = load_setup(settings)
     free_ports = {

@@ -122,6 +122,7 @@ class Stack:
         self.resolver = resolver
         self.functions = functions
         self._lock = threading.Lock()  # one invocation at a time, as one container would
+        self._routes = contextlib.ExitStack()  # undoes the routing of moto's Lambda invoke
 
     # ----------------------------------------------------------------------- building
 
@@ -245,7 +246,6 @@ class Stack:
                     }
                 ).encode()
 
-        self._routes = contextlib.ExitStack()
         original = LambdaSimpleBackend.invoke
         LambdaSimpleBackend.invoke = route  # type: ignore[method-assign,assignment]
         self._routes.callback(setattr, LambdaSimpleBackend, "invoke", original)
@@ -270,9 +270,7 @@ class Stack:
         )["stateMachineArn"]
 
     def close(self) -> None:
-        routes = getattr(self, "_routes", None)
-        if routes is not None:
-            routes.close()
+        self._routes.close()
 
 
 def run_execution(machine_arn: str, execution_input: Any, name: str, timeout: float = 60) -> Any:

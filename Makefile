@@ -18,7 +18,7 @@ help:
 	@echo "make run    start the gateway on 127.0.0.1:2525 (Ctrl-C stops it)"
 	@echo "make test   lint, type-check, validate the template and run every test"
 	@echo "make demo   send the sample messages through a fresh gateway and check their outcomes"
-	@echo "make bench  throughput and parser benchmarks (prints figures)"
+	@echo "make bench  throughput and cost per million messages (prints figures)"
 
 $(STAMP): requirements-dev.txt layers/core/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,8 +55,10 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 	@for handler in functions/*/app.py; do $(BIN)/mypy --no-error-summary $$handler || exit 1; done
 
-validate: $(SAM)
+# sam validate --lint, then cfn-lint with the house rules (lint/cfn_rules) and informational checks.
+validate: $(SAM) $(STAMP)
 	$(SAM) validate --lint --template template.yaml
+	$(BIN)/cfn-lint --include-checks I --append-rules lint/cfn_rules -- template.yaml
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
@@ -79,6 +81,7 @@ bench: $(STAMP) system-deps
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/parse_speed.py
 	$(BIN)/python bench/parse_memory.py
+	$(BIN)/python bench/cost.py
 
 clean:
 	rm -rf .mxgate .aws-sam .pytest_cache .mypy_cache .ruff_cache

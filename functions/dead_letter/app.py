@@ -19,6 +19,7 @@ metrics = Metrics()
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = DeadLetterInput.model_validate(event)
     logger.append_keys(message_id=request.delivery.message.message_id, error=request.error.Error)
+    metrics.add_metric(name="DeliveriesDeadLettered", unit=MetricUnit.Count, value=1)
     result = steps.dead_letter(request, services())
     metrics.add_metric(
         name="RecipientsDeadLettered", unit=MetricUnit.Count, value=len(result.results)

@@ -21,6 +21,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.append_keys(
         message_id=request.delivery.message.message_id, destination=request.delivery.destination
     )
+    metrics.add_metric(name="DeliveryAttempts", unit=MetricUnit.Count, value=1)
     result = steps.deliver(request, services())
     metrics.add_metric(name="RecipientsDelivered", unit=MetricUnit.Count, value=len(result.results))
     return result.model_dump(mode="json")

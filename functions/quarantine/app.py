@@ -19,6 +19,6 @@ metrics = Metrics()
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = QuarantineInput.model_validate(event)
     logger.append_keys(object_key=request.key, error=request.error.Error)
-    result = steps.quarantine(request, services())
     metrics.add_metric(name="MessagesQuarantined", unit=MetricUnit.Count, value=1)
+    result = steps.quarantine(request, services())
     return result.model_dump(mode="json")

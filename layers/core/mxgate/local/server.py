@@ -189,11 +189,14 @@ class Gateway:
 
 async def serve(setup: LocalSetup, on_ready: Callable[[Running], None]) -> None:
     gateway = Gateway(setup)
-    running = await gateway.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (
+        signal.SIGINT,
+        signal.SIGTERM,
+    ):  # before start(): a Ctrl-C during it is a clean stop
         loop.add_signal_handler(sig, stop.set)
+    running = await gateway.start()
     on_ready(running)
     await stop.wait()
     log.info("stopping")

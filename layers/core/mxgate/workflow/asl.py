@@ -258,7 +258,11 @@ class Interpreter:
             try:
                 return task(payload)
             except Exception as error:
-                cause = json.dumps({"errorType": type(error).__name__, "errorMessage": str(error)})
+                # Lambda's Cause, less what only Lambda knows (requestId, stackTrace)
+                cause = json.dumps(
+                    {"errorMessage": str(error), "errorType": type(error).__name__},
+                    separators=(",", ":"),
+                )
                 raise _StateError(type(error).__name__, cause) from error
         if kind == "Map":
             items = read_path(document, state.get("ItemsPath", "$"), context)

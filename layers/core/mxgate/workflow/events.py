@@ -1,4 +1,5 @@
-"""The event that starts an execution: S3 "Object Created", as EventBridge delivers it."""
+"""The event that starts an execution: S3 "Object Created", as EventBridge delivers it
+(the fields S3 always sets, so the Process function's parser reads this one too)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ def object_created_event(
             "version": "0",
             "bucket": {"name": bucket},
             "object": {"key": key, "size": size},
+            "request-id": "local",
+            "requester": account,
             "reason": "PutObject",
         },
     }

@@ -1,14 +1,19 @@
 """Timeline, idempotency keys and dead-letter records in one DynamoDB table (pk, sk).
 
-Items: `msg#<id>` / `event#<time>#<n>` (timeline), `msg#<id>` / `rcpt#<recipient>` (terminal
-states, written once with a condition), `recent#<day>` / `<time>#<id>` (the recent list),
-`idem#<key>` / `-` (idempotency, expiring), `dlq` / `<delivery id>` (dead letters).
+Items: `msg#<id>` / `event#<time>#<token>` (the timeline events one step records, together in
+one item), `msg#<id>` / `rcpt#<recipient>` (terminal states, written once with a condition;
+each also stands for its `terminal` timeline event), `recent#<day>` / `<time>#<id>` (the recent
+list), `idem#<key>` / `-` (idempotency, expiring), `dlq` / `<delivery id>` (dead letters).
+
+On-demand tables bill every item written (per KB), so events that happen together are one
+item and a terminal state is not written twice: the workflow writes about four items per
+message and recipient (bench/cost.py counts them).
 """
 
 from __future__ import annotations
 
-import itertools
 import json
+import secrets
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -16,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from mxgate.errors import TransientError
 from mxgate.ports import Clock
 from mxgate.timeline import Outcome, RecipientState, Stage, TimelineEvent
 
@@ -23,11 +29,30 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 IDEMPOTENCY_DAYS = 14
-_counter = itertools.count()
+_RECENT_STAGES = (Stage.ACCEPTED, Stage.PARSED)  # a message enters the recent list here
 
 
 def _s(value: str) -> dict[str, Any]:
     return {"S": value}
+
+
+def _event_attributes(event: TimelineEvent) -> dict[str, Any]:
+    return {
+        "at": _s(event.at.isoformat()),
+        "stage": _s(event.stage.value),
+        "recipient": _s(event.recipient or ""),
+        "detail": _s(event.detail),
+    }
+
+
+def _event_of(message_id: str, attributes: Mapping[str, Any]) -> TimelineEvent:
+    return TimelineEvent(
+        message_id=message_id,
+        at=datetime.fromisoformat(attributes["at"]["S"]),
+        stage=Stage(attributes["stage"]["S"]),
+        recipient=attributes["recipient"]["S"] or None,
+        detail=attributes["detail"]["S"],
+    )
 
 
 class DynamoState:
@@ -40,31 +65,43 @@ class DynamoState:
 
     # ----------------------------------------------------------------------- Timeline
 
-    def _event_item(self, event: TimelineEvent) -> dict[str, Any]:
-        return {
-            "pk": _s(f"msg#{event.message_id}"),
-            "sk": _s(f"event#{event.at.isoformat()}#{next(_counter):08d}"),
-            "stage": _s(event.stage.value),
-            "recipient": _s(event.recipient or ""),
-            "detail": _s(event.detail),
-        }
-
     def record(self, event: TimelineEvent) -> None:
         self.record_many([event])
 
     def record_many(self, events: Sequence[TimelineEvent]) -> None:
-        items = [self._event_item(e) for e in events]
+        by_message: dict[str, list[TimelineEvent]] = {}
+        for event in events:
+            by_message.setdefault(event.message_id, []).append(event)
+        items = [
+            {
+                "pk": _s(f"msg#{message_id}"),
+                # a random token keeps two containers recording at the same instant apart
+                "sk": _s(f"event#{batch[0].at.isoformat()}#{secrets.token_hex(4)}"),
+                "events": {"L": [{"M": _event_attributes(e)} for e in batch]},
+            }
+            for message_id, batch in by_message.items()
+        ]
         items += [
             {
                 "pk": _s(f"recent#{e.at.date().isoformat()}"),
                 "sk": _s(f"{e.at.isoformat()}#{e.message_id}"),
             }
             for e in events
-            if e.stage in (Stage.ACCEPTED, Stage.PARSED)
+            if e.stage in _RECENT_STAGES
         ]
         for start in range(0, len(items), 25):
             requests: Any = [{"PutRequest": {"Item": item}} for item in items[start : start + 25]]
-            self.client.batch_write_item(RequestItems={self.table: requests})
+            self._batch_write(requests)
+
+    def _batch_write(self, requests: Any) -> None:
+        """BatchWriteItem, again for what DynamoDB hands back unprocessed (throttling)."""
+        for attempt in range(5):
+            response = self.client.batch_write_item(RequestItems={self.table: requests})
+            requests = response.get("UnprocessedItems", {}).get(self.table)
+            if not requests:
+                return
+            self.clock.sleep(0.05 * 2**attempt)
+        raise TransientError(f"DynamoDB left {len(requests)} timeline items unwritten")
 
     def settle(self, state: RecipientState) -> bool:
         item = {
@@ -84,23 +121,21 @@ class DynamoState:
             if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
                 return False
             raise
-        self.record(
-            TimelineEvent(
-                message_id=state.message_id,
-                at=state.at,
-                stage=Stage.TERMINAL,
-                recipient=state.recipient,
-                detail=f"{state.outcome.value} ({state.route}): {state.detail}",
-            )
-        )
         return True
 
     def _query(self, pk: str, prefix: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
+        condition, values = "pk = :pk", {":pk": _s(pk)}
+        if prefix:  # DynamoDB refuses an empty string in a key condition
+            condition, values = (
+                f"{condition} AND begins_with(sk, :prefix)",
+                {
+                    **values,
+                    ":prefix": _s(prefix),
+                },
+            )
         for page in self.client.get_paginator("query").paginate(
-            TableName=self.table,
-            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
-            ExpressionAttributeValues={":pk": _s(pk), ":prefix": _s(prefix)},
+            TableName=self.table, KeyConditionExpression=condition, ExpressionAttributeValues=values
         ):
             items.extend(page["Items"])
         return items
@@ -119,16 +154,23 @@ class DynamoState:
         ]
 
     def events(self, message_id: str) -> list[TimelineEvent]:
-        return [
-            TimelineEvent(
-                message_id=message_id,
-                at=datetime.fromisoformat(i["sk"]["S"].split("#")[1]),
-                stage=Stage(i["stage"]["S"]),
-                recipient=i["recipient"]["S"] or None,
-                detail=i["detail"]["S"],
-            )
-            for i in self._query(f"msg#{message_id}", "event#")
-        ]
+        found: list[TimelineEvent] = []
+        for item in self._query(f"msg#{message_id}", ""):
+            sk = item["sk"]["S"]
+            if sk.startswith("event#"):
+                found += [_event_of(message_id, e["M"]) for e in item["events"]["L"]]
+            elif sk.startswith("rcpt#"):
+                found.append(
+                    TimelineEvent(
+                        message_id=message_id,
+                        at=datetime.fromisoformat(item["at"]["S"]),
+                        stage=Stage.TERMINAL,
+                        recipient=item["recipient"]["S"],
+                        detail=f"{item['outcome']['S']} ({item['route']['S']}): "
+                        f"{item['detail']['S']}",
+                    )
+                )
+        return sorted(found, key=lambda e: e.at)  # stable: a batch keeps its own order
 
     def recent(self, limit: int) -> list[str]:
         today = self.clock.now().date()

@@ -1,0 +1,134 @@
+"""The S3 and DynamoDB adapters against moto, on the table and bucket template.yaml defines."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from mxgate.adapters.aws.clients import LazyClient
+from mxgate.adapters.aws.dynamodb import DynamoState
+from mxgate.adapters.aws.s3 import S3ObjectStore
+from mxgate.errors import PermanentError
+from mxgate.timeline import Outcome, RecipientState, Stage, TimelineEvent
+from tests.awsstack import MOTO_CONFIG, REGION, Stack
+
+T0 = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
+
+
+class FixedClock:
+    def now(self) -> datetime:
+        return T0
+
+    def sleep(self, seconds: float) -> None:
+        pass
+
+
+@pytest.fixture
+def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)  # as the Lambda runtime sets it
+    with mock_aws(config=MOTO_CONFIG):
+        yield Stack.create()
+
+
+def client(service: str) -> Any:
+    """A client as the composition root makes it (retries, timeouts, signatures)."""
+    return LazyClient(service)
+
+
+@pytest.fixture
+def state(stack: Stack) -> DynamoState:
+    return DynamoState(client("dynamodb"), stack.resource("StateTable"), FixedClock())
+
+
+def event(
+    message_id: str, minutes: int, stage: Stage, recipient: str | None = None
+) -> TimelineEvent:
+    return TimelineEvent(
+        message_id=message_id, at=T0 + timedelta(minutes=minutes), stage=stage, recipient=recipient
+    )
+
+
+def test_the_timeline_keeps_events_in_order_with_terminal_states(state):
+    state.record_many(
+        [
+            event("m1", 0, Stage.PARSED),
+            event("m1", 0, Stage.CLASSIFIED, "alice@nutrition.co"),
+            event("m2", 1, Stage.PARSED),
+        ]
+    )
+    state.record(event("m1", 2, Stage.ATTEMPT))
+    first = RecipientState(
+        message_id="m1",
+        recipient="alice@nutrition.co",
+        outcome=Outcome.DELIVERED,
+        at=T0 + timedelta(minutes=3),
+        route="workspace",
+        detail="SES message 1",
+    )
+    assert state.settle(first) is True
+    assert state.settle(first.model_copy(update={"outcome": Outcome.DEAD_LETTERED})) is False
+
+    assert [(e.stage, e.recipient) for e in state.events("m1")] == [
+        (Stage.PARSED, None),
+        (Stage.CLASSIFIED, "alice@nutrition.co"),
+        (Stage.ATTEMPT, None),
+        (Stage.TERMINAL, "alice@nutrition.co"),
+    ]
+    assert state.events("m1")[-1].detail == "delivered (workspace): SES message 1"
+    assert [s.outcome for s in state.states("m1")] == [Outcome.DELIVERED]
+    assert state.recent(10) == ["m2", "m1"]
+
+
+def test_one_step_writes_one_timeline_item_per_message(stack, state):
+    state.record_many(
+        [event("m1", 0, Stage.PARSED)]
+        + [event("m1", 0, Stage.CLASSIFIED, f"user{n}@nutrition.co") for n in range(30)]
+    )
+    items = boto3.client("dynamodb", region_name=REGION).scan(
+        TableName=stack.resource("StateTable")
+    )["Items"]
+    assert sorted(i["pk"]["S"] for i in items) == ["msg#m1", "recent#2026-11-30"]
+    assert len(state.events("m1")) == 31
+
+
+def test_idempotency_keys_remember_outcomes_and_expire(stack, state):
+    assert state.seen("digest:alice@nutrition.co:mailbox:workspace") is None
+    state.remember("digest:alice@nutrition.co:mailbox:workspace", "delivered")
+    assert state.seen("digest:alice@nutrition.co:mailbox:workspace") == "delivered"
+    (item,) = boto3.client("dynamodb", region_name=REGION).scan(
+        TableName=stack.resource("StateTable")
+    )["Items"]
+    ttl = stack.properties("StateTable")["TimeToLiveSpecification"]["AttributeName"]
+    assert int(item[ttl]["N"]) > T0.timestamp()
+
+
+def test_dead_letter_records_list_get_and_remove(state):
+    state.put("m1.m365.0", {"error": "PermanentError", "recipients": ["carol@nutrition.co"]})
+    state.put("m2.workspace.0", {"error": "TransientError", "recipients": ["alice@nutrition.co"]})
+    assert [record_id for record_id, _ in state.list()] == ["m1.m365.0", "m2.workspace.0"]
+    assert state.get("m1.m365.0") == {
+        "error": "PermanentError",
+        "recipients": ["carol@nutrition.co"],
+    }
+    state.remove("m1.m365.0")
+    assert state.get("m1.m365.0") is None
+
+
+def test_the_object_store_reads_what_it_wrote_and_names_what_is_missing(stack):
+    objects = S3ObjectStore(client("s3"))
+    bucket = stack.resource("RawMailBucket")
+    info = objects.put(
+        bucket, "raw/m1", b"Subject: hi\r\n\r\nhello\r\n", {"content-type": "message/rfc822"}
+    )
+    assert objects.head(bucket, "raw/m1") == info
+    assert objects.get(bucket, "raw/m1").endswith(b"hello\r\n")
+    assert objects.exists(bucket, "raw/m1")
+    assert not objects.exists(bucket, "raw/m2")
+    assert "X-Amz-Signature" in objects.link(bucket, "raw/m1")
+    with pytest.raises(PermanentError, match="raw/m2: not found"):
+        objects.get(bucket, "raw/m2")

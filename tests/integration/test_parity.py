@@ -1,0 +1,333 @@
+"""Parity between the runtimes: statemachine/pipeline.asl.json run by moto's Step Functions
+interpreter (LocalStack's, ported; each Task invokes the real Lambda handler) and by the local
+interpreter (each Task calls the same step), on the same faults, attempt for attempt.
+
+Both runs use the AWS composition root against a fresh moto account, so the only difference is
+the interpreter. SES answers as it does under load (TooManyRequestsException) or for a message
+it refuses (MessageRejected), per routing domain and in order. Jitter draws its upper bound and
+retry waits are recorded, not slept, on both sides, so the waits compare exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+from moto.core.exceptions import ServiceException
+from moto.sesv2.models import SESV2Backend
+from moto.stepfunctions.parser.asl.component.common.retry import (
+    jitter_strategy_decl,
+    retrier_decl,
+)
+
+from mxgate.adapters.aws import bootstrap
+from mxgate.local.workflow import LocalWorkflow, load_state_machine
+from mxgate.mailmanager.template import Resolver, read_samconfig_parameters, read_template
+from mxgate.workflow.asl import ExecutionFailedError
+from tests.awsstack import (
+    EVENTS,
+    MOTO_CONFIG,
+    REGION,
+    SAMCONFIG,
+    TEMPLATE,
+    Stack,
+    canonical_event,
+    run_execution,
+    sent_messages,
+)
+from tests.awsstack import _environment as function_environment
+
+WORKSPACE = ".test-google-a.com"
+M365 = ".mail.onmicrosoft.com"
+
+
+class SesAnswer(ServiceException):
+    """An SES error moto serialises with the SESv2 model (defined outside moto's packages)."""
+
+
+THROTTLED = SesAnswer("TooManyRequestsException", "Maximum sending rate exceeded.")
+REJECTED = SesAnswer("MessageRejected", "Message rejected by the receiving host.")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    ses: dict[str, list[str]]  # routing domain -> answers in order ("throttle", "reject", "send"),
+    # the last one repeating
+    stored: bool = True  # whether the message is in the bucket when the execution starts
+
+
+SCENARIOS = [
+    Scenario(
+        "retried-then-delivered-and-refused",
+        {WORKSPACE: ["throttle", "throttle", "send"], M365: ["reject"]},
+    ),
+    Scenario("retries-exhausted", {WORKSPACE: ["throttle"], M365: ["throttle", "send"]}),
+    Scenario("unreadable-message-quarantined", {}, stored=False),
+]
+
+
+@dataclass
+class Observed:
+    """What one run did, with timestamps and ids taken out."""
+
+    status: str
+    output: Any
+    calls: Counter[tuple[str, str]] = field(default_factory=Counter)  # (step, destination)
+    waits: list[float] = field(default_factory=list)  # seconds, sorted
+    outcomes: dict[str, str] = field(default_factory=dict)
+    dead_letters: list[Any] = field(default_factory=list)
+    notices: list[Any] = field(default_factory=list)
+    sent: list[list[str]] = field(default_factory=list)
+
+
+class UpperBound(random.Random):
+    """Full jitter that always draws its upper bound, so both interpreters wait alike."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+class Waits:
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.seconds.append(float(seconds))
+
+
+@pytest.fixture
+def ses_faults(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """SES answers per routing domain, set by each run (moto's backend, otherwise untouched)."""
+    plan: dict[str, list[str]] = {}
+    send = SESV2Backend.send_raw_email
+
+    def answering(backend: Any, source: Any, destinations: list[str], raw_data: str) -> Any:
+        for suffix, answers in plan.items():
+            if any(d.endswith(suffix) for d in destinations):
+                answer = answers.pop(0) if len(answers) > 1 else answers[0]
+                if answer == "throttle":
+                    raise THROTTLED
+                if answer == "reject":
+                    raise REJECTED
+        return send(backend, source, destinations, raw_data)
+
+    monkeypatch.setattr(SESV2Backend, "send_raw_email", answering)
+    return plan
+
+
+def call_of(step: str, document: Any) -> tuple[str, str]:
+    delivery = document.get("delivery") if isinstance(document, dict) else None
+    return step, delivery["destination"] if delivery else ""
+
+
+def stage(stack: Stack, scenario: Scenario) -> None:
+    if scenario.stored:
+        event = canonical_event("process")
+        boto3.client("s3", region_name=REGION).put_object(
+            Bucket=event["bucket"],
+            Key=event["key"],
+            Body=(EVENTS / "stored-message.eml").read_bytes(),
+        )
+
+
+def run_locally(scenario: Scenario, plan: dict[str, list[str]]) -> Observed:
+    with mock_aws(config=MOTO_CONFIG):
+        plan.clear()
+        plan.update({k: list(v) for k, v in scenario.ses.items()})
+        stack = Stack.create()
+        stage(stack, scenario)
+        with function_environment(stack.function_by_code("deliver").environment):
+            services = bootstrap.services.__wrapped__()  # the AWS composition root
+            resolver = Resolver(read_template(TEMPLATE), read_samconfig_parameters(SAMCONFIG))
+            workflow = LocalWorkflow(load_state_machine(TEMPLATE, resolver), services)
+            interpreter = workflow.interpreter
+            waits = Waits()
+            interpreter.rng, interpreter.clock = UpperBound(), waits
+            interpreter.on_retry = None  # its timeline entries need the message id start() sets
+            observed = Observed(status="", output=None)
+            steps = dict(interpreter.tasks)
+
+            def counted(resource: str) -> Any:
+                step = workflow_step(resource)
+
+                def task(document: Any) -> Any:
+                    observed.calls[call_of(step, document)] += 1
+                    return steps[resource](document)
+
+                return task
+
+            interpreter.tasks = {resource: counted(resource) for resource in steps}
+            try:
+                output = interpreter.run(canonical_event("s3-object-created"), name="parity")
+                observed.status, observed.output = "SUCCEEDED", output
+            except ExecutionFailedError as failure:
+                observed.status, observed.output = "FAILED", failure.error
+        observed.waits = sorted(waits.seconds)
+        return observe(stack, observed)
+
+
+def workflow_step(resource: str) -> str:
+    """`${DeliverFunctionArn}` -> deliver, as the template's DefinitionSubstitutions say."""
+    resolver = Resolver(read_template(TEMPLATE), read_samconfig_parameters(SAMCONFIG))
+    return load_state_machine(TEMPLATE, resolver).resource_steps[resource]
+
+
+def run_on_moto(
+    scenario: Scenario, plan: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> Observed:
+    waits = Waits()
+    monkeypatch.setattr(retrier_decl, "time", SimpleNamespace(sleep=waits.sleep))
+    monkeypatch.setattr(jitter_strategy_decl, "random", UpperBound())
+    with mock_aws(config=MOTO_CONFIG):
+        plan.clear()
+        plan.update({k: list(v) for k, v in scenario.ses.items()})
+        stack = Stack.create()
+        stage(stack, scenario)
+        observed = Observed(status="", output=None)
+
+        def invoke(step: str, document: Any) -> Any:
+            observed.calls[call_of(step, document)] += 1
+            return stack.invoke(step, document)
+
+        try:
+            machine = stack.deploy_state_machine(invoke)
+            described = run_execution(
+                machine, canonical_event("s3-object-created"), name=f"parity-{scenario.name}"
+            )
+        finally:
+            stack.close()
+        observed.status = described["status"]
+        observed.output = (
+            json.loads(described["output"]) if "output" in described else described.get("error")
+        )
+        observed.waits = sorted(waits.seconds)
+        return observe(stack, observed)
+
+
+def observe(stack: Stack, observed: Observed) -> Observed:
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    table = stack.resource("StateTable")
+    rows = dynamodb.scan(TableName=table)["Items"]
+    observed.outcomes = {
+        r["recipient"]["S"]: r["outcome"]["S"] for r in rows if r["sk"]["S"].startswith("rcpt#")
+    }
+    observed.dead_letters = sorted(
+        (normalized(json.loads(r["record"]["S"])) for r in rows if r["pk"]["S"] == "dlq"),
+        key=json.dumps,
+    )
+    messages = boto3.client("sqs", region_name=REGION).receive_message(
+        QueueUrl=stack.resource("DeadLetterQueue"), MaxNumberOfMessages=10
+    )
+    observed.notices = sorted(
+        (normalized(json.loads(m["Body"])) for m in messages.get("Messages", [])), key=json.dumps
+    )
+    routing = (WORKSPACE, M365)
+    observed.sent = sorted(
+        sorted(d for d in m.destinations if d.endswith(routing)) for m in sent_messages()
+    )
+    observed.output = normalized(observed.output)
+    return observed
+
+
+_DATE = re.compile(r"[A-Z][a-z]{2}, \d{1,2} [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d [+-]\d{4}")
+_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(\+00:00|Z)?")
+_SES_ID = re.compile(r"SES message [\w-]+")
+_LAMBDA_ONLY = re.compile(r',"requestId":"[\w-]*","stackTrace":\[[^\]]*\]')
+
+
+def normalized(document: Any) -> Any:
+    """Timestamps, SES message ids and the Lambda-only parts of an error's Cause removed."""
+    if isinstance(document, dict):
+        return {
+            key: cause_of(value) if key in {"Cause", "cause"} else normalized(value)
+            for key, value in document.items()
+            if key != "at"
+        }
+    if isinstance(document, list):
+        return [normalized(item) for item in document]
+    if isinstance(document, str):
+        document = _LAMBDA_ONLY.sub("", document)  # a Cause quoted in a detail
+        return _SES_ID.sub("SES message <id>", _TIME.sub("<time>", _DATE.sub("<date>", document)))
+    return document
+
+
+def cause_of(cause: Any) -> Any:
+    """Lambda's Cause adds requestId and stackTrace to what the local interpreter records."""
+    try:
+        parsed = json.loads(cause)
+    except (TypeError, ValueError):
+        return normalized(cause)
+    return {"errorType": parsed.get("errorType"), "errorMessage": parsed.get("errorMessage")}
+
+
+EXPECTED: dict[str, dict[str, Any]] = {
+    "retried-then-delivered-and-refused": {
+        "calls": {
+            ("process", ""): 1,
+            ("deliver", "workspace"): 3,
+            ("deliver", "m365"): 1,
+            ("dead_letter", "m365"): 1,
+        },
+        "waits": [2.0, 4.0],  # IntervalSeconds 2, BackoffRate 2, full jitter's upper bound
+        "outcomes": {
+            "alice@nutrition.co": "delivered",
+            "eve@nutrition.co": "delivered",
+            "carol@nutrition.co": "dead_lettered",
+        },
+        "dead_letter_errors": ["PermanentError"],
+    },
+    "retries-exhausted": {
+        "calls": {
+            ("process", ""): 1,
+            ("deliver", "workspace"): 4,
+            ("deliver", "m365"): 2,
+            ("dead_letter", "workspace"): 1,
+        },
+        "waits": [2.0, 2.0, 4.0, 8.0],  # each Map iteration counts its own attempts
+        "outcomes": {
+            "alice@nutrition.co": "dead_lettered",
+            "eve@nutrition.co": "dead_lettered",
+            "carol@nutrition.co": "delivered",
+        },
+        "dead_letter_errors": ["TransientError"],
+    },
+    "unreadable-message-quarantined": {
+        "calls": {("process", ""): 1, ("quarantine", ""): 1},  # a permanent error: no retry
+        "waits": [],
+        "outcomes": {"(unknown recipients)": "quarantined"},
+        "dead_letter_errors": [],
+    },
+}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
+def test_both_interpreters_retry_dead_letter_and_quarantine_alike(
+    scenario: Scenario, ses_faults: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    local = run_locally(scenario, ses_faults)
+    moto = run_on_moto(scenario, ses_faults, monkeypatch)
+
+    expected = EXPECTED[scenario.name]
+    assert dict(local.calls) == expected["calls"]
+    assert local.waits == expected["waits"]
+    assert local.outcomes == expected["outcomes"]
+    assert [r["error"] for r in local.dead_letters] == expected["dead_letter_errors"]
+    assert local.status == "SUCCEEDED"  # every failure ends in a terminal state, not a failure
+
+    assert moto.calls == local.calls
+    assert moto.waits == local.waits
+    assert moto.status == local.status
+    assert moto.output == local.output
+    assert moto.outcomes == local.outcomes
+    assert moto.dead_letters == local.dead_letters
+    assert moto.notices == local.notices
+    assert moto.sent == local.sent

@@ -1,7 +1,9 @@
 """SMTP transport: one reused connection per destination, results per recipient.
 
-4xx replies are transient and 5xx permanent, per recipient; a broken connection is
-transient for everyone. The envelope sender is passed through unchanged.
+For submission (port 587) the target asks for STARTTLS, then AUTH; a server that does not
+offer STARTTLS when it is required is a failure, never a fallback to plain text. 4xx replies
+are transient and 5xx permanent, per recipient; a broken connection is transient for
+everyone. The envelope sender is passed through unchanged.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from mxgate.errors import ConfigError
 from mxgate.ports import SendResult
+from mxgate.routing.config import Destination
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 
@@ -36,8 +40,11 @@ class SmtpTarget:
 
 
 class SmtpTransport:
-    def __init__(self, target: SmtpTarget) -> None:
+    requires_verified_sender = False  # the envelope and From go through as they are
+
+    def __init__(self, target: SmtpTarget, max_message_bytes: int | None = None) -> None:
         self.target = target
+        self.max_message_bytes = max_message_bytes
         self._client: smtplib.SMTP | None = None
         self._lock = threading.Lock()
 
@@ -48,6 +55,11 @@ class SmtpTransport:
         )
         client.ehlo()
         if target.starttls:
+            if not client.has_extn("starttls"):
+                client.close()
+                raise smtplib.SMTPNotSupportedError(
+                    f"{target.host}:{target.port} does not offer STARTTLS, which is required"
+                )
             context = ssl.create_default_context()
             if not target.verify_tls:
                 context.check_hostname = False
@@ -146,3 +158,27 @@ def _describe(error: BaseException) -> str:
         reply = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
         return f"{code} {reply}"
     return f"{type(error).__name__}: {error}"
+
+
+def submission_transport(
+    destination: Destination, environ: Mapping[str, str], helo: str
+) -> SmtpTransport:
+    """The transport of a routes destination with `transport: smtp` (the same on both runtimes)."""
+    if destination.host is None:
+        raise ConfigError("an smtp destination needs `host`")
+    password = None
+    if destination.password_env is not None:
+        password = environ.get(destination.password_env)
+        if password is None:
+            raise ConfigError(f"the SMTP password variable {destination.password_env} is not set")
+    return SmtpTransport(
+        SmtpTarget(
+            destination.host,
+            destination.port,
+            starttls=destination.starttls,
+            verify_tls=destination.verify_tls,
+            username=destination.username,
+            password=password,
+            helo=helo,
+        )
+    )

@@ -4,7 +4,7 @@ mailbox providers (config/local.yaml)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -29,6 +29,22 @@ class SmtpConfig(Strict):
     auth_port: Annotated[int, Field(ge=0, le=65535)] = 2587  # AUTH ingress points listen here
 
 
+class SesEndpoint(Strict):
+    """SES sending at a given endpoint (a moto server, a test double) instead of a stand-in."""
+
+    ses_endpoint: Annotated[str, Field(pattern=r"^https?://")]
+    region: str = "us-east-1"
+
+
+class AsRouted(Strict):
+    """Leave as the routes file says (SMTP submission to its host, e.g. one on loopback)."""
+
+    as_routed: Literal[True]
+
+
+LocalDestination = str | SesEndpoint | AsRouted  # a string names a local mailbox host
+
+
 class LocalConfig(Strict):
     template: Path = Path("../template.yaml")
     samconfig: Path = Path("../samconfig.toml")
@@ -38,7 +54,9 @@ class LocalConfig(Strict):
     smtp: SmtpConfig = SmtpConfig()
     mailbox_hosts: dict[str, MailboxHost] = Field(default_factory=dict)
     relays: dict[str, str] = Field(default_factory=dict)  # relay logical id -> mailbox host
-    destinations: dict[str, str] = Field(default_factory=dict)  # routes destination -> mailbox host
+    # routes destination -> a local mailbox host (a name), an SES endpoint, or {as_routed: true}
+    destinations: dict[str, LocalDestination] = Field(default_factory=dict)
+    bounces: str | None = None  # the mailbox host DSNs to envelope senders go to
     address_lists: Path = Path("address-lists")  # under $MXGATE_HOME unless absolute
 
     def resolved(self, base: Path) -> LocalConfig:
@@ -68,8 +86,13 @@ def load_local_config(path: Path) -> LocalConfig:
             ".".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in error.errors()
         )
         raise ConfigError(f"{path}: {problems}") from error
-    unknown = sorted(set(config.relays.values()) | set(config.destinations.values()))
+    unknown = sorted(
+        {*config.relays.values(), *(d for d in config.destinations.values() if isinstance(d, str))}
+        | ({config.bounces} if config.bounces else set())
+    )
     missing = [host for host in unknown if host not in config.mailbox_hosts]
     if missing:
-        raise ConfigError(f"{path}: relays/destinations name unknown mailbox hosts {missing}")
+        raise ConfigError(
+            f"{path}: relays/destinations/bounces name unknown mailbox hosts {missing}"
+        )
     return config.resolved(path.parent)

@@ -9,10 +9,13 @@ from mxgate.ports import (
     AppEvents,
     Clock,
     DeadLetters,
+    Deferrals,
+    Hooks,
     Idempotency,
     ObjectStore,
     Timeline,
     Transport,
+    Webhooks,
 )
 from mxgate.routing.config import Routes
 
@@ -28,3 +31,8 @@ class Services:
     routes: Routes
     clock: Clock
     gateway_host: str = "mxgate.local"  # names this gateway in trace header fields
+    # delivery beyond the first attempts: without these, deferral, DSNs and hooks are off
+    deferrals: Deferrals | None = None  # the deferred queue
+    bounces: Transport | None = None  # sends DSNs to envelope senders
+    hooks: Hooks | None = None
+    webhooks: Webhooks | None = None

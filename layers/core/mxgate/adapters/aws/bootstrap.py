@@ -11,10 +11,10 @@ from pathlib import Path
 import boto3
 from pydantic import BaseModel, ConfigDict
 
+from mxgate.adapters.aws.delivery import delivery_adapters
 from mxgate.adapters.aws.dynamodb import DynamoState
 from mxgate.adapters.aws.events import EventBridgeAppEvents, QueueingDeadLetters
 from mxgate.adapters.aws.s3 import S3ObjectStore
-from mxgate.adapters.aws.ses import SesTransport
 from mxgate.clock import SystemClock
 from mxgate.routing.config import load_routes
 from mxgate.workflow.services import Services
@@ -50,20 +50,19 @@ def services() -> Services:
     clock = SystemClock()
     routes = load_routes(settings.routes_file)
     state = DynamoState(boto3.client("dynamodb"), settings.state_table, clock)
-    ses = boto3.client("sesv2")
-    transports = {
-        name: SesTransport(ses, destination.routing_domain)
-        for name, destination in routes.destinations.items()
-        if destination.transport == "ses"
-    }
+    delivery = delivery_adapters(routes, clock, settings.gateway_host)
     return Services(
         objects=S3ObjectStore(boto3.client("s3")),
         timeline=state,
         idempotency=state,
-        transports=transports,
+        transports=delivery.transports,
         app_events=EventBridgeAppEvents(boto3.client("events"), settings.event_bus),
         dead_letters=QueueingDeadLetters(state, boto3.client("sqs"), settings.dead_letter_queue),
         routes=routes,
         clock=clock,
         gateway_host=settings.gateway_host,
+        deferrals=delivery.deferrals,
+        bounces=delivery.bounces,
+        hooks=delivery.hooks,
+        webhooks=delivery.webhooks,
     )

@@ -95,6 +95,13 @@ class DynamoState:
         )
         return True
 
+    def reopen(self, message_id: str, recipient: str) -> None:
+        """Forget a recipient's terminal state (a redrive gives it a new one)."""
+        self.client.delete_item(
+            TableName=self.table,
+            Key={"pk": _s(f"msg#{message_id}"), "sk": _s(f"rcpt#{recipient.casefold()}")},
+        )
+
     def _query(self, pk: str, prefix: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         for page in self.client.get_paginator("query").paginate(

@@ -41,6 +41,7 @@ from mxgate.workflow.model import (
 from mxgate.workflow.services import Services
 
 DEFERRED = "deferred"  # a RecipientResult outcome: not terminal, waiting in the deferred queue
+_TERMINAL = {o.value for o in Outcome}
 
 
 def idempotency_key(delivery: Delivery, recipient: str) -> str:
@@ -89,6 +90,9 @@ def _pending(delivery: Delivery, services: Services) -> tuple[list[RecipientResu
         previous = services.idempotency.seen(idempotency_key(delivery, recipient))
         state = settled.get(recipient.casefold())
         if previous is not None:
+            if delivery.settles and state is None and previous in _TERMINAL:
+                # done by an earlier attempt that stopped before settling it: settle it now
+                _settle(services, delivery, recipient, Outcome(previous), "done earlier")
             done.append(
                 RecipientResult(recipient=recipient, outcome=previous, detail="already done")
             )
@@ -526,8 +530,9 @@ def redrive(
     clock: Clock,
 ) -> DeferredDelivery:
     """Put a dead letter back in the deferred queue, due now, with a fresh lifetime. Its
-    recipients are reopened (a success settles them anew); recipients that were delivered in
-    the meantime are skipped by the delivery's idempotency keys, so nothing is sent twice."""
+    dead-lettered recipients are reopened (a success settles them anew); recipients delivered
+    in the meantime keep their state and are skipped by the delivery's idempotency keys, so
+    nothing is sent twice."""
     record = dead_letters.get(record_id)
     if record is None:
         raise PermanentError(f"no dead letter {record_id!r}")
@@ -538,8 +543,11 @@ def redrive(
     delivery = delivery.model_copy(update={"deferral": None})
     now = clock.now()
     if delivery.settles:
+        states = {s.recipient.casefold(): s for s in timeline.states(delivery.message.message_id)}
         for recipient in delivery.recipients:
-            timeline.reopen(delivery.message.message_id, recipient)
+            state = states.get(recipient.casefold())
+            if state is not None and state.outcome is Outcome.DEAD_LETTERED:
+                timeline.reopen(delivery.message.message_id, recipient)
     queued = DeferredDelivery(
         record_id=f"{delivery.delivery_id}#redrive-{now.strftime('%Y%m%dT%H%M%S%f')}",
         due_at=now.isoformat(),

@@ -95,6 +95,17 @@ class SqliteState:
             db.execute("COMMIT")
             return cursor.rowcount
 
+    def _write_durably(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        """A write fsynced on commit: deferred deliveries and dead letters are all that
+        remembers a delivery once the spool file is gone."""
+        with self._lock:
+            self.db.execute("PRAGMA synchronous=FULL")
+        try:
+            self._write(sql, rows)
+        finally:
+            with self._lock:
+                self.db.execute("PRAGMA synchronous=NORMAL")
+
     # ----------------------------------------------------------------------- Timeline
 
     def record(self, event: TimelineEvent) -> None:
@@ -218,7 +229,7 @@ class SqliteState:
     # ----------------------------------------------------------------------- DeadLetters
 
     def put(self, record_id: str, record: Mapping[str, object]) -> None:
-        self._write(
+        self._write_durably(
             "INSERT OR REPLACE INTO dead_letters VALUES (?,?)", [(record_id, json.dumps(record))]
         )
 
@@ -242,7 +253,7 @@ class SqliteState:
         delivery = document.get("delivery")
         message = delivery.get("message") if isinstance(delivery, dict) else None
         message_id = str(message.get("message_id", "")) if isinstance(message, dict) else ""
-        self._write(
+        self._write_durably(
             "INSERT OR REPLACE INTO deferred (id, message_id, due_at, leased_until, document) "
             "VALUES (?,?,?,NULL,?)",
             [(record_id, message_id, _utc(due_at), json.dumps(document))],

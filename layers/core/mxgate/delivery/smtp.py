@@ -53,21 +53,24 @@ class SmtpTransport:
         client = smtplib.SMTP(
             target.host, target.port, local_hostname=target.helo, timeout=target.timeout
         )
-        client.ehlo()
-        if target.starttls:
-            if not client.has_extn("starttls"):
-                client.close()
-                raise smtplib.SMTPNotSupportedError(
-                    f"{target.host}:{target.port} does not offer STARTTLS, which is required"
-                )
-            context = ssl.create_default_context()
-            if not target.verify_tls:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            client.starttls(context=context)
+        try:
             client.ehlo()
-        if target.username is not None and target.password is not None:
-            client.login(target.username, target.password)
+            if target.starttls:
+                if not client.has_extn("starttls"):
+                    raise smtplib.SMTPNotSupportedError(
+                        f"{target.host}:{target.port} does not offer STARTTLS, which is required"
+                    )
+                context = ssl.create_default_context()
+                if not target.verify_tls:
+                    context.check_hostname = False
+                    context.verify_mode = ssl.CERT_NONE
+                client.starttls(context=context)
+                client.ehlo()
+            if target.username is not None and target.password is not None:
+                client.login(target.username, target.password)
+        except BaseException:
+            client.close()  # a half-open session is never kept or leaked
+            raise
         return client
 
     def close(self) -> None:

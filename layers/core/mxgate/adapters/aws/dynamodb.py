@@ -104,10 +104,12 @@ class DynamoState:
 
     def _query(self, pk: str, prefix: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
+        values = {":pk": _s(pk), **({":prefix": _s(prefix)} if prefix else {})}
         for page in self.client.get_paginator("query").paginate(
             TableName=self.table,
-            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
-            ExpressionAttributeValues={":pk": _s(pk), ":prefix": _s(prefix)},
+            # DynamoDB refuses an empty string in a key condition: no prefix, no begins_with
+            KeyConditionExpression="pk = :pk" + (" AND begins_with(sk, :prefix)" if prefix else ""),
+            ExpressionAttributeValues=values,
         ):
             items.extend(page["Items"])
         return items

@@ -45,7 +45,8 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
             BillingMode=table["BillingMode"],
         )
         sqs = boto3.client("sqs", region_name=REGION)
-        assert "DeferQueue" in resources and "DeadLetterQueue" in resources
+        assert "DeferQueue" in resources
+        assert "DeadLetterQueue" in resources
         defer_url = sqs.create_queue(QueueName="defer")["QueueUrl"]
         dlq_url = sqs.create_queue(QueueName="dead-letters")["QueueUrl"]
         yield {"dynamodb": dynamodb, "sqs": sqs, "defer": defer_url, "dlq": dlq_url}

@@ -5,8 +5,8 @@ claim checks and idempotency. Time is fake, so days of deferral take millisecond
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 from email import message_from_bytes, policy
+from pathlib import Path
 
 from mxgate.workflow.delivery import redrive
 from tests.delivery_harness import SENDER, message, routes_with
@@ -77,7 +77,7 @@ def test_expiry_without_dsn_dead_letters(benches):
     bench.run(message_id)
     bench.run_until_settled(message_id, 1)
     assert bench.outcomes(message_id) == {"bob@nutrition.co": "dead_lettered"}
-    ((record_id, record),) = list(bench.state.list())
+    ((_record_id, record),) = list(bench.state.list())
     assert record["error"] == "Expired"
     assert record["recipients"] == ["bob@nutrition.co"]
     assert bench.received("outside", SENDER) == []

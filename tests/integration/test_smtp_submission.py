@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from mxgate.delivery.smtp import submission_transport
+from mxgate.errors import ConfigError
 from mxgate.local.tls import ensure_certificate, server_context
 from mxgate.routing.config import Destination
 from tests.delivery_harness import LoopThread
@@ -200,7 +200,5 @@ def test_no_plain_text_fallback_when_starttls_is_missing(submission):
 
 
 def test_a_missing_password_variable_is_a_configuration_error():
-    from mxgate.errors import ConfigError
-
     with pytest.raises(ConfigError, match="SUBMISSION_PASSWORD is not set"):
         submission_transport(destination(587), {}, "mxgate.test")

@@ -40,7 +40,8 @@ def test_claim_check_stub_says_what_it_was_and_links_to_it():
     assert "45.0 MB" in text
     assert "plans.pdf" in text
     assert len(stub) < 4000
-    assert b"\r\n" in stub and b"\n" not in stub.replace(b"\r\n", b"")
+    assert b"\r\n" in stub
+    assert b"\n" not in stub.replace(b"\r\n", b"")
 
 
 def test_expiry_dsn_is_a_delivery_status_report():

@@ -99,7 +99,8 @@ def test_first_matching_rule_wins_and_says_why():
     assert rule.name == "dmarc-reject"
     assert reason == "dmarc=fail, dmarc_policy=reject"
     rule, reason = quarantine_rule(RULES, "workspace", facts_of(parsed)) or (None, "")
-    assert rule is not None and rule.name == "executable"
+    assert rule is not None
+    assert rule.name == "executable"
     assert reason == "attachment a.exe (application/octet-stream)"
 
 

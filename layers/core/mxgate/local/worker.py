@@ -1,8 +1,8 @@
 """Worker processes: each takes spooled messages through the rule set and the workflow.
 
 The pool initializer builds one Worker per process (the process-wide instance below is the
-pool's documented pattern); `handle` is what the ingress submits, one spooled file a call; `handle_deferred` is what
-the scheduler submits, one deferred delivery a call.
+pool's documented pattern); `handle` is what the ingress submits, one spooled file a call,
+and `handle_deferred` what the deferred queue's scheduler submits, one delivery a call.
 """
 
 from __future__ import annotations

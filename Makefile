@@ -77,6 +77,7 @@ sam-build: $(SAM)
 
 bench: $(STAMP) system-deps
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/deferral.py
 
 clean:
 	rm -rf .mxgate .aws-sam .pytest_cache .mypy_cache .ruff_cache

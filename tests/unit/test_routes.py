@@ -14,6 +14,7 @@ import yaml
 
 from mxgate.errors import ConfigError
 from mxgate.routing.config import Routes, load_routes, parse_duration, routes_schema
+from mxgate.workflow.delivery import backoff
 from tests.support import REPO
 
 ROUTES = REPO / "config" / "routes.yaml"
@@ -158,3 +159,13 @@ def test_routes_check_command(tmp_path):
     )
     assert done.returncode == 1
     assert "delivery.oversize" in done.stderr
+
+
+def test_the_deferral_schedule_doubles_up_to_its_cap_with_a_repeatable_spread():
+    policy = Routes.model_validate(document()).policy("workspace")
+    waits = [backoff(policy, attempt, "01A.workspace.0") for attempt in range(1, 8)]
+    for attempt, wait in enumerate(waits, start=1):
+        base = min(4000, 300 * 2 ** (attempt - 1))
+        assert base * 0.9 <= wait <= base * 1.1
+    assert waits == [backoff(policy, n, "01A.workspace.0") for n in range(1, 8)]  # seeded
+    assert waits != [backoff(policy, n, "01B.workspace.0") for n in range(1, 8)]  # spread

@@ -7,6 +7,7 @@ in a pool of worker processes, so parsing and delivery never stall the SMTP sess
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import multiprocessing
@@ -55,6 +56,7 @@ class Gateway:
         self.idle.set()
         self.deferred_running: set[str] = set()
         self.scheduler: asyncio.Task[None] | None = None
+        self.room_freed = asyncio.Event()  # a deferred delivery finished: look again at once
 
     async def _mailbox_hosts(
         self, loop: asyncio.AbstractEventLoop
@@ -90,7 +92,9 @@ class Gateway:
 
     def _finished(self, future: Future[str], label: str) -> None:
         self.pending.discard(future)
-        self.deferred_running.discard(label)
+        if label in self.deferred_running:
+            self.deferred_running.discard(label)
+            self.room_freed.set()
         if not self.pending:
             self.idle.set()
         error = future.exception()
@@ -120,7 +124,10 @@ class Gateway:
                         self._track(future, record_id)
             except Exception:
                 log.exception("deferred queue scheduler failed; trying again")
-            await asyncio.sleep(settings.defer_poll)
+            self.room_freed.clear()
+            # the next look: after the poll interval, or as soon as a worker is free
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.room_freed.wait(), settings.defer_poll)
 
     async def start(self) -> Running:
         setup, dirs = self.setup, self.dirs

@@ -5,6 +5,7 @@ from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
     EventType,
@@ -29,7 +30,14 @@ def consumer() -> Redeliverer:
 
 
 def record_handler(record: SQSRecord) -> str:
-    return consumer().handle(record.body)
+    outcome = consumer().handle(record.body)
+    started = outcome.startswith("started")
+    metrics.add_metric(
+        name="RedeliveriesStarted" if started else "DeferralsWaiting",
+        unit=MetricUnit.Count,
+        value=1,
+    )
+    return outcome
 
 
 @logger.inject_lambda_context

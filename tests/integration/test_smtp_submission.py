@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from mxgate.delivery.smtp import submission_transport
+from mxgate.delivery.smtp import submission_or_deferral, submission_transport
 from mxgate.errors import ConfigError
 from mxgate.local.tls import ensure_certificate, server_context
 from mxgate.routing.config import Destination
@@ -202,3 +202,10 @@ def test_no_plain_text_fallback_when_starttls_is_missing(submission):
 def test_a_missing_password_variable_is_a_configuration_error():
     with pytest.raises(ConfigError, match="SUBMISSION_PASSWORD is not set"):
         submission_transport(destination(587), {}, "mxgate.test")
+
+
+def test_a_destination_without_its_password_defers_its_deliveries():
+    transport = submission_or_deferral(destination(587), {}, "mxgate.test")
+    (result,) = transport.send("bounces@shop.example", ["alice@nutrition.co"], RAW).values()
+    assert (result.ok, result.transient) == (False, True)
+    assert result.detail == "4.3.5 the SMTP password variable SUBMISSION_PASSWORD is not set"

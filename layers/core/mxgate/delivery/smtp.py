@@ -185,3 +185,29 @@ def submission_transport(
             helo=helo,
         )
     )
+
+
+class MisconfiguredTransport:
+    """Stands in for a destination whose configuration cannot be used (a missing password):
+    its deliveries are deferred with the reason, as an MTA defers on a configuration error
+    (4.3.5), so fixing the configuration within the queue lifetime loses nothing."""
+
+    requires_verified_sender = False
+    max_message_bytes: int | None = None
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def send(
+        self, envelope_sender: str, recipients: Sequence[str], raw: bytes
+    ) -> Mapping[str, SendResult]:
+        return _everyone(recipients, transient=True, detail=f"4.3.5 {self.reason}")
+
+
+def submission_or_deferral(
+    destination: Destination, environ: Mapping[str, str], helo: str
+) -> SmtpTransport | MisconfiguredTransport:
+    try:
+        return submission_transport(destination, environ, helo)
+    except ConfigError as error:
+        return MisconfiguredTransport(str(error))

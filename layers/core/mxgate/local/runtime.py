@@ -15,7 +15,7 @@ from mxgate.adapters.local.hooks import LocalHooks
 from mxgate.adapters.local.objects import FileObjectStore
 from mxgate.adapters.local.state import SqliteState
 from mxgate.clock import SystemClock
-from mxgate.delivery.smtp import SmtpTarget, SmtpTransport, submission_transport
+from mxgate.delivery.smtp import SmtpTarget, SmtpTransport, submission_or_deferral
 from mxgate.delivery.webhook import SignedPoster, signing_keys
 from mxgate.errors import ConfigError
 from mxgate.local.addresslists import FileAddressBook
@@ -180,7 +180,7 @@ def destination_transports(
                 destination.routing_domain,
             )
         elif destination.transport == "smtp":
-            transports[name] = submission_transport(destination, environ, setup.settings.hostname)
+            transports[name] = submission_or_deferral(destination, environ, setup.settings.hostname)
         else:
             raise ConfigError(
                 f"{setup.settings.config}: destinations.{name} is routed through SES; "

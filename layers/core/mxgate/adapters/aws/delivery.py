@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from mxgate.adapters.aws.deferral import Redeliverer, SqsDeferrals
 from mxgate.adapters.aws.hooks import LambdaHooks
 from mxgate.adapters.aws.ses import SesTransport
-from mxgate.delivery.smtp import submission_transport
+from mxgate.delivery.smtp import submission_or_deferral
 from mxgate.delivery.webhook import SignedPoster, signing_keys
 from mxgate.errors import ConfigError
 from mxgate.ports import Clock, Transport
@@ -74,7 +74,7 @@ def delivery_adapters(
                 ses, destination.routing_domain, configuration_set=settings.ses_configuration_set
             )
         else:
-            transports[name] = submission_transport(destination, env, gateway_host)
+            transports[name] = submission_or_deferral(destination, env, gateway_host)
     poster = SignedPoster(signing_keys(routes, env), clock)
     return DeliveryAdapters(
         transports=transports,

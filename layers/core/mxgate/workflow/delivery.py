@@ -15,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Iterator
 from datetime import datetime, timedelta
+from typing import Any
 
 from mxgate.delivery.appevent import app_event, fit_event, store_attachments
 from mxgate.delivery.claimcheck import claim_check_stub
@@ -237,18 +239,14 @@ def _send_to_mailbox(
     return delivered
 
 
-def _received_at(services: Services) -> str:
-    return services.clock.now().isoformat()
-
-
-def _hand_to_app(
+def _app_events(
     delivery: Delivery, recipients: list[str], services: Services
-) -> list[RecipientResult]:
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(recipient, event) for each recipient: what the app's queue and its webhook receive."""
     ref = delivery.message
     raw = services.objects.get(ref.bucket, ref.key)
     parsed = parse_message(raw)
     attachments = store_attachments(raw, services.objects, ref.bucket)
-    results = []
     for recipient in recipients:
         event = app_event(
             ref=ref,
@@ -257,16 +255,19 @@ def _hand_to_app(
             recipients=[recipient],
             attachments=attachments,
             objects=services.objects,
-            received_at=_received_at(services),
+            received_at=services.clock.now().isoformat(),
         )
-        event = fit_event(
-            event,
-            objects=services.objects,
-            bucket=ref.bucket,
-            name=f"{ref.message_id}.{recipient.replace('/', '_')}",
-        )
+        name = f"{ref.message_id}.{recipient.replace('/', '_')}"
+        yield recipient, fit_event(event, objects=services.objects, bucket=ref.bucket, name=name)
+
+
+def _hand_to_app(
+    delivery: Delivery, recipients: list[str], services: Services
+) -> list[RecipientResult]:
+    results = []
+    for recipient, event in _app_events(delivery, recipients, services):
         where = services.app_events.publish(
-            delivery.destination, f"{ref.message_id}.{recipient}", event
+            delivery.destination, f"{delivery.message.message_id}.{recipient}", event
         )
         services.idempotency.remember(
             idempotency_key(delivery, recipient), Outcome.HANDED_TO_APP.value
@@ -287,34 +288,24 @@ def _post_webhook(
         raise PermanentError(f"app {delivery.destination} has no webhook")
     if services.webhooks is None:
         raise PermanentError("webhooks are not set up on this runtime")
-    ref = delivery.message
-    raw = services.objects.get(ref.bucket, ref.key)
-    parsed = parse_message(raw)
-    attachments = store_attachments(raw, services.objects, ref.bucket)
     results = []
-    for recipient in recipients:
-        event_id = f"{ref.message_id}.{recipient}"
-        event = fit_event(
-            app_event(
-                ref=ref,
-                parsed=parsed,
-                fields={"app": delivery.destination, "recipient": recipient},
-                recipients=[recipient],
-                attachments=attachments,
-                objects=services.objects,
-                received_at=_received_at(services),
-            ),
-            objects=services.objects,
-            bucket=ref.bucket,
-            name=f"{ref.message_id}.{recipient.replace('/', '_')}",
-        )
-        body = json.dumps(event, ensure_ascii=False).encode()
+    for recipient, event in _app_events(delivery, recipients, services):
         answer = services.webhooks.post(
-            webhook.url, webhook.secret_env, event_id, body, webhook.timeout
+            webhook.url,
+            webhook.secret_env,
+            f"{delivery.message.message_id}.{recipient}",  # the app event's id too
+            json.dumps(event, ensure_ascii=False).encode(),
+            webhook.timeout,
         )
         services.idempotency.remember(idempotency_key(delivery, recipient), "posted")
         services.timeline.record(
-            _event(services, ref.message_id, Stage.ATTEMPT, f"webhook: {answer}", recipient)
+            _event(
+                services,
+                delivery.message.message_id,
+                Stage.ATTEMPT,
+                f"webhook: {answer}",
+                recipient,
+            )
         )
         results.append(RecipientResult(recipient=recipient, outcome="posted", detail=answer))
     return results
@@ -335,7 +326,7 @@ def _call_hook(
             recipients=recipients,
             attachments={},
             objects=services.objects,
-            received_at=_received_at(services),
+            received_at=services.clock.now().isoformat(),
         ),
         objects=services.objects,
         bucket=ref.bucket,

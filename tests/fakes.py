@@ -30,6 +30,8 @@ class RecordingTransport:
 
     script: dict[str, list[SendResult]] = field(default_factory=dict)
     sent: list[tuple[str, tuple[str, ...], bytes]] = field(default_factory=list)
+    max_message_bytes: int | None = None
+    requires_verified_sender: bool = False
 
     def send(
         self, envelope_sender: str, recipients: Sequence[str], raw: bytes

@@ -10,7 +10,8 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mxgate.adapters.aws.bootstrap import services, settings
+from mxgate.adapters.aws.bootstrap import services
+from mxgate.adapters.aws.settings import settings
 from mxgate.adapters.aws.triggers import keep_envelope, read_trigger
 from mxgate.workflow import steps
 

@@ -1,4 +1,4 @@
-"""Local SMTP mailbox hosts (the gateway's own Maildir servers) on free loopback ports."""
+"""Fixtures of the integration tests: local mailbox hosts on free ports, delivery benches."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from aiosmtpd.smtp import SMTP
 
 from mxgate.local.mailbox import MaildirHandler
+from tests.delivery_harness import BenchFactory, bench_factory
 
 
 @pytest.fixture
@@ -51,3 +52,8 @@ def mailbox_host(tmp_path: Path) -> Iterator[Callable[[str], int]]:
     loop.call_soon_threadsafe(loop.stop)
     thread.join(10)
     loop.close()
+
+
+@pytest.fixture
+def benches(tmp_path: Path) -> Iterator[BenchFactory]:
+    yield from bench_factory(tmp_path)

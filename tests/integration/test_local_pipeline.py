@@ -4,6 +4,7 @@ mailbox hosts on loopback, including the state machine's retries and dead letter
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,9 @@ from aiosmtpd.controller import Controller
 from mxgate.local.mailbox import MaildirHandler
 from mxgate.local.runtime import Worker, build_worker, load_setup
 from mxgate.local.settings import LocalSettings
-from mxgate.local.worker import process_spooled
+from mxgate.local.worker import process_spooled, run_deferred
 from mxgate.timeline import Outcome, Stage
-from mxgate.workflow.model import Envelope
+from mxgate.workflow.model import DeferredDelivery, Envelope
 from tests.support import free_port, local_config
 
 RAW = b"From: a@shop.example\r\nTo: alice@nutrition.co\r\nSubject: hi\r\n\r\nbody\r\n"
@@ -77,21 +78,25 @@ def test_delivered_and_spool_file_removed(worker):
     assert stored.read_bytes().endswith(RAW)
 
 
-def test_outage_is_retried_by_the_state_machine_then_dead_lettered(worker):
+def test_outage_is_retried_then_deferred_then_delivered_when_the_host_is_back(worker):
     mailbox_host_replies(worker, "workspace", "451 4.3.0 mailbox host busy")
     path = accept(worker, "01OUTAGE", ["alice@nutrition.co", "carol@nutrition.co"])
     process_spooled(worker, path)
-    assert outcomes(worker, "01OUTAGE") == {
-        "alice@nutrition.co": Outcome.DEAD_LETTERED,
-        "carol@nutrition.co": Outcome.DELIVERED,
-    }
+    # the state machine's quick retries, then the deferred queue: no terminal state yet
+    assert outcomes(worker, "01OUTAGE") == {"carol@nutrition.co": Outcome.DELIVERED}
     retries = [e for e in worker.state.events("01OUTAGE") if e.stage is Stage.RETRY]
     assert len(retries) == 3  # MaxAttempts of DeliverOne's Retry in the ASL
-    records = dict(worker.state.list())
-    assert len(records) == 1
-    record = next(iter(records.values()))
-    assert record["error"] == "TransientError"
-    assert record["recipients"] == ["alice@nutrition.co"]
+    assert not dict(worker.state.list())  # nothing dead-lettered
+
+    mailbox_host_replies(worker, "workspace", None)
+    later = datetime.now(UTC) + timedelta(days=1)
+    ((record_id, document),) = worker.state.lease_due(later, 60)
+    assert run_deferred(worker, record_id, DeferredDelivery.model_validate(document)) == "done"
+    assert outcomes(worker, "01OUTAGE") == {
+        "alice@nutrition.co": Outcome.DELIVERED,
+        "carol@nutrition.co": Outcome.DELIVERED,
+    }
+    assert worker.state.lease_due(later, 60) == []
 
 
 def test_permanent_refusal_is_dead_lettered_without_retries(worker):

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 from cfnlint.api import ManualArgs, lint
 
-from mxgate.adapters.aws.bootstrap import AwsSettings
+from mxgate.adapters.aws.settings import AwsSettings
 from tests.awsstack import REPO, TEMPLATE
 
 TEXT = TEMPLATE.read_text()
@@ -68,7 +68,7 @@ def test_the_functions_environment_is_what_the_composition_root_reads():
     set_by_template = set(re.findall(r"^        (MXGATE_\w+):", TEXT, flags=re.MULTILINE))
     read = set(
         re.findall(
-            r'"(MXGATE_\w+)"', (REPO / "layers/core/mxgate/adapters/aws/bootstrap.py").read_text()
+            r'"(MXGATE_\w+)"', (REPO / "layers/core/mxgate/adapters/aws/settings.py").read_text()
         )
     )
     assert set_by_template <= read

@@ -55,6 +55,10 @@ class Timeline(Protocol):
         """Record a recipient's terminal state; False if it already had one (first one wins)."""
         ...
 
+    def reopen(self, message_id: str, recipient: str) -> None:
+        """Forget a recipient's terminal state, so a redriven delivery can settle it anew."""
+        ...
+
     def states(self, message_id: str) -> list[RecipientState]: ...
 
     def events(self, message_id: str) -> list[TimelineEvent]: ...
@@ -80,6 +84,16 @@ class AppEvents(Protocol):
 
 class Transport(Protocol):
     """Hands a raw message to a mailbox host (SMTP, SES, ...)."""
+
+    @property
+    def max_message_bytes(self) -> int | None:
+        """The largest message it takes (None: no limit known beforehand)."""
+        ...
+
+    @property
+    def requires_verified_sender(self) -> bool:
+        """Whether it sends only from verified identities (SES), so the sender policy applies."""
+        ...
 
     def send(
         self, envelope_sender: str, recipients: Sequence[str], raw: bytes
@@ -125,3 +139,24 @@ class DeadLetters(Protocol):
     def get(self, record_id: str) -> dict[str, object] | None: ...
 
     def remove(self, record_id: str) -> None: ...
+
+
+class Deferrals(Protocol):
+    """Deliveries waiting for their next attempt (SQLite here, an SQS queue with delays on AWS)."""
+
+    def schedule(self, record_id: str, due_at: datetime, document: Mapping[str, object]) -> None:
+        """Run `document` (a deferred delivery) again at `due_at`; the same id twice is one."""
+        ...
+
+
+class Hooks(Protocol):
+    """Post-ingress hooks of the routes file (a Lambda function, a command, an HTTP endpoint)."""
+
+    def call(self, hook: str, event_id: str, event: Mapping[str, object]) -> str:
+        """Run one hook with the event; returns what happened. Raises TransientError or
+        PermanentError (or PolicyError when the hook has no target on this runtime)."""
+        ...
+
+
+class Webhooks(Protocol):
+    def post(self, url: str, secret: str, event_id: str, body: bytes, timeout: float) -> str: ...

@@ -10,6 +10,7 @@ from mxgate.cli.common import add_settings_arguments, print_json, settings_from,
 from mxgate.errors import ConfigError
 from mxgate.local.runtime import Paths
 from mxgate.timeline import Stage
+from mxgate.workflow.model import DeferredDelivery
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -39,6 +40,7 @@ def summary(state: SqliteState, message_id: str) -> dict[str, object]:
         "accepted_at": accepted.at.isoformat() if accepted else None,
         "detail": accepted.detail if accepted else "",
         "outcomes": dict(outcomes),
+        "deferred": len(state.deferred(message_id)),
         # a recipient replaced by several addresses settles each: never fewer states than this
         "in_progress": through_rules == 0 or sum(outcomes.values()) < through_rules,
     }
@@ -46,7 +48,7 @@ def summary(state: SqliteState, message_id: str) -> dict[str, object]:
 
 def _outcome_text(row: dict[str, object]) -> str:
     if row["in_progress"]:
-        return "in progress"
+        return f"deferred ({row['deferred']} deliveries)" if row["deferred"] else "in progress"
     outcomes = row["outcomes"]
     assert isinstance(outcomes, dict)
     return ", ".join(f"{count} {outcome}" for outcome, count in outcomes.items())
@@ -91,12 +93,14 @@ def trace(args: argparse.Namespace) -> int:
     message_id = matches[0]
     events = state.events(message_id)
     states = state.states(message_id)
+    deferred = state.deferred(message_id)
     if args.json:
         print_json(
             {
                 "message_id": message_id,
                 "events": [e.model_dump(mode="json") for e in events],
                 "recipients": [s.model_dump(mode="json") for s in states],
+                "deferred": deferred,
             }
         )
         return 0
@@ -114,4 +118,15 @@ def trace(args: argparse.Namespace) -> int:
             print(f"  {s.recipient:<40} {s.outcome.value:<14} {s.route:<10} {s.detail}")
     else:
         print("recipients: none settled yet (in progress)")
+    for record in deferred:
+        waiting = DeferredDelivery.model_validate(
+            {k: v for k, v in record.items() if k in DeferredDelivery.model_fields}
+        )
+        delivery, deferral = waiting.delivery, waiting.delivery.deferral
+        when = "running now" if record["running"] else f"next attempt {waiting.due_at[:19]}"
+        print(
+            f"deferred: {delivery.kind} {delivery.destination} {', '.join(delivery.recipients)}: "
+            + when
+            + (f", deferral {deferral.attempts}: {deferral.last_error}" if deferral else "")
+        )
     return 0

@@ -1,7 +1,9 @@
 """SMTP transport: one reused connection per destination, results per recipient.
 
-4xx replies are transient and 5xx permanent, per recipient; a broken connection is
-transient for everyone. The envelope sender is passed through unchanged.
+For submission (port 587) the target asks for STARTTLS, then AUTH; a server that does not
+offer STARTTLS when it is required is a failure, never a fallback to plain text. 4xx replies
+are transient and 5xx permanent, per recipient; a broken connection is transient for
+everyone. The envelope sender is passed through unchanged.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from mxgate.errors import ConfigError
 from mxgate.ports import SendResult
+from mxgate.routing.config import Destination
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 
@@ -36,8 +40,11 @@ class SmtpTarget:
 
 
 class SmtpTransport:
-    def __init__(self, target: SmtpTarget) -> None:
+    requires_verified_sender = False  # the envelope and From go through as they are
+
+    def __init__(self, target: SmtpTarget, max_message_bytes: int | None = None) -> None:
         self.target = target
+        self.max_message_bytes = max_message_bytes
         self._client: smtplib.SMTP | None = None
         self._lock = threading.Lock()
 
@@ -46,16 +53,24 @@ class SmtpTransport:
         client = smtplib.SMTP(
             target.host, target.port, local_hostname=target.helo, timeout=target.timeout
         )
-        client.ehlo()
-        if target.starttls:
-            context = ssl.create_default_context()
-            if not target.verify_tls:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            client.starttls(context=context)
+        try:
             client.ehlo()
-        if target.username is not None and target.password is not None:
-            client.login(target.username, target.password)
+            if target.starttls:
+                if not client.has_extn("starttls"):
+                    raise smtplib.SMTPNotSupportedError(
+                        f"{target.host}:{target.port} does not offer STARTTLS, which is required"
+                    )
+                context = ssl.create_default_context()
+                if not target.verify_tls:
+                    context.check_hostname = False
+                    context.verify_mode = ssl.CERT_NONE
+                client.starttls(context=context)
+                client.ehlo()
+            if target.username is not None and target.password is not None:
+                client.login(target.username, target.password)
+        except BaseException:
+            client.close()  # a half-open session is never kept or leaked
+            raise
         return client
 
     def close(self) -> None:
@@ -146,3 +161,53 @@ def _describe(error: BaseException) -> str:
         reply = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
         return f"{code} {reply}"
     return f"{type(error).__name__}: {error}"
+
+
+def submission_transport(
+    destination: Destination, environ: Mapping[str, str], helo: str
+) -> SmtpTransport:
+    """The transport of a routes destination with `transport: smtp` (the same on both runtimes)."""
+    if destination.host is None:
+        raise ConfigError("an smtp destination needs `host`")
+    password = None
+    if destination.password_env is not None:
+        password = environ.get(destination.password_env)
+        if password is None:
+            raise ConfigError(f"the SMTP password variable {destination.password_env} is not set")
+    return SmtpTransport(
+        SmtpTarget(
+            destination.host,
+            destination.port,
+            starttls=destination.starttls,
+            verify_tls=destination.verify_tls,
+            username=destination.username,
+            password=password,
+            helo=helo,
+        )
+    )
+
+
+class MisconfiguredTransport:
+    """Stands in for a destination whose configuration cannot be used (a missing password):
+    its deliveries are deferred with the reason, as an MTA defers on a configuration error
+    (4.3.5), so fixing the configuration within the queue lifetime loses nothing."""
+
+    requires_verified_sender = False
+    max_message_bytes: int | None = None
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def send(
+        self, envelope_sender: str, recipients: Sequence[str], raw: bytes
+    ) -> Mapping[str, SendResult]:
+        return _everyone(recipients, transient=True, detail=f"4.3.5 {self.reason}")
+
+
+def submission_or_deferral(
+    destination: Destination, environ: Mapping[str, str], helo: str
+) -> SmtpTransport | MisconfiguredTransport:
+    try:
+        return submission_transport(destination, environ, helo)
+    except ConfigError as error:
+        return MisconfiguredTransport(str(error))

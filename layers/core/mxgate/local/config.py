@@ -4,7 +4,7 @@ mailbox providers (config/local.yaml)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -55,6 +55,22 @@ class DnsConfig(Strict):
     timeout: Annotated[float, Field(gt=0, le=30)] = 2.0
 
 
+class SesEndpoint(Strict):
+    """SES sending at a given endpoint (a moto server, a test double) instead of a stand-in."""
+
+    ses_endpoint: Annotated[str, Field(pattern=r"^https?://")]
+    region: str = "us-east-1"
+
+
+class AsRouted(Strict):
+    """Leave as the routes file says (SMTP submission to its host, e.g. one on loopback)."""
+
+    as_routed: Literal[True]
+
+
+LocalDestination = str | SesEndpoint | AsRouted  # a string names a local mailbox host
+
+
 class LocalConfig(Strict):
     template: Path = Path("../template.yaml")
     samconfig: Path = Path("../samconfig.toml")
@@ -67,7 +83,8 @@ class LocalConfig(Strict):
     ingress_points: dict[str, IngressListener] | None = None
     mailbox_hosts: dict[str, MailboxHost] = Field(default_factory=dict)
     relays: dict[str, str] = Field(default_factory=dict)  # relay logical id -> mailbox host
-    destinations: dict[str, str] = Field(default_factory=dict)  # routes destination -> mailbox host
+    # routes destination -> a local mailbox host (a name), an SES endpoint, or {as_routed: true}
+    destinations: dict[str, LocalDestination] = Field(default_factory=dict)
     # The mailbox host that stands in for the internet: where Send and Bounce deliver.
     outbound: str | None = None
     # The envelope sender of Relay actions with MailFrom REPLACE (default postmaster@ the first
@@ -113,7 +130,10 @@ def load_local_config(path: Path) -> LocalConfig:
             ".".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in error.errors()
         )
         raise ConfigError(f"{path}: {problems}") from error
-    named = {*config.relays.values(), *config.destinations.values()}
+    named = {
+        *config.relays.values(),
+        *(d for d in config.destinations.values() if isinstance(d, str)),
+    }
     if config.outbound is not None:
         named.add(config.outbound)
     missing = sorted(host for host in named if host not in config.mailbox_hosts)

@@ -3,8 +3,9 @@
 Each stores what it receives as Maildir under `<root>/<host>/<recipient>/new/`, with
 `Return-Path:` and `Delivered-To:` prepended as a delivery agent does, so the envelope the
 gateway used can be seen. A file `<root>/<host>/.reply` holding an SMTP reply (for example
-`451 4.3.0 try later`) makes the host refuse every recipient with it: the failure tests
-use this to play an outage without stopping the server.
+`451 4.3.0 try later`) makes the host refuse every recipient with it, and
+`<root>/<host>/.reply-<recipient>` refuses one recipient: the failure tests use these to play
+an outage or an unknown user without stopping the server.
 """
 
 from __future__ import annotations
@@ -29,11 +30,14 @@ class MaildirHandler:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._count = 0
 
-    def forced_reply(self) -> str | None:
-        try:
-            return (self.directory / ".reply").read_text(encoding="utf-8").strip() or None
-        except FileNotFoundError:
-            return None
+    def forced_reply(self, recipient: str = "") -> str | None:
+        names = [f".reply-{safe_name(recipient.casefold())}"] if recipient else []
+        for name in [*names, ".reply"]:
+            try:
+                return (self.directory / name).read_text(encoding="utf-8").strip() or None
+            except FileNotFoundError:
+                continue
+        return None
 
     async def handle_RCPT(  # noqa: N802 -- aiosmtpd's hook name
         self,
@@ -43,7 +47,7 @@ class MaildirHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        forced = self.forced_reply()
+        forced = self.forced_reply(address)
         if forced is not None:
             return forced
         envelope.rcpt_tos.append(address)

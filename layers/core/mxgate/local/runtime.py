@@ -4,6 +4,7 @@ adapters, and wires the ingress, the Mail Manager emulator, the workflow and the
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -11,15 +12,17 @@ from pathlib import Path
 
 from mxgate.adapters.dns import DnsPythonResolver
 from mxgate.adapters.local.appevents import FileAppEvents
+from mxgate.adapters.local.hooks import LocalHooks
 from mxgate.adapters.local.objects import FileObjectStore
 from mxgate.adapters.local.state import SqliteState
 from mxgate.authn.check import Authenticator
 from mxgate.authn.resolver import CachingResolver
 from mxgate.clock import SystemClock
-from mxgate.delivery.smtp import SmtpTarget, SmtpTransport
+from mxgate.delivery.smtp import SmtpTarget, SmtpTransport, submission_or_deferral
+from mxgate.delivery.webhook import SignedPoster, signing_keys
 from mxgate.errors import ConfigError
 from mxgate.local.addresslists import FileAddressBook
-from mxgate.local.config import DnsConfig, LocalConfig, load_local_config
+from mxgate.local.config import DnsConfig, LocalConfig, SesEndpoint, load_local_config
 from mxgate.local.logs import VendedLogs
 from mxgate.local.mailmanager import LocalMailManager, LocalTargets, is_loopback
 from mxgate.local.settings import LocalSettings
@@ -227,6 +230,9 @@ def load_setup(settings: LocalSettings) -> LocalSetup:
             f"{settings.config}: routes destinations {unmapped} have no local mailbox host "
             "under `destinations:`"
         )
+    unknown = sorted(set(config.destinations) - set(routes.destinations))
+    if unknown:
+        raise ConfigError(f"{settings.config}: destinations {unknown} are not in the routes file")
     return LocalSetup(
         settings=settings,
         config=config,
@@ -301,6 +307,34 @@ def build_resolver(config: DnsConfig) -> CachingResolver:
     return CachingResolver(DnsPythonResolver(config.nameservers, config.port, config.timeout))
 
 
+def destination_transports(
+    setup: LocalSetup, hosts: Mapping[str, Transport], environ: Mapping[str, str]
+) -> dict[str, Transport]:
+    """Each routes destination's transport here: a local mailbox host standing in (by default),
+    the SES API at a given endpoint, or the destination as routed (SMTP submission)."""
+    transports: dict[str, Transport] = {}
+    for name, local in setup.config.destinations.items():
+        destination = setup.routes.destinations[name]
+        if isinstance(local, str):
+            transports[name] = hosts[local]
+        elif isinstance(local, SesEndpoint):
+            from mxgate.adapters.aws.delivery import ses_client  # noqa: PLC0415 -- boto3 on demand
+            from mxgate.adapters.aws.ses import SesTransport  # noqa: PLC0415
+
+            transports[name] = SesTransport(
+                ses_client(endpoint_url=local.ses_endpoint, region=local.region),
+                destination.routing_domain,
+            )
+        elif destination.transport == "smtp":
+            transports[name] = submission_or_deferral(destination, environ, setup.settings.hostname)
+        else:
+            raise ConfigError(
+                f"{setup.settings.config}: destinations.{name} is routed through SES; "
+                "on one machine give it a mailbox host or {ses_endpoint: URL}"
+            )
+    return transports
+
+
 def build_worker(setup: LocalSetup, mailbox_ports: dict[str, int]) -> Worker:
     dirs = setup.dirs
     clock = SystemClock()
@@ -308,11 +342,12 @@ def build_worker(setup: LocalSetup, mailbox_ports: dict[str, int]) -> Worker:
     state = SqliteState(dirs.state_db)
     objects = FileObjectStore(dirs.objects)
     transports = mailbox_transports(setup, mailbox_ports)
+    poster = SignedPoster(signing_keys(setup.routes, os.environ), clock)
     services = Services(
         objects=objects,
         timeline=state,
         idempotency=state,
-        transports={dest: transports[host] for dest, host in setup.config.destinations.items()},
+        transports=destination_transports(setup, transports, os.environ),
         app_events=FileAppEvents(dirs.events),
         dead_letters=state,
         routes=setup.routes,
@@ -320,6 +355,10 @@ def build_worker(setup: LocalSetup, mailbox_ports: dict[str, int]) -> Worker:
         gateway_host=setup.settings.hostname,
         resolver=resolver,
         message_limits=setup.config.message_limits,
+        deferrals=state,
+        bounces=transports[setup.config.outbound] if setup.config.outbound else None,
+        hooks=LocalHooks(setup.routes.hooks, poster, setup.config.routes.parent),
+        webhooks=poster,
     )
     workflow = LocalWorkflow(setup.state_machine, services, setup.settings.retry_scale)
     outbound = setup.config.outbound

@@ -7,6 +7,7 @@ in a pool of worker processes, so parsing and delivery never stall the SMTP sess
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import multiprocessing
@@ -45,6 +46,9 @@ class Running:
     ingress_servers: list[asyncio.Server] = field(default_factory=list)
 
 
+DEFERRED_LEASE = 600.0  # seconds a deferred delivery may run before another run may take it
+
+
 class Gateway:
     def __init__(self, setup: LocalSetup) -> None:
         self.setup = setup
@@ -53,6 +57,9 @@ class Gateway:
         self.pending: set[Future[str]] = set()
         self.idle = asyncio.Event()
         self.idle.set()
+        self.deferred_running: set[str] = set()
+        self.scheduler: asyncio.Task[None] | None = None
+        self.room_freed = asyncio.Event()  # a deferred delivery finished: look again at once
 
     async def _mailbox_hosts(
         self, loop: asyncio.AbstractEventLoop
@@ -81,19 +88,52 @@ class Gateway:
 
     def submit(self, path: Path) -> None:
         assert self.pool is not None
-        future = self.pool.submit(worker.handle, str(path))
+        self._track(self.pool.submit(worker.handle, str(path)), path.name)
+
+    def _track(self, future: Future[str], label: str) -> None:
         self.pending.add(future)
         self.idle.clear()
         loop = asyncio.get_running_loop()
-        future.add_done_callback(lambda f: loop.call_soon_threadsafe(self._finished, f, path))
+        future.add_done_callback(lambda f: loop.call_soon_threadsafe(self._finished, f, label))
 
-    def _finished(self, future: Future[str], path: Path) -> None:
+    def _finished(self, future: Future[str], label: str) -> None:
         self.pending.discard(future)
+        if label in self.deferred_running:
+            self.deferred_running.discard(label)
+            self.room_freed.set()
         if not self.pending:
             self.idle.set()
         error = future.exception()
-        if error is not None:  # the worker died: the spool file stays and is replayed on start
-            log.error("worker failed", extra={"spool_file": path.name, "error": repr(error)})
+        if error is not None:  # the worker died: spool files and deferred records stay
+            log.error("worker failed", extra={"work": label, "error": repr(error)})
+
+    async def _run_deferred(self, state: SqliteState) -> None:
+        """The deferred queue's scheduler: hands due deliveries to the workers, a few at a time
+        so none waits long enough in the pool for its lease to run out."""
+        settings = self.setup.settings
+        room = settings.workers * 4
+        clock = SystemClock()
+        while True:
+            try:
+                free = room - len(self.deferred_running)
+                if free > 0 and self.pool is not None:
+                    due = await asyncio.to_thread(
+                        state.lease_due, clock.now(), DEFERRED_LEASE, free
+                    )
+                    for record_id, document in due:
+                        if record_id in self.deferred_running:
+                            continue
+                        self.deferred_running.add(record_id)
+                        future = self.pool.submit(
+                            worker.handle_deferred, record_id, json.dumps(document)
+                        )
+                        self._track(future, record_id)
+            except Exception:
+                log.exception("deferred queue scheduler failed; trying again")
+            self.room_freed.clear()
+            # the next look: after the poll interval, or as soon as a worker is free
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.room_freed.wait(), settings.defer_poll)
 
     async def start(self) -> Running:
         setup, dirs = self.setup, self.dirs
@@ -145,6 +185,9 @@ class Gateway:
         write_ports(dirs, {**ports, **mailbox_ports})
         for path in spool.pending():  # messages a previous run accepted but did not finish
             self.submit(path)
+        deferred_state = SqliteState(dirs.state_db)
+        deferred_state.release_leases()
+        self.scheduler = asyncio.create_task(self._run_deferred(deferred_state))
         return Running(
             smtp=first,
             mailbox_hosts=mailbox_ports,
@@ -172,6 +215,8 @@ class Gateway:
     async def stop(self, running: Running, grace: float = 30.0) -> None:
         for server in running.ingress_servers:  # the ingress first: accept nothing new
             server.close()
+        if self.scheduler is not None:
+            self.scheduler.cancel()
         try:
             await asyncio.wait_for(self.idle.wait(), grace)
         except TimeoutError:

@@ -19,6 +19,7 @@ ENVIRONMENT = {
     "MXGATE_HOSTNAME": "hostname",
     "MXGATE_LOG_LEVEL": "log_level",
     "MXGATE_RETRY_SCALE": "retry_scale",
+    "MXGATE_DEFER_POLL": "defer_poll",
 }
 
 
@@ -41,6 +42,9 @@ class LocalSettings(BaseModel):
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
     retry_scale: float = Field(
         default=1.0, ge=0, le=1, description="multiplies the state machine's retry waits (tests)"
+    )
+    defer_poll: float = Field(
+        default=5.0, gt=0, le=300, description="seconds between looks at the deferred queue"
     )
 
     @classmethod

@@ -1,7 +1,8 @@
 """Worker processes: each takes spooled messages through the rule set and the workflow.
 
 The pool initializer builds one Worker per process (the process-wide instance below is the
-pool's documented pattern); `handle` is what the ingress submits, one spooled file a call.
+pool's documented pattern); `handle` is what the ingress submits, one spooled file a call,
+and `handle_deferred` what the deferred queue's scheduler submits, one delivery a call.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from mxgate.local.runtime import Worker, build_worker, load_setup
 from mxgate.local.settings import LocalSettings
 from mxgate.observability import configure_logging
 from mxgate.timeline import Outcome, RecipientState, Stage, TimelineEvent
+from mxgate.workflow.asl import ExecutionFailedError
+from mxgate.workflow.model import DeferredDelivery
 
 log = logging.getLogger("mxgate.worker")
 
@@ -37,6 +40,24 @@ def initialize(settings_json: str, mailbox_ports_json: str) -> None:
 def handle(spool_file: str) -> str:
     assert _worker is not None, "initialize() runs first in every worker"
     return process_spooled(_worker, Path(spool_file))
+
+
+def handle_deferred(record_id: str, document: str) -> str:
+    assert _worker is not None, "initialize() runs first in every worker"
+    return run_deferred(_worker, record_id, DeferredDelivery.model_validate_json(document))
+
+
+def run_deferred(worker: Worker, record_id: str, deferred: DeferredDelivery) -> str:
+    """One deferred (or redriven) delivery, run again through the state machine. The record
+    is deleted once the execution ends; if the execution itself fails, it stays, and runs
+    again when its lease runs out."""
+    try:
+        worker.workflow.redeliver(deferred.delivery)
+    except ExecutionFailedError:
+        log.exception("deferred delivery failed", extra={"record": record_id})
+        return "failed"
+    worker.state.finish_deferred(record_id)
+    return "done"
 
 
 def process_spooled(worker: Worker, path: Path) -> str:

@@ -19,7 +19,15 @@ from mxgate.workflow import steps
 from mxgate.workflow.asl import ExecutionFailedError, Interpreter
 from mxgate.workflow.envelope import message_id_of
 from mxgate.workflow.events import object_created_event
-from mxgate.workflow.model import DeadLetterInput, DeliverInput, ProcessInput, QuarantineInput
+from mxgate.workflow.model import (
+    DeadLetterInput,
+    DeferInput,
+    DeliverInput,
+    Delivery,
+    ProcessInput,
+    QuarantineInput,
+    Redelivery,
+)
 from mxgate.workflow.services import Services
 
 log = logging.getLogger("mxgate.workflow")
@@ -34,6 +42,7 @@ STEPS: dict[str, Step] = {
     "deliver": lambda doc, s: steps.deliver(DeliverInput.model_validate(doc), s).model_dump(
         mode="json"
     ),
+    "defer": lambda doc, s: steps.defer(DeferInput.model_validate(doc), s).model_dump(mode="json"),
     "dead_letter": lambda doc, s: steps.dead_letter(
         DeadLetterInput.model_validate(doc), s
     ).model_dump(mode="json"),
@@ -138,3 +147,17 @@ class LocalWorkflow:
                 "execution failed", extra={"message_id": self._current, "error": failure.error}
             )
             raise
+
+    def redeliver(self, delivery: Delivery) -> Any:
+        """Run one deferred or redriven delivery again: an execution whose input is the
+        delivery itself (the state machine's first Choice sends it straight to Deliver)."""
+        self._current = delivery.message.message_id
+        document = Redelivery(deliveries=[delivery]).model_dump(mode="json")
+        try:
+            return self.interpreter.run(document, name=f"{delivery.delivery_id}.redelivery")
+        except ExecutionFailedError as failure:
+            log.error(
+                "redelivery failed",
+                extra={"message_id": self._current, "delivery": delivery.delivery_id},
+            )
+            raise failure from None

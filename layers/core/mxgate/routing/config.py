@@ -1,20 +1,121 @@
-"""The routes file: one validated document shared by both runtimes."""
+"""The routes file: one validated document shared by both runtimes.
+
+`config/routes.schema.json` is generated from these models (`mxgate routes schema`), and a
+test keeps the two in step.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 
 from mxgate.errors import ConfigError
+from mxgate.routing.quarantine import QuarantineRule
 
 Domain = Annotated[str, Field(pattern=r"^[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")]
+EmailAddress = Annotated[str, Field(pattern=r"^[^@\s<>]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")]
+RouteName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")]
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+DURATION_PATTERN = r"^(\d+(\.\d+)?[smhd])+$"
+
+
+def parse_duration(value: object) -> object:
+    """`90s`, `5m`, `1h30m`, `5d`, or a number of seconds."""
+    if isinstance(value, str) and re.fullmatch(DURATION_PATTERN, value.strip()):
+        return sum(float(n) * _UNIT[u] for n, u in _DURATION.findall(value))
+    return value
+
+
+Duration = Annotated[
+    float,
+    Field(ge=0),
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "description": "seconds"},
+                {"type": "string", "pattern": DURATION_PATTERN, "examples": ["90s", "5m", "5d"]},
+            ]
+        }
+    ),
+]
+
+SES_MAX_MESSAGE_BYTES = 40 * 1024 * 1024  # SESv2 and SMTP: 40 MB per message
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeliveryPolicy(Strict):
+    """How deliveries on a route behave. A route's own `delivery:` overrides these field by
+    field; what it leaves out comes from the top-level `delivery:`."""
+
+    unverified_sender: Literal["rewrite", "refuse"] = Field(
+        default="rewrite",
+        description="where the transport only sends from verified identities (SES): `rewrite` "
+        "puts `rewrite_from` in From and the original From in Reply-To (this breaks the "
+        "original DKIM signature); `refuse` dead-letters the delivery",
+    )
+    rewrite_from: EmailAddress | None = Field(
+        default=None,
+        description="the verified address From is rewritten to "
+        "(default: mxgate@<first employee domain>)",
+    )
+    max_message_bytes: Annotated[int, Field(gt=0)] | None = Field(
+        default=None,
+        description="largest message this route sends (default: the transport's own limit, "
+        "40 MB for SES)",
+    )
+    oversize: Literal["claim_check", "dead_letter"] = Field(
+        default="claim_check",
+        description="a message over the limit: `claim_check` delivers a short stub that links "
+        "to the stored original; `dead_letter` keeps it in the dead-letter queue",
+    )
+    claim_check_url: str | None = Field(
+        default=None,
+        description="link template for claim checks, with {bucket}, {key} and {message_id} "
+        "(default: a presigned URL on AWS, a file URI locally)",
+    )
+    queue_lifetime: Duration = Field(
+        default=5 * 86400,
+        description="how long a deferred delivery is retried before it expires "
+        "(Postfix maximal_queue_lifetime: 5d)",
+    )
+    backoff_min: Duration = Field(
+        default=300,
+        description="wait before the first deferred attempt; doubles each time "
+        "(Postfix minimal_backoff_time: 300s)",
+    )
+    backoff_max: Duration = Field(
+        default=4000,
+        description="longest wait between deferred attempts (Postfix maximal_backoff_time: 4000s)",
+    )
+    dsn_on_expiry: bool = Field(
+        default=True,
+        description="when a deferred delivery expires, send the envelope sender a delivery "
+        "status notification (RFC 3464); otherwise dead-letter it",
+    )
+
+    def merged(self, override: DeliveryPolicy | None) -> DeliveryPolicy:
+        """These defaults with the fields `override` sets explicitly."""
+        if override is None:
+            return self
+        return self.model_copy(update={k: getattr(override, k) for k in override.model_fields_set})
 
 
 class Directory(Strict):
@@ -27,31 +128,101 @@ class Directory(Strict):
         return self.users.get(address.casefold(), self.default)
 
 
+class Webhook(Strict):
+    """An HTTPS endpoint of the application: each event is POSTed to it, signed."""
+
+    url: Annotated[str, Field(pattern=r"^https?://")]
+    secret_env: Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")] = Field(
+        description="environment variable holding the HMAC-SHA256 key (never the key itself)"
+    )
+    timeout: Duration = 10.0
+
+
 class App(Strict):
     """An application that owns addresses on an application domain."""
 
     addresses: Annotated[list[str], Field(min_length=1)]
     description: str = ""
+    webhook: Webhook | None = None
+    hooks: list[str] = Field(default_factory=list, description="post-ingress hooks to run")
+    delivery: DeliveryPolicy | None = None
 
 
 class Destination(Strict):
-    """A mailbox host: how mail for it leaves the gateway on AWS."""
+    """A mailbox host: how mail for it leaves the gateway."""
 
     description: str = ""
     transport: Literal["ses", "smtp"] = "ses"
     # SES: the recipient's domain is replaced by this routing domain
     # (Workspace: <domain>.test-google-a.com; Microsoft 365: <tenant>.mail.onmicrosoft.com).
     routing_domain: str | None = None
+    # SMTP submission (for example to an AUTH ingress point whose rule set relays with PRESERVE)
     host: str | None = None
-    port: int = 587
+    port: Annotated[int, Field(ge=1, le=65535)] = 587
+    starttls: bool = Field(default=True, description="require STARTTLS before AUTH and MAIL")
+    verify_tls: bool = True
+    username: str | None = None
+    password_env: Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")] | None = Field(
+        default=None, description="environment variable holding the SMTP AUTH password"
+    )
+    hooks: list[str] = Field(default_factory=list, description="post-ingress hooks to run")
+    delivery: DeliveryPolicy | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> Self:
+        if self.transport == "smtp" and not self.host:
+            raise ValueError("an smtp destination needs `host`")
+        if (self.username is None) != (self.password_env is None):
+            raise ValueError("`username` and `password_env` go together")
+        return self
+
+
+class Hook(Strict):
+    """Called after ingress with the message as JSON, for each route that lists it. A hook
+    observes: it is retried and dead-lettered like a delivery, and never changes routing."""
+
+    description: str = ""
+    function: str | None = Field(
+        default=None, description="AWS: a Lambda function name or ARN, invoked synchronously"
+    )
+    command: Annotated[list[str], Field(min_length=1)] | None = Field(
+        default=None,
+        description="one machine: a command given the event on stdin; exit 75 means try again",
+    )
+    url: Annotated[str, Field(pattern=r"^https?://")] | None = Field(
+        default=None, description="either runtime: an endpoint the event is POSTed to, signed"
+    )
+    secret_env: Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")] | None = None
+    timeout: Duration = 10.0
+
+    @model_validator(mode="after")
+    def _target(self) -> Self:
+        if self.function is None and self.command is None and self.url is None:
+            raise ValueError("a hook needs `function`, `command` or `url`")
+        if self.url is not None and self.secret_env is None:
+            raise ValueError("a hook with `url` needs `secret_env` (requests are signed)")
+        return self
 
 
 class Routes(Strict):
     employee_domains: Annotated[list[Domain], Field(min_length=1)]
     app_domains: list[Domain] = Field(default_factory=list)
     directory: Directory
-    destinations: dict[str, Destination]
-    apps: dict[str, App] = Field(default_factory=dict)
+    destinations: dict[RouteName, Destination]
+    apps: dict[RouteName, App] = Field(default_factory=dict)
+    delivery: DeliveryPolicy = Field(
+        default_factory=DeliveryPolicy, description="the delivery policy of every route"
+    )
+    verified_identities: list[str] = Field(
+        default_factory=list,
+        description="SES identities (domains or addresses) mail may be sent from as it is; "
+        "subdomains of a domain count (default: the employee and application domains)",
+    )
+    dsn_from: EmailAddress | None = Field(
+        default=None, description="From of the DSNs (default: mailer-daemon@<employee domain>)"
+    )
+    quarantine: list[QuarantineRule] = Field(default_factory=list)
+    hooks: dict[RouteName, Hook] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -62,6 +233,9 @@ class Routes(Strict):
         lowered = {k.casefold() for k in self.directory.users}
         if len(lowered) != len(self.directory.users):
             raise ValueError("directory.users lists an address twice (addresses ignore case)")
+        both = sorted(set(self.destinations) & set(self.apps))
+        if both:
+            raise ValueError(f"{both} name both a destination and an app: route names are shared")
         owners: dict[str, str] = {}
         for name, app in self.apps.items():
             for address in app.addresses:
@@ -73,7 +247,64 @@ class Routes(Strict):
                         f"{address} is owned by both {owners[address.casefold()]} and {name}"
                     )
                 owners[address.casefold()] = name
+        routes: dict[str, list[str]] = {
+            **{f"destinations.{n}": d.hooks for n, d in self.destinations.items()},
+            **{f"apps.{n}": a.hooks for n, a in self.apps.items()},
+        }
+        for where, hooks in routes.items():
+            unknown = sorted(set(hooks) - set(self.hooks))
+            if unknown:
+                raise ValueError(f"{where}.hooks names undefined hooks {unknown}")
+        known = set(self.destinations) | set(self.apps)
+        for rule in self.quarantine:
+            unknown = sorted(set(rule.routes or ()) - known)
+            if unknown:
+                raise ValueError(f"quarantine rule {rule.name} names unknown routes {unknown}")
         return self
+
+    # ------------------------------------------------------------------- per route
+
+    def policy(self, route: str) -> DeliveryPolicy:
+        """The effective delivery policy of a destination or an app."""
+        own = self.destinations.get(route) or self.apps.get(route)
+        return self.delivery.merged(own.delivery if own is not None else None)
+
+    def route_hooks(self, route: str) -> list[str]:
+        own = self.destinations.get(route) or self.apps.get(route)
+        return list(own.hooks) if own is not None else []
+
+    def rewrite_address(self, route: str) -> str:
+        return self.policy(route).rewrite_from or f"mxgate@{self.employee_domains[0]}"
+
+    @property
+    def dsn_sender(self) -> str:
+        return self.dsn_from or f"mailer-daemon@{self.employee_domains[0]}"
+
+    def is_verified(self, address: str) -> bool:
+        """Whether SES would send from `address` (a verified address, or a verified domain
+        or one of its subdomains)."""
+        address = address.casefold()
+        domain = address.rpartition("@")[2]
+        identities = self.verified_identities or [*self.employee_domains, *self.app_domains]
+        for identity in (i.casefold() for i in identities):
+            if "@" in identity:
+                if address == identity:
+                    return True
+            elif domain == identity or domain.endswith(f".{identity}"):
+                return True
+        return False
+
+
+def routes_schema() -> dict[str, Any]:
+    """The JSON Schema of the routes file (config/routes.schema.json)."""
+    schema = Routes.model_json_schema(mode="validation")
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **schema,
+        "title": "mxgate routes",
+        "description": "Who lives where, which application owns which address, quarantine "
+        "rules, post-ingress hooks and delivery policies (config/routes.yaml).",
+    }
 
 
 def load_routes(path: Path) -> Routes:

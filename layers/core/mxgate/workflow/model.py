@@ -42,15 +42,36 @@ class MessageRef(Frozen):
     subject: str = ""
 
 
+class Deferral(Frozen):
+    """Where a deferred delivery stands: its lifetime counts from the first deferral."""
+
+    first_deferred_at: str
+    attempts: int = Field(ge=1)
+    last_error: str = ""
+
+
 class Delivery(Frozen):
-    """One hand-off: one message, one destination, up to 50 recipients."""
+    """One hand-off: one message, one destination, up to 50 recipients.
+
+    `mailbox` and `app` deliveries settle their recipients; `webhook` (an app's signed
+    webhook) and `hook` (a post-ingress hook) deliveries only record what happened."""
 
     delivery_id: str
     message: MessageRef
-    kind: Literal["mailbox", "app"]
-    destination: str
+    kind: Literal["mailbox", "app", "webhook", "hook"]
+    destination: str  # the mailbox host, the app, or the hook
     recipients: list[str] = Field(min_length=1, max_length=50)
     prepend: list[tuple[str, str]] = Field(default_factory=list)  # trace header fields
+    route: str = ""  # whose delivery policy applies, when not the destination's (hooks)
+    deferral: Deferral | None = None
+
+    @property
+    def settles(self) -> bool:
+        return self.kind in ("mailbox", "app")
+
+    @property
+    def policy_route(self) -> str:
+        return self.route or self.destination
 
 
 class ProcessOutput(Frozen):
@@ -83,6 +104,27 @@ class DeadLetterInput(Frozen):
 
 
 class DeliverInput(Frozen):
+    delivery: Delivery
+
+
+class DeferInput(Frozen):
+    """What the Defer state gets: the delivery and the transient error its retries ended on."""
+
+    delivery: Delivery
+    error: StepError
+
+
+class Redelivery(Frozen):
+    """Input of an execution that re-runs deliveries (deferred or redriven), not a message."""
+
+    deliveries: list[Delivery] = Field(min_length=1)
+
+
+class DeferredDelivery(Frozen):
+    """A record of the deferred queue."""
+
+    record_id: str
+    due_at: str
     delivery: Delivery
 
 

@@ -10,11 +10,14 @@ from mxgate.ports import (
     AppEvents,
     Clock,
     DeadLetters,
+    Deferrals,
+    Hooks,
     Idempotency,
     ObjectStore,
     Resolver,
     Timeline,
     Transport,
+    Webhooks,
 )
 from mxgate.routing.config import Routes
 
@@ -33,3 +36,8 @@ class Services:
     # and is its authserv-id in Authentication-Results
     resolver: Resolver | None = None  # DNS for sender authentication; None: not checked
     message_limits: ParseLimits = field(default_factory=ParseLimits)
+    # delivery beyond the first attempts: without these, deferral, DSNs and hooks are off
+    deferrals: Deferrals | None = None  # the deferred queue
+    bounces: Transport | None = None  # sends DSNs to envelope senders
+    hooks: Hooks | None = None
+    webhooks: Webhooks | None = None

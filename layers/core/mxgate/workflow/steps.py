@@ -1,5 +1,6 @@
 """The steps the state machine runs. Each takes its input document and the services, and
-returns its output document; the Lambda handlers and the local interpreter both call these."""
+returns its output document; the Lambda handlers and the local interpreter both call these.
+The delivery steps live in `workflow.delivery`."""
 
 from __future__ import annotations
 
@@ -10,16 +11,14 @@ from mxgate.authn.check import Authenticator
 from mxgate.authn.model import Authentication
 from mxgate.authn.results import HEADER as RESULTS_HEADER
 from mxgate.authn.results import authentication_results
-from mxgate.errors import PermanentError, TransientError
 from mxgate.message.attachments import ObjectStoreAttachments
-from mxgate.message.headers import prepend_headers, remove_authentication_results
-from mxgate.message.parse import parse_message, parse_stream
+from mxgate.message.parse import parse_stream
 from mxgate.routing.classify import RouteKind, classify
+from mxgate.routing.quarantine import AuthVerdicts, facts_of, quarantine_rule
 from mxgate.timeline import Outcome, RecipientState, Stage, TimelineEvent
+from mxgate.workflow.delivery import dead_letter, defer, deliver, idempotency_key
 from mxgate.workflow.envelope import message_id_of, read_envelope
 from mxgate.workflow.model import (
-    DeadLetterInput,
-    DeliverInput,
     Delivery,
     DeliveryResult,
     Envelope,
@@ -30,6 +29,16 @@ from mxgate.workflow.model import (
     RecipientResult,
 )
 from mxgate.workflow.services import Services
+
+__all__ = [
+    "dead_letter",
+    "defer",
+    "deliver",
+    "idempotency_key",
+    "plan_deliveries",
+    "process",
+    "quarantine",
+]
 
 MAX_RECIPIENTS_PER_DELIVERY = 50  # SES sending takes at most 50 recipients per message
 
@@ -68,12 +77,6 @@ def _settle(
         detail=detail,
     )
     return services.timeline.settle(state)
-
-
-def idempotency_key(delivery: Delivery, recipient: str) -> str:
-    return (
-        f"{delivery.message.digest}:{recipient.casefold()}:{delivery.kind}:{delivery.destination}"
-    )
 
 
 def process(request: ProcessInput, services: Services) -> ProcessOutput:
@@ -116,6 +119,7 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
             )
         return ProcessOutput(message=ref, deliveries=[], authentication=authentication)
     groups: dict[tuple[RouteKind, str], list[str]] = defaultdict(list)
+    facts = facts_of(parsed, _auth_verdicts(authentication))
     for recipient in envelope.recipients:
         route = classify(recipient, services.routes)
         events.append(
@@ -137,6 +141,18 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
                 detail=route.reason,
             )
             continue
+        held = quarantine_rule(services.routes.quarantine, route.name, facts)
+        if held is not None:
+            rule, why = held
+            _settle(
+                services,
+                message_id,
+                recipient,
+                outcome=Outcome.QUARANTINED,
+                route=f"quarantine:{rule.name}",
+                detail=f"rule {rule.name}: {why}; kept at {request.bucket}/{request.key}",
+            )
+            continue
         groups[(route.kind, route.name)].append(recipient)
     services.timeline.record_many(events)
 
@@ -151,20 +167,18 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
     trace = [received]
     if authentication is not None:  # on top, as a verifying MTA adds it (RFC 8601 5)
         trace.insert(0, (RESULTS_HEADER, authentication_results(authentication)))
-    deliveries = []
-    for (kind, destination), recipients in groups.items():
-        for start in range(0, len(recipients), MAX_RECIPIENTS_PER_DELIVERY):
-            chunk = recipients[start : start + MAX_RECIPIENTS_PER_DELIVERY]
-            deliveries.append(
-                Delivery(
-                    delivery_id=f"{message_id}.{destination}.{start // MAX_RECIPIENTS_PER_DELIVERY}",
-                    message=ref,
-                    kind=kind.value,
-                    destination=destination,
-                    recipients=chunk,
-                    prepend=trace if kind is RouteKind.MAILBOX else [],
-                )
-            )
+    deliveries = [
+        delivery
+        for (kind, destination), recipients in groups.items()
+        for delivery in plan_deliveries(
+            ref,
+            kind,
+            destination,
+            recipients,
+            services=services,
+            prepend=trace if kind is RouteKind.MAILBOX else [],
+        )
+    ]
     return ProcessOutput(message=ref, deliveries=deliveries, authentication=authentication)
 
 
@@ -181,144 +195,71 @@ def _authenticate(
         )
 
 
-def deliver(request: DeliverInput, services: Services) -> DeliveryResult:
-    """Hand one delivery to its mailbox host or application; safe to repeat."""
-    delivery = request.delivery
-    message_id = delivery.message.message_id
-    done: list[RecipientResult] = []
-    pending: list[str] = []
-    for recipient in delivery.recipients:
-        previous = services.idempotency.seen(idempotency_key(delivery, recipient))
-        if previous is not None:
-            done.append(
-                RecipientResult(recipient=recipient, outcome=previous, detail="already done")
-            )
-        else:
-            pending.append(recipient)
-    if not pending:
-        return DeliveryResult(delivery_id=delivery.delivery_id, results=done)
-    if delivery.kind == "app":
-        return DeliveryResult(
-            delivery_id=delivery.delivery_id,
-            results=done + _hand_to_app(delivery, pending, services),
-        )
+def _auth_verdicts(authentication: Authentication | None) -> AuthVerdicts | None:
+    """The results quarantine rules test, in RFC 8601 words."""
+    if authentication is None:
+        return None
+    dkim = [check.result.value for check in authentication.dkim]
+    return AuthVerdicts(
+        spf=authentication.spf_mail_from.result.value,
+        dkim="pass" if "pass" in dkim else (dkim[0] if dkim else "none"),
+        dmarc=authentication.dmarc.result.value,
+        dmarc_policy=authentication.dmarc.published.lower()
+        if authentication.dmarc.published
+        else None,
+    )
 
-    transport = services.transports.get(delivery.destination)
-    if transport is None:
-        raise PermanentError(f"no transport for mailbox host {delivery.destination!r}")
-    raw = services.objects.get(delivery.message.bucket, delivery.message.key)
-    raw = remove_authentication_results(raw, services.gateway_host)  # forged "ours" never pass
-    outgoing = prepend_headers(raw, delivery.prepend)
-    results = transport.send(delivery.message.envelope_sender, pending, outgoing)
-    transient: list[str] = []
-    permanent: list[str] = []
-    for recipient in pending:
-        result = results[recipient]
-        if result.ok:
-            services.idempotency.remember(
-                idempotency_key(delivery, recipient), Outcome.DELIVERED.value
+
+def plan_deliveries(
+    ref: MessageRef,
+    kind: RouteKind,
+    destination: str,
+    recipients: list[str],
+    *,
+    services: Services,
+    prepend: list[tuple[str, str]],
+) -> list[Delivery]:
+    """A route's deliveries, at most 50 recipients each: the delivery itself, the app's
+    webhook if it has one, and one per post-ingress hook the route lists."""
+    routes = services.routes
+    app = routes.apps.get(destination) if kind is RouteKind.APP else None
+    planned: list[Delivery] = []
+    for start in range(0, len(recipients), MAX_RECIPIENTS_PER_DELIVERY):
+        chunk = recipients[start : start + MAX_RECIPIENTS_PER_DELIVERY]
+        number = start // MAX_RECIPIENTS_PER_DELIVERY
+        base = f"{ref.message_id}.{destination}"
+        planned.append(
+            Delivery(
+                delivery_id=f"{base}.{number}",
+                message=ref,
+                kind=kind.value,
+                destination=destination,
+                recipients=chunk,
+                prepend=prepend,
             )
-            _settle(
-                services,
-                message_id,
-                recipient,
-                outcome=Outcome.DELIVERED,
-                route=delivery.destination,
-                detail=result.detail,
-            )
-            done.append(
-                RecipientResult(
-                    recipient=recipient, outcome=Outcome.DELIVERED.value, detail=result.detail
+        )
+        if app is not None and app.webhook is not None:
+            planned.append(
+                Delivery(
+                    delivery_id=f"{base}.webhook.{number}",
+                    message=ref,
+                    kind="webhook",
+                    destination=destination,
+                    recipients=chunk,
                 )
             )
-        else:
-            (transient if result.transient else permanent).append(f"{recipient}: {result.detail}")
-    if transient or permanent:
-        services.timeline.record(
-            _event(
-                services,
-                message_id,
-                Stage.ATTEMPT,
-                f"{delivery.destination}: " + "; ".join(transient + permanent),
+        planned += [
+            Delivery(
+                delivery_id=f"{base}.hook-{hook}.{number}",
+                message=ref,
+                kind="hook",
+                destination=hook,
+                recipients=chunk,
+                route=destination,
             )
-        )
-    if transient:
-        raise TransientError("; ".join(transient + permanent))
-    if permanent:
-        raise PermanentError("; ".join(permanent))
-    return DeliveryResult(delivery_id=delivery.delivery_id, results=done)
-
-
-def _hand_to_app(
-    delivery: Delivery, recipients: list[str], services: Services
-) -> list[RecipientResult]:
-    ref = delivery.message
-    parsed = parse_message(services.objects.get(ref.bucket, ref.key))
-    results = []
-    for recipient in recipients:
-        event = {
-            "message_id": ref.message_id,
-            "app": delivery.destination,
-            "recipient": recipient,
-            "envelope_sender": ref.envelope_sender,
-            "received_at": services.clock.now().isoformat(),
-            "raw": services.objects.link(ref.bucket, ref.key),
-            "message": parsed.model_dump(mode="json", by_alias=True),
-        }
-        where = services.app_events.publish(
-            delivery.destination, f"{ref.message_id}.{recipient}", event
-        )
-        services.idempotency.remember(
-            idempotency_key(delivery, recipient), Outcome.HANDED_TO_APP.value
-        )
-        _settle(
-            services,
-            ref.message_id,
-            recipient,
-            outcome=Outcome.HANDED_TO_APP,
-            route=delivery.destination,
-            detail=where,
-        )
-        results.append(
-            RecipientResult(recipient=recipient, outcome=Outcome.HANDED_TO_APP.value, detail=where)
-        )
-    return results
-
-
-def dead_letter(request: DeadLetterInput, services: Services) -> DeliveryResult:
-    """Record a delivery that cannot be completed, with its failure, for `mxgate dlq`."""
-    delivery = request.delivery
-    left = [
-        r
-        for r in delivery.recipients
-        if services.idempotency.seen(idempotency_key(delivery, r)) is None
-    ]
-    services.dead_letters.put(
-        delivery.delivery_id,
-        {
-            "delivery": delivery.model_dump(mode="json"),
-            "error": request.error.Error,
-            "cause": request.error.Cause,
-            "recipients": left,
-            "at": services.clock.now().isoformat(),
-        },
-    )
-    results = []
-    for recipient in left:
-        _settle(
-            services,
-            delivery.message.message_id,
-            recipient,
-            outcome=Outcome.DEAD_LETTERED,
-            route=delivery.destination,
-            detail=f"{request.error.Error}: {request.error.Cause}"[:500],
-        )
-        results.append(
-            RecipientResult(
-                recipient=recipient, outcome=Outcome.DEAD_LETTERED.value, detail=request.error.Error
-            )
-        )
-    return DeliveryResult(delivery_id=delivery.delivery_id, results=results)
+            for hook in routes.route_hooks(destination)
+        ]
+    return planned
 
 
 def quarantine(request: QuarantineInput, services: Services) -> DeliveryResult:

@@ -24,8 +24,12 @@ SIGNATURES = {"s3": "s3v4"}
 class LazyClient:
     """Stands in for `boto3.client(service)` and creates it on the first attribute access."""
 
-    def __init__(self, service: str) -> None:
+    def __init__(
+        self, service: str, *, endpoint_url: str | None = None, region: str | None = None
+    ) -> None:
         self._service = service
+        self._endpoint_url = endpoint_url  # another endpoint (a moto server), or AWS's own
+        self._region = region
         self._client: Any = None
         self._config = Config(
             retries={"mode": "standard", "total_max_attempts": ATTEMPTS.get(service, 3)},
@@ -42,5 +46,10 @@ class LazyClient:
         if self._client is None:
             import boto3  # noqa: PLC0415 -- imported with the first client, not with the module
 
-            self._client = boto3.client(self._service, config=self._config)  # type: ignore[call-overload]
+            self._client = boto3.client(  # type: ignore[call-overload]
+                self._service,
+                config=self._config,
+                endpoint_url=self._endpoint_url,
+                region_name=self._region,
+            )
         return getattr(self._client, name)

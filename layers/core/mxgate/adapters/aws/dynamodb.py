@@ -123,19 +123,21 @@ class DynamoState:
             raise
         return True
 
+    def reopen(self, message_id: str, recipient: str) -> None:
+        """Forget a recipient's terminal state (a redrive gives it a new one)."""
+        self.client.delete_item(
+            TableName=self.table,
+            Key={"pk": _s(f"msg#{message_id}"), "sk": _s(f"rcpt#{recipient.casefold()}")},
+        )
+
     def _query(self, pk: str, prefix: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
-        condition, values = "pk = :pk", {":pk": _s(pk)}
-        if prefix:  # DynamoDB refuses an empty string in a key condition
-            condition, values = (
-                f"{condition} AND begins_with(sk, :prefix)",
-                {
-                    **values,
-                    ":prefix": _s(prefix),
-                },
-            )
+        values = {":pk": _s(pk), **({":prefix": _s(prefix)} if prefix else {})}
         for page in self.client.get_paginator("query").paginate(
-            TableName=self.table, KeyConditionExpression=condition, ExpressionAttributeValues=values
+            TableName=self.table,
+            # DynamoDB refuses an empty string in a key condition: no prefix, no begins_with
+            KeyConditionExpression="pk = :pk" + (" AND begins_with(sk, :prefix)" if prefix else ""),
+            ExpressionAttributeValues=values,
         ):
             items.extend(page["Items"])
         return items

@@ -62,3 +62,28 @@ class QueueingDeadLetters:
 
     def remove(self, record_id: str) -> None:
         self.store.remove(record_id)
+
+
+def forget_notices(client: SQSClient, queue_url: str, record_ids: set[str]) -> int:
+    """Delete the SQS notices of redriven dead letters, so the queue's depth (and its alarm)
+    counts only what is still dead; other notices become visible again at once."""
+    removed = 0
+    for _ in range(20):  # bounded: a few hundred notices; the rest stay, harmlessly
+        batch = client.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=30, WaitTimeSeconds=0
+        ).get("Messages", [])
+        if not batch:
+            break
+        for message in batch:
+            try:
+                record_id = json.loads(message.get("Body", "{}")).get("id")
+            except ValueError:
+                record_id = None
+            if record_id in record_ids:
+                client.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+                removed += 1
+            else:
+                client.change_message_visibility(
+                    QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+                )
+    return removed

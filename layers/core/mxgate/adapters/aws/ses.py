@@ -2,7 +2,13 @@
 
 The recipients are rewritten to the mailbox host's routing domain (`alice@example.com` ->
 `alice@example.com.test-google-a.com`), so SES hands the message to that host and not back
-to the domain's MX, which is this gateway.
+to the domain's MX, which is this gateway. SES picks the envelope sender itself (its own
+bounce domain, or the identity's custom MAIL FROM domain): it cannot be preserved.
+
+Errors are classified by SES error code: throttling, quotas, a paused or suspended account
+and service failures are transient (the state machine retries, then defers, which gives an
+operator the queue lifetime to fix an account problem); a rejected message or an unverified
+identity is permanent. Network failures are transient.
 """
 
 from __future__ import annotations
@@ -10,22 +16,33 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from mxgate.ports import SendResult
+from mxgate.routing.config import SES_MAX_MESSAGE_BYTES
 
 if TYPE_CHECKING:
     from mypy_boto3_sesv2 import SESV2Client
 
-_TRANSIENT = {
-    "TooManyRequestsException",
-    "Throttling",
-    "ThrottlingException",
-    "LimitExceededException",
-    "ServiceUnavailable",
-    "InternalFailure",
-    "RequestTimeout",
-}
+MAX_RECIPIENTS = 50  # SES: at most 50 recipients per message
+
+TRANSIENT_CODES = frozenset(
+    {
+        "TooManyRequestsException",
+        "Throttling",
+        "ThrottlingException",
+        "LimitExceededException",  # the daily sending quota: it refills
+        "SendingPausedException",  # the account or configuration set is paused: an operator fixes it
+        "AccountSuspendedException",
+        "ServiceUnavailable",
+        "InternalFailure",
+        "InternalServerError",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+# Permanent, for the record: MessageRejected, MailFromDomainNotVerifiedException,
+# BadRequestException, NotFoundException, AccessDeniedException and anything unknown.
 
 
 def routed(recipient: str, routing_domain: str | None) -> str:
@@ -35,25 +52,53 @@ def routed(recipient: str, routing_domain: str | None) -> str:
     return f"{local}@{routing_domain}"
 
 
+def classify_client_error(error: ClientError) -> SendResult:
+    code = error.response.get("Error", {}).get("Code", "")
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    transient = code in TRANSIENT_CODES or status >= 500 or status == 429
+    message = error.response.get("Error", {}).get("Message", "")
+    return SendResult(ok=False, transient=transient, detail=f"SES {code}: {message}".strip())
+
+
 class SesTransport:
-    def __init__(self, client: SESV2Client, routing_domain: str | None = None) -> None:
+    requires_verified_sender = True
+
+    def __init__(
+        self,
+        client: SESV2Client,
+        routing_domain: str | None = None,
+        *,
+        configuration_set: str | None = None,
+        max_message_bytes: int = SES_MAX_MESSAGE_BYTES,
+    ) -> None:
         self.client = client
         self.routing_domain = routing_domain
+        self.configuration_set = configuration_set
+        self.max_message_bytes = max_message_bytes
 
     def send(
         self, envelope_sender: str, recipients: Sequence[str], raw: bytes
     ) -> Mapping[str, SendResult]:
+        results: dict[str, SendResult] = {}
+        for start in range(0, len(recipients), MAX_RECIPIENTS):
+            chunk = recipients[start : start + MAX_RECIPIENTS]
+            results.update(self._send(chunk, raw))
+        return results
+
+    def _send(self, recipients: Sequence[str], raw: bytes) -> dict[str, SendResult]:
         destinations = [routed(r, self.routing_domain) for r in recipients]
+        extra = {"ConfigurationSetName": self.configuration_set} if self.configuration_set else {}
         try:
             response = self.client.send_email(
                 Destination={"ToAddresses": destinations},
                 Content={"Raw": {"Data": raw}},
+                **extra,  # type: ignore[arg-type]
             )
         except ClientError as error:
-            code = error.response.get("Error", {}).get("Code", "")
-            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            transient = code in _TRANSIENT or status >= 500
-            detail = f"SES {code}: {error.response.get('Error', {}).get('Message', '')}"
-            return {r: SendResult(ok=False, transient=transient, detail=detail) for r in recipients}
+            result = classify_client_error(error)
+            return dict.fromkeys(recipients, result)
+        except BotoCoreError as error:  # no connection, a timeout: try again later
+            failed = SendResult(ok=False, transient=True, detail=f"SES unreachable: {error}")
+            return dict.fromkeys(recipients, failed)
         detail = f"SES message {response.get('MessageId', '')}"
         return {r: SendResult(ok=True, detail=detail) for r in recipients}

@@ -7,11 +7,12 @@ and replayed on start; replays are harmless because deliveries are idempotent.
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from mxgate.timeline import Outcome, RecipientState, Stage, TimelineEvent
@@ -44,11 +45,20 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     id TEXT PRIMARY KEY,
     record TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS deferred (
+    id TEXT PRIMARY KEY,
+    message_id TEXT NOT NULL,
+    due_at TEXT NOT NULL,
+    leased_until TEXT,
+    document TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deferred_by_due ON deferred (due_at);
+CREATE INDEX IF NOT EXISTS deferred_by_message ON deferred (message_id);
 """
 
 
 class SqliteState:
-    """Implements the Timeline, Idempotency and DeadLetters ports."""
+    """Implements the Timeline, Idempotency, DeadLetters and Deferrals ports."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -84,6 +94,17 @@ class SqliteState:
                 raise
             db.execute("COMMIT")
             return cursor.rowcount
+
+    def _write_durably(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        """A write fsynced on commit: deferred deliveries and dead letters are all that
+        remembers a delivery once the spool file is gone."""
+        with self._lock:
+            self.db.execute("PRAGMA synchronous=FULL")
+        try:
+            self._write(sql, rows)
+        finally:
+            with self._lock:
+                self.db.execute("PRAGMA synchronous=NORMAL")
 
     # ----------------------------------------------------------------------- Timeline
 
@@ -208,7 +229,7 @@ class SqliteState:
     # ----------------------------------------------------------------------- DeadLetters
 
     def put(self, record_id: str, record: Mapping[str, object]) -> None:
-        self._write(
+        self._write_durably(
             "INSERT OR REPLACE INTO dead_letters VALUES (?,?)", [(record_id, json.dumps(record))]
         )
 
@@ -222,3 +243,67 @@ class SqliteState:
 
     def remove(self, record_id: str) -> None:
         self._write("DELETE FROM dead_letters WHERE id=?", [(record_id,)])
+
+    # ----------------------------------------------------------------------- Deferrals
+    # The deferred queue: the gateway's scheduler leases due records, a worker runs each and
+    # then deletes it. A lease that runs out (the worker died) makes the record due again;
+    # deliveries are idempotent, so running one twice is harmless.
+
+    def schedule(self, record_id: str, due_at: datetime, document: Mapping[str, object]) -> None:
+        delivery = document.get("delivery")
+        message = delivery.get("message") if isinstance(delivery, dict) else None
+        message_id = str(message.get("message_id", "")) if isinstance(message, dict) else ""
+        self._write_durably(
+            "INSERT OR REPLACE INTO deferred (id, message_id, due_at, leased_until, document) "
+            "VALUES (?,?,?,NULL,?)",
+            [(record_id, message_id, _utc(due_at), json.dumps(document))],
+        )
+
+    def lease_due(
+        self, now: datetime, lease_seconds: float, limit: int = 50
+    ) -> builtins.list[tuple[str, dict[str, object]]]:
+        """Due records, leased for `lease_seconds` so no one else takes them meanwhile."""
+        stamp = _utc(now)
+        until = _utc(now + timedelta(seconds=lease_seconds))
+        with self._lock:
+            db = self.db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = db.execute(
+                    "SELECT id, document FROM deferred WHERE due_at <= ? "
+                    "AND (leased_until IS NULL OR leased_until <= ?) ORDER BY due_at LIMIT ?",
+                    (stamp, stamp, limit),
+                ).fetchall()
+                db.executemany(
+                    "UPDATE deferred SET leased_until=? WHERE id=?", [(until, r[0]) for r in rows]
+                )
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        return [(str(r[0]), json.loads(r[1])) for r in rows]
+
+    def release_leases(self) -> None:
+        """On start: nothing runs yet, so every lease belongs to a previous, stopped run."""
+        self._write("UPDATE deferred SET leased_until=NULL WHERE leased_until IS NOT NULL", [()])
+
+    def finish_deferred(self, record_id: str) -> None:
+        self._write("DELETE FROM deferred WHERE id=?", [(record_id,)])
+
+    def deferred(self, message_id: str | None = None) -> builtins.list[dict[str, object]]:
+        """Waiting records (all, or one message's), soonest first, for `mxgate trace`."""
+        sql = "SELECT id, due_at, leased_until, document FROM deferred"
+        params: tuple[object, ...] = ()
+        if message_id is not None:
+            sql += " WHERE message_id=?"
+            params = (message_id,)
+        rows = self.db.execute(sql + " ORDER BY due_at", params).fetchall()
+        return [
+            {"id": r[0], "due_at": r[1], "running": r[2] is not None, **json.loads(r[3])}
+            for r in rows
+        ]
+
+
+def _utc(moment: datetime) -> str:
+    """ISO text in UTC, so that text order is time order."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")

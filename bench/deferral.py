@@ -1,0 +1,145 @@
+"""Deferral: how fast a backlog of deferred deliveries drains when a mailbox host comes back.
+
+Starts `mxgate run` on free loopback ports with a fast deferral schedule, makes the Workspace
+mailbox host answer 451 to everything, sends N messages, waits until every one is deferred,
+lets the host accept again, and prints how long the backlog took to drain (until the last
+Maildir file lands). Also prints the deferred queue's own cost in SQLite (schedule, lease,
+finish) without any delivery.
+
+    .venv/bin/python bench/deferral.py [--messages 300] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import smtplib
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+
+from mxgate.adapters.local.state import SqliteState
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def configure(directory: Path) -> Path:
+    routes = yaml.safe_load((REPO / "config" / "routes.yaml").read_text())
+    routes["delivery"].update(backoff_min="1s", backoff_max="2s", queue_lifetime="1h")
+    (directory / "routes.yaml").write_text(yaml.safe_dump(routes))
+    local = yaml.safe_load((REPO / "config" / "local.yaml").read_text())
+    local.update(
+        template=str(REPO / "template.yaml"),
+        samconfig=str(REPO / "samconfig.toml"),
+        routes=str(directory / "routes.yaml"),
+    )
+    local["smtp"]["port"] = 0
+    for host in local["mailbox_hosts"].values():
+        host["port"] = 0
+    (directory / "local.yaml").write_text(yaml.safe_dump(local))
+    return directory / "local.yaml"
+
+
+def wait(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    sys.exit(f"timed out waiting for {what}")
+
+
+def queue_cost(directory: Path, records: int) -> tuple[float, float]:
+    """(schedules per second, lease+finish per second) of the SQLite deferred queue alone."""
+    state = SqliteState(directory / "queue-only.db")
+    now = datetime.now(UTC)
+    document = {"delivery": {"message": {"message_id": "X"}}, "record_id": "r", "due_at": ""}
+    start = time.perf_counter()
+    for n in range(records):
+        state.schedule(f"r{n}", now, document)
+    scheduled = time.perf_counter() - start
+    start = time.perf_counter()
+    done = 0
+    while done < records:
+        for record_id, _ in state.lease_due(now, 600, 50):
+            state.finish_deferred(record_id)
+            done += 1
+    drained = time.perf_counter() - start
+    state.close()
+    return records / scheduled, records / drained
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=300)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="mxgate-bench-") as temporary:
+        directory = Path(temporary)
+        home = directory / "home"
+        environment = {
+            **os.environ,
+            "MXGATE_HOME": str(home),
+            "MXGATE_CONFIG": str(configure(directory)),
+            "MXGATE_WORKERS": str(args.workers),
+            "MXGATE_RETRY_SCALE": "0.01",
+            "MXGATE_DEFER_POLL": "0.2",
+            "MXGATE_LOG_LEVEL": "WARNING",
+        }
+        with (directory / "gateway.out").open("w") as sink:
+            gateway = subprocess.Popen(
+                [sys.executable, "-m", "mxgate", "run"],
+                cwd=REPO,
+                env=environment,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            ports_file = home / "run" / "ports.json"
+            wait(ports_file.exists, 30, "the gateway to start")
+            port = yaml.safe_load(ports_file.read_text())["smtp"]
+            outage = home / "mailboxes" / "workspace" / ".reply"
+            outage.write_text("451 4.3.2 System not accepting network messages")
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
+                smtp.starttls(context=context)
+                for n in range(args.messages):
+                    body = f"Subject: backlog {n}\r\nFrom: a@shop.example\r\n\r\nhello\r\n"
+                    smtp.sendmail("a@shop.example", [f"user{n}@nutrition.co"], body.encode())
+            state = SqliteState(home / "state.db")
+            wait(lambda: len(state.deferred()) >= args.messages, 300, "every message deferred")
+            outage.unlink()
+            back = time.monotonic()
+            maildir = home / "mailboxes" / "workspace"
+            wait(
+                lambda: sum(1 for _ in maildir.glob("*/new/*")) >= args.messages,
+                600,
+                "the backlog to drain",
+            )
+            drained = time.monotonic() - back
+        finally:
+            gateway.send_signal(signal.SIGINT)
+            gateway.wait(60)
+        schedules, leases = queue_cost(directory, 2000)
+    print(f"{args.messages} deferred deliveries, {args.workers} workers, backoff 1s..2s, poll 0.2s")
+    print(
+        f"  backlog drained after the host came back: {drained:6.1f} s  "
+        f"({args.messages / drained:.0f} deliveries/s, including the wait for each next attempt)"
+    )
+    print(
+        f"  SQLite deferred queue alone: {schedules:,.0f} schedules/s (fsynced), "
+        f"{leases:,.0f} lease+finish/s"
+    )
+
+
+if __name__ == "__main__":
+    main()

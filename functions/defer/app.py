@@ -1,0 +1,29 @@
+"""Lambda entrypoint of the Defer step: schedule a deferred delivery's next attempt, or expire it."""
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from mxgate.adapters.aws.bootstrap import services
+from mxgate.workflow import steps
+from mxgate.workflow.model import DeferInput
+
+logger = Logger()
+metrics = Metrics()
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = DeferInput.model_validate(event)
+    logger.append_keys(
+        message_id=request.delivery.message.message_id, destination=request.delivery.destination
+    )
+    result = steps.defer(request, services())
+    for outcome in ("deferred", "bounced", "dead_lettered"):
+        count = sum(1 for r in result.results if r.outcome == outcome)
+        if count:
+            metrics.add_metric(name=f"Recipients_{outcome}", unit=MetricUnit.Count, value=count)
+    return result.model_dump(mode="json")

@@ -1,0 +1,59 @@
+"""Post-ingress hooks on one machine: a command given the event on stdin, or a signed HTTP
+POST. A hook with neither (only an AWS `function`) is skipped here, and says so."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+from mxgate.errors import PermanentError, TransientError
+from mxgate.ports import Webhooks
+from mxgate.routing.config import Hook
+
+EX_TEMPFAIL = 75  # sysexits.h: a hook asks to be called again later
+
+
+class LocalHooks:
+    def __init__(self, hooks: Mapping[str, Hook], poster: Webhooks, workdir: Path) -> None:
+        self.hooks = hooks
+        self.poster = poster
+        self.workdir = workdir  # commands run here (the routes file's directory)
+
+    def call(self, hook: str, event_id: str, event: Mapping[str, object]) -> str:
+        spec = self.hooks.get(hook)
+        if spec is None:
+            raise PermanentError(f"no hook {hook!r} in the routes file")
+        body = json.dumps(event, ensure_ascii=False).encode()
+        if spec.command is not None:
+            return self._run(hook, spec, event_id, body)
+        if spec.url is not None and spec.secret_env is not None:
+            return self.poster.post(spec.url, spec.secret_env, event_id, body, spec.timeout)
+        return "skipped: this hook only has an AWS function"
+
+    def _run(self, hook: str, spec: Hook, event_id: str, body: bytes) -> str:
+        assert spec.command is not None
+        try:
+            done = subprocess.run(  # noqa: S603 -- the command comes from the routes file
+                spec.command,
+                input=body,
+                capture_output=True,
+                timeout=spec.timeout,
+                cwd=self.workdir,
+                env={**os.environ, "MXGATE_EVENT_ID": event_id, "MXGATE_HOOK": hook},
+                check=False,
+            )
+        except subprocess.TimeoutExpired as error:
+            raise TransientError(f"hook {hook}: no answer in {spec.timeout:g}s") from error
+        except OSError as error:
+            raise PermanentError(f"hook {hook}: cannot run {spec.command[0]}: {error}") from error
+        said = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        last = said[-1][:200] if said else ""
+        if done.returncode == 0:
+            return f"hook {hook}: exit 0"
+        detail = f"hook {hook}: exit {done.returncode} {last}".strip()
+        if done.returncode == EX_TEMPFAIL:
+            raise TransientError(detail)
+        raise PermanentError(detail)

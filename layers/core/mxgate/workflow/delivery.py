@@ -1,0 +1,564 @@
+"""The delivery steps of the state machine, and redrive.
+
+- `deliver`: one attempt of one delivery; safe to repeat (idempotency keys, settled recipients
+  are skipped). Per recipient: success settles it; a permanent refusal next to transient ones
+  is dead-lettered at once (as Postfix bounces it at once) while the rest are retried.
+- `defer`: after the state machine's quick retries, the delivery waits in the deferred queue
+  for its next attempt, on a doubling schedule, until the route's queue lifetime runs out;
+  then the sender gets a DSN (RFC 3464) if the route asks for one, or it is dead-lettered.
+- `dead_letter`: the delivery's record goes to the dead letters, for `mxgate dlq`.
+- `redrive`: a dead letter goes back to the deferred queue, due now.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+from mxgate.delivery.appevent import app_event, fit_event
+from mxgate.delivery.claimcheck import claim_check_stub
+from mxgate.delivery.dsn import expiry_dsn, should_notify
+from mxgate.delivery.sender import apply_sender_policy
+from mxgate.errors import PermanentError, PolicyError, TransientError
+from mxgate.message.attachments import ObjectStoreAttachments
+from mxgate.message.headers import prepend_headers, remove_authentication_results
+from mxgate.message.model import ParsedMessage
+from mxgate.message.parse import parse_message, parse_stream
+from mxgate.ports import Clock, DeadLetters, Deferrals, SendResult, Timeline, Transport
+from mxgate.routing.config import DeliveryPolicy
+from mxgate.timeline import Outcome, RecipientState, Stage, TimelineEvent
+from mxgate.workflow.model import (
+    DeadLetterInput,
+    DeferInput,
+    Deferral,
+    DeferredDelivery,
+    DeliverInput,
+    Delivery,
+    DeliveryResult,
+    MessageRef,
+    RecipientResult,
+    StepError,
+)
+from mxgate.workflow.services import Services
+
+DEFERRED = "deferred"  # a RecipientResult outcome: not terminal, waiting in the deferred queue
+_TERMINAL = {o.value for o in Outcome}
+
+
+def idempotency_key(delivery: Delivery, recipient: str) -> str:
+    return (
+        f"{delivery.message.digest}:{recipient.casefold()}:{delivery.kind}:{delivery.destination}"
+    )
+
+
+def _event(
+    services: Services, message_id: str, stage: Stage, detail: str, recipient: str | None = None
+) -> TimelineEvent:
+    return TimelineEvent(
+        message_id=message_id,
+        at=services.clock.now(),
+        stage=stage,
+        recipient=recipient,
+        detail=detail[:1000],
+    )
+
+
+def _settle(
+    services: Services, delivery: Delivery, recipient: str, outcome: Outcome, detail: str
+) -> None:
+    services.timeline.settle(
+        RecipientState(
+            message_id=delivery.message.message_id,
+            recipient=recipient,
+            outcome=outcome,
+            at=services.clock.now(),
+            route=delivery.destination,
+            detail=detail[:500],
+        )
+    )
+
+
+def _pending(delivery: Delivery, services: Services) -> tuple[list[RecipientResult], list[str]]:
+    """(recipients already done, recipients still to do)."""
+    settled = (
+        {s.recipient.casefold(): s for s in services.timeline.states(delivery.message.message_id)}
+        if delivery.settles
+        else {}
+    )
+    done: list[RecipientResult] = []
+    pending: list[str] = []
+    for recipient in delivery.recipients:
+        previous = services.idempotency.seen(idempotency_key(delivery, recipient))
+        state = settled.get(recipient.casefold())
+        if previous is not None:
+            if delivery.settles and state is None and previous in _TERMINAL:
+                # done by an earlier attempt that stopped before settling it: settle it now
+                _settle(services, delivery, recipient, Outcome(previous), "done earlier")
+            done.append(
+                RecipientResult(recipient=recipient, outcome=previous, detail="already done")
+            )
+        elif state is not None:
+            done.append(
+                RecipientResult(
+                    recipient=recipient, outcome=state.outcome.value, detail="already settled"
+                )
+            )
+        else:
+            pending.append(recipient)
+    return done, pending
+
+
+def reason_of(error: StepError) -> str:
+    """The error message of a Catch's Cause (JSON from Lambda and the local runner), or it all."""
+    try:
+        cause = json.loads(error.Cause)
+    except ValueError:
+        cause = None
+    message = cause.get("errorMessage") if isinstance(cause, dict) else None
+    return f"{error.Error}: {message or error.Cause}".strip().rstrip(":")
+
+
+# ------------------------------------------------------------------------------- deliver
+
+
+def deliver(request: DeliverInput, services: Services) -> DeliveryResult:
+    """Hand one delivery to its mailbox host, application, webhook or hook; safe to repeat."""
+    delivery = request.delivery
+    done, pending = _pending(delivery, services)
+    if pending:
+        if delivery.kind == "mailbox":
+            done += _send_to_mailbox(delivery, pending, services)
+        elif delivery.kind == "app":
+            done += _hand_to_app(delivery, pending, services)
+        elif delivery.kind == "webhook":
+            done += _post_webhook(delivery, pending, services)
+        else:
+            done += _call_hook(delivery, pending, services)
+    return DeliveryResult(delivery_id=delivery.delivery_id, results=done)
+
+
+def _limit(policy: DeliveryPolicy, transport: Transport) -> int | None:
+    limits = [n for n in (policy.max_message_bytes, transport.max_message_bytes) if n]
+    return min(limits) if limits else None
+
+
+def _outgoing(
+    delivery: Delivery, raw: bytes, transport: Transport, services: Services
+) -> tuple[bytes, list[str]]:
+    """What goes to the mailbox host: the original bytes, the sender policy applied where the
+    transport needs verified senders, trace fields on top; or a claim check if too large."""
+    route = delivery.policy_route
+    policy = services.routes.policy(route)
+    notes: list[str] = []
+
+    def prepared(message: bytes) -> bytes:
+        if transport.requires_verified_sender:
+            decision = apply_sender_policy(message, route, services.routes)
+            if decision.rewritten and decision.detail not in notes:
+                notes.append(decision.detail)
+            message = decision.raw
+        return prepend_headers(message, delivery.prepend)
+
+    outgoing = prepared(raw)
+    limit = _limit(policy, transport)
+    if limit is None or len(outgoing) <= limit:
+        return outgoing, notes
+    ref = delivery.message
+    if policy.oversize == "dead_letter":
+        raise PolicyError(
+            f"message of {len(outgoing)} bytes is over the {limit}-byte limit of "
+            f"{delivery.destination} (oversize policy: dead_letter)"
+        )
+    link = (
+        policy.claim_check_url.format(bucket=ref.bucket, key=ref.key, message_id=ref.message_id)
+        if policy.claim_check_url
+        else services.objects.link(ref.bucket, ref.key)
+    )
+    stub = claim_check_stub(
+        parse_message(raw),
+        size=len(outgoing),
+        limit=limit,
+        link=link,
+        gateway_host=services.gateway_host,
+    )
+    notes.append(f"claim check: {len(outgoing)} bytes over the {limit}-byte limit, stub sent")
+    return prepared(stub), notes
+
+
+def _send_to_mailbox(
+    delivery: Delivery, pending: list[str], services: Services
+) -> list[RecipientResult]:
+    transport = services.transports.get(delivery.destination)
+    if transport is None:
+        raise PermanentError(f"no transport for mailbox host {delivery.destination!r}")
+    ref = delivery.message
+    raw = services.objects.get(ref.bucket, ref.key)
+    raw = remove_authentication_results(raw, services.gateway_host)  # a forged "ours" never passes
+    outgoing, notes = _outgoing(delivery, raw, transport, services)
+    results = transport.send(ref.envelope_sender, pending, outgoing)
+    delivered: list[RecipientResult] = []
+    transient: list[str] = []
+    permanent: list[str] = []
+    failures: list[str] = []
+    for recipient in pending:
+        result = results.get(recipient) or SendResult(ok=False, transient=True, detail="no reply")
+        if result.ok:
+            detail = "; ".join([result.detail, *notes])
+            services.idempotency.remember(
+                idempotency_key(delivery, recipient), Outcome.DELIVERED.value
+            )
+            _settle(services, delivery, recipient, Outcome.DELIVERED, detail)
+            delivered.append(
+                RecipientResult(recipient=recipient, outcome=Outcome.DELIVERED.value, detail=detail)
+            )
+            continue
+        (transient if result.transient else permanent).append(recipient)
+        failures.append(f"{recipient}: {result.detail}")
+    if failures:
+        services.timeline.record(
+            _event(
+                services,
+                ref.message_id,
+                Stage.ATTEMPT,
+                f"{delivery.destination}: " + "; ".join(failures),
+            )
+        )
+    if transient and permanent:
+        refused = [f for f in failures if f.split(":", 1)[0] in permanent]
+        _dead_letter(
+            delivery,
+            permanent,
+            StepError(Error="PermanentError", Cause="; ".join(refused)),
+            services,
+        )
+    if transient:
+        raise TransientError("; ".join(failures))
+    if permanent:
+        raise PermanentError("; ".join(failures))
+    return delivered
+
+
+def _parsed_with_attachments(ref: MessageRef, services: Services) -> ParsedMessage:
+    """The parsed message with each attachment stored content-addressed (`attachments/<sha256>`,
+    where the process step put them already: stored once, whoever asks)."""
+    store = ObjectStoreAttachments(services.objects, ref.bucket)
+    with services.objects.open(ref.bucket, ref.key) as stream:
+        return parse_stream(stream, limits=services.message_limits, store=store)
+
+
+def _app_events(
+    delivery: Delivery, recipients: list[str], services: Services
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(recipient, event) for each recipient: what the app's queue and its webhook receive."""
+    ref = delivery.message
+    parsed = _parsed_with_attachments(ref, services)
+    for recipient in recipients:
+        event = app_event(
+            ref=ref,
+            parsed=parsed,
+            fields={"app": delivery.destination, "recipient": recipient},
+            recipients=[recipient],
+            objects=services.objects,
+            received_at=services.clock.now().isoformat(),
+        )
+        name = f"{ref.message_id}.{recipient.replace('/', '_')}"
+        yield recipient, fit_event(event, objects=services.objects, bucket=ref.bucket, name=name)
+
+
+def _hand_to_app(
+    delivery: Delivery, recipients: list[str], services: Services
+) -> list[RecipientResult]:
+    results = []
+    for recipient, event in _app_events(delivery, recipients, services):
+        where = services.app_events.publish(
+            delivery.destination, f"{delivery.message.message_id}.{recipient}", event
+        )
+        services.idempotency.remember(
+            idempotency_key(delivery, recipient), Outcome.HANDED_TO_APP.value
+        )
+        _settle(services, delivery, recipient, Outcome.HANDED_TO_APP, where)
+        results.append(
+            RecipientResult(recipient=recipient, outcome=Outcome.HANDED_TO_APP.value, detail=where)
+        )
+    return results
+
+
+def _post_webhook(
+    delivery: Delivery, recipients: list[str], services: Services
+) -> list[RecipientResult]:
+    app = services.routes.apps.get(delivery.destination)
+    webhook = app.webhook if app is not None else None
+    if webhook is None:
+        raise PermanentError(f"app {delivery.destination} has no webhook")
+    if services.webhooks is None:
+        raise PermanentError("webhooks are not set up on this runtime")
+    results = []
+    for recipient, event in _app_events(delivery, recipients, services):
+        answer = services.webhooks.post(
+            webhook.url,
+            webhook.secret_env,
+            f"{delivery.message.message_id}.{recipient}",  # the app event's id too
+            json.dumps(event, ensure_ascii=False).encode(),
+            webhook.timeout,
+        )
+        services.idempotency.remember(idempotency_key(delivery, recipient), "posted")
+        services.timeline.record(
+            _event(
+                services,
+                delivery.message.message_id,
+                Stage.ATTEMPT,
+                f"webhook: {answer}",
+                recipient,
+            )
+        )
+        results.append(RecipientResult(recipient=recipient, outcome="posted", detail=answer))
+    return results
+
+
+def _call_hook(
+    delivery: Delivery, recipients: list[str], services: Services
+) -> list[RecipientResult]:
+    if services.hooks is None:
+        raise PermanentError("hooks are not set up on this runtime")
+    ref = delivery.message
+    event = fit_event(
+        app_event(
+            ref=ref,
+            parsed=_parsed_with_attachments(ref, services),
+            fields={"hook": delivery.destination, "route": delivery.policy_route},
+            recipients=recipients,
+            objects=services.objects,
+            received_at=services.clock.now().isoformat(),
+        ),
+        objects=services.objects,
+        bucket=ref.bucket,
+        name=f"{ref.message_id}.hook-{delivery.destination}.{delivery.delivery_id[-8:]}",
+    )
+    answer = services.hooks.call(delivery.destination, delivery.delivery_id, event)
+    for recipient in recipients:
+        services.idempotency.remember(idempotency_key(delivery, recipient), "hooked")
+    services.timeline.record(
+        _event(services, ref.message_id, Stage.ATTEMPT, f"hook {delivery.destination}: {answer}")
+    )
+    return [RecipientResult(recipient=r, outcome="hooked", detail=answer) for r in recipients]
+
+
+# ------------------------------------------------------------------------------- dead letters
+
+
+def _record_id(delivery: Delivery, recipients: list[str]) -> str:
+    if sorted(recipients) == sorted(delivery.recipients):
+        return delivery.delivery_id
+    digest = hashlib.sha256(",".join(sorted(r.casefold() for r in recipients)).encode())
+    return f"{delivery.delivery_id}.{digest.hexdigest()[:8]}"
+
+
+def _dead_letter(
+    delivery: Delivery, recipients: list[str], error: StepError, services: Services
+) -> list[RecipientResult]:
+    if not recipients:
+        return []
+    reason = reason_of(error)
+    record_id = _record_id(delivery, recipients)
+    services.dead_letters.put(
+        record_id,
+        {
+            "delivery": delivery.model_copy(update={"recipients": recipients}).model_dump(
+                mode="json"
+            ),
+            "message_id": delivery.message.message_id,
+            "kind": delivery.kind,
+            "destination": delivery.destination,
+            "recipients": recipients,
+            "error": error.Error,
+            "cause": error.Cause,
+            "reason": reason[:1000],
+            "at": services.clock.now().isoformat(),
+        },
+    )
+    detail = f"dead letter {record_id}: {reason}"
+    if delivery.settles:
+        for recipient in recipients:
+            _settle(services, delivery, recipient, Outcome.DEAD_LETTERED, detail)
+    else:
+        services.timeline.record(
+            _event(
+                services,
+                delivery.message.message_id,
+                Stage.ATTEMPT,
+                f"{delivery.kind} {delivery.destination}: {detail}",
+            )
+        )
+    return [
+        RecipientResult(recipient=r, outcome=Outcome.DEAD_LETTERED.value, detail=detail[:500])
+        for r in recipients
+    ]
+
+
+def dead_letter(request: DeadLetterInput, services: Services) -> DeliveryResult:
+    """Record a delivery that cannot be completed, with its failure, for `mxgate dlq`."""
+    delivery = request.delivery
+    done, left = _pending(delivery, services)
+    results = _dead_letter(delivery, left, request.error, services)
+    return DeliveryResult(delivery_id=delivery.delivery_id, results=done + results)
+
+
+# ------------------------------------------------------------------------------- deferral
+
+
+def backoff(policy: DeliveryPolicy, attempts: int, seed: str) -> float:
+    """Seconds until the next attempt: doubling from backoff_min up to backoff_max, with a
+    ±10% spread (seeded by the delivery, so it is repeatable) so a host that comes back is not
+    hit by every deferred delivery at once."""
+    base = min(policy.backoff_max, policy.backoff_min * 2 ** min(attempts - 1, 30))
+    return float(base) * random.Random(f"{seed}#{attempts}").uniform(0.9, 1.1)  # noqa: S311 -- not crypto
+
+
+def defer(request: DeferInput, services: Services) -> DeliveryResult:
+    """Schedule the delivery's next attempt, or expire it once its lifetime has run out."""
+    delivery = request.delivery
+    done, left = _pending(delivery, services)
+    if not left:
+        return DeliveryResult(delivery_id=delivery.delivery_id, results=done)
+    reason = reason_of(request.error)
+    policy = services.routes.policy(delivery.policy_route)
+    now = services.clock.now()
+    previous = delivery.deferral
+    first = datetime.fromisoformat(previous.first_deferred_at) if previous else now
+    attempts = (previous.attempts if previous else 0) + 1
+    give_up = first + timedelta(seconds=policy.queue_lifetime)
+    if services.deferrals is None:
+        error = StepError(Error="TransientError", Cause=f"{reason}; no deferred queue here")
+        return DeliveryResult(
+            delivery_id=delivery.delivery_id,
+            results=done + _dead_letter(delivery, left, error, services),
+        )
+    if now >= give_up:
+        return DeliveryResult(
+            delivery_id=delivery.delivery_id,
+            results=done + _expire(delivery, left, reason, first, services),
+        )
+    due = min(now + timedelta(seconds=backoff(policy, attempts, delivery.delivery_id)), give_up)
+    waiting = delivery.model_copy(
+        update={
+            "recipients": left,
+            "deferral": Deferral(
+                first_deferred_at=first.isoformat(), attempts=attempts, last_error=reason[:500]
+            ),
+        }
+    )
+    record_id = f"{delivery.delivery_id}#{attempts}"
+    services.deferrals.schedule(
+        record_id,
+        due,
+        DeferredDelivery(record_id=record_id, due_at=due.isoformat(), delivery=waiting).model_dump(
+            mode="json"
+        ),
+    )
+    detail = (
+        f"{delivery.kind} {delivery.destination}: {reason}; deferral {attempts}, next attempt "
+        f"{due.isoformat(timespec='seconds')}, gives up {give_up.isoformat(timespec='seconds')}"
+    )
+    services.timeline.record_many(
+        [_event(services, delivery.message.message_id, Stage.DEFERRED, detail, r) for r in left]
+    )
+    return DeliveryResult(
+        delivery_id=delivery.delivery_id,
+        results=done
+        + [RecipientResult(recipient=r, outcome=DEFERRED, detail=detail[:500]) for r in left],
+    )
+
+
+def _expire(
+    delivery: Delivery, left: list[str], reason: str, first: datetime, services: Services
+) -> list[RecipientResult]:
+    """The lifetime ran out: a DSN to the sender if the route asks for one, else a dead letter."""
+    ref = delivery.message
+    policy = services.routes.policy(delivery.policy_route)
+    waited = services.clock.now() - first
+    why = f"gave up after {waited.total_seconds() / 3600:.1f}h deferred; last error {reason}"
+    if not (delivery.settles and policy.dsn_on_expiry and should_notify(ref.envelope_sender)):
+        return _dead_letter(delivery, left, StepError(Error="Expired", Cause=why), services)
+    if services.bounces is None:
+        cause = f"{why}; no transport for DSNs here"
+        return _dead_letter(delivery, left, StepError(Error="Expired", Cause=cause), services)
+    original = services.objects.get(ref.bucket, ref.key)
+    dsn = expiry_dsn(
+        original=original,
+        envelope_sender=ref.envelope_sender,
+        recipients=left,
+        diagnostic=reason,
+        reporting_mta=services.gateway_host,
+        dsn_from=services.routes.dsn_sender,
+        arrival=None,
+        last_attempt=services.clock.now(),
+        envelope_id=ref.message_id,
+    )
+    result = services.bounces.send("", [ref.envelope_sender], dsn).get(ref.envelope_sender)
+    if result is None or not result.ok:
+        detail = result.detail if result is not None else "no reply"
+        if result is None or result.transient:
+            raise TransientError(f"DSN to {ref.envelope_sender}: {detail}")
+        cause = f"{why}; the DSN to {ref.envelope_sender} was refused: {detail}"
+        return _dead_letter(delivery, left, StepError(Error="Expired", Cause=cause), services)
+    detail = f"{why}; DSN sent to {ref.envelope_sender}"
+    for recipient in left:
+        services.idempotency.remember(idempotency_key(delivery, recipient), Outcome.BOUNCED.value)
+        _settle(services, delivery, recipient, Outcome.BOUNCED, detail)
+    return [
+        RecipientResult(recipient=r, outcome=Outcome.BOUNCED.value, detail=detail[:500])
+        for r in left
+    ]
+
+
+# ------------------------------------------------------------------------------- redrive
+
+
+def redrive(
+    record_id: str,
+    *,
+    dead_letters: DeadLetters,
+    deferrals: Deferrals,
+    timeline: Timeline,
+    clock: Clock,
+) -> DeferredDelivery:
+    """Put a dead letter back in the deferred queue, due now, with a fresh lifetime. Its
+    dead-lettered recipients are reopened (a success settles them anew); recipients delivered
+    in the meantime keep their state and are skipped by the delivery's idempotency keys, so
+    nothing is sent twice."""
+    record = dead_letters.get(record_id)
+    if record is None:
+        raise PermanentError(f"no dead letter {record_id!r}")
+    delivery = Delivery.model_validate(record["delivery"])
+    recipients = record.get("recipients")
+    if isinstance(recipients, list) and recipients:
+        delivery = delivery.model_copy(update={"recipients": [str(r) for r in recipients]})
+    delivery = delivery.model_copy(update={"deferral": None})
+    now = clock.now()
+    if delivery.settles:
+        states = {s.recipient.casefold(): s for s in timeline.states(delivery.message.message_id)}
+        for recipient in delivery.recipients:
+            state = states.get(recipient.casefold())
+            if state is not None and state.outcome is Outcome.DEAD_LETTERED:
+                timeline.reopen(delivery.message.message_id, recipient)
+    queued = DeferredDelivery(
+        record_id=f"{delivery.delivery_id}#redrive-{now.strftime('%Y%m%dT%H%M%S%f')}",
+        due_at=now.isoformat(),
+        delivery=delivery,
+    )
+    deferrals.schedule(queued.record_id, now, queued.model_dump(mode="json"))
+    timeline.record(
+        TimelineEvent(
+            message_id=delivery.message.message_id,
+            at=now,
+            stage=Stage.REDRIVEN,
+            detail=f"dead letter {record_id} redriven: {len(delivery.recipients)} recipient(s) "
+            f"queued for {delivery.kind} {delivery.destination}",
+        )
+    )
+    dead_letters.remove(record_id)
+    return queued

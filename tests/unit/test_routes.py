@@ -1,0 +1,171 @@
+"""The routes file: validation, per-route policies, and the published JSON Schema."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from mxgate.errors import ConfigError
+from mxgate.routing.config import Routes, load_routes, parse_duration, routes_schema
+from mxgate.workflow.delivery import backoff
+from tests.support import REPO
+
+ROUTES = REPO / "config" / "routes.yaml"
+SCHEMA = REPO / "config" / "routes.schema.json"
+
+
+def document(**changes: Any) -> dict[str, Any]:
+    base: dict[str, Any] = yaml.safe_load(ROUTES.read_text())
+    base.update(changes)
+    return base
+
+
+def write(tmp_path: Path, content: dict[str, Any]) -> Path:
+    path = tmp_path / "routes.yaml"
+    path.write_text(yaml.safe_dump(content))
+    return path
+
+
+def test_published_schema_is_the_one_the_models_generate():
+    """config/routes.schema.json is generated: `mxgate routes schema --output` refreshes it."""
+    assert json.loads(SCHEMA.read_text()) == routes_schema()
+    done = subprocess.run(
+        [sys.executable, "-m", "mxgate", "routes", "schema"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
+    )
+    assert done.stdout == SCHEMA.read_text()
+
+
+def test_the_example_routes_file_is_valid_by_the_schema_and_the_models():
+    jsonschema.validate(yaml.safe_load(ROUTES.read_text()), json.loads(SCHEMA.read_text()))
+    routes = load_routes(ROUTES)
+    assert {r.name for r in routes.quarantine} >= {"dmarc-reject", "executable-attachment"}
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90s", 90), ("5m", 300), ("1h30m", 5400), ("5d", 432000), ("0.5s", 0.5), (12, 12)],
+)
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+def test_a_route_overrides_the_default_policy_field_by_field():
+    routes = Routes.model_validate(
+        document(
+            delivery={"queue_lifetime": "2d", "dsn_on_expiry": False},
+            apps={
+                "orders": {
+                    "addresses": ["orders@customer-support.nutrition.co"],
+                    "delivery": {"queue_lifetime": "1h"},
+                }
+            },
+        )
+    )
+    assert routes.policy("orders").queue_lifetime == 3600
+    assert routes.policy("orders").dsn_on_expiry is False  # inherited, not the model default
+    assert routes.policy("workspace").queue_lifetime == 2 * 86400
+    assert routes.policy("workspace").backoff_min == 300  # the Postfix-like default
+
+
+@pytest.mark.parametrize(
+    ("changes", "complaint"),
+    [
+        (
+            {"destinations": {"workspace": {"transport": "smtp"}, "m365": {}}},
+            "an smtp destination needs `host`",
+        ),
+        (
+            {
+                "destinations": {
+                    "workspace": {"transport": "smtp", "host": "x.example", "username": "u"},
+                    "m365": {},
+                }
+            },
+            "`username` and `password_env` go together",
+        ),
+        (
+            {"destinations": {"workspace": {"hooks": ["nope"]}, "m365": {}}},
+            "destinations.workspace.hooks names undefined hooks ['nope']",
+        ),
+        (
+            {"quarantine": [{"name": "x", "routes": ["nowhere"], "when": {"spf": ["fail"]}}]},
+            "quarantine rule x names unknown routes ['nowhere']",
+        ),
+        ({"quarantine": [{"name": "x", "when": {}}]}, "`when` needs at least one condition"),
+        ({"quarantine": [{"name": "x", "when": {"spf": ["failed"]}}]}, "quarantine.0.when.spf"),
+        ({"hooks": {"h": {"url": "https://h.example/x"}}}, "needs `secret_env`"),
+        ({"hooks": {"h": {"description": "nothing to call"}}}, "needs `function`, `command`"),
+        ({"delivery": {"queue_lifetime": "five days"}}, "delivery.queue_lifetime"),
+        ({"delivery": {"oversize": "drop"}}, "delivery.oversize"),
+        (
+            {
+                "apps": {
+                    "workspace": {"addresses": ["w@customer-support.nutrition.co"]},
+                }
+            },
+            "name both a destination and an app",
+        ),
+    ],
+)
+def test_bad_routes_are_refused_with_the_place(tmp_path, changes, complaint):
+    with pytest.raises(ConfigError) as refused:
+        load_routes(write(tmp_path, document(**changes)))
+    assert complaint in str(refused.value)
+    assert str(tmp_path / "routes.yaml") in str(refused.value)
+
+
+def test_verified_identities_cover_subdomains_and_addresses():
+    routes = Routes.model_validate(
+        document(verified_identities=["nutrition.co", "ceo@partner.example"])
+    )
+    assert routes.is_verified("a@nutrition.co")
+    assert routes.is_verified("A@Customer-Support.Nutrition.co")
+    assert routes.is_verified("ceo@partner.example")
+    assert not routes.is_verified("cfo@partner.example")
+    assert not routes.is_verified("a@evilnutrition.co")
+    default = Routes.model_validate(document())
+    assert default.is_verified("orders@customer-support.nutrition.co")
+    assert not default.is_verified("buyer@shop.example")
+
+
+def test_routes_check_command(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "mxgate", "routes", "check", str(ROUTES)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "valid" in done.stdout
+    bad = write(tmp_path, document(delivery={"oversize": "drop"}))
+    done = subprocess.run(
+        [sys.executable, "-m", "mxgate", "routes", "check", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "delivery.oversize" in done.stderr
+
+
+def test_the_deferral_schedule_doubles_up_to_its_cap_with_a_repeatable_spread():
+    policy = Routes.model_validate(document()).policy("workspace")
+    waits = [backoff(policy, attempt, "01A.workspace.0") for attempt in range(1, 8)]
+    for attempt, wait in enumerate(waits, start=1):
+        base = min(4000, 300 * 2 ** (attempt - 1))
+        assert base * 0.9 <= wait <= base * 1.1
+    assert waits == [backoff(policy, n, "01A.workspace.0") for n in range(1, 8)]  # seeded
+    assert waits != [backoff(policy, n, "01B.workspace.0") for n in range(1, 8)]  # spread

@@ -33,11 +33,18 @@ def store_envelope(objects: ObjectStore, bucket: str, envelope: Envelope, key: s
 
 
 def read_envelope(
-    objects: ObjectStore, bucket: str, key: str, parsed: ParsedMessage | None, routes: Routes
+    objects: ObjectStore,
+    bucket: str,
+    key: str,
+    parsed: ParsedMessage | None,
+    routes: Routes,
+    *,
+    look_beside: bool = True,
 ) -> Envelope:
+    """The envelope stored beside the message (when this runtime writes one), else the headers."""
     message_id = message_id_of(key)
     sidecar = envelope_key(key)
-    if objects.exists(bucket, sidecar):
+    if look_beside and objects.exists(bucket, sidecar):
         return Envelope.model_validate_json(objects.get(bucket, sidecar))
     if parsed is None:
         return Envelope(message_id=message_id, mail_from="", recipients=[], source="headers")

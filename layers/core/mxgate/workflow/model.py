@@ -30,6 +30,7 @@ class Envelope(Frozen):
 class ProcessInput(Frozen):
     bucket: str
     key: str
+    envelope: Envelope | None = None  # when the trigger carries it (InvokeLambda's event)
 
 
 class MessageRef(Frozen):

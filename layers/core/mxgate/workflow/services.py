@@ -33,6 +33,9 @@ class Services:
     routes: Routes
     clock: Clock
     gateway_host: str = "mxgate.local"  # names this gateway in trace header fields
+    # whether the runtime keeps each message's envelope beside it (the local emulator does;
+    # Mail Manager does not, so on AWS looking would cost a request and find nothing)
+    envelope_sidecars: bool = True
     # and is its authserv-id in Authentication-Results
     resolver: Resolver | None = None  # DNS for sender authentication; None: not checked
     message_limits: ParseLimits = field(default_factory=ParseLimits)

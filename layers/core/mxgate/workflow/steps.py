@@ -4,8 +4,11 @@ The delivery steps live in `workflow.delivery`."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections import defaultdict
 from email.utils import format_datetime
+from typing import BinaryIO, cast
 
 from mxgate.authn.check import Authenticator
 from mxgate.authn.model import Authentication
@@ -40,6 +43,8 @@ __all__ = [
     "quarantine",
 ]
 
+SPOOL_IN_MEMORY = 8 * 1024 * 1024  # bytes of a message kept in memory; the rest on disk
+COPY_CHUNK = 1024 * 1024
 MAX_RECIPIENTS_PER_DELIVERY = 50  # SES sending takes at most 50 recipients per message
 
 
@@ -82,10 +87,26 @@ def _settle(
 def process(request: ProcessInput, services: Services) -> ProcessOutput:
     """Read, parse, authenticate and classify one stored message, and plan its deliveries."""
     store = ObjectStoreAttachments(services.objects, request.bucket)
-    with services.objects.open(request.bucket, request.key) as stream:  # never whole in memory
-        parsed = parse_stream(stream, limits=services.message_limits, store=store)
-    envelope = read_envelope(services.objects, request.bucket, request.key, parsed, services.routes)
-    authentication = _authenticate(request, envelope, services)
+    # One read of the stored message, kept in a spooled file (on disk past a few MB, never whole
+    # in memory) for the two passes: the parse, then sender authentication.
+    with (
+        services.objects.open(request.bucket, request.key) as stream,
+        tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spooled,
+    ):
+        copy = cast("BinaryIO", spooled)  # a file like any other, whatever typeshed says
+        shutil.copyfileobj(stream, copy, COPY_CHUNK)
+        copy.seek(0)
+        parsed = parse_stream(copy, limits=services.message_limits, store=store)
+        envelope = request.envelope or read_envelope(
+            services.objects,
+            request.bucket,
+            request.key,
+            parsed,
+            services.routes,
+            look_beside=services.envelope_sidecars,
+        )
+        copy.seek(0)
+        authentication = _authenticate(copy, envelope, services)
     message_id = envelope.message_id
     ref = MessageRef(
         message_id=message_id,
@@ -183,16 +204,15 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
 
 
 def _authenticate(
-    request: ProcessInput, envelope: Envelope, services: Services
+    message: BinaryIO, envelope: Envelope, services: Services
 ) -> Authentication | None:
     """SPF, DKIM and DMARC for the message, when the runtime gave us DNS."""
     if services.resolver is None:
         return None
     authenticator = Authenticator(services.resolver, services.gateway_host)
-    with services.objects.open(request.bucket, request.key) as stream:
-        return authenticator.authenticate(
-            stream, client_ip=envelope.source_ip, mail_from=envelope.mail_from, helo=envelope.helo
-        )
+    return authenticator.authenticate(
+        message, client_ip=envelope.source_ip, mail_from=envelope.mail_from, helo=envelope.helo
+    )
 
 
 def _auth_verdicts(authentication: Authentication | None) -> AuthVerdicts | None:

@@ -54,6 +54,7 @@ def services() -> Services:
         routes=routes,
         clock=clock,
         gateway_host=config.gateway_host,
+        envelope_sidecars=config.envelope_sidecars,
         resolver=CachingResolver(_dns(config.dns_server)),
         deferrals=delivery.deferrals,
         bounces=delivery.bounces,

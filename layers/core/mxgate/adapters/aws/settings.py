@@ -24,6 +24,9 @@ class AwsSettings(BaseModel):
     defer_queue: str | None = None  # the deferred queue's URL; unset: no deferral
     state_machine_arn: str | None = None  # what the Redeliver function starts
     ses_configuration_set: str | None = None
+    # Whether Process looks for an envelope kept beside each message: only when the rule set
+    # also sends Mail Manager's InvokeLambda event to the Process function, which keeps one.
+    envelope_sidecars: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AwsSettings:
@@ -40,6 +43,7 @@ class AwsSettings(BaseModel):
             "defer_queue": env.get("MXGATE_DEFER_QUEUE"),
             "state_machine_arn": env.get("MXGATE_STATE_MACHINE_ARN"),
             "ses_configuration_set": env.get("MXGATE_SES_CONFIGURATION_SET"),
+            "envelope_sidecars": env.get("MXGATE_ENVELOPE_SIDECARS"),
         }
         return cls.model_validate({k: v for k, v in values.items() if v})
 

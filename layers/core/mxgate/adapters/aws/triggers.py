@@ -105,7 +105,7 @@ def _from_ses(event: Mapping[str, Any], raw_bucket: str, raw_prefix: str) -> Tri
         recipients=ses.receipt.recipients,
         received_at=ses.mail.timestamp.isoformat(),
     )
-    return Trigger(ProcessInput(bucket=bucket, key=key), envelope)
+    return Trigger(ProcessInput(bucket=bucket, key=key, envelope=envelope), envelope)
 
 
 def keep_envelope(objects: ObjectStore, trigger: Trigger) -> None:

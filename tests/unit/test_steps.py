@@ -121,7 +121,7 @@ def test_deliver_twice_sends_once(world):
     steps.deliver(request, services)
     again = steps.deliver(request, services)
     assert len(workspace.sent) == 1
-    assert again.results[0].detail == "already done"
+    assert again.results[0].detail == "already settled"
 
 
 def test_partial_transient_failure_retries_only_the_rest(world):

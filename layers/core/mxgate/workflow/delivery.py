@@ -46,7 +46,6 @@ from mxgate.workflow.model import (
 from mxgate.workflow.services import Services
 
 DEFERRED = "deferred"  # a RecipientResult outcome: not terminal, waiting in the deferred queue
-_TERMINAL = {o.value for o in Outcome}
 
 
 def idempotency_key(delivery: Delivery, recipient: str) -> str:
@@ -83,32 +82,36 @@ def _settle(
 
 
 def _pending(delivery: Delivery, services: Services) -> tuple[list[RecipientResult], list[str]]:
-    """(recipients already done, recipients still to do)."""
-    settled = (
-        {s.recipient.casefold(): s for s in services.timeline.states(delivery.message.message_id)}
-        if delivery.settles
-        else {}
-    )
+    """(recipients already done, recipients still to do).
+
+    A delivery that settles recipients is done for those with a terminal state: that state is
+    its idempotency record (one write, so no window between "sent" and "recorded" beyond the
+    send itself). Webhooks and hooks settle nothing and keep idempotency keys instead."""
+    if delivery.settles:
+        settled = {
+            s.recipient.casefold(): s for s in services.timeline.states(delivery.message.message_id)
+        }
     done: list[RecipientResult] = []
     pending: list[str] = []
     for recipient in delivery.recipients:
+        if delivery.settles:
+            state = settled.get(recipient.casefold())
+            if state is None:
+                pending.append(recipient)
+            else:
+                done.append(
+                    RecipientResult(
+                        recipient=recipient, outcome=state.outcome.value, detail="already settled"
+                    )
+                )
+            continue
         previous = services.idempotency.seen(idempotency_key(delivery, recipient))
-        state = settled.get(recipient.casefold())
-        if previous is not None:
-            if delivery.settles and state is None and previous in _TERMINAL:
-                # done by an earlier attempt that stopped before settling it: settle it now
-                _settle(services, delivery, recipient, Outcome(previous), "done earlier")
+        if previous is None:
+            pending.append(recipient)
+        else:
             done.append(
                 RecipientResult(recipient=recipient, outcome=previous, detail="already done")
             )
-        elif state is not None:
-            done.append(
-                RecipientResult(
-                    recipient=recipient, outcome=state.outcome.value, detail="already settled"
-                )
-            )
-        else:
-            pending.append(recipient)
     return done, pending
 
 
@@ -196,7 +199,7 @@ def _send_to_mailbox(
     if transport is None:
         raise PermanentError(f"no transport for mailbox host {delivery.destination!r}")
     ref = delivery.message
-    raw = services.objects.get(ref.bucket, ref.key)
+    raw = ref.raw(services.objects)
     raw = remove_authentication_results(raw, services.gateway_host)  # a forged "ours" never passes
     outgoing, notes = _outgoing(delivery, raw, transport, services)
     results = transport.send(ref.envelope_sender, pending, outgoing)
@@ -208,9 +211,6 @@ def _send_to_mailbox(
         result = results.get(recipient) or SendResult(ok=False, transient=True, detail="no reply")
         if result.ok:
             detail = "; ".join([result.detail, *notes])
-            services.idempotency.remember(
-                idempotency_key(delivery, recipient), Outcome.DELIVERED.value
-            )
             _settle(services, delivery, recipient, Outcome.DELIVERED, detail)
             delivered.append(
                 RecipientResult(recipient=recipient, outcome=Outcome.DELIVERED.value, detail=detail)
@@ -246,7 +246,7 @@ def _parsed_with_attachments(ref: MessageRef, services: Services) -> ParsedMessa
     """The parsed message with each attachment stored content-addressed (`attachments/<sha256>`,
     where the process step put them already: stored once, whoever asks)."""
     store = ObjectStoreAttachments(services.objects, ref.bucket)
-    with services.objects.open(ref.bucket, ref.key) as stream:
+    with ref.open(services.objects) as stream:
         return parse_stream(stream, limits=services.message_limits, store=store)
 
 
@@ -276,9 +276,6 @@ def _hand_to_app(
     for recipient, event in _app_events(delivery, recipients, services):
         where = services.app_events.publish(
             delivery.destination, f"{delivery.message.message_id}.{recipient}", event
-        )
-        services.idempotency.remember(
-            idempotency_key(delivery, recipient), Outcome.HANDED_TO_APP.value
         )
         _settle(services, delivery, recipient, Outcome.HANDED_TO_APP, where)
         results.append(
@@ -486,7 +483,7 @@ def _expire(
     if services.bounces is None:
         cause = f"{why}; no transport for DSNs here"
         return _dead_letter(delivery, left, StepError(Error="Expired", Cause=cause), services)
-    original = services.objects.get(ref.bucket, ref.key)
+    original = ref.raw(services.objects)
     dsn = expiry_dsn(
         original=original,
         envelope_sender=ref.envelope_sender,
@@ -507,7 +504,6 @@ def _expire(
         return _dead_letter(delivery, left, StepError(Error="Expired", Cause=cause), services)
     detail = f"{why}; DSN sent to {ref.envelope_sender}"
     for recipient in left:
-        services.idempotency.remember(idempotency_key(delivery, recipient), Outcome.BOUNCED.value)
         _settle(services, delivery, recipient, Outcome.BOUNCED, detail)
     return [
         RecipientResult(recipient=r, outcome=Outcome.BOUNCED.value, detail=detail[:500])
@@ -528,8 +524,7 @@ def redrive(
 ) -> DeferredDelivery:
     """Put a dead letter back in the deferred queue, due now, with a fresh lifetime. Its
     dead-lettered recipients are reopened (a success settles them anew); recipients delivered
-    in the meantime keep their state and are skipped by the delivery's idempotency keys, so
-    nothing is sent twice."""
+    in the meantime keep their state, which the delivery skips, so nothing is sent twice."""
     record = dead_letters.get(record_id)
     if record is None:
         raise PermanentError(f"no dead letter {record_id!r}")

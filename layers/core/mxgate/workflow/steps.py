@@ -4,6 +4,7 @@ The delivery steps live in `workflow.delivery`."""
 
 from __future__ import annotations
 
+import base64
 import shutil
 import tempfile
 from collections import defaultdict
@@ -45,6 +46,10 @@ __all__ = [
 
 SPOOL_IN_MEMORY = 8 * 1024 * 1024  # bytes of a message kept in memory; the rest on disk
 COPY_CHUNK = 1024 * 1024
+# Messages this small travel inside the delivery documents (base64), as long as all of a
+# message's deliveries together stay well inside Step Functions' 256 KB per document.
+INLINE_MAX = 48 * 1024
+INLINE_BUDGET = 120 * 1024
 MAX_RECIPIENTS_PER_DELIVERY = 50  # SES sending takes at most 50 recipients per message
 
 
@@ -107,6 +112,8 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
         )
         copy.seek(0)
         authentication = _authenticate(copy, envelope, services)
+        copy.seek(0)
+        small = copy.read() if parsed.size <= INLINE_MAX else None
     message_id = envelope.message_id
     ref = MessageRef(
         message_id=message_id,
@@ -200,6 +207,9 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
             prepend=trace if kind is RouteKind.MAILBOX else [],
         )
     ]
+    if small is not None and len(small) * len(deliveries) <= INLINE_BUDGET:
+        inline = ref.model_copy(update={"inline": base64.b64encode(small).decode("ascii")})
+        deliveries = [d.model_copy(update={"message": inline}) for d in deliveries]
     return ProcessOutput(message=ref, deliveries=deliveries, authentication=authentication)
 
 

@@ -110,7 +110,39 @@ def delivered_count(state_db: Path) -> int:
 
 
 @contextmanager
-def gateway(work: Path, workers: int, sink_port: int | None) -> Iterator[tuple[int, Path]]:
+def quiet_dns(work: Path) -> Iterator[int]:
+    """A DNS server on loopback that knows no sender: authentication answers come from it
+    (NXDOMAIN), never from the network."""
+    zone = work / "zone.txt"
+    zone.write_text('$ORIGIN bench.invalid.\n@ 60 IN TXT "mxgate bench"\n')
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dnslib.zoneresolver",
+            "--zone",
+            str(zone),
+            "--address",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)
+    try:
+        yield port
+    finally:
+        server.terminate()
+        server.wait()
+
+
+@contextmanager
+def gateway(
+    work: Path, workers: int, sink_port: int | None, dns_port: int
+) -> Iterator[tuple[int, Path]]:
     config = yaml.safe_load((REPO / "config" / "local.yaml").read_text())
     config.update(
         template=str(REPO / "template.yaml"),
@@ -119,6 +151,8 @@ def gateway(work: Path, workers: int, sink_port: int | None) -> Iterator[tuple[i
         parameters={"IngressTlsPolicy": "OPTIONAL"},
     )  # smtp-source speaks no STARTTLS
     config["smtp"]["port"] = 0
+    config["smtp"]["auth_port"] = 0
+    config["dns"] = {"nameservers": ["127.0.0.1"], "port": dns_port, "timeout": 2}
     for host in config["mailbox_hosts"].values():
         host.update({"port": sink_port, "external": True} if sink_port else {"port": 0})
     (work / "local.yaml").write_text(yaml.safe_dump(config))
@@ -193,7 +227,8 @@ def main() -> None:
         ):
             with (
                 tempfile.TemporaryDirectory(prefix="mxgate-bench-") as work,
-                gateway(Path(work), args.workers, target) as (port, state_db),
+                quiet_dns(Path(work)) as dns_port,
+                gateway(Path(work), args.workers, target, dns_port) as (port, state_db),
             ):
                 line(label, *drive(port, args, lambda db=state_db: delivered_count(db)), reference)
 

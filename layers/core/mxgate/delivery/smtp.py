@@ -111,7 +111,7 @@ class SmtpTransport:
         self, client: smtplib.SMTP, sender: str, recipients: Sequence[str], raw: bytes
     ) -> Mapping[str, SendResult]:
         options = []
-        if client.has_extn("8bitmime") and any(b > 0x7F for b in raw):
+        if client.has_extn("8bitmime") and not raw.isascii():
             options.append("BODY=8BITMIME")
         if client.has_extn("smtputf8") and not all(a.isascii() for a in (sender, *recipients)):
             options.append("SMTPUTF8")

@@ -10,7 +10,6 @@ the two honest.
 
 from __future__ import annotations
 
-import copy
 import json
 import random
 import re
@@ -68,11 +67,15 @@ def write_path(document: Any, path: str | None, result: Any) -> Any:
         return document
     if path == "$":
         return result
-    target = copy.deepcopy(document) if isinstance(document, dict) else {}
+    # Copy only the objects along the path: the input itself is never changed, and what the
+    # path does not touch is shared (documents are never mutated in place).
+    target = dict(document) if isinstance(document, dict) else {}
     names = [m.group(1) or m.group(3) for m in _PATH_TOKEN.finditer(path)]
     cursor = target
     for name in names[:-1]:
-        cursor = cursor.setdefault(name, {})
+        child = cursor.get(name)
+        cursor[name] = dict(child) if isinstance(child, dict) else {}
+        cursor = cursor[name]
     cursor[names[-1]] = result
     return target
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import os
 
 from mxgate.cli.common import add_settings_arguments, settings_from
+from mxgate.errors import ConfigError
 from mxgate.local.runtime import LocalSetup, load_setup
 from mxgate.local.server import Running, serve
 from mxgate.mailmanager.template import logical_id_of
@@ -50,9 +52,10 @@ def banner(setup: LocalSetup, running: Running, home: str) -> str:
         )
     host, port = running.smtp
     tls_flag = " --tls" if setup.primary.ingress.requires_starttls else ""
+    home_option = "" if home == ".mxgate" else f" --home {home}"  # where the CLI must look
     lines += [
         f"  app events     {home}/events/<app>/",
-        f"  timeline       mxgate trace       logs: {home}/logs/",
+        f"  timeline       mxgate trace{home_option}       logs: {home}/logs/",
         "Try:",
         f"  swaks --server {host}:{port}{tls_flag} --from sender@example.org --to alice@nutrition.co",
         "Ctrl-C stops.",
@@ -68,5 +71,15 @@ def run(args: argparse.Namespace) -> int:
     def ready(running: Running) -> None:
         print(banner(setup, running, str(settings.home)), flush=True)
 
-    asyncio.run(serve(setup, ready))
+    try:
+        asyncio.run(serve(setup, ready))
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            raise
+        raise ConfigError(
+            f"{error.strerror or error}. Another mxgate (or mail server) listens there: "
+            f"choose free ports in {settings.config} (smtp.port, smtp.auth_port, "
+            "mailbox_hosts.<host>.port; 0 picks a free one) or MXGATE_SMTP_PORT / --port for "
+            "the SMTP ingress"
+        ) from error
     return 0

@@ -9,13 +9,16 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import re
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
+from mxgate.errors import SMTP_REPLY, FailureKind
 from mxgate.ids import new_message_id
 from mxgate.local.logs import INGRESS, TRAFFIC_POLICY, VendedLogs
 from mxgate.local.spool import Spool
@@ -56,6 +59,14 @@ class IngressSMTP(SMTP):
 def null_to_empty(address: str) -> str:
     """aiosmtpd gives the null reverse-path `MAIL FROM:<>` as "<>"; we keep it as ""."""
     return "" if address == "<>" else address
+
+
+BAD_HELO = "501 5.5.4 Syntax: HELO/EHLO needs a domain or an address literal"
+_HELO = re.compile(r"[\x21-\x7e]{1,255}")  # one word of printable ASCII: no CR, LF or NUL
+
+
+def valid_helo(hostname: str) -> bool:
+    return _HELO.fullmatch(hostname) is not None
 
 
 def peer_ip(session: Session) -> str:
@@ -107,10 +118,22 @@ class IngressHandler:
         hostname: str,
         responses: list[str],
     ) -> list[str]:
+        if not valid_helo(hostname):  # it lands in Received: and Authentication-Results:
+            session.host_name = None
+            return [BAD_HELO]
         session.host_name = hostname
         if self.ingress.Type != "AUTH":  # an OPEN ingress point offers no SMTP AUTH
             responses = [r for r in responses if not r.startswith("250-AUTH")]
         return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+    async def handle_HELO(  # noqa: N802
+        self, server: SMTP, session: Session, envelope: SmtpEnvelope, hostname: str
+    ) -> str:
+        if not valid_helo(hostname):
+            session.host_name = None
+            return BAD_HELO
+        session.host_name = hostname
+        return f"250 {server.hostname}"
 
     async def handle_AUTH(  # noqa: N802
         self, server: SMTP, session: Session, envelope: SmtpEnvelope, args: list[str]
@@ -185,6 +208,46 @@ class IngressHandler:
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 Recipient OK"
 
+    def _accept(self, message: Envelope, raw: bytes, now: datetime, authenticated: bool) -> Path:
+        """In a thread: the fsynced spool file first (only then is 250 due), then the timeline
+        and the ingress log, which must never turn a stored message into an error reply."""
+        path = self.spool.write(message, raw)
+        try:
+            self.timeline.record(
+                TimelineEvent(
+                    message_id=message.message_id,
+                    at=now,
+                    stage=Stage.ACCEPTED,
+                    detail=f"{len(raw)} bytes from {message.source_ip} "
+                    f"for {len(message.recipients)} recipient(s)",
+                )
+            )
+            self.logs.write(
+                INGRESS,
+                {
+                    "timestamp": now.isoformat(),
+                    "ingress_point_id": self.ingress_id,
+                    "message_id": message.message_id,
+                    "size": len(raw),
+                    "sender_ip": message.source_ip,
+                    "mail_from": message.mail_from,
+                    "helo": message.helo,
+                    "tls_protocol": message.tls_protocol,
+                    "recipients": message.recipients,
+                    "authenticated": authenticated,
+                },
+            )
+        except Exception:
+            log.exception(
+                "could not record the accepted message", extra={"message_id": message.message_id}
+            )
+        return path
+
+    async def handle_exception(self, error: Exception) -> str:
+        """Anything unexpected during a session: a temporary failure, so the sender retries."""
+        log.error("SMTP session error", exc_info=error)
+        return SMTP_REPLY[FailureKind.TRANSIENT]
+
     async def handle_DATA(  # noqa: N802
         self, server: SMTP, session: Session, envelope: SmtpEnvelope
     ) -> str:
@@ -201,32 +264,17 @@ class IngressHandler:
             ingress_point=self.ingress_id,
         )
         try:
-            path = await asyncio.to_thread(self.spool.write, message, raw)
+            path = await asyncio.to_thread(
+                self._accept, message, raw, now, bool(session.authenticated)
+            )
         except OSError:
             log.exception("spool write failed", extra={"message_id": message.message_id})
-            return "451 4.3.0 Cannot store the message now, try again later"
-        self.timeline.record(
-            TimelineEvent(
-                message_id=message.message_id,
-                at=now,
-                stage=Stage.ACCEPTED,
-                detail=f"{len(raw)} bytes from {message.source_ip} for {len(message.recipients)} recipient(s)",
+            return SMTP_REPLY[FailureKind.TRANSIENT]
+        try:
+            self.submit(path)
+        except Exception:  # the spool file stays and is replayed: the message is safe
+            log.exception(
+                "could not hand the message to the workers",
+                extra={"message_id": message.message_id},
             )
-        )
-        self.logs.write(
-            INGRESS,
-            {
-                "timestamp": now.isoformat(),
-                "ingress_point_id": self.ingress_id,
-                "message_id": message.message_id,
-                "size": len(raw),
-                "sender_ip": message.source_ip,
-                "mail_from": message.mail_from,
-                "helo": message.helo,
-                "tls_protocol": message.tls_protocol,
-                "recipients": message.recipients,
-                "authenticated": bool(session.authenticated),
-            },
-        )
-        self.submit(path)
         return f"250 2.0.0 Ok: queued as {message.message_id}"

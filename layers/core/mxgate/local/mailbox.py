@@ -10,6 +10,8 @@ an outage or an unknown user without stopping the server.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import os
 import socket
 import time
@@ -28,7 +30,7 @@ class MaildirHandler:
         self.host = host
         self.directory = root / host
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._count = 0
+        self._count = itertools.count(1)  # unique names across the threads that store
 
     def forced_reply(self, recipient: str = "") -> str | None:
         names = [f".reply-{safe_name(recipient.casefold())}"] if recipient else []
@@ -56,18 +58,21 @@ class MaildirHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
         raw = to_crlf(envelope.original_content or b"")
         sender = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
-        for recipient in envelope.rcpt_tos:
+        recipients = list(envelope.rcpt_tos)
+        await asyncio.to_thread(self._store_all, sender, recipients, raw)  # file I/O off the loop
+        return f"250 2.0.0 Ok: delivered to {len(envelope.rcpt_tos)} mailbox(es) on {self.host}"
+
+    def _store_all(self, sender: str, recipients: list[str], raw: bytes) -> None:
+        for recipient in recipients:
             trace = f"Return-Path: <{sender}>\r\nDelivered-To: {recipient}\r\n".encode()
             self.store(recipient, trace + raw)
-        return f"250 2.0.0 Ok: delivered to {len(envelope.rcpt_tos)} mailbox(es) on {self.host}"
 
     def store(self, recipient: str, message: bytes) -> Path:
         """Maildir delivery: write under tmp/, then rename into new/."""
         mailbox = self.directory / safe_name(recipient.casefold())
         for sub in ("tmp", "new", "cur"):
             (mailbox / sub).mkdir(parents=True, exist_ok=True)
-        self._count += 1
-        name = f"{time.time_ns()}.P{os.getpid()}Q{self._count}.{_hostname}"
+        name = f"{time.time_ns()}.P{os.getpid()}Q{next(self._count)}.{_hostname}"
         temporary = mailbox / "tmp" / name
         temporary.write_bytes(message)
         final = mailbox / "new" / name

@@ -15,6 +15,7 @@ import signal
 import ssl
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -46,6 +47,7 @@ class Running:
     ingress_servers: list[asyncio.Server] = field(default_factory=list)
 
 
+INGRESS_DB_WAIT = 2.0  # seconds; past it the message is still accepted, its record skipped
 DEFERRED_LEASE = 600.0  # seconds a deferred delivery may run before another run may take it
 
 
@@ -54,6 +56,10 @@ class Gateway:
         self.setup = setup
         self.dirs = setup.dirs
         self.pool: ProcessPoolExecutor | None = None
+        self.pool_args: tuple[str, str] = ("", "")  # the workers' initializer arguments
+        self.spool = Spool(self.dirs.spool)
+        self.in_flight: set[Path] = set()  # spool files handed to the pool and not yet done
+        self.pool_generation = 0  # a new pool replaces one whose worker died
         self.pending: set[Future[str]] = set()
         self.idle = asyncio.Event()
         self.idle.set()
@@ -86,25 +92,61 @@ class Gateway:
             servers.append(server)
         return ports, servers
 
+    def _start_pool(self) -> None:
+        self.pool = ProcessPoolExecutor(
+            max_workers=self.setup.settings.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=worker.initialize,
+            initargs=self.pool_args,
+        )
+
     def submit(self, path: Path) -> None:
+        """Hand one spooled message to the workers (once: a file already in flight is skipped)."""
+        if path in self.in_flight:
+            return
         assert self.pool is not None
-        self._track(self.pool.submit(worker.handle, str(path)), path.name)
+        try:
+            future = self.pool.submit(worker.handle, str(path))
+        except BrokenProcessPool:
+            self._recover()  # resubmits every spooled message, this one included
+            return
+        self.in_flight.add(path)
+        future.add_done_callback(lambda _: self.in_flight.discard(path))
+        self._track(future, path.name)
+
+    def _recover(self) -> None:
+        """A worker process died (killed, out of memory): the pool is unusable from then on.
+        Start a new one and hand it everything still in the spool."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+        log.error("a worker process died: starting new workers, replaying the spool")
+        self.in_flight.clear()
+        self.pool_generation += 1
+        self._start_pool()
+        for path in self.spool.pending():
+            self.submit(path)
 
     def _track(self, future: Future[str], label: str) -> None:
         self.pending.add(future)
         self.idle.clear()
         loop = asyncio.get_running_loop()
-        future.add_done_callback(lambda f: loop.call_soon_threadsafe(self._finished, f, label))
+        generation = self.pool_generation
+        future.add_done_callback(
+            lambda f: loop.call_soon_threadsafe(self._finished, f, label, generation)
+        )
 
-    def _finished(self, future: Future[str], label: str) -> None:
+    def _finished(self, future: Future[str], label: str, generation: int) -> None:
         self.pending.discard(future)
         if label in self.deferred_running:
             self.deferred_running.discard(label)
             self.room_freed.set()
         if not self.pending:
             self.idle.set()
-        error = future.exception()
-        if error is not None:  # the worker died: spool files and deferred records stay
+        error = None if future.cancelled() else future.exception()
+        if isinstance(error, BrokenProcessPool):
+            if generation == self.pool_generation:  # the first of the dead pool's futures
+                self._recover()
+        elif error is not None:  # spool files and deferred records stay for the next attempt
             log.error("worker failed", extra={"work": label, "error": repr(error)})
 
     async def _run_deferred(self, state: SqliteState) -> None:
@@ -141,17 +183,18 @@ class Gateway:
         for directory in (dirs.spool, dirs.objects, dirs.mailboxes, dirs.events, dirs.logs):
             directory.mkdir(parents=True, exist_ok=True)
         mailbox_ports, servers = await self._mailbox_hosts(loop)
-        self.pool = ProcessPoolExecutor(
-            max_workers=setup.settings.workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=worker.initialize,
-            initargs=(setup.settings.model_dump_json(), json.dumps(mailbox_ports)),
-        )
+        self.pool_args = (setup.settings.model_dump_json(), json.dumps(mailbox_ports))
+        self._start_pool()
+        # what a previous run accepted but did not finish, before anything new is accepted
+        self.spool.discard_partial()
+        for path in self.spool.pending():
+            self.submit(path)
         cert, key = ensure_certificate(dirs.tls, setup.settings.hostname)
         tls = server_context(cert, key)
-        spool = Spool(dirs.spool)
+        spool = self.spool
         book = FileAddressBook(dirs.address_lists)
-        timeline = SqliteState(dirs.state_db)
+        # the ingress only records "accepted": it waits briefly for the database, never long
+        timeline = SqliteState(dirs.state_db, busy_timeout=INGRESS_DB_WAIT)
         logs = VendedLogs(dirs.logs)
         listening: dict[str, tuple[str, int]] = {}
         ingress_servers = []
@@ -183,8 +226,6 @@ class Gateway:
         if auth:
             ports["smtp_auth"] = auth[0]
         write_ports(dirs, {**ports, **mailbox_ports})
-        for path in spool.pending():  # messages a previous run accepted but did not finish
-            self.submit(path)
         deferred_state = SqliteState(dirs.state_db)
         deferred_state.release_leases()
         self.scheduler = asyncio.create_task(self._run_deferred(deferred_state))

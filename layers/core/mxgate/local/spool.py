@@ -13,6 +13,7 @@ from pathlib import Path
 from mxgate.workflow.model import Envelope
 
 _SUFFIX = ".msg"
+_PARTIAL = ".partial"
 
 
 class Spool:
@@ -21,10 +22,12 @@ class Spool:
         directory.mkdir(parents=True, exist_ok=True)
 
     def write(self, envelope: Envelope, raw: bytes) -> Path:
-        """Durably store one message. On ext4 and xfs the fsync also commits the new name."""
+        """Durably store one message: written under a temporary name and fsynced, renamed, and
+        the directory fsynced, so the file the workers see is always whole and survives a crash."""
         path = self.directory / f"{envelope.message_id}{_SUFFIX}"
+        partial = self.directory / f"{envelope.message_id}{_PARTIAL}"
         header = envelope.model_dump_json().encode() + b"\n"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.write(fd, header)
             view = memoryview(raw)
@@ -34,10 +37,21 @@ class Spool:
             os.fsync(fd)
         except BaseException:
             os.close(fd)
-            path.unlink(missing_ok=True)
+            partial.unlink(missing_ok=True)
             raise
         os.close(fd)
+        os.replace(partial, path)
+        directory = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
         return path
+
+    def discard_partial(self) -> None:
+        """Remove files a crash left half-written: none of them was ever answered 250."""
+        for partial in self.directory.glob(f"*{_PARTIAL}"):
+            partial.unlink(missing_ok=True)
 
     @staticmethod
     def read(path: Path) -> tuple[Envelope, bytes]:

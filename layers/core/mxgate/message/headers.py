@@ -3,14 +3,19 @@ header fields prepended: re-serialising a parsed message breaks DKIM signatures.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from email.header import Header
 
 _CRLF = b"\r\n"
+# A line break that is not folding (CRLF then a space or tab), and NUL: never in a field value.
+_CONTROL = re.compile(r"\r\n(?![ \t])|\r(?!\n)|(?<!\r)\n|\x00")
 
 
 def format_field(name: str, value: str) -> bytes:
-    """One header field, RFC 2047-encoded if it is not ASCII, folded, CRLF-terminated."""
+    """One header field, RFC 2047-encoded if it is not ASCII, folded, CRLF-terminated. A bare
+    CR, LF or NUL in the value (from a HELO name, say) becomes a space: never a field of its own."""
+    value = _CONTROL.sub(" ", value)
     if value.isascii():
         line = f"{name}: {value}"
         return line.encode("ascii") + _CRLF

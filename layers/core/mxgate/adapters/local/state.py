@@ -60,8 +60,9 @@ CREATE INDEX IF NOT EXISTS deferred_by_message ON deferred (message_id);
 class SqliteState:
     """Implements the Timeline, Idempotency, DeadLetters and Deferrals ports."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout: float = 30.0) -> None:
         self.path = path
+        self.busy_timeout = busy_timeout  # seconds to wait for another writer's lock
         self._connection: sqlite3.Connection | None = None
         self._lock = threading.Lock()
 
@@ -70,7 +71,7 @@ class SqliteState:
         if self._connection is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(
-                self.path, timeout=30, check_same_thread=False, isolation_level=None
+                self.path, timeout=self.busy_timeout, check_same_thread=False, isolation_level=None
             )
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")

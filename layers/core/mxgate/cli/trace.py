@@ -108,10 +108,9 @@ def trace(args: argparse.Namespace) -> int:
     start = events[0].at if events else None
     for event in events:
         offset = f"+{(event.at - start).total_seconds():.3f}s" if start else ""
-        who = f" {event.recipient}" if event.recipient else ""
-        print(
-            f"  {event.at.isoformat(timespec='milliseconds')} {offset:>9}  {event.stage.value:<13}{who}  {event.detail}"
-        )
+        who = f"{event.recipient}  " if event.recipient else ""
+        when = event.at.isoformat(timespec="milliseconds")
+        print(f"  {when} {offset:>11}  {event.stage.value:<13} {who}{event.detail}")
     if states:
         print("recipients:")
         for s in states:

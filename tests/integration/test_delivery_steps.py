@@ -231,3 +231,71 @@ def test_more_than_fifty_recipients_are_split(benches):
     sizes = [len(r["results"]) for r in result["results"]]
     assert sizes == [50, 50, 20]
     assert set(bench.outcomes(message_id).values()) == {"delivered"}
+
+
+def test_a_redriven_part_deferred_again_leaves_the_other_deferral_waiting(benches):
+    """A redrive keeps the delivery id and counts attempts from one again: its deferral must
+    not take the record of another part of the same delivery that still waits."""
+    bench = benches()
+    handler_dir = bench.mailbox_dir("workspace")
+    recipients = ["alice@nutrition.co", "bob@nutrition.co", "erin@nutrition.co"]
+    message_id = bench.store(message(", ".join(recipients), "parts"), recipients)
+    (handler_dir / ".reply-bob@nutrition.co").write_text(NO_SUCH_USER)
+    (handler_dir / ".reply-erin@nutrition.co").write_text(TEMPFAIL)
+    bench.run(message_id)
+    ((bob_record, _),) = list(bench.state.list())  # bob: dead letter; erin: deferral 1
+    (handler_dir / ".reply-bob@nutrition.co").write_text(TEMPFAIL)  # bob's host, half fixed
+    redrive(
+        bob_record,
+        dead_letters=bench.state,
+        deferrals=bench.state,
+        timeline=bench.state,
+        clock=bench.clock,
+    )
+    assert bench.run_due() == 1  # the redriven part only: it fails again and is deferred
+    waiting = {
+        tuple(w["delivery"]["recipients"]): w["delivery"]["deferral"]["attempts"]  # type: ignore[index]
+        for w in bench.deferred()
+    }
+    assert waiting == {("erin@nutrition.co",): 1, ("bob@nutrition.co",): 1}
+
+    for name in (".reply-bob@nutrition.co", ".reply-erin@nutrition.co"):
+        (handler_dir / name).unlink()
+    bench.run_until_settled(message_id, 3)
+    assert set(bench.outcomes(message_id).values()) == {"delivered"}
+    for recipient in recipients:
+        assert len(bench.received("workspace", recipient)) == 1
+    assert bench.deferred() == []
+
+
+def test_a_redriven_part_dead_lettered_again_keeps_the_other_dead_letter(benches):
+    """The part left in the deferred queue expires into a dead letter under the delivery's
+    id; the redriven part failing again must not write over it."""
+    bench = benches(routes_with(delivery={"queue_lifetime": "30m", "dsn_on_expiry": False}))
+    handler_dir = bench.mailbox_dir("workspace")
+    recipients = ["alice@nutrition.co", "bob@nutrition.co", "erin@nutrition.co"]
+    message_id = bench.store(message(", ".join(recipients), "twice dead"), recipients)
+    (handler_dir / ".reply-bob@nutrition.co").write_text(NO_SUCH_USER)
+    (handler_dir / ".reply-erin@nutrition.co").write_text(TEMPFAIL)
+    bench.run(message_id)
+    ((bob_record, _),) = list(bench.state.list())
+    bench.run_until_settled(message_id, 3)  # erin expires: a dead letter of her own
+    assert {record_id for record_id, _ in bench.state.list()} == {
+        bob_record,
+        f"{message_id}.workspace.0",
+    }
+    redrive(
+        bob_record,
+        dead_letters=bench.state,
+        deferrals=bench.state,
+        timeline=bench.state,
+        clock=bench.clock,
+    )
+    assert bench.run_due() == 1  # bob is still refused: dead-lettered again
+    held = {tuple(record["recipients"]) for _, record in bench.state.list()}  # type: ignore[arg-type]
+    assert held == {("bob@nutrition.co",), ("erin@nutrition.co",)}
+    assert bench.outcomes(message_id) == {
+        "alice@nutrition.co": "delivered",
+        "bob@nutrition.co": "dead_lettered",
+        "erin@nutrition.co": "dead_lettered",
+    }

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
+from mxgate.adapters.aws.failures import transient_failures
 from mxgate.errors import TransientError
 from mxgate.ports import DeadLetters
 
@@ -50,9 +51,10 @@ class QueueingDeadLetters:
 
     def put(self, record_id: str, record: Mapping[str, object]) -> None:
         self.store.put(record_id, record)
-        self.client.send_message(
-            QueueUrl=self.queue_url, MessageBody=json.dumps({"id": record_id, **record})
-        )
+        with transient_failures(f"SQS notice of dead letter {record_id}"):  # a retry puts again
+            self.client.send_message(
+                QueueUrl=self.queue_url, MessageBody=json.dumps({"id": record_id, **record})
+            )
 
     def list(self) -> Iterator[tuple[str, dict[str, object]]]:
         return self.store.list()

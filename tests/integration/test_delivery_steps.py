@@ -8,7 +8,6 @@ from datetime import datetime
 from email import message_from_bytes, policy
 from pathlib import Path
 
-from mxgate.workflow.delivery import redrive
 from tests.delivery_harness import SENDER, message, routes_with
 
 TEMPFAIL = "451 4.3.2 System not accepting network messages"
@@ -107,13 +106,7 @@ def test_a_permanent_failure_is_dead_lettered_at_once_and_redriven_once_fixed(be
     assert NO_SUCH_USER in str(record["reason"])
 
     bench.host_answers("workspace", None)
-    redrive(
-        record_id,
-        dead_letters=bench.state,
-        deferrals=bench.state,
-        timeline=bench.state,
-        clock=bench.clock,
-    )
+    bench.redrive(record_id)
     assert list(bench.state.list()) == []
     assert bench.outcomes(message_id) == {}  # reopened
     assert bench.run_due() == 1
@@ -131,13 +124,7 @@ def test_a_redriven_delivery_that_already_succeeded_is_not_sent_twice(benches):
     bench.host_answers("workspace", None)
 
     def again() -> None:
-        redrive(
-            record_id,
-            dead_letters=bench.state,
-            deferrals=bench.state,
-            timeline=bench.state,
-            clock=bench.clock,
-        )
+        bench.redrive(record_id)
         bench.run_due()
 
     again()
@@ -245,13 +232,7 @@ def test_a_redriven_part_deferred_again_leaves_the_other_deferral_waiting(benche
     bench.run(message_id)
     ((bob_record, _),) = list(bench.state.list())  # bob: dead letter; erin: deferral 1
     (handler_dir / ".reply-bob@nutrition.co").write_text(TEMPFAIL)  # bob's host, half fixed
-    redrive(
-        bob_record,
-        dead_letters=bench.state,
-        deferrals=bench.state,
-        timeline=bench.state,
-        clock=bench.clock,
-    )
+    bench.redrive(bob_record)
     assert bench.run_due() == 1  # the redriven part only: it fails again and is deferred
     waiting = {
         tuple(w["delivery"]["recipients"]): w["delivery"]["deferral"]["attempts"]  # type: ignore[index]
@@ -284,13 +265,7 @@ def test_a_redriven_part_dead_lettered_again_keeps_the_other_dead_letter(benches
         bob_record,
         f"{message_id}.workspace.0",
     }
-    redrive(
-        bob_record,
-        dead_letters=bench.state,
-        deferrals=bench.state,
-        timeline=bench.state,
-        clock=bench.clock,
-    )
+    bench.redrive(bob_record)
     assert bench.run_due() == 1  # bob is still refused: dead-lettered again
     held = {tuple(record["recipients"]) for _, record in bench.state.list()}  # type: ignore[arg-type]
     assert held == {("bob@nutrition.co",), ("erin@nutrition.co",)}

@@ -55,6 +55,20 @@ def idempotency_key(delivery: Delivery, recipient: str) -> str:
     )
 
 
+def _settle(
+    services: Services, delivery: Delivery, recipient: str, outcome: Outcome, detail: str
+) -> None:
+    """A recipient of this delivery reaches its terminal state, on the delivery's route."""
+    records.settle(
+        services,
+        delivery.message.message_id,
+        recipient,
+        outcome=outcome,
+        route=delivery.destination,
+        detail=detail,
+    )
+
+
 def _pending(delivery: Delivery, services: Services) -> tuple[list[RecipientResult], list[str]]:
     """(recipients already done, recipients still to do).
 
@@ -185,14 +199,7 @@ def _send_to_mailbox(
         result = results.get(recipient) or SendResult(ok=False, transient=True, detail="no reply")
         if result.ok:
             detail = "; ".join([result.detail, *notes])
-            records.settle(
-                services,
-                delivery.message.message_id,
-                recipient,
-                outcome=Outcome.DELIVERED,
-                route=delivery.destination,
-                detail=detail,
-            )
+            _settle(services, delivery, recipient, Outcome.DELIVERED, detail)
             delivered.append(
                 RecipientResult(recipient=recipient, outcome=Outcome.DELIVERED.value, detail=detail)
             )
@@ -258,14 +265,7 @@ def _hand_to_app(
         where = services.app_events.publish(
             delivery.destination, f"{delivery.message.message_id}.{recipient}", event
         )
-        records.settle(
-            services,
-            delivery.message.message_id,
-            recipient,
-            outcome=Outcome.HANDED_TO_APP,
-            route=delivery.destination,
-            detail=where,
-        )
+        _settle(services, delivery, recipient, Outcome.HANDED_TO_APP, where)
         results.append(
             RecipientResult(recipient=recipient, outcome=Outcome.HANDED_TO_APP.value, detail=where)
         )
@@ -386,14 +386,7 @@ def _dead_letter(
     detail = f"dead letter {record_id}: {reason}"
     if delivery.settles:
         for recipient in recipients:
-            records.settle(
-                services,
-                delivery.message.message_id,
-                recipient,
-                outcome=Outcome.DEAD_LETTERED,
-                route=delivery.destination,
-                detail=detail,
-            )
+            _settle(services, delivery, recipient, Outcome.DEAD_LETTERED, detail)
     else:
         services.timeline.record(
             records.event(
@@ -522,14 +515,7 @@ def _expire(
         return _dead_letter(delivery, left, StepError(Error="Expired", Cause=cause), services)
     detail = f"{why}; DSN sent to {ref.envelope_sender}"
     for recipient in left:
-        records.settle(
-            services,
-            delivery.message.message_id,
-            recipient,
-            outcome=Outcome.BOUNCED,
-            route=delivery.destination,
-            detail=detail,
-        )
+        _settle(services, delivery, recipient, Outcome.BOUNCED, detail)
     return [
         RecipientResult(recipient=r, outcome=Outcome.BOUNCED.value, detail=detail[:500])
         for r in left

@@ -344,10 +344,11 @@ def recipients_digest(recipients: list[str]) -> str:
 
 
 def _dead_letter_id(delivery: Delivery, recipients: list[str], services: Services) -> str:
-    """The delivery's id for a record of all its recipients, else the id and the recipients'
-    digest. A redriven part that fails again is a whole delivery of its own; it takes the
-    digest too when the plain id holds other recipients, since a record is written over
-    (the same recipients again: a repeated step, which may replace its own record)."""
+    """`<delivery id>` for a record of all the delivery's recipients, `<delivery id>.<digest>`
+    for a part of them. A record is written over by one of the same id, so the plain id goes to
+    a whole delivery only when it is free or holds these same recipients (the step repeated):
+    a redriven part that fails again is a whole delivery by itself, and must not take the place
+    of the rest of its delivery, dead-lettered meanwhile."""
     plain = delivery.delivery_id
     if recipients_digest(recipients) == recipients_digest(delivery.recipients):
         existing = services.dead_letters.get(plain)

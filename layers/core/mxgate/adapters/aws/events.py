@@ -24,17 +24,18 @@ class EventBridgeAppEvents:
         self.bus = bus
 
     def publish(self, app: str, event_id: str, event: Mapping[str, object]) -> str:
-        response = self.client.put_events(
-            Entries=[
-                {
-                    "Source": SOURCE,
-                    "DetailType": DETAIL_TYPE,
-                    "EventBusName": self.bus,
-                    "Resources": [f"mxgate:app:{app}"],
-                    "Detail": json.dumps(event),
-                }
-            ]
-        )
+        with transient_failures(f"EventBridge event for {app}"):
+            response = self.client.put_events(
+                Entries=[
+                    {
+                        "Source": SOURCE,
+                        "DetailType": DETAIL_TYPE,
+                        "EventBusName": self.bus,
+                        "Resources": [f"mxgate:app:{app}"],
+                        "Detail": json.dumps(event),
+                    }
+                ]
+            )
         entry = response["Entries"][0]
         if response.get("FailedEntryCount", 0) or "EventId" not in entry:
             raise TransientError(f"EventBridge refused the event: {entry.get('ErrorCode', '')}")

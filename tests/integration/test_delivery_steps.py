@@ -8,7 +8,7 @@ from datetime import datetime
 from email import message_from_bytes, policy
 from pathlib import Path
 
-from tests.delivery_harness import SENDER, message, routes_with
+from tests.delivery_harness import SENDER, Bench, message, routes_with
 
 TEMPFAIL = "451 4.3.2 System not accepting network messages"
 NO_SUCH_USER = "550 5.1.1 No such user"
@@ -220,17 +220,27 @@ def test_more_than_fifty_recipients_are_split(benches):
     assert set(bench.outcomes(message_id).values()) == {"delivered"}
 
 
+PARTS = ["alice@nutrition.co", "bob@nutrition.co", "erin@nutrition.co"]
+
+
+def split_delivery(bench: Bench, subject: str) -> tuple[str, str]:
+    """One delivery to alice (accepted), bob (refused: dead-lettered at once) and erin
+    (try later: deferred); the message id and bob's dead letter."""
+    handler_dir = bench.mailbox_dir("workspace")
+    message_id = bench.store(message(", ".join(PARTS), subject), PARTS)
+    (handler_dir / ".reply-bob@nutrition.co").write_text(NO_SUCH_USER)
+    (handler_dir / ".reply-erin@nutrition.co").write_text(TEMPFAIL)
+    bench.run(message_id)
+    ((bob_record, _),) = list(bench.state.list())
+    return message_id, bob_record
+
+
 def test_a_redriven_part_deferred_again_leaves_the_other_deferral_waiting(benches):
     """A redrive keeps the delivery id and counts attempts from one again: its deferral must
     not take the record of another part of the same delivery that still waits."""
     bench = benches()
     handler_dir = bench.mailbox_dir("workspace")
-    recipients = ["alice@nutrition.co", "bob@nutrition.co", "erin@nutrition.co"]
-    message_id = bench.store(message(", ".join(recipients), "parts"), recipients)
-    (handler_dir / ".reply-bob@nutrition.co").write_text(NO_SUCH_USER)
-    (handler_dir / ".reply-erin@nutrition.co").write_text(TEMPFAIL)
-    bench.run(message_id)
-    ((bob_record, _),) = list(bench.state.list())  # bob: dead letter; erin: deferral 1
+    message_id, bob_record = split_delivery(bench, "parts")
     (handler_dir / ".reply-bob@nutrition.co").write_text(TEMPFAIL)  # bob's host, half fixed
     bench.redrive(bob_record)
     assert bench.run_due() == 1  # the redriven part only: it fails again and is deferred
@@ -244,7 +254,7 @@ def test_a_redriven_part_deferred_again_leaves_the_other_deferral_waiting(benche
         (handler_dir / name).unlink()
     bench.run_until_settled(message_id, 3)
     assert set(bench.outcomes(message_id).values()) == {"delivered"}
-    for recipient in recipients:
+    for recipient in PARTS:
         assert len(bench.received("workspace", recipient)) == 1
     assert bench.deferred() == []
 
@@ -253,13 +263,7 @@ def test_a_redriven_part_dead_lettered_again_keeps_the_other_dead_letter(benches
     """The part left in the deferred queue expires into a dead letter under the delivery's
     id; the redriven part failing again must not write over it."""
     bench = benches(routes_with(delivery={"queue_lifetime": "30m", "dsn_on_expiry": False}))
-    handler_dir = bench.mailbox_dir("workspace")
-    recipients = ["alice@nutrition.co", "bob@nutrition.co", "erin@nutrition.co"]
-    message_id = bench.store(message(", ".join(recipients), "twice dead"), recipients)
-    (handler_dir / ".reply-bob@nutrition.co").write_text(NO_SUCH_USER)
-    (handler_dir / ".reply-erin@nutrition.co").write_text(TEMPFAIL)
-    bench.run(message_id)
-    ((bob_record, _),) = list(bench.state.list())
+    message_id, bob_record = split_delivery(bench, "twice dead")
     bench.run_until_settled(message_id, 3)  # erin expires: a dead letter of her own
     assert {record_id for record_id, _ in bench.state.list()} == {
         bob_record,

@@ -205,34 +205,25 @@ def test_verified_identities_cover_subdomains_and_addresses():
     assert not default.is_verified("buyer@shop.example")
 
 
-def test_routes_check_command(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-m", "mxgate", "routes", "check", str(ROUTES)],
+def routes_check(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mxgate", "routes", "check", str(path)],
         capture_output=True,
         text=True,
         cwd=REPO,
         check=False,
     )
+
+
+def test_routes_check_command(tmp_path):
+    done = routes_check(ROUTES)
     assert done.returncode == 0, done.stderr
     assert "valid" in done.stdout
-    bad = write(tmp_path, document(delivery={"oversize": "drop"}))
-    done = subprocess.run(
-        [sys.executable, "-m", "mxgate", "routes", "check", str(bad)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-    )
+    done = routes_check(write(tmp_path, document(delivery={"oversize": "drop"})))
     assert done.returncode == 1
     assert "delivery.oversize" in done.stderr
     bad = write(tmp_path, document(delivery={"oversize": "drop", "backoff_min": "5 minutes"}))
-    done = subprocess.run(
-        [sys.executable, "-m", "mxgate", "routes", "check", str(bad)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-    )
+    done = routes_check(bad)
     assert done.returncode == 1
     assert done.stderr.splitlines()[1:] == [
         "  delivery.oversize: Input should be 'claim_check' or 'dead_letter' (got 'drop')",

@@ -26,6 +26,7 @@ from mxgate.local.settings import LocalSettings
 from mxgate.local.workflow import LocalWorkflow
 from mxgate.ports import Hooks, Transport, Webhooks
 from mxgate.routing.config import Routes
+from mxgate.workflow.delivery import redrive
 from mxgate.workflow.envelope import store_envelope
 from mxgate.workflow.model import DeferredDelivery, Envelope
 from mxgate.workflow.services import Services
@@ -145,6 +146,16 @@ class Bench:
             self.state.finish_deferred(record_id)
             ran += 1
         return ran
+
+    def redrive(self, record_id: str) -> DeferredDelivery:
+        """What `mxgate dlq redrive` does: the dead letter back in the deferred queue, due now."""
+        return redrive(
+            record_id,
+            dead_letters=self.state,
+            deferrals=self.state,
+            timeline=self.state,
+            clock=self.clock,
+        )
 
     def run_until_settled(self, message_id: str, recipients: int, limit: int = 200) -> None:
         """Jump to each next due time and run it, until every recipient has a terminal state."""

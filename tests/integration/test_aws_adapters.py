@@ -8,12 +8,16 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
+from botocore.retries import standard
 from moto import mock_aws
+from moto.dynamodb.exceptions import DynamodbException
+from moto.dynamodb.models import DynamoDBBackend
 
 from mxgate.adapters.aws.clients import LazyClient
 from mxgate.adapters.aws.dynamodb import DynamoState
 from mxgate.adapters.aws.s3 import S3ObjectStore
-from mxgate.errors import PermanentError
+from mxgate.errors import PermanentError, TransientError
 from mxgate.timeline import Outcome, RecipientState, Stage, TimelineEvent
 from tests.awsstack import MOTO_CONFIG, REGION, Stack
 
@@ -117,6 +121,61 @@ def test_dead_letter_records_list_get_and_remove(state):
     }
     state.remove("m1.m365.0")
     assert state.get("m1.m365.0") is None
+
+
+def test_terminal_states_are_read_strongly_consistent(state):
+    """A delivery sends to a recipient it finds no state for: it must see a state written a
+    moment ago (by an earlier attempt on another container), never a stale view."""
+    asked: list[dict[str, Any]] = []
+    state.client.meta.events.register(
+        "before-parameter-build.dynamodb.Query", lambda params, **_: asked.append(params)
+    )
+    state.states("m1")
+    assert [params.get("ConsistentRead") for params in asked] == [True]
+    asked.clear()
+    state.events("m1")  # what `mxgate trace` shows may lag a moment: half the read units
+    assert [params.get("ConsistentRead") for params in asked] == [False]
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("ProvisionedThroughputExceededException", 400),
+        ("ThrottlingException", 400),
+        ("RequestLimitExceeded", 400),
+        ("InternalServerError", 500),
+    ],
+)
+def test_throttling_and_service_failures_are_transient(state, monkeypatch, code, status):
+    """The state machine retries TransientError by name; a ClientError would be taken for a
+    permanent failure and dead-lettered."""
+
+    class Refused(DynamodbException):
+        code = status
+
+    def refuse(*_: Any, **__: Any) -> Any:
+        raise Refused(code, "try again later")
+
+    monkeypatch.setattr(standard.ExponentialBackoff, "delay_amount", lambda self, context: 0)
+    recipient = RecipientState(
+        message_id="m1", recipient="a@nutrition.co", outcome=Outcome.DELIVERED, at=T0
+    )
+    for operation, call in (
+        ("put_item", lambda: state.settle(recipient)),
+        ("put_item", lambda: state.put("m1.workspace.0", {"recipients": ["a@nutrition.co"]})),
+        ("query", lambda: state.states("m1")),
+        ("get_item", lambda: state.seen("k")),
+    ):
+        with monkeypatch.context() as patch:
+            patch.setattr(DynamoDBBackend, operation, refuse)
+            with pytest.raises(TransientError, match=code):
+                call()
+
+
+def test_other_dynamodb_refusals_pass_as_they_are(state):
+    state.table = "no-such-table"
+    with pytest.raises(ClientError, match="ResourceNotFoundException"):
+        state.states("m1")
 
 
 def test_the_object_store_reads_what_it_wrote_and_names_what_is_missing(stack):

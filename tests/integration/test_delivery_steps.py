@@ -8,8 +8,7 @@ from datetime import datetime
 from email import message_from_bytes, policy
 from pathlib import Path
 
-from mxgate.workflow.delivery import redrive
-from tests.delivery_harness import SENDER, message, routes_with
+from tests.delivery_harness import SENDER, Bench, message, routes_with
 
 TEMPFAIL = "451 4.3.2 System not accepting network messages"
 NO_SUCH_USER = "550 5.1.1 No such user"
@@ -107,13 +106,7 @@ def test_a_permanent_failure_is_dead_lettered_at_once_and_redriven_once_fixed(be
     assert NO_SUCH_USER in str(record["reason"])
 
     bench.host_answers("workspace", None)
-    redrive(
-        record_id,
-        dead_letters=bench.state,
-        deferrals=bench.state,
-        timeline=bench.state,
-        clock=bench.clock,
-    )
+    bench.redrive(record_id)
     assert list(bench.state.list()) == []
     assert bench.outcomes(message_id) == {}  # reopened
     assert bench.run_due() == 1
@@ -131,13 +124,7 @@ def test_a_redriven_delivery_that_already_succeeded_is_not_sent_twice(benches):
     bench.host_answers("workspace", None)
 
     def again() -> None:
-        redrive(
-            record_id,
-            dead_letters=bench.state,
-            deferrals=bench.state,
-            timeline=bench.state,
-            clock=bench.clock,
-        )
+        bench.redrive(record_id)
         bench.run_due()
 
     again()
@@ -231,3 +218,63 @@ def test_more_than_fifty_recipients_are_split(benches):
     sizes = [len(r["results"]) for r in result["results"]]
     assert sizes == [50, 50, 20]
     assert set(bench.outcomes(message_id).values()) == {"delivered"}
+
+
+PARTS = ["alice@nutrition.co", "bob@nutrition.co", "erin@nutrition.co"]
+
+
+def split_delivery(bench: Bench, subject: str) -> tuple[str, str]:
+    """One delivery to alice (accepted), bob (refused: dead-lettered at once) and erin
+    (try later: deferred); the message id and bob's dead letter."""
+    handler_dir = bench.mailbox_dir("workspace")
+    message_id = bench.store(message(", ".join(PARTS), subject), PARTS)
+    (handler_dir / ".reply-bob@nutrition.co").write_text(NO_SUCH_USER)
+    (handler_dir / ".reply-erin@nutrition.co").write_text(TEMPFAIL)
+    bench.run(message_id)
+    ((bob_record, _),) = list(bench.state.list())
+    return message_id, bob_record
+
+
+def test_a_redriven_part_deferred_again_leaves_the_other_deferral_waiting(benches):
+    """A redrive keeps the delivery id and counts attempts from one again: its deferral must
+    not take the record of another part of the same delivery that still waits."""
+    bench = benches()
+    handler_dir = bench.mailbox_dir("workspace")
+    message_id, bob_record = split_delivery(bench, "parts")
+    (handler_dir / ".reply-bob@nutrition.co").write_text(TEMPFAIL)  # bob's host, half fixed
+    bench.redrive(bob_record)
+    assert bench.run_due() == 1  # the redriven part only: it fails again and is deferred
+    waiting = {
+        tuple(w["delivery"]["recipients"]): w["delivery"]["deferral"]["attempts"]  # type: ignore[index]
+        for w in bench.deferred()
+    }
+    assert waiting == {("erin@nutrition.co",): 1, ("bob@nutrition.co",): 1}
+
+    for name in (".reply-bob@nutrition.co", ".reply-erin@nutrition.co"):
+        (handler_dir / name).unlink()
+    bench.run_until_settled(message_id, 3)
+    assert set(bench.outcomes(message_id).values()) == {"delivered"}
+    for recipient in PARTS:
+        assert len(bench.received("workspace", recipient)) == 1
+    assert bench.deferred() == []
+
+
+def test_a_redriven_part_dead_lettered_again_keeps_the_other_dead_letter(benches):
+    """The part left in the deferred queue expires into a dead letter under the delivery's
+    id; the redriven part failing again must not write over it."""
+    bench = benches(routes_with(delivery={"queue_lifetime": "30m", "dsn_on_expiry": False}))
+    message_id, bob_record = split_delivery(bench, "twice dead")
+    bench.run_until_settled(message_id, 3)  # erin expires: a dead letter of her own
+    assert {record_id for record_id, _ in bench.state.list()} == {
+        bob_record,
+        f"{message_id}.workspace.0",
+    }
+    bench.redrive(bob_record)
+    assert bench.run_due() == 1  # bob is still refused: dead-lettered again
+    held = {tuple(record["recipients"]) for _, record in bench.state.list()}  # type: ignore[arg-type]
+    assert held == {("bob@nutrition.co",), ("erin@nutrition.co",)}
+    assert bench.outcomes(message_id) == {
+        "alice@nutrition.co": "delivered",
+        "bob@nutrition.co": "dead_lettered",
+        "erin@nutrition.co": "dead_lettered",
+    }

@@ -4,7 +4,9 @@ interpreter (each Task calls the same step), on the same faults, attempt for att
 
 Both runs use the AWS composition root against a fresh moto account, so the only difference is
 the interpreter. SES answers as it does under load (TooManyRequestsException) or for a message
-it refuses (MessageRejected), per routing domain and in order. Jitter draws its upper bound and
+it refuses (MessageRejected), per routing domain and in order; DynamoDB throttles chosen writes
+(ProvisionedThroughputExceededException) past botocore's own attempts, so the last-resort steps
+(DeadLetter, Quarantine) must be retried by the state machine. Jitter draws its upper bound and
 retry waits are recorded, not slept, on both sides, so the waits compare exactly.
 """
 
@@ -20,8 +22,11 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.retries import standard
 from moto import mock_aws
 from moto.core.exceptions import ServiceException
+from moto.dynamodb.exceptions import DynamodbException
+from moto.dynamodb.models import DynamoDBBackend
 from moto.sesv2.models import SESV2Backend
 from moto.stepfunctions.parser.asl.component.common.retry import (
     jitter_strategy_decl,
@@ -63,6 +68,9 @@ class Scenario:
     ses: dict[str, list[str]]  # routing domain -> answers in order ("throttle", "reject", "send"),
     # the last one repeating
     stored: bool = True  # whether the message is in the bucket when the execution starts
+    # DynamoDB writes to throttle: key prefix (of pk or sk) -> how many PutItems of such items
+    # fail; 3 exhausts botocore's own attempts, so one Lambda invocation fails
+    throttled: dict[str, int] = field(default_factory=dict)
 
 
 SCENARIOS = [
@@ -72,6 +80,12 @@ SCENARIOS = [
     ),
     Scenario("retries-exhausted", {WORKSPACE: ["throttle"], M365: ["throttle", "send"]}),
     Scenario("unreadable-message-quarantined", {}, stored=False),
+    Scenario(
+        "throttled-dead-letter-retried",
+        {WORKSPACE: ["send"], M365: ["reject"]},
+        throttled={"dlq": 3},
+    ),
+    Scenario("throttled-quarantine-retried", {}, stored=False, throttled={"rcpt#": 3}),
 ]
 
 
@@ -124,6 +138,28 @@ def ses_faults(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
     return plan
 
 
+@pytest.fixture
+def dynamodb_faults(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """PutItems to throttle, set by each run (moto's backend, otherwise untouched); botocore
+    retries them without waiting, as the state machine's own waits are recorded, not slept."""
+    plan: dict[str, int] = {}
+    put = DynamoDBBackend.put_item
+
+    def throttling(backend: Any, table_name: str, item_attrs: dict[str, Any], *args: Any) -> Any:
+        keys = (item_attrs["pk"]["S"], item_attrs["sk"]["S"])
+        for prefix, left in plan.items():
+            if left and any(k.startswith(prefix) for k in keys):
+                plan[prefix] = left - 1
+                raise DynamodbException(
+                    "ProvisionedThroughputExceededException", "Rate of requests exceeds capacity."
+                )
+        return put(backend, table_name, item_attrs, *args)
+
+    monkeypatch.setattr(DynamoDBBackend, "put_item", throttling)
+    monkeypatch.setattr(standard.ExponentialBackoff, "delay_amount", lambda self, context: 0)
+    return plan
+
+
 def call_of(step: str, document: Any) -> tuple[str, str]:
     delivery = document.get("delivery") if isinstance(document, dict) else None
     return step, delivery["destination"] if delivery else ""
@@ -139,10 +175,18 @@ def stage(stack: Stack, scenario: Scenario) -> None:
         )
 
 
-def run_locally(scenario: Scenario, plan: dict[str, list[str]]) -> Observed:
+def arm(scenario: Scenario, ses: dict[str, list[str]], dynamodb: dict[str, int]) -> None:
+    ses.clear()
+    ses.update({k: list(v) for k, v in scenario.ses.items()})
+    dynamodb.clear()
+    dynamodb.update(scenario.throttled)
+
+
+def run_locally(
+    scenario: Scenario, ses: dict[str, list[str]], dynamodb: dict[str, int]
+) -> Observed:
     with mock_aws(config=MOTO_CONFIG):
-        plan.clear()
-        plan.update({k: list(v) for k, v in scenario.ses.items()})
+        arm(scenario, ses, dynamodb)
         stack = Stack.create()
         stage(stack, scenario)
         with function_environment(stack.function_by_code("deliver").environment):
@@ -182,14 +226,16 @@ def workflow_step(resource: str) -> str:
 
 
 def run_on_moto(
-    scenario: Scenario, plan: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch
+    scenario: Scenario,
+    ses: dict[str, list[str]],
+    dynamodb: dict[str, int],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Observed:
     waits = Waits()
     monkeypatch.setattr(retrier_decl, "time", SimpleNamespace(sleep=waits.sleep))
     monkeypatch.setattr(jitter_strategy_decl, "random", UpperBound())
     with mock_aws(config=MOTO_CONFIG):
-        plan.clear()
-        plan.update({k: list(v) for k, v in scenario.ses.items()})
+        arm(scenario, ses, dynamodb)
         stack = Stack.create()
         stage(stack, scenario)
         observed = Observed(status="", output=None)
@@ -302,15 +348,39 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "outcomes": {"(unknown recipients)": "quarantined"},
         "dead_letter_errors": [],
     },
+    "throttled-dead-letter-retried": {
+        "calls": {
+            ("process", ""): 1,
+            ("deliver", "workspace"): 1,
+            ("deliver", "m365"): 1,
+            ("dead_letter", "m365"): 2,  # throttled once, then recorded
+        },
+        "waits": [2.0],
+        "outcomes": {
+            "alice@nutrition.co": "delivered",
+            "eve@nutrition.co": "delivered",
+            "carol@nutrition.co": "dead_lettered",
+        },
+        "dead_letter_errors": ["PermanentError"],
+    },
+    "throttled-quarantine-retried": {
+        "calls": {("process", ""): 1, ("quarantine", ""): 2},  # throttled once, then settled
+        "waits": [2.0],
+        "outcomes": {"(unknown recipients)": "quarantined"},
+        "dead_letter_errors": [],
+    },
 }
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
 def test_both_interpreters_retry_defer_dead_letter_and_quarantine_alike(
-    scenario: Scenario, ses_faults: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch
+    scenario: Scenario,
+    ses_faults: dict[str, list[str]],
+    dynamodb_faults: dict[str, int],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    local = run_locally(scenario, ses_faults)
-    moto = run_on_moto(scenario, ses_faults, monkeypatch)
+    local = run_locally(scenario, ses_faults, dynamodb_faults)
+    moto = run_on_moto(scenario, ses_faults, dynamodb_faults, monkeypatch)
 
     expected = EXPECTED[scenario.name]
     assert dict(local.calls) == expected["calls"]

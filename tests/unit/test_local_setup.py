@@ -7,10 +7,12 @@ from typing import Any
 
 import pytest
 
+from mxgate.config_files import ConfigFileError
 from mxgate.errors import ConfigError
+from mxgate.local.config import load_local_config
 from mxgate.local.runtime import load_setup
 from mxgate.local.settings import LocalSettings
-from tests.support import local_config
+from tests.support import REPO, local_config
 from tests.templates import gateway_template
 
 
@@ -81,3 +83,27 @@ def test_two_open_ingress_points_need_their_own_ports(tmp_path):
 def test_an_unknown_ingress_point_in_the_local_configuration(tmp_path):
     with pytest.raises(ConfigError, match=r"no ingress point 'Nope' in the template"):
         setup_for(tmp_path, ingress_points={"Nope": {"port": 0}})
+
+
+def test_the_local_configuration_reports_every_problem_with_its_place(tmp_path):
+    local = tmp_path / "local.yaml"
+    local.write_text(
+        (REPO / "config" / "local.yaml")
+        .read_text()
+        .replace("  M365Relay: m365", "  M365Relay: m356")
+        .replace("auth_port: 2587", "auth_prot: 2587")
+        .replace("outbound: internet", "outbound: internal")
+    )
+    with pytest.raises(ConfigFileError) as refused:
+        load_local_config(local)
+    assert [str(p) for p in refused.value.problems] == [
+        "smtp.auth_prot: unknown field 'auth_prot' (did you mean 'auth_port'?)",
+        (
+            "outbound: no mailbox host 'internal' (did you mean 'internet'?) "
+            "(mailbox_hosts: internet, m365, workspace)"
+        ),
+        (
+            "relays.M365Relay: no mailbox host 'm356' (did you mean 'm365'?) "
+            "(mailbox_hosts: internet, m365, workspace)"
+        ),
+    ]

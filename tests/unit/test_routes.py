@@ -12,6 +12,7 @@ import jsonschema
 import pytest
 import yaml
 
+from mxgate.config_files import ConfigFileError
 from mxgate.errors import ConfigError
 from mxgate.routing.config import Routes, load_routes, parse_duration, routes_schema
 from mxgate.workflow.delivery import backoff
@@ -96,25 +97,58 @@ def test_a_route_overrides_the_default_policy_field_by_field():
         ),
         (
             {"destinations": {"workspace": {"hooks": ["nope"]}, "m365": {}}},
-            "destinations.workspace.hooks names undefined hooks ['nope']",
+            "destinations.workspace.hooks[0]: no hook 'nope' (hooks: none)",
         ),
         (
             {"quarantine": [{"name": "x", "routes": ["nowhere"], "when": {"spf": ["fail"]}}]},
-            "quarantine rule x names unknown routes ['nowhere']",
+            (
+                "quarantine[0] (x).routes[0]: no route 'nowhere' (routes: m365, orders, returns, "
+                "workspace)"
+            ),
         ),
         ({"quarantine": [{"name": "x", "when": {}}]}, "`when` needs at least one condition"),
-        ({"quarantine": [{"name": "x", "when": {"spf": ["failed"]}}]}, "quarantine.0.when.spf"),
-        ({"hooks": {"h": {"url": "https://h.example/x"}}}, "needs `secret_env`"),
-        ({"hooks": {"h": {"description": "nothing to call"}}}, "needs `function`, `command`"),
-        ({"delivery": {"queue_lifetime": "five days"}}, "delivery.queue_lifetime"),
-        ({"delivery": {"oversize": "drop"}}, "delivery.oversize"),
+        (
+            {"quarantine": [{"name": "x", "when": {"spf": ["failed"]}}]},
+            "quarantine[0] (x).when.spf[0]: Input should be 'pass', 'fail'",
+        ),
+        (
+            {"hooks": {"h": {"url": "https://h.example/x"}}},
+            "hooks.h: a hook with `url` needs `secret_env`",
+        ),
+        ({"hooks": {"h": {"description": "nothing to call"}}}, "hooks.h: a hook needs `function`"),
+        (
+            {"delivery": {"queue_lifetime": "five days"}},
+            (
+                "delivery.queue_lifetime: 'five days' is not a duration: write 90s, 5m, 1h30m, 5d or "
+                "a number of seconds"
+            ),
+        ),
+        ({"delivery": {"backoff_min": -5}}, "delivery.backoff_min: Input should be greater than"),
+        (
+            {"delivery": {"oversize": "drop"}},
+            "delivery.oversize: Input should be 'claim_check' or 'dead_letter' (got 'drop')",
+        ),
+        (
+            {"destinations": {"workspace": {}, "m365": {"routng_domain": "x.example"}}},
+            (
+                "destinations.m365.routng_domain: unknown field 'routng_domain' (did you mean "
+                "'routing_domain'?)"
+            ),
+        ),
+        (
+            {"directory": {"default": "workspce"}},
+            (
+                "directory.default: no destination 'workspce' "
+                "(did you mean 'workspace'?) (destinations: m365, workspace)"
+            ),
+        ),
         (
             {
                 "apps": {
                     "workspace": {"addresses": ["w@customer-support.nutrition.co"]},
                 }
             },
-            "name both a destination and an app",
+            "apps.workspace: 'workspace' names both a destination and an app",
         ),
     ],
 )
@@ -123,6 +157,38 @@ def test_bad_routes_are_refused_with_the_place(tmp_path, changes, complaint):
         load_routes(write(tmp_path, document(**changes)))
     assert complaint in str(refused.value)
     assert str(tmp_path / "routes.yaml") in str(refused.value)
+    assert "Value error" not in str(refused.value)  # the validator's own words, placed
+
+
+def test_every_problem_is_reported_at_once_names_with_field_errors(tmp_path):
+    """A dangling name is reported with the field errors, not only once they are fixed."""
+    changes = document(
+        directory={"default": "workspce", "users": {"carol@nutrition.co": "m356"}},
+        delivery={"backoff_min": "5 minutes", "oversize": "drop"},
+    )
+    changes["destinations"]["m365"]["routng_domain"] = "x.example"
+    with pytest.raises(ConfigFileError) as refused:
+        load_routes(write(tmp_path, changes))
+    assert [p.place for p in refused.value.problems] == [
+        "destinations.m365.routng_domain",
+        "delivery.oversize",
+        "delivery.backoff_min",
+        "directory.default",
+        "directory.users.carol@nutrition.co",
+    ]
+    text = str(refused.value)
+    assert text.startswith(f"{tmp_path / 'routes.yaml'}: 5 problems:\n  destinations.m365.")
+    assert "no destination 'm356' (did you mean 'm365'?)" in text
+
+
+def test_a_problem_of_the_whole_file_is_placed_too(tmp_path):
+    path = tmp_path / "routes.yaml"
+    path.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigFileError, match=r"routes.yaml: top level: Input should be a valid"):
+        load_routes(path)
+    path.write_text("")
+    with pytest.raises(ConfigFileError, match=r"employee_domains: required field is missing"):
+        load_routes(path)
 
 
 def test_verified_identities_cover_subdomains_and_addresses():
@@ -139,26 +205,33 @@ def test_verified_identities_cover_subdomains_and_addresses():
     assert not default.is_verified("buyer@shop.example")
 
 
-def test_routes_check_command(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-m", "mxgate", "routes", "check", str(ROUTES)],
+def routes_check(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mxgate", "routes", "check", str(path)],
         capture_output=True,
         text=True,
         cwd=REPO,
         check=False,
     )
+
+
+def test_routes_check_command(tmp_path):
+    done = routes_check(ROUTES)
     assert done.returncode == 0, done.stderr
     assert "valid" in done.stdout
-    bad = write(tmp_path, document(delivery={"oversize": "drop"}))
-    done = subprocess.run(
-        [sys.executable, "-m", "mxgate", "routes", "check", str(bad)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-    )
+    done = routes_check(write(tmp_path, document(delivery={"oversize": "drop"})))
     assert done.returncode == 1
     assert "delivery.oversize" in done.stderr
+    bad = write(tmp_path, document(delivery={"oversize": "drop", "backoff_min": "5 minutes"}))
+    done = routes_check(bad)
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[1:] == [
+        "  delivery.oversize: Input should be 'claim_check' or 'dead_letter' (got 'drop')",
+        (
+            "  delivery.backoff_min: '5 minutes' is not a duration: write 90s, 5m, 1h30m, 5d or a "
+            "number of seconds"
+        ),
+    ]
 
 
 def test_the_deferral_schedule_doubles_up_to_its_cap_with_a_repeatable_spread():

@@ -51,7 +51,9 @@ def base_document() -> dict:
 def test_a_directory_host_without_destination_is_refused(tmp_path):
     document = base_document()
     document["directory"]["users"]["eve@nutrition.co"] = "exchange"
-    with pytest.raises(ConfigError, match="no destination: \\['exchange'\\]"):
+    with pytest.raises(
+        ConfigError, match=r"directory\.users\.eve@nutrition\.co: no destination 'exchange'"
+    ):
         load_routes(write(tmp_path, document))
 
 

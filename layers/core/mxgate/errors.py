@@ -1,5 +1,7 @@
-"""One error taxonomy, mapped in one table each to Step Functions error names, SMTP replies and
-CLI exit codes, so every layer agrees on what a failure means."""
+"""One error taxonomy, mapped in one table each to SMTP replies and CLI exit codes, so every
+layer agrees on what a failure means. The state machine's Retry and Catch match the class names
+(a Lambda's errorType, and the local interpreter's error name): an adapter turns what it knows
+to be temporary (throttling, a busy database, a lost connection) into TransientError."""
 
 from __future__ import annotations
 
@@ -34,13 +36,6 @@ class ConfigError(PermanentError):
     """Configuration that cannot be used; the message names the file and the place."""
 
 
-# State machine Retry/Catch match on these names (the Lambda errorType is the class name).
-STATES_ERROR_NAME: dict[FailureKind, str] = {
-    FailureKind.TRANSIENT: "TransientError",
-    FailureKind.PERMANENT: "PermanentError",
-    FailureKind.POLICY: "PolicyError",
-}
-
 # What an SMTP server of ours answers when a failure of this kind happens during a session.
 SMTP_REPLY: dict[FailureKind, str] = {
     FailureKind.TRANSIENT: "451 4.3.0 Temporary failure, try again later",
@@ -64,7 +59,3 @@ def kind_of(error: BaseException) -> FailureKind:
     if isinstance(error, (TimeoutError, ConnectionError)):
         return FailureKind.TRANSIENT
     return FailureKind.PERMANENT
-
-
-def states_error_name(error: BaseException) -> str:
-    return STATES_ERROR_NAME[kind_of(error)]

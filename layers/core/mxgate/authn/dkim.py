@@ -13,7 +13,7 @@ import binascii
 import hashlib
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -238,13 +238,3 @@ def _public_key(
         return dkim.evaluate_pk(name.encode(), record.encode()), None
     except (dkim.DKIMException, InvalidTagValueList, binascii.Error) as error:
         return nothing, signature.check(Result.PERMERROR, f"unusable key at {name}: {error}")
-
-
-def verify_all(header_section: bytes, body: Iterable[bytes], resolver: Resolver) -> list[DkimCheck]:
-    """Every signature of a message given as its header section and its body chunks."""
-    verifier = DkimVerifier(header_section)
-    if not verifier.signed:
-        return []
-    for chunk in body:
-        verifier.feed(chunk)
-    return verifier.results(resolver)

@@ -27,18 +27,14 @@ class CachingResolver:
         self.max_entries = max_entries
         self._monotonic = monotonic
         self._answers: OrderedDict[tuple[str, str], tuple[float, DnsAnswer]] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
 
     def query(self, name: str, rrtype: str) -> DnsAnswer:
         key = (name.lower().rstrip("."), rrtype)
         now = self._monotonic()
         cached = self._answers.get(key)
         if cached is not None and cached[0] > now:
-            self.hits += 1
             self._answers.move_to_end(key)
             return cached[1]
-        self.misses += 1
         answer = self.inner.query(name, rrtype)  # DnsFailure passes through, uncached
         ttl = min(max(answer.ttl, 0.0), MAX_TTL)
         if ttl > 0:

@@ -13,9 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from mxgate.cli.common import add_settings_arguments, print_json, settings_from
+from mxgate.config_files import read_yaml
 from mxgate.errors import ConfigError
 from mxgate.local.addresslists import FileAddressBook
 from mxgate.local.config import load_local_config
@@ -103,12 +102,7 @@ def _template_arguments(parser: argparse.ArgumentParser) -> None:
 def read_parameter_file(path: Path) -> dict[str, object]:
     if path.suffix == ".toml":
         return dict(read_samconfig_parameters(path))
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read: {error.strerror}") from error
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML or JSON: {error}") from error
+    document = read_yaml(path, "parameters")  # JSON is YAML too
     if isinstance(document, list):  # [{"ParameterKey": ..., "ParameterValue": ...}]
         try:
             return {item["ParameterKey"]: item["ParameterValue"] for item in document}

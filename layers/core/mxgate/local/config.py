@@ -6,10 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mxgate.errors import ConfigError
+from mxgate.config_files import Problem, load_model, suggestion
 from mxgate.message.model import ParseLimits
 
 
@@ -114,32 +113,30 @@ class LocalConfig(Strict):
         )
 
 
+def mailbox_host_problems(document: object) -> list[Problem]:
+    """Relays, destinations and `outbound` naming a mailbox host the file does not define."""
+    root = document if isinstance(document, dict) else {}
+    hosts = root.get("mailbox_hosts")
+    known = [str(h) for h in hosts] if isinstance(hosts, dict) else []
+    named: list[tuple[str, object]] = [("outbound", root.get("outbound"))]
+    for section in ("relays", "destinations"):
+        entries = root.get(section)
+        if isinstance(entries, dict):
+            named += [(f"{section}.{key}", value) for key, value in entries.items()]
+    return [
+        Problem(
+            place,
+            f"no mailbox host {host!r}{suggestion(host, known)} "
+            f"(mailbox_hosts: {', '.join(sorted(known)) or 'none'})",
+        )
+        for place, host in named
+        if isinstance(host, str) and host not in known
+    ]
+
+
 def load_local_config(path: Path) -> LocalConfig:
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except OSError as error:
-        raise ConfigError(
-            f"{path}: cannot read the local configuration: {error.strerror}"
-        ) from error
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from error
-    try:
-        config = LocalConfig.model_validate(document)
-    except ValidationError as error:
-        problems = "; ".join(
-            ".".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in error.errors()
-        )
-        raise ConfigError(f"{path}: {problems}") from error
-    named = {
-        *config.relays.values(),
-        *(d for d in config.destinations.values() if isinstance(d, str)),
-    }
-    if config.outbound is not None:
-        named.add(config.outbound)
-    missing = sorted(host for host in named if host not in config.mailbox_hosts)
-    if missing:
-        raise ConfigError(
-            f"{path}: relays/destinations/outbound name unknown mailbox hosts {missing} "
-            f"(mailbox_hosts: {', '.join(sorted(config.mailbox_hosts)) or 'none'})"
-        )
+    """The local configuration, validated: every problem at once (ConfigFileError), placed."""
+    config = load_model(
+        path, LocalConfig, "the local configuration", references=mailbox_host_problems
+    )
     return config.resolved(path.parent)

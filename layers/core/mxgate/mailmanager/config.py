@@ -7,7 +7,6 @@ name) or statement index, and the field, e.g.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from mxgate.config_files import Problem, validation_problems
 from mxgate.errors import ConfigError
 from mxgate.mailmanager import models
 from mxgate.mailmanager.models import (
@@ -55,17 +55,6 @@ _FIELD_NAMES = sorted(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One thing wrong with the template, and where."""
-
-    place: str  # "RuleSet.Rules[2] (archive).Actions[0].Archive.TargetArchive"
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.place}: {self.message}"
-
-
 class MailManagerError(ConfigError):
     """The template's Mail Manager resources cannot be used; `problems` says why, each placed."""
 
@@ -77,48 +66,13 @@ class MailManagerError(ConfigError):
         super().__init__(f"{template}: {count} in the Mail Manager resources:{lines}")
 
 
-def place_of(logical_id: str, loc: tuple[int | str, ...], properties: Any) -> str:
-    """`RuleSet.Rules[2] (archive).Actions[0]`: indexes in brackets, a rule's name beside it."""
-    text = logical_id
-    node = properties
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-            node = node[part] if isinstance(node, list) and part < len(node) else None
-            name = node.get("Name") if isinstance(node, dict) else None
-            if isinstance(name, str) and text.endswith(f"Rules[{part}]"):
-                text += f" ({name})"
-        else:
-            text += f".{part}"
-            node = node.get(part) if isinstance(node, dict) else None
-    return text
-
-
-def _message(error: Any) -> str:
-    kind, message = error["type"], str(error["msg"])
-    if kind == "extra_forbidden":
-        name = str(error["loc"][-1])
-        close = difflib.get_close_matches(name, _FIELD_NAMES, n=1, cutoff=0.75)
-        return f"unknown field {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
-    if kind == "missing":
-        return "required field is missing"
-    message = message.removeprefix("Value error, ")
-    if kind in ("enum", "literal_error", "string_pattern_mismatch", "string_type", "int_parsing"):
-        message += f" (got {error['input']!r})"
-    return message
-
-
 def validate_properties(
     model: type[BaseModel], logical_id: str, properties: Any
 ) -> tuple[Any, list[Problem]]:
     try:
         return model.model_validate(properties), []
     except ValidationError as error:
-        problems = [
-            Problem(place_of(logical_id, tuple(e["loc"]), properties), _message(e))
-            for e in error.errors()
-        ]
-        return None, problems
+        return None, validation_problems(error, properties, _FIELD_NAMES, root=logical_id)
 
 
 @dataclass(frozen=True)

@@ -7,21 +7,20 @@ test keeps the two in step.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     WithJsonSchema,
     model_validator,
 )
 
-from mxgate.errors import ConfigError
+from mxgate.config_files import Problem, load_model, suggestion
 from mxgate.routing.quarantine import QuarantineRule
 
 Domain = Annotated[str, Field(pattern=r"^[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")]
@@ -33,11 +32,20 @@ _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 DURATION_PATTERN = r"^(\d+(\.\d+)?[smhd])+$"
 
 
+DURATION_FORMS = "90s, 5m, 1h30m, 5d or a number of seconds"
+
+
 def parse_duration(value: object) -> object:
     """`90s`, `5m`, `1h30m`, `5d`, or a number of seconds."""
-    if isinstance(value, str) and re.fullmatch(DURATION_PATTERN, value.strip()):
-        return sum(float(n) * _UNIT[u] for n, u in _DURATION.findall(value))
-    return value
+    if not isinstance(value, str):
+        return value  # a number (or what pydantic refuses as one)
+    text = value.strip()
+    if re.fullmatch(DURATION_PATTERN, text):
+        return sum(float(n) * _UNIT[u] for n, u in _DURATION.findall(text))
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a duration: write {DURATION_FORMS}") from None
 
 
 Duration = Annotated[
@@ -226,40 +234,9 @@ class Routes(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        hosts = {self.directory.default, *self.directory.users.values()}
-        missing = sorted(hosts - set(self.destinations))
-        if missing:
-            raise ValueError(f"directory names mailbox hosts with no destination: {missing}")
-        lowered = {k.casefold() for k in self.directory.users}
-        if len(lowered) != len(self.directory.users):
-            raise ValueError("directory.users lists an address twice (addresses ignore case)")
-        both = sorted(set(self.destinations) & set(self.apps))
-        if both:
-            raise ValueError(f"{both} name both a destination and an app: route names are shared")
-        owners: dict[str, str] = {}
-        for name, app in self.apps.items():
-            for address in app.addresses:
-                domain = address.rpartition("@")[2].casefold()
-                if domain not in {d.casefold() for d in self.app_domains}:
-                    raise ValueError(f"apps.{name}: {address} is not on an application domain")
-                if address.casefold() in owners:
-                    raise ValueError(
-                        f"{address} is owned by both {owners[address.casefold()]} and {name}"
-                    )
-                owners[address.casefold()] = name
-        routes: dict[str, list[str]] = {
-            **{f"destinations.{n}": d.hooks for n, d in self.destinations.items()},
-            **{f"apps.{n}": a.hooks for n, a in self.apps.items()},
-        }
-        for where, hooks in routes.items():
-            unknown = sorted(set(hooks) - set(self.hooks))
-            if unknown:
-                raise ValueError(f"{where}.hooks names undefined hooks {unknown}")
-        known = set(self.destinations) | set(self.apps)
-        for rule in self.quarantine:
-            unknown = sorted(set(rule.routes or ()) - known)
-            if unknown:
-                raise ValueError(f"quarantine rule {rule.name} names unknown routes {unknown}")
+        problems = reference_problems(self.model_dump())
+        if problems:
+            raise ValueError("; ".join(str(problem) for problem in problems))
         return self
 
     # ------------------------------------------------------------------- per route
@@ -295,6 +272,90 @@ class Routes(Strict):
         return False
 
 
+def _mapping(value: object) -> dict[str, Any]:
+    return {str(k): v for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def _strings(value: object) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _known(names: Iterable[str]) -> str:
+    return ", ".join(sorted(names)) or "none"
+
+
+def reference_problems(document: object) -> list[Problem]:
+    """Names one part of a routes document gives another that lead nowhere, each with its
+    place. Works on the document as written (whatever else is wrong in it), so `mxgate routes
+    check` reports these together with the field errors."""
+    root = _mapping(document)
+    directory = _mapping(root.get("directory"))
+    destinations = _mapping(root.get("destinations"))
+    apps = _mapping(root.get("apps"))
+    hooks = _mapping(root.get("hooks"))
+    problems: list[Problem] = []
+
+    def route_named(place: str, host: object, what: str, known: dict[str, Any]) -> None:
+        if isinstance(host, str) and host not in known:
+            problems.append(
+                Problem(
+                    place,
+                    f"no {what} {host!r}{suggestion(host, known)} ({what}s: {_known(known)})",
+                )
+            )
+
+    route_named("directory.default", directory.get("default"), "destination", destinations)
+    owners: dict[str, str] = {}
+    for address, host in _mapping(directory.get("users")).items():
+        route_named(f"directory.users.{address}", host, "destination", destinations)
+        if address.casefold() in owners:
+            problems.append(
+                Problem(
+                    f"directory.users.{address}",
+                    f"listed twice, as {owners[address.casefold()]} too (addresses ignore case)",
+                )
+            )
+        owners[address.casefold()] = address
+    for name in sorted(set(destinations) & set(apps)):
+        problems.append(
+            Problem(
+                f"apps.{name}",
+                f"{name!r} names both a destination and an app: route names are shared",
+            )
+        )
+    app_domains = {d.casefold() for d in _strings(root.get("app_domains"))}
+    owned: dict[str, str] = {}
+    for name, app in apps.items():
+        for index, address in enumerate(_strings(_mapping(app).get("addresses"))):
+            place = f"apps.{name}.addresses[{index}]"
+            if address.rpartition("@")[2].casefold() not in app_domains:
+                problems.append(
+                    Problem(
+                        place,
+                        f"{address} is not on an application domain "
+                        f"(app_domains: {_known(app_domains)})",
+                    )
+                )
+            if address.casefold() in owned:
+                problems.append(
+                    Problem(
+                        place, f"{address} is owned by both {owned[address.casefold()]} and {name}"
+                    )
+                )
+            owned[address.casefold()] = name
+    for section, routes in (("destinations", destinations), ("apps", apps)):
+        for name, route in routes.items():
+            for index, hook in enumerate(_strings(_mapping(route).get("hooks"))):
+                route_named(f"{section}.{name}.hooks[{index}]", hook, "hook", hooks)
+    known_routes = {**destinations, **apps}
+    for index, rule in enumerate(root.get("quarantine") or []):
+        rule_name = _mapping(rule).get("name")
+        place = f"quarantine[{index}]" + (f" ({rule_name})" if isinstance(rule_name, str) else "")
+        for r_index, route in enumerate(_strings(_mapping(rule).get("routes"))):
+            route_named(f"{place}.routes[{r_index}]", route, "route", known_routes)
+    return problems
+
+
 def routes_schema() -> dict[str, Any]:
     """The JSON Schema of the routes file (config/routes.schema.json)."""
     schema = Routes.model_json_schema(mode="validation")
@@ -308,19 +369,8 @@ def routes_schema() -> dict[str, Any]:
 
 
 def load_routes(path: Path) -> Routes:
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read routes: {error.strerror}") from error
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from error
-    try:
-        routes = Routes.model_validate(document)
-    except ValidationError as error:
-        problems = "; ".join(
-            ".".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in error.errors()
-        )
-        raise ConfigError(f"{path}: {problems}") from error
+    """The routes file, validated: every problem in it at once (ConfigFileError), each placed."""
+    routes = load_model(path, Routes, "routes", references=reference_problems)
     return routes.model_copy(
         update={
             "directory": routes.directory.model_copy(

@@ -30,7 +30,8 @@ from mxgate.message.model import ParsedMessage
 from mxgate.message.parse import parse_message, parse_stream
 from mxgate.ports import Clock, DeadLetters, Deferrals, SendResult, Timeline, Transport
 from mxgate.routing.config import DeliveryPolicy
-from mxgate.timeline import Outcome, RecipientState, Stage, TimelineEvent
+from mxgate.timeline import Outcome, Stage, TimelineEvent
+from mxgate.workflow import records
 from mxgate.workflow.model import (
     DeadLetterInput,
     DeferInput,
@@ -54,30 +55,17 @@ def idempotency_key(delivery: Delivery, recipient: str) -> str:
     )
 
 
-def _event(
-    services: Services, message_id: str, stage: Stage, detail: str, recipient: str | None = None
-) -> TimelineEvent:
-    return TimelineEvent(
-        message_id=message_id,
-        at=services.clock.now(),
-        stage=stage,
-        recipient=recipient,
-        detail=detail[:1000],
-    )
-
-
 def _settle(
     services: Services, delivery: Delivery, recipient: str, outcome: Outcome, detail: str
 ) -> None:
-    services.timeline.settle(
-        RecipientState(
-            message_id=delivery.message.message_id,
-            recipient=recipient,
-            outcome=outcome,
-            at=services.clock.now(),
-            route=delivery.destination,
-            detail=detail[:500],
-        )
+    """A recipient of this delivery reaches its terminal state, on the delivery's route."""
+    records.settle(
+        services,
+        delivery.message.message_id,
+        recipient,
+        outcome=outcome,
+        route=delivery.destination,
+        detail=detail,
     )
 
 
@@ -220,7 +208,7 @@ def _send_to_mailbox(
         failures.append(f"{recipient}: {result.detail}")
     if failures:
         services.timeline.record(
-            _event(
+            records.event(
                 services,
                 ref.message_id,
                 Stage.ATTEMPT,
@@ -304,7 +292,7 @@ def _post_webhook(
         )
         services.idempotency.remember(idempotency_key(delivery, recipient), "posted")
         services.timeline.record(
-            _event(
+            records.event(
                 services,
                 delivery.message.message_id,
                 Stage.ATTEMPT,
@@ -339,7 +327,9 @@ def _call_hook(
     for recipient in recipients:
         services.idempotency.remember(idempotency_key(delivery, recipient), "hooked")
     services.timeline.record(
-        _event(services, ref.message_id, Stage.ATTEMPT, f"hook {delivery.destination}: {answer}")
+        records.event(
+            services, ref.message_id, Stage.ATTEMPT, f"hook {delivery.destination}: {answer}"
+        )
     )
     return [RecipientResult(recipient=r, outcome="hooked", detail=answer) for r in recipients]
 
@@ -347,11 +337,28 @@ def _call_hook(
 # ------------------------------------------------------------------------------- dead letters
 
 
-def _record_id(delivery: Delivery, recipients: list[str]) -> str:
-    if sorted(recipients) == sorted(delivery.recipients):
-        return delivery.delivery_id
-    digest = hashlib.sha256(",".join(sorted(r.casefold() for r in recipients)).encode())
-    return f"{delivery.delivery_id}.{digest.hexdigest()[:8]}"
+def recipients_digest(recipients: list[str]) -> str:
+    """Eight hex digits naming a set of recipients, whatever their order and case."""
+    folded = sorted({r.casefold() for r in recipients})
+    return hashlib.sha256(",".join(folded).encode()).hexdigest()[:8]
+
+
+def _dead_letter_id(delivery: Delivery, recipients: list[str], services: Services) -> str:
+    """`<delivery id>` for a record of all the delivery's recipients, `<delivery id>.<digest>`
+    for a part of them. A record is written over by one of the same id, so the plain id goes to
+    a whole delivery only when it is free or holds these same recipients (the step repeated):
+    a redriven part that fails again is a whole delivery by itself, and must not take the place
+    of the rest of its delivery, dead-lettered meanwhile."""
+    plain = delivery.delivery_id
+    if recipients_digest(recipients) == recipients_digest(delivery.recipients):
+        existing = services.dead_letters.get(plain)
+        held = existing.get("recipients") if existing is not None else None
+        if existing is None or (
+            isinstance(held, list)
+            and recipients_digest([str(r) for r in held]) == recipients_digest(recipients)
+        ):
+            return plain
+    return f"{plain}.{recipients_digest(recipients)}"
 
 
 def _dead_letter(
@@ -360,7 +367,7 @@ def _dead_letter(
     if not recipients:
         return []
     reason = reason_of(error)
-    record_id = _record_id(delivery, recipients)
+    record_id = _dead_letter_id(delivery, recipients, services)
     services.dead_letters.put(
         record_id,
         {
@@ -383,7 +390,7 @@ def _dead_letter(
             _settle(services, delivery, recipient, Outcome.DEAD_LETTERED, detail)
     else:
         services.timeline.record(
-            _event(
+            records.event(
                 services,
                 delivery.message.message_id,
                 Stage.ATTEMPT,
@@ -448,7 +455,9 @@ def defer(request: DeferInput, services: Services) -> DeliveryResult:
             ),
         }
     )
-    record_id = f"{delivery.delivery_id}#{attempts}"
+    # Named by the recipients too: a redriven part of this delivery counts its own attempts,
+    # and a record is written over by one of the same id.
+    record_id = f"{delivery.delivery_id}#{recipients_digest(left)}#{attempts}"
     services.deferrals.schedule(
         record_id,
         due,
@@ -461,7 +470,10 @@ def defer(request: DeferInput, services: Services) -> DeliveryResult:
         f"{due.isoformat(timespec='seconds')}, gives up {give_up.isoformat(timespec='seconds')}"
     )
     services.timeline.record_many(
-        [_event(services, delivery.message.message_id, Stage.DEFERRED, detail, r) for r in left]
+        [
+            records.event(services, delivery.message.message_id, Stage.DEFERRED, detail, r)
+            for r in left
+        ]
     )
     return DeliveryResult(
         delivery_id=delivery.delivery_id,

@@ -15,11 +15,13 @@ from mxgate.authn.check import Authenticator
 from mxgate.authn.model import Authentication
 from mxgate.authn.results import HEADER as RESULTS_HEADER
 from mxgate.authn.results import authentication_results
+from mxgate.errors import TransientError
 from mxgate.message.attachments import ObjectStoreAttachments
 from mxgate.message.parse import parse_stream
 from mxgate.routing.classify import RouteKind, classify
 from mxgate.routing.quarantine import AuthVerdicts, facts_of, quarantine_rule
-from mxgate.timeline import Outcome, RecipientState, Stage, TimelineEvent
+from mxgate.timeline import Outcome, Stage
+from mxgate.workflow import records
 from mxgate.workflow.delivery import dead_letter, defer, deliver, idempotency_key
 from mxgate.workflow.envelope import message_id_of, read_envelope
 from mxgate.workflow.model import (
@@ -51,42 +53,6 @@ COPY_CHUNK = 1024 * 1024
 INLINE_MAX = 48 * 1024
 INLINE_BUDGET = 120 * 1024
 MAX_RECIPIENTS_PER_DELIVERY = 50  # SES sending takes at most 50 recipients per message
-
-
-def _event(
-    services: Services,
-    message_id: str,
-    stage: Stage,
-    detail: str = "",
-    recipient: str | None = None,
-) -> TimelineEvent:
-    return TimelineEvent(
-        message_id=message_id,
-        at=services.clock.now(),
-        stage=stage,
-        recipient=recipient,
-        detail=detail,
-    )
-
-
-def _settle(
-    services: Services,
-    message_id: str,
-    recipient: str,
-    *,
-    outcome: Outcome,
-    route: str,
-    detail: str,
-) -> bool:
-    state = RecipientState(
-        message_id=message_id,
-        recipient=recipient,
-        outcome=outcome,
-        at=services.clock.now(),
-        route=route,
-        detail=detail,
-    )
-    return services.timeline.settle(state)
 
 
 def process(request: ProcessInput, services: Services) -> ProcessOutput:
@@ -125,7 +91,7 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
         subject=parsed.subject[:200],
     )
     events = [
-        _event(
+        records.event(
             services,
             message_id,
             Stage.PARSED,
@@ -137,7 +103,7 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
     if parsed.unreadable is not None:  # not understood: kept where it is, never dropped
         services.timeline.record_many(events)
         for recipient in envelope.recipients:
-            _settle(
+            records.settle(
                 services,
                 message_id,
                 recipient,
@@ -151,7 +117,7 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
     for recipient in envelope.recipients:
         route = classify(recipient, services.routes)
         events.append(
-            _event(
+            records.event(
                 services,
                 message_id,
                 Stage.CLASSIFIED,
@@ -160,7 +126,7 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
             )
         )
         if route.kind is RouteKind.UNKNOWN:
-            _settle(
+            records.settle(
                 services,
                 message_id,
                 recipient,
@@ -172,7 +138,7 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
         held = quarantine_rule(services.routes.quarantine, route.name, facts)
         if held is not None:
             rule, why = held
-            _settle(
+            records.settle(
                 services,
                 message_id,
                 recipient,
@@ -301,12 +267,14 @@ def quarantine(request: QuarantineInput, services: Services) -> DeliveryResult:
             services.objects, request.bucket, request.key, None, services.routes
         )
         recipients = envelope.recipients
+    except TransientError:
+        raise  # the state machine retries: the envelope may be readable in a moment
     except Exception:  # noqa: BLE001 -- without an envelope the message is quarantined whole
         recipients = []
-    services.timeline.record(_event(services, message_id, Stage.TERMINAL, reason))
+    services.timeline.record(records.event(services, message_id, Stage.TERMINAL, reason))
     results = []
     for recipient in recipients or ["(unknown recipients)"]:
-        _settle(
+        records.settle(
             services,
             message_id,
             recipient,

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from mxgate.adapters.aws.failures import transient_failures
 from mxgate.ports import Clock
 from mxgate.workflow.model import DeferredDelivery, Redelivery
 
@@ -34,12 +35,13 @@ class SqsDeferrals:
 
     def schedule(self, record_id: str, due_at: datetime, document: Mapping[str, object]) -> None:
         wait = (due_at - self.clock.now()).total_seconds()
-        self.client.send_message(
-            QueueUrl=self.queue_url,
-            MessageBody=json.dumps(document),
-            DelaySeconds=max(0, min(MAX_DELAY_SECONDS, int(wait))),
-            MessageAttributes={"record_id": {"DataType": "String", "StringValue": record_id}},
-        )
+        with transient_failures(f"SQS deferral {record_id}"):
+            self.client.send_message(
+                QueueUrl=self.queue_url,
+                MessageBody=json.dumps(document),
+                DelaySeconds=max(0, min(MAX_DELAY_SECONDS, int(wait))),
+                MessageAttributes={"record_id": {"DataType": "String", "StringValue": record_id}},
+            )
 
 
 def execution_name(record_id: str) -> str:

@@ -7,7 +7,12 @@ list), `idem#<key>` / `-` (idempotency, expiring), `dlq` / `<delivery id>` (dead
 
 On-demand tables bill every item written (per KB), so events that happen together are one
 item and a terminal state is not written twice: the workflow writes about four items per
-message and recipient (bench/cost.py counts them).
+message and recipient (bench/cost.py counts them). Terminal states are read strongly
+consistent (twice the read units): a delivery that finds none sends, so it must see the one
+an earlier attempt wrote a moment ago.
+
+Throttling, 5xx answers and lost connections come out as TransientError, so the state machine
+retries them.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from mxgate.adapters.aws.failures import error_code, transient_failures
 from mxgate.errors import TransientError
 from mxgate.ports import Clock
 from mxgate.timeline import Outcome, RecipientState, Stage, TimelineEvent
@@ -96,7 +102,8 @@ class DynamoState:
     def _batch_write(self, requests: Any) -> None:
         """BatchWriteItem, again for what DynamoDB hands back unprocessed (throttling)."""
         for attempt in range(5):
-            response = self.client.batch_write_item(RequestItems={self.table: requests})
+            with transient_failures("DynamoDB timeline write"):
+                response = self.client.batch_write_item(RequestItems={self.table: requests})
             requests = response.get("UnprocessedItems", {}).get(self.table)
             if not requests:
                 return
@@ -113,36 +120,42 @@ class DynamoState:
             "route": _s(state.route),
             "detail": _s(state.detail),
         }
-        try:
-            self.client.put_item(
-                TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(pk)"
-            )
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False
-            raise
+        with transient_failures(f"DynamoDB settle {state.recipient}"):
+            try:
+                self.client.put_item(
+                    TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(pk)"
+                )
+            except ClientError as error:
+                if error_code(error) == "ConditionalCheckFailedException":
+                    return False
+                raise
         return True
 
     def reopen(self, message_id: str, recipient: str) -> None:
         """Forget a recipient's terminal state (a redrive gives it a new one)."""
-        self.client.delete_item(
-            TableName=self.table,
-            Key={"pk": _s(f"msg#{message_id}"), "sk": _s(f"rcpt#{recipient.casefold()}")},
-        )
+        with transient_failures("DynamoDB reopen"):
+            self.client.delete_item(
+                TableName=self.table,
+                Key={"pk": _s(f"msg#{message_id}"), "sk": _s(f"rcpt#{recipient.casefold()}")},
+            )
 
-    def _query(self, pk: str, prefix: str) -> list[dict[str, Any]]:
+    def _query(self, pk: str, prefix: str, *, consistent: bool = False) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         values = {":pk": _s(pk), **({":prefix": _s(prefix)} if prefix else {})}
-        for page in self.client.get_paginator("query").paginate(
-            TableName=self.table,
-            # DynamoDB refuses an empty string in a key condition: no prefix, no begins_with
-            KeyConditionExpression="pk = :pk" + (" AND begins_with(sk, :prefix)" if prefix else ""),
-            ExpressionAttributeValues=values,
-        ):
-            items.extend(page["Items"])
+        with transient_failures(f"DynamoDB query {pk}"):
+            for page in self.client.get_paginator("query").paginate(
+                TableName=self.table,
+                # DynamoDB refuses an empty string in a key condition: no prefix, no begins_with
+                KeyConditionExpression="pk = :pk"
+                + (" AND begins_with(sk, :prefix)" if prefix else ""),
+                ExpressionAttributeValues=values,
+                ConsistentRead=consistent,
+            ):
+                items.extend(page["Items"])
         return items
 
     def states(self, message_id: str) -> list[RecipientState]:
+        """Strongly consistent: deliveries decide from these whether to send."""
         return [
             RecipientState(
                 message_id=message_id,
@@ -152,7 +165,7 @@ class DynamoState:
                 route=i["route"]["S"],
                 detail=i["detail"]["S"],
             )
-            for i in self._query(f"msg#{message_id}", "rcpt#")
+            for i in self._query(f"msg#{message_id}", "rcpt#", consistent=True)
         ]
 
     def events(self, message_id: str) -> list[TimelineEvent]:
@@ -178,57 +191,69 @@ class DynamoState:
         today = self.clock.now().date()
         found: list[str] = []
         for day in (today, today - timedelta(days=1)):
-            response = self.client.query(
-                TableName=self.table,
-                KeyConditionExpression="pk = :pk",
-                ExpressionAttributeValues={":pk": _s(f"recent#{day.isoformat()}")},
-                ScanIndexForward=False,
-                Limit=limit,
-            )
+            with transient_failures("DynamoDB recent"):
+                response = self.client.query(
+                    TableName=self.table,
+                    KeyConditionExpression="pk = :pk",
+                    ExpressionAttributeValues={":pk": _s(f"recent#{day.isoformat()}")},
+                    ScanIndexForward=False,
+                    Limit=limit,
+                )
             found += [i["sk"]["S"].split("#", 1)[1] for i in response["Items"]]
         return list(dict.fromkeys(found))[:limit]
 
     # ----------------------------------------------------------------------- Idempotency
 
     def seen(self, key: str) -> str | None:
-        item = self.client.get_item(
-            TableName=self.table, Key={"pk": _s(f"idem#{key}"), "sk": _s("-")}, ConsistentRead=True
-        ).get("Item")
+        with transient_failures("DynamoDB idempotency read"):
+            item = self.client.get_item(
+                TableName=self.table,
+                Key={"pk": _s(f"idem#{key}"), "sk": _s("-")},
+                ConsistentRead=True,
+            ).get("Item")
         return None if item is None else str(item["outcome"]["S"])
 
     def remember(self, key: str, outcome: str) -> None:
         expires = int(time.time()) + IDEMPOTENCY_DAYS * 86400
-        self.client.put_item(
-            TableName=self.table,
-            Item={
-                "pk": _s(f"idem#{key}"),
-                "sk": _s("-"),
-                "outcome": _s(outcome),
-                "expires_at": {"N": str(expires)},
-            },
-        )
+        with transient_failures("DynamoDB idempotency write"):
+            self.client.put_item(
+                TableName=self.table,
+                Item={
+                    "pk": _s(f"idem#{key}"),
+                    "sk": _s("-"),
+                    "outcome": _s(outcome),
+                    "expires_at": {"N": str(expires)},
+                },
+            )
 
     # ----------------------------------------------------------------------- DeadLetters
 
     def put(self, record_id: str, record: Mapping[str, object]) -> None:
-        self.client.put_item(
-            TableName=self.table,
-            Item={
-                "pk": _s("dlq"),
-                "sk": _s(record_id),
-                "record": _s(json.dumps(record)),
-            },
-        )
+        with transient_failures(f"DynamoDB dead letter {record_id}"):
+            self.client.put_item(
+                TableName=self.table,
+                Item={
+                    "pk": _s("dlq"),
+                    "sk": _s(record_id),
+                    "record": _s(json.dumps(record)),
+                },
+            )
 
     def list(self) -> Iterator[tuple[str, dict[str, object]]]:
         for item in self._query("dlq", ""):
             yield item["sk"]["S"], json.loads(item["record"]["S"])
 
     def get(self, record_id: str) -> dict[str, object] | None:
-        item = self.client.get_item(
-            TableName=self.table, Key={"pk": _s("dlq"), "sk": _s(record_id)}, ConsistentRead=True
-        ).get("Item")
+        with transient_failures(f"DynamoDB dead letter {record_id}"):
+            item = self.client.get_item(
+                TableName=self.table,
+                Key={"pk": _s("dlq"), "sk": _s(record_id)},
+                ConsistentRead=True,
+            ).get("Item")
         return None if item is None else dict(json.loads(item["record"]["S"]))
 
     def remove(self, record_id: str) -> None:
-        self.client.delete_item(TableName=self.table, Key={"pk": _s("dlq"), "sk": _s(record_id)})
+        with transient_failures(f"DynamoDB dead letter {record_id}"):
+            self.client.delete_item(
+                TableName=self.table, Key={"pk": _s("dlq"), "sk": _s(record_id)}
+            )

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
+from mxgate.adapters.aws.failures import transient_failures
 from mxgate.errors import TransientError
 from mxgate.ports import DeadLetters
 
@@ -23,17 +24,18 @@ class EventBridgeAppEvents:
         self.bus = bus
 
     def publish(self, app: str, event_id: str, event: Mapping[str, object]) -> str:
-        response = self.client.put_events(
-            Entries=[
-                {
-                    "Source": SOURCE,
-                    "DetailType": DETAIL_TYPE,
-                    "EventBusName": self.bus,
-                    "Resources": [f"mxgate:app:{app}"],
-                    "Detail": json.dumps(event),
-                }
-            ]
-        )
+        with transient_failures(f"EventBridge event for {app}"):
+            response = self.client.put_events(
+                Entries=[
+                    {
+                        "Source": SOURCE,
+                        "DetailType": DETAIL_TYPE,
+                        "EventBusName": self.bus,
+                        "Resources": [f"mxgate:app:{app}"],
+                        "Detail": json.dumps(event),
+                    }
+                ]
+            )
         entry = response["Entries"][0]
         if response.get("FailedEntryCount", 0) or "EventId" not in entry:
             raise TransientError(f"EventBridge refused the event: {entry.get('ErrorCode', '')}")
@@ -50,9 +52,10 @@ class QueueingDeadLetters:
 
     def put(self, record_id: str, record: Mapping[str, object]) -> None:
         self.store.put(record_id, record)
-        self.client.send_message(
-            QueueUrl=self.queue_url, MessageBody=json.dumps({"id": record_id, **record})
-        )
+        with transient_failures(f"SQS notice of dead letter {record_id}"):  # a retry puts again
+            self.client.send_message(
+                QueueUrl=self.queue_url, MessageBody=json.dumps({"id": record_id, **record})
+            )
 
     def list(self) -> Iterator[tuple[str, dict[str, object]]]:
         return self.store.list()

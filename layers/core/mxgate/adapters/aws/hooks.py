@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from mxgate.adapters.aws.failures import error_code, is_transient
+from mxgate.delivery.hooks import HookRunner
 from mxgate.errors import PermanentError, TransientError
 from mxgate.ports import Webhooks
 from mxgate.routing.config import Hook
@@ -16,43 +18,29 @@ from mxgate.routing.config import Hook
 if TYPE_CHECKING:
     from mypy_boto3_lambda import LambdaClient
 
-_TRANSIENT_CODES = {
-    "TooManyRequestsException",
-    "ServiceException",
-    "ResourceNotReadyException",
-    "EC2ThrottledException",
-    "ThrottlingException",
-}
+# Besides throttling and service failures (failures.is_transient):
+_LAMBDA_TRANSIENT_CODES = frozenset({"ResourceNotReadyException", "EC2ThrottledException"})
 _TRANSIENT_FUNCTION_ERRORS = {"TransientError", "Sandbox.Timedout", "Runtime.ExitError"}
 
 
-class LambdaHooks:
+class LambdaHooks(HookRunner):
+    elsewhere = "a local command"
+
     def __init__(self, client: LambdaClient, hooks: Mapping[str, Hook], poster: Webhooks) -> None:
+        super().__init__(hooks, poster)
         self.client = client
-        self.hooks = hooks
-        self.poster = poster
 
-    def call(self, hook: str, event_id: str, event: Mapping[str, object]) -> str:
-        spec = self.hooks.get(hook)
-        if spec is None:
-            raise PermanentError(f"no hook {hook!r} in the routes file")
-        body = json.dumps(event, ensure_ascii=False).encode()
-        if spec.function is not None:
-            return self._invoke(hook, spec.function, body)
-        if spec.url is not None and spec.secret_env is not None:
-            return self.poster.post(spec.url, spec.secret_env, event_id, body, spec.timeout)
-        return "skipped: this hook only has a local command"
-
-    def _invoke(self, hook: str, function: str, body: bytes) -> str:
+    def run_here(self, hook: str, spec: Hook, event_id: str, body: bytes) -> str | None:
+        if spec.function is None:
+            return None
+        function = spec.function
         try:
             response = self.client.invoke(
                 FunctionName=function, InvocationType="RequestResponse", Payload=body
             )
         except ClientError as error:
-            code = error.response.get("Error", {}).get("Code", "")
-            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            detail = f"hook {hook}: Lambda {code}"
-            if code in _TRANSIENT_CODES or status >= 500:
+            detail = f"hook {hook}: Lambda {error_code(error)}"
+            if is_transient(error, also=_LAMBDA_TRANSIENT_CODES):
                 raise TransientError(detail) from error
             raise PermanentError(detail) from error
         except BotoCoreError as error:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from botocore.exceptions import ClientError
 
+from mxgate.adapters.aws.failures import error_code, is_transient
 from mxgate.errors import PermanentError, TransientError
 from mxgate.ports import ObjectInfo
 
@@ -17,11 +18,10 @@ _MISSING = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
 
 
 def _failure(error: ClientError, what: str) -> Exception:
-    code = error.response.get("Error", {}).get("Code", "")
-    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    code = error_code(error)
     if code in _MISSING:
         return PermanentError(f"{what}: not found")
-    if status >= 500 or code in {"SlowDown", "RequestTimeout", "ThrottlingException"}:
+    if is_transient(error):
         return TransientError(f"{what}: {code}")
     return PermanentError(f"{what}: {code}")
 
@@ -65,7 +65,7 @@ class S3ObjectStore:
         try:
             self.client.head_object(Bucket=bucket, Key=key)
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code", "") in _MISSING:
+            if error_code(error) in _MISSING:
                 return False
             raise _failure(error, f"s3://{bucket}/{key}") from error
         return True

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from mxgate.adapters.aws.failures import error_code, is_transient
 from mxgate.ports import SendResult
 from mxgate.routing.config import SES_MAX_MESSAGE_BYTES
 
@@ -26,19 +27,12 @@ if TYPE_CHECKING:
 
 MAX_RECIPIENTS = 50  # SES: at most 50 recipients per message
 
-TRANSIENT_CODES = frozenset(
+# Besides throttling and service failures (failures.is_transient):
+SES_TRANSIENT_CODES = frozenset(
     {
-        "TooManyRequestsException",
-        "Throttling",
-        "ThrottlingException",
         "LimitExceededException",  # the daily sending quota: it refills
         "SendingPausedException",  # the account or configuration set is paused: an operator fixes it
         "AccountSuspendedException",
-        "ServiceUnavailable",
-        "InternalFailure",
-        "InternalServerError",
-        "RequestTimeout",
-        "RequestTimeoutException",
     }
 )
 # Permanent, for the record: MessageRejected, MailFromDomainNotVerifiedException,
@@ -53,11 +47,11 @@ def routed(recipient: str, routing_domain: str | None) -> str:
 
 
 def classify_client_error(error: ClientError) -> SendResult:
-    code = error.response.get("Error", {}).get("Code", "")
-    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    transient = code in TRANSIENT_CODES or status >= 500 or status == 429
+    transient = is_transient(error, also=SES_TRANSIENT_CODES)
     message = error.response.get("Error", {}).get("Message", "")
-    return SendResult(ok=False, transient=transient, detail=f"SES {code}: {message}".strip())
+    return SendResult(
+        ok=False, transient=transient, detail=f"SES {error_code(error)}: {message}".strip()
+    )
 
 
 class SesTransport:

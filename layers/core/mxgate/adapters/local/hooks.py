@@ -3,12 +3,12 @@ POST. A hook with neither (only an AWS `function`) is skipped here, and says so.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
+from mxgate.delivery.hooks import HookRunner
 from mxgate.errors import PermanentError, TransientError
 from mxgate.ports import Webhooks
 from mxgate.routing.config import Hook
@@ -16,25 +16,16 @@ from mxgate.routing.config import Hook
 EX_TEMPFAIL = 75  # sysexits.h: a hook asks to be called again later
 
 
-class LocalHooks:
+class LocalHooks(HookRunner):
+    elsewhere = "an AWS function"
+
     def __init__(self, hooks: Mapping[str, Hook], poster: Webhooks, workdir: Path) -> None:
-        self.hooks = hooks
-        self.poster = poster
+        super().__init__(hooks, poster)
         self.workdir = workdir  # commands run here (the routes file's directory)
 
-    def call(self, hook: str, event_id: str, event: Mapping[str, object]) -> str:
-        spec = self.hooks.get(hook)
-        if spec is None:
-            raise PermanentError(f"no hook {hook!r} in the routes file")
-        body = json.dumps(event, ensure_ascii=False).encode()
-        if spec.command is not None:
-            return self._run(hook, spec, event_id, body)
-        if spec.url is not None and spec.secret_env is not None:
-            return self.poster.post(spec.url, spec.secret_env, event_id, body, spec.timeout)
-        return "skipped: this hook only has an AWS function"
-
-    def _run(self, hook: str, spec: Hook, event_id: str, body: bytes) -> str:
-        assert spec.command is not None
+    def run_here(self, hook: str, spec: Hook, event_id: str, body: bytes) -> str | None:
+        if spec.command is None:
+            return None
         try:
             done = subprocess.run(  # noqa: S603 -- the command comes from the routes file
                 spec.command,

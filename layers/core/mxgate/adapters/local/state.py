@@ -2,7 +2,11 @@
 
 Every process opens its own connection. Commits are not fsynced (synchronous=NORMAL): a
 power cut may forget the last records, never the messages, whose spool files are fsynced
-and replayed on start; replays are harmless because deliveries are idempotent.
+and replayed on start; replays are harmless because deliveries are idempotent. A database
+another process keeps busy past the timeout raises TransientError: the step is retried.
+
+A recipient's terminal state is keyed by its casefolded address, as on DynamoDB: `Alice@` and
+`alice@` are one recipient, which settles once.
 """
 
 from __future__ import annotations
@@ -12,9 +16,12 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+from mxgate.errors import TransientError
 from mxgate.timeline import Outcome, RecipientState, Stage, TimelineEvent
 
 _SCHEMA = """
@@ -30,12 +37,13 @@ CREATE INDEX IF NOT EXISTS events_by_message ON events (message_id, id);
 CREATE INDEX IF NOT EXISTS events_by_stage ON events (stage, id);
 CREATE TABLE IF NOT EXISTS recipient_states (
     message_id TEXT NOT NULL,
-    recipient TEXT NOT NULL,
+    recipient_key TEXT NOT NULL,  -- the recipient casefolded
+    recipient TEXT NOT NULL,  -- as written
     outcome TEXT NOT NULL,
     at TEXT NOT NULL,
     route TEXT NOT NULL DEFAULT '',
     detail TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (message_id, recipient)
+    PRIMARY KEY (message_id, recipient_key)
 );
 CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT PRIMARY KEY,
@@ -56,13 +64,45 @@ CREATE INDEX IF NOT EXISTS deferred_by_due ON deferred (due_at);
 CREATE INDEX IF NOT EXISTS deferred_by_message ON deferred (message_id);
 """
 
+# A database written before recipient_key: each recipient's first state is kept.
+_MIGRATE_RECIPIENT_STATES = """
+ALTER TABLE recipient_states RENAME TO recipient_states_before_key;
+CREATE TABLE recipient_states (
+    message_id TEXT NOT NULL,
+    recipient_key TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    at TEXT NOT NULL,
+    route TEXT NOT NULL DEFAULT '',
+    detail TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (message_id, recipient_key)
+);
+INSERT OR IGNORE INTO recipient_states
+    SELECT message_id, casefold(recipient), recipient, outcome, at, route, detail
+    FROM recipient_states_before_key ORDER BY at;
+DROP TABLE recipient_states_before_key;
+"""
+_BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+
+
+@contextmanager
+def _busy_is_transient() -> Iterator[None]:
+    """SQLITE_BUSY / SQLITE_LOCKED after the connection's timeout: another process holds the
+    database; the state machine retries a TransientError."""
+    try:
+        yield
+    except sqlite3.OperationalError as error:
+        if getattr(error, "sqlite_errorcode", None) in _BUSY:
+            raise TransientError(f"state database busy: {error}") from error
+        raise
+
 
 class SqliteState:
     """Implements the Timeline, Idempotency, DeadLetters and Deferrals ports."""
 
     def __init__(self, path: Path, busy_timeout: float = 30.0) -> None:
         self.path = path
-        self.busy_timeout = busy_timeout  # seconds to wait for another writer's lock
+        self.busy_timeout = busy_timeout  # seconds to wait for another process's write
         self._connection: sqlite3.Connection | None = None
         self._lock = threading.Lock()
 
@@ -73,9 +113,16 @@ class SqliteState:
             connection = sqlite3.connect(
                 self.path, timeout=self.busy_timeout, check_same_thread=False, isolation_level=None
             )
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=NORMAL")
-            connection.executescript(_SCHEMA)
+            connection.create_function("casefold", 1, str.casefold, deterministic=True)
+            try:
+                with _busy_is_transient():
+                    connection.execute("PRAGMA journal_mode=WAL")
+                    connection.execute("PRAGMA synchronous=NORMAL")
+                    connection.executescript(_SCHEMA)
+                    _migrate(connection)
+            except BaseException:
+                connection.close()
+                raise
             self._connection = connection
         return self._connection
 
@@ -84,28 +131,35 @@ class SqliteState:
             self._connection.close()
             self._connection = None
 
-    def _write(self, sql: str, rows: Sequence[Sequence[object]]) -> int:
-        with self._lock:
+    @contextmanager
+    def _transaction(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction, this connection's only one (the lock) from the PRAGMA to the
+        commit. `durable`: fsynced on commit (deferred deliveries and dead letters are all that
+        remembers a delivery once the spool file is gone)."""
+        with self._lock, _busy_is_transient():
             db = self.db
-            db.execute("BEGIN IMMEDIATE")
+            if durable:
+                db.execute("PRAGMA synchronous=FULL")
             try:
-                cursor = db.executemany(sql, rows)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-            return cursor.rowcount
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+            finally:
+                if durable:
+                    db.execute("PRAGMA synchronous=NORMAL")
 
-    def _write_durably(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
-        """A write fsynced on commit: deferred deliveries and dead letters are all that
-        remembers a delivery once the spool file is gone."""
-        with self._lock:
-            self.db.execute("PRAGMA synchronous=FULL")
-        try:
-            self._write(sql, rows)
-        finally:
-            with self._lock:
-                self.db.execute("PRAGMA synchronous=NORMAL")
+    def _write(self, sql: str, rows: Sequence[Sequence[object]], *, durable: bool = False) -> int:
+        with self._transaction(durable=durable) as db:
+            return db.executemany(sql, rows).rowcount
+
+    def _read(self, sql: str, parameters: Sequence[object] = ()) -> builtins.list[Any]:
+        with _busy_is_transient():
+            return self.db.execute(sql, parameters).fetchall()
 
     # ----------------------------------------------------------------------- Timeline
 
@@ -123,58 +177,54 @@ class SqliteState:
             )
 
     def settle(self, state: RecipientState) -> bool:
-        with self._lock:
-            db = self.db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                cursor = db.execute(
-                    "INSERT OR IGNORE INTO recipient_states VALUES (?,?,?,?,?,?)",
-                    (
-                        state.message_id,
-                        state.recipient,
-                        state.outcome.value,
-                        state.at.isoformat(),
-                        state.route,
-                        state.detail,
-                    ),
-                )
-                first = cursor.rowcount == 1
-                detail = (
-                    f"{state.outcome.value} ({state.route}): {state.detail}"
-                    if state.route
-                    else (f"{state.outcome.value}: {state.detail}")
-                )
-                if not first:
-                    detail = f"ignored, already settled: {detail}"
-                db.execute(
-                    "INSERT INTO events (message_id, at, stage, recipient, detail) VALUES (?,?,?,?,?)",
-                    (
-                        state.message_id,
-                        state.at.isoformat(),
-                        Stage.TERMINAL.value,
-                        state.recipient,
-                        detail,
-                    ),
-                )
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO recipient_states "
+                "(message_id, recipient_key, recipient, outcome, at, route, detail) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (
+                    state.message_id,
+                    state.recipient.casefold(),
+                    state.recipient,
+                    state.outcome.value,
+                    state.at.isoformat(),
+                    state.route,
+                    state.detail,
+                ),
+            )
+            first = cursor.rowcount == 1
+            detail = (
+                f"{state.outcome.value} ({state.route}): {state.detail}"
+                if state.route
+                else (f"{state.outcome.value}: {state.detail}")
+            )
+            if not first:
+                detail = f"ignored, already settled: {detail}"
+            db.execute(
+                "INSERT INTO events (message_id, at, stage, recipient, detail) VALUES (?,?,?,?,?)",
+                (
+                    state.message_id,
+                    state.at.isoformat(),
+                    Stage.TERMINAL.value,
+                    state.recipient,
+                    detail,
+                ),
+            )
         return first
 
     def reopen(self, message_id: str, recipient: str) -> None:
         """Forget a recipient's terminal state (a redrive gives it a new one)."""
         self._write(
-            "DELETE FROM recipient_states WHERE message_id=? AND recipient=?",
-            [(message_id, recipient)],
+            "DELETE FROM recipient_states WHERE message_id=? AND recipient_key=?",
+            [(message_id, recipient.casefold())],
         )
 
     def states(self, message_id: str) -> list[RecipientState]:
-        rows = self.db.execute(
+        rows = self._read(
             "SELECT message_id, recipient, outcome, at, route, detail FROM recipient_states "
-            "WHERE message_id=? ORDER BY recipient",
+            "WHERE message_id=? ORDER BY recipient_key",
             (message_id,),
-        ).fetchall()
+        )
         return [
             RecipientState(
                 message_id=r[0],
@@ -188,10 +238,10 @@ class SqliteState:
         ]
 
     def events(self, message_id: str) -> list[TimelineEvent]:
-        rows = self.db.execute(
+        rows = self._read(
             "SELECT message_id, at, stage, recipient, detail FROM events WHERE message_id=? ORDER BY id",
             (message_id,),
-        ).fetchall()
+        )
         return [
             TimelineEvent(
                 message_id=r[0],
@@ -204,25 +254,25 @@ class SqliteState:
         ]
 
     def recent(self, limit: int) -> list[str]:
-        rows = self.db.execute(
+        rows = self._read(
             "SELECT message_id FROM events WHERE stage=? ORDER BY id DESC LIMIT ?",
             (Stage.ACCEPTED.value, limit),
-        ).fetchall()
+        )
         return [r[0] for r in rows]
 
     def find(self, prefix: str) -> list[str]:
         """Message ids that start with `prefix` (so `trace` takes a short id)."""
-        rows = self.db.execute(
+        rows = self._read(
             "SELECT DISTINCT message_id FROM events WHERE message_id >= ? AND message_id < ? LIMIT 5",
             (prefix, prefix + "\U0010ffff"),
-        ).fetchall()
+        )
         return [r[0] for r in rows]
 
     # ----------------------------------------------------------------------- Idempotency
 
     def seen(self, key: str) -> str | None:
-        row = self.db.execute("SELECT outcome FROM idempotency WHERE key=?", (key,)).fetchone()
-        return None if row is None else str(row[0])
+        rows = self._read("SELECT outcome FROM idempotency WHERE key=?", (key,))
+        return str(rows[0][0]) if rows else None
 
     def remember(self, key: str, outcome: str) -> None:
         self._write("INSERT OR REPLACE INTO idempotency VALUES (?,?)", [(key, outcome)])
@@ -230,17 +280,19 @@ class SqliteState:
     # ----------------------------------------------------------------------- DeadLetters
 
     def put(self, record_id: str, record: Mapping[str, object]) -> None:
-        self._write_durably(
-            "INSERT OR REPLACE INTO dead_letters VALUES (?,?)", [(record_id, json.dumps(record))]
+        self._write(
+            "INSERT OR REPLACE INTO dead_letters VALUES (?,?)",
+            [(record_id, json.dumps(record))],
+            durable=True,
         )
 
     def list(self) -> Iterator[tuple[str, dict[str, object]]]:
-        for record_id, body in self.db.execute("SELECT id, record FROM dead_letters ORDER BY id"):
+        for record_id, body in self._read("SELECT id, record FROM dead_letters ORDER BY id"):
             yield record_id, json.loads(body)
 
     def get(self, record_id: str) -> dict[str, object] | None:
-        row = self.db.execute("SELECT record FROM dead_letters WHERE id=?", (record_id,)).fetchone()
-        return None if row is None else dict(json.loads(row[0]))
+        rows = self._read("SELECT record FROM dead_letters WHERE id=?", (record_id,))
+        return dict(json.loads(rows[0][0])) if rows else None
 
     def remove(self, record_id: str) -> None:
         self._write("DELETE FROM dead_letters WHERE id=?", [(record_id,)])
@@ -254,10 +306,11 @@ class SqliteState:
         delivery = document.get("delivery")
         message = delivery.get("message") if isinstance(delivery, dict) else None
         message_id = str(message.get("message_id", "")) if isinstance(message, dict) else ""
-        self._write_durably(
+        self._write(
             "INSERT OR REPLACE INTO deferred (id, message_id, due_at, leased_until, document) "
             "VALUES (?,?,?,NULL,?)",
             [(record_id, message_id, _utc(due_at), json.dumps(document))],
+            durable=True,
         )
 
     def lease_due(
@@ -266,22 +319,15 @@ class SqliteState:
         """Due records, leased for `lease_seconds` so no one else takes them meanwhile."""
         stamp = _utc(now)
         until = _utc(now + timedelta(seconds=lease_seconds))
-        with self._lock:
-            db = self.db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                rows = db.execute(
-                    "SELECT id, document FROM deferred WHERE due_at <= ? "
-                    "AND (leased_until IS NULL OR leased_until <= ?) ORDER BY due_at LIMIT ?",
-                    (stamp, stamp, limit),
-                ).fetchall()
-                db.executemany(
-                    "UPDATE deferred SET leased_until=? WHERE id=?", [(until, r[0]) for r in rows]
-                )
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT id, document FROM deferred WHERE due_at <= ? "
+                "AND (leased_until IS NULL OR leased_until <= ?) ORDER BY due_at LIMIT ?",
+                (stamp, stamp, limit),
+            ).fetchall()
+            db.executemany(
+                "UPDATE deferred SET leased_until=? WHERE id=?", [(until, r[0]) for r in rows]
+            )
         return [(str(r[0]), json.loads(r[1])) for r in rows]
 
     def release_leases(self) -> None:
@@ -298,11 +344,34 @@ class SqliteState:
         if message_id is not None:
             sql += " WHERE message_id=?"
             params = (message_id,)
-        rows = self.db.execute(sql + " ORDER BY due_at", params).fetchall()
+        rows = self._read(sql + " ORDER BY due_at", params)
         return [
             {"id": r[0], "due_at": r[1], "running": r[2] is not None, **json.loads(r[3])}
             for r in rows
         ]
+
+
+def _migrate(connection: sqlite3.Connection) -> None:
+    """Bring a database of an earlier version up to this schema (once: the check is repeated
+    inside the write lock, so two processes starting together migrate it once)."""
+
+    def keyed() -> bool:
+        columns = connection.execute("PRAGMA table_info(recipient_states)").fetchall()
+        return any(column[1] == "recipient_key" for column in columns)
+
+    if keyed():
+        return
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        if not keyed():
+            for statement in _MIGRATE_RECIPIENT_STATES.split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
 
 
 def _utc(moment: datetime) -> str:

@@ -1,0 +1,115 @@
+"""The SQLite state store: recipients keyed as DynamoDB keys them, durable writes fsynced as a
+whole, and a busy database reported as a transient failure (the state machine retries it)."""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from mxgate.adapters.local.state import SqliteState
+from mxgate.errors import TransientError
+from mxgate.timeline import Outcome, RecipientState, Stage, TimelineEvent
+
+T0 = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
+
+
+def state_of(
+    recipient: str, outcome: Outcome = Outcome.DELIVERED, minutes: int = 0
+) -> RecipientState:
+    return RecipientState(
+        message_id="m1",
+        recipient=recipient,
+        outcome=outcome,
+        at=T0 + timedelta(minutes=minutes),
+        route="workspace",
+    )
+
+
+def test_a_recipient_settles_once_whatever_its_case(tmp_path: Path) -> None:
+    store = SqliteState(tmp_path / "state.db")
+    assert store.settle(state_of("Alice@Nutrition.co")) is True
+    assert store.settle(state_of("alice@nutrition.co", Outcome.DEAD_LETTERED)) is False
+    (kept,) = store.states("m1")
+    assert (kept.recipient, kept.outcome) == ("Alice@Nutrition.co", Outcome.DELIVERED)  # as written
+    store.reopen("m1", "ALICE@NUTRITION.CO")
+    assert store.states("m1") == []
+
+
+def test_a_database_of_the_earlier_schema_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        """
+        CREATE TABLE recipient_states (
+            message_id TEXT NOT NULL, recipient TEXT NOT NULL, outcome TEXT NOT NULL,
+            at TEXT NOT NULL, route TEXT NOT NULL DEFAULT '', detail TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (message_id, recipient)
+        );
+        INSERT INTO recipient_states VALUES
+            ('m1', 'bob@nutrition.co', 'dead_lettered', '2026-11-30T07:05:00+00:00', '', ''),
+            ('m1', 'Bob@nutrition.co', 'delivered', '2026-11-30T07:01:00+00:00', '', ''),
+            ('m1', 'carol@nutrition.co', 'delivered', '2026-11-30T07:02:00+00:00', '', '');
+        """
+    )
+    old.close()
+    store = SqliteState(path)
+    kept = {s.recipient: s.outcome for s in store.states("m1")}
+    # the two spellings of bob were one recipient settled twice: the first state stands
+    assert kept == {"Bob@nutrition.co": Outcome.DELIVERED, "carol@nutrition.co": Outcome.DELIVERED}
+    assert store.settle(state_of("CAROL@nutrition.co")) is False
+    store.close()
+    assert {s.recipient for s in SqliteState(path).states("m1")} == set(kept)  # migrated once
+
+
+def test_a_busy_database_is_a_transient_failure(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = SqliteState(path, busy_timeout=0.05)
+    store.record(TimelineEvent(message_id="m1", at=T0, stage=Stage.PARSED))
+    other = sqlite3.connect(path, isolation_level=None)  # another process, writing
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(TransientError, match="state database busy"):
+            store.record(TimelineEvent(message_id="m1", at=T0, stage=Stage.CLASSIFIED))
+        with pytest.raises(TransientError):
+            store.put("m1.workspace.0", {"recipients": ["a@nutrition.co"]})
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    store.record(TimelineEvent(message_id="m1", at=T0, stage=Stage.CLASSIFIED))  # free again
+    assert [e.stage for e in store.events("m1")] == [Stage.PARSED, Stage.CLASSIFIED]
+
+
+def test_a_durable_write_is_fsynced_as_a_whole_while_other_threads_write(tmp_path: Path) -> None:
+    """Each durable commit happens under synchronous=FULL: no other thread of the connection
+    resets it to NORMAL (or writes) between the PRAGMA and the commit."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: races show up
+    store = SqliteState(tmp_path / "state.db")
+    statements: list[str] = []
+    store.db.set_trace_callback(statements.append)
+
+    def durable(n: int) -> None:
+        for i in range(250):
+            store.put(f"d{n}.{i}", {"recipients": ["a@nutrition.co"]})
+
+    threads = [threading.Thread(target=durable, args=(n,)) for n in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        sys.setswitchinterval(interval)
+    synchronous = "NORMAL"
+    for statement in statements:
+        if statement.startswith("PRAGMA synchronous="):
+            synchronous = statement.removeprefix("PRAGMA synchronous=")
+        elif statement == "COMMIT":
+            assert synchronous == "FULL"
+    assert statements.count("COMMIT") == 1000
+    assert len(list(store.list())) == 1000

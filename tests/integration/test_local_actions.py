@@ -23,6 +23,7 @@ from mxgate.local.logs import VendedLogs
 from mxgate.local.mailmanager import LocalMailManager, LocalTargets
 from mxgate.mailmanager.addresses import StaticAddressBook
 from mxgate.mailmanager.config import load_mail_manager
+from mxgate.routing.config import DeliveryPolicy
 from mxgate.workflow.model import Envelope
 from tests.templates import recipient_is
 
@@ -259,6 +260,10 @@ class Harness:
             book=StaticAddressBook(),
             objects=self.objects,
             timeline=self.state,
+            idempotency=self.state,
+            dead_letters=self.state,
+            deferrals=self.state,
+            retry_policy=DeliveryPolicy(),
             logs=VendedLogs(home / "logs"),
             clock=SystemClock(),
             targets=LocalTargets(
@@ -289,7 +294,7 @@ class Harness:
             received_at=datetime.now(UTC).isoformat(),
             ingress_point="Point",
         )
-        self.service.process(envelope, raw)
+        self.service.take(envelope, raw, spool_file=f"{envelope.message_id}.msg")
         states = {s.recipient: s for s in self.state.states(envelope.message_id)}
         return envelope.message_id, states
 
@@ -343,11 +348,10 @@ def test_relay_to_a_host_not_on_this_machine_fails_clearly(harness):
     record = harness.rule_set_log()[-1]
     assert (record["action_name"], record["action_status"]) == ("Relay", "FAILURE")
     assert "mx.far.example:25, which is not on this machine" in record["action_failure"]
-    # CONTINUE (the default): nothing else took it, so it ends dropped, and says why
-    assert outcome(states, "far@nutrition.co") == (
-        "dropped",
-        "no rule delivered it (actions: Relay)",
-    )
+    # CONTINUE (the default), a configuration problem: dead-lettered, never dropped
+    state, detail = outcome(states, "far@nutrition.co")
+    assert state == "dead_lettered"
+    assert "rule far: Relay: relay Far points at mx.far.example:25" in detail
 
 
 def test_send_goes_to_the_outbound_host(harness):
@@ -426,7 +430,7 @@ def test_publish_to_sns_refuses_what_sns_would_refuse(harness):
     record = harness.rule_set_log()[-1]
     assert record["action_status"] == "FAILURE"
     assert "over SNS's" in record["action_failure"]
-    assert states["sns@nutrition.co"].outcome.value == "dropped"
+    assert states["sns@nutrition.co"].outcome.value == "dead_lettered"
 
 
 def lambda_calls(harness: Harness) -> list[dict[str, Any]]:
@@ -494,8 +498,10 @@ def test_deliver_to_qbusiness_is_a_failure_and_the_failure_policy_decides(harnes
     assert "not available on this machine" in records[0]["action_failure"]
     assert states["q@nutrition.co"].outcome.value == "dropped"
     assert "ActionFailurePolicy DROP" in states["q@nutrition.co"].detail
-    assert states["q-continue@nutrition.co"].detail == (
-        "no rule delivered it (actions: AddHeader, DeliverToQBusiness, Archive)"
+    # CONTINUE: the Archive still ran, but nothing delivered it and an action failed
+    assert states["q-continue@nutrition.co"].outcome.value == "dead_lettered"
+    assert "DeliverToQBusiness: Amazon Q Business is not available" in (
+        states["q-continue@nutrition.co"].detail
     )
     archived = list((harness.home / "objects" / "mxgate-archive").rglob("*.eml"))
     assert len(archived) == 1

@@ -303,6 +303,11 @@ class SqliteState:
             for r in rows
         ]
 
+    def is_scheduled(self, record_id: str) -> bool:
+        """Whether the deferred queue holds this record (a rule set retry owning a spool file)."""
+        row = self.db.execute("SELECT 1 FROM deferred WHERE id=?", (record_id,)).fetchone()
+        return row is not None
+
 
 def _utc(moment: datetime) -> str:
     """ISO text in UTC, so that text order is time order."""

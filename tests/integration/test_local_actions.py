@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from mxgate.adapters.local.state import SqliteState
 from mxgate.clock import SystemClock
 from mxgate.delivery.smtp import SmtpTarget, SmtpTransport
 from mxgate.local.logs import VendedLogs
-from mxgate.local.mailmanager import LocalMailManager, LocalTargets
+from mxgate.local.mailmanager import LocalMailManager, LocalTargets, RuleSetRetry
 from mxgate.mailmanager.addresses import StaticAddressBook
 from mxgate.mailmanager.config import load_mail_manager
 from mxgate.routing.config import DeliveryPolicy
@@ -173,6 +173,12 @@ def template(directory: Path, loopback_port: int) -> Path:
             "rewrite",
             ["alias@nutrition.co"],
             {"ReplaceRecipient": {"ReplaceWith": ["relay@nutrition.co"]}},
+            {"Relay": {"Relay": {"Ref": "Mapped"}}},
+        ),
+        rule(
+            "pair",
+            ["pair@nutrition.co"],
+            {"ReplaceRecipient": {"ReplaceWith": ["pair-a@nutrition.co", "pair-b@nutrition.co"]}},
             {"Relay": {"Relay": {"Ref": "Mapped"}}},
         ),
     ]
@@ -547,3 +553,38 @@ def test_one_rule_set_log_record_per_message_per_action(harness):
         assert record["action_failure"] == ""
         assert record["ingress_point_id"] == "Point"
         assert record["rule_set_id"] == "Rules"
+
+
+def test_a_retry_repeats_only_what_failed(harness):
+    """A list address replaced by two members; one member's mailbox is full for now (452). The
+    other is delivered at once; the retry runs the accepted address through the rule set again,
+    which relays to the refused member only."""
+    control = harness.home / "mailboxes" / "workspace" / ".reply-pair-b@nutrition.co"
+    control.write_text("452 4.2.2 mailbox full")
+    message_id, states = harness.send("pair@nutrition.co")
+    assert {r: s.outcome.value for r, s in states.items()} == {
+        "pair@nutrition.co": "dropped",  # replaced
+        "pair-a@nutrition.co": "delivered",
+    }
+    relays = [r for r in harness.rule_set_log() if r["action_name"] == "Relay"]
+    assert [(r["action_status"], r["recipients_matched"]) for r in relays] == [
+        ("SUCCESS", ["pair-a@nutrition.co"]),
+        ("FAILURE", ["pair-b@nutrition.co"]),
+    ]
+    ((record_id, document),) = harness.state.lease_due(datetime.now(UTC) + timedelta(days=1), 60)
+    retry = RuleSetRetry.model_validate(document)
+    assert record_id == f"{message_id}#rules"
+    assert (retry.envelope.recipients, retry.recipients) == (
+        ["pair@nutrition.co"],
+        ["pair-b@nutrition.co"],
+    )
+
+    control.unlink()
+    assert harness.service.take(retry.envelope, RAW, retry=retry) is None
+    states = {s.recipient: s.outcome.value for s in harness.state.states(message_id)}
+    assert states["pair-b@nutrition.co"] == "delivered"
+    assert len(harness.maildir("workspace", "pair-a@nutrition.co")) == 1  # not relayed again
+    assert len(harness.maildir("workspace", "pair-b@nutrition.co")) == 1
+    (again,) = [r for r in harness.rule_set_log() if r["action_name"] == "Relay"][2:]
+    assert again["recipients_matched"] == ["pair-a@nutrition.co", "pair-b@nutrition.co"]
+    assert again["detail"].endswith("(already done for 1 recipient(s))")

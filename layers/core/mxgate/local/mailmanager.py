@@ -129,7 +129,7 @@ def _failed(results: Mapping[str, SendResult], what: str) -> None:
     if len(failed) == len(results) and len(transient) in (0, len(failed)):
         error = TransientError if transient else PermanentError
         raise error(f"{what}: " + "; ".join(f"{r}: {res.detail}" for r, res in failed.items()))
-    raise PartialFailureError({r: res.detail for r, res in failed.items()}, transient)
+    raise PartialFailureError({r: f"{what}: {res.detail}" for r, res in failed.items()}, transient)
 
 
 class LocalActionExecutor:
@@ -512,8 +512,11 @@ class LocalMailManager:
         """Run the rule set for the envelope's recipients (the spooled message's first run, or
         a retry) and decide what is left open: the retry now scheduled for it, or None when
         every recipient has its end (settled, dead-lettered, or with the workflow)."""
+        again = ""
+        if retry is not None:
+            again = f"retry {retry.attempts}" if retry.first_failed_at else "redrive"
         with self._one_run_at_a_time(envelope.message_id):
-            run = self.process(envelope, raw, attempt=retry.attempts if retry else 0)
+            run = self.process(envelope, raw, again=again)
             if not run.pending:
                 return None
             return self._retry_later(envelope, raw, run.pending, spool_file, retry)
@@ -529,9 +532,10 @@ class LocalMailManager:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
             yield
 
-    def process(self, envelope: Envelope, raw: bytes, *, attempt: int = 0) -> RuleSetRun:
+    def process(self, envelope: Envelope, raw: bytes, *, again: str = "") -> RuleSetRun:
         """Run the rule set for one accepted message and perform its actions. Every recipient
-        is settled, dead-lettered, handed to the workflow, or left in `pending`."""
+        is settled, dead-lettered, handed to the workflow, or left in `pending`. `again` names
+        a later run ("retry 2", "redrive")."""
         ingress, rule_set = self.rule_set_for(envelope)
         authentication = None
         if self.authenticator is not None:  # Mail Manager judges the sender before the rules
@@ -560,16 +564,16 @@ class LocalMailManager:
                     **record.as_log(),
                 },
             )
-        # A retry's runs are `retry` events, so each recipient has one `rules` event.
-        again = f"rule set retry {attempt}: " if attempt else ""
+        # Later runs are `retry` events, so each recipient has one `rules` event.
+        prefix = f"rule set {again}: " if again else ""
         self.timeline.record_many(
             [
                 TimelineEvent(
                     message_id=envelope.message_id,
                     at=now,
-                    stage=Stage.RETRY if attempt else Stage.RULES,
+                    stage=Stage.RETRY if again else Stage.RULES,
                     recipient=trail.recipient,
-                    detail=f"{again}rules {trail.matched_rules or 'none'} -> actions "
+                    detail=f"{prefix}rules {trail.matched_rules or 'none'} -> actions "
                     f"{trail.actions or 'none'}"
                     + (
                         f" -> replaced with {[t.recipient for t in trail.replaced_with]}"
@@ -577,10 +581,10 @@ class LocalMailManager:
                         else ""
                     )
                     + "".join(
-                        f"; {r.action_name} failed: {r.action_failure}"
+                        f"; {r.action_name} failed: {r.failure_for(trail.recipient)}"
                         for r in outcome.records
                         if r.action_status == "FAILURE" and trail.recipient in r.recipients_matched
-                    ),
+                    )[:1000],
                 )
                 for trail in outcome.all_trails()
             ]
@@ -634,7 +638,8 @@ class LocalMailManager:
             else:
                 for address in record.recipients_matched:
                     failed.setdefault(address, []).append(
-                        f"rule {record.rule_name}: {record.action_name}: {record.action_failure}"
+                        f"rule {record.rule_name}: {record.action_name}: "
+                        + record.failure_for(address)
                     )
                 transient.update(record.transient)
         open_: dict[str, OpenRecipient] = {}

@@ -152,9 +152,10 @@ def _quarantine_unreadable(worker: Worker, path: Path, error: ValueError) -> Non
     """An empty or torn spool file: moved to quarantine/, a timeline event names it, and if its
     envelope line can still be read, its recipients are settled `quarantined`."""
     target = _move_to_quarantine(worker, path)
-    data = target.read_bytes()
+    with target.open("rb") as spooled:
+        first_line = spooled.readline(1 << 20).rstrip(b"\n")
     try:
-        envelope: Envelope | None = Envelope.model_validate_json(data.split(b"\n", 1)[0])
+        envelope: Envelope | None = Envelope.model_validate_json(first_line)
     except ValueError:
         envelope = None
     message_id = envelope.message_id if envelope is not None else path.stem

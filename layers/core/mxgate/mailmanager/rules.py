@@ -203,6 +203,11 @@ class ActionRecord:
     action_failure: str = ""
     detail: str = ""
     transient: tuple[str, ...] = ()  # of a FAILURE: the recipients worth another try later
+    reasons: tuple[tuple[str, str], ...] = ()  # of a partial FAILURE: each recipient's own
+
+    def failure_for(self, recipient: str) -> str:
+        """Why the action failed for one of its recipients."""
+        return dict(self.reasons).get(recipient, self.action_failure)
 
     def as_log(self) -> dict[str, object]:
         record: dict[str, object] = {
@@ -330,9 +335,12 @@ class _Step:
         recipients: Sequence[str],
         status: str,
         failure: str = "",
+        *,
         detail: str = "",
         transient: Collection[str] = (),
+        reasons: Mapping[str, str] | None = None,
     ) -> None:
+        reasons = reasons or {}
         self.outcome.records.append(
             ActionRecord(
                 self.rule_index,
@@ -344,6 +352,7 @@ class _Step:
                 failure,
                 detail,
                 tuple(r for r in dict.fromkeys(recipients) if r in transient),
+                tuple((r, reasons[r]) for r in dict.fromkeys(recipients) if r in reasons),
             )
         )
 
@@ -411,7 +420,13 @@ class _Step:
                 done = [a for a in addresses if a not in partial.failed]
                 if done:
                     self.record(done, "SUCCESS")
-                self.record(failed, "FAILURE", str(partial), transient=partial.transient)
+                self.record(
+                    failed,
+                    "FAILURE",
+                    str(partial),
+                    transient=partial.transient,
+                    reasons=partial.failed,
+                )
                 self.fail([t for t in trails if t.recipient in partial.failed], str(partial))
             except MxgateError as error:
                 transient = addresses if error.kind is FailureKind.TRANSIENT else ()

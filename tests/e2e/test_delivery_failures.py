@@ -204,6 +204,28 @@ def test_a_5xx_is_dead_lettered_then_redriven_once_fixed(gateways):
     assert "redriven" in stages
 
 
+def test_a_relay_outage_in_direct_mode_is_retried_by_the_running_gateway(gateways):
+    """The rule set's own Relay (DirectMode) meets a 451: the spool file stays, the gateway's
+    scheduler runs the rule set again on the deferral schedule, and once the host is back the
+    message is relayed exactly once."""
+    gateway = gateways(parameters={"SubmissionIngress": "true", "DirectMode": "true"})
+    outage = gateway.home / "mailboxes" / "workspace" / ".reply"
+    outage.write_text("451 4.3.0 try later")
+    raw = message("alice@nutrition.co", "relay outage")
+    message_id = send(gateway.smtp_port, ["alice@nutrition.co"], raw)
+    wait_for(lambda: stages(gateway, message_id).count("deferred") >= 2)  # retried, still down
+    assert outcomes(gateway, message_id) == {}
+    spooled = gateway.home / "spool"
+    assert sorted(spooled.glob("*.msg")) == [spooled / f"{message_id}.msg"]  # kept
+
+    outage.unlink()
+    wait_for(lambda: outcomes(gateway, message_id) == {"alice@nutrition.co": "delivered"})
+    (stored,) = files(gateway.mailbox("workspace", "alice@nutrition.co"))
+    assert stored.read_bytes().endswith(raw)
+    wait_for(lambda: not list(spooled.glob("*.msg")))
+    assert json.loads(mxgate(gateway, "dlq", "list", "--json").stdout)["dead_letters"] == []
+
+
 def test_ses_throttling_is_retried_then_delivered_once(gateways):
     with ses_endpoint() as ses:
         ses.verify("nutrition.co")

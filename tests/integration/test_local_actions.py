@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
@@ -20,9 +20,10 @@ from mxgate.adapters.local.state import SqliteState
 from mxgate.clock import SystemClock
 from mxgate.delivery.smtp import SmtpTarget, SmtpTransport
 from mxgate.local.logs import VendedLogs
-from mxgate.local.mailmanager import LocalMailManager, LocalTargets
+from mxgate.local.mailmanager import LocalMailManager, LocalTargets, RuleSetRetry
 from mxgate.mailmanager.addresses import StaticAddressBook
 from mxgate.mailmanager.config import load_mail_manager
+from mxgate.routing.config import DeliveryPolicy
 from mxgate.workflow.model import Envelope
 from tests.templates import recipient_is
 
@@ -174,6 +175,12 @@ def template(directory: Path, loopback_port: int) -> Path:
             {"ReplaceRecipient": {"ReplaceWith": ["relay@nutrition.co"]}},
             {"Relay": {"Relay": {"Ref": "Mapped"}}},
         ),
+        rule(
+            "pair",
+            ["pair@nutrition.co"],
+            {"ReplaceRecipient": {"ReplaceWith": ["pair-a@nutrition.co", "pair-b@nutrition.co"]}},
+            {"Relay": {"Relay": {"Ref": "Mapped"}}},
+        ),
     ]
     relay = {"Type": "AWS::SES::MailManagerRelay"}
     document = {
@@ -259,6 +266,10 @@ class Harness:
             book=StaticAddressBook(),
             objects=self.objects,
             timeline=self.state,
+            idempotency=self.state,
+            dead_letters=self.state,
+            deferrals=self.state,
+            retry_policy=DeliveryPolicy(),
             logs=VendedLogs(home / "logs"),
             clock=SystemClock(),
             targets=LocalTargets(
@@ -289,7 +300,7 @@ class Harness:
             received_at=datetime.now(UTC).isoformat(),
             ingress_point="Point",
         )
-        self.service.process(envelope, raw)
+        self.service.take(envelope, raw, spool_file=f"{envelope.message_id}.msg")
         states = {s.recipient: s for s in self.state.states(envelope.message_id)}
         return envelope.message_id, states
 
@@ -343,11 +354,10 @@ def test_relay_to_a_host_not_on_this_machine_fails_clearly(harness):
     record = harness.rule_set_log()[-1]
     assert (record["action_name"], record["action_status"]) == ("Relay", "FAILURE")
     assert "mx.far.example:25, which is not on this machine" in record["action_failure"]
-    # CONTINUE (the default): nothing else took it, so it ends dropped, and says why
-    assert outcome(states, "far@nutrition.co") == (
-        "dropped",
-        "no rule delivered it (actions: Relay)",
-    )
+    # CONTINUE (the default), a configuration problem: dead-lettered, never dropped
+    state, detail = outcome(states, "far@nutrition.co")
+    assert state == "dead_lettered"
+    assert "rule far: Relay: relay Far points at mx.far.example:25" in detail
 
 
 def test_send_goes_to_the_outbound_host(harness):
@@ -426,7 +436,7 @@ def test_publish_to_sns_refuses_what_sns_would_refuse(harness):
     record = harness.rule_set_log()[-1]
     assert record["action_status"] == "FAILURE"
     assert "over SNS's" in record["action_failure"]
-    assert states["sns@nutrition.co"].outcome.value == "dropped"
+    assert states["sns@nutrition.co"].outcome.value == "dead_lettered"
 
 
 def lambda_calls(harness: Harness) -> list[dict[str, Any]]:
@@ -494,8 +504,10 @@ def test_deliver_to_qbusiness_is_a_failure_and_the_failure_policy_decides(harnes
     assert "not available on this machine" in records[0]["action_failure"]
     assert states["q@nutrition.co"].outcome.value == "dropped"
     assert "ActionFailurePolicy DROP" in states["q@nutrition.co"].detail
-    assert states["q-continue@nutrition.co"].detail == (
-        "no rule delivered it (actions: AddHeader, DeliverToQBusiness, Archive)"
+    # CONTINUE: the Archive still ran, but nothing delivered it and an action failed
+    assert states["q-continue@nutrition.co"].outcome.value == "dead_lettered"
+    assert "DeliverToQBusiness: Amazon Q Business is not available" in (
+        states["q-continue@nutrition.co"].detail
     )
     archived = list((harness.home / "objects" / "mxgate-archive").rglob("*.eml"))
     assert len(archived) == 1
@@ -541,3 +553,38 @@ def test_one_rule_set_log_record_per_message_per_action(harness):
         assert record["action_failure"] == ""
         assert record["ingress_point_id"] == "Point"
         assert record["rule_set_id"] == "Rules"
+
+
+def test_a_retry_repeats_only_what_failed(harness):
+    """A list address replaced by two members; one member's mailbox is full for now (452). The
+    other is delivered at once; the retry runs the accepted address through the rule set again,
+    which relays to the refused member only."""
+    control = harness.home / "mailboxes" / "workspace" / ".reply-pair-b@nutrition.co"
+    control.write_text("452 4.2.2 mailbox full")
+    message_id, states = harness.send("pair@nutrition.co")
+    assert {r: s.outcome.value for r, s in states.items()} == {
+        "pair@nutrition.co": "dropped",  # replaced
+        "pair-a@nutrition.co": "delivered",
+    }
+    relays = [r for r in harness.rule_set_log() if r["action_name"] == "Relay"]
+    assert [(r["action_status"], r["recipients_matched"]) for r in relays] == [
+        ("SUCCESS", ["pair-a@nutrition.co"]),
+        ("FAILURE", ["pair-b@nutrition.co"]),
+    ]
+    ((record_id, document),) = harness.state.lease_due(datetime.now(UTC) + timedelta(days=1), 60)
+    retry = RuleSetRetry.model_validate(document)
+    assert record_id == f"{message_id}#rules"
+    assert (retry.envelope.recipients, retry.recipients) == (
+        ["pair@nutrition.co"],
+        ["pair-b@nutrition.co"],
+    )
+
+    control.unlink()
+    assert harness.service.take(retry.envelope, RAW, retry=retry) is None
+    states = {s.recipient: s.outcome.value for s in harness.state.states(message_id)}
+    assert states["pair-b@nutrition.co"] == "delivered"
+    assert len(harness.maildir("workspace", "pair-a@nutrition.co")) == 1  # not relayed again
+    assert len(harness.maildir("workspace", "pair-b@nutrition.co")) == 1
+    (again,) = [r for r in harness.rule_set_log() if r["action_name"] == "Relay"][2:]
+    assert again["recipients_matched"] == ["pair-a@nutrition.co", "pair-b@nutrition.co"]
+    assert again["detail"].endswith("(already done for 1 recipient(s))")

@@ -1,57 +1,110 @@
 """The local pipeline without the ingress: spool file -> rule set -> ASL workflow -> real SMTP
-mailbox hosts on loopback, including the state machine's retries and dead letters."""
+mailbox hosts on loopback, including the state machine's retries and dead letters, and the
+rule set's own failures (a relay host answering 4xx or 5xx in direct mode, an object store
+that cannot be written), crash replays, torn spool files and AddHeader versions."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from aiosmtpd.controller import Controller
 
+from mxgate.cli import main
+from mxgate.local import worker as worker_process
 from mxgate.local.mailbox import MaildirHandler
+from mxgate.local.mailmanager import KEPT_BUCKET
 from mxgate.local.runtime import Worker, build_worker, load_setup
 from mxgate.local.settings import LocalSettings
-from mxgate.local.worker import process_spooled, run_deferred
+from mxgate.local.worker import handle_deferred, process_spooled, run_deferred
 from mxgate.timeline import Outcome, Stage
 from mxgate.workflow.model import DeferredDelivery, Envelope
-from tests.support import free_port, local_config
+from tests.support import REPO, free_port, local_config
 
 RAW = b"From: a@shop.example\r\nTo: alice@nutrition.co\r\nSubject: hi\r\n\r\nbody\r\n"
+DIRECT = {"parameters": {"SubmissionIngress": "true", "DirectMode": "true"}}
+LATER = timedelta(days=1)  # past every backoff, within every lifetime
 
 
 @pytest.fixture
-def worker(tmp_path: Path) -> Iterator[Worker]:
-    home = tmp_path / "home"
-    settings = LocalSettings(home=home, config=local_config(tmp_path), retry_scale=0)
-    setup = load_setup(settings)
-    controllers = {
-        host: Controller(
-            MaildirHandler(home / "mailboxes", host), hostname="127.0.0.1", port=free_port()
-        )
-        for host in setup.config.mailbox_hosts
-    }
-    for controller in controllers.values():
-        controller.start()
-    try:
-        built = build_worker(setup, {host: c.port for host, c in controllers.items()})
-        yield built
+def workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Worker]]:
+    """Build a worker process's Worker (mailbox hosts on free ports) from config overrides;
+    `delivery` overrides the routes file's delivery policy. The worker is also the process's
+    own (what the pool initializer sets), so `handle_deferred` runs on it."""
+    started: list[tuple[Worker, list[Controller]]] = []
+
+    def start(delivery: dict[str, Any] | None = None, **config: Any) -> Worker:
+        directory = tmp_path / f"worker{len(started)}"
+        directory.mkdir()
+        if delivery:
+            routes = yaml.safe_load((REPO / "config" / "routes.yaml").read_text())
+            routes["delivery"] |= delivery
+            (directory / "routes.yaml").write_text(yaml.safe_dump(routes))
+            config["routes"] = str(directory / "routes.yaml")
+        home = directory / "home"
+        settings = LocalSettings(home=home, config=local_config(directory, **config), retry_scale=0)
+        setup = load_setup(settings)
+        controllers = [
+            Controller(
+                MaildirHandler(home / "mailboxes", host), hostname="127.0.0.1", port=free_port()
+            )
+            for host in setup.config.mailbox_hosts
+        ]
+        for controller in controllers:
+            controller.start()
+        ports = {
+            host: c.port for host, c in zip(setup.config.mailbox_hosts, controllers, strict=True)
+        }
+        built = build_worker(setup, ports)
+        started.append((built, controllers))
+        monkeypatch.setattr(worker_process, "_worker", built)
+        return built
+
+    yield start
+    for built, controllers in started:
         built.close()
-    finally:
-        for controller in controllers.values():
+        for controller in controllers:
             controller.stop()
 
 
-def accept(worker: Worker, message_id: str, recipients: list[str]) -> Path:
-    envelope = Envelope(
+@pytest.fixture
+def worker(workers: Callable[..., Worker]) -> Worker:
+    return workers()
+
+
+def accept(worker: Worker, message_id: str, recipients: list[str], **envelope: Any) -> Path:
+    spooled = Envelope(
         message_id=message_id,
         mail_from="bounce@shop.example",
         recipients=recipients,
         helo="mx.shop.example",
         source_ip="192.0.2.1",
+        **envelope,
     )
-    return worker.spool.write(envelope, RAW)
+    return worker.spool.write(spooled, RAW)
+
+
+def run_due(worker: Worker, at: datetime | None = None) -> list[str]:
+    """What the gateway's scheduler does: lease what is due and hand each record to a worker."""
+    due = worker.state.lease_due(at or datetime.now(UTC) + LATER, 60)
+    return [handle_deferred(record_id, json.dumps(document)) for record_id, document in due]
+
+
+def mailbox(worker: Worker, host: str, recipient: str) -> list[bytes]:
+    folder = worker.setup.dirs.mailboxes / host / recipient / "new"
+    return [p.read_bytes() for p in sorted(folder.iterdir())] if folder.is_dir() else []
+
+
+def rule_set_log(worker: Worker) -> list[dict[str, Any]]:
+    lines = (worker.setup.dirs.logs / "rule-set.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
 
 
 def outcomes(worker: Worker, message_id: str) -> dict[str, Outcome]:
@@ -118,12 +171,241 @@ def test_replaying_a_finished_message_delivers_nothing_twice(worker):
     assert len(list(mailbox.iterdir())) == 1
 
 
-def test_a_crash_inside_the_pipeline_quarantines_instead_of_losing(worker, monkeypatch):
-    def explode(*args: object) -> None:
-        raise RuntimeError("bug")
-
-    monkeypatch.setattr(worker.mail_manager, "process", explode)
-    path = accept(worker, "01BUG", ["alice@nutrition.co"])
+def test_a_message_the_rule_set_cannot_take_is_quarantined_not_lost(worker):
+    """A spool file from an ingress point the template no longer has: a real failure inside
+    processing, which quarantines the message whole."""
+    path = accept(worker, "01GONEPOINT", ["alice@nutrition.co"], ingress_point="RemovedPoint")
     assert process_spooled(worker, path) == "quarantined"
+    assert not path.exists()
     assert (worker.setup.dirs.quarantine / path.name).exists()
-    assert outcomes(worker, "01BUG") == {"alice@nutrition.co": Outcome.QUARANTINED}
+    (state,) = worker.state.states("01GONEPOINT")
+    assert state.outcome is Outcome.QUARANTINED
+    assert "unknown ingress point 'RemovedPoint'" in state.detail
+
+
+# ------------------------------------------------------------------ rule actions that fail
+
+
+def test_a_relay_outage_in_direct_mode_is_retried_from_the_kept_spool_file(workers):
+    worker = workers(**DIRECT)
+    mailbox_host_replies(worker, "workspace", "451 4.3.0 try later")
+    path = accept(worker, "01RELAYOUTAGE", ["alice@nutrition.co"])
+    assert process_spooled(worker, path) == "retrying"
+    assert path.exists()  # kept until the rule set is done with alice
+    assert outcomes(worker, "01RELAYOUTAGE") == {}  # neither dropped nor anything else yet
+    assert not dict(worker.state.list())
+    (deferred,) = [e for e in worker.state.events("01RELAYOUTAGE") if e.stage is Stage.DEFERRED]
+    assert deferred.recipient == "alice@nutrition.co"
+    assert "rule direct-workspace: Relay: relay WorkspaceRelay" in deferred.detail
+    assert "451 4.3.0 try later; retry 1, next attempt" in deferred.detail
+    (record,) = rule_set_log(worker)[-1:]
+    assert (record["action_name"], record["action_status"]) == ("Relay", "FAILURE")
+
+    assert process_spooled(worker, path) == "retry pending"  # a replay on start: left to it
+    assert run_due(worker, datetime.now(UTC)) == []  # not due before backoff_min (5m)
+    assert run_due(worker) == ["retrying"]  # still down: the same record, due later
+    assert path.exists()
+    mailbox_host_replies(worker, "workspace", None)
+    assert run_due(worker) == ["done"]
+    assert outcomes(worker, "01RELAYOUTAGE") == {"alice@nutrition.co": Outcome.DELIVERED}
+    assert not path.exists()
+    (stored,) = mailbox(worker, "workspace", "alice@nutrition.co")
+    assert stored.endswith(RAW)
+    assert worker.state.lease_due(datetime.now(UTC) + LATER, 60) == []
+    stages = [e.stage for e in worker.state.events("01RELAYOUTAGE")]
+    assert stages.count(Stage.RULES) == 1  # the retries are `retry` events
+    assert stages.count(Stage.RETRY) == 2
+
+
+def test_a_relay_refusal_in_direct_mode_is_dead_lettered_then_redriven_once(workers, capsys):
+    worker = workers(**DIRECT)
+    home = str(worker.setup.dirs.home)
+    mailbox_host_replies(worker, "workspace", "550 5.7.1 relaying denied")
+    recipients = ["alice@nutrition.co", "orders@customer-support.nutrition.co"]
+    path = accept(worker, "01RELAYREFUSED", recipients)
+    assert process_spooled(worker, path) == "done"
+    assert not path.exists()
+    assert outcomes(worker, "01RELAYREFUSED") == {
+        "alice@nutrition.co": Outcome.DEAD_LETTERED,
+        "orders@customer-support.nutrition.co": Outcome.HANDED_TO_APP,  # not affected
+    }
+    ((record_id, record),) = worker.state.list()
+    assert record_id.startswith("01RELAYREFUSED.rule-set.")
+    assert (record["kind"], record["recipients"], record["error"]) == (
+        "rules",
+        ["alice@nutrition.co"],
+        "PermanentError",
+    )
+    assert "550 5.7.1 relaying denied" in record["reason"]
+    kept = worker.mail_manager.objects.get(KEPT_BUCKET, "rules/01RELAYREFUSED")
+    assert kept == RAW  # as received, to run through the rule set again
+
+    assert main(["dlq", "list", "--home", home]) == 0
+    listing = capsys.readouterr().out
+    assert record_id in listing
+    assert "rules RuleSet" in listing
+    assert main(["dlq", "show", record_id, "--home", home]) == 0
+    shown = capsys.readouterr().out
+    assert "rule actions of rule set RuleSet" in shown
+    assert f"{KEPT_BUCKET}/rules/01RELAYREFUSED" in shown
+    assert "alice@nutrition.co: rule direct-workspace: Relay:" in shown
+
+    mailbox_host_replies(worker, "workspace", None)  # the relay takes mail again
+    assert main(["dlq", "redrive", record_id, "--home", home]) == 0
+    assert "1 recipient(s) queued" in capsys.readouterr().out
+    assert outcomes(worker, "01RELAYREFUSED") == {
+        "orders@customer-support.nutrition.co": Outcome.HANDED_TO_APP
+    }
+    assert run_due(worker, datetime.now(UTC)) == ["done"]
+    assert outcomes(worker, "01RELAYREFUSED")["alice@nutrition.co"] is Outcome.DELIVERED
+    assert len(mailbox(worker, "workspace", "alice@nutrition.co")) == 1
+    assert not dict(worker.state.list())
+    assert len(list((worker.setup.dirs.events / "orders").iterdir())) == 1  # not handed twice
+    assert main(["dlq", "redrive", record_id, "--home", home]) == 1  # gone
+
+
+def test_a_relay_outage_past_its_lifetime_is_dead_lettered(workers):
+    worker = workers(delivery={"queue_lifetime": "0.3s"}, **DIRECT)
+    mailbox_host_replies(worker, "workspace", "421 4.3.2 closing channel")
+    path = accept(worker, "01EXPIRES", ["alice@nutrition.co"])
+    assert process_spooled(worker, path) == "retrying"
+    time.sleep(0.35)
+    assert run_due(worker) == ["done"]
+    assert not path.exists()
+    (state,) = worker.state.states("01EXPIRES")
+    assert state.outcome is Outcome.DEAD_LETTERED
+    assert "gave up after 1 rule set retries" in state.detail
+    assert "421 4.3.2 closing channel" in state.detail
+    ((_, record),) = worker.state.list()
+    assert record["error"] == "Expired"
+
+
+def raw_bucket(worker: Worker) -> str:
+    rule_set = worker.setup.rule_sets()["IngressPoint"]
+    (bucket,) = {a.WriteToS3.S3Bucket for r in rule_set.Rules for a in r.Actions if a.WriteToS3}
+    return bucket
+
+
+def test_an_object_store_that_cannot_be_written_is_retried_not_dropped(worker):
+    blocked = worker.setup.dirs.objects / raw_bucket(worker)
+    blocked.parent.mkdir(parents=True, exist_ok=True)
+    blocked.write_text("a file where the bucket's directory should be")
+    path = accept(worker, "01NOBUCKET", ["alice@nutrition.co"])
+    assert process_spooled(worker, path) == "retrying"
+    assert outcomes(worker, "01NOBUCKET") == {}
+    (deferred,) = [e for e in worker.state.events("01NOBUCKET") if e.stage is Stage.DEFERRED]
+    assert "WriteToS3: NotADirectoryError" in deferred.detail
+
+    blocked.unlink()
+    assert run_due(worker) == ["done"]
+    assert outcomes(worker, "01NOBUCKET") == {"alice@nutrition.co": Outcome.DELIVERED}
+    assert len(mailbox(worker, "workspace", "alice@nutrition.co")) == 1
+    assert not path.exists()
+
+
+def test_a_replay_after_a_crash_in_direct_mode_relays_nothing_twice(workers):
+    worker = workers(**DIRECT)
+    path = accept(worker, "01CRASHED", ["alice@nutrition.co", "bob@nutrition.co"])
+    spooled = path.read_bytes()
+    assert process_spooled(worker, path) == "done"
+    assert len(mailbox(worker, "workspace", "alice@nutrition.co")) == 1
+    # The worker died after the relay and before the spool file went and alice was settled:
+    # on start, the file is replayed with her state missing.
+    path.write_bytes(spooled)
+    worker.state.reopen("01CRASHED", "alice@nutrition.co")
+    assert process_spooled(worker, path) == "done"
+    assert outcomes(worker, "01CRASHED") == {
+        "alice@nutrition.co": Outcome.DELIVERED,
+        "bob@nutrition.co": Outcome.DELIVERED,
+    }
+    assert len(mailbox(worker, "workspace", "alice@nutrition.co")) == 1
+    assert len(mailbox(worker, "workspace", "bob@nutrition.co")) == 1
+    relays = [r for r in rule_set_log(worker) if r["action_name"] == "Relay"]
+    assert [r["action_status"] for r in relays] == ["SUCCESS", "SUCCESS"]
+    assert "already done for 2 recipient(s); not repeated" in relays[-1]["detail"]
+
+
+# ------------------------------------------------------------------ spool files
+
+
+@pytest.mark.parametrize(
+    ("content", "readable"),
+    [
+        (b"", False),
+        (b'{"message_id": "01TORN", "mail_fr', False),
+        (
+            b'{"message_id": "01TORN", "mail_from": "a@b.example", "recipients": ["alice@nutrition.co"]}',
+            True,
+        ),
+    ],
+    ids=["empty", "torn-envelope", "envelope-without-body"],
+)
+def test_an_unreadable_spool_file_is_quarantined_once(worker, content, readable):
+    path = worker.spool.directory / "01TORN.msg"
+    path.write_bytes(content)
+    assert process_spooled(worker, path) == "quarantined"
+    assert not path.exists()
+    assert (worker.setup.dirs.quarantine / "01TORN.msg").read_bytes() == content
+    (event,) = [e for e in worker.state.events("01TORN") if e.recipient is None]
+    assert event.stage is Stage.TERMINAL
+    assert "spool file 01TORN.msg is unreadable" in event.detail
+    assert str(worker.setup.dirs.quarantine / "01TORN.msg") in event.detail
+    expected = {"alice@nutrition.co": Outcome.QUARANTINED} if readable else {}
+    assert outcomes(worker, "01TORN") == expected
+    assert process_spooled(worker, path) == "already done"  # a restart finds nothing to redo
+
+
+# ------------------------------------------------------------------ AddHeader versions
+
+
+def tagging_template(directory: Path) -> Path:
+    """template.yaml with one more rule: bob's copy gets an X-Tag field, alice's does not."""
+    text = (REPO / "template.yaml").read_text()
+    rule = (
+        "        - Name: tag-bob\n"
+        "          Conditions:\n"
+        "            - StringExpression:\n"
+        "                Evaluate: {Attribute: RECIPIENT}\n"
+        "                Operator: EQUALS\n"
+        "                Values: [bob@nutrition.co]\n"
+        "          Actions:\n"
+        "            - AddHeader: {HeaderName: X-Tag, HeaderValue: bob}\n"
+    )
+    marker = "        - Name: archive\n"
+    assert text.count(marker) == 1
+    (directory / "template.yaml").write_text(text.replace(marker, rule + marker))
+    shutil.copytree(REPO / "statemachine", directory / "statemachine")
+    return directory / "template.yaml"
+
+
+def test_addheader_versions_are_stored_apart_and_delivered_each_to_its_recipients(
+    workers, tmp_path
+):
+    (tmp_path / "tagged").mkdir()
+    worker = workers(template=str(tagging_template(tmp_path / "tagged")))
+    mailbox_host_replies(worker, "workspace", "451 4.3.0 later")
+    path = accept(worker, "01SPLIT", ["alice@nutrition.co", "bob@nutrition.co"])
+    assert process_spooled(worker, path) == "done"  # with the workflow: deferred deliveries
+    objects, bucket = worker.mail_manager.objects, raw_bucket(worker)
+    alice, bob = (objects.get(bucket, f"raw/01SPLIT.variant-{n}") for n in (1, 2))
+    assert b"X-Tag" not in alice
+    assert bob.startswith(b"X-Tag: bob\r\n")
+    assert not objects.exists(bucket, "raw/01SPLIT")  # never one copy for both
+    for number, recipient in ((1, "alice@nutrition.co"), (2, "bob@nutrition.co")):
+        sidecar = json.loads(objects.get(bucket, f"envelopes/raw/01SPLIT.variant-{number}.json"))
+        assert sidecar["recipients"] == [recipient]  # each workflow run sees its own
+    archived = sorted(p.name for p in (worker.setup.dirs.objects / "mxgate-archive").rglob("*.eml"))
+    assert archived == ["01SPLIT.variant-1.eml", "01SPLIT.variant-2.eml"]
+    waiting = {tuple(r["delivery"]["recipients"]) for r in worker.state.deferred("01SPLIT")}
+    assert waiting == {("alice@nutrition.co",), ("bob@nutrition.co",)}  # two records, not one
+
+    mailbox_host_replies(worker, "workspace", None)
+    assert run_due(worker) == ["done", "done"]
+    assert outcomes(worker, "01SPLIT") == {
+        "alice@nutrition.co": Outcome.DELIVERED,
+        "bob@nutrition.co": Outcome.DELIVERED,
+    }
+    (to_alice,) = mailbox(worker, "workspace", "alice@nutrition.co")
+    (to_bob,) = mailbox(worker, "workspace", "bob@nutrition.co")
+    assert b"X-Tag: bob" not in to_alice
+    assert b"X-Tag: bob" in to_bob

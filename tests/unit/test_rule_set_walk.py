@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from mxgate.errors import PermanentError
+from mxgate.errors import MxgateError, PermanentError, TransientError
 from mxgate.mailmanager.addresses import StaticAddressBook
 from mxgate.mailmanager.facts import MessageFacts
 from mxgate.mailmanager.models import RuleAction, RuleSet
@@ -26,17 +26,21 @@ class Recorder:
 
     def __init__(self, fail: dict[str, Any] | None = None) -> None:
         self.calls: list[tuple[str, str, tuple[str, ...], tuple[tuple[str, str], ...]]] = []
+        self.variants: list[int] = []
         self.fail = fail or {}
 
     def execute(self, action: RuleAction, context: ActionContext) -> str:
         self.calls.append(
             (context.rule_name, action.kind, context.recipients, context.added_headers)
         )
+        self.variants.append(context.variant)
         failure = self.fail.get(action.kind)
         if isinstance(failure, set):
             failed = {r: "refused" for r in context.recipients if r in failure}
             if failed:
-                raise PartialFailureError(failed)
+                raise PartialFailureError(failed, transient=[r for r in failed if "4xx" in r])
+        elif isinstance(failure, MxgateError):
+            raise failure
         elif failure is not None:
             raise PermanentError(failure)
         return "done"
@@ -162,11 +166,22 @@ def test_add_header_applies_to_the_recipients_it_matched_only():
         ["x@a.example", "y@b.example"],
         executor,
     )
-    # two messages differ now: the action runs once for each
+    # two messages differ now: the action runs once for each, and each is a numbered version
     assert executor.calls == [
         ("all", "Archive", ("x@a.example",), ()),
         ("all", "Archive", ("y@b.example",), (("X-B", "1"),)),
     ]
+    assert executor.variants == [1, 2]
+
+
+def test_an_action_whose_recipients_see_one_message_has_no_version_number():
+    executor = Recorder()
+    walk(
+        [rule("mark", [{"AddHeader": {"HeaderName": "X-A", "HeaderValue": "1"}}, ARCHIVE])],
+        ["x@a.example", "y@b.example"],
+        executor,
+    )
+    assert executor.variants == [0]  # so a stored copy keeps the plain key
 
 
 def test_replace_recipient_gives_later_actions_and_rules_the_new_addresses():
@@ -228,6 +243,29 @@ def test_a_partial_failure_fails_only_its_recipients():
     assert statuses == [("SUCCESS", ("x@a.example",)), ("FAILURE", ("y@b.example",))]
     assert outcome.trail("y@b.example").dropped_by is not None
     assert executor.calls[-1][:3] == ("after", "Archive", ("x@a.example",))
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [(TransientError("451 4.3.0 later"), True), (PermanentError("550 5.1.1 no"), False)],
+)
+def test_a_failure_says_whether_it_may_pass(error, transient):
+    outcome = walk([rule("send", [send()])], ["x@a.example"], Recorder(fail={"Send": error}))
+    (record,) = outcome.records
+    assert record.action_status == "FAILURE"
+    assert record.transient == (("x@a.example",) if transient else ())
+    assert "transient" not in record.as_log()  # the vended log keeps Mail Manager's shape
+
+
+def test_a_partial_failure_says_which_recipients_may_pass():
+    executor = Recorder(fail={"Send": {"4xx@b.example", "5xx@b.example"}})
+    outcome = walk(
+        [rule("send", [send()])], ["x@a.example", "4xx@b.example", "5xx@b.example"], executor
+    )
+    ok, failed = outcome.records
+    assert (ok.action_status, ok.recipients_matched) == ("SUCCESS", ("x@a.example",))
+    assert failed.recipients_matched == ("4xx@b.example", "5xx@b.example")
+    assert failed.transient == ("4xx@b.example",)
 
 
 def test_log_records_carry_the_vended_log_fields():

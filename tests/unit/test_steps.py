@@ -15,7 +15,7 @@ from mxgate.ports import SendResult
 from mxgate.routing.config import load_routes
 from mxgate.timeline import Outcome
 from mxgate.workflow import steps
-from mxgate.workflow.envelope import store_envelope
+from mxgate.workflow.envelope import message_id_of, store_envelope, variant_key, variant_of
 from mxgate.workflow.model import (
     DeadLetterInput,
     DeliverInput,
@@ -50,9 +50,9 @@ def world(tmp_path: Path):
 
 
 def stored(
-    services: Services, recipients: list[str], message_id: str = "01TESTMESSAGE"
+    services: Services, recipients: list[str], message_id: str = "01TESTMESSAGE", variant: int = 0
 ) -> ProcessInput:
-    key = f"raw/{message_id}"
+    key = variant_key(f"raw/{message_id}", variant)
     services.objects.put(BUCKET, key, RAW)
     store_envelope(
         services.objects,
@@ -193,3 +193,41 @@ def test_quarantine_settles_every_recipient_with_the_reason(world):
     states = state.states("01BROKEN")
     assert {s.outcome for s in states} == {Outcome.QUARANTINED}
     assert "KeyError: boom" in states[0].detail
+
+
+def test_the_versions_of_one_message_keep_its_id_and_get_their_own_deliveries(world):
+    """AddHeader can give a message's recipients different versions, stored under
+    `<key>.variant-<n>`: each is the same message on the timeline, but its deliveries (and so
+    its deferred records and dead letters) must never share an id with another version's."""
+    services, _, _, _ = world
+    first = steps.process(stored(services, ["alice@nutrition.co"], "01SPLIT", 1), services)
+    second = steps.process(stored(services, ["bob@nutrition.co"], "01SPLIT", 2), services)
+    assert first.message.message_id == second.message.message_id == "01SPLIT"
+    assert [d.delivery_id for d in first.deliveries] == ["01SPLIT.variant-1.workspace.0"]
+    assert [d.delivery_id for d in second.deliveries] == ["01SPLIT.variant-2.workspace.0"]
+    plain = steps.process(stored(services, ["carol@nutrition.co"], "01PLAIN"), services)
+    assert [d.delivery_id for d in plain.deliveries] == ["01PLAIN.m365.0"]
+
+
+@pytest.mark.parametrize(
+    ("key", "message_id", "variant"),
+    [
+        ("raw/01ABC", "01ABC", ""),
+        ("raw/01ABC.variant-2", "01ABC", ".variant-2"),
+        ("Archive/01ABC.variant-12.eml", "01ABC", ".variant-12"),
+        ("raw/01ABC.variant-x", "01ABC.variant-x", ""),
+        ("raw/.variant-2", ".variant-2", ""),
+    ],
+)
+def test_message_id_and_version_of_a_key(key, message_id, variant):
+    assert (message_id_of(key), variant_of(key)) == (message_id, variant)
+
+
+def test_quarantining_a_version_settles_under_the_message_id(world):
+    services, state, _, _ = world
+    request = stored(services, ["alice@nutrition.co"], "01BROKENV", 2)
+    steps.quarantine(
+        QuarantineInput(bucket=request.bucket, key=request.key, error=StepError(Error="E")),
+        services,
+    )
+    assert [s.recipient for s in state.states("01BROKENV")] == ["alice@nutrition.co"]

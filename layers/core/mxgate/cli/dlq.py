@@ -11,6 +11,7 @@ from mxgate.adapters.local.state import SqliteState
 from mxgate.cli.common import add_settings_arguments, print_json, settings_from, table
 from mxgate.clock import SystemClock
 from mxgate.errors import ConfigError, MxgateError
+from mxgate.local.mailmanager import DEAD_LETTER_KIND, redrive_rule_set
 from mxgate.local.runtime import Paths
 from mxgate.ports import DeadLetters, Deferrals, Timeline
 from mxgate.workflow.delivery import redrive
@@ -21,9 +22,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "dlq",
         help="list, show and redrive dead letters",
         description="Dead letters are deliveries that could not be completed (a permanent "
-        "refusal, a policy, or a deferred delivery that expired without a DSN). `redrive` puts "
-        "one back in the deferred queue, due now, for the running gateway (or, with --aws, the "
-        "Redeliver function) to deliver; recipients already delivered are never sent twice.",
+        "refusal, a policy, or a deferred delivery that expired without a DSN), and, on this "
+        "machine, recipients whose rule actions failed (kind `rules`). `redrive` puts one back "
+        "in the deferred queue, due now, for the running gateway (or, with --aws, the "
+        "Redeliver function) to deliver, or to take through the rule set again; recipients "
+        "already delivered are never sent twice.",
     )
     actions = parser.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
     listing = actions.add_parser("list", help="the dead letters, oldest first")
@@ -163,23 +166,79 @@ def show_dead_letter(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"id": args.record_id, **record})
         return 0
-    delivery = record.get("delivery")
-    message = delivery.get("message", {}) if isinstance(delivery, dict) else {}
+    rules = record.get("kind") == DEAD_LETTER_KIND
+    if rules:  # rule actions failed: the message is kept beside the record
+        message = record.get("message")
+    else:
+        delivery = record.get("delivery")
+        message = delivery.get("message", {}) if isinstance(delivery, dict) else {}
+    if not isinstance(message, dict):
+        message = {}
     print(f"dead letter {args.record_id}")
     for label, value in (
         ("message", record.get("message_id")),
         ("subject", message.get("subject")),
         ("envelope sender", message.get("envelope_sender")),
         ("stored at", f"{message.get('bucket')}/{message.get('key')}"),
-        ("delivery", f"{record.get('kind')} to {record.get('destination')}"),
+        (
+            "delivery",
+            f"rule actions of rule set {record.get('destination')}"
+            if rules
+            else f"{record.get('kind')} to {record.get('destination')}",
+        ),
         ("recipients", ", ".join(_recipients(record))),
         ("dead-lettered", record.get("at")),
         ("error", record.get("error")),
         ("reason", record.get("reason") or record.get("cause")),
     ):
         print(f"  {label + ':':<17}{value}")
+    failures = record.get("failures")
+    if rules and isinstance(failures, dict):
+        print("  failed actions:")
+        for recipient, reasons in failures.items():
+            for reason in reasons if isinstance(reasons, list) else [reasons]:
+                print(f"    {recipient}: {reason}")
     print(f"redrive with: mxgate dlq redrive {args.record_id}")
     return 0
+
+
+def _redrive_one(store: Store, record_id: str, args: argparse.Namespace) -> dict[str, object]:
+    """A delivery goes back to the deferred queue; a rule set dead letter goes back through the
+    rule set (on this machine only: on AWS, Mail Manager runs the rules)."""
+    record = store.dead_letters.get(record_id)
+    clock = SystemClock()
+    if record is not None and record.get("kind") == DEAD_LETTER_KIND:
+        if args.aws:
+            raise ConfigError(
+                f"{record_id} is a local rule set dead letter; redrive it without --aws"
+            )
+        retry = redrive_rule_set(
+            record_id,
+            record,
+            dead_letters=store.dead_letters,
+            deferrals=store.deferrals,
+            timeline=store.timeline,
+            clock=clock,
+        )
+        return {
+            "id": record_id,
+            "queued_as": retry.record_id,
+            "recipients": retry.recipients,
+            "message_id": retry.envelope.message_id,
+        }
+    queued = redrive(
+        record_id,
+        dead_letters=store.dead_letters,
+        deferrals=store.deferrals,
+        timeline=store.timeline,
+        clock=clock,
+    )
+    return {
+        "id": record_id,
+        "queued_as": queued.record_id,
+        "recipients": queued.delivery.recipients,
+        "message_id": queued.delivery.message.message_id,
+    }
 
 
 def redrive_dead_letters(args: argparse.Namespace) -> int:
@@ -187,27 +246,11 @@ def redrive_dead_letters(args: argparse.Namespace) -> int:
     ids = [record_id for record_id, _ in store.dead_letters.list()] if args.all else args.record_ids
     done: list[dict[str, object]] = []
     failed: list[dict[str, str]] = []
-    clock = SystemClock()
     for record_id in ids:
         try:
-            queued = redrive(
-                record_id,
-                dead_letters=store.dead_letters,
-                deferrals=store.deferrals,
-                timeline=store.timeline,
-                clock=clock,
-            )
+            done.append(_redrive_one(store, record_id, args))
         except MxgateError as error:
             failed.append({"id": record_id, "error": str(error)})
-            continue
-        done.append(
-            {
-                "id": record_id,
-                "queued_as": queued.record_id,
-                "recipients": queued.delivery.recipients,
-                "message_id": queued.delivery.message.message_id,
-            }
-        )
     if done and store.forget_notices is not None:
         store.forget_notices({str(d["id"]) for d in done})
     if args.json:

@@ -1,24 +1,39 @@
 """The local Mail Manager: the template's rule set applied to each accepted message, with
 every action performed on this machine (MAIL_MANAGER.md describes what each one does; the
-README says how each behaves here)."""
+README says how each behaves here).
+
+An action that fails for now (a 4xx reply, a local file or socket problem) leaves its
+recipient open when nothing else took it: the message is run through the rule set again for
+those recipients later, on the workflow's deferral schedule, until the delivery policy's
+lifetime runs out. A permanent failure, or a retry past its lifetime, dead-letters the
+recipient with a copy of the message kept for `mxgate dlq redrive`. Actions that leave the
+machine run once per message, rule, action and recipient (idempotency keys), so a retry or
+a replay after a crash never relays, sends, bounces or publishes twice.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
 import io
 import ipaddress
 import json
 import logging
 import os
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from mxgate.adapters.local.files import safe_name
 from mxgate.authn.check import Authenticator
-from mxgate.errors import PermanentError
+from mxgate.errors import FailureKind, PermanentError, TransientError, kind_of
 from mxgate.local.facts import message_facts
 from mxgate.local.lambdas import LocalLambdas
 from mxgate.local.logs import RULE_SET, VendedLogs
@@ -47,14 +62,33 @@ from mxgate.mailmanager.rules import (
 from mxgate.mailmanager.template import logical_id_of
 from mxgate.message.dsn import BounceReport, delivery_status_notification
 from mxgate.message.headers import prepend_headers
-from mxgate.ports import Clock, ObjectStore, Timeline, Transport
+from mxgate.message.parse import header_values, parse_header_section
+from mxgate.ports import (
+    Clock,
+    DeadLetters,
+    Deferrals,
+    Idempotency,
+    ObjectStore,
+    SendResult,
+    Timeline,
+    Transport,
+)
+from mxgate.routing.config import DeliveryPolicy
 from mxgate.timeline import Outcome, RecipientState, Stage, TimelineEvent
-from mxgate.workflow.envelope import store_envelope
+from mxgate.workflow.delivery import backoff
+from mxgate.workflow.envelope import store_envelope, variant_key
 from mxgate.workflow.model import Envelope
 
 log = logging.getLogger("mxgate.mailmanager")
 
 ARCHIVE_BUCKET = "mxgate-archive"
+KEPT_BUCKET = "mxgate-dead-letters"  # messages kept for dead-lettered recipients: `rules/<id>`
+DEAD_LETTER_KIND = "rules"  # `kind` of the dead letters the rule set writes
+RETRY_KIND = "rule-set-retry"  # `kind` of its records in the deferred queue
+
+# Actions whose effect leaves this machine: each runs once per message, rule, action and
+# recipient. WriteToS3 and Archive rewrite the same object with the same bytes instead.
+_ONCE = frozenset({"Relay", "Send", "Bounce", "PublishToSns", "InvokeLambda", "DeliverToMailbox"})
 
 # What an action's success means for a recipient that no WriteToS3 hands to the workflow.
 _TERMINAL_BY_ACTION = {
@@ -85,13 +119,17 @@ class _Written:
     objects: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
 
-def _failed(results: Mapping[str, Any], what: str) -> None:
-    """Raise for the recipients a transport did not take."""
-    failed = {r: res.detail for r, res in results.items() if not res.ok}
-    if failed and len(failed) == len(results):
-        raise PermanentError(f"{what}: " + "; ".join(f"{r}: {d}" for r, d in failed.items()))
-    if failed:
-        raise PartialFailureError(failed)
+def _failed(results: Mapping[str, SendResult], what: str) -> None:
+    """Raise for the recipients a transport did not take: 4xx replies and broken connections
+    are transient, 5xx permanent."""
+    failed = {r: res for r, res in results.items() if not res.ok}
+    if not failed:
+        return
+    transient = [r for r, res in failed.items() if res.transient]
+    if len(failed) == len(results) and len(transient) in (0, len(failed)):
+        error = TransientError if transient else PermanentError
+        raise error(f"{what}: " + "; ".join(f"{r}: {res.detail}" for r, res in failed.items()))
+    raise PartialFailureError({r: f"{what}: {res.detail}" for r, res in failed.items()}, transient)
 
 
 class LocalActionExecutor:
@@ -111,19 +149,48 @@ class LocalActionExecutor:
         return prepend_headers(self.raw, reversed(context.added_headers))
 
     def execute(self, action: RuleAction, context: ActionContext) -> str:
+        once = action.kind in _ONCE
+        done: list[str] = []
+        if once:  # a retry or a replay: what was done already is not done again
+            done = [r for r in context.recipients if self._seen(action, context, r)]
+            if done and len(done) == len(context.recipients):
+                return f"already done for {len(done)} recipient(s); not repeated"
+            todo = tuple(r for r in context.recipients if r not in done)
+            context = dataclasses.replace(context, recipients=todo)
         handler = getattr(self, f"_{action.kind}")
         try:
             detail: str = handler(action, context)
-        except OSError as error:  # a local file or socket problem fails the action, as on AWS
-            raise PermanentError(f"{action.kind}: {type(error).__name__}: {error}") from error
-        return detail
+        except PartialFailureError as partial:
+            if once:
+                self._remember(action, context, set(context.recipients) - set(partial.failed))
+            raise
+        except OSError as error:  # a local file or socket problem: it may pass
+            raise TransientError(f"{action.kind}: {type(error).__name__}: {error}") from error
+        if once:
+            self._remember(action, context, context.recipients)
+        return detail + (f" (already done for {len(done)} recipient(s))" if done else "")
+
+    def _key(self, action: RuleAction, context: ActionContext, recipient: str) -> str:
+        return (
+            f"rule-action:{self.envelope.message_id}:{context.rule_index}.{context.rule_name}:"
+            f"{context.action_index}.{action.kind}:{recipient.casefold()}"
+        )
+
+    def _seen(self, action: RuleAction, context: ActionContext, recipient: str) -> bool:
+        return self.service.idempotency.seen(self._key(action, context, recipient)) is not None
+
+    def _remember(
+        self, action: RuleAction, context: ActionContext, recipients: Iterable[str]
+    ) -> None:
+        for recipient in recipients:
+            self.service.idempotency.remember(self._key(action, context, recipient), "done")
 
     # --------------------------------------------------------------------------- storage
 
     def _WriteToS3(self, action: RuleAction, context: ActionContext) -> str:  # noqa: N802
         params = action.WriteToS3
         assert params is not None
-        key = f"{params.S3Prefix or ''}{self.envelope.message_id}"
+        key = variant_key(f"{params.S3Prefix or ''}{self.envelope.message_id}", context.variant)
         self.service.objects.put(params.S3Bucket, key, self._message(context))
         self.written.objects.setdefault((params.S3Bucket, key), []).extend(context.recipients)
         return f"s3://{params.S3Bucket}/{key}"
@@ -132,7 +199,7 @@ class LocalActionExecutor:
         params = action.Archive
         assert params is not None
         archive = self.service.config.archive_id(params.TargetArchive)
-        key = f"{archive}/{self.envelope.message_id}.eml"
+        key = f"{variant_key(f'{archive}/{self.envelope.message_id}', context.variant)}.eml"
         self.service.objects.put(ARCHIVE_BUCKET, key, self._message(context))
         return f"archived in {archive}"
 
@@ -173,9 +240,15 @@ class LocalActionExecutor:
         organization = safe_name(params.MailboxArn.rsplit("/", 1)[-1].rsplit(":", 1)[-1])
         maildir = MaildirHandler(self.service.targets.home / "workmail", organization)
         message = self._message(context)
-        for recipient in context.recipients:
+        failed: dict[str, str] = {}
+        for recipient in context.recipients:  # one by one: a retry repeats only the failed
             trace = f"Return-Path: <{self.envelope.mail_from}>\r\nDelivered-To: {recipient}\r\n"
-            maildir.store(recipient, trace.encode() + message)
+            try:
+                maildir.store(recipient, trace.encode() + message)
+            except OSError as error:
+                failed[recipient] = f"{type(error).__name__}: {error}"
+        if failed:
+            raise PartialFailureError(failed, transient=failed)
         return f"delivered to workmail/{organization}/"
 
     def _DeliverToQBusiness(self, action: RuleAction, context: ActionContext) -> str:  # noqa: N802
@@ -301,7 +374,8 @@ class LocalActionExecutor:
                 # Lambda accepted the event; a handler error is the function's own (as on AWS).
                 log.warning("lambda handler failed", extra={"function": params.FunctionArn})
                 return f"invoked (EVENT); the handler raised {reason}"
-            raise PermanentError(f"InvokeLambda: the handler raised {reason}") from error
+            failure = TransientError if kind_of(error) is FailureKind.TRANSIENT else PermanentError
+            raise failure(f"InvokeLambda: the handler raised {reason}") from error
         shown = json.dumps(result, default=str)[:200] if result is not None else "null"
         return f"invoked ({params.InvocationType}), returned {shown}"
 
@@ -325,6 +399,63 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class RuleSetRetry(BaseModel):
+    """A deferred-queue record: run the rule set again for some recipients of a message.
+
+    The message is the kept spool file (automatic retries), or the copy a dead letter kept in
+    the object store (a redrive). The lifetime counts from the first failure."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["rule-set-retry"] = "rule-set-retry"
+    record_id: str
+    due_at: str
+    envelope: Envelope  # its recipients: the accepted addresses to run through the rule set
+    recipients: list[str]  # the addresses still open (a ReplaceRecipient's new ones included)
+    spool_file: str = ""  # name in the spool directory
+    bucket: str = ""
+    key: str = ""
+    first_failed_at: str = ""  # empty: a redrive, whose lifetime starts at its first failure
+    attempts: int = 0
+    last_error: str = ""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RuleSetRetry:
+        if bool(self.spool_file) == bool(self.bucket and self.key):
+            raise ValueError("a rule set retry names either a spool file or a stored object")
+        return self
+
+    @staticmethod
+    def describes(document: Mapping[str, object]) -> bool:
+        return document.get("kind") == RETRY_KIND
+
+
+def retry_record_id(message_id: str) -> str:
+    """The id of a message's automatic rule set retry (there is at most one: it owns the kept
+    spool file)."""
+    return f"{message_id}#rules"
+
+
+def dead_letter_id(message_id: str, recipients: Sequence[str]) -> str:
+    digest = hashlib.sha256(",".join(sorted(r.casefold() for r in recipients)).encode())
+    return f"{message_id}.rule-set.{digest.hexdigest()[:8]}"
+
+
+@dataclass
+class OpenRecipient:
+    """A recipient the rule set could not finish with: an action failed and none took it."""
+
+    accepted: list[str]  # the envelope recipient(s) it comes from, to run the rule set again
+    reasons: list[str]
+    transient: bool  # some failure may pass: worth another try
+
+
+@dataclass(frozen=True)
+class RuleSetRun:
+    outcome: RuleSetOutcome
+    pending: dict[str, OpenRecipient]  # failed for now, not settled: the caller retries them
+
+
 class LocalMailManager:
     def __init__(
         self,
@@ -334,6 +465,10 @@ class LocalMailManager:
         book: AddressBook,
         objects: ObjectStore,
         timeline: Timeline,
+        idempotency: Idempotency,
+        dead_letters: DeadLetters,
+        deferrals: Deferrals,
+        retry_policy: DeliveryPolicy,  # backoff and lifetime of rule set retries
         logs: VendedLogs,
         clock: Clock,
         targets: LocalTargets,
@@ -345,6 +480,10 @@ class LocalMailManager:
         self.book = book
         self.objects = objects
         self.timeline = timeline
+        self.idempotency = idempotency
+        self.dead_letters = dead_letters
+        self.deferrals = deferrals
+        self.retry_policy = retry_policy
         self.logs = logs
         self.clock = clock
         self.targets = targets
@@ -360,8 +499,43 @@ class LocalMailManager:
             raise PermanentError(f"message came through unknown ingress point {ingress!r}")
         return ingress, self.rule_sets[ingress]
 
-    def process(self, envelope: Envelope, raw: bytes) -> RuleSetOutcome:
-        """Run the rule set for one accepted message and perform its actions."""
+    # --------------------------------------------------------------------------- one run
+
+    def take(
+        self,
+        envelope: Envelope,
+        raw: bytes,
+        *,
+        spool_file: str = "",
+        retry: RuleSetRetry | None = None,
+    ) -> RuleSetRetry | None:
+        """Run the rule set for the envelope's recipients (the spooled message's first run, or
+        a retry) and decide what is left open: the retry now scheduled for it, or None when
+        every recipient has its end (settled, dead-lettered, or with the workflow)."""
+        again = ""
+        if retry is not None:
+            again = f"retry {retry.attempts}" if retry.first_failed_at else "redrive"
+        with self._one_run_at_a_time(envelope.message_id):
+            run = self.process(envelope, raw, again=again)
+            if not run.pending:
+                return None
+            return self._retry_later(envelope, raw, run.pending, spool_file, retry)
+
+    @contextlib.contextmanager
+    def _one_run_at_a_time(self, message_id: str) -> Iterator[None]:
+        """Runs of one message never overlap (a redrive and a retry of the same message would
+        write the same objects): an flock on one of 64 lock files, picked by the message id."""
+        directory = self.targets.home / "locks"
+        directory.mkdir(parents=True, exist_ok=True)
+        slot = int(hashlib.sha256(message_id.encode()).hexdigest()[:4], 16) % 64
+        with (directory / f"rule-set-{slot:02d}.lock").open("ab") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+            yield
+
+    def process(self, envelope: Envelope, raw: bytes, *, again: str = "") -> RuleSetRun:
+        """Run the rule set for one accepted message and perform its actions. Every recipient
+        is settled, dead-lettered, handed to the workflow, or left in `pending`. `again` names
+        a later run ("retry 2", "redrive")."""
         ingress, rule_set = self.rule_set_for(envelope)
         authentication = None
         if self.authenticator is not None:  # Mail Manager judges the sender before the rules
@@ -390,24 +564,32 @@ class LocalMailManager:
                     **record.as_log(),
                 },
             )
+        # Later runs are `retry` events, so each recipient has one `rules` event.
+        prefix = f"rule set {again}: " if again else ""
         self.timeline.record_many(
             [
                 TimelineEvent(
                     message_id=envelope.message_id,
                     at=now,
-                    stage=Stage.RULES,
+                    stage=Stage.RETRY if again else Stage.RULES,
                     recipient=trail.recipient,
-                    detail=f"rules {trail.matched_rules or 'none'} -> actions {trail.actions or 'none'}"
+                    detail=f"{prefix}rules {trail.matched_rules or 'none'} -> actions "
+                    f"{trail.actions or 'none'}"
                     + (
                         f" -> replaced with {[t.recipient for t in trail.replaced_with]}"
                         if trail.replaced_with is not None
                         else ""
-                    ),
+                    )
+                    + "".join(
+                        f"; {r.action_name} failed: {r.failure_for(trail.recipient)}"
+                        for r in outcome.records
+                        if r.action_status == "FAILURE" and trail.recipient in r.recipients_matched
+                    )[:1000],
                 )
                 for trail in outcome.all_trails()
             ]
         )
-        self._settle_all(envelope, outcome, executor.written)
+        pending = self._settle_all(envelope, raw, ingress, outcome, executor.written)
         for (bucket, key), recipients in executor.written.objects.items():
             store_envelope(
                 self.objects,
@@ -424,23 +606,43 @@ class LocalMailManager:
                 )
             )
             self.start_workflow(bucket, key)
-        return outcome
+        return RuleSetRun(outcome, pending)
 
     def _rule_set_id(self, ingress: str) -> str:
         point = self.config.ingress_points.get(ingress)
         return logical_id_of(point.RuleSetId) if point is not None else ""
 
-    def _settle_all(self, envelope: Envelope, outcome: RuleSetOutcome, written: _Written) -> None:
+    def _settle_all(
+        self,
+        envelope: Envelope,
+        raw: bytes,
+        ingress: str,
+        outcome: RuleSetOutcome,
+        written: _Written,
+    ) -> dict[str, OpenRecipient]:
         """Every recipient ends in exactly one terminal state. What a WriteToS3 stored goes on
         to the workflow, which decides (even if a later rule dropped the recipient: the object
         is written, as on AWS); otherwise the first terminal action that succeeded decides,
-        then a Drop; a recipient no action took anywhere is dropped."""
+        then a Drop (or a failure under ActionFailurePolicy DROP). A recipient for whom an
+        action failed and nothing else took it is never dropped: a permanent failure
+        dead-letters it, a transient one is returned, open, for a retry. Only a recipient no
+        action took, and none failed for, is dropped."""
         handed_on = {r for recipients in written.objects.values() for r in recipients}
         succeeded: dict[str, list[str]] = {}
+        failed: dict[str, list[str]] = {}
+        transient: set[str] = set()
         for record in outcome.records:
             if record.action_status == "SUCCESS":
                 for address in record.recipients_matched:
                     succeeded.setdefault(address, []).append(record.action_name)
+            else:
+                for address in record.recipients_matched:
+                    failed.setdefault(address, []).append(
+                        f"rule {record.rule_name}: {record.action_name}: "
+                        + record.failure_for(address)
+                    )
+                transient.update(record.transient)
+        open_: dict[str, OpenRecipient] = {}
         for trail in outcome.all_trails():
             address = trail.recipient
             if trail.replaced_with is not None:
@@ -463,11 +665,24 @@ class LocalMailManager:
                 )
             elif trail.dropped_by is not None:
                 self._settle(envelope, address, Outcome.DROPPED, trail.dropped_by)
+            elif address in failed:
+                entry = open_.setdefault(
+                    address, OpenRecipient([], list(dict.fromkeys(failed[address])), False)
+                )
+                entry.accepted.append(trail.accepted)
+                entry.transient = address in transient
             else:
                 actions = ", ".join(trail.actions) or "none"
                 self._settle(
                     envelope, address, Outcome.DROPPED, f"no rule delivered it (actions: {actions})"
                 )
+        if open_:  # one that another run settled meanwhile stays as it is
+            settled = {s.recipient.casefold() for s in self.timeline.states(envelope.message_id)}
+            open_ = {a: o for a, o in open_.items() if a.casefold() not in settled}
+        permanent = {a: o for a, o in open_.items() if not o.transient}
+        if permanent:
+            self.dead_letter(envelope, raw, ingress, permanent, error="PermanentError")
+        return {a: o for a, o in open_.items() if o.transient}
 
     def _settle(self, envelope: Envelope, recipient: str, outcome: Outcome, detail: str) -> None:
         self.timeline.settle(
@@ -477,6 +692,177 @@ class LocalMailManager:
                 outcome=outcome,
                 at=self.clock.now(),
                 route="rules",
-                detail=detail,
+                detail=detail[:500],
             )
         )
+
+    # --------------------------------------------------------------------------- retries
+
+    def _retry_later(
+        self,
+        envelope: Envelope,
+        raw: bytes,
+        pending: dict[str, OpenRecipient],
+        spool_file: str,
+        retry: RuleSetRetry | None,
+    ) -> RuleSetRetry | None:
+        """Schedule the next run for the open recipients on the deferral schedule (backoff_min
+        doubling up to backoff_max), or dead-letter them once the lifetime has run out."""
+        policy = self.retry_policy
+        now = self.clock.now()
+        first = (
+            datetime.fromisoformat(retry.first_failed_at)
+            if retry is not None and retry.first_failed_at
+            else now
+        )
+        attempts = (retry.attempts if retry is not None else 0) + 1
+        give_up = first + timedelta(seconds=policy.queue_lifetime)
+        reason = _reason(pending)
+        ingress, _ = self.rule_set_for(envelope)
+        if now >= give_up:
+            hours = (now - first).total_seconds() / 3600
+            self.dead_letter(
+                envelope,
+                raw,
+                ingress,
+                pending,
+                error="Expired",
+                why=f"gave up after {attempts - 1} rule set retries in {hours:.1f}h",
+            )
+            return None
+        record_id = retry.record_id if retry is not None else retry_record_id(envelope.message_id)
+        due = min(now + timedelta(seconds=backoff(policy, attempts, record_id)), give_up)
+        accepted = list(dict.fromkeys(a for o in pending.values() for a in o.accepted))
+        source: dict[str, str] = (
+            {"spool_file": retry.spool_file, "bucket": retry.bucket, "key": retry.key}
+            if retry is not None
+            else {"spool_file": spool_file}
+        )
+        again = RuleSetRetry(
+            record_id=record_id,
+            due_at=due.isoformat(),
+            envelope=envelope.model_copy(update={"recipients": accepted}),
+            recipients=list(pending),
+            first_failed_at=first.isoformat(),
+            attempts=attempts,
+            last_error=reason[:500],
+            **source,
+        )
+        self.deferrals.schedule(record_id, due, again.model_dump(mode="json"))
+        detail = (
+            f"rule set: {reason}; retry {attempts}, next attempt "
+            f"{due.isoformat(timespec='seconds')}, gives up {give_up.isoformat(timespec='seconds')}"
+        )
+        self.timeline.record_many(
+            [
+                TimelineEvent(
+                    message_id=envelope.message_id,
+                    at=now,
+                    stage=Stage.DEFERRED,
+                    recipient=address,
+                    detail=detail[:1000],
+                )
+                for address in pending
+            ]
+        )
+        return again
+
+    def dead_letter(
+        self,
+        envelope: Envelope,
+        raw: bytes,
+        ingress: str,
+        failures: Mapping[str, OpenRecipient],
+        *,
+        error: str,
+        why: str = "",
+    ) -> str:
+        """Keep the message as received in the object store (a redrive runs the rule set again
+        from it), record the dead letter, then settle its recipients `dead_lettered`."""
+        message_id = envelope.message_id
+        recipients = list(failures)
+        key = f"rules/{message_id}"
+        self.objects.put(KEPT_BUCKET, key, raw)
+        record_id = dead_letter_id(message_id, recipients)
+        reason = _reason(failures)
+        if why:
+            reason = f"{why}; last error: {reason}"
+        accepted = list(dict.fromkeys(a for o in failures.values() for a in o.accepted))
+        self.dead_letters.put(
+            record_id,
+            {
+                "kind": DEAD_LETTER_KIND,
+                "destination": self._rule_set_id(ingress) or "rule set",
+                "message_id": message_id,
+                "recipients": recipients,
+                "envelope": envelope.model_copy(update={"recipients": accepted}).model_dump(
+                    mode="json"
+                ),
+                "message": {
+                    "bucket": KEPT_BUCKET,
+                    "key": key,
+                    "subject": _subject(raw)[:200],
+                    "envelope_sender": envelope.mail_from,
+                },
+                "failures": {a: o.reasons for a, o in failures.items()},
+                "error": error,
+                "reason": reason[:1000],
+                "at": self.clock.now().isoformat(),
+            },
+        )
+        for address in recipients:
+            self._settle(
+                envelope, address, Outcome.DEAD_LETTERED, f"dead letter {record_id}: {reason}"
+            )
+        return record_id
+
+
+def _reason(failures: Mapping[str, OpenRecipient]) -> str:
+    return "; ".join(dict.fromkeys(r for o in failures.values() for r in o.reasons))
+
+
+def _subject(raw: bytes) -> str:
+    return next(iter(header_values(parse_header_section(raw), "subject")), "")
+
+
+def redrive_rule_set(
+    record_id: str,
+    record: Mapping[str, Any],
+    *,
+    dead_letters: DeadLetters,
+    deferrals: Deferrals,
+    timeline: Timeline,
+    clock: Clock,
+) -> RuleSetRetry:
+    """Put a rule set dead letter back in the deferred queue, due now, with a fresh lifetime:
+    its recipients are reopened and the running gateway takes the kept copy through the rule
+    set again for them. Actions already done for a recipient are not repeated."""
+    envelope = Envelope.model_validate(record["envelope"])
+    recipients = [str(r) for r in record.get("recipients") or []]
+    message = record.get("message") or {}
+    states = {s.recipient.casefold(): s for s in timeline.states(envelope.message_id)}
+    for recipient in recipients:
+        state = states.get(recipient.casefold())
+        if state is not None and state.outcome is Outcome.DEAD_LETTERED:
+            timeline.reopen(envelope.message_id, recipient)
+    now = clock.now()
+    queued = RuleSetRetry(
+        record_id=f"{envelope.message_id}#rules-redrive-{now.strftime('%Y%m%dT%H%M%S%f')}",
+        due_at=now.isoformat(),
+        envelope=envelope,
+        recipients=recipients,
+        bucket=str(message.get("bucket", "")),
+        key=str(message.get("key", "")),
+    )
+    deferrals.schedule(queued.record_id, now, queued.model_dump(mode="json"))
+    timeline.record(
+        TimelineEvent(
+            message_id=envelope.message_id,
+            at=now,
+            stage=Stage.REDRIVEN,
+            detail=f"dead letter {record_id} redriven: {len(recipients)} recipient(s) queued "
+            "for the rule set",
+        )
+    )
+    dead_letters.remove(record_id)
+    return queued

@@ -368,6 +368,10 @@ def build_worker(setup: LocalSetup, mailbox_ports: dict[str, int]) -> Worker:
         book=FileAddressBook(dirs.address_lists),
         objects=objects,
         timeline=state,
+        idempotency=state,
+        dead_letters=state,
+        deferrals=state,
+        retry_policy=setup.routes.delivery,
         logs=VendedLogs(dirs.logs),
         clock=clock,
         targets=LocalTargets(

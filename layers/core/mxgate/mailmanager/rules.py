@@ -10,11 +10,11 @@ caller's executor performs, so the same walk serves delivery and `mxgate rules e
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from mxgate.errors import MxgateError
+from mxgate.errors import FailureKind, MxgateError
 from mxgate.mailmanager.addresses import AddressBook
 from mxgate.mailmanager.facts import MessageFacts
 from mxgate.mailmanager.models import (
@@ -168,13 +168,18 @@ class ActionContext:
     action_index: int
     recipients: tuple[str, ...]
     added_headers: tuple[tuple[str, str], ...]  # AddHeader fields so far, oldest first
+    # 0 when every recipient of the action sees the same message; 1, 2, ... for each version
+    # when AddHeader made them differ, so that stored copies get one key per version.
+    variant: int = 0
 
 
 class PartialFailureError(MxgateError):
-    """An action failed for some of its recipients and succeeded for the others."""
+    """An action failed for some of its recipients (and may have succeeded for the others);
+    `transient` names those whose failure may pass (a 4xx reply)."""
 
-    def __init__(self, failed: Mapping[str, str]) -> None:
+    def __init__(self, failed: Mapping[str, str], transient: Collection[str] = ()) -> None:
         self.failed = dict(failed)
+        self.transient = frozenset(transient)
         super().__init__("; ".join(f"{r}: {why}" for r, why in self.failed.items()))
 
 
@@ -197,6 +202,12 @@ class ActionRecord:
     action_status: str  # SUCCESS | FAILURE
     action_failure: str = ""
     detail: str = ""
+    transient: tuple[str, ...] = ()  # of a FAILURE: the recipients worth another try later
+    reasons: tuple[tuple[str, str], ...] = ()  # of a partial FAILURE: each recipient's own
+
+    def failure_for(self, recipient: str) -> str:
+        """Why the action failed for one of its recipients."""
+        return dict(self.reasons).get(recipient, self.action_failure)
 
     def as_log(self) -> dict[str, object]:
         record: dict[str, object] = {
@@ -320,8 +331,16 @@ class _Step:
     action: RuleAction
 
     def record(
-        self, recipients: Sequence[str], status: str, failure: str = "", detail: str = ""
+        self,
+        recipients: Sequence[str],
+        status: str,
+        failure: str = "",
+        *,
+        detail: str = "",
+        transient: Collection[str] = (),
+        reasons: Mapping[str, str] | None = None,
     ) -> None:
+        reasons = reasons or {}
         self.outcome.records.append(
             ActionRecord(
                 self.rule_index,
@@ -332,6 +351,8 @@ class _Step:
                 status,
                 failure,
                 detail,
+                tuple(r for r in dict.fromkeys(recipients) if r in transient),
+                tuple((r, reasons[r]) for r in dict.fromkeys(recipients) if r in reasons),
             )
         )
 
@@ -382,10 +403,15 @@ class _Step:
         groups: dict[tuple[tuple[str, str], ...], list[RecipientTrail]] = {}
         for trail in matched:
             groups.setdefault(tuple(trail.added_headers), []).append(trail)
-        for headers, trails in groups.items():
+        for number, (headers, trails) in enumerate(groups.items(), start=1):
             addresses = tuple(dict.fromkeys(t.recipient for t in trails))
             context = ActionContext(
-                self.rule_index, self.label, self.action_index, addresses, headers
+                self.rule_index,
+                self.label,
+                self.action_index,
+                addresses,
+                headers,
+                variant=number if len(groups) > 1 else 0,
             )
             try:
                 detail = executor.execute(self.action, context)
@@ -394,10 +420,17 @@ class _Step:
                 done = [a for a in addresses if a not in partial.failed]
                 if done:
                     self.record(done, "SUCCESS")
-                self.record(failed, "FAILURE", str(partial))
+                self.record(
+                    failed,
+                    "FAILURE",
+                    str(partial),
+                    transient=partial.transient,
+                    reasons=partial.failed,
+                )
                 self.fail([t for t in trails if t.recipient in partial.failed], str(partial))
             except MxgateError as error:
-                self.record(addresses, "FAILURE", str(error))
+                transient = addresses if error.kind is FailureKind.TRANSIENT else ()
+                self.record(addresses, "FAILURE", str(error), transient=transient)
                 self.fail(trails, str(error))
             else:
                 self.record(addresses, "SUCCESS", detail=detail)

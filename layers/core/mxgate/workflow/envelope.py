@@ -16,10 +16,26 @@ from mxgate.routing.config import Routes
 from mxgate.workflow.model import Envelope
 
 ENVELOPE_PREFIX = "envelopes/"
+# When AddHeader gives a message's recipients different versions, the local emulator stores
+# each under `<key>.variant-<n>`: one object (and one workflow run) per version.
+VARIANT = ".variant-"
+
+
+def variant_key(key: str, variant: int) -> str:
+    """The key of one version of a message (`variant` 0: the only one keeps `key`)."""
+    return f"{key}{VARIANT}{variant}" if variant else key
+
+
+def variant_of(key: str) -> str:
+    """`.variant-<n>` for a version's key, else empty."""
+    name = posixpath.basename(key).removesuffix(".eml")
+    head, marker, number = name.rpartition(VARIANT)
+    return f"{marker}{number}" if head and number.isdigit() else ""
 
 
 def message_id_of(key: str) -> str:
-    return posixpath.basename(key).removesuffix(".eml")
+    name = posixpath.basename(key).removesuffix(".eml")
+    return name.removesuffix(variant_of(name))
 
 
 def envelope_key(key: str) -> str:

@@ -23,7 +23,7 @@ from mxgate.routing.quarantine import AuthVerdicts, facts_of, quarantine_rule
 from mxgate.timeline import Outcome, Stage
 from mxgate.workflow import records
 from mxgate.workflow.delivery import dead_letter, defer, deliver, idempotency_key
-from mxgate.workflow.envelope import message_id_of, read_envelope
+from mxgate.workflow.envelope import message_id_of, read_envelope, variant_of
 from mxgate.workflow.model import (
     Delivery,
     DeliveryResult,
@@ -223,7 +223,7 @@ def plan_deliveries(
     for start in range(0, len(recipients), MAX_RECIPIENTS_PER_DELIVERY):
         chunk = recipients[start : start + MAX_RECIPIENTS_PER_DELIVERY]
         number = start // MAX_RECIPIENTS_PER_DELIVERY
-        base = f"{ref.message_id}.{destination}"
+        base = f"{ref.message_id}{variant_of(ref.key)}.{destination}"  # one per stored version
         planned.append(
             Delivery(
                 delivery_id=f"{base}.{number}",

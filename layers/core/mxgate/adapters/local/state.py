@@ -350,6 +350,11 @@ class SqliteState:
             for r in rows
         ]
 
+    def is_scheduled(self, record_id: str) -> bool:
+        """Whether the deferred queue holds this record (a rule set retry owning a spool file)."""
+        row = self.db.execute("SELECT 1 FROM deferred WHERE id=?", (record_id,)).fetchone()
+        return row is not None
+
 
 def _migrate(connection: sqlite3.Connection) -> None:
     """Bring a database of an earlier version up to this schema (once: the check is repeated

@@ -270,10 +270,6 @@ class RuleSetOutcome:
             yield trail
             pending[:0] = trail.replaced_with or []
 
-    def final_trails(self) -> list[RecipientTrail]:
-        """The trails still going at the end (neither dropped nor replaced)."""
-        return [t for t in self.all_trails() if t.active]
-
     def trail(self, recipient: str) -> RecipientTrail:
         return next(t for t in self.trails if t.recipient == recipient)
 

@@ -280,6 +280,12 @@ def run_execution(machine_arn: str, execution_input: Any, name: str, timeout: fl
     arn = client.start_execution(
         stateMachineArn=machine_arn, name=name, input=json.dumps(execution_input)
     )["executionArn"]
+    return wait_for_execution(arn, timeout)
+
+
+def wait_for_execution(arn: str, timeout: float = 60) -> Any:
+    """Wait for an execution moto runs in its own thread to end; its description."""
+    client = boto3.client("stepfunctions", region_name=REGION)
     deadline = time.monotonic() + timeout
     while True:
         described = client.describe_execution(executionArn=arn)

@@ -1,5 +1,6 @@
 """Each Lambda handler in process against moto, on the stack template.yaml defines, fed with the
-canonical payloads in events/: process -> deliver -> dead_letter, and quarantine."""
+canonical payloads in events/: process -> deliver -> dead_letter, and a message Process could not
+handle."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from moto import mock_aws
 
 from mxgate.errors import PermanentError
-from mxgate.workflow.model import DeadLetterInput, DeliverInput, ProcessInput, QuarantineInput
+from mxgate.workflow.model import DeadLetterInput, DeliverInput, ProcessingFailure, ProcessInput
 from tests.awsstack import EVENTS, MOTO_CONFIG, REGION, Stack, canonical_event, sent_messages
 
 STORED = (EVENTS / "stored-message.eml").read_bytes()
@@ -80,7 +81,8 @@ def test_canonical_events_name_the_stack_and_the_stored_message(stack):
         assert delivery.message.bucket == bucket
         assert delivery.message.digest == hashlib.sha256(STORED).hexdigest()
         assert delivery.message.size == len(STORED)
-    assert QuarantineInput.model_validate(canonical_event("quarantine")).bucket == bucket
+    failure = ProcessingFailure.model_validate(canonical_event("dead-letter-processing"))
+    assert failure.stored == ProcessInput.model_validate(canonical_event("process"))
     mail = canonical_event("ses-receiving")["Records"][0]["ses"]["mail"]
     assert f"raw/{mail['messageId']}" == created["detail"]["object"]["key"]
 
@@ -220,18 +222,20 @@ def test_the_canonical_dead_letter_payload_is_recorded(stack):
     assert "TooManyRequestsException" in notice["cause"]
 
 
-def test_a_message_that_cannot_be_processed_is_quarantined_per_recipient(stack):
+def test_a_message_that_cannot_be_processed_is_dead_lettered_per_recipient(stack):
     # Mail Manager's InvokeLambda event arrives, but the stored message is gone
     with pytest.raises(PermanentError, match="not found"):
         stack.invoke("process", canonical_event("ses-receiving"))
-    result = stack.invoke("quarantine", canonical_event("quarantine"))
+    result = stack.invoke("dead_letter", canonical_event("dead-letter-processing"))
     message_id = canonical_event("process")["key"].removeprefix("raw/")
     # the envelope kept from the event names every recipient, Bcc included
     assert outcomes(stack, message_id) == dict.fromkeys(
         ["alice@nutrition.co", "carol@nutrition.co", "eve@nutrition.co", "bob@nutrition.co"],
-        "quarantined",
+        "dead_lettered",
     )
-    assert {r["outcome"] for r in result["results"]} == {"quarantined"}
+    assert {r["outcome"] for r in result["results"]} == {"dead_lettered"}
+    (notice,) = queued(stack, "DeadLetterQueue")
+    assert (notice["id"], notice["kind"]) == (f"{message_id}.processing", "processing")
 
 
 def test_a_function_creates_only_the_clients_it_calls(stack):

@@ -5,9 +5,14 @@ interpreter (each Task calls the same step), on the same faults, attempt for att
 Both runs use the AWS composition root against a fresh moto account, so the only difference is
 the interpreter. SES answers as it does under load (TooManyRequestsException) or for a message
 it refuses (MessageRejected), per routing domain and in order; DynamoDB throttles chosen writes
-(ProvisionedThroughputExceededException) past botocore's own attempts, so the last-resort steps
-(DeadLetter, Quarantine) must be retried by the state machine. Jitter draws its upper bound and
-retry waits are recorded, not slept, on both sides, so the waits compare exactly.
+(ProvisionedThroughputExceededException) past botocore's own attempts, so Process (a throttling
+storm: retried, then deferred, never quarantined) and the last-resort steps (DeadLetter,
+DeadLetterProcessing) must be retried by the state machine. Lambda itself fails as Step
+Functions reports it (`Lambda.Unknown` for a function that timed out or ran out of memory,
+`Lambda.ClientExecutionTimeoutException`): moto's interpreter names an error by the payload's
+errorType only, so the fault is injected under the name Step Functions gives it. Jitter draws
+its upper bound and retry waits are recorded, not slept, on both sides, so the waits compare
+exactly.
 """
 
 from __future__ import annotations
@@ -71,6 +76,9 @@ class Scenario:
     # DynamoDB writes to throttle: key prefix (of pk or sk) -> how many PutItems of such items
     # fail; 3 exhausts botocore's own attempts, so one Lambda invocation fails
     throttled: dict[str, int] = field(default_factory=dict)
+    # Lambda failing before the handler runs: (step, destination) -> the error names of its
+    # first invocations
+    lambda_errors: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
 
 SCENARIOS = [
@@ -79,14 +87,43 @@ SCENARIOS = [
         {WORKSPACE: ["throttle", "throttle", "send"], M365: ["reject"]},
     ),
     Scenario("retries-exhausted", {WORKSPACE: ["throttle"], M365: ["throttle", "send"]}),
-    Scenario("unreadable-message-quarantined", {}, stored=False),
+    Scenario("unreadable-message-dead-lettered", {}, stored=False),
     Scenario(
         "throttled-dead-letter-retried",
         {WORKSPACE: ["send"], M365: ["reject"]},
         throttled={"dlq": 3},
     ),
-    Scenario("throttled-quarantine-retried", {}, stored=False, throttled={"rcpt#": 3}),
+    Scenario(
+        "throttled-processing-dead-letter-retried", {}, stored=False, throttled={"rcpt#": 3}
+    ),
+    # A DynamoDB throttling storm while Process writes the timeline: three invocations fail
+    # (each after botocore's own three attempts), the fourth gets through and delivers.
+    Scenario("process-throttled-then-delivered", {}, throttled={"msg#": 9}),
+    # A longer storm outlasts Process's retries: the message waits in the deferred queue,
+    # never a quarantine.
+    Scenario("process-throttled-then-deferred", {}, throttled={"msg#": 15}),
+    Scenario(
+        "lambda-timeouts-retried",
+        {},
+        lambda_errors={
+            ("process", ""): ["Lambda.Unknown"],
+            ("deliver", "workspace"): ["Lambda.ClientExecutionTimeoutException"],
+            ("deliver", "m365"): ["Lambda.Unknown"],
+        },
+    ),
 ]
+
+
+def lambda_failing(scenario: Scenario) -> Any:
+    """Raises, for a call of a step, the next Lambda error the scenario gives it."""
+    left = {call: list(names) for call, names in scenario.lambda_errors.items()}
+
+    def check(call: tuple[str, str]) -> None:
+        if left.get(call):
+            name = left[call].pop(0)
+            raise type(name, (Exception,), {})(f"{call}: {name} (injected)")
+
+    return check
 
 
 @dataclass
@@ -200,11 +237,14 @@ def run_locally(
             observed = Observed(status="", output=None)
             steps = dict(interpreter.tasks)
 
+            failing = lambda_failing(scenario)
+
             def counted(resource: str) -> Any:
                 step = workflow_step(resource)
 
                 def task(document: Any) -> Any:
                     observed.calls[call_of(step, document)] += 1
+                    failing(call_of(step, document))
                     return steps[resource](document)
 
                 return task
@@ -239,9 +279,11 @@ def run_on_moto(
         stack = Stack.create()
         stage(stack, scenario)
         observed = Observed(status="", output=None)
+        failing = lambda_failing(scenario)
 
         def invoke(step: str, document: Any) -> Any:
             observed.calls[call_of(step, document)] += 1
+            failing(call_of(step, document))
             return stack.invoke(step, document)
 
         try:
@@ -342,11 +384,11 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "outcomes": {"carol@nutrition.co": "delivered"},  # the others wait, deferred
         "dead_letter_errors": [],
     },
-    "unreadable-message-quarantined": {
-        "calls": {("process", ""): 1, ("quarantine", ""): 1},  # a permanent error: no retry
+    "unreadable-message-dead-lettered": {
+        "calls": {("process", ""): 1, ("dead_letter", ""): 1},  # a permanent error: no retry
         "waits": [],
-        "outcomes": {"(unknown recipients)": "quarantined"},
-        "dead_letter_errors": [],
+        "outcomes": {"(unknown recipients)": "dead_lettered"},
+        "dead_letter_errors": ["PermanentError"],
     },
     "throttled-dead-letter-retried": {
         "calls": {
@@ -363,17 +405,43 @@ EXPECTED: dict[str, dict[str, Any]] = {
         },
         "dead_letter_errors": ["PermanentError"],
     },
-    "throttled-quarantine-retried": {
-        "calls": {("process", ""): 1, ("quarantine", ""): 2},  # throttled once, then settled
+    "throttled-processing-dead-letter-retried": {
+        "calls": {("process", ""): 1, ("dead_letter", ""): 2},  # throttled once, then settled
         "waits": [2.0],
-        "outcomes": {"(unknown recipients)": "quarantined"},
+        "outcomes": {"(unknown recipients)": "dead_lettered"},
+        "dead_letter_errors": ["PermanentError"],
+    },
+    "process-throttled-then-delivered": {
+        "calls": {("process", ""): 4, ("deliver", "workspace"): 1, ("deliver", "m365"): 1},
+        "waits": [2.0, 4.0, 8.0],
+        "outcomes": {
+            "alice@nutrition.co": "delivered",
+            "eve@nutrition.co": "delivered",
+            "carol@nutrition.co": "delivered",
+        },
+        "dead_letter_errors": [],
+    },
+    "lambda-timeouts-retried": {
+        "calls": {("process", ""): 2, ("deliver", "workspace"): 2, ("deliver", "m365"): 2},
+        "waits": [2.0, 2.0, 2.0],
+        "outcomes": {
+            "alice@nutrition.co": "delivered",
+            "eve@nutrition.co": "delivered",
+            "carol@nutrition.co": "delivered",
+        },
+        "dead_letter_errors": [],
+    },
+    "process-throttled-then-deferred": {
+        "calls": {("process", ""): 5, ("defer", ""): 1},
+        "waits": [2.0, 4.0, 8.0, 16.0],
+        "outcomes": {},  # waiting in the deferred queue: no terminal state yet
         "dead_letter_errors": [],
     },
 }
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
-def test_both_interpreters_retry_defer_dead_letter_and_quarantine_alike(
+def test_both_interpreters_retry_defer_and_dead_letter_alike(
     scenario: Scenario,
     ses_faults: dict[str, list[str]],
     dynamodb_faults: dict[str, int],

@@ -15,6 +15,7 @@ from mxgate.local.mailmanager import DEAD_LETTER_KIND, redrive_rule_set
 from mxgate.local.runtime import Paths
 from mxgate.ports import DeadLetters, Deferrals, Timeline
 from mxgate.workflow.delivery import redrive
+from mxgate.workflow.unprocessed import PROCESSING, redrive_processing
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -51,6 +52,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         aws.add_argument(
             "--dead-letter-queue", help="dead-letter queue URL (env MXGATE_DEAD_LETTER_QUEUE)"
         )
+        aws.add_argument(
+            "--defer-dead-letter-queue",
+            help="the deferred queue's own dead-letter queue URL, the stack's "
+            "DeferDeadLetterQueueUrl (env MXGATE_DEFER_DEAD_LETTER_QUEUE)",
+        )
         aws.add_argument("--region", help="AWS region (default: the AWS configuration's)")
 
 
@@ -62,6 +68,7 @@ class Store:
     where: str
     after_redrive: str
     forget_notices: Any = None  # on AWS: removes the redriven records' SQS notices
+    stranded: Any = None  # on AWS: the deferred queue's own dead-letter queue
 
 
 def _option(args: argparse.Namespace, name: str, variable: str) -> str:
@@ -97,7 +104,7 @@ def open_store(args: argparse.Namespace) -> Store:
 def _aws_store(args: argparse.Namespace) -> Store:
     import boto3  # noqa: PLC0415 -- only with --aws
 
-    from mxgate.adapters.aws.deferral import SqsDeferrals  # noqa: PLC0415
+    from mxgate.adapters.aws.deferral import SqsDeferrals, StrandedDeferrals  # noqa: PLC0415
     from mxgate.adapters.aws.dynamodb import DynamoState  # noqa: PLC0415
     from mxgate.adapters.aws.events import forget_notices  # noqa: PLC0415
 
@@ -110,6 +117,9 @@ def _aws_store(args: argparse.Namespace) -> Store:
     )
     notices = getattr(args, "dead_letter_queue", None) or os.environ.get("MXGATE_DEAD_LETTER_QUEUE")
     sqs = session.client("sqs")
+    stranded_url = getattr(args, "defer_dead_letter_queue", None) or os.environ.get(
+        "MXGATE_DEFER_DEAD_LETTER_QUEUE"
+    )
     return Store(
         dead_letters=state,
         deferrals=deferrals,
@@ -117,6 +127,11 @@ def _aws_store(args: argparse.Namespace) -> Store:
         where=f"DynamoDB table {table}",
         after_redrive="the Redeliver function starts its redelivery within seconds",
         forget_notices=(lambda ids: forget_notices(sqs, notices, ids)) if notices else None,
+        stranded=(
+            StrandedDeferrals(sqs, stranded_url, deferrals.queue_url, clock)
+            if stranded_url
+            else None
+        ),
     )
 
 
@@ -130,9 +145,45 @@ def _text(value: object, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+STRANDED = "deferred-queue"  # the kind of a record in the deferred queue's dead-letter queue
+
+
+def _stranded_rows(store: Store) -> list[dict[str, object]]:
+    """Records of the deferred queue's own dead-letter queue, shaped like dead letters."""
+    if store.stranded is None:
+        return []
+    rows: list[dict[str, object]] = []
+    for record_id, document, sent in store.stranded.list():
+        delivery = document.get("delivery")
+        stored = document.get("stored")
+        if isinstance(delivery, dict):
+            what, recipients = str(delivery.get("destination", "")), delivery.get("recipients")
+            message = delivery.get("message")
+            message_id = message.get("message_id") if isinstance(message, dict) else None
+        else:
+            what, recipients, message_id = "Process", [], None
+            if isinstance(stored, dict):
+                message_id = str(stored.get("key", "")).rsplit("/", 1)[-1]
+        rows.append(
+            {
+                "id": record_id,
+                "kind": STRANDED,
+                "destination": what,
+                "message_id": message_id,
+                "recipients": recipients if isinstance(recipients, list) else [],
+                "at": sent.isoformat(),
+                "reason": "the Redeliver function could not start it 5 times (SQS moved it to "
+                "the deferred queue's dead-letter queue)",
+                "record": document,
+            }
+        )
+    return rows
+
+
 def list_dead_letters(args: argparse.Namespace) -> int:
     store = open_store(args)
     rows = [{"id": record_id, **record} for record_id, record in store.dead_letters.list()]
+    rows += _stranded_rows(store)
     rows.sort(key=lambda r: str(r.get("at", "")))
     if args.json:
         print_json({"dead_letters": rows})
@@ -162,12 +213,15 @@ def show_dead_letter(args: argparse.Namespace) -> int:
     store = open_store(args)
     record = store.dead_letters.get(args.record_id)
     if record is None:
+        record = next((r for r in _stranded_rows(store) if r["id"] == args.record_id), None)
+    if record is None:
         raise ConfigError(f"no dead letter {args.record_id!r} in {store.where}")
     if args.json:
         print_json({"id": args.record_id, **record})
         return 0
     rules = record.get("kind") == DEAD_LETTER_KIND
-    if rules:  # rule actions failed: the message is kept beside the record
+    processing = record.get("kind") == PROCESSING
+    if rules or processing:  # the record names the stored message itself
         message = record.get("message")
     else:
         delivery = record.get("delivery")
@@ -180,12 +234,7 @@ def show_dead_letter(args: argparse.Namespace) -> int:
         ("subject", message.get("subject")),
         ("envelope sender", message.get("envelope_sender")),
         ("stored at", f"{message.get('bucket')}/{message.get('key')}"),
-        (
-            "delivery",
-            f"rule actions of rule set {record.get('destination')}"
-            if rules
-            else f"{record.get('kind')} to {record.get('destination')}",
-        ),
+        ("delivery", _what(record)),
         ("recipients", ", ".join(_recipients(record))),
         ("dead-lettered", record.get("at")),
         ("error", record.get("error")),
@@ -202,9 +251,21 @@ def show_dead_letter(args: argparse.Namespace) -> int:
     return 0
 
 
+def _what(record: dict[str, object]) -> str:
+    kind = record.get("kind")
+    if kind == DEAD_LETTER_KIND:
+        return f"rule actions of rule set {record.get('destination')}"
+    if kind == PROCESSING:
+        return "processing of the stored message (Process failed)"
+    if kind == STRANDED:
+        return f"a deferred record for {record.get('destination')}, never started"
+    return f"{kind} to {record.get('destination')}"
+
+
 def _redrive_one(store: Store, record_id: str, args: argparse.Namespace) -> dict[str, object]:
-    """A delivery goes back to the deferred queue; a rule set dead letter goes back through the
-    rule set (on this machine only: on AWS, Mail Manager runs the rules)."""
+    """A delivery goes back to the deferred queue, a message Process could not handle goes
+    through Process again; a rule set dead letter goes back through the rule set (on this
+    machine only: on AWS, Mail Manager runs the rules)."""
     record = store.dead_letters.get(record_id)
     clock = SystemClock()
     if record is not None and record.get("kind") == DEAD_LETTER_KIND:
@@ -226,6 +287,20 @@ def _redrive_one(store: Store, record_id: str, args: argparse.Namespace) -> dict
             "recipients": retry.recipients,
             "message_id": retry.envelope.message_id,
         }
+    if record is not None and record.get("kind") == PROCESSING:
+        again = redrive_processing(
+            record_id,
+            dead_letters=store.dead_letters,
+            deferrals=store.deferrals,
+            timeline=store.timeline,
+            clock=clock,
+        )
+        return {
+            "id": record_id,
+            "queued_as": again.record_id,
+            "recipients": _recipients(record),
+            "message_id": record.get("message_id"),
+        }
     queued = redrive(
         record_id,
         dead_letters=store.dead_letters,
@@ -243,14 +318,35 @@ def _redrive_one(store: Store, record_id: str, args: argparse.Namespace) -> dict
 
 def redrive_dead_letters(args: argparse.Namespace) -> int:
     store = open_store(args)
+    stranded = {str(r["id"]): r for r in _stranded_rows(store)}
     ids = [record_id for record_id, _ in store.dead_letters.list()] if args.all else args.record_ids
+    if args.all:
+        ids += list(stranded)
     done: list[dict[str, object]] = []
     failed: list[dict[str, str]] = []
     for record_id in ids:
+        if record_id in stranded and store.dead_letters.get(record_id) is None:
+            continue  # moved back together below
         try:
             done.append(_redrive_one(store, record_id, args))
         except MxgateError as error:
             failed.append({"id": record_id, "error": str(error)})
+    wanted = {i for i in ids if i in stranded}
+    if wanted:
+        moved = set(store.stranded.redrive(wanted))
+        done += [
+            {
+                "id": i,
+                "queued_as": i,
+                "recipients": stranded[i]["recipients"],
+                "message_id": stranded[i]["message_id"],
+            }
+            for i in sorted(moved)
+        ]
+        failed += [
+            {"id": i, "error": "no longer in the deferred queue's dead-letter queue"}
+            for i in sorted(wanted - moved)
+        ]
     if done and store.forget_notices is not None:
         store.forget_notices({str(d["id"]) for d in done})
     if args.json:

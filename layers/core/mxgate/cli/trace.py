@@ -10,7 +10,7 @@ from mxgate.cli.common import add_settings_arguments, print_json, settings_from,
 from mxgate.errors import ConfigError
 from mxgate.local.runtime import Paths
 from mxgate.timeline import Stage
-from mxgate.workflow.model import DeferredDelivery
+from mxgate.workflow.model import DeferredDelivery, DeferredProcessing
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -118,11 +118,14 @@ def trace(args: argparse.Namespace) -> int:
     else:
         print("recipients: none settled yet (in progress)")
     for record in deferred:
+        when = "running now" if record["running"] else f"next attempt {str(record['due_at'])[:19]}"
+        if DeferredProcessing.describes(record):
+            print(f"deferred: the message, to run through Process again: {when}")
+            continue
         waiting = DeferredDelivery.model_validate(
             {k: v for k, v in record.items() if k in DeferredDelivery.model_fields}
         )
         delivery, deferral = waiting.delivery, waiting.delivery.deferral
-        when = "running now" if record["running"] else f"next attempt {waiting.due_at[:19]}"
         print(
             f"deferred: {delivery.kind} {delivery.destination} {', '.join(delivery.recipients)}: "
             + when

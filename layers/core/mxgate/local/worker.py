@@ -22,7 +22,7 @@ from mxgate.local.settings import LocalSettings
 from mxgate.observability import configure_logging
 from mxgate.timeline import Outcome, RecipientState, Stage, TimelineEvent
 from mxgate.workflow.asl import ExecutionFailedError
-from mxgate.workflow.model import DeferredDelivery, Envelope
+from mxgate.workflow.model import DeferredDelivery, DeferredProcessing, Envelope
 
 log = logging.getLogger("mxgate.worker")
 
@@ -47,17 +47,25 @@ def handle(spool_file: str) -> str:
 
 def handle_deferred(record_id: str, document: str) -> str:
     assert _worker is not None, "initialize() runs first in every worker"
-    if RuleSetRetry.describes(json.loads(document)):
+    parsed = json.loads(document)
+    if RuleSetRetry.describes(parsed):
         return run_rule_set_retry(_worker, record_id, RuleSetRetry.model_validate_json(document))
+    if DeferredProcessing.describes(parsed):
+        return run_deferred(_worker, record_id, DeferredProcessing.model_validate_json(document))
     return run_deferred(_worker, record_id, DeferredDelivery.model_validate_json(document))
 
 
-def run_deferred(worker: Worker, record_id: str, deferred: DeferredDelivery) -> str:
-    """One deferred (or redriven) delivery, run again through the state machine. The record
-    is deleted once the execution ends; if the execution itself fails, it stays, and runs
-    again when its lease runs out."""
+def run_deferred(
+    worker: Worker, record_id: str, deferred: DeferredDelivery | DeferredProcessing
+) -> str:
+    """One deferred (or redriven) delivery or message, run again through the state machine.
+    The record is deleted once the execution ends; if the execution itself fails, it stays,
+    and runs again when its lease runs out."""
     try:
-        worker.workflow.redeliver(deferred.delivery)
+        if isinstance(deferred, DeferredProcessing):
+            worker.workflow.reprocess(deferred)
+        else:
+            worker.workflow.redeliver(deferred.delivery)
     except ExecutionFailedError:
         log.exception("deferred delivery failed", extra={"record": record_id})
         return "failed"

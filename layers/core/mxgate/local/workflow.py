@@ -20,13 +20,12 @@ from mxgate.workflow.asl import ExecutionFailedError, Interpreter
 from mxgate.workflow.envelope import message_id_of
 from mxgate.workflow.events import object_created_event
 from mxgate.workflow.model import (
-    DeadLetterInput,
-    DeferInput,
+    DeferredProcessing,
     DeliverInput,
     Delivery,
     ProcessInput,
-    QuarantineInput,
     Redelivery,
+    Reprocessing,
 )
 from mxgate.workflow.services import Services
 
@@ -42,12 +41,11 @@ STEPS: dict[str, Step] = {
     "deliver": lambda doc, s: steps.deliver(DeliverInput.model_validate(doc), s).model_dump(
         mode="json"
     ),
-    "defer": lambda doc, s: steps.defer(DeferInput.model_validate(doc), s).model_dump(mode="json"),
+    "defer": lambda doc, s: steps.defer(steps.DEFER_INPUT.validate_python(doc), s).model_dump(
+        mode="json"
+    ),
     "dead_letter": lambda doc, s: steps.dead_letter(
-        DeadLetterInput.model_validate(doc), s
-    ).model_dump(mode="json"),
-    "quarantine": lambda doc, s: steps.quarantine(
-        QuarantineInput.model_validate(doc), s
+        steps.DEAD_LETTER_INPUT.validate_python(doc), s
     ).model_dump(mode="json"),
 }
 
@@ -160,4 +158,17 @@ class LocalWorkflow:
                 "redelivery failed",
                 extra={"message_id": self._current, "delivery": delivery.delivery_id},
             )
+            raise failure from None
+
+    def reprocess(self, deferred: DeferredProcessing) -> Any:
+        """Run a deferred or redriven message through Process again: an execution whose input
+        names the stored message (the state machine's first Choice sends it to Process)."""
+        self._current = message_id_of(deferred.stored.key)
+        document = Reprocessing(stored=deferred.stored, deferral=deferred.deferral)
+        try:
+            return self.interpreter.run(
+                document.model_dump(mode="json", exclude_none=True), name=deferred.record_id
+            )
+        except ExecutionFailedError as failure:
+            log.error("reprocessing failed", extra={"message_id": self._current})
             raise failure from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Mapping
 from typing import BinaryIO, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -96,6 +97,7 @@ class ProcessOutput(Frozen):
     message: MessageRef
     deliveries: list[Delivery]
     authentication: Authentication | None = None  # the sender checks, for routes to use
+    quarantined: list[str] = Field(default_factory=list)  # recipients held for their content
 
 
 class RecipientResult(Frozen):
@@ -146,7 +148,31 @@ class DeferredDelivery(Frozen):
     delivery: Delivery
 
 
-class QuarantineInput(Frozen):
-    bucket: str
-    key: str
+class Reprocessing(Frozen):
+    """Input of an execution that runs a stored message through Process again (deferred after
+    transient failures, or a redriven dead letter), not an S3 event."""
+
+    stored: ProcessInput
+    deferral: Deferral | None = None  # how long it has waited; None for a redrive
+
+
+class ProcessingFailure(Frozen):
+    """What DeferProcessing and DeadLetterProcessing get: the stored message Process could not
+    handle, how long it has been deferred, and the error its retries ended on."""
+
+    stored: ProcessInput
+    deferral: Deferral | None = None
     error: StepError
+
+
+class DeferredProcessing(Frozen):
+    """A record of the deferred queue that runs a stored message through Process again."""
+
+    record_id: str
+    due_at: str
+    stored: ProcessInput
+    deferral: Deferral | None = None
+
+    @staticmethod
+    def describes(document: Mapping[str, object]) -> bool:
+        return "stored" in document

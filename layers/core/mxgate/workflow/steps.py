@@ -11,40 +11,52 @@ from collections import defaultdict
 from email.utils import format_datetime
 from typing import BinaryIO, cast
 
+from pydantic import TypeAdapter
+
 from mxgate.authn.check import Authenticator
 from mxgate.authn.model import Authentication
 from mxgate.authn.results import HEADER as RESULTS_HEADER
 from mxgate.authn.results import authentication_results
-from mxgate.errors import TransientError
 from mxgate.message.attachments import ObjectStoreAttachments
 from mxgate.message.parse import parse_stream
 from mxgate.routing.classify import RouteKind, classify
 from mxgate.routing.quarantine import AuthVerdicts, facts_of, quarantine_rule
 from mxgate.timeline import Outcome, Stage
-from mxgate.workflow import records
-from mxgate.workflow.delivery import dead_letter, defer, deliver, idempotency_key
-from mxgate.workflow.envelope import message_id_of, read_envelope, variant_of
+from mxgate.workflow import delivery, records, unprocessed
+from mxgate.workflow.delivery import deliver, idempotency_key
+from mxgate.workflow.envelope import read_envelope, variant_of
 from mxgate.workflow.model import (
+    DeadLetterInput,
+    DeferInput,
     Delivery,
     DeliveryResult,
     Envelope,
     MessageRef,
+    ProcessingFailure,
     ProcessInput,
     ProcessOutput,
-    QuarantineInput,
-    RecipientResult,
 )
 from mxgate.workflow.services import Services
 
 __all__ = [
+    "DEAD_LETTER_INPUT",
+    "DEFER_INPUT",
     "dead_letter",
     "defer",
     "deliver",
     "idempotency_key",
     "plan_deliveries",
     "process",
-    "quarantine",
 ]
+
+# The Defer and DeadLetter steps serve a delivery (in the Map) and a message Process could not
+# handle (DeferProcessing, DeadLetterProcessing): the input says which.
+DEFER_INPUT: TypeAdapter[DeferInput | ProcessingFailure] = TypeAdapter(
+    DeferInput | ProcessingFailure
+)
+DEAD_LETTER_INPUT: TypeAdapter[DeadLetterInput | ProcessingFailure] = TypeAdapter(
+    DeadLetterInput | ProcessingFailure
+)
 
 SPOOL_IN_MEMORY = 8 * 1024 * 1024  # bytes of a message kept in memory; the rest on disk
 COPY_CHUNK = 1024 * 1024
@@ -111,7 +123,13 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
                 route="quarantine",
                 detail=f"message not understood: {parsed.unreadable}",
             )
-        return ProcessOutput(message=ref, deliveries=[], authentication=authentication)
+        return ProcessOutput(
+            message=ref,
+            deliveries=[],
+            authentication=authentication,
+            quarantined=list(envelope.recipients),
+        )
+    quarantined: list[str] = []
     groups: dict[tuple[RouteKind, str], list[str]] = defaultdict(list)
     facts = facts_of(parsed, _auth_verdicts(authentication))
     for recipient in envelope.recipients:
@@ -134,6 +152,7 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
                 route="unknown",
                 detail=route.reason,
             )
+            quarantined.append(recipient)
             continue
         held = quarantine_rule(services.routes.quarantine, route.name, facts)
         if held is not None:
@@ -146,6 +165,7 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
                 route=f"quarantine:{rule.name}",
                 detail=f"rule {rule.name}: {why}; kept at {request.bucket}/{request.key}",
             )
+            quarantined.append(recipient)
             continue
         groups[(route.kind, route.name)].append(recipient)
     services.timeline.record_many(events)
@@ -176,7 +196,9 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
     if small is not None and len(small) * len(deliveries) <= INLINE_BUDGET:
         inline = ref.model_copy(update={"inline": base64.b64encode(small).decode("ascii")})
         deliveries = [d.model_copy(update={"message": inline}) for d in deliveries]
-    return ProcessOutput(message=ref, deliveries=deliveries, authentication=authentication)
+    return ProcessOutput(
+        message=ref, deliveries=deliveries, authentication=authentication, quarantined=quarantined
+    )
 
 
 def _authenticate(
@@ -258,31 +280,15 @@ def plan_deliveries(
     return planned
 
 
-def quarantine(request: QuarantineInput, services: Services) -> DeliveryResult:
-    """A message the pipeline could not process: keep it where it is, and say why."""
-    message_id = message_id_of(request.key)
-    reason = f"processing failed: {request.error.Error}: {request.error.Cause}"[:500]
-    try:
-        envelope = read_envelope(
-            services.objects, request.bucket, request.key, None, services.routes
-        )
-        recipients = envelope.recipients
-    except TransientError:
-        raise  # the state machine retries: the envelope may be readable in a moment
-    except Exception:  # noqa: BLE001 -- without an envelope the message is quarantined whole
-        recipients = []
-    services.timeline.record(records.event(services, message_id, Stage.TERMINAL, reason))
-    results = []
-    for recipient in recipients or ["(unknown recipients)"]:
-        records.settle(
-            services,
-            message_id,
-            recipient,
-            outcome=Outcome.QUARANTINED,
-            route="quarantine",
-            detail=reason,
-        )
-        results.append(
-            RecipientResult(recipient=recipient, outcome=Outcome.QUARANTINED.value, detail=reason)
-        )
-    return DeliveryResult(delivery_id=f"{message_id}.quarantine", results=results)
+def defer(request: DeferInput | ProcessingFailure, services: Services) -> DeliveryResult:
+    """A delivery, or a message, to try again later (or to give up on, past its lifetime)."""
+    if isinstance(request, ProcessingFailure):
+        return unprocessed.defer_processing(request, services)
+    return delivery.defer(request, services)
+
+
+def dead_letter(request: DeadLetterInput | ProcessingFailure, services: Services) -> DeliveryResult:
+    """A delivery, or a message, that cannot be completed: recorded for `mxgate dlq`."""
+    if isinstance(request, ProcessingFailure):
+        return unprocessed.dead_letter_processing(request, services)
+    return delivery.dead_letter(request, services)

@@ -23,6 +23,7 @@ from typing import Any
 
 from mxgate.errors import TransientError
 from mxgate.timeline import Outcome, RecipientState, Stage, TimelineEvent
+from mxgate.workflow.envelope import message_id_of
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -306,6 +307,9 @@ class SqliteState:
         delivery = document.get("delivery")
         message = delivery.get("message") if isinstance(delivery, dict) else None
         message_id = str(message.get("message_id", "")) if isinstance(message, dict) else ""
+        stored = document.get("stored")  # a message to run through Process again
+        if isinstance(stored, dict):
+            message_id = message_id_of(str(stored.get("key", "")))
         self._write(
             "INSERT OR REPLACE INTO deferred (id, message_id, due_at, leased_until, document) "
             "VALUES (?,?,?,NULL,?)",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import importlib.util
 import io
 import json
@@ -292,7 +293,7 @@ def wait_for_execution(arn: str, timeout: float = 60) -> Any:
         if described["status"] != "RUNNING":
             return described
         if time.monotonic() > deadline:
-            raise TimeoutError(f"execution {name} still running after {timeout}s")
+            raise TimeoutError(f"execution {arn} still running after {timeout}s")
         time.sleep(0.02)
 
 
@@ -392,7 +393,23 @@ def _email_identity(resolver: StackResolver, logical_id: str) -> None:
     resolver.physical[logical_id] = properties["EmailIdentity"]
 
 
+def _secret(resolver: StackResolver, logical_id: str) -> None:
+    """A secret with its GenerateSecretString made, the same in every run so the canonical
+    payloads hold (moto does not encrypt: the KMS key it names plays no part)."""
+    properties = resolver.resolve(resolver.resources[logical_id]["Properties"], logical_id)
+    generate = properties.get("GenerateSecretString") or {}
+    value = json.loads(generate.get("SecretStringTemplate") or "{}")
+    if "GenerateStringKey" in generate:
+        seed = hashlib.sha256(f"{resolver.stack}:{logical_id}".encode()).hexdigest()
+        value[generate["GenerateStringKey"]] = seed[: int(generate.get("PasswordLength", 32))]
+    arn = boto3.client("secretsmanager", region_name=REGION).create_secret(
+        Name=f"{resolver.stack}-{logical_id}", SecretString=json.dumps(value)
+    )["ARN"]
+    resolver.physical[logical_id] = arn
+
+
 _CREATORS: dict[str, Callable[[StackResolver, str], None]] = {
+    "AWS::SecretsManager::Secret": _secret,
     "AWS::S3::Bucket": _bucket,
     "AWS::DynamoDB::Table": _table,
     "AWS::SQS::Queue": _queue,

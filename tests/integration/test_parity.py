@@ -93,9 +93,7 @@ SCENARIOS = [
         {WORKSPACE: ["send"], M365: ["reject"]},
         throttled={"dlq": 3},
     ),
-    Scenario(
-        "throttled-processing-dead-letter-retried", {}, stored=False, throttled={"rcpt#": 3}
-    ),
+    Scenario("throttled-processing-dead-letter-retried", {}, stored=False, throttled={"rcpt#": 3}),
     # A DynamoDB throttling storm while Process writes the timeline: three invocations fail
     # (each after botocore's own three attempts), the fourth gets through and delivers.
     Scenario("process-throttled-then-delivered", {}, throttled={"msg#": 9}),
@@ -226,7 +224,9 @@ def run_locally(
         arm(scenario, ses, dynamodb)
         stack = Stack.create()
         stage(stack, scenario)
-        with function_environment(stack.function_by_code("deliver").environment):
+        # Process has the most of the environment (its loop token key): one composition root
+        # serves every step here
+        with function_environment(stack.function_by_code("process").environment):
             services = bootstrap.services.__wrapped__()  # the AWS composition root
             resolver = Resolver(read_template(TEMPLATE), read_samconfig_parameters(SAMCONFIG))
             workflow = LocalWorkflow(load_state_machine(TEMPLATE, resolver), services)

@@ -73,14 +73,16 @@ def outcomes(stack: Stack) -> dict[str, str]:
     rows = boto3.client("dynamodb", region_name=REGION).scan(
         TableName=stack.resource("StateTable")
     )["Items"]
-    return {r["recipient"]["S"]: r["outcome"]["S"] for r in rows if r["sk"]["S"].startswith("rcpt#")}
+    return {
+        r["recipient"]["S"]: r["outcome"]["S"] for r in rows if r["sk"]["S"].startswith("rcpt#")
+    }
 
 
 def deferred_records(stack: Stack) -> list[dict[str, Any]]:
     """What waits in the deferred queue, delayed or not (moto's queue itself)."""
     name = stack.resource("DeferQueue").rsplit("/", 1)[-1]
     queue = sqs_backends[ACCOUNT][REGION].queues[name]
-    return [json.loads(m.body) for m in queue._messages]  # noqa: SLF001 -- delayed ones too
+    return [json.loads(m.body) for m in queue._messages]
 
 
 def test_a_throttling_storm_outlasting_the_retries_is_deferred_then_delivered(stack, storm):

@@ -26,7 +26,7 @@ def test_the_ses_receiving_event_carries_the_smtp_envelope():
     trigger = read_trigger(canonical_event("ses-receiving"), RAW_BUCKET, RAW_PREFIX)
     assert trigger.envelope is not None
     assert trigger.envelope.message_id == "01KB7Y4M3N8Q2W5R6T9V0XZ1AB"
-    assert trigger.envelope.mail_from == "facilities@nutrition.co"
+    assert trigger.envelope.mail_from == "facilities@lyon-logistics.example"
     assert trigger.envelope.recipients[-1] == "bob@nutrition.co"  # in no header: a Bcc
     assert trigger.envelope.source == "envelope"
 

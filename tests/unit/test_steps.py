@@ -23,8 +23,8 @@ from mxgate.workflow.model import (
     Deferral,
     DeliverInput,
     Envelope,
-    ProcessInput,
     ProcessingFailure,
+    ProcessInput,
     StepError,
 )
 from mxgate.workflow.services import Services

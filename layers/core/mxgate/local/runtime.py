@@ -3,8 +3,10 @@ adapters, and wires the ingress, the Mail Manager emulator, the workflow and the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -128,6 +130,13 @@ class LocalSetup:
     def primary(self) -> IngressSetup:
         """The ingress point `mxgate run` suggests and `mxgate demo` sends to: the first OPEN one."""
         return next((x for x in self.listeners if not x.auth), self.listeners[0])
+
+    @property
+    def submission_ingress_points(self) -> frozenset[str]:
+        """The template's AUTH ingress points: their mail comes from inside."""
+        return frozenset(
+            name for name, point in self.mail_manager.ingress_points.items() if point.Type == "AUTH"
+        )
 
     def rule_sets(self) -> dict[str, RuleSet]:
         return {listener.ingress_id: listener.rule_set for listener in self.listeners}
@@ -335,6 +344,27 @@ def destination_transports(
     return transports
 
 
+LOOP_SECRET = "LoopTokenSecret"  # noqa: S105 -- the name of the template's secret, not a secret
+
+
+def loop_key(setup: LocalSetup) -> bytes:
+    """The loop guard's key here: the template's secret as `secrets:` gives it, else one made
+    for this home on first use (`loop-token.key`, readable by its owner only)."""
+    given = setup.config.secret(LOOP_SECRET) or {}
+    if given.get("key"):
+        return given["key"].encode()
+    path = setup.dirs.home / "loop-token.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = path.with_name(f".{path.name}.{os.getpid()}")
+        fresh.write_text(secrets.token_hex(32), encoding="ascii")
+        fresh.chmod(0o600)
+        with contextlib.suppress(FileExistsError):  # another worker made it first: theirs
+            os.link(fresh, path)
+        fresh.unlink()
+    return path.read_text(encoding="ascii").strip().encode()
+
+
 def build_worker(setup: LocalSetup, mailbox_ports: dict[str, int]) -> Worker:
     dirs = setup.dirs
     clock = SystemClock()
@@ -353,6 +383,8 @@ def build_worker(setup: LocalSetup, mailbox_ports: dict[str, int]) -> Worker:
         routes=setup.routes,
         clock=clock,
         gateway_host=setup.settings.hostname,
+        submission_ingress_points=setup.submission_ingress_points,
+        loop_key=loop_key(setup),
         resolver=resolver,
         message_limits=setup.config.message_limits,
         deferrals=state,

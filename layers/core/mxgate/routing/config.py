@@ -230,6 +230,18 @@ class Routes(Strict):
         default=None, description="From of the DSNs (default: mailer-daemon@<employee domain>)"
     )
     quarantine: list[QuarantineRule] = Field(default_factory=list)
+    own_domain_spoofing: Literal["quarantine", "deliver"] = Field(
+        default="quarantine",
+        description="mail from outside (not through an AUTH submission ingress point) whose "
+        "From is on one of our domains (employee or application, or a subdomain) and that does "
+        "not pass DMARC with alignment: `quarantine` holds it, with the reason, before any "
+        "quarantine rule; `deliver` lets it through to the rules and routes",
+    )
+    hop_limit: Annotated[int, Field(ge=1)] = Field(
+        default=50,
+        description="a message that went through more relays than this (Received fields) is "
+        "bounced as a routing loop (Postfix hopcount_limit: 50)",
+    )
     hooks: dict[RouteName, Hook] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -252,6 +264,11 @@ class Routes(Strict):
 
     def rewrite_address(self, route: str) -> str:
         return self.policy(route).rewrite_from or f"mxgate@{self.employee_domains[0]}"
+
+    @property
+    def own_domains(self) -> list[str]:
+        """The domains only we may write From addresses of."""
+        return [*self.employee_domains, *self.app_domains]
 
     @property
     def dsn_sender(self) -> str:

@@ -25,6 +25,7 @@ from mxgate.delivery.dsn import expiry_dsn, should_notify
 from mxgate.delivery.sender import apply_sender_policy
 from mxgate.errors import PermanentError, PolicyError, TransientError
 from mxgate.message.attachments import ObjectStoreAttachments
+from mxgate.message.dsn import BounceReport, delivery_status_notification
 from mxgate.message.headers import prepend_headers, remove_authentication_results
 from mxgate.message.model import ParsedMessage
 from mxgate.message.parse import parse_message, parse_stream
@@ -125,6 +126,8 @@ def deliver(request: DeliverInput, services: Services) -> DeliveryResult:
             done += _send_to_mailbox(delivery, pending, services)
         elif delivery.kind == "app":
             done += _hand_to_app(delivery, pending, services)
+        elif delivery.kind == "bounce":
+            done += _send_bounce(delivery, pending, services)
         elif delivery.kind == "webhook":
             done += _post_webhook(delivery, pending, services)
         else:
@@ -228,6 +231,49 @@ def _send_to_mailbox(
     if permanent:
         raise PermanentError("; ".join(failures))
     return delivered
+
+
+def _send_bounce(
+    delivery: Delivery, pending: list[str], services: Services
+) -> list[RecipientResult]:
+    """A DSN (RFC 3464) to the envelope sender for recipients that cannot be delivered (a
+    loop): they end `bounced`. No DSN goes to the null sender or a postmaster, which would
+    loop again: those are dead-lettered with the reason (the DeadLetter step)."""
+    ref = delivery.message
+    notice = delivery.bounce
+    if notice is None:
+        raise PermanentError(f"bounce {delivery.delivery_id} says no reason")
+    if not should_notify(ref.envelope_sender):
+        sender = ref.envelope_sender or "the null sender"
+        raise PolicyError(f"{notice.status} {notice.diagnostic}; no DSN to {sender}")
+    if services.bounces is None:
+        raise PermanentError(f"{notice.diagnostic}; no transport for DSNs on this runtime")
+    now = services.clock.now()
+    report = BounceReport(
+        reporting_mta=services.gateway_host,
+        sender=services.routes.dsn_sender,
+        envelope_sender=ref.envelope_sender,
+        recipients=pending,
+        status=notice.status,
+        smtp_reply_code="554",
+        diagnostic=notice.diagnostic,
+        explanation=None,
+        arrival_date=now,
+        original_subject=ref.subject,
+    )
+    dsn = delivery_status_notification(report, ref.raw(services.objects), now)
+    result = services.bounces.send("", [ref.envelope_sender], dsn).get(ref.envelope_sender)
+    if result is None or not result.ok:
+        detail = result.detail if result is not None else "no reply"
+        failure = TransientError if result is None or result.transient else PermanentError
+        raise failure(f"DSN to {ref.envelope_sender}: {detail}")
+    detail = f"{notice.status} {notice.diagnostic}; DSN sent to {ref.envelope_sender}"
+    for recipient in pending:
+        _settle(services, delivery, recipient, Outcome.BOUNCED, detail)
+    return [
+        RecipientResult(recipient=r, outcome=Outcome.BOUNCED.value, detail=detail[:500])
+        for r in pending
+    ]
 
 
 def _parsed_with_attachments(ref: MessageRef, services: Services) -> ParsedMessage:

@@ -69,24 +69,34 @@ class Deferral(Frozen):
     last_error: str = ""
 
 
+class BounceNotice(Frozen):
+    """Why the recipients of a `bounce` delivery are bounced: the DSN's status and reason."""
+
+    status: str  # enhanced status code (RFC 3463), e.g. 5.4.6
+    diagnostic: str
+
+
 class Delivery(Frozen):
     """One hand-off: one message, one destination, up to 50 recipients.
 
-    `mailbox` and `app` deliveries settle their recipients; `webhook` (an app's signed
-    webhook) and `hook` (a post-ingress hook) deliveries only record what happened."""
+    `mailbox` and `app` deliveries settle their recipients, and so does `bounce` (a DSN to
+    the envelope sender for recipients that cannot be delivered, such as a loop's); `webhook`
+    (an app's signed webhook) and `hook` (a post-ingress hook) deliveries only record what
+    happened."""
 
     delivery_id: str
     message: MessageRef
-    kind: Literal["mailbox", "app", "webhook", "hook"]
-    destination: str  # the mailbox host, the app, or the hook
+    kind: Literal["mailbox", "app", "webhook", "hook", "bounce"]
+    destination: str  # the mailbox host, the app, the hook, or the sender (bounce)
     recipients: list[str] = Field(min_length=1, max_length=50)
     prepend: list[tuple[str, str]] = Field(default_factory=list)  # trace header fields
     route: str = ""  # whose delivery policy applies, when not the destination's (hooks)
     deferral: Deferral | None = None
+    bounce: BounceNotice | None = None  # kind bounce: why
 
     @property
     def settles(self) -> bool:
-        return self.kind in ("mailbox", "app")
+        return self.kind in ("mailbox", "app", "bounce")
 
     @property
     def policy_route(self) -> str:

@@ -8,6 +8,7 @@ import base64
 import shutil
 import tempfile
 from collections import defaultdict
+from collections.abc import Mapping
 from email.utils import format_datetime
 from typing import BinaryIO, cast
 
@@ -20,12 +21,18 @@ from mxgate.authn.results import authentication_results
 from mxgate.message.attachments import ObjectStoreAttachments
 from mxgate.message.parse import parse_stream
 from mxgate.routing.classify import RouteKind, classify
-from mxgate.routing.quarantine import AuthVerdicts, facts_of, quarantine_rule
+from mxgate.routing.loops import HEADER as LOOP_HEADER
+from mxgate.routing.loops import (
+    LOOP_STATUS,
+    loop_token,
+)
 from mxgate.timeline import Outcome, Stage
 from mxgate.workflow import delivery, records, unprocessed
 from mxgate.workflow.delivery import deliver, idempotency_key
 from mxgate.workflow.envelope import read_envelope, variant_of
+from mxgate.workflow.judgement import judge
 from mxgate.workflow.model import (
+    BounceNotice,
     DeadLetterInput,
     DeferInput,
     Delivery,
@@ -129,9 +136,11 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
             authentication=authentication,
             quarantined=list(envelope.recipients),
         )
+    judgement = judge(parsed, envelope, authentication, services)
+    kept_at = f"kept at {request.bucket}/{request.key}"
     quarantined: list[str] = []
+    bounced: dict[str, list[str]] = defaultdict(list)  # reason -> recipients
     groups: dict[tuple[RouteKind, str], list[str]] = defaultdict(list)
-    facts = facts_of(parsed, _auth_verdicts(authentication))
     for recipient in envelope.recipients:
         route = classify(recipient, services.routes)
         events.append(
@@ -143,44 +152,27 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
                 recipient,
             )
         )
-        if route.kind is RouteKind.UNKNOWN:
-            records.settle(
-                services,
-                message_id,
-                recipient,
-                outcome=Outcome.QUARANTINED,
-                route="unknown",
-                detail=route.reason,
-            )
-            quarantined.append(recipient)
+        loop = judgement.loop(recipient)
+        if loop is not None:  # bounced, whatever the route: a loop is never delivered again
+            bounced[loop].append(recipient)
             continue
-        held = quarantine_rule(services.routes.quarantine, route.name, facts)
+        held = judgement.hold(recipient, route)
         if held is not None:
-            rule, why = held
+            held_route, why = held
             records.settle(
                 services,
                 message_id,
                 recipient,
                 outcome=Outcome.QUARANTINED,
-                route=f"quarantine:{rule.name}",
-                detail=f"rule {rule.name}: {why}; kept at {request.bucket}/{request.key}",
+                route=held_route,
+                detail=why if route.kind is RouteKind.UNKNOWN else f"{why}; {kept_at}",
             )
             quarantined.append(recipient)
             continue
         groups[(route.kind, route.name)].append(recipient)
     services.timeline.record_many(events)
 
-    received = (
-        "Received",
-        (
-            f"from {envelope.helo or 'unknown'} ({envelope.source_ip or 'unknown'}) "
-            f"by {services.gateway_host} (mxgate) with ESMTP id {message_id}; "
-            f"{format_datetime(services.clock.now())}"
-        ),
-    )
-    trace = [received]
-    if authentication is not None:  # on top, as a verifying MTA adds it (RFC 8601 5)
-        trace.insert(0, (RESULTS_HEADER, authentication_results(authentication)))
+    trace = _trace_fields(envelope, authentication, services)
     deliveries = [
         delivery
         for (kind, destination), recipients in groups.items()
@@ -193,12 +185,51 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
             prepend=trace if kind is RouteKind.MAILBOX else [],
         )
     ]
+    deliveries += _bounces(ref, bounced)
     if small is not None and len(small) * len(deliveries) <= INLINE_BUDGET:
         inline = ref.model_copy(update={"inline": base64.b64encode(small).decode("ascii")})
         deliveries = [d.model_copy(update={"message": inline}) for d in deliveries]
     return ProcessOutput(
         message=ref, deliveries=deliveries, authentication=authentication, quarantined=quarantined
     )
+
+
+def _trace_fields(
+    envelope: Envelope, authentication: Authentication | None, services: Services
+) -> list[tuple[str, str]]:
+    """What each mailbox delivery prepends: Authentication-Results, Received, the loop token."""
+    received = (
+        "Received",
+        (
+            f"from {envelope.helo or 'unknown'} ({envelope.source_ip or 'unknown'}) "
+            f"by {services.gateway_host} (mxgate) with ESMTP id {envelope.message_id}; "
+            f"{format_datetime(services.clock.now())}"
+        ),
+    )
+    trace = [received]
+    if authentication is not None:  # on top, as a verifying MTA adds it (RFC 8601 5)
+        trace.insert(0, (RESULTS_HEADER, authentication_results(authentication)))
+    if services.loop_key is not None:
+        trace.append((LOOP_HEADER, loop_token(services.loop_key, envelope.message_id)))
+    return trace
+
+
+def _bounces(ref: MessageRef, bounced: Mapping[str, list[str]]) -> list[Delivery]:
+    """A DSN to the envelope sender for each reason, at most 50 recipients a DSN."""
+    planned: list[Delivery] = []
+    for reason, recipients in bounced.items():
+        for start in range(0, len(recipients), MAX_RECIPIENTS_PER_DELIVERY):
+            planned.append(
+                Delivery(
+                    delivery_id=f"{ref.message_id}{variant_of(ref.key)}.bounce.{len(planned)}",
+                    message=ref,
+                    kind="bounce",
+                    destination="sender",
+                    recipients=recipients[start : start + MAX_RECIPIENTS_PER_DELIVERY],
+                    bounce=BounceNotice(status=LOOP_STATUS, diagnostic=reason),
+                )
+            )
+    return planned
 
 
 def _authenticate(
@@ -210,21 +241,6 @@ def _authenticate(
     authenticator = Authenticator(services.resolver, services.gateway_host)
     return authenticator.authenticate(
         message, client_ip=envelope.source_ip, mail_from=envelope.mail_from, helo=envelope.helo
-    )
-
-
-def _auth_verdicts(authentication: Authentication | None) -> AuthVerdicts | None:
-    """The results quarantine rules test, in RFC 8601 words."""
-    if authentication is None:
-        return None
-    dkim = [check.result.value for check in authentication.dkim]
-    return AuthVerdicts(
-        spf=authentication.spf_mail_from.result.value,
-        dkim="pass" if "pass" in dkim else (dkim[0] if dkim else "none"),
-        dmarc=authentication.dmarc.result.value,
-        dmarc_policy=authentication.dmarc.published.lower()
-        if authentication.dmarc.published
-        else None,
     )
 
 

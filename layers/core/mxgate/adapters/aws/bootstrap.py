@@ -12,6 +12,7 @@ from mxgate.adapters.aws.delivery import delivery_adapters
 from mxgate.adapters.aws.dynamodb import DynamoState
 from mxgate.adapters.aws.events import EventBridgeAppEvents, QueueingDeadLetters
 from mxgate.adapters.aws.s3 import S3ObjectStore
+from mxgate.adapters.aws.secrets import secret_field
 from mxgate.adapters.aws.settings import settings
 from mxgate.adapters.dns import DnsPythonResolver
 from mxgate.authn.resolver import CachingResolver
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sqs import SQSClient
 
 
@@ -40,6 +42,10 @@ def services() -> Services:
     routes = load_routes(config.routes_file)
     state = DynamoState(cast("DynamoDBClient", LazyClient("dynamodb")), config.state_table, clock)
     delivery = delivery_adapters(routes, clock, config)
+    loop_key = None
+    if config.loop_secret:  # the Process function's: it marks deliveries and checks returns
+        secrets = cast("SecretsManagerClient", LazyClient("secretsmanager"))
+        loop_key = secret_field(secrets, config.loop_secret, "key").encode()
     return Services(
         objects=S3ObjectStore(cast("S3Client", LazyClient("s3"))),
         timeline=state,
@@ -55,6 +61,8 @@ def services() -> Services:
         clock=clock,
         gateway_host=config.gateway_host,
         envelope_sidecars=config.envelope_sidecars,
+        submission_ingress_points=config.submission_ingress_points,
+        loop_key=loop_key,
         resolver=CachingResolver(_dns(config.dns_server)),
         deferrals=delivery.deferrals,
         bounces=delivery.bounces,

@@ -27,6 +27,9 @@ class AwsSettings(BaseModel):
     # Whether Process looks for an envelope kept beside each message: only when the rule set
     # also sends Mail Manager's InvokeLambda event to the Process function, which keeps one.
     envelope_sidecars: bool = False
+    loop_secret: str | None = None  # the loop guard's key: a secret's ARN (Process only)
+    # the AUTH ingress points' ids (comma-separated in the environment): mail from inside
+    submission_ingress_points: frozenset[str] = frozenset()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AwsSettings:
@@ -44,8 +47,12 @@ class AwsSettings(BaseModel):
             "state_machine_arn": env.get("MXGATE_STATE_MACHINE_ARN"),
             "ses_configuration_set": env.get("MXGATE_SES_CONFIGURATION_SET"),
             "envelope_sidecars": env.get("MXGATE_ENVELOPE_SIDECARS"),
+            "loop_secret": env.get("MXGATE_LOOP_SECRET"),
         }
-        return cls.model_validate({k: v for k, v in values.items() if v})
+        points = env.get("MXGATE_SUBMISSION_INGRESS_POINTS", "").split(",")
+        given: dict[str, object] = {k: v for k, v in values.items() if v}
+        given["submission_ingress_points"] = [p.strip() for p in points if p.strip()]
+        return cls.model_validate(given)
 
 
 @cache

@@ -1,0 +1,134 @@
+"""What Process decides for each recipient of a message before routing it: a loop is bounced
+(routing/loops.py), own-domain spoofing (routing/spoofing.py), an unknown address and the
+routes' quarantine rules (routing/quarantine.py) hold it. The rules are pure; this module
+gathers the facts they judge: the message, its sender checks, and for a message that carries
+our loop token, the earlier deliveries that token names."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from mxgate.authn.model import Authentication
+from mxgate.errors import TransientError
+from mxgate.message.model import ParsedMessage
+from mxgate.routing.classify import Route, RouteKind
+from mxgate.routing.loops import HEADER as LOOP_HEADER
+from mxgate.routing.loops import delivered_messages, forwarding_loop, hops, too_many_hops
+from mxgate.routing.quarantine import (
+    AuthVerdicts,
+    MessageFacts,
+    QuarantineRule,
+    facts_of,
+    quarantine_rule,
+)
+from mxgate.routing.spoofing import RULE as SPOOFING_RULE
+from mxgate.routing.spoofing import Spoofing, SpoofingVerdict, own_domain_spoofing
+from mxgate.timeline import Outcome
+from mxgate.workflow.model import Envelope
+from mxgate.workflow.services import Services
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What Process decides for each recipient before routing it: a loop is bounced; own-domain
+    spoofing, an unknown address and the routes' quarantine rules hold it."""
+
+    facts: MessageFacts
+    spoofing: SpoofingVerdict
+    too_many_hops: str | None  # the reason, when the hop limit is passed
+    delivered_before: Mapping[str, str]  # recipient (casefold) -> an earlier message id
+    rules: Sequence[QuarantineRule]
+
+    def loop(self, recipient: str) -> str | None:
+        earlier = self.delivered_before.get(recipient.casefold())
+        if earlier is not None:
+            return forwarding_loop(recipient, earlier)
+        return self.too_many_hops
+
+    def hold(self, recipient: str, route: Route) -> tuple[str, str] | None:
+        """(the quarantine route, the reason), or None to deliver."""
+        if route.kind is RouteKind.UNKNOWN:
+            return "unknown", route.reason
+        if self.spoofing.verdict is Spoofing.SPOOFED:
+            return f"quarantine:{SPOOFING_RULE}", self.spoofing.reason
+        held = quarantine_rule(self.rules, route.name, self.facts)
+        if held is None:
+            return None
+        rule, why = held
+        return f"quarantine:{rule.name}", f"rule {rule.name}: {why}"
+
+
+def judge(
+    parsed: ParsedMessage,
+    envelope: Envelope,
+    authentication: Authentication | None,
+    services: Services,
+) -> Judgement:
+    from_inside = envelope.ingress_point in services.submission_ingress_points
+    # Mail from inside was vouched for by SMTP AUTH: its SPF, DKIM and DMARC results (judged
+    # against a submitting client's address) are not what quarantine rules are written for.
+    facts = facts_of(parsed, None if from_inside else _auth_verdicts(authentication))
+    spoofing = _spoofing(facts.from_domain, from_inside, authentication, services)
+    if spoofing.verdict is Spoofing.UNDECIDED:
+        raise TransientError(spoofing.reason)  # retried, then deferred: never held for a DNS blip
+    return Judgement(
+        facts=facts,
+        spoofing=spoofing,
+        too_many_hops=too_many_hops(
+            hops(h.name for h in parsed.headers), services.routes.hop_limit
+        ),
+        delivered_before=_delivered_before(parsed, envelope.message_id, services),
+        rules=services.routes.quarantine,
+    )
+
+
+def _delivered_before(parsed: ParsedMessage, message_id: str, services: Services) -> dict[str, str]:
+    """The recipients this gateway delivered the message to already, on an earlier pass: the
+    messages its loop tokens name, and their recipients' terminal states (read only when a
+    token of ours is there: a message seen for the first time costs nothing)."""
+    if services.loop_key is None:
+        return {}
+    tokens = [h.value for h in parsed.headers if h.name.casefold() == LOOP_HEADER.casefold()]
+    found: dict[str, str] = {}
+    for earlier in delivered_messages(tokens, services.loop_key):
+        if earlier == message_id:
+            continue
+        for state in services.timeline.states(earlier):
+            if state.outcome in (Outcome.DELIVERED, Outcome.HANDED_TO_APP):
+                found.setdefault(state.recipient.casefold(), earlier)
+    return found
+
+
+def _spoofing(
+    from_domain: str | None,
+    from_inside: bool,
+    authentication: Authentication | None,
+    services: Services,
+) -> SpoofingVerdict:
+    """Whether the message claims one of our domains from outside without passing DMARC
+    (judged only where the routes ask for it: `own_domain_spoofing: quarantine`)."""
+    if services.routes.own_domain_spoofing != "quarantine":
+        return SpoofingVerdict(Spoofing.NOT_OURS)
+    return own_domain_spoofing(
+        from_domain=from_domain,
+        own_domains=services.routes.own_domains,
+        from_outside=not from_inside,
+        dmarc=authentication.dmarc.result.value if authentication else None,
+        dmarc_reason=authentication.dmarc.reason if authentication else "",
+    )
+
+
+def _auth_verdicts(authentication: Authentication | None) -> AuthVerdicts | None:
+    """The results quarantine rules test, in RFC 8601 words."""
+    if authentication is None:
+        return None
+    dkim = [check.result.value for check in authentication.dkim]
+    return AuthVerdicts(
+        spf=authentication.spf_mail_from.result.value,
+        dkim="pass" if "pass" in dkim else (dkim[0] if dkim else "none"),
+        dmarc=authentication.dmarc.result.value,
+        dmarc_policy=authentication.dmarc.published.lower()
+        if authentication.dmarc.published
+        else None,
+    )

@@ -173,6 +173,7 @@ class Stack:
         """Invoke the handler of functions/<step>/ with its own environment, as Lambda does."""
         function = self.function_by_code(step)
         with self._lock, _environment(function.environment):
+            bootstrap.settings.cache_clear()  # each function reads its own environment
             module = self._load(function)
             context = LambdaContext(function.name, function.memory_mb)
             started = time.perf_counter()
@@ -408,7 +409,15 @@ def _secret(resolver: StackResolver, logical_id: str) -> None:
     resolver.physical[logical_id] = arn
 
 
+def _configuration_set(resolver: StackResolver, logical_id: str) -> None:
+    properties = resolver.resolve(resolver.resources[logical_id]["Properties"], logical_id)
+    name = properties.get("Name") or f"{resolver.stack}-{logical_id}"
+    boto3.client("sesv2", region_name=REGION).create_configuration_set(ConfigurationSetName=name)
+    resolver.physical[logical_id] = name
+
+
 _CREATORS: dict[str, Callable[[StackResolver, str], None]] = {
+    "AWS::SES::ConfigurationSet": _configuration_set,
     "AWS::SecretsManager::Secret": _secret,
     "AWS::S3::Bucket": _bucket,
     "AWS::DynamoDB::Table": _table,

@@ -34,7 +34,11 @@ class RecordingTransport:
     requires_verified_sender: bool = False
 
     def send(
-        self, envelope_sender: str, recipients: Sequence[str], raw: bytes
+        self,
+        envelope_sender: str,
+        recipients: Sequence[str],
+        raw: bytes,
+        tags: Mapping[str, str] | None = None,
     ) -> Mapping[str, SendResult]:
         self.sent.append((envelope_sender, tuple(recipients), raw))
         results = {}

@@ -16,11 +16,32 @@ from typing import Any
 
 import yaml
 
+from mxgate.mailmanager.template import (
+    Resolver,
+    read_samconfig_parameters,
+    read_template,
+    routes_parameters,
+)
+from mxgate.routing.config import Routes, load_routes
 from tests.dnsserver import Zone, ZoneServer
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "template.yaml"
+SAMCONFIG = REPO / "samconfig.toml"
+ROUTES = REPO / "config" / "routes.yaml"
 SAMPLES = REPO / "events" / "mail"
+
+
+@cache
+def routes_parameters_of_samconfig() -> dict[str, str]:
+    """What the routes file's placeholders take with samconfig.toml's values (`sam deploy`)."""
+    resolver = Resolver(read_template(TEMPLATE), read_samconfig_parameters(SAMCONFIG))
+    return routes_parameters(resolver)
+
+
+def shipped_routes() -> Routes:
+    """config/routes.yaml as the example deployment reads it."""
+    return load_routes(ROUTES, routes_parameters_of_samconfig())
 
 
 @cache

@@ -113,7 +113,9 @@ def test_process_reads_every_event_that_can_start_it(stack, trigger, capsys):
         sidecar = boto3.client("s3", region_name=REGION).get_object(
             Bucket=stack.resource("RawMailBucket"), Key=f"envelopes/{key}.json"
         )
-        assert json.loads(sidecar["Body"].read())["mail_from"] == "facilities@lyon-logistics.example"
+        assert (
+            json.loads(sidecar["Body"].read())["mail_from"] == "facilities@lyon-logistics.example"
+        )
     else:
         # no envelope was stored: the recipients come from To and Cc on our domains
         assert routes == {

@@ -15,7 +15,6 @@ from mxgate.adapters.local.appevents import FileAppEvents
 from mxgate.adapters.local.objects import FileObjectStore
 from mxgate.adapters.local.state import SqliteState
 from mxgate.message.headers import prepend_headers
-from mxgate.routing.config import load_routes
 from mxgate.routing.loops import HEADER, delivered_messages, hops, loop_token, too_many_hops
 from mxgate.timeline import Outcome
 from mxgate.workflow import steps
@@ -30,7 +29,7 @@ from mxgate.workflow.model import (
 )
 from mxgate.workflow.services import Services
 from tests.fakes import ManualClock, RecordingTransport
-from tests.support import REPO
+from tests.support import shipped_routes
 
 BUCKET = "raw-mail"
 KEY = b"this deployment's loop key"
@@ -65,7 +64,7 @@ def world(tmp_path: Path):
         transports={"workspace": workspace, "m365": RecordingTransport()},
         app_events=FileAppEvents(tmp_path / "events"),
         dead_letters=state,
-        routes=load_routes(REPO / "config" / "routes.yaml"),
+        routes=shipped_routes(),
         clock=ManualClock(),
         loop_key=KEY,
         bounces=internet,

@@ -28,7 +28,6 @@ from mxgate.local.facts import message_facts
 from mxgate.mailmanager.models import DmarcPolicy, RuleSet, Verdict
 from mxgate.mailmanager.rules import ActionContext, run_rule_set
 from mxgate.message.model import ParseLimits
-from mxgate.routing.config import load_routes
 from mxgate.timeline import Outcome
 from mxgate.workflow.envelope import store_envelope
 from mxgate.workflow.model import Envelope, ProcessInput
@@ -36,7 +35,7 @@ from mxgate.workflow.services import Services
 from mxgate.workflow.steps import process
 from tests.dnsserver import Zone, ZoneServer, silent_port
 from tests.mailtools import Keys, make_keys
-from tests.support import REPO
+from tests.support import shipped_routes
 
 BUCKET = "raw-mail"
 SENDER_IP = "192.0.2.10"
@@ -64,7 +63,7 @@ def dns(keys: Keys) -> Iterator[ZoneServer]:
 
 def services(home: Path, dns: ZoneServer, **overrides) -> Services:
     state = SqliteState(home / "state.db")
-    overrides.setdefault("routes", load_routes(REPO / "config" / "routes.yaml"))
+    overrides.setdefault("routes", shipped_routes())
     return Services(
         objects=FileObjectStore(home / "objects"),
         timeline=state,
@@ -288,7 +287,7 @@ def test_own_domain_mail_that_proves_itself_or_comes_from_inside_is_delivered(
         envelope["ingress_point"] = "SubmissionIngressPoint"
         overrides["submission_ingress_points"] = frozenset({"SubmissionIngressPoint"})
     else:
-        routes = load_routes(REPO / "config" / "routes.yaml")
+        routes = shipped_routes()
         # (and no spf-fail rule, which would hold the same message for its own reason)
         overrides["routes"] = routes.model_copy(
             update={"own_domain_spoofing": "deliver", "quarantine": []}

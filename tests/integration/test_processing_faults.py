@@ -131,7 +131,7 @@ def test_the_map_keeps_no_results_whatever_the_number_of_recipients(stack):
     boto3.client("s3", region_name=REGION).put_object(
         Bucket=stack.resource("RawMailBucket"),
         Key=key,
-        Body=b"From: facilities@nutrition.co\r\nSubject: all hands\r\n\r\nat noon\r\n",
+        Body=b"From: facilities@lyon-logistics.example\r\nSubject: all hands\r\n\r\nat noon\r\n",
     )
     execution_input = {
         "stored": {
@@ -139,7 +139,7 @@ def test_the_map_keeps_no_results_whatever_the_number_of_recipients(stack):
             "key": key,
             "envelope": {
                 "message_id": key.removeprefix("raw/"),
-                "mail_from": "facilities@nutrition.co",
+                "mail_from": "facilities@lyon-logistics.example",
                 "recipients": recipients,
             },
         }

@@ -11,13 +11,14 @@ import yaml
 from mxgate.delivery.sender import apply_sender_policy
 from mxgate.errors import PolicyError
 from mxgate.routing.config import Routes
-from tests.support import REPO
+from mxgate.routing.parameters import substitute
+from tests.support import ROUTES, routes_parameters_of_samconfig
 
 BODY = b"Hello,\r\nthe body is never touched.\r\n"
 
 
 def routes(**delivery: Any) -> Routes:
-    document = yaml.safe_load((REPO / "config" / "routes.yaml").read_text())
+    document, _ = substitute(yaml.safe_load(ROUTES.read_text()), routes_parameters_of_samconfig())
     document["delivery"] = {**document.get("delivery", {}), **delivery}
     return Routes.model_validate(document)
 

@@ -14,7 +14,6 @@ from mxgate.adapters.local.objects import FileObjectStore
 from mxgate.adapters.local.state import SqliteState
 from mxgate.errors import PermanentError, TransientError
 from mxgate.ports import SendResult
-from mxgate.routing.config import load_routes
 from mxgate.timeline import Outcome
 from mxgate.workflow import steps
 from mxgate.workflow.envelope import message_id_of, store_envelope, variant_key, variant_of
@@ -30,7 +29,7 @@ from mxgate.workflow.model import (
 from mxgate.workflow.services import Services
 from mxgate.workflow.unprocessed import redrive_processing
 from tests.fakes import ManualClock, RecordingTransport
-from tests.support import REPO
+from tests.support import shipped_routes
 
 BUCKET = "raw-mail"
 RAW = b"From: a@shop.example\r\nTo: alice@nutrition.co\r\nSubject: hi\r\n\r\nbody\r\n"
@@ -47,7 +46,7 @@ def world(tmp_path: Path):
         transports={"workspace": workspace, "m365": m365},
         app_events=FileAppEvents(tmp_path / "events"),
         dead_letters=state,
-        routes=load_routes(REPO / "config" / "routes.yaml"),
+        routes=shipped_routes(),
         clock=ManualClock(),
     )
     return services, state, workspace, m365

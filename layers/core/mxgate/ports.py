@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import BinaryIO, Protocol
 
 from mxgate.errors import TransientError
-from mxgate.timeline import RecipientState, TimelineEvent
+from mxgate.timeline import Outcome, RecipientState, TimelineEvent
 
 
 class Clock(Protocol):
@@ -55,6 +55,11 @@ class Timeline(Protocol):
         """Record a recipient's terminal state; False if it already had one (first one wins)."""
         ...
 
+    def revise(self, state: RecipientState, replaces: frozenset[Outcome]) -> bool:
+        """Replace a recipient's terminal state with `state`, only if it is one of `replaces`
+        (a provider's later report); False if it is not, or there is none."""
+        ...
+
     def reopen(self, message_id: str, recipient: str) -> None:
         """Forget a recipient's terminal state, so a redriven delivery can settle it anew."""
         ...
@@ -96,8 +101,15 @@ class Transport(Protocol):
         ...
 
     def send(
-        self, envelope_sender: str, recipients: Sequence[str], raw: bytes
-    ) -> Mapping[str, SendResult]: ...
+        self,
+        envelope_sender: str,
+        recipients: Sequence[str],
+        raw: bytes,
+        tags: Mapping[str, str] | None = None,
+    ) -> Mapping[str, SendResult]:
+        """`tags` name what is sent (message, route) where the transport can carry them to
+        its later reports (SES message tags); others ignore them."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +117,9 @@ class SendResult:
     ok: bool
     transient: bool = False
     detail: str = ""
+    # accepted by a relay that reports later what the mailbox host did (SES): the recipient
+    # ends `relayed`, and the report moves it on
+    relayed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

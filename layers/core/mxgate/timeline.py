@@ -20,13 +20,17 @@ class Stage(StrEnum):
     RETRY = "retry"
     DEFERRED = "deferred"
     REDRIVEN = "redriven"
+    PROVIDER = "provider"  # what the mailbox provider did, as SES reports it
     TERMINAL = "terminal"
 
 
 class Outcome(StrEnum):
-    """The terminal states: every accepted recipient ends in exactly one."""
+    """The terminal states: every accepted recipient ends in exactly one. `relayed` is handed
+    to a relay that reports later what the mailbox host did (SES): its report moves the state
+    to `delivered` or `bounced` (workflow/provider.py)."""
 
     DELIVERED = "delivered"
+    RELAYED = "relayed"
     HANDED_TO_APP = "handed_to_app"
     QUARANTINED = "quarantined"
     DROPPED = "dropped"

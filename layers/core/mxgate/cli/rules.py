@@ -69,7 +69,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="the session's TLS protocol (default TLS1_3; none: no STARTTLS)",
     )
     why.add_argument("--ingress-point", help="the ingress point's logical id (default: the first)")
-    _template_arguments(why)
+    template_arguments(why)
     why.add_argument("--json", action="store_true", help="print JSON")
     why.set_defaults(handler=explain_command)
 
@@ -80,13 +80,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "every combination of the template conditions they use) and with cfn-lint, and print "
         "each problem with its place. Exits 1 when there is one.",
     )
-    _template_arguments(check)
+    template_arguments(check)
     check.set_defaults(handler=check_command)
     for sub in (why, check):
         add_settings_arguments(sub)
 
 
-def _template_arguments(parser: argparse.ArgumentParser) -> None:
+def template_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--template", type=Path, help="the template (default: the local configuration's)"
     )

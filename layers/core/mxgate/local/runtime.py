@@ -30,15 +30,16 @@ from mxgate.local.mailmanager import LocalMailManager, LocalTargets, is_loopback
 from mxgate.local.settings import LocalSettings
 from mxgate.local.spool import Spool
 from mxgate.local.workflow import LocalWorkflow, StateMachineSource, load_state_machine
-from mxgate.mailmanager.config import MailManagerConfig, load_mail_manager
+from mxgate.mailmanager.config import MailManagerConfig, accepted_domains, load_mail_manager
 from mxgate.mailmanager.models import IngressPoint, RuleSet, TrafficPolicy
 from mxgate.mailmanager.template import (
     parameter_values,
     read_samconfig_parameters,
     read_template,
+    routes_parameters,
 )
 from mxgate.ports import Transport
-from mxgate.routing.config import Routes, load_routes
+from mxgate.routing.config import Routes, load_checked_routes
 from mxgate.workflow.services import Services
 
 
@@ -232,7 +233,9 @@ def load_mail_manager_config(settings: LocalSettings) -> tuple[LocalConfig, Mail
 
 def load_setup(settings: LocalSettings) -> LocalSetup:
     config, mail_manager = load_mail_manager_config(settings)
-    routes = load_routes(config.routes)
+    routes = load_checked_routes(
+        config.routes, routes_parameters(mail_manager.resolver), accepted_domains(mail_manager)
+    )
     unmapped = sorted(set(routes.destinations) - set(config.destinations))
     if unmapped:
         raise ConfigError(

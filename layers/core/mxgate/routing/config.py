@@ -7,7 +7,7 @@ test keeps the two in step.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -20,7 +20,8 @@ from pydantic import (
     model_validator,
 )
 
-from mxgate.config_files import Problem, load_model, suggestion
+from mxgate.config_files import ConfigFileError, Problem, load_model, suggestion
+from mxgate.routing.parameters import substitute
 from mxgate.routing.quarantine import QuarantineRule
 
 Domain = Annotated[str, Field(pattern=r"^[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")]
@@ -289,6 +290,15 @@ class Routes(Strict):
         return False
 
 
+def routed_address(recipient: str, routing_domain: str | None) -> str:
+    """The address SES is asked to send to: the recipient's domain replaced by the mailbox
+    host's routing domain (`alice@example.com` -> `alice@example.com.test-google-a.com`)."""
+    if not routing_domain:
+        return recipient
+    local = recipient.rpartition("@")[0]
+    return f"{local}@{routing_domain}"
+
+
 def _mapping(value: object) -> dict[str, Any]:
     return {str(k): v for k, v in value.items()} if isinstance(value, dict) else {}
 
@@ -385,9 +395,17 @@ def routes_schema() -> dict[str, Any]:
     }
 
 
-def load_routes(path: Path) -> Routes:
-    """The routes file, validated: every problem in it at once (ConfigFileError), each placed."""
-    routes = load_model(path, Routes, "routes", references=reference_problems)
+def load_routes(path: Path, parameters: Mapping[str, str]) -> Routes:
+    """The routes file, its `${Parameter}` placeholders filled with the template's parameter
+    values (routing/parameters.py) and validated: every problem in it at once
+    (ConfigFileError), each placed."""
+    routes = load_model(
+        path,
+        Routes,
+        "routes",
+        references=reference_problems,
+        prepare=lambda document: substitute(document, parameters),
+    )
     return routes.model_copy(
         update={
             "directory": routes.directory.model_copy(
@@ -395,3 +413,44 @@ def load_routes(path: Path) -> Routes:
             )
         }
     )
+
+
+def domain_problems(routes: Routes, accepted: Mapping[str, str]) -> list[Problem]:
+    """Where the routes and what the MX accepts disagree: a domain the traffic policy lets in
+    that the routes do not know plans no delivery for its mail (it would be quarantined as
+    unknown, every message); a routes domain the MX refuses never receives any. `accepted`
+    maps each accepted domain to the place that accepts it."""
+    ours = {d.casefold(): f"employee_domains ({d})" for d in routes.employee_domains}
+    ours |= {d.casefold(): f"app_domains ({d})" for d in routes.app_domains}
+    problems = [
+        Problem(
+            "employee_domains",
+            f"the template accepts mail for {domain} ({where}), but the routes have no employee "
+            f"or application domain {domain}: its mail would be planned no delivery "
+            f"(routes domains: {_known(ours)})",
+        )
+        for domain, where in accepted.items()
+        if domain not in ours
+    ]
+    problems += [
+        Problem(
+            place.split(" ", 1)[0],
+            f"{domain} is not accepted by the template's traffic policy (it accepts: "
+            f"{_known(accepted)}): no mail for it ever reaches the routes",
+        )
+        for domain, place in ours.items()
+        if accepted and domain not in accepted
+    ]
+    return problems
+
+
+def load_checked_routes(
+    path: Path, parameters: Mapping[str, str], accepted: Mapping[str, str]
+) -> Routes:
+    """The routes file (load_routes), refused with every problem when its domains and the
+    domains the template accepts (`accepted`, as domain_problems takes it) disagree."""
+    routes = load_routes(path, parameters)
+    problems = domain_problems(routes, accepted)
+    if problems:
+        raise ConfigFileError(path, problems)
+    return routes

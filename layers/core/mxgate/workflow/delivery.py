@@ -193,7 +193,8 @@ def _send_to_mailbox(
     raw = ref.raw(services.objects)
     raw = remove_authentication_results(raw, services.gateway_host)  # a forged "ours" never passes
     outgoing, notes = _outgoing(delivery, raw, transport, services)
-    results = transport.send(ref.envelope_sender, pending, outgoing)
+    tags = {"mxgate-message": ref.message_id, "mxgate-route": delivery.destination}
+    results = transport.send(ref.envelope_sender, pending, outgoing, tags=tags)
     delivered: list[RecipientResult] = []
     transient: list[str] = []
     permanent: list[str] = []
@@ -202,9 +203,10 @@ def _send_to_mailbox(
         result = results.get(recipient) or SendResult(ok=False, transient=True, detail="no reply")
         if result.ok:
             detail = "; ".join([result.detail, *notes])
-            _settle(services, delivery, recipient, Outcome.DELIVERED, detail)
+            outcome = Outcome.RELAYED if result.relayed else Outcome.DELIVERED
+            _settle(services, delivery, recipient, outcome, detail)
             delivered.append(
-                RecipientResult(recipient=recipient, outcome=Outcome.DELIVERED.value, detail=detail)
+                RecipientResult(recipient=recipient, outcome=outcome.value, detail=detail)
             )
             continue
         (transient if result.transient else permanent).append(recipient)

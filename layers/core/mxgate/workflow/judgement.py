@@ -95,7 +95,7 @@ def _delivered_before(parsed: ParsedMessage, message_id: str, services: Services
         if earlier == message_id:
             continue
         for state in services.timeline.states(earlier):
-            if state.outcome in (Outcome.DELIVERED, Outcome.HANDED_TO_APP):
+            if state.outcome in (Outcome.DELIVERED, Outcome.RELAYED, Outcome.HANDED_TO_APP):
                 found.setdefault(state.recipient.casefold(), earlier)
     return found
 

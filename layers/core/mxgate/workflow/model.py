@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Mapping
+from datetime import datetime
 from typing import BinaryIO, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -156,6 +157,19 @@ class DeferredDelivery(Frozen):
     record_id: str
     due_at: str
     delivery: Delivery
+
+
+class ProviderEvent(Frozen):
+    """What the mailbox provider's side did with a delivery SES sent, as SES reports it."""
+
+    kind: Literal["delivered", "bounced", "complained", "rejected", "delayed"]
+    message_id: str  # ours
+    route: str  # the destination whose routing domain the recipients were sent to
+    recipients: list[str]  # as SES had them (routed addresses); empty: all of the send's
+    at: datetime
+    detail: str
+    reasons: dict[str, str] = Field(default_factory=dict)  # per recipient, when SES says
+    ses_message_id: str = ""
 
 
 class Reprocessing(Frozen):

@@ -39,7 +39,7 @@ def _dns(server: str | None) -> DnsPythonResolver:
 def services() -> Services:
     config = settings()
     clock = SystemClock()
-    routes = load_routes(config.routes_file)
+    routes = load_routes(config.routes_file, config.routes_parameters)
     state = DynamoState(cast("DynamoDBClient", LazyClient("dynamodb")), config.state_table, clock)
     delivery = delivery_adapters(routes, clock, config)
     loop_key = None

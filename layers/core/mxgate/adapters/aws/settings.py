@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class AwsSettings(BaseModel):
@@ -18,6 +19,8 @@ class AwsSettings(BaseModel):
     state_table: str
     dead_letter_queue: str  # the queue URL
     routes_file: Path = Path("/opt/routes.yaml")  # the config layer
+    # what the routes file's ${Parameter} placeholders take (MXGATE_ROUTES_PARAMETERS, JSON)
+    routes_parameters: dict[str, str] = Field(default_factory=dict)
     event_bus: str = "default"
     gateway_host: str = "mxgate"
     dns_server: str | None = None  # "host:port"; unset: the Lambda's own resolver
@@ -51,6 +54,8 @@ class AwsSettings(BaseModel):
         }
         points = env.get("MXGATE_SUBMISSION_INGRESS_POINTS", "").split(",")
         given: dict[str, object] = {k: v for k, v in values.items() if v}
+        if env.get("MXGATE_ROUTES_PARAMETERS"):
+            given["routes_parameters"] = json.loads(env["MXGATE_ROUTES_PARAMETERS"])
         given["submission_ingress_points"] = [p.strip() for p in points if p.strip()]
         return cls.model_validate(given)
 

@@ -213,6 +213,39 @@ class SqliteState:
             )
         return first
 
+    def revise(self, state: RecipientState, replaces: frozenset[Outcome]) -> bool:
+        if not replaces:
+            return False
+        marks = ",".join("?" * len(replaces))
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE recipient_states SET outcome=?, at=?, route=?, detail=? "  # noqa: S608 -- the marks are "?,?": no value goes into the text
+                f"WHERE message_id=? AND recipient_key=? AND outcome IN ({marks})",
+                (
+                    state.outcome.value,
+                    state.at.isoformat(),
+                    state.route,
+                    state.detail,
+                    state.message_id,
+                    state.recipient.casefold(),
+                    *sorted(o.value for o in replaces),
+                ),
+            )
+            revised = cursor.rowcount == 1
+            if revised:
+                db.execute(
+                    "INSERT INTO events (message_id, at, stage, recipient, detail) "
+                    "VALUES (?,?,?,?,?)",
+                    (
+                        state.message_id,
+                        state.at.isoformat(),
+                        Stage.TERMINAL.value,
+                        state.recipient,
+                        f"{state.outcome.value} ({state.route}): {state.detail}",
+                    ),
+                )
+        return revised
+
     def reopen(self, message_id: str, recipient: str) -> None:
         """Forget a recipient's terminal state (a redrive gives it a new one)."""
         self._write(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mxgate.adapters.dns import DnsPythonResolver
 from mxgate.adapters.local.appevents import FileAppEvents
+from mxgate.adapters.local.archive import SqliteArchive
 from mxgate.adapters.local.hooks import LocalHooks
 from mxgate.adapters.local.objects import FileObjectStore
 from mxgate.adapters.local.state import SqliteState
@@ -67,6 +68,11 @@ class Paths:
     @property
     def state_db(self) -> Path:
         return self.home / "state.db"
+
+    @property
+    def archive_db(self) -> Path:
+        """The archive's index (the archived copies are objects under mxgate-archive/)."""
+        return self.home / "archive.db"
 
     @property
     def tls(self) -> Path:
@@ -383,8 +389,21 @@ def build_worker(setup: LocalSetup, mailbox_ports: dict[str, int]) -> Worker:
         ),
         start_workflow=workflow.start,
         authenticator=Authenticator(resolver, setup.settings.hostname),
+        archive=SqliteArchive(dirs.archive_db, objects),
     )
     return Worker(setup, state, Spool(dirs.spool), mail_manager, workflow, transports)
+
+
+def archive_retentions(mail_manager: MailManagerConfig) -> dict[str, str]:
+    """Each archive's `Retention.RetentionPeriod` in the template (none given: PERMANENT)."""
+    return {
+        archive_id: str(
+            getattr(archive.Retention.RetentionPeriod, "value", archive.Retention.RetentionPeriod)
+        )
+        if archive.Retention is not None
+        else "PERMANENT"
+        for archive_id, archive in mail_manager.archives.items()
+    }
 
 
 def write_ports(paths: Paths, ports: dict[str, int]) -> None:

@@ -20,6 +20,8 @@ class Stage(StrEnum):
     RETRY = "retry"
     DEFERRED = "deferred"
     REDRIVEN = "redriven"
+    RELEASED = "released"  # from quarantine, by an operator
+    DELETED = "deleted"  # from quarantine, by an operator
     TERMINAL = "terminal"
 
 

@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
         demo,
         dlq,
         parse,
+        quarantine,
         routes,
         rules,
         run,
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mxgate {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (run, demo, trace, parse, rules, addresslist, routes, dlq, archive):
+    for module in (run, demo, trace, parse, rules, addresslist, routes, dlq, archive, quarantine):
         module.register(commands)
     return parser
 

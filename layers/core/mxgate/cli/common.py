@@ -10,6 +10,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from mxgate.desk import Desk
+from mxgate.local.runtime import local_desk
 from mxgate.local.settings import LocalSettings
 from mxgate.moment import moment
 
@@ -80,3 +82,23 @@ def moment_argument(now: datetime) -> Callable[[str], datetime]:
             raise argparse.ArgumentTypeError(str(error)) from None
 
     return parse
+
+
+def add_desk_arguments(parser: argparse.ArgumentParser, names: list[str]) -> None:
+    """This machine's state (--home, --config), or the deployed stack's (--aws ...)."""
+    add_settings_arguments(parser)
+    add_aws_arguments(parser, names)
+    parser.add_argument(
+        "--routes",
+        type=Path,
+        default=Path("config/routes.yaml"),
+        help="with --aws: the routes file deployed in the config layer (default config/routes.yaml)",
+    )
+
+
+def desk_of(args: argparse.Namespace) -> Desk:
+    if getattr(args, "aws", False):
+        from mxgate.adapters.aws.operator import aws_desk, operator_aws  # noqa: PLC0415 -- boto3
+
+        return aws_desk(operator_aws(args), args.routes)
+    return local_desk(settings_from(args))

@@ -92,5 +92,12 @@ def test_archive_search_quarantine_and_release_once(gateway_factory):
     released_events = [e for e in timeline["events"] if e["stage"] == "released"]
     assert len(released_events) == 1
     assert "by " in released_events[0]["detail"]
+    tracked = mxgate(
+        gateway.home, config, "trace", "--from", "BILLING@", "--since", "1h", "--outcome", "delivered"
+    )["messages"]
+    assert [(m["message_id"], m["subject"]) for m in tracked] == [(invoice, "Invoice 4471 overdue")]
+    assert mxgate(gateway.home, config, "trace", "--to", "orders@", "--outcome", "dead_lettered")[
+        "messages"
+    ] == []
     gateway.stop()
     assert len(list(mailbox.glob("*"))) == 1  # once

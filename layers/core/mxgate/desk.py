@@ -11,12 +11,14 @@ from pathlib import Path
 
 from mxgate.ports import Archive, Clock, DeadLetters, Deferrals, ObjectStore, Timeline
 from mxgate.routing.config import Routes
+from mxgate.tracking import MessageIndex
 from mxgate.workflow.quarantine import Quarantine
 
 
 @dataclass
 class Desk:
     timeline: Timeline
+    messages: MessageIndex  # tracking searches
     dead_letters: DeadLetters
     deferrals: Deferrals
     quarantine: Quarantine

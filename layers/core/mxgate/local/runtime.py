@@ -432,6 +432,7 @@ def local_desk(settings: LocalSettings) -> Desk:
     running = paths.ports_file.exists()
     return Desk(
         timeline=state,
+        messages=state,
         dead_letters=state,
         deferrals=state,
         quarantine=SqliteQuarantine(state),

@@ -22,7 +22,7 @@ from mxgate.message.model import Address, ParsedMessage
 from mxgate.message.parse import parse_stream
 from mxgate.routing.classify import RouteKind, classify
 from mxgate.routing.quarantine import AuthVerdicts, facts_of, quarantine_rule
-from mxgate.timeline import Outcome, Stage
+from mxgate.timeline import MessageSummary, Outcome, Stage
 from mxgate.workflow import records
 from mxgate.workflow.delivery import dead_letter, defer, deliver, idempotency_key
 from mxgate.workflow.envelope import message_id_of, read_envelope, variant_of
@@ -55,6 +55,7 @@ COPY_CHUNK = 1024 * 1024
 # message's deliveries together stay well inside Step Functions' 256 KB per document.
 INLINE_MAX = 48 * 1024
 INLINE_BUDGET = 120 * 1024
+SUMMARY_MAX = 200  # characters of the subject and From kept for tracking searches
 
 
 def process(request: ProcessInput, services: Services) -> ProcessOutput:
@@ -100,6 +101,12 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
             f"{len(parsed.attachments)} attachments, {len(parsed.defects)} defects"
             + ("; envelope taken from headers" if envelope.source == "headers" else "")
             + (f"; {authentication.summary()}" if authentication else ""),
+            summary=MessageSummary(
+                envelope_sender=envelope.mail_from,
+                from_=", ".join(a.address for a in parsed.from_)[:SUMMARY_MAX],
+                recipients=envelope.recipients,
+                subject=parsed.subject[:SUMMARY_MAX],
+            ),
         ),
     ]
     trace = _trace(envelope, authentication, services)

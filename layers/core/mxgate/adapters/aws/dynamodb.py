@@ -30,7 +30,7 @@ from botocore.exceptions import ClientError
 from mxgate.adapters.aws.failures import error_code, transient_failures
 from mxgate.errors import TransientError
 from mxgate.ports import Clock
-from mxgate.timeline import Outcome, RecipientState, Stage, TimelineEvent
+from mxgate.timeline import MessageSummary, Outcome, RecipientState, Stage, TimelineEvent
 from mxgate.workflow.quarantine import QuarantineRecord, merged
 
 if TYPE_CHECKING:
@@ -93,6 +93,8 @@ class DynamoState:
             {
                 "pk": _s(f"recent#{e.at.date().isoformat()}"),
                 "sk": _s(f"{e.at.isoformat()}#{e.message_id}"),
+                # what tracking searches, on the item the recent list writes anyway
+                **({"summary": _s(e.summary.model_dump_json(by_alias=True))} if e.summary else {}),
             }
             for e in events
             if e.stage in _RECENT_STAGES
@@ -203,6 +205,28 @@ class DynamoState:
                 )
             found += [i["sk"]["S"].split("#", 1)[1] for i in response["Items"]]
         return list(dict.fromkeys(found))[:limit]
+
+    def summaries(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> Iterator[tuple[str, datetime, MessageSummary]]:
+        """Parsed messages, newest first, from the recent list's days (since: default two
+        days back, as `recent`)."""
+        now = self.clock.now()
+        first = (since or now - timedelta(days=1)).date()
+        day = (until or now).date()
+        while day >= first:
+            for item in self._query(f"recent#{day.isoformat()}", "")[::-1]:
+                if "summary" not in item:
+                    continue
+                at, _, message_id = item["sk"]["S"].partition("#")
+                moment = datetime.fromisoformat(at)
+                if (since is None or moment >= since) and (until is None or moment <= until):
+                    yield (
+                        message_id,
+                        moment,
+                        MessageSummary.model_validate_json(item["summary"]["S"]),
+                    )
+            day -= timedelta(days=1)
 
     # ----------------------------------------------------------------------- Idempotency
 

@@ -126,6 +126,7 @@ def aws_desk(operator: OperatorAws, routes_file: Path) -> Desk:
     sqs = operator.client("sqs")
     return Desk(
         timeline=state,
+        messages=state,
         dead_letters=state,
         deferrals=SqsDeferrals(sqs, names.need("defer_queue"), clock),
         quarantine=DynamoQuarantine(operator.client("dynamodb"), table),

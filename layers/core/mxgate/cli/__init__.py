@@ -14,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     from mxgate.cli import (  # noqa: PLC0415 -- keep `mxgate --help` fast
         addresslist,
         archive,
+        console,
         demo,
         dlq,
         parse,
@@ -30,7 +31,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mxgate {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (run, demo, trace, parse, rules, addresslist, routes, dlq, archive, quarantine):
+    for module in (
+        run,
+        demo,
+        trace,
+        parse,
+        rules,
+        addresslist,
+        routes,
+        dlq,
+        archive,
+        quarantine,
+        console,
+    ):
         module.register(commands)
     return parser
 

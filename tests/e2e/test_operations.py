@@ -39,7 +39,17 @@ def send_sample(port: int, name: str) -> str:
 def mxgate(home: Path, config: Path, *args: str) -> Any:
     """The command as an operator types it, in its own process, JSON out."""
     done = subprocess.run(
-        [sys.executable, "-m", "mxgate", *args, "--home", str(home), "--config", str(config), "--json"],
+        [
+            sys.executable,
+            "-m",
+            "mxgate",
+            *args,
+            "--home",
+            str(home),
+            "--config",
+            str(config),
+            "--json",
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -67,7 +77,10 @@ def test_archive_search_quarantine_and_release_once(gateway_factory):
     found = mxgate(gateway.home, config, "archive", "search", "--subject", "ORDER 2026")
     assert [m["message_id"] for m in found["messages"]] == ["order-2026-1187@bistro.example"]
     assert found["messages"][0]["has_attachments"] is True
-    assert mxgate(gateway.home, config, "archive", "search", "--subject", "nothing like it")["count"] == 0
+    assert (
+        mxgate(gateway.home, config, "archive", "search", "--subject", "nothing like it")["count"]
+        == 0
+    )
 
     listing = mxgate(gateway.home, config, "quarantine", "list")["quarantined"]
     assert [r["message_id"] for r in listing] == [invoice]
@@ -80,7 +93,10 @@ def test_archive_search_quarantine_and_release_once(gateway_factory):
     assert released["released"] == ["bob@nutrition.co"]
     (delivered,) = wait_for(lambda: list(mailbox.glob("*")) if mailbox.is_dir() else None)
     assert b"invoice-4471.exe" in delivered.read_bytes()
-    assert b"Authentication-Results" in delivered.read_bytes() or b"Received:" in delivered.read_bytes()
+    assert (
+        b"Authentication-Results" in delivered.read_bytes()
+        or b"Received:" in delivered.read_bytes()
+    )
     state = wait_for(
         lambda: [s for s in settled(gateway.home, invoice, 1) if s.outcome.value == "delivered"]
     )
@@ -93,11 +109,22 @@ def test_archive_search_quarantine_and_release_once(gateway_factory):
     assert len(released_events) == 1
     assert "by " in released_events[0]["detail"]
     tracked = mxgate(
-        gateway.home, config, "trace", "--from", "BILLING@", "--since", "1h", "--outcome", "delivered"
+        gateway.home,
+        config,
+        "trace",
+        "--from",
+        "BILLING@",
+        "--since",
+        "1h",
+        "--outcome",
+        "delivered",
     )["messages"]
     assert [(m["message_id"], m["subject"]) for m in tracked] == [(invoice, "Invoice 4471 overdue")]
-    assert mxgate(gateway.home, config, "trace", "--to", "orders@", "--outcome", "dead_lettered")[
-        "messages"
-    ] == []
+    assert (
+        mxgate(gateway.home, config, "trace", "--to", "orders@", "--outcome", "dead_lettered")[
+            "messages"
+        ]
+        == []
+    )
     gateway.stop()
     assert len(list(mailbox.glob("*"))) == 1  # once

@@ -151,7 +151,9 @@ def test_sqlite_index_finds_substrings_of_any_length(tmp_path):
     assert ids(subject=["2026-1187"]) == []
 
     later = NOW + timedelta(days=400)
-    assert [m.archived_message_id for m in index.purge({"Archive": "ONE_YEAR"}, later, dry_run=True)] == [
+    assert [
+        m.archived_message_id for m in index.purge({"Archive": "ONE_YEAR"}, later, dry_run=True)
+    ] == [
         "01A",
         "01B",
     ]

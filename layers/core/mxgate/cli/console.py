@@ -58,8 +58,5 @@ def console(args: argparse.Namespace) -> int:
         print(f"  http://{shown}:{port}/?token={token}", flush=True)
         print("Ctrl-C stops.", flush=True)
 
-    try:
-        serve(app, args.host, args.port, ready)
-    except KeyboardInterrupt:
-        pass
+    serve(app, args.host, args.port, ready)  # until Ctrl-C (uvicorn stops gracefully)
     return 0

@@ -14,20 +14,22 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from mxgate.archive.query import ArchiveQuery, query_terms
 from mxgate.cli.dlq import redrive_one
 from mxgate.cli.quarantine import delete_message, release_message
 from mxgate.console.mailboxes import Maildirs
-from mxgate.console.security import TokenGate, csrf_token
+from mxgate.console.security import CsrfRefused, TokenGate, checked_form, csrf_token
 from mxgate.desk import Desk
 from mxgate.errors import MxgateError
 from mxgate.message.parse import parse_message
 from mxgate.moment import moment
 from mxgate.timeline import Stage
+from mxgate.tracking import TraceQuery, track
 from mxgate.workflow.quarantine import find
 
 RECENT = 50
@@ -51,10 +53,13 @@ class Console:
             autoescape=select_autoescape(["html"]),
         )
         self.csrf = csrf_token(token)
+        self.token = token
         self.maildirs = Maildirs(desk.mailboxes) if desk.mailboxes is not None else None
 
-    def page(self, name: str, request: Request, status: int = 200, **context: Any) -> HTMLResponse:
-        body = self.templates.get_template(name).render(
+    def page(
+        self, template: str, request: Request, status: int = 200, **context: Any
+    ) -> HTMLResponse:
+        body = self.templates.get_template(template).render(
             request=request,
             csrf=self.csrf,
             where=self.desk.where,
@@ -66,29 +71,27 @@ class Console:
         )
         return HTMLResponse(body, status_code=status)
 
+    async def form(self, request: Request) -> FormData:
+        """The posted form; refused (CsrfRefused: 403) without this session's CSRF token."""
+        return await checked_form(request, self.token)
+
     async def call(self, function: Any, *args: Any) -> Any:
         return await run_in_threadpool(function, *args)
 
     def recent_rows(self) -> list[dict[str, Any]]:
-        rows = []
-        for message_id in self.desk.timeline.recent(RECENT):
-            events = self.desk.timeline.events(message_id)
-            states = self.desk.timeline.states(message_id)
-            accepted = next((e for e in events if e.stage in (Stage.ACCEPTED, Stage.PARSED)), None)
-            parsed = next((e for e in events if e.summary is not None), None)
-            summary = parsed.summary if parsed is not None else None
-            rows.append(
-                {
-                    "message_id": message_id,
-                    "at": accepted.at if accepted else None,
-                    "subject": summary.subject if summary else "",
-                    "sender": summary.envelope_sender if summary else "",
-                    "recipients": summary.recipients if summary else [],
-                    "outcomes": Counter(s.outcome.value for s in states),
-                    "in_progress": summary is None or len(states) < len(summary.recipients),
-                }
-            )
-        return rows
+        """The newest parsed messages, with each recipient's outcome so far."""
+        return [
+            {
+                "message_id": m.message_id,
+                "at": m.parsed_at,
+                "subject": m.subject,
+                "sender": m.envelope_sender,
+                "recipients": m.recipients,
+                "outcomes": Counter(m.outcomes.values()),
+                "in_progress": m.in_progress,
+            }
+            for m in track(self.desk.messages, self.desk.timeline, TraceQuery(limit=RECENT))
+        ]
 
     async def recent(self, request: Request) -> Response:
         rows = await self.call(self.recent_rows)
@@ -165,7 +168,7 @@ class Console:
         return self.page("quarantined.html", request, record=record, parsed=parsed)
 
     async def release(self, request: Request) -> Response:
-        form = await request.form()
+        form = await self.form(request)
         to = str(form.get("to") or "").strip() or None
         quarantine_id = request.path_params["quarantine_id"]
         try:
@@ -180,6 +183,7 @@ class Console:
         )
 
     async def delete(self, request: Request) -> Response:
+        await self.form(request)
         try:
             record = await self.call(
                 delete_message, self.desk, request.path_params["quarantine_id"]
@@ -194,6 +198,7 @@ class Console:
         return self.page("dead_letters.html", request, rows=rows)
 
     async def redrive(self, request: Request) -> Response:
+        await self.form(request)
         record_id = request.path_params["record_id"]
         try:
             report = await self.call(partial(redrive_one, self.desk, record_id, aws=self.desk.aws))
@@ -282,9 +287,13 @@ def create_app(desk: Desk, token: str) -> Starlette:
         Route("/mailboxes/{host}/{recipient}/{name}/attachments/{number:int}", console.attachment),
         Route("/static/{name}", console.static),
     ]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, exception_handlers={CsrfRefused: _csrf_refused})
     app.add_middleware(TokenGate, token=token)
     return app
+
+
+async def _csrf_refused(request: Request, error: Exception) -> Response:
+    return PlainTextResponse("403 Forbidden: bad CSRF token\n", status_code=403)
 
 
 def _back(path: str, notice: str) -> RedirectResponse:

@@ -314,11 +314,10 @@ def _export_from_aws(
         if not location.startswith("s3://"):
             raise ConfigError(f"--export-location {location!r}: write s3://bucket/prefix/")
         bucket, _, prefix = location.removeprefix("s3://").partition("/")
-    else:
+        prefix = prefix.rstrip("/") + "/" if prefix else ""
+    else:  # each export in its own folder, so only its files are downloaded
         bucket = operator.names.need("raw_bucket")
-        prefix = EXPORT_PREFIX
-    stamp = SystemClock().now().strftime("%Y%m%dT%H%M%SZ")
-    prefix = f"{prefix.rstrip('/')}/{stamp}/" if prefix else f"{stamp}/"
+        prefix = f"{EXPORT_PREFIX}{SystemClock().now().strftime('%Y%m%dT%H%M%SZ')}/"
     progress = ProgressBar(None, "messages exported")
     messages = access.archive.export(
         query,

@@ -5,27 +5,36 @@ and the stack's names read from its CloudFormation outputs."""
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import boto3
 import pytest
+import uvicorn
 from botocore.stub import ANY, Stubber
 from moto import mock_aws
 
+from mxgate.adapters.aws import operator as operator_module
 from mxgate.adapters.aws.archive import MailManagerArchive
 from mxgate.adapters.aws.dynamodb import DynamoQuarantine, DynamoState
 from mxgate.adapters.aws.operator import stack_names
 from mxgate.archive.query import ArchiveQuery
 from mxgate.cli import main
+from mxgate.console.app import create_app
+from mxgate.console.security import csrf_token
 from mxgate.mailmanager.template import read_template
 from mxgate.timeline import MessageSummary, Outcome, RecipientState, Stage, TimelineEvent
 from mxgate.workflow.model import DeferredDelivery, MessageRef
 from mxgate.workflow.quarantine import HeldRecipient, QuarantineRecord
 from tests.delivery_harness import FakeClock
-from tests.support import REPO, TEMPLATE
+from tests.support import REPO, TEMPLATE, wait_for
 
 REGION = "us-east-1"
 RAW = b"From: Invoices <billing@invoices.example>\r\nTo: bob@nutrition.co\r\nSubject: Invoice 4471\r\n\r\nopen it\r\n"
@@ -125,7 +134,8 @@ def test_quarantine_on_aws_lists_shows_and_releases_once(aws, capsys):
     assert (listed["quarantine_id"], listed["held"]) == ("01MSG", ["bob@nutrition.co"])
     assert main(["quarantine", "show", "01M", *flags]) == 0  # a prefix, the message from S3
     shown = capsys.readouterr().out
-    assert "executable-attachment" in shown and "open it" in shown
+    assert "executable-attachment" in shown
+    assert "open it" in shown
 
     assert main(["quarantine", "release", "01MSG", "--json", *flags]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -302,8 +312,6 @@ def test_archive_export_on_aws_writes_eml_files(aws, tmp_path, monkeypatch, caps
         "get_archive_export", {"Status": {"State": "COMPLETED"}}, {"ExportId": "export-1"}
     )
     client.meta.events.register("before-parameter-build.mailmanager.GetArchiveExport", written)
-    from mxgate.adapters.aws import operator as operator_module
-
     real = operator_module.OperatorAws.client
 
     def client_for(self: Any, service: str) -> Any:
@@ -339,16 +347,6 @@ def test_archive_export_on_aws_writes_eml_files(aws, tmp_path, monkeypatch, caps
 def test_console_on_aws_serves_the_stacks_quarantine_and_archive(aws, monkeypatch):
     """`mxgate console --aws` as an operator runs it: uvicorn on loopback, the stack in moto,
     the archive API stubbed; no page without the token, release through a CSRF-checked form."""
-    import http.cookiejar
-    import threading
-    import urllib.parse
-    import urllib.request
-
-    import uvicorn
-
-    from mxgate.adapters.aws import operator as operator_module
-    from mxgate.console.app import create_app
-    from mxgate.console.security import csrf_token
 
     clock = FakeClock(datetime.now(UTC))
     DynamoQuarantine(aws["dynamodb"], "state").hold(held_record(clock))
@@ -385,8 +383,6 @@ def test_console_on_aws_serves_the_stacks_quarantine_and_archive(aws, monkeypatc
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        from tests.support import wait_for
-
         wait_for(lambda: server.started)
         port = server.servers[0].sockets[0].getsockname()[1]
         base = f"http://127.0.0.1:{port}"

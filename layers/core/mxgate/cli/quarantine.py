@@ -12,8 +12,7 @@ from mxgate.clock import SystemClock
 from mxgate.desk import Desk
 from mxgate.errors import PermanentError
 from mxgate.message.parse import parse_message
-from mxgate.timeline import Outcome
-from mxgate.workflow.quarantine import QuarantineRecord, delete, expired, find, release
+from mxgate.workflow.quarantine import QuarantineRecord, delete, find, purge, release
 
 AWS_NAMES = ["state_table", "defer_queue"]
 
@@ -205,12 +204,13 @@ def release_quarantined(args: argparse.Namespace) -> int:
 def delete_message(desk: Desk, quarantine_id: str) -> QuarantineRecord:
     record = find(desk.quarantine, quarantine_id)
     delete(
-        record, by=desk.actor, quarantine=desk.quarantine, timeline=desk.timeline, clock=desk.clock
+        record,
+        by=desk.actor,
+        quarantine=desk.quarantine,
+        timeline=desk.timeline,
+        clock=desk.clock,
+        delete_object=desk.delete_object,
     )
-    states = desk.timeline.states(record.message_id)
-    if states and all(s.outcome is Outcome.QUARANTINED for s in states):
-        # no one got the message: its bytes go too (others' app events may link to them)
-        desk.delete_object(record.message.bucket, record.message.key)
     return record
 
 
@@ -231,10 +231,9 @@ def purge_quarantine(args: argparse.Namespace) -> int:
             "on AWS the quarantine purges itself: records expire with the state table's TTL, "
             "messages with the raw bucket's lifecycle rule"
         )
-    gone = expired(desk.quarantine, desk.clock.now())
-    if not args.dry_run:
-        for record in gone:
-            delete_message(desk, record.quarantine_id)
+    gone = purge(
+        desk.quarantine, desk.timeline, desk.clock, desk.delete_object, dry_run=args.dry_run
+    )
     if args.json:
         print_json({"dry_run": args.dry_run, "purged": [r.quarantine_id for r in gone]})
         return 0

@@ -40,8 +40,9 @@ from mxgate.mailmanager.template import (
     read_samconfig_parameters,
     read_template,
 )
-from mxgate.ports import Transport
+from mxgate.ports import Clock, Transport
 from mxgate.routing.config import Routes, load_routes
+from mxgate.workflow.quarantine import purge as purge_quarantine
 from mxgate.workflow.services import Services
 
 
@@ -416,6 +417,22 @@ def archive_retentions(mail_manager: MailManagerConfig) -> dict[str, str]:
         else "PERMANENT"
         for archive_id, archive in mail_manager.archives.items()
     }
+
+
+def enforce_retention(setup: LocalSetup, clock: Clock) -> dict[str, int]:
+    """Delete archived messages past their archive's Retention and quarantined ones past the
+    quarantine's; how many of each went."""
+    dirs = setup.dirs
+    objects = FileObjectStore(dirs.objects)
+    archive = SqliteArchive(dirs.archive_db, objects)
+    state = SqliteState(dirs.state_db)
+    try:
+        archived = archive.purge(archive_retentions(setup.mail_manager), clock.now())
+        held = purge_quarantine(SqliteQuarantine(state), state, clock, objects.delete)
+    finally:
+        archive.close()
+        state.close()
+    return {"archived": len(archived), "quarantined": len(held)}
 
 
 def local_desk(settings: LocalSettings) -> Desk:

@@ -11,7 +11,7 @@ finds nothing left to do.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
@@ -213,10 +213,17 @@ def find(quarantine: Quarantine, given: str) -> QuarantineRecord:
 
 
 def delete(
-    record: QuarantineRecord, *, by: str, quarantine: Quarantine, timeline: Timeline, clock: Clock
+    record: QuarantineRecord,
+    *,
+    by: str,
+    quarantine: Quarantine,
+    timeline: Timeline,
+    clock: Clock,
+    delete_object: Callable[[str, str], None],
 ) -> None:
     """Forget a quarantined message: its recipients stay `quarantined` (their end), the
-    timeline says who deleted it. The caller deletes the kept bytes."""
+    timeline says who deleted it, and its bytes go too when no recipient got it (others'
+    application events may link to them otherwise)."""
     quarantine.remove(record.quarantine_id)
     timeline.record(
         TimelineEvent(
@@ -226,6 +233,32 @@ def delete(
             detail=f"deleted from quarantine {record.quarantine_id} by {by}"[:DETAIL_MAX],
         )
     )
+    states = timeline.states(record.message_id)
+    if states and all(s.outcome is Outcome.QUARANTINED for s in states):
+        delete_object(record.message.bucket, record.message.key)
+
+
+def purge(
+    quarantine: Quarantine,
+    timeline: Timeline,
+    clock: Clock,
+    delete_object: Callable[[str, str], None],
+    *,
+    dry_run: bool = False,
+) -> list[QuarantineRecord]:
+    """Delete (with dry_run: only list) what is past the quarantine's retention."""
+    gone = expired(quarantine, clock.now())
+    if not dry_run:
+        for record in gone:
+            delete(
+                record,
+                by="retention",
+                quarantine=quarantine,
+                timeline=timeline,
+                clock=clock,
+                delete_object=delete_object,
+            )
+    return gone
 
 
 def expired(quarantine: Quarantine, now: datetime) -> list[QuarantineRecord]:

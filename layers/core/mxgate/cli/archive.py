@@ -25,6 +25,7 @@ from mxgate.archive.query import (
 from mxgate.cli.common import (
     add_aws_arguments,
     add_settings_arguments,
+    cut,
     moment_argument,
     print_json,
     settings_from,
@@ -199,9 +200,9 @@ def search_archive(args: argparse.Namespace) -> int:
                 [
                     m.archived_message_id,
                     m.received_at.isoformat(timespec="seconds")[:19],
-                    _cut(m.from_, 30),
-                    _cut(m.to, 30),
-                    _cut(m.subject, 40),
+                    cut(m.from_, 30),
+                    cut(m.to, 30),
+                    cut(m.subject, 40),
                     "yes" if m.has_attachments else "",
                 ]
                 for m in found
@@ -212,11 +213,6 @@ def search_archive(args: argparse.Namespace) -> int:
     more = " (the limit: --limit raises it)" if len(found) == query.limit else ""
     print(f"{len(found)} message(s){more}")
     return 0
-
-
-def _cut(text: str, width: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def show_archived(args: argparse.Namespace) -> int:

@@ -102,3 +102,9 @@ def desk_of(args: argparse.Namespace) -> Desk:
 
         return aws_desk(operator_aws(args), args.routes)
     return local_desk(settings_from(args))
+
+
+def cut(text: object, width: int) -> str:
+    """One line of at most `width` characters, an ellipsis where it was cut."""
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -4,10 +4,10 @@ served on loopback behind a random token."""
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import sys
 
 from mxgate.cli.common import add_desk_arguments, desk_of
+from mxgate.local.mailmanager import is_loopback
 
 AWS_NAMES = ["state_table", "defer_queue", "dead_letter_queue", "archive_id"]
 
@@ -29,15 +29,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.set_defaults(handler=console)
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def console(args: argparse.Namespace) -> int:
     from mxgate.console.app import create_app, serve  # noqa: PLC0415 -- the web stack on demand
     from mxgate.console.security import new_token  # noqa: PLC0415
@@ -45,7 +36,7 @@ def console(args: argparse.Namespace) -> int:
     desk = desk_of(args)
     token = new_token()
     app = create_app(desk, token)
-    if not _loopback(args.host):
+    if not is_loopback(args.host):
         print(
             f"mxgate console: warning: listening on {args.host}, beyond loopback; anyone who "
             "reaches it needs only the token",

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mxgate.adapters.local.state import SqliteState
-from mxgate.cli.common import add_settings_arguments, print_json, settings_from, table
+from mxgate.cli.common import add_settings_arguments, cut, print_json, settings_from, table
 from mxgate.clock import SystemClock
 from mxgate.desk import Desk
 from mxgate.errors import ConfigError, MxgateError
@@ -126,11 +126,6 @@ def _recipients(record: dict[str, object]) -> list[str]:
     return [str(r) for r in found] if isinstance(found, list) else []
 
 
-def _text(value: object, width: int) -> str:
-    text = " ".join(str(value or "").split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
 def list_dead_letters(args: argparse.Namespace) -> int:
     store = open_store(args)
     rows = [{"id": record_id, **record} for record_id, record in store.dead_letters.list()]
@@ -149,7 +144,7 @@ def list_dead_letters(args: argparse.Namespace) -> int:
                     str(r.get("at", ""))[:19],
                     f"{r.get('kind', '')} {r.get('destination', '')}".strip(),
                     str(len(_recipients(r))),
-                    _text(r.get("reason") or r.get("error"), 60),
+                    cut(r.get("reason") or r.get("error"), 60),
                 ]
                 for r in rows
             ],

@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import Any
 
-from mxgate.cli.common import add_desk_arguments, desk_of, moment_argument, print_json, table
+from mxgate.cli.common import add_desk_arguments, cut, desk_of, moment_argument, print_json, table
 from mxgate.clock import SystemClock
 from mxgate.desk import Desk
 from mxgate.errors import PermanentError
@@ -86,10 +86,10 @@ def list_quarantine(args: argparse.Namespace) -> int:
                 [
                     r.quarantine_id,
                     r.held_at.isoformat(timespec="seconds")[:19],
-                    _cut(r.from_ or r.message.envelope_sender, 28),
-                    _cut(r.message.subject, 30),
+                    cut(r.from_ or r.message.envelope_sender, 28),
+                    cut(r.message.subject, 30),
                     ", ".join(h.recipient for h in r.held) or "(released)",
-                    _cut(r.reason, 50),
+                    cut(r.reason, 50),
                 ]
                 for r in records
             ],
@@ -97,11 +97,6 @@ def list_quarantine(args: argparse.Namespace) -> int:
         )
     )
     return 0
-
-
-def _cut(text: str, width: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def show_quarantined(args: argparse.Namespace) -> int:

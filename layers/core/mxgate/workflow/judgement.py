@@ -29,6 +29,16 @@ from mxgate.workflow.model import Envelope
 from mxgate.workflow.services import Services
 
 
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Why a recipient is quarantined: its terminal route, the rule, and the reason."""
+
+    route: str  # quarantine:<rule>, or unknown
+    rule: str
+    reason: str
+    detail: str  # what its terminal state says
+
+
 @dataclass(frozen=True)
 class Judgement:
     """What Process decides for each recipient before routing it: a loop is bounced; own-domain
@@ -46,17 +56,18 @@ class Judgement:
             return forwarding_loop(recipient, earlier)
         return self.too_many_hops
 
-    def hold(self, recipient: str, route: Route) -> tuple[str, str] | None:
-        """(the quarantine route, the reason), or None to deliver."""
+    def hold(self, route: Route) -> Hold | None:
+        """Why the recipient on `route` is quarantined, or None to deliver."""
         if route.kind is RouteKind.UNKNOWN:
-            return "unknown", route.reason
+            return Hold("unknown", "no route", route.reason, route.reason)
         if self.spoofing.verdict is Spoofing.SPOOFED:
-            return f"quarantine:{SPOOFING_RULE}", self.spoofing.reason
+            why = self.spoofing.reason
+            return Hold(f"quarantine:{SPOOFING_RULE}", SPOOFING_RULE, why, why)
         held = quarantine_rule(self.rules, route.name, self.facts)
         if held is None:
             return None
         rule, why = held
-        return f"quarantine:{rule.name}", f"rule {rule.name}: {why}"
+        return Hold(f"quarantine:{rule.name}", rule.name, why, f"rule {rule.name}: {why}")
 
 
 def judge(

@@ -10,7 +10,7 @@ import tempfile
 from collections import defaultdict
 from collections.abc import Mapping
 from email.utils import format_datetime
-from typing import BinaryIO, cast
+from typing import BinaryIO, Literal, cast
 
 from pydantic import TypeAdapter
 
@@ -19,14 +19,12 @@ from mxgate.authn.model import Authentication
 from mxgate.authn.results import HEADER as RESULTS_HEADER
 from mxgate.authn.results import authentication_results
 from mxgate.message.attachments import ObjectStoreAttachments
+from mxgate.message.model import Address, ParsedMessage
 from mxgate.message.parse import parse_stream
 from mxgate.routing.classify import RouteKind, classify
 from mxgate.routing.loops import HEADER as LOOP_HEADER
-from mxgate.routing.loops import (
-    LOOP_STATUS,
-    loop_token,
-)
-from mxgate.timeline import Outcome, Stage
+from mxgate.routing.loops import LOOP_STATUS, loop_token
+from mxgate.timeline import MessageSummary, Outcome, Stage
 from mxgate.workflow import delivery, records, unprocessed
 from mxgate.workflow.delivery import deliver, idempotency_key
 from mxgate.workflow.envelope import read_envelope, variant_of
@@ -43,6 +41,8 @@ from mxgate.workflow.model import (
     ProcessInput,
     ProcessOutput,
 )
+from mxgate.workflow.planning import MAX_RECIPIENTS_PER_DELIVERY, plan_deliveries
+from mxgate.workflow.quarantine import HeldRecipient, QuarantineRecord, expiry
 from mxgate.workflow.services import Services
 
 __all__ = [
@@ -71,7 +71,7 @@ COPY_CHUNK = 1024 * 1024
 # message's deliveries together stay well inside Step Functions' 256 KB per document.
 INLINE_MAX = 48 * 1024
 INLINE_BUDGET = 120 * 1024
-MAX_RECIPIENTS_PER_DELIVERY = 50  # SES sending takes at most 50 recipients per message
+SUMMARY_MAX = 200  # characters of the subject and From kept for tracking searches
 
 
 def process(request: ProcessInput, services: Services) -> ProcessOutput:
@@ -117,10 +117,18 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
             f"{len(parsed.attachments)} attachments, {len(parsed.defects)} defects"
             + ("; envelope taken from headers" if envelope.source == "headers" else "")
             + (f"; {authentication.summary()}" if authentication else ""),
+            summary=MessageSummary(
+                envelope_sender=envelope.mail_from,
+                from_=", ".join(a.address for a in parsed.from_)[:SUMMARY_MAX],
+                recipients=envelope.recipients,
+                subject=parsed.subject[:SUMMARY_MAX],
+            ),
         ),
     ]
+    trace = _trace(envelope, authentication, services)
     if parsed.unreadable is not None:  # not understood: kept where it is, never dropped
         services.timeline.record_many(events)
+        reason = f"message not understood: {parsed.unreadable}"
         for recipient in envelope.recipients:
             records.settle(
                 services,
@@ -128,8 +136,20 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
                 recipient,
                 outcome=Outcome.QUARANTINED,
                 route="quarantine",
-                detail=f"message not understood: {parsed.unreadable}",
+                detail=reason,
             )
+        _hold(
+            services,
+            ref,
+            parsed,
+            authentication,
+            trace,
+            [
+                HeldRecipient(recipient=r, route="quarantine", rule="not understood", reason=reason)
+                for r in envelope.recipients
+            ],
+            source="not_understood",
+        )
         return ProcessOutput(
             message=ref,
             deliveries=[],
@@ -137,8 +157,7 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
             quarantined=list(envelope.recipients),
         )
     judgement = judge(parsed, envelope, authentication, services)
-    kept_at = f"kept at {request.bucket}/{request.key}"
-    quarantined: list[str] = []
+    kept: list[HeldRecipient] = []
     bounced: dict[str, list[str]] = defaultdict(list)  # reason -> recipients
     groups: dict[tuple[RouteKind, str], list[str]] = defaultdict(list)
     for recipient in envelope.recipients:
@@ -156,23 +175,31 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
         if loop is not None:  # bounced, whatever the route: a loop is never delivered again
             bounced[loop].append(recipient)
             continue
-        held = judgement.hold(recipient, route)
+        held = judgement.hold(route)
         if held is not None:
-            held_route, why = held
             records.settle(
                 services,
                 message_id,
                 recipient,
                 outcome=Outcome.QUARANTINED,
-                route=held_route,
-                detail=why if route.kind is RouteKind.UNKNOWN else f"{why}; {kept_at}",
+                route=held.route,
+                detail=held.detail
+                if route.kind is RouteKind.UNKNOWN
+                else f"{held.detail}; kept at {request.bucket}/{request.key}",
             )
-            quarantined.append(recipient)
+            kept.append(
+                HeldRecipient(
+                    recipient=recipient,
+                    route=route.name if route.kind is not RouteKind.UNKNOWN else "unknown",
+                    rule=held.rule,
+                    reason=held.reason,
+                )
+            )
             continue
         groups[(route.kind, route.name)].append(recipient)
     services.timeline.record_many(events)
-
-    trace = _trace_fields(envelope, authentication, services)
+    if kept:
+        _hold(services, ref, parsed, authentication, trace, kept)
     deliveries = [
         delivery
         for (kind, destination), recipients in groups.items()
@@ -181,7 +208,7 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
             kind,
             destination,
             recipients,
-            services=services,
+            routes=services.routes,
             prepend=trace if kind is RouteKind.MAILBOX else [],
         )
     ]
@@ -190,14 +217,18 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
         inline = ref.model_copy(update={"inline": base64.b64encode(small).decode("ascii")})
         deliveries = [d.model_copy(update={"message": inline}) for d in deliveries]
     return ProcessOutput(
-        message=ref, deliveries=deliveries, authentication=authentication, quarantined=quarantined
+        message=ref,
+        deliveries=deliveries,
+        authentication=authentication,
+        quarantined=[h.recipient for h in kept],
     )
 
 
-def _trace_fields(
+def _trace(
     envelope: Envelope, authentication: Authentication | None, services: Services
 ) -> list[tuple[str, str]]:
-    """What each mailbox delivery prepends: Authentication-Results, Received, the loop token."""
+    """The trace fields every mailbox delivery of the message gets on top: Authentication-Results,
+    Received, and the loop token that names this message (routing/loops.py)."""
     received = (
         "Received",
         (
@@ -232,6 +263,45 @@ def _bounces(ref: MessageRef, bounced: Mapping[str, list[str]]) -> list[Delivery
     return planned
 
 
+def _hold(  # noqa: PLR0917 -- what the process step knows at that point
+    services: Services,
+    ref: MessageRef,
+    parsed: ParsedMessage | None,
+    authentication: Authentication | None,
+    trace: list[tuple[str, str]],
+    recipients: list[HeldRecipient],
+    *,
+    source: Literal["rules", "not_understood"] = "rules",
+) -> None:
+    """Keep the quarantine record an operator lists, reads, releases or deletes."""
+    if services.quarantine is None:
+        return
+    now = services.clock.now()
+
+    def addresses(found: list[Address]) -> str:
+        return ", ".join(f"{a.name} <{a.address}>" if a.name else a.address for a in found)
+
+    services.quarantine.hold(
+        QuarantineRecord(
+            quarantine_id=f"{ref.message_id}{variant_of(ref.key)}",
+            message_id=ref.message_id,
+            held_at=now,
+            expires_at=expiry(now, services.quarantine_days),
+            message=ref,
+            source=source,
+            from_=addresses(parsed.from_) if parsed else "",
+            to=addresses(parsed.to) if parsed else "",
+            verdicts=authentication.summary() if authentication else "",
+            attachments=[
+                f"{a.filename or '(unnamed)'} ({a.content_type}, {a.size} bytes)"
+                for a in (parsed.attachments if parsed else [])
+            ],
+            prepend=trace,
+            recipients=recipients,
+        )
+    )
+
+
 def _authenticate(
     message: BinaryIO, envelope: Envelope, services: Services
 ) -> Authentication | None:
@@ -242,58 +312,6 @@ def _authenticate(
     return authenticator.authenticate(
         message, client_ip=envelope.source_ip, mail_from=envelope.mail_from, helo=envelope.helo
     )
-
-
-def plan_deliveries(
-    ref: MessageRef,
-    kind: RouteKind,
-    destination: str,
-    recipients: list[str],
-    *,
-    services: Services,
-    prepend: list[tuple[str, str]],
-) -> list[Delivery]:
-    """A route's deliveries, at most 50 recipients each: the delivery itself, the app's
-    webhook if it has one, and one per post-ingress hook the route lists."""
-    routes = services.routes
-    app = routes.apps.get(destination) if kind is RouteKind.APP else None
-    planned: list[Delivery] = []
-    for start in range(0, len(recipients), MAX_RECIPIENTS_PER_DELIVERY):
-        chunk = recipients[start : start + MAX_RECIPIENTS_PER_DELIVERY]
-        number = start // MAX_RECIPIENTS_PER_DELIVERY
-        base = f"{ref.message_id}{variant_of(ref.key)}.{destination}"  # one per stored version
-        planned.append(
-            Delivery(
-                delivery_id=f"{base}.{number}",
-                message=ref,
-                kind=kind.value,
-                destination=destination,
-                recipients=chunk,
-                prepend=prepend,
-            )
-        )
-        if app is not None and app.webhook is not None:
-            planned.append(
-                Delivery(
-                    delivery_id=f"{base}.webhook.{number}",
-                    message=ref,
-                    kind="webhook",
-                    destination=destination,
-                    recipients=chunk,
-                )
-            )
-        planned += [
-            Delivery(
-                delivery_id=f"{base}.hook-{hook}.{number}",
-                message=ref,
-                kind="hook",
-                destination=hook,
-                recipients=chunk,
-                route=destination,
-            )
-            for hook in routes.route_hooks(destination)
-        ]
-    return planned
 
 
 def defer(request: DeferInput | ProcessingFailure, services: Services) -> DeliveryResult:

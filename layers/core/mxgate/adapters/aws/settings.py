@@ -33,6 +33,7 @@ class AwsSettings(BaseModel):
     loop_secret: str | None = None  # the loop guard's key: a secret's ARN (Process only)
     # the AUTH ingress points' ids (comma-separated in the environment): mail from inside
     submission_ingress_points: frozenset[str] = frozenset()
+    quarantine_days: int = 30  # how long quarantine records are kept: RawMailRetentionDays
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AwsSettings:
@@ -51,6 +52,7 @@ class AwsSettings(BaseModel):
             "ses_configuration_set": env.get("MXGATE_SES_CONFIGURATION_SET"),
             "envelope_sidecars": env.get("MXGATE_ENVELOPE_SIDECARS"),
             "loop_secret": env.get("MXGATE_LOOP_SECRET"),
+            "quarantine_days": env.get("MXGATE_QUARANTINE_DAYS"),
         }
         points = env.get("MXGATE_SUBMISSION_INGRESS_POINTS", "").split(",")
         given: dict[str, object] = {k: v for k, v in values.items() if v}

@@ -23,6 +23,7 @@ from mxgate.mailmanager.template import (
     routes_parameters,
 )
 from mxgate.routing.config import Routes, load_routes
+from mxgate.routing.parameters import substitute
 from tests.dnsserver import Zone, ZoneServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,6 +38,15 @@ def routes_parameters_of_samconfig() -> dict[str, str]:
     """What the routes file's placeholders take with samconfig.toml's values (`sam deploy`)."""
     resolver = Resolver(read_template(TEMPLATE), read_samconfig_parameters(SAMCONFIG))
     return routes_parameters(resolver)
+
+
+def shipped_routes_document() -> dict[str, Any]:
+    """config/routes.yaml as a document, its placeholders filled as the example deployment's."""
+    document, problems = substitute(
+        yaml.safe_load(ROUTES.read_text()), routes_parameters_of_samconfig()
+    )
+    assert problems == [], problems
+    return dict(document)
 
 
 def shipped_routes() -> Routes:

@@ -144,7 +144,7 @@ def test_deliveries_reach_ses_with_the_routed_recipients_once(stack):
 
     first = stack.invoke("deliver", canonical_event("deliver"))
     second = stack.invoke("deliver", {"delivery": m365})
-    assert [r["outcome"] for r in first["results"] + second["results"]] == ["delivered"] * 3
+    assert [r["outcome"] for r in first["results"] + second["results"]] == ["relayed"] * 3
 
     sent = sent_messages()
     # SES is asked for the routing addresses (moto adds the header To and Cc to its list)
@@ -163,9 +163,9 @@ def test_deliveries_reach_ses_with_the_routed_recipients_once(stack):
 
     message_id = planned["message"]["message_id"]
     assert outcomes(stack, message_id) == {
-        "alice@nutrition.co": "delivered",
-        "eve@nutrition.co": "delivered",
-        "carol@nutrition.co": "delivered",
+        "alice@nutrition.co": "relayed",
+        "eve@nutrition.co": "relayed",
+        "carol@nutrition.co": "relayed",
     }
     # a replayed delivery (an Express execution runs at least once) sends nothing again
     again = stack.invoke("deliver", {"delivery": m365})
@@ -210,8 +210,8 @@ def test_a_delivery_that_fails_is_dead_lettered_with_its_record(stack):
     assert notice["error"] == "PermanentError"
     assert notice["recipients"] == ["carol@nutrition.co"]
     assert outcomes(stack, planned["message"]["message_id"]) == {
-        "alice@nutrition.co": "delivered",
-        "eve@nutrition.co": "delivered",
+        "alice@nutrition.co": "relayed",
+        "eve@nutrition.co": "relayed",
         "carol@nutrition.co": "dead_lettered",
     }
 

@@ -367,8 +367,8 @@ EXPECTED: dict[str, dict[str, Any]] = {
         },
         "waits": [2.0, 4.0],  # IntervalSeconds 2, BackoffRate 2, full jitter's upper bound
         "outcomes": {
-            "alice@nutrition.co": "delivered",
-            "eve@nutrition.co": "delivered",
+            "alice@nutrition.co": "relayed",
+            "eve@nutrition.co": "relayed",
             "carol@nutrition.co": "dead_lettered",
         },
         "dead_letter_errors": ["PermanentError"],
@@ -381,7 +381,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
             ("defer", "workspace"): 1,  # past the quick retries: the deferred queue
         },
         "waits": [2.0, 2.0, 4.0, 8.0],  # each Map iteration counts its own attempts
-        "outcomes": {"carol@nutrition.co": "delivered"},  # the others wait, deferred
+        "outcomes": {"carol@nutrition.co": "relayed"},  # the others wait, deferred
         "dead_letter_errors": [],
     },
     "unreadable-message-dead-lettered": {
@@ -399,8 +399,8 @@ EXPECTED: dict[str, dict[str, Any]] = {
         },
         "waits": [2.0],
         "outcomes": {
-            "alice@nutrition.co": "delivered",
-            "eve@nutrition.co": "delivered",
+            "alice@nutrition.co": "relayed",
+            "eve@nutrition.co": "relayed",
             "carol@nutrition.co": "dead_lettered",
         },
         "dead_letter_errors": ["PermanentError"],
@@ -415,9 +415,9 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "calls": {("process", ""): 4, ("deliver", "workspace"): 1, ("deliver", "m365"): 1},
         "waits": [2.0, 4.0, 8.0],
         "outcomes": {
-            "alice@nutrition.co": "delivered",
-            "eve@nutrition.co": "delivered",
-            "carol@nutrition.co": "delivered",
+            "alice@nutrition.co": "relayed",
+            "eve@nutrition.co": "relayed",
+            "carol@nutrition.co": "relayed",
         },
         "dead_letter_errors": [],
     },
@@ -425,9 +425,9 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "calls": {("process", ""): 2, ("deliver", "workspace"): 2, ("deliver", "m365"): 2},
         "waits": [2.0, 2.0, 2.0],
         "outcomes": {
-            "alice@nutrition.co": "delivered",
-            "eve@nutrition.co": "delivered",
-            "carol@nutrition.co": "delivered",
+            "alice@nutrition.co": "relayed",
+            "eve@nutrition.co": "relayed",
+            "carol@nutrition.co": "relayed",
         },
         "dead_letter_errors": [],
     },

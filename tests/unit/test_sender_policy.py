@@ -6,19 +6,17 @@ from email import message_from_bytes, policy
 from typing import Any
 
 import pytest
-import yaml
 
 from mxgate.delivery.sender import apply_sender_policy
 from mxgate.errors import PolicyError
 from mxgate.routing.config import Routes
-from mxgate.routing.parameters import substitute
-from tests.support import ROUTES, routes_parameters_of_samconfig
+from tests.support import shipped_routes_document
 
 BODY = b"Hello,\r\nthe body is never touched.\r\n"
 
 
 def routes(**delivery: Any) -> Routes:
-    document, _ = substitute(yaml.safe_load(ROUTES.read_text()), routes_parameters_of_samconfig())
+    document = shipped_routes_document()
     document["delivery"] = {**document.get("delivery", {}), **delivery}
     return Routes.model_validate(document)
 

@@ -111,7 +111,9 @@ def send(port: int, sample: Sample, raw: bytes) -> tuple[str | None, dict[str, s
             return None, refused
         code, reply = client.data(raw)
         text = reply.decode(errors="replace")
-        return (text.rsplit(" ", 1)[-1] if code == 250 else None), refused
+        if code != 250:  # refused after DATA: every recipient, with the reply
+            return None, {r: refused.get(r, f"{code} {text}") for r in sample.recipients}
+        return text.rsplit(" ", 1)[-1], refused
 
 
 def landed(setup: LocalSetup, recipient: str, route: str, detail: str, message_id: str) -> str:

@@ -129,12 +129,12 @@ class Stack:
     # ----------------------------------------------------------------------- building
 
     @classmethod
-    def create(cls) -> Stack:
-        """Create the bucket, table, queues and SES identity as the template defines them."""
+    def create(cls, parameters: Mapping[str, str] | None = None) -> Stack:
+        """Create the bucket, table, queues and SES identity as the template defines them, with
+        samconfig.toml's parameter values (or `parameters`, as `sam deploy` would be given)."""
         template = read_template(TEMPLATE)
-        resolver = StackResolver(
-            template, read_samconfig_parameters(SAMCONFIG), REGION, ACCOUNT, stack_name()
-        )
+        values = read_samconfig_parameters(SAMCONFIG) if parameters is None else parameters
+        resolver = StackResolver(template, values, REGION, ACCOUNT, stack_name())
         for logical_id, kind in _types(template).items():
             creator = _CREATORS.get(kind)
             if creator is not None and resolver.resource_enabled(logical_id):

@@ -139,6 +139,11 @@ class Stack:
             creator = _CREATORS.get(kind)
             if creator is not None and resolver.resource_enabled(logical_id):
                 creator(resolver, logical_id)
+            properties = template["Resources"][logical_id].get("Properties") or {}
+            if kind == "AWS::Serverless::Function" and "FunctionUrlConfig" in properties:
+                # SAM's <function>Url resource; moto serves no function URLs
+                url = f"https://{logical_id.lower()}.lambda-url.{REGION}.on.aws/"
+                resolver.attributes[(f"{logical_id}Url", "FunctionUrl")] = url
         functions = {
             logical_id: _function(resolver, logical_id)
             for logical_id, kind in _types(template).items()

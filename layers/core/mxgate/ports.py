@@ -42,8 +42,9 @@ class ObjectStore(Protocol):
 
     def exists(self, bucket: str, key: str) -> bool: ...
 
-    def link(self, bucket: str, key: str) -> str:
-        """Where an application can fetch the object (a file URI or a presigned URL)."""
+    def link(self, bucket: str, key: str, expires_at: datetime | None = None) -> str:
+        """Where an application or a recipient can fetch the object (a file URI, a signed
+        download link), working until `expires_at` (None: the adapter's own lifetime)."""
         ...
 
 

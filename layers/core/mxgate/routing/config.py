@@ -100,6 +100,11 @@ class DeliveryPolicy(Strict):
         description="link template for claim checks, with {bucket}, {key} and {message_id} "
         "(default: a presigned URL on AWS, a file URI locally)",
     )
+    link_lifetime: Duration = Field(
+        default=7 * 86400,
+        description="how long download links work: a claim check's, and those of an app "
+        "event's raw message and attachments (the link and the text say until when)",
+    )
     queue_lifetime: Duration = Field(
         default=5 * 86400,
         description="how long a deferred delivery is retried before it expires "

@@ -135,6 +135,11 @@ def deliver(request: DeliverInput, services: Services) -> DeliveryResult:
     return DeliveryResult(delivery_id=delivery.delivery_id, results=done)
 
 
+def _links_until(policy: DeliveryPolicy, services: Services) -> datetime:
+    """When the download links a delivery hands out stop working (the route's link_lifetime)."""
+    return services.clock.now() + timedelta(seconds=policy.link_lifetime)
+
+
 def _limit(policy: DeliveryPolicy, transport: Transport) -> int | None:
     limits = [n for n in (policy.max_message_bytes, transport.max_message_bytes) if n]
     return min(limits) if limits else None
@@ -167,10 +172,11 @@ def _outgoing(
             f"message of {len(outgoing)} bytes is over the {limit}-byte limit of "
             f"{delivery.destination} (oversize policy: dead_letter)"
         )
+    until = None if policy.claim_check_url else _links_until(policy, services)
     link = (
         policy.claim_check_url.format(bucket=ref.bucket, key=ref.key, message_id=ref.message_id)
         if policy.claim_check_url
-        else services.objects.link(ref.bucket, ref.key)
+        else services.objects.link(ref.bucket, ref.key, until)
     )
     stub = claim_check_stub(
         parse_message(raw),
@@ -178,6 +184,7 @@ def _outgoing(
         limit=limit,
         link=link,
         gateway_host=services.gateway_host,
+        link_expires=until,
     )
     notes.append(f"claim check: {len(outgoing)} bytes over the {limit}-byte limit, stub sent")
     return prepared(stub), notes
@@ -292,6 +299,7 @@ def _app_events(
     """(recipient, event) for each recipient: what the app's queue and its webhook receive."""
     ref = delivery.message
     parsed = _parsed_with_attachments(ref, services)
+    until = _links_until(services.routes.policy(delivery.policy_route), services)
     for recipient in recipients:
         event = app_event(
             ref=ref,
@@ -300,6 +308,7 @@ def _app_events(
             recipients=[recipient],
             objects=services.objects,
             received_at=services.clock.now().isoformat(),
+            links_until=until,
         )
         name = f"{ref.message_id}.{recipient.replace('/', '_')}"
         yield recipient, fit_event(event, objects=services.objects, bucket=ref.bucket, name=name)
@@ -366,6 +375,7 @@ def _call_hook(
             recipients=recipients,
             objects=services.objects,
             received_at=services.clock.now().isoformat(),
+            links_until=_links_until(services.routes.policy(delivery.policy_route), services),
         ),
         objects=services.objects,
         bucket=ref.bucket,

@@ -11,12 +11,14 @@ from mxgate.adapters.aws.clients import LazyClient
 from mxgate.adapters.aws.delivery import delivery_adapters
 from mxgate.adapters.aws.dynamodb import DynamoQuarantine, DynamoState
 from mxgate.adapters.aws.events import EventBridgeAppEvents, QueueingDeadLetters
+from mxgate.adapters.aws.links import SignedLinks
 from mxgate.adapters.aws.s3 import S3ObjectStore
 from mxgate.adapters.aws.secrets import secret_field
-from mxgate.adapters.aws.settings import settings
+from mxgate.adapters.aws.settings import AwsSettings, settings
 from mxgate.adapters.dns import DnsPythonResolver
 from mxgate.authn.resolver import CachingResolver
 from mxgate.clock import SystemClock
+from mxgate.errors import ConfigError
 from mxgate.routing.config import load_routes
 from mxgate.workflow.services import Services
 
@@ -35,6 +37,15 @@ def _dns(server: str | None) -> DnsPythonResolver:
     return DnsPythonResolver([host], int(port))
 
 
+def signed_links(config: AwsSettings, secrets: SecretsManagerClient) -> SignedLinks | None:
+    """The stack's download links, where the function hands links out (Deliver, Download)."""
+    if not (config.download_url and config.link_secret):
+        return None
+    return SignedLinks(
+        config.download_url, secret_field(secrets, config.link_secret, "key").encode()
+    )
+
+
 @cache
 def services() -> Services:
     config = settings()
@@ -42,12 +53,14 @@ def services() -> Services:
     routes = load_routes(config.routes_file, config.routes_parameters)
     state = DynamoState(cast("DynamoDBClient", LazyClient("dynamodb")), config.state_table, clock)
     delivery = delivery_adapters(routes, clock, config)
+    secrets = cast("SecretsManagerClient", LazyClient("secretsmanager"))
     loop_key = None
     if config.loop_secret:  # the Process function's: it marks deliveries and checks returns
-        secrets = cast("SecretsManagerClient", LazyClient("secretsmanager"))
         loop_key = secret_field(secrets, config.loop_secret, "key").encode()
     return Services(
-        objects=S3ObjectStore(cast("S3Client", LazyClient("s3"))),
+        objects=S3ObjectStore(
+            cast("S3Client", LazyClient("s3")), links=signed_links(config, secrets), clock=clock
+        ),
         timeline=state,
         idempotency=state,
         transports=delivery.transports,
@@ -73,3 +86,18 @@ def services() -> Services:
         ),
         quarantine_days=config.quarantine_days,
     )
+
+
+@cache
+def downloads() -> tuple[SignedLinks, S3ObjectStore, str, SystemClock]:
+    """What the Download function needs: the links to check, the store that presigns, the
+    bucket links may name, and the clock."""
+    config = settings()
+    if not config.link_secret:
+        raise ConfigError("MXGATE_LINK_SECRET must be set")
+    secrets = cast("SecretsManagerClient", LazyClient("secretsmanager"))
+    key = secret_field(secrets, config.link_secret, "key").encode()
+    links = SignedLinks(config.download_url or "", key)  # it checks links: no URL needed
+    clock = SystemClock()
+    store = S3ObjectStore(cast("S3Client", LazyClient("s3")), clock=clock)
+    return links, store, config.raw_bucket, clock

@@ -31,6 +31,9 @@ class AwsSettings(BaseModel):
     # also sends Mail Manager's InvokeLambda event to the Process function, which keeps one.
     envelope_sidecars: bool = False
     loop_secret: str | None = None  # the loop guard's key: a secret's ARN (Process only)
+    # signed download links: the Download function's URL and the key's secret (Deliver)
+    download_url: str | None = None
+    link_secret: str | None = None
     # the AUTH ingress points' ids (comma-separated in the environment): mail from inside
     submission_ingress_points: frozenset[str] = frozenset()
     quarantine_days: int = 30  # how long quarantine records are kept: RawMailRetentionDays
@@ -52,6 +55,8 @@ class AwsSettings(BaseModel):
             "ses_configuration_set": env.get("MXGATE_SES_CONFIGURATION_SET"),
             "envelope_sidecars": env.get("MXGATE_ENVELOPE_SIDECARS"),
             "loop_secret": env.get("MXGATE_LOOP_SECRET"),
+            "download_url": env.get("MXGATE_DOWNLOAD_URL"),
+            "link_secret": env.get("MXGATE_LINK_SECRET"),
             "quarantine_days": env.get("MXGATE_QUARANTINE_DAYS"),
         }
         points = env.get("MXGATE_SUBMISSION_INGRESS_POINTS", "").split(",")

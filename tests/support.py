@@ -89,7 +89,7 @@ def start_gateway(home: Path, config: Path, *, env: dict[str, str] | None = None
     with output.open("w") as sink:  # a file, not a pipe: a full pipe would stall the gateway
         process = subprocess.Popen(
             [sys.executable, "-m", "mxgate", "run"],
-            cwd=REPO,
+            cwd=home.parent,  # its run file lands there, not in the repository
             env=environment,
             stdout=sink,
             stderr=subprocess.STDOUT,

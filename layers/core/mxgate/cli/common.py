@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mxgate.errors import ConfigError
+from mxgate.local.runfile import RUN_FILE, running_gateway
+from mxgate.local.runtime import Paths
 from mxgate.local.settings import LocalSettings
 
 
@@ -22,7 +25,11 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def settings_from(args: argparse.Namespace, **overrides: Any) -> LocalSettings:
+def settings_from(
+    args: argparse.Namespace, *, find_running: bool = True, **overrides: Any
+) -> LocalSettings:
+    """The environment's settings with the command's options on top. Where neither names a
+    home (or a configuration), those of the gateway running from this directory, if any."""
     settings = LocalSettings.from_env()
     update = {
         k: v
@@ -33,7 +40,41 @@ def settings_from(args: argparse.Namespace, **overrides: Any) -> LocalSettings:
         }.items()
         if v is not None
     }
-    return settings.model_copy(update=update) if update else settings
+    settings = settings.model_copy(update=update) if update else settings
+    running = running_gateway(Path.cwd()) if find_running else None
+    if running is not None:
+        found = {
+            field: getattr(running, field)
+            for field in ("home", "config")
+            if not settings.explicit(field)
+        }
+        settings = settings.model_copy(update=found) if found else settings
+    return settings
+
+
+def state_dir(settings: LocalSettings) -> Paths:
+    """The home of a gateway that has run, or a ConfigError saying where mxgate looked."""
+    paths = Paths(settings.home)
+    if paths.state_db.exists():
+        return paths
+    if settings.explicit("home"):
+        raise ConfigError(f"no gateway state under {settings.home} (has `mxgate run` run there?)")
+    raise ConfigError(
+        f"no gateway is running from {Path.cwd()} (no live {RUN_FILE}) and the default home "
+        f"{settings.home} holds no state: start one with `make run` here, or name a home with "
+        "--home or MXGATE_HOME"
+    )
+
+
+def positive_int(text: str) -> int:
+    """An option's whole number, 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
 
 
 def print_json(document: Any) -> None:

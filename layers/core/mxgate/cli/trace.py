@@ -6,11 +6,19 @@ import argparse
 from collections import Counter
 
 from mxgate.adapters.local.state import SqliteState
-from mxgate.cli.common import add_settings_arguments, print_json, settings_from, table
+from mxgate.cli.common import (
+    add_settings_arguments,
+    positive_int,
+    print_json,
+    settings_from,
+    state_dir,
+    table,
+)
 from mxgate.errors import ConfigError
-from mxgate.local.runtime import Paths
 from mxgate.timeline import Stage
 from mxgate.workflow.model import DeferredDelivery
+
+DEFAULT_LIMIT = 20  # one screen; the listing says when there are more
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,10 +30,19 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "and each recipient's terminal state, with times.",
     )
     add_settings_arguments(parser)
-    parser.add_argument("message_id", nargs="?", metavar="MESSAGE-ID")
-    parser.add_argument(
-        "--limit", type=int, default=20, help="how many recent messages (default 20)"
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("message_id", nargs="?", metavar="MESSAGE-ID")
+    which.add_argument(
+        "--last", action="store_true", help="the timeline of the most recent message"
     )
+    how_many = parser.add_mutually_exclusive_group()
+    how_many.add_argument(
+        "--limit",
+        type=positive_int,
+        default=DEFAULT_LIMIT,
+        help=f"how many recent messages to list (default {DEFAULT_LIMIT})",
+    )
+    how_many.add_argument("--all", action="store_true", help="list every message")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(handler=trace)
 
@@ -55,17 +72,18 @@ def _outcome_text(row: dict[str, object]) -> str:
 
 
 def trace(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
-    paths = Paths(settings.home)
-    if not paths.state_db.exists():
-        raise ConfigError(
-            f"no gateway state under {settings.home} (has `mxgate run` accepted mail?)"
-        )
+    paths = state_dir(settings_from(args))
     state = SqliteState(paths.state_db)
+    if args.last:
+        last = state.recent(1)
+        if not last:
+            raise ConfigError(f"no messages yet in {paths.state_db}")
+        args.message_id = last[0]
     if args.message_id is None:
-        rows = [summary(state, m) for m in state.recent(args.limit)]
+        rows = [summary(state, m) for m in state.recent(-1 if args.all else args.limit)]
+        total = state.accepted_count()
         if args.json:
-            print_json({"messages": rows})
+            print_json({"messages": rows, "total": total})
             return 0
         if not rows:
             print("no messages yet")
@@ -84,6 +102,8 @@ def trace(args: argparse.Namespace) -> int:
                 ["MESSAGE-ID", "ACCEPTED (UTC)", "OUTCOME", "DETAIL"],
             )
         )
+        if total > len(rows):
+            print(f"the {len(rows)} most recent of {total} messages; --limit N or --all for more")
         return 0
     matches = state.find(args.message_id)
     if not matches:

@@ -9,6 +9,8 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mxgate.config_files import Problem, load_model, suggestion
+from mxgate.errors import ConfigError
+from mxgate.local.settings import LocalSettings, env_name, named_port_variable
 from mxgate.message.model import ParseLimits
 
 
@@ -71,9 +73,10 @@ LocalDestination = str | SesEndpoint | AsRouted  # a string names a local mailbo
 
 
 class LocalConfig(Strict):
-    template: Path = Path("../template.yaml")
-    samconfig: Path = Path("../samconfig.toml")
-    routes: Path = Path("routes.yaml")
+    # relative to the project directory (the working directory), wherever the file is
+    template: Path = Path("template.yaml")
+    samconfig: Path = Path("samconfig.toml")
+    routes: Path = Path("config/routes.yaml")
     # Template parameter values; YAML scalars are taken as CloudFormation would (true -> "true").
     parameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
     smtp: SmtpConfig = SmtpConfig()
@@ -102,15 +105,63 @@ class LocalConfig(Strict):
         name = arn.rsplit(":secret:", 1)[-1]
         return self.secrets.get(name)
 
-    def resolved(self, base: Path) -> LocalConfig:
-        """Paths in the file are relative to the file's own directory."""
+    def resolved(self, project: Path) -> LocalConfig:
+        """Relative paths are taken from the project directory, wherever the file lives."""
         return self.model_copy(
             update={
-                "template": (base / self.template).resolve(),
-                "samconfig": (base / self.samconfig).resolve(),
-                "routes": (base / self.routes).resolve(),
+                "template": (project / self.template).resolve(),
+                "samconfig": (project / self.samconfig).resolve(),
+                "routes": (project / self.routes).resolve(),
             }
         )
+
+    def overridden(self, settings: LocalSettings) -> LocalConfig:
+        """The file's values with what the environment (or an option) set instead."""
+        paths = {
+            field: value.resolve()  # relative: to the working directory, as the file's are
+            for field in ("template", "samconfig", "routes")
+            if (value := getattr(settings, field)) is not None
+        }
+        smtp = {
+            field: value
+            for field, value in (
+                ("host", settings.smtp_host),
+                ("port", settings.smtp_port),
+                ("auth_port", settings.smtp_auth_port),
+            )
+            if value is not None
+        }
+        unknown_port_variables(settings, "mailbox_ports", list(self.mailbox_hosts))
+        mailbox_hosts = {
+            name: host.model_copy(update={"port": settings.mailbox_ports[env_name(name)]})
+            if env_name(name) in settings.mailbox_ports
+            else host
+            for name, host in self.mailbox_hosts.items()
+        }
+        return self.model_copy(
+            update={
+                **paths,
+                "smtp": self.smtp.model_copy(update=smtp),
+                "mailbox_hosts": mailbox_hosts,
+            }
+        )
+
+
+_LISTENERS = {"mailbox_ports": "mailbox host", "ingress_ports": "ingress point"}
+
+
+def unknown_port_variables(settings: LocalSettings, kind: str, names: list[str]) -> None:
+    """ConfigError for a MXGATE_MAILBOX_<HOST>_PORT (or ingress) variable that names nothing."""
+    known = {named_port_variable(kind, name): name for name in names}
+    given = getattr(settings, kind)
+    problems = [
+        f"{variable}: no {_LISTENERS[kind]} {name.lower()!r} to move"
+        f"{suggestion(variable, known)} (there are: {', '.join(names) or 'none'})"
+        for name in sorted(given)
+        if (variable := named_port_variable(kind, name)) not in known
+    ]
+    if problems:
+        raise ConfigError("environment: " + "; ".join(problems))
 
 
 def mailbox_host_problems(document: object) -> list[Problem]:
@@ -134,9 +185,15 @@ def mailbox_host_problems(document: object) -> list[Problem]:
     ]
 
 
-def load_local_config(path: Path) -> LocalConfig:
-    """The local configuration, validated: every problem at once (ConfigFileError), placed."""
+def load_local_config(path: Path, project: Path | None = None) -> LocalConfig:
+    """The local configuration, validated: every problem at once (ConfigFileError), placed.
+    Its relative paths are taken from `project` (default: the working directory)."""
     config = load_model(
         path, LocalConfig, "the local configuration", references=mailbox_host_problems
     )
-    return config.resolved(path.parent)
+    return config.resolved(Path.cwd() if project is None else project)
+
+
+def load_config(settings: LocalSettings) -> LocalConfig:
+    """The configuration the gateway and every command use: the file, then the environment."""
+    return load_local_config(settings.config).overridden(settings)

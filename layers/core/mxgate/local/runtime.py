@@ -22,10 +22,16 @@ from mxgate.delivery.smtp import SmtpTarget, SmtpTransport, submission_or_deferr
 from mxgate.delivery.webhook import SignedPoster, signing_keys
 from mxgate.errors import ConfigError
 from mxgate.local.addresslists import FileAddressBook
-from mxgate.local.config import DnsConfig, LocalConfig, SesEndpoint, load_local_config
+from mxgate.local.config import (
+    DnsConfig,
+    LocalConfig,
+    SesEndpoint,
+    load_config,
+    unknown_port_variables,
+)
 from mxgate.local.logs import VendedLogs
 from mxgate.local.mailmanager import LocalMailManager, LocalTargets, is_loopback
-from mxgate.local.settings import LocalSettings
+from mxgate.local.settings import LocalSettings, env_name
 from mxgate.local.spool import Spool
 from mxgate.local.workflow import LocalWorkflow, StateMachineSource, load_state_machine
 from mxgate.mailmanager.config import MailManagerConfig, load_mail_manager
@@ -35,6 +41,7 @@ from mxgate.mailmanager.template import (
     read_samconfig_parameters,
     read_template,
 )
+from mxgate.observability import ERROR_LOG
 from mxgate.ports import Transport
 from mxgate.routing.config import Routes, load_routes
 from mxgate.workflow.services import Services
@@ -63,6 +70,10 @@ class Paths:
     @property
     def logs(self) -> Path:
         return self.home / "logs"
+
+    @property
+    def error_log(self) -> Path:
+        return self.logs / ERROR_LOG
 
     @property
     def state_db(self) -> Path:
@@ -170,20 +181,29 @@ def _smtp_password(
 def _listeners(
     settings: LocalSettings, config: LocalConfig, config_path: Path, mail_manager: MailManagerConfig
 ) -> tuple[IngressSetup, ...]:
-    open_port = settings.smtp_port if settings.smtp_port is not None else config.smtp.port
+    by_type = {"OPEN": config.smtp.port, "AUTH": config.smtp.auth_port}
     if config.ingress_points is not None:
         ports = {name: spec.port for name, spec in config.ingress_points.items()}
         for name in ports:
             mail_manager.ingress_point(name)  # names one of the template's, or says which exist
-        if settings.smtp_port is not None and ports:  # MXGATE_SMTP_PORT moves the first one
-            ports[next(iter(ports))] = settings.smtp_port
+        # MXGATE_SMTP_PORT (--port) moves the first OPEN one listed, MXGATE_SMTP_AUTH_PORT the
+        # first AUTH one
+        for kind, moved in (("OPEN", settings.smtp_port), ("AUTH", settings.smtp_auth_port)):
+            first = next((n for n in ports if mail_manager.ingress_points[n].Type == kind), None)
+            if moved is not None and first is not None:
+                ports[first] = moved
     else:
-        default = {"OPEN": open_port, "AUTH": config.smtp.auth_port}
         ports = {
-            name: default[point.Type]
+            name: by_type[point.Type]
             for name, point in mail_manager.ingress_points.items()
-            if point.Type in default  # MTLS ingress points are not emulated
+            if point.Type in by_type  # MTLS ingress points are not emulated
         }
+    unknown_port_variables(settings, "ingress_ports", list(ports))
+    ports |= {
+        name: settings.ingress_ports[env_name(name)]
+        for name in ports
+        if env_name(name) in settings.ingress_ports
+    }
     listening: dict[int, str] = {}
     listeners = []
     for name, port in ports.items():
@@ -217,7 +237,7 @@ def _listeners(
 
 def load_mail_manager_config(settings: LocalSettings) -> tuple[LocalConfig, MailManagerConfig]:
     """The local configuration and the template's Mail Manager resources, checked."""
-    config = load_local_config(settings.config)
+    config = load_config(settings)
     return config, load_mail_manager(config.template, load_parameters(config, settings.config))
 
 

@@ -8,7 +8,6 @@ import base64
 import shutil
 import tempfile
 from collections import defaultdict
-from email.utils import format_datetime
 from typing import BinaryIO, cast
 
 from mxgate.authn.check import Authenticator
@@ -34,6 +33,8 @@ from mxgate.workflow.model import (
     QuarantineInput,
     RecipientResult,
 )
+from mxgate.workflow.received import HEADER as RECEIVED
+from mxgate.workflow.received import received_value
 from mxgate.workflow.services import Services
 
 __all__ = [
@@ -151,12 +152,8 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
     services.timeline.record_many(events)
 
     received = (
-        "Received",
-        (
-            f"from {envelope.helo or 'unknown'} ({envelope.source_ip or 'unknown'}) "
-            f"by {services.gateway_host} (mxgate) with ESMTP id {message_id}; "
-            f"{format_datetime(services.clock.now())}"
-        ),
+        RECEIVED,
+        received_value(envelope, services.gateway_host, message_id, services.clock.now()),
     )
     trace = [received]
     if authentication is not None:  # on top, as a verifying MTA adds it (RFC 8601 5)

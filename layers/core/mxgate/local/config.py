@@ -194,6 +194,24 @@ def load_local_config(path: Path, project: Path | None = None) -> LocalConfig:
     return config.resolved(Path.cwd() if project is None else project)
 
 
+_PATH_VARIABLES = {"template": "MXGATE_TEMPLATE", "routes": "MXGATE_ROUTES_FILE"}
+
+
 def load_config(settings: LocalSettings) -> LocalConfig:
-    """The configuration the gateway and every command use: the file, then the environment."""
-    return load_local_config(settings.config).overridden(settings)
+    """The configuration the gateway and every command use: the file, then the environment.
+    A file that is not there is named with where its relative paths were taken from."""
+    if not settings.config.is_file():
+        raise ConfigError(
+            f"{settings.config}: no local configuration there (relative to {Path.cwd()}): run "
+            "mxgate from the project directory, or name the file with --config or MXGATE_CONFIG"
+        )
+    config = load_local_config(settings.config).overridden(settings)
+    for field, variable in _PATH_VARIABLES.items():
+        path: Path = getattr(config, field)
+        if not path.is_file():
+            raise ConfigError(
+                f"{settings.config}: {field}: {path} does not exist (relative paths are taken "
+                f"from the project directory, {Path.cwd()}): run mxgate there, or give an "
+                f"absolute path, or set {variable}"
+            )
+    return config

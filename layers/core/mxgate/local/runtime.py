@@ -408,5 +408,8 @@ def build_worker(setup: LocalSetup, mailbox_ports: dict[str, int]) -> Worker:
 
 
 def write_ports(paths: Paths, ports: dict[str, int]) -> None:
+    """Whole or not at all: whoever waits for the file never reads half of it."""
     paths.ports_file.parent.mkdir(parents=True, exist_ok=True)
-    paths.ports_file.write_text(json.dumps(ports, indent=2) + "\n", encoding="utf-8")
+    temporary = paths.ports_file.with_suffix(".tmp")
+    temporary.write_text(json.dumps(ports, indent=2) + "\n", encoding="utf-8")
+    temporary.replace(paths.ports_file)

@@ -9,7 +9,7 @@ from mxgate.local.runtime import LocalSetup, load_setup
 from mxgate.local.server import Running
 from mxgate.local.settings import LocalSettings
 from mxgate.observability import configure_logging
-from tests.support import local_config
+from tests.support import REPO, local_config
 
 
 def setup_with_an_external_host(tmp_path) -> LocalSetup:
@@ -86,3 +86,20 @@ def test_warnings_errors_and_tracebacks_go_to_the_error_log(tmp_path):
     )
     assert "RuntimeError: a worker broke" in kept
     assert "login_data" not in kept  # aiosmtpd's notice about its own use of it
+
+
+def test_the_banner_in_the_docs_is_the_one_make_run_prints(monkeypatch):
+    """docs/mail-manager.md shows the banner of the shipped configuration on its default ports,
+    as printed from a shell where mxgate is not on PATH."""
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr("mxgate.cli.run.command_name", lambda: ".venv/bin/mxgate")
+    setup = load_setup(LocalSettings())
+    ports = {x.ingress_id: ("127.0.0.1", x.port) for x in setup.listeners}
+    shipped = Running(
+        smtp=ports[setup.primary.ingress_id],
+        mailbox_hosts={name: host.port for name, host in setup.config.mailbox_hosts.items()},
+        ingress=ports,
+    )
+    text = (REPO / "docs" / "mail-manager.md").read_text()
+    shown = text.split("`make run` prints what it listens on and a ready command:\n\n```\n", 1)[1]
+    assert shown.split("```", 1)[0] == banner(setup, shipped, ".mxgate") + "\n"

@@ -6,14 +6,13 @@ from __future__ import annotations
 import re
 import shutil
 import smtplib
-import ssl
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from mxgate.mailmanager.template import read_template
-from tests.support import REPO, TEMPLATE, RunningGateway, local_config, start_gateway
+from tests.support import REPO, TEMPLATE, RunningGateway, connect, local_config, start_gateway
 from tests.templates import gateway_template
 
 pytestmark = pytest.mark.e2e
@@ -46,22 +45,6 @@ class Gateways:
         self.optional = optional  # its AUTH ingress point with TlsPolicy OPTIONAL
 
 
-def tls() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-def session(port: int, *, starttls: bool) -> smtplib.SMTP:
-    smtp = smtplib.SMTP("127.0.0.1", port, timeout=30)
-    smtp.ehlo("client.example")
-    if starttls:
-        smtp.starttls(context=tls())
-        smtp.ehlo("client.example")
-    return smtp
-
-
 def line(reply: tuple[int, bytes]) -> str:
     return f"{reply[0]} {reply[1].decode()}"
 
@@ -85,28 +68,28 @@ def bad_ehlo(g: Gateways) -> str:
 
 
 def mail_before_starttls(g: Gateways) -> str:
-    with session(open_port(g), starttls=False) as smtp:
+    with connect(open_port(g), tls=False) as smtp:
         return line(smtp.docmd("MAIL", "FROM:<buyer@shop.example>"))
 
 
 def auth_before_starttls(gateway: RunningGateway) -> str:
-    with session(auth_port(gateway), starttls=False) as smtp:
+    with connect(auth_port(gateway), tls=False) as smtp:
         return line(smtp.docmd("AUTH", f"PLAIN {PLAIN_USER}"))
 
 
 def auth_to_open(g: Gateways) -> str:
-    with session(open_port(g), starttls=True) as smtp:
+    with connect(open_port(g), tls=True) as smtp:
         return line(smtp.docmd("AUTH", f"PLAIN {PLAIN_USER}"))
 
 
 def mail_without_auth(g: Gateways) -> str:
-    with session(auth_port(g.shipped), starttls=True) as smtp:
+    with connect(auth_port(g.shipped), tls=True) as smtp:
         return line(smtp.docmd("MAIL", "FROM:<app@customer-support.nutrition.co>"))
 
 
 def auth_with(password: str) -> Callable[[Gateways], str]:
     def provoke(g: Gateways) -> str:
-        with session(auth_port(g.shipped), starttls=True) as smtp:
+        with connect(auth_port(g.shipped), tls=True) as smtp:
             try:
                 return line(smtp.login(USER, password))
             except smtplib.SMTPAuthenticationError as refused:
@@ -116,18 +99,18 @@ def auth_with(password: str) -> Callable[[Gateways], str]:
 
 
 def mail_with_size(g: Gateways) -> str:
-    with session(open_port(g), starttls=True) as smtp:
+    with connect(open_port(g), tls=True) as smtp:
         return line(smtp.docmd("MAIL", f"FROM:<buyer@shop.example> SIZE={SIZE + 1}"))
 
 
 def refused_rcpt(g: Gateways) -> str:
-    with session(open_port(g), starttls=True) as smtp:
+    with connect(open_port(g), tls=True) as smtp:
         smtp.mail("buyer@shop.example")
         return line(smtp.rcpt("someone@elsewhere.example"))
 
 
 def recipient_101(g: Gateways) -> str:
-    with session(open_port(g), starttls=True) as smtp:
+    with connect(open_port(g), tls=True) as smtp:
         smtp.mail("buyer@shop.example")
         for n in range(100):
             assert smtp.rcpt(f"user{n}@nutrition.co")[0] == 250
@@ -135,7 +118,7 @@ def recipient_101(g: Gateways) -> str:
 
 
 def data(g: Gateways, body: bytes) -> str:
-    with session(open_port(g), starttls=True) as smtp:
+    with connect(open_port(g), tls=True) as smtp:
         smtp.mail("buyer@shop.example")
         smtp.rcpt("alice@nutrition.co")
         assert smtp.docmd("DATA")[0] == 354

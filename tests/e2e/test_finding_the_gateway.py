@@ -4,8 +4,6 @@ its warnings and errors in a file, and says nothing about a library's deprecatio
 from __future__ import annotations
 
 import os
-import smtplib
-import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mxgate.local.runfile import RUN_FILE, running_gateway
-from tests.support import RunningGateway, local_config, start_gateway, wait_for
+from tests.support import RunningGateway, connect, local_config, start_gateway, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -34,11 +32,7 @@ def mxgate(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def submit(gateway: RunningGateway, recipient: str) -> None:
     """Over the AUTH ingress point: STARTTLS, then AUTH, as the submission swaks line does."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    with smtplib.SMTP("127.0.0.1", gateway.ports["smtp_auth"], timeout=30) as smtp:
-        smtp.starttls(context=context)
+    with connect(gateway.ports["smtp_auth"], tls=True) as smtp:
         smtp.login("SubmissionIngressPoint", "local-submission-password")
         smtp.sendmail(
             "app@customer-support.nutrition.co",
@@ -60,7 +54,8 @@ def test_commands_from_the_gateways_directory_find_its_home(tmp_path):
     first = start_gateway(project / "state-elsewhere", local_config(config))  # runs in project/
     second = None
     try:
-        assert found_home(project) == first.home
+        # the run file is written as the banner is printed, just after the ports file
+        wait_for(lambda: found_home(project) == first.home)
         submit(first, "carol@nutrition.co")
 
         def traced() -> str | None:

@@ -218,3 +218,22 @@ def test_run_from_another_directory_says_where_relative_paths_are_taken_from(tmp
         f"taken from the project directory, {tmp_path}): run mxgate there, or give an absolute "
         "path, or set MXGATE_TEMPLATE"
     )
+
+
+def test_an_external_mailbox_host_keeps_a_real_port(tmp_path):
+    config = local_config(
+        tmp_path,
+        mailbox_hosts={
+            "workspace": {"port": 2600, "external": True},
+            "m365": {"port": 0},
+            "internet": {"port": 0},
+        },
+    )
+    moved = load_config(settings(config, tmp_path / "home", MXGATE_MAILBOX_WORKSPACE_PORT="2601"))
+    assert moved.mailbox_hosts["workspace"].port == 2601
+    with pytest.raises(ConfigError) as refused:
+        load_config(settings(config, tmp_path / "home", MXGATE_MAILBOX_WORKSPACE_PORT="0"))
+    assert str(refused.value) == (
+        "environment: MXGATE_MAILBOX_WORKSPACE_PORT: an external mailbox host needs its real "
+        "port, not 0"
+    )

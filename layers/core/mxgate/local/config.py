@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mxgate.config_files import Problem, load_model, suggestion
 from mxgate.errors import ConfigError
@@ -132,12 +132,19 @@ class LocalConfig(Strict):
             if value is not None
         }
         unknown_port_variables(settings, "mailbox_ports", list(self.mailbox_hosts))
-        mailbox_hosts = {
-            name: host.model_copy(update={"port": settings.mailbox_ports[env_name(name)]})
-            if env_name(name) in settings.mailbox_ports
-            else host
-            for name, host in self.mailbox_hosts.items()
-        }
+        mailbox_hosts = dict(self.mailbox_hosts)
+        for name, host in self.mailbox_hosts.items():
+            port = settings.mailbox_ports.get(env_name(name))
+            if port is None:
+                continue
+            try:  # validated again: an external host needs its real port
+                mailbox_hosts[name] = MailboxHost.model_validate(
+                    {**host.model_dump(), "port": port}
+                )
+            except ValidationError as error:
+                problem = "; ".join(e["msg"].removeprefix("Value error, ") for e in error.errors())
+                variable = named_port_variable("mailbox_ports", name)
+                raise ConfigError(f"environment: {variable}: {problem}") from error
         return self.model_copy(
             update={
                 **paths,

@@ -103,10 +103,8 @@ def run(args: argparse.Namespace) -> int:
         config=settings.config.resolve(),
         started_at=datetime.now(UTC),
     )
-    holder: RunFile | None = None
 
     def ready(running: Running) -> None:
-        nonlocal holder
         holder = claim_run_file(project, record)
         print(banner(setup, running, str(settings.home), found_here=holder is None), flush=True)
         if holder is not None:

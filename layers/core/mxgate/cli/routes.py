@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mxgate.cli.common import add_settings_arguments, settings_from
 from mxgate.cli.rules import template_and_parameters, template_arguments
-from mxgate.local.config import load_local_config
+from mxgate.local.config import load_config
 from mxgate.mailmanager.config import accepted_domains, load_mail_manager
 from mxgate.mailmanager.template import routes_parameters
 from mxgate.routing.config import load_checked_routes, routes_schema
@@ -50,7 +50,7 @@ def print_schema(args: argparse.Namespace) -> int:
 def check_routes(args: argparse.Namespace) -> int:
     path = args.file
     if path is None:
-        path = load_local_config(settings_from(args).config).routes
+        path = load_config(settings_from(args)).routes
     template, parameters = template_and_parameters(args)
     mail_manager = load_mail_manager(template, parameters)
     accepted = accepted_domains(mail_manager)

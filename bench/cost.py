@@ -2,10 +2,12 @@
 
 Messages go through the Lambda handlers in process against moto, on the stack template.yaml
 defines (tests/awsstack.py): Process, then Deliver for each planned delivery, as one Express
-execution runs them. Every AWS request the adapters make is counted (DynamoDB request units from
-the items actually written and read), every handler timed; the memory sizes come from
-template.yaml, the state transitions of a Standard workflow from statemachine/pipeline.asl.json.
-SES sending and Mail Manager are priced apart (not here).
+execution runs them, then ProviderEvents for SES's report of each recipient's delivery (the
+configuration set's Delivery event, in its real shape: events/ses-delivery.json). Every AWS
+request the adapters make is counted (DynamoDB request units from the items actually written
+and read), every handler timed; the memory sizes come from template.yaml, the state transitions
+of a Standard workflow from statemachine/pipeline.asl.json. Mail Manager's and SES's own fees
+are priced on their own lines, after the pipeline's.
 
 Lambda durations are estimated from this run: each handler is timed, the time spent inside AWS
 calls (moto answering in process) is taken out, what is left (the handler's own work) is scaled
@@ -64,6 +66,13 @@ SQS_REQUEST = 0.40 / 1e6  # aws.amazon.com/sqs/pricing: standard queue, per requ
 EVENTBRIDGE_CUSTOM_EVENT = 1.00 / 1e6  # aws.amazon.com/eventbridge/pricing: custom events
 # (S3's own events to the default bus, and the rule starting the state machine, cost nothing)
 CLOUDWATCH_LOGS_GB = 0.50  # aws.amazon.com/cloudwatch/pricing: log ingestion, Standard class
+# Mail Manager and SES sending, a la carte: aws.amazon.com/ses/pricing, as the AWS Price List
+# API's AmazonSES us-east-1 offer file lists them (publication of 2026-07-22:
+# pricing.us-east-1.amazonaws.com/offers/v1.0/aws/AmazonSES/current/us-east-1/index.json)
+MAIL_MANAGER_MESSAGE = 0.00015  # usage type USE1-Message: per message processed
+MAIL_MANAGER_ARCHIVE_INGESTED_GB = 2.00  # USE1-ArchiveIngestedSize-Byte
+MAIL_MANAGER_ARCHIVE_GB_MONTH = 0.19  # USE1-ArchiveStorageSize-ByteHrs
+SES_OUTBOUND_RECIPIENT = 0.0001  # Recipients: per recipient of a message SES sends
 
 # --------------------------------------------------------------------------- assumptions
 # Typical in-region round trips, not measured here (no AWS account in this run).
@@ -176,7 +185,6 @@ class Profile:
     def message(self, n: int) -> bytes:
         cc = f"Cc: {self.cc}\r\n" if self.cc else ""
         return (
-            "X-Mxgate-Loop: mxgate\r\n"
             f"From: Supplier <orders@supplier.example>\r\nTo: {self.to}\r\n{cc}"
             f"Subject: Delivery note {n}\r\nDate: Mon, 30 Nov 2026 08:00:00 +0100\r\n"
             f"Message-ID: <note-{n}@supplier.example>\r\nMIME-Version: 1.0\r\n"
@@ -199,6 +207,7 @@ class Run:
     deliveries: float  # per message
     message_bytes: float
     sends: int
+    ses_recipients: int  # recipients of the messages SES sent, in all
 
 
 def run(profile: Profile, messages: int) -> Run:
@@ -218,14 +227,22 @@ def run(profile: Profile, messages: int) -> Run:
             keys.append(key)
             sizes.append(len(body))
         meter, deliveries, output = Meter(), 0, io.StringIO()
+        ses_recipients = 0
         with metered(meter), contextlib.redirect_stdout(output):
             for key in keys:
                 meter.step = "process"
                 planned = stack.invoke("process", {"bucket": bucket, "key": key})
-                meter.step = "deliver"
                 for delivery in planned["deliveries"]:
-                    stack.invoke("deliver", {"delivery": delivery})
+                    meter.step = "deliver"
+                    result = stack.invoke("deliver", {"delivery": delivery})
                     deliveries += 1
+                    relayed = [
+                        r["recipient"] for r in result["results"] if r["outcome"] == "relayed"
+                    ]
+                    ses_recipients += len(relayed)
+                    meter.step = "provider_events"
+                    for recipient in relayed:  # SES reports each recipient's delivery
+                        stack.invoke("provider_events", delivered(stack, delivery, recipient))
         meter.logged_bytes = len(output.getvalue().encode())
         from moto.ses.models import ses_backends  # noqa: PLC0415
 
@@ -253,7 +270,24 @@ def run(profile: Profile, messages: int) -> Run:
         deliveries / messages,
         statistics.mean(sizes),
         sends,
+        ses_recipients,
     )
+
+
+def delivered(stack: Stack, delivery: dict[str, Any], recipient: str) -> dict[str, Any]:
+    """SES's Delivery event for one recipient of a delivery, as its configuration set
+    publishes it to EventBridge (the canonical payload, its tags and recipient replaced)."""
+    event = json.loads((REPO / "events" / "ses-delivery.json").read_text())
+    routing = json.loads(stack.function_by_code("deliver").environment["MXGATE_ROUTES_PARAMETERS"])
+    name = "M365RoutingDomain" if delivery["destination"] == "m365" else "WorkspaceRoutingDomain"
+    domain = routing[name]
+    routed = f"{recipient.rpartition('@')[0]}@{domain}"
+    detail = event["detail"]
+    detail["mail"]["tags"]["mxgate-message"] = [delivery["message"]["message_id"]]
+    detail["mail"]["tags"]["mxgate-route"] = [delivery["destination"]]
+    detail["mail"]["destination"] = [routed]
+    detail["delivery"]["recipients"] = [routed]
+    return event
 
 
 def time_now() -> Any:
@@ -319,7 +353,7 @@ def timings(result: Run) -> dict[str, Timing]:
 def price(result: Run) -> dict[str, float]:
     """Dollars per million messages, line by line."""
     m, per = result.meter, 1e6 / result.messages
-    calls = {step: 1.0 if step == "process" else result.deliveries for step in result.durations}
+    calls = {step: result.invocations[step] / result.messages for step in result.durations}
     times = timings(result)
     gb_second = LAMBDA_GB_SECOND[result.architecture]
     lambda_duration = sum(
@@ -331,8 +365,10 @@ def price(result: Run) -> dict[str, float]:
         * gb_second
         for step in calls
     )
-    # one execution: Process, then the Map's deliveries side by side
-    execution_s = sum(t.on_lambda for t in times.values()) + len(times) * TASK_OVERHEAD_S
+    # one execution: Process, then the Map's deliveries side by side (SES's reports come after,
+    # to the ProviderEvents function, outside the execution)
+    inside = [step for step in times if step in {"process", "deliver"}]
+    execution_s = sum(times[s].on_lambda for s in inside) + len(inside) * TASK_OVERHEAD_S
     billed_s = math.ceil(execution_s / EXPRESS_ROUNDING_S) * EXPRESS_ROUNDING_S
     return {
         "Lambda requests": sum(calls.values()) * LAMBDA_REQUEST * 1e6,
@@ -364,6 +400,19 @@ def extras(result: Run) -> dict[str, float]:
             m.count("sqs.") * SQS_REQUEST + m.count("events.PutEvents") * EVENTBRIDGE_CUSTOM_EVENT
         )
         * per,
+    }
+
+
+def fees(result: Run) -> dict[str, float]:
+    """What Mail Manager and SES themselves bill per million messages, beside the pipeline."""
+    gigabytes = result.message_bytes / 1024**3
+    return {
+        "Mail Manager message processing (the MX ingress point)": MAIL_MANAGER_MESSAGE * 1e6,
+        "Mail Manager archive: ingestion": gigabytes * MAIL_MANAGER_ARCHIVE_INGESTED_GB * 1e6,
+        "Mail Manager archive: storage, 1 month": gigabytes * MAIL_MANAGER_ARCHIVE_GB_MONTH * 1e6,
+        "SES sending to Workspace and 365 (per recipient)": (
+            result.ses_recipients / result.messages * SES_OUTBOUND_RECIPIENT * 1e6
+        ),
     }
 
 
@@ -403,6 +452,11 @@ def report(result: Run) -> dict[str, float]:
     other = extras(result)
     for line, dollars in other.items():
         print(f"    {line:<56} ${dollars:8.2f}")
+    billed = fees(result)
+    print("  Mail Manager and SES, per million messages:")
+    for line, dollars in billed.items():
+        print(f"    {line:<56} ${dollars:8.2f}")
+    everything = total + sum(other.values()) + sum(billed.values())
     standard = transitions(result.deliveries)
     workflow = costs["Step Functions Express requests"] + costs["Step Functions Express duration"]
     print(
@@ -410,9 +464,14 @@ def report(result: Run) -> dict[str, float]:
         f"(Retry attempts add one each) -> Standard ${standard * STANDARD_TRANSITION * 1e6:.2f}"
         f" per million messages, Express ${workflow:.2f}"
     )
+    print(
+        f"    {'everything (pipeline, the rest above, Mail Manager and SES)':<56} "
+        f"${everything:8.2f}"
+    )
     return {
         "pipeline": total,
         "with_ingress_put": total + other["S3 PUT by Mail Manager's WriteToS3 (one per message)"],
+        "everything": everything,
         "standard": standard * STANDARD_TRANSITION * 1e6,
     }
 
@@ -434,10 +493,13 @@ def main() -> None:
     results = [report(run(profile, args.messages)) for profile in profiles]
     usual = results[0]
     print(
-        f"\nThe usual message: ${usual['pipeline']:.2f} per million for the pipeline after "
-        f"ingress, ${usual['with_ingress_put']:.2f} with WriteToS3's PUT; a Standard workflow "
-        f"would cost ${usual['standard']:.2f} in state transitions alone. "
-        f"({time.perf_counter() - started:.0f} s)"
+        f"\nThe usual message, per million: the pipeline after ingress ${usual['pipeline']:.2f}"
+        f" (${usual['with_ingress_put']:.2f} with WriteToS3's PUT); a Standard workflow would "
+        f"cost ${usual['standard']:.2f} in state transitions alone."
+    )
+    print(
+        f"With Mail Manager's and SES's own fees, everything: ${usual['everything']:.2f} per "
+        f"million. ({time.perf_counter() - started:.0f} s)"
     )
 
 

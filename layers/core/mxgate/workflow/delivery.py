@@ -277,11 +277,18 @@ def _send_bounce(
         failure = TransientError if result is None or result.transient else PermanentError
         raise failure(f"DSN to {ref.envelope_sender}: {detail}")
     detail = f"{notice.status} {notice.diagnostic}; DSN sent to {ref.envelope_sender}"
-    for recipient in pending:
+    return _bounced(delivery, pending, detail, services)
+
+
+def _bounced(
+    delivery: Delivery, recipients: list[str], detail: str, services: Services
+) -> list[RecipientResult]:
+    """The recipients end `bounced`: the DSN that says so went to the envelope sender."""
+    for recipient in recipients:
         _settle(services, delivery, recipient, Outcome.BOUNCED, detail)
     return [
         RecipientResult(recipient=r, outcome=Outcome.BOUNCED.value, detail=detail[:500])
-        for r in pending
+        for r in recipients
     ]
 
 
@@ -572,13 +579,7 @@ def _expire(
             raise TransientError(f"DSN to {ref.envelope_sender}: {detail}")
         cause = f"{why}; the DSN to {ref.envelope_sender} was refused: {detail}"
         return _dead_letter(delivery, left, StepError(Error="Expired", Cause=cause), services)
-    detail = f"{why}; DSN sent to {ref.envelope_sender}"
-    for recipient in left:
-        _settle(services, delivery, recipient, Outcome.BOUNCED, detail)
-    return [
-        RecipientResult(recipient=r, outcome=Outcome.BOUNCED.value, detail=detail[:500])
-        for r in left
-    ]
+    return _bounced(delivery, left, f"{why}; DSN sent to {ref.envelope_sender}", services)
 
 
 # ------------------------------------------------------------------------------- redrive

@@ -11,7 +11,7 @@ routing domain the recipients were rewritten to. Only the fields used are read; 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -107,6 +107,13 @@ class SesEventBridgeEvent(_Read):
     detail: SesEventRecord
 
 
+def _reasons(recipients: Sequence[BouncedRecipient | DelayedRecipient]) -> dict[str, str]:
+    """Each recipient's status and diagnostic, as the reporting MTA gave them."""
+    return {
+        r.email_address: " ".join(filter(None, (r.status, r.diagnostic_code))) for r in recipients
+    }
+
+
 def _tag(mail: SesMail, name: str) -> str | None:
     values = mail.tags.get(name) or []
     return values[0] if values else None
@@ -143,10 +150,7 @@ def provider_event(event: Mapping[str, Any]) -> ProviderEvent | None:
             recipients=[r.email_address for r in bounce.bounced_recipients],
             at=bounce.timestamp,
             detail=f"{bounce.bounce_type} bounce ({bounce.bounce_sub_type or 'General'})",
-            reasons={
-                r.email_address: " ".join(filter(None, (r.status, r.diagnostic_code)))
-                for r in bounce.bounced_recipients
-            },
+            reasons=_reasons(bounce.bounced_recipients),
             **common,
         )
     if record.complaint is not None:
@@ -173,10 +177,7 @@ def provider_event(event: Mapping[str, Any]) -> ProviderEvent | None:
             recipients=[r.email_address for r in delay.delayed_recipients],
             at=delay.timestamp,
             detail=f"delivery delayed ({delay.delay_type})",
-            reasons={
-                r.email_address: " ".join(filter(None, (r.status, r.diagnostic_code)))
-                for r in delay.delayed_recipients
-            },
+            reasons=_reasons(delay.delayed_recipients),
             **common,
         )
     raise PermanentError(f"SES {record.event_type} event without its {record.event_type} object")

@@ -21,14 +21,14 @@ from mxgate.adapters.local.objects import FileObjectStore
 from mxgate.adapters.local.state import SqliteState
 from mxgate.delivery.smtp import SmtpTarget, SmtpTransport
 from mxgate.local.mailbox import MaildirHandler
-from mxgate.local.runtime import load_setup
 from mxgate.local.settings import LocalSettings
+from mxgate.local.setup import load_setup
 from mxgate.local.workflow import LocalWorkflow
 from mxgate.ports import Hooks, Transport, Webhooks
+from mxgate.records import DeferredDelivery, Envelope
 from mxgate.routing.config import Routes
-from mxgate.workflow.delivery import redrive
+from mxgate.workflow.dead_letter import redrive
 from mxgate.workflow.envelope import store_envelope
-from mxgate.workflow.model import DeferredDelivery, Envelope
 from mxgate.workflow.services import Services
 from tests.support import REPO, local_config
 
@@ -135,15 +135,17 @@ class Bench:
     def run(self, message_id: str) -> Any:
         return self.workflow.start(BUCKET, f"raw/{message_id}")
 
-    def deferred(self) -> list[dict[str, object]]:
-        return self.state.deferred()
+    def deferred(self) -> list[DeferredDelivery]:
+        waiting = [w.record for w in self.state.deferred()]
+        return [r for r in waiting if isinstance(r, DeferredDelivery)]
 
     def run_due(self) -> int:
         """What the gateway's scheduler does: run every due deferred delivery once."""
         ran = 0
-        for record_id, document in self.state.lease_due(self.clock.now(), 600):
-            self.workflow.redeliver(DeferredDelivery.model_validate(document).delivery)
-            self.state.finish_deferred(record_id)
+        for record in self.state.lease_due(self.clock.now(), 600):
+            assert isinstance(record, DeferredDelivery)
+            self.workflow.redeliver(record.delivery)
+            self.state.finish_deferred(record.record_id)
             ran += 1
         return ran
 
@@ -162,10 +164,10 @@ class Bench:
         for _ in range(limit):
             if len(self.state.states(message_id)) >= recipients:
                 return
-            waiting = self.state.deferred()
+            waiting = self.deferred()
             if not waiting:
                 return
-            due = min(datetime.fromisoformat(str(w["due_at"])) for w in waiting)
+            due = min(w.due_at for w in waiting)
             self.clock.moment = max(self.clock.moment, due)
             self.run_due()
 

@@ -159,9 +159,10 @@ def test_webhook_refused_for_good_is_dead_lettered_without_touching_the_recipien
     message_id = bench.store(ORDER, ["orders@customer-support.nutrition.co"])
     bench.run(message_id)
     assert len(endpoint.requests) == 1  # permanent: no retry
-    ((record_id, record),) = list(bench.state.list())
-    assert record["kind"] == "webhook"
-    assert "HTTP 410" in str(record["reason"])
+    (record,) = list(bench.state.list())
+    record_id = record.record_id
+    assert record.kind == "webhook"
+    assert "HTTP 410" in record.reason
     assert record_id == f"{message_id}.orders.webhook.0"
     assert bench.outcomes(message_id) == {"orders@customer-support.nutrition.co": "handed_to_app"}
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from mxgate.errors import TransientError
-from mxgate.timeline import RecipientState, TimelineEvent
+from mxgate.records import DeadLetter, Deferred, RecipientState, TimelineEvent
 
 
 class Clock(Protocol):
@@ -132,20 +132,24 @@ class Resolver(Protocol):
 
 
 class DeadLetters(Protocol):
-    def put(self, record_id: str, record: Mapping[str, object]) -> None: ...
+    """What could not be completed, kept for `mxgate dlq` (show, redrive)."""
 
-    def list(self) -> Iterator[tuple[str, dict[str, object]]]: ...
+    def put(self, record: DeadLetter) -> None:
+        """Keep the record under its id; one of the same id is written over."""
+        ...
 
-    def get(self, record_id: str) -> dict[str, object] | None: ...
+    def list(self) -> Iterator[DeadLetter]: ...
+
+    def get(self, record_id: str) -> DeadLetter | None: ...
 
     def remove(self, record_id: str) -> None: ...
 
 
 class Deferrals(Protocol):
-    """Deliveries waiting for their next attempt (SQLite here, an SQS queue with delays on AWS)."""
+    """Work waiting for its next attempt (SQLite here, an SQS queue with delays on AWS)."""
 
-    def schedule(self, record_id: str, due_at: datetime, document: Mapping[str, object]) -> None:
-        """Run `document` (a deferred delivery) again at `due_at`; the same id twice is one."""
+    def schedule(self, record: Deferred) -> None:
+        """Run the record again at its `due_at`; the same id twice is one."""
         ...
 
 
@@ -160,3 +164,37 @@ class Hooks(Protocol):
 
 class Webhooks(Protocol):
     def post(self, url: str, secret: str, event_id: str, body: bytes, timeout: float) -> str: ...
+
+
+# ----------------------------------------------------------------------------- rule actions
+# What Mail Manager's rule actions reach beyond the object store and the transports: the local
+# runtime supplies files and in-process handlers; another runtime can supply AWS-backed ones.
+
+
+class Functions(Protocol):
+    """Lambda functions an InvokeLambda action calls."""
+
+    def check(self, function_arn: str) -> None:
+        """Raise PermanentError when the function cannot be invoked (unknown, not loadable)."""
+        ...
+
+    def invoke(self, function_arn: str, event: Mapping[str, Any]) -> Any:
+        """The function's result; what the function raises propagates."""
+        ...
+
+
+class Topics(Protocol):
+    """SNS topics a PublishToSns action publishes to."""
+
+    def publish(self, topic_arn: str, subject: str, message: str) -> str:
+        """Publish one notification; returns where it went."""
+        ...
+
+
+class Mailboxes(Protocol):
+    """WorkMail mailboxes a DeliverToMailbox action delivers to."""
+
+    def deliver(self, mailbox_arn: str, envelope_sender: str, recipient: str, raw: bytes) -> str:
+        """Deliver one recipient's copy; returns where it went. Raises OSError or
+        TransientError when this may pass."""
+        ...

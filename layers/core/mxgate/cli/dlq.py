@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mxgate.adapters.local.state import SqliteState
 from mxgate.cli.common import add_settings_arguments, print_json, settings_from, table
-from mxgate.clock import SystemClock
 from mxgate.errors import ConfigError, MxgateError
-from mxgate.local.mailmanager import DEAD_LETTER_KIND, redrive_rule_set
-from mxgate.local.runtime import Paths
-from mxgate.ports import DeadLetters, Deferrals, Timeline
-from mxgate.workflow.delivery import redrive
+from mxgate.local.bootstrap import Bootstrap
+from mxgate.local.rule_set_failures import redrive_rule_set
+from mxgate.ports import Clock, DeadLetters, Deferrals, Timeline
+from mxgate.records import DeadLetter, RuleSetDeadLetter
+from mxgate.workflow.dead_letter import redrive
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,9 +59,10 @@ class Store:
     dead_letters: DeadLetters
     deferrals: Deferrals
     timeline: Timeline
+    clock: Clock
     where: str
     after_redrive: str
-    forget_notices: Any = None  # on AWS: removes the redriven records' SQS notices
+    forget_notices: Callable[[set[str]], int] | None = None  # on AWS: the redriven's notices
 
 
 def _option(args: argparse.Namespace, name: str, variable: str) -> str:
@@ -75,19 +76,22 @@ def _option(args: argparse.Namespace, name: str, variable: str) -> str:
 def open_store(args: argparse.Namespace) -> Store:
     if args.aws:
         return _aws_store(args)
-    settings = settings_from(args)
-    paths = Paths(settings.home)
+    bootstrap = Bootstrap(settings_from(args))
+    paths = bootstrap.paths
     if not paths.state_db.exists():
-        raise ConfigError(f"no gateway state under {settings.home} (has `mxgate run` run?)")
-    state = SqliteState(paths.state_db)
+        raise ConfigError(
+            f"no gateway state under {bootstrap.settings.home} (has `mxgate run` run?)"
+        )
+    state = bootstrap.state()
     running = paths.ports_file.exists()
     return Store(
         dead_letters=state,
         deferrals=state,
         timeline=state,
+        clock=bootstrap.clock,
         where=str(paths.state_db),
         after_redrive=(
-            f"the running gateway delivers it within {settings.defer_poll:g}s"
+            f"the running gateway delivers it within {bootstrap.settings.defer_poll:g}s"
             if running
             else "the gateway delivers it when it next runs (`mxgate run`)"
         ),
@@ -95,34 +99,29 @@ def open_store(args: argparse.Namespace) -> Store:
 
 
 def _aws_store(args: argparse.Namespace) -> Store:
-    import boto3  # noqa: PLC0415 -- only with --aws
+    from mxgate.adapters.aws.bootstrap import dead_letter_store  # noqa: PLC0415 -- only with --aws
 
-    from mxgate.adapters.aws.deferral import SqsDeferrals  # noqa: PLC0415
-    from mxgate.adapters.aws.dynamodb import DynamoState  # noqa: PLC0415
-    from mxgate.adapters.aws.events import forget_notices  # noqa: PLC0415
-
-    session = boto3.session.Session(region_name=args.region)
-    clock = SystemClock()
     table = _option(args, "table", "MXGATE_STATE_TABLE")
-    state = DynamoState(session.client("dynamodb"), table, clock)
-    deferrals = SqsDeferrals(
-        session.client("sqs"), _option(args, "defer_queue", "MXGATE_DEFER_QUEUE"), clock
+    aws = dead_letter_store(
+        table=table,
+        defer_queue=_option(args, "defer_queue", "MXGATE_DEFER_QUEUE"),
+        dead_letter_queue=getattr(args, "dead_letter_queue", None)
+        or os.environ.get("MXGATE_DEAD_LETTER_QUEUE"),
+        region=args.region,
     )
-    notices = getattr(args, "dead_letter_queue", None) or os.environ.get("MXGATE_DEAD_LETTER_QUEUE")
-    sqs = session.client("sqs")
     return Store(
-        dead_letters=state,
-        deferrals=deferrals,
-        timeline=state,
+        dead_letters=aws.state,
+        deferrals=aws.deferrals,
+        timeline=aws.state,
+        clock=aws.clock,
         where=f"DynamoDB table {table}",
         after_redrive="the Redeliver function starts its redelivery within seconds",
-        forget_notices=(lambda ids: forget_notices(sqs, notices, ids)) if notices else None,
+        forget_notices=aws.forget_notices,
     )
 
 
-def _recipients(record: dict[str, object]) -> list[str]:
-    found = record.get("recipients")
-    return [str(r) for r in found] if isinstance(found, list) else []
+def _as_json(record: DeadLetter) -> dict[str, Any]:
+    return {"id": record.record_id, **record.model_dump(mode="json", exclude={"record_id"})}
 
 
 def _text(value: object, width: int) -> str:
@@ -132,10 +131,9 @@ def _text(value: object, width: int) -> str:
 
 def list_dead_letters(args: argparse.Namespace) -> int:
     store = open_store(args)
-    rows = [{"id": record_id, **record} for record_id, record in store.dead_letters.list()]
-    rows.sort(key=lambda r: str(r.get("at", "")))
+    rows = sorted(store.dead_letters.list(), key=lambda r: r.at)
     if args.json:
-        print_json({"dead_letters": rows})
+        print_json({"dead_letters": [_as_json(r) for r in rows]})
         return 0
     if not rows:
         print(f"no dead letters in {store.where}")
@@ -144,11 +142,11 @@ def list_dead_letters(args: argparse.Namespace) -> int:
         table(
             [
                 [
-                    str(r["id"]),
-                    str(r.get("at", ""))[:19],
-                    f"{r.get('kind', '')} {r.get('destination', '')}".strip(),
-                    str(len(_recipients(r))),
-                    _text(r.get("reason") or r.get("error"), 60),
+                    r.record_id,
+                    r.at.strftime("%Y-%m-%dT%H:%M:%S"),
+                    r.label,
+                    str(len(r.recipients)),
+                    _text(r.reason or r.error, 60),
                 ]
                 for r in rows
             ],
@@ -164,41 +162,28 @@ def show_dead_letter(args: argparse.Namespace) -> int:
     if record is None:
         raise ConfigError(f"no dead letter {args.record_id!r} in {store.where}")
     if args.json:
-        print_json({"id": args.record_id, **record})
+        print_json(_as_json(record))
         return 0
-    rules = record.get("kind") == DEAD_LETTER_KIND
-    if rules:  # rule actions failed: the message is kept beside the record
-        message = record.get("message")
-    else:
-        delivery = record.get("delivery")
-        message = delivery.get("message", {}) if isinstance(delivery, dict) else {}
-    if not isinstance(message, dict):
-        message = {}
-    print(f"dead letter {args.record_id}")
+    message = record.message
+    print(f"dead letter {record.record_id}")
     for label, value in (
-        ("message", record.get("message_id")),
-        ("subject", message.get("subject")),
-        ("envelope sender", message.get("envelope_sender")),
-        ("stored at", f"{message.get('bucket')}/{message.get('key')}"),
-        (
-            "delivery",
-            f"rule actions of rule set {record.get('destination')}"
-            if rules
-            else f"{record.get('kind')} to {record.get('destination')}",
-        ),
-        ("recipients", ", ".join(_recipients(record))),
-        ("dead-lettered", record.get("at")),
-        ("error", record.get("error")),
-        ("reason", record.get("reason") or record.get("cause")),
+        ("message", record.message_id),
+        ("subject", message.subject),
+        ("envelope sender", message.envelope_sender),
+        ("stored at", f"{message.bucket}/{message.key}"),
+        ("delivery", record.what),
+        ("recipients", ", ".join(record.recipients)),
+        ("dead-lettered", record.at.isoformat()),
+        ("error", record.error),
+        ("reason", record.reason or record.cause),
     ):
         print(f"  {label + ':':<17}{value}")
-    failures = record.get("failures")
-    if rules and isinstance(failures, dict):
+    if isinstance(record, RuleSetDeadLetter):
         print("  failed actions:")
-        for recipient, reasons in failures.items():
-            for reason in reasons if isinstance(reasons, list) else [reasons]:
+        for recipient, reasons in record.failures.items():
+            for reason in reasons:
                 print(f"    {recipient}: {reason}")
-    print(f"redrive with: mxgate dlq redrive {args.record_id}")
+    print(f"redrive with: mxgate dlq redrive {record.record_id}")
     return 0
 
 
@@ -206,44 +191,42 @@ def _redrive_one(store: Store, record_id: str, args: argparse.Namespace) -> dict
     """A delivery goes back to the deferred queue; a rule set dead letter goes back through the
     rule set (on this machine only: on AWS, Mail Manager runs the rules)."""
     record = store.dead_letters.get(record_id)
-    clock = SystemClock()
-    if record is not None and record.get("kind") == DEAD_LETTER_KIND:
+    if isinstance(record, RuleSetDeadLetter):
         if args.aws:
             raise ConfigError(
                 f"{record_id} is a local rule set dead letter; redrive it without --aws"
             )
         retry = redrive_rule_set(
-            record_id,
             record,
             dead_letters=store.dead_letters,
             deferrals=store.deferrals,
             timeline=store.timeline,
-            clock=clock,
+            clock=store.clock,
         )
         return {
             "id": record_id,
             "queued_as": retry.record_id,
             "recipients": retry.recipients,
-            "message_id": retry.envelope.message_id,
+            "message_id": retry.message_id,
         }
     queued = redrive(
         record_id,
         dead_letters=store.dead_letters,
         deferrals=store.deferrals,
         timeline=store.timeline,
-        clock=clock,
+        clock=store.clock,
     )
     return {
         "id": record_id,
         "queued_as": queued.record_id,
-        "recipients": queued.delivery.recipients,
-        "message_id": queued.delivery.message.message_id,
+        "recipients": queued.recipients,
+        "message_id": queued.message_id,
     }
 
 
 def redrive_dead_letters(args: argparse.Namespace) -> int:
     store = open_store(args)
-    ids = [record_id for record_id, _ in store.dead_letters.list()] if args.all else args.record_ids
+    ids = [r.record_id for r in store.dead_letters.list()] if args.all else args.record_ids
     done: list[dict[str, object]] = []
     failed: list[dict[str, str]] = []
     for record_id in ids:

@@ -9,8 +9,9 @@ import os
 
 from mxgate.cli.common import add_settings_arguments, settings_from
 from mxgate.errors import ConfigError
-from mxgate.local.runtime import LocalSetup, load_setup
+from mxgate.local.bootstrap import Bootstrap
 from mxgate.local.server import Running, serve
+from mxgate.local.setup import LocalSetup
 from mxgate.mailmanager.template import logical_id_of
 from mxgate.observability import configure_logging
 
@@ -66,13 +67,14 @@ def banner(setup: LocalSetup, running: Running, home: str) -> str:
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args, smtp_port=args.port, workers=args.workers)
     configure_logging(settings.log_level)
-    setup = load_setup(settings)
+    bootstrap = Bootstrap(settings)
+    setup = bootstrap.setup  # the configuration is checked before anything starts
 
     def ready(running: Running) -> None:
         print(banner(setup, running, str(settings.home)), flush=True)
 
     try:
-        asyncio.run(serve(setup, ready))
+        asyncio.run(serve(bootstrap, ready))
     except OSError as error:
         if error.errno != errno.EADDRINUSE:
             raise

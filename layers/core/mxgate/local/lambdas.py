@@ -7,7 +7,7 @@ import importlib.util
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -41,7 +41,8 @@ class LambdaContext:
 
 
 class LocalLambdas:
-    """Finds a function of the template by its ARN or name and runs its handler."""
+    """The Functions port on one machine: finds a function of the template by its ARN or name
+    and runs its handler in this process."""
 
     def __init__(self, config: MailManagerConfig) -> None:
         self.config = config
@@ -55,7 +56,10 @@ class LocalLambdas:
             self._handlers[source.logical_id] = _load(source)
         return source, self._handlers[source.logical_id]
 
-    def invoke(self, function_arn: str, event: dict[str, Any]) -> Any:
+    def check(self, function_arn: str) -> None:
+        self.handler(function_arn)
+
+    def invoke(self, function_arn: str, event: Mapping[str, Any]) -> Any:
         """Call the handler; its exceptions propagate (the caller decides what they mean)."""
         source, handler = self.handler(function_arn)
         arn = f"arn:aws:lambda:{LOCAL_REGION}:{LOCAL_ACCOUNT}:function:{source.name}"

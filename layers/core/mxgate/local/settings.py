@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -21,6 +22,53 @@ ENVIRONMENT = {
     "MXGATE_RETRY_SCALE": "retry_scale",
     "MXGATE_DEFER_POLL": "defer_poll",
 }
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where the local runtime keeps its state, under $MXGATE_HOME."""
+
+    home: Path
+
+    @property
+    def spool(self) -> Path:
+        return self.home / "spool"
+
+    @property
+    def objects(self) -> Path:
+        return self.home / "objects"
+
+    @property
+    def mailboxes(self) -> Path:
+        return self.home / "mailboxes"
+
+    @property
+    def events(self) -> Path:
+        return self.home / "events"
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def state_db(self) -> Path:
+        return self.home / "state.db"
+
+    @property
+    def tls(self) -> Path:
+        return self.home / "tls"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.home / "quarantine"
+
+    @property
+    def address_lists(self) -> Path:
+        return self.home / "address-lists"
+
+    @property
+    def ports_file(self) -> Path:
+        return self.home / "run" / "ports.json"
 
 
 class LocalSettings(BaseModel):
@@ -46,6 +94,10 @@ class LocalSettings(BaseModel):
     defer_poll: float = Field(
         default=5.0, gt=0, le=300, description="seconds between looks at the deferred queue"
     )
+
+    @property
+    def paths(self) -> Paths:
+        return Paths(self.home.resolve())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> LocalSettings:

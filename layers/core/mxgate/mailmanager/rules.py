@@ -175,11 +175,13 @@ class ActionContext:
 
 class PartialFailureError(MxgateError):
     """An action failed for some of its recipients (and may have succeeded for the others);
-    `transient` names those whose failure may pass (a 4xx reply)."""
+    `transient` names those whose failure may pass (a 4xx reply). Its kind is transient when
+    any of them may pass: trying again repeats only what failed (idempotency keys)."""
 
     def __init__(self, failed: Mapping[str, str], transient: Collection[str] = ()) -> None:
         self.failed = dict(failed)
         self.transient = frozenset(transient)
+        self.kind = FailureKind.TRANSIENT if self.transient else FailureKind.PERMANENT
         super().__init__("; ".join(f"{r}: {why}" for r, why in self.failed.items()))
 
 

@@ -460,19 +460,11 @@ def header_values(message: Message, name: str) -> list[str]:
 
 
 def addresses(message: Message, name: str, defects: list[str]) -> list[Address]:
+    """The addresses of every `name` field of a header-only parse, read by the same parser as
+    the full parse's (`parse_addresses`), from the raw field values."""
     found: list[Address] = []
-    header: Any
-    for header in message.get_all(name, []):
-        try:
-            found.extend(
-                Address(
-                    name=clean(a.display_name),
-                    address=clean(a.addr_spec),
-                    ascii_domain=_ascii_domain(clean(a.domain), defects),
-                )
-                for a in header.addresses  # email.headerregistry.AddressHeader
-                if a.addr_spec and a.addr_spec != "<>"
-            )
-        except Exception:  # noqa: BLE001 -- fall back to the lenient parser
-            found.extend(parse_addresses(clean(str(header)), name, defects))
+    for field_name, value in message.raw_items():
+        if field_name.lower() == name:
+            raw = str(value).encode("utf-8", "surrogateescape")  # the bytes as received
+            found.extend(parse_addresses(unfold(header_text(raw)), name, defects))
     return found

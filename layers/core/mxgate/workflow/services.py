@@ -19,6 +19,7 @@ from mxgate.ports import (
     Transport,
     Webhooks,
 )
+from mxgate.recorder import Recorder
 from mxgate.routing.config import Routes
 
 
@@ -32,11 +33,12 @@ class Services:
     dead_letters: DeadLetters
     routes: Routes
     clock: Clock
-    gateway_host: str = "mxgate.local"  # names this gateway in trace header fields
+    # names this gateway in trace header fields, and is its authserv-id in
+    # Authentication-Results
+    gateway_host: str = "mxgate.local"
     # whether the runtime keeps each message's envelope beside it (the local emulator does;
     # Mail Manager does not, so on AWS looking would cost a request and find nothing)
     envelope_sidecars: bool = True
-    # and is its authserv-id in Authentication-Results
     resolver: Resolver | None = None  # DNS for sender authentication; None: not checked
     message_limits: ParseLimits = field(default_factory=ParseLimits)
     # delivery beyond the first attempts: without these, deferral, DSNs and hooks are off
@@ -44,3 +46,8 @@ class Services:
     bounces: Transport | None = None  # sends DSNs to envelope senders
     hooks: Hooks | None = None
     webhooks: Webhooks | None = None
+
+    @property
+    def records(self) -> Recorder:
+        """Writes the timeline and terminal states, stamped by this clock."""
+        return Recorder(self.timeline, self.clock)

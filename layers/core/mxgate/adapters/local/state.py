@@ -6,7 +6,8 @@ and replayed on start; replays are harmless because deliveries are idempotent. A
 another process keeps busy past the timeout raises TransientError: the step is retried.
 
 A recipient's terminal state is keyed by its casefolded address, as on DynamoDB: `Alice@` and
-`alice@` are one recipient, which settles once.
+`alice@` are one recipient, which settles once. Its `terminal` timeline event is written in the
+same transaction; a settle that finds a state already there writes nothing.
 """
 
 from __future__ import annotations
@@ -15,14 +16,24 @@ import builtins
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from mxgate.errors import TransientError
-from mxgate.timeline import Outcome, RecipientState, Stage, TimelineEvent
+from mxgate.records import (
+    DEAD_LETTER,
+    DEFERRED,
+    DeadLetter,
+    Deferred,
+    Outcome,
+    RecipientState,
+    Stage,
+    TimelineEvent,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -97,6 +108,32 @@ def _busy_is_transient() -> Iterator[None]:
         raise
 
 
+_INSERT_EVENT = "INSERT INTO events (message_id, at, stage, recipient, detail) VALUES (?,?,?,?,?)"
+
+
+def _event_row(event: TimelineEvent) -> tuple[str, str, str, str | None, str]:
+    return (
+        event.message_id,
+        event.at.isoformat(),
+        event.stage.value,
+        event.recipient,
+        event.detail,
+    )
+
+
+def _dead_letter(record_id: str, body: str) -> DeadLetter:
+    """Records of earlier versions were stored without their id."""
+    return DEAD_LETTER.validate_python({**json.loads(body), "record_id": record_id})
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A record of the deferred queue, and whether a worker has it now."""
+
+    record: Deferred
+    running: bool
+
+
 class SqliteState:
     """Implements the Timeline, Idempotency, DeadLetters and Deferrals ports."""
 
@@ -168,13 +205,7 @@ class SqliteState:
 
     def record_many(self, events: Sequence[TimelineEvent]) -> None:
         if events:
-            self._write(
-                "INSERT INTO events (message_id, at, stage, recipient, detail) VALUES (?,?,?,?,?)",
-                [
-                    (e.message_id, e.at.isoformat(), e.stage.value, e.recipient, e.detail)
-                    for e in events
-                ],
-            )
+            self._write(_INSERT_EVENT, [_event_row(e) for e in events])
 
     def settle(self, state: RecipientState) -> bool:
         with self._transaction() as db:
@@ -193,23 +224,8 @@ class SqliteState:
                 ),
             )
             first = cursor.rowcount == 1
-            detail = (
-                f"{state.outcome.value} ({state.route}): {state.detail}"
-                if state.route
-                else (f"{state.outcome.value}: {state.detail}")
-            )
-            if not first:
-                detail = f"ignored, already settled: {detail}"
-            db.execute(
-                "INSERT INTO events (message_id, at, stage, recipient, detail) VALUES (?,?,?,?,?)",
-                (
-                    state.message_id,
-                    state.at.isoformat(),
-                    Stage.TERMINAL.value,
-                    state.recipient,
-                    detail,
-                ),
-            )
+            if first:
+                db.execute(_INSERT_EVENT, _event_row(state.event()))
         return first
 
     def reopen(self, message_id: str, recipient: str) -> None:
@@ -279,20 +295,20 @@ class SqliteState:
 
     # ----------------------------------------------------------------------- DeadLetters
 
-    def put(self, record_id: str, record: Mapping[str, object]) -> None:
+    def put(self, record: DeadLetter) -> None:
         self._write(
             "INSERT OR REPLACE INTO dead_letters VALUES (?,?)",
-            [(record_id, json.dumps(record))],
+            [(record.record_id, record.model_dump_json())],
             durable=True,
         )
 
-    def list(self) -> Iterator[tuple[str, dict[str, object]]]:
+    def list(self) -> Iterator[DeadLetter]:
         for record_id, body in self._read("SELECT id, record FROM dead_letters ORDER BY id"):
-            yield record_id, json.loads(body)
+            yield _dead_letter(record_id, body)
 
-    def get(self, record_id: str) -> dict[str, object] | None:
+    def get(self, record_id: str) -> DeadLetter | None:
         rows = self._read("SELECT record FROM dead_letters WHERE id=?", (record_id,))
-        return dict(json.loads(rows[0][0])) if rows else None
+        return _dead_letter(record_id, rows[0][0]) if rows else None
 
     def remove(self, record_id: str) -> None:
         self._write("DELETE FROM dead_letters WHERE id=?", [(record_id,)])
@@ -302,20 +318,17 @@ class SqliteState:
     # then deletes it. A lease that runs out (the worker died) makes the record due again;
     # deliveries are idempotent, so running one twice is harmless.
 
-    def schedule(self, record_id: str, due_at: datetime, document: Mapping[str, object]) -> None:
-        delivery = document.get("delivery")
-        message = delivery.get("message") if isinstance(delivery, dict) else None
-        message_id = str(message.get("message_id", "")) if isinstance(message, dict) else ""
+    def schedule(self, record: Deferred) -> None:
         self._write(
             "INSERT OR REPLACE INTO deferred (id, message_id, due_at, leased_until, document) "
             "VALUES (?,?,?,NULL,?)",
-            [(record_id, message_id, _utc(due_at), json.dumps(document))],
+            [(record.record_id, record.message_id, _utc(record.due_at), record.model_dump_json())],
             durable=True,
         )
 
     def lease_due(
         self, now: datetime, lease_seconds: float, limit: int = 50
-    ) -> builtins.list[tuple[str, dict[str, object]]]:
+    ) -> builtins.list[Deferred]:
         """Due records, leased for `lease_seconds` so no one else takes them meanwhile."""
         stamp = _utc(now)
         until = _utc(now + timedelta(seconds=lease_seconds))
@@ -328,7 +341,7 @@ class SqliteState:
             db.executemany(
                 "UPDATE deferred SET leased_until=? WHERE id=?", [(until, r[0]) for r in rows]
             )
-        return [(str(r[0]), json.loads(r[1])) for r in rows]
+        return [DEFERRED.validate_json(r[1]) for r in rows]
 
     def release_leases(self) -> None:
         """On start: nothing runs yet, so every lease belongs to a previous, stopped run."""
@@ -337,18 +350,15 @@ class SqliteState:
     def finish_deferred(self, record_id: str) -> None:
         self._write("DELETE FROM deferred WHERE id=?", [(record_id,)])
 
-    def deferred(self, message_id: str | None = None) -> builtins.list[dict[str, object]]:
+    def deferred(self, message_id: str | None = None) -> builtins.list[Waiting]:
         """Waiting records (all, or one message's), soonest first, for `mxgate trace`."""
-        sql = "SELECT id, due_at, leased_until, document FROM deferred"
+        sql = "SELECT leased_until, document FROM deferred"
         params: tuple[object, ...] = ()
         if message_id is not None:
             sql += " WHERE message_id=?"
             params = (message_id,)
         rows = self._read(sql + " ORDER BY due_at", params)
-        return [
-            {"id": r[0], "due_at": r[1], "running": r[2] is not None, **json.loads(r[3])}
-            for r in rows
-        ]
+        return [Waiting(DEFERRED.validate_json(r[1]), running=r[0] is not None) for r in rows]
 
     def is_scheduled(self, record_id: str) -> bool:
         """Whether the deferred queue holds this record (a rule set retry owning a spool file)."""

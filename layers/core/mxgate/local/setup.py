@@ -1,0 +1,188 @@
+"""What the one-machine runtime is configured to be, read once and checked: the settings
+(environment), the local override file, the template's Mail Manager resources and state
+machine, the routes file, and the directories under $MXGATE_HOME. No sockets, no threads:
+`local/bootstrap.py` builds the runtime from this."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mxgate.errors import ConfigError
+from mxgate.local.config import LocalConfig, load_local_config
+from mxgate.local.settings import LocalSettings, Paths
+from mxgate.local.workflow import StateMachineSource, load_state_machine
+from mxgate.mailmanager.config import MailManagerConfig, load_mail_manager
+from mxgate.mailmanager.models import IngressPoint, RuleSet, TrafficPolicy
+from mxgate.mailmanager.template import (
+    parameter_values,
+    read_samconfig_parameters,
+    read_template,
+)
+from mxgate.routing.config import Routes, load_routes
+
+ParameterSource = tuple[str, Mapping[str, object]]  # (where the values come from, the values)
+
+
+@dataclass(frozen=True)
+class IngressSetup:
+    """One of the template's ingress points, as it listens on this machine."""
+
+    ingress_id: str  # logical id: the local IngressPointId, and the AUTH user name
+    ingress: IngressPoint
+    traffic_policy: TrafficPolicy
+    rule_set: RuleSet
+    port: int
+    smtp_password: str | None = None  # AUTH ingress points only
+
+    @property
+    def auth(self) -> bool:
+        return self.ingress.Type == "AUTH"
+
+    @property
+    def max_message_size(self) -> int:
+        return self.traffic_policy.max_message_size
+
+
+@dataclass(frozen=True)
+class LocalSetup:
+    """Everything the configuration says, validated; no sockets, no threads."""
+
+    settings: LocalSettings
+    config: LocalConfig
+    mail_manager: MailManagerConfig
+    listeners: tuple[IngressSetup, ...]
+    routes: Routes
+    state_machine: StateMachineSource
+
+    @property
+    def dirs(self) -> Paths:
+        return self.settings.paths
+
+    @property
+    def replace_mail_from(self) -> str:
+        return self.config.replace_mail_from or f"postmaster@{self.routes.employee_domains[0]}"
+
+    @property
+    def primary(self) -> IngressSetup:
+        """The ingress point `mxgate run` suggests and `mxgate demo` sends to: the first OPEN one."""
+        return next((x for x in self.listeners if not x.auth), self.listeners[0])
+
+    def rule_sets(self) -> dict[str, RuleSet]:
+        return {listener.ingress_id: listener.rule_set for listener in self.listeners}
+
+
+def local_parameter_sources(config: LocalConfig, config_path: Path) -> list[ParameterSource]:
+    """Where this machine takes template parameter values from: samconfig.toml
+    `parameter_overrides`, then local.yaml `parameters:` (later sources win)."""
+    return [
+        (str(config.samconfig), read_samconfig_parameters(config.samconfig)),
+        (f"{config_path} parameters", config.parameters),
+    ]
+
+
+def template_parameters(template: Path, sources: Sequence[ParameterSource]) -> dict[str, str]:
+    """The template's parameter values: its defaults, then each source in order, checked."""
+    return parameter_values(read_template(template), sources)
+
+
+def _smtp_password(
+    config: LocalConfig, config_path: Path, ingress_id: str, point: IngressPoint
+) -> str:
+    settings = point.IngressPointConfiguration
+    if settings is not None and settings.SmtpPassword is not None:
+        return settings.SmtpPassword
+    if settings is not None and settings.SecretArn is not None:
+        secret = config.secret(settings.SecretArn) or {}
+        if "password" not in secret:
+            name = settings.SecretArn.rsplit(":secret:", 1)[-1]
+            raise ConfigError(
+                f"{config_path}: AUTH ingress point {ingress_id} takes its password from the "
+                f"secret {settings.SecretArn}; give it locally under `secrets:`, e.g. "
+                f"`{name}: {{password: ...}}`"
+            )
+        return secret["password"]
+    raise ConfigError(
+        f"{ingress_id}: an AUTH ingress point needs IngressPointConfiguration SmtpPassword or "
+        "SecretArn"
+    )
+
+
+def _listeners(
+    settings: LocalSettings, config: LocalConfig, config_path: Path, mail_manager: MailManagerConfig
+) -> tuple[IngressSetup, ...]:
+    open_port = settings.smtp_port if settings.smtp_port is not None else config.smtp.port
+    if config.ingress_points is not None:
+        ports = {name: spec.port for name, spec in config.ingress_points.items()}
+        for name in ports:
+            mail_manager.ingress_point(name)  # names one of the template's, or says which exist
+        if settings.smtp_port is not None and ports:  # MXGATE_SMTP_PORT moves the first one
+            ports[next(iter(ports))] = settings.smtp_port
+    else:
+        default = {"OPEN": open_port, "AUTH": config.smtp.auth_port}
+        ports = {
+            name: default[point.Type]
+            for name, point in mail_manager.ingress_points.items()
+            if point.Type in default  # MTLS ingress points are not emulated
+        }
+    listening: dict[int, str] = {}
+    listeners = []
+    for name, port in ports.items():
+        if port and port in listening:
+            raise ConfigError(
+                f"{config_path}: ingress points {listening[port]} and {name} would both listen "
+                f"on port {port}: give each a port under `ingress_points:`"
+            )
+        listening[port] = name
+        point = mail_manager.ingress_points[name]
+        if point.Type == "MTLS":
+            raise ConfigError(f"{config_path}: ingress point {name} is MTLS, not emulated locally")
+        listeners.append(
+            IngressSetup(
+                ingress_id=name,
+                ingress=point,
+                traffic_policy=mail_manager.traffic_policy(point),
+                rule_set=mail_manager.rule_set(point),
+                port=port,
+                smtp_password=(
+                    _smtp_password(config, config_path, name, point)
+                    if point.Type == "AUTH"
+                    else None
+                ),
+            )
+        )
+    if not listeners:
+        raise ConfigError(f"{config.template}: no OPEN or AUTH ingress point to run")
+    return tuple(listeners)
+
+
+def load_mail_manager_config(settings: LocalSettings) -> tuple[LocalConfig, MailManagerConfig]:
+    """The local configuration and the template's Mail Manager resources, checked."""
+    config = load_local_config(settings.config)
+    parameters = template_parameters(
+        config.template, local_parameter_sources(config, settings.config)
+    )
+    return config, load_mail_manager(config.template, parameters)
+
+
+def load_setup(settings: LocalSettings) -> LocalSetup:
+    config, mail_manager = load_mail_manager_config(settings)
+    routes = load_routes(config.routes)
+    unmapped = sorted(set(routes.destinations) - set(config.destinations))
+    if unmapped:
+        raise ConfigError(
+            f"{settings.config}: routes destinations {unmapped} have no local mailbox host "
+            "under `destinations:`"
+        )
+    unknown = sorted(set(config.destinations) - set(routes.destinations))
+    if unknown:
+        raise ConfigError(f"{settings.config}: destinations {unknown} are not in the routes file")
+    return LocalSetup(
+        settings=settings,
+        config=config,
+        mail_manager=mail_manager,
+        listeners=_listeners(settings, config, settings.config, mail_manager),
+        routes=routes,
+        state_machine=load_state_machine(config.template, mail_manager.resolver),
+    )

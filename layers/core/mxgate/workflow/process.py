@@ -1,0 +1,265 @@
+"""The Process step (read, parse, authenticate and classify one stored message, and plan its
+deliveries), and the Quarantine step for a message Process could not handle."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import tempfile
+from collections import defaultdict
+from email.utils import format_datetime
+from typing import BinaryIO, cast
+
+from mxgate.authn.check import Authenticator
+from mxgate.authn.model import Authentication
+from mxgate.authn.results import HEADER as RESULTS_HEADER
+from mxgate.authn.results import authentication_results
+from mxgate.errors import TransientError
+from mxgate.message.attachments import ObjectStoreAttachments
+from mxgate.message.parse import parse_stream
+from mxgate.records import (
+    MAX_RECIPIENTS_PER_DELIVERY,
+    UNKNOWN_RECIPIENTS,
+    Delivery,
+    Envelope,
+    MessageRef,
+    Stage,
+    message_id_of,
+    variant_of,
+)
+from mxgate.routing.classify import RouteKind, classify
+from mxgate.routing.quarantine import AuthVerdicts, facts_of, quarantine_rule
+from mxgate.workflow.envelope import read_envelope
+from mxgate.workflow.model import (
+    DeliveryResult,
+    ProcessInput,
+    ProcessOutput,
+    QuarantineInput,
+    RecipientResult,
+)
+from mxgate.workflow.services import Services
+
+SPOOL_IN_MEMORY = 8 * 1024 * 1024  # bytes of a message kept in memory; the rest on disk
+COPY_CHUNK = 1024 * 1024
+# Messages this small travel inside the delivery documents (base64), as long as all of a
+# message's deliveries together stay well inside Step Functions' 256 KB per document.
+INLINE_MAX = 48 * 1024
+INLINE_BUDGET = 120 * 1024
+
+
+def process(request: ProcessInput, services: Services) -> ProcessOutput:
+    """Read, parse, authenticate and classify one stored message, and plan its deliveries."""
+    store = ObjectStoreAttachments(services.objects, request.bucket)
+    # One read of the stored message, kept in a spooled file (on disk past a few MB, never whole
+    # in memory) for the two passes: the parse, then sender authentication.
+    with (
+        services.objects.open(request.bucket, request.key) as stream,
+        tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spooled,
+    ):
+        copy = cast("BinaryIO", spooled)  # a file like any other, whatever typeshed says
+        shutil.copyfileobj(stream, copy, COPY_CHUNK)
+        copy.seek(0)
+        parsed = parse_stream(copy, limits=services.message_limits, store=store)
+        envelope = request.envelope or read_envelope(
+            services.objects,
+            request.bucket,
+            request.key,
+            parsed,
+            services.routes,
+            look_beside=services.envelope_sidecars,
+        )
+        copy.seek(0)
+        authentication = _authenticate(copy, envelope, services)
+        copy.seek(0)
+        small = copy.read() if parsed.size <= INLINE_MAX else None
+    message_id = envelope.message_id
+    ref = MessageRef(
+        message_id=message_id,
+        bucket=request.bucket,
+        key=request.key,
+        digest=parsed.sha256,
+        envelope_sender=envelope.mail_from,
+        size=parsed.size,
+        subject=parsed.subject,
+    )
+    records = services.records
+    events = [
+        records.event(
+            message_id,
+            Stage.PARSED,
+            f"{len(parsed.attachments)} attachments, {len(parsed.defects)} defects"
+            + ("; envelope taken from headers" if envelope.source == "headers" else "")
+            + (f"; {authentication.summary()}" if authentication else ""),
+        ),
+    ]
+    if parsed.unreadable is not None:  # not understood: kept where it is, never dropped
+        records.record(events)
+        records.quarantine(
+            message_id,
+            envelope.recipients,
+            f"message not understood: {parsed.unreadable}",
+            kept_at=f"{request.bucket}/{request.key}",
+        )
+        return ProcessOutput(message=ref, deliveries=[], authentication=authentication)
+    groups: dict[tuple[RouteKind, str], list[str]] = defaultdict(list)
+    facts = facts_of(parsed, _auth_verdicts(authentication))
+    for recipient in envelope.recipients:
+        route = classify(recipient, services.routes)
+        events.append(
+            records.event(
+                message_id,
+                Stage.CLASSIFIED,
+                f"{route.kind.value}:{route.name} ({route.reason})",
+                recipient,
+            )
+        )
+        if route.kind is RouteKind.UNKNOWN:
+            records.quarantine(message_id, [recipient], route.reason, route="unknown")
+            continue
+        held = quarantine_rule(services.routes.quarantine, route.name, facts)
+        if held is not None:
+            rule, why = held
+            records.quarantine(
+                message_id,
+                [recipient],
+                f"rule {rule.name}: {why}; kept at {request.bucket}/{request.key}",
+                route=f"quarantine:{rule.name}",
+            )
+            continue
+        groups[(route.kind, route.name)].append(recipient)
+    records.record(events)
+
+    received = (
+        "Received",
+        (
+            f"from {envelope.helo or 'unknown'} ({envelope.source_ip or 'unknown'}) "
+            f"by {services.gateway_host} (mxgate) with ESMTP id {message_id}; "
+            f"{format_datetime(services.clock.now())}"
+        ),
+    )
+    trace = [received]
+    if authentication is not None:  # on top, as a verifying MTA adds it (RFC 8601 5)
+        trace.insert(0, (RESULTS_HEADER, authentication_results(authentication)))
+    deliveries = [
+        delivery
+        for (kind, destination), recipients in groups.items()
+        for delivery in plan_deliveries(
+            ref,
+            kind,
+            destination,
+            recipients,
+            services=services,
+            prepend=trace if kind is RouteKind.MAILBOX else [],
+        )
+    ]
+    if small is not None and len(small) * len(deliveries) <= INLINE_BUDGET:
+        inline = ref.model_copy(update={"inline": base64.b64encode(small).decode("ascii")})
+        deliveries = [d.model_copy(update={"message": inline}) for d in deliveries]
+    return ProcessOutput(message=ref, deliveries=deliveries, authentication=authentication)
+
+
+def _authenticate(
+    message: BinaryIO, envelope: Envelope, services: Services
+) -> Authentication | None:
+    """SPF, DKIM and DMARC for the message, when the runtime gave us DNS."""
+    if services.resolver is None:
+        return None
+    authenticator = Authenticator(services.resolver, services.gateway_host)
+    return authenticator.authenticate(
+        message, client_ip=envelope.source_ip, mail_from=envelope.mail_from, helo=envelope.helo
+    )
+
+
+def _auth_verdicts(authentication: Authentication | None) -> AuthVerdicts | None:
+    """The results quarantine rules test, in RFC 8601 words."""
+    if authentication is None:
+        return None
+    dkim = [check.result.value for check in authentication.dkim]
+    return AuthVerdicts(
+        spf=authentication.spf_mail_from.result.value,
+        dkim="pass" if "pass" in dkim else (dkim[0] if dkim else "none"),
+        dmarc=authentication.dmarc.result.value,
+        dmarc_policy=authentication.dmarc.published.lower()
+        if authentication.dmarc.published
+        else None,
+    )
+
+
+def plan_deliveries(
+    ref: MessageRef,
+    kind: RouteKind,
+    destination: str,
+    recipients: list[str],
+    *,
+    services: Services,
+    prepend: list[tuple[str, str]],
+) -> list[Delivery]:
+    """A route's deliveries, at most 50 recipients each: the delivery itself, the app's
+    webhook if it has one, and one per post-ingress hook the route lists."""
+    routes = services.routes
+    app = routes.apps.get(destination) if kind is RouteKind.APP else None
+    planned: list[Delivery] = []
+    for start in range(0, len(recipients), MAX_RECIPIENTS_PER_DELIVERY):
+        chunk = recipients[start : start + MAX_RECIPIENTS_PER_DELIVERY]
+        number = start // MAX_RECIPIENTS_PER_DELIVERY
+        base = f"{ref.message_id}{variant_of(ref.key)}.{destination}"  # one per stored version
+        planned.append(
+            Delivery(
+                delivery_id=f"{base}.{number}",
+                message=ref,
+                kind=kind.value,
+                destination=destination,
+                recipients=chunk,
+                prepend=prepend,
+            )
+        )
+        if app is not None and app.webhook is not None:
+            planned.append(
+                Delivery(
+                    delivery_id=f"{base}.webhook.{number}",
+                    message=ref,
+                    kind="webhook",
+                    destination=destination,
+                    recipients=chunk,
+                )
+            )
+        planned += [
+            Delivery(
+                delivery_id=f"{base}.hook-{hook}.{number}",
+                message=ref,
+                kind="hook",
+                destination=hook,
+                recipients=chunk,
+                route=destination,
+            )
+            for hook in routes.route_hooks(destination)
+        ]
+    return planned
+
+
+def quarantine(request: QuarantineInput, services: Services) -> DeliveryResult:
+    """A message the pipeline could not process: keep it where it is, and say why."""
+    message_id = message_id_of(request.key)
+    reason = f"processing failed: {request.error.Error}: {request.error.Cause}"
+    try:
+        envelope = read_envelope(
+            services.objects, request.bucket, request.key, None, services.routes
+        )
+        recipients = envelope.recipients
+    except TransientError:
+        raise  # the state machine retries: the envelope may be readable in a moment
+    except Exception:  # noqa: BLE001 -- without an envelope the message is quarantined whole
+        recipients = []
+    held = services.records.quarantine(
+        message_id,
+        recipients or [UNKNOWN_RECIPIENTS],
+        reason,
+        kept_at=f"{request.bucket}/{request.key}",
+    )
+    return DeliveryResult(
+        delivery_id=f"{message_id}.quarantine",
+        results=[
+            RecipientResult(recipient=s.recipient, outcome=s.outcome.value, detail=s.detail)
+            for s in held.states()
+        ],
+    )

@@ -190,7 +190,7 @@ def test_a_message_the_rule_set_cannot_take_is_quarantined_not_lost(worker):
 # ------------------------------------------------------------------ rule actions that fail
 
 
-def test_a_relay_outage_in_direct_mode_is_retried_from_the_kept_spool_file(workers):
+def test_a_relay_outage_in_direct_mode_is_retried_from_the_kept_spool_file(workers, capsys):
     worker = workers(**DIRECT)
     mailbox_host_replies(worker, "workspace", "451 4.3.0 try later")
     path = accept(worker, "01RELAYOUTAGE", ["alice@nutrition.co"])
@@ -204,6 +204,15 @@ def test_a_relay_outage_in_direct_mode_is_retried_from_the_kept_spool_file(worke
     assert "451 4.3.0 try later; retry 1, next attempt" in deferred.detail
     (record,) = rule_set_log(worker)[-1:]
     assert (record["action_name"], record["action_status"]) == ("Relay", "FAILURE")
+
+    home = str(worker.setup.dirs.home)  # `mxgate trace` shows the retry waiting
+    assert main(["trace", "01RELAYOUTAGE", "--home", home]) == 0
+    shown = capsys.readouterr().out
+    assert "deferred: rule set retry 1 for alice@nutrition.co: next attempt" in shown
+    assert "451 4.3.0 try later" in shown.rsplit("deferred: rule set retry 1", 1)[1]
+    assert main(["trace", "01RELAYOUTAGE", "--home", home, "--json"]) == 0
+    (waiting,) = json.loads(capsys.readouterr().out)["deferred"]
+    assert (waiting["kind"], waiting["message_id"]) == ("rule-set-retry", "01RELAYOUTAGE")
 
     assert receive_spooled(worker, path) == "retry pending"  # a replay on start: left to it
     assert run_due(worker, worker.clock.now()) == []  # not due before backoff_min (5m)

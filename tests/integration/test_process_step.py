@@ -17,12 +17,12 @@ from mxgate.adapters.local.appevents import FileAppEvents
 from mxgate.adapters.local.objects import FileObjectStore
 from mxgate.adapters.local.state import SqliteState
 from mxgate.authn.check import Authenticator
-from mxgate.authn.model import Result
+from mxgate.authn.model import DmarcPolicy, Result, Verdict
 from mxgate.authn.resolver import CachingResolver
 from mxgate.clock import SystemClock
 from mxgate.local.addresslists import FileAddressBook
 from mxgate.local.facts import message_facts
-from mxgate.mailmanager.models import DmarcPolicy, RuleSet, Verdict
+from mxgate.mailmanager.models import RuleSet
 from mxgate.mailmanager.rules import ActionContext, run_rule_set
 from mxgate.message.model import ParseLimits
 from mxgate.records import Envelope, Outcome

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
+from mxgate.authn.model import DmarcPolicy, Verdict
 from mxgate.mailmanager.addresses import StaticAddressBook
 from mxgate.mailmanager.facts import MessageFacts
-from mxgate.mailmanager.models import DmarcPolicy, Rule, RuleCondition, Verdict
+from mxgate.mailmanager.models import Rule, RuleCondition
 from mxgate.mailmanager.rules import rule_applies, rule_condition_holds
 
 RECIPIENT = "alice+orders@nutrition.co"

@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from mxgate.authn.model import DmarcPolicy, Verdict
+
 _NAME = r"^[A-Za-z0-9_\-]+$"
 _ID_OR_ARN = r"^[a-zA-Z0-9:_/+=,@.#-]+$"
 _EMAIL = r"^[a-zA-Z0-9._+-]+@[a-zA-Z0-9.-]+$"
@@ -248,19 +250,6 @@ class NumberOperator(StrEnum):
     GREATER_THAN = "GREATER_THAN"
     LESS_THAN_OR_EQUAL = "LESS_THAN_OR_EQUAL"
     GREATER_THAN_OR_EQUAL = "GREATER_THAN_OR_EQUAL"
-
-
-class Verdict(StrEnum):
-    PASS = "PASS"  # noqa: S105 -- a verdict, not a password
-    FAIL = "FAIL"
-    GRAY = "GRAY"
-    PROCESSING_FAILED = "PROCESSING_FAILED"
-
-
-class DmarcPolicy(StrEnum):
-    NONE = "NONE"
-    QUARANTINE = "QUARANTINE"
-    REJECT = "REJECT"
 
 
 class EqualsOperator(StrEnum):

@@ -8,7 +8,7 @@ import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -30,26 +30,11 @@ from mxgate.routing.config import Routes
 from mxgate.workflow.dead_letter import redrive
 from mxgate.workflow.envelope import store_envelope
 from mxgate.workflow.services import Services
+from tests.fakes import ManualClock
 from tests.support import REPO, local_config
 
 BUCKET = "mxgate-raw"
 SENDER = "bounces@shop.example"
-
-
-class FakeClock:
-    def __init__(self, start: datetime | None = None) -> None:
-        self.moment = start or datetime(2025, 6, 2, 9, 0, tzinfo=UTC)
-        self.slept = 0.0
-
-    def now(self) -> datetime:
-        return self.moment
-
-    def sleep(self, seconds: float) -> None:
-        self.slept += max(0.0, seconds)
-        self.moment += timedelta(seconds=max(0.0, seconds))
-
-    def advance(self, seconds: float) -> None:
-        self.moment += timedelta(seconds=seconds)
 
 
 class LoopThread:
@@ -93,7 +78,7 @@ def routes_with(**changes: Any) -> Routes:
 @dataclass
 class Bench:
     home: Path
-    clock: FakeClock
+    clock: ManualClock
     state: SqliteState
     objects: FileObjectStore
     services: Services
@@ -168,7 +153,7 @@ class Bench:
             if not waiting:
                 return
             due = min(w.due_at for w in waiting)
-            self.clock.moment = max(self.clock.moment, due)
+            self.clock.current = max(self.clock.current, due)
             self.run_due()
 
     def outcomes(self, message_id: str) -> dict[str, str]:
@@ -208,7 +193,7 @@ class BenchFactory:
             name: SmtpTransport(SmtpTarget("127.0.0.1", port, timeout=10))
             for name, port in hosts.items()
         }
-        clock = FakeClock()
+        clock = ManualClock(datetime(2025, 6, 2, 9, 0, tzinfo=UTC))
         state = SqliteState(home / "state.db")
         objects = FileObjectStore(home / "objects")
         services = Services(

@@ -20,17 +20,10 @@ from mxgate.adapters.aws.s3 import S3ObjectStore
 from mxgate.errors import PermanentError, TransientError
 from mxgate.records import Outcome, RecipientState, Stage, TimelineEvent
 from tests.awsstack import MOTO_CONFIG, REGION, Stack
+from tests.fakes import ManualClock
 from tests.records import a_dead_letter
 
 T0 = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
-
-
-class FixedClock:
-    def now(self) -> datetime:
-        return T0
-
-    def sleep(self, seconds: float) -> None:
-        pass
 
 
 @pytest.fixture
@@ -47,7 +40,7 @@ def client(service: str) -> Any:
 
 @pytest.fixture
 def state(stack: Stack) -> DynamoState:
-    return DynamoState(client("dynamodb"), stack.resource("StateTable"), FixedClock())
+    return DynamoState(client("dynamodb"), stack.resource("StateTable"), ManualClock(T0))
 
 
 def event(

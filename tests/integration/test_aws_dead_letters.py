@@ -26,7 +26,7 @@ from mxgate.records import (
     Outcome,
     RecipientState,
 )
-from tests.delivery_harness import FakeClock
+from tests.fakes import ManualClock
 from tests.support import TEMPLATE
 
 REGION = "us-east-1"
@@ -85,7 +85,7 @@ def receive(aws: dict[str, Any], queue: str) -> list[dict[str, Any]]:
 
 
 def test_deferred_deliveries_wait_in_sqs_then_start_a_redelivery(aws):
-    clock = FakeClock()
+    clock = ManualClock()
     deferrals = SqsDeferrals(aws["sqs"], aws["defer"], clock)
     waiting = delivery(["alice@nutrition.co"])
     due = clock.now() + timedelta(hours=2)
@@ -119,7 +119,7 @@ def test_execution_names_are_valid():
 
 
 def test_dlq_cli_on_aws_lists_shows_and_redrives(aws, capsys):
-    clock = FakeClock()
+    clock = ManualClock()
     state = DynamoState(aws["dynamodb"], "state", clock)
     dead = QueueingDeadLetters(state, aws["sqs"], aws["dlq"])
     failed = delivery(["alice@nutrition.co", "bob@nutrition.co"])

@@ -33,7 +33,7 @@ def test_a_transient_failure_is_retried_then_deferred_then_delivered(benches):
     assert 270 <= wait <= 330  # backoff_min 5m, ±10%
 
     assert bench.run_due() == 0  # not due yet
-    bench.clock.moment = due
+    bench.clock.current = due
     assert bench.run_due() == 1  # due, still failing: deferred again, waiting longer
     (waiting,) = bench.deferred()
     assert waiting.delivery.deferral is not None

@@ -47,6 +47,9 @@ class ObjectStore(Protocol):
 
 
 class Timeline(Protocol):
+    """A message's events in time order (events recorded together keep their order), and each
+    recipient's terminal state, which `events` also shows as its one `terminal` event."""
+
     def record(self, event: TimelineEvent) -> None: ...
 
     def record_many(self, events: Sequence[TimelineEvent]) -> None: ...
@@ -63,7 +66,9 @@ class Timeline(Protocol):
 
     def events(self, message_id: str) -> list[TimelineEvent]: ...
 
-    def recent(self, limit: int) -> list[str]: ...
+    def recent(self, limit: int) -> list[str]:
+        """Messages accepted (or parsed, on AWS) lately, newest first."""
+        ...
 
 
 class Idempotency(Protocol):
@@ -149,7 +154,9 @@ class Deferrals(Protocol):
     """Work waiting for its next attempt (SQLite here, an SQS queue with delays on AWS)."""
 
     def schedule(self, record: Deferred) -> None:
-        """Run the record again at its `due_at`; the same id twice is one."""
+        """Run the record again at its `due_at`. The same id again replaces the record where
+        the store keeps records (SQLite); a queue (SQS) may hand out both, which is harmless:
+        the work is idempotent. AWS defers deliveries only (Mail Manager runs the rules)."""
         ...
 
 

@@ -255,7 +255,8 @@ class SqliteState:
 
     def events(self, message_id: str) -> list[TimelineEvent]:
         rows = self._read(
-            "SELECT message_id, at, stage, recipient, detail FROM events WHERE message_id=? ORDER BY id",
+            "SELECT message_id, at, stage, recipient, detail FROM events WHERE message_id=? "
+            "ORDER BY at, id",  # time order, as DynamoDB keys them; ties in recorded order
             (message_id,),
         )
         return [
@@ -270,9 +271,12 @@ class SqliteState:
         ]
 
     def recent(self, limit: int) -> list[str]:
+        """Messages that were accepted (or parsed, when they came without the ingress), newest
+        first."""
         rows = self._read(
-            "SELECT message_id FROM events WHERE stage=? ORDER BY id DESC LIMIT ?",
-            (Stage.ACCEPTED.value, limit),
+            "SELECT message_id, MAX(id) AS latest FROM events WHERE stage IN (?,?) "
+            "GROUP BY message_id ORDER BY latest DESC LIMIT ?",
+            (Stage.ACCEPTED.value, Stage.PARSED.value, limit),
         )
         return [r[0] for r in rows]
 

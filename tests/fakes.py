@@ -87,6 +87,9 @@ class MemoryObjectStore:
     def exists(self, bucket: str, key: str) -> bool:
         return (bucket, key) in self.objects
 
+    def delete(self, bucket: str, key: str) -> None:
+        self.objects.pop((bucket, key), None)
+
     def link(self, bucket: str, key: str) -> str:
         return f"memory://{bucket}/{key}"
 

@@ -51,6 +51,14 @@ def test_a_put_replaces_the_object(objects):
     assert objects.head(BUCKET, key).size == len(b"second")
 
 
+def test_a_deleted_object_is_gone_and_deleting_it_again_is_no_error(objects):
+    key = f"quarantine/{unique('m')}"
+    objects.put(BUCKET, key, b"held")
+    objects.delete(BUCKET, key)
+    assert not objects.exists(BUCKET, key)
+    objects.delete(BUCKET, key)
+
+
 def test_a_missing_object_is_a_permanent_error_and_does_not_exist(objects):
     key = f"raw/{unique('missing')}"
     assert not objects.exists(BUCKET, key)

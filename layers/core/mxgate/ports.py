@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any, BinaryIO, Protocol
 
 from mxgate.errors import TransientError
-from mxgate.records import DeadLetter, Deferred, RecipientState, TimelineEvent
+from mxgate.records import DeadLetter, Deferred, QuarantineRecord, RecipientState, TimelineEvent
 
 
 class Clock(Protocol):
@@ -40,6 +40,10 @@ class ObjectStore(Protocol):
     def get(self, bucket: str, key: str) -> bytes: ...
 
     def exists(self, bucket: str, key: str) -> bool: ...
+
+    def delete(self, bucket: str, key: str) -> None:
+        """Remove the object; one that is gone already is no error."""
+        ...
 
     def link(self, bucket: str, key: str) -> str:
         """Where an application can fetch the object (a file URI or a presigned URL)."""
@@ -205,3 +209,19 @@ class Mailboxes(Protocol):
         """Deliver one recipient's copy; returns where it went. Raises OSError or
         TransientError when this may pass."""
         ...
+
+
+class Quarantine(Protocol):
+    """Where quarantine records are kept (SQLite here, the state table on AWS)."""
+
+    def hold(self, record: QuarantineRecord) -> None:
+        """Keep a record; one for the same message already there gains its recipients."""
+        ...
+
+    def get(self, quarantine_id: str) -> QuarantineRecord | None: ...
+
+    def records(self) -> Iterator[QuarantineRecord]: ...
+
+    def replace(self, record: QuarantineRecord) -> None: ...
+
+    def remove(self, quarantine_id: str) -> None: ...

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from mxgate.ports import Clock, Timeline
-from mxgate.records import Outcome, Quarantine, RecipientState, Stage, TimelineEvent
+from mxgate.records import MessageSummary, Outcome, RecipientState, Stage, TimelineEvent
 
 
 class Recorder:
@@ -17,7 +17,13 @@ class Recorder:
         self.clock = clock
 
     def event(
-        self, message_id: str, stage: Stage, detail: str = "", recipient: str | None = None
+        self,
+        message_id: str,
+        stage: Stage,
+        detail: str = "",
+        recipient: str | None = None,
+        *,
+        summary: MessageSummary | None = None,
     ) -> TimelineEvent:
         """An event stamped now, for `record` (events that happen together go in one write)."""
         return TimelineEvent(
@@ -26,6 +32,7 @@ class Recorder:
             stage=stage,
             recipient=recipient,
             detail=detail,
+            summary=summary,
         )
 
     def record(self, events: Sequence[TimelineEvent]) -> None:
@@ -60,19 +67,27 @@ class Recorder:
         *,
         route: str = "quarantine",
         kept_at: str | None = None,
-    ) -> Quarantine:
-        """Quarantine recipients (and say where the message is kept, when given)."""
-        held = Quarantine(
-            message_id=message_id,
-            recipients=list(recipients),
-            reason=reason,
-            route=route,
-            kept_at=kept_at,
-            at=self.clock.now(),
-        )
-        event = held.event()
-        if event is not None:
-            self.timeline.record(event)
-        for state in held.states():
+    ) -> list[RecipientState]:
+        """Quarantine recipients: each settles `quarantined` with the reason. A whole message
+        that could not be processed (`kept_at` given: where it is kept, or "" when it is gone)
+        also gets one `terminal` event of its own, which names the place."""
+        now = self.clock.now()
+        if kept_at is not None:
+            detail = f"{reason}; kept at {kept_at}" if kept_at else reason
+            self.timeline.record(
+                TimelineEvent(message_id=message_id, at=now, stage=Stage.TERMINAL, detail=detail)
+            )
+        states = [
+            RecipientState(
+                message_id=message_id,
+                recipient=recipient,
+                outcome=Outcome.QUARANTINED,
+                at=now,
+                route=route,
+                detail=reason,
+            )
+            for recipient in recipients
+        ]
+        for state in states:
             self.timeline.settle(state)
-        return held
+        return states

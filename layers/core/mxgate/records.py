@@ -1,7 +1,7 @@
 """The records of mail, on both runtimes: what the pipeline carries (an accepted message's
 SMTP envelope, the stored message, a delivery) and what is kept about it (the timeline's
-events, each recipient's terminal state, deferred work, dead letters, quarantined and archived
-messages).
+events, each recipient's terminal state, deferred work, dead letters, quarantined mail; the
+archive's entries are `archive.query.ArchivedMessage`, with the searches they answer).
 
 One module on purpose, past the usual size: every writer builds these models, so a fact has
 one shape wherever it is written (spool files, envelope sidecars, state machine documents,
@@ -77,6 +77,8 @@ class Stage(StrEnum):
     RETRY = "retry"
     DEFERRED = "deferred"
     REDRIVEN = "redriven"
+    RELEASED = "released"  # from quarantine, by an operator
+    DELETED = "deleted"  # from quarantine, by an operator
     TERMINAL = "terminal"
 
 
@@ -209,12 +211,25 @@ def recipients_digest(recipients: Iterable[str]) -> str:
 # ----------------------------------------------------------------------------- the timeline
 
 
+class MessageSummary(BaseModel):
+    """Who sent a message to whom, about what: what tracking searches (`mxgate trace --from`).
+    The `parsed` event carries it, so it costs no write of its own."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    envelope_sender: str = ""
+    from_: Subject = Field(default="", alias="from")  # the From field's addresses
+    recipients: list[str] = Field(default_factory=list)
+    subject: Subject = ""
+
+
 class TimelineEvent(Record):
     message_id: str
     at: datetime
     stage: Stage
     recipient: str | None = None
     detail: EventDetail = ""
+    summary: MessageSummary | None = None  # on the `parsed` event
 
 
 class RecipientState(Record):
@@ -387,57 +402,55 @@ DeadLetter = Annotated[DeliveryDeadLetter | RuleSetDeadLetter, Field(discriminat
 DEAD_LETTER: TypeAdapter[DeliveryDeadLetter | RuleSetDeadLetter] = TypeAdapter(DeadLetter)
 
 
-# ----------------------------------------------------------------------------- kept messages
+# ----------------------------------------------------------------------------- quarantine
 
 
-class Quarantine(Record):
-    """Recipients held back, and where their message is kept. A whole message that could not
-    be processed (`kept_at` not None) also gets one timeline event saying where it is."""
+class HeldRecipient(BaseModel):
+    model_config = ConfigDict(frozen=True)
 
+    recipient: str
+    route: str  # the route it had when held ("unknown": none)
+    rule: str  # the quarantine rule, or why it was held without one
+    reason: StateDetail
+    released_at: datetime | None = None
+    released_by: str = ""
+
+
+class Release(BaseModel):
+    """One release to an address that was not held (`release ID --to RECIPIENT`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    recipient: str
+    released_at: datetime
+    released_by: str
+
+
+class QuarantineRecord(BaseModel):
+    """Quarantined mail an operator can act on (list, show, release, delete): the record the
+    process and quarantine steps keep for each message they hold."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    quarantine_id: str  # the message id (with the stored version's suffix, if any)
     message_id: str
-    recipients: list[str]  # empty: not known
-    reason: StateDetail  # each recipient's terminal detail
-    route: str = "quarantine"  # or "quarantine:<rule>", "unknown"
-    kept_at: str | None = None  # an object (bucket/key) or a file; "": the message is gone
-    at: datetime
+    held_at: datetime
+    expires_at: datetime | None = None  # the quarantine's retention ends here
+    message: MessageRef  # where the message is kept, and what it is
+    source: Literal["rules", "not_understood", "processing_failed"] = "rules"
+    from_: str = Field(default="", alias="from")
+    to: str = ""
+    verdicts: str = ""  # the authentication summary, when it ran
+    attachments: list[str] = Field(default_factory=list)  # "name (type, bytes)"
+    prepend: list[tuple[str, str]] = Field(default_factory=list)  # trace fields for mailboxes
+    recipients: list[HeldRecipient]
+    released_to: list[Release] = Field(default_factory=list)
 
-    def states(self) -> list[RecipientState]:
-        return [
-            RecipientState(
-                message_id=self.message_id,
-                recipient=recipient,
-                outcome=Outcome.QUARANTINED,
-                at=self.at,
-                route=self.route,
-                detail=self.reason,
-            )
-            for recipient in self.recipients
-        ]
+    @property
+    def reason(self) -> str:
+        return "; ".join(dict.fromkeys(f"{h.rule}: {h.reason}" for h in self.recipients))
 
-    def event(self) -> TimelineEvent | None:
-        if self.kept_at is None:
-            return None
-        return TimelineEvent(
-            message_id=self.message_id,
-            at=self.at,
-            stage=Stage.TERMINAL,
-            detail=f"{self.reason}; kept at {self.kept_at}" if self.kept_at else self.reason,
-        )
-
-
-class ArchivedMessage(Record):
-    """A copy of a message in a Mail Manager archive (the Archive rule action)."""
-
-    message_id: str
-    archive: str
-    bucket: str
-    key: str
-    at: datetime
-
-    def event(self) -> TimelineEvent:
-        return TimelineEvent(
-            message_id=self.message_id,
-            at=self.at,
-            stage=Stage.ARCHIVED,
-            detail=f"archived in {self.archive}: {self.bucket}/{self.key}",
-        )
+    @property
+    def held(self) -> list[HeldRecipient]:
+        """Recipients still held (not released)."""
+        return [h for h in self.recipients if h.released_at is None]

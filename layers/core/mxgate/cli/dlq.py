@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import os
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from mxgate.cli.common import add_settings_arguments, print_json, settings_from, table
+from mxgate.cli.common import add_desk_arguments, cut, desk_of, print_json, table
+from mxgate.desk import redrive_one
 from mxgate.errors import ConfigError, MxgateError
-from mxgate.local.bootstrap import Bootstrap
-from mxgate.local.rule_set_failures import redrive_rule_set
-from mxgate.ports import Clock, DeadLetters, Deferrals, Timeline
 from mxgate.records import DeadLetter, RuleSetDeadLetter
-from mxgate.workflow.dead_letter import redrive
+
+AWS_NAMES = ["state_table", "defer_queue", "dead_letter_queue"]
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,100 +39,21 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     again.add_argument("--json", action="store_true", help="print JSON")
     again.set_defaults(handler=redrive_dead_letters)
     for sub in (listing, show, again):
-        add_settings_arguments(sub)
-        aws = sub.add_argument_group("on AWS")
-        aws.add_argument("--aws", action="store_true", help="the deployed stack's dead letters")
-        aws.add_argument("--table", help="state table (env MXGATE_STATE_TABLE)")
-        aws.add_argument("--defer-queue", help="deferred queue URL (env MXGATE_DEFER_QUEUE)")
-        aws.add_argument(
-            "--dead-letter-queue", help="dead-letter queue URL (env MXGATE_DEAD_LETTER_QUEUE)"
-        )
-        aws.add_argument("--region", help="AWS region (default: the AWS configuration's)")
-
-
-@dataclass
-class Store:
-    dead_letters: DeadLetters
-    deferrals: Deferrals
-    timeline: Timeline
-    clock: Clock
-    where: str
-    after_redrive: str
-    forget_notices: Callable[[set[str]], int] | None = None  # on AWS: the redriven's notices
-
-
-def _option(args: argparse.Namespace, name: str, variable: str) -> str:
-    value = getattr(args, name, None) or os.environ.get(variable)
-    if not value:
-        flag = "--" + name.replace("_", "-")
-        raise ConfigError(f"--aws needs {flag} or {variable}")
-    return str(value)
-
-
-def open_store(args: argparse.Namespace) -> Store:
-    if args.aws:
-        return _aws_store(args)
-    bootstrap = Bootstrap(settings_from(args))
-    paths = bootstrap.paths
-    if not paths.state_db.exists():
-        raise ConfigError(
-            f"no gateway state under {bootstrap.settings.home} (has `mxgate run` run?)"
-        )
-    state = bootstrap.state()
-    running = paths.ports_file.exists()
-    return Store(
-        dead_letters=state,
-        deferrals=state,
-        timeline=state,
-        clock=bootstrap.clock,
-        where=str(paths.state_db),
-        after_redrive=(
-            f"the running gateway delivers it within {bootstrap.settings.defer_poll:g}s"
-            if running
-            else "the gateway delivers it when it next runs (`mxgate run`)"
-        ),
-    )
-
-
-def _aws_store(args: argparse.Namespace) -> Store:
-    from mxgate.adapters.aws.bootstrap import dead_letter_store  # noqa: PLC0415 -- only with --aws
-
-    table = _option(args, "table", "MXGATE_STATE_TABLE")
-    aws = dead_letter_store(
-        table=table,
-        defer_queue=_option(args, "defer_queue", "MXGATE_DEFER_QUEUE"),
-        dead_letter_queue=getattr(args, "dead_letter_queue", None)
-        or os.environ.get("MXGATE_DEAD_LETTER_QUEUE"),
-        region=args.region,
-    )
-    return Store(
-        dead_letters=aws.state,
-        deferrals=aws.deferrals,
-        timeline=aws.state,
-        clock=aws.clock,
-        where=f"DynamoDB table {table}",
-        after_redrive="the Redeliver function starts its redelivery within seconds",
-        forget_notices=aws.forget_notices,
-    )
+        add_desk_arguments(sub, AWS_NAMES)
 
 
 def _as_json(record: DeadLetter) -> dict[str, Any]:
     return {"id": record.record_id, **record.model_dump(mode="json", exclude={"record_id"})}
 
 
-def _text(value: object, width: int) -> str:
-    text = " ".join(str(value or "").split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
 def list_dead_letters(args: argparse.Namespace) -> int:
-    store = open_store(args)
-    rows = sorted(store.dead_letters.list(), key=lambda r: r.at)
+    desk = desk_of(args)
+    rows = sorted(desk.dead_letters.list(), key=lambda r: r.at)
     if args.json:
         print_json({"dead_letters": [_as_json(r) for r in rows]})
         return 0
     if not rows:
-        print(f"no dead letters in {store.where}")
+        print(f"no dead letters in {desk.where}")
         return 0
     print(
         table(
@@ -146,7 +63,7 @@ def list_dead_letters(args: argparse.Namespace) -> int:
                     r.at.strftime("%Y-%m-%dT%H:%M:%S"),
                     r.label,
                     str(len(r.recipients)),
-                    _text(r.reason or r.error, 60),
+                    cut(r.reason or r.error, 60),
                 ]
                 for r in rows
             ],
@@ -157,10 +74,10 @@ def list_dead_letters(args: argparse.Namespace) -> int:
 
 
 def show_dead_letter(args: argparse.Namespace) -> int:
-    store = open_store(args)
-    record = store.dead_letters.get(args.record_id)
+    desk = desk_of(args)
+    record = desk.dead_letters.get(args.record_id)
     if record is None:
-        raise ConfigError(f"no dead letter {args.record_id!r} in {store.where}")
+        raise ConfigError(f"no dead letter {args.record_id!r} in {desk.where}")
     if args.json:
         print_json(_as_json(record))
         return 0
@@ -187,55 +104,18 @@ def show_dead_letter(args: argparse.Namespace) -> int:
     return 0
 
 
-def _redrive_one(store: Store, record_id: str, args: argparse.Namespace) -> dict[str, object]:
-    """A delivery goes back to the deferred queue; a rule set dead letter goes back through the
-    rule set (on this machine only: on AWS, Mail Manager runs the rules)."""
-    record = store.dead_letters.get(record_id)
-    if isinstance(record, RuleSetDeadLetter):
-        if args.aws:
-            raise ConfigError(
-                f"{record_id} is a local rule set dead letter; redrive it without --aws"
-            )
-        retry = redrive_rule_set(
-            record,
-            dead_letters=store.dead_letters,
-            deferrals=store.deferrals,
-            timeline=store.timeline,
-            clock=store.clock,
-        )
-        return {
-            "id": record_id,
-            "queued_as": retry.record_id,
-            "recipients": retry.recipients,
-            "message_id": retry.message_id,
-        }
-    queued = redrive(
-        record_id,
-        dead_letters=store.dead_letters,
-        deferrals=store.deferrals,
-        timeline=store.timeline,
-        clock=store.clock,
-    )
-    return {
-        "id": record_id,
-        "queued_as": queued.record_id,
-        "recipients": queued.recipients,
-        "message_id": queued.message_id,
-    }
-
-
 def redrive_dead_letters(args: argparse.Namespace) -> int:
-    store = open_store(args)
-    ids = [r.record_id for r in store.dead_letters.list()] if args.all else args.record_ids
+    desk = desk_of(args)
+    ids = [r.record_id for r in desk.dead_letters.list()] if args.all else args.record_ids
     done: list[dict[str, object]] = []
     failed: list[dict[str, str]] = []
     for record_id in ids:
         try:
-            done.append(_redrive_one(store, record_id, args))
+            done.append(redrive_one(desk, record_id, aws=args.aws))
         except MxgateError as error:
             failed.append({"id": record_id, "error": str(error)})
-    if done and store.forget_notices is not None:
-        store.forget_notices({str(d["id"]) for d in done})
+    if done and desk.forget_notices is not None:
+        desk.forget_notices({str(d["id"]) for d in done})
     if args.json:
         print_json({"redriven": done, "failed": failed})
     else:
@@ -246,7 +126,7 @@ def redrive_dead_letters(args: argparse.Namespace) -> int:
         for failure in failed:
             print(f"not redriven {failure['id']}: {failure['error']}")
         if done:
-            print(store.after_redrive)
+            print(desk.after_queue)
         elif not ids:
-            print(f"no dead letters in {store.where}")
+            print(f"no dead letters in {desk.where}")
     return 1 if failed else 0

@@ -6,17 +6,21 @@ server (`local/server.py`), the worker processes (`local/worker.py`) and the com
 
 from __future__ import annotations
 
+import getpass
 import ipaddress
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
 from mxgate.adapters.dns import DnsPythonResolver
 from mxgate.adapters.local.appevents import FileAppEvents
+from mxgate.adapters.local.archive import SqliteArchive
 from mxgate.adapters.local.hooks import LocalHooks
 from mxgate.adapters.local.maildir import WorkMailFolders
 from mxgate.adapters.local.objects import FileObjectStore
+from mxgate.adapters.local.quarantine import SqliteQuarantine
 from mxgate.adapters.local.state import SqliteState
 from mxgate.adapters.local.topics import TopicFiles
 from mxgate.authn.check import Authenticator
@@ -24,20 +28,23 @@ from mxgate.authn.resolver import CachingResolver
 from mxgate.clock import SystemClock
 from mxgate.delivery.smtp import SmtpTarget, SmtpTransport, submission_or_deferral
 from mxgate.delivery.webhook import SignedPoster, signing_keys
+from mxgate.desk import Desk
 from mxgate.errors import ConfigError
 from mxgate.local.addresslists import FileAddressBook
-from mxgate.local.config import DnsConfig, SesEndpoint
+from mxgate.local.config import DnsConfig, SesEndpoint, load_local_config
 from mxgate.local.lambdas import LocalLambdas
 from mxgate.local.logs import VendedLogs
 from mxgate.local.rule_set import LocalMailManager
 from mxgate.local.rule_set_failures import RuleSetFailures
 from mxgate.local.settings import LocalSettings, Paths
-from mxgate.local.setup import LocalSetup, load_setup
+from mxgate.local.setup import LocalSetup, archive_retentions, load_setup, quarantine_days
 from mxgate.local.spool import Spool
 from mxgate.local.workflow import LocalWorkflow
 from mxgate.mailmanager.actions import ActionPorts
 from mxgate.ports import Clock, Transport
 from mxgate.recorder import Recorder
+from mxgate.routing.config import load_routes
+from mxgate.workflow.quarantine import purge as purge_quarantine
 from mxgate.workflow.services import Services
 
 DEFAULT_DB_WAIT = 30.0  # seconds a process waits for another one's write to the state database
@@ -118,6 +125,10 @@ class Bootstrap:
 
     def resolver(self) -> CachingResolver:
         return build_resolver(self.setup.config.dns)
+
+    def archive(self, objects: FileObjectStore) -> SqliteArchive:
+        """The archive's index, over the archived copies in the object store."""
+        return SqliteArchive(self.paths.archive_db, objects)
 
     # ----------------------------------------------------------------------- transports
 
@@ -216,6 +227,8 @@ class Bootstrap:
             bounces=outbound,
             hooks=LocalHooks(setup.routes.hooks, poster, setup.config.routes.parent),
             webhooks=poster,
+            quarantine=SqliteQuarantine(state),
+            quarantine_days=quarantine_days(setup.mail_manager),
         )
         workflow = LocalWorkflow(setup.state_machine, services, self.settings.retry_scale)
         mail_manager = LocalMailManager(
@@ -231,6 +244,7 @@ class Bootstrap:
                 functions=LocalLambdas(setup.mail_manager),
                 topics=TopicFiles(paths.home / "sns", clock),
                 mailboxes=WorkMailFolders(paths.home / "workmail"),
+                archive_index=self.archive(objects),
                 hostname=self.settings.hostname,
                 replace_mail_from=setup.replace_mail_from,
             ),
@@ -254,4 +268,53 @@ class Bootstrap:
             workflow,
             transports,
             Recorder(state, clock),
+        )
+
+    # ----------------------------------------------------------------------- operators
+
+    def enforce_retention(self) -> dict[str, int]:
+        """Delete archived messages past their archive's Retention and quarantined ones past
+        the quarantine's; how many of each went."""
+        objects = self.objects()
+        archive = self.archive(objects)
+        state = self.state()
+        try:
+            archived = archive.purge(archive_retentions(self.setup.mail_manager), self.clock.now())
+            held = purge_quarantine(SqliteQuarantine(state), state, self.clock, objects.delete)
+        finally:
+            archive.close()
+            state.close()
+        return {"archived": len(archived), "quarantined": len(held)}
+
+    def desk(self) -> Desk:
+        """What `mxgate quarantine|archive|dlq|console` act on here: the gateway's state under
+        its home, whether or not the gateway runs now."""
+        paths = self.paths
+        if not paths.state_db.exists():
+            raise ConfigError(
+                f"no gateway state under {self.settings.home} (has `mxgate run` accepted mail?)"
+            )
+        config = load_local_config(self.settings.config)
+        state = self.state()
+        objects = self.objects()
+        running = paths.ports_file.exists()
+        return Desk(
+            timeline=state,
+            messages=state,
+            dead_letters=state,
+            deferrals=state,
+            quarantine=SqliteQuarantine(state),
+            archive=self.archive(objects),
+            objects=objects,
+            routes=load_routes(config.routes),
+            clock=self.clock,
+            actor=f"{getpass.getuser()}@{socket.gethostname()}",
+            where=str(paths.state_db),
+            after_queue=(
+                f"the running gateway delivers it within {self.settings.defer_poll:g}s"
+                if running
+                else "the gateway delivers it when it next runs (`mxgate run`)"
+            ),
+            delete_object=objects.delete,
+            mailboxes=paths.mailboxes,
         )

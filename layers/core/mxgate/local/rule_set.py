@@ -198,7 +198,6 @@ class LocalMailManager:
                 key,
             )
             records.note(envelope.message_id, Stage.STORED, f"s3://{bucket}/{key}")
-        records.record([archived.event() for archived in stored.archived])
 
     def _settle_all(
         self,

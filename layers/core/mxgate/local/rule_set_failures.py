@@ -4,7 +4,7 @@ An action that fails for now (a 4xx reply, a local file or socket problem) leave
 open when nothing else took it: the message is run through the rule set again for those
 recipients later, on the workflow's deferral schedule, until the delivery policy's lifetime
 runs out. A permanent failure, or a retry past its lifetime, dead-letters the recipient with a
-copy of the message kept for `mxgate dlq redrive`.
+copy of the message kept for `mxgate dlq redrive` (`workflow.dead_letter.redrive_rule_set`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from mxgate.records import (
     recipients_digest,
 )
 from mxgate.routing.config import DeliveryPolicy
-from mxgate.workflow.dead_letter import reopen_dead_lettered
 from mxgate.workflow.defer import backoff
 
 KEPT_BUCKET = "mxgate-dead-letters"  # messages kept for dead-lettered recipients: `rules/<id>`
@@ -183,36 +182,3 @@ class RuleSetFailures:
                 detail=f"dead letter {record_id}: {reason}",
             )
         return record_id
-
-
-def redrive_rule_set(
-    record: RuleSetDeadLetter,
-    *,
-    dead_letters: DeadLetters,
-    deferrals: Deferrals,
-    timeline: Timeline,
-    clock: Clock,
-) -> RuleSetRetry:
-    """Put a rule set dead letter back in the deferred queue, due now, with a fresh lifetime:
-    its recipients are reopened and the running gateway takes the kept copy through the rule
-    set again for them. Actions already done for a recipient are not repeated."""
-    envelope = record.envelope
-    reopen_dead_lettered(timeline, envelope.message_id, record.recipients)
-    now = clock.now()
-    queued = RuleSetRetry(
-        record_id=f"{envelope.message_id}#rules-redrive-{now.strftime('%Y%m%dT%H%M%S%f')}",
-        due_at=now,
-        envelope=envelope,
-        recipients=record.recipients,
-        bucket=record.message.bucket,
-        key=record.message.key,
-    )
-    deferrals.schedule(queued)
-    Recorder(timeline, clock).note(
-        envelope.message_id,
-        Stage.REDRIVEN,
-        f"dead letter {record.record_id} redriven: {len(record.recipients)} recipient(s) queued "
-        "for the rule set",
-    )
-    dead_letters.remove(record.record_id)
-    return queued

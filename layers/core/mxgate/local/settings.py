@@ -55,6 +55,11 @@ class Paths:
         return self.home / "state.db"
 
     @property
+    def archive_db(self) -> Path:
+        """The archive's index (the archived copies are objects under mxgate-archive/)."""
+        return self.home / "archive.db"
+
+    @property
     def tls(self) -> Path:
         return self.home / "tls"
 

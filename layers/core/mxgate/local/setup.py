@@ -186,3 +186,21 @@ def load_setup(settings: LocalSettings) -> LocalSetup:
         routes=routes,
         state_machine=load_state_machine(config.template, mail_manager.resolver),
     )
+
+
+def quarantine_days(mail_manager: MailManagerConfig) -> int:
+    """How long quarantined mail is kept: the template's RawMailRetentionDays (on AWS the raw
+    bucket keeps the message that long, and the record expires with it)."""
+    return int(mail_manager.resolver.values.get("RawMailRetentionDays", 30))
+
+
+def archive_retentions(mail_manager: MailManagerConfig) -> dict[str, str]:
+    """Each archive's `Retention.RetentionPeriod` in the template (none given: PERMANENT)."""
+    return {
+        archive_id: str(
+            getattr(archive.Retention.RetentionPeriod, "value", archive.Retention.RetentionPeriod)
+        )
+        if archive.Retention is not None
+        else "PERMANENT"
+        for archive_id, archive in mail_manager.archives.items()
+    }

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from mxgate.archive.entry import archived_message
+from mxgate.archive.index import ArchiveIndex
 from mxgate.errors import FailureKind, PermanentError, TransientError, kind_of
 from mxgate.mailmanager.config import MailManagerConfig
 from mxgate.mailmanager.facts import MessageFacts
@@ -45,7 +47,7 @@ from mxgate.ports import (
     Topics,
     Transport,
 )
-from mxgate.records import ArchivedMessage, Envelope, variant_key
+from mxgate.records import Envelope, variant_key
 
 log = logging.getLogger("mxgate.mailmanager")
 
@@ -71,6 +73,7 @@ class ActionPorts:
     mailboxes: Mailboxes
     hostname: str  # names the gateway in DSNs
     replace_mail_from: str  # envelope sender of Relay with MailFrom REPLACE
+    archive_index: ArchiveIndex | None = None  # what the Archive action stores, for search
 
 
 def raise_failures(results: Mapping[str, SendResult], what: str) -> None:
@@ -88,10 +91,9 @@ def raise_failures(results: Mapping[str, SendResult], what: str) -> None:
 
 @dataclass
 class Stored:
-    """What the actions stored; the caller hands these on once the whole rule set has run."""
+    """What WriteToS3 stored; the caller hands each object on once the whole rule set has run."""
 
-    objects: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # WriteToS3
-    archived: list[ArchivedMessage] = field(default_factory=list)  # Archive
+    objects: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
 
 class ActionRunner:
@@ -168,16 +170,20 @@ class ActionRunner:
         assert params is not None
         archive = self.config.archive_id(params.TargetArchive)
         key = f"{variant_key(f'{archive}/{self.envelope.message_id}', context.variant)}.eml"
-        self.ports.objects.put(ARCHIVE_BUCKET, key, self._message(context))
-        self.stored.archived.append(
-            ArchivedMessage(
-                message_id=self.envelope.message_id,
-                archive=archive,
-                bucket=ARCHIVE_BUCKET,
-                key=key,
-                at=self.ports.clock.now(),
+        message = self._message(context)
+        self.ports.objects.put(ARCHIVE_BUCKET, key, message)
+        if self.ports.archive_index is not None:
+            self.ports.archive_index.add(
+                archived_message(
+                    archive_id=archive,
+                    archived_message_id=key.rsplit("/", 1)[-1].removesuffix(".eml"),
+                    key=key,
+                    raw=message,
+                    envelope=self.envelope,
+                    recipients=list(context.recipients),
+                    archived_at=self.ports.clock.now(),
+                )
             )
-        )
         return f"archived in {archive}"
 
     # --------------------------------------------------------------------------- delivery

@@ -2,7 +2,8 @@
 
 A delivery that cannot be completed goes to the dead letters with its failure, for
 `mxgate dlq`; its recipients that settle end `dead_lettered`. A redrive puts a dead letter
-back in the deferred queue, due now, with a fresh lifetime.
+back in the deferred queue, due now, with a fresh lifetime: a delivery's to be delivered
+again, a rule set's (local runtime) to run the rule set again for its recipients.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from mxgate.records import (
     Delivery,
     DeliveryDeadLetter,
     Outcome,
+    RuleSetDeadLetter,
+    RuleSetRetry,
     Stage,
     recipients_digest,
 )
@@ -138,3 +141,36 @@ def reopen_dead_lettered(timeline: Timeline, message_id: str, recipients: list[s
         state = states.get(recipient.casefold())
         if state is not None and state.outcome is Outcome.DEAD_LETTERED:
             timeline.reopen(message_id, recipient)
+
+
+def redrive_rule_set(
+    record: RuleSetDeadLetter,
+    *,
+    dead_letters: DeadLetters,
+    deferrals: Deferrals,
+    timeline: Timeline,
+    clock: Clock,
+) -> RuleSetRetry:
+    """Put a rule set dead letter back in the deferred queue, due now, with a fresh lifetime:
+    its recipients are reopened and the running gateway takes the kept copy through the rule
+    set again for them. Actions already done for a recipient are not repeated."""
+    envelope = record.envelope
+    reopen_dead_lettered(timeline, envelope.message_id, record.recipients)
+    now = clock.now()
+    queued = RuleSetRetry(
+        record_id=f"{envelope.message_id}#rules-redrive-{now.strftime('%Y%m%dT%H%M%S%f')}",
+        due_at=now,
+        envelope=envelope,
+        recipients=record.recipients,
+        bucket=record.message.bucket,
+        key=record.message.key,
+    )
+    deferrals.schedule(queued)
+    Recorder(timeline, clock).note(
+        envelope.message_id,
+        Stage.REDRIVEN,
+        f"dead letter {record.record_id} redriven: {len(record.recipients)} recipient(s) queued "
+        "for the rule set",
+    )
+    dead_letters.remove(record.record_id)
+    return queued

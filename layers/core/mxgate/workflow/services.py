@@ -14,6 +14,7 @@ from mxgate.ports import (
     Hooks,
     Idempotency,
     ObjectStore,
+    Quarantine,
     Resolver,
     Timeline,
     Transport,
@@ -46,6 +47,9 @@ class Services:
     bounces: Transport | None = None  # sends DSNs to envelope senders
     hooks: Hooks | None = None
     webhooks: Webhooks | None = None
+    # quarantine records for operators (without: quarantined recipients are only settled)
+    quarantine: Quarantine | None = None
+    quarantine_days: int = 30  # how long quarantined mail is kept (RawMailRetentionDays)
 
     @property
     def records(self) -> Recorder:

@@ -6,17 +6,18 @@ a function pays only for its own. `mxgate dlq --aws` builds its clients here too
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from mxgate.adapters.aws.clients import LazyClient
 from mxgate.adapters.aws.dead_letters import QueueingDeadLetters, forget_notices
 from mxgate.adapters.aws.deferral import Redeliverer, SqsDeferrals
-from mxgate.adapters.aws.dynamodb import DynamoState
+from mxgate.adapters.aws.dynamodb import DynamoQuarantine, DynamoState
 from mxgate.adapters.aws.eventbridge import EventBridgeAppEvents
 from mxgate.adapters.aws.hooks import LambdaHooks
+from mxgate.adapters.aws.operator import OperatorAws
 from mxgate.adapters.aws.s3 import S3ObjectStore
 from mxgate.adapters.aws.ses import SesTransport
 from mxgate.adapters.aws.settings import AwsSettings, settings
@@ -25,6 +26,7 @@ from mxgate.authn.resolver import CachingResolver
 from mxgate.clock import SystemClock
 from mxgate.delivery.smtp import submission_or_deferral
 from mxgate.delivery.webhook import SignedPoster, signing_keys
+from mxgate.desk import Desk
 from mxgate.errors import ConfigError
 from mxgate.ports import Clock, Transport
 from mxgate.routing.config import load_routes
@@ -101,6 +103,10 @@ def services() -> Services:
         bounces=SesTransport(ses, None, configuration_set=config.ses_configuration_set),
         hooks=LambdaHooks(cast("LambdaClient", LazyClient("lambda")), routes.hooks, poster),
         webhooks=poster,
+        quarantine=DynamoQuarantine(
+            cast("DynamoDBClient", LazyClient("dynamodb")), config.state_table
+        ),
+        quarantine_days=config.quarantine_days,
     )
 
 
@@ -119,28 +125,34 @@ def redeliverer(config: AwsSettings | None = None, clock: Clock | None = None) -
     )
 
 
-@dataclass(frozen=True)
-class DeadLetterStore:
-    """What `mxgate dlq --aws` reads and writes: the state table's dead letters and terminal
-    states, the deferred queue, and (when given) the dead-letter queue's notices."""
+def aws_desk(operator: OperatorAws, routes_file: Path) -> Desk:
+    """What `mxgate archive|quarantine|dlq|console --aws` act on: the deployed stack's stores,
+    with the operator's credentials (and the clients' retry and timeout settings); releases and
+    redrives go to its deferred queue, which the Redeliver function reads."""
+    from mxgate.adapters.aws.archive import MailManagerArchive  # noqa: PLC0415 -- with --aws
 
-    state: DynamoState
-    deferrals: SqsDeferrals
-    forget_notices: Callable[[set[str]], int] | None
-    clock: Clock
-
-
-def dead_letter_store(
-    *, table: str, defer_queue: str, dead_letter_queue: str | None, region: str | None
-) -> DeadLetterStore:
+    names = operator.names
     clock = SystemClock()
-    state = DynamoState(cast("DynamoDBClient", LazyClient("dynamodb", region=region)), table, clock)
-    sqs = cast("SQSClient", LazyClient("sqs", region=region))
-    return DeadLetterStore(
-        state=state,
-        deferrals=SqsDeferrals(sqs, defer_queue, clock),
-        forget_notices=(
-            (lambda ids: forget_notices(sqs, dead_letter_queue, ids)) if dead_letter_queue else None
-        ),
+    table = names.need("state_table")
+    dynamodb = cast("DynamoDBClient", operator.client("dynamodb"))
+    state = DynamoState(dynamodb, table, clock)
+    s3 = cast("S3Client", operator.client("s3"))
+    sqs = cast("SQSClient", operator.client("sqs"))
+    notices = names.dead_letter_queue
+    return Desk(
+        timeline=state,
+        messages=state,
+        dead_letters=state,
+        deferrals=SqsDeferrals(sqs, names.need("defer_queue"), clock),
+        quarantine=DynamoQuarantine(dynamodb, table),
+        archive=MailManagerArchive(operator.client("mailmanager"), names.archive_id or "", clock),
+        objects=S3ObjectStore(s3),
+        routes=load_routes(routes_file),
         clock=clock,
+        actor=operator.caller,
+        where=f"DynamoDB table {table}",
+        after_queue="the Redeliver function starts its redelivery within seconds",
+        delete_object=S3ObjectStore(s3).delete,
+        forget_notices=(lambda ids: forget_notices(sqs, notices, ids)) if notices else None,
+        aws=True,
     )

@@ -31,13 +31,19 @@ from mxgate.delivery.webhook import SignedPoster, signing_keys
 from mxgate.desk import Desk
 from mxgate.errors import ConfigError
 from mxgate.local.addresslists import FileAddressBook
-from mxgate.local.config import DnsConfig, SesEndpoint, load_local_config
+from mxgate.local.config import DnsConfig, SesEndpoint, load_config
 from mxgate.local.lambdas import LocalLambdas
 from mxgate.local.logs import VendedLogs
 from mxgate.local.rule_set import LocalMailManager
 from mxgate.local.rule_set_failures import RuleSetFailures
 from mxgate.local.settings import LocalSettings, Paths
-from mxgate.local.setup import LocalSetup, archive_retentions, load_setup, quarantine_days
+from mxgate.local.setup import (
+    LocalSetup,
+    archive_retentions,
+    load_setup,
+    quarantine_days,
+    state_paths,
+)
 from mxgate.local.spool import Spool
 from mxgate.local.workflow import LocalWorkflow
 from mxgate.mailmanager.actions import ActionPorts
@@ -289,12 +295,8 @@ class Bootstrap:
     def desk(self) -> Desk:
         """What `mxgate quarantine|archive|dlq|console` act on here: the gateway's state under
         its home, whether or not the gateway runs now."""
-        paths = self.paths
-        if not paths.state_db.exists():
-            raise ConfigError(
-                f"no gateway state under {self.settings.home} (has `mxgate run` accepted mail?)"
-            )
-        config = load_local_config(self.settings.config)
+        paths = state_paths(self.settings)
+        config = load_config(self.settings)
         state = self.state()
         objects = self.objects()
         running = paths.ports_file.exists()

@@ -51,8 +51,11 @@ RETENTION_EVERY = 3600.0  # seconds between looks at what the retention periods 
 
 
 def write_ports(paths: Paths, ports: dict[str, int]) -> None:
+    """Whole or not at all: whoever waits for the file never reads half of it."""
     paths.ports_file.parent.mkdir(parents=True, exist_ok=True)
-    paths.ports_file.write_text(json.dumps(ports, indent=2) + "\n", encoding="utf-8")
+    temporary = paths.ports_file.with_suffix(".tmp")
+    temporary.write_text(json.dumps(ports, indent=2) + "\n", encoding="utf-8")
+    temporary.replace(paths.ports_file)
 
 
 class Gateway:
@@ -228,7 +231,7 @@ class Gateway:
             )
             server = await loop.create_server(
                 partial(self._session, listener, handler, tls),
-                host=setup.settings.smtp_host,
+                host=setup.config.smtp.host,
                 port=listener.port,
             )
             host, port = server.sockets[0].getsockname()[:2]

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mxgate.errors import ConfigError
-from mxgate.local.config import LocalConfig, load_local_config
-from mxgate.local.settings import LocalSettings, Paths
+from mxgate.local.config import LocalConfig, load_config, unknown_port_variables
+from mxgate.local.runfile import RUN_FILE
+from mxgate.local.settings import LocalSettings, Paths, env_name
 from mxgate.local.workflow import StateMachineSource, load_state_machine
 from mxgate.mailmanager.config import MailManagerConfig, load_mail_manager
 from mxgate.mailmanager.models import IngressPoint, RuleSet, TrafficPolicy
@@ -112,20 +113,29 @@ def _smtp_password(
 def _listeners(
     settings: LocalSettings, config: LocalConfig, config_path: Path, mail_manager: MailManagerConfig
 ) -> tuple[IngressSetup, ...]:
-    open_port = settings.smtp_port if settings.smtp_port is not None else config.smtp.port
+    by_type = {"OPEN": config.smtp.port, "AUTH": config.smtp.auth_port}
     if config.ingress_points is not None:
         ports = {name: spec.port for name, spec in config.ingress_points.items()}
         for name in ports:
             mail_manager.ingress_point(name)  # names one of the template's, or says which exist
-        if settings.smtp_port is not None and ports:  # MXGATE_SMTP_PORT moves the first one
-            ports[next(iter(ports))] = settings.smtp_port
+        # MXGATE_SMTP_PORT (--port) moves the first OPEN one listed, MXGATE_SMTP_AUTH_PORT the
+        # first AUTH one
+        for kind, moved in (("OPEN", settings.smtp_port), ("AUTH", settings.smtp_auth_port)):
+            first = next((n for n in ports if mail_manager.ingress_points[n].Type == kind), None)
+            if moved is not None and first is not None:
+                ports[first] = moved
     else:
-        default = {"OPEN": open_port, "AUTH": config.smtp.auth_port}
         ports = {
-            name: default[point.Type]
+            name: by_type[point.Type]
             for name, point in mail_manager.ingress_points.items()
-            if point.Type in default  # MTLS ingress points are not emulated
+            if point.Type in by_type  # MTLS ingress points are not emulated
         }
+    unknown_port_variables(settings, "ingress_ports", list(ports))
+    ports |= {
+        name: settings.ingress_ports[env_name(name)]
+        for name in ports
+        if env_name(name) in settings.ingress_ports
+    }
     listening: dict[int, str] = {}
     listeners = []
     for name, port in ports.items():
@@ -159,7 +169,7 @@ def _listeners(
 
 def load_mail_manager_config(settings: LocalSettings) -> tuple[LocalConfig, MailManagerConfig]:
     """The local configuration and the template's Mail Manager resources, checked."""
-    config = load_local_config(settings.config)
+    config = load_config(settings)
     parameters = template_parameters(
         config.template, local_parameter_sources(config, settings.config)
     )
@@ -204,3 +214,17 @@ def archive_retentions(mail_manager: MailManagerConfig) -> dict[str, str]:
         else "PERMANENT"
         for archive_id, archive in mail_manager.archives.items()
     }
+
+
+def state_paths(settings: LocalSettings) -> Paths:
+    """The home of a gateway that has run, or a ConfigError saying where mxgate looked."""
+    paths = settings.paths
+    if paths.state_db.exists():
+        return paths
+    if settings.explicit("home"):
+        raise ConfigError(f"no gateway state under {settings.home} (has `mxgate run` run there?)")
+    raise ConfigError(
+        f"no gateway is running from {Path.cwd()} (no live {RUN_FILE}) and the default home "
+        f"{settings.home} holds no state: start one with `make run` here, or name a home with "
+        "--home or MXGATE_HOME"
+    )

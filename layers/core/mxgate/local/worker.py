@@ -28,7 +28,7 @@ def initialize(settings_json: str, mailbox_ports_json: str) -> None:
         signal.SIGINT, signal.SIG_IGN
     )  # Ctrl-C reaches the whole group: the parent decides
     settings = LocalSettings.model_validate_json(settings_json)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.paths.error_log)
     _worker = Bootstrap(settings).worker(json.loads(mailbox_ports_json))
     atexit.register(_worker.close)
 

@@ -313,6 +313,14 @@ class SqliteState:
         )
         return [r[0] for r in rows]
 
+    def accepted_count(self) -> int:
+        """How many messages `recent` chooses from."""
+        rows = self._read(
+            "SELECT COUNT(DISTINCT message_id) FROM events WHERE stage IN (?,?)",
+            (Stage.ACCEPTED.value, Stage.PARSED.value),
+        )
+        return int(rows[0][0])
+
     def find(self, prefix: str) -> list[str]:
         """Message ids that start with `prefix` (so `trace` takes a short id)."""
         rows = self._read(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,7 @@ def submission(tmp_path: Path) -> Iterator[tuple[SubmissionHost, LoopThread, Pat
 
 
 def serve(host: SubmissionHost, loop: LoopThread, tls_dir: Path, *, tls: bool = True) -> int:
-    cert, key = ensure_certificate(tls_dir / "tls", "submission.test")
+    cert, key = ensure_certificate(tls_dir / "tls", "submission.test", datetime.now(UTC))
 
     def factory() -> SMTP:
         host.connections += 1

@@ -9,9 +9,9 @@ import pytest
 
 from mxgate.authn.model import DmarcPolicy, Verdict
 from mxgate.mailmanager.addresses import StaticAddressBook
+from mxgate.mailmanager.conditions import rule_applies, rule_condition_holds
 from mxgate.mailmanager.facts import MessageFacts
 from mxgate.mailmanager.models import Rule, RuleCondition
-from mxgate.mailmanager.rules import rule_applies, rule_condition_holds
 
 RECIPIENT = "alice+orders@nutrition.co"
 FACTS = MessageFacts(

@@ -132,9 +132,9 @@ class Bootstrap:
     def resolver(self) -> CachingResolver:
         return build_resolver(self.setup.config.dns)
 
-    def archive(self, objects: FileObjectStore) -> SqliteArchive:
+    def archive(self, objects: FileObjectStore | None = None) -> SqliteArchive:
         """The archive's index, over the archived copies in the object store."""
-        return SqliteArchive(self.paths.archive_db, objects)
+        return SqliteArchive(self.paths.archive_db, objects or self.objects())
 
     # ----------------------------------------------------------------------- transports
 

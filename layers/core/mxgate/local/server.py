@@ -207,7 +207,7 @@ class Gateway:
         self.spool.discard_partial()
         for path in self.spool.pending():
             self.submit(path)
-        cert, key = ensure_certificate(dirs.tls, setup.settings.hostname)
+        cert, key = ensure_certificate(dirs.tls, setup.settings.hostname, self.clock.now())
         tls = server_context(cert, key)
         spool = self.spool
         book = self.bootstrap.address_book()

@@ -2,6 +2,8 @@
 
 Field names and enum spellings follow the CloudFormation schema (and the botocore
 `mailmanager` model), so a template that loads here is a template CloudFormation takes.
+One module past the usual size on purpose: one model per CloudFormation property type, in the
+order of the schema, which is read side by side with it.
 """
 
 from __future__ import annotations

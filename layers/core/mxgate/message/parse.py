@@ -3,6 +3,8 @@
 A wrong charset, a broken header or a missing part never raises: it becomes a defect. A
 configured limit stops the parse with a reason in `unreadable`, and so does input that is not
 a message at all; the pipeline quarantines such a message with that reason.
+Past the usual size on purpose: the model is built here in one pass over the part tree, and
+the address, date and id readers it uses are the ones every header-only reader shares.
 """
 
 from __future__ import annotations

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_stepfunctions import SFNClient
 
+    from mxgate.adapters.aws.archive import MailManagerArchive
+
 
 def _dns(server: str | None) -> DnsPythonResolver:
     if server is None:
@@ -125,12 +127,18 @@ def redeliverer(config: AwsSettings | None = None, clock: Clock | None = None) -
     )
 
 
+def aws_archive(operator: OperatorAws, clock: Clock | None = None) -> MailManagerArchive:
+    """Mail Manager's archive API for the stack's archive (`mxgate archive --aws`)."""
+    from mxgate.adapters.aws.archive import MailManagerArchive  # noqa: PLC0415 -- with --aws
+
+    archive_id = operator.names.archive_id or ""
+    return MailManagerArchive(operator.client("mailmanager"), archive_id, clock or SystemClock())
+
+
 def aws_desk(operator: OperatorAws, routes_file: Path) -> Desk:
     """What `mxgate archive|quarantine|dlq|console --aws` act on: the deployed stack's stores,
     with the operator's credentials (and the clients' retry and timeout settings); releases and
     redrives go to its deferred queue, which the Redeliver function reads."""
-    from mxgate.adapters.aws.archive import MailManagerArchive  # noqa: PLC0415 -- with --aws
-
     names = operator.names
     clock = SystemClock()
     table = names.need("state_table")
@@ -145,7 +153,7 @@ def aws_desk(operator: OperatorAws, routes_file: Path) -> Desk:
         dead_letters=state,
         deferrals=SqsDeferrals(sqs, names.need("defer_queue"), clock),
         quarantine=DynamoQuarantine(dynamodb, table),
-        archive=MailManagerArchive(operator.client("mailmanager"), names.archive_id or "", clock),
+        archive=aws_archive(operator, clock),
         objects=S3ObjectStore(s3),
         routes=load_routes(routes_file),
         clock=clock,

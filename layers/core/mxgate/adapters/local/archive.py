@@ -12,10 +12,11 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from mxgate.adapters.local.database import utc
 from mxgate.adapters.local.objects import FileObjectStore
 from mxgate.archive.query import STRING_FIELDS, ArchivedMessage, ArchiveQuery, retention_cutoff
 from mxgate.errors import PermanentError
@@ -35,10 +36,6 @@ CREATE VIRTUAL TABLE IF NOT EXISTS archived_text USING fts5(
 );
 """
 _TRIGRAM = 3  # the shortest value the trigram index can look up
-
-
-def _utc(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def _phrase(value: str) -> str:
@@ -88,7 +85,7 @@ class SqliteArchive:
                     "INSERT INTO archived (id, received_at, row) VALUES (?,?,?)",
                     (
                         message.archived_message_id,
-                        _utc(message.received_at),
+                        utc(message.received_at),
                         message.model_dump_json(by_alias=True),
                     ),
                 ).lastrowid
@@ -116,10 +113,10 @@ class SqliteArchive:
             parameters.append(" AND ".join(terms))
         if query.since is not None:
             where.append("received_at >= ?")
-            parameters.append(_utc(query.since))
+            parameters.append(utc(query.since))
         if query.until is not None:
             where.append("received_at <= ?")
-            parameters.append(_utc(query.until))
+            parameters.append(utc(query.until))
         sql = "SELECT row FROM archived" + (" WHERE " + " AND ".join(where) if where else "")  # noqa: S608 -- fixed clauses, values bound
         rows = self.db.execute(sql + " ORDER BY received_at DESC, rowid DESC", parameters)
         for (row,) in rows:
@@ -177,7 +174,7 @@ class SqliteArchive:
         """Archived before `before`: past the retention period, oldest first."""
         rows = self.db.execute(
             "SELECT row FROM archived WHERE received_at < ? ORDER BY received_at",
-            (_utc(before),),
+            (utc(before),),
         ).fetchall()
         return [ArchivedMessage.model_validate_json(r[0]) for r in rows]
 

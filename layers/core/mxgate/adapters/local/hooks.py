@@ -41,7 +41,7 @@ class LocalHooks(HookRunner):
         except OSError as error:
             raise PermanentError(f"hook {hook}: cannot run {spec.command[0]}: {error}") from error
         said = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        last = said[-1][:200] if said else ""
+        last = said[-1] if said else ""  # the records keep what fits
         if done.returncode == 0:
             return f"hook {hook}: exit 0"
         detail = f"hook {hook}: exit {done.returncode} {last}".strip()

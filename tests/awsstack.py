@@ -25,6 +25,8 @@ from types import ModuleType
 from typing import Any
 
 import boto3
+import pytest
+from moto import mock_aws
 
 from mxgate.adapters.aws import bootstrap
 from mxgate.mailmanager.template import Resolver, read_samconfig_parameters, read_template
@@ -43,6 +45,18 @@ MOTO_CONFIG: Any = {
     "stepfunctions": {"execute_state_machine": True},
     "lambda": {"use_docker": False},
 }
+
+
+@contextlib.contextmanager
+def moto_account() -> Iterator[None]:
+    """One moto account for a while (a module's tests): credentials, region, and Step
+    Functions that executes (MOTO_CONFIG), outside any test's monkeypatch."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_DEFAULT_REGION", REGION)
+        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        with mock_aws(config=MOTO_CONFIG):
+            yield
 
 
 def canonical_event(name: str) -> Any:

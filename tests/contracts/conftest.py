@@ -12,22 +12,17 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from moto import mock_aws
 
-from tests.awsstack import MOTO_CONFIG, REGION, Stack
+from tests.awsstack import Stack, moto_account
 
 
 @pytest.fixture(scope="module")
 def aws() -> Iterator[Stack]:
     """template.yaml's stack in moto, for the module's AWS implementations."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AWS_DEFAULT_REGION", REGION)
-        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
-        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        with mock_aws(config=MOTO_CONFIG):
-            stack = Stack.create()
-            yield stack
-            stack.close()
+    with moto_account():
+        stack = Stack.create()
+        yield stack
+        stack.close()
 
 
 def unique(prefix: str) -> str:

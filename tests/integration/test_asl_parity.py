@@ -14,7 +14,6 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 from moto.stepfunctions.parser.asl.component.common.retry import (
     jitter_strategy_decl,
     retrier_decl,
@@ -22,7 +21,7 @@ from moto.stepfunctions.parser.asl.component.common.retry import (
 
 from mxgate.errors import PermanentError, TransientError
 from mxgate.workflow.asl import ExecutionFailedError, Interpreter
-from tests.awsstack import MOTO_CONFIG, REGION, lambda_invocations_routed, run_execution
+from tests.awsstack import REGION, lambda_invocations_routed, moto_account, run_execution
 from tests.contracts.conftest import unique
 
 Step = Callable[[Any], Any]
@@ -111,15 +110,10 @@ def run_locally(definition: dict[str, Any], steps: dict[str, Step], document: An
 
 @pytest.fixture(scope="module")
 def moto_role() -> Iterator[str]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AWS_DEFAULT_REGION", REGION)
-        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
-        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        with mock_aws(config=MOTO_CONFIG):
-            role = boto3.client("iam", region_name=REGION).create_role(
-                RoleName="asl-parity", AssumeRolePolicyDocument="{}"
-            )["Role"]["Arn"]
-            yield role
+    with moto_account():
+        yield boto3.client("iam", region_name=REGION).create_role(
+            RoleName="asl-parity", AssumeRolePolicyDocument="{}"
+        )["Role"]["Arn"]
 
 
 def run_on_moto(

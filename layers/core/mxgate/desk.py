@@ -16,7 +16,7 @@ from mxgate.ports import Clock, DeadLetters, Deferrals, ObjectStore, Quarantine,
 from mxgate.records import QuarantineRecord, RuleSetDeadLetter
 from mxgate.routing.config import Routes
 from mxgate.tracking import MessageIndex
-from mxgate.workflow.dead_letter import redrive, redrive_rule_set
+from mxgate.workflow.dead_letter import redrive
 from mxgate.workflow.quarantine import delete, find, release
 
 
@@ -47,25 +47,8 @@ class Desk:
 def redrive_one(desk: Desk, record_id: str, *, aws: bool) -> dict[str, object]:
     """A delivery goes back to the deferred queue; a rule set dead letter goes back through the
     rule set (on this machine only: on AWS, Mail Manager runs the rules)."""
-    record = desk.dead_letters.get(record_id)
-    if isinstance(record, RuleSetDeadLetter):
-        if aws:
-            raise ConfigError(
-                f"{record_id} is a local rule set dead letter; redrive it without --aws"
-            )
-        retry = redrive_rule_set(
-            record,
-            dead_letters=desk.dead_letters,
-            deferrals=desk.deferrals,
-            timeline=desk.timeline,
-            clock=desk.clock,
-        )
-        return {
-            "id": record_id,
-            "queued_as": retry.record_id,
-            "recipients": retry.recipients,
-            "message_id": retry.message_id,
-        }
+    if aws and isinstance(desk.dead_letters.get(record_id), RuleSetDeadLetter):
+        raise ConfigError(f"{record_id} is a local rule set dead letter; redrive it without --aws")
     queued = redrive(
         record_id,
         dead_letters=desk.dead_letters,

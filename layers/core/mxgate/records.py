@@ -342,19 +342,29 @@ class StoredMessage(Record):
     envelope_sender: str = ""
 
 
-class DeliveryDeadLetter(Record):
-    """A delivery that could not be completed (refused, over a policy, or expired)."""
+class DeadLetterRecord(Record):
+    """What every dead letter says: which recipients of which message, where they were going,
+    and why they could not get there."""
 
     record_id: str
-    kind: DeliveryKind  # the delivery's
     message_id: str
     destination: str
     recipients: list[str]
-    delivery: Delivery  # what a redrive runs again (its recipients: these)
     error: str
     cause: str = ""
     reason: Reason = ""
     at: datetime
+
+    @property
+    def label(self) -> str:
+        return f"{getattr(self, 'kind', '')} {self.destination}"
+
+
+class DeliveryDeadLetter(DeadLetterRecord):
+    """A delivery that could not be completed (refused, over a policy, or expired)."""
+
+    kind: DeliveryKind  # the delivery's
+    delivery: Delivery  # what a redrive runs again (its recipients: these)
 
     @property
     def message(self) -> StoredMessage:
@@ -370,35 +380,20 @@ class DeliveryDeadLetter(Record):
     def what(self) -> str:
         return f"{self.kind} to {self.destination}"
 
-    @property
-    def label(self) -> str:
-        return f"{self.kind} {self.destination}"
 
-
-class RuleSetDeadLetter(Record):
+class RuleSetDeadLetter(DeadLetterRecord):
     """Recipients whose rule actions failed for good (local runtime: Mail Manager runs the
-    rules on AWS). The message as received is kept beside the record, for a redrive."""
+    rules on AWS). The message as received is kept beside the record, for a redrive. Its
+    destination is the rule set's logical id."""
 
-    record_id: str
     kind: Literal["rules"] = "rules"
-    message_id: str
-    destination: str  # the rule set's logical id
-    recipients: list[str]
     envelope: Envelope  # its recipients: the accepted addresses to run through the rule set
     message: StoredMessage
     failures: dict[str, list[str]]  # recipient -> its failed actions
-    error: str
-    cause: str = ""
-    reason: Reason = ""
-    at: datetime
 
     @property
     def what(self) -> str:
         return f"rule actions of rule set {self.destination}"
-
-    @property
-    def label(self) -> str:
-        return f"{self.kind} {self.destination}"
 
 
 DeadLetter = Annotated[DeliveryDeadLetter | RuleSetDeadLetter, Field(discriminator="kind")]

@@ -4,7 +4,7 @@ An action that fails for now (a 4xx reply, a local file or socket problem) leave
 open when nothing else took it: the message is run through the rule set again for those
 recipients later, on the workflow's deferral schedule, until the delivery policy's lifetime
 runs out. A permanent failure, or a retry past its lifetime, dead-letters the recipient with a
-copy of the message kept for `mxgate dlq redrive` (`workflow.dead_letter.redrive_rule_set`).
+copy of the message kept for `mxgate dlq redrive` (`workflow.dead_letter.redrive`).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from mxgate.errors import PermanentError
 from mxgate.ports import Clock, DeadLetters, Deferrals, Timeline
 from mxgate.recorder import Recorder
 from mxgate.records import (
+    Deferred,
     DeferredDelivery,
     Delivery,
     DeliveryDeadLetter,
@@ -101,34 +102,45 @@ def redrive(
     deferrals: Deferrals,
     timeline: Timeline,
     clock: Clock,
-) -> DeferredDelivery:
-    """Put a delivery's dead letter back in the deferred queue, due now, with a fresh lifetime.
-    Its dead-lettered recipients are reopened (a success settles them anew); recipients
-    delivered in the meantime keep their state, which the delivery skips, so nothing is sent
-    twice."""
+) -> Deferred:
+    """Put a dead letter back in the deferred queue, due now, with a fresh lifetime, and
+    reopen its dead-lettered recipients (a success settles them anew). A delivery's is
+    delivered again: recipients delivered in the meantime keep their state, which the delivery
+    skips, so nothing is sent twice. A rule set's goes through the rule set again from the kept
+    copy: actions already done for a recipient are not repeated."""
     record = dead_letters.get(record_id)
     if record is None:
         raise PermanentError(f"no dead letter {record_id!r}")
-    if not isinstance(record, DeliveryDeadLetter):
-        raise PermanentError(f"{record_id} is not a delivery's dead letter")
-    delivery = record.delivery.model_copy(
-        update={"recipients": record.recipients or record.delivery.recipients, "deferral": None}
-    )
-    message_id = delivery.message.message_id
-    if delivery.settles:
-        reopen_dead_lettered(timeline, message_id, delivery.recipients)
     now = clock.now()
-    queued = DeferredDelivery(
-        record_id=f"{delivery.delivery_id}#redrive-{now.strftime('%Y%m%dT%H%M%S%f')}",
-        due_at=now,
-        delivery=delivery,
-    )
+    when = now.strftime("%Y%m%dT%H%M%S%f")
+    queued: Deferred
+    if isinstance(record, RuleSetDeadLetter):
+        queued = RuleSetRetry(
+            record_id=f"{record.message_id}#rules-redrive-{when}",
+            due_at=now,
+            envelope=record.envelope,
+            recipients=record.recipients,
+            bucket=record.message.bucket,
+            key=record.message.key,
+        )
+        reopen_dead_lettered(timeline, record.message_id, record.recipients)
+        what = "the rule set"
+    else:
+        delivery = record.delivery.model_copy(
+            update={"recipients": record.recipients or record.delivery.recipients, "deferral": None}
+        )
+        queued = DeferredDelivery(
+            record_id=f"{delivery.delivery_id}#redrive-{when}", due_at=now, delivery=delivery
+        )
+        if delivery.settles:
+            reopen_dead_lettered(timeline, record.message_id, delivery.recipients)
+        what = f"{delivery.kind} {delivery.destination}"
     deferrals.schedule(queued)
     Recorder(timeline, clock).note(
-        message_id,
+        record.message_id,
         Stage.REDRIVEN,
-        f"dead letter {record_id} redriven: {len(delivery.recipients)} recipient(s) "
-        f"queued for {delivery.kind} {delivery.destination}",
+        f"dead letter {record_id} redriven: {len(queued.recipients)} recipient(s) queued for "
+        f"{what}",
     )
     dead_letters.remove(record_id)
     return queued
@@ -141,36 +153,3 @@ def reopen_dead_lettered(timeline: Timeline, message_id: str, recipients: list[s
         state = states.get(recipient.casefold())
         if state is not None and state.outcome is Outcome.DEAD_LETTERED:
             timeline.reopen(message_id, recipient)
-
-
-def redrive_rule_set(
-    record: RuleSetDeadLetter,
-    *,
-    dead_letters: DeadLetters,
-    deferrals: Deferrals,
-    timeline: Timeline,
-    clock: Clock,
-) -> RuleSetRetry:
-    """Put a rule set dead letter back in the deferred queue, due now, with a fresh lifetime:
-    its recipients are reopened and the running gateway takes the kept copy through the rule
-    set again for them. Actions already done for a recipient are not repeated."""
-    envelope = record.envelope
-    reopen_dead_lettered(timeline, envelope.message_id, record.recipients)
-    now = clock.now()
-    queued = RuleSetRetry(
-        record_id=f"{envelope.message_id}#rules-redrive-{now.strftime('%Y%m%dT%H%M%S%f')}",
-        due_at=now,
-        envelope=envelope,
-        recipients=record.recipients,
-        bucket=record.message.bucket,
-        key=record.message.key,
-    )
-    deferrals.schedule(queued)
-    Recorder(timeline, clock).note(
-        envelope.message_id,
-        Stage.REDRIVEN,
-        f"dead letter {record.record_id} redriven: {len(record.recipients)} recipient(s) queued "
-        "for the rule set",
-    )
-    dead_letters.remove(record.record_id)
-    return queued

@@ -10,13 +10,12 @@ the meaning (shorter values and `Unless`-free exact semantics rest on it alone).
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mxgate.adapters.local.database import utc
+from mxgate.adapters.local.database import SqliteDatabase, utc
 from mxgate.adapters.local.objects import FileObjectStore
 from mxgate.archive.query import STRING_FIELDS, ArchivedMessage, ArchiveQuery, retention_cutoff
 from mxgate.errors import PermanentError
@@ -42,62 +41,34 @@ def _phrase(value: str) -> str:
     return '"' + value.replace('"', '""') + '"'
 
 
-class SqliteArchive:
+class SqliteArchive(SqliteDatabase):
     """Implements the Archive port, and what only this machine does: indexing and purging."""
 
+    schema = _SCHEMA
+    what = "archive index"
+
     def __init__(self, path: Path, objects: FileObjectStore) -> None:
-        self.path = path
+        super().__init__(path)
         self.objects = objects
-        self._connection: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def db(self) -> sqlite3.Connection:
-        if self._connection is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(
-                self.path, timeout=30, check_same_thread=False, isolation_level=None
-            )
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.executescript(_SCHEMA)
-            self._connection = connection
-        return self._connection
-
-    def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
 
     def add(self, message: ArchivedMessage) -> None:
         """Index one archived copy (again: the same id replaces its row)."""
         texts = [message.value(attribute) for attribute in _COLUMNS]
-        with self._lock:
-            db = self.db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                old = db.execute(
-                    "SELECT rowid FROM archived WHERE id=?", (message.archived_message_id,)
-                ).fetchone()
-                if old is not None:
-                    db.execute("DELETE FROM archived_text WHERE rowid=?", old)
-                    db.execute("DELETE FROM archived WHERE rowid=?", old)
-                rowid = db.execute(
-                    "INSERT INTO archived (id, received_at, row) VALUES (?,?,?)",
-                    (
-                        message.archived_message_id,
-                        utc(message.received_at),
-                        message.model_dump_json(by_alias=True),
-                    ),
-                ).lastrowid
-                db.execute(
-                    f"INSERT INTO archived_text (rowid, {', '.join(_COLUMNS.values())}) "  # noqa: S608 -- fixed column names
-                    f"VALUES (?{', ?' * len(texts)})",
-                    (rowid, *texts),
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            _forget(db, message.archived_message_id)
+            rowid = db.execute(
+                "INSERT INTO archived (id, received_at, row) VALUES (?,?,?)",
+                (
+                    message.archived_message_id,
+                    utc(message.received_at),
+                    message.model_dump_json(by_alias=True),
+                ),
+            ).lastrowid
+            db.execute(
+                f"INSERT INTO archived_text (rowid, {', '.join(_COLUMNS.values())}) "  # noqa: S608 -- fixed column names
+                f"VALUES (?{', ?' * len(texts)})",
+                (rowid, *texts),
+            )
 
     def matching(self, query: ArchiveQuery) -> Iterator[ArchivedMessage]:
         """Every match, newest first (search takes the first `limit`; export takes them all)."""
@@ -182,17 +153,13 @@ class SqliteArchive:
         """Forget one archived message: its copy first, then its row, so a crash between the
         two leaves a row whose purge is tried again."""
         self.objects.delete(ARCHIVE_BUCKET, message.key)
-        with self._lock:
-            db = self.db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                row = db.execute(
-                    "SELECT rowid FROM archived WHERE id=?", (message.archived_message_id,)
-                ).fetchone()
-                if row is not None:
-                    db.execute("DELETE FROM archived_text WHERE rowid=?", row)
-                    db.execute("DELETE FROM archived WHERE rowid=?", row)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            _forget(db, message.archived_message_id)
+
+
+def _forget(db: sqlite3.Connection, archived_message_id: str) -> None:
+    """An archived message's row and its text index entry, if it has them."""
+    row = db.execute("SELECT rowid FROM archived WHERE id=?", (archived_message_id,)).fetchone()
+    if row is not None:
+        db.execute("DELETE FROM archived_text WHERE rowid=?", row)
+        db.execute("DELETE FROM archived WHERE rowid=?", row)

@@ -1,5 +1,5 @@
-"""The state database: one SQLite file (WAL mode) that every process of the local gateway
-opens its own connection to, with the schema of the tables the ports keep there.
+"""The gateway's SQLite databases (WAL mode): every process opens its own connection to each
+file. The state database's schema is here; the archive index keeps its own file.
 
 Commits are not fsynced (synchronous=NORMAL): a power cut may forget the last records, never
 the messages, whose spool files are fsynced and replayed on start; replays are harmless
@@ -88,19 +88,23 @@ _BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 
 
 @contextmanager
-def _busy_is_transient() -> Iterator[None]:
+def _busy_is_transient(what: str) -> Iterator[None]:
     """SQLITE_BUSY / SQLITE_LOCKED after the connection's timeout: another process holds the
     database; the state machine retries a TransientError."""
     try:
         yield
     except sqlite3.OperationalError as error:
         if getattr(error, "sqlite_errorcode", None) in _BUSY:
-            raise TransientError(f"state database busy: {error}") from error
+            raise TransientError(f"{what} busy: {error}") from error
         raise
 
 
-class StateDatabase:
-    """One connection to the state database, and its one write lock."""
+class SqliteDatabase:
+    """One connection to a database file of the gateway (WAL mode), and its one write lock;
+    a subclass names its schema (and how an earlier version of it is brought up to date)."""
+
+    schema = ""
+    what = "database"  # what a busy error names
 
     def __init__(self, path: Path, busy_timeout: float = 30.0) -> None:
         self.path = path
@@ -117,16 +121,19 @@ class StateDatabase:
             )
             connection.create_function("casefold", 1, str.casefold, deterministic=True)
             try:
-                with _busy_is_transient():
+                with _busy_is_transient(self.what):
                     connection.execute("PRAGMA journal_mode=WAL")
                     connection.execute("PRAGMA synchronous=NORMAL")
-                    connection.executescript(_SCHEMA)
-                    _migrate(connection)
+                    connection.executescript(self.schema)
+                    self.migrate(connection)
             except BaseException:
                 connection.close()
                 raise
             self._connection = connection
         return self._connection
+
+    def migrate(self, connection: sqlite3.Connection) -> None:
+        """Bring a database written by an earlier version up to this schema."""
 
     def close(self) -> None:
         if self._connection is not None:
@@ -138,7 +145,7 @@ class StateDatabase:
         """One write transaction, this connection's only one (the lock) from the PRAGMA to the
         commit. `durable`: fsynced on commit (deferred deliveries and dead letters are all that
         remembers a delivery once the spool file is gone)."""
-        with self._lock, _busy_is_transient():
+        with self._lock, _busy_is_transient(self.what):
             db = self.db
             if durable:
                 db.execute("PRAGMA synchronous=FULL")
@@ -160,13 +167,24 @@ class StateDatabase:
             return db.executemany(sql, rows).rowcount
 
     def _read(self, sql: str, parameters: Sequence[object] = ()) -> builtins.list[Any]:
-        with _busy_is_transient():
+        with _busy_is_transient(self.what):
             return self.db.execute(sql, parameters).fetchall()
 
 
-def _migrate(connection: sqlite3.Connection) -> None:
-    """Bring a database of an earlier version up to this schema (once: the check is repeated
-    inside the write lock, so two processes starting together migrate it once)."""
+class StateDatabase(SqliteDatabase):
+    """The state database: the timeline, terminal states, idempotency keys, dead letters and
+    the deferred queue (`adapters/local/state.py`), and quarantine records."""
+
+    schema = _SCHEMA
+    what = "state database"
+
+    def migrate(self, connection: sqlite3.Connection) -> None:
+        _migrate_recipient_states(connection)
+
+
+def _migrate_recipient_states(connection: sqlite3.Connection) -> None:
+    """Key terminal states by the casefolded recipient (once: the check is repeated inside the
+    write lock, so two processes starting together migrate it once)."""
 
     def keyed() -> bool:
         columns = connection.execute("PRAGMA table_info(recipient_states)").fetchall()

@@ -132,7 +132,7 @@ def measure(mode: str, home: Path, public_key: str) -> dict[str, float | str]:
         from mxgate.local.bootstrap import build_resolver  # noqa: PLC0415
         from mxgate.local.config import DnsConfig  # noqa: PLC0415
         from mxgate.records import Envelope  # noqa: PLC0415
-        from mxgate.routing.config import load_routes  # noqa: PLC0415
+        from mxgate.routing.routes import load_routes  # noqa: PLC0415
         from mxgate.workflow.envelope import store_envelope  # noqa: PLC0415
         from mxgate.workflow.model import ProcessInput  # noqa: PLC0415
         from mxgate.workflow.process import process  # noqa: PLC0415

@@ -26,7 +26,7 @@ from mxgate.local.setup import load_setup
 from mxgate.local.workflow import LocalWorkflow
 from mxgate.ports import Hooks, Transport, Webhooks
 from mxgate.records import DeferredDelivery, Envelope
-from mxgate.routing.config import Routes
+from mxgate.routing.routes import Routes
 from mxgate.workflow.dead_letter import redrive
 from mxgate.workflow.envelope import store_envelope
 from mxgate.workflow.services import Services

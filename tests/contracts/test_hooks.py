@@ -15,7 +15,7 @@ from mxgate.adapters.aws.clients import LazyClient
 from mxgate.adapters.aws.hooks import LambdaHooks
 from mxgate.adapters.local.hooks import LocalHooks
 from mxgate.errors import PermanentError
-from mxgate.routing.config import Hook
+from mxgate.routing.routes import Hook
 
 EVENT = {"message_id": "01HOOK", "hook": "audit"}
 

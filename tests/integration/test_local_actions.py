@@ -29,9 +29,9 @@ from mxgate.local.rule_set import LocalMailManager
 from mxgate.local.rule_set_failures import RuleSetFailures
 from mxgate.mailmanager.actions import ActionPorts
 from mxgate.mailmanager.addresses import StaticAddressBook
-from mxgate.mailmanager.config import load_mail_manager
+from mxgate.mailmanager.resources import load_mail_manager
 from mxgate.records import Envelope, RuleSetRetry
-from mxgate.routing.config import DeliveryPolicy
+from mxgate.routing.routes import DeliveryPolicy
 from tests.templates import recipient_is
 
 SENDER = "buyer@shop.example"
@@ -269,7 +269,7 @@ class Harness:
         loopback = self.config.relays["Loopback"]
         clock = SystemClock()
         self.service = LocalMailManager(
-            config=self.config,
+            resources=self.config,
             rule_sets={"Point": self.config.rule_sets["Rules"]},
             book=StaticAddressBook(),
             actions=ActionPorts(

@@ -26,7 +26,7 @@ from mxgate.mailmanager.models import RuleSet
 from mxgate.mailmanager.rules import ActionContext, run_rule_set
 from mxgate.message.model import ParseLimits
 from mxgate.records import Envelope, Outcome
-from mxgate.routing.config import load_routes
+from mxgate.routing.routes import load_routes
 from mxgate.workflow.envelope import store_envelope
 from mxgate.workflow.model import ProcessInput
 from mxgate.workflow.process import process

@@ -15,7 +15,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from mxgate.delivery.smtp import submission_or_deferral, submission_transport
 from mxgate.errors import ConfigError
 from mxgate.local.tls import ensure_certificate, server_context
-from mxgate.routing.config import Destination
+from mxgate.routing.routes import Destination
 from tests.delivery_harness import LoopThread
 
 USER, PASSWORD = "inp-0123456789abcdef", "correct horse"

@@ -13,7 +13,7 @@ import yaml
 from mxgate.errors import ConfigError
 from mxgate.local.config import load_local_config
 from mxgate.local.setup import local_parameter_sources, template_parameters
-from mxgate.mailmanager.config import MailManagerError, load_mail_manager
+from mxgate.mailmanager.resources import MailManagerError, load_mail_manager
 from mxgate.mailmanager.template import parameter_values, read_samconfig_parameters
 from tests.support import REPO, TEMPLATE
 

@@ -17,7 +17,7 @@ from mxgate.records import (
     RecipientState,
     Stage,
 )
-from mxgate.routing.config import load_routes
+from mxgate.routing.routes import load_routes
 from mxgate.workflow.quarantine import purge, release
 from tests.fakes import ManualClock
 from tests.support import REPO

@@ -13,7 +13,7 @@ from mxgate.adapters.local.state import SqliteState
 from mxgate.errors import PermanentError, TransientError
 from mxgate.ports import SendResult
 from mxgate.records import Envelope, Outcome, message_id_of, variant_key, variant_of
-from mxgate.routing.config import load_routes
+from mxgate.routing.routes import load_routes
 from mxgate.workflow import steps
 from mxgate.workflow.envelope import store_envelope
 from mxgate.workflow.model import (

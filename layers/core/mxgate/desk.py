@@ -14,7 +14,7 @@ from mxgate.archive.index import Archive
 from mxgate.errors import ConfigError
 from mxgate.ports import Clock, DeadLetters, Deferrals, ObjectStore, Quarantine, Timeline
 from mxgate.records import QuarantineRecord, RuleSetDeadLetter
-from mxgate.routing.config import Routes
+from mxgate.routing.routes import Routes
 from mxgate.tracking import MessageIndex
 from mxgate.workflow.dead_letter import redrive
 from mxgate.workflow.quarantine import delete, find, release

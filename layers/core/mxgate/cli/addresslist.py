@@ -16,7 +16,7 @@ from mxgate.local.addresslists import FileAddressBook, valid_entry
 from mxgate.local.bootstrap import Bootstrap
 from mxgate.local.settings import LocalSettings
 from mxgate.local.setup import load_mail_manager_config
-from mxgate.mailmanager.config import MailManagerConfig
+from mxgate.mailmanager.resources import MailManagerResources
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -60,7 +60,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         add_settings_arguments(sub)
 
 
-def _open(args: argparse.Namespace) -> tuple[LocalSettings, MailManagerConfig, FileAddressBook]:
+def _open(args: argparse.Namespace) -> tuple[LocalSettings, MailManagerResources, FileAddressBook]:
     bootstrap = Bootstrap(settings_from(args))
     _, mail_manager = load_mail_manager_config(bootstrap.settings)
     return bootstrap.settings, mail_manager, bootstrap.address_book()

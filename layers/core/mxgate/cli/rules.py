@@ -20,14 +20,14 @@ from mxgate.local.bootstrap import Bootstrap
 from mxgate.local.config import load_config
 from mxgate.local.facts import message_facts
 from mxgate.local.setup import ParameterSource, local_parameter_sources, template_parameters
-from mxgate.mailmanager.config import (
+from mxgate.mailmanager.explain import explain
+from mxgate.mailmanager.facts import SessionFacts
+from mxgate.mailmanager.resources import (
     MAIL_MANAGER_TYPES,
-    MailManagerConfig,
+    MailManagerResources,
     check_mail_manager,
     load_mail_manager,
 )
-from mxgate.mailmanager.explain import explain
-from mxgate.mailmanager.facts import SessionFacts
 from mxgate.mailmanager.template import read_samconfig_parameters, read_template
 from mxgate.records import Envelope
 
@@ -127,7 +127,7 @@ def template_and_parameters(args: argparse.Namespace) -> tuple[Path, dict[str, s
     return template, template_parameters(template, sources)
 
 
-def _ingress_id(config: MailManagerConfig, requested: str | None) -> str:
+def _ingress_id(config: MailManagerResources, requested: str | None) -> str:
     if requested is not None:
         return config.ingress_point(requested)[0]
     open_points = [k for k, v in config.ingress_points.items() if v.Type == "OPEN"]

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 from mxgate.errors import PermanentError, TransientError
 from mxgate.ports import Clock
-from mxgate.routing.config import Routes
+from mxgate.routing.routes import Routes
 
 EVENT_ID_HEADER = "X-Mxgate-Event-Id"
 TIMESTAMP_HEADER = "X-Mxgate-Timestamp"

@@ -49,7 +49,7 @@ from mxgate.local.workflow import LocalWorkflow
 from mxgate.mailmanager.actions import ActionPorts
 from mxgate.ports import Clock, Transport
 from mxgate.recorder import Recorder
-from mxgate.routing.config import load_routes
+from mxgate.routing.routes import load_routes
 from mxgate.workflow.quarantine import purge as purge_quarantine
 from mxgate.workflow.services import Services
 
@@ -238,7 +238,7 @@ class Bootstrap:
         )
         workflow = LocalWorkflow(setup.state_machine, services, self.settings.retry_scale)
         mail_manager = LocalMailManager(
-            config=setup.mail_manager,
+            resources=setup.mail_manager,
             rule_sets=setup.rule_sets(),
             book=self.address_book(),
             actions=ActionPorts(

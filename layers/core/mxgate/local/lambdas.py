@@ -13,7 +13,7 @@ from types import ModuleType
 from typing import Any
 
 from mxgate.errors import PermanentError
-from mxgate.mailmanager.config import FunctionSource, MailManagerConfig
+from mxgate.mailmanager.resources import FunctionSource, MailManagerResources
 from mxgate.mailmanager.template import LOCAL_ACCOUNT, LOCAL_REGION
 
 Handler = Callable[[Any, Any], Any]
@@ -44,12 +44,12 @@ class LocalLambdas:
     """The Functions port on one machine: finds a function of the template by its ARN or name
     and runs its handler in this process."""
 
-    def __init__(self, config: MailManagerConfig) -> None:
-        self.config = config
+    def __init__(self, resources: MailManagerResources) -> None:
+        self.resources = resources
         self._handlers: dict[str, Handler] = {}
 
     def handler(self, function_arn: str) -> tuple[FunctionSource, Handler]:
-        source = self.config.function(function_arn)
+        source = self.resources.function(function_arn)
         if source is None:
             raise PermanentError(f"no Lambda function {function_arn!r} in the template")
         if source.logical_id not in self._handlers:

@@ -24,8 +24,8 @@ from mxgate.local.logs import RULE_SET, VendedLogs
 from mxgate.local.rule_set_failures import OpenRecipient, RuleSetFailures
 from mxgate.mailmanager.actions import ActionPorts, ActionRunner, Stored
 from mxgate.mailmanager.addresses import AddressBook
-from mxgate.mailmanager.config import MailManagerConfig
 from mxgate.mailmanager.models import RuleSet
+from mxgate.mailmanager.resources import MailManagerResources
 from mxgate.mailmanager.rules import RuleSetOutcome, run_rule_set
 from mxgate.mailmanager.template import logical_id_of
 from mxgate.records import Envelope, Outcome, RuleSetRetry, Stage
@@ -61,7 +61,7 @@ class RuleSetRun:
 
 @dataclass(frozen=True)
 class LocalMailManager:
-    config: MailManagerConfig
+    resources: MailManagerResources
     rule_sets: Mapping[str, RuleSet]  # by ingress point logical id
     book: AddressBook
     actions: ActionPorts  # where the actions' effects go
@@ -79,7 +79,7 @@ class LocalMailManager:
         return ingress, self.rule_sets[ingress]
 
     def _rule_set_id(self, ingress: str) -> str:
-        point = self.config.ingress_points.get(ingress)
+        point = self.resources.ingress_points.get(ingress)
         return logical_id_of(point.RuleSetId) if point is not None else ""
 
     @contextlib.contextmanager
@@ -111,7 +111,7 @@ class LocalMailManager:
                 extra={"message_id": envelope.message_id, "verdicts": authentication.summary()},
             )
         facts = message_facts(envelope, raw, authentication)
-        runner = ActionRunner(self.actions, self.config, envelope, raw, facts)
+        runner = ActionRunner(self.actions, self.resources, envelope, raw, facts)
         outcome = run_rule_set(rule_set, facts, envelope.recipients, self.book, runner)
         rule_set_id = self._rule_set_id(ingress)
         self._log(envelope, ingress, rule_set_id, outcome)

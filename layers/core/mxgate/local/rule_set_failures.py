@@ -25,7 +25,7 @@ from mxgate.records import (
     StoredMessage,
     recipients_digest,
 )
-from mxgate.routing.config import DeliveryPolicy
+from mxgate.routing.routes import DeliveryPolicy
 from mxgate.workflow.defer import backoff
 
 KEPT_BUCKET = "mxgate-dead-letters"  # messages kept for dead-lettered recipients: `rules/<id>`

@@ -14,14 +14,14 @@ from mxgate.local.config import LocalConfig, load_config, unknown_port_variables
 from mxgate.local.runfile import RUN_FILE
 from mxgate.local.settings import LocalSettings, Paths, env_name
 from mxgate.local.workflow import StateMachineSource, load_state_machine
-from mxgate.mailmanager.config import MailManagerConfig, load_mail_manager
 from mxgate.mailmanager.models import IngressPoint, RuleSet, TrafficPolicy
+from mxgate.mailmanager.resources import MailManagerResources, load_mail_manager
 from mxgate.mailmanager.template import (
     parameter_values,
     read_samconfig_parameters,
     read_template,
 )
-from mxgate.routing.config import Routes, load_routes
+from mxgate.routing.routes import Routes, load_routes
 
 ParameterSource = tuple[str, Mapping[str, object]]  # (where the values come from, the values)
 
@@ -52,7 +52,7 @@ class LocalSetup:
 
     settings: LocalSettings
     config: LocalConfig
-    mail_manager: MailManagerConfig
+    mail_manager: MailManagerResources
     listeners: tuple[IngressSetup, ...]
     routes: Routes
     state_machine: StateMachineSource
@@ -111,7 +111,10 @@ def _smtp_password(
 
 
 def _listeners(
-    settings: LocalSettings, config: LocalConfig, config_path: Path, mail_manager: MailManagerConfig
+    settings: LocalSettings,
+    config: LocalConfig,
+    config_path: Path,
+    mail_manager: MailManagerResources,
 ) -> tuple[IngressSetup, ...]:
     by_type = {"OPEN": config.smtp.port, "AUTH": config.smtp.auth_port}
     if config.ingress_points is not None:
@@ -167,7 +170,7 @@ def _listeners(
     return tuple(listeners)
 
 
-def load_mail_manager_config(settings: LocalSettings) -> tuple[LocalConfig, MailManagerConfig]:
+def load_mail_manager_config(settings: LocalSettings) -> tuple[LocalConfig, MailManagerResources]:
     """The local configuration and the template's Mail Manager resources, checked."""
     config = load_config(settings)
     parameters = template_parameters(
@@ -198,13 +201,13 @@ def load_setup(settings: LocalSettings) -> LocalSetup:
     )
 
 
-def quarantine_days(mail_manager: MailManagerConfig) -> int:
+def quarantine_days(mail_manager: MailManagerResources) -> int:
     """How long quarantined mail is kept: the template's RawMailRetentionDays (on AWS the raw
     bucket keeps the message that long, and the record expires with it)."""
     return int(mail_manager.resolver.values.get("RawMailRetentionDays", 30))
 
 
-def archive_retentions(mail_manager: MailManagerConfig) -> dict[str, str]:
+def archive_retentions(mail_manager: MailManagerResources) -> dict[str, str]:
     """Each archive's `Retention.RetentionPeriod` in the template (none given: PERMANENT)."""
     return {
         archive_id: str(

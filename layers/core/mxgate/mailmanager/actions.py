@@ -21,7 +21,6 @@ from typing import Any
 from mxgate.archive.entry import archived_message
 from mxgate.archive.index import ArchiveIndex
 from mxgate.errors import FailureKind, PermanentError, TransientError, kind_of
-from mxgate.mailmanager.config import MailManagerConfig
 from mxgate.mailmanager.facts import MessageFacts
 from mxgate.mailmanager.models import RuleAction
 from mxgate.mailmanager.notifications import (
@@ -34,6 +33,7 @@ from mxgate.mailmanager.notifications import (
     receipt_object,
     sns_content,
 )
+from mxgate.mailmanager.resources import MailManagerResources
 from mxgate.mailmanager.rules import ActionContext, PartialFailureError
 from mxgate.message.dsn import DsnReport, bounce_subject, delivery_status_notification
 from mxgate.message.headers import prepend_headers
@@ -102,13 +102,13 @@ class ActionRunner:
     def __init__(
         self,
         ports: ActionPorts,
-        config: MailManagerConfig,
+        resources: MailManagerResources,
         envelope: Envelope,
         raw: bytes,
         facts: MessageFacts,
     ) -> None:
         self.ports = ports
-        self.config = config
+        self.resources = resources
         self.envelope = envelope
         self.raw = raw
         self.facts = facts
@@ -168,7 +168,7 @@ class ActionRunner:
     def _Archive(self, action: RuleAction, context: ActionContext) -> str:  # noqa: N802
         params = action.Archive
         assert params is not None
-        archive = self.config.archive_id(params.TargetArchive)
+        archive = self.resources.archive_id(params.TargetArchive)
         key = f"{variant_key(f'{archive}/{self.envelope.message_id}', context.variant)}.eml"
         message = self._message(context)
         self.ports.objects.put(ARCHIVE_BUCKET, key, message)
@@ -191,7 +191,7 @@ class ActionRunner:
     def _Relay(self, action: RuleAction, context: ActionContext) -> str:  # noqa: N802
         params = action.Relay
         assert params is not None
-        relay_id, relay = self.config.relay(params.Relay)
+        relay_id, relay = self.resources.relay(params.Relay)
         transport = self.ports.relays.get(relay_id)
         if transport is None:
             raise PermanentError(

@@ -17,7 +17,7 @@ from mxgate.records import (
     Stage,
     recipients_digest,
 )
-from mxgate.routing.config import DeliveryPolicy
+from mxgate.routing.routes import DeliveryPolicy
 from mxgate.workflow.dead_letter import dead_letter_recipients
 from mxgate.workflow.model import DeferInput, DeliveryResult, RecipientResult, StepError
 from mxgate.workflow.pending import pending

@@ -19,7 +19,7 @@ from mxgate.message.model import ParsedMessage
 from mxgate.message.parse import parse_message, parse_stream
 from mxgate.ports import SendResult, Transport
 from mxgate.records import Delivery, MessageRef, Outcome, Stage
-from mxgate.routing.config import DeliveryPolicy
+from mxgate.routing.routes import DeliveryPolicy
 from mxgate.workflow.dead_letter import dead_letter_recipients
 from mxgate.workflow.model import DeliverInput, DeliveryResult, RecipientResult, StepError
 from mxgate.workflow.pending import idempotency_key, pending

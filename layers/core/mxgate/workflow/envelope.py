@@ -11,7 +11,7 @@ from __future__ import annotations
 from mxgate.message.model import ParsedMessage
 from mxgate.ports import ObjectStore
 from mxgate.records import Envelope, envelope_key, message_id_of
-from mxgate.routing.config import Routes
+from mxgate.routing.routes import Routes
 
 
 def store_envelope(objects: ObjectStore, bucket: str, envelope: Envelope, key: str) -> None:

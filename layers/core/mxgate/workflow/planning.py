@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from mxgate.records import MAX_RECIPIENTS_PER_DELIVERY, Delivery, MessageRef, variant_of
 from mxgate.routing.classify import RouteKind
-from mxgate.routing.config import Routes
+from mxgate.routing.routes import Routes
 
 
 def plan_deliveries(

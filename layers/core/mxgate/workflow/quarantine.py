@@ -19,7 +19,7 @@ from mxgate.ports import Clock, Deferrals, Quarantine, Timeline
 from mxgate.recorder import Recorder
 from mxgate.records import DeferredDelivery, Outcome, QuarantineRecord, Release, Stage
 from mxgate.routing.classify import RouteKind, classify
-from mxgate.routing.config import Routes
+from mxgate.routing.routes import Routes
 from mxgate.workflow.planning import plan_deliveries
 
 

@@ -21,7 +21,7 @@ from mxgate.ports import (
     Webhooks,
 )
 from mxgate.recorder import Recorder
-from mxgate.routing.config import Routes
+from mxgate.routing.routes import Routes
 
 
 @dataclass(frozen=True)

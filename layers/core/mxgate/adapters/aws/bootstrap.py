@@ -29,7 +29,7 @@ from mxgate.delivery.webhook import SignedPoster, signing_keys
 from mxgate.desk import Desk
 from mxgate.errors import ConfigError
 from mxgate.ports import Clock, Transport
-from mxgate.routing.config import load_routes
+from mxgate.routing.routes import load_routes
 from mxgate.workflow.services import Services
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ from pathlib import Path
 from mxgate.delivery.hooks import HookRunner
 from mxgate.errors import PermanentError, TransientError
 from mxgate.ports import Webhooks
-from mxgate.routing.config import Hook
+from mxgate.routing.routes import Hook
 
 EX_TEMPFAIL = 75  # sysexits.h: a hook asks to be called again later
 

@@ -24,8 +24,8 @@ from mxgate.mailmanager.template import (
     read_template,
     routes_parameters,
 )
-from mxgate.routing.config import Routes, load_routes
 from mxgate.routing.parameters import substitute
+from mxgate.routing.routes import Routes, load_routes
 from tests.dnsserver import Zone, ZoneServer
 
 REPO = Path(__file__).resolve().parent.parent

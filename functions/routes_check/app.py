@@ -10,7 +10,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from mxgate.adapters.aws.custom_resource import CustomResourceRequest, respond
 from mxgate.adapters.aws.settings import settings
 from mxgate.errors import ConfigError
-from mxgate.routing.config import load_checked_routes
+from mxgate.routing.routes import load_checked_routes
 
 logger = Logger()
 

@@ -15,18 +15,11 @@ from mxgate.adapters.local.appevents import FileAppEvents
 from mxgate.adapters.local.objects import FileObjectStore
 from mxgate.adapters.local.state import SqliteState
 from mxgate.message.headers import prepend_headers
+from mxgate.records import Delivery, Envelope, Outcome
 from mxgate.routing.loops import HEADER, delivered_messages, hops, loop_token, too_many_hops
-from mxgate.timeline import Outcome
 from mxgate.workflow import steps
 from mxgate.workflow.envelope import store_envelope
-from mxgate.workflow.model import (
-    DeadLetterInput,
-    DeliverInput,
-    Delivery,
-    Envelope,
-    ProcessInput,
-    StepError,
-)
+from mxgate.workflow.model import DeadLetterInput, DeliverInput, ProcessInput, StepError
 from mxgate.workflow.services import Services
 from tests.fakes import ManualClock, RecordingTransport
 from tests.support import shipped_routes

@@ -20,7 +20,7 @@ from moto.sqs.models import sqs_backends
 from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 
 from mxgate.adapters.aws.deferral import Redeliverer, SqsDeferrals
-from mxgate.workflow.model import DeferredProcessing
+from mxgate.records import DeferredProcessing
 from tests.awsstack import (
     ACCOUNT,
     EVENTS,
@@ -104,7 +104,7 @@ def test_a_throttling_storm_outlasting_the_retries_is_deferred_then_delivered(st
     redeliverer = Redeliverer(
         SqsDeferrals(sqs, stack.resource("DeferQueue"), clock), sfn, machine, clock
     )
-    started = redeliverer.handle(json.dumps(record))
+    started = redeliverer.start_due(json.dumps(record))
     assert started.startswith("started ")
     (execution,) = [
         e

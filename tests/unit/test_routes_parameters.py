@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from mxgate.config_files import ConfigFileError
-from mxgate.mailmanager.config import accepted_domains, load_mail_manager
+from mxgate.mailmanager.resources import accepted_domains, load_mail_manager
 from mxgate.mailmanager.template import Resolver, read_template, routes_parameters
 from mxgate.routing.classify import RouteKind, classify
-from mxgate.routing.config import domain_problems, load_checked_routes, load_routes
 from mxgate.routing.parameters import substitute
+from mxgate.routing.routes import domain_problems, load_checked_routes, load_routes
 from tests.support import ROUTES, TEMPLATE
 
 ACME = {

@@ -9,7 +9,7 @@ import yaml
 
 from mxgate.errors import ConfigError
 from mxgate.routing.classify import RouteKind, base_address, classify
-from mxgate.routing.config import load_routes
+from mxgate.routing.routes import load_routes
 from tests.support import REPO, routes_parameters_of_samconfig, shipped_routes
 
 ROUTES = shipped_routes()

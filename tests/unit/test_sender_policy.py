@@ -9,7 +9,7 @@ import pytest
 
 from mxgate.delivery.sender import apply_sender_policy
 from mxgate.errors import PolicyError
-from mxgate.routing.config import Routes
+from mxgate.routing.routes import Routes
 from tests.support import shipped_routes_document
 
 BODY = b"Hello,\r\nthe body is never touched.\r\n"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -14,20 +13,26 @@ from mxgate.adapters.local.objects import FileObjectStore
 from mxgate.adapters.local.state import SqliteState
 from mxgate.errors import PermanentError, TransientError
 from mxgate.ports import SendResult
-from mxgate.timeline import Outcome
+from mxgate.records import (
+    DeferredProcessing,
+    Envelope,
+    Outcome,
+    ProcessingDeadLetter,
+    message_id_of,
+    variant_key,
+    variant_of,
+)
 from mxgate.workflow import steps
-from mxgate.workflow.envelope import message_id_of, store_envelope, variant_key, variant_of
+from mxgate.workflow.dead_letter import redrive
+from mxgate.workflow.envelope import store_envelope
 from mxgate.workflow.model import (
     DeadLetterInput,
-    Deferral,
     DeliverInput,
-    Envelope,
     ProcessingFailure,
     ProcessInput,
     StepError,
 )
 from mxgate.workflow.services import Services
-from mxgate.workflow.unprocessed import redrive_processing
 from tests.fakes import ManualClock, RecordingTransport
 from tests.support import shipped_routes
 
@@ -160,8 +165,8 @@ def test_permanent_failure_then_dead_letter_settles_only_the_undelivered(world):
         "alice@nutrition.co": Outcome.DELIVERED,
         "bob@nutrition.co": Outcome.DEAD_LETTERED,
     }
-    ((_, record),) = state.list()
-    assert record["recipients"] == ["bob@nutrition.co"]
+    (record,) = list(state.list())
+    assert record.recipients == ["bob@nutrition.co"]
 
 
 def test_app_delivery_writes_one_event_per_recipient(world, tmp_path):
@@ -197,21 +202,21 @@ def test_a_message_process_cannot_handle_is_dead_lettered_never_quarantined(worl
     assert {s.route for s in states} == {"processing"}
     assert "KeyError: boom" in states[0].detail
     record = state.get("01BROKEN.processing")
-    assert record is not None
-    assert record["kind"] == "processing"
-    assert record["recipients"] == ["alice@nutrition.co", "carol@nutrition.co"]
+    assert isinstance(record, ProcessingDeadLetter)
+    assert record.recipients == ["alice@nutrition.co", "carol@nutrition.co"]
 
-    queued = redrive_processing(
+    queued = redrive(
         "01BROKEN.processing",
         dead_letters=state,
         deferrals=state,
         timeline=state,
         clock=services.clock,
     )
+    assert isinstance(queued, DeferredProcessing)
     assert queued.stored == request
     assert state.states("01BROKEN") == []  # reopened: the new run settles them
     assert state.get("01BROKEN.processing") is None
-    assert [d["id"] for d in state.deferred("01BROKEN")] == [queued.record_id]
+    assert [w.record.record_id for w in state.deferred("01BROKEN")] == [queued.record_id]
 
 
 def test_a_transient_processing_failure_waits_on_the_delivery_schedule_then_expires(world):
@@ -220,22 +225,19 @@ def test_a_transient_processing_failure_waits_on_the_delivery_schedule_then_expi
     request = stored(services, ["alice@nutrition.co"], "01SLOW")
     error = StepError(Error="TransientError", Cause="DynamoDB settle: throttled")
     steps.defer(ProcessingFailure(stored=request, error=error), services)
-    (record,) = state.deferred("01SLOW")
-    deferral = record["deferral"]
-    assert deferral["attempts"] == 1
-    due = datetime.fromisoformat(record["due_at"])
+    (waiting,) = state.deferred("01SLOW")
+    record = waiting.record
+    assert isinstance(record, DeferredProcessing)
+    assert record.deferral is not None
+    assert record.deferral.attempts == 1
     policy = services.routes.delivery
-    waited = (due - services.clock.now()).total_seconds()
+    waited = (record.due_at - services.clock.now()).total_seconds()
     assert policy.backoff_min * 0.9 <= waited <= policy.backoff_min * 1.1
     assert state.states("01SLOW") == []  # waiting, not settled
     assert any(e.stage.value == "deferred" for e in state.events("01SLOW"))
 
     services.clock.sleep(policy.queue_lifetime + 1)
-    late = ProcessingFailure(
-        stored=request,
-        deferral=Deferral.model_validate(deferral),
-        error=error,
-    )
+    late = ProcessingFailure(stored=request, deferral=record.deferral, error=error)
     steps.defer(late, services)
     (settled,) = state.states("01SLOW")
     assert settled.outcome is Outcome.DEAD_LETTERED

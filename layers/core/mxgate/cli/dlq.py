@@ -3,26 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from mxgate.adapters.local.state import SqliteState
-from mxgate.cli.common import (
-    add_settings_arguments,
-    cut,
-    print_json,
-    settings_from,
-    table,
-)
-from mxgate.clock import SystemClock
-from mxgate.desk import Desk
+from pydantic import ValidationError
+
+from mxgate.cli.common import add_desk_arguments, cut, desk_of, print_json, table
+from mxgate.desk import Desk, redrive_one
 from mxgate.errors import ConfigError, MxgateError
-from mxgate.local.mailmanager import DEAD_LETTER_KIND, redrive_rule_set
-from mxgate.local.runtime import state_paths
-from mxgate.ports import DeadLetters, Deferrals, Timeline
-from mxgate.workflow.delivery import redrive
-from mxgate.workflow.unprocessed import PROCESSING, redrive_processing
+from mxgate.records import DEFERRED, DeadLetter, RuleSetDeadLetter
+
+AWS_NAMES = ["state_table", "defer_queue", "dead_letter_queue", "defer_dead_letter_queue"]
+STRANDED = "deferred-queue"  # the kind of a record in the deferred queue's dead-letter queue
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,7 +27,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "machine, recipients whose rule actions failed (kind `rules`). `redrive` puts one back "
         "in the deferred queue, due now, for the running gateway (or, with --aws, the "
         "Redeliver function) to deliver, or to take through the rule set again; recipients "
-        "already delivered are never sent twice.",
+        "already delivered are never sent twice. A stored message Process could not handle "
+        "(kind `processing`) goes through Process again. With --aws and the stack's "
+        "DeferDeadLetterQueueUrl (--stack, or --defer-dead-letter-queue), the deferred records "
+        "the Redeliver function could not start (kind `deferred-queue`) are listed and "
+        "redriven too.",
     )
     actions = parser.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
     listing = actions.add_parser("list", help="the dead letters, oldest first")
@@ -51,155 +48,84 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     again.add_argument("--json", action="store_true", help="print JSON")
     again.set_defaults(handler=redrive_dead_letters)
     for sub in (listing, show, again):
-        add_settings_arguments(sub)
-        aws = sub.add_argument_group("on AWS")
-        aws.add_argument("--aws", action="store_true", help="the deployed stack's dead letters")
-        aws.add_argument("--table", help="state table (env MXGATE_STATE_TABLE)")
-        aws.add_argument("--defer-queue", help="deferred queue URL (env MXGATE_DEFER_QUEUE)")
-        aws.add_argument(
-            "--dead-letter-queue", help="dead-letter queue URL (env MXGATE_DEAD_LETTER_QUEUE)"
-        )
-        aws.add_argument(
-            "--defer-dead-letter-queue",
-            help="the deferred queue's own dead-letter queue URL, the stack's "
-            "DeferDeadLetterQueueUrl (env MXGATE_DEFER_DEAD_LETTER_QUEUE)",
-        )
-        aws.add_argument("--region", help="AWS region (default: the AWS configuration's)")
+        add_desk_arguments(sub, AWS_NAMES)
 
 
-@dataclass
-class Store:
-    dead_letters: DeadLetters
-    deferrals: Deferrals
-    timeline: Timeline
-    where: str
-    after_redrive: str
-    forget_notices: Any = None  # on AWS: removes the redriven records' SQS notices
-    stranded: Any = None  # on AWS: the deferred queue's own dead-letter queue
+def _as_json(record: DeadLetter) -> dict[str, Any]:
+    return {"id": record.record_id, **record.model_dump(mode="json", exclude={"record_id"})}
 
 
-def _option(args: argparse.Namespace, name: str, variable: str) -> str:
-    value = getattr(args, name, None) or os.environ.get(variable)
-    if not value:
-        flag = "--" + name.replace("_", "-")
-        raise ConfigError(f"--aws needs {flag} or {variable}")
-    return str(value)
+@dataclass(frozen=True)
+class Stranded:
+    """A record of the deferred queue's own dead-letter queue (AWS): the Redeliver function
+    could not start it five times, and SQS moved it there."""
 
-
-def open_store(args: argparse.Namespace) -> Store:
-    if args.aws:
-        return _aws_store(args)
-    settings = settings_from(args)
-    paths = state_paths(settings)
-    state = SqliteState(paths.state_db)
-    running = paths.ports_file.exists()
-    return Store(
-        dead_letters=state,
-        deferrals=state,
-        timeline=state,
-        where=str(paths.state_db),
-        after_redrive=(
-            f"the running gateway delivers it within {settings.defer_poll:g}s"
-            if running
-            else "the gateway delivers it when it next runs (`mxgate run`)"
-        ),
+    record_id: str
+    document: dict[str, object]
+    at: datetime
+    message_id: str
+    recipients: list[str]
+    reason = (
+        "the Redeliver function could not start it 5 times (SQS moved it to the deferred "
+        "queue's dead-letter queue)"
     )
 
+    @property
+    def label(self) -> str:
+        delivery = self.document.get("delivery")
+        where = delivery.get("destination") if isinstance(delivery, dict) else "Process"
+        return f"{STRANDED} {where}"
 
-def _aws_store(args: argparse.Namespace) -> Store:
-    import boto3  # noqa: PLC0415 -- only with --aws
-
-    from mxgate.adapters.aws.deferral import SqsDeferrals, StrandedDeferrals  # noqa: PLC0415
-    from mxgate.adapters.aws.dynamodb import DynamoState  # noqa: PLC0415
-    from mxgate.adapters.aws.events import forget_notices  # noqa: PLC0415
-
-    session = boto3.session.Session(region_name=args.region)
-    clock = SystemClock()
-    table = _option(args, "table", "MXGATE_STATE_TABLE")
-    state = DynamoState(session.client("dynamodb"), table, clock)
-    deferrals = SqsDeferrals(
-        session.client("sqs"), _option(args, "defer_queue", "MXGATE_DEFER_QUEUE"), clock
-    )
-    notices = getattr(args, "dead_letter_queue", None) or os.environ.get("MXGATE_DEAD_LETTER_QUEUE")
-    sqs = session.client("sqs")
-    stranded_url = getattr(args, "defer_dead_letter_queue", None) or os.environ.get(
-        "MXGATE_DEFER_DEAD_LETTER_QUEUE"
-    )
-    return Store(
-        dead_letters=state,
-        deferrals=deferrals,
-        timeline=state,
-        where=f"DynamoDB table {table}",
-        after_redrive="the Redeliver function starts its redelivery within seconds",
-        forget_notices=(lambda ids: forget_notices(sqs, notices, ids)) if notices else None,
-        stranded=(
-            StrandedDeferrals(sqs, stranded_url, deferrals.queue_url, clock)
-            if stranded_url
-            else None
-        ),
-    )
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.record_id,
+            "kind": STRANDED,
+            "message_id": self.message_id,
+            "recipients": self.recipients,
+            "at": self.at.isoformat(),
+            "reason": self.reason,
+            "record": self.document,
+        }
 
 
-def _recipients(record: dict[str, object]) -> list[str]:
-    found = record.get("recipients")
-    return [str(r) for r in found] if isinstance(found, list) else []
-
-
-STRANDED = "deferred-queue"  # the kind of a record in the deferred queue's dead-letter queue
-
-
-def _stranded_rows(store: Store) -> list[dict[str, object]]:
-    """Records of the deferred queue's own dead-letter queue, shaped like dead letters."""
-    if store.stranded is None:
+def _stranded(desk: Desk) -> list[Stranded]:
+    if desk.stranded is None:
         return []
-    rows: list[dict[str, object]] = []
-    for record_id, document, sent in store.stranded.list():
-        delivery = document.get("delivery")
-        stored = document.get("stored")
-        if isinstance(delivery, dict):
-            what, recipients = str(delivery.get("destination", "")), delivery.get("recipients")
-            message = delivery.get("message")
-            message_id = message.get("message_id") if isinstance(message, dict) else None
-        else:
-            what, recipients, message_id = "Process", [], None
-            if isinstance(stored, dict):
-                message_id = str(stored.get("key", "")).rsplit("/", 1)[-1]
-        rows.append(
-            {
-                "id": record_id,
-                "kind": STRANDED,
-                "destination": what,
-                "message_id": message_id,
-                "recipients": recipients if isinstance(recipients, list) else [],
-                "at": sent.isoformat(),
-                "reason": "the Redeliver function could not start it 5 times (SQS moved it to "
-                "the deferred queue's dead-letter queue)",
-                "record": document,
-            }
-        )
-    return rows
+    found = []
+    for record_id, document, sent in desk.stranded.list():
+        try:
+            record = DEFERRED.validate_python(document)
+            message_id, recipients = record.message_id, list(record.recipients)
+        except ValidationError:  # not a record of ours: listed, to be looked at
+            message_id, recipients = "", []
+        found.append(Stranded(record_id, document, sent, message_id, recipients))
+    return found
 
 
 def list_dead_letters(args: argparse.Namespace) -> int:
-    store = open_store(args)
-    rows = [{"id": record_id, **record} for record_id, record in store.dead_letters.list()]
-    rows += _stranded_rows(store)
-    rows.sort(key=lambda r: str(r.get("at", "")))
+    desk = desk_of(args)
+    rows = sorted([*desk.dead_letters.list(), *_stranded(desk)], key=lambda r: r.at)
     if args.json:
-        print_json({"dead_letters": rows})
+        print_json(
+            {
+                "dead_letters": [
+                    r.as_json() if isinstance(r, Stranded) else _as_json(r) for r in rows
+                ]
+            }
+        )
         return 0
     if not rows:
-        print(f"no dead letters in {store.where}")
+        print(f"no dead letters in {desk.where}")
         return 0
     print(
         table(
             [
                 [
-                    str(r["id"]),
-                    str(r.get("at", ""))[:19],
-                    f"{r.get('kind', '')} {r.get('destination', '')}".strip(),
-                    str(len(_recipients(r))),
-                    cut(r.get("reason") or r.get("error"), 60),
+                    r.record_id,
+                    r.at.strftime("%Y-%m-%dT%H:%M:%S"),
+                    r.label,
+                    str(len(r.recipients)),
+                    cut(r.reason or ("" if isinstance(r, Stranded) else r.error), 60),
                 ]
                 for r in rows
             ],
@@ -210,136 +136,76 @@ def list_dead_letters(args: argparse.Namespace) -> int:
 
 
 def show_dead_letter(args: argparse.Namespace) -> int:
-    store = open_store(args)
-    record = store.dead_letters.get(args.record_id)
+    desk = desk_of(args)
+    record = desk.dead_letters.get(args.record_id)
     if record is None:
-        record = next((r for r in _stranded_rows(store) if r["id"] == args.record_id), None)
-    if record is None:
-        raise ConfigError(f"no dead letter {args.record_id!r} in {store.where}")
-    if args.json:
-        print_json({"id": args.record_id, **record})
+        stranded = next((r for r in _stranded(desk) if r.record_id == args.record_id), None)
+        if stranded is None:
+            raise ConfigError(f"no dead letter {args.record_id!r} in {desk.where}")
+        if args.json:
+            print_json(stranded.as_json())
+            return 0
+        print(f"deferred record {stranded.record_id}, never started")
+        for label, value in (
+            ("message", stranded.message_id),
+            ("for", stranded.label.removeprefix(f"{STRANDED} ")),
+            ("recipients", ", ".join(stranded.recipients)),
+            ("stranded since", stranded.at.isoformat()),
+            ("reason", stranded.reason),
+        ):
+            print(f"  {label + ':':<17}{value}")
+        print(f"redrive with: mxgate dlq redrive --aws {stranded.record_id}")
         return 0
-    rules = record.get("kind") == DEAD_LETTER_KIND
-    processing = record.get("kind") == PROCESSING
-    if rules or processing:  # the record names the stored message itself
-        message = record.get("message")
-    else:
-        delivery = record.get("delivery")
-        message = delivery.get("message", {}) if isinstance(delivery, dict) else {}
-    if not isinstance(message, dict):
-        message = {}
-    print(f"dead letter {args.record_id}")
+    if args.json:
+        print_json(_as_json(record))
+        return 0
+    message = record.message
+    print(f"dead letter {record.record_id}")
     for label, value in (
-        ("message", record.get("message_id")),
-        ("subject", message.get("subject")),
-        ("envelope sender", message.get("envelope_sender")),
-        ("stored at", f"{message.get('bucket')}/{message.get('key')}"),
-        ("delivery", _what(record)),
-        ("recipients", ", ".join(_recipients(record))),
-        ("dead-lettered", record.get("at")),
-        ("error", record.get("error")),
-        ("reason", record.get("reason") or record.get("cause")),
+        ("message", record.message_id),
+        ("subject", message.subject),
+        ("envelope sender", message.envelope_sender),
+        ("stored at", f"{message.bucket}/{message.key}"),
+        ("delivery", record.what),
+        ("recipients", ", ".join(record.recipients)),
+        ("dead-lettered", record.at.isoformat()),
+        ("error", record.error),
+        ("reason", record.reason or record.cause),
     ):
         print(f"  {label + ':':<17}{value}")
-    failures = record.get("failures")
-    if rules and isinstance(failures, dict):
+    if isinstance(record, RuleSetDeadLetter):
         print("  failed actions:")
-        for recipient, reasons in failures.items():
-            for reason in reasons if isinstance(reasons, list) else [reasons]:
+        for recipient, reasons in record.failures.items():
+            for reason in reasons:
                 print(f"    {recipient}: {reason}")
-    print(f"redrive with: mxgate dlq redrive {args.record_id}")
+    print(f"redrive with: mxgate dlq redrive {record.record_id}")
     return 0
 
 
-def _what(record: dict[str, object]) -> str:
-    kind = record.get("kind")
-    if kind == DEAD_LETTER_KIND:
-        return f"rule actions of rule set {record.get('destination')}"
-    if kind == PROCESSING:
-        return "processing of the stored message (Process failed)"
-    if kind == STRANDED:
-        return f"a deferred record for {record.get('destination')}, never started"
-    return f"{kind} to {record.get('destination')}"
-
-
-def redrive_one(store: Store | Desk, record_id: str, *, aws: bool) -> dict[str, object]:
-    """A delivery goes back to the deferred queue, a message Process could not handle goes
-    through Process again; a rule set dead letter goes back through the rule set (on this
-    machine only: on AWS, Mail Manager runs the rules)."""
-    record = store.dead_letters.get(record_id)
-    clock = SystemClock()
-    if record is not None and record.get("kind") == DEAD_LETTER_KIND:
-        if aws:
-            raise ConfigError(
-                f"{record_id} is a local rule set dead letter; redrive it without --aws"
-            )
-        retry = redrive_rule_set(
-            record_id,
-            record,
-            dead_letters=store.dead_letters,
-            deferrals=store.deferrals,
-            timeline=store.timeline,
-            clock=clock,
-        )
-        return {
-            "id": record_id,
-            "queued_as": retry.record_id,
-            "recipients": retry.recipients,
-            "message_id": retry.envelope.message_id,
-        }
-    if record is not None and record.get("kind") == PROCESSING:
-        again = redrive_processing(
-            record_id,
-            dead_letters=store.dead_letters,
-            deferrals=store.deferrals,
-            timeline=store.timeline,
-            clock=clock,
-        )
-        return {
-            "id": record_id,
-            "queued_as": again.record_id,
-            "recipients": _recipients(record),
-            "message_id": record.get("message_id"),
-        }
-    queued = redrive(
-        record_id,
-        dead_letters=store.dead_letters,
-        deferrals=store.deferrals,
-        timeline=store.timeline,
-        clock=clock,
-    )
-    return {
-        "id": record_id,
-        "queued_as": queued.record_id,
-        "recipients": queued.delivery.recipients,
-        "message_id": queued.delivery.message.message_id,
-    }
-
-
 def redrive_dead_letters(args: argparse.Namespace) -> int:
-    store = open_store(args)
-    stranded = {str(r["id"]): r for r in _stranded_rows(store)}
-    ids = [record_id for record_id, _ in store.dead_letters.list()] if args.all else args.record_ids
+    desk = desk_of(args)
+    stranded = {r.record_id: r for r in _stranded(desk)}
+    ids = [r.record_id for r in desk.dead_letters.list()] if args.all else args.record_ids
     if args.all:
         ids += list(stranded)
     done: list[dict[str, object]] = []
     failed: list[dict[str, str]] = []
+    wanted = {i for i in ids if i in stranded and desk.dead_letters.get(i) is None}
     for record_id in ids:
-        if record_id in stranded and store.dead_letters.get(record_id) is None:
+        if record_id in wanted:
             continue  # moved back together below
         try:
-            done.append(redrive_one(store, record_id, aws=args.aws))
+            done.append(redrive_one(desk, record_id, aws=args.aws))
         except MxgateError as error:
             failed.append({"id": record_id, "error": str(error)})
-    wanted = {i for i in ids if i in stranded}
-    if wanted:
-        moved = set(store.stranded.redrive(wanted))
+    if wanted and desk.stranded is not None:
+        moved = set(desk.stranded.redrive(wanted))
         done += [
             {
                 "id": i,
                 "queued_as": i,
-                "recipients": stranded[i]["recipients"],
-                "message_id": stranded[i]["message_id"],
+                "recipients": stranded[i].recipients,
+                "message_id": stranded[i].message_id,
             }
             for i in sorted(moved)
         ]
@@ -347,8 +213,8 @@ def redrive_dead_letters(args: argparse.Namespace) -> int:
             {"id": i, "error": "no longer in the deferred queue's dead-letter queue"}
             for i in sorted(wanted - moved)
         ]
-    if done and store.forget_notices is not None:
-        store.forget_notices({str(d["id"]) for d in done})
+    if done and desk.forget_notices is not None:
+        desk.forget_notices({str(d["id"]) for d in done})
     if args.json:
         print_json({"redriven": done, "failed": failed})
     else:
@@ -359,7 +225,7 @@ def redrive_dead_letters(args: argparse.Namespace) -> int:
         for failure in failed:
             print(f"not redriven {failure['id']}: {failure['error']}")
         if done:
-            print(store.after_redrive)
+            print(desk.after_queue)
         elif not ids:
-            print(f"no dead letters in {store.where}")
+            print(f"no dead letters in {desk.where}")
     return 1 if failed else 0

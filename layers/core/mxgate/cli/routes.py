@@ -9,9 +9,9 @@ from pathlib import Path
 from mxgate.cli.common import add_settings_arguments, settings_from
 from mxgate.cli.rules import template_and_parameters, template_arguments
 from mxgate.local.config import load_config
-from mxgate.mailmanager.config import accepted_domains, load_mail_manager
+from mxgate.mailmanager.resources import accepted_domains, load_mail_manager
 from mxgate.mailmanager.template import routes_parameters
-from mxgate.routing.config import load_checked_routes, routes_schema
+from mxgate.routing.routes import load_checked_routes, routes_schema
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from mxgate.authn.model import Authentication
 from mxgate.errors import TransientError
 from mxgate.message.model import ParsedMessage
+from mxgate.records import Envelope, Outcome
 from mxgate.routing.classify import Route, RouteKind
 from mxgate.routing.loops import HEADER as LOOP_HEADER
 from mxgate.routing.loops import delivered_messages, forwarding_loop, hops, too_many_hops
@@ -24,8 +25,6 @@ from mxgate.routing.quarantine import (
 )
 from mxgate.routing.spoofing import RULE as SPOOFING_RULE
 from mxgate.routing.spoofing import Spoofing, SpoofingVerdict, own_domain_spoofing
-from mxgate.timeline import Outcome
-from mxgate.workflow.model import Envelope
 from mxgate.workflow.services import Services
 
 

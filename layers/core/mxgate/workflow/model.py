@@ -2,109 +2,23 @@
 
 from __future__ import annotations
 
-import base64
-import io
-from collections.abc import Mapping
+import json
 from datetime import datetime
-from typing import BinaryIO, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from mxgate.authn.model import Authentication
-from mxgate.ports import ObjectStore
+from mxgate.records import Deferral, Delivery, MessageRef, StateDetail, StoredObject
 
 
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class Envelope(Frozen):
-    """The SMTP envelope as the ingress saw it."""
-
-    message_id: str
-    mail_from: str
-    recipients: list[str]
-    helo: str = ""
-    source_ip: str = ""
-    tls_protocol: str | None = None  # Mail Manager's name: TLS1_2, TLS1_3
-    tls_cipher: str | None = None  # e.g. TLS_AES_256_GCM_SHA384
-    tls_cipher_bits: int | None = None
-    authenticated: bool = False  # SMTP AUTH succeeded (an AUTH ingress point)
-    received_at: str = ""
-    source: Literal["envelope", "headers"] = "envelope"  # headers: no envelope was recorded
-    ingress_point: str = ""  # the Mail Manager ingress point (logical id) that accepted it
-
-
-class ProcessInput(Frozen):
-    bucket: str
-    key: str
-    envelope: Envelope | None = None  # when the trigger carries it (InvokeLambda's event)
-
-
-class MessageRef(Frozen):
-    message_id: str
-    bucket: str
-    key: str
-    digest: str  # sha256 of the stored bytes: half of every idempotency key
-    envelope_sender: str
-    size: int
-    subject: str = ""
-    # A small message travels with its deliveries (base64), so delivering it reads nothing
-    # back from the store: one request fewer per message on AWS (bench/cost.py).
-    inline: str | None = None
-
-    def raw(self, objects: ObjectStore) -> bytes:
-        """The stored bytes: from the document when they travel in it, else from the store."""
-        if self.inline is not None:
-            return base64.b64decode(self.inline)
-        return objects.get(self.bucket, self.key)
-
-    def open(self, objects: ObjectStore) -> BinaryIO:
-        if self.inline is not None:
-            return io.BytesIO(base64.b64decode(self.inline))
-        return objects.open(self.bucket, self.key)
-
-
-class Deferral(Frozen):
-    """Where a deferred delivery stands: its lifetime counts from the first deferral."""
-
-    first_deferred_at: str
-    attempts: int = Field(ge=1)
-    last_error: str = ""
-
-
-class BounceNotice(Frozen):
-    """Why the recipients of a `bounce` delivery are bounced: the DSN's status and reason."""
-
-    status: str  # enhanced status code (RFC 3463), e.g. 5.4.6
-    diagnostic: str
-
-
-class Delivery(Frozen):
-    """One hand-off: one message, one destination, up to 50 recipients.
-
-    `mailbox` and `app` deliveries settle their recipients, and so does `bounce` (a DSN to
-    the envelope sender for recipients that cannot be delivered, such as a loop's); `webhook`
-    (an app's signed webhook) and `hook` (a post-ingress hook) deliveries only record what
-    happened."""
-
-    delivery_id: str
-    message: MessageRef
-    kind: Literal["mailbox", "app", "webhook", "hook", "bounce"]
-    destination: str  # the mailbox host, the app, the hook, or the sender (bounce)
-    recipients: list[str] = Field(min_length=1, max_length=50)
-    prepend: list[tuple[str, str]] = Field(default_factory=list)  # trace header fields
-    route: str = ""  # whose delivery policy applies, when not the destination's (hooks)
-    deferral: Deferral | None = None
-    bounce: BounceNotice | None = None  # kind bounce: why
-
-    @property
-    def settles(self) -> bool:
-        return self.kind in ("mailbox", "app", "bounce")
-
-    @property
-    def policy_route(self) -> str:
-        return self.route or self.destination
+# What Process gets: the stored message, and its envelope when the trigger carries it
+# (InvokeLambda's event); a deferred or redriven message carries the same.
+ProcessInput = StoredObject
 
 
 class ProcessOutput(Frozen):
@@ -116,8 +30,8 @@ class ProcessOutput(Frozen):
 
 class RecipientResult(Frozen):
     recipient: str
-    outcome: str
-    detail: str = ""
+    outcome: str  # an Outcome, or what a delivery that settles nothing did ("posted", ...)
+    detail: StateDetail = ""
 
 
 class DeliveryResult(Frozen):
@@ -130,6 +44,17 @@ class StepError(Frozen):
 
     Error: str
     Cause: str = ""
+
+    @property
+    def reason(self) -> str:
+        """The error and its message (a Cause is Lambda's JSON, and the local runner's), or the
+        whole Cause when it is not JSON."""
+        try:
+            cause = json.loads(self.Cause)
+        except ValueError:
+            cause = None
+        message = cause.get("errorMessage") if isinstance(cause, dict) else None
+        return f"{self.Error}: {message or self.Cause}".strip().rstrip(":")
 
 
 class DeadLetterInput(Frozen):
@@ -154,14 +79,6 @@ class Redelivery(Frozen):
     deliveries: list[Delivery] = Field(min_length=1)
 
 
-class DeferredDelivery(Frozen):
-    """A record of the deferred queue."""
-
-    record_id: str
-    due_at: str
-    delivery: Delivery
-
-
 class ProviderEvent(Frozen):
     """What the mailbox provider's side did with a delivery SES sent, as SES reports it."""
 
@@ -179,7 +96,7 @@ class Reprocessing(Frozen):
     """Input of an execution that runs a stored message through Process again (deferred after
     transient failures, or a redriven dead letter), not an S3 event."""
 
-    stored: ProcessInput
+    stored: StoredObject
     deferral: Deferral | None = None  # how long it has waited; None for a redrive
 
 
@@ -187,19 +104,6 @@ class ProcessingFailure(Frozen):
     """What DeferProcessing and DeadLetterProcessing get: the stored message Process could not
     handle, how long it has been deferred, and the error its retries ended on."""
 
-    stored: ProcessInput
+    stored: StoredObject
     deferral: Deferral | None = None
     error: StepError
-
-
-class DeferredProcessing(Frozen):
-    """A record of the deferred queue that runs a stored message through Process again."""
-
-    record_id: str
-    due_at: str
-    stored: ProcessInput
-    deferral: Deferral | None = None
-
-    @staticmethod
-    def describes(document: Mapping[str, object]) -> bool:
-        return "stored" in document

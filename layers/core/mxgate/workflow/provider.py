@@ -20,10 +20,9 @@ recorded yet fails transiently, to be retried.
 from __future__ import annotations
 
 from mxgate.errors import TransientError
-from mxgate.routing.config import routed_address
-from mxgate.timeline import Outcome, RecipientState, Stage, TimelineEvent
+from mxgate.records import Outcome, RecipientState, Stage, TimelineEvent
+from mxgate.routing.routes import routed_address
 from mxgate.workflow.model import ProviderEvent, RecipientResult
-from mxgate.workflow.records import STATE_DETAIL_MAX
 from mxgate.workflow.services import Services
 
 # event -> (the state it gives, the states it may replace)
@@ -65,7 +64,7 @@ def record_provider_event(event: ProviderEvent, services: Services) -> list[Reci
                     outcome=outcome,
                     at=event.at,
                     route=state.route,
-                    detail=f"{event.kind} ({state.route}): {detail}"[:STATE_DETAIL_MAX],
+                    detail=f"{event.kind} ({state.route}): {detail}",
                 ),
                 replaces=replaces,
             )
@@ -73,7 +72,7 @@ def record_provider_event(event: ProviderEvent, services: Services) -> list[Reci
                 RecipientResult(
                     recipient=state.recipient,
                     outcome=outcome.value if revised else state.outcome.value,
-                    detail=detail[:500] if revised else f"stays {state.outcome.value}",
+                    detail=detail if revised else f"stays {state.outcome.value}",
                 )
             )
             if outcome is Outcome.DELIVERED:
@@ -84,7 +83,7 @@ def record_provider_event(event: ProviderEvent, services: Services) -> list[Reci
                 at=event.at,
                 stage=Stage.PROVIDER,
                 recipient=state.recipient,
-                detail=f"{event.kind}: {detail}"[:1000],
+                detail=f"{event.kind}: {detail}",
             )
         )
     if events:

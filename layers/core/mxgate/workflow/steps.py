@@ -1,61 +1,46 @@
-"""The steps the state machine runs. Each takes its input document and the services, and
-returns its output document; the Lambda handlers and the local interpreter both call these.
-The delivery steps live in `workflow.delivery`."""
+"""The steps of the state machine (statemachine/pipeline.asl.json), by the function that runs
+each (functions/<name>/app.py); the Lambda handlers and the local interpreter both call these.
+Each takes its input document and the services, and returns its output document. In the
+order a message meets them:
+
+- Process (`workflow.process`): read, parse, authenticate and classify the stored message,
+  and plan its deliveries. A message Process could not handle is retried, then deferred
+  (DeferProcessing) or dead-lettered (DeadLetterProcessing) whole: `workflow.unprocessed`.
+- Deliver (`workflow.deliver`), in a Map over the deliveries: one attempt of one delivery to
+  its mailbox host's transport, its application, webhook or hook; retried on transient errors.
+- Defer (`workflow.defer`): after the retries, the deferred queue; at the lifetime's end, a
+  DSN to the sender or a dead letter. The same function defers a message Process could not
+  handle: the input says which.
+- DeadLetter (`workflow.dead_letter`): what cannot be completed, kept for `mxgate dlq`; a
+  delivery, or a message Process could not handle.
+"""
 
 from __future__ import annotations
 
-import base64
-import shutil
-import tempfile
-from collections import defaultdict
-from collections.abc import Mapping
-from typing import BinaryIO, Literal, cast
+from collections.abc import Callable
+from typing import Any
 
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
-from mxgate.authn.check import Authenticator
-from mxgate.authn.model import Authentication
-from mxgate.authn.results import HEADER as RESULTS_HEADER
-from mxgate.authn.results import authentication_results
-from mxgate.message.attachments import ObjectStoreAttachments
-from mxgate.message.model import Address, ParsedMessage
-from mxgate.message.parse import parse_stream
-from mxgate.routing.classify import RouteKind, classify
-from mxgate.routing.loops import HEADER as LOOP_HEADER
-from mxgate.routing.loops import LOOP_STATUS, loop_token
-from mxgate.timeline import MessageSummary, Outcome, Stage
-from mxgate.workflow import delivery, records, unprocessed
-from mxgate.workflow.delivery import deliver, idempotency_key
-from mxgate.workflow.envelope import read_envelope, variant_of
-from mxgate.workflow.judgement import judge
+from mxgate.errors import as_family
+from mxgate.workflow import dead_letter as dead_letters
+from mxgate.workflow import defer as deferrals
+from mxgate.workflow.deliver import deliver
 from mxgate.workflow.model import (
-    BounceNotice,
     DeadLetterInput,
     DeferInput,
-    Delivery,
+    DeliverInput,
     DeliveryResult,
-    Envelope,
-    MessageRef,
     ProcessingFailure,
     ProcessInput,
-    ProcessOutput,
 )
-from mxgate.workflow.planning import MAX_RECIPIENTS_PER_DELIVERY, plan_deliveries
-from mxgate.workflow.quarantine import HeldRecipient, QuarantineRecord, expiry
-from mxgate.workflow.received import HEADER as RECEIVED
-from mxgate.workflow.received import received_value
+from mxgate.workflow.process import process
 from mxgate.workflow.services import Services
+from mxgate.workflow.unprocessed import dead_letter_processing, defer_processing
 
-__all__ = [
-    "DEAD_LETTER_INPUT",
-    "DEFER_INPUT",
-    "dead_letter",
-    "defer",
-    "deliver",
-    "idempotency_key",
-    "plan_deliveries",
-    "process",
-]
+__all__ = ["STEPS", "dead_letter", "defer", "deliver", "process"]
+
+Step = Callable[[Any, Services], Any]  # a JSON document in, a JSON document out
 
 # The Defer and DeadLetter steps serve a delivery (in the Map) and a message Process could not
 # handle (DeferProcessing, DeadLetterProcessing): the input says which.
@@ -66,260 +51,39 @@ DEAD_LETTER_INPUT: TypeAdapter[DeadLetterInput | ProcessingFailure] = TypeAdapte
     DeadLetterInput | ProcessingFailure
 )
 
-SPOOL_IN_MEMORY = 8 * 1024 * 1024  # bytes of a message kept in memory; the rest on disk
-COPY_CHUNK = 1024 * 1024
-# Messages this small travel inside the delivery documents (base64), as long as all of a
-# message's deliveries together stay well inside Step Functions' 256 KB per document.
-INLINE_MAX = 48 * 1024
-INLINE_BUDGET = 120 * 1024
-SUMMARY_MAX = 200  # characters of the subject and From kept for tracking searches
-
-
-def process(request: ProcessInput, services: Services) -> ProcessOutput:
-    """Read, parse, authenticate and classify one stored message, and plan its deliveries."""
-    store = ObjectStoreAttachments(services.objects, request.bucket)
-    # One read of the stored message, kept in a spooled file (on disk past a few MB, never whole
-    # in memory) for the two passes: the parse, then sender authentication.
-    with (
-        services.objects.open(request.bucket, request.key) as stream,
-        tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spooled,
-    ):
-        copy = cast("BinaryIO", spooled)  # a file like any other, whatever typeshed says
-        shutil.copyfileobj(stream, copy, COPY_CHUNK)
-        copy.seek(0)
-        parsed = parse_stream(copy, limits=services.message_limits, store=store)
-        envelope = request.envelope or read_envelope(
-            services.objects,
-            request.bucket,
-            request.key,
-            parsed,
-            services.routes,
-            look_beside=services.envelope_sidecars,
-        )
-        copy.seek(0)
-        authentication = _authenticate(copy, envelope, services)
-        copy.seek(0)
-        small = copy.read() if parsed.size <= INLINE_MAX else None
-    message_id = envelope.message_id
-    ref = MessageRef(
-        message_id=message_id,
-        bucket=request.bucket,
-        key=request.key,
-        digest=parsed.sha256,
-        envelope_sender=envelope.mail_from,
-        size=parsed.size,
-        subject=parsed.subject[:200],
-    )
-    events = [
-        records.event(
-            services,
-            message_id,
-            Stage.PARSED,
-            f"{len(parsed.attachments)} attachments, {len(parsed.defects)} defects"
-            + ("; envelope taken from headers" if envelope.source == "headers" else "")
-            + (f"; {authentication.summary()}" if authentication else ""),
-            summary=MessageSummary(
-                envelope_sender=envelope.mail_from,
-                from_=", ".join(a.address for a in parsed.from_)[:SUMMARY_MAX],
-                recipients=envelope.recipients,
-                subject=parsed.subject[:SUMMARY_MAX],
-            ),
-        ),
-    ]
-    trace = _trace(envelope, authentication, services)
-    if parsed.unreadable is not None:  # not understood: kept where it is, never dropped
-        services.timeline.record_many(events)
-        reason = f"message not understood: {parsed.unreadable}"
-        for recipient in envelope.recipients:
-            records.settle(
-                services,
-                message_id,
-                recipient,
-                outcome=Outcome.QUARANTINED,
-                route="quarantine",
-                detail=reason,
-            )
-        _hold(
-            services,
-            ref,
-            parsed,
-            authentication,
-            trace,
-            [
-                HeldRecipient(recipient=r, route="quarantine", rule="not understood", reason=reason)
-                for r in envelope.recipients
-            ],
-            source="not_understood",
-        )
-        return ProcessOutput(
-            message=ref,
-            deliveries=[],
-            authentication=authentication,
-            quarantined=list(envelope.recipients),
-        )
-    judgement = judge(parsed, envelope, authentication, services)
-    kept: list[HeldRecipient] = []
-    bounced: dict[str, list[str]] = defaultdict(list)  # reason -> recipients
-    groups: dict[tuple[RouteKind, str], list[str]] = defaultdict(list)
-    for recipient in envelope.recipients:
-        route = classify(recipient, services.routes)
-        events.append(
-            records.event(
-                services,
-                message_id,
-                Stage.CLASSIFIED,
-                f"{route.kind.value}:{route.name} ({route.reason})",
-                recipient,
-            )
-        )
-        loop = judgement.loop(recipient)
-        if loop is not None:  # bounced, whatever the route: a loop is never delivered again
-            bounced[loop].append(recipient)
-            continue
-        held = judgement.hold(route)
-        if held is not None:
-            records.settle(
-                services,
-                message_id,
-                recipient,
-                outcome=Outcome.QUARANTINED,
-                route=held.route,
-                detail=held.detail
-                if route.kind is RouteKind.UNKNOWN
-                else f"{held.detail}; kept at {request.bucket}/{request.key}",
-            )
-            kept.append(
-                HeldRecipient(
-                    recipient=recipient,
-                    route=route.name if route.kind is not RouteKind.UNKNOWN else "unknown",
-                    rule=held.rule,
-                    reason=held.reason,
-                )
-            )
-            continue
-        groups[(route.kind, route.name)].append(recipient)
-    services.timeline.record_many(events)
-    if kept:
-        _hold(services, ref, parsed, authentication, trace, kept)
-    deliveries = [
-        delivery
-        for (kind, destination), recipients in groups.items()
-        for delivery in plan_deliveries(
-            ref,
-            kind,
-            destination,
-            recipients,
-            routes=services.routes,
-            prepend=trace if kind is RouteKind.MAILBOX else [],
-        )
-    ]
-    deliveries += _bounces(ref, bounced)
-    if small is not None and len(small) * len(deliveries) <= INLINE_BUDGET:
-        inline = ref.model_copy(update={"inline": base64.b64encode(small).decode("ascii")})
-        deliveries = [d.model_copy(update={"message": inline}) for d in deliveries]
-    return ProcessOutput(
-        message=ref,
-        deliveries=deliveries,
-        authentication=authentication,
-        quarantined=[h.recipient for h in kept],
-    )
-
-
-def _trace(
-    envelope: Envelope, authentication: Authentication | None, services: Services
-) -> list[tuple[str, str]]:
-    """The trace fields every mailbox delivery of the message gets on top: Authentication-Results,
-    Received, and the loop token that names this message (routing/loops.py)."""
-    received = (
-        RECEIVED,
-        received_value(envelope, services.gateway_host, envelope.message_id, services.clock.now()),
-    )
-    trace = [received]
-    if authentication is not None:  # on top, as a verifying MTA adds it (RFC 8601 5)
-        trace.insert(0, (RESULTS_HEADER, authentication_results(authentication)))
-    if services.loop_key is not None:
-        trace.append((LOOP_HEADER, loop_token(services.loop_key, envelope.message_id)))
-    return trace
-
-
-def _bounces(ref: MessageRef, bounced: Mapping[str, list[str]]) -> list[Delivery]:
-    """A DSN to the envelope sender for each reason, at most 50 recipients a DSN."""
-    planned: list[Delivery] = []
-    for reason, recipients in bounced.items():
-        for start in range(0, len(recipients), MAX_RECIPIENTS_PER_DELIVERY):
-            planned.append(
-                Delivery(
-                    delivery_id=f"{ref.message_id}{variant_of(ref.key)}.bounce.{len(planned)}",
-                    message=ref,
-                    kind="bounce",
-                    destination="sender",
-                    recipients=recipients[start : start + MAX_RECIPIENTS_PER_DELIVERY],
-                    bounce=BounceNotice(status=LOOP_STATUS, diagnostic=reason),
-                )
-            )
-    return planned
-
-
-def _hold(  # noqa: PLR0917 -- what the process step knows at that point
-    services: Services,
-    ref: MessageRef,
-    parsed: ParsedMessage | None,
-    authentication: Authentication | None,
-    trace: list[tuple[str, str]],
-    recipients: list[HeldRecipient],
-    *,
-    source: Literal["rules", "not_understood"] = "rules",
-) -> None:
-    """Keep the quarantine record an operator lists, reads, releases or deletes."""
-    if services.quarantine is None:
-        return
-    now = services.clock.now()
-
-    def addresses(found: list[Address]) -> str:
-        return ", ".join(f"{a.name} <{a.address}>" if a.name else a.address for a in found)
-
-    services.quarantine.hold(
-        QuarantineRecord(
-            quarantine_id=f"{ref.message_id}{variant_of(ref.key)}",
-            message_id=ref.message_id,
-            held_at=now,
-            expires_at=expiry(now, services.quarantine_days),
-            message=ref,
-            source=source,
-            from_=addresses(parsed.from_) if parsed else "",
-            to=addresses(parsed.to) if parsed else "",
-            verdicts=authentication.summary() if authentication else "",
-            attachments=[
-                f"{a.filename or '(unnamed)'} ({a.content_type}, {a.size} bytes)"
-                for a in (parsed.attachments if parsed else [])
-            ],
-            prepend=trace,
-            recipients=recipients,
-        )
-    )
-
-
-def _authenticate(
-    message: BinaryIO, envelope: Envelope, services: Services
-) -> Authentication | None:
-    """SPF, DKIM and DMARC for the message, when the runtime gave us DNS."""
-    if services.resolver is None:
-        return None
-    authenticator = Authenticator(services.resolver, services.gateway_host)
-    return authenticator.authenticate(
-        message, client_ip=envelope.source_ip, mail_from=envelope.mail_from, helo=envelope.helo
-    )
-
 
 def defer(request: DeferInput | ProcessingFailure, services: Services) -> DeliveryResult:
     """A delivery, or a message, to try again later (or to give up on, past its lifetime)."""
     if isinstance(request, ProcessingFailure):
-        return unprocessed.defer_processing(request, services)
-    return delivery.defer(request, services)
+        return defer_processing(request, services)
+    return deferrals.defer(request, services)
 
 
 def dead_letter(request: DeadLetterInput | ProcessingFailure, services: Services) -> DeliveryResult:
     """A delivery, or a message, that cannot be completed: recorded for `mxgate dlq`."""
     if isinstance(request, ProcessingFailure):
-        return unprocessed.dead_letter_processing(request, services)
-    return delivery.dead_letter(request, services)
+        return dead_letter_processing(request, services)
+    return dead_letters.dead_letter(request, services)
+
+
+def _on_documents(
+    step: Callable[[Any, Services], BaseModel], model: type[BaseModel] | TypeAdapter[Any]
+) -> Step:
+    validate = model.validate_python if isinstance(model, TypeAdapter) else model.model_validate
+
+    def run(document: Any, services: Services) -> Any:
+        try:
+            return step(validate(document), services).model_dump(mode="json")
+        except Exception as error:
+            raise as_family(error) from error  # the name the state machine's Retry lists
+
+    return run
+
+
+# functions/<name>/ in the template -> the step that function's handler calls
+STEPS: dict[str, Step] = {
+    "process": _on_documents(process, ProcessInput),
+    "deliver": _on_documents(deliver, DeliverInput),
+    "defer": _on_documents(defer, DEFER_INPUT),
+    "dead_letter": _on_documents(dead_letter, DEAD_LETTER_INPUT),
+}

@@ -11,18 +11,14 @@ from __future__ import annotations
 import builtins
 import json
 import re
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from mxgate.adapters.aws.failures import transient_failures
+from mxgate.errors import PermanentError
 from mxgate.ports import Clock
-from mxgate.workflow.model import (
-    DeferredDelivery,
-    DeferredProcessing,
-    Redelivery,
-    Reprocessing,
-)
+from mxgate.records import DEFERRED, Deferred, DeferredDelivery, DeferredProcessing
+from mxgate.workflow.model import Redelivery, Reprocessing
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -40,14 +36,20 @@ class SqsDeferrals:
         self.queue_url = queue_url
         self.clock = clock
 
-    def schedule(self, record_id: str, due_at: datetime, document: Mapping[str, object]) -> None:
-        wait = (due_at - self.clock.now()).total_seconds()
-        with transient_failures(f"SQS deferral {record_id}"):
+    def schedule(self, record: Deferred) -> None:
+        if not isinstance(record, DeferredDelivery | DeferredProcessing):  # Mail Manager: rules
+            raise PermanentError(
+                f"{record.record_id}: only deliveries and stored messages are deferred on AWS"
+            )
+        wait = (record.due_at - self.clock.now()).total_seconds()
+        with transient_failures(f"SQS deferral {record.record_id}"):
             self.client.send_message(
                 QueueUrl=self.queue_url,
-                MessageBody=json.dumps(document),
+                MessageBody=record.model_dump_json(),
                 DelaySeconds=max(0, min(MAX_DELAY_SECONDS, int(wait))),
-                MessageAttributes={"record_id": {"DataType": "String", "StringValue": record_id}},
+                MessageAttributes={
+                    "record_id": {"DataType": "String", "StringValue": record.record_id}
+                },
             )
 
 
@@ -67,19 +69,19 @@ class Redeliverer:
         self.state_machine_arn = state_machine_arn
         self.clock = clock
 
-    def handle(self, body: str) -> str:
-        document = json.loads(body)
-        deferred: DeferredDelivery | DeferredProcessing
+    def start_due(self, body: str) -> str:
+        """Start the execution of one queued record (a delivery again, or a stored message
+        through Process again), or send it back if it is early."""
+        deferred = DEFERRED.validate_json(body)
         execution_input: Redelivery | Reprocessing
-        if DeferredProcessing.describes(document):
-            deferred = DeferredProcessing.model_validate(document)
+        if isinstance(deferred, DeferredProcessing):
             execution_input = Reprocessing(stored=deferred.stored, deferral=deferred.deferral)
-        else:
-            deferred = DeferredDelivery.model_validate(document)
+        elif isinstance(deferred, DeferredDelivery):
             execution_input = Redelivery(deliveries=[deferred.delivery])
-        due = datetime.fromisoformat(deferred.due_at)
-        if (due - self.clock.now()).total_seconds() > EARLY_SLACK:
-            self.deferrals.schedule(deferred.record_id, due, document)
+        else:
+            raise PermanentError(f"{deferred.record_id}: not deferred work of the state machine")
+        if (deferred.due_at - self.clock.now()).total_seconds() > EARLY_SLACK:
+            self.deferrals.schedule(deferred)
             return "waiting"
         name = execution_name(deferred.record_id)
         self.sfn.start_execution(

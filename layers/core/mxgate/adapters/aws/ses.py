@@ -21,7 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from mxgate.adapters.aws.failures import error_code, is_transient
 from mxgate.ports import SendResult
-from mxgate.routing.config import SES_MAX_MESSAGE_BYTES, routed_address
+from mxgate.routing.routes import SES_MAX_MESSAGE_BYTES, routed_address
 
 if TYPE_CHECKING:
     from mypy_boto3_sesv2 import SESV2Client

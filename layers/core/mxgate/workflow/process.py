@@ -1,0 +1,279 @@
+"""The Process step: read, parse, authenticate and classify one stored message, judge each
+recipient (a loop is bounced; own-domain spoofing, an unknown address and the quarantine
+rules hold it: workflow/judgement.py), and plan its deliveries. A message Process cannot
+handle is retried, deferred and dead-lettered as a whole (workflow/unprocessed.py)."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import tempfile
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import BinaryIO, Literal, cast
+
+from mxgate.authn.check import Authenticator
+from mxgate.authn.model import Authentication
+from mxgate.authn.results import HEADER as RESULTS_HEADER
+from mxgate.authn.results import authentication_results
+from mxgate.message.attachments import ObjectStoreAttachments
+from mxgate.message.model import Address, ParsedMessage
+from mxgate.message.parse import parse_stream
+from mxgate.records import (
+    MAX_RECIPIENTS_PER_DELIVERY,
+    BounceNotice,
+    Delivery,
+    Envelope,
+    HeldRecipient,
+    MessageRef,
+    MessageSummary,
+    QuarantineRecord,
+    Stage,
+    variant_of,
+)
+from mxgate.routing.classify import RouteKind, classify
+from mxgate.routing.loops import HEADER as LOOP_HEADER
+from mxgate.routing.loops import LOOP_STATUS, loop_token
+from mxgate.workflow.envelope import read_envelope
+from mxgate.workflow.judgement import judge
+from mxgate.workflow.model import ProcessInput, ProcessOutput
+from mxgate.workflow.planning import plan_deliveries
+from mxgate.workflow.quarantine import expiry
+from mxgate.workflow.received import HEADER as RECEIVED
+from mxgate.workflow.received import received_value
+from mxgate.workflow.services import Services
+
+SPOOL_IN_MEMORY = 8 * 1024 * 1024  # bytes of a message kept in memory; the rest on disk
+COPY_CHUNK = 1024 * 1024
+# Messages this small travel inside the delivery documents (base64), as long as all of a
+# message's deliveries together stay well inside Step Functions' 256 KB per document.
+INLINE_MAX = 48 * 1024
+INLINE_BUDGET = 120 * 1024
+
+
+def process(request: ProcessInput, services: Services) -> ProcessOutput:
+    """Read, parse, authenticate and classify one stored message, and plan its deliveries."""
+    store = ObjectStoreAttachments(services.objects, request.bucket)
+    # One read of the stored message, kept in a spooled file (on disk past a few MB, never whole
+    # in memory) for the two passes: the parse, then sender authentication.
+    with (
+        services.objects.open(request.bucket, request.key) as stream,
+        tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spooled,
+    ):
+        copy = cast("BinaryIO", spooled)  # a file like any other, whatever typeshed says
+        shutil.copyfileobj(stream, copy, COPY_CHUNK)
+        copy.seek(0)
+        parsed = parse_stream(copy, limits=services.message_limits, store=store)
+        envelope = request.envelope or read_envelope(
+            services.objects,
+            request.bucket,
+            request.key,
+            parsed,
+            services.routes,
+            look_beside=services.envelope_sidecars,
+        )
+        copy.seek(0)
+        authentication = _authenticate(copy, envelope, services)
+        copy.seek(0)
+        small = copy.read() if parsed.size <= INLINE_MAX else None
+    message_id = envelope.message_id
+    ref = MessageRef(
+        message_id=message_id,
+        bucket=request.bucket,
+        key=request.key,
+        digest=parsed.sha256,
+        envelope_sender=envelope.mail_from,
+        size=parsed.size,
+        subject=parsed.subject,
+    )
+    records = services.records
+    events = [
+        records.event(
+            message_id,
+            Stage.PARSED,
+            f"{len(parsed.attachments)} attachments, {len(parsed.defects)} defects"
+            + ("; envelope taken from headers" if envelope.source == "headers" else "")
+            + (f"; {authentication.summary()}" if authentication else ""),
+            summary=MessageSummary(
+                envelope_sender=envelope.mail_from,
+                from_=", ".join(a.address for a in parsed.from_),
+                recipients=envelope.recipients,
+                subject=parsed.subject,
+            ),
+        ),
+    ]
+    trace = _trace(envelope, authentication, services)
+    if parsed.unreadable is not None:  # not understood: kept where it is, never dropped
+        records.record(events)
+        reason = f"message not understood: {parsed.unreadable}"
+        records.quarantine(
+            message_id, envelope.recipients, reason, kept_at=f"{request.bucket}/{request.key}"
+        )
+        _hold(
+            services,
+            ref,
+            parsed,
+            authentication,
+            trace,
+            [
+                HeldRecipient(recipient=r, route="quarantine", rule="not understood", reason=reason)
+                for r in envelope.recipients
+            ],
+            source="not_understood",
+        )
+        return ProcessOutput(
+            message=ref,
+            deliveries=[],
+            authentication=authentication,
+            quarantined=list(envelope.recipients),
+        )
+    judgement = judge(parsed, envelope, authentication, services)
+    kept: list[HeldRecipient] = []
+    bounced: dict[str, list[str]] = defaultdict(list)  # reason -> recipients
+    groups: dict[tuple[RouteKind, str], list[str]] = defaultdict(list)
+    for recipient in envelope.recipients:
+        route = classify(recipient, services.routes)
+        events.append(
+            records.event(
+                message_id,
+                Stage.CLASSIFIED,
+                f"{route.kind.value}:{route.name} ({route.reason})",
+                recipient,
+            )
+        )
+        loop = judgement.loop(recipient)
+        if loop is not None:  # bounced, whatever the route: a loop is never delivered again
+            bounced[loop].append(recipient)
+            continue
+        held = judgement.hold(route)
+        if held is not None:
+            unknown = route.kind is RouteKind.UNKNOWN
+            records.quarantine(
+                message_id,
+                [recipient],
+                held.detail
+                if unknown
+                else f"{held.detail}; kept at {request.bucket}/{request.key}",
+                route=held.route,
+            )
+            kept.append(
+                HeldRecipient(
+                    recipient=recipient,
+                    route="unknown" if unknown else route.name,
+                    rule=held.rule,
+                    reason=held.reason,
+                )
+            )
+            continue
+        groups[(route.kind, route.name)].append(recipient)
+    records.record(events)
+    if kept:
+        _hold(services, ref, parsed, authentication, trace, kept)
+    deliveries = [
+        delivery
+        for (kind, destination), recipients in groups.items()
+        for delivery in plan_deliveries(
+            ref,
+            kind,
+            destination,
+            recipients,
+            routes=services.routes,
+            prepend=trace if kind is RouteKind.MAILBOX else [],
+        )
+    ]
+    deliveries += _bounces(ref, bounced)
+    if small is not None and len(small) * len(deliveries) <= INLINE_BUDGET:
+        inline = ref.model_copy(update={"inline": base64.b64encode(small).decode("ascii")})
+        deliveries = [d.model_copy(update={"message": inline}) for d in deliveries]
+    return ProcessOutput(
+        message=ref,
+        deliveries=deliveries,
+        authentication=authentication,
+        quarantined=[h.recipient for h in kept],
+    )
+
+
+def _trace(
+    envelope: Envelope, authentication: Authentication | None, services: Services
+) -> list[tuple[str, str]]:
+    """The trace fields every mailbox delivery of the message gets on top: Authentication-Results,
+    Received, and the loop token that names this message (routing/loops.py)."""
+    received = (
+        RECEIVED,
+        received_value(envelope, services.gateway_host, envelope.message_id, services.clock.now()),
+    )
+    trace = [received]
+    if authentication is not None:  # on top, as a verifying MTA adds it (RFC 8601 5)
+        trace.insert(0, (RESULTS_HEADER, authentication_results(authentication)))
+    if services.loop_key is not None:
+        trace.append((LOOP_HEADER, loop_token(services.loop_key, envelope.message_id)))
+    return trace
+
+
+def _bounces(ref: MessageRef, bounced: Mapping[str, list[str]]) -> list[Delivery]:
+    """A DSN to the envelope sender for each reason, at most 50 recipients a DSN."""
+    planned: list[Delivery] = []
+    for reason, recipients in bounced.items():
+        for start in range(0, len(recipients), MAX_RECIPIENTS_PER_DELIVERY):
+            planned.append(
+                Delivery(
+                    delivery_id=f"{ref.message_id}{variant_of(ref.key)}.bounce.{len(planned)}",
+                    message=ref,
+                    kind="bounce",
+                    destination="sender",
+                    recipients=recipients[start : start + MAX_RECIPIENTS_PER_DELIVERY],
+                    bounce=BounceNotice(status=LOOP_STATUS, diagnostic=reason),
+                )
+            )
+    return planned
+
+
+def _hold(  # noqa: PLR0917 -- what the process step knows at that point
+    services: Services,
+    ref: MessageRef,
+    parsed: ParsedMessage | None,
+    authentication: Authentication | None,
+    trace: list[tuple[str, str]],
+    recipients: list[HeldRecipient],
+    *,
+    source: Literal["rules", "not_understood"] = "rules",
+) -> None:
+    """Keep the quarantine record an operator lists, reads, releases or deletes."""
+    if services.quarantine is None:
+        return
+    now = services.clock.now()
+
+    def addresses(found: list[Address]) -> str:
+        return ", ".join(f"{a.name} <{a.address}>" if a.name else a.address for a in found)
+
+    services.quarantine.hold(
+        QuarantineRecord(
+            quarantine_id=f"{ref.message_id}{variant_of(ref.key)}",
+            message_id=ref.message_id,
+            held_at=now,
+            expires_at=expiry(now, services.quarantine_days),
+            message=ref,
+            source=source,
+            from_=addresses(parsed.from_) if parsed else "",
+            to=addresses(parsed.to) if parsed else "",
+            verdicts=authentication.summary() if authentication else "",
+            attachments=[
+                f"{a.filename or '(unnamed)'} ({a.content_type}, {a.size} bytes)"
+                for a in (parsed.attachments if parsed else [])
+            ],
+            prepend=trace,
+            recipients=recipients,
+        )
+    )
+
+
+def _authenticate(
+    message: BinaryIO, envelope: Envelope, services: Services
+) -> Authentication | None:
+    """SPF, DKIM and DMARC for the message, when the runtime gave us DNS."""
+    if services.resolver is None:
+        return None
+    authenticator = Authenticator(services.resolver, services.gateway_host)
+    return authenticator.authenticate(
+        message, client_ip=envelope.source_ip, mail_from=envelope.mail_from, helo=envelope.helo
+    )

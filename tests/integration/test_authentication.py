@@ -157,14 +157,14 @@ def run(
     ],
 )
 def test_spf(resolver, ip, domain, sender, result):
-    found, reason = check_host(resolver, ip, domain, sender, "helo.example.test")
+    found, reason, _ = check_host(resolver, ip, domain, sender, "helo.example.test")
     assert found is result, reason
     assert reason
 
 
 def test_spf_dns_failure_is_temperror_never_none():
     down = DnsPythonResolver(["127.0.0.1"], port=silent_port(), timeout=0.3)
-    result, reason = check_host(down, GOOD_IP, "example.test", "a@example.test", "h")
+    result, reason, _ = check_host(down, GOOD_IP, "example.test", "a@example.test", "h")
     assert result is Result.TEMPERROR
     assert "DNS failure" in reason
 

@@ -33,6 +33,7 @@ class SpfCheck(Frozen):
     sender: str  # the identity checked: the MAIL FROM address, or postmaster@<helo>
     result: Result
     reason: str
+    explanation: str = ""  # what the domain's exp= says of a fail (RFC 7208 6.2), expanded
 
 
 class DkimCheck(Frozen):

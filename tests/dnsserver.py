@@ -77,7 +77,12 @@ class Zone(BaseResolver):  # type: ignore[misc]
             if not self._known(owner):
                 reply.header.rcode = RCODE.NXDOMAIN
             reply.add_auth(
-                RR(owner, QTYPE.SOA, rdata=SOA("ns.test", "admin.test", (1, 60, 60, 60, 60)), ttl=60)
+                RR(
+                    owner,
+                    QTYPE.SOA,
+                    rdata=SOA("ns.test", "admin.test", (1, 60, 60, 60, 60)),
+                    ttl=60,
+                )
             )
         return reply
 

@@ -10,8 +10,8 @@ import dkim
 import pytest
 
 from mxgate.adapters.dns import DnsPythonResolver
+from mxgate.authn.canonical import BodyCanonicalizer, BodyHash
 from mxgate.authn.check import Authenticator
-from mxgate.authn.dkim import BodyCanonicalizer, _Hasher
 from mxgate.authn.model import Authentication, Result
 from mxgate.authn.resolver import CachingResolver
 from mxgate.authn.results import authentication_results
@@ -267,9 +267,9 @@ def test_unsigned_mail_is_gray(authenticator):
 def test_body_canonicalization_streams_like_the_rfc(body, relaxed, canonical):
     for step in (1, 2, 3, 1000):
         canonicalizer = BodyCanonicalizer(relaxed)
-        seen = _Hasher(b"rsa-sha256", None)
-        canonicalizer.hashers.append(seen)
-        expected = _Hasher(b"rsa-sha256", None)
+        seen = BodyHash(b"sha256", None)
+        canonicalizer.hashes.append(seen)
+        expected = BodyHash(b"sha256", None)
         expected.update(canonical)
         for index in range(0, len(body), step):
             canonicalizer.feed(body[index : index + step])

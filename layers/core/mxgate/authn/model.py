@@ -21,6 +21,7 @@ class Result(StrEnum):
     NONE = "none"
     TEMPERROR = "temperror"
     PERMERROR = "permerror"
+    POLICY = "policy"  # DKIM: signed, but in a way the gateway does not accept (RFC 8301)
 
 
 class Frozen(BaseModel):
@@ -55,6 +56,15 @@ class DmarcCheck(Frozen):
     pct: int = 100
     policy: DmarcPolicy | None = None  # what to do with this message: only when DMARC failed
     aligned: list[Literal["dkim", "spf"]] = Field(default_factory=list)
+
+
+class ArcCheck(Frozen):
+    """The chain a message arrived with (RFC 8617 5.2): cv= none, pass or fail."""
+
+    result: Result
+    reason: str
+    instances: int = 0  # ARC sets on the message
+    sealers: list[str] = Field(default_factory=list)  # d= of each seal, oldest first
 
 
 class Verdicts(Frozen):
@@ -116,6 +126,7 @@ class Authentication(Frozen):
     spf_helo: SpfCheck
     dkim: list[DkimCheck] = Field(default_factory=list)
     dmarc: DmarcCheck
+    arc: ArcCheck = ArcCheck(result=Result.NONE, reason="not checked")
 
     @property
     def verdicts(self) -> Verdicts:
@@ -132,5 +143,5 @@ class Authentication(Frozen):
         policy = f" policy={self.dmarc.policy.value}" if self.dmarc.policy else ""
         return (
             f"spf={self.spf_mail_from.result.value} helo={self.spf_helo.result.value} "
-            f"dkim={dkim} dmarc={self.dmarc.result.value}{policy}"
+            f"dkim={dkim} dmarc={self.dmarc.result.value}{policy} arc={self.arc.result.value}"
         )

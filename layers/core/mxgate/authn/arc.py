@@ -130,7 +130,9 @@ class ArcVerifier:
             _check_tags(tags, (b"a", b"b", b"bh", b"d", b"h", b"s"))
             if SEAL in header_names(tags[b"h"]):
                 raise ChainBroken("the newest ARC-Message-Signature signs ARC-Seal")
-            self._header_relaxed, body_relaxed = canonicalization(tags)
+            # without c=, relaxed: what the ARC suite, dkimpy and OpenARC read (DKIM's default
+            # would be simple/simple)
+            self._header_relaxed, body_relaxed = canonicalization(tags, b"relaxed/relaxed")
         except SignatureUnusable as unusable:
             raise ChainBroken(f"ARC-Message-Signature: {unusable.reason}") from unusable
         limit = int(tags[b"l"]) if tags.get(b"l", b"").isdigit() else None
@@ -235,20 +237,33 @@ class Sealer:
     )
 
 
-def highest_instance(fields: list[Field]) -> int:
-    """The newest i= among the ARC fields, read leniently (0 without any)."""
+def _highest_instance(fields: list[Field]) -> int:
+    """The newest i= among the ARC fields, read leniently: a broken chain still numbers its
+    sets."""
     found = [0]
     for name, value in fields:
-        if name.lower() in ARC_FIELDS:
-            match = re.search(rb"(?:^|;)\s*i\s*=\s*(\d+)", value)
-            if match is not None:
-                found.append(int(match.group(1)))
+        match = re.search(rb"(?:^|;)\s*i\s*=\s*(\d+)", value)
+        if name.lower() in ARC_FIELDS and match is not None:
+            found.append(int(match.group(1)))
     return max(found)
 
 
-def _fold(tags: list[tuple[bytes, bytes]]) -> bytes:
-    """A signature field's value, one tag per line (b= left for last, unfolded)."""
-    return b";\r\n\t".join(n + b"=" + v for n, v in tags)
+def _declared_failed(fields: list[Field]) -> bool:
+    return any(
+        name.lower() == SEAL and re.search(rb"(?:^|;)\s*cv\s*=\s*fail\b", value, re.I)
+        for name, value in fields
+    )
+
+
+def _tag_list(tags: dict[bytes, bytes]) -> bytes:
+    """A signature field's value as the ARC suite standardizes it: tags in alphabetical order,
+    "; " between them, no final ";" (an empty b= while signing)."""
+    return b"; ".join(name + b"=" + tags[name] for name in sorted(tags))
+
+
+def _folded(value: bytes) -> bytes:
+    """The same value folded after each ";": relaxed canonicalization reads it unchanged."""
+    return b" " + value.replace(b"; ", b";\r\n\t")
 
 
 def seal(
@@ -261,47 +276,39 @@ def seal(
     timestamp: int,
 ) -> list[Field]:
     """The gateway's ARC set for a message whose header `fields` (as received) and chain
-    validation are given, with `body_hash` the relaxed SHA-256 body hash: AAR, AMS and AS, the
-    order to prepend them in being AS, AMS, AAR (newest on top)."""
-    sets = collect_sets(fields) if chain.result is Result.PASS else []
-    instance = highest_instance(fields) + 1
-    if instance > MAX_SETS:
-        raise ValueError(f"the chain already has {MAX_SETS} sets")
+    validation are given, with `body_hash` the relaxed SHA-256 body hash: AS, AMS and AAR,
+    in the order to prepend them (the seal on top). A chain that failed here is sealed cv=fail,
+    the seal covering its own set only (RFC 8617 5.1.1); one a sealer before us already
+    declared failed, or that is full, gets nothing more (as the ARC suite's signers do)."""
+    instance = _highest_instance(fields) + 1
+    if instance > MAX_SETS or _declared_failed(fields):
+        return []
     cv = {Result.NONE: b"none", Result.PASS: b"pass"}.get(chain.result, b"fail")
-    i = str(instance).encode()
-    aar = (b"ARC-Authentication-Results", b" i=" + i + b"; " + authentication_results.encode())
-    domain, selector = sealer.domain.encode(), sealer.selector.encode()
-    algorithm = keys.algorithm_of(sealer.key)
-    ams_tags = [
-        (b"i", i),
-        (b"a", algorithm),
-        (b"c", b"relaxed/relaxed"),
-        (b"d", domain),
-        (b"s", selector),
-        (b"t", str(timestamp).encode()),
-        (b"h", b":".join(sealer.signed_headers)),
-        (b"bh", base64.b64encode(body_hash)),
-    ]
-    ams_value = b" " + _fold(ams_tags) + b";\r\n\tb="
-    signed = [aar, *fields]  # the AAR is ours to sign too
-    data = signed_header_data(
-        signed, list(sealer.signed_headers), (b"ARC-Message-Signature", ams_value), relaxed=True
+    common = {
+        b"i": str(instance).encode(),
+        b"a": keys.algorithm_of(sealer.key),
+        b"d": sealer.domain.lower().encode(),
+        b"s": sealer.selector.encode(),
+        b"t": str(timestamp).encode(),
+    }
+    aar = (
+        b"ARC-Authentication-Results",
+        b" i=" + common[b"i"] + b"; " + authentication_results.encode(),
     )
-    _, signature = keys.sign(sealer.key, data)
-    ams = (b"ARC-Message-Signature", ams_value + base64.b64encode(signature))
-    seal_tags = [
-        (b"i", i),
-        (b"a", algorithm),
-        (b"cv", cv),
-        (b"d", domain),
-        (b"s", selector),
-        (b"t", str(timestamp).encode()),
-    ]
-    as_value = b" " + _fold(seal_tags) + b";\r\n\tb="
-    ours = ArcSet(
-        instance,
-        {AUTHENTICATION_RESULTS: aar, MESSAGE_SIGNATURE: ams, SEAL: (b"ARC-Seal", as_value)},
-    )
-    chain_sets = sets if cv == b"pass" else []  # a failed chain: the seal covers its own set only
-    _, signature = keys.sign(sealer.key, seal_data([*chain_sets, ours], (b"ARC-Seal", as_value)))
-    return [(b"ARC-Seal", as_value + base64.b64encode(signature)), ams, aar]
+    ams_tags = {
+        **common,
+        b"c": b"relaxed/relaxed",
+        b"h": b":".join(sealer.signed_headers),
+        b"bh": base64.b64encode(body_hash),
+        b"b": b"",
+    }
+    unsigned = (b"ARC-Message-Signature", b" " + _tag_list(ams_tags))
+    data = signed_header_data([aar, *fields], list(sealer.signed_headers), unsigned, relaxed=True)
+    ams_tags[b"b"] = base64.b64encode(keys.sign(sealer.key, data)[1])
+    ams = (b"ARC-Message-Signature", _folded(_tag_list(ams_tags)))
+    seal_tags = {**common, b"cv": cv, b"b": b""}
+    unsigned = (b"ARC-Seal", b" " + _tag_list(seal_tags))
+    sets = collect_sets(fields) if cv == b"pass" else []
+    ours = ArcSet(instance, {AUTHENTICATION_RESULTS: aar, MESSAGE_SIGNATURE: ams, SEAL: unsigned})
+    seal_tags[b"b"] = base64.b64encode(keys.sign(sealer.key, seal_data([*sets, ours], unsigned))[1])
+    return [(b"ARC-Seal", _folded(_tag_list(seal_tags))), ams, aar]

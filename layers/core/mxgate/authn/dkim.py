@@ -78,10 +78,10 @@ def unreadable_signatures(reason: str) -> DkimCheck:
     )
 
 
-def canonicalization(tags: TagList) -> tuple[bool, bool]:
+def canonicalization(tags: TagList, default: bytes = b"simple/simple") -> tuple[bool, bool]:
     """c=: (header relaxed, body relaxed); simple/simple by default, simple body when only the
     header algorithm is given."""
-    header, _, body = tags.get(b"c", b"simple/simple").partition(b"/")
+    header, _, body = tags.get(b"c", default).partition(b"/")
     algorithms = {b"simple": False, b"relaxed": True}
     if header not in algorithms or (body or b"simple") not in algorithms:
         raise SignatureUnusable(Result.NEUTRAL, f"unknown c={_text(tags[b'c'])}")

@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from dnslib import AAAA, CNAME, MX, PTR, QTYPE, RCODE, RR, SOA, TXT, A, DNSError
+from dnslib import AAAA, CNAME, MX, PTR, QTYPE, RCODE, RR, SOA, TXT, A, DNSError, DNSRecord
 from dnslib.server import BaseResolver, DNSHandler, DNSLogger, DNSServer
 
 from mxgate.adapters.dns import DnsPythonResolver
@@ -41,6 +41,7 @@ class Zone(BaseResolver):  # type: ignore[misc]
     failing: set[str] = field(default_factory=set)
     silent: set[tuple[str, str]] = field(default_factory=set)
     queries: Counter[tuple[str, str]] = field(default_factory=Counter)
+    transports: Counter[str] = field(default_factory=Counter)  # "udp" and "tcp" questions
     ttl: int = 300
 
     def add(self, name: str, rrtype: str, value: Any, preference: int = 10) -> None:
@@ -57,6 +58,7 @@ class Zone(BaseResolver):  # type: ignore[misc]
         name = ".".join(bytes(label).decode("latin-1") for label in request.q.qname.label).lower()
         rrtype = QTYPE[request.q.qtype]
         self.queries[(name, rrtype)] += 1
+        self.transports[handler.protocol] += 1
         if (name, rrtype) in self.silent or (name, ANY_TYPE) in self.silent:
             raise DNSError("no answer: this name times out")  # dnslib then sends nothing
         if name in self.failing:
@@ -99,7 +101,18 @@ class _Swappable(BaseResolver):  # type: ignore[misc]
 
 def _handler(udp_limit: int) -> type[DNSHandler]:
     class Handler(DNSHandler):  # type: ignore[misc]
-        udplen = udp_limit
+        """Over UDP, an answer past `udp_limit` bytes goes out as its question with TC set and
+        no records, as a real server truncates (dnslib's own truncation drops the question)."""
+
+        def get_reply(self, data: bytes) -> bytes:
+            request = DNSRecord.parse(data)
+            reply = self.server.resolver.resolve(request, self)
+            packed: bytes = reply.pack()
+            if self.protocol == "udp" and udp_limit and len(packed) > udp_limit:
+                truncated = request.reply()
+                truncated.header.tc = 1
+                packed = truncated.pack()
+            return packed
 
     return Handler
 

@@ -157,6 +157,11 @@ def describe(message: ParsedMessage) -> str:
         ]
         table_text = table(rows_shown, ["FILENAME", "TYPE", "BYTES", "DISPOSITION", "SHA256"])
         lines.extend(f"  {line}" for line in table_text.splitlines())
+    for signature in message.signatures:
+        lines.append(
+            f"Signed: {signature.content_type} ({signature.filename or 'no name'}, "
+            f"{signature.size} bytes{', micalg ' + signature.micalg if signature.micalg else ''})"
+        )
     if message.defects:
         lines.append(f"Defects ({len(message.defects)}):")
         lines.extend(f"  - {defect}" for defect in message.defects)

@@ -26,10 +26,10 @@ from mxgate.message.model import (
     Address,
     Attachment,
     DeliveryStatus,
-    Signature,
     HeaderField,
     ParsedMessage,
     ParseLimits,
+    Signature,
     SmtpEnvelope,
 )
 from mxgate.message.text import clean, decode_bytes, decode_words, header_text, unfold

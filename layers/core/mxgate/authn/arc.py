@@ -9,8 +9,11 @@ is moving ARC to Historic; sealing still lets a receiver that trusts the gateway
 from __future__ import annotations
 
 import base64
+import json
 import re
 from dataclasses import dataclass, field
+
+from cryptography.exceptions import UnsupportedAlgorithm
 
 from mxgate.authn import keys
 from mxgate.authn.canonical import (
@@ -26,6 +29,7 @@ from mxgate.authn.canonical import (
 )
 from mxgate.authn.dkim import SignatureUnusable, base64_tag, canonicalization
 from mxgate.authn.model import ArcCheck, Result
+from mxgate.errors import ConfigError
 from mxgate.ports import Resolver
 
 SEAL = b"arc-seal"
@@ -237,6 +241,26 @@ class Sealer:
     )
 
 
+def load_sealer(domain: str, selector: str, secret: str) -> Sealer:
+    """The sealer the template's ArcSeal* parameters name; `secret` is the key's secret value:
+    the PEM itself, or JSON with the PEM under "private_key" (a Secrets Manager key/value)."""
+    if not domain:
+        raise ConfigError("ARC sealing needs ArcSealDomain (the d= of the seals)")
+    pem = secret
+    if secret.lstrip().startswith("{"):
+        try:
+            pem = str(json.loads(secret)["private_key"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise ConfigError('the ARC sealing secret is JSON without "private_key"') from error
+    try:
+        key = keys.load_private_key(pem.encode())
+    except (ValueError, TypeError, UnsupportedAlgorithm) as error:
+        raise ConfigError(
+            f"the ARC sealing key is not an RSA or Ed25519 private key in PEM ({error})"
+        ) from error
+    return Sealer(domain.lower().rstrip("."), selector or "arc", key)
+
+
 def _highest_instance(fields: list[Field]) -> int:
     """The newest i= among the ARC fields, read leniently: a broken chain still numbers its
     sets."""
@@ -262,8 +286,10 @@ def _tag_list(tags: dict[bytes, bytes]) -> bytes:
 
 
 def _folded(value: bytes) -> bytes:
-    """The same value folded after each ";": relaxed canonicalization reads it unchanged."""
-    return b" " + value.replace(b"; ", b";\r\n\t")
+    """The same value folded after each ";": relaxed canonicalization reads it unchanged.
+    Continuation lines start with a space, not a tab: dkimpy (and so authheaders) finds an
+    AMS by the text " i=N;"."""
+    return b" " + value.replace(b"; ", b";\r\n ")
 
 
 def seal(

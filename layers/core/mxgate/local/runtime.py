@@ -15,6 +15,7 @@ from mxgate.adapters.local.appevents import FileAppEvents
 from mxgate.adapters.local.hooks import LocalHooks
 from mxgate.adapters.local.objects import FileObjectStore
 from mxgate.adapters.local.state import SqliteState
+from mxgate.authn.arc import Sealer, load_sealer
 from mxgate.authn.check import Authenticator
 from mxgate.authn.resolver import CachingResolver
 from mxgate.clock import SystemClock
@@ -302,6 +303,31 @@ class Worker:
         self.state.close()
 
 
+def build_sealer(setup: LocalSetup) -> Sealer | None:
+    """The gateway's ARC sealer when the template's ArcSealKeySecretArn is set: d= and s= from
+    ArcSealDomain and ArcSealSelector, the key from that secret's `private_key` under
+    `secrets:` (on AWS, from Secrets Manager)."""
+    resolver = setup.mail_manager.resolver
+    declared = resolver.template.get("Parameters") or {}
+
+    def parameter(name: str) -> str:
+        default = (declared.get(name) or {}).get("Default", "")
+        return str(resolver.parameters.get(name, default))
+
+    arn = parameter("ArcSealKeySecretArn")
+    if not arn:
+        return None
+    secret = setup.config.secret(arn) or {}
+    if "private_key" not in secret:
+        raise ConfigError(
+            f"{setup.settings.config}: ArcSealKeySecretArn names the secret {arn}; give its "
+            "PEM key locally under `secrets:`, as `private_key`"
+        )
+    return load_sealer(
+        parameter("ArcSealDomain"), parameter("ArcSealSelector"), secret["private_key"]
+    )
+
+
 def build_resolver(config: DnsConfig) -> CachingResolver:
     """DNS for sender authentication, cached for the records' TTLs."""
     return CachingResolver(DnsPythonResolver(config.nameservers, config.port, config.timeout))
@@ -354,6 +380,7 @@ def build_worker(setup: LocalSetup, mailbox_ports: dict[str, int]) -> Worker:
         clock=clock,
         gateway_host=setup.settings.hostname,
         resolver=resolver,
+        sealer=build_sealer(setup),
         message_limits=setup.config.message_limits,
         deferrals=state,
         bounces=transports[setup.config.outbound] if setup.config.outbound else None,

@@ -13,8 +13,6 @@ from typing import BinaryIO, cast
 
 from mxgate.authn.check import Authenticator
 from mxgate.authn.model import Authentication
-from mxgate.authn.results import HEADER as RESULTS_HEADER
-from mxgate.authn.results import authentication_results
 from mxgate.errors import TransientError
 from mxgate.message.attachments import ObjectStoreAttachments
 from mxgate.message.parse import parse_stream
@@ -77,7 +75,7 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
             look_beside=services.envelope_sidecars,
         )
         copy.seek(0)
-        authentication = _authenticate(copy, envelope, services)
+        authentication, authentication_fields = _authenticate(copy, envelope, services)
         copy.seek(0)
         small = copy.read() if parsed.size <= INLINE_MAX else None
     message_id = envelope.message_id
@@ -158,9 +156,9 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
             f"{format_datetime(services.clock.now())}"
         ),
     )
-    trace = [received]
-    if authentication is not None:  # on top, as a verifying MTA adds it (RFC 8601 5)
-        trace.insert(0, (RESULTS_HEADER, authentication_results(authentication)))
+    # on top, as a verifying MTA adds them (RFC 8601 5): our ARC set when we seal, then
+    # Authentication-Results
+    trace = [*authentication_fields, received]
     deliveries = [
         delivery
         for (kind, destination), recipients in groups.items()
@@ -181,12 +179,18 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
 
 def _authenticate(
     message: BinaryIO, envelope: Envelope, services: Services
-) -> Authentication | None:
-    """SPF, DKIM and DMARC for the message, when the runtime gave us DNS."""
+) -> tuple[Authentication | None, list[tuple[str, str]]]:
+    """SPF, DKIM, DMARC and ARC for the message, when the runtime gave us DNS, and the fields
+    a mailbox delivery carries on top: Authentication-Results, after our ARC set if we seal."""
     if services.resolver is None:
-        return None
-    authenticator = Authenticator(services.resolver, services.gateway_host)
-    return authenticator.authenticate(
+        return None, []
+    authenticator = Authenticator(
+        services.resolver,
+        services.gateway_host,
+        now=lambda: services.clock.now().timestamp(),
+        sealer=services.sealer,
+    )
+    return authenticator.trace_fields(
         message, client_ip=envelope.source_ip, mail_from=envelope.mail_from, helo=envelope.helo
     )
 

@@ -5,15 +5,16 @@ created when an adapter first calls it (`LazyClient`), so a function pays only f
 from __future__ import annotations
 
 from functools import cache
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from mxgate.adapters.aws.clients import LazyClient
 from mxgate.adapters.aws.delivery import delivery_adapters
 from mxgate.adapters.aws.dynamodb import DynamoState
 from mxgate.adapters.aws.events import EventBridgeAppEvents, QueueingDeadLetters
 from mxgate.adapters.aws.s3 import S3ObjectStore
-from mxgate.adapters.aws.settings import settings
+from mxgate.adapters.aws.settings import AwsSettings, settings
 from mxgate.adapters.dns import DnsPythonResolver
+from mxgate.authn.arc import Sealer, load_sealer
 from mxgate.authn.resolver import CachingResolver
 from mxgate.clock import SystemClock
 from mxgate.routing.config import load_routes
@@ -31,6 +32,15 @@ def _dns(server: str | None) -> DnsPythonResolver:
         return DnsPythonResolver()
     host, _, port = server.rpartition(":")
     return DnsPythonResolver([host], int(port))
+
+
+def _sealer(config: AwsSettings) -> Sealer | None:
+    """The ARC sealing key from Secrets Manager, read once per container."""
+    if config.arc_seal_key_secret is None:
+        return None
+    secrets: Any = LazyClient("secretsmanager")
+    secret = secrets.get_secret_value(SecretId=config.arc_seal_key_secret)
+    return load_sealer(config.arc_seal_domain, config.arc_seal_selector, secret["SecretString"])
 
 
 @cache
@@ -56,6 +66,7 @@ def services() -> Services:
         gateway_host=config.gateway_host,
         envelope_sidecars=config.envelope_sidecars,
         resolver=CachingResolver(_dns(config.dns_server)),
+        sealer=_sealer(config),
         deferrals=delivery.deferrals,
         bounces=delivery.bounces,
         hooks=delivery.hooks,

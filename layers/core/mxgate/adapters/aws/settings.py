@@ -27,6 +27,10 @@ class AwsSettings(BaseModel):
     # Whether Process looks for an envelope kept beside each message: only when the rule set
     # also sends Mail Manager's InvokeLambda event to the Process function, which keeps one.
     envelope_sidecars: bool = False
+    # ARC sealing of mailbox deliveries: the Secrets Manager secret with the key; unset: none
+    arc_seal_key_secret: str | None = None
+    arc_seal_domain: str = ""
+    arc_seal_selector: str = "arc"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AwsSettings:
@@ -44,6 +48,9 @@ class AwsSettings(BaseModel):
             "state_machine_arn": env.get("MXGATE_STATE_MACHINE_ARN"),
             "ses_configuration_set": env.get("MXGATE_SES_CONFIGURATION_SET"),
             "envelope_sidecars": env.get("MXGATE_ENVELOPE_SIDECARS"),
+            "arc_seal_key_secret": env.get("MXGATE_ARC_SEAL_KEY_SECRET"),
+            "arc_seal_domain": env.get("MXGATE_ARC_SEAL_DOMAIN"),
+            "arc_seal_selector": env.get("MXGATE_ARC_SEAL_SELECTOR"),
         }
         return cls.model_validate({k: v for k, v in values.items() if v})
 

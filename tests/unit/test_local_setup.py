@@ -6,12 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from mxgate.config_files import ConfigFileError
 from mxgate.errors import ConfigError
 from mxgate.local.config import load_local_config
-from mxgate.local.runtime import load_setup
+from mxgate.local.runtime import build_sealer, load_setup
 from mxgate.local.settings import LocalSettings
+from tests.mailtools import make_keys
 from tests.support import REPO, local_config
 from tests.templates import gateway_template
 
@@ -107,3 +109,33 @@ def test_the_local_configuration_reports_every_problem_with_its_place(tmp_path):
             "(mailbox_hosts: internet, m365, workspace)"
         ),
     ]
+
+
+def _sealing(tmp_path: Path, secrets: dict[str, dict[str, str]]) -> Any:
+    base = yaml.safe_load((REPO / "config" / "local.yaml").read_text())
+    parameters = {
+        **base.get("parameters", {}),
+        "ArcSealKeySecretArn": "mxgate-arc-seal",
+        "ArcSealDomain": "Nutrition.co.",
+    }
+    return setup_for(tmp_path, parameters=parameters, secrets={**base["secrets"], **secrets})
+
+
+def test_arc_sealing_from_the_template_parameters_and_a_local_secret(tmp_path):
+    pem = make_keys().private.decode()
+    sealer = build_sealer(_sealing(tmp_path, {"mxgate-arc-seal": {"private_key": pem}}))
+    assert sealer is not None
+    assert (sealer.domain, sealer.selector) == ("nutrition.co", "arc")  # the default selector
+    assert build_sealer(setup_for(tmp_path)) is None  # no secret named: no sealing
+
+
+@pytest.mark.parametrize(
+    ("secrets", "problem"),
+    [
+        ({}, r"ArcSealKeySecretArn names the secret mxgate-arc-seal; give its PEM key"),
+        ({"mxgate-arc-seal": {"private_key": "not a key"}}, r"not an RSA or Ed25519 private key"),
+    ],
+)
+def test_arc_sealing_problems_are_clear(tmp_path, secrets, problem):
+    with pytest.raises(ConfigError, match=problem):
+        build_sealer(_sealing(tmp_path, secrets))

@@ -34,7 +34,7 @@ def _dns(server: str | None) -> DnsPythonResolver:
     return DnsPythonResolver([host], int(port))
 
 
-def _sealer(config: AwsSettings) -> Sealer | None:
+def arc_sealer(config: AwsSettings) -> Sealer | None:
     """The ARC sealing key from Secrets Manager, read once per container."""
     if config.arc_seal_key_secret is None:
         return None
@@ -66,7 +66,7 @@ def services() -> Services:
         gateway_host=config.gateway_host,
         envelope_sidecars=config.envelope_sidecars,
         resolver=CachingResolver(_dns(config.dns_server)),
-        sealer=_sealer(config),
+        sealer=arc_sealer(config),
         deferrals=delivery.deferrals,
         bounces=delivery.bounces,
         hooks=delivery.hooks,

@@ -9,7 +9,6 @@ import hashlib
 import shutil
 import tempfile
 from collections import defaultdict
-from email.utils import format_datetime
 from typing import BinaryIO, Literal, cast
 
 from mxgate.authn.check import Authenticator
@@ -35,6 +34,8 @@ from mxgate.workflow.model import (
 )
 from mxgate.workflow.planning import plan_deliveries
 from mxgate.workflow.quarantine import HeldRecipient, QuarantineRecord, expiry
+from mxgate.workflow.received import HEADER as RECEIVED
+from mxgate.workflow.received import received_value
 from mxgate.workflow.services import Services
 
 __all__ = [
@@ -206,12 +207,8 @@ def _trace(
     authentication's (our ARC set when we seal, then Authentication-Results), as a verifying
     MTA adds them (RFC 8601 5), then Received."""
     received = (
-        "Received",
-        (
-            f"from {envelope.helo or 'unknown'} ({envelope.source_ip or 'unknown'}) "
-            f"by {services.gateway_host} (mxgate) with ESMTP id {envelope.message_id}; "
-            f"{format_datetime(services.clock.now())}"
-        ),
+        RECEIVED,
+        received_value(envelope, services.gateway_host, envelope.message_id, services.clock.now()),
     )
     return [*authentication_fields, received]
 

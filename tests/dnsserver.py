@@ -161,6 +161,17 @@ class ZoneServer:
             server.server.server_close()
 
 
+def dkimpy_dnsfunc(resolver: Any) -> Any:
+    """dkimpy's `dnsfunc(name, timeout)`, answered through a Resolver port (the same server and
+    cache the gateway's own checks use)."""
+
+    def dnsfunc(name: bytes, timeout: int = 5) -> bytes | None:
+        answer = resolver.query(name.decode().rstrip("."), "TXT")
+        return answer.records[0].encode() if answer.records else None
+
+    return dnsfunc
+
+
 def silent_port() -> int:
     """A loopback UDP port where no server listens: a DNS server that is down."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:

@@ -31,7 +31,7 @@ from mxgate.authn.canonical import (
 from mxgate.authn.check import check_signatures
 from mxgate.authn.model import DkimCheck, Result
 from mxgate.authn.resolver import CachingResolver
-from tests.dnsserver import Zone, ZoneServer
+from tests.dnsserver import Zone, ZoneServer, dkimpy_dnsfunc
 from tests.mailtools import CORPUS, Keys, make_keys
 
 NOW = int(time.time())
@@ -77,12 +77,7 @@ def world() -> Iterator[tuple[Signers, ZoneServer]]:
 
 def dkimpy_verdicts(raw: bytes, server: ZoneServer) -> list[bool]:
     """dkimpy's answer for each signature, its DNS through the same server (and cache)."""
-    resolver = _resolver(server)
-
-    def dnsfunc(name: bytes, timeout: int = 5) -> bytes | None:
-        answer = resolver.query(name.decode().rstrip("."), "TXT")
-        return answer.records[0].encode() if answer.records else None
-
+    dnsfunc = dkimpy_dnsfunc(_resolver(server))
     try:
         verifier = dkim.DKIM(raw)
     except dkim.DKIMException:

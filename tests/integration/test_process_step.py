@@ -33,7 +33,7 @@ from mxgate.workflow.envelope import store_envelope
 from mxgate.workflow.model import Envelope, ProcessInput
 from mxgate.workflow.services import Services
 from mxgate.workflow.steps import process
-from tests.dnsserver import Zone, ZoneServer
+from tests.dnsserver import Zone, ZoneServer, dkimpy_dnsfunc
 from tests.mailtools import Keys, make_keys
 from tests.support import REPO
 
@@ -249,12 +249,7 @@ def test_process_seals_mailbox_deliveries_when_it_has_a_key(tmp_path, dns, keys)
     assert "cv=none" in fields["ARC-Seal"]
     delivered = prepend_headers(raw, delivery.prepend)
     resolver = dns.resolver()
-
-    def dnsfunc(name: bytes, timeout: int = 5) -> bytes | None:
-        answer = resolver.query(name.decode().rstrip("."), "TXT")
-        return answer.records[0].encode() if answer.records else None
-
-    cv, _, reason = dkim.arc_verify(delivered, dnsfunc=dnsfunc)
+    cv, _, reason = dkim.arc_verify(delivered, dnsfunc=dkimpy_dnsfunc(resolver))
     assert cv == b"pass", reason
     again = check_signatures(io.BytesIO(delivered), resolver, now=0).arc
     assert (again.result, again.sealers) == (Result.PASS, ["nutrition.co"])

@@ -20,10 +20,20 @@ import re
 import time
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import lru_cache
 
 from mxgate.authn.model import Result, SpfCheck
+from mxgate.authn.spf_record import (
+    Macro,
+    Mechanism,
+    SpfError,
+    SpfRecord,
+    Token,
+    is_spf_record,
+    macro_string,
+    parse_record,
+    permerror,
+    valid_domain,
+)
 from mxgate.ports import DnsAnswer, DnsFailure, Resolver
 
 MAX_LOOKUPS = 10  # RFC 7208 4.6.4: terms that cause DNS queries
@@ -31,221 +41,7 @@ MAX_VOID_LOOKUPS = 2  # RFC 7208 4.6.4: lookups that find nothing
 MAX_NAMES = 10  # RFC 7208 4.6.4: MX exchanges, PTR names considered
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-_QUALIFIERS = {"+": Result.PASS, "-": Result.FAIL, "~": Result.SOFTFAIL, "?": Result.NEUTRAL}
-_MECHANISMS = frozenset({"all", "include", "a", "mx", "ptr", "ip4", "ip6", "exists"})
-_MODIFIER = re.compile(r"([A-Za-z][A-Za-z0-9_.\-]*)=(.*)", re.DOTALL)
-_DIRECTIVE = re.compile(r"([+\-~?]?)([A-Za-z][A-Za-z0-9]*)(.*)", re.DOTALL)
-_CIDR_SUFFIX = re.compile(r"(.*?)((?:/\d+)?(?://\d+)?)", re.DOTALL)
-_CIDR4 = re.compile(r"0|[1-9]\d?")
-_CIDR6 = re.compile(r"0|[1-9]\d{0,2}")
-_QNUM = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]\d|\d)"
-_IP4 = re.compile(rf"{_QNUM}\.{_QNUM}\.{_QNUM}\.{_QNUM}")
-_MACRO = re.compile(r"([A-Za-z])(\d*)([rR]?)([.\-+,/_=]*)")
-_TOPLABEL = r"(?:[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*|[A-Za-z0-9]+-[A-Za-z0-9\-]*[A-Za-z0-9])"
-_DOMAIN_END = re.compile(rf".*\.{_TOPLABEL}\.?", re.DOTALL)
-_DOMAIN_LETTERS = frozenset("slodiphv")
-_EXPLAIN_LETTERS = _DOMAIN_LETTERS | frozenset("crt")  # RFC 7208 7.2: c, r, t only in exp text
 _URL_SAFE = "-._~"  # RFC 3986 unreserved, with the letters and digits quote() keeps anyway
-
-
-class SpfError(Exception):
-    def __init__(self, result: Result, reason: str) -> None:
-        super().__init__(reason)
-        self.result = result
-        self.reason = reason
-
-
-def _permerror(reason: str) -> SpfError:
-    return SpfError(Result.PERMERROR, reason)
-
-
-# -- macro strings (RFC 7208 7.1)
-
-
-@dataclass(frozen=True, slots=True)
-class _Macro:
-    letter: str  # as written: upper case asks for URL escaping
-    keep: int | None  # the DIGIT transformer: how many right-hand parts
-    reverse: bool
-    delimiters: str
-
-
-_Token = str | _Macro
-
-
-def _macro_string(text: str, *, explanation: bool = False) -> tuple[_Token, ...]:
-    """The literals and macros of a macro-string (with spaces too, for explanation text)."""
-    letters = _EXPLAIN_LETTERS if explanation else _DOMAIN_LETTERS
-    tokens: list[_Token] = []
-    index = 0
-    while index < len(text):
-        char = text[index]
-        if char != "%":
-            if not ("!" <= char <= "~" or (explanation and char == " ")):
-                raise _permerror(f"invalid character {char!r} in {text!r}")
-            tokens.append(char)
-            index += 1
-            continue
-        following = text[index + 1 : index + 2]
-        escapes = {"%": "%", "_": " ", "-": "%20"}
-        if following in escapes:
-            tokens.append(_Macro(following, None, reverse=False, delimiters="escape"))
-            index += 2
-            continue
-        end = text.find("}", index)
-        match = _MACRO.fullmatch(text[index + 2 : end]) if following == "{" and end > 0 else None
-        if match is None or match.group(1).lower() not in letters:
-            raise _permerror(f"invalid macro in {text!r}")
-        if match.group(2) and int(match.group(2)) == 0:
-            raise _permerror(f"a macro keeps no parts in {text!r}")  # RFC 7208 7.3: nonzero
-        keep = int(match.group(2)) if match.group(2) else None
-        tokens.append(_Macro(match.group(1), keep, bool(match.group(3)), match.group(4) or "."))
-        index = end + 1
-    return tuple(tokens)
-
-
-def _domain_spec(text: str) -> tuple[_Token, ...]:
-    """A domain-spec: a macro-string that ends in a macro or in "." and a top label."""
-    tokens = _macro_string(text)
-    if not tokens:
-        raise _permerror("an empty domain")
-    if isinstance(tokens[-1], _Macro):
-        return tokens
-    tail = []
-    for token in reversed(tokens):
-        if isinstance(token, _Macro):
-            break
-        tail.append(token)
-    if _DOMAIN_END.fullmatch("".join(reversed(tail))) is None:
-        raise _permerror(f"{text!r} does not end in a domain's top label")
-    return tokens
-
-
-# -- records (RFC 7208 4.5, 5, 6)
-
-
-@dataclass(frozen=True, slots=True)
-class _Mechanism:
-    qualifier: Result
-    name: str
-    text: str  # the term as written, for the reason
-    domain: tuple[_Token, ...] | None = None
-    network: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
-    cidr4: int = 32
-    cidr6: int = 128
-
-
-@dataclass(frozen=True, slots=True)
-class SpfRecord:
-    mechanisms: tuple[_Mechanism, ...]
-    redirect: tuple[_Token, ...] | None
-    explanation: tuple[_Token, ...] | None
-
-
-def is_spf_record(text: str) -> bool:
-    """RFC 7208 4.5: "v=spf1" in any case, then a space or the end."""
-    return text[:6].lower() == "v=spf1" and (len(text) == 6 or text[6] == " ")
-
-
-@lru_cache(maxsize=4096)
-def parse_record(text: str) -> SpfRecord:
-    """Every term of one record; a syntax error anywhere is a permerror (RFC 7208 4.6).
-    Records are parsed once while they stay in the cache: the same senders' records come back
-    all day."""
-    bad = next((c for c in text if not " " <= c <= "~"), None)
-    if bad is not None:
-        raise _permerror(f"the record holds {bad!r}: only 7-bit ASCII without controls is SPF")
-    mechanisms: list[_Mechanism] = []
-    modifiers: dict[str, tuple[_Token, ...]] = {}
-    for term in text[6:].split(" "):
-        if not term:
-            continue
-        modifier = _MODIFIER.fullmatch(term)
-        if modifier is None:
-            mechanisms.append(_directive(term))
-            continue
-        name, value = modifier.group(1).lower(), modifier.group(2)
-        if name in ("redirect", "exp"):
-            if name in modifiers:
-                raise _permerror(f"{name}= appears twice")
-            modifiers[name] = _domain_spec(value)
-        else:
-            _macro_string(value)  # RFC 7208 6: unknown modifiers are ignored, if well formed
-    redirect = modifiers.get("redirect")
-    if any(m.name == "all" for m in mechanisms):
-        redirect = None  # RFC 7208 6.1: an "all" anywhere makes redirect= meaningless
-    return SpfRecord(tuple(mechanisms), redirect, modifiers.get("exp"))
-
-
-def _directive(term: str) -> _Mechanism:
-    match = _DIRECTIVE.fullmatch(term)
-    if match is None or match.group(2).lower() not in _MECHANISMS:
-        raise _permerror(f"unknown term {term!r}")
-    qualifier = _QUALIFIERS[match.group(1) or "+"]
-    name, rest = match.group(2).lower(), match.group(3)
-    if name == "all":
-        if rest:
-            raise _permerror(f"invalid term {term!r}")
-        return _Mechanism(qualifier, name, term)
-    if name in ("ip4", "ip6"):
-        return _ip_mechanism(qualifier, name, rest, term)
-    if name in ("include", "exists"):
-        if not rest.startswith(":"):
-            raise _permerror(f"{name} needs a domain: {term!r}")
-        return _Mechanism(qualifier, name, term, domain=_domain_spec(rest[1:]))
-    if name == "ptr":
-        if rest and not rest.startswith(":"):
-            raise _permerror(f"invalid term {term!r}")
-        return _Mechanism(qualifier, name, term, domain=_domain_spec(rest[1:]) if rest else None)
-    split = _CIDR_SUFFIX.fullmatch(rest)  # a, mx: [":" domain-spec] [dual-cidr-length]
-    assert split is not None  # the pattern matches any text
-    spec, cidr = split.group(1), split.group(2)
-    if spec and not spec.startswith(":"):
-        raise _permerror(f"invalid term {term!r}")
-    cidr4_text, _, cidr6_text = cidr.partition("//")
-    cidr4 = _prefix(cidr4_text[1:], _CIDR4, 32, term) if cidr4_text else 32
-    cidr6 = _prefix(cidr6_text, _CIDR6, 128, term) if cidr6_text else 128
-    domain = _domain_spec(spec[1:]) if spec else None
-    return _Mechanism(qualifier, name, term, domain=domain, cidr4=cidr4, cidr6=cidr6)
-
-
-def _prefix(text: str, syntax: re.Pattern[str], most: int, term: str) -> int:
-    if syntax.fullmatch(text) is None or int(text) > most:
-        raise _permerror(f"invalid prefix length in {term!r}")
-    return int(text)
-
-
-def _ip_mechanism(qualifier: Result, name: str, rest: str, term: str) -> _Mechanism:
-    if not rest.startswith(":"):
-        raise _permerror(f"{name} needs a network: {term!r}")
-    address, slash, length = rest[1:].partition("/")
-    if name == "ip4":
-        if _IP4.fullmatch(address) is None:
-            raise _permerror(f"invalid IPv4 network in {term!r}")
-        prefix = _prefix(length, _CIDR4, 32, term) if slash else 32
-    else:
-        if "%" in address or "." in address.rpartition(":")[0]:
-            raise _permerror(f"invalid IPv6 network in {term!r}")  # no zone, no stray dots
-        prefix = _prefix(length, _CIDR6, 128, term) if slash else 128
-    try:
-        network = ipaddress.ip_network(f"{address}/{prefix}", strict=False)
-    except ValueError as error:
-        raise _permerror(f"invalid network in {term!r}") from error
-    if network.version != (4 if name == "ip4" else 6):
-        raise _permerror(f"invalid network in {term!r}")
-    return _Mechanism(qualifier, name, term, network=network)
-
-
-def valid_domain(domain: str) -> bool:
-    """RFC 7208 4.3: a fully qualified name of sane labels, or nothing to check."""
-    labels = domain.rstrip(".").split(".")
-    return (
-        len(labels) >= 2
-        and len(domain) <= 253
-        and all(0 < len(label) <= 63 for label in labels)
-        and not domain.startswith("[")
-    )
 
 
 # -- check_host() (RFC 7208 4)
@@ -275,12 +71,12 @@ class _Evaluation:
     def _count_lookup(self, term: str) -> None:
         self.lookups += 1
         if self.lookups > MAX_LOOKUPS:
-            raise _permerror(f"more than {MAX_LOOKUPS} DNS lookups (at {term})")
+            raise permerror(f"more than {MAX_LOOKUPS} DNS lookups (at {term})")
 
     def _void(self) -> None:
         self.void_lookups += 1
         if self.void_lookups > MAX_VOID_LOOKUPS:
-            raise _permerror(f"more than {MAX_VOID_LOOKUPS} lookups found nothing")
+            raise permerror(f"more than {MAX_VOID_LOOKUPS} lookups found nothing")
 
     def _addresses(self, name: str) -> list[IpAddress]:
         answer = self._query(name, "A" if self.ip.version == 4 else "AAAA")
@@ -296,7 +92,7 @@ class _Evaluation:
         answer = self._query(domain, "TXT")
         records = [r for r in answer.records if is_spf_record(r)]
         if len(records) > 1:
-            raise _permerror(f"{domain} publishes {len(records)} SPF records")
+            raise permerror(f"{domain} publishes {len(records)} SPF records")
         return parse_record(records[0]) if records else None
 
     def check_host(self, domain: str, *, explain: bool = True) -> tuple[Result, str, str]:
@@ -320,11 +116,11 @@ class _Evaluation:
             target = self.expand(record.redirect, domain)
             result, reason, explanation = self.check_host(target, explain=explain)
             if result is Result.NONE:
-                raise _permerror(f"redirect={target}: {reason}")
+                raise permerror(f"redirect={target}: {reason}")
             return result, reason, explanation
         return Result.NEUTRAL, f"no mechanism of {domain} matched {self.ip}", ""
 
-    def _matches(self, mechanism: _Mechanism, domain: str) -> bool:
+    def _matches(self, mechanism: Mechanism, domain: str) -> bool:
         name = mechanism.name
         if name == "all":
             return True
@@ -337,7 +133,7 @@ class _Evaluation:
             if result is Result.TEMPERROR:
                 raise SpfError(Result.TEMPERROR, f"include:{target}: {reason}")
             if result in (Result.PERMERROR, Result.NONE):
-                raise _permerror(f"include:{target} gave {result.value}: {reason}")
+                raise permerror(f"include:{target} gave {result.value}: {reason}")
             return result is Result.PASS
         if name == "exists":
             answer = self._query(target, "A")  # A whatever the client's IP version
@@ -354,7 +150,7 @@ class _Evaluation:
         target = target.lower()  # ptr: names compare without regard to case
         return any(n == target or n.endswith(f".{target}") for n in self._validated_names())
 
-    def _in_any(self, addresses: list[IpAddress], mechanism: _Mechanism) -> bool:
+    def _in_any(self, addresses: list[IpAddress], mechanism: Mechanism) -> bool:
         prefix = mechanism.cidr4 if self.ip.version == 4 else mechanism.cidr6
         shift = self.ip.max_prefixlen - prefix
         ip = int(self.ip) >> shift
@@ -364,13 +160,13 @@ class _Evaluation:
             if address.version == self.ip.version
         )
 
-    def _mx_matches(self, target: str, mechanism: _Mechanism) -> bool:
+    def _mx_matches(self, target: str, mechanism: Mechanism) -> bool:
         answer = self._query(target, "MX")
         if not answer.records:
             self._void()
             return False
         if len(answer.records) > MAX_NAMES:
-            raise _permerror(f"{target} has more than {MAX_NAMES} MX records")
+            raise permerror(f"{target} has more than {MAX_NAMES} MX records")
         return any(
             self._in_any(self._addresses(exchange), mechanism)
             for exchange in answer.records
@@ -394,20 +190,20 @@ class _Evaluation:
                     continue
         return self._validated
 
-    def _explanation(self, spec: tuple[_Token, ...], domain: str) -> str:
+    def _explanation(self, spec: tuple[Token, ...], domain: str) -> str:
         """RFC 7208 6.2: the exp= text, or nothing when anything about it goes wrong."""
         try:
             answer = self.resolver.query(self.expand(spec, domain), "TXT")
             if len(answer.records) != 1 or not answer.records[0].isascii():
                 return ""
-            text = _macro_string(answer.records[0], explanation=True)
+            text = macro_string(answer.records[0], explanation=True)
             return self.expand(text, domain, explanation=True)
         except (DnsFailure, SpfError):
             return ""
 
     # -- macros (RFC 7208 7.3, 7.4)
 
-    def expand(self, tokens: tuple[_Token, ...], domain: str, *, explanation: bool = False) -> str:
+    def expand(self, tokens: tuple[Token, ...], domain: str, *, explanation: bool = False) -> str:
         out = []
         for token in tokens:
             if isinstance(token, str):
@@ -424,7 +220,7 @@ class _Evaluation:
             expanded = expanded.split(".", 1)[1]
         return expanded
 
-    def _macro(self, macro: _Macro, domain: str) -> str:
+    def _macro(self, macro: Macro, domain: str) -> str:
         value = self._macro_value(macro.letter.lower(), domain)
         parts = re.split("[" + re.escape(macro.delimiters) + "]", value)
         if macro.reverse:

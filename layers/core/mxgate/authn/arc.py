@@ -128,7 +128,7 @@ class ArcVerifier:
             if cv == b"fail":
                 raise ChainBroken(f"the ARC-Seal i={arc_set.instance} says the chain failed")
             if cv != expected:
-                raise ChainBroken(f"the ARC-Seal i={arc_set.instance} has cv={cv.decode()}")
+                raise ChainBroken(f"the ARC-Seal i={arc_set.instance} has cv={_text(cv)}")
         tags = self.sets[-1].tags[MESSAGE_SIGNATURE]
         try:
             _check_tags(tags, (b"a", b"b", b"bh", b"d", b"h", b"s"))

@@ -45,7 +45,7 @@ def parse_tags(value: bytes) -> TagList:
         if not equals or _TAG_NAME.match(name) is None:
             raise TagListError(f"not a tag=value: {spec[:40]!r}")
         if name in tags:
-            raise TagListError(f"{name.decode()}= appears twice")
+            raise TagListError(f"{name.decode(errors='replace')}= appears twice")
         tags[name] = tag_value.strip()
     return tags
 

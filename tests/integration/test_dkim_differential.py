@@ -24,9 +24,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mxgate.authn import keys
 from mxgate.authn.canonical import (
     BodyHashes,
-    header_fields,
     header_names,
     signed_header_data,
+    verifier_fields,
 )
 from mxgate.authn.check import check_signatures
 from mxgate.authn.model import DkimCheck, Result
@@ -150,7 +150,7 @@ def our_signature(
     )
     field = (b"DKIM-Signature", value + b"\r\n")
     data = signed_header_data(
-        header_fields(header + b"\r\n"), header_names(names), field, relaxed=relaxed
+        verifier_fields(header + b"\r\n"), header_names(names), field, relaxed=relaxed
     )
     _, signature = keys.sign(keys.load_private_key(private_pem), data)
     return b"DKIM-Signature:" + value + base64.b64encode(signature) + b"\r\n" + raw

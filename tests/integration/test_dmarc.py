@@ -9,9 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from mxgate.authn.dmarc import aligned, check_dmarc, organizational_domain
-from mxgate.authn.model import DkimCheck, DmarcCheck, Result, SpfCheck
+from mxgate.authn.model import DkimCheck, DmarcCheck, DmarcPolicy, Result, SpfCheck
 from mxgate.authn.resolver import CachingResolver
-from mxgate.mailmanager.models import DmarcPolicy
 from tests.dnsserver import Zone, ZoneServer
 
 RECORDS = {

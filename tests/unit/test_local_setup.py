@@ -8,11 +8,13 @@ from typing import Any
 import pytest
 import yaml
 
+from mxgate.authn.arc import Sealer
 from mxgate.config_files import ConfigFileError
 from mxgate.errors import ConfigError
+from mxgate.local.bootstrap import Bootstrap
 from mxgate.local.config import load_local_config
-from mxgate.local.runtime import build_sealer, load_setup
 from mxgate.local.settings import LocalSettings
+from mxgate.local.setup import LocalSetup, load_setup
 from tests.mailtools import make_keys
 from tests.support import REPO, local_config
 from tests.templates import gateway_template
@@ -121,12 +123,17 @@ def _sealing(tmp_path: Path, secrets: dict[str, dict[str, str]]) -> Any:
     return setup_for(tmp_path, parameters=parameters, secrets={**base["secrets"], **secrets})
 
 
+def sealer_of(setup: LocalSetup) -> Sealer | None:
+    """The sealer the composition root gives the workers of this setup."""
+    return Bootstrap(setup.settings, given_setup=setup).sealer()
+
+
 def test_arc_sealing_from_the_template_parameters_and_a_local_secret(tmp_path):
     pem = make_keys().private.decode()
-    sealer = build_sealer(_sealing(tmp_path, {"mxgate-arc-seal": {"private_key": pem}}))
+    sealer = sealer_of(_sealing(tmp_path, {"mxgate-arc-seal": {"private_key": pem}}))
     assert sealer is not None
     assert (sealer.domain, sealer.selector) == ("nutrition.co", "arc")  # the default selector
-    assert build_sealer(setup_for(tmp_path)) is None  # no secret named: no sealing
+    assert sealer_of(setup_for(tmp_path)) is None  # no secret named: no sealing
 
 
 @pytest.mark.parametrize(
@@ -138,4 +145,4 @@ def test_arc_sealing_from_the_template_parameters_and_a_local_secret(tmp_path):
 )
 def test_arc_sealing_problems_are_clear(tmp_path, secrets, problem):
     with pytest.raises(ConfigError, match=problem):
-        build_sealer(_sealing(tmp_path, secrets))
+        sealer_of(_sealing(tmp_path, secrets))

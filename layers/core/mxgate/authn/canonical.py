@@ -55,7 +55,7 @@ def unfolded(value: bytes) -> bytes:
     return re.sub(rb"\s+", b"", value)
 
 
-def header_fields(header_section: bytes) -> list[Field]:
+def verifier_fields(header_section: bytes) -> list[Field]:
     """The fields as DKIM verifiers read them: lines end in CRLF whatever the message used, a
     continuation belongs to the field above it, an mbox "From " line is skipped."""
     fields: list[list[bytes]] = []

@@ -4,69 +4,35 @@ over both, and the ARC chain. Reads the message once, as a stream."""
 from __future__ import annotations
 
 import hashlib
-import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from mxgate.authn.arc import ArcVerifier, Sealer, seal
-from mxgate.authn.canonical import BodyHashes, Field, HeaderSectionError, header_fields
+from mxgate.authn.canonical import BodyHashes, Field, HeaderSectionError, verifier_fields
 from mxgate.authn.dkim import DkimVerifier, unreadable_signatures
 from mxgate.authn.dmarc import check_dmarc
 from mxgate.authn.model import ArcCheck, Authentication, DkimCheck, Result
 from mxgate.authn.results import HEADER as RESULTS_HEADER
 from mxgate.authn.results import authentication_results
 from mxgate.authn.spf import check_helo, check_mail_from
+from mxgate.clock import SystemClock
+from mxgate.message.headers import header_fields, read_header_section
 from mxgate.message.parse import parse_addresses
 from mxgate.message.text import header_text, unfold
-from mxgate.ports import Resolver
+from mxgate.ports import Clock, Resolver
 
 _CHUNK = 1 << 16
-MAX_HEADER_SECTION = 1 << 20
-
-
-def split_header_section(stream: BinaryIO, limit: int = MAX_HEADER_SECTION) -> tuple[bytes, bytes]:
-    """The header section (through its blank line) and the first bytes of the body. A header
-    section larger than `limit` is cut there: what follows counts as body."""
-    data = b""
-    while True:
-        if data.startswith((b"\r\n", b"\n")):
-            cut = 2 if data.startswith(b"\r\n") else 1
-            return data[:cut], data[cut:]
-        ends = [i + len(s) for s in (b"\n\r\n", b"\n\n") if (i := data.find(s)) >= 0]
-        if ends:
-            cut = min(ends)
-            return data[:cut], data[cut:]
-        if len(data) > limit:
-            return data[:limit], data[limit:]
-        chunk = stream.read(_CHUNK)
-        if not chunk:
-            return data, b""
-        data += chunk
 
 
 def from_domains(header_section: bytes) -> list[str]:
     """The domains of the RFC 5322 From field(s), as DNS knows them."""
     domains = []
-    for line in _fields(header_section):
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"from":
+    for name, start, end in header_fields(header_section):
+        if name.lower() == b"from":
+            value = header_section[start:end].partition(b":")[2]
             for address in parse_addresses(unfold(header_text(value)), "from", []):
                 domains.append(address.ascii_domain)
     return domains
-
-
-def _fields(header_section: bytes) -> Iterator[bytes]:
-    field = b""
-    for line in header_section.splitlines(keepends=True):
-        if line[:1] in (b" ", b"\t") and field:
-            field += line
-            continue
-        if field:
-            yield field
-        field = line
-    if field.strip():
-        yield field
 
 
 @dataclass
@@ -84,10 +50,10 @@ def check_signatures(
     message: BinaryIO, resolver: Resolver, *, now: float, seal: bool = False
 ) -> Signatures:
     """Every DKIM signature and the ARC chain, the body streamed once for all their hashes."""
-    header_section, body_start = split_header_section(message)
+    header_section, body_start = read_header_section(message)
     hashes = BodyHashes()
     try:
-        fields = header_fields(header_section)
+        fields = verifier_fields(header_section)
     except HeaderSectionError as error:
         fields, unreadable = [], str(error)
     else:
@@ -125,12 +91,12 @@ class Authenticator:
         resolver: Resolver,
         authserv_id: str,
         *,
-        now: Callable[[], float] = time.time,
+        clock: Clock | None = None,
         sealer: Sealer | None = None,
     ) -> None:
         self.resolver = resolver
         self.authserv_id = authserv_id
-        self.now = now
+        self.clock = clock or SystemClock()  # signature expiry (x=), the seal's t=
         self.sealer = sealer
 
     def authenticate(
@@ -158,7 +124,7 @@ class Authenticator:
                 authentication.arc,
                 signatures.seal_body_hash,
                 value,
-                timestamp=int(self.now()),
+                timestamp=int(self.clock.now().timestamp()),
             )
             fields = [(n.decode(), v.decode().strip()) for n, v in arc_set] + fields
         return authentication, fields
@@ -167,7 +133,10 @@ class Authenticator:
         self, message: BinaryIO, *, client_ip: str, mail_from: str, helo: str, seal: bool
     ) -> tuple[Authentication, Signatures]:
         signatures = check_signatures(
-            message, self.resolver, now=self.now(), seal=seal and self.sealer is not None
+            message,
+            self.resolver,
+            now=self.clock.now().timestamp(),
+            seal=seal and self.sealer is not None,
         )
         spf_mail_from = check_mail_from(self.resolver, client_ip, mail_from, helo)
         spf_helo = check_helo(self.resolver, client_ip, helo)

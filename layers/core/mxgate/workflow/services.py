@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from mxgate.authn.arc import Sealer
 from mxgate.message.model import ParseLimits
@@ -16,15 +15,14 @@ from mxgate.ports import (
     Hooks,
     Idempotency,
     ObjectStore,
+    Quarantine,
     Resolver,
     Timeline,
     Transport,
     Webhooks,
 )
-from mxgate.routing.config import Routes
-
-if TYPE_CHECKING:
-    from mxgate.workflow.quarantine import Quarantine
+from mxgate.recorder import Recorder
+from mxgate.routing.routes import Routes
 
 
 @dataclass(frozen=True)
@@ -37,11 +35,12 @@ class Services:
     dead_letters: DeadLetters
     routes: Routes
     clock: Clock
-    gateway_host: str = "mxgate.local"  # names this gateway in trace header fields
+    # names this gateway in trace header fields, and is its authserv-id in
+    # Authentication-Results
+    gateway_host: str = "mxgate.local"
     # whether the runtime keeps each message's envelope beside it (the local emulator does;
     # Mail Manager does not, so on AWS looking would cost a request and find nothing)
     envelope_sidecars: bool = True
-    # and is its authserv-id in Authentication-Results
     resolver: Resolver | None = None  # DNS for sender authentication; None: not checked
     sealer: Sealer | None = None  # ARC-seals mailbox deliveries as the gateway; None: no seal
     message_limits: ParseLimits = field(default_factory=ParseLimits)
@@ -53,3 +52,8 @@ class Services:
     # quarantine records for operators (without: quarantined recipients are only settled)
     quarantine: Quarantine | None = None
     quarantine_days: int = 30  # how long quarantined mail is kept (RawMailRetentionDays)
+
+    @property
+    def records(self) -> Recorder:
+        """Writes the timeline and terminal states, stamped by this clock."""
+        return Recorder(self.timeline, self.clock)

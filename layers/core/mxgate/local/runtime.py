@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mxgate.adapters.dns import DnsPythonResolver
 from mxgate.adapters.local.appevents import FileAppEvents
+from mxgate.adapters.local.files import write_atomically
 from mxgate.adapters.local.hooks import LocalHooks
 from mxgate.adapters.local.objects import FileObjectStore
 from mxgate.adapters.local.state import SqliteState
@@ -21,6 +22,7 @@ from mxgate.clock import SystemClock
 from mxgate.delivery.smtp import SmtpTarget, SmtpTransport, submission_or_deferral
 from mxgate.delivery.webhook import SignedPoster, signing_keys
 from mxgate.errors import ConfigError
+from mxgate.local.addons import check_addons
 from mxgate.local.addresslists import FileAddressBook
 from mxgate.local.config import DnsConfig, LocalConfig, SesEndpoint, load_local_config
 from mxgate.local.logs import VendedLogs
@@ -31,6 +33,7 @@ from mxgate.local.workflow import LocalWorkflow, StateMachineSource, load_state_
 from mxgate.mailmanager.config import MailManagerConfig, load_mail_manager
 from mxgate.mailmanager.models import IngressPoint, RuleSet, TrafficPolicy
 from mxgate.mailmanager.template import (
+    logical_id_of,
     parameter_values,
     read_samconfig_parameters,
     read_template,
@@ -233,11 +236,18 @@ def load_setup(settings: LocalSettings) -> LocalSetup:
     unknown = sorted(set(config.destinations) - set(routes.destinations))
     if unknown:
         raise ConfigError(f"{settings.config}: destinations {unknown} are not in the routes file")
+    listeners = _listeners(settings, config, settings.config, mail_manager)
+    check_addons(
+        config,
+        settings.config,
+        {logical_id_of(x.ingress.TrafficPolicyId): x.traffic_policy for x in listeners},
+        mail_manager.addon_instances,
+    )
     return LocalSetup(
         settings=settings,
         config=config,
         mail_manager=mail_manager,
-        listeners=_listeners(settings, config, settings.config, mail_manager),
+        listeners=listeners,
         routes=routes,
         state_machine=load_state_machine(config.template, mail_manager.resolver),
     )
@@ -388,5 +398,5 @@ def build_worker(setup: LocalSetup, mailbox_ports: dict[str, int]) -> Worker:
 
 
 def write_ports(paths: Paths, ports: dict[str, int]) -> None:
-    paths.ports_file.parent.mkdir(parents=True, exist_ok=True)
-    paths.ports_file.write_text(json.dumps(ports, indent=2) + "\n", encoding="utf-8")
+    """Atomically: whoever waits for the file (tests, scripts) never reads half of it."""
+    write_atomically(paths.ports_file, (json.dumps(ports, indent=2) + "\n").encode())

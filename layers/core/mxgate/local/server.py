@@ -25,6 +25,7 @@ from aiosmtpd.smtp import SMTP
 from mxgate.adapters.local.state import SqliteState
 from mxgate.clock import SystemClock
 from mxgate.local import worker
+from mxgate.local.addons import SessionAddons
 from mxgate.local.addresslists import FileAddressBook
 from mxgate.local.ingress import IngressHandler, IngressSMTP
 from mxgate.local.logs import VendedLogs
@@ -210,6 +211,7 @@ class Gateway:
                 clock=SystemClock(),
                 submit=self.submit,
                 smtp_password=listener.smtp_password,
+                addons=SessionAddons.for_policy(listener.traffic_policy, setup.config),
             )
             server = await loop.create_server(
                 partial(self._session, listener, handler, tls),

@@ -18,6 +18,8 @@ from mxgate.config_files import Problem, validation_problems
 from mxgate.errors import ConfigError
 from mxgate.mailmanager import models
 from mxgate.mailmanager.models import (
+    AddonInstance,
+    AddonSubscription,
     AddressList,
     Archive,
     IngressPoint,
@@ -41,6 +43,8 @@ _TYPES: dict[str, tuple[str, type[BaseModel]]] = {
     "relays": ("AWS::SES::MailManagerRelay", Relay),
     "archives": ("AWS::SES::MailManagerArchive", Archive),
     "address_lists": ("AWS::SES::MailManagerAddressList", AddressList),
+    "addon_subscriptions": ("AWS::SES::MailManagerAddonSubscription", AddonSubscription),
+    "addon_instances": ("AWS::SES::MailManagerAddonInstance", AddonInstance),
 }
 MAIL_MANAGER_TYPES = frozenset(kind for kind, _ in _TYPES.values())
 
@@ -95,6 +99,8 @@ class MailManagerConfig:
     archives: Mapping[str, Archive]
     address_lists: Mapping[str, AddressList]
     resolver: Resolver
+    addon_subscriptions: Mapping[str, AddonSubscription] = field(default_factory=dict)
+    addon_instances: Mapping[str, AddonInstance] = field(default_factory=dict)
     template: Path = field(default=Path("template.yaml"))
 
     def ingress_point(self, name: str | None = None) -> tuple[str, IngressPoint]:

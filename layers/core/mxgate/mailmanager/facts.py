@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from mxgate.mailmanager.addons import AddonResult
 from mxgate.mailmanager.models import DmarcPolicy, Verdict
 
 
@@ -14,6 +15,7 @@ class SessionFacts:
 
     sender_ip: str
     tls_protocol: str | None = None  # "TLS1_2", "TLS1_3", or None without STARTTLS
+    addons: Mapping[str, AddonResult] = field(default_factory=dict)  # by add-on instance
 
 
 @dataclass(frozen=True, slots=True)

@@ -178,6 +178,14 @@ _ARN_ATTRIBUTES = {
         "AddressListArn": "mailmanager-address-list",
         "AddressListId": None,
     },
+    "AWS::SES::MailManagerAddonSubscription": {
+        "AddonSubscriptionArn": "mailmanager-addon-subscription",
+        "AddonSubscriptionId": None,
+    },
+    "AWS::SES::MailManagerAddonInstance": {
+        "AddonInstanceArn": "mailmanager-addon-instance",
+        "AddonInstanceId": None,
+    },
     "AWS::SES::MailManagerIngressPoint": {
         "IngressPointArn": "mailmanager-ingress-point",
         "IngressPointId": None,

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from mxgate.adapters.local.files import safe_name
 from mxgate.adapters.local.state import SqliteState
 from mxgate.cli.common import add_settings_arguments, print_json, settings_from, table
 from mxgate.errors import ConfigError
+from mxgate.local.mailbox import delivered_copy
 from mxgate.local.runtime import LocalSetup, load_setup
 from mxgate.local.server import Gateway
 from mxgate.observability import configure_logging
@@ -115,11 +115,9 @@ def send(port: int, sample: Sample, raw: bytes) -> tuple[str | None, dict[str, s
 
 
 def landed(setup: LocalSetup, recipient: str, route: str, detail: str, message_id: str) -> str:
-    mailbox = setup.dirs.mailboxes / route / safe_name(recipient.casefold()) / "new"
-    if mailbox.is_dir():
-        for path in sorted(mailbox.iterdir(), reverse=True):
-            if message_id.encode() in path.read_bytes()[:8192]:
-                return _shown(path)
+    copy = delivered_copy(setup.dirs.mailboxes, route, recipient, message_id.encode())
+    if copy is not None:
+        return _shown(copy)
     if detail.startswith("/") and Path(detail).exists():  # an application event file
         return _shown(Path(detail))
     return detail

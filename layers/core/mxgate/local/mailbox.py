@@ -25,6 +25,22 @@ from mxgate.delivery.smtp import to_crlf
 _hostname = socket.gethostname()
 
 
+def mailbox_of(root: Path, host: str, recipient: str) -> Path:
+    """The Maildir of one recipient on one mailbox host."""
+    return root / host / safe_name(recipient.casefold())
+
+
+def delivered_copy(root: Path, host: str, recipient: str, needle: bytes) -> Path | None:
+    """The newest message in a recipient's Maildir whose first 8 KB hold `needle`."""
+    new = mailbox_of(root, host, recipient) / "new"
+    if not new.is_dir():
+        return None
+    for path in sorted(new.iterdir(), reverse=True):
+        if needle in path.read_bytes()[:8192]:
+            return path
+    return None
+
+
 class MaildirHandler:
     def __init__(self, root: Path, host: str) -> None:
         self.host = host
@@ -69,7 +85,7 @@ class MaildirHandler:
 
     def store(self, recipient: str, message: bytes) -> Path:
         """Maildir delivery: write under tmp/, then rename into new/."""
-        mailbox = self.directory / safe_name(recipient.casefold())
+        mailbox = mailbox_of(self.directory.parent, self.host, recipient)
         for sub in ("tmp", "new", "cur"):
             (mailbox / sub).mkdir(parents=True, exist_ok=True)
         name = f"{time.time_ns()}.P{os.getpid()}Q{next(self._count)}.{_hostname}"

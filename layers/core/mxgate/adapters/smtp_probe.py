@@ -65,7 +65,8 @@ def probe_ingress(
     """One session against `address:port`; `message` is sent only when given."""
     found: dict[str, object] = {"host": shown_host, "port": port}
     client = smtplib.SMTP(timeout=timeout)
-    client._host = address  # the name STARTTLS sends (SNI): connect() does not set it
+    # the name STARTTLS sends (SNI): only the constructor sets it, and it would connect
+    client._host = address  # type: ignore[attr-defined]
     try:
         found["greeting"] = _reply(*client.connect(address, port))
         found["ehlo"] = _reply(*client.ehlo(helo))

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mxgate.config_files import Problem, load_model, suggestion
 from mxgate.message.model import ParseLimits
+from mxgate.routing.config import Duration
 
 
 class Strict(BaseModel):
@@ -97,6 +98,12 @@ class AsRouted(Strict):
 LocalDestination = str | SesEndpoint | AsRouted  # a string names a local mailbox host
 
 
+class HistoryConfig(Strict):
+    """How long accepted messages are kept, as received, for `mxgate rules replay`."""
+
+    keep: Duration = 7 * 86400.0  # 0: keep none
+
+
 class LocalConfig(Strict):
     template: Path = Path("../template.yaml")
     samconfig: Path = Path("../samconfig.toml")
@@ -122,6 +129,7 @@ class LocalConfig(Strict):
     dns: DnsConfig = DnsConfig()
     # Add-on instances of the template (logical id) -> what answers for them here.
     addons: dict[str, AddonBinding] = Field(default_factory=dict)
+    history: HistoryConfig = HistoryConfig()
     message_limits: ParseLimits = ParseLimits()
 
     def secret(self, arn: str) -> dict[str, str] | None:

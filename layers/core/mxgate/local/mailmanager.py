@@ -54,6 +54,7 @@ from mxgate.mailmanager.notifications import (
     sns_content,
 )
 from mxgate.mailmanager.rules import (
+    TERMINAL_BY_ACTION,
     ActionContext,
     PartialFailureError,
     RuleSetOutcome,
@@ -89,16 +90,6 @@ RETRY_KIND = "rule-set-retry"  # `kind` of its records in the deferred queue
 # Actions whose effect leaves this machine: each runs once per message, rule, action and
 # recipient. WriteToS3 and Archive rewrite the same object with the same bytes instead.
 _ONCE = frozenset({"Relay", "Send", "Bounce", "PublishToSns", "InvokeLambda", "DeliverToMailbox"})
-
-# What an action's success means for a recipient that no WriteToS3 hands to the workflow.
-_TERMINAL_BY_ACTION = {
-    "Relay": Outcome.DELIVERED,
-    "Send": Outcome.DELIVERED,
-    "DeliverToMailbox": Outcome.DELIVERED,
-    "Bounce": Outcome.BOUNCED,
-    "InvokeLambda": Outcome.HANDED_TO_APP,
-    "PublishToSns": Outcome.HANDED_TO_APP,
-}
 
 
 @dataclass(frozen=True)
@@ -658,10 +649,10 @@ class LocalMailManager:
                 continue
             if address in handed_on:
                 continue  # the workflow decides
-            done = [a for a in succeeded.get(address, []) if a in _TERMINAL_BY_ACTION]
+            done = [a for a in succeeded.get(address, []) if a in TERMINAL_BY_ACTION]
             if done:
                 self._settle(
-                    envelope, address, _TERMINAL_BY_ACTION[done[0]], f"rule action {done[0]}"
+                    envelope, address, TERMINAL_BY_ACTION[done[0]], f"rule action {done[0]}"
                 )
             elif trail.dropped_by is not None:
                 self._settle(envelope, address, Outcome.DROPPED, trail.dropped_by)

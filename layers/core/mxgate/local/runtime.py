@@ -52,6 +52,10 @@ class Paths:
         return self.home / "spool"
 
     @property
+    def history(self) -> Path:
+        return self.home / "history"
+
+    @property
     def objects(self) -> Path:
         return self.home / "objects"
 

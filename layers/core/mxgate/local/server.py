@@ -27,6 +27,7 @@ from mxgate.clock import SystemClock
 from mxgate.local import worker
 from mxgate.local.addons import SessionAddons
 from mxgate.local.addresslists import FileAddressBook
+from mxgate.local.history import History
 from mxgate.local.ingress import IngressHandler, IngressSMTP
 from mxgate.local.logs import VendedLogs
 from mxgate.local.mailbox import MaildirHandler
@@ -58,7 +59,9 @@ class Gateway:
         self.dirs = setup.dirs
         self.pool: ProcessPoolExecutor | None = None
         self.pool_args: tuple[str, str] = ("", "")  # the workers' initializer arguments
-        self.spool = Spool(self.dirs.spool)
+        keep = setup.config.history.keep
+        self.history = History(self.dirs.history, keep) if keep > 0 else None
+        self.spool = Spool(self.dirs.spool, self.history.keep if self.history else None)
         self.in_flight: set[Path] = set()  # spool files handed to the pool and not yet done
         self.pool_generation = 0  # a new pool replaces one whose worker died
         self.pending: set[Future[str]] = set()
@@ -186,6 +189,8 @@ class Gateway:
         mailbox_ports, servers = await self._mailbox_hosts(loop)
         self.pool_args = (setup.settings.model_dump_json(), json.dumps(mailbox_ports))
         self._start_pool()
+        if self.history is not None:
+            self.history.prune(SystemClock().now())
         # what a previous run accepted but did not finish, before anything new is accepted
         self.spool.discard_partial()
         for path in self.spool.pending():

@@ -30,6 +30,7 @@ from mxgate.mailmanager.models import (
 )
 from mxgate.mailmanager.template import (
     FUNCTION_TYPES,
+    STACK_NAME,
     Resolver,
     TemplateError,
     logical_id_of,
@@ -254,10 +255,14 @@ def check_mail_manager(
     template: Path,
     parameters: Mapping[str, str] | None = None,
     condition_values: Mapping[str, bool] | None = None,
+    stack: str = STACK_NAME,
 ) -> tuple[MailManagerConfig | None, list[Problem]]:
-    """Load and cross-check the Mail Manager resources; every problem found, not just the first."""
+    """Load and cross-check the Mail Manager resources; every problem found, not just the first.
+    `stack` is what AWS::StackName resolves to (a deployed stack's name for --aws)."""
     document = read_template(template)
-    resolver = Resolver(document, dict(parameters or {}), condition_values=condition_values or {})
+    resolver = Resolver(
+        document, dict(parameters or {}), stack=stack, condition_values=condition_values or {}
+    )
     problems: list[Problem] = []
     found: dict[str, dict[str, Any]] = {attribute: {} for attribute in _TYPES}
     kinds = {kind: (attribute, model) for attribute, (kind, model) in _TYPES.items()}
@@ -284,9 +289,9 @@ def check_mail_manager(
 
 
 def load_mail_manager(
-    template: Path, parameters: Mapping[str, str] | None = None
+    template: Path, parameters: Mapping[str, str] | None = None, stack: str = STACK_NAME
 ) -> MailManagerConfig:
-    config, problems = check_mail_manager(template, parameters)
+    config, problems = check_mail_manager(template, parameters, stack=stack)
     if config is None:
         raise MailManagerError(template, problems)
     return config

@@ -31,6 +31,17 @@ from mxgate.mailmanager.models import (
 )
 from mxgate.mailmanager.operators import ip_holds, number_holds, string_holds
 from mxgate.mailmanager.template import logical_id_of
+from mxgate.timeline import Outcome
+
+# What an action's success means for a recipient that no WriteToS3 hands to the workflow.
+TERMINAL_BY_ACTION = {
+    "Relay": Outcome.DELIVERED,
+    "Send": Outcome.DELIVERED,
+    "DeliverToMailbox": Outcome.DELIVERED,
+    "Bounce": Outcome.BOUNCED,
+    "InvokeLambda": Outcome.HANDED_TO_APP,
+    "PublishToSns": Outcome.HANDED_TO_APP,
+}
 
 
 def _address_candidates(addresses: Sequence[str], raw: Sequence[str]) -> list[str]:

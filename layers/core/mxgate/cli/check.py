@@ -54,7 +54,7 @@ from mxgate.routing.config import Routes, load_routes
 from mxgate.timeline import RecipientState
 
 if TYPE_CHECKING:
-    from mxgate.adapters.aws.cutover import DeployedStack
+    from mxgate.adapters.aws.stack import DeployedStack
 
 CHECK_SENDER = "mxgate-check@check.invalid"  # .invalid (RFC 2606): no SPF or DMARC to fail
 TRIALS_FILE = "cutover-trials.json"  # subdomains that passed a --send-test, for the MX advice
@@ -389,7 +389,7 @@ def follow_local(run: Run, recipient: str) -> None:
 
 
 def aws_checks(run: Run, deployed: DeployedStack) -> None:
-    from mxgate.adapters.aws.cutover import AwsError, failure  # noqa: PLC0415 -- boto3 on demand
+    from mxgate.adapters.aws.stack import AwsError, failure  # noqa: PLC0415 -- boto3 on demand
 
     try:
         run.outputs = deployed.outputs()
@@ -459,7 +459,7 @@ def build_report(args: argparse.Namespace, deployed: DeployedStack | None = None
     run = Run(args, facts, resolver)
     if args.aws:
         if deployed is None:
-            from mxgate.adapters.aws.cutover import DeployedStack  # noqa: PLC0415
+            from mxgate.adapters.aws.stack import DeployedStack  # noqa: PLC0415
 
             deployed = DeployedStack.connect(args.stack or default_stack(), args.region)
         aws_checks(run, deployed)

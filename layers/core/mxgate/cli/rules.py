@@ -2,7 +2,8 @@
 
 `explain` runs one message through an ingress point's traffic policy and rule set without
 sending or storing anything; `check` validates the Mail Manager resources with our models
-(every combination of the template conditions they use) and with cfn-lint.
+(every combination of the template conditions they use) and with cfn-lint; `replay`
+(cli/replay.py) runs past mail through a changed template.
 """
 
 from __future__ import annotations
@@ -84,6 +85,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     check.set_defaults(handler=check_command)
     for sub in (why, check):
         add_settings_arguments(sub)
+    from mxgate.cli import replay  # noqa: PLC0415 -- it imports this module's helpers
+
+    replay.register(actions)
 
 
 def _template_arguments(parser: argparse.ArgumentParser) -> None:

@@ -204,22 +204,19 @@ class Change:
         )
 
     def differing_rules(self) -> list[str]:
-        """The rules matched under one configuration and not the other, with why."""
+        """The rules that matched under one configuration and not the other, and why: a rule
+        is "not evaluated" where it is not in the rule set, or the recipient was gone before."""
         old = {name: (applies, why) for name, applies, why in (self.old.trail if self.old else ())}
         new = {name: (applies, why) for name, applies, why in (self.new.trail if self.new else ())}
         lines = []
-        for name in dict.fromkeys([*old, *new]):
+        for name in dict.fromkeys([*new, *old]):
             before, after = old.get(name), new.get(name)
-            if (before or (False, ""))[0] == (after or (False, ""))[0]:
+            if (before is not None and before[0]) == (after is not None and after[0]):
                 continue
-            if after is None:
-                lines.append(f"{name}: only in the old rule set ({before[1] if before else ''})")
-            elif before is None:
-                state = "MATCH" if after[0] else "no match"
-                lines.append(f"{name}: new rule, {state}: {after[1]}")
-            else:
-                state = "now MATCH" if after[0] else "no longer matches"
-                lines.append(f"{name}: {state}: {after[1]}")
+            was = "not evaluated" if before is None else "MATCH" if before[0] else "no match"
+            now = "not evaluated" if after is None else "MATCH" if after[0] else "no match"
+            why = after[1] if after is not None else before[1] if before is not None else ""
+            lines.append(f"{name}: {was} -> {now}" + (f": {why}" if after is not None else ""))
         return lines
 
 

@@ -1,6 +1,7 @@
-"""What `mxgate check --aws` reads from the deployed stack: its outputs (CloudFormation), the
-domain's SES identity (SESv2), the ingress point (Mail Manager), and, after `--send-test`, the
-test message in the raw bucket and its recipients' terminal states in the state table."""
+"""What the commands read from a deployed stack: its outputs and parameters (CloudFormation);
+for `mxgate check --aws` the domain's SES identity (SESv2), the ingress point (Mail Manager)
+and, after `--send-test`, the test message in the raw bucket and its recipients' terminal
+states in the state table; for `mxgate rules replay --aws` the raw bucket."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ AwsError = (ClientError, BotoCoreError)
 
 @dataclass
 class DeployedStack:
-    """The AWS clients `mxgate check --aws` uses; made lazily, with the project's settings."""
+    """The AWS clients the commands use; made lazily, with the project's settings."""
 
     name: str
     cloudformation: CloudFormationClient
@@ -61,9 +62,20 @@ class DeployedStack:
             cast("DynamoDBClient", client("dynamodb")),
         )
 
+    def _described(self) -> Any:
+        return self.cloudformation.describe_stacks(StackName=self.name)["Stacks"][0]
+
     def outputs(self) -> dict[str, str]:
-        stacks = self.cloudformation.describe_stacks(StackName=self.name)["Stacks"]
-        return {o["OutputKey"]: o.get("OutputValue", "") for o in stacks[0].get("Outputs", [])}
+        return {
+            o["OutputKey"]: o.get("OutputValue", "") for o in self._described().get("Outputs", [])
+        }
+
+    def parameters(self) -> dict[str, str]:
+        """The values the stack was deployed with."""
+        return {
+            p["ParameterKey"]: p.get("ResolvedValue", p.get("ParameterValue", ""))
+            for p in self._described().get("Parameters", [])
+        }
 
     def email_identity(self, domain: str) -> dict[str, Any] | None:
         try:

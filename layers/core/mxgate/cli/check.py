@@ -26,7 +26,7 @@ from mxgate.adapters.dns import DnsPythonResolver
 from mxgate.adapters.local.files import write_atomically
 from mxgate.adapters.local.state import SqliteState
 from mxgate.adapters.smtp_probe import probe_ingress
-from mxgate.cli.common import add_settings_arguments, print_json, settings_from
+from mxgate.cli.common import add_aws_arguments, add_settings_arguments, print_json, settings_from
 from mxgate.cutover.aws import ingress_point_check, ses_identity_check, stack_check
 from mxgate.cutover.checklist import provider_checklist, providers_of
 from mxgate.cutover.dns import (
@@ -91,9 +91,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="HOST:PORT",
         help="send every DNS query to this server (default: the system's resolver)",
     )
-    parser.add_argument("--aws", action="store_true", help="also check the deployed stack")
-    parser.add_argument("--stack", metavar="NAME", help="the stack (default: samconfig.toml's)")
-    parser.add_argument("--region", help="AWS region (default: the AWS configuration's)")
     parser.add_argument(
         "--send-test",
         action="store_true",
@@ -124,6 +121,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
     add_settings_arguments(parser)
+    add_aws_arguments(parser, ["state_table", "raw_bucket"])
     parser.set_defaults(handler=check_command, usage_error=parser.error)
 
 
@@ -388,6 +386,13 @@ def follow_local(run: Run, recipient: str) -> None:
 # ----------------------------------------------------------------------------- AWS
 
 
+def connect(args: argparse.Namespace) -> DeployedStack:
+    from mxgate.adapters.aws.operator import operator_aws  # noqa: PLC0415 -- boto3 on demand
+    from mxgate.adapters.aws.stack import DeployedStack  # noqa: PLC0415
+
+    return DeployedStack(operator_aws(args))
+
+
 def aws_checks(run: Run, deployed: DeployedStack) -> None:
     from mxgate.adapters.aws.stack import AwsError, failure  # noqa: PLC0415 -- boto3 on demand
 
@@ -396,6 +401,7 @@ def aws_checks(run: Run, deployed: DeployedStack) -> None:
         run.checks.append(stack_check(deployed.name, run.outputs))
     except AwsError as error:
         run.checks.append(stack_check(deployed.name, {}, failure(error)))
+        return
     try:
         identity = deployed.email_identity(run.domain)
         run.checks.append(ses_identity_check(run.domain, identity, run.app_domains, run.resolver))
@@ -418,8 +424,18 @@ def aws_checks(run: Run, deployed: DeployedStack) -> None:
 def follow_aws(run: Run, deployed: DeployedStack, recipient: str, sent_at: datetime) -> None:
     """The test message on AWS: found by its token in the raw bucket, then its recipients'
     terminal states in the state table. Its delivered headers are in the mailbox."""
-    bucket, table = run.outputs.get("RawMailBucketName"), run.outputs.get("StateTableName")
+    names = deployed.operator.names
+    bucket, table = names.raw_bucket, names.state_table
     if not (bucket and table):
+        run.checks.append(
+            Check(
+                name="delivery.stored",
+                subject=deployed.name,
+                status=Status.FAIL,
+                summary="the test message cannot be followed: no raw bucket or state table",
+                fix="give --stack NAME (its outputs name them), or --raw-bucket and --table",
+            )
+        )
         return
     deadline = time.monotonic() + run.args.wait
     message_id = None
@@ -459,9 +475,8 @@ def build_report(args: argparse.Namespace, deployed: DeployedStack | None = None
     run = Run(args, facts, resolver)
     if args.aws:
         if deployed is None:
-            from mxgate.adapters.aws.stack import DeployedStack  # noqa: PLC0415
-
-            deployed = DeployedStack.connect(args.stack or default_stack(), args.region)
+            args.stack = args.stack or default_stack()
+            deployed = connect(args)
         aws_checks(run, deployed)
     ips = dns_checks(run)
     recipient = args.rcpt or f"postmaster@{run.domain}"

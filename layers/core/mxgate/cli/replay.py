@@ -11,12 +11,11 @@ import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mxgate.authn.check import Authenticator
 from mxgate.cli.common import add_settings_arguments, print_json, settings_from
 from mxgate.cli.rules import read_parameter_file
-from mxgate.errors import ConfigError
 from mxgate.local.addons import bind_dnsbl
 from mxgate.local.addresslists import FileAddressBook
 from mxgate.local.config import LocalConfig, load_local_config
@@ -35,6 +34,9 @@ from mxgate.mailmanager.template import (
 from mxgate.replay.decisions import Change, Comparison, Configuration, Decision, StoredMessage
 from mxgate.replay.received import added_fields
 from mxgate.routing.config import load_routes, parse_duration
+
+if TYPE_CHECKING:
+    from mxgate.adapters.aws.stack import DeployedStack
 
 
 def since_argument(text: str) -> float:
@@ -178,14 +180,15 @@ def replay_command(args: argparse.Namespace) -> int:
     stack = args.stack or STACK_NAME
     deployed = None
     if args.aws:
-        from mxgate.adapters.aws.stack import DeployedStack  # noqa: PLC0415 -- boto3 on demand
+        from mxgate.adapters.aws.operator import operator_aws  # noqa: PLC0415 -- boto3 on demand
+        from mxgate.adapters.aws.stack import DeployedStack  # noqa: PLC0415
 
-        deployed = DeployedStack.connect(stack, args.region)
+        deployed = DeployedStack(operator_aws(args))
     old, new = configurations(
         args,
         config,
         settings.config,
-        deployed.parameters() if deployed is not None else None,
+        deployed.parameters() if deployed is not None and args.stack else None,
         stack,
     )
     if deployed is not None:
@@ -217,15 +220,15 @@ def replay_command(args: argparse.Namespace) -> int:
 
 
 def aws_history(
-    deployed: Any, old: Configuration, since: datetime, limit: int | None
+    deployed: DeployedStack, old: Configuration, since: datetime, limit: int | None
 ) -> tuple[str, Iterator[StoredMessage]]:
     from mxgate.adapters.aws.history import RawBucketHistory  # noqa: PLC0415 -- boto3 on demand
 
-    bucket = deployed.outputs().get("RawMailBucketName")
-    if not bucket:
-        raise ConfigError(f"stack {deployed.name} has no RawMailBucketName output")
+    bucket = deployed.operator.names.need("raw_bucket")
     added = [f for rule_set in old.mail_manager.rule_sets.values() for f in added_fields(rule_set)]
-    history = RawBucketHistory(deployed.s3, bucket, "raw/", routes=old.routes, added=added)
+    history = RawBucketHistory(
+        deployed.operator.client("s3"), bucket, "raw/", routes=old.routes, added=added
+    )
     return f"s3://{bucket}/raw/", history.messages(since, limit)
 
 

@@ -27,6 +27,7 @@ class AwsSettings(BaseModel):
     # Whether Process looks for an envelope kept beside each message: only when the rule set
     # also sends Mail Manager's InvokeLambda event to the Process function, which keeps one.
     envelope_sidecars: bool = False
+    quarantine_days: int = 30  # how long quarantine records are kept: RawMailRetentionDays
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AwsSettings:
@@ -44,6 +45,7 @@ class AwsSettings(BaseModel):
             "state_machine_arn": env.get("MXGATE_STATE_MACHINE_ARN"),
             "ses_configuration_set": env.get("MXGATE_SES_CONFIGURATION_SET"),
             "envelope_sidecars": env.get("MXGATE_ENVELOPE_SIDECARS"),
+            "quarantine_days": env.get("MXGATE_QUARANTINE_DAYS"),
         }
         return cls.model_validate({k: v for k, v in values.items() if v})
 

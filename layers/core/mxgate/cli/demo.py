@@ -21,6 +21,7 @@ from mxgate.errors import ConfigError
 from mxgate.local.mailbox import delivered_copy
 from mxgate.local.runtime import LocalSetup, load_setup
 from mxgate.local.server import Gateway
+from mxgate.message.parse import header_values, parse_header_section
 from mxgate.observability import configure_logging
 
 REJECTED = "rejected"  # refused at RCPT time: never accepted
@@ -161,6 +162,10 @@ def landed(setup: LocalSetup, recipient: str, route: str, detail: str, message_i
     return detail
 
 
+def _subject(raw: bytes) -> str:
+    return next(iter(header_values(parse_header_section(raw), "subject")), "")
+
+
 def _shown(path: Path) -> str:
     try:
         return str(path.relative_to(Path.cwd()))
@@ -229,6 +234,7 @@ async def run_demo(
                 message_id=message_id,
                 expected=expected,
                 deadline=deadline,
+                subject=_subject(eml.read_bytes()),
             )
         # generated traffic: all sent first, then waited for, as a day's mail arrives
         sent = []

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mxgate.authn.check import Authenticator
-from mxgate.cli.common import add_settings_arguments, print_json, settings_from
+from mxgate.cli.common import add_aws_arguments, add_settings_arguments, print_json, settings_from
 from mxgate.cli.rules import read_parameter_file
 from mxgate.local.addons import bind_dnsbl
 from mxgate.local.addresslists import FileAddressBook
@@ -82,11 +82,9 @@ def register(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         action="store_true",
         help="skip sender authentication (rules on SPF/DKIM/DMARC then see PROCESSING_FAILED)",
     )
-    replay.add_argument("--aws", action="store_true", help="replay the deployed stack's raw bucket")
-    replay.add_argument("--stack", metavar="NAME", help="with --aws: the stack (default mxgate)")
-    replay.add_argument("--region", help="with --aws: the AWS region")
     replay.add_argument("--json", action="store_true", help="print JSON")
     add_settings_arguments(replay)
+    add_aws_arguments(replay, ["raw_bucket"])
     replay.set_defaults(handler=replay_command, usage_error=replay.error)
 
 

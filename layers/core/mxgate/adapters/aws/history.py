@@ -1,6 +1,9 @@
 """The replay history on AWS: the raw-mail bucket the rule set's WriteToS3 fills. Each object
 is one message after the rule set's AddHeader actions, its envelope beside it when the
-pipeline keeps one (`envelopes/<key>.json`), else taken from the To and Cc fields."""
+pipeline keeps one (`envelopes/<key>.json`), else taken from the To and Cc fields.
+
+Neither says which TLS version the session used: the message was accepted, and Mail Manager
+speaks TLS 1.2 and 1.3 only, so replay takes TLS 1.2 (the weaker) for it."""
 
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ from mxgate.workflow.envelope import ENVELOPE_PREFIX, read_envelope
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+ASSUMED_TLS = "TLS1_2"
 
 
 class RawBucketHistory:
@@ -56,6 +61,8 @@ class RawBucketHistory:
         stored = self.objects.get(self.bucket, key)
         raw = as_received(stored, self.added)
         envelope = read_envelope(self.objects, self.bucket, key, parse_message(raw), self.routes)
+        if envelope.tls_protocol is None:
+            envelope = envelope.model_copy(update={"tls_protocol": ASSUMED_TLS})
         return StoredMessage(envelope=envelope, raw=raw, received_at=written)
 
     def messages(self, since: datetime | None, limit: int | None) -> Iterator[StoredMessage]:

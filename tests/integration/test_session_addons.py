@@ -4,16 +4,19 @@ deadline that a silent server cannot stretch, and the fail-open / fail-closed ch
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
 from aiosmtpd.smtp import Session
 
+from mxgate.cli import main
 from mxgate.local.addons import SessionAddons
 from mxgate.local.config import LocalConfig
 from mxgate.mailmanager.addons import LISTED
 from mxgate.mailmanager.models import TrafficPolicy
 from tests.dnsserver import Zone, ZoneServer, silent_port
+from tests.support import local_config
 
 POLICY = TrafficPolicy.model_validate(
     {
@@ -93,3 +96,55 @@ def test_a_silent_blocklist_fails_open_or_closed(choice: str, reply: str | None)
     assert result.failed
     assert result.fields[LISTED] is False
     assert lookups.refusal(results) == reply
+
+
+def test_rules_explain_asks_the_blocklist_for_the_sender_ip(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    zone = Zone()
+    zone.add("9.2.0.192.bl.test", "A", "127.0.0.2")
+    server = ZoneServer(zone)
+    try:
+        config = local_config(
+            tmp_path,
+            parameters={"BlocklistAddon": "ABUSIX_MAIL_INTELLIGENCE"},
+            addons={
+                "Blocklist": {
+                    "dnsbl": {
+                        "zone": "bl.test",
+                        "nameservers": ["127.0.0.1"],
+                        "port": server.port,
+                        "codes": {"127.0.0.2": "SBL"},
+                    }
+                }
+            },
+        )
+        message = tmp_path / "m.eml"
+        message.write_bytes(b"From: a@shop.example\r\nSubject: hi\r\n\r\nhi\r\n")
+        code = main(
+            [
+                "rules",
+                "explain",
+                str(message),
+                "--mail-from",
+                "a@shop.example",
+                "--rcpt",
+                "alice@nutrition.co",
+                "--ip",
+                "192.0.2.9",
+                "--config",
+                str(config),
+                "--home",
+                str(tmp_path / "home"),
+                "--json",
+            ]
+        )
+    finally:
+        server.stop()
+    (recipient,) = json.loads(capsys.readouterr().out)["recipients"]
+    assert code == 0
+    assert recipient["traffic_policy_verdict"] == "REJECT"
+    assert recipient["traffic_policy"]["decided_by"] == "PolicyStatements[0] (DENY)"
+    assert recipient["traffic_policy"]["statements"][0]["conditions"] == [
+        "Blocklist addon.listed (192.0.2.9 is listed in bl.test (SBL)) is True, IS_TRUE: True"
+    ]

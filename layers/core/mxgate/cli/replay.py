@@ -16,15 +16,13 @@ from typing import TYPE_CHECKING, Any
 from mxgate.authn.check import Authenticator
 from mxgate.cli.common import add_aws_arguments, add_settings_arguments, print_json, settings_from
 from mxgate.cli.rules import read_parameter_file
-from mxgate.local.addons import bind_dnsbl
+from mxgate.local.addons import analyzers
 from mxgate.local.addresslists import FileAddressBook
 from mxgate.local.config import LocalConfig, load_local_config
 from mxgate.local.history import History
 from mxgate.local.replay import ReplayFacts, run_replay
 from mxgate.local.runtime import Paths, build_resolver
-from mxgate.mailmanager.addons import policy_analyses
-from mxgate.mailmanager.config import MailManagerConfig, load_mail_manager
-from mxgate.mailmanager.dnsbl import DnsblAnalyzer
+from mxgate.mailmanager.config import load_mail_manager
 from mxgate.mailmanager.template import (
     STACK_NAME,
     parameter_values,
@@ -129,21 +127,6 @@ def configurations(
         Configuration(str(config.template), old, routes),
         Configuration(str(args.template), new, new_routes),
     )
-
-
-def analyzers(config: LocalConfig, *sides: MailManagerConfig) -> dict[str, DnsblAnalyzer]:
-    """The blocklists either side's traffic policies ask, as far as this machine binds them."""
-    wanted = {
-        use.analyzer
-        for side in sides
-        for policy in side.traffic_policies.values()
-        for use in policy_analyses(policy)
-    }
-    return {
-        name: bind_dnsbl(name, config.addons[name].dnsbl, config.dns).analyzer
-        for name in sorted(wanted)
-        if name in config.addons
-    }
 
 
 # ----------------------------------------------------------------------------- history

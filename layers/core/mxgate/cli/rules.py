@@ -17,6 +17,7 @@ from typing import Any
 from mxgate.cli.common import add_settings_arguments, print_json, settings_from
 from mxgate.config_files import read_yaml
 from mxgate.errors import ConfigError
+from mxgate.local.addons import analyzers
 from mxgate.local.addresslists import FileAddressBook
 from mxgate.local.config import load_local_config
 from mxgate.local.facts import message_facts
@@ -163,13 +164,17 @@ def explain_command(args: argparse.Namespace) -> int:
         tls_protocol=tls,
         ingress_point=ingress_id,
     )
-    book = FileAddressBook(Paths(settings_from(args).home).address_lists)
+    settings = settings_from(args)
+    book = FileAddressBook(Paths(settings.home).address_lists)
+    bound = (
+        analyzers(load_local_config(settings.config), config) if settings.config.exists() else {}
+    )
     result = explain(
         config=config,
         ingress_id=ingress_id,
         facts=message_facts(envelope, raw),
         recipients=args.rcpt,
-        session=SessionFacts(sender_ip=args.ip, tls_protocol=tls),
+        session=SessionFacts(args.ip, tls, {n: a.analyze(args.ip) for n, a in bound.items()}),
         book=book,
     )
     if args.json:

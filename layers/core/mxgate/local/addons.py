@@ -22,6 +22,7 @@ from mxgate.mailmanager.addons import (
     policy_analyses,
     result_field_problems,
 )
+from mxgate.mailmanager.config import MailManagerConfig
 from mxgate.mailmanager.dnsbl import DnsblAnalyzer, result_fields
 from mxgate.mailmanager.models import TrafficPolicy
 
@@ -147,3 +148,19 @@ class SessionAddons:
             if result.failed and bound is not None and bound.settings.on_lookup_failure == "closed":
                 return f"451 4.7.1 Sender blocklist {bound.analyzer.zone} could not be checked; try again later"
         return None
+
+
+def analyzers(config: LocalConfig, *sides: MailManagerConfig) -> dict[str, DnsblAnalyzer]:
+    """The blocklists these configurations' traffic policies ask, as far as this machine binds
+    them (for the commands that evaluate a policy without a session: explain, replay)."""
+    wanted = {
+        use.analyzer
+        for side in sides
+        for policy in side.traffic_policies.values()
+        for use in policy_analyses(policy)
+    }
+    return {
+        name: bind_dnsbl(name, config.addons[name].dnsbl, config.dns).analyzer
+        for name in sorted(wanted)
+        if name in config.addons
+    }

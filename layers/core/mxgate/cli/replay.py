@@ -18,7 +18,7 @@ from mxgate.cli.common import add_aws_arguments, add_settings_arguments, print_j
 from mxgate.cli.rules import read_parameter_file
 from mxgate.local.addons import analyzers
 from mxgate.local.addresslists import FileAddressBook
-from mxgate.local.config import LocalConfig, load_local_config
+from mxgate.local.config import LocalConfig, load_config
 from mxgate.local.history import History
 from mxgate.local.replay import ReplayFacts, run_replay
 from mxgate.local.runtime import Paths, build_resolver
@@ -156,7 +156,7 @@ def replay_command(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         args.usage_error("--limit must be at least 1")
     settings = settings_from(args)
-    config = load_local_config(settings.config)
+    config = load_config(settings)
     since = datetime.now(UTC) - timedelta(seconds=args.since)
     stack = args.stack or STACK_NAME
     deployed = None

@@ -19,7 +19,7 @@ from mxgate.config_files import read_yaml
 from mxgate.errors import ConfigError
 from mxgate.local.addons import analyzers
 from mxgate.local.addresslists import FileAddressBook
-from mxgate.local.config import load_local_config
+from mxgate.local.config import load_config
 from mxgate.local.facts import message_facts
 from mxgate.local.runtime import Paths
 from mxgate.mailmanager.config import (
@@ -126,7 +126,7 @@ def template_and_parameters(args: argparse.Namespace) -> tuple[Path, dict[str, s
         template = args.template
     else:
         settings = settings_from(args)
-        config = load_local_config(settings.config)
+        config = load_config(settings)
         template = config.template
         sources += [
             (str(config.samconfig), read_samconfig_parameters(config.samconfig)),
@@ -166,9 +166,7 @@ def explain_command(args: argparse.Namespace) -> int:
     )
     settings = settings_from(args)
     book = FileAddressBook(Paths(settings.home).address_lists)
-    bound = (
-        analyzers(load_local_config(settings.config), config) if settings.config.exists() else {}
-    )
+    bound = analyzers(load_config(settings), config) if settings.config.is_file() else {}
     result = explain(
         config=config,
         ingress_id=ingress_id,

@@ -9,7 +9,6 @@ import hashlib
 import shutil
 import tempfile
 from collections import defaultdict
-from email.utils import format_datetime
 from typing import BinaryIO, Literal, cast
 
 from mxgate.authn.check import Authenticator
@@ -37,6 +36,8 @@ from mxgate.workflow.model import (
 )
 from mxgate.workflow.planning import plan_deliveries
 from mxgate.workflow.quarantine import HeldRecipient, QuarantineRecord, expiry
+from mxgate.workflow.received import HEADER as RECEIVED
+from mxgate.workflow.received import received_value
 from mxgate.workflow.services import Services
 
 __all__ = [
@@ -206,12 +207,8 @@ def _trace(
 ) -> list[tuple[str, str]]:
     """The trace fields every mailbox delivery of the message gets on top."""
     received = (
-        "Received",
-        (
-            f"from {envelope.helo or 'unknown'} ({envelope.source_ip or 'unknown'}) "
-            f"by {services.gateway_host} (mxgate) with ESMTP id {envelope.message_id}; "
-            f"{format_datetime(services.clock.now())}"
-        ),
+        RECEIVED,
+        received_value(envelope, services.gateway_host, envelope.message_id, services.clock.now()),
     )
     trace = [received]
     if authentication is not None:  # on top, as a verifying MTA adds it (RFC 8601 5)

@@ -50,11 +50,9 @@ def dns() -> Iterator[ZoneServer]:
     server.stop()
 
 
-def check(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], dns: ZoneServer, *args: str
-) -> tuple[int, dict[str, Any]]:
+def run_check(tmp_path: Path, dns: ZoneServer, *args: str) -> int:
     config = local_config(tmp_path)
-    code = main(
+    return main(
         [
             "check",
             "--config",
@@ -65,10 +63,15 @@ def check(
             f"127.0.0.1:{dns.port}",
             "--mx-target",
             TARGET,
-            "--json",
             *args,
         ]
     )
+
+
+def check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], dns: ZoneServer, *args: str
+) -> tuple[int, dict[str, Any]]:
+    code = run_check(tmp_path, dns, "--json", *args)
     return code, json.loads(capsys.readouterr().out)
 
 
@@ -132,22 +135,7 @@ def test_a_bad_zone_is_flagged(
 def test_the_text_report_says_what_to_do(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], dns: ZoneServer
 ) -> None:
-    config = local_config(tmp_path)
-    code = main(
-        [
-            "check",
-            "--config",
-            str(config),
-            "--home",
-            str(tmp_path / "home"),
-            "--resolver",
-            f"127.0.0.1:{dns.port}",
-            "--mx-target",
-            TARGET,
-            "--domain",
-            "broken.example",
-        ]
-    )
+    code = run_check(tmp_path, dns, "--domain", "broken.example")
     out = capsys.readouterr().out
     assert code == 1
     assert "FAIL  dmarc" in out

@@ -49,6 +49,17 @@ def _query(resolver: Resolver, name: str, rrtype: str) -> DnsAnswer | str:
         return str(error)
 
 
+def _lookup_failed(name: str, domain: str, what: str, error: str) -> Check:
+    return Check(
+        name=name,
+        subject=domain,
+        status=Status.FAIL,
+        summary=f"the {what} lookup failed",
+        evidence=[error],
+        fix="make the domain's name servers answer, then check again",
+    )
+
+
 def addresses_of(resolver: Resolver, host: str) -> list[str]:
     """The A and AAAA records of a host; nothing when it has none or DNS fails."""
     found: list[str] = []
@@ -73,17 +84,7 @@ def mx_check(resolver: Resolver, domain: str, expected: str | None, role: str) -
     name = f"mx {role}" if role != "domain" else "mx"
     answer = _query(resolver, domain, "MX")
     if isinstance(answer, str):
-        return MxFinding(
-            Check(
-                name=name,
-                subject=domain,
-                status=Status.FAIL,
-                summary="the MX lookup failed",
-                evidence=[answer],
-                fix="make the domain's name servers answer, then check again",
-            ),
-            live=False,
-        )
+        return MxFinding(_lookup_failed(name, domain, "MX", answer), live=False)
     exchanges = [_name(x) for x in answer.records]
     evidence = [f"MX {x} (TTL {answer.ttl:g}s)" for x in exchanges] or ["no MX record"]
     target = _name(expected) if expected else None
@@ -250,14 +251,7 @@ def spf_check(
     and should still authorise the providers the company sends through."""
     found = _txt(resolver, domain, "v=spf1")
     if isinstance(found, str):
-        return Check(
-            name="spf",
-            subject=domain,
-            status=Status.FAIL,
-            summary="the SPF lookup failed",
-            evidence=[found],
-            fix="make the domain's name servers answer, then check again",
-        )
+        return _lookup_failed("spf", domain, "SPF", found)
     expected = [PROVIDER_SPF[p] for p in providers if p in PROVIDER_SPF]
     suggested = " ".join(["v=spf1", *(f"include:{x}" for x in expected), "-all"])
     if not found:
@@ -341,14 +335,7 @@ def dmarc_check(resolver: Resolver, domain: str) -> Check:
     found = _txt(resolver, name, "v=DMARC1")
     fix = f'publish `{name}. TXT "v=DMARC1; p=none; rua=mailto:dmarc@{domain}"`, then tighten p='
     if isinstance(found, str):
-        return Check(
-            name="dmarc",
-            subject=domain,
-            status=Status.FAIL,
-            summary="the DMARC lookup failed",
-            evidence=[found],
-            fix="make the domain's name servers answer, then check again",
-        )
+        return _lookup_failed("dmarc", domain, "DMARC", found)
     if not found:
         return Check(
             name="dmarc",

@@ -6,9 +6,10 @@ header section; a second one (mail that really came back) stays."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from mxgate.mailmanager.models import RuleSet
+from mxgate.message.headers import header_fields, without_fields
 
 
 def added_fields(rule_set: RuleSet) -> list[tuple[str, str]]:
@@ -21,36 +22,13 @@ def added_fields(rule_set: RuleSet) -> list[tuple[str, str]]:
     ]
 
 
-def _fields(header: bytes) -> Iterator[bytes]:
-    """The header section's fields, each with its folded lines and line ends."""
-    field = b""
-    for line in header.splitlines(keepends=True):
-        if line[:1] in (b" ", b"\t") and field:
-            field += line
-            continue
-        if field:
-            yield field
-        field = line
-    if field:
-        yield field
-
-
 def as_received(raw: bytes, added: Sequence[tuple[str, str]]) -> bytes:
     """`raw` without the first field of each (name, value) pair in `added`."""
-    end = raw.find(b"\r\n\r\n")
-    cut = 4 if end >= 0 else 2
-    if end < 0:
-        end = raw.find(b"\n\n")
-    if end < 0 or not added:
-        return raw
-    header, body = raw[: end + cut // 2], raw[end + cut // 2 :]
     wanted = [(name.lower().encode(), value.encode()) for name, value in added]
-    kept = []
-    for field in _fields(header):
-        name, colon, value = field.partition(b":")
-        pair = (name.strip().lower(), b" ".join(value.split()))
-        if colon and pair in wanted:
-            wanted.remove(pair)
-            continue
-        kept.append(field)
-    return b"".join(kept) + body
+    doomed = []
+    for name, start, end in header_fields(raw):
+        value = b" ".join(raw[start:end].split(b":", 1)[1].split())
+        if (name.lower(), value) in wanted:
+            wanted.remove((name.lower(), value))
+            doomed.append((start, end))
+    return without_fields(raw, doomed)

@@ -19,7 +19,7 @@ from tests.templates import gateway_template
 
 pytestmark = pytest.mark.e2e
 
-TRAFFIC = 120
+TRAFFIC = 80  # a small office's day
 
 
 @dataclass

@@ -88,7 +88,7 @@ def test_a_correct_zone_passes(
     assert report["counts"]["fail"] == 0
     for name in (
         "mx nutrition.co",
-        "mx app subdomain customer-support.nutrition.co",
+        "mx customer-support.nutrition.co",
         "spf nutrition.co",
         "dmarc nutrition.co",
         "dkim nutrition.co",

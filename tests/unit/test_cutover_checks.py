@@ -60,7 +60,7 @@ class Dns:
 
 def test_mx_that_also_points_elsewhere_fails_and_says_why() -> None:
     dns = Dns({("nutrition.co", "MX"): (TARGET, "aspmx.l.google.com")})
-    finding = mx_check(dns, "nutrition.co", TARGET, "domain")
+    finding = mx_check(dns, "nutrition.co", TARGET)
     assert finding.check.status is Status.FAIL
     assert not finding.live
     assert "bypasses the gateway" in finding.check.summary
@@ -68,7 +68,7 @@ def test_mx_that_also_points_elsewhere_fails_and_says_why() -> None:
 
 def test_an_mx_about_to_change_with_a_long_ttl_gets_the_advice() -> None:
     dns = Dns({("nutrition.co", "MX"): ("aspmx.l.google.com",)}, ttl=86400)
-    check = mx_check(dns, "nutrition.co", TARGET, "domain").check
+    check = mx_check(dns, "nutrition.co", TARGET).check
     assert check.evidence == ["MX aspmx.l.google.com (TTL 86400s)"]
     assert "lower its TTL (86400s) to 300 a day ahead" in check.fix
 
@@ -87,14 +87,14 @@ def test_mx_outcomes(
     status: Status,
     summary: str,
 ) -> None:
-    check = mx_check(Dns(records, failing=failing), "nutrition.co", TARGET, "domain").check
+    check = mx_check(Dns(records, failing=failing), "nutrition.co", TARGET).check
     assert check.status is status
     assert check.summary.startswith(summary)
 
 
 def test_without_a_target_the_mx_cannot_be_judged() -> None:
     dns = Dns({("x.example", "MX"): ("mx.x.example",)})
-    check = mx_check(dns, "x.example", None, "domain").check
+    check = mx_check(dns, "x.example", None).check
     assert check.status is Status.WARN
     assert "--mx-target" in check.fix
 
@@ -355,7 +355,7 @@ def test_providers_and_their_checklist() -> None:
 
 def test_the_report_is_as_bad_as_its_worst_check() -> None:
     dns = Dns({("nutrition.co", "MX"): (TARGET,)})
-    passing = mx_check(dns, "nutrition.co", TARGET, "domain").check
+    passing = mx_check(dns, "nutrition.co", TARGET).check
     failing = dmarc_check(dns, "nutrition.co")
     report = CutoverReport(domain="nutrition.co", checks=[passing, failing])
     assert report.status is Status.FAIL

@@ -219,10 +219,10 @@ def dns_checks(run: Run) -> list[str]:
         ips = addresses_of(run.resolver, target)
     elif smtp_host:
         ips = [smtp_host] if _is_ip(smtp_host) else addresses_of(run.resolver, smtp_host)
-    main = mx_check(run.resolver, run.domain, target, "domain")
+    main = mx_check(run.resolver, run.domain, target)
     run.checks.append(main.check)
     for app_domain in run.app_domains:
-        run.checks.append(mx_check(run.resolver, app_domain, target, "app subdomain").check)
+        run.checks.append(mx_check(run.resolver, app_domain, target).check)
     run.checks.append(
         subdomain_trial_check(run.domain, main.live, tried(run.facts.home, run.domain))
     )
@@ -530,9 +530,13 @@ def check_command(args: argparse.Namespace) -> int:
 
 def report_lines(report: CutoverReport) -> list[str]:
     lines = [f"mxgate check {report.domain}"]
-    width = max((len(c.name) for c in report.checks), default=4)
+
+    def label(check: Check) -> str:
+        return check.name if check.subject == report.domain else f"{check.name} {check.subject}"
+
+    width = max((len(label(c)) for c in report.checks), default=4)
     for check in report.checks:
-        lines.append(f"{check.status.value.upper():4}  {check.name:{width}}  {check.summary}")
+        lines.append(f"{check.status.value.upper():4}  {label(check):{width}}  {check.summary}")
         lines += [f"{'':6}{'':{width}}  | {line}" for line in check.evidence]
         if check.fix and check.status is not Status.PASS:
             lines.append(f"{'':6}{'':{width}}  fix: {check.fix}")

@@ -79,9 +79,9 @@ class MxFinding:
     live: bool  # every MX of the domain is the gateway: mail flows through it now
 
 
-def mx_check(resolver: Resolver, domain: str, expected: str | None, role: str) -> MxFinding:
+def mx_check(resolver: Resolver, domain: str, expected: str | None) -> MxFinding:
     """The domain's MX against the ingress point's host name (`expected`), with the TTL."""
-    name = f"mx {role}" if role != "domain" else "mx"
+    name = "mx"
     answer = _query(resolver, domain, "MX")
     if isinstance(answer, str):
         return MxFinding(_lookup_failed(name, domain, "MX", answer), live=False)

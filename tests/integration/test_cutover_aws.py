@@ -21,8 +21,10 @@ from mxgate.adapters.aws.dynamodb import DynamoState
 from mxgate.adapters.aws.operator import OperatorAws, stack_names
 from mxgate.adapters.aws.stack import DeployedStack
 from mxgate.cli import build_parser, main
-from mxgate.cli.check import Run, build_report, follow_aws, local_facts
+from mxgate.cli.check import build_report
 from mxgate.cli.common import settings_from
+from mxgate.cli.cutover import Run, local_facts
+from mxgate.cli.cutover_aws import follow_aws
 from mxgate.clock import SystemClock
 from mxgate.cutover.model import Status
 from mxgate.mailmanager.template import read_template

@@ -14,7 +14,6 @@ from mxgate.cutover.dns import (
     dkim_key_problem,
     dmarc_check,
     mx_check,
-    spf_check,
     subdomain_trial_check,
 )
 from mxgate.cutover.model import CutoverReport, Status
@@ -29,6 +28,7 @@ from mxgate.cutover.smtp import (
     smtp_checks,
     terminal_check,
 )
+from mxgate.cutover.spf import spf_check
 from mxgate.ports import DnsAnswer, DnsFailure
 
 TARGET = "inbound.mxgate.test"

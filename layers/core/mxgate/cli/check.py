@@ -1,4 +1,4 @@
-"""`mxgate check`: the cutover checklist as a command.
+"""`mxgate check`: the cutover checklist as a command (the run: cli/cutover.py).
 
 DNS (MX with its TTL, SPF, DMARC, DKIM) through `--resolver` or the system's resolver; the
 ingress as the seed's `openssl s_client` test walks it (`--smtp`); with `--send-test` a message
@@ -10,54 +10,28 @@ providers' consoles hold is printed as a checklist with the values to enter.
 from __future__ import annotations
 
 import argparse
-import ipaddress
-import json
-import secrets
-import sys
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mxgate.adapters.dns import DnsPythonResolver
-from mxgate.adapters.local.files import write_atomically
-from mxgate.adapters.local.state import SqliteState
-from mxgate.adapters.smtp_probe import probe_ingress
 from mxgate.cli.common import add_aws_arguments, add_settings_arguments, print_json, settings_from
-from mxgate.cutover.aws import ingress_point_check, ses_identity_check, stack_check
-from mxgate.cutover.checklist import provider_checklist, providers_of
-from mxgate.cutover.dns import (
-    PROVIDER_DKIM,
-    addresses_of,
-    dkim_check,
-    dmarc_check,
-    mx_check,
-    spf_check,
-    subdomain_trial_check,
+from mxgate.cli.cutover import (
+    CHECK_SENDER,
+    Run,
+    default_stack,
+    dns_checks,
+    follow_local,
+    local_facts,
+    smtp_check,
 )
-from mxgate.cutover.model import Check, ChecklistItem, CutoverReport, Status
-from mxgate.cutover.smtp import (
-    Settled,
-    delivered_header_checks,
-    queued_id,
-    smtp_checks,
-    terminal_check,
-)
-from mxgate.local.mailbox import delivered_copy
-from mxgate.local.runtime import Paths, load_mail_manager_config
-from mxgate.local.settings import LocalSettings
+from mxgate.cli.cutover_aws import aws_checks, connect, follow_aws, mailbox_reading
+from mxgate.cutover.checklist import provider_checklist
+from mxgate.cutover.model import Check, CutoverReport, Status
+from mxgate.local.trials import remember_trial
 from mxgate.ports import Resolver
-from mxgate.routing.config import Routes, load_routes
-from mxgate.timeline import RecipientState
 
 if TYPE_CHECKING:
     from mxgate.adapters.aws.stack import DeployedStack
-
-CHECK_SENDER = "mxgate-check@check.invalid"  # .invalid (RFC 2606): no SPF or DMARC to fail
-TRIALS_FILE = "cutover-trials.json"  # subdomains that passed a --send-test, for the MX advice
 
 
 def host_port(text: str) -> tuple[str, int]:
@@ -125,346 +99,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.set_defaults(handler=check_command, usage_error=parser.error)
 
 
-# ----------------------------------------------------------------------------- what is known
-
-
-@dataclass(frozen=True)
-class LocalFacts:
-    """What this checkout's configuration says about the gateway."""
-
-    routes: Routes
-    relay_hosts: list[str]
-    max_message_size: int | None
-    authserv_id: str
-    home: Path
-
-    @property
-    def providers(self) -> list[str]:
-        hosts = [
-            *self.relay_hosts,
-            *(d.routing_domain or "" for d in self.routes.destinations.values()),
-        ]
-        return providers_of(hosts)
-
-
-def local_facts(settings: LocalSettings) -> LocalFacts:
-    config, mail_manager = load_mail_manager_config(settings)
-    open_points = [p for p in mail_manager.ingress_points.values() if p.Type == "OPEN"]
-    size = mail_manager.traffic_policy(open_points[0]).max_message_size if open_points else None
-    return LocalFacts(
-        routes=load_routes(config.routes),
-        relay_hosts=[relay.ServerName for relay in mail_manager.relays.values()],
-        max_message_size=size,
-        authserv_id=settings.hostname,
-        home=settings.home,
-    )
-
-
-def default_stack() -> str:
-    """samconfig.toml's stack_name, else "mxgate"."""
-    try:
-        import tomllib  # noqa: PLC0415 -- only when --aws is given without --stack
-
-        config = tomllib.loads(Path("samconfig.toml").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return "mxgate"
-    for command in ("deploy", "global"):
-        name = config.get("default", {}).get(command, {}).get("parameters", {}).get("stack_name")
-        if isinstance(name, str) and name:
-            return name
-    return "mxgate"
-
-
-@dataclass
-class Run:
-    """One `mxgate check`: what it found so far."""
-
-    args: argparse.Namespace
-    facts: LocalFacts
-    resolver: Resolver
-    checks: list[Check] = field(default_factory=list)
-    outputs: dict[str, str] = field(default_factory=dict)
-    token: str = ""
-    message_id: str | None = None
-
-    @property
-    def domain(self) -> str:
-        return str(self.args.domain).lower().rstrip(".")
-
-    @property
-    def app_domains(self) -> list[str]:
-        return [
-            d.lower()
-            for d in self.facts.routes.app_domains
-            if d.lower().endswith(f".{self.domain}")
-        ]
-
-    @property
-    def mx_target(self) -> str | None:
-        return self.args.mx_target or self.outputs.get("MxTarget")
-
-    def progress(self, text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
-
-
-# ----------------------------------------------------------------------------- DNS
-
-
-def dns_checks(run: Run) -> list[str]:
-    """MX, test subdomain, SPF, DMARC, DKIM; returns the gateway's addresses."""
-    target = run.mx_target
-    smtp_host = run.args.smtp[0] if run.args.smtp else None
-    ips: list[str] = []
-    if target:
-        ips = addresses_of(run.resolver, target)
-    elif smtp_host:
-        ips = [smtp_host] if _is_ip(smtp_host) else addresses_of(run.resolver, smtp_host)
-    main = mx_check(run.resolver, run.domain, target)
-    run.checks.append(main.check)
-    for app_domain in run.app_domains:
-        run.checks.append(mx_check(run.resolver, app_domain, target).check)
-    run.checks.append(
-        subdomain_trial_check(run.domain, main.live, tried(run.facts.home, run.domain))
-    )
-    run.checks.append(spf_check(run.resolver, run.domain, ips, run.facts.providers))
-    run.checks.append(dmarc_check(run.resolver, run.domain))
-    selectors = run.args.dkim_selector or [
-        s for provider in run.facts.providers for s in PROVIDER_DKIM.get(provider, ())
-    ]
-    run.checks.append(dkim_check(run.resolver, run.domain, selectors))
-    return ips
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-# ----------------------------------------------------------------------------- trials
-
-
-def _trials_path(home: Path) -> Path:
-    return home / TRIALS_FILE
-
-
-def _read_trials(home: Path) -> list[dict[str, str]]:
-    try:
-        trials = json.loads(_trials_path(home).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    return [t for t in trials if isinstance(t, dict)] if isinstance(trials, list) else []
-
-
-def tried(home: Path, domain: str) -> list[str]:
-    """The subdomains of `domain` whose --send-test passed, oldest first."""
-    return [
-        f"{t['domain']} at {t.get('at', '?')}"
-        for t in _read_trials(home)
-        if str(t.get("domain", "")).endswith(f".{domain}")
-    ]
-
-
-def remember_trial(home: Path, domain: str, message_id: str) -> None:
-    trials = _read_trials(home)
-    trials.append(
-        {
-            "domain": domain,
-            "at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "message_id": message_id,
-        }
-    )
-    write_atomically(_trials_path(home), json.dumps(trials[-100:], indent=2).encode())
-
-
-# ----------------------------------------------------------------------------- SMTP
-
-
-def test_message(run: Run, recipient: str) -> bytes:
-    now = datetime.now(UTC)
-    return (
-        f"From: mxgate check <{run.args.mail_from}>\r\n"
-        f"To: <{recipient}>\r\n"
-        f"Subject: mxgate check {run.token}\r\n"
-        f"Date: {format_datetime(now)}\r\n"
-        f"Message-ID: <{run.token}@mxgate-check>\r\n"
-        f"X-Mxgate-Check: {run.token}\r\n"
-        "\r\n"
-        f"Sent by `mxgate check --send-test` to test the gateway ({run.token}).\r\n"
-    ).encode()
-
-
-def smtp_check(run: Run, ips: Sequence[str]) -> None:
-    host, port = run.args.smtp
-    recipient = run.args.rcpt or f"postmaster@{run.domain}"
-    address = host if _is_ip(host) else next(iter(addresses_of(run.resolver, host)), host)
-    if run.args.send_test:
-        run.token = f"mxgate-check-{secrets.token_hex(8)}"
-    message = test_message(run, recipient) if run.args.send_test else None
-    probe = probe_ingress(
-        address,
-        port,
-        shown_host=host,
-        helo="mxgate-check.invalid",
-        mail_from=run.args.mail_from,
-        recipient=recipient,
-        message=message,
-    )
-    run.checks += smtp_checks(
-        probe,
-        expected_name=run.mx_target or host,
-        expected_size=run.facts.max_message_size,
-        now=datetime.now(UTC),
-        sent=message is not None,
-    )
-    if message is not None and probe.data is not None and probe.data.code == 250:
-        run.message_id = queued_id(probe.data)
-
-
-def _settled(states: Sequence[RecipientState]) -> list[Settled]:
-    return [
-        Settled(recipient=s.recipient, outcome=s.outcome.value, route=s.route, detail=s.detail)
-        for s in states
-    ]
-
-
-def wait_settled(
-    run: Run, message_id: str, recipients: Sequence[str], states: Callable[[], list[Settled]]
-) -> list[Settled]:
-    deadline = time.monotonic() + run.args.wait
-    said = 0.0
-    while True:
-        found = states()
-        done = {s.recipient.casefold() for s in found}
-        if all(r.casefold() in done for r in recipients) or time.monotonic() > deadline:
-            return found
-        if time.monotonic() - said > 5:
-            run.progress(f"waiting for {message_id}: {len(done)} of {len(recipients)} settled")
-            said = time.monotonic()
-        time.sleep(0.2)
-
-
-def follow_local(run: Run, recipient: str) -> None:
-    """The test message on this machine: its timeline, then the Maildir copy's headers."""
-    paths = Paths(run.facts.home)
-    if run.message_id is None:
-        return
-    if not paths.state_db.exists():
-        run.checks.append(
-            Check(
-                name="delivery.terminal",
-                subject=run.message_id,
-                status=Status.FAIL,
-                summary=f"no timeline under {paths.home}: the gateway keeps its state elsewhere",
-                fix="give the gateway's --home (MXGATE_HOME)",
-            )
-        )
-        return
-    state = SqliteState(paths.state_db)
-    try:
-        message_id = run.message_id
-        settled = wait_settled(
-            run, message_id, [recipient], lambda: _settled(state.states(message_id))
-        )
-    finally:
-        state.close()
-    run.checks.append(terminal_check(run.message_id, [recipient], settled))
-    for item in settled:
-        if item.outcome != "delivered":
-            continue
-        copy = delivered_copy(paths.mailboxes, item.route, item.recipient, run.token.encode())
-        if copy is None:
-            continue
-        header = copy.read_bytes().split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
-        run.checks += delivered_header_checks(
-            str(copy), header, run.args.mail_from, run.facts.authserv_id
-        )
-
-
-# ----------------------------------------------------------------------------- AWS
-
-
-def connect(args: argparse.Namespace) -> DeployedStack:
-    from mxgate.adapters.aws.operator import operator_aws  # noqa: PLC0415 -- boto3 on demand
-    from mxgate.adapters.aws.stack import DeployedStack  # noqa: PLC0415
-
-    return DeployedStack(operator_aws(args))
-
-
-def aws_checks(run: Run, deployed: DeployedStack) -> None:
-    from mxgate.adapters.aws.stack import AwsError, failure  # noqa: PLC0415 -- boto3 on demand
-
-    try:
-        run.outputs = deployed.outputs()
-        run.checks.append(stack_check(deployed.name, run.outputs))
-    except AwsError as error:
-        run.checks.append(stack_check(deployed.name, {}, failure(error)))
-        return
-    try:
-        identity = deployed.email_identity(run.domain)
-        run.checks.append(ses_identity_check(run.domain, identity, run.app_domains, run.resolver))
-    except AwsError as error:
-        run.checks.append(
-            ses_identity_check(run.domain, None, run.app_domains, run.resolver, failure(error))
-        )
-    point_id = run.outputs.get("IngressPointId")
-    if point_id is None:
-        run.checks.append(
-            ingress_point_check(None, run.mx_target, "the stack has no IngressPointId output")
-        )
-        return
-    try:
-        run.checks.append(ingress_point_check(deployed.ingress_point(point_id), run.mx_target))
-    except AwsError as error:
-        run.checks.append(ingress_point_check(None, run.mx_target, failure(error)))
-
-
-def follow_aws(run: Run, deployed: DeployedStack, recipient: str, sent_at: datetime) -> None:
-    """The test message on AWS: found by its token in the raw bucket, then its recipients'
-    terminal states in the state table. Its delivered headers are in the mailbox."""
-    names = deployed.operator.names
-    bucket, table = names.raw_bucket, names.state_table
-    if not (bucket and table):
-        run.checks.append(
-            Check(
-                name="delivery.stored",
-                subject=deployed.name,
-                status=Status.FAIL,
-                summary="the test message cannot be followed: no raw bucket or state table",
-                fix="give --stack NAME (its outputs name them), or --raw-bucket and --table",
-            )
-        )
-        return
-    deadline = time.monotonic() + run.args.wait
-    message_id = None
-    while message_id is None and time.monotonic() < deadline:
-        message_id = deployed.find_stored(bucket, "raw/", run.token.encode(), sent_at)
-        if message_id is None:
-            run.progress(f"looking for {run.token} in s3://{bucket}/raw/")
-            time.sleep(2)
-    if message_id is None:
-        run.checks.append(
-            Check(
-                name="delivery.stored",
-                subject=f"s3://{bucket}/raw/",
-                status=Status.FAIL,
-                summary=f"the test message ({run.token}) was not stored in {run.args.wait:g}s",
-                fix="look at the rule set's logs (APPLICATION_LOGS of the rule set)",
-            )
-        )
-        return
-    run.message_id = message_id
-    settled = wait_settled(
-        run, message_id, [recipient], lambda: _settled(deployed.states(table, message_id))
-    )
-    run.checks.append(terminal_check(message_id, [recipient], settled))
-
-
-# ----------------------------------------------------------------------------- the command
-
-
 def build_report(args: argparse.Namespace, deployed: DeployedStack | None = None) -> CutoverReport:
     settings = settings_from(args)
     facts = local_facts(settings)
@@ -494,17 +128,6 @@ def build_report(args: argparse.Namespace, deployed: DeployedStack | None = None
     if delivered and run.message_id and report.status is not Status.FAIL:
         remember_trial(facts.home, run.domain, run.message_id)
     return report
-
-
-def mailbox_reading(run: Run, recipient: str) -> ChecklistItem:
-    """On AWS the delivered copy is in the provider's mailbox, where only its owner reads it."""
-    return ChecklistItem(
-        provider="the test mailbox",
-        where=recipient,
-        setting=f"the message 'mxgate check {run.token}': show original",
-        value=f"Return-Path <{run.args.mail_from}> and an Authentication-Results field of the "
-        "gateway",
-    )
 
 
 def check_command(args: argparse.Namespace) -> int:

@@ -287,6 +287,12 @@ def report_lines(
         f"  new: {new.label}",
     ]
     count = len(comparison.changes)
+    if not comparison.messages:
+        lines.append(
+            "No message to replay in that time: the gateway keeps each message it accepts "
+            "for `history: keep` (7d) of config/local.yaml; `mxgate demo --traffic N` makes some."
+        )
+        return lines
     if not count:
         lines.append("No recipient's decision would change.")
         return lines

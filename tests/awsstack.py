@@ -25,6 +25,8 @@ from types import ModuleType
 from typing import Any
 
 import boto3
+import pytest
+from moto import mock_aws
 
 from mxgate.adapters.aws import bootstrap
 from mxgate.mailmanager.template import Resolver, read_samconfig_parameters, read_template
@@ -43,6 +45,18 @@ MOTO_CONFIG: Any = {
     "stepfunctions": {"execute_state_machine": True},
     "lambda": {"use_docker": False},
 }
+
+
+@contextlib.contextmanager
+def moto_account() -> Iterator[None]:
+    """One moto account for a while (a module's tests): credentials, region, and Step
+    Functions that executes (MOTO_CONFIG), outside any test's monkeypatch."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_DEFAULT_REGION", REGION)
+        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        with mock_aws(config=MOTO_CONFIG):
+            yield
 
 
 def canonical_event(name: str) -> Any:
@@ -201,8 +215,6 @@ class Stack:
     def deploy_state_machine(self, invoke: Callable[[str, Any], Any] | None = None) -> str:
         """Create the functions in moto's Lambda and the state machine from its DefinitionUri,
         with moto's Lambda invoke routed to the real handlers; returns the machine's ARN."""
-        from moto.awslambda_simple.models import LambdaSimpleBackend  # noqa: PLC0415
-
         role = boto3.client("iam", region_name=REGION).create_role(
             RoleName=f"{self.resolver.stack}-role", AssumeRolePolicyDocument="{}"
         )["Role"]["Arn"]
@@ -224,32 +236,8 @@ class Stack:
             self.resolver.attributes[(logical_id, "Arn")] = arn
             by_name[function.name] = function.handler_file.parent.name
         call = invoke or self.invoke
-
-        def route(
-            backend: Any,
-            function_name: str,
-            qualifier: Any,
-            body: Any,
-            headers: Any,
-            response_headers: dict[str, str],
-        ) -> bytes:
-            step = by_name[function_name.rsplit(":", 1)[-1]]
-            try:
-                return json.dumps(call(step, json.loads(body))).encode()
-            except Exception as error:  # noqa: BLE001 -- as the Lambda runtime reports it
-                response_headers["x-amz-function-error"] = "Unhandled"
-                return json.dumps(
-                    {
-                        "errorMessage": str(error),
-                        "errorType": type(error).__name__,
-                        "requestId": str(uuid.uuid4()),
-                        "stackTrace": [],
-                    }
-                ).encode()
-
-        original = LambdaSimpleBackend.invoke
-        LambdaSimpleBackend.invoke = route  # type: ignore[method-assign,assignment]
-        self._routes.callback(setattr, LambdaSimpleBackend, "invoke", original)
+        routes = {name: partial_step(call, step) for name, step in by_name.items()}
+        self._routes.enter_context(lambda_invocations_routed(routes))
 
         machine_id, machine = next(
             (name, r)
@@ -272,6 +260,47 @@ class Stack:
 
     def close(self) -> None:
         self._routes.close()
+
+
+def partial_step(call: Callable[[str, Any], Any], step: str) -> Callable[[Any], Any]:
+    return lambda document: call(step, document)
+
+
+@contextlib.contextmanager
+def lambda_invocations_routed(handlers: Mapping[str, Callable[[Any], Any]]) -> Iterator[None]:
+    """moto's Lambda invoke answered by Python callables, by function name, as the Lambda
+    runtime answers: the result as JSON, or on an exception its errorType and errorMessage
+    with `x-amz-function-error`, so Retry and Catch see the error's name."""
+    from moto.awslambda_simple.models import LambdaSimpleBackend  # noqa: PLC0415
+
+    def route(
+        backend: Any,
+        function_name: str,
+        qualifier: Any,
+        body: Any,
+        headers: Any,
+        response_headers: dict[str, str],
+    ) -> bytes:
+        handler = handlers[function_name.rsplit(":", 1)[-1]]
+        try:
+            return json.dumps(handler(json.loads(body))).encode()
+        except Exception as error:  # noqa: BLE001 -- as the Lambda runtime reports it
+            response_headers["x-amz-function-error"] = "Unhandled"
+            return json.dumps(
+                {
+                    "errorMessage": str(error),
+                    "errorType": type(error).__name__,
+                    "requestId": str(uuid.uuid4()),
+                    "stackTrace": [],
+                }
+            ).encode()
+
+    original = LambdaSimpleBackend.invoke
+    LambdaSimpleBackend.invoke = route  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        LambdaSimpleBackend.invoke = original  # type: ignore[method-assign]
 
 
 def run_execution(machine_arn: str, execution_input: Any, name: str, timeout: float = 60) -> Any:

@@ -13,6 +13,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from mxgate.adapters.aws.bootstrap import services
 from mxgate.adapters.aws.settings import settings
 from mxgate.adapters.aws.triggers import keep_envelope, read_trigger
+from mxgate.errors import reported_by_family
 from mxgate.workflow import steps
 
 logger = Logger()
@@ -21,6 +22,7 @@ metrics = Metrics()
 
 @logger.inject_lambda_context
 @metrics.log_metrics
+@reported_by_family
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric(name="MessagesRead", unit=MetricUnit.Count, value=1)  # failures included
     config = settings()

@@ -27,10 +27,10 @@ from mxgate.cli.cutover import Run, local_facts
 from mxgate.cli.cutover_aws import follow_aws
 from mxgate.clock import SystemClock
 from mxgate.cutover.model import Status
+from mxgate.local.bootstrap import Bootstrap
 from mxgate.mailmanager.template import read_template
-from mxgate.timeline import Outcome, RecipientState
+from mxgate.records import Envelope, Outcome, RecipientState
 from mxgate.workflow.envelope import envelope_key
-from mxgate.workflow.model import Envelope
 from tests.dnsserver import Zone, ZoneServer
 from tests.support import TEMPLATE, local_config
 from tests.templates import gateway_template
@@ -177,7 +177,8 @@ def test_send_test_on_aws_finds_the_message_by_its_token(
 ) -> None:
     args = arguments(tmp_path, dns, "--send-test", "--smtp", f"{TARGET}:25", "--wait", "5")
     stack = deployed(boto3.client("mailmanager", region_name=REGION))
-    run = Run(args, local_facts(settings_from(args)), dns.resolver())
+    settings = settings_from(args)
+    run = Run(args, local_facts(settings), dns.resolver(), Bootstrap(settings))
     run.token = "mxgate-check-0123456789abcdef"
     run.outputs = stack.outputs()
     sent_at = datetime.now(UTC) - timedelta(minutes=1)

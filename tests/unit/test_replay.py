@@ -11,8 +11,9 @@ from mxgate.local.facts import message_facts
 from mxgate.local.history import History
 from mxgate.local.spool import Spool
 from mxgate.mailmanager.addresses import StaticAddressBook
-from mxgate.mailmanager.config import load_mail_manager
+from mxgate.mailmanager.resources import load_mail_manager
 from mxgate.message.parse import parse_message
+from mxgate.records import Envelope
 from mxgate.replay.decisions import (
     REFUSED,
     Comparison,
@@ -22,9 +23,8 @@ from mxgate.replay.decisions import (
     decide,
 )
 from mxgate.replay.received import added_fields, as_received
-from mxgate.routing.config import load_routes
 from mxgate.routing.quarantine import facts_of
-from mxgate.workflow.model import Envelope
+from mxgate.routing.routes import load_routes
 from tests.support import REPO, TEMPLATE
 
 RECEIVED = datetime(2026, 11, 28, 8, 30, tzinfo=UTC)
@@ -131,7 +131,7 @@ def test_the_history_keeps_links_of_spooled_messages_and_forgets_old_days(tmp_pa
     assert (message.envelope, message.raw, message.received_at) == (envelope, PLAIN, RECEIVED)
     assert history.messages(RECEIVED + timedelta(days=1)) == []
     later = envelope.model_copy(
-        update={"message_id": "01LATER", "received_at": (RECEIVED + timedelta(days=3)).isoformat()}
+        update={"message_id": "01LATER", "received_at": RECEIVED + timedelta(days=3)}
     )
     spool.write(later, PLAIN)  # a new day begins: days past the two kept are removed
     assert sorted(d.name for d in history.directory.iterdir()) == ["2026-12-01"]

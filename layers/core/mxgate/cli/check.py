@@ -10,7 +10,7 @@ providers' consoles hold is printed as a checklist with the values to enter.
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from mxgate.adapters.dns import DnsPythonResolver
@@ -27,6 +27,7 @@ from mxgate.cli.cutover import (
 from mxgate.cli.cutover_aws import aws_checks, connect, follow_aws, mailbox_reading
 from mxgate.cutover.checklist import provider_checklist
 from mxgate.cutover.model import Check, CutoverReport, Status
+from mxgate.local.bootstrap import Bootstrap
 from mxgate.local.trials import remember_trial
 from mxgate.ports import Resolver
 
@@ -106,7 +107,7 @@ def build_report(args: argparse.Namespace, deployed: DeployedStack | None = None
         resolver: Resolver = DnsPythonResolver([args.resolver[0]], args.resolver[1])
     else:
         resolver = DnsPythonResolver()
-    run = Run(args, facts, resolver)
+    run = Run(args, facts, resolver, Bootstrap(settings))
     if args.aws:
         if deployed is None:
             args.stack = args.stack or default_stack()
@@ -116,7 +117,7 @@ def build_report(args: argparse.Namespace, deployed: DeployedStack | None = None
     recipient = args.rcpt or f"postmaster@{run.domain}"
     checklist = provider_checklist(facts.providers, ips)
     if args.smtp is not None:
-        sent_at = datetime.now(UTC) - timedelta(minutes=1)  # clocks differ a little
+        sent_at = run.bootstrap.clock.now() - timedelta(minutes=1)  # clocks differ a little
         smtp_check(run, ips)
         if args.send_test and deployed is not None:
             follow_aws(run, deployed, recipient, sent_at)
@@ -126,7 +127,7 @@ def build_report(args: argparse.Namespace, deployed: DeployedStack | None = None
     report = CutoverReport(domain=run.domain, checks=run.checks, checklist=checklist)
     delivered = any(c.name == "delivery.terminal" and c.status is Status.PASS for c in run.checks)
     if delivered and run.message_id and report.status is not Status.FAIL:
-        remember_trial(facts.home, run.domain, run.message_id)
+        remember_trial(facts.home, run.domain, run.message_id, run.bootstrap.clock.now())
     return report
 
 

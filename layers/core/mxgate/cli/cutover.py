@@ -11,12 +11,11 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mxgate.adapters.local.state import SqliteState
+from mxgate.adapters.local.maildir import Maildir
 from mxgate.adapters.smtp_probe import probe_ingress
 from mxgate.cutover.checklist import providers_of
 from mxgate.cutover.dns import (
@@ -36,13 +35,13 @@ from mxgate.cutover.smtp import (
     terminal_check,
 )
 from mxgate.cutover.spf import spf_check
-from mxgate.local.mailbox import delivered_copy
-from mxgate.local.runtime import Paths, load_mail_manager_config
+from mxgate.local.bootstrap import Bootstrap
 from mxgate.local.settings import LocalSettings
+from mxgate.local.setup import load_mail_manager_config
 from mxgate.local.trials import tried
 from mxgate.ports import Resolver
-from mxgate.routing.config import Routes, load_routes
-from mxgate.timeline import RecipientState
+from mxgate.records import RecipientState
+from mxgate.routing.routes import Routes, load_routes
 
 if TYPE_CHECKING:
     pass
@@ -107,6 +106,7 @@ class Run:
     args: argparse.Namespace
     facts: LocalFacts
     resolver: Resolver
+    bootstrap: Bootstrap
     checks: list[Check] = field(default_factory=list)
     outputs: dict[str, str] = field(default_factory=dict)
     token: str = ""
@@ -172,7 +172,7 @@ def _is_ip(host: str) -> bool:
 
 
 def token_message(run: Run, recipient: str) -> bytes:
-    now = datetime.now(UTC)
+    now = run.bootstrap.clock.now()
     return (
         f"From: mxgate check <{run.args.mail_from}>\r\n"
         f"To: <{recipient}>\r\n"
@@ -205,7 +205,7 @@ def smtp_check(run: Run, ips: Sequence[str]) -> None:
         probe,
         expected_name=run.mx_target or host,
         expected_size=run.facts.max_message_size,
-        now=datetime.now(UTC),
+        now=run.bootstrap.clock.now(),
         sent=message is not None,
     )
     if message is not None and probe.data is not None and probe.data.code == 250:
@@ -237,7 +237,7 @@ def wait_settled(
 
 def follow_local(run: Run, recipient: str) -> None:
     """The test message on this machine: its timeline, then the Maildir copy's headers."""
-    paths = Paths(run.facts.home)
+    paths = run.bootstrap.paths
     if run.message_id is None:
         return
     if not paths.state_db.exists():
@@ -251,7 +251,7 @@ def follow_local(run: Run, recipient: str) -> None:
             )
         )
         return
-    state = SqliteState(paths.state_db)
+    state = run.bootstrap.state()
     try:
         message_id = run.message_id
         settled = wait_settled(
@@ -263,7 +263,7 @@ def follow_local(run: Run, recipient: str) -> None:
     for item in settled:
         if item.outcome != "delivered":
             continue
-        copy = delivered_copy(paths.mailboxes, item.route, item.recipient, run.token.encode())
+        copy = Maildir(paths.mailboxes / item.route).find(item.recipient, run.token.encode())
         if copy is None:
             continue
         header = copy.read_bytes().split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"

@@ -14,13 +14,14 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from mxgate.adapters.local.maildir import Maildir
 from mxgate.adapters.local.state import SqliteState
 from mxgate.cli.common import add_settings_arguments, print_json, settings_from, table
 from mxgate.cli.demo_traffic import DemoMessage, demo_traffic
 from mxgate.errors import ConfigError
-from mxgate.local.mailbox import delivered_copy
-from mxgate.local.runtime import LocalSetup, load_setup
+from mxgate.local.bootstrap import Bootstrap
 from mxgate.local.server import Gateway
+from mxgate.local.setup import LocalSetup, load_setup
 from mxgate.message.parse import header_values, parse_header_section
 from mxgate.observability import configure_logging
 
@@ -154,7 +155,7 @@ def send_all(port: int, messages: Sequence[DemoMessage]) -> list[Sent]:
 
 
 def landed(setup: LocalSetup, recipient: str, route: str, detail: str, message_id: str) -> str:
-    copy = delivered_copy(setup.dirs.mailboxes, route, recipient, message_id.encode())
+    copy = Maildir(setup.dirs.mailboxes / route).find(recipient, message_id.encode())
     if copy is not None:
         return _shown(copy)
     if detail.startswith("/") and Path(detail).exists():  # an application event file
@@ -204,14 +205,15 @@ async def _settled_rows(
 
 
 async def run_demo(
-    setup: LocalSetup,
+    bootstrap: Bootstrap,
     samples: list[tuple[Path, Sample]],
     timeout: float,
     traffic: Sequence[DemoMessage] = (),
 ) -> list[Row]:
-    gateway = Gateway(setup)
+    setup = bootstrap.setup
+    gateway = Gateway(bootstrap)
     running = await gateway.start()
-    state = SqliteState(setup.dirs.state_db)
+    state = bootstrap.state()
     rows: list[Row] = []
     port = running.smtp[1]
     try:
@@ -285,7 +287,8 @@ def demo(args: argparse.Namespace) -> int:
     )
     samples = load_samples(args.samples)
     traffic = demo_traffic(args.traffic, args.seed, setup.routes) if args.traffic > 0 else []
-    rows = asyncio.run(run_demo(setup, samples, args.timeout, traffic))
+    bootstrap = Bootstrap(settings, given_setup=setup)
+    rows = asyncio.run(run_demo(bootstrap, samples, args.timeout, traffic))
     if args.json:
         print_json(
             {

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
-from mxgate.routing.config import Routes
+from mxgate.routing.routes import Routes
 
 SENDERS = (
     "billing@oats-supplier.example",

@@ -9,29 +9,26 @@ import argparse
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mxgate.authn.check import Authenticator
 from mxgate.cli.common import add_aws_arguments, add_settings_arguments, print_json, settings_from
-from mxgate.cli.rules import read_parameter_file
-from mxgate.local.addons import analyzers
-from mxgate.local.addresslists import FileAddressBook
+from mxgate.local.bootstrap import Bootstrap
 from mxgate.local.config import LocalConfig, load_config
 from mxgate.local.history import History
 from mxgate.local.replay import ReplayFacts, run_replay
-from mxgate.local.runtime import Paths, build_resolver
-from mxgate.mailmanager.config import load_mail_manager
+from mxgate.local.setup import ParameterSource, local_parameter_sources
+from mxgate.mailmanager.resources import load_mail_manager
 from mxgate.mailmanager.template import (
     STACK_NAME,
     parameter_values,
-    read_samconfig_parameters,
+    read_parameter_file,
     read_template,
 )
 from mxgate.replay.decisions import Change, Comparison, Configuration, Decision, StoredMessage
 from mxgate.replay.received import added_fields
-from mxgate.routing.config import load_routes, parse_duration
+from mxgate.routing.routes import load_routes, parse_duration
 
 if TYPE_CHECKING:
     from mxgate.adapters.aws.stack import DeployedStack
@@ -103,13 +100,11 @@ def configurations(
 ) -> tuple[Configuration, Configuration]:
     """The template in use (with the values it runs with) and NEW.yaml (the same values, as
     far as it declares them, then --params)."""
-    if deployed is not None:
-        sources: list[tuple[str, Mapping[str, object]]] = [(f"stack {stack}", deployed)]
-    else:
-        sources = [
-            (str(config.samconfig), read_samconfig_parameters(config.samconfig)),
-            (f"{settings_config} parameters", config.parameters),
-        ]
+    sources: list[ParameterSource] = (
+        [(f"stack {stack}", deployed)]
+        if deployed is not None
+        else local_parameter_sources(config, settings_config)
+    )
     old_document = read_template(config.template)
     old = load_mail_manager(
         config.template,
@@ -132,8 +127,7 @@ def configurations(
 # ----------------------------------------------------------------------------- history
 
 
-def local_history(home: Path, since: datetime, limit: int | None) -> Iterator[StoredMessage]:
-    history = History(Paths(home).history, 0)
+def local_history(history: History, since: datetime, limit: int | None) -> Iterator[StoredMessage]:
     for path in history.messages(since, limit):
         message = history.read(path)
         if message.received_at >= since:
@@ -156,8 +150,9 @@ def replay_command(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         args.usage_error("--limit must be at least 1")
     settings = settings_from(args)
+    bootstrap = Bootstrap(settings)
     config = load_config(settings)
-    since = datetime.now(UTC) - timedelta(seconds=args.since)
+    since = bootstrap.clock.now() - timedelta(seconds=args.since)
     stack = args.stack or STACK_NAME
     deployed = None
     if args.aws:
@@ -175,23 +170,15 @@ def replay_command(args: argparse.Namespace) -> int:
     if deployed is not None:
         source, history = aws_history(deployed, old, since, args.limit)
     else:
-        source = str(Paths(settings.home).history)
-        history = local_history(settings.home, since, args.limit)
-    authenticator = None
-    if not args.no_auth:
-        authenticator = Authenticator(build_resolver(config.dns), settings.hostname)
+        source = str(bootstrap.paths.history)
+        history = local_history(bootstrap.history(), since, args.limit)
     facts = ReplayFacts(
-        authenticator=authenticator,
+        authenticator=None if args.no_auth else bootstrap.authenticator(),
         limits=config.message_limits,
-        analyzers=analyzers(config, old.mail_manager, new.mail_manager),
+        analyzers=bootstrap.blocklists(old.mail_manager, new.mail_manager),
     )
     comparison = run_replay(
-        history,
-        old,
-        new,
-        facts=facts,
-        book=FileAddressBook(Paths(settings.home).address_lists),
-        progress=Progress(),
+        history, old, new, facts=facts, book=bootstrap.address_book(), progress=Progress()
     )
     if args.json:
         print_json(report_json(comparison, old, new, source))

@@ -15,27 +15,21 @@ from pathlib import Path
 from typing import Any
 
 from mxgate.cli.common import add_settings_arguments, print_json, settings_from
-from mxgate.config_files import read_yaml
 from mxgate.errors import ConfigError
-from mxgate.local.addons import analyzers
-from mxgate.local.addresslists import FileAddressBook
+from mxgate.local.bootstrap import Bootstrap
 from mxgate.local.config import load_config
 from mxgate.local.facts import message_facts
-from mxgate.local.runtime import Paths
-from mxgate.mailmanager.config import (
+from mxgate.local.setup import ParameterSource, local_parameter_sources, template_parameters
+from mxgate.mailmanager.explain import explain
+from mxgate.mailmanager.facts import SessionFacts
+from mxgate.mailmanager.resources import (
     MAIL_MANAGER_TYPES,
-    MailManagerConfig,
+    MailManagerResources,
     check_mail_manager,
     load_mail_manager,
 )
-from mxgate.mailmanager.explain import explain
-from mxgate.mailmanager.facts import SessionFacts
-from mxgate.mailmanager.template import (
-    parameter_values,
-    read_samconfig_parameters,
-    read_template,
-)
-from mxgate.workflow.model import Envelope
+from mxgate.mailmanager.template import read_parameter_file, read_template
+from mxgate.records import Envelope
 
 MAX_CONDITION_COMBINATIONS = 16
 
@@ -104,40 +98,23 @@ def _template_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def read_parameter_file(path: Path) -> dict[str, object]:
-    if path.suffix == ".toml":
-        return dict(read_samconfig_parameters(path))
-    document = read_yaml(path, "parameters")  # JSON is YAML too
-    if isinstance(document, list):  # [{"ParameterKey": ..., "ParameterValue": ...}]
-        try:
-            return {item["ParameterKey"]: item["ParameterValue"] for item in document}
-        except (KeyError, TypeError):
-            raise ConfigError(f"{path}: a list must hold ParameterKey/ParameterValue") from None
-    if isinstance(document, dict) and isinstance(document.get("parameters"), dict):
-        document = document["parameters"]
-    if not isinstance(document, dict):
-        raise ConfigError(f"{path}: expected a mapping of parameter names to values")
-    return dict(document)
-
-
 def template_and_parameters(args: argparse.Namespace) -> tuple[Path, dict[str, str]]:
-    sources: list[tuple[str, Mapping[str, object]]] = []
+    """The template, and its parameter values: the local configuration's (unless a template is
+    named), then --params on top."""
+    sources: list[ParameterSource] = []
     if args.template is not None:
         template = args.template
     else:
         settings = settings_from(args)
         config = load_config(settings)
         template = config.template
-        sources += [
-            (str(config.samconfig), read_samconfig_parameters(config.samconfig)),
-            (f"{settings.config} parameters", config.parameters),
-        ]
+        sources += local_parameter_sources(config, settings.config)
     if args.params is not None:
         sources.append((str(args.params), read_parameter_file(args.params)))
-    return template, parameter_values(read_template(template), sources)
+    return template, template_parameters(template, sources)
 
 
-def _ingress_id(config: MailManagerConfig, requested: str | None) -> str:
+def _ingress_id(config: MailManagerResources, requested: str | None) -> str:
     if requested is not None:
         return config.ingress_point(requested)[0]
     open_points = [k for k, v in config.ingress_points.items() if v.Type == "OPEN"]
@@ -165,8 +142,9 @@ def explain_command(args: argparse.Namespace) -> int:
         ingress_point=ingress_id,
     )
     settings = settings_from(args)
-    book = FileAddressBook(Paths(settings.home).address_lists)
-    bound = analyzers(load_config(settings), config) if settings.config.is_file() else {}
+    bootstrap = Bootstrap(settings)
+    book = bootstrap.address_book()
+    bound = bootstrap.blocklists(config) if settings.config.is_file() else {}
     result = explain(
         config=config,
         ingress_id=ingress_id,

@@ -22,9 +22,9 @@ from mxgate.mailmanager.addons import (
     policy_analyses,
     result_field_problems,
 )
-from mxgate.mailmanager.config import MailManagerConfig
 from mxgate.mailmanager.dnsbl import DnsblAnalyzer, result_fields
 from mxgate.mailmanager.models import TrafficPolicy
+from mxgate.mailmanager.resources import MailManagerResources
 
 log = logging.getLogger("mxgate.addons")
 
@@ -150,7 +150,7 @@ class SessionAddons:
         return None
 
 
-def analyzers(config: LocalConfig, *sides: MailManagerConfig) -> dict[str, DnsblAnalyzer]:
+def analyzers(config: LocalConfig, *sides: MailManagerResources) -> dict[str, DnsblAnalyzer]:
     """The blocklists these configurations' traffic policies ask, as far as this machine binds
     them (for the commands that evaluate a policy without a session: explain, replay)."""
     wanted = {

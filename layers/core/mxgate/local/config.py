@@ -12,7 +12,7 @@ from mxgate.config_files import Problem, load_model, suggestion
 from mxgate.errors import ConfigError
 from mxgate.local.settings import LocalSettings, env_name, named_port_variable
 from mxgate.message.model import ParseLimits
-from mxgate.routing.config import Duration
+from mxgate.routing.routes import Duration
 
 
 class Strict(BaseModel):

@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from mxgate.local.spool import Spool
+from mxgate.records import Envelope
 from mxgate.replay.decisions import StoredMessage
-from mxgate.workflow.model import Envelope
 
 log = logging.getLogger("mxgate.history")
 
@@ -24,11 +24,9 @@ _DAY = "%Y-%m-%d"
 
 
 def received(envelope: Envelope) -> datetime:
-    try:
-        at = datetime.fromisoformat(envelope.received_at)
-    except ValueError:
-        return datetime.now(UTC)
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    """When the ingress accepted it (its envelope says; one written before that was recorded
+    counts as now)."""
+    return envelope.received_at or datetime.now(UTC)
 
 
 class History:

@@ -7,13 +7,13 @@ import importlib.util
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
 from mxgate.errors import PermanentError
-from mxgate.mailmanager.config import FunctionSource, MailManagerConfig
+from mxgate.mailmanager.resources import FunctionSource, MailManagerResources
 from mxgate.mailmanager.template import LOCAL_ACCOUNT, LOCAL_REGION
 
 Handler = Callable[[Any, Any], Any]
@@ -41,21 +41,25 @@ class LambdaContext:
 
 
 class LocalLambdas:
-    """Finds a function of the template by its ARN or name and runs its handler."""
+    """The Functions port on one machine: finds a function of the template by its ARN or name
+    and runs its handler in this process."""
 
-    def __init__(self, config: MailManagerConfig) -> None:
-        self.config = config
+    def __init__(self, resources: MailManagerResources) -> None:
+        self.resources = resources
         self._handlers: dict[str, Handler] = {}
 
     def handler(self, function_arn: str) -> tuple[FunctionSource, Handler]:
-        source = self.config.function(function_arn)
+        source = self.resources.function(function_arn)
         if source is None:
             raise PermanentError(f"no Lambda function {function_arn!r} in the template")
         if source.logical_id not in self._handlers:
             self._handlers[source.logical_id] = _load(source)
         return source, self._handlers[source.logical_id]
 
-    def invoke(self, function_arn: str, event: dict[str, Any]) -> Any:
+    def check(self, function_arn: str) -> None:
+        self.handler(function_arn)
+
+    def invoke(self, function_arn: str, event: Mapping[str, Any]) -> Any:
         """Call the handler; its exceptions propagate (the caller decides what they mean)."""
         source, handler = self.handler(function_arn)
         arn = f"arn:aws:lambda:{LOCAL_REGION}:{LOCAL_ACCOUNT}:function:{source.name}"

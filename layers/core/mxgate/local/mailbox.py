@@ -11,34 +11,13 @@ an outage or an unknown user without stopping the server.
 from __future__ import annotations
 
 import asyncio
-import itertools
-import os
-import socket
-import time
 from pathlib import Path
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from mxgate.adapters.local.files import safe_name
+from mxgate.adapters.local.maildir import Maildir
 from mxgate.delivery.smtp import to_crlf
-
-_hostname = socket.gethostname()
-
-
-def mailbox_of(root: Path, host: str, recipient: str) -> Path:
-    """The Maildir of one recipient on one mailbox host."""
-    return root / host / safe_name(recipient.casefold())
-
-
-def delivered_copy(root: Path, host: str, recipient: str, needle: bytes) -> Path | None:
-    """The newest message in a recipient's Maildir whose first 8 KB hold `needle`."""
-    new = mailbox_of(root, host, recipient) / "new"
-    if not new.is_dir():
-        return None
-    for path in sorted(new.iterdir(), reverse=True):
-        if needle in path.read_bytes()[:8192]:
-            return path
-    return None
 
 
 class MaildirHandler:
@@ -46,7 +25,7 @@ class MaildirHandler:
         self.host = host
         self.directory = root / host
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._count = itertools.count(1)  # unique names across the threads that store
+        self.maildir = Maildir(self.directory)
 
     def forced_reply(self, recipient: str = "") -> str | None:
         names = [f".reply-{safe_name(recipient.casefold())}"] if recipient else []
@@ -80,17 +59,4 @@ class MaildirHandler:
 
     def _store_all(self, sender: str, recipients: list[str], raw: bytes) -> None:
         for recipient in recipients:
-            trace = f"Return-Path: <{sender}>\r\nDelivered-To: {recipient}\r\n".encode()
-            self.store(recipient, trace + raw)
-
-    def store(self, recipient: str, message: bytes) -> Path:
-        """Maildir delivery: write under tmp/, then rename into new/."""
-        mailbox = mailbox_of(self.directory.parent, self.host, recipient)
-        for sub in ("tmp", "new", "cur"):
-            (mailbox / sub).mkdir(parents=True, exist_ok=True)
-        name = f"{time.time_ns()}.P{os.getpid()}Q{next(self._count)}.{_hostname}"
-        temporary = mailbox / "tmp" / name
-        temporary.write_bytes(message)
-        final = mailbox / "new" / name
-        temporary.rename(final)
-        return final
+            self.maildir.deliver(sender, recipient, raw)

@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from mxgate.workflow.model import Envelope
+from mxgate.records import Envelope
 
 _SUFFIX = ".msg"
 _PARTIAL = ".partial"

@@ -4,7 +4,7 @@ check of the parent domain knows a test subdomain was tried first (the seed's ad
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from mxgate.adapters.local.files import write_atomically
@@ -33,12 +33,12 @@ def tried(home: Path, domain: str) -> list[str]:
     ]
 
 
-def remember_trial(home: Path, domain: str, message_id: str) -> None:
+def remember_trial(home: Path, domain: str, message_id: str, at: datetime) -> None:
     trials = _read_trials(home)
     trials.append(
         {
             "domain": domain,
-            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "at": at.isoformat(timespec="seconds"),
             "message_id": message_id,
         }
     )

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from mxgate.authn.model import DmarcPolicy, Verdict
 from mxgate.mailmanager.addons import AddonResult
-from mxgate.mailmanager.models import DmarcPolicy, Verdict
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from mxgate.config_files import read_yaml
 from mxgate.errors import ConfigError
 
 NO_VALUE = object()
@@ -123,6 +124,24 @@ def read_samconfig_parameters(path: Path, environment: str = "default") -> dict[
             pairs = (item.split("=", 1) for item in items)
             return dict(pairs)
     return {}
+
+
+def read_parameter_file(path: Path) -> dict[str, object]:
+    """Parameter values from a file: samconfig.toml, a YAML/JSON mapping (or a file with
+    `parameters:`), or a CloudFormation parameters list."""
+    if path.suffix == ".toml":
+        return dict(read_samconfig_parameters(path))
+    document = read_yaml(path, "parameters")  # JSON is YAML too
+    if isinstance(document, list):  # [{"ParameterKey": ..., "ParameterValue": ...}]
+        try:
+            return {item["ParameterKey"]: item["ParameterValue"] for item in document}
+        except (KeyError, TypeError):
+            raise ConfigError(f"{path}: a list must hold ParameterKey/ParameterValue") from None
+    if isinstance(document, dict) and isinstance(document.get("parameters"), dict):
+        document = document["parameters"]
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: expected a mapping of parameter names to values")
+    return dict(document)
 
 
 def parameter_text(value: object) -> str:

@@ -12,17 +12,16 @@ from datetime import datetime
 
 from mxgate.mailmanager.addons import AddonResult
 from mxgate.mailmanager.addresses import AddressBook
-from mxgate.mailmanager.config import MailManagerConfig
 from mxgate.mailmanager.explain import Explanation, explain
 from mxgate.mailmanager.facts import MessageFacts, SessionFacts
+from mxgate.mailmanager.resources import MailManagerResources
 from mxgate.mailmanager.rules import TERMINAL_BY_ACTION, RecipientTrail
 from mxgate.mailmanager.traffic import TrafficVerdict
+from mxgate.records import Envelope, Outcome
 from mxgate.routing.classify import RouteKind, classify
-from mxgate.routing.config import Routes
 from mxgate.routing.quarantine import MessageFacts as RouteFacts
 from mxgate.routing.quarantine import quarantine_rule
-from mxgate.timeline import Outcome
-from mxgate.workflow.model import Envelope
+from mxgate.routing.routes import Routes
 
 REFUSED = "refused"  # not accepted at RCPT: no terminal state, the sender got a 5xx
 
@@ -42,7 +41,7 @@ class Configuration:
     """One side of the comparison: a template's Mail Manager resources and a routes file."""
 
     label: str  # the template's path, for the report
-    mail_manager: MailManagerConfig
+    mail_manager: MailManagerResources
     routes: Routes
 
 
@@ -96,7 +95,7 @@ def _route(recipient: str, routes: Routes, facts: RouteFacts | None) -> tuple[st
     return outcome.value, f"{route.kind.value}:{route.name}", route.reason
 
 
-def _ingress_id(config: MailManagerConfig, envelope: Envelope) -> str:
+def _ingress_id(config: MailManagerResources, envelope: Envelope) -> str:
     if envelope.ingress_point in config.ingress_points:
         return envelope.ingress_point
     open_points = [k for k, v in config.ingress_points.items() if v.Type == "OPEN"]

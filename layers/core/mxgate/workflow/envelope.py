@@ -1,4 +1,4 @@
-"""Where the pipeline finds a message's SMTP envelope.
+"""Where the pipeline keeps and finds a message's SMTP envelope.
 
 Mail Manager's WriteToS3 stores the MIME message only (what else it stores is not
 documented), so the envelope travels beside it: the local emulator writes
@@ -8,39 +8,10 @@ taken from the To and Cc header fields on our own domains, and the envelope says
 
 from __future__ import annotations
 
-import posixpath
-
 from mxgate.message.model import ParsedMessage
 from mxgate.ports import ObjectStore
-from mxgate.routing.config import Routes
-from mxgate.workflow.model import Envelope
-
-ENVELOPE_PREFIX = "envelopes/"
-# When AddHeader gives a message's recipients different versions, the local emulator stores
-# each under `<key>.variant-<n>`: one object (and one workflow run) per version.
-VARIANT = ".variant-"
-
-
-def variant_key(key: str, variant: int) -> str:
-    """The key of one version of a message (`variant` 0: the only one keeps `key`)."""
-    return f"{key}{VARIANT}{variant}" if variant else key
-
-
-def variant_of(key: str) -> str:
-    """`.variant-<n>` for a version's key, else empty."""
-    name = posixpath.basename(key).removesuffix(".eml")
-    head, marker, number = name.rpartition(VARIANT)
-    return f"{marker}{number}" if head and number.isdigit() else ""
-
-
-def message_id_of(key: str) -> str:
-    name = posixpath.basename(key).removesuffix(".eml")
-    return name.removesuffix(variant_of(name))
-
-
-def envelope_key(key: str) -> str:
-    """The envelope of the object at `key` (one per stored object, prefixes kept apart)."""
-    return f"{ENVELOPE_PREFIX}{key}.json"
+from mxgate.records import Envelope, envelope_key, message_id_of
+from mxgate.routing.routes import Routes
 
 
 def store_envelope(objects: ObjectStore, bucket: str, envelope: Envelope, key: str) -> None:

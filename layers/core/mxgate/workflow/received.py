@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from email.utils import format_datetime
 
-from mxgate.workflow.model import Envelope
+from mxgate.records import Envelope
 
 HEADER = "Received"
 # Mail Manager's TLS_PROTOCOL values -> the names TLS libraries (and Received fields) use

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from mxgate.message.model import ParseLimits
 from mxgate.ports import (
@@ -15,15 +14,14 @@ from mxgate.ports import (
     Hooks,
     Idempotency,
     ObjectStore,
+    Quarantine,
     Resolver,
     Timeline,
     Transport,
     Webhooks,
 )
-from mxgate.routing.config import Routes
-
-if TYPE_CHECKING:
-    from mxgate.workflow.quarantine import Quarantine
+from mxgate.recorder import Recorder
+from mxgate.routing.routes import Routes
 
 
 @dataclass(frozen=True)
@@ -36,11 +34,12 @@ class Services:
     dead_letters: DeadLetters
     routes: Routes
     clock: Clock
-    gateway_host: str = "mxgate.local"  # names this gateway in trace header fields
+    # names this gateway in trace header fields, and is its authserv-id in
+    # Authentication-Results
+    gateway_host: str = "mxgate.local"
     # whether the runtime keeps each message's envelope beside it (the local emulator does;
     # Mail Manager does not, so on AWS looking would cost a request and find nothing)
     envelope_sidecars: bool = True
-    # and is its authserv-id in Authentication-Results
     resolver: Resolver | None = None  # DNS for sender authentication; None: not checked
     message_limits: ParseLimits = field(default_factory=ParseLimits)
     # delivery beyond the first attempts: without these, deferral, DSNs and hooks are off
@@ -51,3 +50,8 @@ class Services:
     # quarantine records for operators (without: quarantined recipients are only settled)
     quarantine: Quarantine | None = None
     quarantine_days: int = 30  # how long quarantined mail is kept (RawMailRetentionDays)
+
+    @property
+    def records(self) -> Recorder:
+        """Writes the timeline and terminal states, stamped by this clock."""
+        return Recorder(self.timeline, self.clock)

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from mxgate.adapters.aws.s3 import S3ObjectStore
 from mxgate.message.parse import parse_message
+from mxgate.records import ENVELOPE_PREFIX
 from mxgate.replay.decisions import StoredMessage
 from mxgate.replay.received import as_received
-from mxgate.routing.config import Routes
-from mxgate.workflow.envelope import ENVELOPE_PREFIX, read_envelope
+from mxgate.routing.routes import Routes
+from mxgate.workflow.envelope import read_envelope
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

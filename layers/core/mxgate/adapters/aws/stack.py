@@ -16,8 +16,7 @@ from mxgate.adapters.aws.failures import transient_failures
 from mxgate.adapters.aws.operator import OperatorAws, stack_outputs
 from mxgate.clock import SystemClock
 from mxgate.errors import MxgateError
-from mxgate.timeline import RecipientState
-from mxgate.workflow.envelope import message_id_of
+from mxgate.records import RecipientState, message_id_of
 
 MAX_OBJECTS_READ = 50  # stored messages looked into for a test message's token
 

@@ -23,8 +23,9 @@ from pydantic import BaseModel, Field, ValidationError
 
 from mxgate.errors import PermanentError
 from mxgate.ports import ObjectStore
-from mxgate.workflow.envelope import message_id_of, store_envelope
-from mxgate.workflow.model import Envelope, ProcessInput
+from mxgate.records import Envelope, message_id_of
+from mxgate.workflow.envelope import store_envelope
+from mxgate.workflow.model import ProcessInput
 
 
 class SesReceiptAction(BaseModel):
@@ -103,7 +104,7 @@ def _from_ses(event: Mapping[str, Any], raw_bucket: str, raw_prefix: str) -> Tri
         message_id=message_id_of(key),
         mail_from=ses.mail.source,
         recipients=ses.receipt.recipients,
-        received_at=ses.mail.timestamp.isoformat(),
+        received_at=ses.mail.timestamp,
     )
     return Trigger(ProcessInput(bucket=bucket, key=key, envelope=envelope), envelope)
 

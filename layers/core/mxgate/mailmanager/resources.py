@@ -92,7 +92,7 @@ class FunctionSource:
 
 
 @dataclass(frozen=True)
-class MailManagerConfig:
+class MailManagerResources:
     ingress_points: Mapping[str, IngressPoint]
     traffic_policies: Mapping[str, TrafficPolicy]
     rule_sets: Mapping[str, RuleSet]
@@ -192,7 +192,7 @@ def _address_list_references(
     return found
 
 
-def reference_problems(config: MailManagerConfig) -> list[Problem]:
+def reference_problems(config: MailManagerResources) -> list[Problem]:
     """References between resources that name nothing of the right type in the template."""
     problems: list[Problem] = []
 
@@ -256,7 +256,7 @@ def check_mail_manager(
     parameters: Mapping[str, str] | None = None,
     condition_values: Mapping[str, bool] | None = None,
     stack: str = STACK_NAME,
-) -> tuple[MailManagerConfig | None, list[Problem]]:
+) -> tuple[MailManagerResources | None, list[Problem]]:
     """Load and cross-check the Mail Manager resources; every problem found, not just the first.
     `stack` is what AWS::StackName resolves to (a deployed stack's name for --aws)."""
     document = read_template(template)
@@ -281,7 +281,7 @@ def check_mail_manager(
         problems += invalid
         if value is not None:
             found[attribute][logical_id] = value
-    config = MailManagerConfig(resolver=resolver, template=template, **found)
+    config = MailManagerResources(resolver=resolver, template=template, **found)
     if problems:  # references into resources that failed to load would only add noise
         return None, problems
     problems = reference_problems(config)
@@ -290,7 +290,7 @@ def check_mail_manager(
 
 def load_mail_manager(
     template: Path, parameters: Mapping[str, str] | None = None, stack: str = STACK_NAME
-) -> MailManagerConfig:
+) -> MailManagerResources:
     config, problems = check_mail_manager(template, parameters, stack=stack)
     if config is None:
         raise MailManagerError(template, problems)

@@ -127,7 +127,7 @@ def decide(side: Configuration, known: Known, book: AddressBook) -> list[Decisio
 
 
 class _Settling:
-    """The rule set's end for each recipient; local/mailmanager.py settles them the same way."""
+    """The rule set's end for each recipient, as local/rule_set.py settles them after a real run."""
 
     def __init__(
         self, explanation: Explanation, routes: Routes, route_facts: RouteFacts | None

@@ -14,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     from mxgate.cli import (  # noqa: PLC0415 -- keep `mxgate --help` fast
         addresslist,
         archive,
+        check,
         console,
         demo,
         dlq,
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         archive,
         quarantine,
         console,
+        check,
     ):
         module.register(commands)
     return parser

@@ -15,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
         addresslist,
         archive,
         auth,
+        check,
         console,
         demo,
         dlq,
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         archive,
         quarantine,
         console,
+        check,
     ):
         module.register(commands)
     return parser

@@ -17,9 +17,9 @@ from mxgate.routing.classify import Route, RouteKind
 from mxgate.routing.loops import HEADER as LOOP_HEADER
 from mxgate.routing.loops import delivered_messages, forwarding_loop, hops, too_many_hops
 from mxgate.routing.quarantine import (
-    AuthVerdicts,
     MessageFacts,
     QuarantineRule,
+    auth_verdicts,
     facts_of,
     quarantine_rule,
 )
@@ -78,7 +78,7 @@ def judge(
     from_inside = envelope.ingress_point in services.submission_ingress_points
     # Mail from inside was vouched for by SMTP AUTH: its SPF, DKIM and DMARC results (judged
     # against a submitting client's address) are not what quarantine rules are written for.
-    facts = facts_of(parsed, None if from_inside else _auth_verdicts(authentication))
+    facts = facts_of(parsed, None if from_inside else auth_verdicts(authentication))
     spoofing = _spoofing(facts.from_domain, from_inside, authentication, services)
     if spoofing.verdict is Spoofing.UNDECIDED:
         raise TransientError(spoofing.reason)  # retried, then deferred: never held for a DNS blip
@@ -126,19 +126,4 @@ def _spoofing(
         from_outside=not from_inside,
         dmarc=authentication.dmarc.result.value if authentication else None,
         dmarc_reason=authentication.dmarc.reason if authentication else "",
-    )
-
-
-def _auth_verdicts(authentication: Authentication | None) -> AuthVerdicts | None:
-    """The results quarantine rules test, in RFC 8601 words."""
-    if authentication is None:
-        return None
-    dkim = [check.result.value for check in authentication.dkim]
-    return AuthVerdicts(
-        spf=authentication.spf_mail_from.result.value,
-        dkim="pass" if "pass" in dkim else (dkim[0] if dkim else "none"),
-        dmarc=authentication.dmarc.result.value,
-        dmarc_policy=authentication.dmarc.published.lower()
-        if authentication.dmarc.published
-        else None,
     )

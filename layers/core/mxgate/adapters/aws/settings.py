@@ -37,6 +37,10 @@ class AwsSettings(BaseModel):
     # the AUTH ingress points' ids (comma-separated in the environment): mail from inside
     submission_ingress_points: frozenset[str] = frozenset()
     quarantine_days: int = 30  # how long quarantine records are kept: RawMailRetentionDays
+    # ARC sealing of mailbox deliveries: the Secrets Manager secret with the key; unset: none
+    arc_seal_key_secret: str | None = None
+    arc_seal_domain: str = ""
+    arc_seal_selector: str = "arc"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AwsSettings:
@@ -58,6 +62,9 @@ class AwsSettings(BaseModel):
             "download_url": env.get("MXGATE_DOWNLOAD_URL"),
             "link_secret": env.get("MXGATE_LINK_SECRET"),
             "quarantine_days": env.get("MXGATE_QUARANTINE_DAYS"),
+            "arc_seal_key_secret": env.get("MXGATE_ARC_SEAL_KEY_SECRET"),
+            "arc_seal_domain": env.get("MXGATE_ARC_SEAL_DOMAIN"),
+            "arc_seal_selector": env.get("MXGATE_ARC_SEAL_SELECTOR"),
         }
         points = env.get("MXGATE_SUBMISSION_INGRESS_POINTS", "").split(",")
         given: dict[str, object] = {k: v for k, v in values.items() if v}

@@ -39,7 +39,8 @@ import boto3  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
 from mxgate.ids import new_message_id  # noqa: E402
-from tests.awsstack import MOTO_CONFIG, REGION, TEMPLATE, Stack  # noqa: E402
+from mxgate.sandbox.stack import MOTO_CONFIG, REGION, Stack  # noqa: E402
+from tests.awsstack import TEMPLATE, create_stack  # noqa: E402
 
 # --------------------------------------------------------------------------- public prices
 # On-demand list prices, us-east-1, as published on the AWS pricing pages named below
@@ -203,7 +204,7 @@ class Run:
 
 def run(profile: Profile, messages: int) -> Run:
     with mock_aws(config=MOTO_CONFIG):
-        stack = Stack.create()
+        stack = create_stack()
         # SES delivers for verified senders only; a sender policy is the Deliver step's business
         boto3.client("sesv2", region_name=REGION).create_email_identity(
             EmailIdentity="supplier.example"

@@ -19,7 +19,8 @@ from mxgate.adapters.aws.dynamodb import DynamoState
 from mxgate.adapters.aws.s3 import S3ObjectStore
 from mxgate.errors import PermanentError, TransientError
 from mxgate.timeline import Outcome, RecipientState, Stage, TimelineEvent
-from tests.awsstack import MOTO_CONFIG, REGION, Stack
+from mxgate.sandbox.stack import MOTO_CONFIG, REGION, Stack
+from tests.awsstack import create_stack
 
 T0 = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
 
@@ -36,7 +37,7 @@ class FixedClock:
 def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)  # as the Lambda runtime sets it
     with mock_aws(config=MOTO_CONFIG):
-        yield Stack.create()
+        yield create_stack()
 
 
 def client(service: str) -> Any:

@@ -15,7 +15,8 @@ from moto import mock_aws
 
 from mxgate.errors import PermanentError
 from mxgate.workflow.model import DeadLetterInput, DeliverInput, ProcessInput, QuarantineInput
-from tests.awsstack import EVENTS, MOTO_CONFIG, REGION, Stack, canonical_event, sent_messages
+from mxgate.sandbox.stack import MOTO_CONFIG, REGION, Stack, sent_messages
+from tests.awsstack import EVENTS, canonical_event, create_stack
 
 STORED = (EVENTS / "stored-message.eml").read_bytes()
 
@@ -23,7 +24,7 @@ STORED = (EVENTS / "stored-message.eml").read_bytes()
 @pytest.fixture
 def stack() -> Iterator[Stack]:
     with mock_aws(config=MOTO_CONFIG):
-        created = Stack.create()
+        created = create_stack()
         yield created
         created.close()
 

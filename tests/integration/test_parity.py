@@ -37,18 +37,15 @@ from mxgate.adapters.aws import bootstrap
 from mxgate.local.workflow import LocalWorkflow, load_state_machine
 from mxgate.mailmanager.template import Resolver, read_samconfig_parameters, read_template
 from mxgate.workflow.asl import ExecutionFailedError
-from tests.awsstack import (
-    EVENTS,
+from mxgate.sandbox.stack import (
     MOTO_CONFIG,
     REGION,
-    SAMCONFIG,
-    TEMPLATE,
     Stack,
-    canonical_event,
+    function_environment,
     run_execution,
     sent_messages,
 )
-from tests.awsstack import _environment as function_environment
+from tests.awsstack import EVENTS, SAMCONFIG, TEMPLATE, canonical_event, create_stack
 
 WORKSPACE = ".test-google-a.com"
 M365 = ".mail.onmicrosoft.com"
@@ -187,7 +184,7 @@ def run_locally(
 ) -> Observed:
     with mock_aws(config=MOTO_CONFIG):
         arm(scenario, ses, dynamodb)
-        stack = Stack.create()
+        stack = create_stack()
         stage(stack, scenario)
         with function_environment(stack.function_by_code("deliver").environment):
             services = bootstrap.services.__wrapped__()  # the AWS composition root
@@ -236,7 +233,7 @@ def run_on_moto(
     monkeypatch.setattr(jitter_strategy_decl, "random", UpperBound())
     with mock_aws(config=MOTO_CONFIG):
         arm(scenario, ses, dynamodb)
-        stack = Stack.create()
+        stack = create_stack()
         stage(stack, scenario)
         observed = Observed(status="", output=None)
 

@@ -48,7 +48,7 @@ def test_explain_json_shape(cli):
         "recipient": "alice@nutrition.co",
         "traffic_policy_verdict": "ACCEPT",
         "matched_rules": ["mark-seen", "archive", "store"],
-        "actions": ["AddHeader", "Archive", "WriteToS3"],
+        "actions": ["AddHeader", "Archive", "WriteToS3", "InvokeLambda"],
         "dropped": False,
     }
     assert accepted["traffic_policy"]["decided_by"] == "PolicyStatements[0] (ALLOW)"

@@ -6,10 +6,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from mxgate.errors import TransientError
 from mxgate.timeline import RecipientState, TimelineEvent
+
+if TYPE_CHECKING:
+    from mxgate.workflow.model import Arrival, ArrivalRecord
 
 
 class Clock(Protocol):
@@ -160,3 +163,31 @@ class Hooks(Protocol):
 
 class Webhooks(Protocol):
     def post(self, url: str, secret: str, event_id: str, body: bytes, timeout: float) -> str: ...
+
+
+class Arrivals(Protocol):
+    """The two halves of each message reaching the AWS pipeline (workflow.arrival)."""
+
+    def record(self, arrival: Arrival) -> ArrivalRecord:
+        """Keep this half (once: a replayed half changes nothing) and return all that is known
+        of the message's arrival, this half included."""
+        ...
+
+    def get(self, message_id: str) -> ArrivalRecord | None: ...
+
+    def mark_started(self, message_id: str) -> None: ...
+
+
+class Executions(Protocol):
+    """Starts workflow executions (Step Functions on AWS)."""
+
+    def start(self, name: str, document: Mapping[str, object]) -> str:
+        """Start one execution named after `name` (the same name with the same document again
+        is harmless); returns the execution's name."""
+        ...
+
+
+class ArrivalChecks(Protocol):
+    def schedule(self, message_id: str) -> None:
+        """Look at this message's arrival again later (workflow.arrival.check)."""
+        ...

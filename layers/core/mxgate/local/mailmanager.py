@@ -35,7 +35,7 @@ from mxgate.adapters.local.files import safe_name
 from mxgate.authn.check import Authenticator
 from mxgate.errors import FailureKind, PermanentError, TransientError, kind_of
 from mxgate.local.facts import message_facts
-from mxgate.local.lambdas import LocalLambdas
+from mxgate.local.lambdas import Lambdas, LocalLambdas
 from mxgate.local.logs import RULE_SET, VendedLogs
 from mxgate.local.mailbox import MaildirHandler
 from mxgate.mailmanager.addresses import AddressBook
@@ -474,6 +474,7 @@ class LocalMailManager:
         targets: LocalTargets,
         start_workflow: Callable[[str, str], None],
         authenticator: Authenticator | None = None,
+        lambdas: Lambdas | None = None,
     ) -> None:
         self.config = config
         self.rule_sets = rule_sets
@@ -488,7 +489,7 @@ class LocalMailManager:
         self.clock = clock
         self.targets = targets
         self.start_workflow = start_workflow
-        self.lambdas = LocalLambdas(config)
+        self.lambdas = lambdas or LocalLambdas(config)
         self.authenticator = authenticator  # SPF, DKIM, DMARC verdicts for the rule set
 
     def rule_set_for(self, envelope: Envelope) -> tuple[str, RuleSet]:

@@ -17,8 +17,7 @@ from mxgate.ports import Clock
 from mxgate.timeline import Stage, TimelineEvent
 from mxgate.workflow import steps
 from mxgate.workflow.asl import ExecutionFailedError, Interpreter
-from mxgate.workflow.envelope import message_id_of
-from mxgate.workflow.events import object_created_event
+from mxgate.workflow.envelope import message_id_of, read_envelope
 from mxgate.workflow.model import (
     DeadLetterInput,
     DeferInput,
@@ -136,12 +135,13 @@ class LocalWorkflow:
         )
 
     def start(self, bucket: str, key: str) -> Any:
-        """Run one execution to its end, as the S3 event would start it on AWS."""
+        """Run one execution to its end, with the input the Start function gives it on AWS:
+        the stored object and the envelope the emulator kept beside it."""
         self._current = message_id_of(key)
-        size = self.services.objects.head(bucket, key).size
-        event = object_created_event(bucket, key, size, self.services.clock.now())
+        envelope = read_envelope(self.services.objects, bucket, key)
+        document = ProcessInput(bucket=bucket, key=key, envelope=envelope)
         try:
-            return self.interpreter.run(event, name=self._current)
+            return self.interpreter.run(document.model_dump(mode="json"), name=self._current)
         except ExecutionFailedError as failure:
             log.error(
                 "execution failed", extra={"message_id": self._current, "error": failure.error}

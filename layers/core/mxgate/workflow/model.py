@@ -17,7 +17,8 @@ class Frozen(BaseModel):
 
 
 class Envelope(Frozen):
-    """The SMTP envelope as the ingress saw it."""
+    """The SMTP envelope as the ingress saw it: the pipeline's sender and recipients, never the
+    header fields'."""
 
     message_id: str
     mail_from: str
@@ -26,14 +27,38 @@ class Envelope(Frozen):
     source_ip: str = ""
     tls_protocol: str | None = None
     received_at: str = ""
-    source: Literal["envelope", "headers"] = "envelope"  # headers: no envelope was recorded
     ingress_point: str = ""  # the Mail Manager ingress point (logical id) that accepted it
 
 
 class ProcessInput(Frozen):
+    """The input of a message's execution: the stored message and its envelope."""
+
     bucket: str
     key: str
-    envelope: Envelope | None = None  # when the trigger carries it (InvokeLambda's event)
+    envelope: Envelope | None = None  # None: none arrived (Process quarantines the message)
+
+
+class StoredObject(Frozen):
+    bucket: str
+    key: str
+
+
+class Arrival(Frozen):
+    """One half of a message reaching the AWS pipeline (workflow.arrival)."""
+
+    message_id: str
+    stored: StoredObject | None = None  # WriteToS3's object, from S3's Object Created event
+    envelope: Envelope | None = None  # the SMTP envelope, from the InvokeLambda event
+
+
+class ArrivalRecord(Frozen):
+    """What is known of a message's arrival: the halves so far, and whether it started."""
+
+    message_id: str
+    stored: StoredObject | None = None
+    envelope: Envelope | None = None
+    first_at: str = ""  # when the first half arrived
+    started_at: str = ""  # when its execution was started
 
 
 class MessageRef(Frozen):
@@ -150,3 +175,4 @@ class QuarantineInput(Frozen):
     bucket: str
     key: str
     error: StepError
+    envelope: Envelope | None = None

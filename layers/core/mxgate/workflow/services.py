@@ -32,11 +32,9 @@ class Services:
     dead_letters: DeadLetters
     routes: Routes
     clock: Clock
-    gateway_host: str = "mxgate.local"  # names this gateway in trace header fields
-    # whether the runtime keeps each message's envelope beside it (the local emulator does;
-    # Mail Manager does not, so on AWS looking would cost a request and find nothing)
-    envelope_sidecars: bool = True
-    # and is its authserv-id in Authentication-Results
+    # names this gateway in trace header fields, and is its authserv-id in
+    # Authentication-Results
+    gateway_host: str = "mxgate.local"
     resolver: Resolver | None = None  # DNS for sender authentication; None: not checked
     message_limits: ParseLimits = field(default_factory=ParseLimits)
     # delivery beyond the first attempts: without these, deferral, DSNs and hooks are off

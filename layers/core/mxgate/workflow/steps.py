@@ -8,22 +8,22 @@ import base64
 import shutil
 import tempfile
 from collections import defaultdict
-from email.utils import format_datetime
 from typing import BinaryIO, cast
 
 from mxgate.authn.check import Authenticator
 from mxgate.authn.model import Authentication
 from mxgate.authn.results import HEADER as RESULTS_HEADER
 from mxgate.authn.results import authentication_results
-from mxgate.errors import TransientError
+from mxgate.errors import PermanentError
 from mxgate.message.attachments import ObjectStoreAttachments
 from mxgate.message.parse import parse_stream
+from mxgate.message.received import received_value
 from mxgate.routing.classify import RouteKind, classify
 from mxgate.routing.quarantine import AuthVerdicts, facts_of, quarantine_rule
 from mxgate.timeline import Outcome, Stage
 from mxgate.workflow import records
 from mxgate.workflow.delivery import dead_letter, defer, deliver, idempotency_key
-from mxgate.workflow.envelope import message_id_of, read_envelope, variant_of
+from mxgate.workflow.envelope import message_id_of, variant_of
 from mxgate.workflow.model import (
     Delivery,
     DeliveryResult,
@@ -57,6 +57,12 @@ MAX_RECIPIENTS_PER_DELIVERY = 50  # SES sending takes at most 50 recipients per 
 
 def process(request: ProcessInput, services: Services) -> ProcessOutput:
     """Read, parse, authenticate and classify one stored message, and plan its deliveries."""
+    envelope = request.envelope
+    if envelope is None:  # the pipeline never guesses recipients from header fields
+        raise PermanentError(
+            f"no SMTP envelope came with {request.bucket}/{request.key}: its recipients are "
+            "not known"
+        )
     store = ObjectStoreAttachments(services.objects, request.bucket)
     # One read of the stored message, kept in a spooled file (on disk past a few MB, never whole
     # in memory) for the two passes: the parse, then sender authentication.
@@ -68,14 +74,6 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
         shutil.copyfileobj(stream, copy, COPY_CHUNK)
         copy.seek(0)
         parsed = parse_stream(copy, limits=services.message_limits, store=store)
-        envelope = request.envelope or read_envelope(
-            services.objects,
-            request.bucket,
-            request.key,
-            parsed,
-            services.routes,
-            look_beside=services.envelope_sidecars,
-        )
         copy.seek(0)
         authentication = _authenticate(copy, envelope, services)
         copy.seek(0)
@@ -96,7 +94,6 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
             message_id,
             Stage.PARSED,
             f"{len(parsed.attachments)} attachments, {len(parsed.defects)} defects"
-            + ("; envelope taken from headers" if envelope.source == "headers" else "")
             + (f"; {authentication.summary()}" if authentication else ""),
         ),
     ]
@@ -152,10 +149,13 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
 
     received = (
         "Received",
-        (
-            f"from {envelope.helo or 'unknown'} ({envelope.source_ip or 'unknown'}) "
-            f"by {services.gateway_host} (mxgate) with ESMTP id {message_id}; "
-            f"{format_datetime(services.clock.now())}"
+        received_value(
+            helo=envelope.helo,
+            ip=envelope.source_ip,
+            by=services.gateway_host,
+            message_id=message_id,
+            when=services.clock.now(),
+            tls_protocol=envelope.tls_protocol,
         ),
     )
     trace = [received]
@@ -260,17 +260,10 @@ def plan_deliveries(
 
 def quarantine(request: QuarantineInput, services: Services) -> DeliveryResult:
     """A message the pipeline could not process: keep it where it is, and say why."""
-    message_id = message_id_of(request.key)
+    envelope = request.envelope
+    message_id = envelope.message_id if envelope is not None else message_id_of(request.key)
     reason = f"processing failed: {request.error.Error}: {request.error.Cause}"[:500]
-    try:
-        envelope = read_envelope(
-            services.objects, request.bucket, request.key, None, services.routes
-        )
-        recipients = envelope.recipients
-    except TransientError:
-        raise  # the state machine retries: the envelope may be readable in a moment
-    except Exception:  # noqa: BLE001 -- without an envelope the message is quarantined whole
-        recipients = []
+    recipients = envelope.recipients if envelope is not None else []
     services.timeline.record(records.event(services, message_id, Stage.TERMINAL, reason))
     results = []
     for recipient in recipients or ["(unknown recipients)"]:

@@ -4,9 +4,11 @@ created when an adapter first calls it (`LazyClient`), so a function pays only f
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, cast
 
+from mxgate.adapters.aws.arrivals import DynamoArrivals, SqsArrivalChecks, StepFunctionsExecutions
 from mxgate.adapters.aws.clients import LazyClient
 from mxgate.adapters.aws.delivery import delivery_adapters
 from mxgate.adapters.aws.dynamodb import DynamoState
@@ -16,6 +18,7 @@ from mxgate.adapters.aws.settings import settings
 from mxgate.adapters.dns import DnsPythonResolver
 from mxgate.authn.resolver import CachingResolver
 from mxgate.clock import SystemClock
+from mxgate.errors import ConfigError
 from mxgate.routing.config import load_routes
 from mxgate.workflow.services import Services
 
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_stepfunctions import SFNClient
 
 
 def _dns(server: str | None) -> DnsPythonResolver:
@@ -54,10 +58,38 @@ def services() -> Services:
         routes=routes,
         clock=clock,
         gateway_host=config.gateway_host,
-        envelope_sidecars=config.envelope_sidecars,
         resolver=CachingResolver(_dns(config.dns_server)),
         deferrals=delivery.deferrals,
         bounces=delivery.bounces,
         hooks=delivery.hooks,
         webhooks=delivery.webhooks,
+    )
+
+
+@dataclass(frozen=True)
+class ArrivalJoin:
+    """What the Start function joins with: the arrival records, the state machine, the checks."""
+
+    arrivals: DynamoArrivals
+    executions: StepFunctionsExecutions
+    checks: SqsArrivalChecks
+
+
+@cache
+def arrival_join() -> ArrivalJoin:
+    config = settings()
+    if not (config.state_machine_arn and config.arrival_check_queue and config.unstarted_queue):
+        raise ConfigError(
+            "the Start function needs MXGATE_STATE_MACHINE_ARN, MXGATE_ARRIVAL_CHECK_QUEUE and "
+            "MXGATE_UNSTARTED_QUEUE"
+        )
+    sqs = cast("SQSClient", LazyClient("sqs"))
+    return ArrivalJoin(
+        arrivals=DynamoArrivals(
+            cast("DynamoDBClient", LazyClient("dynamodb")), config.state_table, SystemClock()
+        ),
+        executions=StepFunctionsExecutions(
+            cast("SFNClient", LazyClient("stepfunctions")), config.state_machine_arn
+        ),
+        checks=SqsArrivalChecks(sqs, config.arrival_check_queue, config.unstarted_queue),
     )

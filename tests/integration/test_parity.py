@@ -48,6 +48,13 @@ from mxgate.sandbox.stack import (
 from tests.awsstack import EVENTS, SAMCONFIG, TEMPLATE, canonical_event, create_stack
 
 WORKSPACE = ".test-google-a.com"
+# the canonical message's envelope (events/process.json): bob is a Bcc recipient
+ENVELOPE_RECIPIENTS = [
+    "alice@nutrition.co",
+    "carol@nutrition.co",
+    "eve@nutrition.co",
+    "bob@nutrition.co",
+]
 M365 = ".mail.onmicrosoft.com"
 
 
@@ -208,7 +215,7 @@ def run_locally(
 
             interpreter.tasks = {resource: counted(resource) for resource in steps}
             try:
-                output = interpreter.run(canonical_event("s3-object-created"), name="parity")
+                output = interpreter.run(canonical_event("process"), name="parity")
                 observed.status, observed.output = "SUCCEEDED", output
             except ExecutionFailedError as failure:
                 observed.status, observed.output = "FAILED", failure.error
@@ -244,7 +251,7 @@ def run_on_moto(
         try:
             machine = stack.deploy_state_machine(invoke)
             described = run_execution(
-                machine, canonical_event("s3-object-created"), name=f"parity-{scenario.name}"
+                machine, canonical_event("process"), name=f"parity-{scenario.name}"
             )
         finally:
             stack.close()
@@ -324,6 +331,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "outcomes": {
             "alice@nutrition.co": "delivered",
             "eve@nutrition.co": "delivered",
+            "bob@nutrition.co": "delivered",  # a Bcc recipient: in the envelope only
             "carol@nutrition.co": "dead_lettered",
         },
         "dead_letter_errors": ["PermanentError"],
@@ -342,7 +350,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "unreadable-message-quarantined": {
         "calls": {("process", ""): 1, ("quarantine", ""): 1},  # a permanent error: no retry
         "waits": [],
-        "outcomes": {"(unknown recipients)": "quarantined"},
+        "outcomes": dict.fromkeys(ENVELOPE_RECIPIENTS, "quarantined"),
         "dead_letter_errors": [],
     },
     "throttled-dead-letter-retried": {
@@ -356,6 +364,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "outcomes": {
             "alice@nutrition.co": "delivered",
             "eve@nutrition.co": "delivered",
+            "bob@nutrition.co": "delivered",  # a Bcc recipient: in the envelope only
             "carol@nutrition.co": "dead_lettered",
         },
         "dead_letter_errors": ["PermanentError"],
@@ -363,7 +372,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "throttled-quarantine-retried": {
         "calls": {("process", ""): 1, ("quarantine", ""): 2},  # throttled once, then settled
         "waits": [2.0],
-        "outcomes": {"(unknown recipients)": "quarantined"},
+        "outcomes": dict.fromkeys(ENVELOPE_RECIPIENTS, "quarantined"),
         "dead_letter_errors": [],
     },
 }

@@ -27,7 +27,6 @@ from mxgate.mailmanager.rules import ActionContext, run_rule_set
 from mxgate.message.model import ParseLimits
 from mxgate.routing.config import load_routes
 from mxgate.timeline import Outcome
-from mxgate.workflow.envelope import store_envelope
 from mxgate.workflow.model import Envelope, ProcessInput
 from mxgate.workflow.services import Services
 from mxgate.workflow.steps import process
@@ -82,8 +81,7 @@ def stored(services: Services, raw: bytes, message_id: str, recipients: list[str
         helo="mail.shop.test",
         source_ip=SENDER_IP,
     )
-    store_envelope(services.objects, BUCKET, envelope, key)
-    return ProcessInput(bucket=BUCKET, key=key)
+    return ProcessInput(bucket=BUCKET, key=key, envelope=envelope)
 
 
 def signed_order(keys: Keys) -> bytes:

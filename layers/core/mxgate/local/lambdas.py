@@ -56,8 +56,15 @@ def _joined_locally(event: Any, context: Any) -> dict[str, Any]:
     }
 
 
+PIPELINE_START = "start"  # functions/start/: the Start function
 # functions/<name>/ -> the handler that stands in for it on this machine
-LOCAL_COUNTERPARTS: dict[str, Handler] = {"start": _joined_locally}
+LOCAL_COUNTERPARTS: dict[str, Handler] = {PIPELINE_START: _joined_locally}
+
+
+def starts_pipeline(source: FunctionSource) -> bool:
+    """Whether the function is the pipeline's Start function: an InvokeLambda to it hands the
+    envelope on to the workflow (which settles the recipients) rather than to an app."""
+    return source.code_dir is not None and source.code_dir.name == PIPELINE_START
 
 
 class Lambdas(Protocol):

@@ -35,7 +35,7 @@ from mxgate.adapters.local.files import safe_name
 from mxgate.authn.check import Authenticator
 from mxgate.errors import FailureKind, PermanentError, TransientError, kind_of
 from mxgate.local.facts import message_facts
-from mxgate.local.lambdas import Lambdas, LocalLambdas
+from mxgate.local.lambdas import Lambdas, LocalLambdas, starts_pipeline
 from mxgate.local.logs import RULE_SET, VendedLogs
 from mxgate.local.mailbox import MaildirHandler
 from mxgate.mailmanager.addresses import AddressBook
@@ -114,9 +114,12 @@ class LocalTargets:
 
 @dataclass
 class _Written:
-    """Objects WriteToS3 stored; their workflows start once the whole rule set has run."""
+    """Objects WriteToS3 stored; their workflows start once the whole rule set has run. And
+    the recipients whose envelope InvokeLambda handed to the pipeline's Start function: that
+    hands them on with the object, it does not end them."""
 
     objects: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    enveloped: list[str] = field(default_factory=list)
 
 
 def _failed(results: Mapping[str, SendResult], what: str) -> None:
@@ -365,7 +368,7 @@ class LocalActionExecutor:
             ),
         )
         lambdas = self.service.lambdas
-        lambdas.handler(params.FunctionArn)  # a function that cannot be loaded fails the action
+        source, _ = lambdas.handler(params.FunctionArn)  # one that cannot be loaded fails it
         try:
             result = lambdas.invoke(params.FunctionArn, event)
         except Exception as error:  # whatever the function raises
@@ -376,6 +379,8 @@ class LocalActionExecutor:
                 return f"invoked (EVENT); the handler raised {reason}"
             failure = TransientError if kind_of(error) is FailureKind.TRANSIENT else PermanentError
             raise failure(f"InvokeLambda: the handler raised {reason}") from error
+        if starts_pipeline(source):
+            self.written.enveloped.extend(context.recipients)
         shown = json.dumps(result, default=str)[:200] if result is not None else "null"
         return f"invoked ({params.InvocationType}), returned {shown}"
 
@@ -643,6 +648,8 @@ class LocalMailManager:
                         + record.failure_for(address)
                     )
                 transient.update(record.transient)
+        for address in written.enveloped:  # the pipeline's Start function: the workflow decides
+            succeeded[address].remove("InvokeLambda")
         open_: dict[str, OpenRecipient] = {}
         for trail in outcome.all_trails():
             address = trail.recipient

@@ -39,7 +39,7 @@ import boto3  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
 from mxgate.ids import new_message_id  # noqa: E402
-from mxgate.sandbox.stack import MOTO_CONFIG, REGION, Stack  # noqa: E402
+from mxgate.sandbox.stack import MOTO_CONFIG, REGION  # noqa: E402
 from tests.awsstack import TEMPLATE, create_stack  # noqa: E402
 
 # --------------------------------------------------------------------------- public prices

@@ -18,8 +18,8 @@ from mxgate.adapters.aws.clients import LazyClient
 from mxgate.adapters.aws.dynamodb import DynamoState
 from mxgate.adapters.aws.s3 import S3ObjectStore
 from mxgate.errors import PermanentError, TransientError
-from mxgate.timeline import Outcome, RecipientState, Stage, TimelineEvent
 from mxgate.sandbox.stack import MOTO_CONFIG, REGION, Stack
+from mxgate.timeline import Outcome, RecipientState, Stage, TimelineEvent
 from tests.awsstack import create_stack
 
 T0 = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)

@@ -36,7 +36,6 @@ from moto.stepfunctions.parser.asl.component.common.retry import (
 from mxgate.adapters.aws import bootstrap
 from mxgate.local.workflow import LocalWorkflow, load_state_machine
 from mxgate.mailmanager.template import Resolver, read_samconfig_parameters, read_template
-from mxgate.workflow.asl import ExecutionFailedError
 from mxgate.sandbox.stack import (
     MOTO_CONFIG,
     REGION,
@@ -45,6 +44,7 @@ from mxgate.sandbox.stack import (
     run_execution,
     sent_messages,
 )
+from mxgate.workflow.asl import ExecutionFailedError
 from tests.awsstack import EVENTS, SAMCONFIG, TEMPLATE, canonical_event, create_stack
 
 WORKSPACE = ".test-google-a.com"

@@ -121,6 +121,12 @@ class _Written:
     objects: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     enveloped: list[str] = field(default_factory=list)
 
+    def hand_on_envelopes(self, succeeded: dict[str, list[str]]) -> None:
+        """Take the InvokeLambda that handed a recipient's envelope on out of the actions that
+        may end it: the workflow decides, with the stored object."""
+        for address in self.enveloped:
+            succeeded[address].remove("InvokeLambda")
+
 
 def _failed(results: Mapping[str, SendResult], what: str) -> None:
     """Raise for the recipients a transport did not take: 4xx replies and broken connections
@@ -648,8 +654,7 @@ class LocalMailManager:
                         + record.failure_for(address)
                     )
                 transient.update(record.transient)
-        for address in written.enveloped:  # the pipeline's Start function: the workflow decides
-            succeeded[address].remove("InvokeLambda")
+        written.hand_on_envelopes(succeeded)
         open_: dict[str, OpenRecipient] = {}
         for trail in outcome.all_trails():
             address = trail.recipient

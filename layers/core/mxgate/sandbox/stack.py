@@ -240,7 +240,7 @@ class Stack:
             by_name[function.name] = function.handler_file.parent.name
         call = invoke or self.invoke
 
-        def route(
+        def route(  # noqa: PLR0917 -- moto's own signature
             backend: Any,
             function_name: str,
             qualifier: Any,
@@ -263,7 +263,7 @@ class Stack:
                 ).encode()
 
         original = LambdaSimpleBackend.invoke
-        LambdaSimpleBackend.invoke = route  # type: ignore[method-assign]
+        LambdaSimpleBackend.invoke = route  # type: ignore[method-assign,assignment]
         self._routes.callback(setattr, LambdaSimpleBackend, "invoke", original)
 
         machine_id, machine = next(

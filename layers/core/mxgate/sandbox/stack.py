@@ -31,6 +31,7 @@ from typing import Any
 import boto3
 
 from mxgate.adapters.aws import bootstrap
+from mxgate.adapters.aws.settings import settings
 from mxgate.local.lambdas import LambdaContext
 from mxgate.mailmanager.template import Resolver, read_samconfig_parameters, read_template
 
@@ -134,7 +135,7 @@ class Stack:
             for logical_id, kind in _types(document).items()
             if kind == "AWS::Serverless::Function"
         }
-        bootstrap.settings.cache_clear()
+        settings.cache_clear()
         bootstrap.services.cache_clear()
         bootstrap.arrival_join.cache_clear()
         return cls(template, resolver, functions)
@@ -180,7 +181,7 @@ class Stack:
 
     def invoke_function(self, function: Function, event: Any) -> Any:
         with self._lock, function_environment(function.environment):
-            bootstrap.settings.cache_clear()  # each function reads its own environment
+            settings.cache_clear()  # each function reads its own environment
             module = self._load(function)
             context = LambdaContext(
                 function.name,

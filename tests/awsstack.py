@@ -4,7 +4,12 @@ payloads of events/ and DNS on a loopback server that knows no names."""
 from __future__ import annotations
 
 import json
+import tempfile
+from functools import cache
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from mxgate.sandbox.stack import Stack
 from tests.support import REPO, quiet_dns
@@ -12,6 +17,12 @@ from tests.support import REPO, quiet_dns
 TEMPLATE = REPO / "template.yaml"
 SAMCONFIG = REPO / "samconfig.toml"
 EVENTS = REPO / "events"
+ROUTES = REPO / "config" / "routes.yaml"
+# SES sending's routing domains, for the tests of the SES transport
+ROUTING_DOMAINS = {
+    "workspace": "nutrition.co.test-google-a.com",
+    "m365": "nutritionco.mail.onmicrosoft.com",
+}
 
 
 def canonical_event(name: str) -> Any:
@@ -19,11 +30,21 @@ def canonical_event(name: str) -> Any:
     return json.loads((EVENTS / f"{name}.json").read_text())
 
 
-def create_stack() -> Stack:
+@cache
+def ses_routes() -> Path:
+    """config/routes.yaml with Workspace and 365 delivered through SES sending."""
+    document = yaml.safe_load(ROUTES.read_text())
+    for name, domain in ROUTING_DOMAINS.items():
+        document["destinations"][name] = {"transport": "ses", "routing_domain": domain}
+    path = Path(tempfile.mkdtemp(prefix="mxgate-routes-")) / "routes.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def create_stack(*, ses: bool = True) -> Stack:
     """template.yaml's stack in the active moto mock; the functions never ask the system's
-    resolver."""
-    return Stack.create(
-        TEMPLATE,
-        SAMCONFIG,
-        environment={"MXGATE_DNS_SERVER": f"127.0.0.1:{quiet_dns().port}"},
-    )
+    resolver. `ses`: Workspace and 365 through SES sending (the tests of that transport)."""
+    environment = {"MXGATE_DNS_SERVER": f"127.0.0.1:{quiet_dns().port}"}
+    if ses:
+        environment["MXGATE_ROUTES_FILE"] = str(ses_routes())
+    return Stack.create(TEMPLATE, SAMCONFIG, environment=environment)

@@ -167,6 +167,23 @@ def _smtp_password(
     )
 
 
+def _default_ports(
+    mail_manager: MailManagerConfig, open_port: int, auth_port: int
+) -> dict[str, int]:
+    """OPEN ingress points on `open_port`, AUTH ones on `auth_port` and, when there are
+    several, the ports after it (a free port each when the port is 0). MTLS ingress points
+    are not emulated."""
+    ports: dict[str, int] = {}
+    auth = 0
+    for name, point in mail_manager.ingress_points.items():
+        if point.Type == "OPEN":
+            ports[name] = open_port
+        elif point.Type == "AUTH":
+            ports[name] = auth_port + auth if auth_port else 0
+            auth += 1
+    return ports
+
+
 def _listeners(
     settings: LocalSettings, config: LocalConfig, config_path: Path, mail_manager: MailManagerConfig
 ) -> tuple[IngressSetup, ...]:
@@ -178,12 +195,7 @@ def _listeners(
         if settings.smtp_port is not None and ports:  # MXGATE_SMTP_PORT moves the first one
             ports[next(iter(ports))] = settings.smtp_port
     else:
-        default = {"OPEN": open_port, "AUTH": config.smtp.auth_port}
-        ports = {
-            name: default[point.Type]
-            for name, point in mail_manager.ingress_points.items()
-            if point.Type in default  # MTLS ingress points are not emulated
-        }
+        ports = _default_ports(mail_manager, open_port, config.smtp.auth_port)
     listening: dict[int, str] = {}
     listeners = []
     for name, port in ports.items():
@@ -328,9 +340,11 @@ def destination_transports(
         elif destination.transport == "smtp":
             transports[name] = submission_or_deferral(destination, environ, setup.settings.hostname)
         else:
+            through = "SES" if destination.transport == "ses" else "the relay ingress point"
             raise ConfigError(
-                f"{setup.settings.config}: destinations.{name} is routed through SES; "
-                "on one machine give it a mailbox host or {ses_endpoint: URL}"
+                f"{setup.settings.config}: destinations.{name} is routed through {through}; "
+                "on one machine give it a mailbox host or {ses_endpoint: URL} "
+                "(`mxgate sandbox` runs the AWS path)"
             )
     return transports
 

@@ -92,11 +92,21 @@ def remove_authentication_results(raw: bytes, authserv_id: str) -> bytes:
         if name.lower() == b"authentication-results"
         and _authserv_id(raw[start:end].split(b":", 1)[1]).lower() == ours
     ]
-    if not doomed:
+    return _without(raw, doomed)
+
+
+def remove_fields(raw: bytes, name: str) -> bytes:
+    """The message without any field of this name; every other byte stays as it was."""
+    wanted = name.encode("ascii").lower()
+    return _without(raw, [(s, e) for n, s, e in header_fields(raw) if n.lower() == wanted])
+
+
+def _without(raw: bytes, spans: list[tuple[int, int]]) -> bytes:
+    if not spans:
         return raw
     kept = []
     position = 0
-    for start, end in doomed:
+    for start, end in spans:
         kept.append(raw[position:start])
         position = end
     kept.append(raw[position:])

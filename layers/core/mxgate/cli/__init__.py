@@ -11,7 +11,17 @@ from mxgate.errors import EXIT_CODE, EXIT_USAGE, MxgateError, kind_of
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mxgate.cli import addresslist, demo, dlq, parse, routes, rules, run, trace  # noqa: PLC0415 -- keep `mxgate --help` fast
+    from mxgate.cli import (  # noqa: PLC0415 -- keep `mxgate --help` fast
+        addresslist,
+        demo,
+        dlq,
+        parse,
+        routes,
+        rules,
+        run,
+        sandbox,
+        trace,
+    )
 
     parser = argparse.ArgumentParser(
         prog="mxgate",
@@ -19,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mxgate {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (run, demo, trace, parse, rules, addresslist, routes, dlq):
+    for module in (run, demo, trace, parse, rules, addresslist, routes, dlq, sandbox):
         module.register(commands)
     return parser
 

@@ -38,6 +38,7 @@ class SmtpTarget:
     timeout: float = 30.0
     helo: str = "mxgate.local"
     ca_file: str | None = None  # certificates to trust instead of the system's
+    source_address: str | None = None  # the local address to connect from (smtp_bind_address)
 
 
 class SmtpTransport:
@@ -52,7 +53,11 @@ class SmtpTransport:
     def _connect(self) -> smtplib.SMTP:
         target = self.target
         client = smtplib.SMTP(
-            target.host, target.port, local_hostname=target.helo, timeout=target.timeout
+            target.host,
+            target.port,
+            local_hostname=target.helo,
+            timeout=target.timeout,
+            source_address=(target.source_address, 0) if target.source_address else None,
         )
         try:
             client.ehlo()

@@ -62,10 +62,12 @@ class MaildirHandler:
         await asyncio.to_thread(self._store_all, sender, recipients, raw)  # file I/O off the loop
         return f"250 2.0.0 Ok: delivered to {len(envelope.rcpt_tos)} mailbox(es) on {self.host}"
 
-    def _store_all(self, sender: str, recipients: list[str], raw: bytes) -> None:
+    def _store_all(self, sender: str, recipients: list[str], raw: bytes) -> list[Path]:
+        paths = []
         for recipient in recipients:
             trace = f"Return-Path: <{sender}>\r\nDelivered-To: {recipient}\r\n".encode()
-            self.store(recipient, trace + raw)
+            paths.append(self.store(recipient, trace + raw))
+        return paths
 
     def store(self, recipient: str, message: bytes) -> Path:
         """Maildir delivery: write under tmp/, then rename into new/."""
@@ -78,3 +80,14 @@ class MaildirHandler:
         final = mailbox / "new" / name
         temporary.rename(final)
         return final
+
+
+def mailbox_session(handler: MaildirHandler) -> SMTP:
+    """One SMTP session of a mailbox host."""
+    return SMTP(
+        handler,
+        hostname=f"{handler.host}.mailbox.local",
+        enable_SMTPUTF8=True,
+        data_size_limit=None,
+        ident="mxgate mailbox host",
+    )

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TextIO
 
 import boto3
 
@@ -100,6 +100,9 @@ class Stack:
         self.functions = functions
         self._lock = threading.RLock()  # one invocation at a time, as one container would
         self._routes = contextlib.ExitStack()  # undoes the routing of moto's Lambda invoke
+        # where the handlers' stdout goes (their logs and metrics), as CloudWatch Logs takes a
+        # function's output; None: this process's stdout
+        self.function_output: TextIO | None = None
 
     # ----------------------------------------------------------------------- building
 
@@ -180,7 +183,9 @@ class Stack:
         return self.invoke_function(self.function_by_code(step), event)
 
     def invoke_function(self, function: Function, event: Any) -> Any:
-        with self._lock, function_environment(function.environment):
+        output = self.function_output
+        redirected = contextlib.redirect_stdout(output) if output else contextlib.nullcontext()
+        with self._lock, function_environment(function.environment), redirected:
             settings.cache_clear()  # each function reads its own environment
             module = self._load(function)
             context = LambdaContext(
@@ -193,6 +198,63 @@ class Stack:
                 return module.handler(json.loads(json.dumps(event)), context)
             finally:
                 function.durations.append(time.perf_counter() - started)
+
+    def event_targets(self, event: Mapping[str, Any]) -> list[Function]:
+        """The functions one of whose EventBridge rules (SAM `EventBridgeRule` events) matches
+        the event, as EventBridge would route it."""
+        from moto.events.models import EventPattern  # noqa: PLC0415
+
+        found = []
+        for logical_id, function in self.functions.items():
+            events = self.properties(logical_id).get("Events") or {}
+            for source in events.values():
+                if source.get("Type") != "EventBridgeRule":
+                    continue
+                pattern = source.get("Properties", {}).get("Pattern") or {}
+                matcher = EventPattern(json.dumps(pattern), pattern)
+                if matcher.matches_event(dict(event)):  # type: ignore[arg-type]
+                    found.append(function)
+                    break
+        return found
+
+    def deliver_event(self, function: Function, event: Any) -> None:
+        """An asynchronous invocation (Lambda's EVENT, an EventBridge target): tried as many
+        times as the function's EventInvokeConfig allows (Lambda's default: 3 in all); an
+        event still refused goes to its OnFailure queue, if it has one, as Lambda sends it."""
+        config = self.properties(function.logical_id).get("EventInvokeConfig") or {}
+        attempts = 1 + int(config.get("MaximumRetryAttempts", 2))
+        for attempt in range(1, attempts + 1):
+            try:
+                self.invoke_function(function, event)
+                return
+            except Exception as error:
+                if attempt < attempts:
+                    continue
+                destination = (config.get("DestinationConfig") or {}).get("OnFailure") or {}
+                queue = self._queue_of(str(destination.get("Destination", "")))
+                if queue is None:
+                    raise
+                record = {
+                    "requestContext": {
+                        "functionArn": function.name,
+                        "condition": "RetriesExhausted",
+                        "approximateInvokeCount": attempts,
+                    },
+                    "requestPayload": event,
+                    "responsePayload": {
+                        "errorType": type(error).__name__,
+                        "errorMessage": str(error),
+                    },
+                }
+                boto3.client("sqs", region_name=REGION).send_message(
+                    QueueUrl=queue, MessageBody=json.dumps(record)
+                )
+
+    def _queue_of(self, arn: str) -> str | None:
+        for (logical_id, attribute), value in self.resolver.attributes.items():
+            if attribute == "Arn" and value == arn and logical_id in self.resolver.physical:
+                return self.resolver.physical[logical_id]
+        return None
 
     def _load(self, function: Function) -> ModuleType:
         """Import app.py once per function; its composition root is cached per function, as

@@ -47,6 +47,7 @@ def check(record: SQSRecord) -> str:
     """One arrival check; a message found unstarted is reported where the alarm looks."""
     join, config = arrival_join(), settings()
     message_id = ArrivalCheck.model_validate_json(record.body).arrival_check
+    metrics.add_metric(name="ArrivalChecks", unit=MetricUnit.Count, value=1)
     checked = arrival.check(
         message_id,
         arrivals=join.arrivals,

@@ -94,8 +94,10 @@ def test_a_bcc_recipient_is_delivered(sandbox: Sandbox) -> None:
     bob = by_recipient(report)["bob@nutrition.co"]  # in no header field: a Bcc
     assert (bob.outcome, bob.route) == ("delivered", "workspace")
     assert bob.mailbox_host == "workspace"
-    assert bob.rcpt_to is not None and "bob@nutrition.co" in bob.rcpt_to
-    assert bob.path is not None and Path(bob.path).read_bytes().endswith(raw)
+    assert bob.rcpt_to is not None
+    assert "bob@nutrition.co" in bob.rcpt_to
+    assert bob.path is not None
+    assert Path(bob.path).read_bytes().endswith(raw)
     assert by_recipient(report)["alice@nutrition.co"].outcome == "delivered"
 
 

@@ -9,7 +9,7 @@ SAM_VENV := .venv-sam
 SAM := $(SAM_VENV)/bin/sam
 SAM_VERSION := 1.170.0
 PY313_BIN := $(firstword $(wildcard /root/.pyenv/versions/3.13*/bin))
-DEBIAN_PACKAGES := swaks postfix
+DEBIAN_PACKAGES := swaks postfix chromium chromium-driver
 export SAM_CLI_TELEMETRY := 0
 
 .PHONY: run test lint typecheck unit integration e2e validate demo bench sam-build system-deps clean help
@@ -29,7 +29,8 @@ $(SAM):
 	test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
 	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check aws-sam-cli==$(SAM_VERSION)
 
-# swaks (a real SMTP client) and postfix (smtp-source for the benchmark) from Debian.
+# swaks (a real SMTP client), postfix (smtp-source for the benchmark) and chromium with
+# chromium-driver (the console's browser tests) from Debian.
 system-deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

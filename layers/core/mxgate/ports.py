@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
+from mxgate.archive.query import ArchivedMessage, ArchiveQuery
 from mxgate.errors import TransientError
 from mxgate.timeline import RecipientState, TimelineEvent
 
@@ -163,6 +164,20 @@ class Hooks(Protocol):
 
 class Webhooks(Protocol):
     def post(self, url: str, secret: str, event_id: str, body: bytes, timeout: float) -> str: ...
+
+
+class Archive(Protocol):
+    """An archive's index: the local SQLite FTS index, or Mail Manager's archive API."""
+
+    def search(self, query: ArchiveQuery) -> list[ArchivedMessage]:
+        """At most `query.limit` matches, newest first."""
+        ...
+
+    def get(self, archived_message_id: str) -> ArchivedMessage | None: ...
+
+    def raw(self, archived_message_id: str) -> bytes:
+        """The message as archived (raises PermanentError when it is not there)."""
+        ...
 
 
 class Arrivals(Protocol):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Stage(StrEnum):
@@ -20,6 +20,8 @@ class Stage(StrEnum):
     RETRY = "retry"
     DEFERRED = "deferred"
     REDRIVEN = "redriven"
+    RELEASED = "released"  # from quarantine, by an operator
+    DELETED = "deleted"  # from quarantine, by an operator
     TERMINAL = "terminal"
 
 
@@ -34,6 +36,18 @@ class Outcome(StrEnum):
     DEAD_LETTERED = "dead_lettered"
 
 
+class MessageSummary(BaseModel):
+    """Who sent a message to whom, about what: what tracking searches (`mxgate trace --from`).
+    The `parsed` event carries it, so it costs no write of its own."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    envelope_sender: str = ""
+    from_: str = Field(default="", alias="from")  # the From field's addresses
+    recipients: list[str] = Field(default_factory=list)
+    subject: str = ""
+
+
 class TimelineEvent(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -42,6 +56,7 @@ class TimelineEvent(BaseModel):
     stage: Stage
     recipient: str | None = None
     detail: str = ""
+    summary: MessageSummary | None = None  # on the `parsed` event
 
 
 class RecipientState(BaseModel):

@@ -13,9 +13,12 @@ from mxgate.errors import EXIT_CODE, EXIT_USAGE, MxgateError, kind_of
 def build_parser() -> argparse.ArgumentParser:
     from mxgate.cli import (  # noqa: PLC0415 -- keep `mxgate --help` fast
         addresslist,
+        archive,
+        console,
         demo,
         dlq,
         parse,
+        quarantine,
         routes,
         rules,
         run,
@@ -29,7 +32,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mxgate {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (run, demo, trace, parse, rules, addresslist, routes, dlq, sandbox):
+    for module in (
+        run,
+        demo,
+        trace,
+        parse,
+        rules,
+        addresslist,
+        routes,
+        dlq,
+        archive,
+        quarantine,
+        console,
+        sandbox,
+    ):
         module.register(commands)
     return parser
 

@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from mxgate.desk import Desk
+from mxgate.local.runtime import local_desk
 from mxgate.local.settings import LocalSettings
+from mxgate.moment import moment
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,3 +55,56 @@ def table(rows: list[list[str]], headers: list[str]) -> str:
         for row in rows
     ]
     return "\n".join(lines)
+
+
+def add_aws_arguments(parser: argparse.ArgumentParser, names: list[str]) -> None:
+    """--aws, --stack, --region, and a flag for each stack resource the command reads."""
+    from mxgate.adapters.aws.operator import NAMES  # noqa: PLC0415 -- plain data, no boto3
+
+    aws = parser.add_argument_group("on AWS (the deployed stack, with your AWS credentials)")
+    aws.add_argument(
+        "--aws", action="store_true", help="the deployed stack instead of this machine"
+    )
+    aws.add_argument("--stack", help="read the resource names from this stack's outputs")
+    aws.add_argument("--region", help="AWS region (default: the AWS configuration's)")
+    for name in names:
+        flag, variable, output = NAMES[name]
+        aws.add_argument(flag, dest=name, help=f"env {variable}; the stack output {output}")
+
+
+def moment_argument(now: datetime) -> Callable[[str], datetime]:
+    """An argparse type for --since / --until (a time, or a duration back from now)."""
+
+    def parse(value: str) -> datetime:
+        try:
+            return moment(value, now)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse
+
+
+def add_desk_arguments(parser: argparse.ArgumentParser, names: list[str]) -> None:
+    """This machine's state (--home, --config), or the deployed stack's (--aws ...)."""
+    add_settings_arguments(parser)
+    add_aws_arguments(parser, names)
+    parser.add_argument(
+        "--routes",
+        type=Path,
+        default=Path("config/routes.yaml"),
+        help="with --aws: the routes file deployed in the config layer (default config/routes.yaml)",
+    )
+
+
+def desk_of(args: argparse.Namespace) -> Desk:
+    if getattr(args, "aws", False):
+        from mxgate.adapters.aws.operator import aws_desk, operator_aws  # noqa: PLC0415 -- boto3
+
+        return aws_desk(operator_aws(args), args.routes)
+    return local_desk(settings_from(args))
+
+
+def cut(text: object, width: int) -> str:
+    """One line of at most `width` characters, an ellipsis where it was cut."""
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from mxgate.adapters.local.state import SqliteState
-from mxgate.cli.common import add_settings_arguments, print_json, settings_from, table
+from mxgate.cli.common import add_settings_arguments, cut, print_json, settings_from, table
 from mxgate.clock import SystemClock
+from mxgate.desk import Desk
 from mxgate.errors import ConfigError, MxgateError
 from mxgate.local.mailmanager import DEAD_LETTER_KIND, redrive_rule_set
 from mxgate.local.runtime import Paths
@@ -125,11 +126,6 @@ def _recipients(record: dict[str, object]) -> list[str]:
     return [str(r) for r in found] if isinstance(found, list) else []
 
 
-def _text(value: object, width: int) -> str:
-    text = " ".join(str(value or "").split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
 def list_dead_letters(args: argparse.Namespace) -> int:
     store = open_store(args)
     rows = [{"id": record_id, **record} for record_id, record in store.dead_letters.list()]
@@ -148,7 +144,7 @@ def list_dead_letters(args: argparse.Namespace) -> int:
                     str(r.get("at", ""))[:19],
                     f"{r.get('kind', '')} {r.get('destination', '')}".strip(),
                     str(len(_recipients(r))),
-                    _text(r.get("reason") or r.get("error"), 60),
+                    cut(r.get("reason") or r.get("error"), 60),
                 ]
                 for r in rows
             ],
@@ -202,13 +198,13 @@ def show_dead_letter(args: argparse.Namespace) -> int:
     return 0
 
 
-def _redrive_one(store: Store, record_id: str, args: argparse.Namespace) -> dict[str, object]:
+def redrive_one(store: Store | Desk, record_id: str, *, aws: bool) -> dict[str, object]:
     """A delivery goes back to the deferred queue; a rule set dead letter goes back through the
     rule set (on this machine only: on AWS, Mail Manager runs the rules)."""
     record = store.dead_letters.get(record_id)
     clock = SystemClock()
     if record is not None and record.get("kind") == DEAD_LETTER_KIND:
-        if args.aws:
+        if aws:
             raise ConfigError(
                 f"{record_id} is a local rule set dead letter; redrive it without --aws"
             )
@@ -248,7 +244,7 @@ def redrive_dead_letters(args: argparse.Namespace) -> int:
     failed: list[dict[str, str]] = []
     for record_id in ids:
         try:
-            done.append(_redrive_one(store, record_id, args))
+            done.append(redrive_one(store, record_id, aws=args.aws))
         except MxgateError as error:
             failed.append({"id": record_id, "error": str(error)})
     if done and store.forget_notices is not None:

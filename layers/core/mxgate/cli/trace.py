@@ -6,10 +6,18 @@ import argparse
 from collections import Counter
 
 from mxgate.adapters.local.state import SqliteState
-from mxgate.cli.common import add_settings_arguments, print_json, settings_from, table
+from mxgate.cli.common import (
+    add_settings_arguments,
+    moment_argument,
+    print_json,
+    settings_from,
+    table,
+)
+from mxgate.clock import SystemClock
 from mxgate.errors import ConfigError
 from mxgate.local.runtime import Paths
 from mxgate.timeline import Stage
+from mxgate.tracking import OUTCOME_CHOICES, TraceQuery, track
 from mxgate.workflow.model import DeferredDelivery
 
 
@@ -17,12 +25,25 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser = commands.add_parser(
         "trace",
         help="show what happened to a message (or list recent messages)",
-        description="Without MESSAGE-ID, list recent messages with their outcome; with one "
-        "(or a unique prefix), show its timeline: accepted, rules, stored, parsed, classified, "
-        "and each recipient's terminal state, with times.",
+        description="Without MESSAGE-ID, list recent messages with their outcome (or, with "
+        "--from, --to, --subject, --since, --until or --outcome, the messages that match); with "
+        "one (or a unique prefix), show its timeline: accepted, rules, stored, parsed, "
+        "classified, and each recipient's terminal state, with times.",
     )
     add_settings_arguments(parser)
     parser.add_argument("message_id", nargs="?", metavar="MESSAGE-ID")
+    search = parser.add_argument_group(
+        "tracking search (each text a case-insensitive substring; all given must hold)"
+    )
+    search.add_argument("--from", dest="from_", metavar="TEXT", help="envelope sender or From")
+    search.add_argument("--to", metavar="TEXT", help="any recipient")
+    search.add_argument("--subject", metavar="TEXT")
+    when = moment_argument(SystemClock().now())
+    search.add_argument("--since", type=when, help="a time, or a duration back (1h, 7d)")
+    search.add_argument("--until", type=when, help="a time, or a duration back")
+    search.add_argument(
+        "--outcome", choices=OUTCOME_CHOICES, help="some recipient ended so (or is in progress)"
+    )
     parser.add_argument(
         "--limit", type=int, default=20, help="how many recent messages (default 20)"
     )
@@ -54,6 +75,37 @@ def _outcome_text(row: dict[str, object]) -> str:
     return ", ".join(f"{count} {outcome}" for outcome, count in outcomes.items())
 
 
+def _search(state: SqliteState, query: TraceQuery, *, json_out: bool) -> int:
+    found = track(state, state, query)
+    if json_out:
+        print_json({"messages": [m.model_dump(mode="json", by_alias=True) for m in found]})
+        return 0
+    if not found:
+        print("no message matches")
+        return 0
+    print(
+        table(
+            [
+                [
+                    m.message_id,
+                    m.parsed_at.isoformat(timespec="seconds")[:19],
+                    m.envelope_sender,
+                    ", ".join(m.recipients),
+                    m.subject[:40],
+                    ", ".join(
+                        f"{count} {outcome}"
+                        for outcome, count in Counter(m.outcomes.values()).items()
+                    )
+                    + (" (in progress)" if m.in_progress else ""),
+                ]
+                for m in found
+            ],
+            ["MESSAGE-ID", "PARSED (UTC)", "ENVELOPE FROM", "RECIPIENTS", "SUBJECT", "OUTCOME"],
+        )
+    )
+    return 0
+
+
 def trace(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     paths = Paths(settings.home)
@@ -62,6 +114,17 @@ def trace(args: argparse.Namespace) -> int:
             f"no gateway state under {settings.home} (has `mxgate run` accepted mail?)"
         )
     state = SqliteState(paths.state_db)
+    query = TraceQuery(
+        from_=args.from_,
+        to=args.to,
+        subject=args.subject,
+        since=args.since,
+        until=args.until,
+        outcome=args.outcome,
+        limit=args.limit,
+    )
+    if args.message_id is None and query.any_filter:
+        return _search(state, query, json_out=args.json)
     if args.message_id is None:
         rows = [summary(state, m) for m in state.recent(args.limit)]
         if args.json:

@@ -31,7 +31,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from mxgate.adapters.local.archive import ARCHIVE_BUCKET, SqliteArchive
 from mxgate.adapters.local.files import safe_name
+from mxgate.archive.entry import archived_message
 from mxgate.authn.check import Authenticator
 from mxgate.errors import FailureKind, PermanentError, TransientError, kind_of
 from mxgate.local.facts import message_facts
@@ -81,7 +83,6 @@ from mxgate.workflow.model import Envelope
 
 log = logging.getLogger("mxgate.mailmanager")
 
-ARCHIVE_BUCKET = "mxgate-archive"
 KEPT_BUCKET = "mxgate-dead-letters"  # messages kept for dead-lettered recipients: `rules/<id>`
 DEAD_LETTER_KIND = "rules"  # `kind` of the dead letters the rule set writes
 RETRY_KIND = "rule-set-retry"  # `kind` of its records in the deferred queue
@@ -209,7 +210,20 @@ class LocalActionExecutor:
         assert params is not None
         archive = self.service.config.archive_id(params.TargetArchive)
         key = f"{variant_key(f'{archive}/{self.envelope.message_id}', context.variant)}.eml"
-        self.service.objects.put(ARCHIVE_BUCKET, key, self._message(context))
+        message = self._message(context)
+        self.service.objects.put(ARCHIVE_BUCKET, key, message)
+        if self.service.archive is not None:
+            self.service.archive.add(
+                archived_message(
+                    archive_id=archive,
+                    archived_message_id=key.rsplit("/", 1)[-1].removesuffix(".eml"),
+                    key=key,
+                    raw=message,
+                    envelope=self.envelope,
+                    recipients=list(context.recipients),
+                    archived_at=self.service.clock.now(),
+                )
+            )
         return f"archived in {archive}"
 
     # --------------------------------------------------------------------------- delivery
@@ -485,6 +499,7 @@ class LocalMailManager:
         targets: LocalTargets,
         start_workflow: Callable[[str, str], None],
         authenticator: Authenticator | None = None,
+        archive: SqliteArchive | None = None,  # indexes what the Archive action stores
         lambdas: Lambdas | None = None,
     ) -> None:
         self.config = config
@@ -502,6 +517,7 @@ class LocalMailManager:
         self.start_workflow = start_workflow
         self.lambdas = lambdas or LocalLambdas(config)
         self.authenticator = authenticator  # SPF, DKIM, DMARC verdicts for the rule set
+        self.archive = archive
 
     def rule_set_for(self, envelope: Envelope) -> tuple[str, RuleSet]:
         """The rule set of the ingress point that accepted the message (spool files written

@@ -3,8 +3,10 @@ adapters, and wires the ingress, the Mail Manager emulator, the workflow and the
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -12,14 +14,17 @@ from pathlib import Path
 
 from mxgate.adapters.dns import DnsPythonResolver
 from mxgate.adapters.local.appevents import FileAppEvents
+from mxgate.adapters.local.archive import SqliteArchive
 from mxgate.adapters.local.hooks import LocalHooks
 from mxgate.adapters.local.objects import FileObjectStore
+from mxgate.adapters.local.quarantine import SqliteQuarantine
 from mxgate.adapters.local.state import SqliteState
 from mxgate.authn.check import Authenticator
 from mxgate.authn.resolver import CachingResolver
 from mxgate.clock import SystemClock
 from mxgate.delivery.smtp import SmtpTarget, SmtpTransport, submission_or_deferral
 from mxgate.delivery.webhook import SignedPoster, signing_keys
+from mxgate.desk import Desk
 from mxgate.errors import ConfigError
 from mxgate.local.addresslists import FileAddressBook
 from mxgate.local.config import DnsConfig, LocalConfig, SesEndpoint, load_local_config
@@ -35,8 +40,9 @@ from mxgate.mailmanager.template import (
     read_samconfig_parameters,
     read_template,
 )
-from mxgate.ports import Transport
+from mxgate.ports import Clock, Transport
 from mxgate.routing.config import Routes, load_routes
+from mxgate.workflow.quarantine import purge as purge_quarantine
 from mxgate.workflow.services import Services
 
 
@@ -67,6 +73,11 @@ class Paths:
     @property
     def state_db(self) -> Path:
         return self.home / "state.db"
+
+    @property
+    def archive_db(self) -> Path:
+        """The archive's index (the archived copies are objects under mxgate-archive/)."""
+        return self.home / "archive.db"
 
     @property
     def tls(self) -> Path:
@@ -373,6 +384,8 @@ def build_worker(setup: LocalSetup, mailbox_ports: dict[str, int]) -> Worker:
         bounces=transports[setup.config.outbound] if setup.config.outbound else None,
         hooks=LocalHooks(setup.routes.hooks, poster, setup.config.routes.parent),
         webhooks=poster,
+        quarantine=SqliteQuarantine(state),
+        quarantine_days=quarantine_days(setup.mail_manager),
     )
     workflow = LocalWorkflow(setup.state_machine, services, setup.settings.retry_scale)
     outbound = setup.config.outbound
@@ -397,8 +410,77 @@ def build_worker(setup: LocalSetup, mailbox_ports: dict[str, int]) -> Worker:
         ),
         start_workflow=workflow.start,
         authenticator=Authenticator(resolver, setup.settings.hostname),
+        archive=SqliteArchive(dirs.archive_db, objects),
     )
     return Worker(setup, state, Spool(dirs.spool), mail_manager, workflow, transports)
+
+
+def quarantine_days(mail_manager: MailManagerConfig) -> int:
+    """How long quarantined mail is kept: the template's RawMailRetentionDays (on AWS the raw
+    bucket keeps the message that long, and the record expires with it)."""
+    return int(mail_manager.resolver.values.get("RawMailRetentionDays", 30))
+
+
+def archive_retentions(mail_manager: MailManagerConfig) -> dict[str, str]:
+    """Each archive's `Retention.RetentionPeriod` in the template (none given: PERMANENT)."""
+    return {
+        archive_id: str(
+            getattr(archive.Retention.RetentionPeriod, "value", archive.Retention.RetentionPeriod)
+        )
+        if archive.Retention is not None
+        else "PERMANENT"
+        for archive_id, archive in mail_manager.archives.items()
+    }
+
+
+def enforce_retention(setup: LocalSetup, clock: Clock) -> dict[str, int]:
+    """Delete archived messages past their archive's Retention and quarantined ones past the
+    quarantine's; how many of each went."""
+    dirs = setup.dirs
+    objects = FileObjectStore(dirs.objects)
+    archive = SqliteArchive(dirs.archive_db, objects)
+    state = SqliteState(dirs.state_db)
+    try:
+        archived = archive.purge(archive_retentions(setup.mail_manager), clock.now())
+        held = purge_quarantine(SqliteQuarantine(state), state, clock, objects.delete)
+    finally:
+        archive.close()
+        state.close()
+    return {"archived": len(archived), "quarantined": len(held)}
+
+
+def local_desk(settings: LocalSettings) -> Desk:
+    """What `mxgate quarantine|archive|dlq|console` act on here: the gateway's state under
+    its home, whether or not the gateway runs now."""
+    paths = Paths(settings.home.resolve())
+    if not paths.state_db.exists():
+        raise ConfigError(
+            f"no gateway state under {settings.home} (has `mxgate run` accepted mail?)"
+        )
+    config = load_local_config(settings.config)
+    state = SqliteState(paths.state_db)
+    objects = FileObjectStore(paths.objects)
+    running = paths.ports_file.exists()
+    return Desk(
+        timeline=state,
+        messages=state,
+        dead_letters=state,
+        deferrals=state,
+        quarantine=SqliteQuarantine(state),
+        archive=SqliteArchive(paths.archive_db, objects),
+        objects=objects,
+        routes=load_routes(config.routes),
+        clock=SystemClock(),
+        actor=f"{getpass.getuser()}@{socket.gethostname()}",
+        where=str(paths.home),
+        after_queue=(
+            f"the running gateway delivers it within {settings.defer_poll:g}s"
+            if running
+            else "the gateway delivers it when it next runs (`mxgate run`)"
+        ),
+        delete_object=objects.delete,
+        mailboxes=paths.mailboxes,
+    )
 
 
 def write_ports(paths: Paths, ports: dict[str, int]) -> None:

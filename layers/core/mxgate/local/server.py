@@ -27,7 +27,7 @@ from mxgate.local.addresslists import FileAddressBook
 from mxgate.local.ingress import IngressHandler, IngressSMTP, ingress_session
 from mxgate.local.logs import VendedLogs
 from mxgate.local.mailbox import MaildirHandler, mailbox_session
-from mxgate.local.runtime import IngressSetup, LocalSetup, write_ports
+from mxgate.local.runtime import IngressSetup, LocalSetup, enforce_retention, write_ports
 from mxgate.local.spool import Spool
 from mxgate.local.tls import ensure_certificate, server_context
 
@@ -47,6 +47,7 @@ class Running:
 
 INGRESS_DB_WAIT = 2.0  # seconds; past it the message is still accepted, its record skipped
 DEFERRED_LEASE = 600.0  # seconds a deferred delivery may run before another run may take it
+RETENTION_EVERY = 3600.0  # seconds between looks at what the retention periods let go
 
 
 class Gateway:
@@ -64,6 +65,7 @@ class Gateway:
         self.deferred_running: set[str] = set()
         self.scheduler: asyncio.Task[None] | None = None
         self.room_freed = asyncio.Event()  # a deferred delivery finished: look again at once
+        self.housekeeping: asyncio.Task[None] | None = None
 
     async def _mailbox_hosts(
         self, loop: asyncio.AbstractEventLoop
@@ -166,6 +168,17 @@ class Gateway:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.room_freed.wait(), settings.defer_poll)
 
+    async def _keep_retention(self) -> None:
+        """The archive's Retention and the quarantine's: enforced on start, then hourly."""
+        while True:
+            try:
+                purged = await asyncio.to_thread(enforce_retention, self.setup, SystemClock())
+                if purged:
+                    log.info("retention enforced", extra={"purged": purged})
+            except Exception:
+                log.exception("retention not enforced; trying again later")
+            await asyncio.sleep(RETENTION_EVERY)
+
     async def start(self) -> Running:
         setup, dirs = self.setup, self.dirs
         loop = asyncio.get_running_loop()
@@ -218,6 +231,7 @@ class Gateway:
         deferred_state = SqliteState(dirs.state_db)
         deferred_state.release_leases()
         self.scheduler = asyncio.create_task(self._run_deferred(deferred_state))
+        self.housekeeping = asyncio.create_task(self._keep_retention())
         return Running(
             smtp=first,
             mailbox_hosts=mailbox_ports,
@@ -238,6 +252,8 @@ class Gateway:
             server.close()
         if self.scheduler is not None:
             self.scheduler.cancel()
+        if self.housekeeping is not None:
+            self.housekeeping.cancel()
         try:
             await asyncio.wait_for(self.idle.wait(), grace)
         except TimeoutError:

@@ -38,6 +38,7 @@ import boto3
 
 from mxgate.adapters.aws.dynamodb import DynamoState
 from mxgate.adapters.aws.s3 import S3ObjectStore
+from mxgate.adapters.local.archive import ARCHIVE_BUCKET
 from mxgate.adapters.local.state import SqliteState
 from mxgate.authn.check import Authenticator
 from mxgate.clock import SystemClock
@@ -49,7 +50,7 @@ from mxgate.local.config import LocalConfig, load_local_config
 from mxgate.local.ingress import IngressHandler, ingress_session
 from mxgate.local.logs import VendedLogs
 from mxgate.local.mailbox import mailbox_session
-from mxgate.local.mailmanager import ARCHIVE_BUCKET, KEPT_BUCKET, LocalMailManager, LocalTargets
+from mxgate.local.mailmanager import KEPT_BUCKET, LocalMailManager, LocalTargets
 from mxgate.local.runtime import build_resolver
 from mxgate.local.spool import Spool
 from mxgate.local.tls import ensure_certificate, server_context

@@ -3,7 +3,7 @@ services' clock, their details cut to what the stores keep."""
 
 from __future__ import annotations
 
-from mxgate.timeline import Outcome, RecipientState, Stage, TimelineEvent
+from mxgate.timeline import MessageSummary, Outcome, RecipientState, Stage, TimelineEvent
 from mxgate.workflow.services import Services
 
 EVENT_DETAIL_MAX = 1000
@@ -16,6 +16,8 @@ def event(
     stage: Stage,
     detail: str = "",
     recipient: str | None = None,
+    *,
+    summary: MessageSummary | None = None,
 ) -> TimelineEvent:
     return TimelineEvent(
         message_id=message_id,
@@ -23,6 +25,7 @@ def event(
         stage=stage,
         recipient=recipient,
         detail=detail[:EVENT_DETAIL_MAX],
+        summary=summary,
     )
 
 

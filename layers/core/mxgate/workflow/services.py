@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from mxgate.message.model import ParseLimits
 from mxgate.ports import (
@@ -20,6 +21,9 @@ from mxgate.ports import (
     Webhooks,
 )
 from mxgate.routing.config import Routes
+
+if TYPE_CHECKING:
+    from mxgate.workflow.quarantine import Quarantine
 
 
 @dataclass(frozen=True)
@@ -42,3 +46,6 @@ class Services:
     bounces: Transport | None = None  # sends DSNs to envelope senders
     hooks: Hooks | None = None
     webhooks: Webhooks | None = None
+    # quarantine records for operators (without: quarantined recipients are only settled)
+    quarantine: Quarantine | None = None
+    quarantine_days: int = 30  # how long quarantined mail is kept (RawMailRetentionDays)

@@ -5,10 +5,11 @@ The delivery steps live in `workflow.delivery`."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import shutil
 import tempfile
 from collections import defaultdict
-from typing import BinaryIO, cast
+from typing import BinaryIO, Literal, cast
 
 from mxgate.authn.check import Authenticator
 from mxgate.authn.model import Authentication
@@ -16,16 +17,16 @@ from mxgate.authn.results import HEADER as RESULTS_HEADER
 from mxgate.authn.results import authentication_results
 from mxgate.errors import PermanentError
 from mxgate.message.attachments import ObjectStoreAttachments
+from mxgate.message.model import Address, ParsedMessage
 from mxgate.message.parse import parse_stream
 from mxgate.message.received import received_value
 from mxgate.routing.classify import RouteKind, classify
 from mxgate.routing.quarantine import AuthVerdicts, facts_of, quarantine_rule
-from mxgate.timeline import Outcome, Stage
+from mxgate.timeline import MessageSummary, Outcome, Stage
 from mxgate.workflow import records
 from mxgate.workflow.delivery import dead_letter, defer, deliver, idempotency_key
 from mxgate.workflow.envelope import message_id_of, variant_of
 from mxgate.workflow.model import (
-    Delivery,
     DeliveryResult,
     Envelope,
     MessageRef,
@@ -34,6 +35,8 @@ from mxgate.workflow.model import (
     QuarantineInput,
     RecipientResult,
 )
+from mxgate.workflow.planning import plan_deliveries
+from mxgate.workflow.quarantine import HeldRecipient, QuarantineRecord, expiry
 from mxgate.workflow.services import Services
 
 __all__ = [
@@ -52,7 +55,7 @@ COPY_CHUNK = 1024 * 1024
 # message's deliveries together stay well inside Step Functions' 256 KB per document.
 INLINE_MAX = 48 * 1024
 INLINE_BUDGET = 120 * 1024
-MAX_RECIPIENTS_PER_DELIVERY = 50  # SES sending takes at most 50 recipients per message
+SUMMARY_MAX = 200  # characters of the subject and From kept for tracking searches
 
 
 def process(request: ProcessInput, services: Services) -> ProcessOutput:
@@ -95,10 +98,18 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
             Stage.PARSED,
             f"{len(parsed.attachments)} attachments, {len(parsed.defects)} defects"
             + (f"; {authentication.summary()}" if authentication else ""),
+            summary=MessageSummary(
+                envelope_sender=envelope.mail_from,
+                from_=", ".join(a.address for a in parsed.from_)[:SUMMARY_MAX],
+                recipients=envelope.recipients,
+                subject=parsed.subject[:SUMMARY_MAX],
+            ),
         ),
     ]
+    trace = _trace(envelope, authentication, services)
     if parsed.unreadable is not None:  # not understood: kept where it is, never dropped
         services.timeline.record_many(events)
+        reason = f"message not understood: {parsed.unreadable}"
         for recipient in envelope.recipients:
             records.settle(
                 services,
@@ -106,9 +117,22 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
                 recipient,
                 outcome=Outcome.QUARANTINED,
                 route="quarantine",
-                detail=f"message not understood: {parsed.unreadable}",
+                detail=reason,
             )
+        _hold(
+            services,
+            ref,
+            parsed,
+            authentication,
+            trace,
+            [
+                HeldRecipient(recipient=r, route="quarantine", rule="not understood", reason=reason)
+                for r in envelope.recipients
+            ],
+            source="not_understood",
+        )
         return ProcessOutput(message=ref, deliveries=[], authentication=authentication)
+    kept: list[HeldRecipient] = []
     groups: dict[tuple[RouteKind, str], list[str]] = defaultdict(list)
     facts = facts_of(parsed, _auth_verdicts(authentication))
     for recipient in envelope.recipients:
@@ -131,6 +155,11 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
                 route="unknown",
                 detail=route.reason,
             )
+            kept.append(
+                HeldRecipient(
+                    recipient=recipient, route="unknown", rule="no route", reason=route.reason
+                )
+            )
             continue
         held = quarantine_rule(services.routes.quarantine, route.name, facts)
         if held is not None:
@@ -143,24 +172,14 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
                 route=f"quarantine:{rule.name}",
                 detail=f"rule {rule.name}: {why}; kept at {request.bucket}/{request.key}",
             )
+            kept.append(
+                HeldRecipient(recipient=recipient, route=route.name, rule=rule.name, reason=why)
+            )
             continue
         groups[(route.kind, route.name)].append(recipient)
     services.timeline.record_many(events)
-
-    received = (
-        "Received",
-        received_value(
-            helo=envelope.helo,
-            ip=envelope.source_ip,
-            by=services.gateway_host,
-            message_id=message_id,
-            when=services.clock.now(),
-            tls_protocol=envelope.tls_protocol,
-        ),
-    )
-    trace = [received]
-    if authentication is not None:  # on top, as a verifying MTA adds it (RFC 8601 5)
-        trace.insert(0, (RESULTS_HEADER, authentication_results(authentication)))
+    if kept:
+        _hold(services, ref, parsed, authentication, trace, kept)
     deliveries = [
         delivery
         for (kind, destination), recipients in groups.items()
@@ -169,7 +188,7 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
             kind,
             destination,
             recipients,
-            services=services,
+            routes=services.routes,
             prepend=trace if kind is RouteKind.MAILBOX else [],
         )
     ]
@@ -177,6 +196,66 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
         inline = ref.model_copy(update={"inline": base64.b64encode(small).decode("ascii")})
         deliveries = [d.model_copy(update={"message": inline}) for d in deliveries]
     return ProcessOutput(message=ref, deliveries=deliveries, authentication=authentication)
+
+
+def _trace(
+    envelope: Envelope, authentication: Authentication | None, services: Services
+) -> list[tuple[str, str]]:
+    """The trace fields every mailbox delivery of the message gets on top."""
+    received = (
+        "Received",
+        received_value(
+            helo=envelope.helo,
+            ip=envelope.source_ip,
+            by=services.gateway_host,
+            message_id=envelope.message_id,
+            when=services.clock.now(),
+            tls_protocol=envelope.tls_protocol,
+        ),
+    )
+    trace = [received]
+    if authentication is not None:  # on top, as a verifying MTA adds it (RFC 8601 5)
+        trace.insert(0, (RESULTS_HEADER, authentication_results(authentication)))
+    return trace
+
+
+def _hold(  # noqa: PLR0917 -- what the process step knows at that point
+    services: Services,
+    ref: MessageRef,
+    parsed: ParsedMessage | None,
+    authentication: Authentication | None,
+    trace: list[tuple[str, str]],
+    recipients: list[HeldRecipient],
+    *,
+    source: Literal["rules", "not_understood", "processing_failed"] = "rules",
+) -> None:
+    """Keep the quarantine record an operator lists, reads, releases or deletes."""
+    if services.quarantine is None:
+        return
+    now = services.clock.now()
+
+    def addresses(found: list[Address]) -> str:
+        return ", ".join(f"{a.name} <{a.address}>" if a.name else a.address for a in found)
+
+    services.quarantine.hold(
+        QuarantineRecord(
+            quarantine_id=f"{ref.message_id}{variant_of(ref.key)}",
+            message_id=ref.message_id,
+            held_at=now,
+            expires_at=expiry(now, services.quarantine_days),
+            message=ref,
+            source=source,
+            from_=addresses(parsed.from_) if parsed else "",
+            to=addresses(parsed.to) if parsed else "",
+            verdicts=authentication.summary() if authentication else "",
+            attachments=[
+                f"{a.filename or '(unnamed)'} ({a.content_type}, {a.size} bytes)"
+                for a in (parsed.attachments if parsed else [])
+            ],
+            prepend=trace,
+            recipients=recipients,
+        )
+    )
 
 
 def _authenticate(
@@ -206,58 +285,6 @@ def _auth_verdicts(authentication: Authentication | None) -> AuthVerdicts | None
     )
 
 
-def plan_deliveries(
-    ref: MessageRef,
-    kind: RouteKind,
-    destination: str,
-    recipients: list[str],
-    *,
-    services: Services,
-    prepend: list[tuple[str, str]],
-) -> list[Delivery]:
-    """A route's deliveries, at most 50 recipients each: the delivery itself, the app's
-    webhook if it has one, and one per post-ingress hook the route lists."""
-    routes = services.routes
-    app = routes.apps.get(destination) if kind is RouteKind.APP else None
-    planned: list[Delivery] = []
-    for start in range(0, len(recipients), MAX_RECIPIENTS_PER_DELIVERY):
-        chunk = recipients[start : start + MAX_RECIPIENTS_PER_DELIVERY]
-        number = start // MAX_RECIPIENTS_PER_DELIVERY
-        base = f"{ref.message_id}{variant_of(ref.key)}.{destination}"  # one per stored version
-        planned.append(
-            Delivery(
-                delivery_id=f"{base}.{number}",
-                message=ref,
-                kind=kind.value,
-                destination=destination,
-                recipients=chunk,
-                prepend=prepend,
-            )
-        )
-        if app is not None and app.webhook is not None:
-            planned.append(
-                Delivery(
-                    delivery_id=f"{base}.webhook.{number}",
-                    message=ref,
-                    kind="webhook",
-                    destination=destination,
-                    recipients=chunk,
-                )
-            )
-        planned += [
-            Delivery(
-                delivery_id=f"{base}.hook-{hook}.{number}",
-                message=ref,
-                kind="hook",
-                destination=hook,
-                recipients=chunk,
-                route=destination,
-            )
-            for hook in routes.route_hooks(destination)
-        ]
-    return planned
-
-
 def quarantine(request: QuarantineInput, services: Services) -> DeliveryResult:
     """A message the pipeline could not process: keep it where it is, and say why."""
     envelope = request.envelope
@@ -265,6 +292,22 @@ def quarantine(request: QuarantineInput, services: Services) -> DeliveryResult:
     reason = f"processing failed: {request.error.Error}: {request.error.Cause}"[:500]
     recipients = envelope.recipients if envelope is not None else []
     services.timeline.record(records.event(services, message_id, Stage.TERMINAL, reason))
+    if envelope is not None and recipients and services.objects.exists(request.bucket, request.key):
+        raw = services.objects.get(request.bucket, request.key)
+        ref = MessageRef(
+            message_id=message_id,
+            bucket=request.bucket,
+            key=request.key,
+            digest=hashlib.sha256(raw).hexdigest(),
+            envelope_sender=envelope.mail_from,
+            size=len(raw),
+        )
+        held = [
+            HeldRecipient(recipient=r, route="quarantine", rule="processing failed", reason=reason)
+            for r in recipients
+        ]
+        trace = _trace(envelope, None, services)
+        _hold(services, ref, None, None, trace, held, source="processing_failed")
     results = []
     for recipient in recipients or ["(unknown recipients)"]:
         records.settle(

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, cast
 from mxgate.adapters.aws.arrivals import DynamoArrivals, SqsArrivalChecks, StepFunctionsExecutions
 from mxgate.adapters.aws.clients import LazyClient
 from mxgate.adapters.aws.delivery import delivery_adapters
-from mxgate.adapters.aws.dynamodb import DynamoState
+from mxgate.adapters.aws.dynamodb import DynamoQuarantine, DynamoState
 from mxgate.adapters.aws.events import EventBridgeAppEvents, QueueingDeadLetters
 from mxgate.adapters.aws.s3 import S3ObjectStore
 from mxgate.adapters.aws.settings import settings
@@ -63,6 +63,10 @@ def services() -> Services:
         bounces=delivery.bounces,
         hooks=delivery.hooks,
         webhooks=delivery.webhooks,
+        quarantine=DynamoQuarantine(
+            cast("DynamoDBClient", LazyClient("dynamodb")), config.state_table
+        ),
+        quarantine_days=config.quarantine_days,
     )
 
 

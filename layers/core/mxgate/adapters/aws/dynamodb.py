@@ -3,7 +3,8 @@
 Items: `msg#<id>` / `event#<time>#<token>` (the timeline events one step records, together in
 one item), `msg#<id>` / `rcpt#<recipient>` (terminal states, written once with a condition;
 each also stands for its `terminal` timeline event), `recent#<day>` / `<time>#<id>` (the recent
-list), `idem#<key>` / `-` (idempotency, expiring), `dlq` / `<delivery id>` (dead letters).
+list), `idem#<key>` / `-` (idempotency, expiring), `dlq` / `<delivery id>` (dead letters),
+`quarantine` / `<message id>` (quarantine records, expiring).
 
 On-demand tables bill every item written (per KB), so events that happen together are one
 item and a terminal state is not written twice: the workflow writes about four items per
@@ -29,7 +30,8 @@ from botocore.exceptions import ClientError
 from mxgate.adapters.aws.failures import error_code, transient_failures
 from mxgate.errors import TransientError
 from mxgate.ports import Clock
-from mxgate.timeline import Outcome, RecipientState, Stage, TimelineEvent
+from mxgate.timeline import MessageSummary, Outcome, RecipientState, Stage, TimelineEvent
+from mxgate.workflow.quarantine import QuarantineRecord, merged
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -91,6 +93,8 @@ class DynamoState:
             {
                 "pk": _s(f"recent#{e.at.date().isoformat()}"),
                 "sk": _s(f"{e.at.isoformat()}#{e.message_id}"),
+                # what tracking searches, on the item the recent list writes anyway
+                **({"summary": _s(e.summary.model_dump_json(by_alias=True))} if e.summary else {}),
             }
             for e in events
             if e.stage in _RECENT_STAGES
@@ -202,6 +206,28 @@ class DynamoState:
             found += [i["sk"]["S"].split("#", 1)[1] for i in response["Items"]]
         return list(dict.fromkeys(found))[:limit]
 
+    def summaries(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> Iterator[tuple[str, datetime, MessageSummary]]:
+        """Parsed messages, newest first, from the recent list's days (since: default two
+        days back, as `recent`)."""
+        now = self.clock.now()
+        first = (since or now - timedelta(days=1)).date()
+        day = (until or now).date()
+        while day >= first:
+            for item in self._query(f"recent#{day.isoformat()}", "")[::-1]:
+                if "summary" not in item:
+                    continue
+                at, _, message_id = item["sk"]["S"].partition("#")
+                moment = datetime.fromisoformat(at)
+                if (since is None or moment >= since) and (until is None or moment <= until):
+                    yield (
+                        message_id,
+                        moment,
+                        MessageSummary.model_validate_json(item["summary"]["S"]),
+                    )
+            day -= timedelta(days=1)
+
     # ----------------------------------------------------------------------- Idempotency
 
     def seen(self, key: str) -> str | None:
@@ -256,4 +282,58 @@ class DynamoState:
         with transient_failures(f"DynamoDB dead letter {record_id}"):
             self.client.delete_item(
                 TableName=self.table, Key={"pk": _s("dlq"), "sk": _s(record_id)}
+            )
+
+
+class DynamoQuarantine:
+    """Quarantine records in the state table: `quarantine` / `<id>`, each expiring (TTL
+    `expires_at`) when the quarantine's retention ends, as the raw message does in S3."""
+
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
+        self.client = client
+        self.table = table
+
+    def _item(self, record: QuarantineRecord) -> dict[str, Any]:
+        item = {
+            "pk": _s("quarantine"),
+            "sk": _s(record.quarantine_id),
+            "record": _s(record.model_dump_json(by_alias=True)),
+        }
+        if record.expires_at is not None:
+            item["expires_at"] = {"N": str(int(record.expires_at.timestamp()))}
+        return item
+
+    def hold(self, record: QuarantineRecord) -> None:
+        self.replace(merged(self.get(record.quarantine_id), record))
+
+    def replace(self, record: QuarantineRecord) -> None:
+        with transient_failures(f"DynamoDB quarantine {record.quarantine_id}"):
+            self.client.put_item(TableName=self.table, Item=self._item(record))
+
+    def get(self, quarantine_id: str) -> QuarantineRecord | None:
+        with transient_failures(f"DynamoDB quarantine {quarantine_id}"):
+            item = self.client.get_item(
+                TableName=self.table,
+                Key={"pk": _s("quarantine"), "sk": _s(quarantine_id)},
+                ConsistentRead=True,
+            ).get("Item")
+        return None if item is None else QuarantineRecord.model_validate_json(item["record"]["S"])
+
+    def records(self) -> Iterator[QuarantineRecord]:
+        found = []
+        with transient_failures("DynamoDB quarantine"):
+            for page in self.client.get_paginator("query").paginate(
+                TableName=self.table,
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues={":pk": _s("quarantine")},
+            ):
+                found += [
+                    QuarantineRecord.model_validate_json(i["record"]["S"]) for i in page["Items"]
+                ]
+        yield from sorted(found, key=lambda r: r.held_at, reverse=True)
+
+    def remove(self, quarantine_id: str) -> None:
+        with transient_failures(f"DynamoDB quarantine {quarantine_id}"):
+            self.client.delete_item(
+                TableName=self.table, Key={"pk": _s("quarantine"), "sk": _s(quarantine_id)}
             )

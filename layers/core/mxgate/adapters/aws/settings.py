@@ -35,6 +35,7 @@ class AwsSettings(BaseModel):
     relay_user: str | None = None  # the ingress point id
     relay_secret: str | None = None  # ARN of the secret whose key `password` is the password
     relay_ca_file: Path | None = None  # certificates to trust for it (default: the system's)
+    quarantine_days: int = 30  # how long quarantine records are kept: RawMailRetentionDays
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AwsSettings:
@@ -59,6 +60,7 @@ class AwsSettings(BaseModel):
             "relay_user": env.get("MXGATE_RELAY_USER"),
             "relay_secret": env.get("MXGATE_RELAY_SECRET"),
             "relay_ca_file": env.get("MXGATE_RELAY_CA_FILE"),
+            "quarantine_days": env.get("MXGATE_QUARANTINE_DAYS"),
         }
         return cls.model_validate({k: v for k, v in values.items() if v})
 

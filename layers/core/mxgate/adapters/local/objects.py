@@ -65,5 +65,10 @@ class FileObjectStore:
     def exists(self, bucket: str, key: str) -> bool:
         return self._path(bucket, key).is_file()
 
+    def delete(self, bucket: str, key: str) -> None:
+        """Remove an object and its metadata (gone already: nothing to do, as on S3)."""
+        self._path(bucket, key).unlink(missing_ok=True)
+        self._path(bucket, key, meta=True).unlink(missing_ok=True)
+
     def link(self, bucket: str, key: str) -> str:
         return self._path(bucket, key).resolve().as_uri()

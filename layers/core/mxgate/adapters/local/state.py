@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mxgate.errors import TransientError
-from mxgate.timeline import Outcome, RecipientState, Stage, TimelineEvent
+from mxgate.timeline import MessageSummary, Outcome, RecipientState, Stage, TimelineEvent
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -62,6 +62,12 @@ CREATE TABLE IF NOT EXISTS deferred (
 );
 CREATE INDEX IF NOT EXISTS deferred_by_due ON deferred (due_at);
 CREATE INDEX IF NOT EXISTS deferred_by_message ON deferred (message_id);
+CREATE TABLE IF NOT EXISTS messages (
+    message_id TEXT PRIMARY KEY,
+    at TEXT NOT NULL,  -- UTC ISO text of the parse
+    summary TEXT NOT NULL  -- MessageSummary JSON: what tracking searches
+);
+CREATE INDEX IF NOT EXISTS messages_by_time ON messages (at);
 """
 
 # A database written before recipient_key: each recipient's first state is kept.
@@ -167,13 +173,39 @@ class SqliteState:
         self.record_many([event])
 
     def record_many(self, events: Sequence[TimelineEvent]) -> None:
-        if events:
-            self._write(
+        if not events:
+            return
+        with self._transaction() as db:
+            db.executemany(
                 "INSERT INTO events (message_id, at, stage, recipient, detail) VALUES (?,?,?,?,?)",
                 [
                     (e.message_id, e.at.isoformat(), e.stage.value, e.recipient, e.detail)
                     for e in events
                 ],
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO messages (message_id, at, summary) VALUES (?,?,?)",
+                [
+                    (e.message_id, _utc(e.at), e.summary.model_dump_json(by_alias=True))
+                    for e in events
+                    if e.summary is not None
+                ],
+            )
+
+    def summaries(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> Iterator[tuple[str, datetime, MessageSummary]]:
+        """Parsed messages with who sent them to whom about what, newest first."""
+        rows = self._read(
+            "SELECT message_id, at, summary FROM messages WHERE at >= ? AND at <= ? "
+            "ORDER BY at DESC",
+            (_utc(since) if since else "", _utc(until) if until else "\uffff"),
+        )
+        for message_id, at, summary in rows:
+            yield (
+                message_id,
+                datetime.fromisoformat(at),
+                MessageSummary.model_validate_json(summary),
             )
 
     def settle(self, state: RecipientState) -> bool:

@@ -1,0 +1,49 @@
+"""What the index keeps of an archived message. Pure."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from mxgate.archive.query import ArchivedMessage
+from mxgate.message.parse import parse_message
+from mxgate.workflow.model import Envelope
+
+
+def archived_message(
+    *,
+    archive_id: str,
+    archived_message_id: str,
+    key: str,
+    raw: bytes,
+    envelope: Envelope,
+    recipients: list[str],
+    archived_at: datetime,
+) -> ArchivedMessage:
+    """The row for one archived copy: its header fields as written (decoded), the envelope of
+    the recipients it was archived for, and whether it carries attachments."""
+    parsed = parse_message(raw)
+
+    def field(name: str) -> str:
+        return ", ".join(h.value for h in parsed.headers if h.name.casefold() == name)
+
+    return ArchivedMessage(
+        archived_message_id=archived_message_id,
+        archive_id=archive_id,
+        received_at=archived_at,
+        message_id=parsed.message_id or "",
+        date=parsed.date or "",
+        from_=field("from"),
+        to=field("to"),
+        cc=field("cc"),
+        subject=parsed.subject,
+        envelope_from=envelope.mail_from,
+        envelope_to=recipients,
+        has_attachments=any(
+            a.disposition == "attachment" or a.filename for a in parsed.attachments
+        ),
+        size=len(raw),
+        ingress_point=envelope.ingress_point,
+        sender_ip=envelope.source_ip,
+        helo=envelope.helo,
+        key=key,
+    )

@@ -1,0 +1,27 @@
+"""Moments operators type: `--since 1h`, `--until 2026-11-28T08:00`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from mxgate.routing.config import DURATION_FORMS, parse_duration
+
+
+def moment(value: str, now: datetime) -> datetime:
+    """An ISO time (UTC when it names no zone), a date, or a duration back from now
+    (`90s`, `30m`, `1h`, `7d`). Raises ValueError saying which forms it takes."""
+    text = value.strip()
+    try:
+        found = datetime.fromisoformat(text)
+    except ValueError:
+        try:
+            seconds = parse_duration(text)
+        except ValueError:
+            seconds = None
+        if not isinstance(seconds, float):
+            raise ValueError(
+                f"{value!r} is neither a time (2026-11-28, 2026-11-28T08:00:00+00:00) nor a "
+                f"duration back from now ({DURATION_FORMS})"
+            ) from None
+        return now - timedelta(seconds=seconds)
+    return found if found.tzinfo is not None else found.replace(tzinfo=UTC)

@@ -1,0 +1,164 @@
+"""The archive's search meaning (Mail Manager's CONTAINS, case-insensitive; AND across
+filters, OR within one), its API filters, retention cut-offs, and the SQLite index."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from mxgate.adapters.local.archive import ARCHIVE_BUCKET, SqliteArchive
+from mxgate.adapters.local.objects import FileObjectStore
+from mxgate.archive.entry import archived_message
+from mxgate.archive.query import ArchivedMessage, ArchiveQuery, query_terms, retention_cutoff
+from mxgate.moment import moment
+from mxgate.workflow.model import Envelope
+
+NOW = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
+
+
+def row(**fields: object) -> ArchivedMessage:
+    base: dict[str, object] = {
+        "archived_message_id": "01A",
+        "archive_id": "Archive",
+        "received_at": NOW,
+        "from": "Buyer <purchasing@Bistro.example>",
+        "to": "orders@customer-support.nutrition.co",
+        "subject": "Order 2026-1187",
+        "envelope_from": "purchasing@bistro.example",
+        "envelope_to": ["orders@customer-support.nutrition.co"],
+    }
+    return ArchivedMessage.model_validate({**base, **fields})
+
+
+def test_contains_is_case_insensitive_and_filters_are_anded_values_ored():
+    message = row()
+    assert ArchiveQuery(from_=["BISTRO"]).matches(message)
+    assert ArchiveQuery(subject=["order 2026"], to=["orders@"]).matches(message)
+    assert not ArchiveQuery(subject=["order 2026"], to=["returns@"]).matches(message)
+    assert ArchiveQuery(to=["returns@", "orders@"]).matches(message)  # values: OR
+    assert ArchiveQuery(envelope_to=["CUSTOMER-support"]).matches(message)
+    assert not ArchiveQuery(has_attachments=True).matches(message)
+    assert ArchiveQuery(has_attachments=False).matches(message)
+    assert not ArchiveQuery(since=NOW + timedelta(seconds=1)).matches(message)
+    assert ArchiveQuery(until=NOW).matches(message)
+
+
+def test_filters_are_mail_managers_archive_filters():
+    query = ArchiveQuery(subject=["order"], envelope_from=["a", "b"], has_attachments=True)
+    assert query.filters() == {
+        "Include": [
+            {
+                "StringExpression": {
+                    "Evaluate": {"Attribute": "SUBJECT"},
+                    "Operator": "CONTAINS",
+                    "Values": ["order"],
+                }
+            },
+            {
+                "StringExpression": {
+                    "Evaluate": {"Attribute": "ENVELOPE_FROM"},
+                    "Operator": "CONTAINS",
+                    "Values": ["a", "b"],
+                }
+            },
+            {
+                "BooleanExpression": {
+                    "Evaluate": {"Attribute": "HAS_ATTACHMENTS"},
+                    "Operator": "IS_TRUE",
+                }
+            },
+        ]
+    }
+    assert ArchiveQuery().filters() == {}
+
+
+def test_at_most_a_thousand_results():
+    with pytest.raises(ValueError, match="1000"):
+        ArchiveQuery(limit=1001)
+
+
+def test_retention_counts_calendar_months():
+    assert retention_cutoff("THREE_MONTHS", NOW) == datetime(2026, 8, 28, 8, 0, tzinfo=UTC)
+    assert retention_cutoff("ONE_YEAR", NOW) == datetime(2025, 11, 28, 8, 0, tzinfo=UTC)
+    march = datetime(2026, 5, 31, tzinfo=UTC)
+    assert retention_cutoff("THREE_MONTHS", march) == datetime(2026, 2, 28, tzinfo=UTC)
+    assert retention_cutoff("PERMANENT", NOW) is None
+
+
+def test_query_text_and_moments():
+    assert query_terms('from:bistro subject:"order 77" has:attachments lunch') == {
+        "from_": ["bistro"],
+        "subject": ["order 77", "lunch"],
+        "has_attachments": True,
+    }
+    with pytest.raises(ValueError, match="has no value"):
+        query_terms("from:")
+    assert moment("1h", NOW) == NOW - timedelta(hours=1)
+    assert moment("2026-11-27", NOW) == datetime(2026, 11, 27, tzinfo=UTC)
+    with pytest.raises(ValueError, match="duration back from now"):
+        moment("yesterday", NOW)
+
+
+def test_sqlite_index_finds_substrings_of_any_length(tmp_path):
+    objects = FileObjectStore(tmp_path / "objects")
+    index = SqliteArchive(tmp_path / "archive.db", objects)
+    raws = {
+        "01A": b"From: Buyer <purchasing@bistro.example>\r\nTo: orders@customer-support.nutrition.co"
+        b"\r\nSubject: Order 2026-1187\r\nMessage-ID: <o1@bistro.example>\r\n\r\nhello\r\n",
+        "01B": b"From: =?utf-8?q?J=C3=BCrgen?= <j@m\xc3\xbcnchen.example>\r\nTo: alice@nutrition.co\r\n"
+        b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n'
+        b'hi\r\n--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename="a.pdf"'
+        b"\r\n\r\n%PDF\r\n--b--\r\n",
+    }
+    for number, (archived_id, raw) in enumerate(raws.items()):
+        key = f"Archive/{archived_id}.eml"
+        objects.put(ARCHIVE_BUCKET, key, raw)
+        index.add(
+            archived_message(
+                archive_id="Archive",
+                archived_message_id=archived_id,
+                key=key,
+                raw=raw,
+                envelope=Envelope(
+                    message_id=archived_id, mail_from="bounce@shop.example", recipients=[]
+                ),
+                recipients=["alice@nutrition.co"] if archived_id == "01B" else ["orders@x.co"],
+                archived_at=NOW + timedelta(minutes=number),
+            )
+        )
+
+    def ids(**fields: object) -> list[str]:
+        return [m.archived_message_id for m in index.search(ArchiveQuery.model_validate(fields))]
+
+    assert ids() == ["01B", "01A"]  # newest first
+    assert ids(subject=["ORDER 2026"]) == ["01A"]  # through the trigram index
+    assert ids(subject=["grüße"]) == ["01B"]  # decoded, case-folded beyond ASCII
+    assert ids(subject=["20"]) == ["01A"]  # shorter than a trigram: still found
+    assert ids(from_=["jürgen"], has_attachments=True) == ["01B"]
+    assert ids(envelope_to=["alice"]) == ["01B"]
+    assert ids(subject=["order"], to=["alice"]) == []
+    assert ids(limit=1) == ["01B"]
+    assert ids(since=NOW + timedelta(seconds=30)) == ["01B"]
+    assert index.raw("01A") == raws["01A"]
+    assert index.find("01") == ["01A", "01B"]
+
+    again = index.get("01A")
+    assert again is not None
+    index.add(again.model_copy(update={"subject": "Order changed"}))  # re-indexed, not doubled
+    assert ids(subject=["order"]) == ["01A"]
+    assert ids(subject=["2026-1187"]) == []
+
+    later = NOW + timedelta(days=400)
+    assert [
+        m.archived_message_id for m in index.purge({"Archive": "ONE_YEAR"}, later, dry_run=True)
+    ] == [
+        "01A",
+        "01B",
+    ]
+    assert ids() == ["01B", "01A"]  # a dry run deletes nothing
+    assert index.purge({"Archive": "PERMANENT"}, later) == []
+    index.purge({"Archive": "ONE_YEAR"}, later)
+    assert ids() == []
+    assert not objects.exists(ARCHIVE_BUCKET, "Archive/01A.eml")

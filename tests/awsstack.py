@@ -12,17 +12,11 @@ from typing import Any
 import yaml
 
 from mxgate.sandbox.stack import Stack
-from tests.support import REPO, quiet_dns
+from tests.support import REPO, quiet_dns, ses_routes_document
 
 TEMPLATE = REPO / "template.yaml"
 SAMCONFIG = REPO / "samconfig.toml"
 EVENTS = REPO / "events"
-ROUTES = REPO / "config" / "routes.yaml"
-# SES sending's routing domains, for the tests of the SES transport
-ROUTING_DOMAINS = {
-    "workspace": "nutrition.co.test-google-a.com",
-    "m365": "nutritionco.mail.onmicrosoft.com",
-}
 
 
 def canonical_event(name: str) -> Any:
@@ -33,9 +27,7 @@ def canonical_event(name: str) -> Any:
 @cache
 def ses_routes() -> Path:
     """config/routes.yaml with Workspace and 365 delivered through SES sending."""
-    document = yaml.safe_load(ROUTES.read_text())
-    for name, domain in ROUTING_DOMAINS.items():
-        document["destinations"][name] = {"transport": "ses", "routing_domain": domain}
+    document = ses_routes_document()
     path = Path(tempfile.mkdtemp(prefix="mxgate-routes-")) / "routes.yaml"
     path.write_text(yaml.safe_dump(document))
     return path

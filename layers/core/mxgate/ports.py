@@ -183,14 +183,12 @@ class Archive(Protocol):
 class Arrivals(Protocol):
     """The two halves of each message reaching the AWS pipeline (workflow.arrival)."""
 
-    def record(self, arrival: Arrival) -> ArrivalRecord:
-        """Keep this half (once: a replayed half changes nothing) and return all that is known
-        of the message's arrival, this half included."""
+    def record(self, arrival: Arrival) -> tuple[ArrivalRecord, bool]:
+        """Keep this half (once: a replayed half changes nothing); return all that is known of
+        the message's arrival, this half included, and whether this half is new."""
         ...
 
     def get(self, message_id: str) -> ArrivalRecord | None: ...
-
-    def mark_started(self, message_id: str) -> None: ...
 
 
 class Executions(Protocol):

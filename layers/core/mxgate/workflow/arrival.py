@@ -1,8 +1,11 @@
 """A message reaches the AWS pipeline in two halves, in either order: the object Mail Manager's
 WriteToS3 stored (S3 announces it) and the SMTP envelope (Mail Manager's InvokeLambda event).
 Each arrival is recorded under the message id; the arrival that completes the pair starts the
-message's execution, with the envelope in its input. A replay of either half starts nothing
-twice, and a pair still incomplete some minutes later is found by `check` and reported.
+message's execution, with the envelope in its input. A half that comes again before the pair is
+complete changes nothing; one that comes again after it starts the execution again (the same
+name and input: Standard workflows take it as the same execution, and on Express every delivery
+skips a recipient that already has its end), which is also what a retry after a failed start
+needs. A pair still incomplete some minutes later is found by `check` and reported.
 
 Joined by Mail Manager's message id: the InvokeLambda event's `mail.messageId`, and the last
 part of the WriteToS3 object key. That WriteToS3 names objects `<prefix><message id>` is
@@ -49,32 +52,23 @@ class Joined:
     def describe(self) -> str:
         if self.started is not None:
             return f"started execution {self.started}"
-        if self.record.started_at:
-            return f"already started at {self.record.started_at}"
         return f"waiting for {missing_half(self.record)}"
 
 
 def arrive(
     arrival: Arrival, arrivals: Arrivals, executions: Executions, checks: ArrivalChecks
 ) -> Joined:
-    """Record one half; start the execution when this half completes the pair."""
-    record = arrivals.record(arrival)
-    if record.started_at:
-        return Joined(record)
+    """Record one half; start the execution when the pair is complete."""
+    record, new = arrivals.record(arrival)
     if missing_half(record) is not None:
-        checks.schedule(record.message_id)  # the first half: look again later
+        if new:
+            checks.schedule(record.message_id)  # the first half: look again later
         return Joined(record)
-    return Joined(record, _start(record, arrivals, executions))
-
-
-def _start(record: ArrivalRecord, arrivals: Arrivals, executions: Executions) -> str:
     assert record.stored is not None
     document = ProcessInput(
         bucket=record.stored.bucket, key=record.stored.key, envelope=record.envelope
     )
-    name = executions.start(record.message_id, document.model_dump(mode="json"))
-    arrivals.mark_started(record.message_id)  # after the start: a retry starts it again
-    return name
+    return Joined(record, executions.start(record.message_id, document.model_dump(mode="json")))
 
 
 @dataclass(frozen=True)
@@ -93,14 +87,14 @@ def check(
     raw_bucket: str,
     raw_prefix: str,
 ) -> Checked:
-    """Some minutes after a message's first half arrived: is it started? An envelope whose S3
+    """Some minutes after a message's first half arrived: is the pair complete? An envelope whose S3
     event never came is joined with the object under `<prefix><message id>` if there is one.
     Otherwise the message is reported: an envelope alone settles its recipients quarantined
     (there is no message to deliver); an object alone has no recipients to settle, and is
     kept for the operator, with a timeline event."""
     record = arrivals.get(message_id)
-    if record is None or record.started_at:
-        return Checked(record)
+    if record is None or missing_half(record) is None:  # started, or its start failed and
+        return Checked(record)  # Lambda kept the event on the Start function's failure queue
     if record.stored is None and services.objects.exists(raw_bucket, f"{raw_prefix}{message_id}"):
         joined = arrive(
             object_arrival(raw_bucket, f"{raw_prefix}{message_id}"),

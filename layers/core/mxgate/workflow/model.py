@@ -52,13 +52,12 @@ class Arrival(Frozen):
 
 
 class ArrivalRecord(Frozen):
-    """What is known of a message's arrival: the halves so far, and whether it started."""
+    """What is known of a message's arrival: the halves so far."""
 
     message_id: str
     stored: StoredObject | None = None
     envelope: Envelope | None = None
     first_at: str = ""  # when the first half arrived
-    started_at: str = ""  # when its execution was started
 
 
 class MessageRef(Frozen):

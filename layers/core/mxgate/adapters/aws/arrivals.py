@@ -2,10 +2,10 @@
 with conditions so that exactly one arrival sees the pair complete; Step Functions to start the
 execution; an SQS queue with a delay for the later look at a message still half-arrived.
 
-Item `arrival#<message id>` / `-`: `stored` and `envelope` (JSON), `first_at`, `started_at`,
-`expires_at` (the table's TTL: the record is kept 14 days). The first half is a put that
-fails if the item exists; the second an update that fails if its half is already there (a
-replay), which then reads the item to tell a replay from a start that must be retried.
+Item `arrival#<message id>` / `-`: `stored` and `envelope` (JSON), `first_at`, `expires_at`
+(the table's TTL: the record is kept 14 days). The first half is a put that fails if the item
+exists; the second an update that fails if its half is already there (a replay), which then
+reads the item. Two writes a message (bench/cost.py).
 """
 
 from __future__ import annotations
@@ -52,7 +52,6 @@ def _record(message_id: str, item: Mapping[str, Any]) -> ArrivalRecord:
         stored=StoredObject.model_validate_json(text("stored")) if "stored" in item else None,
         envelope=Envelope.model_validate_json(text("envelope")) if "envelope" in item else None,
         first_at=text("first_at"),
-        started_at=text("started_at"),
     )
 
 
@@ -64,7 +63,7 @@ class DynamoArrivals:
         self.table = table
         self.clock = clock
 
-    def record(self, arrival: Arrival) -> ArrivalRecord:
+    def record(self, arrival: Arrival) -> tuple[ArrivalRecord, bool]:
         name, value = _half(arrival)
         now = self.clock.now()
         expires = int(now.timestamp()) + ARRIVAL_DAYS * 86400
@@ -79,7 +78,7 @@ class DynamoArrivals:
                 self.client.put_item(
                     TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(pk)"
                 )
-                return _record(arrival.message_id, item)
+                return _record(arrival.message_id, item), True
             except ClientError as error:
                 if error_code(error) != _CONDITION_FAILED:
                     raise
@@ -93,13 +92,13 @@ class DynamoArrivals:
                     ExpressionAttributeValues={":value": {"S": value}},
                     ReturnValues="ALL_NEW",
                 )
-                return _record(arrival.message_id, updated["Attributes"])
+                return _record(arrival.message_id, updated["Attributes"]), True
             except ClientError as error:
                 if error_code(error) != _CONDITION_FAILED:
                     raise
         found = self.get(arrival.message_id)  # this half came before: a replay, or a retry
         assert found is not None
-        return found
+        return found, False
 
     def get(self, message_id: str) -> ArrivalRecord | None:
         with transient_failures(f"DynamoDB arrival {message_id}"):
@@ -107,15 +106,6 @@ class DynamoArrivals:
                 TableName=self.table, Key=_key(message_id), ConsistentRead=True
             ).get("Item")
         return None if item is None else _record(message_id, item)
-
-    def mark_started(self, message_id: str) -> None:
-        with transient_failures(f"DynamoDB arrival {message_id}"):
-            self.client.update_item(
-                TableName=self.table,
-                Key=_key(message_id),
-                UpdateExpression="SET started_at = :now",
-                ExpressionAttributeValues={":now": {"S": self.clock.now().isoformat()}},
-            )
 
 
 class StepFunctionsExecutions:

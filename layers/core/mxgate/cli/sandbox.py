@@ -12,7 +12,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from mxgate.cli.common import add_settings_arguments, print_json, settings_from, table
+from mxgate.cli.common import (
+    add_message_arguments,
+    add_settings_arguments,
+    print_json,
+    settings_from,
+    table,
+)
 from mxgate.cli.rules import read_parameter_file
 from mxgate.errors import ConfigError
 
@@ -43,22 +49,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "outcome, route and detail, and for a delivery the envelope the mailbox host saw, the "
         "stored file, its Received hops and the provider's view of the sender.",
     )
-    send.add_argument("message", type=Path, metavar="FILE")
-    send.add_argument("--mail-from", required=True, metavar="A", help="the envelope sender")
-    send.add_argument(
-        "--rcpt", action="append", required=True, metavar="B", help="an envelope recipient"
+    add_message_arguments(
+        send, ip="192.0.2.25", helo="mail.sender.example", ingress="the first OPEN one"
     )
-    send.add_argument("--ip", default="192.0.2.25", help="the sender's IP (default 192.0.2.25)")
-    send.add_argument(
-        "--helo", default="mail.sender.example", help="the EHLO name (default mail.sender.example)"
-    )
-    send.add_argument(
-        "--tls",
-        default="TLS1_3",
-        choices=["TLS1_2", "TLS1_3", "none"],
-        help="the session's TLS protocol (default TLS1_3; none: no STARTTLS)",
-    )
-    send.add_argument("--ingress-point", help="the ingress point's logical id (default: OPEN)")
     send.add_argument("--json", action="store_true", help="print JSON")
     _common(send)
     send.set_defaults(handler=send_command)

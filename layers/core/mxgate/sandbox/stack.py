@@ -250,6 +250,48 @@ class Stack:
                     QueueUrl=queue, MessageBody=json.dumps(record)
                 )
 
+    def consume(self, queue: str) -> int:
+        """Hand the queue's visible messages to the function whose SQS event source it is (ten
+        at a time, as Lambda's event source mapping does), and delete those it took (all but
+        its `batchItemFailures`). Returns how many were handed over. Delayed messages stay."""
+        arn = self.resolver.attributes[(queue, "Arn")]
+        function = next(
+            f
+            for logical_id, f in self.functions.items()
+            for source in (self.properties(logical_id).get("Events") or {}).values()
+            if source.get("Type") == "SQS" and source.get("Properties", {}).get("Queue") == arn
+        )
+        sqs = boto3.client("sqs", region_name=REGION)
+        url, handed = self.resource(queue), 0
+        while True:
+            messages = sqs.receive_message(
+                QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+            ).get("Messages", [])
+            if not messages:
+                return handed
+            records = [
+                {
+                    "messageId": m["MessageId"],
+                    "receiptHandle": m["ReceiptHandle"],
+                    "body": m["Body"],
+                    "attributes": {},
+                    "messageAttributes": m.get("MessageAttributes", {}),
+                    "md5OfBody": m["MD5OfBody"],
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": arn,
+                    "awsRegion": REGION,
+                }
+                for m in messages
+            ]
+            answer = self.invoke_function(function, {"Records": records}) or {}
+            failed = {f["itemIdentifier"] for f in answer.get("batchItemFailures", [])}
+            for message in messages:
+                if message["MessageId"] not in failed:
+                    sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+            handed += len(messages)
+            if failed:  # left for their visibility timeout, as Lambda leaves them
+                return handed
+
     def _queue_of(self, arn: str) -> str | None:
         for (logical_id, attribute), value in self.resolver.attributes.items():
             if attribute == "Arn" and value == arn and logical_id in self.resolver.physical:

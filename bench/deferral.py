@@ -30,21 +30,22 @@ from mxgate.adapters.local.state import SqliteState
 REPO = Path(__file__).resolve().parent.parent
 
 
-def configure(directory: Path) -> Path:
+def environment_for(directory: Path) -> dict[str, str]:
+    """The shipped configuration with a short deferral schedule (its own routes file) and free
+    ports, all from the environment."""
     routes = yaml.safe_load((REPO / "config" / "routes.yaml").read_text())
     routes["delivery"].update(backoff_min="1s", backoff_max="2s", queue_lifetime="1h")
     (directory / "routes.yaml").write_text(yaml.safe_dump(routes))
     local = yaml.safe_load((REPO / "config" / "local.yaml").read_text())
-    local.update(
-        template=str(REPO / "template.yaml"),
-        samconfig=str(REPO / "samconfig.toml"),
-        routes=str(directory / "routes.yaml"),
-    )
-    local["smtp"]["port"] = 0
-    for host in local["mailbox_hosts"].values():
-        host["port"] = 0
-    (directory / "local.yaml").write_text(yaml.safe_dump(local))
-    return directory / "local.yaml"
+    return {
+        "MXGATE_CONFIG": str(REPO / "config" / "local.yaml"),
+        "MXGATE_TEMPLATE": str(REPO / "template.yaml"),
+        "MXGATE_SAMCONFIG": str(REPO / "samconfig.toml"),
+        "MXGATE_ROUTES_FILE": str(directory / "routes.yaml"),
+        "MXGATE_SMTP_PORT": "0",
+        "MXGATE_SMTP_AUTH_PORT": "0",
+        **{f"MXGATE_MAILBOX_{host.upper()}_PORT": "0" for host in local["mailbox_hosts"]},
+    }
 
 
 def wait(predicate: object, timeout: float, what: str) -> None:
@@ -87,7 +88,7 @@ def main() -> None:
         environment = {
             **os.environ,
             "MXGATE_HOME": str(home),
-            "MXGATE_CONFIG": str(configure(directory)),
+            **environment_for(directory),
             "MXGATE_WORKERS": str(args.workers),
             "MXGATE_RETRY_SCALE": "0.01",
             "MXGATE_DEFER_POLL": "0.2",
@@ -96,7 +97,7 @@ def main() -> None:
         with (directory / "gateway.out").open("w") as sink:
             gateway = subprocess.Popen(
                 [sys.executable, "-m", "mxgate", "run"],
-                cwd=REPO,
+                cwd=directory,  # its run file goes there, not into the repository
                 env=environment,
                 stdout=sink,
                 stderr=subprocess.STDOUT,

@@ -166,7 +166,11 @@ def gateway(
     }
     with (work / "gateway.out").open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mxgate", "run"], env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "mxgate", "run"],
+            cwd=work,  # its run file goes there, not into the repository
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         ports_file = home / "run" / "ports.json"

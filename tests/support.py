@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import smtplib
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -104,7 +106,7 @@ def start_gateway(home: Path, config: Path, *, env: dict[str, str] | None = None
     with output.open("w") as sink:  # a file, not a pipe: a full pipe would stall the gateway
         process = subprocess.Popen(
             [sys.executable, "-m", "mxgate", "run"],
-            cwd=REPO,
+            cwd=home.parent,  # its run file lands there, not in the repository
             env=environment,
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -136,3 +138,21 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def tls_context() -> ssl.SSLContext:
+    """A client's TLS context that takes the gateway's self-signed certificate."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def connect(port: int, *, tls: bool) -> smtplib.SMTP:
+    """An SMTP session with the gateway on loopback, greeted, under STARTTLS if `tls`."""
+    smtp = smtplib.SMTP("127.0.0.1", port, timeout=30)
+    smtp.ehlo("client.example")
+    if tls:
+        smtp.starttls(context=tls_context())
+        smtp.ehlo("client.example")
+    return smtp

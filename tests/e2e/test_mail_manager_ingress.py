@@ -7,8 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-import smtplib
-import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +16,14 @@ from typing import Any
 
 import pytest
 
-from tests.support import REPO, RunningGateway, local_config, start_gateway, wait_for
+from tests.support import (
+    REPO,
+    RunningGateway,
+    connect,
+    local_config,
+    start_gateway,
+    wait_for,
+)
 from tests.templates import gateway_template, recipient_is, rule_set, traffic_policy
 
 pytestmark = pytest.mark.e2e
@@ -162,22 +167,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway
     started = start_gateway(base / "home", config)
     yield started
     started.stop()
-
-
-def tls_context() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-def connect(port: int, *, tls: bool) -> smtplib.SMTP:
-    smtp = smtplib.SMTP("127.0.0.1", port, timeout=30)
-    smtp.ehlo("client.example")
-    if tls:
-        smtp.starttls(context=tls_context())
-        smtp.ehlo("client.example")
-    return smtp
 
 
 def message(to: str, subject: str, body: str = "Hello.\r\n") -> bytes:

@@ -143,7 +143,8 @@ def test_deliveries_reach_ses_with_the_routed_recipients_once(stack):
     relayed = sent[0].raw_data.encode() if isinstance(sent[0].raw_data, str) else sent[0].raw_data
     assert relayed.startswith(b"Authentication-Results: mxgate;")
     assert (
-        b"\r\nReceived: from mail.nutrition.co ([198.51.100.25]) by mxgate with ESMTPS" in relayed
+        b"\r\nReceived: from mail.nutrition.co ([198.51.100.25]) (using TLSv1.3 with cipher "
+        b"TLS_AES_256_GCM_SHA384 (256 bits)) by mxgate (mxgate) with ESMTPS" in relayed
     )
     assert relayed.endswith(STORED)  # the bytes as received, after the trace field
     assert message_from_bytes(relayed, policy=policy.default)["Subject"] == (

@@ -48,6 +48,8 @@ def test_the_invoke_lambda_event_is_the_envelope_half_every_rcpt_to_included():
         "198.51.100.25",
         "TLS1_3",
     )
+    assert (envelope.tls_cipher, envelope.tls_cipher_bits) == ("TLS_AES_256_GCM_SHA384", 256)
+    assert not envelope.authenticated  # ESMTPS: no SMTP AUTH
 
 
 def test_a_received_field_the_sender_wrote_never_gives_the_connecting_ip():

@@ -105,7 +105,7 @@ def test_deliver_prepends_trace_fields_and_keeps_the_original_bytes(world):
     sender, recipients, raw = workspace.sent[0]
     assert (sender, recipients) == ("bounce@shop.example", ("alice@nutrition.co",))
     assert raw.startswith(
-        b"Received: from mx.shop.example ([192.0.2.7]) by mxgate.local with ESMTP"
+        b"Received: from mx.shop.example ([192.0.2.7]) by mxgate.local (mxgate) with ESMTP"
     )
     assert raw.endswith(RAW)
     assert state.states("01TESTMESSAGE")[0].outcome is Outcome.DELIVERED

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mxgate.desk import Desk
+from mxgate.local.runfile import running_gateway
 from mxgate.local.runtime import local_desk
 from mxgate.local.settings import LocalSettings
 from mxgate.moment import moment
@@ -50,7 +51,11 @@ def add_message_arguments(
     )
 
 
-def settings_from(args: argparse.Namespace, **overrides: Any) -> LocalSettings:
+def settings_from(
+    args: argparse.Namespace, *, find_running: bool = True, **overrides: Any
+) -> LocalSettings:
+    """The environment's settings with the command's options on top. Where neither names a
+    home (or a configuration), those of the gateway running from this directory, if any."""
     settings = LocalSettings.from_env()
     update = {
         k: v
@@ -61,7 +66,27 @@ def settings_from(args: argparse.Namespace, **overrides: Any) -> LocalSettings:
         }.items()
         if v is not None
     }
-    return settings.model_copy(update=update) if update else settings
+    settings = settings.model_copy(update=update) if update else settings
+    running = running_gateway(Path.cwd()) if find_running else None
+    if running is not None:
+        found = {
+            field: getattr(running, field)
+            for field in ("home", "config")
+            if not settings.explicit(field)
+        }
+        settings = settings.model_copy(update=found) if found else settings
+    return settings
+
+
+def positive_int(text: str) -> int:
+    """An option's whole number, 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
 
 
 def print_json(document: Any) -> None:

@@ -8,12 +8,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from mxgate.adapters.local.state import SqliteState
-from mxgate.cli.common import add_settings_arguments, cut, print_json, settings_from, table
+from mxgate.cli.common import (
+    add_settings_arguments,
+    cut,
+    print_json,
+    settings_from,
+    table,
+)
 from mxgate.clock import SystemClock
 from mxgate.desk import Desk
 from mxgate.errors import ConfigError, MxgateError
 from mxgate.local.mailmanager import DEAD_LETTER_KIND, redrive_rule_set
-from mxgate.local.runtime import Paths
+from mxgate.local.runtime import state_paths
 from mxgate.ports import DeadLetters, Deferrals, Timeline
 from mxgate.workflow.delivery import redrive
 
@@ -77,9 +83,7 @@ def open_store(args: argparse.Namespace) -> Store:
     if args.aws:
         return _aws_store(args)
     settings = settings_from(args)
-    paths = Paths(settings.home)
-    if not paths.state_db.exists():
-        raise ConfigError(f"no gateway state under {settings.home} (has `mxgate run` run?)")
+    paths = state_paths(settings)
     state = SqliteState(paths.state_db)
     running = paths.ports_file.exists()
     return Store(

@@ -11,7 +11,7 @@ from mxgate.authn.model import Authentication
 from mxgate.authn.results import authentication_results
 from mxgate.cli.common import add_settings_arguments, print_json, settings_from, table
 from mxgate.errors import ConfigError, PermanentError
-from mxgate.local.config import DnsConfig, LocalConfig, load_local_config
+from mxgate.local.config import DnsConfig, LocalConfig, load_config
 from mxgate.local.runtime import build_resolver
 from mxgate.message.model import Address, ParsedMessage, SmtpEnvelope
 from mxgate.message.parse import parse_stream
@@ -42,12 +42,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def _dns_config(args: argparse.Namespace) -> DnsConfig:
     """The local configuration's DNS settings; the system resolver without a configuration."""
-    path = settings_from(args).config
-    if not path.exists():
-        if getattr(args, "config", None) is not None:
-            raise ConfigError(f"{path}: no such configuration file")
+    settings = settings_from(args)
+    if not settings.config.exists():
+        if settings.explicit("config"):
+            raise ConfigError(f"{settings.config}: no such configuration file")
         return LocalConfig().dns
-    return load_local_config(path).dns
+    return load_config(settings).dns
 
 
 def parse(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from mxgate.cli.common import add_settings_arguments, settings_from
-from mxgate.local.config import load_local_config
+from mxgate.local.config import load_config
 from mxgate.routing.config import load_routes, routes_schema
 
 
@@ -45,7 +45,7 @@ def print_schema(args: argparse.Namespace) -> int:
 def check_routes(args: argparse.Namespace) -> int:
     path = args.file
     if path is None:
-        path = load_local_config(settings_from(args).config).routes
+        path = load_config(settings_from(args)).routes
     routes = load_routes(path)
     print(f"{path}: valid")
     print(

@@ -22,7 +22,7 @@ from mxgate.cli.common import (
 from mxgate.config_files import read_yaml
 from mxgate.errors import ConfigError
 from mxgate.local.addresslists import FileAddressBook
-from mxgate.local.config import load_local_config
+from mxgate.local.config import load_config
 from mxgate.local.facts import message_facts
 from mxgate.local.runtime import Paths
 from mxgate.mailmanager.config import (
@@ -113,7 +113,7 @@ def template_and_parameters(args: argparse.Namespace) -> tuple[Path, dict[str, s
         template = args.template
     else:
         settings = settings_from(args)
-        config = load_local_config(settings.config)
+        config = load_config(settings)
         template = config.template
         sources += [
             (str(config.samconfig), read_samconfig_parameters(config.samconfig)),

@@ -9,16 +9,20 @@ from mxgate.adapters.local.state import SqliteState
 from mxgate.cli.common import (
     add_settings_arguments,
     moment_argument,
+    positive_int,
     print_json,
     settings_from,
     table,
 )
 from mxgate.clock import SystemClock
 from mxgate.errors import ConfigError
-from mxgate.local.runtime import Paths
+from mxgate.local.runtime import state_paths
 from mxgate.timeline import Stage
 from mxgate.tracking import OUTCOME_CHOICES, TraceQuery, track
 from mxgate.workflow.model import DeferredDelivery
+
+DEFAULT_LIMIT = 20  # one screen; the listing says when there are more
+MAX_FOUND = 1000  # the most matches a tracking search returns (TraceQuery.limit)
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,7 +35,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "classified, and each recipient's terminal state, with times.",
     )
     add_settings_arguments(parser)
-    parser.add_argument("message_id", nargs="?", metavar="MESSAGE-ID")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("message_id", nargs="?", metavar="MESSAGE-ID")
+    which.add_argument(
+        "--last", action="store_true", help="the timeline of the most recent message"
+    )
     search = parser.add_argument_group(
         "tracking search (each text a case-insensitive substring; all given must hold)"
     )
@@ -44,9 +52,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     search.add_argument(
         "--outcome", choices=OUTCOME_CHOICES, help="some recipient ended so (or is in progress)"
     )
-    parser.add_argument(
-        "--limit", type=int, default=20, help="how many recent messages (default 20)"
+    how_many = parser.add_mutually_exclusive_group()
+    how_many.add_argument(
+        "--limit",
+        type=positive_int,
+        default=DEFAULT_LIMIT,
+        help=f"how many recent messages to list (default {DEFAULT_LIMIT})",
     )
+    how_many.add_argument("--all", action="store_true", help="list every message")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(handler=trace)
 
@@ -107,13 +120,13 @@ def _search(state: SqliteState, query: TraceQuery, *, json_out: bool) -> int:
 
 
 def trace(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
-    paths = Paths(settings.home)
-    if not paths.state_db.exists():
-        raise ConfigError(
-            f"no gateway state under {settings.home} (has `mxgate run` accepted mail?)"
-        )
+    paths = state_paths(settings_from(args))
     state = SqliteState(paths.state_db)
+    if args.last:
+        last = state.recent(1)
+        if not last:
+            raise ConfigError(f"no messages yet in {paths.state_db}")
+        args.message_id = last[0]
     query = TraceQuery(
         from_=args.from_,
         to=args.to,
@@ -121,14 +134,15 @@ def trace(args: argparse.Namespace) -> int:
         since=args.since,
         until=args.until,
         outcome=args.outcome,
-        limit=args.limit,
+        limit=MAX_FOUND if args.all else min(args.limit, MAX_FOUND),
     )
     if args.message_id is None and query.any_filter:
         return _search(state, query, json_out=args.json)
     if args.message_id is None:
-        rows = [summary(state, m) for m in state.recent(args.limit)]
+        rows = [summary(state, m) for m in state.recent(-1 if args.all else args.limit)]
+        total = state.accepted_count()
         if args.json:
-            print_json({"messages": rows})
+            print_json({"messages": rows, "total": total})
             return 0
         if not rows:
             print("no messages yet")
@@ -147,6 +161,8 @@ def trace(args: argparse.Namespace) -> int:
                 ["MESSAGE-ID", "ACCEPTED (UTC)", "OUTCOME", "DETAIL"],
             )
         )
+        if total > len(rows):
+            print(f"the {len(rows)} most recent of {total} messages; --limit N or --all for more")
         return 0
     matches = state.find(args.message_id)
     if not matches:

@@ -6,9 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mxgate.config_files import Problem, load_model, suggestion
+from mxgate.errors import ConfigError
+from mxgate.local.settings import LocalSettings, env_name, named_port_variable
 from mxgate.message.model import ParseLimits
 
 
@@ -71,9 +73,10 @@ LocalDestination = str | SesEndpoint | AsRouted  # a string names a local mailbo
 
 
 class LocalConfig(Strict):
-    template: Path = Path("../template.yaml")
-    samconfig: Path = Path("../samconfig.toml")
-    routes: Path = Path("routes.yaml")
+    # relative to the project directory (the working directory), wherever the file is
+    template: Path = Path("template.yaml")
+    samconfig: Path = Path("samconfig.toml")
+    routes: Path = Path("config/routes.yaml")
     # Template parameter values; YAML scalars are taken as CloudFormation would (true -> "true").
     parameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
     smtp: SmtpConfig = SmtpConfig()
@@ -102,15 +105,70 @@ class LocalConfig(Strict):
         name = arn.rsplit(":secret:", 1)[-1]
         return self.secrets.get(name)
 
-    def resolved(self, base: Path) -> LocalConfig:
-        """Paths in the file are relative to the file's own directory."""
+    def resolved(self, project: Path) -> LocalConfig:
+        """Relative paths are taken from the project directory, wherever the file lives."""
         return self.model_copy(
             update={
-                "template": (base / self.template).resolve(),
-                "samconfig": (base / self.samconfig).resolve(),
-                "routes": (base / self.routes).resolve(),
+                "template": (project / self.template).resolve(),
+                "samconfig": (project / self.samconfig).resolve(),
+                "routes": (project / self.routes).resolve(),
             }
         )
+
+    def overridden(self, settings: LocalSettings) -> LocalConfig:
+        """The file's values with what the environment (or an option) set instead."""
+        paths = {
+            field: value.resolve()  # relative: to the working directory, as the file's are
+            for field in ("template", "samconfig", "routes")
+            if (value := getattr(settings, field)) is not None
+        }
+        smtp = {
+            field: value
+            for field, value in (
+                ("host", settings.smtp_host),
+                ("port", settings.smtp_port),
+                ("auth_port", settings.smtp_auth_port),
+            )
+            if value is not None
+        }
+        unknown_port_variables(settings, "mailbox_ports", list(self.mailbox_hosts))
+        mailbox_hosts = dict(self.mailbox_hosts)
+        for name, host in self.mailbox_hosts.items():
+            port = settings.mailbox_ports.get(env_name(name))
+            if port is None:
+                continue
+            try:  # validated again: an external host needs its real port
+                mailbox_hosts[name] = MailboxHost.model_validate(
+                    {**host.model_dump(), "port": port}
+                )
+            except ValidationError as error:
+                problem = "; ".join(e["msg"].removeprefix("Value error, ") for e in error.errors())
+                variable = named_port_variable("mailbox_ports", name)
+                raise ConfigError(f"environment: {variable}: {problem}") from error
+        return self.model_copy(
+            update={
+                **paths,
+                "smtp": self.smtp.model_copy(update=smtp),
+                "mailbox_hosts": mailbox_hosts,
+            }
+        )
+
+
+_LISTENERS = {"mailbox_ports": "mailbox host", "ingress_ports": "ingress point"}
+
+
+def unknown_port_variables(settings: LocalSettings, kind: str, names: list[str]) -> None:
+    """ConfigError for a MXGATE_MAILBOX_<HOST>_PORT (or ingress) variable that names nothing."""
+    known = {named_port_variable(kind, name): name for name in names}
+    given = getattr(settings, kind)
+    problems = [
+        f"{variable}: no {_LISTENERS[kind]} {name.lower()!r} to move"
+        f"{suggestion(variable, known)} (there are: {', '.join(names) or 'none'})"
+        for name in sorted(given)
+        if (variable := named_port_variable(kind, name)) not in known
+    ]
+    if problems:
+        raise ConfigError("environment: " + "; ".join(problems))
 
 
 def mailbox_host_problems(document: object) -> list[Problem]:
@@ -134,9 +192,33 @@ def mailbox_host_problems(document: object) -> list[Problem]:
     ]
 
 
-def load_local_config(path: Path) -> LocalConfig:
-    """The local configuration, validated: every problem at once (ConfigFileError), placed."""
+def load_local_config(path: Path, project: Path | None = None) -> LocalConfig:
+    """The local configuration, validated: every problem at once (ConfigFileError), placed.
+    Its relative paths are taken from `project` (default: the working directory)."""
     config = load_model(
         path, LocalConfig, "the local configuration", references=mailbox_host_problems
     )
-    return config.resolved(path.parent)
+    return config.resolved(Path.cwd() if project is None else project)
+
+
+_PATH_VARIABLES = {"template": "MXGATE_TEMPLATE", "routes": "MXGATE_ROUTES_FILE"}
+
+
+def load_config(settings: LocalSettings) -> LocalConfig:
+    """The configuration the gateway and every command use: the file, then the environment.
+    A file that is not there is named with where its relative paths were taken from."""
+    if not settings.config.is_file():
+        raise ConfigError(
+            f"{settings.config}: no local configuration there (relative to {Path.cwd()}): run "
+            "mxgate from the project directory, or name the file with --config or MXGATE_CONFIG"
+        )
+    config = load_local_config(settings.config).overridden(settings)
+    for field, variable in _PATH_VARIABLES.items():
+        path: Path = getattr(config, field)
+        if not path.is_file():
+            raise ConfigError(
+                f"{settings.config}: {field}: {path} does not exist (relative paths are taken "
+                f"from the project directory, {Path.cwd()}): run mxgate there, or give an "
+                f"absolute path, or set {variable}"
+            )
+    return config

@@ -42,6 +42,8 @@ _ENHANCED = {
     "552 Error: message size exceeds fixed maximum message size": _TOO_BIG,
     "552 Error: Too much mail data": _TOO_BIG,
     "530 Must issue a STARTTLS command first": "530 5.7.0 Must issue a STARTTLS command first",
+    "501 Syntax: EHLO hostname": "501 5.5.4 Syntax: EHLO hostname",
+    "501 Syntax: HELO hostname": "501 5.5.4 Syntax: HELO hostname",
     "503 Error: need MAIL command": "503 5.5.1 Error: need MAIL command",
     "503 Error: need RCPT command": "503 5.5.1 Error: need RCPT command",
     "503 Error: nested MAIL command": "503 5.5.1 Error: nested MAIL command",
@@ -101,6 +103,16 @@ def tls_protocol(session: Session) -> str | None:
         return None
     version = str(ssl_object.version())
     return _TLS_NAMES.get(version, version)
+
+
+def tls_cipher(session: Session) -> tuple[str, int] | tuple[None, None]:
+    """The session's cipher and its secret bits, for the Received field."""
+    ssl_object = (session.ssl or {}).get("ssl_object")
+    cipher = ssl_object.cipher() if ssl_object is not None else None
+    if not cipher:
+        return None, None
+    name, _, bits = cipher
+    return str(name), int(bits)
 
 
 class IngressHandler:
@@ -236,7 +248,7 @@ class IngressHandler:
         )
         return f"550 5.7.1 Recipient refused by policy ({decision.decided_by})"
 
-    def accept(self, message: Envelope, raw: bytes, now: datetime, authenticated: bool) -> Path:
+    def accept(self, message: Envelope, raw: bytes, now: datetime) -> Path:
         """In a thread: the fsynced spool file first (only then is 250 due), then the timeline
         and the ingress log, which must never turn a stored message into an error reply."""
         path = self.spool.write(message, raw)
@@ -262,7 +274,7 @@ class IngressHandler:
                     "helo": message.helo,
                     "tls_protocol": message.tls_protocol,
                     "recipients": message.recipients,
-                    "authenticated": authenticated,
+                    "authenticated": message.authenticated,
                 },
             )
         except Exception:
@@ -281,6 +293,7 @@ class IngressHandler:
     ) -> str:
         raw = envelope.original_content or b""
         now = self.clock.now()
+        cipher, cipher_bits = tls_cipher(session)
         message = Envelope(
             message_id=new_message_id(now),
             mail_from=null_to_empty(envelope.mail_from or ""),
@@ -288,13 +301,14 @@ class IngressHandler:
             helo=session.host_name or "",
             source_ip=peer_ip(session),
             tls_protocol=tls_protocol(session),
+            tls_cipher=cipher,
+            tls_cipher_bits=cipher_bits,
+            authenticated=bool(session.authenticated),
             received_at=now.isoformat(),
             ingress_point=self.ingress_id,
         )
         try:
-            path = await asyncio.to_thread(
-                self.accept, message, raw, now, bool(session.authenticated)
-            )
+            path = await asyncio.to_thread(self.accept, message, raw, now)
         except OSError:
             log.exception("spool write failed", extra={"message_id": message.message_id})
             return SMTP_REPLY[FailureKind.TRANSIENT]

@@ -27,10 +27,17 @@ from mxgate.delivery.webhook import SignedPoster, signing_keys
 from mxgate.desk import Desk
 from mxgate.errors import ConfigError
 from mxgate.local.addresslists import FileAddressBook
-from mxgate.local.config import DnsConfig, LocalConfig, SesEndpoint, load_local_config
+from mxgate.local.config import (
+    DnsConfig,
+    LocalConfig,
+    SesEndpoint,
+    load_config,
+    unknown_port_variables,
+)
 from mxgate.local.logs import VendedLogs
 from mxgate.local.mailmanager import LocalMailManager, LocalTargets, is_loopback
-from mxgate.local.settings import LocalSettings
+from mxgate.local.runfile import RUN_FILE
+from mxgate.local.settings import LocalSettings, env_name
 from mxgate.local.spool import Spool
 from mxgate.local.workflow import LocalWorkflow, StateMachineSource, load_state_machine
 from mxgate.mailmanager.config import MailManagerConfig, load_mail_manager
@@ -40,6 +47,7 @@ from mxgate.mailmanager.template import (
     read_samconfig_parameters,
     read_template,
 )
+from mxgate.observability import ERROR_LOG
 from mxgate.ports import Clock, Transport
 from mxgate.routing.config import Routes, load_routes
 from mxgate.workflow.quarantine import purge as purge_quarantine
@@ -69,6 +77,10 @@ class Paths:
     @property
     def logs(self) -> Path:
         return self.home / "logs"
+
+    @property
+    def error_log(self) -> Path:
+        return self.logs / ERROR_LOG
 
     @property
     def state_db(self) -> Path:
@@ -198,15 +210,25 @@ def _default_ports(
 def _listeners(
     settings: LocalSettings, config: LocalConfig, config_path: Path, mail_manager: MailManagerConfig
 ) -> tuple[IngressSetup, ...]:
-    open_port = settings.smtp_port if settings.smtp_port is not None else config.smtp.port
+    by_type = {"OPEN": config.smtp.port, "AUTH": config.smtp.auth_port}
     if config.ingress_points is not None:
         ports = {name: spec.port for name, spec in config.ingress_points.items()}
         for name in ports:
             mail_manager.ingress_point(name)  # names one of the template's, or says which exist
-        if settings.smtp_port is not None and ports:  # MXGATE_SMTP_PORT moves the first one
-            ports[next(iter(ports))] = settings.smtp_port
+        # MXGATE_SMTP_PORT (--port) moves the first OPEN one listed, MXGATE_SMTP_AUTH_PORT the
+        # first AUTH one
+        for kind, moved in (("OPEN", settings.smtp_port), ("AUTH", settings.smtp_auth_port)):
+            first = next((n for n in ports if mail_manager.ingress_points[n].Type == kind), None)
+            if moved is not None and first is not None:
+                ports[first] = moved
     else:
-        ports = _default_ports(mail_manager, open_port, config.smtp.auth_port)
+        ports = _default_ports(mail_manager, by_type["OPEN"], by_type["AUTH"])
+    unknown_port_variables(settings, "ingress_ports", list(ports))
+    ports |= {
+        name: settings.ingress_ports[env_name(name)]
+        for name in ports
+        if env_name(name) in settings.ingress_ports
+    }
     listening: dict[int, str] = {}
     listeners = []
     for name, port in ports.items():
@@ -240,7 +262,7 @@ def _listeners(
 
 def load_mail_manager_config(settings: LocalSettings) -> tuple[LocalConfig, MailManagerConfig]:
     """The local configuration and the template's Mail Manager resources, checked."""
-    config = load_local_config(settings.config)
+    config = load_config(settings)
     return config, load_mail_manager(config.template, load_parameters(config, settings.config))
 
 
@@ -449,15 +471,25 @@ def enforce_retention(setup: LocalSetup, clock: Clock) -> dict[str, int]:
     return {"archived": len(archived), "quarantined": len(held)}
 
 
+def state_paths(settings: LocalSettings) -> Paths:
+    """The home of a gateway that has run, or a ConfigError saying where mxgate looked."""
+    paths = Paths(settings.home.resolve())
+    if paths.state_db.exists():
+        return paths
+    if settings.explicit("home"):
+        raise ConfigError(f"no gateway state under {settings.home} (has `mxgate run` run there?)")
+    raise ConfigError(
+        f"no gateway is running from {Path.cwd()} (no live {RUN_FILE}) and the default home "
+        f"{settings.home} holds no state: start one with `make run` here, or name a home with "
+        "--home or MXGATE_HOME"
+    )
+
+
 def local_desk(settings: LocalSettings) -> Desk:
     """What `mxgate quarantine|archive|dlq|console` act on here: the gateway's state under
     its home, whether or not the gateway runs now."""
-    paths = Paths(settings.home.resolve())
-    if not paths.state_db.exists():
-        raise ConfigError(
-            f"no gateway state under {settings.home} (has `mxgate run` accepted mail?)"
-        )
-    config = load_local_config(settings.config)
+    paths = state_paths(settings)
+    config = load_config(settings)
     state = SqliteState(paths.state_db)
     objects = FileObjectStore(paths.objects)
     running = paths.ports_file.exists()
@@ -484,5 +516,8 @@ def local_desk(settings: LocalSettings) -> Desk:
 
 
 def write_ports(paths: Paths, ports: dict[str, int]) -> None:
+    """Whole or not at all: whoever waits for the file never reads half of it."""
     paths.ports_file.parent.mkdir(parents=True, exist_ok=True)
-    paths.ports_file.write_text(json.dumps(ports, indent=2) + "\n", encoding="utf-8")
+    temporary = paths.ports_file.with_suffix(".tmp")
+    temporary.write_text(json.dumps(ports, indent=2) + "\n", encoding="utf-8")
+    temporary.replace(paths.ports_file)

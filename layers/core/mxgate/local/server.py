@@ -215,7 +215,7 @@ class Gateway:
             )
             server = await loop.create_server(
                 partial(self._session, listener, handler, tls),
-                host=setup.settings.smtp_host,
+                host=setup.config.smtp.host,
                 port=listener.port,
             )
             host, port = server.sockets[0].getsockname()[:2]

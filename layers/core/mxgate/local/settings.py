@@ -1,10 +1,18 @@
-"""Typed settings of the local runtime, read once from the environment and passed down."""
+"""Typed settings of the local runtime, read once from the environment and passed down.
+
+Every port the gateway listens on and every path it reads can be set here, so a second
+gateway (or a test) never needs a copy of `config/local.yaml`: fixed variables below, plus
+`MXGATE_MAILBOX_<HOST>_PORT` for each mailbox host and `MXGATE_INGRESS_<ID>_PORT` for each
+ingress point (the name upper-cased, `-` and `.` as `_`).
+"""
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -13,14 +21,47 @@ from mxgate.errors import ConfigError
 ENVIRONMENT = {
     "MXGATE_HOME": "home",
     "MXGATE_CONFIG": "config",
+    "MXGATE_TEMPLATE": "template",
+    "MXGATE_SAMCONFIG": "samconfig",
+    "MXGATE_ROUTES_FILE": "routes",
     "MXGATE_SMTP_HOST": "smtp_host",
     "MXGATE_SMTP_PORT": "smtp_port",
+    "MXGATE_SMTP_AUTH_PORT": "smtp_auth_port",
     "MXGATE_WORKERS": "workers",
     "MXGATE_HOSTNAME": "hostname",
     "MXGATE_LOG_LEVEL": "log_level",
     "MXGATE_RETRY_SCALE": "retry_scale",
     "MXGATE_DEFER_POLL": "defer_poll",
 }
+# One variable per named listener, `{}` standing for its name as env_name spells it.
+NAMED_PORTS = {
+    "mailbox_ports": "MXGATE_MAILBOX_{}_PORT",
+    "ingress_ports": "MXGATE_INGRESS_{}_PORT",
+}
+
+PortNumber = Annotated[int, Field(ge=0, le=65535)]  # 0: a free one
+
+
+def env_name(name: str) -> str:
+    """A mailbox host's or ingress point's name as it appears in its variable."""
+    return re.sub(r"[^A-Z0-9]", "_", name.upper())
+
+
+def named_port_variable(kind: str, name: str) -> str:
+    """The variable that sets the port of the listener `name` (kind: a NAMED_PORTS key)."""
+    return NAMED_PORTS[kind].format(env_name(name))
+
+
+def _named_ports(source: Mapping[str, str], kind: str) -> dict[str, str]:
+    prefix, suffix = NAMED_PORTS[kind].split("{}")
+    return {
+        variable[len(prefix) : -len(suffix)]: value
+        for variable, value in source.items()
+        if value
+        and variable.startswith(prefix)
+        and variable.endswith(suffix)
+        and len(variable) > len(prefix) + len(suffix)
+    }
 
 
 class LocalSettings(BaseModel):
@@ -30,13 +71,19 @@ class LocalSettings(BaseModel):
         default=Path(".mxgate"), description="state: spool, objects, mailboxes, logs"
     )
     config: Path = Field(default=Path("config/local.yaml"), description="the local override file")
-    smtp_host: str = Field(default="127.0.0.1", description="SMTP ingress address")
+    template: Path | None = Field(default=None, description="instead of local.yaml's template")
+    samconfig: Path | None = Field(default=None, description="instead of local.yaml's samconfig")
+    routes: Path | None = Field(default=None, description="instead of local.yaml's routes")
+    smtp_host: str | None = Field(default=None, description="SMTP ingress address")
     smtp_port: int | None = Field(
-        default=None,
-        ge=0,
-        le=65535,
-        description="SMTP ingress port (default: local.yaml, else 2525)",
+        default=None, ge=0, le=65535, description="OPEN ingress points (default: local.yaml)"
     )
+    smtp_auth_port: int | None = Field(
+        default=None, ge=0, le=65535, description="AUTH ingress points (default: local.yaml)"
+    )
+    # by the name's environment spelling (env_name): WORKSPACE, SUBMISSIONINGRESSPOINT
+    mailbox_ports: dict[str, PortNumber] = Field(default_factory=dict)
+    ingress_ports: dict[str, PortNumber] = Field(default_factory=dict)
     workers: int = Field(default=2, ge=1, le=64, description="workflow worker processes")
     hostname: str = Field(default="mxgate.local", description="the name the gateway greets with")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
@@ -50,12 +97,28 @@ class LocalSettings(BaseModel):
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> LocalSettings:
         source = os.environ if environ is None else environ
-        values = {field: source[name] for name, field in ENVIRONMENT.items() if source.get(name)}
+        values: dict[str, object] = {
+            field: source[name] for name, field in ENVIRONMENT.items() if source.get(name)
+        }
+        for kind in NAMED_PORTS:
+            named = _named_ports(source, kind)
+            if named:
+                values[kind] = named
         try:
             return cls.model_validate(values)
         except ValidationError as error:
-            by_field = {v: k for k, v in ENVIRONMENT.items()}
-            problems = "; ".join(
-                f"{by_field.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}" for e in error.errors()
-            )
-            raise ConfigError(f"environment: {problems}") from error
+            variables = {field: name for name, field in ENVIRONMENT.items()}
+            problems = []
+            for e in error.errors():
+                field, *rest = (str(part) for part in e["loc"])
+                variable = (
+                    NAMED_PORTS[field].format(rest[0])
+                    if field in NAMED_PORTS and rest
+                    else variables.get(field, field)
+                )
+                problems.append(f"{variable}: {e['msg']}")
+            raise ConfigError(f"environment: {'; '.join(problems)}") from error
+
+    def explicit(self, field: str) -> bool:
+        """Whether `field` was given (environment or option) rather than left at its default."""
+        return field in self.model_fields_set

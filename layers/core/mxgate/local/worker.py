@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mxgate.errors import PermanentError
 from mxgate.local.mailmanager import RuleSetRetry, retry_record_id
-from mxgate.local.runtime import Worker, build_worker, load_setup
+from mxgate.local.runtime import Paths, Worker, build_worker, load_setup
 from mxgate.local.settings import LocalSettings
 from mxgate.observability import configure_logging
 from mxgate.timeline import Outcome, RecipientState, Stage, TimelineEvent
@@ -35,7 +35,7 @@ def initialize(settings_json: str, mailbox_ports_json: str) -> None:
         signal.SIGINT, signal.SIG_IGN
     )  # Ctrl-C reaches the whole group: the parent decides
     settings = LocalSettings.model_validate_json(settings_json)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, Paths(settings.home).error_log)
     _worker = build_worker(load_setup(settings), json.loads(mailbox_ports_json))
     atexit.register(_worker.close)
 

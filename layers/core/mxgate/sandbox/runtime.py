@@ -63,7 +63,6 @@ from mxgate.mailmanager.template import (
     read_template,
 )
 from mxgate.message.headers import header_block_end, prepend_headers
-from mxgate.message.received import received_value
 from mxgate.ports import Transport
 from mxgate.routing.config import Routes, load_routes
 from mxgate.sandbox.mailboxes import MailboxDelivery, RecordingMaildir
@@ -71,6 +70,7 @@ from mxgate.sandbox.report import RecipientReport, SendReport, provider_view
 from mxgate.sandbox.stack import MOTO_CONFIG, REGION, Function, Stack
 from mxgate.workflow.events import object_created_event
 from mxgate.workflow.model import Envelope
+from mxgate.workflow.received import received_value
 
 log = logging.getLogger("mxgate.sandbox")
 
@@ -418,15 +418,9 @@ class Sandbox:
 
     def _as_received(self, envelope: Envelope, raw: bytes) -> bytes:
         """The message with the Received field the ingress point adds (format *unconfirmed*)."""
+        by = mail_manager_host(envelope.ingress_point)
         received = received_value(
-            helo=envelope.helo,
-            ip=envelope.source_ip,
-            by=mail_manager_host(envelope.ingress_point),
-            message_id=envelope.message_id,
-            when=self.clock.now(),
-            tls_protocol=envelope.tls_protocol,
-            authenticated=self.mail_manager_config.ingress_points[envelope.ingress_point].Type
-            == "AUTH",
+            envelope, by, envelope.message_id, self.clock.now(), software=None
         )
         return prepend_headers(raw, [("Received", received)])
 
@@ -510,7 +504,7 @@ class Sandbox:
                 received_at=now.isoformat(),
                 ingress_point=ingress_id,
             )
-            path = handler.accept(envelope, raw, now, authenticated=False)
+            path = handler.accept(envelope, raw, now)
             with self._busy_lock:
                 self._busy += 1
             try:

@@ -25,7 +25,10 @@ class Envelope(Frozen):
     recipients: list[str]
     helo: str = ""
     source_ip: str = ""
-    tls_protocol: str | None = None
+    tls_protocol: str | None = None  # Mail Manager's name: TLS1_2, TLS1_3
+    tls_cipher: str | None = None  # e.g. TLS_AES_256_GCM_SHA384
+    tls_cipher_bits: int | None = None
+    authenticated: bool = False  # SMTP AUTH succeeded (an AUTH ingress point)
     received_at: str = ""
     ingress_point: str = ""  # the Mail Manager ingress point (logical id) that accepted it
 

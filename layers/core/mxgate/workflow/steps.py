@@ -19,7 +19,6 @@ from mxgate.errors import PermanentError
 from mxgate.message.attachments import ObjectStoreAttachments
 from mxgate.message.model import Address, ParsedMessage
 from mxgate.message.parse import parse_stream
-from mxgate.message.received import received_value
 from mxgate.routing.classify import RouteKind, classify
 from mxgate.routing.quarantine import AuthVerdicts, facts_of, quarantine_rule
 from mxgate.timeline import MessageSummary, Outcome, Stage
@@ -37,6 +36,8 @@ from mxgate.workflow.model import (
 )
 from mxgate.workflow.planning import plan_deliveries
 from mxgate.workflow.quarantine import HeldRecipient, QuarantineRecord, expiry
+from mxgate.workflow.received import HEADER as RECEIVED
+from mxgate.workflow.received import received_value
 from mxgate.workflow.services import Services
 
 __all__ = [
@@ -203,15 +204,8 @@ def _trace(
 ) -> list[tuple[str, str]]:
     """The trace fields every mailbox delivery of the message gets on top."""
     received = (
-        "Received",
-        received_value(
-            helo=envelope.helo,
-            ip=envelope.source_ip,
-            by=services.gateway_host,
-            message_id=envelope.message_id,
-            when=services.clock.now(),
-            tls_protocol=envelope.tls_protocol,
-        ),
+        RECEIVED,
+        received_value(envelope, services.gateway_host, envelope.message_id, services.clock.now()),
     )
     trace = [received]
     if authentication is not None:  # on top, as a verifying MTA adds it (RFC 8601 5)

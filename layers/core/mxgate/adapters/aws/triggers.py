@@ -31,7 +31,7 @@ from aws_lambda_powertools.utilities.parser.models import S3EventNotificationEve
 from pydantic import BaseModel, Field, ValidationError
 
 from mxgate.errors import PermanentError
-from mxgate.message.received import read_received, tls_version
+from mxgate.message.received import read_received, tls_session
 from mxgate.workflow.arrival import envelope_arrival, object_arrival
 from mxgate.workflow.model import Arrival, Envelope
 
@@ -112,22 +112,26 @@ def mail_manager_envelope(
 ) -> Envelope:
     """The SMTP envelope in Mail Manager's InvokeLambda event (see the module's notes)."""
     ses = SesReceivingEvent.model_validate(event).Records[0].ses
-    helo = ip = ""
-    tls = None
-    received = next((h.value for h in ses.mail.headers if h.name.lower() == "received"), None)
-    hop = read_received(received) if received is not None else None
-    if hop is not None and hop.by.endswith(trusted_by.lower()):
-        assert received is not None
-        helo, ip = hop.helo, hop.ip
-        tls = (tls_version(received) or "TLS") if hop.tls else None
-    return Envelope(
+    envelope = Envelope(
         message_id=ses.mail.messageId,
         mail_from="" if ses.mail.source == "<>" else ses.mail.source,
         recipients=list(dict.fromkeys(ses.receipt.recipients)),
-        helo=helo,
-        source_ip=ip,
-        tls_protocol=tls,
         received_at=ses.mail.timestamp.isoformat(),
+    )
+    received = next((h.value for h in ses.mail.headers if h.name.lower() == "received"), None)
+    hop = read_received(received) if received is not None else None
+    if received is None or hop is None or not hop.by.endswith(trusted_by.lower()):
+        return envelope  # HELO, IP and TLS stay unknown
+    tls = tls_session(received) if hop.tls else None
+    return envelope.model_copy(
+        update={
+            "helo": hop.helo,
+            "source_ip": hop.ip,
+            "tls_protocol": tls.protocol if tls else None,
+            "tls_cipher": tls.cipher if tls else None,
+            "tls_cipher_bits": tls.bits if tls else None,
+            "authenticated": hop.protocol.upper().endswith("A"),
+        }
     )
 
 

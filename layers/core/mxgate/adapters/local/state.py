@@ -292,6 +292,11 @@ class SqliteState:
         )
         return [r[0] for r in rows]
 
+    def accepted_count(self) -> int:
+        """How many messages the gateway has accepted (what `recent` chooses from)."""
+        rows = self._read("SELECT COUNT(*) FROM events WHERE stage=?", (Stage.ACCEPTED.value,))
+        return int(rows[0][0])
+
     def find(self, prefix: str) -> list[str]:
         """Message ids that start with `prefix` (so `trace` takes a short id)."""
         rows = self._read(

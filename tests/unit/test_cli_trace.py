@@ -1,0 +1,74 @@
+"""`mxgate trace`: the listing says when it shows only the most recent messages."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from mxgate.adapters.local.state import SqliteState
+from mxgate.cli import main
+from mxgate.timeline import Stage, TimelineEvent
+
+
+@pytest.fixture
+def home(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    state = SqliteState(home / "state.db")
+    start = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
+    for n in range(25):
+        state.record(
+            TimelineEvent(
+                message_id=f"01M8{n:022d}",
+                at=start + timedelta(seconds=n),
+                stage=Stage.ACCEPTED,
+                detail="100 bytes from 127.0.0.1 for 1 recipient(s)",
+            )
+        )
+    state.close()
+    return home
+
+
+def listed(capsys):
+    lines = capsys.readouterr().out.splitlines()
+    return [line.split()[0] for line in lines[2:] if line.startswith("01M8")], lines[-1]
+
+
+def test_the_listing_says_how_many_it_left_out(home, capsys):
+    assert main(["trace", "--home", str(home)]) == 0
+    ids, last = listed(capsys)
+    assert len(ids) == 20
+    assert ids[0] == f"01M8{24:022d}"  # most recent first
+    assert last == "the 20 most recent of 25 messages; --limit N or --all for more"
+
+
+def test_all_and_limit(home, capsys):
+    assert main(["trace", "--home", str(home), "--all"]) == 0
+    ids, last = listed(capsys)
+    assert len(ids) == 25
+    assert last.startswith("01M8")  # nothing left out, nothing said
+    assert main(["trace", "--home", str(home), "--limit", "3", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert (len(document["messages"]), document["total"]) == (3, 25)
+
+
+def test_last_shows_the_most_recent_timeline(home, capsys):
+    assert main(["trace", "--home", str(home), "--last"]) == 0
+    assert capsys.readouterr().out.startswith(f"message 01M8{24:022d}\n")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "complaint"),
+    [
+        (["--limit", "0"], "argument --limit: must be 1 or more, not 0"),
+        (["--limit", "3", "--all"], "argument --all: not allowed with argument --limit"),
+        (["01M8", "--last"], "argument --last: not allowed with argument MESSAGE-ID"),
+    ],
+)
+def test_options_that_contradict_are_usage_errors(home, capsys, arguments, complaint):
+    with pytest.raises(SystemExit) as stopped:
+        main(["trace", "--home", str(home), *arguments])
+    assert stopped.value.code == 2
+    assert complaint in capsys.readouterr().err

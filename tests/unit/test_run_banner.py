@@ -1,0 +1,106 @@
+"""What `mxgate run` prints once it listens, and where its errors are kept."""
+
+from __future__ import annotations
+
+import logging
+
+from mxgate.cli.run import banner
+from mxgate.local.runtime import LocalSetup, load_setup
+from mxgate.local.server import Running
+from mxgate.local.settings import LocalSettings
+from mxgate.observability import configure_logging
+from tests.support import REPO, local_config
+
+
+def setup_with_an_external_host(tmp_path) -> LocalSetup:
+    config = local_config(
+        tmp_path,
+        mailbox_hosts={
+            "workspace": {"port": 0},
+            "m365": {"port": 2600, "external": True, "description": "my own Postfix"},
+            "internet": {"port": 0},
+        },
+    )
+    return load_setup(LocalSettings(home=tmp_path / "home", config=config))
+
+
+def running() -> Running:
+    return Running(
+        smtp=("127.0.0.1", 2525),
+        mailbox_hosts={"workspace": 2526, "m365": 2600, "internet": 2528},
+        ingress={
+            "IngressPoint": ("127.0.0.1", 2525),
+            "SubmissionIngressPoint": ("127.0.0.1", 2587),
+            "RelayIngressPoint": ("127.0.0.1", 2588),
+        },
+    )
+
+
+def test_an_external_mailbox_host_has_no_maildir_line(tmp_path):
+    lines = banner(setup_with_an_external_host(tmp_path), running(), ".mxgate").splitlines()
+    hosts = [line for line in lines if line.startswith("  mailbox host")]
+    assert hosts == [
+        "  mailbox host   workspace  127.0.0.1:2526  -> .mxgate/mailboxes/workspace/<recipient>/new/",
+        (
+            "  mailbox host   m365       127.0.0.1:2600  external: delivered to what listens there "
+            "(not started by mxgate)"
+        ),
+        "  mailbox host   internet   127.0.0.1:2528  -> .mxgate/mailboxes/internet/<recipient>/new/",
+    ]
+    assert (
+        "  logs           .mxgate/logs/ (errors and tracebacks: .mxgate/logs/errors.log)" in lines
+    )
+
+
+def test_the_trace_line_names_the_home_only_when_commands_cannot_find_it(tmp_path):
+    setup = setup_with_an_external_host(tmp_path)
+    found = banner(setup, running(), "/srv/mx", found_here=True)
+    assert any(line.endswith(" trace") for line in found.splitlines())
+    elsewhere = banner(setup, running(), "/srv/mx", found_here=False)
+    assert any(line.endswith(" trace --home /srv/mx") for line in elsewhere.splitlines())
+
+
+def test_warnings_errors_and_tracebacks_go_to_the_error_log(tmp_path):
+    error_log = tmp_path / "logs" / "errors.log"
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    configure_logging("INFO", error_log)
+    log = logging.getLogger("mxgate.test")
+    try:
+        log.info("not kept in the file")
+        try:
+            raise RuntimeError("a worker broke")
+        except RuntimeError:
+            log.exception("worker failed", extra={"work": "01M8.msg"})
+        logging.getLogger("mail.log").warning(
+            "Session.login_data is deprecated and will be removed in version 2.0"
+        )
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers[:] = handlers  # pytest's own, as they were
+        root.setLevel(level)
+    kept = error_log.read_text()
+    assert "not kept" not in kept
+    assert (
+        "ERROR mxgate.test: worker failed work=01M8.msg\nTraceback (most recent call last):" in kept
+    )
+    assert "RuntimeError: a worker broke" in kept
+    assert "login_data" not in kept  # aiosmtpd's notice about its own use of it
+
+
+def test_the_banner_in_the_docs_is_the_one_make_run_prints(monkeypatch):
+    """docs/mail-manager.md shows the banner of the shipped configuration on its default ports,
+    as printed from a shell where mxgate is not on PATH."""
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr("mxgate.cli.run.command_name", lambda: ".venv/bin/mxgate")
+    setup = load_setup(LocalSettings())
+    ports = {x.ingress_id: ("127.0.0.1", x.port) for x in setup.listeners}
+    shipped = Running(
+        smtp=ports[setup.primary.ingress_id],
+        mailbox_hosts={name: host.port for name, host in setup.config.mailbox_hosts.items()},
+        ingress=ports,
+    )
+    text = (REPO / "docs" / "mail-manager.md").read_text()
+    shown = text.split("`make run` prints what it listens on and a ready command:\n\n```\n", 1)[1]
+    assert shown.split("```", 1)[0] == banner(setup, shipped, ".mxgate") + "\n"

@@ -82,7 +82,7 @@ def _sandbox(args: argparse.Namespace, **options: Any) -> Any:
         raise ConfigError(
             f"the sandbox needs moto and boto3 ({error}): pip install 'mxgate[sandbox]'"
         ) from None
-    settings = settings_from(args)
+    settings = settings_from(args, find_running=False)  # its own stack, not a gateway's
     # moto logs a JSONPath it looked for and did not find (the state machine's IsPresent);
     # aiosmtpd a deprecation of its own on every AUTH
     logging.getLogger("moto").setLevel(logging.CRITICAL)

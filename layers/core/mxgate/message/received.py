@@ -104,7 +104,7 @@ def read_received(value: str) -> ReceivedHop | None:
     except ValueError:
         return None
     by = _BY.search(text, found.end())
-    protocol = _WITH.search(text, found.end())
+    protocol = _WITH.search(text, by.end() if by else found.end())  # not a TLS comment's "with"
     return ReceivedHop(
         helo=found["helo"],
         ip=ip,

@@ -169,6 +169,11 @@ class Sandbox:
         self._moto: Any = None
         self._function_log: TextIO | None = None
         self._loop = asyncio.new_event_loop()
+        self._loop_thread = threading.Thread(
+            target=self._loop.run_forever, name="sandbox-smtp", daemon=True
+        )
+        self._transports: list[SmtpTransport] = []  # the emulated Mail Manager's SMTP clients
+        self._internal: SqliteState | None = None
         self._servers: list[asyncio.Server] = []
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mail-manager")
         self.clock = SystemClock()
@@ -191,7 +196,7 @@ class Sandbox:
 
         self._moto = mock_aws(config=MOTO_CONFIG)
         self._moto.start()
-        threading.Thread(target=self._loop.run_forever, name="sandbox-smtp", daemon=True).start()
+        self._loop_thread.start()
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
         self._function_log = (self.home / "logs" / "functions.log").open("a", encoding="utf-8")
         self.stack = Stack.create(
@@ -214,10 +219,21 @@ class Sandbox:
         self.state_machine = self.stack.deploy_state_machine()
 
     def close(self) -> None:
+        """Everything started, stopped in order: the work in flight, the SMTP clients (so the
+        servers' sessions end with QUIT), the servers, the loop, then moto."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+        for transport in self._transports:
+            transport.close()
+        if getattr(self, "stack", None) is not None:
+            self.stack.close_clients()
         if self._loop.is_running():
             self._call(self._stop_servers())
             self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop_thread.join(timeout=30)
+        if not self._loop.is_running():
+            self._loop.close()
+        if self._internal is not None:
+            self._internal.close()
         if getattr(self, "stack", None) is not None:
             self.stack.close()
         if self._moto is not None:
@@ -234,6 +250,8 @@ class Sandbox:
         for task in sessions:
             task.cancel()
         await asyncio.gather(*sessions, return_exceptions=True)
+        for server in self._servers:
+            await server.wait_closed()
 
     def _call(self, coroutine: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=30)
@@ -324,6 +342,7 @@ class Sandbox:
     def _build_mail_manager(self) -> LocalMailManager:
         config, clock = self.config, self.clock
         internal = SqliteState(self.home / "mail-manager.db")  # Mail Manager's own bookkeeping
+        self._internal = internal
         resolver = build_resolver(config.dns)
         transports: dict[str, Transport] = {
             host: SmtpTransport(
@@ -333,6 +352,7 @@ class Sandbox:
             )
             for host, port in self.mailbox_ports.items()
         }
+        self._transports += [t for t in transports.values() if isinstance(t, SmtpTransport)]
         return LocalMailManager(
             config=self.mail_manager_config,
             rule_sets={
@@ -373,15 +393,12 @@ class Sandbox:
 
     def _object_stored(self, bucket: str, key: str) -> None:
         """WriteToS3 stored an object: S3 announces it, EventBridge hands the event on."""
-        size = self.stack_objects().head(bucket, key).size
+        size = self.mail_manager.objects.head(bucket, key).size
         event = object_created_event(
             bucket, key, size, self.clock.now(), region=REGION, account=self.stack.resolver.account
         )
         for function in self.stack.event_targets(event):
             self.arrivals.append(_Arrival("object", function, event))
-
-    def stack_objects(self) -> S3ObjectStore:
-        return S3ObjectStore(boto3.client("s3", region_name=REGION))
 
     def _submit(self, path: Path) -> None:
         """An ingress point accepted a message (the spool file is fsynced): Mail Manager's rule

@@ -171,13 +171,6 @@ class Stack:
                 return function
         raise KeyError(step)
 
-    def function_by_arn(self, arn: str) -> Function:
-        name = arn.rsplit(":", 1)[-1]
-        for function in self.functions.values():
-            if name in (function.name, function.logical_id):
-                return function
-        raise KeyError(arn)
-
     def invoke(self, step: str, event: Any) -> Any:
         """Invoke the handler of functions/<step>/ with its own environment, as Lambda does."""
         return self.invoke_function(self.function_by_code(step), event)
@@ -396,6 +389,18 @@ class Stack:
                 if value == {"Ref": machine_id}:
                     function.environment[key] = arn
         return arn
+
+    def close_clients(self) -> None:
+        """Say QUIT on the SMTP connections the functions' transports keep open (as a container
+        that is shut down would drop them)."""
+        for function in self.functions.values():
+            services = getattr(function.module, "services", None)
+            if services is None or not services.cache_info().currsize:
+                continue
+            for transport in services().transports.values():
+                close = getattr(transport, "close", None)
+                if close is not None:
+                    close()
 
     def close(self) -> None:
         self._routes.close()

@@ -50,6 +50,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache --no-logo  # package boundaries: pyproject.toml [tool.importlinter]
 
 # Each function's app.py is its own top-level module `app`, so each is checked on its own.
 typecheck: $(STAMP)

@@ -45,7 +45,7 @@ from moto import mock_aws  # noqa: E402
 
 from mxgate.ids import new_message_id  # noqa: E402
 from mxgate.sandbox.stack import MOTO_CONFIG, REGION  # noqa: E402
-from mxgate.workflow.events import object_created_event  # noqa: E402
+from mxgate.workflow.object_created import object_created_event  # noqa: E402
 from tests.awsstack import TEMPLATE, create_stack  # noqa: E402
 
 # --------------------------------------------------------------------------- public prices

@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from mxgate.adapters.local.state import SqliteState
+from mxgate.records import DeferredDelivery, Delivery, MessageRef
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -61,16 +62,22 @@ def queue_cost(directory: Path, records: int) -> tuple[float, float]:
     """(schedules per second, lease+finish per second) of the SQLite deferred queue alone."""
     state = SqliteState(directory / "queue-only.db")
     now = datetime.now(UTC)
-    document = {"delivery": {"message": {"message_id": "X"}}, "record_id": "r", "due_at": ""}
+    message = MessageRef(
+        message_id="X", bucket="b", key="raw/X", digest="0" * 64, envelope_sender="", size=1
+    )
+    delivery = Delivery(
+        delivery_id="X.h.0", message=message, kind="mailbox", destination="h", recipients=["a@b"]
+    )
+    waiting = DeferredDelivery(record_id="r", due_at=now, delivery=delivery)
     start = time.perf_counter()
     for n in range(records):
-        state.schedule(f"r{n}", now, document)
+        state.schedule(waiting.model_copy(update={"record_id": f"r{n}"}))
     scheduled = time.perf_counter() - start
     start = time.perf_counter()
     done = 0
     while done < records:
-        for record_id, _ in state.lease_due(now, 600, 50):
-            state.finish_deferred(record_id)
+        for record in state.lease_due(now, 600, 50):
+            state.finish_deferred(record.record_id)
             done += 1
     drained = time.perf_counter() - start
     state.close()

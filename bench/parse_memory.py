@@ -129,13 +129,14 @@ def measure(mode: str, home: Path, public_key: str) -> dict[str, float | str]:
         from mxgate.adapters.local.appevents import FileAppEvents  # noqa: PLC0415
         from mxgate.adapters.local.state import SqliteState  # noqa: PLC0415
         from mxgate.clock import SystemClock  # noqa: PLC0415
+        from mxgate.local.bootstrap import build_resolver  # noqa: PLC0415
         from mxgate.local.config import DnsConfig  # noqa: PLC0415
-        from mxgate.local.runtime import build_resolver  # noqa: PLC0415
-        from mxgate.routing.config import load_routes  # noqa: PLC0415
+        from mxgate.records import Envelope  # noqa: PLC0415
+        from mxgate.routing.routes import load_routes  # noqa: PLC0415
         from mxgate.workflow.envelope import store_envelope  # noqa: PLC0415
-        from mxgate.workflow.model import Envelope, ProcessInput  # noqa: PLC0415
+        from mxgate.workflow.model import ProcessInput  # noqa: PLC0415
+        from mxgate.workflow.process import process  # noqa: PLC0415
         from mxgate.workflow.services import Services  # noqa: PLC0415
-        from mxgate.workflow.steps import process  # noqa: PLC0415
 
         _, port = _dns_server(public_key)
         state = SqliteState(home / f"state-{os.getpid()}.db")

@@ -3,20 +3,36 @@ payloads of events/ and DNS on a loopback server that knows no names."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+from moto import mock_aws
 
-from mxgate.sandbox.stack import Stack
+from mxgate.sandbox.stack import MOTO_CONFIG, REGION, Stack
 from tests.support import REPO, quiet_dns, ses_routes_document
 
 TEMPLATE = REPO / "template.yaml"
 SAMCONFIG = REPO / "samconfig.toml"
 EVENTS = REPO / "events"
+
+
+@contextlib.contextmanager
+def moto_account() -> Iterator[None]:
+    """One moto account for a while (a module's tests): credentials, region, and Step
+    Functions that executes (MOTO_CONFIG), outside any test's monkeypatch."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_DEFAULT_REGION", REGION)
+        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        with mock_aws(config=MOTO_CONFIG):
+            yield
 
 
 def canonical_event(name: str) -> Any:

@@ -8,7 +8,7 @@ import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,35 +21,20 @@ from mxgate.adapters.local.objects import FileObjectStore
 from mxgate.adapters.local.state import SqliteState
 from mxgate.delivery.smtp import SmtpTarget, SmtpTransport
 from mxgate.local.mailbox import MaildirHandler
-from mxgate.local.runtime import load_setup
 from mxgate.local.settings import LocalSettings
+from mxgate.local.setup import load_setup
 from mxgate.local.workflow import LocalWorkflow
 from mxgate.ports import Hooks, Transport, Webhooks
-from mxgate.routing.config import Routes
-from mxgate.workflow.delivery import redrive
+from mxgate.records import DeferredDelivery, Envelope
+from mxgate.routing.routes import Routes
+from mxgate.workflow.dead_letter import redrive
 from mxgate.workflow.envelope import store_envelope
-from mxgate.workflow.model import DeferredDelivery, Envelope
 from mxgate.workflow.services import Services
+from tests.fakes import ManualClock
 from tests.support import REPO, local_config
 
 BUCKET = "mxgate-raw"
 SENDER = "bounces@shop.example"
-
-
-class FakeClock:
-    def __init__(self, start: datetime | None = None) -> None:
-        self.moment = start or datetime(2025, 6, 2, 9, 0, tzinfo=UTC)
-        self.slept = 0.0
-
-    def now(self) -> datetime:
-        return self.moment
-
-    def sleep(self, seconds: float) -> None:
-        self.slept += max(0.0, seconds)
-        self.moment += timedelta(seconds=max(0.0, seconds))
-
-    def advance(self, seconds: float) -> None:
-        self.moment += timedelta(seconds=seconds)
 
 
 class LoopThread:
@@ -93,7 +78,7 @@ def routes_with(**changes: Any) -> Routes:
 @dataclass
 class Bench:
     home: Path
-    clock: FakeClock
+    clock: ManualClock
     state: SqliteState
     objects: FileObjectStore
     services: Services
@@ -135,15 +120,17 @@ class Bench:
     def run(self, message_id: str) -> Any:
         return self.workflow.start(BUCKET, f"raw/{message_id}")
 
-    def deferred(self) -> list[dict[str, object]]:
-        return self.state.deferred()
+    def deferred(self) -> list[DeferredDelivery]:
+        waiting = [w.record for w in self.state.deferred()]
+        return [r for r in waiting if isinstance(r, DeferredDelivery)]
 
     def run_due(self) -> int:
         """What the gateway's scheduler does: run every due deferred delivery once."""
         ran = 0
-        for record_id, document in self.state.lease_due(self.clock.now(), 600):
-            self.workflow.redeliver(DeferredDelivery.model_validate(document).delivery)
-            self.state.finish_deferred(record_id)
+        for record in self.state.lease_due(self.clock.now(), 600):
+            assert isinstance(record, DeferredDelivery)
+            self.workflow.redeliver(record.delivery)
+            self.state.finish_deferred(record.record_id)
             ran += 1
         return ran
 
@@ -162,11 +149,11 @@ class Bench:
         for _ in range(limit):
             if len(self.state.states(message_id)) >= recipients:
                 return
-            waiting = self.state.deferred()
+            waiting = self.deferred()
             if not waiting:
                 return
-            due = min(datetime.fromisoformat(str(w["due_at"])) for w in waiting)
-            self.clock.moment = max(self.clock.moment, due)
+            due = min(w.due_at for w in waiting)
+            self.clock.current = max(self.clock.current, due)
             self.run_due()
 
     def outcomes(self, message_id: str) -> dict[str, str]:
@@ -206,7 +193,7 @@ class BenchFactory:
             name: SmtpTransport(SmtpTarget("127.0.0.1", port, timeout=10))
             for name, port in hosts.items()
         }
-        clock = FakeClock()
+        clock = ManualClock(datetime(2025, 6, 2, 9, 0, tzinfo=UTC))
         state = SqliteState(home / "state.db")
         objects = FileObjectStore(home / "objects")
         services = Services(

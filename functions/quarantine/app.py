@@ -7,6 +7,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mxgate.adapters.aws.bootstrap import services
+from mxgate.errors import reported_by_family
 from mxgate.workflow import steps
 from mxgate.workflow.model import QuarantineInput
 
@@ -16,6 +17,7 @@ metrics = Metrics()
 
 @logger.inject_lambda_context
 @metrics.log_metrics
+@reported_by_family
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = QuarantineInput.model_validate(event)
     logger.append_keys(object_key=request.key, error=request.error.Error)

@@ -15,10 +15,8 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from mxgate.adapters.aws.bootstrap import redeliverer
 from mxgate.adapters.aws.deferral import Redeliverer
-from mxgate.adapters.aws.delivery import redeliverer
-from mxgate.adapters.aws.settings import settings
-from mxgate.clock import SystemClock
 
 logger = Logger()
 metrics = Metrics()
@@ -27,11 +25,11 @@ processor = BatchProcessor(event_type=EventType.SQS)
 
 @cache
 def consumer() -> Redeliverer:
-    return redeliverer(SystemClock(), settings())
+    return redeliverer()
 
 
 def record_handler(record: SQSRecord) -> str:
-    outcome = consumer().handle(record.body)
+    outcome = consumer().start_due(record.body)
     started = outcome.startswith("started")
     metrics.add_metric(
         name="RedeliveriesStarted" if started else "DeferralsWaiting",

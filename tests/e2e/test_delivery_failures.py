@@ -22,7 +22,7 @@ import yaml
 
 from mxgate.adapters.local.state import SqliteState
 from mxgate.local.spool import Spool
-from mxgate.workflow.model import Envelope
+from mxgate.records import Envelope
 from tests.ses_endpoint import CREDENTIALS, ses_endpoint
 from tests.support import (
     REPO,

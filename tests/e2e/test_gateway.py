@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mxgate.local.spool import Spool
-from mxgate.workflow.model import Envelope
+from mxgate.records import Envelope
 from tests.dnsserver import Zone, ZoneServer
 from tests.support import REPO, local_config, start_gateway, wait_for
 

@@ -22,7 +22,8 @@ from mxgate.delivery.webhook import (
     SignedPoster,
     verify,
 )
-from tests.delivery_harness import FakeClock, message, routes_with
+from tests.delivery_harness import message, routes_with
+from tests.fakes import ManualClock
 
 KEY = b"orders-webhook-key"
 
@@ -128,7 +129,7 @@ def webhook_routes(url: str):
 
 
 def test_signed_webhook_is_retried_on_503_and_verifiable(benches, endpoint):
-    clock = FakeClock()
+    clock = ManualClock()
     bench = benches(webhook_routes(endpoint.url), webhooks=SignedPoster({"ORDERS_KEY": KEY}, clock))
     endpoint.answers = [503, 200]
     message_id = bench.store(ORDER, ["orders@customer-support.nutrition.co"])
@@ -153,15 +154,16 @@ def test_webhook_refused_for_good_is_dead_lettered_without_touching_the_recipien
     benches, endpoint
 ):
     bench = benches(
-        webhook_routes(endpoint.url), webhooks=SignedPoster({"ORDERS_KEY": KEY}, FakeClock())
+        webhook_routes(endpoint.url), webhooks=SignedPoster({"ORDERS_KEY": KEY}, ManualClock())
     )
     endpoint.answers = [410]
     message_id = bench.store(ORDER, ["orders@customer-support.nutrition.co"])
     bench.run(message_id)
     assert len(endpoint.requests) == 1  # permanent: no retry
-    ((record_id, record),) = list(bench.state.list())
-    assert record["kind"] == "webhook"
-    assert "HTTP 410" in str(record["reason"])
+    (record,) = list(bench.state.list())
+    record_id = record.record_id
+    assert record.kind == "webhook"
+    assert "HTTP 410" in record.reason
     assert record_id == f"{message_id}.orders.webhook.0"
     assert bench.outcomes(message_id) == {"orders@customer-support.nutrition.co": "handed_to_app"}
 
@@ -191,7 +193,7 @@ def test_post_ingress_hook_command_is_retried_and_sees_the_message(benches, tmp_
             "m365": {"routing_domain": "nutritionco.mail.onmicrosoft.com"},
         },
     )
-    hooks = LocalHooks(routes.hooks, SignedPoster({}, FakeClock()), tmp_path)
+    hooks = LocalHooks(routes.hooks, SignedPoster({}, ManualClock()), tmp_path)
     bench = benches(routes, hooks=hooks)
     message_id = bench.store(
         message("alice@nutrition.co, carol@nutrition.co", "hooked"),

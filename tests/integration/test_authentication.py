@@ -12,11 +12,10 @@ import pytest
 from mxgate.adapters.dns import DnsPythonResolver
 from mxgate.authn.check import Authenticator
 from mxgate.authn.dkim import BodyCanonicalizer, _Hasher
-from mxgate.authn.model import Authentication, Result
+from mxgate.authn.model import Authentication, DmarcPolicy, Result, Verdict
 from mxgate.authn.resolver import CachingResolver
 from mxgate.authn.results import authentication_results
 from mxgate.authn.spf import check_host, check_mail_from
-from mxgate.mailmanager.models import DmarcPolicy, Verdict
 from mxgate.ports import DnsFailure
 from tests.dnsserver import Zone, ZoneServer, silent_port
 from tests.mailtools import Keys, make_keys

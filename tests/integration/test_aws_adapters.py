@@ -18,19 +18,13 @@ from mxgate.adapters.aws.clients import LazyClient
 from mxgate.adapters.aws.dynamodb import DynamoState
 from mxgate.adapters.aws.s3 import S3ObjectStore
 from mxgate.errors import PermanentError, TransientError
+from mxgate.records import Outcome, RecipientState, Stage, TimelineEvent
 from mxgate.sandbox.stack import MOTO_CONFIG, REGION, Stack
-from mxgate.timeline import Outcome, RecipientState, Stage, TimelineEvent
 from tests.awsstack import create_stack
+from tests.fakes import ManualClock
+from tests.records import a_dead_letter
 
 T0 = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
-
-
-class FixedClock:
-    def now(self) -> datetime:
-        return T0
-
-    def sleep(self, seconds: float) -> None:
-        pass
 
 
 @pytest.fixture
@@ -47,7 +41,7 @@ def client(service: str) -> Any:
 
 @pytest.fixture
 def state(stack: Stack) -> DynamoState:
-    return DynamoState(client("dynamodb"), stack.resource("StateTable"), FixedClock())
+    return DynamoState(client("dynamodb"), stack.resource("StateTable"), ManualClock(T0))
 
 
 def event(
@@ -113,13 +107,10 @@ def test_idempotency_keys_remember_outcomes_and_expire(stack, state):
 
 
 def test_dead_letter_records_list_get_and_remove(state):
-    state.put("m1.m365.0", {"error": "PermanentError", "recipients": ["carol@nutrition.co"]})
-    state.put("m2.workspace.0", {"error": "TransientError", "recipients": ["alice@nutrition.co"]})
-    assert [record_id for record_id, _ in state.list()] == ["m1.m365.0", "m2.workspace.0"]
-    assert state.get("m1.m365.0") == {
-        "error": "PermanentError",
-        "recipients": ["carol@nutrition.co"],
-    }
+    state.put(a_dead_letter("m1.m365.0", ["carol@nutrition.co"]))
+    state.put(a_dead_letter("m2.workspace.0", ["alice@nutrition.co"]))
+    assert [r.record_id for r in state.list()] == ["m1.m365.0", "m2.workspace.0"]
+    assert state.get("m1.m365.0") == a_dead_letter("m1.m365.0", ["carol@nutrition.co"])
     state.remove("m1.m365.0")
     assert state.get("m1.m365.0") is None
 
@@ -163,7 +154,7 @@ def test_throttling_and_service_failures_are_transient(state, monkeypatch, code,
     )
     for operation, call in (
         ("put_item", lambda: state.settle(recipient)),
-        ("put_item", lambda: state.put("m1.workspace.0", {"recipients": ["a@nutrition.co"]})),
+        ("put_item", lambda: state.put(a_dead_letter("m1.workspace.0"))),
         ("query", lambda: state.states("m1")),
         ("get_item", lambda: state.seen("k")),
     ):

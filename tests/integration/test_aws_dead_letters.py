@@ -13,14 +13,20 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from mxgate.adapters.aws.dead_letters import QueueingDeadLetters
 from mxgate.adapters.aws.deferral import Redeliverer, SqsDeferrals, execution_name
 from mxgate.adapters.aws.dynamodb import DynamoState
-from mxgate.adapters.aws.events import QueueingDeadLetters
 from mxgate.cli import main
 from mxgate.mailmanager.template import read_template
-from mxgate.timeline import Outcome, RecipientState
-from mxgate.workflow.model import DeferredDelivery, Delivery, MessageRef
-from tests.delivery_harness import FakeClock
+from mxgate.records import (
+    DeferredDelivery,
+    Delivery,
+    DeliveryDeadLetter,
+    MessageRef,
+    Outcome,
+    RecipientState,
+)
+from tests.fakes import ManualClock
 from tests.support import TEMPLATE
 
 REGION = "us-east-1"
@@ -79,14 +85,12 @@ def receive(aws: dict[str, Any], queue: str) -> list[dict[str, Any]]:
 
 
 def test_deferred_deliveries_wait_in_sqs_then_start_a_redelivery(aws):
-    clock = FakeClock()
+    clock = ManualClock()
     deferrals = SqsDeferrals(aws["sqs"], aws["defer"], clock)
     waiting = delivery(["alice@nutrition.co"])
     due = clock.now() + timedelta(hours=2)
-    record = DeferredDelivery(
-        record_id="01MSG.workspace.0#3", due_at=due.isoformat(), delivery=waiting
-    )
-    deferrals.schedule(record.record_id, due, record.model_dump(mode="json"))
+    record = DeferredDelivery(record_id="01MSG.workspace.0#3", due_at=due, delivery=waiting)
+    deferrals.schedule(record)
     assert receive(aws, "defer") == []  # delayed by SQS (at most 15 minutes)
 
     sfn = boto3.client("stepfunctions", region_name=REGION)
@@ -97,10 +101,10 @@ def test_deferred_deliveries_wait_in_sqs_then_start_a_redelivery(aws):
     )["stateMachineArn"]
     consumer = Redeliverer(deferrals, sfn, machine, clock)
     body = record.model_dump_json()
-    assert consumer.handle(body) == "waiting"  # early: back on the queue with the time left
+    assert consumer.start_due(body) == "waiting"  # early: back on the queue with the time left
     assert sfn.list_executions(stateMachineArn=machine)["executions"] == []
     clock.advance(2 * 3600)
-    assert consumer.handle(body) == "started 01MSG-workspace-0-3"
+    assert consumer.start_due(body) == "started 01MSG-workspace-0-3"
     (execution,) = sfn.list_executions(stateMachineArn=machine)["executions"]
     described = sfn.describe_execution(executionArn=execution["executionArn"])
     assert json.loads(described["input"])["deliveries"][0]["recipients"] == ["alice@nutrition.co"]
@@ -115,29 +119,35 @@ def test_execution_names_are_valid():
 
 
 def test_dlq_cli_on_aws_lists_shows_and_redrives(aws, capsys):
-    clock = FakeClock()
+    clock = ManualClock()
     state = DynamoState(aws["dynamodb"], "state", clock)
     dead = QueueingDeadLetters(state, aws["sqs"], aws["dlq"])
     failed = delivery(["alice@nutrition.co", "bob@nutrition.co"])
     dead.put(
-        failed.delivery_id,
-        {
-            "delivery": failed.model_dump(mode="json"),
-            "message_id": "01MSG",
-            "kind": "mailbox",
-            "destination": "workspace",
-            "recipients": ["alice@nutrition.co", "bob@nutrition.co"],
-            "error": "PermanentError",
-            "reason": "PermanentError: 550 5.1.1 No such user",
-            "at": clock.now().isoformat(),
-        },
+        DeliveryDeadLetter(
+            record_id=failed.delivery_id,
+            delivery=failed,
+            message_id="01MSG",
+            kind="mailbox",
+            destination="workspace",
+            recipients=["alice@nutrition.co", "bob@nutrition.co"],
+            error="PermanentError",
+            reason="PermanentError: 550 5.1.1 No such user",
+            at=clock.now(),
+        )
     )
+    other = delivery(["x@nutrition.co"], "other.record")
     dead.put(
-        "other.record",
-        {
-            "delivery": delivery(["x@nutrition.co"], "other.record").model_dump(mode="json"),
-            "recipients": ["x@nutrition.co"],
-        },
+        DeliveryDeadLetter(
+            record_id="other.record",
+            delivery=other,
+            message_id="01MSG",
+            kind="mailbox",
+            destination="workspace",
+            recipients=["x@nutrition.co"],
+            error="PermanentError",
+            at=clock.now(),
+        )
     )
     for recipient in ("alice@nutrition.co", "bob@nutrition.co"):
         state.settle(
@@ -176,7 +186,7 @@ def test_dlq_cli_on_aws_lists_shows_and_redrives(aws, capsys):
         "bob@nutrition.co",
     ]
     assert state.states("01MSG") == []  # reopened, to be settled by the redelivery
-    assert [record_id for record_id, _ in state.list()] == ["other.record"]
+    assert [r.record_id for r in state.list()] == ["other.record"]
     notices = [json.loads(m["Body"])["id"] for m in receive(aws, "dlq")]
     assert notices == ["other.record"]  # the redriven one's notice is gone, the other stays
 

@@ -12,7 +12,6 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
-from pydantic import ValidationError
 
 from mxgate.errors import PermanentError
 from mxgate.sandbox.stack import MOTO_CONFIG, REGION, Stack, sent_messages
@@ -112,7 +111,7 @@ def test_process_plans_for_the_envelope_recipients_a_bcc_included(stack, capsys)
 
 
 def test_process_refuses_a_document_it_cannot_read(stack):
-    with pytest.raises(ValidationError):
+    with pytest.raises(PermanentError, match="ValidationError: 11 validation errors"):
         stack.invoke("process", canonical_event("s3-object-created"))
 
 

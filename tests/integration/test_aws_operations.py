@@ -23,6 +23,7 @@ from moto import mock_aws
 
 from mxgate.adapters.aws import operator as operator_module
 from mxgate.adapters.aws.archive import MailManagerArchive
+from mxgate.adapters.aws.bootstrap import aws_desk
 from mxgate.adapters.aws.dynamodb import DynamoQuarantine, DynamoState
 from mxgate.adapters.aws.operator import stack_names
 from mxgate.archive.query import ArchiveQuery
@@ -30,10 +31,18 @@ from mxgate.cli import main
 from mxgate.console.app import create_app
 from mxgate.console.security import csrf_token
 from mxgate.mailmanager.template import read_template
-from mxgate.timeline import MessageSummary, Outcome, RecipientState, Stage, TimelineEvent
-from mxgate.workflow.model import DeferredDelivery, MessageRef
-from mxgate.workflow.quarantine import HeldRecipient, QuarantineRecord
-from tests.delivery_harness import FakeClock
+from mxgate.records import (
+    DeferredDelivery,
+    HeldRecipient,
+    MessageRef,
+    MessageSummary,
+    Outcome,
+    QuarantineRecord,
+    RecipientState,
+    Stage,
+    TimelineEvent,
+)
+from tests.fakes import ManualClock
 from tests.support import REPO, TEMPLATE, wait_for
 
 REGION = "us-east-1"
@@ -80,7 +89,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         yield {"dynamodb": dynamodb, "sqs": sqs, "s3": s3, "defer": defer}
 
 
-def held_record(clock: FakeClock) -> QuarantineRecord:
+def held_record(clock: ManualClock) -> QuarantineRecord:
     return QuarantineRecord(
         quarantine_id="01MSG",
         message_id="01MSG",
@@ -107,7 +116,7 @@ def held_record(clock: FakeClock) -> QuarantineRecord:
 
 
 def test_quarantine_on_aws_lists_shows_and_releases_once(aws, capsys):
-    clock = FakeClock()
+    clock = ManualClock(datetime(2025, 6, 2, 9, 0, tzinfo=UTC))
     state = DynamoState(aws["dynamodb"], "state", clock)
     DynamoQuarantine(aws["dynamodb"], "state").hold(held_record(clock))
     state.settle(
@@ -160,7 +169,7 @@ def test_quarantine_on_aws_lists_shows_and_releases_once(aws, capsys):
 
 
 def test_trace_search_reads_the_summaries_on_the_recent_list(aws):
-    clock = FakeClock()
+    clock = ManualClock(datetime(2025, 6, 2, 9, 0, tzinfo=UTC))
     state = DynamoState(aws["dynamodb"], "state", clock)
     state.record(
         TimelineEvent(
@@ -198,7 +207,12 @@ def test_stack_names_come_from_flags_then_environment_then_outputs(aws):
 def stubbed_archive() -> tuple[MailManagerArchive, Stubber]:
     client = boto3.client("mailmanager", region_name=REGION)
     stubber = Stubber(client)
-    return MailManagerArchive(client, "a-archive123", FakeClock(), fetch=lambda link: RAW), stubber
+    return MailManagerArchive(
+        client,
+        "a-archive123",
+        ManualClock(datetime(2025, 6, 2, 9, 0, tzinfo=UTC)),
+        fetch=lambda link: RAW,
+    ), stubber
 
 
 def test_archive_search_runs_a_search_job_with_mail_managers_filters():
@@ -348,7 +362,7 @@ def test_console_on_aws_serves_the_stacks_quarantine_and_archive(aws, monkeypatc
     """`mxgate console --aws` as an operator runs it: uvicorn on loopback, the stack in moto,
     the archive API stubbed; no page without the token, release through a CSRF-checked form."""
 
-    clock = FakeClock(datetime.now(UTC))
+    clock = ManualClock(datetime.now(UTC))
     DynamoQuarantine(aws["dynamodb"], "state").hold(held_record(clock))
     client = boto3.client("mailmanager", region_name=REGION)
     stubber = Stubber(client)
@@ -374,9 +388,7 @@ def test_console_on_aws_serves_the_stacks_quarantine_and_archive(aws, monkeypatc
     )
     session = boto3.session.Session(region_name=REGION)
     names = stack_names(session, {"archive_id": "a-archive123"}, "mxgate")
-    desk = operator_module.aws_desk(
-        operator_module.OperatorAws(session, names), REPO / "config" / "routes.yaml"
-    )
+    desk = aws_desk(operator_module.OperatorAws(session, names), REPO / "config" / "routes.yaml")
     server = uvicorn.Server(
         uvicorn.Config(create_app(desk, "secret"), host="127.0.0.1", port=0, log_level="warning")
     )

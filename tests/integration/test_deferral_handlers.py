@@ -21,8 +21,7 @@ from mxgate.adapters.aws.dynamodb import DynamoState
 from mxgate.adapters.aws.settings import settings
 from mxgate.clock import SystemClock
 from mxgate.mailmanager.template import read_template
-from mxgate.timeline import Stage
-from mxgate.workflow.model import DeferredDelivery, Delivery, MessageRef
+from mxgate.records import DeferredDelivery, Delivery, MessageRef, Stage
 from tests.support import REPO, TEMPLATE
 
 REGION = "us-east-1"

@@ -4,7 +4,6 @@ claim checks and idempotency. Time is fake, so days of deferral take millisecond
 
 from __future__ import annotations
 
-from datetime import datetime
 from email import message_from_bytes, policy
 from pathlib import Path
 
@@ -25,19 +24,20 @@ def test_a_transient_failure_is_retried_then_deferred_then_delivered(benches):
     assert "deferred" in stages
     assert bench.outcomes(message_id) == {}  # not settled: waiting
     (waiting,) = bench.deferred()
-    delivery = waiting["delivery"]
-    assert isinstance(delivery, dict)
-    assert delivery["deferral"]["attempts"] == 1
-    assert TEMPFAIL in delivery["deferral"]["last_error"]
-    due = datetime.fromisoformat(str(waiting["due_at"]))
+    deferral = waiting.delivery.deferral
+    assert deferral is not None
+    assert deferral.attempts == 1
+    assert TEMPFAIL in deferral.last_error
+    due = waiting.due_at
     wait = (due - bench.clock.now()).total_seconds()
     assert 270 <= wait <= 330  # backoff_min 5m, ±10%
 
     assert bench.run_due() == 0  # not due yet
-    bench.clock.moment = due
+    bench.clock.current = due
     assert bench.run_due() == 1  # due, still failing: deferred again, waiting longer
     (waiting,) = bench.deferred()
-    assert waiting["delivery"]["deferral"]["attempts"] == 2  # type: ignore[index]
+    assert waiting.delivery.deferral is not None
+    assert waiting.delivery.deferral.attempts == 2
 
     bench.host_answers("workspace", None)  # the host is back
     bench.run_until_settled(message_id, 1)
@@ -76,9 +76,9 @@ def test_expiry_without_dsn_dead_letters(benches):
     bench.run(message_id)
     bench.run_until_settled(message_id, 1)
     assert bench.outcomes(message_id) == {"bob@nutrition.co": "dead_lettered"}
-    ((_record_id, record),) = list(bench.state.list())
-    assert record["error"] == "Expired"
-    assert record["recipients"] == ["bob@nutrition.co"]
+    (record,) = list(bench.state.list())
+    assert record.error == "Expired"
+    assert record.recipients == ["bob@nutrition.co"]
     assert bench.received("outside", SENDER) == []
 
 
@@ -101,9 +101,10 @@ def test_a_permanent_failure_is_dead_lettered_at_once_and_redriven_once_fixed(be
     bench.run(message_id)
     assert "retry" not in bench.stages(message_id)  # permanent: no retry, no deferral
     assert bench.outcomes(message_id) == {"alice@nutrition.co": "dead_lettered"}
-    ((record_id, record),) = list(bench.state.list())
-    assert record["error"] == "PermanentError"
-    assert NO_SUCH_USER in str(record["reason"])
+    (record,) = list(bench.state.list())
+    record_id = record.record_id
+    assert record.error == "PermanentError"
+    assert NO_SUCH_USER in record.reason
 
     bench.host_answers("workspace", None)
     bench.redrive(record_id)
@@ -120,7 +121,8 @@ def test_a_redriven_delivery_that_already_succeeded_is_not_sent_twice(benches):
     bench.host_answers("workspace", NO_SUCH_USER)
     message_id = bench.store(message("alice@nutrition.co", "twice"), ["alice@nutrition.co"])
     bench.run(message_id)
-    ((record_id, record),) = list(bench.state.list())
+    (record,) = list(bench.state.list())
+    record_id = record.record_id
     bench.host_answers("workspace", None)
 
     def again() -> None:
@@ -130,7 +132,7 @@ def test_a_redriven_delivery_that_already_succeeded_is_not_sent_twice(benches):
     again()
     assert len(bench.received("workspace", "alice@nutrition.co")) == 1
     # the same dead letter comes back (a stale copy, a second operator) and is redriven again
-    bench.state.put(record_id, record)
+    bench.state.put(record)
     again()
     assert len(bench.received("workspace", "alice@nutrition.co")) == 1
     assert bench.outcomes(message_id) == {"alice@nutrition.co": "delivered"}
@@ -153,9 +155,10 @@ def test_per_recipient_results_permanent_now_transient_later(benches):
     outcomes = bench.outcomes(message_id)
     assert outcomes == {"alice@nutrition.co": "delivered", "bob@nutrition.co": "dead_lettered"}
     (waiting,) = bench.deferred()
-    assert waiting["delivery"]["recipients"] == ["erin@nutrition.co"]  # type: ignore[index]
-    ((record_id, record),) = list(bench.state.list())
-    assert record["recipients"] == ["bob@nutrition.co"]
+    assert waiting.delivery.recipients == ["erin@nutrition.co"]
+    (record,) = list(bench.state.list())
+    record_id = record.record_id
+    assert record.recipients == ["bob@nutrition.co"]
     assert record_id.startswith(f"{message_id}.workspace.0.")
     (handler_dir / ".reply-erin@nutrition.co").unlink()
     bench.run_until_settled(message_id, 3)
@@ -188,9 +191,9 @@ def test_oversize_dead_letter_policy(benches):
     message_id = bench.store(big, ["alice@nutrition.co"])
     bench.run(message_id)
     assert bench.outcomes(message_id) == {"alice@nutrition.co": "dead_lettered"}
-    ((_, record),) = list(bench.state.list())
-    assert record["error"] == "PolicyError"
-    assert "over the 2000-byte limit" in str(record["reason"])
+    (record,) = list(bench.state.list())
+    assert record.error == "PolicyError"
+    assert "over the 2000-byte limit" in record.reason
     assert bench.received("workspace", "alice@nutrition.co") == []
 
 
@@ -231,7 +234,8 @@ def split_delivery(bench: Bench, subject: str) -> tuple[str, str]:
     (handler_dir / ".reply-bob@nutrition.co").write_text(NO_SUCH_USER)
     (handler_dir / ".reply-erin@nutrition.co").write_text(TEMPFAIL)
     bench.run(message_id)
-    ((bob_record, _),) = list(bench.state.list())
+    (bob,) = list(bench.state.list())
+    bob_record = bob.record_id
     return message_id, bob_record
 
 
@@ -245,7 +249,7 @@ def test_a_redriven_part_deferred_again_leaves_the_other_deferral_waiting(benche
     bench.redrive(bob_record)
     assert bench.run_due() == 1  # the redriven part only: it fails again and is deferred
     waiting = {
-        tuple(w["delivery"]["recipients"]): w["delivery"]["deferral"]["attempts"]  # type: ignore[index]
+        tuple(w.delivery.recipients): w.delivery.deferral.attempts if w.delivery.deferral else 0
         for w in bench.deferred()
     }
     assert waiting == {("erin@nutrition.co",): 1, ("bob@nutrition.co",): 1}
@@ -265,13 +269,13 @@ def test_a_redriven_part_dead_lettered_again_keeps_the_other_dead_letter(benches
     bench = benches(routes_with(delivery={"queue_lifetime": "30m", "dsn_on_expiry": False}))
     message_id, bob_record = split_delivery(bench, "twice dead")
     bench.run_until_settled(message_id, 3)  # erin expires: a dead letter of her own
-    assert {record_id for record_id, _ in bench.state.list()} == {
+    assert {r.record_id for r in bench.state.list()} == {
         bob_record,
         f"{message_id}.workspace.0",
     }
     bench.redrive(bob_record)
     assert bench.run_due() == 1  # bob is still refused: dead-lettered again
-    held = {tuple(record["recipients"]) for _, record in bench.state.list()}  # type: ignore[arg-type]
+    held = {tuple(r.recipients) for r in bench.state.list()}
     assert held == {("bob@nutrition.co",), ("erin@nutrition.co",)}
     assert bench.outcomes(message_id) == {
         "alice@nutrition.co": "delivered",

@@ -10,21 +10,28 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
 
+from mxgate.adapters.local.maildir import WorkMailFolders
 from mxgate.adapters.local.objects import FileObjectStore
 from mxgate.adapters.local.state import SqliteState
+from mxgate.adapters.local.topics import TopicFiles
 from mxgate.clock import SystemClock
 from mxgate.delivery.smtp import SmtpTarget, SmtpTransport
+from mxgate.local.lambdas import LocalLambdas
 from mxgate.local.logs import VendedLogs
-from mxgate.local.mailmanager import LocalMailManager, LocalTargets, RuleSetRetry
+from mxgate.local.pipeline import through_the_pipeline
+from mxgate.local.rule_set import LocalMailManager
+from mxgate.local.rule_set_failures import RuleSetFailures
+from mxgate.mailmanager.actions import ActionPorts
 from mxgate.mailmanager.addresses import StaticAddressBook
-from mxgate.mailmanager.config import load_mail_manager
-from mxgate.routing.config import DeliveryPolicy
-from mxgate.workflow.model import Envelope
+from mxgate.mailmanager.resources import load_mail_manager
+from mxgate.records import Envelope, RuleSetRetry
+from mxgate.routing.routes import DeliveryPolicy
 from tests.templates import recipient_is
 
 SENDER = "buyer@shop.example"
@@ -260,31 +267,48 @@ class Harness:
             return self.transports[-1]
 
         loopback = self.config.relays["Loopback"]
+        clock = SystemClock()
         self.service = LocalMailManager(
-            config=self.config,
+            resources=self.config,
             rule_sets={"Point": self.config.rule_sets["Rules"]},
             book=StaticAddressBook(),
-            objects=self.objects,
-            timeline=self.state,
-            idempotency=self.state,
-            dead_letters=self.state,
-            deferrals=self.state,
-            retry_policy=DeliveryPolicy(),
-            logs=VendedLogs(home / "logs"),
-            clock=SystemClock(),
-            targets=LocalTargets(
-                home=home,
-                hostname="mxgate.test",
+            actions=ActionPorts(
+                objects=self.objects,
+                idempotency=self.state,
+                clock=clock,
                 relays={
                     "Mapped": transport(ports["workspace"]),
                     "Loopback": transport(loopback.ServerPort),
                 },
                 outbound=transport(ports["internet"]),
+                functions=LocalLambdas(self.config),
+                topics=TopicFiles(home / "sns", clock),
+                mailboxes=WorkMailFolders(home / "workmail"),
+                hostname="mxgate.test",
                 replace_mail_from="postmaster@nutrition.co",
             ),
-            start_workflow=lambda bucket, key: self.started.append((bucket, key)),
+            failures=RuleSetFailures(
+                objects=self.objects,
+                timeline=self.state,
+                dead_letters=self.state,
+                deferrals=self.state,
+                retry_policy=DeliveryPolicy(),
+                clock=clock,
+            ),
+            logs=VendedLogs(home / "logs"),
+            locks=home / "locks",
+        )
+        # what the pipeline needs of a worker: the rule set, and a workflow that records starts
+        self.worker = SimpleNamespace(
+            mail_manager=self.service,
+            workflow=SimpleNamespace(start=lambda bucket, key: self.started.append((bucket, key))),
         )
         self.count = 0
+
+    def run(self, envelope: Envelope, raw: bytes, **how: Any) -> RuleSetRetry | None:
+        """The rule set over one message, its stored objects to the workflow, a retry for
+        what is left open: what a worker does with a spooled message."""
+        return through_the_pipeline(self.worker, envelope, raw, **how)
 
     def send(
         self, *recipients: str, sender: str = SENDER, raw: bytes = RAW
@@ -297,10 +321,10 @@ class Harness:
             helo="mta.shop.example",
             source_ip="198.51.100.7",
             tls_protocol="TLS1_3",
-            received_at=datetime.now(UTC).isoformat(),
+            received_at=datetime.now(UTC),
             ingress_point="Point",
         )
-        self.service.take(envelope, raw, spool_file=f"{envelope.message_id}.msg")
+        self.run(envelope, raw, spool_file=f"{envelope.message_id}.msg")
         states = {s.recipient: s for s in self.state.states(envelope.message_id)}
         return envelope.message_id, states
 
@@ -571,16 +595,16 @@ def test_a_retry_repeats_only_what_failed(harness):
         ("SUCCESS", ["pair-a@nutrition.co"]),
         ("FAILURE", ["pair-b@nutrition.co"]),
     ]
-    ((record_id, document),) = harness.state.lease_due(datetime.now(UTC) + timedelta(days=1), 60)
-    retry = RuleSetRetry.model_validate(document)
-    assert record_id == f"{message_id}#rules"
+    (retry,) = harness.state.lease_due(datetime.now(UTC) + timedelta(days=1), 60)
+    assert isinstance(retry, RuleSetRetry)
+    assert retry.record_id == f"{message_id}#rules"
     assert (retry.envelope.recipients, retry.recipients) == (
         ["pair@nutrition.co"],
         ["pair-b@nutrition.co"],
     )
 
     control.unlink()
-    assert harness.service.take(retry.envelope, RAW, retry=retry) is None
+    assert harness.run(retry.envelope, RAW, retry=retry) is None
     states = {s.recipient: s.outcome.value for s in harness.state.states(message_id)}
     assert states["pair-b@nutrition.co"] == "delivered"
     assert len(harness.maildir("workspace", "pair-a@nutrition.co")) == 1  # not relayed again

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,13 +18,14 @@ from aiosmtpd.controller import Controller
 
 from mxgate.cli import main
 from mxgate.local import worker as worker_process
+from mxgate.local.bootstrap import Bootstrap, Worker
 from mxgate.local.mailbox import MaildirHandler
-from mxgate.local.mailmanager import KEPT_BUCKET
-from mxgate.local.runtime import Worker, build_worker, load_setup
+from mxgate.local.pipeline import receive_spooled
+from mxgate.local.rule_set_failures import KEPT_BUCKET
 from mxgate.local.settings import LocalSettings
-from mxgate.local.worker import handle_deferred, process_spooled, run_deferred
-from mxgate.timeline import Outcome, Stage
-from mxgate.workflow.model import DeferredDelivery, Envelope
+from mxgate.local.setup import load_setup
+from mxgate.records import DeferredDelivery, Envelope, Outcome, Stage
+from tests.fakes import ManualClock
 from tests.support import REPO, free_port, local_config
 
 RAW = b"From: a@shop.example\r\nTo: alice@nutrition.co\r\nSubject: hi\r\n\r\nbody\r\n"
@@ -37,7 +37,8 @@ LATER = timedelta(days=1)  # past every backoff, within every lifetime
 def workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Worker]]:
     """Build a worker process's Worker (mailbox hosts on free ports) from config overrides;
     `delivery` overrides the routes file's delivery policy. The worker is also the process's
-    own (what the pool initializer sets), so `handle_deferred` runs on it."""
+    own (what the pool initializer sets), so `run_due` runs on it. Its clock is a manual one,
+    started now: time passes when a test says so."""
     started: list[tuple[Worker, list[Controller]]] = []
 
     def start(delivery: dict[str, Any] | None = None, **config: Any) -> Worker:
@@ -62,7 +63,9 @@ def workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callabl
         ports = {
             host: c.port for host, c in zip(setup.config.mailbox_hosts, controllers, strict=True)
         }
-        built = build_worker(setup, ports)
+        built = Bootstrap(settings, clock=ManualClock(datetime.now(UTC)), given_setup=setup).worker(
+            ports
+        )
         started.append((built, controllers))
         monkeypatch.setattr(worker_process, "_worker", built)
         return built
@@ -93,8 +96,8 @@ def accept(worker: Worker, message_id: str, recipients: list[str], **envelope: A
 
 def run_due(worker: Worker, at: datetime | None = None) -> list[str]:
     """What the gateway's scheduler does: lease what is due and hand each record to a worker."""
-    due = worker.state.lease_due(at or datetime.now(UTC) + LATER, 60)
-    return [handle_deferred(record_id, json.dumps(document)) for record_id, document in due]
+    due = worker.state.lease_due(at or worker.clock.now() + LATER, 60)
+    return [worker_process.run_due(record.model_dump_json()) for record in due]
 
 
 def mailbox(worker: Worker, host: str, recipient: str) -> list[bytes]:
@@ -121,7 +124,7 @@ def mailbox_host_replies(worker: Worker, host: str, reply: str | None) -> None:
 
 def test_delivered_and_spool_file_removed(worker):
     path = accept(worker, "01DELIVERED", ["alice@nutrition.co", "carol@nutrition.co"])
-    assert process_spooled(worker, path) == "done"
+    assert receive_spooled(worker, path) == "done"
     assert not path.exists()
     assert outcomes(worker, "01DELIVERED") == {
         "alice@nutrition.co": Outcome.DELIVERED,
@@ -134,7 +137,7 @@ def test_delivered_and_spool_file_removed(worker):
 def test_outage_is_retried_then_deferred_then_delivered_when_the_host_is_back(worker):
     mailbox_host_replies(worker, "workspace", "451 4.3.0 mailbox host busy")
     path = accept(worker, "01OUTAGE", ["alice@nutrition.co", "carol@nutrition.co"])
-    process_spooled(worker, path)
+    receive_spooled(worker, path)
     # the state machine's quick retries, then the deferred queue: no terminal state yet
     assert outcomes(worker, "01OUTAGE") == {"carol@nutrition.co": Outcome.DELIVERED}
     retries = [e for e in worker.state.events("01OUTAGE") if e.stage is Stage.RETRY]
@@ -142,9 +145,10 @@ def test_outage_is_retried_then_deferred_then_delivered_when_the_host_is_back(wo
     assert not dict(worker.state.list())  # nothing dead-lettered
 
     mailbox_host_replies(worker, "workspace", None)
-    later = datetime.now(UTC) + timedelta(days=1)
-    ((record_id, document),) = worker.state.lease_due(later, 60)
-    assert run_deferred(worker, record_id, DeferredDelivery.model_validate(document)) == "done"
+    later = worker.clock.now() + timedelta(days=1)
+    (record,) = worker.state.lease_due(later, 60)
+    assert isinstance(record, DeferredDelivery)
+    assert worker_process.run_due(record.model_dump_json()) == "done"
     assert outcomes(worker, "01OUTAGE") == {
         "alice@nutrition.co": Outcome.DELIVERED,
         "carol@nutrition.co": Outcome.DELIVERED,
@@ -155,7 +159,7 @@ def test_outage_is_retried_then_deferred_then_delivered_when_the_host_is_back(wo
 def test_permanent_refusal_is_dead_lettered_without_retries(worker):
     mailbox_host_replies(worker, "m365", "550 5.1.1 no such mailbox")
     path = accept(worker, "01REFUSED", ["dave@nutrition.co"])
-    process_spooled(worker, path)
+    receive_spooled(worker, path)
     assert outcomes(worker, "01REFUSED") == {"dave@nutrition.co": Outcome.DEAD_LETTERED}
     assert not [e for e in worker.state.events("01REFUSED") if e.stage is Stage.RETRY]
     assert "550 5.1.1 no such mailbox" in worker.state.states("01REFUSED")[0].detail
@@ -164,9 +168,9 @@ def test_permanent_refusal_is_dead_lettered_without_retries(worker):
 def test_replaying_a_finished_message_delivers_nothing_twice(worker):
     path = accept(worker, "01TWICE", ["bob@nutrition.co"])
     raw_spool = path.read_bytes()
-    process_spooled(worker, path)
+    receive_spooled(worker, path)
     path.write_bytes(raw_spool)  # as if the process had crashed before removing the spool file
-    process_spooled(worker, path)
+    receive_spooled(worker, path)
     mailbox = worker.setup.dirs.mailboxes / "workspace" / "bob@nutrition.co" / "new"
     assert len(list(mailbox.iterdir())) == 1
 
@@ -175,7 +179,7 @@ def test_a_message_the_rule_set_cannot_take_is_quarantined_not_lost(worker):
     """A spool file from an ingress point the template no longer has: a real failure inside
     processing, which quarantines the message whole."""
     path = accept(worker, "01GONEPOINT", ["alice@nutrition.co"], ingress_point="RemovedPoint")
-    assert process_spooled(worker, path) == "quarantined"
+    assert receive_spooled(worker, path) == "quarantined"
     assert not path.exists()
     assert (worker.setup.dirs.quarantine / path.name).exists()
     (state,) = worker.state.states("01GONEPOINT")
@@ -186,11 +190,11 @@ def test_a_message_the_rule_set_cannot_take_is_quarantined_not_lost(worker):
 # ------------------------------------------------------------------ rule actions that fail
 
 
-def test_a_relay_outage_in_direct_mode_is_retried_from_the_kept_spool_file(workers):
+def test_a_relay_outage_in_direct_mode_is_retried_from_the_kept_spool_file(workers, capsys):
     worker = workers(**DIRECT)
     mailbox_host_replies(worker, "workspace", "451 4.3.0 try later")
     path = accept(worker, "01RELAYOUTAGE", ["alice@nutrition.co"])
-    assert process_spooled(worker, path) == "retrying"
+    assert receive_spooled(worker, path) == "retrying"
     assert path.exists()  # kept until the rule set is done with alice
     assert outcomes(worker, "01RELAYOUTAGE") == {}  # neither dropped nor anything else yet
     assert not dict(worker.state.list())
@@ -201,8 +205,17 @@ def test_a_relay_outage_in_direct_mode_is_retried_from_the_kept_spool_file(worke
     (record,) = rule_set_log(worker)[-1:]
     assert (record["action_name"], record["action_status"]) == ("Relay", "FAILURE")
 
-    assert process_spooled(worker, path) == "retry pending"  # a replay on start: left to it
-    assert run_due(worker, datetime.now(UTC)) == []  # not due before backoff_min (5m)
+    home = str(worker.setup.dirs.home)  # `mxgate trace` shows the retry waiting
+    assert main(["trace", "01RELAYOUTAGE", "--home", home]) == 0
+    shown = capsys.readouterr().out
+    assert "deferred: rule set retry 1 for alice@nutrition.co: next attempt" in shown
+    assert "451 4.3.0 try later" in shown.rsplit("deferred: rule set retry 1", 1)[1]
+    assert main(["trace", "01RELAYOUTAGE", "--home", home, "--json"]) == 0
+    (waiting,) = json.loads(capsys.readouterr().out)["deferred"]
+    assert (waiting["kind"], waiting["message_id"]) == ("rule-set-retry", "01RELAYOUTAGE")
+
+    assert receive_spooled(worker, path) == "retry pending"  # a replay on start: left to it
+    assert run_due(worker, worker.clock.now()) == []  # not due before backoff_min (5m)
     assert run_due(worker) == ["retrying"]  # still down: the same record, due later
     assert path.exists()
     mailbox_host_replies(worker, "workspace", None)
@@ -211,7 +224,7 @@ def test_a_relay_outage_in_direct_mode_is_retried_from_the_kept_spool_file(worke
     assert not path.exists()
     (stored,) = mailbox(worker, "workspace", "alice@nutrition.co")
     assert stored.endswith(RAW)
-    assert worker.state.lease_due(datetime.now(UTC) + LATER, 60) == []
+    assert worker.state.lease_due(worker.clock.now() + LATER, 60) == []
     stages = [e.stage for e in worker.state.events("01RELAYOUTAGE")]
     assert stages.count(Stage.RULES) == 1  # the retries are `retry` events
     assert stages.count(Stage.RETRY) == 2
@@ -223,21 +236,22 @@ def test_a_relay_refusal_in_direct_mode_is_dead_lettered_then_redriven_once(work
     mailbox_host_replies(worker, "workspace", "550 5.7.1 relaying denied")
     recipients = ["alice@nutrition.co", "orders@customer-support.nutrition.co"]
     path = accept(worker, "01RELAYREFUSED", recipients)
-    assert process_spooled(worker, path) == "done"
+    assert receive_spooled(worker, path) == "done"
     assert not path.exists()
     assert outcomes(worker, "01RELAYREFUSED") == {
         "alice@nutrition.co": Outcome.DEAD_LETTERED,
         "orders@customer-support.nutrition.co": Outcome.HANDED_TO_APP,  # not affected
     }
-    ((record_id, record),) = worker.state.list()
+    (record,) = list(worker.state.list())
+    record_id = record.record_id
     assert record_id.startswith("01RELAYREFUSED.rule-set.")
-    assert (record["kind"], record["recipients"], record["error"]) == (
+    assert (record.kind, record.recipients, record.error) == (
         "rules",
         ["alice@nutrition.co"],
         "PermanentError",
     )
-    assert "550 5.7.1 relaying denied" in record["reason"]
-    kept = worker.mail_manager.objects.get(KEPT_BUCKET, "rules/01RELAYREFUSED")
+    assert "550 5.7.1 relaying denied" in record.reason
+    kept = worker.mail_manager.actions.objects.get(KEPT_BUCKET, "rules/01RELAYREFUSED")
     assert kept == RAW  # as received, to run through the rule set again
 
     assert main(["dlq", "list", "--home", home]) == 0
@@ -256,7 +270,7 @@ def test_a_relay_refusal_in_direct_mode_is_dead_lettered_then_redriven_once(work
     assert outcomes(worker, "01RELAYREFUSED") == {
         "orders@customer-support.nutrition.co": Outcome.HANDED_TO_APP
     }
-    assert run_due(worker, datetime.now(UTC)) == ["done"]
+    assert run_due(worker, datetime.now(UTC))  # the CLI redrove it by the system clock == ["done"]
     assert outcomes(worker, "01RELAYREFUSED")["alice@nutrition.co"] is Outcome.DELIVERED
     assert len(mailbox(worker, "workspace", "alice@nutrition.co")) == 1
     assert not dict(worker.state.list())
@@ -268,16 +282,16 @@ def test_a_relay_outage_past_its_lifetime_is_dead_lettered(workers):
     worker = workers(delivery={"queue_lifetime": "0.3s"}, **DIRECT)
     mailbox_host_replies(worker, "workspace", "421 4.3.2 closing channel")
     path = accept(worker, "01EXPIRES", ["alice@nutrition.co"])
-    assert process_spooled(worker, path) == "retrying"
-    time.sleep(0.35)
+    assert receive_spooled(worker, path) == "retrying"
+    worker.clock.sleep(0.35)  # past the lifetime
     assert run_due(worker) == ["done"]
     assert not path.exists()
     (state,) = worker.state.states("01EXPIRES")
     assert state.outcome is Outcome.DEAD_LETTERED
     assert "gave up after 1 rule set retries" in state.detail
     assert "421 4.3.2 closing channel" in state.detail
-    ((_, record),) = worker.state.list()
-    assert record["error"] == "Expired"
+    (record,) = list(worker.state.list())
+    assert record.error == "Expired"
 
 
 def raw_bucket(worker: Worker) -> str:
@@ -291,7 +305,7 @@ def test_an_object_store_that_cannot_be_written_is_retried_not_dropped(worker):
     blocked.parent.mkdir(parents=True, exist_ok=True)
     blocked.write_text("a file where the bucket's directory should be")
     path = accept(worker, "01NOBUCKET", ["alice@nutrition.co"])
-    assert process_spooled(worker, path) == "retrying"
+    assert receive_spooled(worker, path) == "retrying"
     assert outcomes(worker, "01NOBUCKET") == {}
     (deferred,) = [e for e in worker.state.events("01NOBUCKET") if e.stage is Stage.DEFERRED]
     assert "WriteToS3: NotADirectoryError" in deferred.detail
@@ -307,13 +321,13 @@ def test_a_replay_after_a_crash_in_direct_mode_relays_nothing_twice(workers):
     worker = workers(**DIRECT)
     path = accept(worker, "01CRASHED", ["alice@nutrition.co", "bob@nutrition.co"])
     spooled = path.read_bytes()
-    assert process_spooled(worker, path) == "done"
+    assert receive_spooled(worker, path) == "done"
     assert len(mailbox(worker, "workspace", "alice@nutrition.co")) == 1
     # The worker died after the relay and before the spool file went and alice was settled:
     # on start, the file is replayed with her state missing.
     path.write_bytes(spooled)
     worker.state.reopen("01CRASHED", "alice@nutrition.co")
-    assert process_spooled(worker, path) == "done"
+    assert receive_spooled(worker, path) == "done"
     assert outcomes(worker, "01CRASHED") == {
         "alice@nutrition.co": Outcome.DELIVERED,
         "bob@nutrition.co": Outcome.DELIVERED,
@@ -343,7 +357,7 @@ def test_a_replay_after_a_crash_in_direct_mode_relays_nothing_twice(workers):
 def test_an_unreadable_spool_file_is_quarantined_once(worker, content, readable):
     path = worker.spool.directory / "01TORN.msg"
     path.write_bytes(content)
-    assert process_spooled(worker, path) == "quarantined"
+    assert receive_spooled(worker, path) == "quarantined"
     assert not path.exists()
     assert (worker.setup.dirs.quarantine / "01TORN.msg").read_bytes() == content
     (event,) = [e for e in worker.state.events("01TORN") if e.recipient is None]
@@ -352,7 +366,7 @@ def test_an_unreadable_spool_file_is_quarantined_once(worker, content, readable)
     assert str(worker.setup.dirs.quarantine / "01TORN.msg") in event.detail
     expected = {"alice@nutrition.co": Outcome.QUARANTINED} if readable else {}
     assert outcomes(worker, "01TORN") == expected
-    assert process_spooled(worker, path) == "already done"  # a restart finds nothing to redo
+    assert receive_spooled(worker, path) == "already done"  # a restart finds nothing to redo
 
 
 # ------------------------------------------------------------------ AddHeader versions
@@ -385,8 +399,8 @@ def test_addheader_versions_are_stored_apart_and_delivered_each_to_its_recipient
     worker = workers(template=str(tagging_template(tmp_path / "tagged")))
     mailbox_host_replies(worker, "workspace", "451 4.3.0 later")
     path = accept(worker, "01SPLIT", ["alice@nutrition.co", "bob@nutrition.co"])
-    assert process_spooled(worker, path) == "done"  # with the workflow: deferred deliveries
-    objects, bucket = worker.mail_manager.objects, raw_bucket(worker)
+    assert receive_spooled(worker, path) == "done"  # with the workflow: deferred deliveries
+    objects, bucket = worker.mail_manager.actions.objects, raw_bucket(worker)
     alice, bob = (objects.get(bucket, f"raw/01SPLIT.variant-{n}") for n in (1, 2))
     assert b"X-Tag" not in alice
     assert bob.startswith(b"X-Tag: bob\r\n")
@@ -396,7 +410,7 @@ def test_addheader_versions_are_stored_apart_and_delivered_each_to_its_recipient
         assert sidecar["recipients"] == [recipient]  # each workflow run sees its own
     archived = sorted(p.name for p in (worker.setup.dirs.objects / "mxgate-archive").rglob("*.eml"))
     assert archived == ["01SPLIT.variant-1.eml", "01SPLIT.variant-2.eml"]
-    waiting = {tuple(r["delivery"]["recipients"]) for r in worker.state.deferred("01SPLIT")}
+    waiting = {tuple(w.record.recipients) for w in worker.state.deferred("01SPLIT")}
     assert waiting == {("alice@nutrition.co",), ("bob@nutrition.co",)}  # two records, not one
 
     mailbox_host_replies(worker, "workspace", None)

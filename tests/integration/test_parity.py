@@ -36,6 +36,7 @@ from moto.stepfunctions.parser.asl.component.common.retry import (
 from mxgate.adapters.aws import bootstrap
 from mxgate.local.workflow import LocalWorkflow, load_state_machine
 from mxgate.mailmanager.template import Resolver, read_samconfig_parameters, read_template
+from mxgate.ports import DnsFailure
 from mxgate.sandbox.stack import (
     MOTO_CONFIG,
     REGION,
@@ -69,8 +70,9 @@ REJECTED = SesAnswer("MessageRejected", "Message rejected by the receiving host.
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    ses: dict[str, list[str]]  # routing domain -> answers in order ("throttle", "reject", "send"),
-    # the last one repeating
+    # routing domain -> answers in order, the last one repeating: "throttle", "reject", "send",
+    # or an exception that escapes the step ("dns-failure", "timeout": transient, by family)
+    ses: dict[str, list[str]]
     stored: bool = True  # whether the message is in the bucket when the execution starts
     # DynamoDB writes to throttle: key prefix (of pk or sk) -> how many PutItems of such items
     # fail; 3 exhausts botocore's own attempts, so one Lambda invocation fails
@@ -90,6 +92,10 @@ SCENARIOS = [
         throttled={"dlq": 3},
     ),
     Scenario("throttled-quarantine-retried", {}, stored=False, throttled={"rcpt#": 3}),
+    Scenario(
+        "transient-by-family-retried",
+        {WORKSPACE: ["dns-failure", "timeout", "send"], M365: ["send"]},
+    ),
 ]
 
 
@@ -136,6 +142,10 @@ def ses_faults(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
                     raise THROTTLED
                 if answer == "reject":
                     raise REJECTED
+                if answer == "dns-failure":
+                    raise DnsFailure("no answer from the name servers")  # a TransientError
+                if answer == "timeout":
+                    raise TimeoutError("timed out")  # counted transient (errors.kind_of)
         return send(backend, source, destinations, raw_data)
 
     monkeypatch.setattr(SESV2Backend, "send_raw_email", answering)
@@ -368,6 +378,14 @@ EXPECTED: dict[str, dict[str, Any]] = {
             "carol@nutrition.co": "dead_lettered",
         },
         "dead_letter_errors": ["PermanentError"],
+    },
+    "transient-by-family-retried": {
+        # a subclass of TransientError and a TimeoutError reach the state machine as
+        # TransientError, which its Retry lists: retried, then delivered
+        "calls": {("process", ""): 1, ("deliver", "workspace"): 3, ("deliver", "m365"): 1},
+        "waits": [2.0, 4.0],
+        "outcomes": dict.fromkeys(ENVELOPE_RECIPIENTS, "delivered"),
+        "dead_letter_errors": [],
     },
     "throttled-quarantine-retried": {
         "calls": {("process", ""): 1, ("quarantine", ""): 2},  # throttled once, then settled

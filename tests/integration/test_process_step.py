@@ -17,19 +17,19 @@ from mxgate.adapters.local.appevents import FileAppEvents
 from mxgate.adapters.local.objects import FileObjectStore
 from mxgate.adapters.local.state import SqliteState
 from mxgate.authn.check import Authenticator
-from mxgate.authn.model import Result
+from mxgate.authn.model import DmarcPolicy, Result, Verdict
 from mxgate.authn.resolver import CachingResolver
 from mxgate.clock import SystemClock
 from mxgate.local.addresslists import FileAddressBook
 from mxgate.local.facts import message_facts
-from mxgate.mailmanager.models import DmarcPolicy, RuleSet, Verdict
+from mxgate.mailmanager.models import RuleSet
 from mxgate.mailmanager.rules import ActionContext, run_rule_set
 from mxgate.message.model import ParseLimits
-from mxgate.routing.config import load_routes
-from mxgate.timeline import Outcome
-from mxgate.workflow.model import Envelope, ProcessInput
+from mxgate.records import Envelope, Outcome
+from mxgate.routing.routes import load_routes
+from mxgate.workflow.model import ProcessInput
+from mxgate.workflow.process import process
 from mxgate.workflow.services import Services
-from mxgate.workflow.steps import process
 from tests.dnsserver import Zone, ZoneServer
 from tests.mailtools import Keys, make_keys
 from tests.support import REPO

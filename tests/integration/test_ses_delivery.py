@@ -8,7 +8,7 @@ from email import message_from_bytes, policy
 
 import pytest
 
-from mxgate.adapters.aws.delivery import ses_client
+from mxgate.adapters.aws.bootstrap import ses_client
 from mxgate.adapters.aws.ses import SesTransport
 from tests.delivery_harness import message
 from tests.ses_endpoint import CREDENTIALS, SesEndpoint, ses_endpoint

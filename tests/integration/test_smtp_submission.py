@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from mxgate.delivery.smtp import submission_or_deferral, submission_transport
 from mxgate.errors import ConfigError
 from mxgate.local.tls import ensure_certificate, server_context
-from mxgate.routing.config import Destination
+from mxgate.routing.routes import Destination
 from tests.delivery_harness import LoopThread
 
 USER, PASSWORD = "inp-0123456789abcdef", "correct horse"
@@ -80,7 +81,7 @@ def submission(tmp_path: Path) -> Iterator[tuple[SubmissionHost, LoopThread, Pat
 
 
 def serve(host: SubmissionHost, loop: LoopThread, tls_dir: Path, *, tls: bool = True) -> int:
-    cert, key = ensure_certificate(tls_dir / "tls", "submission.test")
+    cert, key = ensure_certificate(tls_dir / "tls", "submission.test", datetime.now(UTC))
 
     def factory() -> SMTP:
         host.connections += 1

@@ -12,7 +12,7 @@ from mxgate.adapters.local.objects import FileObjectStore
 from mxgate.archive.entry import archived_message
 from mxgate.archive.query import ArchivedMessage, ArchiveQuery, query_terms, retention_cutoff
 from mxgate.moment import moment
-from mxgate.workflow.model import Envelope
+from mxgate.records import Envelope
 
 NOW = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
 

@@ -1,14 +1,23 @@
-"""The local ASL interpreter: paths, Map, Retry with backoff, Catch, Choice."""
+"""The local ASL interpreter: paths, Map, Retry with backoff, Catch, Choice; and, at load, a
+clear refusal of everything else (tests/integration/test_asl_parity.py runs the same parts
+against moto's interpreter)."""
 
 from __future__ import annotations
 
 import json
 import random
+from typing import Any
 
 import pytest
 
 from mxgate.errors import PermanentError, TransientError
-from mxgate.workflow.asl import ExecutionFailedError, Interpreter, read_path, write_path
+from mxgate.workflow.asl import (
+    DefinitionError,
+    ExecutionFailedError,
+    Interpreter,
+    read_path,
+    write_path,
+)
 from tests.fakes import ManualClock
 from tests.support import REPO
 
@@ -17,36 +26,40 @@ def machine(states: dict, start: str) -> dict:
     return {"StartAt": start, "States": states}
 
 
+def echo(doc: Any) -> Any:
+    return doc
+
+
 def test_paths_read_and_write():
     document = {"a": {"b": [10, {"c": "x"}]}, "k": 1}
-    assert read_path(document, "$.a.b[1].c") == "x"
-    assert read_path(document, "$['k']") == 1
+    assert read_path(document, "$.a.b") == [10, {"c": "x"}]
+    assert read_path(document, "$.k") == 1
+    assert read_path(document, "$") == document
     assert read_path({}, "$$.Map.Item.Index", {"Map": {"Item": {"Index": 3}}}) == 3
     assert write_path(document, "$.result", 5)["result"] == 5
+    assert write_path(document, "$.a.new", 5)["a"] == {"b": [10, {"c": "x"}], "new": 5}
+    assert "new" not in document["a"]  # the input itself is never changed
     assert write_path(document, "$", 5) == 5
-    assert write_path(document, None, 5) == document
 
 
-def test_task_parameters_result_path_and_output_path():
+def test_task_parameters_and_result_path():
     definition = machine(
         {
             "T": {
                 "Type": "Task",
                 "Resource": "r",
-                "Parameters": {
-                    "x.$": "$.input",
-                    "fixed": 1,
-                    "label.$": "States.Format('n={}', $.input)",
-                },
+                "Parameters": {"x.$": "$.input", "fixed": 1, "name.$": "$$.Execution.Name"},
                 "ResultPath": "$.out",
-                "OutputPath": "$.out",
                 "End": True,
             },
         },
         "T",
     )
     interpreter = Interpreter(definition, {"r": lambda doc: {**doc, "seen": True}}, ManualClock())
-    assert interpreter.run({"input": 7}) == {"x": 7, "fixed": 1, "label": "n=7", "seen": True}
+    assert interpreter.run({"input": 7}, name="n7") == {
+        "input": 7,
+        "out": {"x": 7, "fixed": 1, "name": "n7", "seen": True},
+    }
 
 
 def test_retry_backs_off_then_succeeds():
@@ -100,8 +113,8 @@ def test_retry_exhausted_then_caught_with_the_error_document():
                     {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Caught"}
                 ],
             },
-            "Caught": {"Type": "Pass", "End": True},
-            "Done": {"Type": "Succeed"},
+            "Caught": {"Type": "Task", "Resource": "echo", "End": True},
+            "Done": {"Type": "Task", "Resource": "echo", "End": True},
         },
         "T",
     )
@@ -110,7 +123,7 @@ def test_retry_exhausted_then_caught_with_the_error_document():
     def always(doc):
         raise TransientError("still down")
 
-    result = Interpreter(definition, {"r": always}, clock).run({"id": 1})
+    result = Interpreter(definition, {"r": always, "echo": echo}, clock).run({"id": 1})
     assert result["id"] == 1
     assert result["error"]["Error"] == "TransientError"
     assert json.loads(result["error"]["Cause"]) == {
@@ -196,7 +209,8 @@ def test_map_runs_each_item_with_its_selector_and_catches_per_item():
                             ],
                         },
                         "Failed": {
-                            "Type": "Pass",
+                            "Type": "Task",
+                            "Resource": "failed",
                             "Parameters": {"failed.$": "$.value"},
                             "End": True,
                         },
@@ -215,46 +229,158 @@ def test_map_runs_each_item_with_its_selector_and_catches_per_item():
             raise PermanentError("no")
         return {"ok": doc["value"], "at": doc["index"]}
 
-    result = Interpreter(definition, {"r": work}, ManualClock()).run({"items": ["a", "bad", "c"]})
+    interpreter = Interpreter(definition, {"r": work, "failed": echo}, ManualClock())
+    result = interpreter.run({"items": ["a", "bad", "c"]})
     assert result["results"] == [{"ok": "a", "at": 0}, {"failed": "bad"}, {"ok": "c", "at": 2}]
 
 
-def test_choice_and_fail_states():
+def test_a_choice_on_is_present_and_its_default():
     definition = machine(
         {
             "C": {
                 "Type": "Choice",
                 "Default": "No",
-                "Choices": [
-                    {
-                        "And": [
-                            {"Variable": "$.n", "NumericGreaterThan": 2},
-                            {"Not": {"Variable": "$.tag", "StringEquals": "skip"}},
-                        ],
-                        "Next": "Yes",
-                    }
-                ],
+                "Choices": [{"Variable": "$.deliveries", "IsPresent": True, "Next": "Yes"}],
             },
-            "Yes": {"Type": "Pass", "Result": "big", "End": True},
-            "No": {"Type": "Fail", "Error": "Small", "Cause": "n too small"},
+            "Yes": {"Type": "Task", "Resource": "yes", "End": True},
+            "No": {"Type": "Task", "Resource": "no", "End": True},
         },
         "C",
     )
-    interpreter = Interpreter(definition, {}, ManualClock())
-    assert interpreter.run({"n": 3, "tag": "x"}) == "big"
+    interpreter = Interpreter(
+        definition, {"yes": lambda doc: "big", "no": lambda doc: "small"}, ManualClock()
+    )
+    assert interpreter.run({"deliveries": []}) == "big"
+    assert interpreter.run({"detail": {}}) == "small"
+
+
+def test_a_runtime_error_is_never_retried_nor_caught():
+    """A path that is not in the input is the definition's fault (States.Runtime): Step
+    Functions fails the execution, whatever its Retry and Catch say."""
+    definition = machine(
+        {
+            "T": {
+                "Type": "Task",
+                "Resource": "r",
+                "Parameters": {"x.$": "$.missing"},
+                "Retry": [{"ErrorEquals": ["States.ALL"]}],
+                "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Caught"}],
+                "End": True,
+            },
+            "Caught": {"Type": "Task", "Resource": "r", "End": True},
+        },
+        "T",
+    )
+    clock = ManualClock()
     with pytest.raises(ExecutionFailedError) as failure:
-        interpreter.run({"n": 1, "tag": "x"})
-    assert (failure.value.error, failure.value.cause) == ("Small", "n too small")
+        Interpreter(definition, {"r": echo}, clock).run({})
+    assert failure.value.error == "States.Runtime"
+    assert clock.slept == []
 
 
-def test_the_deployed_definition_uses_only_what_the_interpreter_knows():
+def test_the_deployed_definition_loads():
     definition = json.loads((REPO / "statemachine" / "pipeline.asl.json").read_text())
-    supported = {"Task", "Pass", "Choice", "Map", "Wait", "Succeed", "Fail"}
+    resources = {
+        f"${{{name}}}": echo
+        for name in (
+            "ProcessFunctionArn",
+            "QuarantineFunctionArn",
+            "DeliverFunctionArn",
+            "DeferFunctionArn",
+            "DeadLetterFunctionArn",
+        )
+    }
+    Interpreter(definition, resources, ManualClock())
 
-    def walk(states: dict) -> None:
-        for state in states.values():
-            assert state["Type"] in supported
-            if state["Type"] == "Map":
-                walk((state.get("ItemProcessor") or state["Iterator"])["States"])
 
-    walk(definition["States"])
+# ----------------------------------------------------------------------------- refused at load
+
+TASK = {"Type": "Task", "Resource": "r", "End": True}
+
+
+@pytest.mark.parametrize(
+    ("states", "refusal"),
+    [
+        ({"T": {**TASK, "InputPath": None}}, "field 'InputPath'"),
+        ({"T": {**TASK, "TimeoutSeconds": 30}}, "field 'TimeoutSeconds'"),
+        ({"T": {**TASK, "OutputPath": "$.x"}}, "field 'OutputPath'"),
+        ({"T": {**TASK, "ResultSelector": {"a.$": "$.b"}}}, "field 'ResultSelector'"),
+        (
+            {"T": {**TASK, "Parameters": {"label.$": "States.Format('a, {}', $.x)"}}},
+            "the intrinsic function States.Format",
+        ),
+        ({"T": {**TASK, "Parameters": {"x.$": "$.a[0]"}}}, "the path '$.a[0]'"),
+        ({"T": {"Type": "Wait", "SecondsPath": "$.s", "End": True}}, "the state type 'Wait'"),
+        ({"T": {"Type": "Pass", "End": True}}, "the state type 'Pass'"),
+        ({"T": {"Type": "Parallel", "Branches": [], "End": True}}, "the state type 'Parallel'"),
+        (
+            {
+                "T": {
+                    "Type": "Choice",
+                    "Choices": [{"Variable": "$.n", "StringEquals": 1, "Next": "E"}],
+                    "Default": "E",
+                },
+                "E": TASK,
+            },
+            "field 'StringEquals'",
+        ),
+        (
+            {"T": {**TASK, "Retry": [{"ErrorEquals": ["States.TaskFailed"]}]}},
+            "the error name 'States.TaskFailed'",
+        ),
+        (
+            {"T": {**TASK, "Retry": [{"ErrorEquals": ["X"], "JitterStrategy": "HALF"}]}},
+            "JitterStrategy 'HALF'",
+        ),
+        (
+            {
+                "M": {
+                    "Type": "Map",
+                    "ItemProcessor": {
+                        "ProcessorConfig": {"Mode": "DISTRIBUTED"},
+                        "StartAt": "T",
+                        "States": {"T": TASK},
+                    },
+                    "End": True,
+                }
+            },
+            "ProcessorConfig",
+        ),
+    ],
+    ids=[
+        "InputPath",
+        "TimeoutSeconds",
+        "OutputPath",
+        "ResultSelector",
+        "intrinsic",
+        "index-path",
+        "Wait",
+        "Pass",
+        "Parallel",
+        "StringEquals",
+        "TaskFailed",
+        "jitter",
+        "distributed-map",
+    ],
+)
+def test_what_the_interpreter_does_not_run_is_refused_at_load(states, refusal):
+    start = next(iter(states))
+    with pytest.raises(DefinitionError, match="which mxgate does not run") as refused:
+        Interpreter(machine(states, start), {"r": echo}, ManualClock())
+    assert refusal in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("states", "problem"),
+    [
+        ({"T": {**TASK, "Resource": "elsewhere"}}, "no step runs 'elsewhere'"),
+        ({"T": {"Type": "Task", "Resource": "r", "Next": "Gone"}}, "no state 'Gone' to go to"),
+        (
+            {"T": {**TASK, "Catch": [{"ErrorEquals": ["States.ALL", "X"], "Next": "T"}]}},
+            "States.ALL must be alone",
+        ),
+    ],
+)
+def test_a_definition_that_cannot_run_is_refused_at_load(states, problem):
+    with pytest.raises(DefinitionError, match=problem):
+        Interpreter(machine(states, "T"), {"r": echo}, ManualClock())

@@ -8,7 +8,7 @@ import pytest
 
 from mxgate.adapters.aws.triggers import is_arrival_check, read_arrival
 from mxgate.errors import PermanentError
-from mxgate.workflow.events import object_created_event
+from mxgate.workflow.object_created import object_created_event
 from tests.awsstack import canonical_event
 
 RAW_BUCKET = "mxgate-rawmailbucket"

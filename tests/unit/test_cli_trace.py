@@ -9,7 +9,7 @@ import pytest
 
 from mxgate.adapters.local.state import SqliteState
 from mxgate.cli import main
-from mxgate.timeline import Stage, TimelineEvent
+from mxgate.records import Stage, TimelineEvent
 
 
 @pytest.fixture

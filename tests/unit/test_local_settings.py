@@ -12,8 +12,8 @@ import yaml
 
 from mxgate.errors import ConfigError
 from mxgate.local.config import load_config, load_local_config
-from mxgate.local.runtime import load_setup
 from mxgate.local.settings import LocalSettings, named_port_variable
+from mxgate.local.setup import load_setup
 from tests.support import REPO, local_config
 from tests.templates import gateway_template
 

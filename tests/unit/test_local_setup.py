@@ -11,8 +11,8 @@ import yaml
 from mxgate.config_files import ConfigFileError
 from mxgate.errors import ConfigError
 from mxgate.local.config import load_local_config
-from mxgate.local.runtime import load_setup
 from mxgate.local.settings import LocalSettings
+from mxgate.local.setup import load_setup
 from tests.support import REPO, local_config
 from tests.templates import gateway_template
 

@@ -12,8 +12,8 @@ import yaml
 
 from mxgate.errors import ConfigError
 from mxgate.local.config import load_local_config
-from mxgate.local.runtime import load_parameters
-from mxgate.mailmanager.config import MailManagerError, load_mail_manager
+from mxgate.local.setup import local_parameter_sources, template_parameters
+from mxgate.mailmanager.resources import MailManagerError, load_mail_manager
 from mxgate.mailmanager.template import parameter_values, read_samconfig_parameters
 from tests.support import REPO, TEMPLATE
 
@@ -362,7 +362,7 @@ def test_samconfig_and_the_local_override(tmp_path):
         )
     )
     config = load_local_config(local)
-    parameters = load_parameters(config, local)
+    parameters = template_parameters(config.template, local_parameter_sources(config, local))
     assert parameters["DirectMode"] == "true"  # from samconfig.toml
     assert parameters["M365Tenant"] == "contoso"  # local.yaml wins
     assert parameters["SubmissionIngress"] == "true"  # YAML true is "true", as in CloudFormation

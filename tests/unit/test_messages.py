@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from email import message_from_bytes, policy
 
 from mxgate.delivery.claimcheck import CLAIM_CHECK_HEADER, claim_check_stub
-from mxgate.delivery.dsn import expiry_dsn, should_notify
+from mxgate.message.dsn import expiry_dsn, should_notify
 from mxgate.message.parse import parse_message
 
 ORIGINAL = (

@@ -9,15 +9,21 @@ import pytest
 from mxgate.adapters.local.quarantine import SqliteQuarantine
 from mxgate.adapters.local.state import SqliteState
 from mxgate.errors import PolicyError
-from mxgate.routing.config import load_routes
-from mxgate.timeline import Outcome, RecipientState, Stage
-from mxgate.workflow.model import MessageRef
-from mxgate.workflow.quarantine import HeldRecipient, QuarantineRecord, purge, release
-from tests.delivery_harness import FakeClock
+from mxgate.records import (
+    HeldRecipient,
+    MessageRef,
+    Outcome,
+    QuarantineRecord,
+    RecipientState,
+    Stage,
+)
+from mxgate.routing.routes import load_routes
+from mxgate.workflow.quarantine import purge, release
+from tests.fakes import ManualClock
 from tests.support import REPO
 
 
-def record(clock: FakeClock, *recipients: str, days: int = 30) -> QuarantineRecord:
+def record(clock: ManualClock, *recipients: str, days: int = 30) -> QuarantineRecord:
     return QuarantineRecord(
         quarantine_id="01Q",
         message_id="01Q",
@@ -39,7 +45,7 @@ def record(clock: FakeClock, *recipients: str, days: int = 30) -> QuarantineReco
 
 
 def test_release_once_and_retention(tmp_path):
-    clock = FakeClock(datetime(2026, 11, 28, tzinfo=UTC))
+    clock = ManualClock(datetime(2026, 11, 28, tzinfo=UTC))
     state = SqliteState(tmp_path / "state.db")
     quarantine = SqliteQuarantine(state)
     quarantine.hold(record(clock, "alice@nutrition.co"))

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from mxgate.ids import new_message_id
 from mxgate.local.spool import Spool
 from mxgate.message.headers import header_block_end, prepend_headers
-from mxgate.workflow.model import Envelope
+from mxgate.records import Envelope
 
 
 def test_prepend_keeps_every_original_byte_and_the_line_ending():

@@ -14,8 +14,8 @@ import yaml
 
 from mxgate.config_files import ConfigFileError
 from mxgate.errors import ConfigError
-from mxgate.routing.config import Routes, load_routes, parse_duration, routes_schema
-from mxgate.workflow.delivery import backoff
+from mxgate.routing.routes import Routes, load_routes, parse_duration, routes_schema
+from mxgate.workflow.defer import backoff
 from tests.support import REPO
 
 ROUTES = REPO / "config" / "routes.yaml"

@@ -9,7 +9,7 @@ import yaml
 
 from mxgate.errors import ConfigError
 from mxgate.routing.classify import RouteKind, base_address, classify
-from mxgate.routing.config import load_routes
+from mxgate.routing.routes import load_routes
 from tests.support import REPO
 
 ROUTES = load_routes(REPO / "config" / "routes.yaml")

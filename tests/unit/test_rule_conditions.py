@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
+from mxgate.authn.model import DmarcPolicy, Verdict
 from mxgate.mailmanager.addresses import StaticAddressBook
+from mxgate.mailmanager.conditions import rule_applies, rule_condition_holds
 from mxgate.mailmanager.facts import MessageFacts
-from mxgate.mailmanager.models import DmarcPolicy, Rule, RuleCondition, Verdict
-from mxgate.mailmanager.rules import rule_applies, rule_condition_holds
+from mxgate.mailmanager.models import Rule, RuleCondition
 
 RECIPIENT = "alice+orders@nutrition.co"
 FACTS = MessageFacts(

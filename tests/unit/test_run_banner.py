@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 from mxgate.cli.run import banner
-from mxgate.local.runtime import LocalSetup, load_setup
 from mxgate.local.server import Running
 from mxgate.local.settings import LocalSettings
+from mxgate.local.setup import LocalSetup, load_setup
 from mxgate.observability import configure_logging
 from tests.support import REPO, local_config
 

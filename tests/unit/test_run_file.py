@@ -21,7 +21,7 @@ from mxgate.local.runfile import (
     release_run_file,
     running_gateway,
 )
-from mxgate.timeline import Stage, TimelineEvent
+from mxgate.records import Stage, TimelineEvent
 
 
 def record(home: Path, pid: int | None = None) -> RunFile:

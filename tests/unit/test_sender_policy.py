@@ -10,7 +10,7 @@ import yaml
 
 from mxgate.delivery.sender import apply_sender_policy
 from mxgate.errors import PolicyError
-from mxgate.routing.config import Routes
+from mxgate.routing.routes import Routes
 from tests.support import REPO
 
 BODY = b"Hello,\r\nthe body is never touched.\r\n"

@@ -13,7 +13,8 @@ import pytest
 
 from mxgate.adapters.local.state import SqliteState
 from mxgate.errors import TransientError
-from mxgate.timeline import Outcome, RecipientState, Stage, TimelineEvent
+from mxgate.records import Outcome, RecipientState, Stage, TimelineEvent
+from tests.records import a_dead_letter
 
 T0 = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
 
@@ -76,7 +77,7 @@ def test_a_busy_database_is_a_transient_failure(tmp_path: Path) -> None:
         with pytest.raises(TransientError, match="state database busy"):
             store.record(TimelineEvent(message_id="m1", at=T0, stage=Stage.CLASSIFIED))
         with pytest.raises(TransientError):
-            store.put("m1.workspace.0", {"recipients": ["a@nutrition.co"]})
+            store.put(a_dead_letter("m1.workspace.0"))
     finally:
         other.execute("ROLLBACK")
         other.close()
@@ -95,7 +96,7 @@ def test_a_durable_write_is_fsynced_as_a_whole_while_other_threads_write(tmp_pat
 
     def durable(n: int) -> None:
         for i in range(250):
-            store.put(f"d{n}.{i}", {"recipients": ["a@nutrition.co"]})
+            store.put(a_dead_letter(f"d{n}.{i}"))
 
     threads = [threading.Thread(target=durable, args=(n,)) for n in range(4)]
     try:

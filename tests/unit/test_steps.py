@@ -12,14 +12,12 @@ from mxgate.adapters.local.objects import FileObjectStore
 from mxgate.adapters.local.state import SqliteState
 from mxgate.errors import PermanentError, TransientError
 from mxgate.ports import SendResult
-from mxgate.routing.config import load_routes
-from mxgate.timeline import Outcome
+from mxgate.records import Envelope, Outcome, message_id_of, variant_key, variant_of
+from mxgate.routing.routes import load_routes
 from mxgate.workflow import steps
-from mxgate.workflow.envelope import message_id_of, variant_key, variant_of
 from mxgate.workflow.model import (
     DeadLetterInput,
     DeliverInput,
-    Envelope,
     ProcessInput,
     QuarantineInput,
     StepError,
@@ -154,8 +152,8 @@ def test_permanent_failure_then_dead_letter_settles_only_the_undelivered(world):
         "alice@nutrition.co": Outcome.DELIVERED,
         "bob@nutrition.co": Outcome.DEAD_LETTERED,
     }
-    ((_, record),) = state.list()
-    assert record["recipients"] == ["bob@nutrition.co"]
+    (record,) = list(state.list())
+    assert record.recipients == ["bob@nutrition.co"]
 
 
 def test_app_delivery_writes_one_event_per_recipient(world, tmp_path):

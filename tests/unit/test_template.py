@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mxgate.errors import ConfigError
-from mxgate.mailmanager.config import load_mail_manager
+from mxgate.mailmanager.resources import load_mail_manager
 from mxgate.mailmanager.template import Resolver, read_samconfig_parameters, read_template
 from tests.support import REPO
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mxgate.workflow.model import Envelope
+from mxgate.records import Envelope
 from mxgate.workflow.received import received_value
 
 WHEN = datetime(2026, 11, 28, 8, 30, tzinfo=UTC)

@@ -1,11 +1,18 @@
-"""One error taxonomy, mapped in one table each to SMTP replies and CLI exit codes, so every
-layer agrees on what a failure means. The state machine's Retry and Catch match the class names
-(a Lambda's errorType, and the local interpreter's error name): an adapter turns what it knows
-to be temporary (throttling, a busy database, a lost connection) into TransientError."""
+"""One error taxonomy, mapped in one table each to SMTP replies, CLI exit codes and the names
+the state machine's Retry and Catch match, so every layer agrees on what a failure means.
+An adapter turns what it knows to be temporary (throttling, a busy database, a lost connection)
+into TransientError; the steps report every failure under its family's name (`as_family`), so
+a subclass or a TimeoutError is retried as a TransientError is."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from enum import StrEnum
+from typing import ParamSpec, TypeVar
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 class FailureKind(StrEnum):
@@ -59,3 +66,34 @@ def kind_of(error: BaseException) -> FailureKind:
     if isinstance(error, (TimeoutError, ConnectionError)):
         return FailureKind.TRANSIENT
     return FailureKind.PERMANENT
+
+
+# The class whose name a step's failure carries to the state machine (a Lambda's errorType,
+# the local interpreter's error name): its Retry lists TransientError, its Catch the others.
+STATE_MACHINE_ERROR: dict[FailureKind, type[MxgateError]] = {
+    FailureKind.TRANSIENT: TransientError,
+    FailureKind.PERMANENT: PermanentError,
+    FailureKind.POLICY: PolicyError,
+}
+
+
+def as_family(error: Exception) -> Exception:
+    """The error under its family's class, so its name is one the state machine lists; the
+    original class's name stays in the message."""
+    family = STATE_MACHINE_ERROR[kind_of(error)]
+    if type(error) is family:
+        return error
+    return family(f"{type(error).__name__}: {error}")
+
+
+def reported_by_family(step: Callable[_P, _R]) -> Callable[_P, _R]:
+    """For a Lambda handler: what it raises reaches the state machine under its family's name."""
+
+    @functools.wraps(step)
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return step(*args, **kwargs)
+        except Exception as error:
+            raise as_family(error) from error
+
+    return run

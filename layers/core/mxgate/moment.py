@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from mxgate.routing.config import DURATION_FORMS, parse_duration
+from mxgate.routing.routes import DURATION_FORMS, parse_duration
 
 
 def moment(value: str, now: datetime) -> datetime:

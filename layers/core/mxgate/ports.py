@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
-from mxgate.archive.query import ArchivedMessage, ArchiveQuery
 from mxgate.errors import TransientError
-from mxgate.timeline import RecipientState, TimelineEvent
+from mxgate.records import DeadLetter, Deferred, QuarantineRecord, RecipientState, TimelineEvent
 
 if TYPE_CHECKING:
     from mxgate.workflow.model import Arrival, ArrivalRecord
@@ -45,12 +44,19 @@ class ObjectStore(Protocol):
 
     def exists(self, bucket: str, key: str) -> bool: ...
 
+    def delete(self, bucket: str, key: str) -> None:
+        """Remove the object; one that is gone already is no error."""
+        ...
+
     def link(self, bucket: str, key: str) -> str:
         """Where an application can fetch the object (a file URI or a presigned URL)."""
         ...
 
 
 class Timeline(Protocol):
+    """A message's events in time order (events recorded together keep their order), and each
+    recipient's terminal state, which `events` also shows as its one `terminal` event."""
+
     def record(self, event: TimelineEvent) -> None: ...
 
     def record_many(self, events: Sequence[TimelineEvent]) -> None: ...
@@ -67,7 +73,9 @@ class Timeline(Protocol):
 
     def events(self, message_id: str) -> list[TimelineEvent]: ...
 
-    def recent(self, limit: int) -> list[str]: ...
+    def recent(self, limit: int) -> list[str]:
+        """Messages accepted (or parsed, on AWS) lately, newest first."""
+        ...
 
 
 class Idempotency(Protocol):
@@ -136,20 +144,26 @@ class Resolver(Protocol):
 
 
 class DeadLetters(Protocol):
-    def put(self, record_id: str, record: Mapping[str, object]) -> None: ...
+    """What could not be completed, kept for `mxgate dlq` (show, redrive)."""
 
-    def list(self) -> Iterator[tuple[str, dict[str, object]]]: ...
+    def put(self, record: DeadLetter) -> None:
+        """Keep the record under its id; one of the same id is written over."""
+        ...
 
-    def get(self, record_id: str) -> dict[str, object] | None: ...
+    def list(self) -> Iterator[DeadLetter]: ...
+
+    def get(self, record_id: str) -> DeadLetter | None: ...
 
     def remove(self, record_id: str) -> None: ...
 
 
 class Deferrals(Protocol):
-    """Deliveries waiting for their next attempt (SQLite here, an SQS queue with delays on AWS)."""
+    """Work waiting for its next attempt (SQLite here, an SQS queue with delays on AWS)."""
 
-    def schedule(self, record_id: str, due_at: datetime, document: Mapping[str, object]) -> None:
-        """Run `document` (a deferred delivery) again at `due_at`; the same id twice is one."""
+    def schedule(self, record: Deferred) -> None:
+        """Run the record again at its `due_at`. The same id again replaces the record where
+        the store keeps records (SQLite); a queue (SQS) may hand out both, which is harmless:
+        the work is idempotent. AWS defers deliveries only (Mail Manager runs the rules)."""
         ...
 
 
@@ -166,18 +180,54 @@ class Webhooks(Protocol):
     def post(self, url: str, secret: str, event_id: str, body: bytes, timeout: float) -> str: ...
 
 
-class Archive(Protocol):
-    """An archive's index: the local SQLite FTS index, or Mail Manager's archive API."""
+# ----------------------------------------------------------------------------- rule actions
+# What Mail Manager's rule actions reach beyond the object store and the transports: the local
+# runtime supplies files and in-process handlers; another runtime can supply AWS-backed ones.
 
-    def search(self, query: ArchiveQuery) -> list[ArchivedMessage]:
-        """At most `query.limit` matches, newest first."""
+
+class Functions(Protocol):
+    """Lambda functions an InvokeLambda action calls."""
+
+    def check(self, function_arn: str) -> None:
+        """Raise PermanentError when the function cannot be invoked (unknown, not loadable)."""
         ...
 
-    def get(self, archived_message_id: str) -> ArchivedMessage | None: ...
-
-    def raw(self, archived_message_id: str) -> bytes:
-        """The message as archived (raises PermanentError when it is not there)."""
+    def invoke(self, function_arn: str, event: Mapping[str, Any]) -> Any:
+        """The function's result; what the function raises propagates."""
         ...
+
+
+class Topics(Protocol):
+    """SNS topics a PublishToSns action publishes to."""
+
+    def publish(self, topic_arn: str, subject: str, message: str) -> str:
+        """Publish one notification; returns where it went."""
+        ...
+
+
+class Mailboxes(Protocol):
+    """WorkMail mailboxes a DeliverToMailbox action delivers to."""
+
+    def deliver(self, mailbox_arn: str, envelope_sender: str, recipient: str, raw: bytes) -> str:
+        """Deliver one recipient's copy; returns where it went. Raises OSError or
+        TransientError when this may pass."""
+        ...
+
+
+class Quarantine(Protocol):
+    """Where quarantine records are kept (SQLite here, the state table on AWS)."""
+
+    def hold(self, record: QuarantineRecord) -> None:
+        """Keep a record; one for the same message already there gains its recipients."""
+        ...
+
+    def get(self, quarantine_id: str) -> QuarantineRecord | None: ...
+
+    def records(self) -> Iterator[QuarantineRecord]: ...
+
+    def replace(self, record: QuarantineRecord) -> None: ...
+
+    def remove(self, quarantine_id: str) -> None: ...
 
 
 class Arrivals(Protocol):

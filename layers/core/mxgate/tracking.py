@@ -13,7 +13,7 @@ from typing import Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from mxgate.ports import Timeline
-from mxgate.timeline import MessageSummary, Outcome
+from mxgate.records import MessageSummary, Outcome
 
 IN_PROGRESS = "in_progress"  # an --outcome: some recipient has no terminal state yet
 

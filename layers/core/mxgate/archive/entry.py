@@ -6,7 +6,7 @@ from datetime import datetime
 
 from mxgate.archive.query import ArchivedMessage
 from mxgate.message.parse import parse_message
-from mxgate.workflow.model import Envelope
+from mxgate.records import Envelope
 
 
 def archived_message(

@@ -10,8 +10,7 @@ from typing import Literal
 
 from publicsuffixlist import PublicSuffixList
 
-from mxgate.authn.model import DkimCheck, DmarcCheck, Result, SpfCheck
-from mxgate.mailmanager.models import DmarcPolicy
+from mxgate.authn.model import DkimCheck, DmarcCheck, DmarcPolicy, Result, SpfCheck
 from mxgate.ports import DnsFailure, Resolver
 
 _POLICIES = {

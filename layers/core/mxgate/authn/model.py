@@ -8,8 +8,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mxgate.mailmanager.models import DmarcPolicy, Verdict
-
 
 class Result(StrEnum):
     """RFC 8601 result names (RFC 7208 for SPF; DKIM and DMARC use a subset)."""
@@ -21,6 +19,23 @@ class Result(StrEnum):
     NONE = "none"
     TEMPERROR = "temperror"
     PERMERROR = "permerror"
+
+
+class Verdict(StrEnum):
+    """The verdicts Mail Manager's rule set conditions test (SPF, DKIM)."""
+
+    PASS = "PASS"  # noqa: S105 -- a verdict, not a password
+    FAIL = "FAIL"
+    GRAY = "GRAY"
+    PROCESSING_FAILED = "PROCESSING_FAILED"
+
+
+class DmarcPolicy(StrEnum):
+    """A domain's published DMARC policy, in Mail Manager's spelling."""
+
+    NONE = "NONE"
+    QUARANTINE = "QUARANTINE"
+    REJECT = "REJECT"
 
 
 class Frozen(BaseModel):

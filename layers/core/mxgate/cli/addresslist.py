@@ -13,9 +13,10 @@ from pathlib import Path
 from mxgate.cli.common import add_settings_arguments, print_json, settings_from, table
 from mxgate.errors import ConfigError
 from mxgate.local.addresslists import FileAddressBook, valid_entry
-from mxgate.local.runtime import Paths, load_mail_manager_config
+from mxgate.local.bootstrap import Bootstrap
 from mxgate.local.settings import LocalSettings
-from mxgate.mailmanager.config import MailManagerConfig
+from mxgate.local.setup import load_mail_manager_config
+from mxgate.mailmanager.resources import MailManagerResources
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,10 +60,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         add_settings_arguments(sub)
 
 
-def _open(args: argparse.Namespace) -> tuple[LocalSettings, MailManagerConfig, FileAddressBook]:
-    settings = settings_from(args)
-    _, mail_manager = load_mail_manager_config(settings)
-    return settings, mail_manager, FileAddressBook(Paths(settings.home).address_lists)
+def _open(args: argparse.Namespace) -> tuple[LocalSettings, MailManagerResources, FileAddressBook]:
+    bootstrap = Bootstrap(settings_from(args))
+    _, mail_manager = load_mail_manager_config(bootstrap.settings)
+    return bootstrap.settings, mail_manager, bootstrap.address_book()
 
 
 def _checked(entries: list[str]) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from mxgate.adapters.local.archive import SqliteArchive
-from mxgate.adapters.local.objects import FileObjectStore
+from mxgate.archive.index import Archive
 from mxgate.archive.query import (
     MAX_SEARCH_RESULTS,
     QUERY_FORMS,
@@ -34,10 +34,10 @@ from mxgate.cli.common import (
 from mxgate.cli.export import ExportDirectory, ProgressBar
 from mxgate.clock import SystemClock
 from mxgate.errors import ConfigError
-from mxgate.local.runtime import Paths, archive_retentions, load_mail_manager_config
+from mxgate.local.bootstrap import Bootstrap
+from mxgate.local.setup import archive_retentions, load_mail_manager_config
 from mxgate.message.parse import parse_message
 from mxgate.moment import moment
-from mxgate.ports import Archive
 
 AWS_NAMES = ["archive_id", "raw_bucket"]
 EXPORT_PREFIX = "exports/"  # where an export job writes in the raw-mail bucket, by default
@@ -166,16 +166,17 @@ class ArchiveAccess:
 
 def open_archive(args: argparse.Namespace) -> ArchiveAccess:
     if getattr(args, "aws", False):
-        from mxgate.adapters.aws.archive import MailManagerArchive  # noqa: PLC0415 -- boto3
+        from mxgate.adapters.aws.bootstrap import aws_archive  # noqa: PLC0415 -- boto3
         from mxgate.adapters.aws.operator import operator_aws  # noqa: PLC0415
 
         operator = operator_aws(args)
         archive_id = operator.names.need("archive_id")
-        archive = MailManagerArchive(operator.client("mailmanager"), archive_id, SystemClock())
-        return ArchiveAccess(archive, f"Mail Manager archive {archive_id}", operator=operator)
-    paths = Paths(settings_from(args).home)
-    local = SqliteArchive(paths.archive_db, FileObjectStore(paths.objects))
-    return ArchiveAccess(local, str(paths.archive_db), local=local)
+        return ArchiveAccess(
+            aws_archive(operator), f"Mail Manager archive {archive_id}", operator=operator
+        )
+    bootstrap = Bootstrap(settings_from(args))
+    local = bootstrap.archive()
+    return ArchiveAccess(local, str(bootstrap.paths.archive_db), local=local)
 
 
 def _row(message: ArchivedMessage) -> dict[str, Any]:
@@ -328,11 +329,10 @@ def _export_from_aws(
 
 
 def purge_archive(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
-    _, mail_manager = load_mail_manager_config(settings)
-    paths = Paths(settings.home)
-    local = SqliteArchive(paths.archive_db, FileObjectStore(paths.objects))
-    now = SystemClock().now()
+    bootstrap = Bootstrap(settings_from(args))
+    _, mail_manager = load_mail_manager_config(bootstrap.settings)
+    local = bootstrap.archive()
+    now = bootstrap.clock.now()
     retentions = archive_retentions(mail_manager)
     purged = local.purge(retentions, now, dry_run=args.dry_run)
     if args.json:

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from mxgate.desk import Desk
+from mxgate.local.bootstrap import Bootstrap
 from mxgate.local.runfile import running_gateway
-from mxgate.local.runtime import local_desk
 from mxgate.local.settings import LocalSettings
 from mxgate.moment import moment
 
@@ -146,10 +146,11 @@ def add_desk_arguments(parser: argparse.ArgumentParser, names: list[str]) -> Non
 
 def desk_of(args: argparse.Namespace) -> Desk:
     if getattr(args, "aws", False):
-        from mxgate.adapters.aws.operator import aws_desk, operator_aws  # noqa: PLC0415 -- boto3
+        from mxgate.adapters.aws.bootstrap import aws_desk  # noqa: PLC0415 -- boto3
+        from mxgate.adapters.aws.operator import operator_aws  # noqa: PLC0415
 
         return aws_desk(operator_aws(args), args.routes)
-    return local_desk(settings_from(args))
+    return Bootstrap(settings_from(args)).desk()
 
 
 def cut(text: object, width: int) -> str:

@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from mxgate.cli.common import add_desk_arguments, desk_of
-from mxgate.local.mailmanager import is_loopback
+from mxgate.local.bootstrap import is_loopback
 
 AWS_NAMES = ["state_table", "defer_queue", "dead_letter_queue", "archive_id"]
 

@@ -14,11 +14,11 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from mxgate.adapters.local.files import safe_name
-from mxgate.adapters.local.state import SqliteState
 from mxgate.cli.common import add_settings_arguments, print_json, settings_from, table
 from mxgate.errors import ConfigError
-from mxgate.local.runtime import LocalSetup, load_setup
+from mxgate.local.bootstrap import Bootstrap
 from mxgate.local.server import Gateway
+from mxgate.local.setup import LocalSetup, load_setup
 from mxgate.observability import configure_logging
 
 REJECTED = "rejected"  # refused at RCPT time: never accepted
@@ -133,11 +133,12 @@ def _shown(path: Path) -> str:
 
 
 async def run_demo(
-    setup: LocalSetup, samples: list[tuple[Path, Sample]], timeout: float
+    bootstrap: Bootstrap, samples: list[tuple[Path, Sample]], timeout: float
 ) -> list[Row]:
-    gateway = Gateway(setup)
+    setup = bootstrap.setup
+    gateway = Gateway(bootstrap)
     running = await gateway.start()
-    state = SqliteState(setup.dirs.state_db)
+    state = bootstrap.state()
     rows: list[Row] = []
     try:
         for eml, sample in samples:
@@ -207,7 +208,7 @@ def demo(args: argparse.Namespace) -> int:
         listeners=tuple(replace(listener, port=0) for listener in setup.listeners),
     )
     samples = load_samples(args.samples)
-    rows = asyncio.run(run_demo(setup, samples, args.timeout))
+    rows = asyncio.run(run_demo(Bootstrap(settings, given_setup=setup), samples, args.timeout))
     if args.json:
         print_json(
             {

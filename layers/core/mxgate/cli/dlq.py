@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import os
-from dataclasses import dataclass
 from typing import Any
 
-from mxgate.adapters.local.state import SqliteState
-from mxgate.cli.common import (
-    add_settings_arguments,
-    cut,
-    print_json,
-    settings_from,
-    table,
-)
-from mxgate.clock import SystemClock
-from mxgate.desk import Desk
+from mxgate.cli.common import add_desk_arguments, cut, desk_of, print_json, table
+from mxgate.desk import redrive_one
 from mxgate.errors import ConfigError, MxgateError
-from mxgate.local.mailmanager import DEAD_LETTER_KIND, redrive_rule_set
-from mxgate.local.runtime import state_paths
-from mxgate.ports import DeadLetters, Deferrals, Timeline
-from mxgate.workflow.delivery import redrive
+from mxgate.records import DeadLetter, RuleSetDeadLetter
+
+AWS_NAMES = ["state_table", "defer_queue", "dead_letter_queue"]
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -50,105 +39,31 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     again.add_argument("--json", action="store_true", help="print JSON")
     again.set_defaults(handler=redrive_dead_letters)
     for sub in (listing, show, again):
-        add_settings_arguments(sub)
-        aws = sub.add_argument_group("on AWS")
-        aws.add_argument("--aws", action="store_true", help="the deployed stack's dead letters")
-        aws.add_argument("--table", help="state table (env MXGATE_STATE_TABLE)")
-        aws.add_argument("--defer-queue", help="deferred queue URL (env MXGATE_DEFER_QUEUE)")
-        aws.add_argument(
-            "--dead-letter-queue", help="dead-letter queue URL (env MXGATE_DEAD_LETTER_QUEUE)"
-        )
-        aws.add_argument("--region", help="AWS region (default: the AWS configuration's)")
+        add_desk_arguments(sub, AWS_NAMES)
 
 
-@dataclass
-class Store:
-    dead_letters: DeadLetters
-    deferrals: Deferrals
-    timeline: Timeline
-    where: str
-    after_redrive: str
-    forget_notices: Any = None  # on AWS: removes the redriven records' SQS notices
-
-
-def _option(args: argparse.Namespace, name: str, variable: str) -> str:
-    value = getattr(args, name, None) or os.environ.get(variable)
-    if not value:
-        flag = "--" + name.replace("_", "-")
-        raise ConfigError(f"--aws needs {flag} or {variable}")
-    return str(value)
-
-
-def open_store(args: argparse.Namespace) -> Store:
-    if args.aws:
-        return _aws_store(args)
-    settings = settings_from(args)
-    paths = state_paths(settings)
-    state = SqliteState(paths.state_db)
-    running = paths.ports_file.exists()
-    return Store(
-        dead_letters=state,
-        deferrals=state,
-        timeline=state,
-        where=str(paths.state_db),
-        after_redrive=(
-            f"the running gateway delivers it within {settings.defer_poll:g}s"
-            if running
-            else "the gateway delivers it when it next runs (`mxgate run`)"
-        ),
-    )
-
-
-def _aws_store(args: argparse.Namespace) -> Store:
-    import boto3  # noqa: PLC0415 -- only with --aws
-
-    from mxgate.adapters.aws.deferral import SqsDeferrals  # noqa: PLC0415
-    from mxgate.adapters.aws.dynamodb import DynamoState  # noqa: PLC0415
-    from mxgate.adapters.aws.events import forget_notices  # noqa: PLC0415
-
-    session = boto3.session.Session(region_name=args.region)
-    clock = SystemClock()
-    table = _option(args, "table", "MXGATE_STATE_TABLE")
-    state = DynamoState(session.client("dynamodb"), table, clock)
-    deferrals = SqsDeferrals(
-        session.client("sqs"), _option(args, "defer_queue", "MXGATE_DEFER_QUEUE"), clock
-    )
-    notices = getattr(args, "dead_letter_queue", None) or os.environ.get("MXGATE_DEAD_LETTER_QUEUE")
-    sqs = session.client("sqs")
-    return Store(
-        dead_letters=state,
-        deferrals=deferrals,
-        timeline=state,
-        where=f"DynamoDB table {table}",
-        after_redrive="the Redeliver function starts its redelivery within seconds",
-        forget_notices=(lambda ids: forget_notices(sqs, notices, ids)) if notices else None,
-    )
-
-
-def _recipients(record: dict[str, object]) -> list[str]:
-    found = record.get("recipients")
-    return [str(r) for r in found] if isinstance(found, list) else []
+def _as_json(record: DeadLetter) -> dict[str, Any]:
+    return {"id": record.record_id, **record.model_dump(mode="json", exclude={"record_id"})}
 
 
 def list_dead_letters(args: argparse.Namespace) -> int:
-    store = open_store(args)
-    rows = [{"id": record_id, **record} for record_id, record in store.dead_letters.list()]
-    rows.sort(key=lambda r: str(r.get("at", "")))
+    desk = desk_of(args)
+    rows = sorted(desk.dead_letters.list(), key=lambda r: r.at)
     if args.json:
-        print_json({"dead_letters": rows})
+        print_json({"dead_letters": [_as_json(r) for r in rows]})
         return 0
     if not rows:
-        print(f"no dead letters in {store.where}")
+        print(f"no dead letters in {desk.where}")
         return 0
     print(
         table(
             [
                 [
-                    str(r["id"]),
-                    str(r.get("at", ""))[:19],
-                    f"{r.get('kind', '')} {r.get('destination', '')}".strip(),
-                    str(len(_recipients(r))),
-                    cut(r.get("reason") or r.get("error"), 60),
+                    r.record_id,
+                    r.at.strftime("%Y-%m-%dT%H:%M:%S"),
+                    r.label,
+                    str(len(r.recipients)),
+                    cut(r.reason or r.error, 60),
                 ]
                 for r in rows
             ],
@@ -159,100 +74,48 @@ def list_dead_letters(args: argparse.Namespace) -> int:
 
 
 def show_dead_letter(args: argparse.Namespace) -> int:
-    store = open_store(args)
-    record = store.dead_letters.get(args.record_id)
+    desk = desk_of(args)
+    record = desk.dead_letters.get(args.record_id)
     if record is None:
-        raise ConfigError(f"no dead letter {args.record_id!r} in {store.where}")
+        raise ConfigError(f"no dead letter {args.record_id!r} in {desk.where}")
     if args.json:
-        print_json({"id": args.record_id, **record})
+        print_json(_as_json(record))
         return 0
-    rules = record.get("kind") == DEAD_LETTER_KIND
-    if rules:  # rule actions failed: the message is kept beside the record
-        message = record.get("message")
-    else:
-        delivery = record.get("delivery")
-        message = delivery.get("message", {}) if isinstance(delivery, dict) else {}
-    if not isinstance(message, dict):
-        message = {}
-    print(f"dead letter {args.record_id}")
+    message = record.message
+    print(f"dead letter {record.record_id}")
     for label, value in (
-        ("message", record.get("message_id")),
-        ("subject", message.get("subject")),
-        ("envelope sender", message.get("envelope_sender")),
-        ("stored at", f"{message.get('bucket')}/{message.get('key')}"),
-        (
-            "delivery",
-            f"rule actions of rule set {record.get('destination')}"
-            if rules
-            else f"{record.get('kind')} to {record.get('destination')}",
-        ),
-        ("recipients", ", ".join(_recipients(record))),
-        ("dead-lettered", record.get("at")),
-        ("error", record.get("error")),
-        ("reason", record.get("reason") or record.get("cause")),
+        ("message", record.message_id),
+        ("subject", message.subject),
+        ("envelope sender", message.envelope_sender),
+        ("stored at", f"{message.bucket}/{message.key}"),
+        ("delivery", record.what),
+        ("recipients", ", ".join(record.recipients)),
+        ("dead-lettered", record.at.isoformat()),
+        ("error", record.error),
+        ("reason", record.reason or record.cause),
     ):
         print(f"  {label + ':':<17}{value}")
-    failures = record.get("failures")
-    if rules and isinstance(failures, dict):
+    if isinstance(record, RuleSetDeadLetter):
         print("  failed actions:")
-        for recipient, reasons in failures.items():
-            for reason in reasons if isinstance(reasons, list) else [reasons]:
+        for recipient, reasons in record.failures.items():
+            for reason in reasons:
                 print(f"    {recipient}: {reason}")
-    print(f"redrive with: mxgate dlq redrive {args.record_id}")
+    print(f"redrive with: mxgate dlq redrive {record.record_id}")
     return 0
 
 
-def redrive_one(store: Store | Desk, record_id: str, *, aws: bool) -> dict[str, object]:
-    """A delivery goes back to the deferred queue; a rule set dead letter goes back through the
-    rule set (on this machine only: on AWS, Mail Manager runs the rules)."""
-    record = store.dead_letters.get(record_id)
-    clock = SystemClock()
-    if record is not None and record.get("kind") == DEAD_LETTER_KIND:
-        if aws:
-            raise ConfigError(
-                f"{record_id} is a local rule set dead letter; redrive it without --aws"
-            )
-        retry = redrive_rule_set(
-            record_id,
-            record,
-            dead_letters=store.dead_letters,
-            deferrals=store.deferrals,
-            timeline=store.timeline,
-            clock=clock,
-        )
-        return {
-            "id": record_id,
-            "queued_as": retry.record_id,
-            "recipients": retry.recipients,
-            "message_id": retry.envelope.message_id,
-        }
-    queued = redrive(
-        record_id,
-        dead_letters=store.dead_letters,
-        deferrals=store.deferrals,
-        timeline=store.timeline,
-        clock=clock,
-    )
-    return {
-        "id": record_id,
-        "queued_as": queued.record_id,
-        "recipients": queued.delivery.recipients,
-        "message_id": queued.delivery.message.message_id,
-    }
-
-
 def redrive_dead_letters(args: argparse.Namespace) -> int:
-    store = open_store(args)
-    ids = [record_id for record_id, _ in store.dead_letters.list()] if args.all else args.record_ids
+    desk = desk_of(args)
+    ids = [r.record_id for r in desk.dead_letters.list()] if args.all else args.record_ids
     done: list[dict[str, object]] = []
     failed: list[dict[str, str]] = []
     for record_id in ids:
         try:
-            done.append(redrive_one(store, record_id, aws=args.aws))
+            done.append(redrive_one(desk, record_id, aws=args.aws))
         except MxgateError as error:
             failed.append({"id": record_id, "error": str(error)})
-    if done and store.forget_notices is not None:
-        store.forget_notices({str(d["id"]) for d in done})
+    if done and desk.forget_notices is not None:
+        desk.forget_notices({str(d["id"]) for d in done})
     if args.json:
         print_json({"redriven": done, "failed": failed})
     else:
@@ -263,7 +126,7 @@ def redrive_dead_letters(args: argparse.Namespace) -> int:
         for failure in failed:
             print(f"not redriven {failure['id']}: {failure['error']}")
         if done:
-            print(store.after_redrive)
+            print(desk.after_queue)
         elif not ids:
-            print(f"no dead letters in {store.where}")
+            print(f"no dead letters in {desk.where}")
     return 1 if failed else 0

@@ -11,8 +11,8 @@ from mxgate.authn.model import Authentication
 from mxgate.authn.results import authentication_results
 from mxgate.cli.common import add_settings_arguments, print_json, settings_from, table
 from mxgate.errors import ConfigError, PermanentError
+from mxgate.local.bootstrap import build_resolver
 from mxgate.local.config import DnsConfig, LocalConfig, load_config
-from mxgate.local.runtime import build_resolver
 from mxgate.message.model import Address, ParsedMessage, SmtpEnvelope
 from mxgate.message.parse import parse_stream
 

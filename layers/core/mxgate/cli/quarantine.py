@@ -9,10 +9,11 @@ from typing import Any
 
 from mxgate.cli.common import add_desk_arguments, cut, desk_of, moment_argument, print_json, table
 from mxgate.clock import SystemClock
-from mxgate.desk import Desk
+from mxgate.desk import delete_message, release_message
 from mxgate.errors import PermanentError
 from mxgate.message.parse import parse_message
-from mxgate.workflow.quarantine import QuarantineRecord, delete, find, purge, release
+from mxgate.records import QuarantineRecord
+from mxgate.workflow.quarantine import find, purge
 
 AWS_NAMES = ["state_table", "defer_queue"]
 
@@ -160,28 +161,6 @@ def show_quarantined(args: argparse.Namespace) -> int:
     return 0
 
 
-def release_message(desk: Desk, quarantine_id: str, recipient: str | None) -> dict[str, Any]:
-    """Release one quarantined message; what the command and the console report."""
-    record = find(desk.quarantine, quarantine_id)
-    queued = release(
-        record,
-        to=recipient,
-        by=desk.actor,
-        routes=desk.routes,
-        quarantine=desk.quarantine,
-        deferrals=desk.deferrals,
-        timeline=desk.timeline,
-        clock=desk.clock,
-    )
-    return {
-        "id": record.quarantine_id,
-        "message_id": record.message_id,
-        "released": [r for q in queued for r in q.delivery.recipients],
-        "queued_as": [q.record_id for q in queued],
-        "by": desk.actor,
-    }
-
-
 def release_quarantined(args: argparse.Namespace) -> int:
     desk = desk_of(args)
     report = release_message(desk, args.quarantine_id, args.recipient)
@@ -194,19 +173,6 @@ def release_quarantined(args: argparse.Namespace) -> int:
     print(f"released {report['id']}: {', '.join(report['released'])} queued for delivery")
     print(desk.after_queue)
     return 0
-
-
-def delete_message(desk: Desk, quarantine_id: str) -> QuarantineRecord:
-    record = find(desk.quarantine, quarantine_id)
-    delete(
-        record,
-        by=desk.actor,
-        quarantine=desk.quarantine,
-        timeline=desk.timeline,
-        clock=desk.clock,
-        delete_object=desk.delete_object,
-    )
-    return record
 
 
 def delete_quarantined(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mxgate.cli.common import add_settings_arguments, settings_from
 from mxgate.local.config import load_config
-from mxgate.routing.config import load_routes, routes_schema
+from mxgate.routing.routes import load_routes, routes_schema
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

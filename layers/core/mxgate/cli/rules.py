@@ -21,24 +21,20 @@ from mxgate.cli.common import (
 )
 from mxgate.config_files import read_yaml
 from mxgate.errors import ConfigError
-from mxgate.local.addresslists import FileAddressBook
+from mxgate.local.bootstrap import Bootstrap
 from mxgate.local.config import load_config
 from mxgate.local.facts import message_facts
-from mxgate.local.runtime import Paths
-from mxgate.mailmanager.config import (
+from mxgate.local.setup import ParameterSource, local_parameter_sources, template_parameters
+from mxgate.mailmanager.explain import explain
+from mxgate.mailmanager.facts import SessionFacts
+from mxgate.mailmanager.resources import (
     MAIL_MANAGER_TYPES,
-    MailManagerConfig,
+    MailManagerResources,
     check_mail_manager,
     load_mail_manager,
 )
-from mxgate.mailmanager.explain import explain
-from mxgate.mailmanager.facts import SessionFacts
-from mxgate.mailmanager.template import (
-    parameter_values,
-    read_samconfig_parameters,
-    read_template,
-)
-from mxgate.workflow.model import Envelope
+from mxgate.mailmanager.template import read_samconfig_parameters, read_template
+from mxgate.records import Envelope
 
 MAX_CONDITION_COMBINATIONS = 16
 
@@ -108,23 +104,22 @@ def read_parameter_file(path: Path) -> dict[str, object]:
 
 
 def template_and_parameters(args: argparse.Namespace) -> tuple[Path, dict[str, str]]:
-    sources: list[tuple[str, Mapping[str, object]]] = []
+    """The template, and its parameter values: the local configuration's (unless a template is
+    named), then --params on top."""
+    sources: list[ParameterSource] = []
     if args.template is not None:
         template = args.template
     else:
         settings = settings_from(args)
         config = load_config(settings)
         template = config.template
-        sources += [
-            (str(config.samconfig), read_samconfig_parameters(config.samconfig)),
-            (f"{settings.config} parameters", config.parameters),
-        ]
+        sources += local_parameter_sources(config, settings.config)
     if args.params is not None:
         sources.append((str(args.params), read_parameter_file(args.params)))
-    return template, parameter_values(read_template(template), sources)
+    return template, template_parameters(template, sources)
 
 
-def _ingress_id(config: MailManagerConfig, requested: str | None) -> str:
+def _ingress_id(config: MailManagerResources, requested: str | None) -> str:
     if requested is not None:
         return config.ingress_point(requested)[0]
     open_points = [k for k, v in config.ingress_points.items() if v.Type == "OPEN"]
@@ -151,7 +146,7 @@ def explain_command(args: argparse.Namespace) -> int:
         tls_protocol=tls,
         ingress_point=ingress_id,
     )
-    book = FileAddressBook(Paths(settings_from(args).home).address_lists)
+    book = Bootstrap(settings_from(args)).address_book()
     result = explain(
         config=config,
         ingress_id=ingress_id,

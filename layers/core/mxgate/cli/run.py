@@ -9,11 +9,11 @@ import logging
 import os
 import shutil
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 from mxgate.cli.common import add_settings_arguments, settings_from
 from mxgate.errors import EXIT_CODE, ConfigError, FailureKind, MxgateError
+from mxgate.local.bootstrap import Bootstrap
 from mxgate.local.runfile import (
     RUN_FILE,
     RunFile,
@@ -21,8 +21,8 @@ from mxgate.local.runfile import (
     release_run_file,
     running_gateway,
 )
-from mxgate.local.runtime import LocalSetup, Paths, load_setup
 from mxgate.local.server import Running, serve
+from mxgate.local.setup import LocalSetup
 from mxgate.mailmanager.template import logical_id_of
 from mxgate.observability import configure_logging
 
@@ -94,14 +94,15 @@ def banner(setup: LocalSetup, running: Running, home: str, *, found_here: bool =
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args, find_running=False, smtp_port=args.port, workers=args.workers)
-    configure_logging(settings.log_level, Paths(settings.home).error_log)
-    setup = load_setup(settings)
+    configure_logging(settings.log_level, settings.paths.error_log)
+    bootstrap = Bootstrap(settings)
+    setup = bootstrap.setup  # the configuration is checked before anything starts
     project = Path.cwd()
     record = RunFile(
         pid=os.getpid(),
         home=setup.dirs.home,
         config=settings.config.resolve(),
-        started_at=datetime.now(UTC),
+        started_at=bootstrap.clock.now(),
     )
 
     def ready(running: Running) -> None:
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
             )
 
     try:
-        asyncio.run(serve(setup, ready))
+        asyncio.run(serve(bootstrap, ready))
     except MxgateError:
         raise
     except Exception as error:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 
-from mxgate.adapters.local.state import SqliteState
+from mxgate.adapters.local.state import SqliteState, Waiting
 from mxgate.cli.common import (
     add_settings_arguments,
     moment_argument,
@@ -16,10 +16,10 @@ from mxgate.cli.common import (
 )
 from mxgate.clock import SystemClock
 from mxgate.errors import ConfigError
-from mxgate.local.runtime import state_paths
-from mxgate.timeline import Stage
+from mxgate.local.bootstrap import Bootstrap
+from mxgate.local.setup import state_paths
+from mxgate.records import DeferredDelivery, Stage
 from mxgate.tracking import OUTCOME_CHOICES, TraceQuery, track
-from mxgate.workflow.model import DeferredDelivery
 
 DEFAULT_LIMIT = 20  # one screen; the listing says when there are more
 MAX_FOUND = 1000  # the most matches a tracking search returns (TraceQuery.limit)
@@ -119,9 +119,41 @@ def _search(state: SqliteState, query: TraceQuery, *, json_out: bool) -> int:
     return 0
 
 
+def _waiting_json(waiting: Waiting) -> dict[str, object]:
+    record = waiting.record
+    return {
+        "id": record.record_id,
+        "running": waiting.running,
+        "message_id": record.message_id,
+        **record.model_dump(mode="json"),
+    }
+
+
+def _waiting_line(waiting: Waiting) -> str:
+    """What a record of the deferred queue waits for: a delivery, or a rule set retry."""
+    record = waiting.record
+    when = (
+        "running now"
+        if waiting.running
+        else f"next attempt {record.due_at.strftime('%Y-%m-%dT%H:%M:%S')}"
+    )
+    if isinstance(record, DeferredDelivery):
+        delivery, deferral = record.delivery, record.delivery.deferral
+        return (
+            f"deferred: {delivery.kind} {delivery.destination} {', '.join(delivery.recipients)}: "
+            + when
+            + (f", deferral {deferral.attempts}: {deferral.last_error}" if deferral else "")
+        )
+    what = "redrive" if record.is_redrive else f"retry {record.attempts}"
+    return f"deferred: rule set {what} for {', '.join(record.recipients)}: {when}" + (
+        f": {record.last_error}" if record.last_error else ""
+    )
+
+
 def trace(args: argparse.Namespace) -> int:
-    paths = state_paths(settings_from(args))
-    state = SqliteState(paths.state_db)
+    bootstrap = Bootstrap(settings_from(args))
+    paths = state_paths(bootstrap.settings)
+    state = bootstrap.state()
     if args.last:
         last = state.recent(1)
         if not last:
@@ -179,7 +211,7 @@ def trace(args: argparse.Namespace) -> int:
                 "message_id": message_id,
                 "events": [e.model_dump(mode="json") for e in events],
                 "recipients": [s.model_dump(mode="json") for s in states],
-                "deferred": deferred,
+                "deferred": [_waiting_json(w) for w in deferred],
             }
         )
         return 0
@@ -196,15 +228,6 @@ def trace(args: argparse.Namespace) -> int:
             print(f"  {s.recipient:<40} {s.outcome.value:<14} {s.route:<10} {s.detail}")
     else:
         print("recipients: none settled yet (in progress)")
-    for record in deferred:
-        waiting = DeferredDelivery.model_validate(
-            {k: v for k, v in record.items() if k in DeferredDelivery.model_fields}
-        )
-        delivery, deferral = waiting.delivery, waiting.delivery.deferral
-        when = "running now" if record["running"] else f"next attempt {waiting.due_at[:19]}"
-        print(
-            f"deferred: {delivery.kind} {delivery.destination} {', '.join(delivery.recipients)}: "
-            + when
-            + (f", deferral {deferral.attempts}: {deferral.last_error}" if deferral else "")
-        )
+    for waiting in deferred:
+        print(_waiting_line(waiting))
     return 0

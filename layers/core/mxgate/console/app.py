@@ -20,15 +20,13 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from mxgate.archive.query import ArchiveQuery, query_terms
-from mxgate.cli.dlq import redrive_one
-from mxgate.cli.quarantine import delete_message, release_message
 from mxgate.console.mailboxes import Maildirs
 from mxgate.console.security import CsrfRefused, TokenGate, checked_form, csrf_token
-from mxgate.desk import Desk
+from mxgate.desk import Desk, delete_message, redrive_one, release_message
 from mxgate.errors import MxgateError
 from mxgate.message.parse import parse_message
 from mxgate.moment import moment
-from mxgate.timeline import Stage
+from mxgate.records import Stage
 from mxgate.tracking import TraceQuery, track
 from mxgate.workflow.quarantine import find
 
@@ -193,8 +191,7 @@ class Console:
         return _back("/quarantine", f"deleted {record.quarantine_id}")
 
     async def dead_letters(self, request: Request) -> Response:
-        rows = await self.call(lambda: [{"id": i, **r} for i, r in self.desk.dead_letters.list()])
-        rows.sort(key=lambda r: str(r.get("at", "")))
+        rows = await self.call(lambda: sorted(self.desk.dead_letters.list(), key=lambda r: r.at))
         return self.page("dead_letters.html", request, rows=rows)
 
     async def redrive(self, request: Request) -> Response:

@@ -14,7 +14,7 @@ from typing import Any
 
 from mxgate.message.model import ParsedMessage
 from mxgate.ports import ObjectStore
-from mxgate.workflow.model import MessageRef
+from mxgate.records import MessageRef
 
 EVENT_VERSION = "1"
 MAX_EVENT_BYTES = 250_000  # EventBridge: 256 KB per entry, with room for its envelope

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 from mxgate.errors import PermanentError
 from mxgate.ports import Webhooks
-from mxgate.routing.config import Hook
+from mxgate.routing.routes import Hook
 
 
 class HookRunner:

@@ -21,7 +21,7 @@ from email.utils import formataddr
 from mxgate.errors import PolicyError
 from mxgate.message.headers import format_field, header_block_end, line_ending
 from mxgate.message.parse import addresses, parse_header_section
-from mxgate.routing.config import Routes
+from mxgate.routing.routes import Routes
 
 _RENAMED = {
     "from": "X-Original-From",

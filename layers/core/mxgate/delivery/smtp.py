@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from mxgate.errors import ConfigError
 from mxgate.ports import SendResult
-from mxgate.routing.config import Destination
+from mxgate.routing.routes import Destination
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 

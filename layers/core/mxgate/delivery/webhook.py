@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 from mxgate.errors import PermanentError, TransientError
 from mxgate.ports import Clock
-from mxgate.routing.config import Routes
+from mxgate.routing.routes import Routes
 
 EVENT_ID_HEADER = "X-Mxgate-Event-Id"
 TIMESTAMP_HEADER = "X-Mxgate-Timestamp"
@@ -66,6 +66,7 @@ class SignedPoster:
             with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
                 return f"{url}: {response.status}"
         except urllib.error.HTTPError as error:
+            error.close()  # it holds the response's socket
             detail = f"{url}: HTTP {error.code}"
             if error.code >= 500 or error.code in _TRANSIENT_STATUS:
                 raise TransientError(detail) from error

@@ -9,7 +9,7 @@ from email.message import EmailMessage
 from mxgate.authn.model import Authentication
 from mxgate.mailmanager.facts import MessageFacts
 from mxgate.message.parse import addresses, header_values, parse_header_section
-from mxgate.workflow.model import Envelope
+from mxgate.records import Envelope
 
 
 class HeaderMap(Mapping[str, Sequence[str]]):

@@ -28,8 +28,8 @@ from mxgate.mailmanager.facts import SessionFacts
 from mxgate.mailmanager.models import IngressPoint, TrafficPolicy
 from mxgate.mailmanager.traffic import TrafficVerdict, evaluate_traffic_policy
 from mxgate.ports import Clock, Timeline
-from mxgate.timeline import Stage, TimelineEvent
-from mxgate.workflow.model import Envelope
+from mxgate.recorder import Recorder
+from mxgate.records import Envelope, Stage
 
 log = logging.getLogger("mxgate.ingress")
 
@@ -138,7 +138,7 @@ class IngressHandler:
         self.smtp_password = smtp_password
         self.book = book
         self.spool = spool
-        self.timeline = timeline
+        self.records = Recorder(timeline, clock)
         self.logs = logs
         self.clock = clock
         self.submit = submit
@@ -253,14 +253,11 @@ class IngressHandler:
         and the ingress log, which must never turn a stored message into an error reply."""
         path = self.spool.write(message, raw)
         try:
-            self.timeline.record(
-                TimelineEvent(
-                    message_id=message.message_id,
-                    at=now,
-                    stage=Stage.ACCEPTED,
-                    detail=f"{len(raw)} bytes from {message.source_ip} "
-                    f"for {len(message.recipients)} recipient(s)",
-                )
+            self.records.note(
+                message.message_id,
+                Stage.ACCEPTED,
+                f"{len(raw)} bytes from {message.source_ip} "
+                f"for {len(message.recipients)} recipient(s)",
             )
             self.logs.write(
                 INGRESS,
@@ -304,7 +301,7 @@ class IngressHandler:
             tls_cipher=cipher,
             tls_cipher_bits=cipher_bits,
             authenticated=bool(session.authenticated),
-            received_at=now.isoformat(),
+            received_at=now,
             ingress_point=self.ingress_id,
         )
         try:

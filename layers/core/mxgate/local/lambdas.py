@@ -13,13 +13,13 @@ import importlib.util
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any
 
 from mxgate.errors import PermanentError
-from mxgate.mailmanager.config import FunctionSource, MailManagerConfig
+from mxgate.mailmanager.resources import FunctionSource, MailManagerResources
 from mxgate.mailmanager.template import LOCAL_ACCOUNT, LOCAL_REGION
 
 Handler = Callable[[Any, Any], Any]
@@ -56,36 +56,20 @@ def _joined_locally(event: Any, context: Any) -> dict[str, Any]:
     }
 
 
-PIPELINE_START = "start"  # functions/start/: the Start function
 # functions/<name>/ -> the handler that stands in for it on this machine
-LOCAL_COUNTERPARTS: dict[str, Handler] = {PIPELINE_START: _joined_locally}
-
-
-def starts_pipeline(source: FunctionSource) -> bool:
-    """Whether the function is the pipeline's Start function: an InvokeLambda to it hands the
-    envelope on to the workflow (which settles the recipients) rather than to an app."""
-    return source.code_dir is not None and source.code_dir.name == PIPELINE_START
-
-
-class Lambdas(Protocol):
-    """What InvokeLambda calls: this machine's handlers, or the sandbox's stack."""
-
-    def handler(self, function_arn: str) -> tuple[FunctionSource, Handler]:
-        """The function and its handler; PermanentError when it cannot be loaded."""
-        ...
-
-    def invoke(self, function_arn: str, event: dict[str, Any]) -> Any: ...
+LOCAL_COUNTERPARTS: dict[str, Handler] = {"start": _joined_locally}
 
 
 class LocalLambdas:
-    """Finds a function of the template by its ARN or name and runs its handler."""
+    """The Functions port on one machine: finds a function of the template by its ARN or name
+    and runs its handler in this process."""
 
-    def __init__(self, config: MailManagerConfig) -> None:
-        self.config = config
+    def __init__(self, resources: MailManagerResources) -> None:
+        self.resources = resources
         self._handlers: dict[str, Handler] = {}
 
     def handler(self, function_arn: str) -> tuple[FunctionSource, Handler]:
-        source = self.config.function(function_arn)
+        source = self.resources.function(function_arn)
         if source is None:
             raise PermanentError(f"no Lambda function {function_arn!r} in the template")
         if source.logical_id not in self._handlers:
@@ -93,7 +77,10 @@ class LocalLambdas:
             self._handlers[source.logical_id] = counterpart or _load(source)
         return source, self._handlers[source.logical_id]
 
-    def invoke(self, function_arn: str, event: dict[str, Any]) -> Any:
+    def check(self, function_arn: str) -> None:
+        self.handler(function_arn)
+
+    def invoke(self, function_arn: str, event: Mapping[str, Any]) -> Any:
         """Call the handler; its exceptions propagate (the caller decides what they mean)."""
         source, handler = self.handler(function_arn)
         arn = f"arn:aws:lambda:{LOCAL_REGION}:{LOCAL_ACCOUNT}:function:{source.name}"

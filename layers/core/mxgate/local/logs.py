@@ -8,9 +8,10 @@ write() of one line in append mode, so several processes can share a file.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
+
+from mxgate.adapters.local.files import append_line
 
 INGRESS = "ingress.jsonl"
 TRAFFIC_POLICY = "traffic-policy.jsonl"
@@ -23,9 +24,6 @@ class VendedLogs:
         directory.mkdir(parents=True, exist_ok=True)
 
     def write(self, name: str, record: Mapping[str, object]) -> None:
-        line = json.dumps(record, ensure_ascii=False, default=str).encode() + b"\n"
-        fd = os.open(self.directory / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)
-        finally:
-            os.close(fd)
+        append_line(
+            self.directory / name, json.dumps(record, ensure_ascii=False, default=str).encode()
+        )

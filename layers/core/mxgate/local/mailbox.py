@@ -11,18 +11,13 @@ an outage or an unknown user without stopping the server.
 from __future__ import annotations
 
 import asyncio
-import itertools
-import os
-import socket
-import time
 from pathlib import Path
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from mxgate.adapters.local.files import safe_name
+from mxgate.adapters.local.maildir import Maildir
 from mxgate.delivery.smtp import to_crlf
-
-_hostname = socket.gethostname()
 
 
 class MaildirHandler:
@@ -30,7 +25,7 @@ class MaildirHandler:
         self.host = host
         self.directory = root / host
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._count = itertools.count(1)  # unique names across the threads that store
+        self.maildir = Maildir(self.directory)
 
     def forced_reply(self, recipient: str = "") -> str | None:
         names = [f".reply-{safe_name(recipient.casefold())}"] if recipient else []
@@ -63,23 +58,7 @@ class MaildirHandler:
         return f"250 2.0.0 Ok: delivered to {len(envelope.rcpt_tos)} mailbox(es) on {self.host}"
 
     def _store_all(self, sender: str, recipients: list[str], raw: bytes) -> list[Path]:
-        paths = []
-        for recipient in recipients:
-            trace = f"Return-Path: <{sender}>\r\nDelivered-To: {recipient}\r\n".encode()
-            paths.append(self.store(recipient, trace + raw))
-        return paths
-
-    def store(self, recipient: str, message: bytes) -> Path:
-        """Maildir delivery: write under tmp/, then rename into new/."""
-        mailbox = self.directory / safe_name(recipient.casefold())
-        for sub in ("tmp", "new", "cur"):
-            (mailbox / sub).mkdir(parents=True, exist_ok=True)
-        name = f"{time.time_ns()}.P{os.getpid()}Q{next(self._count)}.{_hostname}"
-        temporary = mailbox / "tmp" / name
-        temporary.write_bytes(message)
-        final = mailbox / "new" / name
-        temporary.rename(final)
-        return final
+        return [self.maildir.deliver(sender, recipient, raw) for recipient in recipients]
 
 
 def mailbox_session(handler: MaildirHandler) -> SMTP:

@@ -21,14 +21,12 @@ from functools import partial
 from pathlib import Path
 
 from mxgate.adapters.local.state import SqliteState
-from mxgate.clock import SystemClock
 from mxgate.local import worker
-from mxgate.local.addresslists import FileAddressBook
+from mxgate.local.bootstrap import Bootstrap
 from mxgate.local.ingress import IngressHandler, IngressSMTP, ingress_session
-from mxgate.local.logs import VendedLogs
 from mxgate.local.mailbox import MaildirHandler, mailbox_session
-from mxgate.local.runtime import IngressSetup, LocalSetup, enforce_retention, write_ports
-from mxgate.local.spool import Spool
+from mxgate.local.settings import Paths
+from mxgate.local.setup import IngressSetup
 from mxgate.local.tls import ensure_certificate, server_context
 
 log = logging.getLogger("mxgate.server")
@@ -50,13 +48,23 @@ DEFERRED_LEASE = 600.0  # seconds a deferred delivery may run before another run
 RETENTION_EVERY = 3600.0  # seconds between looks at what the retention periods let go
 
 
+def write_ports(paths: Paths, ports: dict[str, int]) -> None:
+    """Whole or not at all: whoever waits for the file never reads half of it."""
+    paths.ports_file.parent.mkdir(parents=True, exist_ok=True)
+    temporary = paths.ports_file.with_suffix(".tmp")
+    temporary.write_text(json.dumps(ports, indent=2) + "\n", encoding="utf-8")
+    temporary.replace(paths.ports_file)
+
+
 class Gateway:
-    def __init__(self, setup: LocalSetup) -> None:
-        self.setup = setup
-        self.dirs = setup.dirs
+    def __init__(self, bootstrap: Bootstrap) -> None:
+        self.bootstrap = bootstrap
+        self.setup = bootstrap.setup
+        self.dirs = bootstrap.paths
+        self.clock = bootstrap.clock
         self.pool: ProcessPoolExecutor | None = None
         self.pool_args: tuple[str, str] = ("", "")  # the workers' initializer arguments
-        self.spool = Spool(self.dirs.spool)
+        self.spool = bootstrap.spool()
         self.in_flight: set[Path] = set()  # spool files handed to the pool and not yet done
         self.pool_generation = 0  # a new pool replaces one whose worker died
         self.pending: set[Future[str]] = set()
@@ -97,7 +105,7 @@ class Gateway:
             return
         assert self.pool is not None
         try:
-            future = self.pool.submit(worker.handle, str(path))
+            future = self.pool.submit(worker.receive, str(path))
         except BrokenProcessPool:
             self._recover()  # resubmits every spooled message, this one included
             return
@@ -145,22 +153,19 @@ class Gateway:
         so none waits long enough in the pool for its lease to run out."""
         settings = self.setup.settings
         room = settings.workers * 4
-        clock = SystemClock()
         while True:
             try:
                 free = room - len(self.deferred_running)
                 if free > 0 and self.pool is not None:
                     due = await asyncio.to_thread(
-                        state.lease_due, clock.now(), DEFERRED_LEASE, free
+                        state.lease_due, self.clock.now(), DEFERRED_LEASE, free
                     )
-                    for record_id, document in due:
-                        if record_id in self.deferred_running:
+                    for record in due:
+                        if record.record_id in self.deferred_running:
                             continue
-                        self.deferred_running.add(record_id)
-                        future = self.pool.submit(
-                            worker.handle_deferred, record_id, json.dumps(document)
-                        )
-                        self._track(future, record_id)
+                        self.deferred_running.add(record.record_id)
+                        future = self.pool.submit(worker.run_due, record.model_dump_json())
+                        self._track(future, record.record_id)
             except Exception:
                 log.exception("deferred queue scheduler failed; trying again")
             self.room_freed.clear()
@@ -172,7 +177,7 @@ class Gateway:
         """The archive's Retention and the quarantine's: enforced on start, then hourly."""
         while True:
             try:
-                purged = await asyncio.to_thread(enforce_retention, self.setup, SystemClock())
+                purged = await asyncio.to_thread(self.bootstrap.enforce_retention)
                 if purged:
                     log.info("retention enforced", extra={"purged": purged})
             except Exception:
@@ -191,13 +196,13 @@ class Gateway:
         self.spool.discard_partial()
         for path in self.spool.pending():
             self.submit(path)
-        cert, key = ensure_certificate(dirs.tls, setup.settings.hostname)
+        cert, key = ensure_certificate(dirs.tls, setup.settings.hostname, self.clock.now())
         tls = server_context(cert, key)
         spool = self.spool
-        book = FileAddressBook(dirs.address_lists)
+        book = self.bootstrap.address_book()
         # the ingress only records "accepted": it waits briefly for the database, never long
-        timeline = SqliteState(dirs.state_db, busy_timeout=INGRESS_DB_WAIT)
-        logs = VendedLogs(dirs.logs)
+        timeline = self.bootstrap.state(busy_timeout=INGRESS_DB_WAIT)
+        logs = self.bootstrap.logs()
         listening: dict[str, tuple[str, int]] = {}
         ingress_servers = []
         for listener in setup.listeners:
@@ -209,7 +214,7 @@ class Gateway:
                 spool=spool,
                 timeline=timeline,
                 logs=logs,
-                clock=SystemClock(),
+                clock=self.clock,
                 submit=self.submit,
                 smtp_password=listener.smtp_password,
             )
@@ -228,7 +233,7 @@ class Gateway:
         if auth:
             ports["smtp_auth"] = auth[0]
         write_ports(dirs, {**ports, **mailbox_ports})
-        deferred_state = SqliteState(dirs.state_db)
+        deferred_state = self.bootstrap.state()
         deferred_state.release_leases()
         self.scheduler = asyncio.create_task(self._run_deferred(deferred_state))
         self.housekeeping = asyncio.create_task(self._keep_retention())
@@ -269,8 +274,8 @@ class Gateway:
         self.dirs.ports_file.unlink(missing_ok=True)
 
 
-async def serve(setup: LocalSetup, on_ready: Callable[[Running], None]) -> None:
-    gateway = Gateway(setup)
+async def serve(bootstrap: Bootstrap, on_ready: Callable[[Running], None]) -> None:
+    gateway = Gateway(bootstrap)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (

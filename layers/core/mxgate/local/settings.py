@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mxgate.errors import ConfigError
+from mxgate.observability import ERROR_LOG
 
 ENVIRONMENT = {
     "MXGATE_HOME": "home",
@@ -64,6 +66,62 @@ def _named_ports(source: Mapping[str, str], kind: str) -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class Paths:
+    """Where the local runtime keeps its state, under $MXGATE_HOME."""
+
+    home: Path
+
+    @property
+    def spool(self) -> Path:
+        return self.home / "spool"
+
+    @property
+    def objects(self) -> Path:
+        return self.home / "objects"
+
+    @property
+    def mailboxes(self) -> Path:
+        return self.home / "mailboxes"
+
+    @property
+    def events(self) -> Path:
+        return self.home / "events"
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def error_log(self) -> Path:
+        return self.logs / ERROR_LOG
+
+    @property
+    def state_db(self) -> Path:
+        return self.home / "state.db"
+
+    @property
+    def archive_db(self) -> Path:
+        """The archive's index (the archived copies are objects under mxgate-archive/)."""
+        return self.home / "archive.db"
+
+    @property
+    def tls(self) -> Path:
+        return self.home / "tls"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.home / "quarantine"
+
+    @property
+    def address_lists(self) -> Path:
+        return self.home / "address-lists"
+
+    @property
+    def ports_file(self) -> Path:
+        return self.home / "run" / "ports.json"
+
+
 class LocalSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -93,6 +151,10 @@ class LocalSettings(BaseModel):
     defer_poll: float = Field(
         default=5.0, gt=0, le=300, description="seconds between looks at the deferred queue"
     )
+
+    @property
+    def paths(self) -> Paths:
+        return Paths(self.home.resolve())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> LocalSettings:

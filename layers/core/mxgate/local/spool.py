@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mxgate.workflow.model import Envelope
+from mxgate.records import Envelope
 
 _SUFFIX = ".msg"
 _PARTIAL = ".partial"

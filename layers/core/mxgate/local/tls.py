@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import ssl
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
@@ -15,14 +15,14 @@ from cryptography.x509.oid import NameOID
 from mxgate.adapters.local.files import write_atomically
 
 
-def ensure_certificate(directory: Path, hostname: str) -> tuple[Path, Path]:
-    """(certificate, key) paths; generated once (an EC P-256 key, valid for ten years)."""
+def ensure_certificate(directory: Path, hostname: str, now: datetime) -> tuple[Path, Path]:
+    """(certificate, key) paths; generated once (an EC P-256 key, valid for ten years from
+    `now`)."""
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     if cert_path.exists() and key_path.exists():
         return cert_path, key_path
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
-    now = datetime.now(UTC)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(name)

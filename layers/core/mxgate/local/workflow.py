@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,41 +13,14 @@ from typing import Any
 from mxgate.errors import ConfigError
 from mxgate.mailmanager.template import Resolver
 from mxgate.ports import Clock
-from mxgate.timeline import Stage, TimelineEvent
-from mxgate.workflow import steps
+from mxgate.records import Delivery, Stage, message_id_of
 from mxgate.workflow.asl import ExecutionFailedError, Interpreter
-from mxgate.workflow.envelope import message_id_of, read_envelope
-from mxgate.workflow.model import (
-    DeadLetterInput,
-    DeferInput,
-    DeliverInput,
-    Delivery,
-    ProcessInput,
-    QuarantineInput,
-    Redelivery,
-)
+from mxgate.workflow.envelope import read_envelope
+from mxgate.workflow.model import ProcessInput, Redelivery
 from mxgate.workflow.services import Services
+from mxgate.workflow.steps import STEPS
 
 log = logging.getLogger("mxgate.workflow")
-
-Step = Callable[[Any, Services], Any]
-
-# functions/<name>/ in the template -> the step that function's handler calls
-STEPS: dict[str, Step] = {
-    "process": lambda doc, s: steps.process(ProcessInput.model_validate(doc), s).model_dump(
-        mode="json"
-    ),
-    "deliver": lambda doc, s: steps.deliver(DeliverInput.model_validate(doc), s).model_dump(
-        mode="json"
-    ),
-    "defer": lambda doc, s: steps.defer(DeferInput.model_validate(doc), s).model_dump(mode="json"),
-    "dead_letter": lambda doc, s: steps.dead_letter(
-        DeadLetterInput.model_validate(doc), s
-    ).model_dump(mode="json"),
-    "quarantine": lambda doc, s: steps.quarantine(
-        QuarantineInput.model_validate(doc), s
-    ).model_dump(mode="json"),
-}
 
 STATE_MACHINE_TYPE = "AWS::Serverless::StateMachine"
 
@@ -125,13 +97,8 @@ class LocalWorkflow:
         self._current = ""
 
     def _retrying(self, state: str, error: str, attempt: int, delay: float) -> None:
-        self.services.timeline.record(
-            TimelineEvent(
-                message_id=self._current,
-                at=self.services.clock.now(),
-                stage=Stage.RETRY,
-                detail=f"{state}: {error}, attempt {attempt}, waiting {delay:.1f}s",
-            )
+        self.services.records.note(
+            self._current, Stage.RETRY, f"{state}: {error}, attempt {attempt}, waiting {delay:.1f}s"
         )
 
     def start(self, bucket: str, key: str) -> Any:

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from mxgate.mailmanager.addresses import AddressBook
-from mxgate.mailmanager.config import MailManagerConfig
 from mxgate.mailmanager.facts import MessageFacts, SessionFacts
 from mxgate.mailmanager.models import RuleAction
+from mxgate.mailmanager.resources import MailManagerResources
 from mxgate.mailmanager.rules import (
     ActionContext,
     ActionRecord,
@@ -27,7 +27,7 @@ from mxgate.mailmanager.traffic import TrafficDecision, TrafficVerdict, evaluate
 class DryRunExecutor:
     """Says what each action would do; performs nothing."""
 
-    def __init__(self, config: MailManagerConfig) -> None:
+    def __init__(self, config: MailManagerResources) -> None:
         self.config = config
 
     def execute(self, action: RuleAction, context: ActionContext) -> str:
@@ -212,7 +212,7 @@ class Explanation:
 
 
 def _session_refusal(
-    config: MailManagerConfig, ingress_id: str, session: SessionFacts
+    config: MailManagerResources, ingress_id: str, session: SessionFacts
 ) -> str | None:
     ingress = config.ingress_points[ingress_id]
     if ingress.requires_starttls and session.tls_protocol is None:
@@ -222,7 +222,7 @@ def _session_refusal(
 
 def explain(
     *,
-    config: MailManagerConfig,
+    config: MailManagerResources,
     ingress_id: str,
     facts: MessageFacts,
     recipients: Sequence[str],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from mxgate.mailmanager.models import DmarcPolicy, Verdict
+from mxgate.authn.model import DmarcPolicy, Verdict
 
 
 @dataclass(frozen=True, slots=True)

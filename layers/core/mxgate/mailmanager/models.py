@@ -2,6 +2,8 @@
 
 Field names and enum spellings follow the CloudFormation schema (and the botocore
 `mailmanager` model), so a template that loads here is a template CloudFormation takes.
+One module past the usual size on purpose: one model per CloudFormation property type, in the
+order of the schema, which is read side by side with it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from mxgate.authn.model import DmarcPolicy, Verdict
 
 _NAME = r"^[A-Za-z0-9_\-]+$"
 _ID_OR_ARN = r"^[a-zA-Z0-9:_/+=,@.#-]+$"
@@ -248,19 +252,6 @@ class NumberOperator(StrEnum):
     GREATER_THAN = "GREATER_THAN"
     LESS_THAN_OR_EQUAL = "LESS_THAN_OR_EQUAL"
     GREATER_THAN_OR_EQUAL = "GREATER_THAN_OR_EQUAL"
-
-
-class Verdict(StrEnum):
-    PASS = "PASS"  # noqa: S105 -- a verdict, not a password
-    FAIL = "FAIL"
-    GRAY = "GRAY"
-    PROCESSING_FAILED = "PROCESSING_FAILED"
-
-
-class DmarcPolicy(StrEnum):
-    NONE = "NONE"
-    QUARANTINE = "QUARANTINE"
-    REJECT = "REJECT"
 
 
 class EqualsOperator(StrEnum):

@@ -1,4 +1,6 @@
-"""Delivery status notifications (RFC 3464): what a Bounce rule action sends back.
+"""Delivery status notifications (RFC 3464): what the sender receives when mail for some of
+its recipients failed for good: a Bounce rule action, or a deferred delivery whose lifetime ran
+out (status 4.4.7).
 
 A DSN is a multipart/report (RFC 6522) of three parts: a human-readable explanation, the
 machine-readable message/delivery-status fields, and the original header section
@@ -20,19 +22,29 @@ from email.utils import format_datetime, make_msgid
 
 from mxgate.message.headers import header_block_end
 
+DIAGNOSTIC_MAX = 900  # characters of a Diagnostic-Code: one field, within RFC 5322's 998
+SUBJECT_MAX = 200  # of the original subject quoted in the DSN's own
+
 
 @dataclass(frozen=True, slots=True)
-class BounceReport:
+class DsnReport:
     reporting_mta: str  # this gateway's host name
-    sender: str  # the From of the DSN (BounceAction.Sender)
+    sender: str  # the DSN's From field
     envelope_sender: str  # who gets the DSN: the original MAIL FROM
-    recipients: Sequence[str]  # the recipients that bounced
-    status: str  # enhanced status code, "5.1.1"
-    smtp_reply_code: str  # "550"
-    diagnostic: str  # BounceAction.DiagnosticMessage
-    explanation: str | None  # BounceAction.Message
-    arrival_date: datetime
-    original_subject: str = ""
+    recipients: Sequence[str]  # the recipients that failed
+    status: str  # enhanced status code: "5.1.1", "4.4.7"
+    diagnostic: str  # an SMTP reply ("550 5.1.1 ...") or another system's error
+    explanation: str  # the human-readable part
+    subject: str  # the DSN's Subject
+    last_attempt: datetime
+    arrival_date: datetime | None = None
+    envelope_id: str | None = None  # the gateway's message id, for the sender's reference
+
+
+def should_notify(envelope_sender: str) -> bool:
+    """Never answer the null sender (a DSN about a DSN loops) or the postmaster's robots."""
+    local = envelope_sender.rpartition("@")[0].casefold()
+    return bool(envelope_sender) and local not in {"mailer-daemon", "postmaster"}
 
 
 def _text_part(text: str, subtype: str) -> MIMEText:
@@ -41,42 +53,35 @@ def _text_part(text: str, subtype: str) -> MIMEText:
 
 
 def _fields(pairs: Sequence[tuple[str, str]]) -> Message:
+    """One block of a message/delivery-status body: header fields, no body."""
     block = Message(policy=policy.SMTP)
     for name, value in pairs:
         block[name] = value
     return block
 
 
-def delivery_status_notification(report: BounceReport, original: bytes, now: datetime) -> bytes:
+def delivery_status_notification(report: DsnReport, original: bytes) -> bytes:
     """The DSN as bytes, ready to send with `MAIL FROM:<>` to `report.envelope_sender`."""
     domain = report.reporting_mta
-    listed = "\n".join(f"  {recipient}" for recipient in report.recipients)
-    human = report.explanation or (
-        "This is the mail gateway at "
-        f"{domain}.\n\nYour message could not be delivered to:\n\n{listed}\n\n"
-        f"Reason: {report.smtp_reply_code} {report.status} {report.diagnostic}\n"
-    )
+    diagnostic = " ".join(report.diagnostic.split())[:DIAGNOSTIC_MAX]
+    kind = "smtp" if diagnostic[:3].isdigit() else "x-mxgate"  # an SMTP reply, or an API error
+    per_message = [("Reporting-MTA", f"dns; {domain}")]
+    if report.envelope_id is not None:
+        per_message.append(("X-Mxgate-Envelope-Id", report.envelope_id))
+    if report.arrival_date is not None:
+        per_message.append(("Arrival-Date", format_datetime(report.arrival_date)))
     status = MIMEBase("message", "delivery-status", policy=policy.SMTP)
-    del status["MIME-Version"]
     status.set_payload(
         [
-            _fields(
-                [
-                    ("Reporting-MTA", f"dns; {domain}"),
-                    ("Arrival-Date", format_datetime(report.arrival_date)),
-                ]
-            ),
+            _fields(per_message),
             *(
                 _fields(
                     [
                         ("Final-Recipient", f"rfc822; {recipient}"),
                         ("Action", "failed"),
                         ("Status", report.status),
-                        (
-                            "Diagnostic-Code",
-                            f"smtp; {report.smtp_reply_code} {report.status} {report.diagnostic}",
-                        ),
-                        ("Last-Attempt-Date", format_datetime(now)),
+                        ("Diagnostic-Code", f"{kind}; {diagnostic}"),
+                        ("Last-Attempt-Date", format_datetime(report.last_attempt)),
                     ]
                 )
                 for recipient in report.recipients
@@ -86,7 +91,7 @@ def delivery_status_notification(report: BounceReport, original: bytes, now: dat
     headers = original[: header_block_end(original)]
     original_headers = headers.decode("utf-8", "replace").replace("\r\n", "\n").rstrip("\n")
     parts: list[MIMEBase] = [
-        _text_part(human, "plain"),
+        _text_part(report.explanation, "plain"),
         status,
         _text_part(original_headers + "\n", "rfc822-headers"),
     ]
@@ -97,10 +102,50 @@ def delivery_status_notification(report: BounceReport, original: bytes, now: dat
     )
     dsn["From"] = report.sender
     dsn["To"] = report.envelope_sender
-    subject = "Delivery Status Notification (Failure)"
-    original_subject = " ".join(report.original_subject.split())[:200]
-    dsn["Subject"] = f"{subject}: {original_subject}" if original_subject else subject
-    dsn["Date"] = format_datetime(now)
-    dsn["Message-ID"] = make_msgid(domain=domain)
+    dsn["Subject"] = report.subject
+    dsn["Date"] = format_datetime(report.last_attempt)
+    dsn["Message-ID"] = make_msgid("dsn", domain=domain)
     dsn["Auto-Submitted"] = "auto-replied"  # RFC 3834: no vacation replies to this
     return dsn.as_bytes(policy=policy.SMTP)
+
+
+def bounce_subject(original_subject: str) -> str:
+    subject = "Delivery Status Notification (Failure)"
+    quoted = " ".join(original_subject.split())[:SUBJECT_MAX]
+    return f"{subject}: {quoted}" if quoted else subject
+
+
+def expiry_dsn(
+    *,
+    original: bytes,
+    envelope_sender: str,
+    recipients: Sequence[str],
+    diagnostic: str,
+    reporting_mta: str,
+    dsn_from: str,
+    last_attempt: datetime,
+    envelope_id: str,
+    arrival: datetime | None = None,
+) -> bytes:
+    """The DSN of a deferred delivery that gave up (4.4.7: delivery time expired)."""
+    listed = "\n".join(f"  <{r}>" for r in recipients)
+    explanation = (
+        f"This is the mail system at host {reporting_mta}.\n\n"
+        "Your message could not be delivered to the recipients below. The gateway kept trying,\n"
+        "and gave up when the time a message may wait for delivery ran out.\n\n"
+        f"{listed}\n\nThe last attempt said: {diagnostic}\n"
+    )
+    report = DsnReport(
+        reporting_mta=reporting_mta,
+        sender=f"Mail Delivery System <{dsn_from}>",
+        envelope_sender=envelope_sender,
+        recipients=recipients,
+        status="4.4.7",
+        diagnostic=diagnostic,
+        explanation=explanation,
+        subject="Undelivered Mail Returned to Sender",
+        last_attempt=last_attempt,
+        arrival_date=arrival,
+        envelope_id=envelope_id,
+    )
+    return delivery_status_notification(report, original)

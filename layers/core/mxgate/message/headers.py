@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from email.header import Header
+from typing import BinaryIO
 
 _CRLF = b"\r\n"
 # A line break that is not folding (CRLF then a space or tab), and NUL: never in a field value.
@@ -38,14 +39,39 @@ def prepend_headers(raw: bytes, fields: Iterable[tuple[str, str]]) -> bytes:
     return block + raw
 
 
+_CHUNK = 1 << 16
+MAX_HEADER_SECTION = 1 << 20
+
+
+def header_section_end(data: bytes) -> int | None:
+    """Offset just past the empty line that ends the header section (CRLF or LF line endings,
+    mixed too: the empty line follows any line's LF), or None when `data` has none (yet)."""
+    if data.startswith((b"\r\n", b"\n")):  # no header fields at all
+        return 2 if data.startswith(b"\r\n") else 1
+    ends = [index + len(s) for s in (b"\n\r\n", b"\n\n") if (index := data.find(s)) >= 0]
+    return min(ends, default=None)
+
+
 def header_block_end(raw: bytes) -> int:
     """Offset just past the blank line that ends the header section (len(raw) if none)."""
-    ends = [
-        index + len(separator)
-        for separator in (b"\r\n\r\n", b"\n\n")
-        if (index := raw.find(separator)) >= 0
-    ]
-    return min(ends, default=len(raw))
+    end = header_section_end(raw)
+    return len(raw) if end is None else end
+
+
+def read_header_section(stream: BinaryIO, limit: int = MAX_HEADER_SECTION) -> tuple[bytes, bytes]:
+    """The header section (through its blank line) and the first bytes of the body, read from a
+    stream. A header section larger than `limit` is cut there: what follows counts as body."""
+    data = b""
+    while True:
+        end = header_section_end(data)
+        if end is not None:
+            return data[:end], data[end:]
+        if len(data) > limit:
+            return data[:limit], data[limit:]
+        chunk = stream.read(_CHUNK)
+        if not chunk:
+            return data, b""
+        data += chunk
 
 
 def header_fields(raw: bytes) -> list[tuple[bytes, int, int]]:

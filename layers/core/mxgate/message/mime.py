@@ -3,7 +3,9 @@ parts, decoding each body as it goes. Memory stays near the size of the largest 
 that must be kept (bodies, and attachments when they are stored), never the whole message.
 
 Everything odd in the input becomes a defect on its part; only the limits stop the parse
-(`LimitExceeded`), and what was parsed until then is kept.
+(`LimitExceeded`), and what was parsed until then is kept. Past the usual size on purpose:
+one state machine over the byte stream, whose states (boundaries, transfer decoders, headers)
+are read together.
 """
 
 from __future__ import annotations

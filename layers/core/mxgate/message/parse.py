@@ -3,6 +3,8 @@
 A wrong charset, a broken header or a missing part never raises: it becomes a defect. A
 configured limit stops the parse with a reason in `unreadable`, and so does input that is not
 a message at all; the pipeline quarantines such a message with that reason.
+Past the usual size on purpose: the model is built here in one pass over the part tree, and
+the address, date and id readers it uses are the ones every header-only reader shares.
 """
 
 from __future__ import annotations
@@ -460,19 +462,11 @@ def header_values(message: Message, name: str) -> list[str]:
 
 
 def addresses(message: Message, name: str, defects: list[str]) -> list[Address]:
+    """The addresses of every `name` field of a header-only parse, read by the same parser as
+    the full parse's (`parse_addresses`), from the raw field values."""
     found: list[Address] = []
-    header: Any
-    for header in message.get_all(name, []):
-        try:
-            found.extend(
-                Address(
-                    name=clean(a.display_name),
-                    address=clean(a.addr_spec),
-                    ascii_domain=_ascii_domain(clean(a.domain), defects),
-                )
-                for a in header.addresses  # email.headerregistry.AddressHeader
-                if a.addr_spec and a.addr_spec != "<>"
-            )
-        except Exception:  # noqa: BLE001 -- fall back to the lenient parser
-            found.extend(parse_addresses(clean(str(header)), name, defects))
+    for field_name, value in message.raw_items():
+        if field_name.lower() == name:
+            raw = str(value).encode("utf-8", "surrogateescape")  # the bytes as received
+            found.extend(parse_addresses(unfold(header_text(raw)), name, defects))
     return found

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from mxgate.routing.config import Routes
+from mxgate.routing.routes import Routes
 
 
 class RouteKind(StrEnum):

@@ -38,24 +38,27 @@ import boto3
 
 from mxgate.adapters.aws.dynamodb import DynamoState
 from mxgate.adapters.aws.s3 import S3ObjectStore
-from mxgate.adapters.local.archive import ARCHIVE_BUCKET
+from mxgate.adapters.local.maildir import WorkMailFolders
 from mxgate.adapters.local.state import SqliteState
+from mxgate.adapters.local.topics import TopicFiles
 from mxgate.authn.check import Authenticator
 from mxgate.clock import SystemClock
 from mxgate.delivery.smtp import SmtpTarget, SmtpTransport
 from mxgate.errors import ConfigError, PermanentError
 from mxgate.ids import new_message_id
 from mxgate.local.addresslists import FileAddressBook
+from mxgate.local.bootstrap import build_resolver
 from mxgate.local.config import LocalConfig, load_local_config
 from mxgate.local.ingress import IngressHandler, ingress_session
 from mxgate.local.logs import VendedLogs
 from mxgate.local.mailbox import mailbox_session
-from mxgate.local.mailmanager import KEPT_BUCKET, LocalMailManager, LocalTargets
-from mxgate.local.runtime import build_resolver
+from mxgate.local.rule_set import LocalMailManager
+from mxgate.local.rule_set_failures import KEPT_BUCKET, RuleSetFailures
 from mxgate.local.spool import Spool
 from mxgate.local.tls import ensure_certificate, server_context
-from mxgate.mailmanager.config import FunctionSource, MailManagerConfig, load_mail_manager
+from mxgate.mailmanager.actions import ARCHIVE_BUCKET, ActionPorts
 from mxgate.mailmanager.facts import SessionFacts
+from mxgate.mailmanager.resources import MailManagerResources, load_mail_manager
 from mxgate.mailmanager.template import (
     logical_id_of,
     parameter_values,
@@ -63,13 +66,12 @@ from mxgate.mailmanager.template import (
     read_template,
 )
 from mxgate.message.headers import header_block_end, prepend_headers
-from mxgate.ports import Transport
-from mxgate.routing.config import Routes, load_routes
+from mxgate.records import Envelope
+from mxgate.routing.routes import Routes, load_routes
 from mxgate.sandbox.mailboxes import MailboxDelivery, RecordingMaildir
 from mxgate.sandbox.report import RecipientReport, SendReport, provider_view
 from mxgate.sandbox.stack import MOTO_CONFIG, REGION, Function, Stack
-from mxgate.workflow.events import object_created_event
-from mxgate.workflow.model import Envelope
+from mxgate.workflow.object_created import object_created_event
 from mxgate.workflow.received import received_value
 
 log = logging.getLogger("mxgate.sandbox")
@@ -106,31 +108,32 @@ class _Arrival:
     event: dict[str, Any]
 
 
-class StackLambdas:
-    """InvokeLambda in the sandbox: the template's function in the stack, invoked with its own
-    environment. REQUEST_RESPONSE runs at once; EVENT is queued, as Lambda's async queue would
-    hold it, and handed over when the sandbox delivers its arrivals."""
+class StackFunctions:
+    """The Functions port of the sandbox's Mail Manager: the template's function in the stack,
+    invoked with its own environment. REQUEST_RESPONSE runs at once; EVENT is queued, as
+    Lambda's async queue would hold it, and handed over when the sandbox delivers its arrivals."""
 
-    def __init__(self, config: MailManagerConfig, stack: Stack, queue: list[_Arrival]) -> None:
-        self.config = config
+    def __init__(
+        self, resources: MailManagerResources, stack: Stack, queue: list[_Arrival]
+    ) -> None:
+        self.resources = resources
         self.stack = stack
         self.queue = queue
 
-    def _function(self, function_arn: str) -> tuple[FunctionSource, Function]:
-        source = self.config.function(function_arn)
+    def _function(self, function_arn: str) -> Function:
+        source = self.resources.function(function_arn)
         if source is None or source.logical_id not in self.stack.functions:
             raise PermanentError(f"no Lambda function {function_arn!r} in the stack")
-        return source, self.stack.functions[source.logical_id]
+        return self.stack.functions[source.logical_id]
 
-    def handler(self, function_arn: str) -> tuple[FunctionSource, Callable[[Any, Any], Any]]:
-        source, function = self._function(function_arn)
-        return source, lambda event, context: self.stack.invoke_function(function, event)
+    def check(self, function_arn: str) -> None:
+        self._function(function_arn)
 
-    def invoke(self, function_arn: str, event: dict[str, Any]) -> Any:
-        _, function = self._function(function_arn)
+    def invoke(self, function_arn: str, event: Mapping[str, Any]) -> Any:
+        function = self._function(function_arn)
         action = event["Records"][0]["ses"]["receipt"]["action"]
         if action.get("invocationType") == "Event":
-            self.queue.append(_Arrival("envelope", function, event))
+            self.queue.append(_Arrival("envelope", function, dict(event)))
             return None
         return self.stack.invoke_function(function, event)
 
@@ -149,9 +152,9 @@ class Sandbox:
                 ("the sandbox's parameters", options.parameters),
             ],
         )
-        self.mail_manager_config = load_mail_manager(self.config.template, self.parameters)
+        self.resources = load_mail_manager(self.config.template, self.parameters)
         self.routes: Routes = load_routes(self.config.routes)
-        relays = self.mail_manager_config.relays
+        relays = self.resources.relays
         for name, destination in self.routes.destinations.items():
             if destination.relay is not None and destination.relay not in relays:
                 raise ConfigError(
@@ -205,7 +208,7 @@ class Sandbox:
             parameters=self.parameters,
             attributes={
                 (ingress_id, "ARecord"): DELIVER_EGRESS  # the sandbox's listeners
-                for ingress_id in self.mail_manager_config.ingress_points
+                for ingress_id in self.resources.ingress_points
             },
             environment=self._dns_environment(),
         )
@@ -276,21 +279,21 @@ class Sandbox:
             self._servers.append(server)
 
     async def _start_ingress_points(self) -> None:
-        cert, key = ensure_certificate(self.home / "tls", self.options.hostname)
+        cert, key = ensure_certificate(self.home / "tls", self.options.hostname, self.clock.now())
         self.certificate = cert
         tls = server_context(cert, key)
         spool = Spool(self.home / "spool")
-        for ingress_id, point in self.mail_manager_config.ingress_points.items():
+        for ingress_id, point in self.resources.ingress_points.items():
             if point.Type == "MTLS":
                 continue  # not emulated
-            policy = self.mail_manager_config.traffic_policy(point)
+            policy = self.resources.traffic_policy(point)
             handler = IngressHandler(
                 ingress_id=ingress_id,
                 ingress=point,
                 policy=policy,
                 book=self.mail_manager.book,
                 spool=spool,
-                timeline=self.mail_manager.timeline,
+                timeline=self.mail_manager.failures.timeline,
                 logs=self.mail_manager.logs,
                 clock=self.clock,
                 submit=self._submit,
@@ -312,7 +315,7 @@ class Sandbox:
             self._servers.append(server)
 
     def _password(self, ingress_id: str) -> str:
-        settings = self.mail_manager_config.ingress_points[ingress_id].IngressPointConfiguration
+        settings = self.resources.ingress_points[ingress_id].IngressPointConfiguration
         if settings is not None and settings.SmtpPassword is not None:
             return settings.SmtpPassword
         if settings is None or settings.SecretArn is None:
@@ -340,11 +343,14 @@ class Sandbox:
         return str(target[0] if isinstance(target, list) else str(target).split(".")[0])
 
     def _build_mail_manager(self) -> LocalMailManager:
-        config, clock = self.config, self.clock
-        internal = SqliteState(self.home / "mail-manager.db")  # Mail Manager's own bookkeeping
+        config, clock, home = self.config, self.clock, self.home
+        internal = SqliteState(home / "mail-manager.db")  # Mail Manager's own bookkeeping
         self._internal = internal
-        resolver = build_resolver(config.dns)
-        transports: dict[str, Transport] = {
+        timeline = DynamoState(
+            boto3.client("dynamodb", region_name=REGION), self.stack.resource("StateTable"), clock
+        )
+        objects = S3ObjectStore(boto3.client("s3", region_name=REGION))
+        transports = {
             host: SmtpTransport(
                 SmtpTarget(
                     "127.0.0.1", port, helo=self.options.hostname, source_address=RELAY_EGRESS
@@ -352,48 +358,49 @@ class Sandbox:
             )
             for host, port in self.mailbox_ports.items()
         }
-        self._transports += [t for t in transports.values() if isinstance(t, SmtpTransport)]
+        self._transports += transports.values()
         return LocalMailManager(
-            config=self.mail_manager_config,
+            resources=self.resources,
             rule_sets={
-                ingress_id: self.mail_manager_config.rule_set(point)
-                for ingress_id, point in self.mail_manager_config.ingress_points.items()
+                ingress_id: self.resources.rule_set(point)
+                for ingress_id, point in self.resources.ingress_points.items()
             },
-            book=FileAddressBook(self.home / "address-lists"),
-            objects=S3ObjectStore(boto3.client("s3", region_name=REGION)),
-            timeline=DynamoState(
-                boto3.client("dynamodb", region_name=REGION),
-                self.stack.resource("StateTable"),
-                clock,
-            ),
-            idempotency=internal,
-            dead_letters=internal,
-            deferrals=internal,
-            retry_policy=self.routes.delivery,
-            logs=VendedLogs(self.home / "logs"),
-            clock=clock,
-            targets=LocalTargets(
-                home=self.home,
-                hostname=self.options.hostname,
+            book=FileAddressBook(home / "address-lists"),
+            actions=ActionPorts(
+                objects=objects,
+                idempotency=internal,
+                clock=clock,
                 relays={
                     relay_id: transports[host]
                     for relay_id, host in config.relays.items()
-                    if relay_id in self.mail_manager_config.relays
+                    if relay_id in self.resources.relays
                 },
                 outbound=transports[config.outbound] if config.outbound else None,
+                functions=StackFunctions(self.resources, self.stack, self.arrivals),
+                topics=TopicFiles(home / "sns", clock),
+                mailboxes=WorkMailFolders(home / "workmail"),
+                hostname=self.options.hostname,
                 replace_mail_from=config.replace_mail_from
                 or f"postmaster@{self.routes.employee_domains[0]}",
             ),
-            start_workflow=self._object_stored,
-            authenticator=Authenticator(resolver, self.options.hostname),
-            lambdas=StackLambdas(self.mail_manager_config, self.stack, self.arrivals),
+            failures=RuleSetFailures(
+                objects=objects,
+                timeline=timeline,
+                dead_letters=internal,
+                deferrals=internal,
+                retry_policy=self.routes.delivery,
+                clock=clock,
+            ),
+            logs=VendedLogs(home / "logs"),
+            locks=home / "locks",
+            authenticator=Authenticator(build_resolver(config.dns), self.options.hostname),
         )
 
     # ----------------------------------------------------------------------- Mail Manager
 
     def _object_stored(self, bucket: str, key: str) -> None:
         """WriteToS3 stored an object: S3 announces it, EventBridge hands the event on."""
-        size = self.mail_manager.objects.head(bucket, key).size
+        size = self.mail_manager.actions.objects.head(bucket, key).size
         event = object_created_event(
             bucket, key, size, self.clock.now(), region=REGION, account=self.stack.resolver.account
         )
@@ -415,9 +422,15 @@ class Sandbox:
     def take_spooled(self, path: Path) -> Envelope | None:
         try:
             envelope, raw = Spool.read(path)
-            self.mail_manager.take(envelope, self._as_received(envelope, raw))
+            mail_manager = self.mail_manager
+            with mail_manager.exclusive(envelope.message_id):
+                run = mail_manager.apply_rule_set(envelope, self._as_received(envelope, raw))
+                for bucket, key in run.stored:
+                    self._object_stored(bucket, key)
+                mail_manager.retry_open(run, spool_file=path.name)
             self.deliver_arrivals()
-            path.unlink(missing_ok=True)
+            if not run.pending:
+                path.unlink(missing_ok=True)
         except Exception:  # the file stays: the message is not lost
             log.exception("rule set failed", extra={"spool_file": path.name})
             return None
@@ -478,7 +491,7 @@ class Sandbox:
 
     def primary_ingress(self) -> str:
         """The first OPEN ingress point: where the domain's MX points."""
-        points = self.mail_manager_config.ingress_points
+        points = self.resources.ingress_points
         return next((i for i, p in points.items() if p.Type == "OPEN"), next(iter(points)))
 
     def send(
@@ -535,8 +548,11 @@ class Sandbox:
     def report(
         self, message_id: str, recipients: Sequence[str], refused: Mapping[str, str]
     ) -> SendReport:
-        states = {s.recipient.casefold(): s for s in self.mail_manager.timeline.states(message_id)}
-        events = self.mail_manager.timeline.events(message_id)
+        states = {
+            s.recipient.casefold(): s
+            for s in self.mail_manager.failures.timeline.states(message_id)
+        }
+        events = self.mail_manager.failures.timeline.events(message_id)
         deliveries = self._deliveries_of(message_id)
         authenticator = Authenticator(build_resolver(self.config.dns), "provider.mailbox.local")
         report = SendReport(message_id=message_id)

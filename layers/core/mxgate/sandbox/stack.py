@@ -314,8 +314,6 @@ class Stack:
         """Create the functions in moto's Lambda and the state machine from its DefinitionUri,
         with moto's Lambda invoke routed to the real handlers; returns the machine's ARN (and
         sets it as the state machine's `Ref` in the functions' environments)."""
-        from moto.awslambda_simple.models import LambdaSimpleBackend  # noqa: PLC0415
-
         role = boto3.client("iam", region_name=REGION).create_role(
             RoleName=f"{self.resolver.stack}-role", AssumeRolePolicyDocument="{}"
         )["Role"]["Arn"]
@@ -337,32 +335,8 @@ class Stack:
             self.resolver.attributes[(logical_id, "Arn")] = arn
             by_name[function.name] = function.handler_file.parent.name
         call = invoke or self.invoke
-
-        def route(  # noqa: PLR0917 -- moto's own signature
-            backend: Any,
-            function_name: str,
-            qualifier: Any,
-            body: Any,
-            headers: Any,
-            response_headers: dict[str, str],
-        ) -> bytes:
-            step = by_name[function_name.rsplit(":", 1)[-1]]
-            try:
-                return json.dumps(call(step, json.loads(body))).encode()
-            except Exception as error:  # noqa: BLE001 -- as the Lambda runtime reports it
-                response_headers["x-amz-function-error"] = "Unhandled"
-                return json.dumps(
-                    {
-                        "errorMessage": str(error),
-                        "errorType": type(error).__name__,
-                        "requestId": str(uuid.uuid4()),
-                        "stackTrace": [],
-                    }
-                ).encode()
-
-        original = LambdaSimpleBackend.invoke
-        LambdaSimpleBackend.invoke = route  # type: ignore[method-assign,assignment]
-        self._routes.callback(setattr, LambdaSimpleBackend, "invoke", original)
+        routes = {name: partial_step(call, step) for name, step in by_name.items()}
+        self._routes.enter_context(lambda_invocations_routed(routes))
 
         machine_id, machine = next(
             (name, r)
@@ -404,6 +378,47 @@ class Stack:
 
     def close(self) -> None:
         self._routes.close()
+
+
+def partial_step(call: Callable[[str, Any], Any], step: str) -> Callable[[Any], Any]:
+    return lambda document: call(step, document)
+
+
+@contextlib.contextmanager
+def lambda_invocations_routed(handlers: Mapping[str, Callable[[Any], Any]]) -> Iterator[None]:
+    """moto's Lambda invoke answered by Python callables, by function name, as the Lambda
+    runtime answers: the result as JSON, or on an exception its errorType and errorMessage
+    with `x-amz-function-error`, so Retry and Catch see the error's name."""
+    from moto.awslambda_simple.models import LambdaSimpleBackend  # noqa: PLC0415
+
+    def route(  # noqa: PLR0917 -- moto's own signature
+        backend: Any,
+        function_name: str,
+        qualifier: Any,
+        body: Any,
+        headers: Any,
+        response_headers: dict[str, str],
+    ) -> bytes:
+        handler = handlers[function_name.rsplit(":", 1)[-1]]
+        try:
+            return json.dumps(handler(json.loads(body))).encode()
+        except Exception as error:  # noqa: BLE001 -- as the Lambda runtime reports it
+            response_headers["x-amz-function-error"] = "Unhandled"
+            return json.dumps(
+                {
+                    "errorMessage": str(error),
+                    "errorType": type(error).__name__,
+                    "requestId": str(uuid.uuid4()),
+                    "stackTrace": [],
+                }
+            ).encode()
+
+    original = LambdaSimpleBackend.invoke
+    LambdaSimpleBackend.invoke = route  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        LambdaSimpleBackend.invoke = original  # type: ignore[method-assign]
 
 
 def run_execution(machine_arn: str, execution_input: Any, name: str, timeout: float = 60) -> Any:

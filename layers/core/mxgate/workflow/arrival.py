@@ -19,10 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mxgate.ports import ArrivalChecks, Arrivals, Executions
-from mxgate.timeline import Outcome, Stage
-from mxgate.workflow import records
-from mxgate.workflow.envelope import message_id_of
-from mxgate.workflow.model import Arrival, ArrivalRecord, Envelope, ProcessInput, StoredObject
+from mxgate.records import Envelope, Stage, message_id_of
+from mxgate.workflow.model import Arrival, ArrivalRecord, ProcessInput, StoredObject
 from mxgate.workflow.services import Services
 
 
@@ -110,19 +108,18 @@ def check(
 
 
 def _report(record: ArrivalRecord, problem: str, services: Services) -> None:
-    services.timeline.record(records.event(services, record.message_id, Stage.TERMINAL, problem))
+    records = services.records
     if record.envelope is None:
+        records.note(record.message_id, Stage.TERMINAL, problem)
         return
-    where = f"envelope kept in the arrival record of {record.message_id}"
-    for recipient in record.envelope.recipients:
-        records.settle(
-            services,
-            record.message_id,
-            recipient,
-            outcome=Outcome.QUARANTINED,
-            route="arrival",
-            detail=f"{problem}; {where}",
-        )
+    where = f"the envelope is kept in the arrival record of {record.message_id}"
+    records.quarantine(
+        record.message_id,
+        record.envelope.recipients,
+        f"{problem}; {where}",
+        route="arrival",
+        kept_at="",
+    )
 
 
 class _NoChecks:

@@ -1,11 +1,17 @@
-"""A small interpreter for the Amazon States Language subset mxgate's state machine uses.
+"""The local runner's interpreter of the Amazon States Language, reduced to what the deployed
+definition (statemachine/pipeline.asl.json) uses, so that each part can be exact:
 
-The local runtime runs `statemachine/*.asl.json` itself, the very definition deployed to
-Step Functions, so retries, catches and dead letters behave the same on one machine. It
-covers Task, Pass, Choice, Map (inline), Wait, Succeed and Fail; InputPath, Parameters,
-ItemSelector, ResultSelector, ResultPath and OutputPath; Retry (with backoff, MaxDelaySeconds
-and full jitter) and Catch. A test runs the same definition in moto's interpreter to keep
-the two honest.
+- states: Task, Choice (rules on `IsPresent` only) and Map (inline, items in order);
+- reference paths (`$`, `$.a.b`) and, in Parameters and ItemSelector, `$$.` context paths
+  (`$$.Map.Item.Value`, `$$.Map.Item.Index`, `$$.Execution.Name`); no intrinsic functions;
+- Parameters, ItemSelector and ResultPath;
+- Retry (IntervalSeconds, MaxAttempts, BackoffRate, MaxDelaySeconds, JitterStrategy) and Catch
+  (ErrorEquals, ResultPath, Next), matching error names exactly or by `States.ALL`, which never
+  catches `States.Runtime`.
+
+Anything else is refused when the definition is loaded, with the state and field named. To use
+more of the language, add it here together with its test against moto's interpreter
+(tests/integration/test_asl_parity.py): the same definition is deployed to Step Functions.
 """
 
 from __future__ import annotations
@@ -17,11 +23,59 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mxgate.errors import ConfigError
 from mxgate.ports import Clock
 
 Task = Callable[[Any], Any]
 
-_PATH_TOKEN = re.compile(r"\.([A-Za-z0-9_\-]+)|\[(\d+)\]|\['([^']+)'\]")
+TOP_LEVEL = {"Comment", "StartAt", "States"}
+STATE_FIELDS = {
+    "Task": {
+        "Type",
+        "Comment",
+        "Resource",
+        "Parameters",
+        "ResultPath",
+        "Retry",
+        "Catch",
+        "Next",
+        "End",
+    },
+    "Choice": {"Type", "Comment", "Choices", "Default"},
+    "Map": {
+        "Type",
+        "Comment",
+        "ItemsPath",
+        "ItemSelector",
+        "MaxConcurrency",
+        "ItemProcessor",
+        "ResultPath",
+        "Next",
+        "End",
+    },
+}
+CHOICE_RULE = {"Variable", "IsPresent", "Next"}
+ITEM_PROCESSOR = {"Comment", "ProcessorConfig", "StartAt", "States"}
+RETRIER = {
+    "Comment",
+    "ErrorEquals",
+    "IntervalSeconds",
+    "MaxAttempts",
+    "BackoffRate",
+    "MaxDelaySeconds",
+    "JitterStrategy",
+}
+CATCHER = {"Comment", "ErrorEquals", "ResultPath", "Next"}
+ALL_ERRORS = "States.ALL"
+RUNTIME_ERROR = "States.Runtime"  # a fault of the definition or the data: never retried or caught
+
+_NAME = r"[A-Za-z_][A-Za-z0-9_-]*"
+_REFERENCE = re.compile(rf"\$(\.{_NAME})*")
+_CONTEXT = re.compile(rf"\$\$(\.{_NAME})+")
+
+
+class DefinitionError(ConfigError):
+    """A definition that uses what this interpreter does not run."""
 
 
 class ExecutionFailedError(Exception):
@@ -40,37 +94,30 @@ class _StateError(Exception):
         self.cause = cause
 
 
+# ----------------------------------------------------------------------------- paths
+
+
 def read_path(document: Any, path: str, context: Mapping[str, Any] | None = None) -> Any:
-    """Evaluate a JSONPath of the simple kind ASL definitions use (`$.a.b[0]`, `$$.Map...`)."""
+    """The value at a reference path (`$.a.b`) or a context path (`$$.Map.Item.Value`)."""
     if path.startswith("$$"):
         document, path = context or {}, path[1:]
-    if not path.startswith("$"):
-        raise _StateError("States.Runtime", f"not a path: {path!r}")
     value = document
-    position = 1
-    while position < len(path):
-        match = _PATH_TOKEN.match(path, position)
-        if match is None:
-            raise _StateError("States.Runtime", f"unsupported path {path!r}")
-        name, index, quoted = match.groups()
-        try:
-            value = value[int(index)] if index is not None else value[name or quoted]
-        except (KeyError, IndexError, TypeError) as error:
-            raise _StateError("States.Runtime", f"path {path!r} not found in input") from error
-        position = match.end()
+    for name in path.split(".")[1:]:
+        if not isinstance(value, dict) or name not in value:
+            raise _StateError(RUNTIME_ERROR, f"path {path!r} not found in input")
+        value = value[name]
     return value
 
 
-def write_path(document: Any, path: str | None, result: Any) -> Any:
-    """Apply a ResultPath: None discards the result, `$` replaces the input."""
-    if path is None:
-        return document
+def write_path(document: Any, path: str, result: Any) -> Any:
+    """Apply a ResultPath: `$` replaces the input; `$.a.b` puts the result there. Only the
+    objects along the path are copied: the input itself is never changed."""
     if path == "$":
         return result
-    # Copy only the objects along the path: the input itself is never changed, and what the
-    # path does not touch is shared (documents are never mutated in place).
-    target = dict(document) if isinstance(document, dict) else {}
-    names = [m.group(1) or m.group(3) for m in _PATH_TOKEN.finditer(path)]
+    if not isinstance(document, dict):
+        raise _StateError("States.ResultPathMatchFailure", f"{path!r} needs an object as input")
+    names = path.split(".")[1:]
+    target = dict(document)
     cursor = target
     for name in names[:-1]:
         child = cursor.get(name)
@@ -80,66 +127,149 @@ def write_path(document: Any, path: str | None, result: Any) -> Any:
     return target
 
 
-def _intrinsic(expression: str, document: Any, context: Mapping[str, Any]) -> Any:
-    match = re.fullmatch(r"States\.(\w+)\((.*)\)", expression.strip())
-    if match is None:
-        return read_path(document, expression, context)
-    name, raw_args = match.groups()
-    args = [
-        _intrinsic(a.strip(), document, context)
-        if a.strip().startswith(("$", "States."))
-        else json.loads(a.strip().replace("'", '"'))
-        for a in re.split(r",(?![^(]*\))", raw_args)
-        if a.strip()
-    ]
-    if name == "Format":
-        template, *values = args
-        for value in values:
-            template = template.replace("{}", str(value), 1)
-        return template
-    if name == "ArrayLength":
-        return len(args[0])
-    if name == "StringToJson":
-        return json.loads(args[0])
-    if name == "JsonToString":
-        return json.dumps(args[0], separators=(",", ":"))
-    if name == "Array":
-        return list(args)
-    raise _StateError("States.Runtime", f"intrinsic States.{name} is not supported locally")
-
-
 def fill_template(template: Any, document: Any, context: Mapping[str, Any]) -> Any:
-    """Parameters / ItemSelector / ResultSelector: keys ending in `.$` take a path's value."""
+    """Parameters / ItemSelector: keys ending in `.$` take a path's value."""
     if isinstance(template, dict):
-        filled = {}
-        for key, value in template.items():
-            if key.endswith(".$"):
-                filled[key[:-2]] = _intrinsic(value, document, context)
-            else:
-                filled[key] = fill_template(value, document, context)
-        return filled
+        return {
+            key.removesuffix(".$"): (
+                read_path(document, value, context)
+                if key.endswith(".$")
+                else fill_template(value, document, context)
+            )
+            for key, value in template.items()
+        }
     if isinstance(template, list):
         return [fill_template(item, document, context) for item in template]
     return template
 
 
+# ----------------------------------------------------------------------------- loading
+
+
+def _refuse(where: str, what: str) -> DefinitionError:
+    return DefinitionError(f"state machine definition, {where}: {what}, which mxgate does not run")
+
+
+def _fields(where: str, given: Any, allowed: set[str]) -> None:
+    if not isinstance(given, dict):
+        raise DefinitionError(f"state machine definition, {where}: must be an object")
+    for name in given:
+        if name not in allowed:
+            raise _refuse(where, f"field {name!r} (it runs: {', '.join(sorted(allowed))})")
+
+
+def _path(where: str, value: Any, *, context: bool = False) -> None:
+    if isinstance(value, str) and (
+        _REFERENCE.fullmatch(value) or (context and _CONTEXT.fullmatch(value))
+    ):
+        return
+    if isinstance(value, str) and value.startswith("States."):
+        raise _refuse(where, f"the intrinsic function {value.split('(')[0]}")
+    raise _refuse(where, f"the path {value!r} (dotted names only: $.a.b)")
+
+
+def _template(where: str, template: Any) -> None:
+    if isinstance(template, dict):
+        for key, value in template.items():
+            if key.endswith(".$"):
+                _path(f"{where}.{key}", value, context=True)
+            else:
+                _template(f"{where}.{key}", value)
+    elif isinstance(template, list):
+        for index, item in enumerate(template):
+            _template(f"{where}[{index}]", item)
+
+
+def _error_names(where: str, names: Any, last: bool) -> None:
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise DefinitionError(f"state machine definition, {where}.ErrorEquals: a list of names")
+    for name in names:
+        if name.startswith("States.") and name != ALL_ERRORS:
+            raise _refuse(f"{where}.ErrorEquals", f"the error name {name!r}")
+    if ALL_ERRORS in names and (len(names) > 1 or not last):
+        raise DefinitionError(
+            f"state machine definition, {where}: {ALL_ERRORS} must be alone, in the last one"
+        )
+
+
+def _listed(where: str, given: Any) -> list[Any]:
+    if not isinstance(given, list):
+        raise DefinitionError(f"state machine definition, {where}: must be a list")
+    return given
+
+
+def _retriers(where: str, retriers: Any) -> None:
+    retriers = _listed(f"{where}.Retry", retriers)
+    for index, retrier in enumerate(retriers):
+        at = f"{where}.Retry[{index}]"
+        _fields(at, retrier, RETRIER)
+        _error_names(at, retrier.get("ErrorEquals"), index == len(retriers) - 1)
+        if retrier.get("JitterStrategy", "NONE") not in ("FULL", "NONE"):
+            raise _refuse(at, f"JitterStrategy {retrier['JitterStrategy']!r}")
+
+
+def _catchers(where: str, catchers: Any, states: Mapping[str, Any]) -> None:
+    catchers = _listed(f"{where}.Catch", catchers)
+    for index, catcher in enumerate(catchers):
+        at = f"{where}.Catch[{index}]"
+        _fields(at, catcher, CATCHER)
+        _error_names(at, catcher.get("ErrorEquals"), index == len(catchers) - 1)
+        _path(f"{at}.ResultPath", catcher.get("ResultPath", "$"))
+        _next(at, catcher.get("Next"), states)
+
+
+def _next(where: str, name: Any, states: Mapping[str, Any]) -> None:
+    if name not in states:
+        raise DefinitionError(f"state machine definition, {where}: no state {name!r} to go to")
+
+
+def check_definition(machine: Any, tasks: Mapping[str, Task], where: str = "") -> None:
+    """Refuse, naming the place, anything this interpreter would not run exactly."""
+    _fields(where or "top level", machine, TOP_LEVEL if not where else ITEM_PROCESSOR)
+    states = machine.get("States")
+    if not isinstance(states, dict) or not states:
+        raise DefinitionError(f"state machine definition, {where or 'top level'}: no States")
+    _next(f"{where or 'top level'}.StartAt", machine.get("StartAt"), states)
+    for name, state in states.items():
+        at = f"{where}States.{name}" if not where else f"{where}.States.{name}"
+        kind = state.get("Type") if isinstance(state, dict) else None
+        if kind not in STATE_FIELDS:
+            raise _refuse(at, f"the state type {kind!r} (it runs: Task, Choice, Map)")
+        _fields(at, state, STATE_FIELDS[kind])
+        if kind == "Choice":
+            for index, rule in enumerate(_listed(f"{at}.Choices", state.get("Choices"))):
+                _fields(f"{at}.Choices[{index}]", rule, CHOICE_RULE)
+                _path(f"{at}.Choices[{index}].Variable", rule.get("Variable"))
+                _next(f"{at}.Choices[{index}]", rule.get("Next"), states)
+            if "Default" in state:
+                _next(f"{at}.Default", state["Default"], states)
+            continue
+        if state.get("End") is not True:
+            _next(f"{at}.Next", state.get("Next"), states)
+        _path(f"{at}.ResultPath", state.get("ResultPath", "$"))
+        if kind == "Task":
+            if state.get("Resource") not in tasks:
+                raise DefinitionError(
+                    f"state machine definition, {at}: no step runs {state.get('Resource')!r}"
+                )
+            _template(f"{at}.Parameters", state.get("Parameters"))
+            _retriers(at, state.get("Retry", []))
+            _catchers(at, state.get("Catch", []), states)
+        else:
+            _path(f"{at}.ItemsPath", state.get("ItemsPath", "$"))
+            _template(f"{at}.ItemSelector", state.get("ItemSelector"))
+            processor = state.get("ItemProcessor")
+            config = processor.get("ProcessorConfig", {}) if isinstance(processor, dict) else {}
+            if config.get("Mode", "INLINE") != "INLINE" or set(config) - {"Mode"}:
+                raise _refuse(f"{at}.ItemProcessor.ProcessorConfig", f"{config}")
+            check_definition(processor, tasks, f"{at}.ItemProcessor")
+
+
+# ----------------------------------------------------------------------------- running
+
+
 def _matches(error: str, names: list[str]) -> bool:
-    return (
-        error in names
-        or "States.ALL" in names
-        or ("States.TaskFailed" in names and not error.startswith("States."))
-    )
-
-
-_COMPARATORS: dict[str, Callable[[Any, Any], bool]] = {
-    "StringEquals": lambda a, b: a == b,
-    "BooleanEquals": lambda a, b: a == b,
-    "NumericEquals": lambda a, b: a == b,
-    "NumericGreaterThan": lambda a, b: a > b,
-    "NumericGreaterThanEquals": lambda a, b: a >= b,
-    "NumericLessThan": lambda a, b: a < b,
-    "NumericLessThanEquals": lambda a, b: a <= b,
-}
+    return error != RUNTIME_ERROR and (error in names or ALL_ERRORS in names)
 
 
 @dataclass
@@ -150,14 +280,15 @@ class Interpreter:
     rng: random.Random = field(default_factory=random.Random)
     on_retry: Callable[[str, str, int, float], None] | None = None  # state, error, attempt, delay
 
+    def __post_init__(self) -> None:
+        check_definition(self.definition, self.tasks)
+
     def run(self, execution_input: Any, name: str = "local") -> Any:
         context = {"Execution": {"Name": name, "Input": execution_input}}
         try:
             return self._run_states(self.definition, execution_input, context)
         except _StateError as failure:
             raise ExecutionFailedError(failure.error, failure.cause) from None
-
-    # --------------------------------------------------------------------------- machinery
 
     def _run_states(
         self, machine: Mapping[str, Any], document: Any, context: dict[str, Any]
@@ -166,41 +297,30 @@ class Interpreter:
         name = machine["StartAt"]
         while True:
             state = states[name]
-            document, next_name = self._run_state(name, state, document, context)
-            if next_name is None:
+            if state["Type"] == "Choice":
+                name = self._choose(state, document)
+                continue
+            try:
+                result = self._with_retries(name, state, document, context)
+            except _StateError as failure:
+                catcher = next(
+                    (
+                        c
+                        for c in state.get("Catch", [])
+                        if _matches(failure.error, c["ErrorEquals"])
+                    ),
+                    None,
+                )
+                if catcher is None:
+                    raise
+                error_output = {"Error": failure.error, "Cause": failure.cause}
+                document = write_path(document, catcher.get("ResultPath", "$"), error_output)
+                name = catcher["Next"]
+                continue
+            document = write_path(document, state.get("ResultPath", "$"), result)
+            if state.get("End"):
                 return document
-            name = next_name
-
-    def _run_state(
-        self, name: str, state: Mapping[str, Any], document: Any, context: dict[str, Any]
-    ) -> tuple[Any, str | None]:
-        kind = state["Type"]
-        if kind == "Succeed":
-            return document, None
-        if kind == "Fail":
-            raise _StateError(state.get("Error", "States.Fail"), state.get("Cause", ""))
-        if kind == "Choice":
-            return document, self._choose(state, document)
-        effective = (
-            read_path(document, state["InputPath"], context) if "InputPath" in state else document
-        )
-        if state.get("InputPath", "$") is None:
-            effective = {}
-        try:
-            result = self._with_retries(name, state, effective, context)
-        except _StateError as failure:
-            for catcher in state.get("Catch", []):
-                if _matches(failure.error, catcher["ErrorEquals"]):
-                    error_output = {"Error": failure.error, "Cause": failure.cause}
-                    caught = write_path(document, catcher.get("ResultPath", "$"), error_output)
-                    return caught, catcher["Next"]
-            raise
-        if "ResultSelector" in state:
-            result = fill_template(state["ResultSelector"], result, context)
-        output = write_path(document, state.get("ResultPath", "$"), result)
-        if "OutputPath" in state:
-            output = read_path(output, state["OutputPath"], context) if state["OutputPath"] else {}
-        return output, (None if state.get("End") else state["Next"])
+            name = state["Next"]
 
     def _with_retries(
         self, name: str, state: Mapping[str, Any], document: Any, context: dict[str, Any]
@@ -210,21 +330,22 @@ class Interpreter:
             try:
                 return self._execute(state, document, context)
             except _StateError as failure:
-                retrier_index = next(
+                retriers = state.get("Retry", [])
+                index = next(
                     (
                         i
-                        for i, r in enumerate(state.get("Retry", []))
+                        for i, r in enumerate(retriers)
                         if _matches(failure.error, r["ErrorEquals"])
                     ),
                     None,
                 )
-                if retrier_index is None:
+                if index is None:
                     raise
-                retrier = state["Retry"][retrier_index]
-                done = attempts.get(retrier_index, 0)
+                retrier = retriers[index]
+                done = attempts.get(index, 0)
                 if done >= retrier.get("MaxAttempts", 3):
                     raise
-                attempts[retrier_index] = done + 1
+                attempts[index] = done + 1
                 delay = retrier.get("IntervalSeconds", 1) * retrier.get("BackoffRate", 2.0) ** done
                 if "MaxDelaySeconds" in retrier:
                     delay = min(delay, retrier["MaxDelaySeconds"])
@@ -235,74 +356,41 @@ class Interpreter:
                 self.clock.sleep(delay)
 
     def _execute(self, state: Mapping[str, Any], document: Any, context: dict[str, Any]) -> Any:
-        kind = state["Type"]
-        if kind == "Pass":
-            if "Result" in state:
-                return state["Result"]
-            return (
-                fill_template(state["Parameters"], document, context)
-                if "Parameters" in state
-                else document
-            )
-        if kind == "Wait":
-            self.clock.sleep(float(state.get("Seconds", 0)))
-            return document
-        if kind == "Task":
-            payload = (
-                fill_template(state["Parameters"], document, context)
-                if "Parameters" in state
-                else document
-            )
-            task = self.tasks.get(state["Resource"])
-            if task is None:
-                raise _StateError(
-                    "States.Runtime", f"no local task for resource {state['Resource']!r}"
-                )
-            try:
-                return task(payload)
-            except Exception as error:
-                # Lambda's Cause, less what only Lambda knows (requestId, stackTrace)
-                cause = json.dumps(
-                    {"errorMessage": str(error), "errorType": type(error).__name__},
-                    separators=(",", ":"),
-                )
-                raise _StateError(type(error).__name__, cause) from error
-        if kind == "Map":
+        if state["Type"] == "Map":
             items = read_path(document, state.get("ItemsPath", "$"), context)
-            processor = state.get("ItemProcessor") or state["Iterator"]
-            selector = state.get("ItemSelector") or state.get("Parameters")
+            if not isinstance(items, list):
+                raise _StateError(RUNTIME_ERROR, "Map: ItemsPath does not select an array")
+            selector = state.get("ItemSelector")
             results = []
             for index, item in enumerate(items):
                 item_context = {**context, "Map": {"Item": {"Index": index, "Value": item}}}
                 value = fill_template(selector, document, item_context) if selector else item
-                results.append(self._run_states(processor, value, item_context))
+                results.append(self._run_states(state["ItemProcessor"], value, item_context))
             return results
-        raise _StateError("States.Runtime", f"state type {kind} is not supported locally")
+        payload = (
+            fill_template(state["Parameters"], document, context)
+            if "Parameters" in state
+            else document
+        )
+        try:
+            return self.tasks[state["Resource"]](payload)
+        except Exception as error:
+            # Lambda's Cause, less what only Lambda knows (requestId, stackTrace)
+            cause = json.dumps(
+                {"errorMessage": str(error), "errorType": type(error).__name__},
+                separators=(",", ":"),
+            )
+            raise _StateError(type(error).__name__, cause) from error
 
     def _choose(self, state: Mapping[str, Any], document: Any) -> str:
         for rule in state["Choices"]:
-            if self._rule_holds(rule, document):
+            try:
+                read_path(document, rule["Variable"])
+                present = True
+            except _StateError:
+                present = False
+            if present is bool(rule["IsPresent"]):
                 return str(rule["Next"])
         if "Default" not in state:
             raise _StateError("States.NoChoiceMatched", "no choice rule matched")
         return str(state["Default"])
-
-    def _rule_holds(self, rule: Mapping[str, Any], document: Any) -> bool:
-        if "And" in rule:
-            return all(self._rule_holds(r, document) for r in rule["And"])
-        if "Or" in rule:
-            return any(self._rule_holds(r, document) for r in rule["Or"])
-        if "Not" in rule:
-            return not self._rule_holds(rule["Not"], document)
-        variable = rule["Variable"]
-        if "IsPresent" in rule:
-            try:
-                read_path(document, variable)
-            except _StateError:
-                return not rule["IsPresent"]
-            return bool(rule["IsPresent"])
-        value = read_path(document, variable)
-        for comparator, test in _COMPARATORS.items():
-            if comparator in rule:
-                return test(value, rule[comparator])
-        raise _StateError("States.Runtime", f"unsupported choice rule {sorted(rule)}")

@@ -3,12 +3,9 @@ quarantine release plans again."""
 
 from __future__ import annotations
 
+from mxgate.records import MAX_RECIPIENTS_PER_DELIVERY, Delivery, MessageRef, variant_of
 from mxgate.routing.classify import RouteKind
-from mxgate.routing.config import Routes
-from mxgate.workflow.envelope import variant_of
-from mxgate.workflow.model import Delivery, MessageRef
-
-MAX_RECIPIENTS_PER_DELIVERY = 50  # SES sending takes at most 50 recipients per message
+from mxgate.routing.routes import Routes
 
 
 def plan_deliveries(

@@ -11,85 +11,16 @@ finds nothing left to do.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Literal, Protocol
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from mxgate.errors import PermanentError, PolicyError
-from mxgate.ports import Clock, Deferrals, Timeline
+from mxgate.ports import Clock, Deferrals, Quarantine, Timeline
+from mxgate.recorder import Recorder
+from mxgate.records import DeferredDelivery, Outcome, QuarantineRecord, Release, Stage
 from mxgate.routing.classify import RouteKind, classify
-from mxgate.routing.config import Routes
-from mxgate.timeline import Outcome, Stage, TimelineEvent
-from mxgate.workflow.model import DeferredDelivery, MessageRef
+from mxgate.routing.routes import Routes
 from mxgate.workflow.planning import plan_deliveries
-
-DETAIL_MAX = 500
-
-
-class HeldRecipient(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    recipient: str
-    route: str  # the route it had when held ("unknown": none)
-    rule: str  # the quarantine rule, or why it was held without one
-    reason: str
-    released_at: datetime | None = None
-    released_by: str = ""
-
-
-class Release(BaseModel):
-    """One release to an address that was not held (`release ID --to RECIPIENT`)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    recipient: str
-    released_at: datetime
-    released_by: str
-
-
-class QuarantineRecord(BaseModel):
-    model_config = ConfigDict(frozen=True, populate_by_name=True)
-
-    quarantine_id: str  # the message id (with the stored version's suffix, if any)
-    message_id: str
-    held_at: datetime
-    expires_at: datetime | None = None  # the quarantine's retention ends here
-    message: MessageRef  # where the message is kept, and what it is
-    source: Literal["rules", "not_understood", "processing_failed"] = "rules"
-    from_: str = Field(default="", alias="from")
-    to: str = ""
-    verdicts: str = ""  # the authentication summary, when it ran
-    attachments: list[str] = Field(default_factory=list)  # "name (type, bytes)"
-    prepend: list[tuple[str, str]] = Field(default_factory=list)  # trace fields for mailboxes
-    recipients: list[HeldRecipient]
-    released_to: list[Release] = Field(default_factory=list)
-
-    @property
-    def reason(self) -> str:
-        return "; ".join(dict.fromkeys(f"{h.rule}: {h.reason}" for h in self.recipients))
-
-    @property
-    def held(self) -> list[HeldRecipient]:
-        """Recipients still held (not released)."""
-        return [h for h in self.recipients if h.released_at is None]
-
-
-class Quarantine(Protocol):
-    """Where quarantine records are kept (SQLite here, the state table on AWS)."""
-
-    def hold(self, record: QuarantineRecord) -> None:
-        """Keep a record; one for the same message already there gains its recipients."""
-        ...
-
-    def get(self, quarantine_id: str) -> QuarantineRecord | None: ...
-
-    def records(self) -> Iterator[QuarantineRecord]: ...
-
-    def replace(self, record: QuarantineRecord) -> None: ...
-
-    def remove(self, quarantine_id: str) -> None: ...
 
 
 def merged(old: QuarantineRecord | None, new: QuarantineRecord) -> QuarantineRecord:
@@ -159,19 +90,19 @@ def release(
         ):
             waiting = DeferredDelivery(
                 record_id=f"{delivery.delivery_id}#release-{now.strftime('%Y%m%dT%H%M%S%f')}",
-                due_at=now.isoformat(),
+                due_at=now,
                 delivery=delivery,
             )
-            deferrals.schedule(waiting.record_id, now, waiting.model_dump(mode="json"))
+            deferrals.schedule(waiting)
             queued.append(waiting)
-    timeline.record_many(
+    records = Recorder(timeline, clock)
+    records.record(
         [
-            TimelineEvent(
-                message_id=record.message_id,
-                at=now,
-                stage=Stage.RELEASED,
-                recipient=recipient,
-                detail=f"released from quarantine {record.quarantine_id} by {by}"[:DETAIL_MAX],
+            records.event(
+                record.message_id,
+                Stage.RELEASED,
+                f"released from quarantine {record.quarantine_id} by {by}",
+                recipient,
             )
             for recipient in targets
         ]
@@ -225,13 +156,10 @@ def delete(
     timeline says who deleted it, and its bytes go too when no recipient got it (others'
     application events may link to them otherwise)."""
     quarantine.remove(record.quarantine_id)
-    timeline.record(
-        TimelineEvent(
-            message_id=record.message_id,
-            at=clock.now(),
-            stage=Stage.DELETED,
-            detail=f"deleted from quarantine {record.quarantine_id} by {by}"[:DETAIL_MAX],
-        )
+    Recorder(timeline, clock).note(
+        record.message_id,
+        Stage.DELETED,
+        f"deleted from quarantine {record.quarantine_id} by {by}",
     )
     states = timeline.states(record.message_id)
     if states and all(s.outcome is Outcome.QUARANTINED for s in states):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from mxgate.message import received
-from mxgate.workflow.model import Envelope
+from mxgate.records import Envelope
 
 HEADER = "Received"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from mxgate.message.model import ParseLimits
 from mxgate.ports import (
@@ -15,15 +14,14 @@ from mxgate.ports import (
     Hooks,
     Idempotency,
     ObjectStore,
+    Quarantine,
     Resolver,
     Timeline,
     Transport,
     Webhooks,
 )
-from mxgate.routing.config import Routes
-
-if TYPE_CHECKING:
-    from mxgate.workflow.quarantine import Quarantine
+from mxgate.recorder import Recorder
+from mxgate.routing.routes import Routes
 
 
 @dataclass(frozen=True)
@@ -49,3 +47,8 @@ class Services:
     # quarantine records for operators (without: quarantined recipients are only settled)
     quarantine: Quarantine | None = None
     quarantine_days: int = 30  # how long quarantined mail is kept (RawMailRetentionDays)
+
+    @property
+    def records(self) -> Recorder:
+        """Writes the timeline and terminal states, stamped by this clock."""
+        return Recorder(self.timeline, self.clock)

@@ -1,318 +1,58 @@
-"""The steps the state machine runs. Each takes its input document and the services, and
-returns its output document; the Lambda handlers and the local interpreter both call these.
-The delivery steps live in `workflow.delivery`."""
+"""The steps of the state machine (statemachine/pipeline.asl.json), by the function that runs
+each (functions/<name>/app.py); the Lambda handlers and the local interpreter both call these.
+Each takes its input document and the services, and returns its output document. In the
+order a message meets them:
+
+- Process (`workflow.process`): read, parse, authenticate and classify the stored message,
+  and plan its deliveries; the Quarantine step keeps a message Process could not handle.
+- Deliver (`workflow.deliver`), in a Map over the deliveries: one attempt of one delivery to
+  its mailbox host's transport, its application, webhook or hook; retried on transient errors.
+- Defer (`workflow.defer`): after the retries, the deferred queue; at the lifetime's end, a
+  DSN to the sender or a dead letter.
+- DeadLetter (`workflow.dead_letter`): what cannot be completed, kept for `mxgate dlq`.
+"""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import shutil
-import tempfile
-from collections import defaultdict
-from typing import BinaryIO, Literal, cast
+from collections.abc import Callable
+from typing import Any
 
-from mxgate.authn.check import Authenticator
-from mxgate.authn.model import Authentication
-from mxgate.authn.results import HEADER as RESULTS_HEADER
-from mxgate.authn.results import authentication_results
-from mxgate.errors import PermanentError
-from mxgate.message.attachments import ObjectStoreAttachments
-from mxgate.message.model import Address, ParsedMessage
-from mxgate.message.parse import parse_stream
-from mxgate.routing.classify import RouteKind, classify
-from mxgate.routing.quarantine import AuthVerdicts, facts_of, quarantine_rule
-from mxgate.timeline import MessageSummary, Outcome, Stage
-from mxgate.workflow import records
-from mxgate.workflow.delivery import dead_letter, defer, deliver, idempotency_key
-from mxgate.workflow.envelope import message_id_of, variant_of
+from pydantic import BaseModel
+
+from mxgate.errors import as_family
+from mxgate.workflow.dead_letter import dead_letter
+from mxgate.workflow.defer import defer
+from mxgate.workflow.deliver import deliver
 from mxgate.workflow.model import (
-    DeliveryResult,
-    Envelope,
-    MessageRef,
+    DeadLetterInput,
+    DeferInput,
+    DeliverInput,
     ProcessInput,
-    ProcessOutput,
     QuarantineInput,
-    RecipientResult,
 )
-from mxgate.workflow.planning import plan_deliveries
-from mxgate.workflow.quarantine import HeldRecipient, QuarantineRecord, expiry
-from mxgate.workflow.received import HEADER as RECEIVED
-from mxgate.workflow.received import received_value
+from mxgate.workflow.process import process, quarantine
 from mxgate.workflow.services import Services
 
-__all__ = [
-    "dead_letter",
-    "defer",
-    "deliver",
-    "idempotency_key",
-    "plan_deliveries",
-    "process",
-    "quarantine",
-]
+__all__ = ["STEPS", "dead_letter", "defer", "deliver", "process", "quarantine"]
 
-SPOOL_IN_MEMORY = 8 * 1024 * 1024  # bytes of a message kept in memory; the rest on disk
-COPY_CHUNK = 1024 * 1024
-# Messages this small travel inside the delivery documents (base64), as long as all of a
-# message's deliveries together stay well inside Step Functions' 256 KB per document.
-INLINE_MAX = 48 * 1024
-INLINE_BUDGET = 120 * 1024
-SUMMARY_MAX = 200  # characters of the subject and From kept for tracking searches
+Step = Callable[[Any, Services], Any]  # a JSON document in, a JSON document out
 
 
-def process(request: ProcessInput, services: Services) -> ProcessOutput:
-    """Read, parse, authenticate and classify one stored message, and plan its deliveries."""
-    envelope = request.envelope
-    if envelope is None:  # the pipeline never guesses recipients from header fields
-        raise PermanentError(
-            f"no SMTP envelope came with {request.bucket}/{request.key}: its recipients are "
-            "not known"
-        )
-    store = ObjectStoreAttachments(services.objects, request.bucket)
-    # One read of the stored message, kept in a spooled file (on disk past a few MB, never whole
-    # in memory) for the two passes: the parse, then sender authentication.
-    with (
-        services.objects.open(request.bucket, request.key) as stream,
-        tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spooled,
-    ):
-        copy = cast("BinaryIO", spooled)  # a file like any other, whatever typeshed says
-        shutil.copyfileobj(stream, copy, COPY_CHUNK)
-        copy.seek(0)
-        parsed = parse_stream(copy, limits=services.message_limits, store=store)
-        copy.seek(0)
-        authentication = _authenticate(copy, envelope, services)
-        copy.seek(0)
-        small = copy.read() if parsed.size <= INLINE_MAX else None
-    message_id = envelope.message_id
-    ref = MessageRef(
-        message_id=message_id,
-        bucket=request.bucket,
-        key=request.key,
-        digest=parsed.sha256,
-        envelope_sender=envelope.mail_from,
-        size=parsed.size,
-        subject=parsed.subject[:200],
-    )
-    events = [
-        records.event(
-            services,
-            message_id,
-            Stage.PARSED,
-            f"{len(parsed.attachments)} attachments, {len(parsed.defects)} defects"
-            + (f"; {authentication.summary()}" if authentication else ""),
-            summary=MessageSummary(
-                envelope_sender=envelope.mail_from,
-                from_=", ".join(a.address for a in parsed.from_)[:SUMMARY_MAX],
-                recipients=envelope.recipients,
-                subject=parsed.subject[:SUMMARY_MAX],
-            ),
-        ),
-    ]
-    trace = _trace(envelope, authentication, services)
-    if parsed.unreadable is not None:  # not understood: kept where it is, never dropped
-        services.timeline.record_many(events)
-        reason = f"message not understood: {parsed.unreadable}"
-        for recipient in envelope.recipients:
-            records.settle(
-                services,
-                message_id,
-                recipient,
-                outcome=Outcome.QUARANTINED,
-                route="quarantine",
-                detail=reason,
-            )
-        _hold(
-            services,
-            ref,
-            parsed,
-            authentication,
-            trace,
-            [
-                HeldRecipient(recipient=r, route="quarantine", rule="not understood", reason=reason)
-                for r in envelope.recipients
-            ],
-            source="not_understood",
-        )
-        return ProcessOutput(message=ref, deliveries=[], authentication=authentication)
-    kept: list[HeldRecipient] = []
-    groups: dict[tuple[RouteKind, str], list[str]] = defaultdict(list)
-    facts = facts_of(parsed, _auth_verdicts(authentication))
-    for recipient in envelope.recipients:
-        route = classify(recipient, services.routes)
-        events.append(
-            records.event(
-                services,
-                message_id,
-                Stage.CLASSIFIED,
-                f"{route.kind.value}:{route.name} ({route.reason})",
-                recipient,
-            )
-        )
-        if route.kind is RouteKind.UNKNOWN:
-            records.settle(
-                services,
-                message_id,
-                recipient,
-                outcome=Outcome.QUARANTINED,
-                route="unknown",
-                detail=route.reason,
-            )
-            kept.append(
-                HeldRecipient(
-                    recipient=recipient, route="unknown", rule="no route", reason=route.reason
-                )
-            )
-            continue
-        held = quarantine_rule(services.routes.quarantine, route.name, facts)
-        if held is not None:
-            rule, why = held
-            records.settle(
-                services,
-                message_id,
-                recipient,
-                outcome=Outcome.QUARANTINED,
-                route=f"quarantine:{rule.name}",
-                detail=f"rule {rule.name}: {why}; kept at {request.bucket}/{request.key}",
-            )
-            kept.append(
-                HeldRecipient(recipient=recipient, route=route.name, rule=rule.name, reason=why)
-            )
-            continue
-        groups[(route.kind, route.name)].append(recipient)
-    services.timeline.record_many(events)
-    if kept:
-        _hold(services, ref, parsed, authentication, trace, kept)
-    deliveries = [
-        delivery
-        for (kind, destination), recipients in groups.items()
-        for delivery in plan_deliveries(
-            ref,
-            kind,
-            destination,
-            recipients,
-            routes=services.routes,
-            prepend=trace if kind is RouteKind.MAILBOX else [],
-        )
-    ]
-    if small is not None and len(small) * len(deliveries) <= INLINE_BUDGET:
-        inline = ref.model_copy(update={"inline": base64.b64encode(small).decode("ascii")})
-        deliveries = [d.model_copy(update={"message": inline}) for d in deliveries]
-    return ProcessOutput(message=ref, deliveries=deliveries, authentication=authentication)
+def _on_documents(step: Callable[[Any, Services], BaseModel], model: type[BaseModel]) -> Step:
+    def run(document: Any, services: Services) -> Any:
+        try:
+            return step(model.model_validate(document), services).model_dump(mode="json")
+        except Exception as error:
+            raise as_family(error) from error  # the name the state machine's Retry lists
+
+    return run
 
 
-def _trace(
-    envelope: Envelope, authentication: Authentication | None, services: Services
-) -> list[tuple[str, str]]:
-    """The trace fields every mailbox delivery of the message gets on top."""
-    received = (
-        RECEIVED,
-        received_value(envelope, services.gateway_host, envelope.message_id, services.clock.now()),
-    )
-    trace = [received]
-    if authentication is not None:  # on top, as a verifying MTA adds it (RFC 8601 5)
-        trace.insert(0, (RESULTS_HEADER, authentication_results(authentication)))
-    return trace
-
-
-def _hold(  # noqa: PLR0917 -- what the process step knows at that point
-    services: Services,
-    ref: MessageRef,
-    parsed: ParsedMessage | None,
-    authentication: Authentication | None,
-    trace: list[tuple[str, str]],
-    recipients: list[HeldRecipient],
-    *,
-    source: Literal["rules", "not_understood", "processing_failed"] = "rules",
-) -> None:
-    """Keep the quarantine record an operator lists, reads, releases or deletes."""
-    if services.quarantine is None:
-        return
-    now = services.clock.now()
-
-    def addresses(found: list[Address]) -> str:
-        return ", ".join(f"{a.name} <{a.address}>" if a.name else a.address for a in found)
-
-    services.quarantine.hold(
-        QuarantineRecord(
-            quarantine_id=f"{ref.message_id}{variant_of(ref.key)}",
-            message_id=ref.message_id,
-            held_at=now,
-            expires_at=expiry(now, services.quarantine_days),
-            message=ref,
-            source=source,
-            from_=addresses(parsed.from_) if parsed else "",
-            to=addresses(parsed.to) if parsed else "",
-            verdicts=authentication.summary() if authentication else "",
-            attachments=[
-                f"{a.filename or '(unnamed)'} ({a.content_type}, {a.size} bytes)"
-                for a in (parsed.attachments if parsed else [])
-            ],
-            prepend=trace,
-            recipients=recipients,
-        )
-    )
-
-
-def _authenticate(
-    message: BinaryIO, envelope: Envelope, services: Services
-) -> Authentication | None:
-    """SPF, DKIM and DMARC for the message, when the runtime gave us DNS."""
-    if services.resolver is None:
-        return None
-    authenticator = Authenticator(services.resolver, services.gateway_host)
-    return authenticator.authenticate(
-        message, client_ip=envelope.source_ip, mail_from=envelope.mail_from, helo=envelope.helo
-    )
-
-
-def _auth_verdicts(authentication: Authentication | None) -> AuthVerdicts | None:
-    """The results quarantine rules test, in RFC 8601 words."""
-    if authentication is None:
-        return None
-    dkim = [check.result.value for check in authentication.dkim]
-    return AuthVerdicts(
-        spf=authentication.spf_mail_from.result.value,
-        dkim="pass" if "pass" in dkim else (dkim[0] if dkim else "none"),
-        dmarc=authentication.dmarc.result.value,
-        dmarc_policy=authentication.dmarc.published.lower()
-        if authentication.dmarc.published
-        else None,
-    )
-
-
-def quarantine(request: QuarantineInput, services: Services) -> DeliveryResult:
-    """A message the pipeline could not process: keep it where it is, and say why."""
-    envelope = request.envelope
-    message_id = envelope.message_id if envelope is not None else message_id_of(request.key)
-    reason = f"processing failed: {request.error.Error}: {request.error.Cause}"[:500]
-    recipients = envelope.recipients if envelope is not None else []
-    services.timeline.record(records.event(services, message_id, Stage.TERMINAL, reason))
-    if envelope is not None and recipients and services.objects.exists(request.bucket, request.key):
-        raw = services.objects.get(request.bucket, request.key)
-        ref = MessageRef(
-            message_id=message_id,
-            bucket=request.bucket,
-            key=request.key,
-            digest=hashlib.sha256(raw).hexdigest(),
-            envelope_sender=envelope.mail_from,
-            size=len(raw),
-        )
-        held = [
-            HeldRecipient(recipient=r, route="quarantine", rule="processing failed", reason=reason)
-            for r in recipients
-        ]
-        trace = _trace(envelope, None, services)
-        _hold(services, ref, None, None, trace, held, source="processing_failed")
-    results = []
-    for recipient in recipients or ["(unknown recipients)"]:
-        records.settle(
-            services,
-            message_id,
-            recipient,
-            outcome=Outcome.QUARANTINED,
-            route="quarantine",
-            detail=reason,
-        )
-        results.append(
-            RecipientResult(recipient=recipient, outcome=Outcome.QUARANTINED.value, detail=reason)
-        )
-    return DeliveryResult(delivery_id=f"{message_id}.quarantine", results=results)
+# functions/<name>/ in the template -> the step that function's handler calls
+STEPS: dict[str, Step] = {
+    "process": _on_documents(process, ProcessInput),
+    "deliver": _on_documents(deliver, DeliverInput),
+    "defer": _on_documents(defer, DeferInput),
+    "dead_letter": _on_documents(dead_letter, DeadLetterInput),
+    "quarantine": _on_documents(quarantine, QuarantineInput),
+}

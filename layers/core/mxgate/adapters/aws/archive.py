@@ -17,7 +17,7 @@ from mxgate.archive.entry import archived_message
 from mxgate.archive.query import ArchivedMessage, ArchiveQuery
 from mxgate.errors import PermanentError, TransientError
 from mxgate.ports import Clock
-from mxgate.workflow.model import Envelope
+from mxgate.records import Envelope
 
 if TYPE_CHECKING:
     from mypy_boto3_mailmanager import MailManagerClient

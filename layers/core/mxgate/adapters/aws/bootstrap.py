@@ -1,33 +1,55 @@
 """The composition root on AWS: typed settings from the function's environment, and the
 adapters built once per Lambda container (on first use, never at import). Each boto3 client is
-created when an adapter first calls it (`LazyClient`), so a function pays only for its own."""
+created when an adapter first calls it (`LazyClient`, with its retry and timeout settings), so
+a function pays only for its own. `mxgate dlq --aws` builds its clients here too."""
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, cast
+
+from botocore.exceptions import ClientError
 
 from mxgate.adapters.aws.arrivals import DynamoArrivals, SqsArrivalChecks, StepFunctionsExecutions
 from mxgate.adapters.aws.clients import LazyClient
-from mxgate.adapters.aws.delivery import delivery_adapters
+from mxgate.adapters.aws.dead_letters import QueueingDeadLetters, forget_notices
+from mxgate.adapters.aws.deferral import Redeliverer, SqsDeferrals
 from mxgate.adapters.aws.dynamodb import DynamoQuarantine, DynamoState
-from mxgate.adapters.aws.events import EventBridgeAppEvents, QueueingDeadLetters
+from mxgate.adapters.aws.eventbridge import EventBridgeAppEvents
+from mxgate.adapters.aws.failures import error_code, transient_failures
+from mxgate.adapters.aws.hooks import LambdaHooks
+from mxgate.adapters.aws.operator import OperatorAws
 from mxgate.adapters.aws.s3 import S3ObjectStore
-from mxgate.adapters.aws.settings import settings
+from mxgate.adapters.aws.ses import SesTransport
+from mxgate.adapters.aws.settings import AwsSettings, settings
 from mxgate.adapters.dns import DnsPythonResolver
 from mxgate.authn.resolver import CachingResolver
 from mxgate.clock import SystemClock
-from mxgate.errors import ConfigError
-from mxgate.routing.config import load_routes
+from mxgate.delivery.relay import RelayIngress, RelayIngressTransport
+from mxgate.delivery.smtp import MisconfiguredTransport, submission_or_deferral
+from mxgate.delivery.webhook import SignedPoster, signing_keys
+from mxgate.desk import Desk
+from mxgate.errors import ConfigError, PermanentError
+from mxgate.ports import Clock, Transport
+from mxgate.routing.routes import load_routes
 from mxgate.workflow.services import Services
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_events import EventBridgeClient
+    from mypy_boto3_lambda import LambdaClient
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+    from mypy_boto3_sesv2 import SESV2Client
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_stepfunctions import SFNClient
+
+    from mxgate.adapters.aws.archive import MailManagerArchive
 
 
 def _dns(server: str | None) -> DnsPythonResolver:
@@ -37,18 +59,52 @@ def _dns(server: str | None) -> DnsPythonResolver:
     return DnsPythonResolver([host], int(port))
 
 
+def ses_client(endpoint_url: str | None = None, region: str | None = None) -> SESV2Client:
+    """SESv2, making one attempt a call: the state machine owns the retries (clients.py)."""
+    return cast("SESV2Client", LazyClient("sesv2", endpoint_url=endpoint_url, region=region))
+
+
+def ses_transport(
+    routing_domain: str | None, *, endpoint_url: str | None = None, region: str | None = None
+) -> SesTransport:
+    """SES sending to a routing domain at a given endpoint (the one machine's `ses_endpoint`)."""
+    return SesTransport(ses_client(endpoint_url, region), routing_domain)
+
+
 @cache
 def services() -> Services:
+    """What every step function's handler runs on."""
     config = settings()
     clock = SystemClock()
     routes = load_routes(config.routes_file)
+    environ: Mapping[str, str] = os.environ  # secrets the routes name by variable
     state = DynamoState(cast("DynamoDBClient", LazyClient("dynamodb")), config.state_table, clock)
-    delivery = delivery_adapters(routes, clock, config)
+    ses = ses_client()
+    ingress = relay_ingress(config)
+    transports: dict[str, Transport] = {}
+    for name, destination in routes.destinations.items():
+        if destination.transport == "ses":
+            transports[name] = SesTransport(
+                ses, destination.routing_domain, configuration_set=config.ses_configuration_set
+            )
+        elif destination.transport == "mail_manager":
+            assert destination.relay is not None
+            transports[name] = (
+                RelayIngressTransport(ingress, destination.relay)
+                if ingress is not None
+                else MisconfiguredTransport(
+                    "the relay ingress point is not configured (MXGATE_RELAY_HOST, "
+                    "MXGATE_RELAY_USER and MXGATE_RELAY_SECRET on the Deliver function)"
+                )
+            )
+        else:
+            transports[name] = submission_or_deferral(destination, environ, config.gateway_host)
+    poster = SignedPoster(signing_keys(routes, environ), clock)
     return Services(
         objects=S3ObjectStore(cast("S3Client", LazyClient("s3"))),
         timeline=state,
         idempotency=state,
-        transports=delivery.transports,
+        transports=transports,
         app_events=EventBridgeAppEvents(
             cast("EventBridgeClient", LazyClient("events")), config.event_bus
         ),
@@ -59,14 +115,58 @@ def services() -> Services:
         clock=clock,
         gateway_host=config.gateway_host,
         resolver=CachingResolver(_dns(config.dns_server)),
-        deferrals=delivery.deferrals,
-        bounces=delivery.bounces,
-        hooks=delivery.hooks,
-        webhooks=delivery.webhooks,
+        deferrals=(
+            SqsDeferrals(cast("SQSClient", LazyClient("sqs")), config.defer_queue, clock)
+            if config.defer_queue
+            else None
+        ),
+        bounces=SesTransport(ses, None, configuration_set=config.ses_configuration_set),
+        hooks=LambdaHooks(cast("LambdaClient", LazyClient("lambda")), routes.hooks, poster),
+        webhooks=poster,
         quarantine=DynamoQuarantine(
             cast("DynamoDBClient", LazyClient("dynamodb")), config.state_table
         ),
         quarantine_days=config.quarantine_days,
+    )
+
+
+class SecretPassword:
+    """The `password` key of a Secrets Manager secret, read on first use and then kept."""
+
+    def __init__(self, client: SecretsManagerClient, secret_arn: str) -> None:
+        self.client = client
+        self.secret_arn = secret_arn
+        self._password: str | None = None
+
+    def __call__(self) -> str:
+        if self._password is None:
+            with transient_failures("Secrets Manager relay password"):
+                try:
+                    value = self.client.get_secret_value(SecretId=self.secret_arn)
+                except ClientError as error:
+                    raise PermanentError(
+                        f"the relay password secret {self.secret_arn}: {error_code(error)}"
+                    ) from error
+            password = json.loads(value["SecretString"]).get("password")
+            if not isinstance(password, str):
+                raise PermanentError(f"the secret {self.secret_arn} has no key `password`")
+            self._password = password
+        return self._password
+
+
+def relay_ingress(config: AwsSettings) -> RelayIngress | None:
+    """The stack's relay ingress point, as the Deliver function's environment names it."""
+    if not (config.relay_host and config.relay_user and config.relay_secret):
+        return None
+    return RelayIngress(
+        host=config.relay_host,
+        port=config.relay_port,
+        user=config.relay_user,
+        password=SecretPassword(
+            cast("SecretsManagerClient", LazyClient("secretsmanager")), config.relay_secret
+        ),
+        ca_file=str(config.relay_ca_file) if config.relay_ca_file else None,
+        helo=config.gateway_host,
     )
 
 
@@ -81,6 +181,7 @@ class ArrivalJoin:
 
 @cache
 def arrival_join() -> ArrivalJoin:
+    """What the Start function runs on (besides `services()`, for the arrival check)."""
     config = settings()
     if not (config.state_machine_arn and config.arrival_check_queue and config.unstarted_queue):
         raise ConfigError(
@@ -96,4 +197,58 @@ def arrival_join() -> ArrivalJoin:
             cast("SFNClient", LazyClient("stepfunctions")), config.state_machine_arn
         ),
         checks=SqsArrivalChecks(sqs, config.arrival_check_queue, config.unstarted_queue),
+    )
+
+
+def redeliverer(config: AwsSettings | None = None, clock: Clock | None = None) -> Redeliverer:
+    """What the Redeliver function runs: the deferred queue's consumer."""
+    config = config or settings()
+    clock = clock or SystemClock()
+    if not config.defer_queue or not config.state_machine_arn:
+        raise ConfigError("MXGATE_DEFER_QUEUE and MXGATE_STATE_MACHINE_ARN must be set")
+    deferrals = SqsDeferrals(cast("SQSClient", LazyClient("sqs")), config.defer_queue, clock)
+    return Redeliverer(
+        deferrals,
+        cast("SFNClient", LazyClient("stepfunctions")),
+        config.state_machine_arn,
+        clock,
+    )
+
+
+def aws_archive(operator: OperatorAws, clock: Clock | None = None) -> MailManagerArchive:
+    """Mail Manager's archive API for the stack's archive (`mxgate archive --aws`)."""
+    from mxgate.adapters.aws.archive import MailManagerArchive  # noqa: PLC0415 -- with --aws
+
+    archive_id = operator.names.archive_id or ""
+    return MailManagerArchive(operator.client("mailmanager"), archive_id, clock or SystemClock())
+
+
+def aws_desk(operator: OperatorAws, routes_file: Path) -> Desk:
+    """What `mxgate archive|quarantine|dlq|console --aws` act on: the deployed stack's stores,
+    with the operator's credentials (and the clients' retry and timeout settings); releases and
+    redrives go to its deferred queue, which the Redeliver function reads."""
+    names = operator.names
+    clock = SystemClock()
+    table = names.need("state_table")
+    dynamodb = cast("DynamoDBClient", operator.client("dynamodb"))
+    state = DynamoState(dynamodb, table, clock)
+    s3 = cast("S3Client", operator.client("s3"))
+    sqs = cast("SQSClient", operator.client("sqs"))
+    notices = names.dead_letter_queue
+    return Desk(
+        timeline=state,
+        messages=state,
+        dead_letters=state,
+        deferrals=SqsDeferrals(sqs, names.need("defer_queue"), clock),
+        quarantine=DynamoQuarantine(dynamodb, table),
+        archive=aws_archive(operator, clock),
+        objects=S3ObjectStore(s3),
+        routes=load_routes(routes_file),
+        clock=clock,
+        actor=operator.caller,
+        where=f"DynamoDB table {table}",
+        after_queue="the Redeliver function starts its redelivery within seconds",
+        delete_object=S3ObjectStore(s3).delete,
+        forget_notices=(lambda ids: forget_notices(sqs, notices, ids)) if notices else None,
+        aws=True,
     )

@@ -25,11 +25,17 @@ class LazyClient:
     """Stands in for `boto3.client(service)` and creates it on the first attribute access."""
 
     def __init__(
-        self, service: str, *, endpoint_url: str | None = None, region: str | None = None
+        self,
+        service: str,
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        session: Any = None,
     ) -> None:
         self._service = service
         self._endpoint_url = endpoint_url  # another endpoint (a moto server), or AWS's own
         self._region = region
+        self._session = session  # a boto3 session (an operator's profile); None: the default
         self._client: Any = None
         self._config = Config(
             retries={"mode": "standard", "total_max_attempts": ATTEMPTS.get(service, 3)},
@@ -46,7 +52,8 @@ class LazyClient:
         if self._client is None:
             import boto3  # noqa: PLC0415 -- imported with the first client, not with the module
 
-            self._client = boto3.client(  # type: ignore[call-overload]
+            factory = self._session or boto3
+            self._client = factory.client(
                 self._service,
                 config=self._config,
                 endpoint_url=self._endpoint_url,

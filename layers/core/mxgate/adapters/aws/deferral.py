@@ -7,15 +7,14 @@ arrives before its due time is sent back with the time that is left.
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Mapping
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 from mxgate.adapters.aws.failures import transient_failures
+from mxgate.errors import PermanentError
 from mxgate.ports import Clock
-from mxgate.workflow.model import DeferredDelivery, Redelivery
+from mxgate.records import DEFERRED, Deferred, DeferredDelivery
+from mxgate.workflow.model import Redelivery
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -33,14 +32,18 @@ class SqsDeferrals:
         self.queue_url = queue_url
         self.clock = clock
 
-    def schedule(self, record_id: str, due_at: datetime, document: Mapping[str, object]) -> None:
-        wait = (due_at - self.clock.now()).total_seconds()
-        with transient_failures(f"SQS deferral {record_id}"):
+    def schedule(self, record: Deferred) -> None:
+        if not isinstance(record, DeferredDelivery):  # Mail Manager runs the rules on AWS
+            raise PermanentError(f"{record.record_id}: only deliveries are deferred on AWS")
+        wait = (record.due_at - self.clock.now()).total_seconds()
+        with transient_failures(f"SQS deferral {record.record_id}"):
             self.client.send_message(
                 QueueUrl=self.queue_url,
-                MessageBody=json.dumps(document),
+                MessageBody=record.model_dump_json(),
                 DelaySeconds=max(0, min(MAX_DELAY_SECONDS, int(wait))),
-                MessageAttributes={"record_id": {"DataType": "String", "StringValue": record_id}},
+                MessageAttributes={
+                    "record_id": {"DataType": "String", "StringValue": record.record_id}
+                },
             )
 
 
@@ -60,11 +63,13 @@ class Redeliverer:
         self.state_machine_arn = state_machine_arn
         self.clock = clock
 
-    def handle(self, body: str) -> str:
-        deferred = DeferredDelivery.model_validate_json(body)
-        due = datetime.fromisoformat(deferred.due_at)
-        if (due - self.clock.now()).total_seconds() > EARLY_SLACK:
-            self.deferrals.schedule(deferred.record_id, due, json.loads(body))
+    def start_due(self, body: str) -> str:
+        """Start the redelivery of one queued record, or send it back if it is early."""
+        deferred = DEFERRED.validate_json(body)
+        if not isinstance(deferred, DeferredDelivery):
+            raise PermanentError(f"{deferred.record_id}: not a deferred delivery")
+        if (deferred.due_at - self.clock.now()).total_seconds() > EARLY_SLACK:
+            self.deferrals.schedule(deferred)
             return "waiting"
         name = execution_name(deferred.record_id)
         self.sfn.start_execution(

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -30,8 +29,17 @@ from botocore.exceptions import ClientError
 from mxgate.adapters.aws.failures import error_code, transient_failures
 from mxgate.errors import TransientError
 from mxgate.ports import Clock
-from mxgate.timeline import MessageSummary, Outcome, RecipientState, Stage, TimelineEvent
-from mxgate.workflow.quarantine import QuarantineRecord, merged
+from mxgate.records import (
+    DEAD_LETTER,
+    DeadLetter,
+    MessageSummary,
+    Outcome,
+    QuarantineRecord,
+    RecipientState,
+    Stage,
+    TimelineEvent,
+)
+from mxgate.workflow.quarantine import merged
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -51,6 +59,17 @@ def _event_attributes(event: TimelineEvent) -> dict[str, Any]:
         "recipient": _s(event.recipient or ""),
         "detail": _s(event.detail),
     }
+
+
+def _state_of(message_id: str, item: Mapping[str, Any]) -> RecipientState:
+    return RecipientState(
+        message_id=message_id,
+        recipient=item["recipient"]["S"],
+        outcome=Outcome(item["outcome"]["S"]),
+        at=datetime.fromisoformat(item["at"]["S"]),
+        route=item["route"]["S"],
+        detail=item["detail"]["S"],
+    )
 
 
 def _event_of(message_id: str, attributes: Mapping[str, Any]) -> TimelineEvent:
@@ -161,34 +180,19 @@ class DynamoState:
     def states(self, message_id: str) -> list[RecipientState]:
         """Strongly consistent: deliveries decide from these whether to send."""
         return [
-            RecipientState(
-                message_id=message_id,
-                recipient=i["recipient"]["S"],
-                outcome=Outcome(i["outcome"]["S"]),
-                at=datetime.fromisoformat(i["at"]["S"]),
-                route=i["route"]["S"],
-                detail=i["detail"]["S"],
-            )
+            _state_of(message_id, i)
             for i in self._query(f"msg#{message_id}", "rcpt#", consistent=True)
         ]
 
     def events(self, message_id: str) -> list[TimelineEvent]:
+        """The recorded events, and each terminal state as its `terminal` event."""
         found: list[TimelineEvent] = []
         for item in self._query(f"msg#{message_id}", ""):
             sk = item["sk"]["S"]
             if sk.startswith("event#"):
                 found += [_event_of(message_id, e["M"]) for e in item["events"]["L"]]
             elif sk.startswith("rcpt#"):
-                found.append(
-                    TimelineEvent(
-                        message_id=message_id,
-                        at=datetime.fromisoformat(item["at"]["S"]),
-                        stage=Stage.TERMINAL,
-                        recipient=item["recipient"]["S"],
-                        detail=f"{item['outcome']['S']} ({item['route']['S']}): "
-                        f"{item['detail']['S']}",
-                    )
-                )
+                found.append(_state_of(message_id, item).event())
         return sorted(found, key=lambda e: e.at)  # stable: a batch keeps its own order
 
     def recent(self, limit: int) -> list[str]:
@@ -240,7 +244,7 @@ class DynamoState:
         return None if item is None else str(item["outcome"]["S"])
 
     def remember(self, key: str, outcome: str) -> None:
-        expires = int(time.time()) + IDEMPOTENCY_DAYS * 86400
+        expires = int(self.clock.now().timestamp()) + IDEMPOTENCY_DAYS * 86400
         with transient_failures("DynamoDB idempotency write"):
             self.client.put_item(
                 TableName=self.table,
@@ -254,35 +258,42 @@ class DynamoState:
 
     # ----------------------------------------------------------------------- DeadLetters
 
-    def put(self, record_id: str, record: Mapping[str, object]) -> None:
-        with transient_failures(f"DynamoDB dead letter {record_id}"):
+    def put(self, record: DeadLetter) -> None:
+        with transient_failures(f"DynamoDB dead letter {record.record_id}"):
             self.client.put_item(
                 TableName=self.table,
                 Item={
                     "pk": _s("dlq"),
-                    "sk": _s(record_id),
-                    "record": _s(json.dumps(record)),
+                    "sk": _s(record.record_id),
+                    "record": _s(record.model_dump_json()),
                 },
             )
 
-    def list(self) -> Iterator[tuple[str, dict[str, object]]]:
+    def list(self) -> Iterator[DeadLetter]:
         for item in self._query("dlq", ""):
-            yield item["sk"]["S"], json.loads(item["record"]["S"])
+            yield _dead_letter(item)
 
-    def get(self, record_id: str) -> dict[str, object] | None:
+    def get(self, record_id: str) -> DeadLetter | None:
         with transient_failures(f"DynamoDB dead letter {record_id}"):
             item = self.client.get_item(
                 TableName=self.table,
                 Key={"pk": _s("dlq"), "sk": _s(record_id)},
                 ConsistentRead=True,
             ).get("Item")
-        return None if item is None else dict(json.loads(item["record"]["S"]))
+        return None if item is None else _dead_letter(item)
 
     def remove(self, record_id: str) -> None:
         with transient_failures(f"DynamoDB dead letter {record_id}"):
             self.client.delete_item(
                 TableName=self.table, Key={"pk": _s("dlq"), "sk": _s(record_id)}
             )
+
+
+def _dead_letter(item: Mapping[str, Any]) -> DeadLetter:
+    """Records of earlier versions were stored without their id (the sort key)."""
+    return DEAD_LETTER.validate_python(
+        {**json.loads(item["record"]["S"]), "record_id": item["sk"]["S"]}
+    )
 
 
 class DynamoQuarantine:

@@ -13,7 +13,7 @@ from mxgate.adapters.aws.failures import error_code, is_transient
 from mxgate.delivery.hooks import HookRunner
 from mxgate.errors import PermanentError, TransientError
 from mxgate.ports import Webhooks
-from mxgate.routing.config import Hook
+from mxgate.routing.routes import Hook
 
 if TYPE_CHECKING:
     from mypy_boto3_lambda import LambdaClient

@@ -1,7 +1,7 @@
 """The deployed stack as an operator's laptop sees it: the resource names (flags, then
 environment variables, then the stack's CloudFormation outputs) and the operator's own AWS
-session. `mxgate archive|quarantine|dlq|console --aws` build from here; nothing is deployed
-for them, so no endpoint is ever public."""
+session. `mxgate archive|quarantine|dlq|console --aws` find the stack here, and `bootstrap.aws_desk`
+builds their stores; nothing is deployed for them, so no endpoint is ever public."""
 
 from __future__ import annotations
 
@@ -9,16 +9,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
+from mxgate.adapters.aws.clients import LazyClient
 from mxgate.adapters.aws.failures import transient_failures
-from mxgate.clock import SystemClock
-from mxgate.desk import Desk
 from mxgate.errors import ConfigError
-from mxgate.routing.config import load_routes
 
 if TYPE_CHECKING:
     import boto3
@@ -88,8 +85,10 @@ class OperatorAws:
     _clients: dict[str, Any] = field(default_factory=dict)
 
     def client(self, service: str) -> Any:
+        """The operator's client for a service, with the retry and timeout settings every
+        client of mxgate has (clients.py)."""
         if service not in self._clients:
-            self._clients[service] = self.session.client(service)  # type: ignore[call-overload]
+            self._clients[service] = LazyClient(service, session=self.session)
         return self._clients[service]
 
     @cached_property
@@ -100,44 +99,10 @@ class OperatorAws:
 
 
 def operator_aws(args: Any) -> OperatorAws:
-    """From the command line's --aws options: --region, --stack and the names' flags."""
+    """From the command line's --aws options: --region, --stack and the names' flags
+    (`adapters/aws/bootstrap.py` builds the desk from it)."""
     import boto3  # noqa: PLC0415 -- only with --aws
 
     session = boto3.session.Session(region_name=getattr(args, "region", None))
     given = {name: getattr(args, name, None) for name in NAMES}
     return OperatorAws(session, stack_names(session, given, getattr(args, "stack", None)))
-
-
-def aws_desk(operator: OperatorAws, routes_file: Path) -> Desk:
-    """The deployed stack's stores, with the operator's credentials; releases and redrives
-    go to its deferred queue, which the Redeliver function reads."""
-    from mxgate.adapters.aws.archive import MailManagerArchive  # noqa: PLC0415
-    from mxgate.adapters.aws.deferral import SqsDeferrals  # noqa: PLC0415
-    from mxgate.adapters.aws.dynamodb import DynamoQuarantine, DynamoState  # noqa: PLC0415
-    from mxgate.adapters.aws.events import forget_notices  # noqa: PLC0415
-    from mxgate.adapters.aws.s3 import S3ObjectStore  # noqa: PLC0415
-
-    names = operator.names
-    clock = SystemClock()
-    table = names.need("state_table")
-    state = DynamoState(operator.client("dynamodb"), table, clock)
-    s3 = operator.client("s3")
-    notices = names.dead_letter_queue
-    sqs = operator.client("sqs")
-    return Desk(
-        timeline=state,
-        messages=state,
-        dead_letters=state,
-        deferrals=SqsDeferrals(sqs, names.need("defer_queue"), clock),
-        quarantine=DynamoQuarantine(operator.client("dynamodb"), table),
-        archive=MailManagerArchive(operator.client("mailmanager"), names.archive_id or "", clock),
-        objects=S3ObjectStore(s3),
-        routes=load_routes(routes_file),
-        clock=clock,
-        actor=operator.caller,
-        where=f"DynamoDB table {table}",
-        after_queue="the Redeliver function starts its redelivery within seconds",
-        delete_object=lambda bucket, key: s3.delete_object(Bucket=bucket, Key=key),
-        forget_notices=(lambda ids: forget_notices(sqs, notices, ids)) if notices else None,
-        aws=True,
-    )

@@ -70,6 +70,13 @@ class S3ObjectStore:
             raise _failure(error, f"s3://{bucket}/{key}") from error
         return True
 
+    def delete(self, bucket: str, key: str) -> None:
+        """Remove an object (gone already: nothing to do, as S3 answers)."""
+        try:
+            self.client.delete_object(Bucket=bucket, Key=key)
+        except ClientError as error:
+            raise _failure(error, f"s3://{bucket}/{key}") from error
+
     def link(self, bucket: str, key: str) -> str:
         return self.client.generate_presigned_url(
             "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=self.link_seconds

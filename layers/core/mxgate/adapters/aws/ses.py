@@ -20,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from mxgate.adapters.aws.failures import error_code, is_transient
 from mxgate.ports import SendResult
-from mxgate.routing.config import SES_MAX_MESSAGE_BYTES
+from mxgate.routing.routes import SES_MAX_MESSAGE_BYTES
 
 if TYPE_CHECKING:
     from mypy_boto3_sesv2 import SESV2Client

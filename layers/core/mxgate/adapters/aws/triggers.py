@@ -32,8 +32,9 @@ from pydantic import BaseModel, Field, ValidationError
 
 from mxgate.errors import PermanentError
 from mxgate.message.received import read_received, tls_session
+from mxgate.records import Envelope
 from mxgate.workflow.arrival import envelope_arrival, object_arrival
-from mxgate.workflow.model import Arrival, Envelope
+from mxgate.workflow.model import Arrival
 
 MAIL_MANAGER_HOSTS = ".amazonaws.com"
 
@@ -116,7 +117,7 @@ def mail_manager_envelope(
         message_id=ses.mail.messageId,
         mail_from="" if ses.mail.source == "<>" else ses.mail.source,
         recipients=list(dict.fromkeys(ses.receipt.recipients)),
-        received_at=ses.mail.timestamp.isoformat(),
+        received_at=ses.mail.timestamp,
     )
     received = next((h.value for h in ses.mail.headers if h.name.lower() == "received"), None)
     hop = read_received(received) if received is not None else None

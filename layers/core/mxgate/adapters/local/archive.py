@@ -10,17 +10,17 @@ the meaning (shorter values and `Unless`-free exact semantics rest on it alone).
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from mxgate.adapters.local.database import SqliteDatabase, utc
 from mxgate.adapters.local.objects import FileObjectStore
 from mxgate.archive.query import STRING_FIELDS, ArchivedMessage, ArchiveQuery, retention_cutoff
 from mxgate.errors import PermanentError
+from mxgate.mailmanager.actions import ARCHIVE_BUCKET
 
-ARCHIVE_BUCKET = "mxgate-archive"
 _COLUMNS = {attribute: name.rstrip("_") + "_text" for name, attribute in STRING_FIELDS.items()}
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS archived (
@@ -37,70 +37,38 @@ CREATE VIRTUAL TABLE IF NOT EXISTS archived_text USING fts5(
 _TRIGRAM = 3  # the shortest value the trigram index can look up
 
 
-def _utc(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
-
-
 def _phrase(value: str) -> str:
     return '"' + value.replace('"', '""') + '"'
 
 
-class SqliteArchive:
+class SqliteArchive(SqliteDatabase):
     """Implements the Archive port, and what only this machine does: indexing and purging."""
 
+    schema = _SCHEMA
+    what = "archive index"
+
     def __init__(self, path: Path, objects: FileObjectStore) -> None:
-        self.path = path
+        super().__init__(path)
         self.objects = objects
-        self._connection: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def db(self) -> sqlite3.Connection:
-        if self._connection is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(
-                self.path, timeout=30, check_same_thread=False, isolation_level=None
-            )
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.executescript(_SCHEMA)
-            self._connection = connection
-        return self._connection
-
-    def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
 
     def add(self, message: ArchivedMessage) -> None:
         """Index one archived copy (again: the same id replaces its row)."""
         texts = [message.value(attribute) for attribute in _COLUMNS]
-        with self._lock:
-            db = self.db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                old = db.execute(
-                    "SELECT rowid FROM archived WHERE id=?", (message.archived_message_id,)
-                ).fetchone()
-                if old is not None:
-                    db.execute("DELETE FROM archived_text WHERE rowid=?", old)
-                    db.execute("DELETE FROM archived WHERE rowid=?", old)
-                rowid = db.execute(
-                    "INSERT INTO archived (id, received_at, row) VALUES (?,?,?)",
-                    (
-                        message.archived_message_id,
-                        _utc(message.received_at),
-                        message.model_dump_json(by_alias=True),
-                    ),
-                ).lastrowid
-                db.execute(
-                    f"INSERT INTO archived_text (rowid, {', '.join(_COLUMNS.values())}) "  # noqa: S608 -- fixed column names
-                    f"VALUES (?{', ?' * len(texts)})",
-                    (rowid, *texts),
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            _forget(db, message.archived_message_id)
+            rowid = db.execute(
+                "INSERT INTO archived (id, received_at, row) VALUES (?,?,?)",
+                (
+                    message.archived_message_id,
+                    utc(message.received_at),
+                    message.model_dump_json(by_alias=True),
+                ),
+            ).lastrowid
+            db.execute(
+                f"INSERT INTO archived_text (rowid, {', '.join(_COLUMNS.values())}) "  # noqa: S608 -- fixed column names
+                f"VALUES (?{', ?' * len(texts)})",
+                (rowid, *texts),
+            )
 
     def matching(self, query: ArchiveQuery) -> Iterator[ArchivedMessage]:
         """Every match, newest first (search takes the first `limit`; export takes them all)."""
@@ -116,10 +84,10 @@ class SqliteArchive:
             parameters.append(" AND ".join(terms))
         if query.since is not None:
             where.append("received_at >= ?")
-            parameters.append(_utc(query.since))
+            parameters.append(utc(query.since))
         if query.until is not None:
             where.append("received_at <= ?")
-            parameters.append(_utc(query.until))
+            parameters.append(utc(query.until))
         sql = "SELECT row FROM archived" + (" WHERE " + " AND ".join(where) if where else "")  # noqa: S608 -- fixed clauses, values bound
         rows = self.db.execute(sql + " ORDER BY received_at DESC, rowid DESC", parameters)
         for (row,) in rows:
@@ -177,7 +145,7 @@ class SqliteArchive:
         """Archived before `before`: past the retention period, oldest first."""
         rows = self.db.execute(
             "SELECT row FROM archived WHERE received_at < ? ORDER BY received_at",
-            (_utc(before),),
+            (utc(before),),
         ).fetchall()
         return [ArchivedMessage.model_validate_json(r[0]) for r in rows]
 
@@ -185,17 +153,13 @@ class SqliteArchive:
         """Forget one archived message: its copy first, then its row, so a crash between the
         two leaves a row whose purge is tried again."""
         self.objects.delete(ARCHIVE_BUCKET, message.key)
-        with self._lock:
-            db = self.db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                row = db.execute(
-                    "SELECT rowid FROM archived WHERE id=?", (message.archived_message_id,)
-                ).fetchone()
-                if row is not None:
-                    db.execute("DELETE FROM archived_text WHERE rowid=?", row)
-                    db.execute("DELETE FROM archived WHERE rowid=?", row)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            _forget(db, message.archived_message_id)
+
+
+def _forget(db: sqlite3.Connection, archived_message_id: str) -> None:
+    """An archived message's row and its text index entry, if it has them."""
+    row = db.execute("SELECT rowid FROM archived WHERE id=?", (archived_message_id,)).fetchone()
+    if row is not None:
+        db.execute("DELETE FROM archived_text WHERE rowid=?", row)
+        db.execute("DELETE FROM archived WHERE rowid=?", row)

@@ -25,3 +25,14 @@ def write_atomically(path: Path, body: bytes, *, durable: bool = False) -> None:
             stream.flush()
             os.fsync(stream.fileno())
     temporary.replace(path)
+
+
+def append_line(path: Path, line: bytes) -> None:
+    """One write() of one line in append mode: readers never see half a record, and several
+    processes can share the file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line + b"\n")
+    finally:
+        os.close(fd)

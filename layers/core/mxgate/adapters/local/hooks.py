@@ -11,7 +11,7 @@ from pathlib import Path
 from mxgate.delivery.hooks import HookRunner
 from mxgate.errors import PermanentError, TransientError
 from mxgate.ports import Webhooks
-from mxgate.routing.config import Hook
+from mxgate.routing.routes import Hook
 
 EX_TEMPFAIL = 75  # sysexits.h: a hook asks to be called again later
 
@@ -41,7 +41,7 @@ class LocalHooks(HookRunner):
         except OSError as error:
             raise PermanentError(f"hook {hook}: cannot run {spec.command[0]}: {error}") from error
         said = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        last = said[-1][:200] if said else ""
+        last = said[-1] if said else ""  # the records keep what fits
         if done.returncode == 0:
             return f"hook {hook}: exit 0"
         detail = f"hook {hook}: exit {done.returncode} {last}".strip()

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from mxgate.adapters.local.state import SqliteState
-from mxgate.workflow.quarantine import QuarantineRecord, merged
+from mxgate.records import QuarantineRecord
+from mxgate.workflow.quarantine import merged
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS quarantine (

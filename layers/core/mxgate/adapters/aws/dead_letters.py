@@ -1,45 +1,18 @@
-"""The AppEvents port on EventBridge, and dead-letter notices on SQS."""
+"""Dead letters on AWS: the records in the state table, each also announced on the dead-letter
+queue (whose depth an alarm watches); a redrive takes the notices of what it redrove away."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from mxgate.adapters.aws.failures import transient_failures
-from mxgate.errors import TransientError
 from mxgate.ports import DeadLetters
+from mxgate.records import DeadLetter
 
 if TYPE_CHECKING:
-    from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_sqs import SQSClient
-
-SOURCE = "mxgate"
-DETAIL_TYPE = "Application mail"
-
-
-class EventBridgeAppEvents:
-    def __init__(self, client: EventBridgeClient, bus: str = "default") -> None:
-        self.client = client
-        self.bus = bus
-
-    def publish(self, app: str, event_id: str, event: Mapping[str, object]) -> str:
-        with transient_failures(f"EventBridge event for {app}"):
-            response = self.client.put_events(
-                Entries=[
-                    {
-                        "Source": SOURCE,
-                        "DetailType": DETAIL_TYPE,
-                        "EventBusName": self.bus,
-                        "Resources": [f"mxgate:app:{app}"],
-                        "Detail": json.dumps(event),
-                    }
-                ]
-            )
-        entry = response["Entries"][0]
-        if response.get("FailedEntryCount", 0) or "EventId" not in entry:
-            raise TransientError(f"EventBridge refused the event: {entry.get('ErrorCode', '')}")
-        return f"eventbridge:{self.bus}:{entry['EventId']}"
 
 
 class QueueingDeadLetters:
@@ -50,17 +23,18 @@ class QueueingDeadLetters:
         self.client = client
         self.queue_url = queue_url
 
-    def put(self, record_id: str, record: Mapping[str, object]) -> None:
-        self.store.put(record_id, record)
-        with transient_failures(f"SQS notice of dead letter {record_id}"):  # a retry puts again
-            self.client.send_message(
-                QueueUrl=self.queue_url, MessageBody=json.dumps({"id": record_id, **record})
-            )
+    def put(self, record: DeadLetter) -> None:
+        self.store.put(record)
+        notice = {"id": record.record_id, **record.model_dump(mode="json")}
+        with transient_failures(
+            f"SQS notice of dead letter {record.record_id}"
+        ):  # a retry puts again
+            self.client.send_message(QueueUrl=self.queue_url, MessageBody=json.dumps(notice))
 
-    def list(self) -> Iterator[tuple[str, dict[str, object]]]:
+    def list(self) -> Iterator[DeadLetter]:
         return self.store.list()
 
-    def get(self, record_id: str) -> dict[str, object] | None:
+    def get(self, record_id: str) -> DeadLetter | None:
         return self.store.get(record_id)
 
     def remove(self, record_id: str) -> None:

@@ -85,9 +85,16 @@ class FunctionSource:
     handler: str | None
     runtime: str | None
 
+    @property
+    def starts_pipeline(self) -> bool:
+        """Whether this is the pipeline's Start function (functions/start/): an InvokeLambda
+        to it hands the envelope on to the workflow, which ends the recipients, rather than to
+        an application."""
+        return self.code_dir is not None and self.code_dir.name == "start"
+
 
 @dataclass(frozen=True)
-class MailManagerConfig:
+class MailManagerResources:
     ingress_points: Mapping[str, IngressPoint]
     traffic_policies: Mapping[str, TrafficPolicy]
     rule_sets: Mapping[str, RuleSet]
@@ -185,7 +192,7 @@ def _address_list_references(
     return found
 
 
-def reference_problems(config: MailManagerConfig) -> list[Problem]:
+def reference_problems(config: MailManagerResources) -> list[Problem]:
     """References between resources that name nothing of the right type in the template."""
     problems: list[Problem] = []
 
@@ -248,7 +255,7 @@ def check_mail_manager(
     template: Path,
     parameters: Mapping[str, str] | None = None,
     condition_values: Mapping[str, bool] | None = None,
-) -> tuple[MailManagerConfig | None, list[Problem]]:
+) -> tuple[MailManagerResources | None, list[Problem]]:
     """Load and cross-check the Mail Manager resources; every problem found, not just the first."""
     document = read_template(template)
     resolver = Resolver(document, dict(parameters or {}), condition_values=condition_values or {})
@@ -270,7 +277,7 @@ def check_mail_manager(
         problems += invalid
         if value is not None:
             found[attribute][logical_id] = value
-    config = MailManagerConfig(resolver=resolver, template=template, **found)
+    config = MailManagerResources(resolver=resolver, template=template, **found)
     if problems:  # references into resources that failed to load would only add noise
         return None, problems
     problems = reference_problems(config)
@@ -279,7 +286,7 @@ def check_mail_manager(
 
 def load_mail_manager(
     template: Path, parameters: Mapping[str, str] | None = None
-) -> MailManagerConfig:
+) -> MailManagerResources:
     config, problems = check_mail_manager(template, parameters)
     if config is None:
         raise MailManagerError(template, problems)

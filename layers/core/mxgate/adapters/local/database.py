@@ -1,0 +1,210 @@
+"""The gateway's SQLite databases (WAL mode): every process opens its own connection to each
+file. The state database's schema is here; the archive index keeps its own file.
+
+Commits are not fsynced (synchronous=NORMAL): a power cut may forget the last records, never
+the messages, whose spool files are fsynced and replayed on start; replays are harmless
+because deliveries are idempotent. A `durable` transaction is fsynced on commit. A database
+another process keeps busy past the timeout raises TransientError: the step is retried.
+"""
+
+from __future__ import annotations
+
+import builtins
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mxgate.errors import TransientError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    message_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    recipient TEXT,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS events_by_message ON events (message_id, id);
+CREATE INDEX IF NOT EXISTS events_by_stage ON events (stage, id);
+CREATE TABLE IF NOT EXISTS recipient_states (
+    message_id TEXT NOT NULL,
+    recipient_key TEXT NOT NULL,  -- the recipient casefolded
+    recipient TEXT NOT NULL,  -- as written
+    outcome TEXT NOT NULL,
+    at TEXT NOT NULL,
+    route TEXT NOT NULL DEFAULT '',
+    detail TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (message_id, recipient_key)
+);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY,
+    outcome TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id TEXT PRIMARY KEY,
+    record TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deferred (
+    id TEXT PRIMARY KEY,
+    message_id TEXT NOT NULL,
+    due_at TEXT NOT NULL,
+    leased_until TEXT,
+    document TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deferred_by_due ON deferred (due_at);
+CREATE INDEX IF NOT EXISTS deferred_by_message ON deferred (message_id);
+CREATE TABLE IF NOT EXISTS messages (
+    message_id TEXT PRIMARY KEY,
+    at TEXT NOT NULL,  -- UTC ISO text of the parse
+    summary TEXT NOT NULL  -- MessageSummary JSON: what tracking searches
+);
+CREATE INDEX IF NOT EXISTS messages_by_time ON messages (at);
+"""
+
+# A database written before recipient_key: each recipient's first state is kept.
+_MIGRATE_RECIPIENT_STATES = """
+ALTER TABLE recipient_states RENAME TO recipient_states_before_key;
+CREATE TABLE recipient_states (
+    message_id TEXT NOT NULL,
+    recipient_key TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    at TEXT NOT NULL,
+    route TEXT NOT NULL DEFAULT '',
+    detail TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (message_id, recipient_key)
+);
+INSERT OR IGNORE INTO recipient_states
+    SELECT message_id, casefold(recipient), recipient, outcome, at, route, detail
+    FROM recipient_states_before_key ORDER BY at;
+DROP TABLE recipient_states_before_key;
+"""
+_BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+
+
+@contextmanager
+def _busy_is_transient(what: str) -> Iterator[None]:
+    """SQLITE_BUSY / SQLITE_LOCKED after the connection's timeout: another process holds the
+    database; the state machine retries a TransientError."""
+    try:
+        yield
+    except sqlite3.OperationalError as error:
+        if getattr(error, "sqlite_errorcode", None) in _BUSY:
+            raise TransientError(f"{what} busy: {error}") from error
+        raise
+
+
+class SqliteDatabase:
+    """One connection to a database file of the gateway (WAL mode), and its one write lock;
+    a subclass names its schema (and how an earlier version of it is brought up to date)."""
+
+    schema = ""
+    what = "database"  # what a busy error names
+
+    def __init__(self, path: Path, busy_timeout: float = 30.0) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout  # seconds to wait for another process's write
+        self._connection: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._connection is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(
+                self.path, timeout=self.busy_timeout, check_same_thread=False, isolation_level=None
+            )
+            connection.create_function("casefold", 1, str.casefold, deterministic=True)
+            try:
+                with _busy_is_transient(self.what):
+                    connection.execute("PRAGMA journal_mode=WAL")
+                    connection.execute("PRAGMA synchronous=NORMAL")
+                    connection.executescript(self.schema)
+                    self.migrate(connection)
+            except BaseException:
+                connection.close()
+                raise
+            self._connection = connection
+        return self._connection
+
+    def migrate(self, connection: sqlite3.Connection) -> None:
+        """Bring a database written by an earlier version up to this schema."""
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    @contextmanager
+    def _transaction(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction, this connection's only one (the lock) from the PRAGMA to the
+        commit. `durable`: fsynced on commit (deferred deliveries and dead letters are all that
+        remembers a delivery once the spool file is gone)."""
+        with self._lock, _busy_is_transient(self.what):
+            db = self.db
+            if durable:
+                db.execute("PRAGMA synchronous=FULL")
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+            finally:
+                if durable:
+                    db.execute("PRAGMA synchronous=NORMAL")
+
+    def _write(self, sql: str, rows: Sequence[Sequence[object]], *, durable: bool = False) -> int:
+        with self._transaction(durable=durable) as db:
+            return db.executemany(sql, rows).rowcount
+
+    def _read(self, sql: str, parameters: Sequence[object] = ()) -> builtins.list[Any]:
+        with _busy_is_transient(self.what):
+            return self.db.execute(sql, parameters).fetchall()
+
+
+class StateDatabase(SqliteDatabase):
+    """The state database: the timeline, terminal states, idempotency keys, dead letters and
+    the deferred queue (`adapters/local/state.py`), and quarantine records."""
+
+    schema = _SCHEMA
+    what = "state database"
+
+    def migrate(self, connection: sqlite3.Connection) -> None:
+        _migrate_recipient_states(connection)
+
+
+def _migrate_recipient_states(connection: sqlite3.Connection) -> None:
+    """Key terminal states by the casefolded recipient (once: the check is repeated inside the
+    write lock, so two processes starting together migrate it once)."""
+
+    def keyed() -> bool:
+        columns = connection.execute("PRAGMA table_info(recipient_states)").fetchall()
+        return any(column[1] == "recipient_key" for column in columns)
+
+    if keyed():
+        return
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        if not keyed():
+            for statement in _MIGRATE_RECIPIENT_STATES.split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+
+
+def utc(moment: datetime) -> str:
+    """ISO text in UTC, so that text order is time order."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")

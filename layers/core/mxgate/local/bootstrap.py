@@ -1,0 +1,324 @@
+"""The composition root of the one-machine runtime: every adapter of the local gateway is built
+here, from the typed settings and the checked setup (`local/setup.py`), with one clock. The
+server (`local/server.py`), the worker processes (`local/worker.py`) and the commands
+(`cli/`) all build what they use from a Bootstrap; tests pass their own clock.
+"""
+
+from __future__ import annotations
+
+import getpass
+import ipaddress
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from mxgate.adapters.dns import DnsPythonResolver
+from mxgate.adapters.local.appevents import FileAppEvents
+from mxgate.adapters.local.archive import SqliteArchive
+from mxgate.adapters.local.hooks import LocalHooks
+from mxgate.adapters.local.maildir import WorkMailFolders
+from mxgate.adapters.local.objects import FileObjectStore
+from mxgate.adapters.local.quarantine import SqliteQuarantine
+from mxgate.adapters.local.state import SqliteState
+from mxgate.adapters.local.topics import TopicFiles
+from mxgate.authn.check import Authenticator
+from mxgate.authn.resolver import CachingResolver
+from mxgate.clock import SystemClock
+from mxgate.delivery.smtp import SmtpTarget, SmtpTransport, submission_or_deferral
+from mxgate.delivery.webhook import SignedPoster, signing_keys
+from mxgate.desk import Desk
+from mxgate.errors import ConfigError
+from mxgate.local.addresslists import FileAddressBook
+from mxgate.local.config import DnsConfig, SesEndpoint, load_config
+from mxgate.local.lambdas import LocalLambdas
+from mxgate.local.logs import VendedLogs
+from mxgate.local.rule_set import LocalMailManager
+from mxgate.local.rule_set_failures import RuleSetFailures
+from mxgate.local.settings import LocalSettings, Paths
+from mxgate.local.setup import (
+    LocalSetup,
+    archive_retentions,
+    load_setup,
+    quarantine_days,
+    state_paths,
+)
+from mxgate.local.spool import Spool
+from mxgate.local.workflow import LocalWorkflow
+from mxgate.mailmanager.actions import ActionPorts
+from mxgate.ports import Clock, Transport
+from mxgate.recorder import Recorder
+from mxgate.routing.routes import load_routes
+from mxgate.workflow.quarantine import purge as purge_quarantine
+from mxgate.workflow.services import Services
+
+DEFAULT_DB_WAIT = 30.0  # seconds a process waits for another one's write to the state database
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def build_resolver(config: DnsConfig) -> CachingResolver:
+    """DNS for sender authentication, cached for the records' TTLs."""
+    return CachingResolver(DnsPythonResolver(config.nameservers, config.port, config.timeout))
+
+
+@dataclass
+class Worker:
+    """What one worker process needs to take a spooled message through to its end."""
+
+    setup: LocalSetup
+    state: SqliteState
+    spool: Spool
+    mail_manager: LocalMailManager
+    workflow: LocalWorkflow
+    transports: dict[str, SmtpTransport]
+    records: Recorder
+
+    @property
+    def clock(self) -> Clock:
+        return self.records.clock
+
+    def close(self) -> None:
+        """Say QUIT to the mailbox hosts and close the database."""
+        for transport in self.transports.values():
+            transport.close()
+        self.state.close()
+
+
+@dataclass
+class Bootstrap:
+    """Builds the local runtime's parts. Only what a part needs is read: `mxgate trace` opens
+    the state database without loading the template."""
+
+    settings: LocalSettings
+    clock: Clock = field(default_factory=SystemClock)
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)  # secrets by name
+    given_setup: LocalSetup | None = None  # already loaded (and adjusted, as `mxgate demo` does)
+
+    @cached_property
+    def setup(self) -> LocalSetup:
+        return self.given_setup if self.given_setup is not None else load_setup(self.settings)
+
+    @property
+    def paths(self) -> Paths:
+        return self.settings.paths
+
+    # ----------------------------------------------------------------------- state
+
+    def state(self, busy_timeout: float = DEFAULT_DB_WAIT) -> SqliteState:
+        """The timeline, idempotency keys, dead letters and deferred queue (one connection)."""
+        return SqliteState(self.paths.state_db, busy_timeout=busy_timeout)
+
+    def objects(self) -> FileObjectStore:
+        return FileObjectStore(self.paths.objects)
+
+    def spool(self) -> Spool:
+        return Spool(self.paths.spool)
+
+    def address_book(self) -> FileAddressBook:
+        return FileAddressBook(self.paths.address_lists)
+
+    def logs(self) -> VendedLogs:
+        return VendedLogs(self.paths.logs)
+
+    def resolver(self) -> CachingResolver:
+        return build_resolver(self.setup.config.dns)
+
+    def archive(self, objects: FileObjectStore | None = None) -> SqliteArchive:
+        """The archive's index, over the archived copies in the object store."""
+        return SqliteArchive(self.paths.archive_db, objects or self.objects())
+
+    # ----------------------------------------------------------------------- transports
+
+    def mailbox_transports(self, ports: Mapping[str, int]) -> dict[str, SmtpTransport]:
+        """SMTP to each local mailbox host, on the port it listens on."""
+        return {
+            host: SmtpTransport(SmtpTarget("127.0.0.1", port, helo=self.settings.hostname))
+            for host, port in ports.items()
+        }
+
+    def relay_transports(self, mailbox: Mapping[str, Transport]) -> dict[str, Transport]:
+        """Each of the template's relays, on this machine: the mailbox host `relays:` maps it
+        to, else its own ServerName:ServerPort when that is loopback. Others are left out, and
+        a Relay action to them fails with a message that says so."""
+        setup = self.setup
+        found: dict[str, Transport] = {}
+        for relay_id, relay in setup.mail_manager.relays.items():
+            host = setup.config.relays.get(relay_id)
+            if host is not None:
+                found[relay_id] = mailbox[host]
+            elif is_loopback(relay.ServerName):
+                username = password = None
+                if relay.Authentication.SecretArn is not None:
+                    secret = setup.config.secret(relay.Authentication.SecretArn) or {}
+                    if not {"username", "password"} <= set(secret):
+                        raise ConfigError(
+                            f"{self.settings.config}: relay {relay_id} authenticates with the "
+                            f"secret {relay.Authentication.SecretArn}; give its username and "
+                            "password under `secrets:`"
+                        )
+                    username, password = secret["username"], secret["password"]
+                found[relay_id] = SmtpTransport(
+                    SmtpTarget(
+                        relay.ServerName,
+                        relay.ServerPort,
+                        starttls=username is not None,  # never send a password in the clear
+                        verify_tls=False,  # a local test server's certificate is self-signed
+                        username=username,
+                        password=password,
+                        helo=self.settings.hostname,
+                    )
+                )
+        return found
+
+    def destination_transports(self, hosts: Mapping[str, Transport]) -> dict[str, Transport]:
+        """Each routes destination's transport here: a local mailbox host standing in (by
+        default), the SES API at a given endpoint, or the destination as routed (SMTP
+        submission)."""
+        setup = self.setup
+        transports: dict[str, Transport] = {}
+        for name, local in setup.config.destinations.items():
+            destination = setup.routes.destinations[name]
+            if isinstance(local, str):
+                transports[name] = hosts[local]
+            elif isinstance(local, SesEndpoint):
+                from mxgate.adapters.aws.bootstrap import ses_transport  # noqa: PLC0415 -- boto3 on demand
+
+                transports[name] = ses_transport(
+                    destination.routing_domain, endpoint_url=local.ses_endpoint, region=local.region
+                )
+            elif destination.transport == "smtp":
+                transports[name] = submission_or_deferral(
+                    destination, self.environ, self.settings.hostname
+                )
+            else:
+                through = "SES" if destination.transport == "ses" else "the relay ingress point"
+                raise ConfigError(
+                    f"{self.settings.config}: destinations.{name} is routed through {through}; "
+                    "on one machine give it a mailbox host or {ses_endpoint: URL} "
+                    "(`mxgate sandbox` runs the AWS path)"
+                )
+        return transports
+
+    # ----------------------------------------------------------------------- the worker
+
+    def worker(self, mailbox_ports: Mapping[str, int]) -> Worker:
+        """What a worker process runs: the rule set, the workflow, their stores and hosts."""
+        setup, paths, clock = self.setup, self.paths, self.clock
+        resolver = self.resolver()
+        state = self.state()
+        objects = self.objects()
+        transports = self.mailbox_transports(mailbox_ports)
+        outbound = transports[setup.config.outbound] if setup.config.outbound else None
+        poster = SignedPoster(signing_keys(setup.routes, self.environ), clock)
+        services = Services(
+            objects=objects,
+            timeline=state,
+            idempotency=state,
+            transports=self.destination_transports(transports),
+            app_events=FileAppEvents(paths.events),
+            dead_letters=state,
+            routes=setup.routes,
+            clock=clock,
+            gateway_host=self.settings.hostname,
+            resolver=resolver,
+            message_limits=setup.config.message_limits,
+            deferrals=state,
+            bounces=outbound,
+            hooks=LocalHooks(setup.routes.hooks, poster, setup.config.routes.parent),
+            webhooks=poster,
+            quarantine=SqliteQuarantine(state),
+            quarantine_days=quarantine_days(setup.mail_manager),
+        )
+        workflow = LocalWorkflow(setup.state_machine, services, self.settings.retry_scale)
+        mail_manager = LocalMailManager(
+            resources=setup.mail_manager,
+            rule_sets=setup.rule_sets(),
+            book=self.address_book(),
+            actions=ActionPorts(
+                objects=objects,
+                idempotency=state,
+                clock=clock,
+                relays=self.relay_transports(transports),
+                outbound=outbound,
+                functions=LocalLambdas(setup.mail_manager),
+                topics=TopicFiles(paths.home / "sns", clock),
+                mailboxes=WorkMailFolders(paths.home / "workmail"),
+                archive_index=self.archive(objects),
+                hostname=self.settings.hostname,
+                replace_mail_from=setup.replace_mail_from,
+            ),
+            failures=RuleSetFailures(
+                objects=objects,
+                timeline=state,
+                dead_letters=state,
+                deferrals=state,
+                retry_policy=setup.routes.delivery,
+                clock=clock,
+            ),
+            logs=self.logs(),
+            locks=paths.home / "locks",
+            authenticator=Authenticator(resolver, self.settings.hostname),
+        )
+        return Worker(
+            setup,
+            state,
+            self.spool(),
+            mail_manager,
+            workflow,
+            transports,
+            Recorder(state, clock),
+        )
+
+    # ----------------------------------------------------------------------- operators
+
+    def enforce_retention(self) -> dict[str, int]:
+        """Delete archived messages past their archive's Retention and quarantined ones past
+        the quarantine's; how many of each went."""
+        objects = self.objects()
+        archive = self.archive(objects)
+        state = self.state()
+        try:
+            archived = archive.purge(archive_retentions(self.setup.mail_manager), self.clock.now())
+            held = purge_quarantine(SqliteQuarantine(state), state, self.clock, objects.delete)
+        finally:
+            archive.close()
+            state.close()
+        return {"archived": len(archived), "quarantined": len(held)}
+
+    def desk(self) -> Desk:
+        """What `mxgate quarantine|archive|dlq|console` act on here: the gateway's state under
+        its home, whether or not the gateway runs now."""
+        paths = state_paths(self.settings)
+        config = load_config(self.settings)
+        state = self.state()
+        objects = self.objects()
+        running = paths.ports_file.exists()
+        return Desk(
+            timeline=state,
+            messages=state,
+            dead_letters=state,
+            deferrals=state,
+            quarantine=SqliteQuarantine(state),
+            archive=self.archive(objects),
+            objects=objects,
+            routes=load_routes(config.routes),
+            clock=self.clock,
+            actor=f"{getpass.getuser()}@{socket.gethostname()}",
+            where=str(paths.state_db),
+            after_queue=(
+                f"the running gateway delivers it within {self.settings.defer_poll:g}s"
+                if running
+                else "the gateway delivers it when it next runs (`mxgate run`)"
+            ),
+            delete_object=objects.delete,
+            mailboxes=paths.mailboxes,
+        )

@@ -1,0 +1,293 @@
+"""The Process step (read, parse, authenticate and classify one stored message, and plan its
+deliveries), and the Quarantine step for a message Process could not handle."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import shutil
+import tempfile
+from collections import defaultdict
+from typing import BinaryIO, Literal, cast
+
+from mxgate.authn.check import Authenticator
+from mxgate.authn.model import Authentication
+from mxgate.authn.results import HEADER as RESULTS_HEADER
+from mxgate.authn.results import authentication_results
+from mxgate.errors import PermanentError
+from mxgate.message.attachments import ObjectStoreAttachments
+from mxgate.message.model import Address, ParsedMessage
+from mxgate.message.parse import parse_stream
+from mxgate.records import (
+    UNKNOWN_RECIPIENTS,
+    Envelope,
+    HeldRecipient,
+    MessageRef,
+    MessageSummary,
+    QuarantineRecord,
+    Stage,
+    message_id_of,
+    variant_of,
+)
+from mxgate.routing.classify import RouteKind, classify
+from mxgate.routing.quarantine import AuthVerdicts, facts_of, quarantine_rule
+from mxgate.workflow.model import (
+    DeliveryResult,
+    ProcessInput,
+    ProcessOutput,
+    QuarantineInput,
+    RecipientResult,
+)
+from mxgate.workflow.planning import plan_deliveries
+from mxgate.workflow.quarantine import expiry
+from mxgate.workflow.received import HEADER as RECEIVED
+from mxgate.workflow.received import received_value
+from mxgate.workflow.services import Services
+
+SPOOL_IN_MEMORY = 8 * 1024 * 1024  # bytes of a message kept in memory; the rest on disk
+COPY_CHUNK = 1024 * 1024
+# Messages this small travel inside the delivery documents (base64), as long as all of a
+# message's deliveries together stay well inside Step Functions' 256 KB per document.
+INLINE_MAX = 48 * 1024
+INLINE_BUDGET = 120 * 1024
+
+
+def process(request: ProcessInput, services: Services) -> ProcessOutput:
+    """Read, parse, authenticate and classify one stored message, and plan its deliveries."""
+    envelope = request.envelope
+    if envelope is None:  # the pipeline never guesses recipients from header fields
+        raise PermanentError(
+            f"no SMTP envelope came with {request.bucket}/{request.key}: its recipients are "
+            "not known"
+        )
+    store = ObjectStoreAttachments(services.objects, request.bucket)
+    # One read of the stored message, kept in a spooled file (on disk past a few MB, never whole
+    # in memory) for the two passes: the parse, then sender authentication.
+    with (
+        services.objects.open(request.bucket, request.key) as stream,
+        tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spooled,
+    ):
+        copy = cast("BinaryIO", spooled)  # a file like any other, whatever typeshed says
+        shutil.copyfileobj(stream, copy, COPY_CHUNK)
+        copy.seek(0)
+        parsed = parse_stream(copy, limits=services.message_limits, store=store)
+        copy.seek(0)
+        authentication = _authenticate(copy, envelope, services)
+        copy.seek(0)
+        small = copy.read() if parsed.size <= INLINE_MAX else None
+    message_id = envelope.message_id
+    ref = MessageRef(
+        message_id=message_id,
+        bucket=request.bucket,
+        key=request.key,
+        digest=parsed.sha256,
+        envelope_sender=envelope.mail_from,
+        size=parsed.size,
+        subject=parsed.subject,
+    )
+    records = services.records
+    events = [
+        records.event(
+            message_id,
+            Stage.PARSED,
+            f"{len(parsed.attachments)} attachments, {len(parsed.defects)} defects"
+            + (f"; {authentication.summary()}" if authentication else ""),
+            summary=MessageSummary(
+                envelope_sender=envelope.mail_from,
+                from_=", ".join(a.address for a in parsed.from_),
+                recipients=envelope.recipients,
+                subject=parsed.subject,
+            ),
+        ),
+    ]
+    trace = _trace(envelope, authentication, services)
+    if parsed.unreadable is not None:  # not understood: kept where it is, never dropped
+        records.record(events)
+        reason = f"message not understood: {parsed.unreadable}"
+        records.quarantine(
+            message_id, envelope.recipients, reason, kept_at=f"{request.bucket}/{request.key}"
+        )
+        _hold(
+            services,
+            ref,
+            parsed,
+            authentication,
+            trace,
+            [
+                HeldRecipient(recipient=r, route="quarantine", rule="not understood", reason=reason)
+                for r in envelope.recipients
+            ],
+            source="not_understood",
+        )
+        return ProcessOutput(message=ref, deliveries=[], authentication=authentication)
+    kept: list[HeldRecipient] = []
+    groups: dict[tuple[RouteKind, str], list[str]] = defaultdict(list)
+    facts = facts_of(parsed, _auth_verdicts(authentication))
+    for recipient in envelope.recipients:
+        route = classify(recipient, services.routes)
+        events.append(
+            records.event(
+                message_id,
+                Stage.CLASSIFIED,
+                f"{route.kind.value}:{route.name} ({route.reason})",
+                recipient,
+            )
+        )
+        if route.kind is RouteKind.UNKNOWN:
+            records.quarantine(message_id, [recipient], route.reason, route="unknown")
+            kept.append(
+                HeldRecipient(
+                    recipient=recipient, route="unknown", rule="no route", reason=route.reason
+                )
+            )
+            continue
+        held = quarantine_rule(services.routes.quarantine, route.name, facts)
+        if held is not None:
+            rule, why = held
+            records.quarantine(
+                message_id,
+                [recipient],
+                f"rule {rule.name}: {why}; kept at {request.bucket}/{request.key}",
+                route=f"quarantine:{rule.name}",
+            )
+            kept.append(
+                HeldRecipient(recipient=recipient, route=route.name, rule=rule.name, reason=why)
+            )
+            continue
+        groups[(route.kind, route.name)].append(recipient)
+    records.record(events)
+    if kept:
+        _hold(services, ref, parsed, authentication, trace, kept)
+    deliveries = [
+        delivery
+        for (kind, destination), recipients in groups.items()
+        for delivery in plan_deliveries(
+            ref,
+            kind,
+            destination,
+            recipients,
+            routes=services.routes,
+            prepend=trace if kind is RouteKind.MAILBOX else [],
+        )
+    ]
+    if small is not None and len(small) * len(deliveries) <= INLINE_BUDGET:
+        inline = ref.model_copy(update={"inline": base64.b64encode(small).decode("ascii")})
+        deliveries = [d.model_copy(update={"message": inline}) for d in deliveries]
+    return ProcessOutput(message=ref, deliveries=deliveries, authentication=authentication)
+
+
+def _trace(
+    envelope: Envelope, authentication: Authentication | None, services: Services
+) -> list[tuple[str, str]]:
+    """The trace fields every mailbox delivery of the message gets on top."""
+    received = (
+        RECEIVED,
+        received_value(envelope, services.gateway_host, envelope.message_id, services.clock.now()),
+    )
+    trace = [received]
+    if authentication is not None:  # on top, as a verifying MTA adds it (RFC 8601 5)
+        trace.insert(0, (RESULTS_HEADER, authentication_results(authentication)))
+    return trace
+
+
+def _hold(  # noqa: PLR0917 -- what the process step knows at that point
+    services: Services,
+    ref: MessageRef,
+    parsed: ParsedMessage | None,
+    authentication: Authentication | None,
+    trace: list[tuple[str, str]],
+    recipients: list[HeldRecipient],
+    *,
+    source: Literal["rules", "not_understood", "processing_failed"] = "rules",
+) -> None:
+    """Keep the quarantine record an operator lists, reads, releases or deletes."""
+    if services.quarantine is None:
+        return
+    now = services.clock.now()
+
+    def addresses(found: list[Address]) -> str:
+        return ", ".join(f"{a.name} <{a.address}>" if a.name else a.address for a in found)
+
+    services.quarantine.hold(
+        QuarantineRecord(
+            quarantine_id=f"{ref.message_id}{variant_of(ref.key)}",
+            message_id=ref.message_id,
+            held_at=now,
+            expires_at=expiry(now, services.quarantine_days),
+            message=ref,
+            source=source,
+            from_=addresses(parsed.from_) if parsed else "",
+            to=addresses(parsed.to) if parsed else "",
+            verdicts=authentication.summary() if authentication else "",
+            attachments=[
+                f"{a.filename or '(unnamed)'} ({a.content_type}, {a.size} bytes)"
+                for a in (parsed.attachments if parsed else [])
+            ],
+            prepend=trace,
+            recipients=recipients,
+        )
+    )
+
+
+def _authenticate(
+    message: BinaryIO, envelope: Envelope, services: Services
+) -> Authentication | None:
+    """SPF, DKIM and DMARC for the message, when the runtime gave us DNS."""
+    if services.resolver is None:
+        return None
+    authenticator = Authenticator(services.resolver, services.gateway_host)
+    return authenticator.authenticate(
+        message, client_ip=envelope.source_ip, mail_from=envelope.mail_from, helo=envelope.helo
+    )
+
+
+def _auth_verdicts(authentication: Authentication | None) -> AuthVerdicts | None:
+    """The results quarantine rules test, in RFC 8601 words."""
+    if authentication is None:
+        return None
+    dkim = [check.result.value for check in authentication.dkim]
+    return AuthVerdicts(
+        spf=authentication.spf_mail_from.result.value,
+        dkim="pass" if "pass" in dkim else (dkim[0] if dkim else "none"),
+        dmarc=authentication.dmarc.result.value,
+        dmarc_policy=authentication.dmarc.published.lower()
+        if authentication.dmarc.published
+        else None,
+    )
+
+
+def quarantine(request: QuarantineInput, services: Services) -> DeliveryResult:
+    """A message the pipeline could not process: keep it where it is, and say why."""
+    envelope = request.envelope
+    message_id = envelope.message_id if envelope is not None else message_id_of(request.key)
+    reason = f"processing failed: {request.error.Error}: {request.error.Cause}"
+    recipients = envelope.recipients if envelope is not None else []
+    if envelope is not None and recipients and services.objects.exists(request.bucket, request.key):
+        raw = services.objects.get(request.bucket, request.key)
+        ref = MessageRef(
+            message_id=message_id,
+            bucket=request.bucket,
+            key=request.key,
+            digest=hashlib.sha256(raw).hexdigest(),
+            envelope_sender=envelope.mail_from,
+            size=len(raw),
+        )
+        held_recipients = [
+            HeldRecipient(recipient=r, route="quarantine", rule="processing failed", reason=reason)
+            for r in recipients
+        ]
+        trace = _trace(envelope, None, services)
+        _hold(services, ref, None, None, trace, held_recipients, source="processing_failed")
+    held = services.records.quarantine(
+        message_id,
+        recipients or [UNKNOWN_RECIPIENTS],
+        reason,
+        kept_at=f"{request.bucket}/{request.key}",
+    )
+    return DeliveryResult(
+        delivery_id=f"{message_id}.quarantine",
+        results=[
+            RecipientResult(recipient=s.recipient, outcome=s.outcome.value, detail=s.detail)
+            for s in held
+        ],
+    )

@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from dnslib import AAAA, MX, PTR, QTYPE, RCODE, RR, SOA, TXT, A
+from dnslib import AAAA, CNAME, MX, PTR, QTYPE, RCODE, RR, SOA, TXT, A
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 from mxgate.adapters.dns import DnsPythonResolver
@@ -24,6 +24,7 @@ _RDATA = {
     "AAAA": AAAA,
     "TXT": _txt,
     "PTR": PTR,
+    "CNAME": CNAME,
 }
 
 

@@ -123,3 +123,29 @@ def test_the_local_configuration_reports_every_problem_with_its_place(tmp_path):
             "(mailbox_hosts: internet, m365, workspace)"
         ),
     ]
+
+
+def test_a_blocklist_add_on_needs_a_local_stand_in(tmp_path):
+    with pytest.raises(ConfigError) as raised:
+        setup_for(tmp_path, parameters={"BlocklistAddon": "ABUSIX_MAIL_INTELLIGENCE"})
+    assert str(raised.value).endswith(
+        "the template's add-ons cannot run here:\n"
+        "  TrafficPolicy.PolicyStatements[0].Conditions[0].BooleanExpression.Evaluate.Analysis"
+        ".Analyzer: Blocklist (an add-on instance of the template) has no local stand-in: add "
+        "`addons: {Blocklist: {dnsbl: {zone: ...}}}` to the local configuration"
+    )
+
+
+def test_a_result_field_the_dnsbl_does_not_give_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"'IN_ZEN' in a BooleanExpression is not a result"):
+        setup_for(
+            tmp_path,
+            parameters={"BlocklistAddon": "X", "BlocklistResultField": "IN_ZEN"},
+            addons={"Blocklist": {"dnsbl": {"zone": "zen.example"}}},
+        )
+    renamed = setup_for(
+        tmp_path / "renamed",
+        parameters={"BlocklistAddon": "X", "BlocklistResultField": "IN_ZEN"},
+        addons={"Blocklist": {"dnsbl": {"zone": "zen.example", "listed_field": "IN_ZEN"}}},
+    )
+    assert renamed.config.addons["Blocklist"].dnsbl.listed_field == "IN_ZEN"

@@ -14,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     from mxgate.cli import (  # noqa: PLC0415 -- keep `mxgate --help` fast
         addresslist,
         archive,
+        check,
         console,
         demo,
         dlq,
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         archive,
         quarantine,
         console,
+        check,
         sandbox,
     ):
         module.register(commands)

@@ -19,8 +19,8 @@ from mxgate.cli.common import (
     settings_from,
     table,
 )
-from mxgate.cli.rules import read_parameter_file
 from mxgate.errors import ConfigError
+from mxgate.mailmanager.template import read_parameter_file
 
 LISTEN_HOME = "sandbox"  # under $MXGATE_HOME: the sandbox keeps its files apart from `run`'s
 

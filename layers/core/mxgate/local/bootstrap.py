@@ -30,8 +30,10 @@ from mxgate.delivery.smtp import SmtpTarget, SmtpTransport, submission_or_deferr
 from mxgate.delivery.webhook import SignedPoster, signing_keys
 from mxgate.desk import Desk
 from mxgate.errors import ConfigError
+from mxgate.local.addons import SessionAddons, analyzers
 from mxgate.local.addresslists import FileAddressBook
 from mxgate.local.config import DnsConfig, SesEndpoint, load_config
+from mxgate.local.history import History
 from mxgate.local.lambdas import LocalLambdas
 from mxgate.local.logs import VendedLogs
 from mxgate.local.rule_set import LocalMailManager
@@ -47,6 +49,9 @@ from mxgate.local.setup import (
 from mxgate.local.spool import Spool
 from mxgate.local.workflow import LocalWorkflow
 from mxgate.mailmanager.actions import ActionPorts
+from mxgate.mailmanager.dnsbl import DnsblAnalyzer
+from mxgate.mailmanager.models import TrafficPolicy
+from mxgate.mailmanager.resources import MailManagerResources
 from mxgate.ports import Clock, Transport
 from mxgate.recorder import Recorder
 from mxgate.routing.routes import load_routes
@@ -122,6 +127,27 @@ class Bootstrap:
 
     def spool(self) -> Spool:
         return Spool(self.paths.spool)
+
+    def history(self, keep_seconds: float = 0) -> History:
+        """What `mxgate rules replay` runs again: accepted messages as they were received."""
+        return History(self.paths.history, keep_seconds)
+
+    def ingress_spool(self) -> Spool:
+        """The spool the ingress writes: each new file also linked into the history."""
+        keep = self.setup.config.history.keep
+        return Spool(self.paths.spool, self.history(keep).keep if keep > 0 else None)
+
+    def session_addons(self, policy: TrafficPolicy) -> SessionAddons:
+        """The DNS blocklists one traffic policy asks during SMTP sessions."""
+        return SessionAddons.for_policy(policy, self.setup.config)
+
+    def blocklists(self, *sides: MailManagerResources) -> dict[str, DnsblAnalyzer]:
+        """The DNS blocklists standing in for the add-ons these resources' policies ask, for the
+        commands that evaluate a policy without a session (rules explain, rules replay)."""
+        return analyzers(load_config(self.settings), *sides)
+
+    def authenticator(self) -> Authenticator:
+        return Authenticator(self.resolver(), self.settings.hostname)
 
     def address_book(self) -> FileAddressBook:
         return FileAddressBook(self.paths.address_lists)

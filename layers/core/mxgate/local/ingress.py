@@ -11,7 +11,7 @@ import hmac
 import logging
 import re
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,8 +21,10 @@ from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from mxgate.errors import SMTP_REPLY, FailureKind
 from mxgate.ids import new_message_id
+from mxgate.local.addons import SessionAddons
 from mxgate.local.logs import INGRESS, TRAFFIC_POLICY, VendedLogs
 from mxgate.local.spool import Spool
+from mxgate.mailmanager.addons import AddonResult, statement_analyzers
 from mxgate.mailmanager.addresses import AddressBook
 from mxgate.mailmanager.facts import SessionFacts
 from mxgate.mailmanager.models import IngressPoint, TrafficPolicy
@@ -131,8 +133,10 @@ class IngressHandler:
         clock: Clock,
         submit: Callable[[Path], None],
         smtp_password: str | None = None,
+        addons: SessionAddons | None = None,
     ) -> None:
         self.ingress_id = ingress_id
+        self.addons = addons or SessionAddons({})
         self.ingress = ingress
         self.policy = policy
         self.smtp_password = smtp_password
@@ -215,7 +219,11 @@ class IngressHandler:
     ) -> str:
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return "452 4.5.3 Too many recipients"
-        facts = SessionFacts(sender_ip=peer_ip(session), tls_protocol=tls_protocol(session))
+        sender_ip = peer_ip(session)
+        results = await self.addons.results(session, sender_ip)  # blocklists: once a session
+        if (refusal := self.addons.refusal(results)) is not None:
+            return refusal
+        facts = SessionFacts(sender_ip, tls_protocol(session), results)
         refusal = self.refusal(address, facts, null_to_empty(envelope.mail_from or ""))
         if refusal is not None:
             return refusal
@@ -246,7 +254,16 @@ class IngressHandler:
                 "decided_by": decision.decided_by,
             },
         )
-        return f"550 5.7.1 Recipient refused by policy ({decision.decided_by})"
+        listed = self._listed(facts.addons, decision.statement)
+        return f"550 5.7.1 Recipient refused by policy ({decision.decided_by}{listed})"
+
+    def _listed(self, results: Mapping[str, AddonResult], statement: int | None) -> str:
+        """What the blocklists the deciding statement asked found, for the refusal."""
+        if statement is None:
+            return ""
+        asked = statement_analyzers(self.policy, statement)
+        found = [r.summary for name, r in results.items() if name in asked and r.flagged]
+        return f": {'; '.join(found)}" if found else ""
 
     def accept(self, message: Envelope, raw: bytes, now: datetime) -> Path:
         """In a thread: the fsynced spool file first (only then is 250 due), then the timeline

@@ -118,18 +118,11 @@ def remove_authentication_results(raw: bytes, authserv_id: str) -> bytes:
         if name.lower() == b"authentication-results"
         and _authserv_id(raw[start:end].split(b":", 1)[1]).lower() == ours
     ]
-    return _without(raw, doomed)
+    return without_fields(raw, doomed)
 
 
-def remove_fields(raw: bytes, name: str) -> bytes:
-    """The message without any field of this name; every other byte stays as it was."""
-    wanted = name.encode("ascii").lower()
-    return _without(raw, [(s, e) for n, s, e in header_fields(raw) if n.lower() == wanted])
-
-
-def _without(raw: bytes, spans: list[tuple[int, int]]) -> bytes:
-    if not spans:
-        return raw
+def without_fields(raw: bytes, spans: Iterable[tuple[int, int]]) -> bytes:
+    """The message without the fields at `spans` (header_fields' start and end, in order)."""
     kept = []
     position = 0
     for start, end in spans:
@@ -137,3 +130,9 @@ def _without(raw: bytes, spans: list[tuple[int, int]]) -> bytes:
         position = end
     kept.append(raw[position:])
     return b"".join(kept)
+
+
+def remove_fields(raw: bytes, name: str) -> bytes:
+    """The message without any field of this name; every other byte stays as it was."""
+    wanted = name.encode("ascii").lower()
+    return without_fields(raw, [(s, e) for n, s, e in header_fields(raw) if n.lower() == wanted])

@@ -30,7 +30,7 @@ from mxgate.records import (
     variant_of,
 )
 from mxgate.routing.classify import RouteKind, classify
-from mxgate.routing.quarantine import AuthVerdicts, facts_of, quarantine_rule
+from mxgate.routing.quarantine import auth_verdicts, facts_of, quarantine_rule
 from mxgate.workflow.model import (
     DeliveryResult,
     ProcessInput,
@@ -122,7 +122,7 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
         return ProcessOutput(message=ref, deliveries=[], authentication=authentication)
     kept: list[HeldRecipient] = []
     groups: dict[tuple[RouteKind, str], list[str]] = defaultdict(list)
-    facts = facts_of(parsed, _auth_verdicts(authentication))
+    facts = facts_of(parsed, auth_verdicts(authentication))
     for recipient in envelope.recipients:
         route = classify(recipient, services.routes)
         events.append(
@@ -238,21 +238,6 @@ def _authenticate(
     authenticator = Authenticator(services.resolver, services.gateway_host)
     return authenticator.authenticate(
         message, client_ip=envelope.source_ip, mail_from=envelope.mail_from, helo=envelope.helo
-    )
-
-
-def _auth_verdicts(authentication: Authentication | None) -> AuthVerdicts | None:
-    """The results quarantine rules test, in RFC 8601 words."""
-    if authentication is None:
-        return None
-    dkim = [check.result.value for check in authentication.dkim]
-    return AuthVerdicts(
-        spf=authentication.spf_mail_from.result.value,
-        dkim="pass" if "pass" in dkim else (dkim[0] if dkim else "none"),
-        dmarc=authentication.dmarc.result.value,
-        dmarc_policy=authentication.dmarc.published.lower()
-        if authentication.dmarc.published
-        else None,
     )
 
 

@@ -10,7 +10,7 @@ import logging
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mxgate.cli.common import (
     add_message_arguments,
@@ -21,6 +21,10 @@ from mxgate.cli.common import (
 )
 from mxgate.errors import ConfigError
 from mxgate.mailmanager.template import read_parameter_file
+
+if TYPE_CHECKING:
+    from mxgate.sandbox.report import SendReport
+    from mxgate.sandbox.runtime import Sandbox
 
 LISTEN_HOME = "sandbox"  # under $MXGATE_HOME: the sandbox keeps its files apart from `run`'s
 
@@ -75,7 +79,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _sandbox(args: argparse.Namespace, **options: Any) -> Any:
+def _sandbox(args: argparse.Namespace, **options: Any) -> Sandbox:
     try:
         from mxgate.sandbox.runtime import Sandbox, SandboxOptions  # noqa: PLC0415
     except ImportError as error:  # moto is the sandbox extra
@@ -129,7 +133,7 @@ def send_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_report(report: Any) -> None:
+def _print_report(report: SendReport) -> None:
     for entry in report.recipients:
         where = entry.path or entry.detail[:120]
         print(f"{report.message_id}  {entry.recipient}  {entry.outcome}  {entry.route}  {where}")
@@ -140,7 +144,7 @@ def serve_command(args: argparse.Namespace) -> int:
     with _sandbox(args, primary_port=args.port, on_report=_print_report) as sandbox:
         print(f"mxgate sandbox is running (home {sandbox.home})")
         for ingress_id, port in sandbox.listening.items():
-            kind = sandbox.mail_manager_config.ingress_points[ingress_id].Type
+            kind = sandbox.resources.ingress_points[ingress_id].Type
             print(f"  SMTP ingress   127.0.0.1:{port}  {ingress_id}: {kind}")
         for host, port in sandbox.mailbox_ports.items():
             print(f"  mailbox host   {host}  127.0.0.1:{port}  -> {sandbox.home}/mailboxes/{host}/")

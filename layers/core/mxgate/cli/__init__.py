@@ -14,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     from mxgate.cli import (  # noqa: PLC0415 -- keep `mxgate --help` fast
         addresslist,
         archive,
+        auth,
         check,
         console,
         demo,
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         demo,
         trace,
         parse,
+        auth,
         rules,
         addresslist,
         routes,

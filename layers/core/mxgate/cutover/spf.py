@@ -115,7 +115,7 @@ def spf_check(
     failures: list[str] = []
     warnings: list[str] = []
     for ip in gateway_ips:
-        result, reason = check_host(resolver, ip, domain, f"postmaster@{domain}", domain)
+        result, reason, _ = check_host(resolver, ip, domain, f"postmaster@{domain}", domain)
         evidence.append(f"check_host({ip}, {domain}) = {result.value}: {reason}")
         if result is Result.PASS:
             failures.append(f"authorises the gateway's address {ip}")

@@ -23,6 +23,7 @@ from mxgate.adapters.local.objects import FileObjectStore
 from mxgate.adapters.local.quarantine import SqliteQuarantine
 from mxgate.adapters.local.state import SqliteState
 from mxgate.adapters.local.topics import TopicFiles
+from mxgate.authn.arc import Sealer, load_sealer
 from mxgate.authn.check import Authenticator
 from mxgate.authn.resolver import CachingResolver
 from mxgate.clock import SystemClock
@@ -147,7 +148,7 @@ class Bootstrap:
         return analyzers(load_config(self.settings), *sides)
 
     def authenticator(self) -> Authenticator:
-        return Authenticator(self.resolver(), self.settings.hostname)
+        return Authenticator(self.resolver(), self.settings.hostname, clock=self.clock)
 
     def address_book(self) -> FileAddressBook:
         return FileAddressBook(self.paths.address_lists)
@@ -157,6 +158,26 @@ class Bootstrap:
 
     def resolver(self) -> CachingResolver:
         return build_resolver(self.setup.config.dns)
+
+    def sealer(self) -> Sealer | None:
+        """The gateway's ARC sealer when the template's ArcSealKeySecretArn is set: d= and s=
+        from ArcSealDomain and ArcSealSelector, the key from that secret's `private_key` under
+        `secrets:` (on AWS, from Secrets Manager)."""
+        parameters = self.setup.mail_manager.resolver.values
+        arn = str(parameters.get("ArcSealKeySecretArn", ""))
+        if not arn:
+            return None
+        secret = self.setup.config.secret(arn) or {}
+        if "private_key" not in secret:
+            raise ConfigError(
+                f"{self.settings.config}: ArcSealKeySecretArn names the secret {arn}; give its "
+                "PEM key locally under `secrets:`, as `private_key`"
+            )
+        return load_sealer(
+            str(parameters.get("ArcSealDomain", "")),
+            str(parameters.get("ArcSealSelector", "")),
+            secret["private_key"],
+        )
 
     def archive(self, objects: FileObjectStore | None = None) -> SqliteArchive:
         """The archive's index, over the archived copies in the object store."""
@@ -256,6 +277,7 @@ class Bootstrap:
             clock=clock,
             gateway_host=self.settings.hostname,
             resolver=resolver,
+            sealer=self.sealer(),
             message_limits=setup.config.message_limits,
             deferrals=state,
             bounces=outbound,
@@ -292,7 +314,7 @@ class Bootstrap:
             ),
             logs=self.logs(),
             locks=paths.home / "locks",
-            authenticator=Authenticator(resolver, self.settings.hostname),
+            authenticator=Authenticator(resolver, self.settings.hostname, clock=clock),
         )
         return Worker(
             setup,

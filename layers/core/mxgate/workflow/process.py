@@ -12,8 +12,6 @@ from typing import BinaryIO, Literal, cast
 
 from mxgate.authn.check import Authenticator
 from mxgate.authn.model import Authentication
-from mxgate.authn.results import HEADER as RESULTS_HEADER
-from mxgate.authn.results import authentication_results
 from mxgate.errors import PermanentError
 from mxgate.message.attachments import ObjectStoreAttachments
 from mxgate.message.model import Address, ParsedMessage
@@ -72,7 +70,7 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
         copy.seek(0)
         parsed = parse_stream(copy, limits=services.message_limits, store=store)
         copy.seek(0)
-        authentication = _authenticate(copy, envelope, services)
+        authentication, authentication_fields = _authenticate(copy, envelope, services)
         copy.seek(0)
         small = copy.read() if parsed.size <= INLINE_MAX else None
     message_id = envelope.message_id
@@ -100,7 +98,7 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
             ),
         ),
     ]
-    trace = _trace(envelope, authentication, services)
+    trace = _trace(envelope, authentication_fields, services)
     if parsed.unreadable is not None:  # not understood: kept where it is, never dropped
         records.record(events)
         reason = f"message not understood: {parsed.unreadable}"
@@ -177,17 +175,16 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
 
 
 def _trace(
-    envelope: Envelope, authentication: Authentication | None, services: Services
+    envelope: Envelope, authentication_fields: list[tuple[str, str]], services: Services
 ) -> list[tuple[str, str]]:
-    """The trace fields every mailbox delivery of the message gets on top."""
+    """The trace fields every mailbox delivery of the message gets on top: the
+    authentication's (our ARC set when we seal, then Authentication-Results), as a verifying
+    MTA adds them (RFC 8601 5), then Received."""
     received = (
         RECEIVED,
         received_value(envelope, services.gateway_host, envelope.message_id, services.clock.now()),
     )
-    trace = [received]
-    if authentication is not None:  # on top, as a verifying MTA adds it (RFC 8601 5)
-        trace.insert(0, (RESULTS_HEADER, authentication_results(authentication)))
-    return trace
+    return [*authentication_fields, received]
 
 
 def _hold(  # noqa: PLR0917 -- what the process step knows at that point
@@ -231,12 +228,18 @@ def _hold(  # noqa: PLR0917 -- what the process step knows at that point
 
 def _authenticate(
     message: BinaryIO, envelope: Envelope, services: Services
-) -> Authentication | None:
-    """SPF, DKIM and DMARC for the message, when the runtime gave us DNS."""
+) -> tuple[Authentication | None, list[tuple[str, str]]]:
+    """SPF, DKIM, DMARC and ARC for the message, when the runtime gave us DNS, and the fields
+    a mailbox delivery carries on top: Authentication-Results, after our ARC set if we seal."""
     if services.resolver is None:
-        return None
-    authenticator = Authenticator(services.resolver, services.gateway_host)
-    return authenticator.authenticate(
+        return None, []
+    authenticator = Authenticator(
+        services.resolver,
+        services.gateway_host,
+        clock=services.clock,
+        sealer=services.sealer,
+    )
+    return authenticator.trace_fields(
         message, client_ip=envelope.source_ip, mail_from=envelope.mail_from, helo=envelope.helo
     )
 
@@ -261,7 +264,7 @@ def quarantine(request: QuarantineInput, services: Services) -> DeliveryResult:
             HeldRecipient(recipient=r, route="quarantine", rule="processing failed", reason=reason)
             for r in recipients
         ]
-        trace = _trace(envelope, None, services)
+        trace = _trace(envelope, [], services)
         _hold(services, ref, None, None, trace, held_recipients, source="processing_failed")
     held = services.records.quarantine(
         message_id,

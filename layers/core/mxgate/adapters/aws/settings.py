@@ -36,6 +36,10 @@ class AwsSettings(BaseModel):
     relay_secret: str | None = None  # ARN of the secret whose key `password` is the password
     relay_ca_file: Path | None = None  # certificates to trust for it (default: the system's)
     quarantine_days: int = 30  # how long quarantine records are kept: RawMailRetentionDays
+    # ARC sealing of mailbox deliveries: the Secrets Manager secret with the key; unset: none
+    arc_seal_key_secret: str | None = None
+    arc_seal_domain: str = ""
+    arc_seal_selector: str = "arc"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AwsSettings:
@@ -61,6 +65,9 @@ class AwsSettings(BaseModel):
             "relay_secret": env.get("MXGATE_RELAY_SECRET"),
             "relay_ca_file": env.get("MXGATE_RELAY_CA_FILE"),
             "quarantine_days": env.get("MXGATE_QUARANTINE_DAYS"),
+            "arc_seal_key_secret": env.get("MXGATE_ARC_SEAL_KEY_SECRET"),
+            "arc_seal_domain": env.get("MXGATE_ARC_SEAL_DOMAIN"),
+            "arc_seal_selector": env.get("MXGATE_ARC_SEAL_SELECTOR"),
         }
         return cls.model_validate({k: v for k, v in values.items() if v})
 

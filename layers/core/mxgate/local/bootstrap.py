@@ -247,9 +247,11 @@ class Bootstrap:
                     destination, self.environ, self.settings.hostname
                 )
             else:
+                through = "SES" if destination.transport == "ses" else "the relay ingress point"
                 raise ConfigError(
-                    f"{self.settings.config}: destinations.{name} is routed through SES; "
-                    "on one machine give it a mailbox host or {ses_endpoint: URL}"
+                    f"{self.settings.config}: destinations.{name} is routed through {through}; "
+                    "on one machine give it a mailbox host or {ses_endpoint: URL} "
+                    "(`mxgate sandbox` runs the AWS path)"
                 )
         return transports
 

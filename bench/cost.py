@@ -1,13 +1,17 @@
 """What the pipeline costs per million messages, from public prices and this run's measurements.
 
 Messages go through the Lambda handlers in process against moto, on the stack template.yaml
-defines (tests/awsstack.py): Process, then Deliver for each planned delivery, as one Express
-execution runs them, then ProviderEvents for SES's report of each recipient's delivery (the
-configuration set's Delivery event, in its real shape: events/ses-delivery.json). Every AWS
-request the adapters make is counted (DynamoDB request units from the items actually written
-and read), every handler timed; the memory sizes come from template.yaml, the state transitions
-of a Standard workflow from statemachine/pipeline.asl.json. Mail Manager's and SES's own fees
-are priced on their own lines, after the pipeline's.
+defines (mxgate.sandbox.stack): the Start function for each of Mail Manager's two halves (the
+InvokeLambda envelope, then the WriteToS3 object's S3 event), which joins them and starts the
+execution, then Process and Deliver for each planned delivery, as that execution runs them
+(moto records the start; the bench runs the steps itself, so each is metered on its own), then
+ProviderEvents for SES's report of each recipient's delivery (the configuration set's Delivery
+event, in its real shape: events/ses-delivery.json). The arrival check the first half
+schedules (an SQS message read 15 minutes later, ten to a batch) is counted at its send only.
+Every AWS request the adapters make is counted (DynamoDB request units from the items actually
+written and read), every handler timed; the memory sizes come from template.yaml, the state
+transitions of a Standard workflow from statemachine/pipeline.asl.json. Mail Manager's and
+SES's own fees are priced on their own lines, after the pipeline's.
 
 Lambda durations are estimated from this run: each handler is timed, the time spent inside AWS
 calls (moto answering in process) is taken out, what is left (the handler's own work) is scaled
@@ -31,6 +35,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from email.utils import getaddresses
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +46,9 @@ import boto3  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
 from mxgate.ids import new_message_id  # noqa: E402
-from tests.awsstack import MOTO_CONFIG, REGION, TEMPLATE, Stack  # noqa: E402
+from mxgate.sandbox.stack import MOTO_CONFIG, REGION, Stack  # noqa: E402
+from mxgate.workflow.object_created import object_created_event  # noqa: E402
+from tests.awsstack import TEMPLATE, create_stack  # noqa: E402
 
 # --------------------------------------------------------------------------- public prices
 # On-demand list prices, us-east-1, as published on the AWS pricing pages named below
@@ -182,6 +189,10 @@ class Profile:
     to: str
     cc: str = ""
 
+    @property
+    def recipients(self) -> list[str]:
+        return [address for _, address in getaddresses([self.to, self.cc]) if address]
+
     def message(self, n: int) -> bytes:
         cc = f"Cc: {self.cc}\r\n" if self.cc else ""
         return (
@@ -210,9 +221,23 @@ class Run:
     ses_recipients: int  # recipients of the messages SES sent, in all
 
 
+def halves(bucket: str, key: str, profile: Profile, size: int) -> list[dict[str, Any]]:
+    """Mail Manager's two halves of a stored message: its InvokeLambda event (the canonical
+    one, with this message's id and envelope) and the S3 event of its object."""
+    event = json.loads((REPO / "events" / "ses-receiving.json").read_text())
+    ses = event["Records"][0]["ses"]
+    ses["mail"]["messageId"] = key.removeprefix("raw/")
+    ses["mail"]["source"] = "orders@supplier.example"
+    ses["receipt"]["recipients"] = profile.recipients
+    return [event, object_created_event(bucket, key, size, time_now(), region=REGION)]
+
+
 def run(profile: Profile, messages: int) -> Run:
-    with mock_aws(config=MOTO_CONFIG):
-        stack = Stack.create()
+    # executions are recorded, not run: the bench runs (and meters) each step itself
+    with mock_aws(config={**MOTO_CONFIG, "stepfunctions": {"execute_state_machine": False}}):
+        stack = create_stack()
+        machine = stack.deploy_state_machine()
+        sfn = boto3.client("stepfunctions", region_name=REGION)
         # SES delivers for verified senders only; a sender policy is the Deliver step's business
         boto3.client("sesv2", region_name=REGION).create_email_identity(
             EmailIdentity="supplier.example"
@@ -229,9 +254,15 @@ def run(profile: Profile, messages: int) -> Run:
         meter, deliveries, output = Meter(), 0, io.StringIO()
         ses_recipients = 0
         with metered(meter), contextlib.redirect_stdout(output):
-            for key in keys:
+            for key, size in zip(keys, sizes, strict=True):
+                meter.step = "start"
+                for half in halves(bucket, key, profile, size):
+                    stack.invoke("start", half)
+                meter.step = ""
+                execution = f"{machine.replace(':stateMachine:', ':execution:')}:{key[4:]}"
+                started = json.loads(sfn.describe_execution(executionArn=execution)["input"])
                 meter.step = "process"
-                planned = stack.invoke("process", {"bucket": bucket, "key": key})
+                planned = stack.invoke("process", started)
                 for delivery in planned["deliveries"]:
                     meter.step = "deliver"
                     result = stack.invoke("deliver", {"delivery": delivery})
@@ -365,8 +396,8 @@ def price(result: Run) -> dict[str, float]:
         * gb_second
         for step in calls
     )
-    # one execution: Process, then the Map's deliveries side by side (SES's reports come after,
-    # to the ProviderEvents function, outside the execution)
+    # one execution: Process, then the Map's deliveries side by side (Start runs before it;
+    # SES's reports come after, to the ProviderEvents function, outside the execution)
     inside = [step for step in times if step in {"process", "deliver"}]
     execution_s = sum(times[s].on_lambda for s in inside) + len(inside) * TASK_OVERHEAD_S
     billed_s = math.ceil(execution_s / EXPRESS_ROUNDING_S) * EXPRESS_ROUNDING_S
@@ -386,7 +417,7 @@ def price(result: Run) -> dict[str, float]:
 
 def extras(result: Run) -> dict[str, float]:
     m, per = result.meter, 1e6 / result.messages
-    invocations = 1 + result.deliveries
+    invocations = 3 + result.deliveries  # Start twice, Process, Deliver per delivery
     log_bytes = m.logged_bytes / result.messages + invocations * PLATFORM_LOG_BYTES
     return {
         "S3 PUT by Mail Manager's WriteToS3 (one per message)": S3_PUT * 1e6,
@@ -396,7 +427,7 @@ def extras(result: Run) -> dict[str, float]:
         f"CloudWatch Logs ingestion ({log_bytes:.0f} B a message)": (
             log_bytes / 1024**3 * CLOUDWATCH_LOGS_GB * 1e6
         ),
-        "SQS and EventBridge (dead letters, app events only)": (
+        "SQS and EventBridge (arrival checks, dead letters, app events)": (
             m.count("sqs.") * SQS_REQUEST + m.count("events.PutEvents") * EVENTBRIDGE_CUSTOM_EVENT
         )
         * per,

@@ -81,7 +81,7 @@ def test_smtplib_delivery_lands_in_maildir_with_the_envelope(gateway_factory):
         assert parsed["Subject"] == "smtplib delivery"
         # the loop token: the message id it names, signed with this gateway's key
         assert parsed["X-Mxgate-Loop"].split(".")[0] == parsed["Received"].split(" id ")[1][:26]
-        assert "by mxgate.local (mxgate)" in parsed["Received"]
+        assert "by mxgate.local (mxgate) with ESMTPS" in parsed["Received"]
         # the original message follows the prepended fields byte for byte
         assert stored.endswith(raw)
 

@@ -42,21 +42,25 @@ from mxgate.adapters.aws import bootstrap
 from mxgate.local.workflow import LocalWorkflow, load_state_machine
 from mxgate.mailmanager.template import Resolver, read_samconfig_parameters, read_template
 from mxgate.ports import DnsFailure
-from mxgate.workflow.asl import ExecutionFailedError
-from tests.awsstack import (
-    EVENTS,
+from mxgate.sandbox.stack import (
     MOTO_CONFIG,
     REGION,
-    SAMCONFIG,
-    TEMPLATE,
     Stack,
-    canonical_event,
+    function_environment,
     run_execution,
     sent_messages,
 )
-from tests.awsstack import _environment as function_environment
+from mxgate.workflow.asl import ExecutionFailedError
+from tests.awsstack import EVENTS, SAMCONFIG, TEMPLATE, canonical_event, create_stack
 
 WORKSPACE = ".test-google-a.com"
+# the canonical message's envelope (events/process.json): bob is a Bcc recipient
+ENVELOPE_RECIPIENTS = [
+    "alice@nutrition.co",
+    "carol@nutrition.co",
+    "eve@nutrition.co",
+    "bob@nutrition.co",
+]
 M365 = ".mail.onmicrosoft.com"
 
 
@@ -232,7 +236,7 @@ def run_locally(
 ) -> Observed:
     with mock_aws(config=MOTO_CONFIG):
         arm(scenario, ses, dynamodb)
-        stack = Stack.create()
+        stack = create_stack()
         stage(stack, scenario)
         # Process has the most of the environment (its loop token key): one composition root
         # serves every step here
@@ -261,7 +265,7 @@ def run_locally(
 
             interpreter.tasks = {resource: counted(resource) for resource in steps}
             try:
-                output = interpreter.run(canonical_event("s3-object-created"), name="parity")
+                output = interpreter.run(canonical_event("process"), name="parity")
                 observed.status, observed.output = "SUCCEEDED", output
             except ExecutionFailedError as failure:
                 observed.status, observed.output = "FAILED", failure.error
@@ -286,7 +290,7 @@ def run_on_moto(
     monkeypatch.setattr(jitter_strategy_decl, "random", UpperBound())
     with mock_aws(config=MOTO_CONFIG):
         arm(scenario, ses, dynamodb)
-        stack = Stack.create()
+        stack = create_stack()
         stage(stack, scenario)
         observed = Observed(status="", output=None)
         failing = lambda_failing(scenario)
@@ -299,7 +303,7 @@ def run_on_moto(
         try:
             machine = stack.deploy_state_machine(invoke)
             described = run_execution(
-                machine, canonical_event("s3-object-created"), name=f"parity-{scenario.name}"
+                machine, canonical_event("process"), name=f"parity-{scenario.name}"
             )
         finally:
             stack.close()
@@ -379,6 +383,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "outcomes": {
             "alice@nutrition.co": "relayed",
             "eve@nutrition.co": "relayed",
+            "bob@nutrition.co": "relayed",  # a Bcc recipient: in the envelope only
             "carol@nutrition.co": "dead_lettered",
         },
         "dead_letter_errors": ["PermanentError"],
@@ -397,7 +402,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "unreadable-message-dead-lettered": {
         "calls": {("process", ""): 1, ("dead_letter", ""): 1},  # a permanent error: no retry
         "waits": [],
-        "outcomes": {"(unknown recipients)": "dead_lettered"},
+        "outcomes": dict.fromkeys(ENVELOPE_RECIPIENTS, "dead_lettered"),
         "dead_letter_errors": ["PermanentError"],
     },
     "throttled-dead-letter-retried": {
@@ -411,6 +416,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "outcomes": {
             "alice@nutrition.co": "relayed",
             "eve@nutrition.co": "relayed",
+            "bob@nutrition.co": "relayed",  # a Bcc recipient: in the envelope only
             "carol@nutrition.co": "dead_lettered",
         },
         "dead_letter_errors": ["PermanentError"],
@@ -420,37 +426,25 @@ EXPECTED: dict[str, dict[str, Any]] = {
         # TransientError, which its Retry lists: retried, then delivered
         "calls": {("process", ""): 1, ("deliver", "workspace"): 3, ("deliver", "m365"): 1},
         "waits": [2.0, 4.0],
-        "outcomes": {
-            "alice@nutrition.co": "relayed",
-            "eve@nutrition.co": "relayed",
-            "carol@nutrition.co": "relayed",
-        },
+        "outcomes": dict.fromkeys(ENVELOPE_RECIPIENTS, "relayed"),
         "dead_letter_errors": [],
     },
     "throttled-processing-dead-letter-retried": {
         "calls": {("process", ""): 1, ("dead_letter", ""): 2},  # throttled once, then settled
         "waits": [2.0],
-        "outcomes": {"(unknown recipients)": "dead_lettered"},
+        "outcomes": dict.fromkeys(ENVELOPE_RECIPIENTS, "dead_lettered"),
         "dead_letter_errors": ["PermanentError"],
     },
     "process-throttled-then-delivered": {
         "calls": {("process", ""): 4, ("deliver", "workspace"): 1, ("deliver", "m365"): 1},
         "waits": [2.0, 4.0, 8.0],
-        "outcomes": {
-            "alice@nutrition.co": "relayed",
-            "eve@nutrition.co": "relayed",
-            "carol@nutrition.co": "relayed",
-        },
+        "outcomes": dict.fromkeys(ENVELOPE_RECIPIENTS, "relayed"),
         "dead_letter_errors": [],
     },
     "lambda-timeouts-retried": {
         "calls": {("process", ""): 2, ("deliver", "workspace"): 2, ("deliver", "m365"): 2},
         "waits": [2.0, 2.0, 2.0],
-        "outcomes": {
-            "alice@nutrition.co": "relayed",
-            "eve@nutrition.co": "relayed",
-            "carol@nutrition.co": "relayed",
-        },
+        "outcomes": dict.fromkeys(ENVELOPE_RECIPIENTS, "relayed"),
         "dead_letter_errors": [],
     },
     "process-throttled-then-deferred": {

@@ -31,7 +31,6 @@ from mxgate.mailmanager.rules import ActionContext, run_rule_set
 from mxgate.message.headers import prepend_headers
 from mxgate.message.model import ParseLimits
 from mxgate.records import Envelope, Outcome
-from mxgate.workflow.envelope import store_envelope
 from mxgate.workflow.model import ProcessInput
 from mxgate.workflow.process import process
 from mxgate.workflow.services import Services
@@ -100,8 +99,7 @@ def stored(
             **envelope_fields,
         }
     )
-    store_envelope(services.objects, BUCKET, envelope, key)
-    return ProcessInput(bucket=BUCKET, key=key)
+    return ProcessInput(bucket=BUCKET, key=key, envelope=envelope)
 
 
 def signed_order(keys: Keys) -> bytes:
@@ -288,7 +286,7 @@ def test_own_domain_mail_that_proves_itself_or_comes_from_inside_is_delivered(
         envelope["source_ip"] = "203.0.113.7"
     elif how == "submission":  # our own AUTH ingress point: mail from inside
         envelope["ingress_point"] = "SubmissionIngressPoint"
-        overrides["submission_ingress_points"] = frozenset({"SubmissionIngressPoint"})
+        envelope["authenticated"] = "true"  # SMTP AUTH succeeded
     else:
         routes = shipped_routes()
         # (and no spf-fail rule, which would hold the same message for its own reason)

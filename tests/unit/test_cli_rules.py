@@ -48,7 +48,7 @@ def test_explain_json_shape(cli):
         "recipient": "alice@nutrition.co",
         "traffic_policy_verdict": "ACCEPT",
         "matched_rules": ["archive", "store"],
-        "actions": ["Archive", "WriteToS3"],
+        "actions": ["Archive", "WriteToS3", "InvokeLambda"],
         "dropped": False,
     }
     assert accepted["traffic_policy"]["decided_by"] == "PolicyStatements[0] (ALLOW)"
@@ -74,7 +74,7 @@ def test_the_rule_set_drops_no_loop_the_pipeline_tells_loops_from_forwards(cli):
     (bob,) = report["recipients"]
     assert (bob["matched_rules"], bob["actions"], bob["dropped"]) == (
         ["archive", "store"],
-        ["Archive", "WriteToS3"],
+        ["Archive", "WriteToS3", "InvokeLambda"],
         False,
     )
 
@@ -100,7 +100,7 @@ def test_direct_mode_sends_returning_and_own_domain_mail_to_the_pipeline(cli, tm
         (alice,) = json.loads(out)["recipients"]
         assert (alice["matched_rules"], alice["actions"]) == (
             ["archive", rule],
-            ["Archive", "WriteToS3"],
+            ["Archive", "WriteToS3", "InvokeLambda"],
         )
 
 
@@ -144,7 +144,7 @@ def test_explain_human_output(cli):
     assert code == 0
     assert "traffic policy: ACCEPT, decided by PolicyStatements[0] (ALLOW)" in out
     assert "[0] archive: MATCH: no conditions: applies to every recipient" in out
-    assert "=> actions: Archive, WriteToS3" in out
+    assert "=> actions: Archive, WriteToS3, InvokeLambda" in out
     assert "traffic policy: REJECT, decided by DefaultAction (DENY)" in out
     assert "rule set: not reached" in out
 
@@ -177,8 +177,8 @@ def test_rules_check_reports_each_problem_with_its_place(cli, tmp_path):
         in out
     )
     assert (
-        "model     RuleSet.Rules[3] (direct-m365).Actions[1].Relay.MailFrom: Input should be "
-        "'PRESERVE' or 'REPLACE' (got 'KEEP') (when DirectModeOn=true)"
+        "model     RelayRuleSet.Rules[0] (relay-m365).Actions[0].Relay.MailFrom: Input should "
+        "be 'PRESERVE' or 'REPLACE' (got 'KEEP')"
     ) in out
     assert "cfn-lint  " in out
     assert "E3030 Resources/TrafficPolicy/Properties/DefaultAction" in out

@@ -271,9 +271,11 @@ class Bootstrap:
                     destination, self.environ, self.settings.hostname
                 )
             else:
+                through = "SES" if destination.transport == "ses" else "the relay ingress point"
                 raise ConfigError(
-                    f"{self.settings.config}: destinations.{name} is routed through SES; "
-                    "on one machine give it a mailbox host or {ses_endpoint: URL}"
+                    f"{self.settings.config}: destinations.{name} is routed through {through}; "
+                    "on one machine give it a mailbox host or {ses_endpoint: URL} "
+                    "(`mxgate sandbox` runs the AWS path)"
                 )
         return transports
 
@@ -298,7 +300,6 @@ class Bootstrap:
             routes=setup.routes,
             clock=clock,
             gateway_host=self.settings.hostname,
-            submission_ingress_points=setup.submission_ingress_points,
             loop_key=loop_key(setup),
             resolver=resolver,
             sealer=self.sealer(),

@@ -20,13 +20,11 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from aiosmtpd.smtp import SMTP
-
 from mxgate.adapters.local.state import SqliteState
 from mxgate.local import worker
 from mxgate.local.bootstrap import Bootstrap
-from mxgate.local.ingress import IngressHandler, IngressSMTP
-from mxgate.local.mailbox import MaildirHandler
+from mxgate.local.ingress import IngressHandler, IngressSMTP, ingress_session
+from mxgate.local.mailbox import MaildirHandler, mailbox_session
 from mxgate.local.settings import Paths
 from mxgate.local.setup import IngressSetup
 from mxgate.local.tls import ensure_certificate, server_context
@@ -87,16 +85,7 @@ class Gateway:
                 continue
             handler = MaildirHandler(self.dirs.mailboxes, host)
             server = await loop.create_server(
-                partial(
-                    SMTP,
-                    handler,
-                    hostname=f"{host}.mailbox.local",
-                    enable_SMTPUTF8=True,
-                    data_size_limit=None,
-                    ident="mxgate mailbox host",
-                ),
-                host="127.0.0.1",
-                port=spec.port,
+                partial(mailbox_session, handler), host="127.0.0.1", port=spec.port
             )
             ports[host] = server.sockets[0].getsockname()[1]
             servers.append(server)
@@ -262,17 +251,8 @@ class Gateway:
     def _session(
         self, listener: IngressSetup, handler: IngressHandler, tls: ssl.SSLContext
     ) -> IngressSMTP:
-        return IngressSMTP(
-            handler,
-            hostname=self.setup.settings.hostname,
-            ident="mxgate ESMTP",
-            tls_context=tls,
-            require_starttls=listener.ingress.requires_starttls,
-            data_size_limit=listener.max_message_size,
-            enable_SMTPUTF8=True,
-            authenticator=handler.authenticate if listener.auth else None,
-            auth_required=listener.auth,
-            auth_require_tls=True,  # AUTH only after STARTTLS
+        return ingress_session(
+            handler, self.setup.settings.hostname, tls, listener.max_message_size
         )
 
     async def stop(self, running: Running, grace: float = 30.0) -> None:

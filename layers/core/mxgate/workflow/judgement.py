@@ -75,9 +75,11 @@ def judge(
     authentication: Authentication | None,
     services: Services,
 ) -> Judgement:
-    from_inside = envelope.ingress_point in services.submission_ingress_points
-    # Mail from inside was vouched for by SMTP AUTH: its SPF, DKIM and DMARC results (judged
-    # against a submitting client's address) are not what quarantine rules are written for.
+    # Mail from inside came through an AUTH ingress point, vouched for by SMTP AUTH (the
+    # envelope says so from Mail Manager's own Received field, or the local session): its SPF,
+    # DKIM and DMARC results (judged against a submitting client's address) are not what
+    # quarantine rules are written for, and it is never own-domain spoofing.
+    from_inside = envelope.authenticated
     facts = facts_of(parsed, None if from_inside else auth_verdicts(authentication))
     spoofing = _spoofing(facts.from_domain, from_inside, authentication, services)
     if spoofing.verdict is Spoofing.UNDECIDED:

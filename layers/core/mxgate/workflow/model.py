@@ -9,16 +9,34 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from mxgate.authn.model import Authentication
-from mxgate.records import Deferral, Delivery, MessageRef, StateDetail, StoredObject
+from mxgate.records import Deferral, Delivery, Envelope, MessageRef, StateDetail, StoredObject
 
 
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-# What Process gets: the stored message, and its envelope when the trigger carries it
-# (InvokeLambda's event); a deferred or redriven message carries the same.
+# What Process gets: the stored message and its envelope (from the Start function on AWS, the
+# envelope kept beside the object locally); a deferred or redriven message carries the same.
+# Without an envelope Process fails for good: the pipeline never guesses recipients.
 ProcessInput = StoredObject
+
+
+class Arrival(Frozen):
+    """One half of a message reaching the AWS pipeline (workflow.arrival)."""
+
+    message_id: str
+    stored: StoredObject | None = None  # WriteToS3's object, from S3's Object Created event
+    envelope: Envelope | None = None  # the SMTP envelope, from the InvokeLambda event
+
+
+class ArrivalRecord(Frozen):
+    """What is known of a message's arrival: the halves so far."""
+
+    message_id: str
+    stored: StoredObject | None = None
+    envelope: Envelope | None = None
+    first_at: str = ""  # when the first half arrived
 
 
 class ProcessOutput(Frozen):
@@ -107,3 +125,4 @@ class ProcessingFailure(Frozen):
     stored: StoredObject
     deferral: Deferral | None = None
     error: StepError
+    envelope: Envelope | None = None

@@ -14,6 +14,7 @@ from typing import BinaryIO, Literal, cast
 
 from mxgate.authn.check import Authenticator
 from mxgate.authn.model import Authentication
+from mxgate.errors import PermanentError
 from mxgate.message.attachments import ObjectStoreAttachments
 from mxgate.message.model import Address, ParsedMessage
 from mxgate.message.parse import parse_stream
@@ -32,7 +33,6 @@ from mxgate.records import (
 from mxgate.routing.classify import RouteKind, classify
 from mxgate.routing.loops import HEADER as LOOP_HEADER
 from mxgate.routing.loops import LOOP_STATUS, loop_token
-from mxgate.workflow.envelope import read_envelope
 from mxgate.workflow.judgement import judge
 from mxgate.workflow.model import ProcessInput, ProcessOutput
 from mxgate.workflow.planning import plan_deliveries
@@ -51,6 +51,12 @@ INLINE_BUDGET = 120 * 1024
 
 def process(request: ProcessInput, services: Services) -> ProcessOutput:
     """Read, parse, authenticate and classify one stored message, and plan its deliveries."""
+    envelope = request.envelope
+    if envelope is None:  # the pipeline never guesses recipients from header fields
+        raise PermanentError(
+            f"no SMTP envelope came with {request.bucket}/{request.key}: its recipients are "
+            "not known"
+        )
     store = ObjectStoreAttachments(services.objects, request.bucket)
     # One read of the stored message, kept in a spooled file (on disk past a few MB, never whole
     # in memory) for the two passes: the parse, then sender authentication.
@@ -62,14 +68,6 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
         shutil.copyfileobj(stream, copy, COPY_CHUNK)
         copy.seek(0)
         parsed = parse_stream(copy, limits=services.message_limits, store=store)
-        envelope = request.envelope or read_envelope(
-            services.objects,
-            request.bucket,
-            request.key,
-            parsed,
-            services.routes,
-            look_beside=services.envelope_sidecars,
-        )
         copy.seek(0)
         authentication, authentication_fields = _authenticate(copy, envelope, services)
         copy.seek(0)
@@ -90,7 +88,6 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
             message_id,
             Stage.PARSED,
             f"{len(parsed.attachments)} attachments, {len(parsed.defects)} defects"
-            + ("; envelope taken from headers" if envelope.source == "headers" else "")
             + (f"; {authentication.summary()}" if authentication else ""),
             summary=MessageSummary(
                 envelope_sender=envelope.mail_from,

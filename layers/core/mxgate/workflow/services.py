@@ -38,12 +38,6 @@ class Services:
     # names this gateway in trace header fields, and is its authserv-id in
     # Authentication-Results
     gateway_host: str = "mxgate.local"
-    # whether the runtime keeps each message's envelope beside it (the local emulator does;
-    # Mail Manager does not, so on AWS looking would cost a request and find nothing)
-    envelope_sidecars: bool = True
-    # ingress points whose mail comes from inside (AUTH, SMTP submission), by the id an
-    # envelope names them with: own-domain spoofing is judged only for the others' mail
-    submission_ingress_points: frozenset[str] = frozenset()
     # the deployment's secret for loop tokens (routing/loops.py); None: no tokens here
     loop_key: bytes | None = None
     resolver: Resolver | None = None  # DNS for sender authentication; None: not checked

@@ -25,20 +25,16 @@ from mxgate.records import (
     StoredObject,
 )
 from mxgate.workflow.defer import backoff
-from mxgate.workflow.envelope import read_envelope
 from mxgate.workflow.model import DeliveryResult, ProcessingFailure, RecipientResult, StepError
 from mxgate.workflow.services import Services
 
 PROCESSING = "processing"  # the route of a recipient dead-lettered because Process failed
 
 
-def _recipients(stored: StoredObject, services: Services) -> list[str]:
-    """The envelope's recipients, as far as they can be known without Process (an envelope
-    kept beside the message is looked for on every runtime: this is rare, and one request)."""
-    envelope = stored.envelope or read_envelope(
-        services.objects, stored.bucket, stored.key, None, services.routes
-    )
-    return envelope.recipients or [UNKNOWN_RECIPIENTS]
+def _recipients(stored: StoredObject) -> list[str]:
+    """The envelope's recipients: the execution's input carries the envelope (a message that
+    came without one fails for good, its recipients unknown)."""
+    return (stored.envelope.recipients if stored.envelope else []) or [UNKNOWN_RECIPIENTS]
 
 
 def defer_processing(request: ProcessingFailure, services: Services) -> DeliveryResult:
@@ -88,7 +84,7 @@ def _dead_letter(
     stored = request.stored
     record_id = stored.processing_id
     reason = error.reason
-    recipients = _recipients(stored, services)
+    recipients = _recipients(stored)
     services.dead_letters.put(
         ProcessingDeadLetter(
             record_id=record_id,

@@ -9,7 +9,8 @@ import json
 import boto3
 from moto import mock_aws
 
-from tests.awsstack import MOTO_CONFIG, REGION, Stack, run_execution, sent_messages
+from mxgate.sandbox.stack import MOTO_CONFIG, REGION, run_execution, sent_messages
+from tests.awsstack import create_stack
 
 ACME = {
     "EmployeeDomain": "acme.com",
@@ -25,7 +26,7 @@ RAW = (
 
 def test_the_template_deployed_for_acme_by_parameters_routes_its_users():
     with mock_aws(config=MOTO_CONFIG):
-        stack = Stack.create(parameters=ACME)
+        stack = create_stack(parameters=ACME)
         try:
             bucket = stack.resource("RawMailBucket")
             key = "raw/01ACMEORDER0000000000000001"

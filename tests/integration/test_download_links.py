@@ -14,7 +14,8 @@ import pytest
 from moto import mock_aws
 
 from mxgate.adapters.aws.links import LinkRefusedError, SignedLinks
-from tests.awsstack import EVENTS, MOTO_CONFIG, REGION, Stack, canonical_event
+from mxgate.sandbox.stack import MOTO_CONFIG, REGION, Stack
+from tests.awsstack import EVENTS, canonical_event, create_stack
 
 KEY = b"the stack's link key"
 
@@ -51,7 +52,7 @@ def test_a_link_opens_until_its_time_and_never_for_another_key_or_bucket():
 @pytest.fixture
 def stack() -> Iterator[Stack]:
     with mock_aws(config=MOTO_CONFIG):
-        created = Stack.create()
+        created = create_stack()
         boto3.client("s3", region_name=REGION).put_object(
             Bucket=created.resource("RawMailBucket"),
             Key=canonical_event("process")["key"],
@@ -91,7 +92,7 @@ def function_url_event(link: str) -> dict:
 def test_a_claim_check_link_says_its_end_and_opens_until_then(stack):
     """A claim check made on the Deliver function: its link is the Download function's, signed,
     working for the route's link_lifetime (7 days), and the stub says until when."""
-    planned = stack.invoke("process", canonical_event("s3-object-created"))
+    planned = stack.invoke("process", canonical_event("process"))
     delivery = planned["deliveries"][0]
     module = stack.function_by_code("deliver")
     stack.invoke("deliver", {"delivery": {**delivery, "delivery_id": "warm-up"}})  # builds services

@@ -18,7 +18,6 @@ from mxgate.message.headers import prepend_headers
 from mxgate.records import Delivery, Envelope, Outcome
 from mxgate.routing.loops import HEADER, delivered_messages, hops, loop_token, too_many_hops
 from mxgate.workflow import steps
-from mxgate.workflow.envelope import store_envelope
 from mxgate.workflow.model import DeadLetterInput, DeliverInput, ProcessInput, StepError
 from mxgate.workflow.services import Services
 from tests.fakes import ManualClock, RecordingTransport
@@ -77,8 +76,7 @@ def arrive(
         helo="mail-gw.google.example",
         source_ip="192.0.2.44",
     )
-    store_envelope(services.objects, BUCKET, envelope, key)
-    return ProcessInput(bucket=BUCKET, key=key)
+    return ProcessInput(bucket=BUCKET, key=key, envelope=envelope)
 
 
 def run(services: Services, request: ProcessInput) -> list[Delivery]:

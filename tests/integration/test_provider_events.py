@@ -14,7 +14,8 @@ import pytest
 from moto import mock_aws
 
 from mxgate.errors import TransientError
-from tests.awsstack import EVENTS, MOTO_CONFIG, REGION, Stack, canonical_event, sent_messages
+from mxgate.sandbox.stack import MOTO_CONFIG, REGION, Stack, sent_messages
+from tests.awsstack import EVENTS, canonical_event, create_stack
 
 STORED = (EVENTS / "stored-message.eml").read_bytes()
 MESSAGE_ID = canonical_event("process")["key"].removeprefix("raw/")
@@ -23,7 +24,7 @@ MESSAGE_ID = canonical_event("process")["key"].removeprefix("raw/")
 @pytest.fixture
 def stack() -> Iterator[Stack]:
     with mock_aws(config=MOTO_CONFIG):
-        created = Stack.create()
+        created = create_stack()
         boto3.client("s3", region_name=REGION).put_object(
             Bucket=created.resource("RawMailBucket"),
             Key=canonical_event("process")["key"],
@@ -58,7 +59,7 @@ def timeline(stack: Stack) -> list[dict[str, str]]:
 
 
 def deliver_all(stack: Stack) -> None:
-    planned = stack.invoke("process", canonical_event("s3-object-created"))
+    planned = stack.invoke("process", canonical_event("process"))
     for delivery in planned["deliveries"]:
         stack.invoke("deliver", {"delivery": delivery})
 
@@ -87,7 +88,8 @@ def test_ses_deliveries_go_through_the_configuration_set_with_our_tags(stack, mo
     assert len(sent_messages()) == 2
     # SES took them: relayed, until the mailbox host's answer is reported
     assert {r: outcome for r, (outcome, _) in states(stack).items()} == dict.fromkeys(
-        ["alice@nutrition.co", "eve@nutrition.co", "carol@nutrition.co"], "relayed"
+        ["alice@nutrition.co", "eve@nutrition.co", "bob@nutrition.co", "carol@nutrition.co"],
+        "relayed",
     )
 
 

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from moto import mock_aws
 
-from tests.awsstack import MOTO_CONFIG, Stack
+from mxgate.sandbox.stack import MOTO_CONFIG, Stack
+from tests.awsstack import create_stack
 from tests.support import ROUTES
 
 ACME = {"EmployeeDomain": "acme.com", "AppDomain": "apps.acme.com", "M365Tenant": "acme-com"}
@@ -60,7 +61,7 @@ def request(url: str, kind: str, stack: Stack) -> dict[str, Any]:
 
 def check(url: str, kind: str, parameters: dict[str, str] | None, routes: Path = ROUTES) -> Any:
     with mock_aws(config=MOTO_CONFIG):
-        stack = Stack.create(parameters=parameters)
+        stack = create_stack(parameters=parameters)
         try:
             stack.function_by_code("routes_check").environment["MXGATE_ROUTES_FILE"] = str(routes)
             return stack.invoke("routes_check", request(url, kind, stack))

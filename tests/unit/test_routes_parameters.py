@@ -67,7 +67,11 @@ def test_the_template_deployed_for_another_domain_routes_its_users():
     ):
         route = classify(recipient, routes)
         assert (route.kind, route.name) == (kind, name)
-    assert routes.destinations["m365"].routing_domain == "acmecom.mail.onmicrosoft.com"
+    # 365's mail leaves through the relay ingress point to the template's relay, named for
+    # the tenant the parameters give
+    assert routes.destinations["m365"].relay == "M365Relay"
+    relay = mail_manager.relays["M365Relay"]
+    assert relay.ServerName == "acme-com.mail.protection.outlook.com"
     assert routes.rewrite_address("workspace") == "mxgate@acme.com"
 
 

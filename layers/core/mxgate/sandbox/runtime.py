@@ -54,6 +54,7 @@ from mxgate.local.logs import VendedLogs
 from mxgate.local.mailbox import mailbox_session
 from mxgate.local.rule_set import LocalMailManager
 from mxgate.local.rule_set_failures import KEPT_BUCKET, RuleSetFailures
+from mxgate.local.setup import routes_of
 from mxgate.local.spool import Spool
 from mxgate.local.tls import ensure_certificate, server_context
 from mxgate.mailmanager.actions import ARCHIVE_BUCKET, ActionPorts
@@ -67,7 +68,7 @@ from mxgate.mailmanager.template import (
 )
 from mxgate.message.headers import header_block_end, prepend_headers
 from mxgate.records import Envelope
-from mxgate.routing.routes import Routes, load_routes
+from mxgate.routing.routes import Routes
 from mxgate.sandbox.mailboxes import MailboxDelivery, RecordingMaildir
 from mxgate.sandbox.report import RecipientReport, SendReport, provider_view
 from mxgate.sandbox.stack import MOTO_CONFIG, REGION, Function, Stack
@@ -153,7 +154,7 @@ class Sandbox:
             ],
         )
         self.resources = load_mail_manager(self.config.template, self.parameters)
-        self.routes: Routes = load_routes(self.config.routes, self.parameters)
+        self.routes: Routes = routes_of(self.config, self.resources)  # as `mxgate run` reads it
         relays = self.resources.relays
         for name, destination in self.routes.destinations.items():
             if destination.relay is not None and destination.relay not in relays:

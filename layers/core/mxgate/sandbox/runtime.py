@@ -211,7 +211,9 @@ class Sandbox:
                 (ingress_id, "ARecord"): DELIVER_EGRESS  # the sandbox's listeners
                 for ingress_id in self.resources.ingress_points
             },
-            environment=self._dns_environment(),
+            # the functions read the sandbox's routes file, as the deployed ones read the
+            # routes layer built from it
+            environment={**self._dns_environment(), "MXGATE_ROUTES_FILE": str(self.config.routes)},
         )
         self.stack.function_output = self._function_log
         for bucket in (ARCHIVE_BUCKET, KEPT_BUCKET):  # Mail Manager's own stores

@@ -344,10 +344,13 @@ _DATE = re.compile(r"[A-Z][a-z]{2}, \d{1,2} [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d [
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(\+00:00|Z)?")
 _SES_ID = re.compile(r"SES message [\w-]+")
 _LAMBDA_ONLY = re.compile(r',"requestId":"[\w-]*","stackTrace":\[[^\]]*\]')
+# a loop token's signature: each run's stack makes its own key (routing/loops.py)
+_LOOP_SIGNATURE = re.compile(r"\b([0-9A-Z]{26})\.[a-z2-7]{16}\b")
 
 
 def normalized(document: Any) -> Any:
-    """Timestamps, SES message ids and the Lambda-only parts of an error's Cause removed."""
+    """Timestamps, SES message ids, loop token signatures and the Lambda-only parts of an
+    error's Cause removed."""
     if isinstance(document, dict):
         return {
             key: cause_of(value) if key in {"Cause", "cause"} else normalized(value)
@@ -358,6 +361,7 @@ def normalized(document: Any) -> Any:
         return [normalized(item) for item in document]
     if isinstance(document, str):
         document = _LAMBDA_ONLY.sub("", document)  # a Cause quoted in a detail
+        document = _LOOP_SIGNATURE.sub(r"\1.<signature>", document)
         return _SES_ID.sub("SES message <id>", _TIME.sub("<time>", _DATE.sub("<date>", document)))
     return document
 

@@ -499,10 +499,20 @@ def report(result: Run) -> dict[str, float]:
         f"    {'everything (pipeline, the rest above, Mail Manager and SES)':<56} "
         f"${everything:8.2f}"
     )
+    # The default path to Workspace and 365 (transport mail_manager) submits each mailbox
+    # delivery to the relay ingress point instead of SES: Mail Manager processes it a second
+    # time, and no SES sending is billed (the NAT gateway's hourly fee comes on top).
+    relay_fee = result.deliveries * MAIL_MANAGER_MESSAGE * 1e6
+    relay_path = everything - billed["SES sending to Workspace and 365 (per recipient)"] + relay_fee
+    print(
+        f"    {'everything, through the relay ingress point instead of SES':<56} "
+        f"${relay_path:8.2f}   (Mail Manager again per delivery: ${relay_fee:.2f})"
+    )
     return {
         "pipeline": total,
         "with_ingress_put": total + other["S3 PUT by Mail Manager's WriteToS3 (one per message)"],
         "everything": everything,
+        "relay_path": relay_path,
         "standard": standard * STANDARD_TRANSITION * 1e6,
     }
 
@@ -530,7 +540,8 @@ def main() -> None:
     )
     print(
         f"With Mail Manager's and SES's own fees, everything: ${usual['everything']:.2f} per "
-        f"million. ({time.perf_counter() - started:.0f} s)"
+        f"million (${usual['relay_path']:.2f} through the relay ingress point instead of SES). "
+        f"({time.perf_counter() - started:.0f} s)"
     )
 
 

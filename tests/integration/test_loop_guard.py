@@ -137,6 +137,21 @@ def test_a_forward_back_through_the_mx_is_delivered_and_a_true_loop_bounced(worl
     assert state.states("01BACK")[0].outcome is Outcome.BOUNCED
 
 
+def test_submitted_mail_is_not_judged_by_the_guard_meant_for_the_mx(world):
+    """Alice redirects what she got to herself through the submission ingress point (SMTP
+    AUTH): her doing, not a loop; the hop limit alone would still stop a real one."""
+    services, state, workspace, _ = world
+    run(services, arrive(services, RAW, "01GOT", ["alice@nutrition.co"], "buyer@shop.example"))
+    got = delivered_bytes(workspace)
+    request = arrive(services, got, "01REDIRECT", ["alice@nutrition.co"], "alice@nutrition.co")
+    assert request.envelope is not None
+    submitted = request.model_copy(
+        update={"envelope": request.envelope.model_copy(update={"authenticated": True})}
+    )
+    assert [d.kind for d in run(services, submitted)] == ["mailbox"]
+    assert state.states("01REDIRECT")[0].outcome is Outcome.DELIVERED
+
+
 def test_tokens_of_another_deployment_count_for_nothing(world):
     services, state, _, _ = world
     stranger = prepend_headers(RAW, [(HEADER, loop_token(b"their key", "01THEIRS"))])

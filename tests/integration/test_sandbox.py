@@ -5,7 +5,6 @@ interpreter and botocore's models load once)."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterator
@@ -15,7 +14,6 @@ from typing import Any
 import boto3
 import dkim
 import pytest
-import yaml
 
 from mxgate.message.headers import header_fields
 from mxgate.sandbox.report import RecipientReport, SendReport
@@ -23,7 +21,7 @@ from mxgate.sandbox.runtime import DELIVER_EGRESS, RELAY_EGRESS, Sandbox, Sandbo
 from mxgate.sandbox.stack import REGION
 from tests.dnsserver import Zone, ZoneServer
 from tests.mailtools import Keys, make_keys
-from tests.support import REPO, ROUTES, local_config
+from tests.support import local_config
 
 SENDER_IP = "192.0.2.25"
 LIST_IP = "198.51.100.7"
@@ -297,78 +295,3 @@ def test_a_dynamodb_throttling_storm_during_process_ends_delivered(
     assert (alice.outcome, alice.mailbox_host) == ("delivered", "workspace")
     process = sandbox.stack.function_by_code("process")
     assert len(process.durations) - calls_before == 3  # two throttled, then through
-
-
-ACME = {
-    "EmployeeDomain": "acme.com",
-    "AppDomain": "apps.acme.com",
-    "M365Tenant": "acme-com",
-    "M365Employees": "carol@acme.com",
-}
-
-
-@pytest.fixture(scope="module")
-def acme(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    """The template deployed for acme.com by parameters alone, the shipped routes file
-    unedited but for 365 through SES sending (so SES's reports apply): one sandbox for the two
-    tests that follow (a start costs ~12 s)."""
-    directory = tmp_path_factory.mktemp("acme")
-    document = yaml.safe_load(ROUTES.read_text())
-    document["destinations"]["m365"] = {
-        "transport": "ses",
-        "routing_domain": "${M365RoutingDomain}",
-    }
-    routes = directory / "routes.yaml"
-    routes.write_text(yaml.safe_dump(document))
-    config = local_config(directory, routes=str(routes))
-    options = SandboxOptions(home=directory / "home", config=config, parameters=ACME)
-    with Sandbox(options) as started:
-        yield started
-
-
-def test_the_template_deployed_for_another_domain_by_parameters_routes_its_users(
-    acme: Sandbox,
-) -> None:
-    raw = b"From: a@shop.example\r\nTo: bob@acme.com\r\nSubject: order 12\r\n\r\nx\r\n"
-    report = acme.send(
-        raw,
-        mail_from="a@shop.example",
-        recipients=["bob@acme.com", "carol@acme.com", "orders@apps.acme.com", "x@nutrition.co"],
-    )
-    outcomes = {r.recipient: (r.outcome, r.route) for r in report.recipients}
-    assert outcomes == {
-        "bob@acme.com": ("delivered", "workspace"),  # the directory's default host
-        "carol@acme.com": ("relayed", "m365"),  # M365Employees; SES took it
-        "orders@apps.acme.com": ("handed_to_app", "orders"),
-        "x@nutrition.co": ("refused", ""),  # not this deployment's domain
-    }
-    bob = by_recipient(report)["bob@acme.com"]
-    assert bob.mailbox_host == "workspace"
-
-
-def test_a_provider_bounce_after_relay_shows_on_the_timeline(acme: Sandbox) -> None:
-    """SES relayed Carol's copy; 365 then refused it. SES's Bounce report, through the
-    configuration set's EventBridge destination to the ProviderEvents function, turns her
-    `relayed` into `bounced`, and the report is on her timeline."""
-    raw = b"From: a@shop.example\r\nTo: carol@acme.com\r\nSubject: invoice\r\n\r\nx\r\n"
-    report = acme.send(raw, mail_from="a@shop.example", recipients=["carol@acme.com"])
-    (carol,) = report.recipients
-    assert carol.outcome == "relayed"
-    bounce = json.loads((REPO / "events" / "ses-bounce.json").read_text())
-    bounce["detail"]["mail"]["tags"]["mxgate-message"] = [report.message_id]
-    routed = "carol@acmecom.mail.onmicrosoft.com"  # the routing address SES was asked for
-    bounce["detail"]["mail"]["destination"] = [routed]
-    (bounced,) = bounce["detail"]["bounce"]["bouncedRecipients"]
-    bounced["emailAddress"] = routed
-    (target,) = acme.stack.event_targets(bounce)  # the configuration set's event destination
-    assert target.logical_id == "ProviderEventsFunction"
-    acme.stack.deliver_event(target, bounce)
-
-    (after,) = acme.report(report.message_id, ["carol@acme.com"], {}).recipients
-    assert after.outcome == "bounced"
-    assert "5.1.10" in after.detail
-    timeline = acme.mail_manager.failures.timeline.events(report.message_id)
-    provider = [e for e in timeline if e.stage.value == "provider"]
-    assert [(e.recipient, e.detail.split(":", 1)[0]) for e in provider] == [
-        ("carol@acme.com", "bounced")
-    ]

@@ -13,18 +13,15 @@ and nothing is known to be wrong with a message whose processing failed.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from mxgate.records import (
     UNKNOWN_RECIPIENTS,
-    Deferral,
     DeferredProcessing,
     Outcome,
     ProcessingDeadLetter,
     Stage,
     StoredObject,
 )
-from mxgate.workflow.defer import backoff
+from mxgate.workflow.defer import Schedule
 from mxgate.workflow.model import DeliveryResult, ProcessingFailure, RecipientResult, StepError
 from mxgate.workflow.services import Services
 
@@ -43,26 +40,23 @@ def defer_processing(request: ProcessingFailure, services: Services) -> Delivery
     stored = request.stored
     reason = request.error.reason
     policy = services.routes.delivery
-    now = services.clock.now()
-    previous = request.deferral
-    first = previous.first_deferred_at if previous else now
-    attempts = (previous.attempts if previous else 0) + 1
-    give_up = first + timedelta(seconds=policy.queue_lifetime)
+    schedule = Schedule.after(request.deferral, policy, services.clock.now())
+    attempts, give_up = schedule.attempts, schedule.give_up
     if services.deferrals is None:
         cause = f"{reason}; no deferred queue here"
         return _dead_letter(request, StepError(Error="TransientError", Cause=cause), services)
-    if now >= give_up:
-        waited = (now - first).total_seconds() / 3600
+    if schedule.expired:
+        waited = (schedule.now - schedule.first).total_seconds() / 3600
         cause = f"gave up after {waited:.1f}h deferred; last error {reason}"
         return _dead_letter(request, StepError(Error="Expired", Cause=cause), services)
     base = stored.processing_id
-    due = min(now + timedelta(seconds=backoff(policy, attempts, base)), give_up)
+    due = schedule.due(policy, base)
     services.deferrals.schedule(
         DeferredProcessing(
             record_id=f"{base}#{attempts}",
             due_at=due,
             stored=stored,
-            deferral=Deferral(first_deferred_at=first, attempts=attempts, last_error=reason),
+            deferral=schedule.deferral(reason),
         )
     )
     detail = (

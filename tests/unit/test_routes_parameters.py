@@ -102,3 +102,21 @@ def test_literal_domains_that_contradict_the_template_fail_naming_the_mismatch(t
 def test_matching_domains_have_no_problem():
     routes = load_routes(ROUTES, routes_parameters(Resolver(read_template(TEMPLATE), ACME)))
     assert domain_problems(routes, {"acme.com": "x", "apps.acme.com": "y"}) == []
+
+
+def test_a_relay_the_template_lacks_fails_naming_it(tmp_path: Path):
+    misnamed = tmp_path / "routes.yaml"
+    misnamed.write_text(ROUTES.read_text().replace("relay: M365Relay", "relay: M365Rleay"))
+    mail_manager = load_mail_manager(TEMPLATE, ACME)
+    parameters = routes_parameters(mail_manager.resolver)
+    with pytest.raises(ConfigFileError) as refused:
+        load_checked_routes(
+            misnamed, parameters, accepted_domains(mail_manager), mail_manager.relays
+        )
+    (problem,) = refused.value.problems
+    assert problem.place == "destinations.m365.relay"
+    assert "names M365Rleay, which is no relay of the template (M365Relay, WorkspaceRelay)" in str(
+        problem
+    )
+    # the shipped file names the template's relays
+    load_checked_routes(ROUTES, parameters, accepted_domains(mail_manager), mail_manager.relays)

@@ -54,8 +54,9 @@ def check_routes(args: argparse.Namespace) -> int:
     template, parameters = template_and_parameters(args)
     mail_manager = load_mail_manager(template, parameters)
     accepted = accepted_domains(mail_manager)
-    routes = load_checked_routes(path, routes_parameters(mail_manager.resolver), accepted)
-    print(f"{path}: valid, and its domains are the ones {template} accepts")
+    parameters_of = routes_parameters(mail_manager.resolver)
+    routes = load_checked_routes(path, parameters_of, accepted, mail_manager.relays)
+    print(f"{path}: valid, and its domains and relays are the ones {template} has")
     print(
         f"  employee domains {', '.join(routes.employee_domains)}; app domains "
         f"{', '.join(routes.app_domains) or 'none'}; directory: {len(routes.directory.users)} "

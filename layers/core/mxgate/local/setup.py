@@ -201,9 +201,12 @@ def load_mail_manager_config(settings: LocalSettings) -> tuple[LocalConfig, Mail
 
 def routes_of(config: LocalConfig, mail_manager: MailManagerResources) -> Routes:
     """The routes file with the template's parameters filled in, checked against the domains
-    the template accepts."""
+    the template accepts and the relays it has."""
     return load_checked_routes(
-        config.routes, routes_parameters(mail_manager.resolver), accepted_domains(mail_manager)
+        config.routes,
+        routes_parameters(mail_manager.resolver),
+        accepted_domains(mail_manager),
+        mail_manager.relays,
     )
 
 

@@ -7,7 +7,7 @@ test keeps the two in step.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -453,13 +453,32 @@ def domain_problems(routes: Routes, accepted: Mapping[str, str]) -> list[Problem
     ]
 
 
+def relay_problems(routes: Routes, relays: Collection[str]) -> list[Problem]:
+    """A destination whose `relay` is no relay of the template: its mail could not leave."""
+    return [
+        Problem(
+            f"destinations.{name}.relay",
+            f"names {destination.relay}, which is no relay of the template "
+            f"({', '.join(sorted(relays)) or 'it has none'})",
+        )
+        for name, destination in routes.destinations.items()
+        if destination.relay is not None and destination.relay not in relays
+    ]
+
+
 def load_checked_routes(
-    path: Path, parameters: Mapping[str, str], accepted: Mapping[str, str]
+    path: Path,
+    parameters: Mapping[str, str],
+    accepted: Mapping[str, str],
+    relays: Collection[str] | None = None,
 ) -> Routes:
     """The routes file (load_routes), refused with every problem when its domains and the
-    domains the template accepts (`accepted`, as domain_problems takes it) disagree."""
+    domains the template accepts (`accepted`, as domain_problems takes it) disagree, or when
+    it names a relay the template lacks (`relays`: the template's, when known)."""
     routes = load_routes(path, parameters)
     problems = domain_problems(routes, accepted)
+    if relays is not None:
+        problems += relay_problems(routes, relays)
     if problems:
         raise ConfigFileError(path, problems)
     return routes

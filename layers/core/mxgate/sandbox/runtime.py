@@ -155,13 +155,6 @@ class Sandbox:
         )
         self.resources = load_mail_manager(self.config.template, self.parameters)
         self.routes: Routes = routes_of(self.config, self.resources)  # as `mxgate run` reads it
-        relays = self.resources.relays
-        for name, destination in self.routes.destinations.items():
-            if destination.relay is not None and destination.relay not in relays:
-                raise ConfigError(
-                    f"{self.config.routes}: destinations.{name}.relay names {destination.relay}, "
-                    f"which is no relay of {self.config.template} ({', '.join(sorted(relays))})"
-                )
         self.arrivals: list[_Arrival] = []
         self.arrival_order: ArrivalOrder = options.arrival_order  # tests may change it
         self.mailboxes: dict[str, RecordingMaildir] = {}

@@ -174,6 +174,7 @@ class Sandbox:
         self._servers: list[asyncio.Server] = []
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mail-manager")
         self.clock = SystemClock()
+        self._sfn: Any = None  # the Step Functions client quiet() polls with (made in start)
 
     # ----------------------------------------------------------------------- start, stop
 
@@ -216,6 +217,9 @@ class Sandbox:
         self._call(self._start_ingress_points())
         self._point_deliver_at_relay_ingress()
         self.state_machine = self.stack.deploy_state_machine()
+        # made now, before any function runs: making a client reads os.environ, which a
+        # function running on another thread changes (its own environment) while we poll
+        self._sfn = boto3.client("stepfunctions", region_name=REGION)
 
     def close(self) -> None:
         """Everything started, stopped in order: the work in flight, the SMTP clients (so the
@@ -469,7 +473,7 @@ class Sandbox:
             busy = self._busy
         if busy or self.arrivals:
             return False
-        running = boto3.client("stepfunctions", region_name=REGION).list_executions(
+        running = self._sfn.list_executions(
             stateMachineArn=self.state_machine, statusFilter="RUNNING"
         )["executions"]
         return not running

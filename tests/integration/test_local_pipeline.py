@@ -24,7 +24,7 @@ from mxgate.local.pipeline import receive_spooled
 from mxgate.local.rule_set_failures import KEPT_BUCKET
 from mxgate.local.settings import LocalSettings
 from mxgate.local.setup import load_setup
-from mxgate.records import DeferredDelivery, Envelope, Outcome, Stage
+from mxgate.records import DeferredDelivery, Envelope, Outcome, Stage, StepRetry
 from tests.fakes import ManualClock
 from tests.support import REPO, free_port, local_config
 
@@ -100,6 +100,18 @@ def run_due(worker: Worker, at: datetime | None = None) -> list[str]:
     return [worker_process.run_due(record.model_dump_json()) for record in due]
 
 
+def wait_out_retries(worker: Worker) -> int:
+    """What the gateway's scheduler does for Tasks waiting out Retry intervals (none long
+    here: retry_scale 0): run each as it comes due, until none waits. How many ran."""
+    ran = 0
+    while due := worker.state.lease_due(worker.clock.now(), 60):
+        for record in due:
+            assert isinstance(record, StepRetry)
+            assert worker_process.run_due(record.model_dump_json()) == "done"
+            ran += 1
+    return ran
+
+
 def mailbox(worker: Worker, host: str, recipient: str) -> list[bytes]:
     folder = worker.setup.dirs.mailboxes / host / recipient / "new"
     return [p.read_bytes() for p in sorted(folder.iterdir())] if folder.is_dir() else []
@@ -137,7 +149,12 @@ def test_delivered_and_spool_file_removed(worker):
 def test_outage_is_retried_then_deferred_then_delivered_when_the_host_is_back(worker):
     mailbox_host_replies(worker, "workspace", "451 4.3.0 mailbox host busy")
     path = accept(worker, "01OUTAGE", ["alice@nutrition.co", "carol@nutrition.co"])
-    receive_spooled(worker, path)
+    assert receive_spooled(worker, path) == "done"
+    assert not path.exists()  # alice's next attempt is recorded: the spool file may go
+    (waiting,) = [w.record for w in worker.state.deferred("01OUTAGE")]
+    assert isinstance(waiting, StepRetry)  # her retry waits in the queue, not in the worker
+    assert (waiting.execution.state, waiting.recipients) == ("DeliverOne", ["alice@nutrition.co"])
+    assert wait_out_retries(worker) == 3
     # the state machine's quick retries, then the deferred queue: no terminal state yet
     assert outcomes(worker, "01OUTAGE") == {"carol@nutrition.co": Outcome.DELIVERED}
     retries = [e for e in worker.state.events("01OUTAGE") if e.stage is Stage.RETRY]
@@ -400,6 +417,7 @@ def test_addheader_versions_are_stored_apart_and_delivered_each_to_its_recipient
     mailbox_host_replies(worker, "workspace", "451 4.3.0 later")
     path = accept(worker, "01SPLIT", ["alice@nutrition.co", "bob@nutrition.co"])
     assert receive_spooled(worker, path) == "done"  # with the workflow: deferred deliveries
+    wait_out_retries(worker)
     objects, bucket = worker.mail_manager.actions.objects, raw_bucket(worker)
     alice, bob = (objects.get(bucket, f"raw/01SPLIT.variant-{n}") for n in (1, 2))
     assert b"X-Tag" not in alice

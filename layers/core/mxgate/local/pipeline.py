@@ -298,6 +298,8 @@ def _quarantine_path(worker: Worker, path: Path) -> Path:
 def _keep_in_quarantine(worker: Worker, path: Path) -> Path:
     """The spool file under quarantine/ too: a hard link (a copy across file systems)."""
     target = _quarantine_path(worker, path)
+    if _same_file(path, target):  # an earlier run kept it already
+        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     linking = target.with_name(f".{target.name}.linking")
     linking.unlink(missing_ok=True)
@@ -313,11 +315,14 @@ def _keep_in_quarantine(worker: Worker, path: Path) -> Path:
 
 def _quarantined_before(worker: Worker, path: Path, envelope: Envelope) -> bool:
     """Whether an earlier run kept this file in quarantine/ and recorded every recipient."""
-    target = _quarantine_path(worker, path)
-    try:
-        if not os.path.samefile(path, target):
-            return False
-    except FileNotFoundError:
+    if not _same_file(path, _quarantine_path(worker, path)):
         return False
     settled = {s.recipient.casefold() for s in worker.state.states(envelope.message_id)}
     return all(r.casefold() in settled for r in envelope.recipients)
+
+
+def _same_file(path: Path, other: Path) -> bool:
+    try:
+        return os.path.samefile(path, other)
+    except FileNotFoundError:
+        return False

@@ -12,11 +12,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from mxgate.errors import ConfigError
+from mxgate.errors import ConfigError, TransientError
 from mxgate.mailmanager.template import Resolver
 from mxgate.records import Delivery, Stage, StepRetry, message_id_of, variant_of
 from mxgate.workflow.asl import Execution, ExecutionFailedError, Interpreter
-from mxgate.workflow.model import Redelivery
+from mxgate.workflow.model import Redelivery, StepError
 from mxgate.workflow.object_created import object_created_event
 from mxgate.workflow.services import Services
 from mxgate.workflow.steps import STEPS
@@ -87,12 +87,28 @@ class LocalWorkflow:
         )
         self._current = ""
 
-    def _retrying(self, state: str, error: str, attempt: int, delay: float) -> None:
-        self.services.records.note(
-            self._current,
-            Stage.RETRY,
-            f"{state}: {error}, attempt {attempt}, waiting {delay * self.retry_scale:.1f}s",
+    def _retrying(self, state: str, error: str, cause: str, attempt: int, delay: float) -> None:
+        wait = delay * self.retry_scale
+        log.info(
+            "retrying",
+            extra={
+                "message_id": self._current,
+                "state": state,
+                "attempt": attempt,
+                "wait": f"{wait:.2f}s",
+                "error": StepError(Error=error, Cause=cause).reason,
+            },
         )
+        try:  # what waits is the StepRetry, written next: this event only tells of it
+            self.services.records.note(
+                self._current,
+                Stage.RETRY,
+                f"{state}: {error}, attempt {attempt}, waiting {wait:.1f}s",
+            )
+        except TransientError as failure:
+            log.warning(
+                "retry not on the timeline", extra={"message_id": self._current, "error": failure}
+            )
 
     def start(self, bucket: str, key: str) -> Execution:
         """Start one execution, as the S3 event would start it on AWS, and take it as far as

@@ -342,7 +342,8 @@ class Interpreter:
     tasks: Mapping[str, Task]
     clock: Clock
     rng: random.Random = field(default_factory=random.Random)
-    on_retry: Callable[[str, str, int, float], None] | None = None  # state, error, attempt, delay
+    # state, error, cause, attempt, delay
+    on_retry: Callable[[str, str, str, int, float], None] | None = None
 
     def __post_init__(self) -> None:
         check_definition(self.definition, self.tasks)
@@ -480,7 +481,7 @@ class Interpreter:
                 if retrier.get("JitterStrategy") == "FULL":
                     delay = self.rng.uniform(0, delay)
                 if self.on_retry is not None:
-                    self.on_retry(name, failure.error, done + 1, delay)
+                    self.on_retry(name, failure.error, failure.cause, done + 1, delay)
                 if place.run.suspend:
                     suspended = SuspendedExecution(
                         name=place.run.name,

@@ -80,7 +80,10 @@ class RunningGateway:
         return self.process.returncode
 
 
-def start_gateway(home: Path, config: Path, *, env: dict[str, str] | None = None) -> RunningGateway:
+def start_gateway(
+    home: Path, config: Path, *, env: dict[str, str] | None = None, output: Path | None = None
+) -> RunningGateway:
+    """`output`: where its terminal output goes (default: gateway.out in its home)."""
     environment = {
         **os.environ,
         "MXGATE_HOME": str(home),
@@ -90,7 +93,7 @@ def start_gateway(home: Path, config: Path, *, env: dict[str, str] | None = None
         **(env or {}),
     }
     home.mkdir(parents=True, exist_ok=True)
-    output = home / "gateway.out"
+    output = output or home / "gateway.out"
     with output.open("w") as sink:  # a file, not a pipe: a full pipe would stall the gateway
         process = subprocess.Popen(
             [sys.executable, "-m", "mxgate", "run"],

@@ -25,6 +25,7 @@ from pathlib import Path
 from aiosmtpd.smtp import SMTP
 
 from mxgate.adapters.local.state import SqliteState
+from mxgate.errors import FailureKind, kind_of
 from mxgate.local import worker
 from mxgate.local.bootstrap import Bootstrap
 from mxgate.local.ingress import IngressHandler, IngressSMTP
@@ -207,6 +208,7 @@ class Gateway:
         comes due, when work finishes, or after the poll interval, whichever is first."""
         settings = self.setup.settings
         room = settings.workers * 4
+        failures = 0
         while True:
             self.look_again.clear()
             wait = settings.defer_poll
@@ -220,8 +222,17 @@ class Gateway:
                         self._run_record(record)
                     if len(due) < free:  # else: more is due now, and there may be room
                         wait = self._until_next(await asyncio.to_thread(state.next_due), wait)
-            except Exception:
-                log.exception("deferred queue scheduler failed; trying again")
+                failures = 0
+            except Exception as error:
+                failures += 1
+                if kind_of(error) is FailureKind.TRANSIENT:  # a full disk, a busy database
+                    log.warning(
+                        "deferred queue not read for now; trying again", extra={"error": error}
+                    )
+                else:
+                    log.exception("deferred queue scheduler failed; trying again")
+                await asyncio.sleep(min(settings.defer_poll, kept_backoff(failures, self.rng)))
+                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.look_again.wait(), max(wait, SOONEST_LOOK))
 

@@ -83,22 +83,28 @@ class LocalWorkflow:
             for resource, name in source.resource_steps.items()
         }
         self.interpreter = Interpreter(
-            source.definition, tasks, services.clock, on_retry=self._retrying
+            source.definition,
+            tasks,
+            services.clock,
+            on_failure=self._failed,
+            on_retry=self._retrying,
         )
         self._current = ""
 
-    def _retrying(self, state: str, error: str, cause: str, attempt: int, delay: float) -> None:
-        wait = delay * self.retry_scale
+    def _failed(self, state: str, error: str, cause: str) -> None:
+        """Every Task failure, on the terminal and in the error log when it matters: what the
+        timeline says briefly (its `retry` and `deferred` events), with the cause."""
         log.info(
-            "retrying",
+            "step failed",
             extra={
                 "message_id": self._current,
                 "state": state,
-                "attempt": attempt,
-                "wait": f"{wait:.2f}s",
                 "error": StepError(Error=error, Cause=cause).reason,
             },
         )
+
+    def _retrying(self, state: str, error: str, attempt: int, delay: float) -> None:
+        wait = delay * self.retry_scale
         try:  # what waits is the StepRetry, written next: this event only tells of it
             self.services.records.note(
                 self._current,

@@ -342,8 +342,8 @@ class Interpreter:
     tasks: Mapping[str, Task]
     clock: Clock
     rng: random.Random = field(default_factory=random.Random)
-    # state, error, cause, attempt, delay
-    on_retry: Callable[[str, str, str, int, float], None] | None = None
+    on_failure: Callable[[str, str, str], None] | None = None  # state, error, cause
+    on_retry: Callable[[str, str, int, float], None] | None = None  # state, error, attempt, delay
 
     def __post_init__(self) -> None:
         check_definition(self.definition, self.tasks)
@@ -459,6 +459,8 @@ class Interpreter:
             try:
                 return self._execute(name, state, document, place)
             except _StateError as failure:
+                if self.on_failure is not None:
+                    self.on_failure(name, failure.error, failure.cause)
                 retriers = state.get("Retry", [])
                 index = next(
                     (
@@ -481,7 +483,7 @@ class Interpreter:
                 if retrier.get("JitterStrategy") == "FULL":
                     delay = self.rng.uniform(0, delay)
                 if self.on_retry is not None:
-                    self.on_retry(name, failure.error, failure.cause, done + 1, delay)
+                    self.on_retry(name, failure.error, done + 1, delay)
                 if place.run.suspend:
                     suspended = SuspendedExecution(
                         name=place.run.name,

@@ -111,7 +111,11 @@ def deferred_processing(
         message_id=message_id,
         bucket="mxgate-rawmailbucket",
         key=f"raw/{message_id}",
-        size=100,
+        envelope=Envelope(
+            message_id=message_id,
+            mail_from="bounces@shop.example",
+            recipients=["erin@nutrition.co"],
+        ),
         first_failed_at=due_at,
         attempts=1,
         last_error="TransientError: state database full",

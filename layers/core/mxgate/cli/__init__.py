@@ -14,6 +14,8 @@ def build_parser() -> argparse.ArgumentParser:
     from mxgate.cli import (  # noqa: PLC0415 -- keep `mxgate --help` fast
         addresslist,
         archive,
+        auth,
+        check,
         console,
         demo,
         dlq,
@@ -22,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         routes,
         rules,
         run,
+        sandbox,
         trace,
     )
 
@@ -36,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         demo,
         trace,
         parse,
+        auth,
         rules,
         addresslist,
         routes,
@@ -43,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         archive,
         quarantine,
         console,
+        check,
+        sandbox,
     ):
         module.register(commands)
     return parser

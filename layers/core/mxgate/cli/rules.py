@@ -2,7 +2,8 @@
 
 `explain` runs one message through an ingress point's traffic policy and rule set without
 sending or storing anything; `check` validates the Mail Manager resources with our models
-(every combination of the template conditions they use) and with cfn-lint.
+(every combination of the template conditions they use) and with cfn-lint; `replay`
+(cli/replay.py) runs past mail through a changed template.
 """
 
 from __future__ import annotations
@@ -13,8 +14,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mxgate.cli.common import add_settings_arguments, print_json, settings_from
-from mxgate.config_files import read_yaml
+from mxgate.cli.common import (
+    add_message_arguments,
+    add_settings_arguments,
+    print_json,
+    settings_from,
+)
 from mxgate.errors import ConfigError
 from mxgate.local.bootstrap import Bootstrap
 from mxgate.local.config import load_config
@@ -28,7 +33,7 @@ from mxgate.mailmanager.resources import (
     check_mail_manager,
     load_mail_manager,
 )
-from mxgate.mailmanager.template import read_samconfig_parameters, read_template
+from mxgate.mailmanager.template import read_parameter_file, read_template
 from mxgate.records import Envelope
 
 MAX_CONDITION_COMBINATIONS = 16
@@ -45,26 +50,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     why = actions.add_parser(
         "explain",
         help="what the gateway would do with a message, and why (sends nothing)",
-        description="Evaluate FILE.eml as the ingress point would: the traffic policy for each "
+        description="Evaluate FILE as the ingress point would: the traffic policy for each "
         "recipient (which statement decided), then the rule set (which rules matched, which "
         "condition decided each, the actions that would run). Nothing is sent or stored. "
         "Without --template, the template and parameter values come from the local "
         "configuration (samconfig.toml, then local.yaml); --params adds values on top.",
     )
-    why.add_argument("message", type=Path, metavar="FILE.eml")
-    why.add_argument("--mail-from", required=True, metavar="A", help="the envelope sender")
-    why.add_argument(
-        "--rcpt", action="append", required=True, metavar="B", help="an envelope recipient"
-    )
-    why.add_argument("--ip", default="127.0.0.1", help="the sender's IP (default 127.0.0.1)")
-    why.add_argument("--helo", default="localhost", help="the EHLO name (default localhost)")
-    why.add_argument(
-        "--tls",
-        default="TLS1_3",
-        choices=["TLS1_2", "TLS1_3", "none"],
-        help="the session's TLS protocol (default TLS1_3; none: no STARTTLS)",
-    )
-    why.add_argument("--ingress-point", help="the ingress point's logical id (default: the first)")
+    add_message_arguments(why, ip="127.0.0.1", helo="localhost", ingress="the first")
     _template_arguments(why)
     why.add_argument("--json", action="store_true", help="print JSON")
     why.set_defaults(handler=explain_command)
@@ -80,6 +72,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     check.set_defaults(handler=check_command)
     for sub in (why, check):
         add_settings_arguments(sub)
+    from mxgate.cli import replay  # noqa: PLC0415 -- it imports this module's helpers
+
+    replay.register(actions)
 
 
 def _template_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,22 +88,6 @@ def _template_arguments(parser: argparse.ArgumentParser) -> None:
         help="parameter values: samconfig.toml, a YAML/JSON mapping (or a file with "
         "`parameters:`), or a CloudFormation parameters list",
     )
-
-
-def read_parameter_file(path: Path) -> dict[str, object]:
-    if path.suffix == ".toml":
-        return dict(read_samconfig_parameters(path))
-    document = read_yaml(path, "parameters")  # JSON is YAML too
-    if isinstance(document, list):  # [{"ParameterKey": ..., "ParameterValue": ...}]
-        try:
-            return {item["ParameterKey"]: item["ParameterValue"] for item in document}
-        except (KeyError, TypeError):
-            raise ConfigError(f"{path}: a list must hold ParameterKey/ParameterValue") from None
-    if isinstance(document, dict) and isinstance(document.get("parameters"), dict):
-        document = document["parameters"]
-    if not isinstance(document, dict):
-        raise ConfigError(f"{path}: expected a mapping of parameter names to values")
-    return dict(document)
 
 
 def template_and_parameters(args: argparse.Namespace) -> tuple[Path, dict[str, str]]:
@@ -154,13 +133,16 @@ def explain_command(args: argparse.Namespace) -> int:
         tls_protocol=tls,
         ingress_point=ingress_id,
     )
-    book = Bootstrap(settings_from(args)).address_book()
+    settings = settings_from(args)
+    bootstrap = Bootstrap(settings)
+    book = bootstrap.address_book()
+    bound = bootstrap.blocklists(config) if settings.config.is_file() else {}
     result = explain(
         config=config,
         ingress_id=ingress_id,
         facts=message_facts(envelope, raw),
         recipients=args.rcpt,
-        session=SessionFacts(sender_ip=args.ip, tls_protocol=tls),
+        session=SessionFacts(args.ip, tls, {n: a.analyze(args.ip) for n, a in bound.items()}),
         book=book,
     )
     if args.json:

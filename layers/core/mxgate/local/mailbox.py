@@ -61,7 +61,7 @@ class MaildirHandler:
             return f"452 4.3.1 Mailbox storage unavailable: {error.strerror or error}"
         return f"250 2.0.0 Ok: delivered to {len(envelope.rcpt_tos)} mailbox(es) on {self.host}"
 
-    def _store_all(self, sender: str, recipients: list[str], raw: bytes) -> None:
+    def _store_all(self, sender: str, recipients: list[str], raw: bytes) -> list[Path]:
         """Every recipient's copy, or none: one reply covers them all, and a retry after a
         failure must not deliver twice to those stored before it."""
         stored: list[Path] = []
@@ -72,3 +72,15 @@ class MaildirHandler:
             for path in stored:
                 path.unlink(missing_ok=True)
             raise
+        return stored
+
+
+def mailbox_session(handler: MaildirHandler) -> SMTP:
+    """One SMTP session of a mailbox host."""
+    return SMTP(
+        handler,
+        hostname=f"{handler.host}.mailbox.local",
+        enable_SMTPUTF8=True,
+        data_size_limit=None,
+        ident="mxgate mailbox host",
+    )

@@ -46,6 +46,7 @@ from mxgate.records import (
     StepRetry,
 )
 from mxgate.workflow.envelope import read_envelope
+from mxgate.workflow.model import ProcessInput
 
 log = logging.getLogger("mxgate.worker")
 
@@ -162,13 +163,11 @@ def _redeliver(worker: Worker, deferred: DeferredDelivery) -> Result:
 def _process_again(worker: Worker, deferred: DeferredProcessing) -> Result:
     """A stored message whose processing failed for now: a new execution of it."""
     try:
-        worker.workflow.start(deferred.bucket, deferred.key)
+        worker.workflow.start(deferred.bucket, deferred.key, deferred.envelope)
     except Exception as error:
         if kind_of(error) is FailureKind.TRANSIENT:
             raise
-        document = {
-            "detail": {"bucket": {"name": deferred.bucket}, "object": {"key": deferred.key}}
-        }
+        document = {"bucket": deferred.bucket, "key": deferred.key}
         _execution_failed(worker, deferred.message_id, document, error)
     worker.state.finish_deferred(deferred.record_id)
     return Result.DONE
@@ -236,13 +235,15 @@ def _execution_failed(worker: Worker, message_id: str, document: object, error: 
         else:
             worker.records.note(message_id, Stage.ATTEMPT, f"{delivery.destination}: {reason}")
         return
-    where = document.get("detail", {}) if isinstance(document, dict) else {}
-    bucket = str(where.get("bucket", {}).get("name", ""))
-    key = str(where.get("object", {}).get("key", ""))
-    routes = worker.setup.routes
-    envelope = read_envelope(worker.mail_manager.actions.objects, bucket, key, None, routes)
+    stored = ProcessInput.model_validate(document)  # a message's execution: its input
+    envelope = stored.envelope or read_envelope(
+        worker.mail_manager.actions.objects, stored.bucket, stored.key
+    )
     worker.records.quarantine(
-        message_id, envelope.recipients or [UNKNOWN_RECIPIENTS], reason, kept_at=f"{bucket}/{key}"
+        message_id,
+        envelope.recipients or [UNKNOWN_RECIPIENTS],
+        reason,
+        kept_at=f"{stored.bucket}/{stored.key}",
     )
 
 

@@ -22,14 +22,12 @@ from datetime import datetime
 from functools import partial
 from pathlib import Path
 
-from aiosmtpd.smtp import SMTP
-
 from mxgate.adapters.local.state import SqliteState
 from mxgate.errors import FailureKind, kind_of
 from mxgate.local import worker
 from mxgate.local.bootstrap import Bootstrap
-from mxgate.local.ingress import IngressHandler, IngressSMTP
-from mxgate.local.mailbox import MaildirHandler
+from mxgate.local.ingress import IngressHandler, IngressSMTP, ingress_session
+from mxgate.local.mailbox import MaildirHandler, mailbox_session
 from mxgate.local.pipeline import Result
 from mxgate.local.settings import Paths
 from mxgate.local.setup import IngressSetup
@@ -82,7 +80,7 @@ class Gateway:
         self.clock = bootstrap.clock
         self.pool: ProcessPoolExecutor | None = None
         self.pool_args: tuple[str, str] = ("", "")  # the workers' initializer arguments
-        self.spool = bootstrap.spool()
+        self.spool = bootstrap.ingress_spool()
         self.in_flight: set[Path] = set()  # spool files handed to the pool and not yet done
         self.pool_generation = 0  # a new pool replaces one whose worker died
         self.pending: set[Future[Result]] = set()
@@ -109,16 +107,7 @@ class Gateway:
                 continue
             handler = MaildirHandler(self.dirs.mailboxes, host)
             server = await loop.create_server(
-                partial(
-                    SMTP,
-                    handler,
-                    hostname=f"{host}.mailbox.local",
-                    enable_SMTPUTF8=True,
-                    data_size_limit=None,
-                    ident="mxgate mailbox host",
-                ),
-                host="127.0.0.1",
-                port=spec.port,
+                partial(mailbox_session, handler), host="127.0.0.1", port=spec.port
             )
             ports[host] = server.sockets[0].getsockname()[1]
             servers.append(server)
@@ -287,6 +276,8 @@ class Gateway:
         mailbox_ports, servers = await self._mailbox_hosts(loop)
         self.pool_args = (setup.settings.model_dump_json(), json.dumps(mailbox_ports))
         self._start_pool()
+        if setup.config.history.keep > 0:
+            self.bootstrap.history().prune(self.clock.now())
         # what a previous run accepted but did not finish, before anything new is accepted
         self.spool.discard_partial()
         for path in self.spool.pending():
@@ -312,6 +303,7 @@ class Gateway:
                 clock=self.clock,
                 submit=self.submit,
                 smtp_password=listener.smtp_password,
+                addons=self.bootstrap.session_addons(listener.traffic_policy),
             )
             server = await loop.create_server(
                 partial(self._session, listener, handler, tls),
@@ -343,17 +335,8 @@ class Gateway:
     def _session(
         self, listener: IngressSetup, handler: IngressHandler, tls: ssl.SSLContext
     ) -> IngressSMTP:
-        return IngressSMTP(
-            handler,
-            hostname=self.setup.settings.hostname,
-            ident="mxgate ESMTP",
-            tls_context=tls,
-            require_starttls=listener.ingress.requires_starttls,
-            data_size_limit=listener.max_message_size,
-            enable_SMTPUTF8=True,
-            authenticator=handler.authenticate if listener.auth else None,
-            auth_required=listener.auth,
-            auth_require_tls=True,  # AUTH only after STARTTLS
+        return ingress_session(
+            handler, self.setup.settings.hostname, tls, listener.max_message_size
         )
 
     async def stop(self, running: Running, grace: float = 30.0) -> None:

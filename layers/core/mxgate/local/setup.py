@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mxgate.errors import ConfigError
+from mxgate.local.addons import check_addons
 from mxgate.local.config import LocalConfig, load_config, unknown_port_variables
 from mxgate.local.runfile import RUN_FILE
 from mxgate.local.settings import LocalSettings, Paths, env_name
@@ -17,6 +18,7 @@ from mxgate.local.workflow import StateMachineSource, load_state_machine
 from mxgate.mailmanager.models import IngressPoint, RuleSet, TrafficPolicy
 from mxgate.mailmanager.resources import MailManagerResources, load_mail_manager
 from mxgate.mailmanager.template import (
+    logical_id_of,
     parameter_values,
     read_samconfig_parameters,
     read_template,
@@ -110,6 +112,23 @@ def _smtp_password(
     )
 
 
+def _default_ports(
+    mail_manager: MailManagerResources, open_port: int, auth_port: int
+) -> dict[str, int]:
+    """OPEN ingress points on `open_port`, AUTH ones on `auth_port` and, when there are
+    several, the ports after it (a free port each when the port is 0). MTLS ingress points
+    are not emulated."""
+    ports: dict[str, int] = {}
+    auth = 0
+    for name, point in mail_manager.ingress_points.items():
+        if point.Type == "OPEN":
+            ports[name] = open_port
+        elif point.Type == "AUTH":
+            ports[name] = auth_port + auth if auth_port else 0
+            auth += 1
+    return ports
+
+
 def _listeners(
     settings: LocalSettings,
     config: LocalConfig,
@@ -128,11 +147,7 @@ def _listeners(
             if moved is not None and first is not None:
                 ports[first] = moved
     else:
-        ports = {
-            name: by_type[point.Type]
-            for name, point in mail_manager.ingress_points.items()
-            if point.Type in by_type  # MTLS ingress points are not emulated
-        }
+        ports = _default_ports(mail_manager, by_type["OPEN"], by_type["AUTH"])
     unknown_port_variables(settings, "ingress_ports", list(ports))
     ports |= {
         name: settings.ingress_ports[env_name(name)]
@@ -191,11 +206,18 @@ def load_setup(settings: LocalSettings) -> LocalSetup:
     unknown = sorted(set(config.destinations) - set(routes.destinations))
     if unknown:
         raise ConfigError(f"{settings.config}: destinations {unknown} are not in the routes file")
+    listeners = _listeners(settings, config, settings.config, mail_manager)
+    check_addons(
+        config,
+        settings.config,
+        {logical_id_of(x.ingress.TrafficPolicyId): x.traffic_policy for x in listeners},
+        mail_manager.addon_instances,
+    )
     return LocalSetup(
         settings=settings,
         config=config,
         mail_manager=mail_manager,
-        listeners=_listeners(settings, config, settings.config, mail_manager),
+        listeners=listeners,
         routes=routes,
         state_machine=load_state_machine(config.template, mail_manager.resolver),
     )

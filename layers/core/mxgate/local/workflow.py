@@ -14,10 +14,10 @@ from typing import Any
 
 from mxgate.errors import ConfigError, TransientError
 from mxgate.mailmanager.template import Resolver
-from mxgate.records import Delivery, Stage, StepRetry, message_id_of, variant_of
+from mxgate.records import Delivery, Envelope, Stage, StepRetry, message_id_of, variant_of
 from mxgate.workflow.asl import Execution, ExecutionFailedError, Interpreter
-from mxgate.workflow.model import Redelivery, StepError
-from mxgate.workflow.object_created import object_created_event
+from mxgate.workflow.envelope import read_envelope
+from mxgate.workflow.model import ProcessInput, Redelivery, StepError
 from mxgate.workflow.services import Services
 from mxgate.workflow.steps import STEPS
 
@@ -116,14 +116,19 @@ class LocalWorkflow:
                 "retry not on the timeline", extra={"message_id": self._current, "error": failure}
             )
 
-    def start(self, bucket: str, key: str) -> Execution:
-        """Start one execution, as the S3 event would start it on AWS, and take it as far as
-        it goes now; what waits for a retry is in the deferred queue when this returns."""
+    def start(self, bucket: str, key: str, envelope: Envelope | None = None) -> Execution:
+        """Start one execution with the input the Start function gives it on AWS (the stored
+        object, and its envelope: the one given, else the one the emulator kept beside it),
+        and take it as far as it goes now; what waits for a retry is in the deferred queue
+        when this returns."""
         self._current = message_id_of(key)
-        size = self.services.objects.head(bucket, key).size
-        event = object_created_event(bucket, key, size, self.services.clock.now())
+        if envelope is None:
+            envelope = read_envelope(self.services.objects, bucket, key)
+        document = ProcessInput(bucket=bucket, key=key, envelope=envelope)
         try:  # named by the stored object: each version of a message has its own
-            execution = self.interpreter.start(event, name=self._current + variant_of(key))
+            execution = self.interpreter.start(
+                document.model_dump(mode="json"), name=self._current + variant_of(key)
+            )
         except ExecutionFailedError as failure:
             log.error(
                 "execution failed", extra={"message_id": self._current, "error": failure.error}

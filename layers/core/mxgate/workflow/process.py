@@ -13,9 +13,7 @@ from typing import BinaryIO, Literal, cast
 
 from mxgate.authn.check import Authenticator
 from mxgate.authn.model import Authentication
-from mxgate.authn.results import HEADER as RESULTS_HEADER
-from mxgate.authn.results import authentication_results
-from mxgate.errors import FailureKind, TransientError, kind_named
+from mxgate.errors import FailureKind, PermanentError, kind_named
 from mxgate.message.attachments import ObjectStoreAttachments
 from mxgate.message.model import Address, ParsedMessage
 from mxgate.message.parse import parse_stream
@@ -33,9 +31,8 @@ from mxgate.records import (
     variant_of,
 )
 from mxgate.routing.classify import RouteKind, classify
-from mxgate.routing.quarantine import AuthVerdicts, facts_of, quarantine_rule
+from mxgate.routing.quarantine import auth_verdicts, facts_of, quarantine_rule
 from mxgate.workflow.defer import backoff
-from mxgate.workflow.envelope import read_envelope
 from mxgate.workflow.model import (
     DeliveryResult,
     ProcessInput,
@@ -59,6 +56,12 @@ INLINE_BUDGET = 120 * 1024
 
 def process(request: ProcessInput, services: Services) -> ProcessOutput:
     """Read, parse, authenticate and classify one stored message, and plan its deliveries."""
+    envelope = request.envelope
+    if envelope is None:  # the pipeline never guesses recipients from header fields
+        raise PermanentError(
+            f"no SMTP envelope came with {request.bucket}/{request.key}: its recipients are "
+            "not known"
+        )
     store = ObjectStoreAttachments(services.objects, request.bucket)
     # One read of the stored message, kept in a spooled file (on disk past a few MB, never whole
     # in memory) for the two passes: the parse, then sender authentication.
@@ -70,16 +73,8 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
         shutil.copyfileobj(stream, copy, COPY_CHUNK)
         copy.seek(0)
         parsed = parse_stream(copy, limits=services.message_limits, store=store)
-        envelope = request.envelope or read_envelope(
-            services.objects,
-            request.bucket,
-            request.key,
-            parsed,
-            services.routes,
-            look_beside=services.envelope_sidecars,
-        )
         copy.seek(0)
-        authentication = _authenticate(copy, envelope, services)
+        authentication, authentication_fields = _authenticate(copy, envelope, services)
         copy.seek(0)
         small = copy.read() if parsed.size <= INLINE_MAX else None
     message_id = envelope.message_id
@@ -98,7 +93,6 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
             message_id,
             Stage.PARSED,
             f"{len(parsed.attachments)} attachments, {len(parsed.defects)} defects"
-            + ("; envelope taken from headers" if envelope.source == "headers" else "")
             + (f"; {authentication.summary()}" if authentication else ""),
             summary=MessageSummary(
                 envelope_sender=envelope.mail_from,
@@ -108,7 +102,7 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
             ),
         ),
     ]
-    trace = _trace(envelope, authentication, services)
+    trace = _trace(envelope, authentication_fields, services)
     if parsed.unreadable is not None:  # not understood: kept where it is, never dropped
         records.record(events)
         reason = f"message not understood: {parsed.unreadable}"
@@ -130,7 +124,7 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
         return ProcessOutput(message=ref, deliveries=[], authentication=authentication)
     kept: list[HeldRecipient] = []
     groups: dict[tuple[RouteKind, str], list[str]] = defaultdict(list)
-    facts = facts_of(parsed, _auth_verdicts(authentication))
+    facts = facts_of(parsed, auth_verdicts(authentication))
     for recipient in envelope.recipients:
         route = classify(recipient, services.routes)
         events.append(
@@ -185,17 +179,16 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
 
 
 def _trace(
-    envelope: Envelope, authentication: Authentication | None, services: Services
+    envelope: Envelope, authentication_fields: list[tuple[str, str]], services: Services
 ) -> list[tuple[str, str]]:
-    """The trace fields every mailbox delivery of the message gets on top."""
+    """The trace fields every mailbox delivery of the message gets on top: the
+    authentication's (our ARC set when we seal, then Authentication-Results), as a verifying
+    MTA adds them (RFC 8601 5), then Received."""
     received = (
         RECEIVED,
         received_value(envelope, services.gateway_host, envelope.message_id, services.clock.now()),
     )
-    trace = [received]
-    if authentication is not None:  # on top, as a verifying MTA adds it (RFC 8601 5)
-        trace.insert(0, (RESULTS_HEADER, authentication_results(authentication)))
-    return trace
+    return [*authentication_fields, received]
 
 
 def _hold(  # noqa: PLR0917 -- what the process step knows at that point
@@ -239,28 +232,19 @@ def _hold(  # noqa: PLR0917 -- what the process step knows at that point
 
 def _authenticate(
     message: BinaryIO, envelope: Envelope, services: Services
-) -> Authentication | None:
-    """SPF, DKIM and DMARC for the message, when the runtime gave us DNS."""
+) -> tuple[Authentication | None, list[tuple[str, str]]]:
+    """SPF, DKIM, DMARC and ARC for the message, when the runtime gave us DNS, and the fields
+    a mailbox delivery carries on top: Authentication-Results, after our ARC set if we seal."""
     if services.resolver is None:
-        return None
-    authenticator = Authenticator(services.resolver, services.gateway_host)
-    return authenticator.authenticate(
-        message, client_ip=envelope.source_ip, mail_from=envelope.mail_from, helo=envelope.helo
+        return None, []
+    authenticator = Authenticator(
+        services.resolver,
+        services.gateway_host,
+        clock=services.clock,
+        sealer=services.sealer,
     )
-
-
-def _auth_verdicts(authentication: Authentication | None) -> AuthVerdicts | None:
-    """The results quarantine rules test, in RFC 8601 words."""
-    if authentication is None:
-        return None
-    dkim = [check.result.value for check in authentication.dkim]
-    return AuthVerdicts(
-        spf=authentication.spf_mail_from.result.value,
-        dkim="pass" if "pass" in dkim else (dkim[0] if dkim else "none"),
-        dmarc=authentication.dmarc.result.value,
-        dmarc_policy=authentication.dmarc.published.lower()
-        if authentication.dmarc.published
-        else None,
+    return authenticator.trace_fields(
+        message, client_ip=envelope.source_ip, mail_from=envelope.mail_from, helo=envelope.helo
     )
 
 
@@ -268,23 +252,16 @@ def quarantine(request: QuarantineInput, services: Services) -> DeliveryResult:
     """A message the pipeline could not process: keep it where it is, and say why. When it
     failed only for now (its retries ran out on a full disk, a busy database, a throttled
     store), it is processed again later instead, until the delivery lifetime runs out."""
-    message_id = message_id_of(request.key)
+    envelope = request.envelope
+    message_id = envelope.message_id if envelope is not None else message_id_of(request.key)
     reason = f"processing failed: {request.error.Error}: {request.error.Cause}"
     deferrals = services.deferrals
     if kind_named(request.error.Error) is FailureKind.TRANSIENT and deferrals is not None:
-        later = _process_later(request, services, deferrals)
+        later = _process_later(request, message_id, services, deferrals)
         if later is not None:
             return later
         reason = f"gave up processing it for now: {reason}"
-    try:
-        envelope = read_envelope(
-            services.objects, request.bucket, request.key, None, services.routes
-        )
-        recipients = envelope.recipients
-    except TransientError:
-        raise  # the state machine retries: the envelope may be readable in a moment
-    except Exception:  # noqa: BLE001 -- without an envelope the message is quarantined whole
-        envelope, recipients = None, []
+    recipients = envelope.recipients if envelope is not None else []
     if envelope is not None and recipients and services.objects.exists(request.bucket, request.key):
         raw = services.objects.get(request.bucket, request.key)
         ref = MessageRef(
@@ -299,7 +276,7 @@ def quarantine(request: QuarantineInput, services: Services) -> DeliveryResult:
             HeldRecipient(recipient=r, route="quarantine", rule="processing failed", reason=reason)
             for r in recipients
         ]
-        trace = _trace(envelope, None, services)
+        trace = _trace(envelope, [], services)
         _hold(services, ref, None, None, trace, held_recipients, source="processing_failed")
     held = services.records.quarantine(
         message_id,
@@ -317,12 +294,11 @@ def quarantine(request: QuarantineInput, services: Services) -> DeliveryResult:
 
 
 def _process_later(
-    request: QuarantineInput, services: Services, deferrals: Deferrals
+    request: QuarantineInput, message_id: str, services: Services, deferrals: Deferrals
 ) -> DeliveryResult | None:
     """Schedule a new execution of the stored message on the deferral schedule of the
     top-level delivery policy; None once its lifetime has run out. Earlier attempts are the
     message's own `deferred` events (a delivery's name their recipients)."""
-    message_id = message_id_of(request.key)
     policy = services.routes.delivery
     now = services.clock.now()
     earlier = [
@@ -345,7 +321,7 @@ def _process_later(
             message_id=message_id,
             bucket=request.bucket,
             key=request.key,
-            size=services.objects.head(request.bucket, request.key).size,
+            envelope=request.envelope,
             first_failed_at=first,
             attempts=attempts,
             last_error=request.error.reason,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from mxgate.authn.arc import Sealer
 from mxgate.message.model import ParseLimits
 from mxgate.ports import (
     AppEvents,
@@ -37,10 +38,8 @@ class Services:
     # names this gateway in trace header fields, and is its authserv-id in
     # Authentication-Results
     gateway_host: str = "mxgate.local"
-    # whether the runtime keeps each message's envelope beside it (the local emulator does;
-    # Mail Manager does not, so on AWS looking would cost a request and find nothing)
-    envelope_sidecars: bool = True
     resolver: Resolver | None = None  # DNS for sender authentication; None: not checked
+    sealer: Sealer | None = None  # ARC-seals mailbox deliveries as the gateway; None: no seal
     message_limits: ParseLimits = field(default_factory=ParseLimits)
     # delivery beyond the first attempts: without these, deferral, DSNs and hooks are off
     deferrals: Deferrals | None = None  # the deferred queue

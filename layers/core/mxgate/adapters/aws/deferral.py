@@ -1,6 +1,6 @@
 """The deferred queue on AWS: an SQS queue with message delays, and the consumer that starts
 an execution of the state machine when a record comes due: a redelivery for a deferred
-delivery, a new execution from the stored object for deferred processing.
+delivery, a new execution of the stored message (with its envelope) for deferred processing.
 
 SQS delays a message by at most 15 minutes, so a longer wait is a chain: a message that
 arrives before its due time is sent back with the time that is left.
@@ -8,7 +8,6 @@ arrives before its due time is sent back with the time that is left.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import TYPE_CHECKING
 
@@ -16,8 +15,7 @@ from mxgate.adapters.aws.failures import transient_failures
 from mxgate.errors import PermanentError
 from mxgate.ports import Clock
 from mxgate.records import DEFERRED, Deferred, DeferredDelivery, DeferredProcessing
-from mxgate.workflow.model import Redelivery
-from mxgate.workflow.object_created import object_created_event
+from mxgate.workflow.model import ProcessInput, Redelivery
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -76,10 +74,9 @@ class Redeliverer:
         if isinstance(deferred, DeferredDelivery):
             document = Redelivery(deliveries=[deferred.delivery]).model_dump_json()
         elif isinstance(deferred, DeferredProcessing):
-            event = object_created_event(
-                deferred.bucket, deferred.key, deferred.size, self.clock.now()
-            )
-            document = json.dumps(event)
+            document = ProcessInput(
+                bucket=deferred.bucket, key=deferred.key, envelope=deferred.envelope
+            ).model_dump_json()
         else:
             raise PermanentError(f"{deferred.record_id}: not deferred work of this runtime")
         if (deferred.due_at - self.clock.now()).total_seconds() > EARLY_SLACK:

@@ -13,20 +13,15 @@ deliveries wait out their retries in the deferred queue, not in the workers.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import smtplib
 import ssl
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-import yaml
-from deferral import environment_for, wait
+from deferral import gateway_running, wait
 
 from mxgate.adapters.local.state import SqliteState
 from mxgate.records import Stage
@@ -103,36 +98,17 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10.0, help="messages a second")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="mxgate-bench-") as temporary:
-        directory = Path(temporary)
-        home = directory / "home"
-        environment = {
-            **os.environ,
-            "MXGATE_HOME": str(home),
-            **environment_for(directory),
-            "MXGATE_WORKERS": str(args.workers),
-            "MXGATE_RETRY_SCALE": "1",  # the state machine's own waits
-            "MXGATE_DEFER_POLL": "0.2",
-            "MXGATE_LOG_LEVEL": "WARNING",
-        }
-        with (directory / "gateway.out").open("w") as sink:
-            gateway = subprocess.Popen(
-                [sys.executable, "-m", "mxgate", "run"],
-                cwd=directory,
-                env=environment,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            ports_file = home / "run" / "ports.json"
-            wait(ports_file.exists, 60, "the gateway to start")
-            port = yaml.safe_load(ports_file.read_text())["smtp"]
-            send_steadily(port, "carol@nutrition.co", 20, args.rate, "warm-up")  # workers spawn
-            reference = run(home, port, args, outage=False)
-            during = run(home, port, args, outage=True)
-        finally:
-            gateway.send_signal(signal.SIGINT)
-            gateway.wait(60)
+    with (
+        tempfile.TemporaryDirectory(prefix="mxgate-bench-") as temporary,
+        gateway_running(
+            Path(temporary),
+            MXGATE_WORKERS=str(args.workers),
+            MXGATE_RETRY_SCALE="1",  # the state machine's own waits
+        ) as (home, port),
+    ):
+        send_steadily(port, "carol@nutrition.co", 20, args.rate, "warm-up")  # workers spawn
+        reference = run(home, port, args, outage=False)
+        during = run(home, port, args, outage=True)
     p50, p99 = percentile(reference, 0.5), percentile(reference, 0.99)
     o50, o99 = percentile(during, 0.5), percentile(during, 0.99)
     print(

@@ -1,11 +1,12 @@
 """Outage isolation: how long mail to a healthy mailbox host takes while another host is down.
 
 Starts `mxgate run` on free loopback ports with the state machine's real retry waits (2 s,
-4 s, 8 s, full jitter), then sends mail to carol (Microsoft 365) at a steady rate twice: once
-with every host up (the reference), once while the Workspace host answers 451 to everything
-and as much mail goes to it at the same time. Prints p50/p99 of carol's latency (accepted ->
-delivered, from the gateway's own timeline) in both runs, and their ratio: about 1 when
-deliveries wait out their retries in the deferred queue, not in the workers.
+4 s, 8 s, full jitter), then sends mail to carol (Microsoft 365) at a steady rate twice, each
+time with as much mail for alice (Workspace) at the same time: once with every host up (the
+reference), once while the Workspace host answers 451 to everything. Prints p50/p99 of
+carol's latency (accepted -> delivered, from the gateway's own timeline) in both runs, and
+their ratio: about 1 when deliveries wait out their retries in the deferred queue, not in the
+workers.
 
     .venv/bin/python bench/outage.py [--messages 100] [--rate 10] [--workers 2]
 """
@@ -68,21 +69,19 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def run(home: Path, port: int, args: argparse.Namespace, *, outage: bool) -> list[float]:
+    """Carol's latencies while as much mail goes to alice (Workspace) at the same time, that
+    host down (451 to everything) when `outage`: both runs carry the same load."""
     tag = "outage" if outage else "reference"
     reply = home / "mailboxes" / "workspace" / ".reply"
-    others: list[str] = []
-    down = None
     if outage:
         reply.write_text(OUTAGE)
-        down = threading.Thread(
-            target=lambda: others.extend(
-                send_steadily(port, "alice@nutrition.co", args.messages, args.rate, "down")
-            )
-        )
-        down.start()
+    workspace = threading.Thread(
+        target=send_steadily,
+        args=(port, "alice@nutrition.co", args.messages, args.rate, f"{tag} alice"),
+    )
+    workspace.start()
     healthy = send_steadily(port, "carol@nutrition.co", args.messages, args.rate, tag)
-    if down is not None:
-        down.join()
+    workspace.join()
     state = SqliteState(home / "state.db")
     try:
         wait(lambda: all(state.states(m) for m in healthy), 120, f"carol's {tag} mail")
@@ -115,9 +114,9 @@ def main() -> None:
         f"mail to a healthy host (m365), {args.messages} messages at {args.rate:g}/s, "
         f"{args.workers} workers, real retry waits"
     )
-    print(f"  every host up:               p50 {p50:6.3f} s   p99 {p99:6.3f} s")
+    print(f"  every host up:          p50 {p50:6.3f} s   p99 {p99:6.3f} s")
     print(
-        f"  Workspace down (451), as much mail for it:  p50 {o50:6.3f} s   p99 {o99:6.3f} s   "
+        f"  Workspace down (451):   p50 {o50:6.3f} s   p99 {o99:6.3f} s   "
         f"(x{o50 / p50:.2f} p50, x{o99 / p99:.2f} p99; mean {statistics.mean(during):.3f} s)"
     )
 

@@ -99,21 +99,22 @@ def test_a_quarantine_cut_short_after_its_record_is_finished_on_the_next_run(wor
     assert [s.outcome for s in worker.state.states("01HALFWAY")] == [Outcome.QUARANTINED]
 
 
-def stored(worker, message_id: str, recipients: list[str]) -> str:
-    """A message as WriteToS3 leaves it for the workflow: the object and its envelope."""
+def stored(worker, message_id: str, recipients: list[str]) -> dict[str, object]:
+    """A message as WriteToS3 leaves it for the workflow: the object and its envelope, and
+    the execution input that names both."""
     spool = accept(worker, message_id, recipients)
     envelope, raw = worker.spool.read(spool)
     spool.unlink()
     key = f"raw/{message_id}"
     worker.mail_manager.actions.objects.put(RAW_BUCKET, key, raw)
     store_envelope(worker.mail_manager.actions.objects, RAW_BUCKET, envelope, key)
-    return key
+    return {"bucket": RAW_BUCKET, "key": key, "envelope": envelope.model_dump(mode="json")}
 
 
-def quarantine_step(worker, key: str, error: str = "TransientError") -> object:
+def quarantine_step(worker, execution: dict[str, object], error: str = "TransientError") -> object:
+    """The Quarantine state's input, as the state machine's Parameters build it."""
     document = {
-        "bucket": RAW_BUCKET,
-        "key": key,
+        **execution,
         "error": {"Error": error, "Cause": '{"errorMessage":"state database full"}'},
     }
     return STEPS["quarantine"](document, worker.workflow.services)
@@ -121,12 +122,12 @@ def quarantine_step(worker, key: str, error: str = "TransientError") -> object:
 
 def test_processing_that_failed_for_now_is_done_again_later_not_quarantined(workers):
     worker = workers(delivery={"backoff_min": "1m", "queue_lifetime": "1h"})
-    key = stored(worker, "01PROCESSLATER", ["alice@nutrition.co"])
-    assert quarantine_step(worker, key)["results"] == []  # type: ignore[index]
+    execution = stored(worker, "01PROCESSLATER", ["alice@nutrition.co"])
+    assert quarantine_step(worker, execution)["results"] == []  # type: ignore[index]
     assert outcomes(worker, "01PROCESSLATER") == {}
     (waiting,) = [w.record for w in worker.state.deferred("01PROCESSLATER")]
     assert isinstance(waiting, DeferredProcessing)
-    assert (waiting.attempts, waiting.key) == (1, key)
+    assert (waiting.attempts, waiting.key) == (1, execution["key"])
     assert 54 <= (waiting.due_at - worker.clock.now()).total_seconds() <= 66  # 1m, ±10%
     assert "state database full" in waiting.last_error
 
@@ -138,21 +139,21 @@ def test_processing_that_failed_for_now_is_done_again_later_not_quarantined(work
 
 def test_processing_that_keeps_failing_for_now_is_quarantined_past_its_lifetime(workers):
     worker = workers(delivery={"backoff_min": "10m", "queue_lifetime": "1h"})
-    key = stored(worker, "01NEVERWORKS", ["alice@nutrition.co"])
-    quarantine_step(worker, key)
-    quarantine_step(worker, key)  # its second attempt failed too: counted from the first
+    execution = stored(worker, "01NEVERWORKS", ["alice@nutrition.co"])
+    quarantine_step(worker, execution)
+    quarantine_step(worker, execution)  # its second attempt failed too: counted from the first
     attempts = [w.record for w in worker.state.deferred("01NEVERWORKS")]
     assert sorted(r.attempts for r in attempts if isinstance(r, DeferredProcessing)) == [1, 2]
     worker.clock.advance(3601)
-    quarantine_step(worker, key)
+    quarantine_step(worker, execution)
     (state,) = worker.state.states("01NEVERWORKS")
     assert state.outcome is Outcome.QUARANTINED
     assert "gave up processing it for now" in state.detail
 
 
 def test_a_permanent_processing_failure_is_still_quarantined_at_once(worker):
-    key = stored(worker, "01BROKEN", ["alice@nutrition.co"])
-    quarantine_step(worker, key, error="PermanentError")
+    execution = stored(worker, "01BROKEN", ["alice@nutrition.co"])
+    quarantine_step(worker, execution, error="PermanentError")
     assert outcomes(worker, "01BROKEN") == {"alice@nutrition.co": Outcome.QUARANTINED}
     assert worker.state.deferred("01BROKEN") == []
 

@@ -26,6 +26,8 @@ from tests.dnsserver import Zone, ZoneServer
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "template.yaml"
 SAMPLES = REPO / "events" / "mail"
+# a delivery policy whose deferrals come back within a second, for tests that wait for them
+FAST_DEFERRALS = {"backoff_min": "0.3s", "backoff_max": "0.6s", "queue_lifetime": "1h"}
 
 
 # SES sending's routing domains, for the tests of the SES transport

@@ -29,6 +29,7 @@ import yaml
 
 from mxgate.adapters.local.state import SqliteState
 from tests.support import (
+    FAST_DEFERRALS,
     REPO,
     RunningGateway,
     connect,
@@ -42,14 +43,13 @@ from tests.support import (
 pytestmark = pytest.mark.e2e
 
 TEMPFAIL = "451 4.3.2 System not accepting network messages"
-FAST = {"backoff_min": "0.3s", "backoff_max": "0.6s", "queue_lifetime": "1h"}
 
 
 def config_in(directory: Path) -> Path:
     """The shipped configuration on free ports, with a fast deferral schedule."""
     directory.mkdir(parents=True, exist_ok=True)
     routes = yaml.safe_load((REPO / "config" / "routes.yaml").read_text())
-    routes["delivery"] |= FAST
+    routes["delivery"] |= FAST_DEFERRALS
     (directory / "routes.yaml").write_text(yaml.safe_dump(routes))
     return local_config(directory, routes=str(directory / "routes.yaml"))
 

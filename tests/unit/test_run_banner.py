@@ -68,6 +68,7 @@ def test_warnings_errors_and_tracebacks_go_to_the_error_log(tmp_path):
     configure_logging("INFO", error_log)
     log = logging.getLogger("mxgate.test")
     try:
+        assert error_log.read_text() == ""  # there from the start, before anything is logged
         log.info("not kept in the file")
         try:
             raise RuntimeError("a worker broke")

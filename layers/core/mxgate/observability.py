@@ -4,6 +4,7 @@ message and traceback), for scripts and log shippers."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -64,13 +65,18 @@ class ErrorLogHandler(logging.Handler):
         self._fd: int | None = None
         self._failing = False
         self.setFormatter(JsonLinesFormatter())
+        with contextlib.suppress(OSError):  # the file is there from the start, to tail -f
+            self._open()
+
+    def _open(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        return self._fd
 
     def emit(self, record: logging.LogRecord) -> None:
         line = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
         try:
-            if self._fd is None:
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            os.write(self._fd, line)
+            os.write(self._open(), line)
         except OSError as error:
             if not self._failing:
                 sys.stderr.write(f"mxgate: {self.path} not written for now ({error.strerror})\n")

@@ -13,12 +13,15 @@ from mxgate.records import (
     Delivery,
     DeliveryDeadLetter,
     Envelope,
+    MapItem,
     MessageRef,
     ProcessingDeadLetter,
     RuleSetDeadLetter,
     RuleSetRetry,
+    StepRetry,
     StoredMessage,
     StoredObject,
+    SuspendedExecution,
 )
 
 AT = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
@@ -137,4 +140,24 @@ def a_processing_dead_letter(record_id: str, message_id: str = "m5") -> Processi
         cause='{"errorMessage": "boom", "errorType": "KeyError"}',
         reason="KeyError: boom",
         at=AT,
+    )
+
+
+def a_step_retry(record_id: str, message_id: str = "m5", due_at: datetime = AT) -> StepRetry:
+    delivery = a_delivery(message_id)
+    return StepRetry(
+        record_id=record_id,
+        due_at=due_at,
+        message_id=message_id,
+        recipients=delivery.recipients,
+        error="TransientError",
+        attempt=1,
+        execution=SuspendedExecution(
+            name=message_id,
+            items=[MapItem(state="Deliver", index=0)],
+            state="DeliverOne",
+            document={"delivery": delivery.model_dump(mode="json")},
+            context={"Map": {"Item": {"Index": 0}}},
+            attempts={0: 1},
+        ),
     )

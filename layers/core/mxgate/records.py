@@ -149,7 +149,8 @@ class MessageRef(Record):
 
 
 class Deferral(Record):
-    """Where a deferred delivery stands: its lifetime counts from the first deferral."""
+    """Where deferred work stands (a delivery, or a message Process could not handle): its
+    lifetime counts from the first deferral."""
 
     first_deferred_at: datetime
     attempts: int = Field(ge=1)
@@ -352,7 +353,8 @@ class StoredObject(Record):
 
 class DeferredProcessing(Record):
     """A deferred-queue record that runs a stored message through Process again: after
-    transient failures of Process (deferred on the deliveries' schedule), or a redrive."""
+    transient failures of Process (deferred on the deliveries' schedule), or a redrive. Its
+    lifetime counts from the first failure, as a deferred delivery's does."""
 
     kind: Literal["processing"] = "processing"
     record_id: str
@@ -369,18 +371,61 @@ class DeferredProcessing(Record):
         return self.stored.envelope.recipients if self.stored.envelope else []
 
 
+class MapItem(Record):
+    """One item of a Map state: where a suspended execution is inside that Map."""
+
+    state: str  # the Map state's name
+    index: int
+
+
+class SuspendedExecution(Record):
+    """Where a state machine execution stands while one of its Tasks waits out a Retry
+    interval: what `Interpreter.resume` needs to go on from there, in any process."""
+
+    name: str  # the execution's
+    items: list[MapItem] = Field(
+        default_factory=list
+    )  # the Map items holding the Task, outer first
+    state: str  # the Task to run again
+    document: Any  # that state's input
+    context: dict[str, Any]  # the `$$` context: Execution, and the Map item
+    attempts: dict[int, int]  # retries made so far at this state, by retrier index
+
+
+class StepRetry(Record):
+    """A deferred-queue record of the local runtime: a state machine Task's next attempt,
+    once its Retry interval has passed. The interval is waited out here, in the queue, never
+    in a worker, so one destination's outage holds up no other mail (Step Functions waits on
+    its own timers)."""
+
+    kind: Literal["step-retry"] = "step-retry"
+    record_id: str
+    due_at: datetime
+    message_id: str
+    recipients: list[str] = Field(default_factory=list)  # the delivery's (none: the message's)
+    error: StateDetail = ""  # what the attempt failed with
+    attempt: int = Field(ge=1)  # the retry this is
+    execution: SuspendedExecution
+
+
+_DEFERRED_KINDS = ("rule-set-retry", "processing", "step-retry")
+
+
 def _deferred_kind(value: Any) -> str:
     kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
-    return kind if kind in ("rule-set-retry", "processing") else "delivery"  # older: no kind
+    return kind if kind in _DEFERRED_KINDS else "delivery"  # older records: no kind
 
 
 Deferred = Annotated[
     Annotated[DeferredDelivery, Tag("delivery")]
     | Annotated[RuleSetRetry, Tag("rule-set-retry")]
-    | Annotated[DeferredProcessing, Tag("processing")],
+    | Annotated[DeferredProcessing, Tag("processing")]
+    | Annotated[StepRetry, Tag("step-retry")],
     Discriminator(_deferred_kind),
 ]
-DEFERRED: TypeAdapter[DeferredDelivery | RuleSetRetry | DeferredProcessing] = TypeAdapter(Deferred)
+DEFERRED: TypeAdapter[DeferredDelivery | RuleSetRetry | DeferredProcessing | StepRetry] = (
+    TypeAdapter(Deferred)
+)
 
 
 # ----------------------------------------------------------------------------- dead letters

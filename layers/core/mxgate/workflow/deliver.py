@@ -147,7 +147,13 @@ def send_to_mailbox(
             detail = "; ".join([reply.detail, *notes])
             # relayed: the provider's side has yet to say (workflow/provider.py)
             outcome = Outcome.RELAYED if reply.relayed else Outcome.DELIVERED
-            delivered.append(_settle(services, delivery, recipient, outcome, detail))
+            try:
+                delivered.append(_settle(services, delivery, recipient, outcome, detail))
+            except TransientError as unrecorded:  # the state is the idempotency record
+                raise TransientError(
+                    f"{recipient}: {outcome.value} to {delivery.destination}, but its state was "
+                    f"not recorded ({unrecorded}); the retry may deliver it again"
+                ) from unrecorded
             continue
         failure = f"{recipient}: {reply.detail}"
         failures.append(failure)

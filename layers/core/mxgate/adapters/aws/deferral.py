@@ -1,6 +1,7 @@
 """The deferred queue on AWS: an SQS queue with message delays, and the consumer that starts
-an execution of the state machine when a deferred delivery (or a deferred message, to run
-through Process again) comes due.
+an execution of the state machine when a record comes due: a redelivery for a deferred
+delivery, a new execution of the stored message (with its envelope and its deferral) for
+deferred processing.
 
 SQS delays a message by at most 15 minutes, so a longer wait is a chain: a message that
 arrives before its due time is sent back with the time that is left.
@@ -37,7 +38,8 @@ class SqsDeferrals:
         self.clock = clock
 
     def schedule(self, record: Deferred) -> None:
-        if not isinstance(record, DeferredDelivery | DeferredProcessing):  # Mail Manager: rules
+        # Mail Manager runs the rules on AWS, and Step Functions waits out its own retries
+        if not isinstance(record, DeferredDelivery | DeferredProcessing):
             raise PermanentError(
                 f"{record.record_id}: only deliveries and stored messages are deferred on AWS"
             )
@@ -83,7 +85,7 @@ class Redeliverer:
         if (deferred.due_at - self.clock.now()).total_seconds() > EARLY_SLACK:
             self.deferrals.schedule(deferred)
             return "waiting"
-        name = execution_name(deferred.record_id)
+        name = execution_name(deferred.record_id)  # one per attempt: the ids count them
         self.sfn.start_execution(
             stateMachineArn=self.state_machine_arn,
             name=name,

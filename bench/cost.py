@@ -4,12 +4,14 @@ Messages go through the Lambda handlers in process against moto, on the stack te
 defines (mxgate.sandbox.stack): the Start function for each of Mail Manager's two halves (the
 InvokeLambda envelope, then the WriteToS3 object's S3 event), which joins them and starts the
 execution, then Process and Deliver for each planned delivery, as that execution runs them
-(moto records the start; the bench runs the steps itself, so each is metered on its own). The
-arrival check the first half schedules (an SQS message read 15 minutes later, ten to a batch)
-is counted at its send only. Every AWS request the adapters make is counted (DynamoDB request units from
-the items actually written and read), every handler timed; the memory sizes come from
-template.yaml, the state transitions of a Standard workflow from statemachine/pipeline.asl.json.
-SES sending and Mail Manager are priced apart (not here).
+(moto records the start; the bench runs the steps itself, so each is metered on its own), then
+ProviderEvents for SES's report of each recipient's delivery (the configuration set's Delivery
+event, in its real shape: events/ses-delivery.json). The arrival check the first half
+schedules (an SQS message read 15 minutes later, ten to a batch) is counted at its send only.
+Every AWS request the adapters make is counted (DynamoDB request units from the items actually
+written and read), every handler timed; the memory sizes come from template.yaml, the state
+transitions of a Standard workflow from statemachine/pipeline.asl.json. Mail Manager's and
+SES's own fees are priced on their own lines, after the pipeline's.
 
 Lambda durations are estimated from this run: each handler is timed, the time spent inside AWS
 calls (moto answering in process) is taken out, what is left (the handler's own work) is scaled
@@ -44,7 +46,7 @@ import boto3  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
 from mxgate.ids import new_message_id  # noqa: E402
-from mxgate.sandbox.stack import MOTO_CONFIG, REGION  # noqa: E402
+from mxgate.sandbox.stack import MOTO_CONFIG, REGION, Stack  # noqa: E402
 from mxgate.workflow.object_created import object_created_event  # noqa: E402
 from tests.awsstack import TEMPLATE, create_stack  # noqa: E402
 
@@ -71,6 +73,13 @@ SQS_REQUEST = 0.40 / 1e6  # aws.amazon.com/sqs/pricing: standard queue, per requ
 EVENTBRIDGE_CUSTOM_EVENT = 1.00 / 1e6  # aws.amazon.com/eventbridge/pricing: custom events
 # (S3's own events to the default bus, and the rule starting the state machine, cost nothing)
 CLOUDWATCH_LOGS_GB = 0.50  # aws.amazon.com/cloudwatch/pricing: log ingestion, Standard class
+# Mail Manager and SES sending, a la carte: aws.amazon.com/ses/pricing, as the AWS Price List
+# API's AmazonSES us-east-1 offer file lists them (publication of 2026-07-22:
+# pricing.us-east-1.amazonaws.com/offers/v1.0/aws/AmazonSES/current/us-east-1/index.json)
+MAIL_MANAGER_MESSAGE = 0.00015  # usage type USE1-Message: per message processed
+MAIL_MANAGER_ARCHIVE_INGESTED_GB = 2.00  # USE1-ArchiveIngestedSize-Byte
+MAIL_MANAGER_ARCHIVE_GB_MONTH = 0.19  # USE1-ArchiveStorageSize-ByteHrs
+SES_OUTBOUND_RECIPIENT = 0.0001  # Recipients: per recipient of a message SES sends
 
 # --------------------------------------------------------------------------- assumptions
 # Typical in-region round trips, not measured here (no AWS account in this run).
@@ -187,7 +196,6 @@ class Profile:
     def message(self, n: int) -> bytes:
         cc = f"Cc: {self.cc}\r\n" if self.cc else ""
         return (
-            "X-Mxgate-Loop: mxgate\r\n"
             f"From: Supplier <orders@supplier.example>\r\nTo: {self.to}\r\n{cc}"
             f"Subject: Delivery note {n}\r\nDate: Mon, 30 Nov 2026 08:00:00 +0100\r\n"
             f"Message-ID: <note-{n}@supplier.example>\r\nMIME-Version: 1.0\r\n"
@@ -210,6 +218,7 @@ class Run:
     deliveries: float  # per message
     message_bytes: float
     sends: int
+    ses_recipients: int  # recipients of the messages SES sent, in all
 
 
 def halves(bucket: str, key: str, profile: Profile, size: int) -> list[dict[str, Any]]:
@@ -243,6 +252,7 @@ def run(profile: Profile, messages: int) -> Run:
             keys.append(key)
             sizes.append(len(body))
         meter, deliveries, output = Meter(), 0, io.StringIO()
+        ses_recipients = 0
         with metered(meter), contextlib.redirect_stdout(output):
             for key, size in zip(keys, sizes, strict=True):
                 meter.step = "start"
@@ -253,10 +263,17 @@ def run(profile: Profile, messages: int) -> Run:
                 started = json.loads(sfn.describe_execution(executionArn=execution)["input"])
                 meter.step = "process"
                 planned = stack.invoke("process", started)
-                meter.step = "deliver"
                 for delivery in planned["deliveries"]:
-                    stack.invoke("deliver", {"delivery": delivery})
+                    meter.step = "deliver"
+                    result = stack.invoke("deliver", {"delivery": delivery})
                     deliveries += 1
+                    relayed = [
+                        r["recipient"] for r in result["results"] if r["outcome"] == "relayed"
+                    ]
+                    ses_recipients += len(relayed)
+                    meter.step = "provider_events"
+                    for recipient in relayed:  # SES reports each recipient's delivery
+                        stack.invoke("provider_events", delivered(stack, delivery, recipient))
         meter.logged_bytes = len(output.getvalue().encode())
         from moto.ses.models import ses_backends  # noqa: PLC0415
 
@@ -284,7 +301,24 @@ def run(profile: Profile, messages: int) -> Run:
         deliveries / messages,
         statistics.mean(sizes),
         sends,
+        ses_recipients,
     )
+
+
+def delivered(stack: Stack, delivery: dict[str, Any], recipient: str) -> dict[str, Any]:
+    """SES's Delivery event for one recipient of a delivery, as its configuration set
+    publishes it to EventBridge (the canonical payload, its tags and recipient replaced)."""
+    event = json.loads((REPO / "events" / "ses-delivery.json").read_text())
+    routing = json.loads(stack.function_by_code("deliver").environment["MXGATE_ROUTES_PARAMETERS"])
+    name = "M365RoutingDomain" if delivery["destination"] == "m365" else "WorkspaceRoutingDomain"
+    domain = routing[name]
+    routed = f"{recipient.rpartition('@')[0]}@{domain}"
+    detail = event["detail"]
+    detail["mail"]["tags"]["mxgate-message"] = [delivery["message"]["message_id"]]
+    detail["mail"]["tags"]["mxgate-route"] = [delivery["destination"]]
+    detail["mail"]["destination"] = [routed]
+    detail["delivery"]["recipients"] = [routed]
+    return event
 
 
 def time_now() -> Any:
@@ -350,8 +384,7 @@ def timings(result: Run) -> dict[str, Timing]:
 def price(result: Run) -> dict[str, float]:
     """Dollars per million messages, line by line."""
     m, per = result.meter, 1e6 / result.messages
-    per_message = {"start": 2.0, "process": 1.0}  # Start: once for each of the two halves
-    calls = {step: per_message.get(step, result.deliveries) for step in result.durations}
+    calls = {step: result.invocations[step] / result.messages for step in result.durations}
     times = timings(result)
     gb_second = LAMBDA_GB_SECOND[result.architecture]
     lambda_duration = sum(
@@ -363,9 +396,10 @@ def price(result: Run) -> dict[str, float]:
         * gb_second
         for step in calls
     )
-    # one execution: Process, then the Map's deliveries side by side (Start runs before it)
-    inside = {step: t for step, t in times.items() if step != "start"}
-    execution_s = sum(t.on_lambda for t in inside.values()) + len(inside) * TASK_OVERHEAD_S
+    # one execution: Process, then the Map's deliveries side by side (Start runs before it;
+    # SES's reports come after, to the ProviderEvents function, outside the execution)
+    inside = [step for step in times if step in {"process", "deliver"}]
+    execution_s = sum(times[s].on_lambda for s in inside) + len(inside) * TASK_OVERHEAD_S
     billed_s = math.ceil(execution_s / EXPRESS_ROUNDING_S) * EXPRESS_ROUNDING_S
     return {
         "Lambda requests": sum(calls.values()) * LAMBDA_REQUEST * 1e6,
@@ -397,6 +431,19 @@ def extras(result: Run) -> dict[str, float]:
             m.count("sqs.") * SQS_REQUEST + m.count("events.PutEvents") * EVENTBRIDGE_CUSTOM_EVENT
         )
         * per,
+    }
+
+
+def fees(result: Run) -> dict[str, float]:
+    """What Mail Manager and SES themselves bill per million messages, beside the pipeline."""
+    gigabytes = result.message_bytes / 1024**3
+    return {
+        "Mail Manager message processing (the MX ingress point)": MAIL_MANAGER_MESSAGE * 1e6,
+        "Mail Manager archive: ingestion": gigabytes * MAIL_MANAGER_ARCHIVE_INGESTED_GB * 1e6,
+        "Mail Manager archive: storage, 1 month": gigabytes * MAIL_MANAGER_ARCHIVE_GB_MONTH * 1e6,
+        "SES sending to Workspace and 365 (per recipient)": (
+            result.ses_recipients / result.messages * SES_OUTBOUND_RECIPIENT * 1e6
+        ),
     }
 
 
@@ -436,6 +483,11 @@ def report(result: Run) -> dict[str, float]:
     other = extras(result)
     for line, dollars in other.items():
         print(f"    {line:<56} ${dollars:8.2f}")
+    billed = fees(result)
+    print("  Mail Manager and SES, per million messages:")
+    for line, dollars in billed.items():
+        print(f"    {line:<56} ${dollars:8.2f}")
+    everything = total + sum(other.values()) + sum(billed.values())
     standard = transitions(result.deliveries)
     workflow = costs["Step Functions Express requests"] + costs["Step Functions Express duration"]
     print(
@@ -443,9 +495,24 @@ def report(result: Run) -> dict[str, float]:
         f"(Retry attempts add one each) -> Standard ${standard * STANDARD_TRANSITION * 1e6:.2f}"
         f" per million messages, Express ${workflow:.2f}"
     )
+    print(
+        f"    {'everything (pipeline, the rest above, Mail Manager and SES)':<56} "
+        f"${everything:8.2f}"
+    )
+    # The default path to Workspace and 365 (transport mail_manager) submits each mailbox
+    # delivery to the relay ingress point instead of SES: Mail Manager processes it a second
+    # time, and no SES sending is billed (the NAT gateway's hourly fee comes on top).
+    relay_fee = result.deliveries * MAIL_MANAGER_MESSAGE * 1e6
+    relay_path = everything - billed["SES sending to Workspace and 365 (per recipient)"] + relay_fee
+    print(
+        f"    {'everything, through the relay ingress point instead of SES':<56} "
+        f"${relay_path:8.2f}   (Mail Manager again per delivery: ${relay_fee:.2f})"
+    )
     return {
         "pipeline": total,
         "with_ingress_put": total + other["S3 PUT by Mail Manager's WriteToS3 (one per message)"],
+        "everything": everything,
+        "relay_path": relay_path,
         "standard": standard * STANDARD_TRANSITION * 1e6,
     }
 
@@ -467,9 +534,13 @@ def main() -> None:
     results = [report(run(profile, args.messages)) for profile in profiles]
     usual = results[0]
     print(
-        f"\nThe usual message: ${usual['pipeline']:.2f} per million for the pipeline after "
-        f"ingress, ${usual['with_ingress_put']:.2f} with WriteToS3's PUT; a Standard workflow "
-        f"would cost ${usual['standard']:.2f} in state transitions alone. "
+        f"\nThe usual message, per million: the pipeline after ingress ${usual['pipeline']:.2f}"
+        f" (${usual['with_ingress_put']:.2f} with WriteToS3's PUT); a Standard workflow would "
+        f"cost ${usual['standard']:.2f} in state transitions alone."
+    )
+    print(
+        f"With Mail Manager's and SES's own fees, everything: ${usual['everything']:.2f} per "
+        f"million (${usual['relay_path']:.2f} through the relay ingress point instead of SES). "
         f"({time.perf_counter() - started:.0f} s)"
     )
 

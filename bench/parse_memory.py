@@ -131,6 +131,12 @@ def measure(mode: str, home: Path, public_key: str) -> dict[str, float | str]:
         from mxgate.clock import SystemClock  # noqa: PLC0415
         from mxgate.local.bootstrap import build_resolver  # noqa: PLC0415
         from mxgate.local.config import DnsConfig  # noqa: PLC0415
+        from mxgate.mailmanager.template import (  # noqa: PLC0415
+            Resolver,
+            read_samconfig_parameters,
+            read_template,
+            routes_parameters,
+        )
         from mxgate.records import Envelope  # noqa: PLC0415
         from mxgate.routing.routes import load_routes  # noqa: PLC0415
         from mxgate.workflow.envelope import store_envelope  # noqa: PLC0415
@@ -139,6 +145,7 @@ def measure(mode: str, home: Path, public_key: str) -> dict[str, float | str]:
         from mxgate.workflow.services import Services  # noqa: PLC0415
 
         _, port = _dns_server(public_key)
+        repo = Path(__file__).resolve().parent.parent
         state = SqliteState(home / f"state-{os.getpid()}.db")
         services = Services(
             objects=objects,
@@ -147,7 +154,15 @@ def measure(mode: str, home: Path, public_key: str) -> dict[str, float | str]:
             transports={},
             app_events=FileAppEvents(home / "events"),
             dead_letters=state,
-            routes=load_routes(Path(__file__).resolve().parent.parent / "config" / "routes.yaml"),
+            routes=load_routes(
+                repo / "config" / "routes.yaml",
+                routes_parameters(
+                    Resolver(
+                        read_template(repo / "template.yaml"),
+                        read_samconfig_parameters(repo / "samconfig.toml"),
+                    )
+                ),
+            ),
             clock=SystemClock(),
             resolver=build_resolver(DnsConfig(nameservers=["127.0.0.1"], port=port)),
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -49,10 +49,11 @@ def ses_routes() -> Path:
     return path
 
 
-def create_stack(*, ses: bool = True) -> Stack:
+def create_stack(*, ses: bool = True, parameters: Mapping[str, str] | None = None) -> Stack:
     """template.yaml's stack in the active moto mock; the functions never ask the system's
-    resolver. `ses`: Workspace and 365 through SES sending (the tests of that transport)."""
+    resolver. `ses`: Workspace and 365 through SES sending (the tests of that transport);
+    `parameters`: over samconfig.toml's, as `sam deploy` is given them."""
     environment = {"MXGATE_DNS_SERVER": f"127.0.0.1:{quiet_dns().port}"}
     if ses:
         environment["MXGATE_ROUTES_FILE"] = str(ses_routes())
-    return Stack.create(TEMPLATE, SAMCONFIG, environment=environment)
+    return Stack.create(TEMPLATE, SAMCONFIG, parameters=parameters, environment=environment)

@@ -13,7 +13,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import yaml
 from aiosmtpd.smtp import SMTP
 
 from mxgate.adapters.local.appevents import FileAppEvents
@@ -31,7 +30,7 @@ from mxgate.workflow.dead_letter import redrive
 from mxgate.workflow.envelope import store_envelope
 from mxgate.workflow.services import Services
 from tests.fakes import ManualClock
-from tests.support import REPO, local_config
+from tests.support import local_config, shipped_routes_document
 
 BUCKET = "mxgate-raw"
 SENDER = "bounces@shop.example"
@@ -68,7 +67,7 @@ class LoopThread:
 
 def routes_with(**changes: Any) -> Routes:
     """config/routes.yaml with top-level keys replaced (`delivery` is merged)."""
-    document = yaml.safe_load((REPO / "config" / "routes.yaml").read_text())
+    document = shipped_routes_document()
     if "delivery" in changes:
         changes["delivery"] = {**document.get("delivery", {}), **changes["delivery"]}
     document.update(changes)

@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 from mxgate.errors import PermanentError
 from mxgate.ports import Clock, ObjectInfo, SendResult
-from mxgate.records import DeadLetter, Deferred, RecipientState, Stage, TimelineEvent
+from mxgate.records import DeadLetter, Deferred, Outcome, RecipientState, Stage, TimelineEvent
 
 
 @dataclass
@@ -45,7 +45,11 @@ class RecordingTransport:
     requires_verified_sender: bool = False
 
     def send(
-        self, envelope_sender: str, recipients: Sequence[str], raw: bytes
+        self,
+        envelope_sender: str,
+        recipients: Sequence[str],
+        raw: bytes,
+        tags: Mapping[str, str] | None = None,
     ) -> Mapping[str, SendResult]:
         self.sent.append((envelope_sender, tuple(recipients), raw))
         results = {}
@@ -90,8 +94,9 @@ class MemoryObjectStore:
     def delete(self, bucket: str, key: str) -> None:
         self.objects.pop((bucket, key), None)
 
-    def link(self, bucket: str, key: str) -> str:
-        return f"memory://{bucket}/{key}"
+    def link(self, bucket: str, key: str, expires_at: datetime | None = None) -> str:
+        until = f"?until={expires_at.isoformat()}" if expires_at else ""
+        return f"memory://{bucket}/{key}{until}"
 
 
 class MemoryState:
@@ -119,6 +124,16 @@ class MemoryState:
         if key in self._states:
             return False
         self._states[key] = state
+        self._events.append(state.event())
+        return True
+
+    def revise(self, state: RecipientState, replaces: frozenset[Outcome]) -> bool:
+        key = (state.message_id, state.recipient.casefold())
+        before = self._states.get(key)
+        if before is None or before.outcome not in replaces:
+            return False
+        self._states[key] = state
+        self._events.remove(before.event())
         self._events.append(state.event())
         return True
 

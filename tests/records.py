@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mxgate.records import (
+    Deferral,
     DeferredDelivery,
     DeferredProcessing,
     Delivery,
@@ -14,10 +15,12 @@ from mxgate.records import (
     Envelope,
     MapItem,
     MessageRef,
+    ProcessingDeadLetter,
     RuleSetDeadLetter,
     RuleSetRetry,
     StepRetry,
     StoredMessage,
+    StoredObject,
     SuspendedExecution,
 )
 
@@ -102,23 +105,41 @@ def a_rule_set_retry(record_id: str, message_id: str = "m3", due_at: datetime = 
     )
 
 
-def deferred_processing(
+def a_deferred_processing(
     record_id: str, message_id: str = "m4", due_at: datetime = AT
 ) -> DeferredProcessing:
+    """A stored message to run through Process again, after a transient failure of Process."""
     return DeferredProcessing(
         record_id=record_id,
         due_at=due_at,
-        message_id=message_id,
-        bucket="mxgate-rawmailbucket",
-        key=f"raw/{message_id}",
-        envelope=Envelope(
-            message_id=message_id,
-            mail_from="bounces@shop.example",
-            recipients=["erin@nutrition.co"],
+        stored=StoredObject(
+            bucket="mxgate-raw",
+            key=f"raw/{message_id}",
+            envelope=Envelope(
+                message_id=message_id,
+                mail_from="bounces@shop.example",
+                recipients=["dan@nutrition.co"],
+                ingress_point="MxIngressPoint",
+            ),
         ),
-        first_failed_at=due_at,
-        attempts=1,
-        last_error="TransientError: state database full",
+        deferral=Deferral(
+            first_deferred_at=due_at, attempts=2, last_error="TransientError: DynamoDB throttled"
+        ),
+    )
+
+
+def a_processing_dead_letter(record_id: str, message_id: str = "m5") -> ProcessingDeadLetter:
+    """A stored message Process could not handle, dead-lettered whole."""
+    return ProcessingDeadLetter(
+        record_id=record_id,
+        message_id=message_id,
+        destination="Process",
+        recipients=["erin@nutrition.co"],
+        stored=StoredObject(bucket="mxgate-raw", key=f"raw/{message_id}"),
+        error="KeyError",
+        cause='{"errorMessage": "boom", "errorType": "KeyError"}',
+        reason="KeyError: boom",
+        at=AT,
     )
 
 

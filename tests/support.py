@@ -21,28 +21,60 @@ from typing import Any
 
 import yaml
 
+from mxgate.mailmanager.template import (
+    Resolver,
+    read_samconfig_parameters,
+    read_template,
+    routes_parameters,
+)
+from mxgate.routing.parameters import substitute
+from mxgate.routing.routes import Routes, load_routes
 from tests.dnsserver import Zone, ZoneServer
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "template.yaml"
+SAMCONFIG = REPO / "samconfig.toml"
+ROUTES = REPO / "config" / "routes.yaml"
 SAMPLES = REPO / "events" / "mail"
 # a delivery policy whose deferrals come back within a second, for tests that wait for them
 FAST_DEFERRALS = {"backoff_min": "0.3s", "backoff_max": "0.6s", "queue_lifetime": "1h"}
 
 
 # SES sending's routing domains, for the tests of the SES transport
-ROUTING_DOMAINS = {
-    "workspace": "nutrition.co.test-google-a.com",
-    "m365": "nutritionco.mail.onmicrosoft.com",
+ROUTING_DOMAINS = {  # the template's routing domain parameters (derived from EmployeeDomain)
+    "workspace": "${WorkspaceRoutingDomain}",
+    "m365": "${M365RoutingDomain}",
 }
 
 
 def ses_routes_document() -> dict[str, Any]:
-    """config/routes.yaml with Workspace and 365 delivered through SES sending."""
+    """config/routes.yaml with Workspace and 365 delivered through SES sending (to the routing
+    domains the template's parameters give: any domain deployed)."""
     document: dict[str, Any] = yaml.safe_load((REPO / "config" / "routes.yaml").read_text())
     for name, domain in ROUTING_DOMAINS.items():
         document["destinations"][name] = {"transport": "ses", "routing_domain": domain}
     return document
+
+
+@cache
+def routes_parameters_of_samconfig() -> dict[str, str]:
+    """What the routes file's placeholders take with samconfig.toml's values (`sam deploy`)."""
+    resolver = Resolver(read_template(TEMPLATE), read_samconfig_parameters(SAMCONFIG))
+    return routes_parameters(resolver)
+
+
+def shipped_routes_document() -> dict[str, Any]:
+    """config/routes.yaml as a document, its placeholders filled as the example deployment's."""
+    document, problems = substitute(
+        yaml.safe_load(ROUTES.read_text()), routes_parameters_of_samconfig()
+    )
+    assert problems == [], problems
+    return dict(document)
+
+
+def shipped_routes() -> Routes:
+    """config/routes.yaml as the example deployment reads it."""
+    return load_routes(ROUTES, routes_parameters_of_samconfig())
 
 
 @cache

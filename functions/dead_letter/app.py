@@ -1,4 +1,5 @@
-"""Lambda entrypoint of the DeadLetter step: record a delivery that could not be completed."""
+"""Lambda entrypoint of the DeadLetter steps: record a delivery (DeadLetter) or a message
+(DeadLetterProcessing) that could not be completed."""
 
 from typing import Any
 
@@ -19,9 +20,14 @@ metrics = Metrics()
 @metrics.log_metrics
 @reported_by_family
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    request = DeadLetterInput.model_validate(event)
-    logger.append_keys(message_id=request.delivery.message.message_id, error=request.error.Error)
-    metrics.add_metric(name="DeliveriesDeadLettered", unit=MetricUnit.Count, value=1)
+    request = steps.DEAD_LETTER_INPUT.validate_python(event)
+    if isinstance(request, DeadLetterInput):
+        logger.append_keys(message_id=request.delivery.message.message_id)
+        metrics.add_metric(name="DeliveriesDeadLettered", unit=MetricUnit.Count, value=1)
+    else:
+        logger.append_keys(object_key=request.stored.key)
+        metrics.add_metric(name="MessagesDeadLettered", unit=MetricUnit.Count, value=1)
+    logger.append_keys(error=request.error.Error)
     result = steps.dead_letter(request, services())
     metrics.add_metric(
         name="RecipientsDeadLettered", unit=MetricUnit.Count, value=len(result.results)

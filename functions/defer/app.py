@@ -1,4 +1,5 @@
-"""Lambda entrypoint of the Defer step: schedule a deferred delivery's next attempt, or expire it."""
+"""Lambda entrypoint of the Defer steps: schedule the next attempt of a delivery (Defer) or of a
+message Process could not handle (DeferProcessing), or expire it."""
 
 from typing import Any
 
@@ -19,10 +20,15 @@ metrics = Metrics()
 @metrics.log_metrics
 @reported_by_family
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    request = DeferInput.model_validate(event)
-    logger.append_keys(
-        message_id=request.delivery.message.message_id, destination=request.delivery.destination
-    )
+    request = steps.DEFER_INPUT.validate_python(event)
+    if isinstance(request, DeferInput):
+        logger.append_keys(
+            message_id=request.delivery.message.message_id,
+            destination=request.delivery.destination,
+        )
+    else:
+        logger.append_keys(object_key=request.stored.key, error=request.error.Error)
+        metrics.add_metric(name="ProcessingDeferred", unit=MetricUnit.Count, value=1)
     result = steps.defer(request, services())
     for outcome in ("deferred", "bounced", "dead_lettered"):
         count = sum(1 for r in result.results if r.outcome == outcome)

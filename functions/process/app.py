@@ -30,4 +30,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric(
         name="DeliveriesPlanned", unit=MetricUnit.Count, value=len(result.deliveries)
     )
+    if result.quarantined:  # the QuarantineAlarm watches this
+        metrics.add_metric(
+            name="RecipientsQuarantined", unit=MetricUnit.Count, value=len(result.quarantined)
+        )
+        logger.warning("quarantined", extra={"recipients": len(result.quarantined)})
     return result.model_dump(mode="json")

@@ -19,9 +19,9 @@ from tests.contracts.conftest import unique
 from tests.fakes import ManualClock, MemoryState
 from tests.records import (
     a_deferred_delivery,
+    a_deferred_processing,
     a_rule_set_retry,
     a_step_retry,
-    deferred_processing,
 )
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -69,6 +69,12 @@ def test_a_deferred_delivery_comes_back_whole_when_due(queue):
     assert queue.due(NOW) == [record]
 
 
+def test_a_deferred_message_for_process_comes_back_whole_when_due(queue):
+    record = a_deferred_processing(unique("m4.processing#1"), unique("01M"), NOW)
+    queue.schedule(record)
+    assert queue.due(NOW) == [record]
+
+
 def test_a_deferred_delivery_does_not_come_back_before_it_is_due(queue):
     # ten minutes: within one SQS delay (at most 15 minutes), so SQS holds it back itself
     queue.schedule(a_deferred_delivery(unique("m.workspace.0#d2"), NOW + timedelta(minutes=10)))
@@ -100,12 +106,6 @@ def test_sqlite_finds_deferred_work_by_its_message(tmp_path):
     ]
 
 
-def test_deferred_processing_comes_back_whole_when_due(queue):
-    record = deferred_processing(unique("m4#processing#1"), due_at=NOW)
-    queue.schedule(record)
-    assert queue.due(NOW) == [record]
-
-
 def test_a_step_retry_comes_back_whole_with_where_its_execution_stands(local_queue):
     retry = a_step_retry(unique("m5#Deliver0#DeliverOne#1"), due_at=NOW)
     local_queue.schedule(retry)
@@ -119,9 +119,11 @@ def test_a_step_retry_comes_back_whole_with_where_its_execution_stands(local_que
     [a_rule_set_retry("m#rules"), a_step_retry("m5#-#Process#1")],
     ids=["rule set retry", "step retry"],
 )
-def test_aws_defers_deliveries_and_processing_only(request, record):
+def test_aws_defers_deliveries_and_stored_messages_only(request, record):
     """Mail Manager runs the rule set on AWS, and Step Functions waits out its own retries:
     either record there is a mistake, said so."""
     queue = _sqs(request)
-    with pytest.raises(PermanentError, match="only deliveries and processing are deferred"):
+    with pytest.raises(
+        PermanentError, match="only deliveries and stored messages are deferred on AWS"
+    ):
         queue.schedule(record)

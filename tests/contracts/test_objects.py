@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,8 @@ def test_what_is_put_comes_back_by_get_open_and_head(objects):
     assert (head.size, dict(head.metadata)) == (len(body), {"content-type": "message/rfc822"})
     assert objects.exists(BUCKET, key)
     assert isinstance(objects.link(BUCKET, key), str)
+    until = datetime.now(UTC) + timedelta(days=7)  # a route's link_lifetime
+    assert isinstance(objects.link(BUCKET, key, until), str)
 
 
 def test_a_put_replaces_the_object(objects):

@@ -17,7 +17,7 @@ from mxgate.adapters.local.state import SqliteState
 from mxgate.records import Outcome, RecipientState, Stage, TimelineEvent
 from tests.contracts.conftest import unique
 from tests.fakes import ManualClock, MemoryState
-from tests.records import a_dead_letter, a_rule_set_dead_letter
+from tests.records import a_dead_letter, a_processing_dead_letter, a_rule_set_dead_letter
 
 NOW = datetime.now(UTC).replace(microsecond=0)  # DynamoDB lists the recent days only
 
@@ -107,6 +107,28 @@ def test_a_reopened_recipient_settles_anew(store):
     assert store.states(message) == [again]
 
 
+def test_a_state_is_revised_only_over_the_states_it_may_replace(store):
+    message = unique("m")
+    relayed = state(message, "carol@nutrition.co", Outcome.RELAYED, 1)
+    store.settle(relayed)
+    bounced = state(message, "Carol@Nutrition.co", Outcome.BOUNCED, 3)
+    assert store.revise(bounced, replaces=frozenset({Outcome.DELIVERED})) is False
+    assert store.states(message) == [relayed]
+    delivered = state(message, "carol@nutrition.co", Outcome.DELIVERED, 2)
+    assert store.revise(delivered, replaces=frozenset({Outcome.RELAYED})) is True
+    assert store.revise(delivered, replaces=frozenset({Outcome.RELAYED})) is False  # repeated
+    assert store.states(message) == [delivered]
+    terminal = [e for e in store.events(message) if e.stage is Stage.TERMINAL]
+    assert terminal == [delivered.event()]  # one terminal event, the state it has now
+    assert (
+        store.revise(
+            state(message, "dan@nutrition.co", Outcome.DELIVERED, 2),
+            replaces=frozenset({Outcome.RELAYED}),
+        )
+        is False
+    )  # never settled
+
+
 def test_states_come_in_recipient_order(store):
     message = unique("m")
     for n, recipient in enumerate(["carol@x.example", "Alice@x.example", "bob@x.example"]):
@@ -155,16 +177,16 @@ def dead_letters(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     return MAKERS[request.param](request, tmp_path, clock)
 
 
-def test_dead_letters_of_both_kinds_come_back_as_they_were_put(dead_letters):
+def test_dead_letters_of_every_kind_come_back_as_they_were_put(dead_letters):
     delivery = a_dead_letter(unique("m.workspace.0"), ["alice@nutrition.co", "bob@nutrition.co"])
     rules = a_rule_set_dead_letter(unique("m.rule-set"))
-    dead_letters.put(delivery)
-    dead_letters.put(rules)
-    assert dead_letters.get(delivery.record_id) == delivery
-    assert dead_letters.get(rules.record_id) == rules
+    processing = a_processing_dead_letter(unique("m5.processing"))
+    for record in (delivery, rules, processing):
+        dead_letters.put(record)
+        assert dead_letters.get(record.record_id) == record
     listed = {r.record_id: r for r in dead_letters.list()}
-    assert listed[delivery.record_id] == delivery
-    assert listed[rules.record_id] == rules
+    for record in (delivery, rules, processing):
+        assert listed[record.record_id] == record
 
 
 def test_a_dead_letter_of_the_same_id_is_written_over_and_one_removed_is_gone(dead_letters):

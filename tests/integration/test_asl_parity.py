@@ -256,6 +256,80 @@ def test_a_path_that_is_not_there_fails_the_execution_even_past_a_catch_all(moto
     assert [name for name, _ in on_moto.calls] == ["Echo"]
 
 
+def test_input_path_selects_the_task_input_and_result_selector_shapes_its_result(both):
+    definition = machine(
+        {
+            "T": {
+                "Type": "Task",
+                "Resource": "${Echo}",
+                "InputPath": "$.stored",
+                "ResultSelector": {"kept.$": "$.got.key", "execution.$": "$$.Execution.Name"},
+                "ResultPath": "$.out",
+                "End": True,
+            }
+        },
+        "T",
+    )
+    document = {"stored": {"bucket": "raw", "key": "raw/01M"}, "keep": 1}
+    run = both(definition, lambda: {"Echo": echo}, document)
+    assert run.calls == [("Echo", {"bucket": "raw", "key": "raw/01M"})]
+    assert run.output == {**document, "out": {"kept": "raw/01M", "execution": "parity"}}
+
+
+def test_a_null_result_path_passes_the_input_on_and_drops_the_result(both):
+    definition = machine(
+        {
+            "T": {"Type": "Task", "Resource": "${Echo}", "ResultPath": None, "Next": "M"},
+            "M": {
+                "Type": "Map",
+                "ItemsPath": "$.items",
+                "ItemProcessor": {
+                    "ProcessorConfig": {"Mode": "INLINE"},
+                    "StartAt": "One",
+                    "States": {"One": {"Type": "Task", "Resource": "${Echo}", "End": True}},
+                },
+                "ResultPath": None,
+                "End": True,
+            },
+        },
+        "T",
+    )
+    run = both(definition, lambda: {"Echo": echo}, {"items": [1, 2]})
+    assert sorted(json.dumps(document) for _, document in run.calls) == [
+        "1",
+        "2",
+        '{"items": [1, 2]}',
+    ]
+    assert run.output == {"items": [1, 2]}
+
+
+def test_a_pass_state_fills_its_parameters_from_the_input(both):
+    definition = machine(
+        {
+            "Stored": {
+                "Type": "Pass",
+                "Comment": "as the pipeline names a new message",
+                "Parameters": {
+                    "stored": {"bucket.$": "$.detail.bucket.name", "key.$": "$.detail.object.key"}
+                },
+                "Next": "Keep",
+            },
+            "Keep": {"Type": "Pass", "ResultPath": "$.copy", "Next": "Process"},
+            "Process": {
+                "Type": "Task",
+                "Resource": "${Echo}",
+                "InputPath": "$.stored",
+                "End": True,
+            },
+        },
+        "Stored",
+    )
+    document = {"detail": {"bucket": {"name": "raw"}, "object": {"key": "raw/01M"}}}
+    run = both(definition, lambda: {"Echo": echo}, document)
+    assert run.calls == [("Echo", {"bucket": "raw", "key": "raw/01M"})]
+    assert run.output == {"got": {"bucket": "raw", "key": "raw/01M"}}
+
+
 # ----------------------------------------------------------------------------- Choice
 
 

@@ -43,6 +43,7 @@ from mxgate.records import (
     TimelineEvent,
 )
 from tests.fakes import ManualClock
+from tests.records import a_deferred_delivery
 from tests.support import REPO, TEMPLATE, wait_for
 
 REGION = "us-east-1"
@@ -71,10 +72,12 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         s3.create_bucket(Bucket="raw-bucket")
         s3.put_object(Bucket="raw-bucket", Key="raw/01MSG", Body=RAW)
         defer = sqs.create_queue(QueueName="defer")["QueueUrl"]
+        stranded = sqs.create_queue(QueueName="defer-dlq")["QueueUrl"]
         cloudformation = boto3.client("cloudformation", region_name=REGION)
         outputs = {
             "StateTableName": "state",
             "DeferQueueUrl": defer,
+            "DeferDeadLetterQueueUrl": stranded,
             "RawMailBucketName": "raw-bucket",
         }
         cloudformation.create_stack(
@@ -86,7 +89,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
                 }
             ),
         )
-        yield {"dynamodb": dynamodb, "sqs": sqs, "s3": s3, "defer": defer}
+        yield {"dynamodb": dynamodb, "sqs": sqs, "s3": s3, "defer": defer, "stranded": stranded}
 
 
 def held_record(clock: ManualClock) -> QuarantineRecord:
@@ -166,6 +169,38 @@ def test_quarantine_on_aws_lists_shows_and_releases_once(aws, capsys):
     assert json.loads(capsys.readouterr().out)["released"] == []  # nothing twice
     assert main(["quarantine", "purge", *flags]) == 1
     assert "purges itself" in capsys.readouterr().err
+
+
+def test_dlq_on_aws_lists_and_redrives_what_the_redeliver_function_never_started(aws, capsys):
+    """SQS moves a deferred record the Redeliver function failed to start five times to the
+    deferred queue's own dead-letter queue: `mxgate dlq --aws` lists it with the dead letters,
+    shows it, and redrives it to the deferred queue, due now."""
+    clock = ManualClock(datetime(2025, 6, 2, 9, 0, tzinfo=UTC))
+    stuck = a_deferred_delivery("01STUCK.workspace.0#abcd#3", clock.now(), message_id="01STUCK")
+    aws["sqs"].send_message(QueueUrl=aws["stranded"], MessageBody=stuck.model_dump_json())
+    flags = ["--aws", "--stack", "mxgate", "--region", REGION]
+
+    assert main(["dlq", "list", "--json", *flags]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)["dead_letters"]
+    assert (listed["id"], listed["kind"], listed["message_id"]) == (
+        stuck.record_id,
+        "deferred-queue",
+        "01STUCK",
+    )
+    assert listed["recipients"] == stuck.delivery.recipients
+    assert main(["dlq", "show", stuck.record_id, *flags]) == 0
+    assert "could not start it 5 times" in capsys.readouterr().out
+
+    assert main(["dlq", "redrive", "--all", "--json", *flags]) == 0
+    assert [r["id"] for r in json.loads(capsys.readouterr().out)["redriven"]] == [stuck.record_id]
+    (queued,) = aws["sqs"].receive_message(QueueUrl=aws["defer"], MaxNumberOfMessages=10)[
+        "Messages"
+    ]
+    again = DeferredDelivery.model_validate_json(queued["Body"])
+    assert again.record_id == stuck.record_id
+    assert again.delivery == stuck.delivery
+    left = aws["sqs"].receive_message(QueueUrl=aws["stranded"], MaxNumberOfMessages=10)
+    assert left.get("Messages", []) == []
 
 
 def test_trace_search_reads_the_summaries_on_the_recent_list(aws):

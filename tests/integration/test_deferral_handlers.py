@@ -22,7 +22,7 @@ from mxgate.adapters.aws.settings import settings
 from mxgate.clock import SystemClock
 from mxgate.mailmanager.template import read_template
 from mxgate.records import DeferredDelivery, Delivery, MessageRef, Stage
-from tests.support import REPO, TEMPLATE
+from tests.support import REPO, TEMPLATE, routes_parameters_of_samconfig
 
 REGION = "us-east-1"
 
@@ -58,6 +58,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
         "POWERTOOLS_SERVICE_NAME": "mxgate",
         "POWERTOOLS_METRICS_NAMESPACE": "mxgate",
         "MXGATE_ROUTES_FILE": str(REPO / "config" / "routes.yaml"),
+        "MXGATE_ROUTES_PARAMETERS": json.dumps(routes_parameters_of_samconfig()),
     }
     for name, value in environment.items():
         monkeypatch.setenv(name, value)

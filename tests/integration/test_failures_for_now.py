@@ -1,8 +1,9 @@
 """Nothing stranded: what fails only for now (a full disk, here a real one: a small tmpfs
 filled to its last byte) keeps the spool file or the record and is tried again, never
 quarantined; what is quarantined is recorded before its spool file leaves the spool; a
-message whose processing failed for now is processed again later; an execution that fails
-for good leaves none of its recipients without an end."""
+message whose processing failed for now is processed again later (dead-lettered, never
+quarantined, past its lifetime); an execution that fails for good leaves none of its
+recipients without an end."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mxgate.local.pipeline import receive_spooled
-from mxgate.records import DeferredProcessing, Outcome, StepRetry, SuspendedExecution
+from mxgate.records import Deferral, DeferredProcessing, Outcome, StepRetry, SuspendedExecution
 from mxgate.workflow.envelope import store_envelope
 from mxgate.workflow.steps import STEPS
 from tests.records import a_delivery
@@ -111,25 +112,36 @@ def stored(worker, message_id: str, recipients: list[str]) -> dict[str, object]:
     return {"bucket": RAW_BUCKET, "key": key, "envelope": envelope.model_dump(mode="json")}
 
 
-def quarantine_step(worker, execution: dict[str, object], error: str = "TransientError") -> object:
-    """The Quarantine state's input, as the state machine's Parameters build it."""
-    document = {
-        **execution,
+def processing_failed(
+    worker,
+    execution: dict[str, object],
+    error: str = "TransientError",
+    deferral: Deferral | None = None,
+) -> object:
+    """Process failed after its retries: the state machine's Catch hands the stored message
+    (with its deferral, on a later attempt) and the error to DeferProcessing for a failure for
+    now, to DeadLetterProcessing for any other."""
+    document: dict[str, object] = {
+        "stored": execution,
         "error": {"Error": error, "Cause": '{"errorMessage":"state database full"}'},
     }
-    return STEPS["quarantine"](document, worker.workflow.services)
+    if deferral is not None:
+        document["deferral"] = deferral.model_dump(mode="json")
+    step = "defer" if error == "TransientError" else "dead_letter"
+    return STEPS[step](document, worker.workflow.services)
 
 
 def test_processing_that_failed_for_now_is_done_again_later_not_quarantined(workers):
     worker = workers(delivery={"backoff_min": "1m", "queue_lifetime": "1h"})
     execution = stored(worker, "01PROCESSLATER", ["alice@nutrition.co"])
-    assert quarantine_step(worker, execution)["results"] == []  # type: ignore[index]
+    assert processing_failed(worker, execution)["results"] == []  # type: ignore[index]
     assert outcomes(worker, "01PROCESSLATER") == {}
     (waiting,) = [w.record for w in worker.state.deferred("01PROCESSLATER")]
     assert isinstance(waiting, DeferredProcessing)
-    assert (waiting.attempts, waiting.key) == (1, execution["key"])
+    assert waiting.deferral is not None
+    assert (waiting.deferral.attempts, waiting.stored.key) == (1, execution["key"])
     assert 54 <= (waiting.due_at - worker.clock.now()).total_seconds() <= 66  # 1m, ±10%
-    assert "state database full" in waiting.last_error
+    assert "state database full" in waiting.deferral.last_error
 
     assert run_due(worker) == ["done"]  # a new execution of the stored message
     wait_out_retries(worker)
@@ -137,24 +149,34 @@ def test_processing_that_failed_for_now_is_done_again_later_not_quarantined(work
     assert worker.state.deferred("01PROCESSLATER") == []
 
 
-def test_processing_that_keeps_failing_for_now_is_quarantined_past_its_lifetime(workers):
+def test_processing_that_keeps_failing_for_now_is_dead_lettered_past_its_lifetime(workers):
+    """Never a final quarantine for a fault: past the lifetime the message is dead-lettered,
+    and `mxgate dlq redrive` runs it again."""
     worker = workers(delivery={"backoff_min": "10m", "queue_lifetime": "1h"})
     execution = stored(worker, "01NEVERWORKS", ["alice@nutrition.co"])
-    quarantine_step(worker, execution)
-    quarantine_step(worker, execution)  # its second attempt failed too: counted from the first
+    processing_failed(worker, execution)
+    (first,) = [w.record for w in worker.state.deferred("01NEVERWORKS")]
+    assert isinstance(first, DeferredProcessing)
+    # its second attempt failed too: counted from the first, whose deferral its input carries
+    processing_failed(worker, execution, deferral=first.deferral)
     attempts = [w.record for w in worker.state.deferred("01NEVERWORKS")]
-    assert sorted(r.attempts for r in attempts if isinstance(r, DeferredProcessing)) == [1, 2]
+    assert sorted(
+        r.deferral.attempts for r in attempts if isinstance(r, DeferredProcessing) and r.deferral
+    ) == [1, 2]
+    second = max(attempts, key=lambda r: r.record_id)
+    assert isinstance(second, DeferredProcessing)
     worker.clock.advance(3601)
-    quarantine_step(worker, execution)
+    processing_failed(worker, execution, deferral=second.deferral)
     (state,) = worker.state.states("01NEVERWORKS")
-    assert state.outcome is Outcome.QUARANTINED
-    assert "gave up processing it for now" in state.detail
+    assert state.outcome is Outcome.DEAD_LETTERED
+    assert "gave up after" in state.detail
+    assert quarantined(worker) == []
 
 
-def test_a_permanent_processing_failure_is_still_quarantined_at_once(worker):
+def test_a_permanent_processing_failure_is_dead_lettered_at_once(worker):
     execution = stored(worker, "01BROKEN", ["alice@nutrition.co"])
-    quarantine_step(worker, execution, error="PermanentError")
-    assert outcomes(worker, "01BROKEN") == {"alice@nutrition.co": Outcome.QUARANTINED}
+    processing_failed(worker, execution, error="PermanentError")
+    assert outcomes(worker, "01BROKEN") == {"alice@nutrition.co": Outcome.DEAD_LETTERED}
     assert worker.state.deferred("01BROKEN") == []
 
 

@@ -5,9 +5,14 @@ interpreter (each Task calls the same step), on the same faults, attempt for att
 Both runs use the AWS composition root against a fresh moto account, so the only difference is
 the interpreter. SES answers as it does under load (TooManyRequestsException) or for a message
 it refuses (MessageRejected), per routing domain and in order; DynamoDB throttles chosen writes
-(ProvisionedThroughputExceededException) past botocore's own attempts, so the last-resort steps
-(DeadLetter, Quarantine) must be retried by the state machine. Jitter draws its upper bound and
-retry waits are recorded, not slept, on both sides, so the waits compare exactly.
+(ProvisionedThroughputExceededException) past botocore's own attempts, so Process (a throttling
+storm: retried, then deferred, never quarantined) and the last-resort steps (DeadLetter,
+DeadLetterProcessing) must be retried by the state machine. Lambda itself fails as Step
+Functions reports it (`Lambda.Unknown` for a function that timed out or ran out of memory,
+`Lambda.ClientExecutionTimeoutException`): moto's interpreter names an error by the payload's
+errorType only, so the fault is injected under the name Step Functions gives it. Jitter draws
+its upper bound and retry waits are recorded, not slept, on both sides, so the waits compare
+exactly.
 """
 
 from __future__ import annotations
@@ -77,6 +82,9 @@ class Scenario:
     # DynamoDB writes to throttle: key prefix (of pk or sk) -> how many PutItems of such items
     # fail; 3 exhausts botocore's own attempts, so one Lambda invocation fails
     throttled: dict[str, int] = field(default_factory=dict)
+    # Lambda failing before the handler runs: (step, destination) -> the error names of its
+    # first invocations
+    lambda_errors: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
 
 SCENARIOS = [
@@ -85,18 +93,45 @@ SCENARIOS = [
         {WORKSPACE: ["throttle", "throttle", "send"], M365: ["reject"]},
     ),
     Scenario("retries-exhausted", {WORKSPACE: ["throttle"], M365: ["throttle", "send"]}),
-    Scenario("unreadable-message-quarantined", {}, stored=False),
+    Scenario("unreadable-message-dead-lettered", {}, stored=False),
     Scenario(
         "throttled-dead-letter-retried",
         {WORKSPACE: ["send"], M365: ["reject"]},
         throttled={"dlq": 3},
     ),
-    Scenario("throttled-quarantine-retried", {}, stored=False, throttled={"rcpt#": 3}),
+    Scenario("throttled-processing-dead-letter-retried", {}, stored=False, throttled={"rcpt#": 3}),
+    # A DynamoDB throttling storm while Process writes the timeline: three invocations fail
+    # (each after botocore's own three attempts), the fourth gets through and delivers.
+    Scenario("process-throttled-then-delivered", {}, throttled={"msg#": 9}),
+    # A longer storm outlasts Process's retries: the message waits in the deferred queue,
+    # never a quarantine.
+    Scenario("process-throttled-then-deferred", {}, throttled={"msg#": 15}),
+    Scenario(
+        "lambda-timeouts-retried",
+        {},
+        lambda_errors={
+            ("process", ""): ["Lambda.Unknown"],
+            ("deliver", "workspace"): ["Lambda.ClientExecutionTimeoutException"],
+            ("deliver", "m365"): ["Lambda.Unknown"],
+        },
+    ),
     Scenario(
         "transient-by-family-retried",
         {WORKSPACE: ["dns-failure", "timeout", "send"], M365: ["send"]},
     ),
 ]
+
+
+def lambda_failing(scenario: Scenario) -> Any:
+    """Raises, for a call of a step, the next Lambda error the scenario gives it."""
+    left = {call: list(names) for call, names in scenario.lambda_errors.items()}
+
+    def check(call: tuple[str, str]) -> None:
+        if left.get(call):
+            name = left[call].pop(0)
+            raise type(name, (Exception,), {})(f"{call}: {name} (injected)")
+
+    return check
 
 
 @dataclass
@@ -203,7 +238,9 @@ def run_locally(
         arm(scenario, ses, dynamodb)
         stack = create_stack()
         stage(stack, scenario)
-        with function_environment(stack.function_by_code("deliver").environment):
+        # Process has the most of the environment (its loop token key): one composition root
+        # serves every step here
+        with function_environment(stack.function_by_code("process").environment):
             services = bootstrap.services.__wrapped__()  # the AWS composition root
             resolver = Resolver(read_template(TEMPLATE), read_samconfig_parameters(SAMCONFIG))
             workflow = LocalWorkflow(load_state_machine(TEMPLATE, resolver), services)
@@ -214,11 +251,14 @@ def run_locally(
             observed = Observed(status="", output=None)
             steps = dict(interpreter.tasks)
 
+            failing = lambda_failing(scenario)
+
             def counted(resource: str) -> Any:
                 step = workflow_step(resource)
 
                 def task(document: Any) -> Any:
                     observed.calls[call_of(step, document)] += 1
+                    failing(call_of(step, document))
                     return steps[resource](document)
 
                 return task
@@ -253,9 +293,11 @@ def run_on_moto(
         stack = create_stack()
         stage(stack, scenario)
         observed = Observed(status="", output=None)
+        failing = lambda_failing(scenario)
 
         def invoke(step: str, document: Any) -> Any:
             observed.calls[call_of(step, document)] += 1
+            failing(call_of(step, document))
             return stack.invoke(step, document)
 
         try:
@@ -302,10 +344,13 @@ _DATE = re.compile(r"[A-Z][a-z]{2}, \d{1,2} [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d [
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(\+00:00|Z)?")
 _SES_ID = re.compile(r"SES message [\w-]+")
 _LAMBDA_ONLY = re.compile(r',"requestId":"[\w-]*","stackTrace":\[[^\]]*\]')
+# a loop token's signature: each run's stack makes its own key (routing/loops.py)
+_LOOP_SIGNATURE = re.compile(r"\b([0-9A-Z]{26})\.[a-z2-7]{16}\b")
 
 
 def normalized(document: Any) -> Any:
-    """Timestamps, SES message ids and the Lambda-only parts of an error's Cause removed."""
+    """Timestamps, SES message ids, loop token signatures and the Lambda-only parts of an
+    error's Cause removed."""
     if isinstance(document, dict):
         return {
             key: cause_of(value) if key in {"Cause", "cause"} else normalized(value)
@@ -316,6 +361,7 @@ def normalized(document: Any) -> Any:
         return [normalized(item) for item in document]
     if isinstance(document, str):
         document = _LAMBDA_ONLY.sub("", document)  # a Cause quoted in a detail
+        document = _LOOP_SIGNATURE.sub(r"\1.<signature>", document)
         return _SES_ID.sub("SES message <id>", _TIME.sub("<time>", _DATE.sub("<date>", document)))
     return document
 
@@ -339,9 +385,9 @@ EXPECTED: dict[str, dict[str, Any]] = {
         },
         "waits": [2.0, 4.0],  # IntervalSeconds 2, BackoffRate 2, full jitter's upper bound
         "outcomes": {
-            "alice@nutrition.co": "delivered",
-            "eve@nutrition.co": "delivered",
-            "bob@nutrition.co": "delivered",  # a Bcc recipient: in the envelope only
+            "alice@nutrition.co": "relayed",
+            "eve@nutrition.co": "relayed",
+            "bob@nutrition.co": "relayed",  # a Bcc recipient: in the envelope only
             "carol@nutrition.co": "dead_lettered",
         },
         "dead_letter_errors": ["PermanentError"],
@@ -354,14 +400,14 @@ EXPECTED: dict[str, dict[str, Any]] = {
             ("defer", "workspace"): 1,  # past the quick retries: the deferred queue
         },
         "waits": [2.0, 2.0, 4.0, 8.0],  # each Map iteration counts its own attempts
-        "outcomes": {"carol@nutrition.co": "delivered"},  # the others wait, deferred
+        "outcomes": {"carol@nutrition.co": "relayed"},  # the others wait, deferred
         "dead_letter_errors": [],
     },
-    "unreadable-message-quarantined": {
-        "calls": {("process", ""): 1, ("quarantine", ""): 1},  # a permanent error: no retry
+    "unreadable-message-dead-lettered": {
+        "calls": {("process", ""): 1, ("dead_letter", ""): 1},  # a permanent error: no retry
         "waits": [],
-        "outcomes": dict.fromkeys(ENVELOPE_RECIPIENTS, "quarantined"),
-        "dead_letter_errors": [],
+        "outcomes": dict.fromkeys(ENVELOPE_RECIPIENTS, "dead_lettered"),
+        "dead_letter_errors": ["PermanentError"],
     },
     "throttled-dead-letter-retried": {
         "calls": {
@@ -372,9 +418,9 @@ EXPECTED: dict[str, dict[str, Any]] = {
         },
         "waits": [2.0],
         "outcomes": {
-            "alice@nutrition.co": "delivered",
-            "eve@nutrition.co": "delivered",
-            "bob@nutrition.co": "delivered",  # a Bcc recipient: in the envelope only
+            "alice@nutrition.co": "relayed",
+            "eve@nutrition.co": "relayed",
+            "bob@nutrition.co": "relayed",  # a Bcc recipient: in the envelope only
             "carol@nutrition.co": "dead_lettered",
         },
         "dead_letter_errors": ["PermanentError"],
@@ -384,20 +430,38 @@ EXPECTED: dict[str, dict[str, Any]] = {
         # TransientError, which its Retry lists: retried, then delivered
         "calls": {("process", ""): 1, ("deliver", "workspace"): 3, ("deliver", "m365"): 1},
         "waits": [2.0, 4.0],
-        "outcomes": dict.fromkeys(ENVELOPE_RECIPIENTS, "delivered"),
+        "outcomes": dict.fromkeys(ENVELOPE_RECIPIENTS, "relayed"),
         "dead_letter_errors": [],
     },
-    "throttled-quarantine-retried": {
-        "calls": {("process", ""): 1, ("quarantine", ""): 2},  # throttled once, then settled
+    "throttled-processing-dead-letter-retried": {
+        "calls": {("process", ""): 1, ("dead_letter", ""): 2},  # throttled once, then settled
         "waits": [2.0],
-        "outcomes": dict.fromkeys(ENVELOPE_RECIPIENTS, "quarantined"),
+        "outcomes": dict.fromkeys(ENVELOPE_RECIPIENTS, "dead_lettered"),
+        "dead_letter_errors": ["PermanentError"],
+    },
+    "process-throttled-then-delivered": {
+        "calls": {("process", ""): 4, ("deliver", "workspace"): 1, ("deliver", "m365"): 1},
+        "waits": [2.0, 4.0, 8.0],
+        "outcomes": dict.fromkeys(ENVELOPE_RECIPIENTS, "relayed"),
+        "dead_letter_errors": [],
+    },
+    "lambda-timeouts-retried": {
+        "calls": {("process", ""): 2, ("deliver", "workspace"): 2, ("deliver", "m365"): 2},
+        "waits": [2.0, 2.0, 2.0],
+        "outcomes": dict.fromkeys(ENVELOPE_RECIPIENTS, "relayed"),
+        "dead_letter_errors": [],
+    },
+    "process-throttled-then-deferred": {
+        "calls": {("process", ""): 5, ("defer", ""): 1},
+        "waits": [2.0, 4.0, 8.0, 16.0],
+        "outcomes": {},  # waiting in the deferred queue: no terminal state yet
         "dead_letter_errors": [],
     },
 }
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
-def test_both_interpreters_retry_defer_dead_letter_and_quarantine_alike(
+def test_both_interpreters_retry_defer_and_dead_letter_alike(
     scenario: Scenario,
     ses_faults: dict[str, list[str]],
     dynamodb_faults: dict[str, int],

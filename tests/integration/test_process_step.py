@@ -5,6 +5,7 @@ routes, and a message that cannot be understood is quarantined with the reason."
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import io
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 import dkim
 import pytest
 
+from mxgate.adapters.dns import DnsPythonResolver
 from mxgate.adapters.local.appevents import FileAppEvents
 from mxgate.adapters.local.objects import FileObjectStore
 from mxgate.adapters.local.state import SqliteState
@@ -21,6 +23,7 @@ from mxgate.authn.check import Authenticator, check_signatures
 from mxgate.authn.model import DmarcPolicy, Result, Verdict
 from mxgate.authn.resolver import CachingResolver
 from mxgate.clock import SystemClock
+from mxgate.errors import TransientError
 from mxgate.local.addresslists import FileAddressBook
 from mxgate.local.facts import message_facts
 from mxgate.mailmanager.models import RuleSet
@@ -28,13 +31,12 @@ from mxgate.mailmanager.rules import ActionContext, run_rule_set
 from mxgate.message.headers import prepend_headers
 from mxgate.message.model import ParseLimits
 from mxgate.records import Envelope, Outcome
-from mxgate.routing.routes import load_routes
 from mxgate.workflow.model import ProcessInput
 from mxgate.workflow.process import process
 from mxgate.workflow.services import Services
-from tests.dnsserver import Zone, ZoneServer, dkimpy_dnsfunc
+from tests.dnsserver import Zone, ZoneServer, dkimpy_dnsfunc, silent_port
 from tests.mailtools import Keys, make_keys
-from tests.support import REPO
+from tests.support import shipped_routes
 
 BUCKET = "raw-mail"
 SENDER_IP = "192.0.2.10"
@@ -51,6 +53,10 @@ def dns(keys: Keys) -> Iterator[ZoneServer]:
     zone.add("shop.test", "TXT", "v=spf1 ip4:192.0.2.0/24 -all")
     zone.add("_dmarc.shop.test", "TXT", "v=DMARC1; p=reject")
     zone.add("sel._domainkey.shop.test", "TXT", f"v=DKIM1; p={keys.public}")
+    # our own domain: its mail leaves from 203.0.113.0/24, signed with s=ours
+    zone.add("nutrition.co", "TXT", "v=spf1 ip4:203.0.113.0/24 -all")
+    zone.add("_dmarc.nutrition.co", "TXT", "v=DMARC1; p=quarantine")
+    zone.add("ours._domainkey.nutrition.co", "TXT", f"v=DKIM1; p={keys.public}")
     zone.add("arc._domainkey.nutrition.co", "TXT", f"v=DKIM1; k=rsa; p={keys.public}")
     server = ZoneServer(zone)
     yield server
@@ -59,6 +65,7 @@ def dns(keys: Keys) -> Iterator[ZoneServer]:
 
 def services(home: Path, dns: ZoneServer, **overrides) -> Services:
     state = SqliteState(home / "state.db")
+    overrides.setdefault("routes", shipped_routes())
     return Services(
         objects=FileObjectStore(home / "objects"),
         timeline=state,
@@ -66,7 +73,6 @@ def services(home: Path, dns: ZoneServer, **overrides) -> Services:
         transports={},
         app_events=FileAppEvents(home / "events"),
         dead_letters=state,
-        routes=load_routes(REPO / "config" / "routes.yaml"),
         clock=SystemClock(),
         gateway_host="mxgate.test",
         resolver=CachingResolver(dns.resolver()),
@@ -74,15 +80,24 @@ def services(home: Path, dns: ZoneServer, **overrides) -> Services:
     )
 
 
-def stored(services: Services, raw: bytes, message_id: str, recipients: list[str]) -> ProcessInput:
+def stored(
+    services: Services,
+    raw: bytes,
+    message_id: str,
+    recipients: list[str],
+    **envelope_fields: str,
+) -> ProcessInput:
     key = f"raw/{message_id}"
     services.objects.put(BUCKET, key, raw)
-    envelope = Envelope(
-        message_id=message_id,
-        mail_from="orders@shop.test",
-        recipients=recipients,
-        helo="mail.shop.test",
-        source_ip=SENDER_IP,
+    envelope = Envelope.model_validate(
+        {
+            "message_id": message_id,
+            "mail_from": "orders@shop.test",
+            "recipients": recipients,
+            "helo": "mail.shop.test",
+            "source_ip": SENDER_IP,
+            **envelope_fields,
+        }
     )
     return ProcessInput(bucket=BUCKET, key=key, envelope=envelope)
 
@@ -224,6 +239,74 @@ def test_a_message_not_understood_is_quarantined_with_the_reason(
     for state in states.values():
         assert state.outcome is Outcome.QUARANTINED
         assert state.detail == f"message not understood: {reason}"
+
+
+CEO_MAIL = (
+    b"From: CEO <ceo@nutrition.co>\r\nTo: alice@nutrition.co\r\nSubject: urgent wire\r\n"
+    b"\r\nPlease wire 48,000 EUR today.\r\n"
+)
+OUTSIDE = {
+    "mail_from": "ceo@nutrition.co",
+    "helo": "mx.elsewhere.example",
+    "source_ip": "198.51.100.9",
+}
+
+
+def test_own_domain_spoofing_from_outside_is_quarantined_with_the_reason(tmp_path, dns):
+    ports = services(tmp_path, dns)
+    output = process(stored(ports, CEO_MAIL, "01SPOOF", ["alice@nutrition.co"], **OUTSIDE), ports)
+    assert output.deliveries == []
+    assert output.quarantined == ["alice@nutrition.co"]
+    (state,) = ports.timeline.states("01SPOOF")
+    assert state.outcome is Outcome.QUARANTINED
+    assert state.route == "quarantine:own-domain-spoofing"
+    # SPF was judged against the real connecting IP from the envelope
+    assert "From is our domain nutrition.co" in state.detail
+    assert "dmarc=fail" in state.detail
+    assert output.authentication is not None
+    assert output.authentication.spf_mail_from.result is Result.FAIL
+    terminal = [e.detail for e in ports.timeline.events("01SPOOF") if e.stage.value == "terminal"]
+    assert any("own-domain-spoofing" in detail for detail in terminal)
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["aligned-dkim", "aligned-spf", "submission", "routes-deliver"],
+)
+def test_own_domain_mail_that_proves_itself_or_comes_from_inside_is_delivered(
+    tmp_path, dns, keys, how
+):
+    overrides: dict[str, object] = {}
+    raw, envelope = CEO_MAIL, dict(OUTSIDE)
+    if how == "aligned-dkim":  # a service that signs for our domain
+        raw = (
+            dkim.sign(raw, b"ours", b"nutrition.co", keys.private, include_headers=[b"from"]) + raw
+        )
+    elif how == "aligned-spf":  # from one of our own sending addresses (the envelope's IP)
+        envelope["source_ip"] = "203.0.113.7"
+    elif how == "submission":  # our own AUTH ingress point: mail from inside
+        envelope["ingress_point"] = "SubmissionIngressPoint"
+        envelope["authenticated"] = "true"  # SMTP AUTH succeeded
+    else:
+        routes = shipped_routes()
+        # (and no spf-fail rule, which would hold the same message for its own reason)
+        overrides["routes"] = routes.model_copy(
+            update={"own_domain_spoofing": "deliver", "quarantine": []}
+        )
+    ports = services(tmp_path, dns, **overrides)
+    output = process(stored(ports, raw, "01OURS", ["alice@nutrition.co"], **envelope), ports)
+    assert [d.recipients for d in output.deliveries] == [["alice@nutrition.co"]]
+    assert output.quarantined == []
+
+
+def test_own_domain_mail_is_not_judged_while_dmarc_cannot_be_checked(tmp_path):
+    """A DNS failure holds nothing: Process fails transiently, to be retried and deferred."""
+    ports = services(tmp_path, ZoneServer(Zone()))
+    down = CachingResolver(DnsPythonResolver(["127.0.0.1"], port=silent_port(), timeout=0.2))
+    ports = dataclasses.replace(ports, resolver=down)
+    with pytest.raises(TransientError, match="DMARC could not be checked"):
+        process(stored(ports, CEO_MAIL, "01DNSDOWN", ["alice@nutrition.co"], **OUTSIDE), ports)
+    assert ports.timeline.states("01DNSDOWN") == []
 
 
 def test_process_seals_mailbox_deliveries_when_it_has_a_key(tmp_path, dns, keys):

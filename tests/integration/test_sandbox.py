@@ -5,9 +5,11 @@ interpreter and botocore's models load once)."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import dkim
@@ -205,3 +207,91 @@ def test_recipients_the_traffic_policy_refuses_are_reported_at_rcpt(sandbox: San
     assert refused.outcome == "refused"
     assert re.match(r"550 5\.7\.1 Recipient refused by policy", refused.detail)
     assert alice.outcome == "delivered"
+
+
+# ---------------------------------------------------------------------------- part B of issue 8
+
+
+def test_a_spoofed_own_domain_message_is_quarantined_with_its_reason(sandbox: Sandbox) -> None:
+    """CEO fraud: From claims our domain, the mail comes from outside and nothing aligns."""
+    raw = (
+        b"From: The CEO <ceo@nutrition.co>\r\nTo: alice@nutrition.co\r\n"
+        b"Subject: urgent wire transfer\r\n\r\nPay this today.\r\n"
+    )
+    report = sandbox.send(
+        raw, mail_from="ceo@nutrition.co", recipients=["alice@nutrition.co"], ip=LIST_IP
+    )
+    (alice,) = report.recipients
+    assert (alice.outcome, alice.route) == ("quarantined", "quarantine:own-domain-spoofing")
+    assert "From is our domain nutrition.co, the message came from outside" in alice.detail
+    assert alice.path is None  # never reached a mailbox
+
+
+def test_a_forward_back_through_the_mx_is_delivered_and_a_true_loop_bounced(
+    sandbox: Sandbox,
+) -> None:
+    """Alice's mailbox forwards what it got back through the MX: to Carol (a user's forward:
+    delivered), and to Alice herself (the same message, for a recipient it was delivered to
+    already: a loop, bounced with a DSN to the sender)."""
+    # (from a domain without DMARC: a forward breaks SPF alignment, and p=reject would hold it)
+    raw = b"From: a@elsewhere.example\r\nTo: alice@nutrition.co\r\nSubject: fwd\r\n\r\nx\r\n"
+    first = sandbox.send(raw, mail_from="a@elsewhere.example", recipients=["alice@nutrition.co"])
+    (alice,) = first.recipients
+    assert alice.outcome == "delivered"
+    assert alice.path is not None
+    came_back = Path(alice.path).read_bytes()  # as the mailbox host has it, our token included
+    assert b"X-Mxgate-Loop: " in came_back
+
+    forwarded = sandbox.send(
+        came_back,
+        mail_from="alice@nutrition.co",
+        recipients=["carol@nutrition.co"],
+        ip=RELAY_EGRESS,
+    )
+    (carol,) = forwarded.recipients
+    assert (carol.outcome, carol.mailbox_host) == ("delivered", "m365")
+
+    looped = sandbox.send(
+        came_back,
+        mail_from="a@elsewhere.example",
+        recipients=["alice@nutrition.co"],
+        ip=RELAY_EGRESS,
+    )
+    (again,) = looped.recipients
+    assert again.outcome == "bounced"
+    assert again.detail.startswith("5.4.6 mail forwarding loop for alice@nutrition.co")
+    assert again.detail.endswith("DSN sent to a@elsewhere.example")
+    assert first.message_id in again.detail  # the earlier delivery the token names
+    assert again.path is None
+
+
+def test_a_dynamodb_throttling_storm_during_process_ends_delivered(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Process's timeline writes are throttled past botocore's attempts for two of its
+    invocations (the Process function's writes only): the state machine's Retry runs Process again (waiting
+    2 s, then 4 s at most) and the message is delivered; nothing is quarantined."""
+    from moto.dynamodb.exceptions import DynamodbException  # noqa: PLC0415
+    from moto.dynamodb.models import DynamoDBBackend  # noqa: PLC0415
+
+    left = {"throttled": 6}  # botocore tries three times: two Process invocations fail
+    put = DynamoDBBackend.put_item
+
+    def throttling(backend: object, table: str, item: dict[str, Any], *args: Any) -> Any:
+        in_process = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "").endswith("ProcessFunction")
+        if left["throttled"] and in_process and item["pk"]["S"].startswith("msg#"):
+            left["throttled"] -= 1
+            raise DynamodbException(
+                "ProvisionedThroughputExceededException", "Rate of requests exceeds capacity."
+            )
+        return put(backend, table, item, *args)
+
+    monkeypatch.setattr(DynamoDBBackend, "put_item", throttling)
+    calls_before = len(sandbox.stack.function_by_code("process").durations)
+    raw = b"From: a@shop.example\r\nTo: alice@nutrition.co\r\nSubject: storm\r\n\r\nx\r\n"
+    report = sandbox.send(raw, mail_from="a@shop.example", recipients=["alice@nutrition.co"])
+    assert left["throttled"] == 0
+    (alice,) = report.recipients
+    assert (alice.outcome, alice.mailbox_host) == ("delivered", "workspace")
+    process = sandbox.stack.function_by_code("process")
+    assert len(process.durations) - calls_before == 3  # two throttled, then through

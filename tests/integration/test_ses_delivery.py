@@ -96,7 +96,7 @@ def test_the_deliver_step_rewrites_the_sender_for_ses_and_survives_throttling(se
     raw = message("alice@nutrition.co", "from outside")
     message_id = bench.store(raw, ["alice@nutrition.co"])
     bench.run(message_id)
-    assert bench.outcomes(message_id) == {"alice@nutrition.co": "delivered"}
+    assert bench.outcomes(message_id) == {"alice@nutrition.co": "relayed"}
     retries = [e.detail for e in bench.state.events(message_id) if e.stage.value == "retry"]
     assert len(retries) == 2
     assert all("TransientError" in r for r in retries)

@@ -285,7 +285,6 @@ def test_the_deployed_definition_loads():
         f"${{{name}}}": echo
         for name in (
             "ProcessFunctionArn",
-            "QuarantineFunctionArn",
             "DeliverFunctionArn",
             "DeferFunctionArn",
             "DeadLetterFunctionArn",
@@ -302,17 +301,17 @@ TASK = {"Type": "Task", "Resource": "r", "End": True}
 @pytest.mark.parametrize(
     ("states", "refusal"),
     [
-        ({"T": {**TASK, "InputPath": None}}, "field 'InputPath'"),
+        ({"T": {**TASK, "InputPath": None}}, "InputPath: the path None"),
         ({"T": {**TASK, "TimeoutSeconds": 30}}, "field 'TimeoutSeconds'"),
         ({"T": {**TASK, "OutputPath": "$.x"}}, "field 'OutputPath'"),
-        ({"T": {**TASK, "ResultSelector": {"a.$": "$.b"}}}, "field 'ResultSelector'"),
+        ({"T": {**TASK, "ResultSelector": {"a.$": "$.b[1]"}}}, "the path '$.b[1]'"),
         (
             {"T": {**TASK, "Parameters": {"label.$": "States.Format('a, {}', $.x)"}}},
             "the intrinsic function States.Format",
         ),
         ({"T": {**TASK, "Parameters": {"x.$": "$.a[0]"}}}, "the path '$.a[0]'"),
         ({"T": {"Type": "Wait", "SecondsPath": "$.s", "End": True}}, "the state type 'Wait'"),
-        ({"T": {"Type": "Pass", "End": True}}, "the state type 'Pass'"),
+        ({"T": {"Type": "Pass", "Result": {"a": 1}, "End": True}}, "field 'Result'"),
         ({"T": {"Type": "Parallel", "Branches": [], "End": True}}, "the state type 'Parallel'"),
         (
             {
@@ -349,14 +348,14 @@ TASK = {"Type": "Task", "Resource": "r", "End": True}
         ),
     ],
     ids=[
-        "InputPath",
+        "null-InputPath",
         "TimeoutSeconds",
         "OutputPath",
-        "ResultSelector",
+        "ResultSelector-index-path",
         "intrinsic",
         "index-path",
         "Wait",
-        "Pass",
+        "Pass-Result",
         "Parallel",
         "StringEquals",
         "TaskFailed",

@@ -40,11 +40,11 @@ def test_the_invoke_lambda_event_is_the_envelope_half_every_rcpt_to_included():
     assert arrival.message_id == MESSAGE_ID
     assert arrival.stored is None
     assert envelope is not None
-    assert envelope.mail_from == "facilities@nutrition.co"
+    assert envelope.mail_from == "facilities@lyon-logistics.example"
     assert envelope.recipients[-1] == "bob@nutrition.co"  # in no header: a Bcc
     # from Mail Manager's own Received field (its `by` host is Mail Manager's)
     assert (envelope.helo, envelope.source_ip, envelope.tls_protocol) == (
-        "mail.nutrition.co",
+        "mail.lyon-logistics.example",
         "198.51.100.25",
         "TLS1_3",
     )

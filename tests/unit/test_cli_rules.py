@@ -47,19 +47,14 @@ def test_explain_json_shape(cli):
     } == {
         "recipient": "alice@nutrition.co",
         "traffic_policy_verdict": "ACCEPT",
-        "matched_rules": ["mark-seen", "archive", "store"],
-        "actions": ["AddHeader", "Archive", "WriteToS3", "InvokeLambda"],
+        "matched_rules": ["archive", "store"],
+        "actions": ["Archive", "WriteToS3", "InvokeLambda"],
         "dropped": False,
     }
     assert accepted["traffic_policy"]["decided_by"] == "PolicyStatements[0] (ALLOW)"
-    assert [r["rule_name"] for r in accepted["rules"]] == [
-        "loop-guard",
-        "mark-seen",
-        "archive",
-        "store",
-    ]
-    assert accepted["rules"][0]["matched"] is False
-    assert "X-Mxgate-Loop absent" in accepted["rules"][0]["reason"]
+    assert [r["rule_name"] for r in accepted["rules"]] == ["archive", "store"]
+    assert accepted["rules"][0]["matched"] is True
+    assert "no conditions" in accepted["rules"][0]["reason"]
     assert {
         k: refused[k] for k in ("traffic_policy_verdict", "matched_rules", "actions", "dropped")
     } == {
@@ -70,16 +65,43 @@ def test_explain_json_shape(cli):
     }
 
 
-def test_explain_the_loop_guard(cli):
+def test_the_rule_set_drops_no_loop_the_pipeline_tells_loops_from_forwards(cli):
+    """A message marked by an earlier pass (the old static header, or any of ours) is stored
+    for the workflow like any other: a header alone cannot tell a user's forward from a loop."""
     report = explain_json(
         cli, "08-mail-loop.eml", "--mail-from", "a@shop.example", "--rcpt", "bob@nutrition.co"
     )
     (bob,) = report["recipients"]
     assert (bob["matched_rules"], bob["actions"], bob["dropped"]) == (
-        ["loop-guard"],
-        ["Drop"],
-        True,
+        ["archive", "store"],
+        ["Archive", "WriteToS3", "InvokeLambda"],
+        False,
     )
+
+
+def test_direct_mode_sends_returning_and_own_domain_mail_to_the_pipeline(cli, tmp_path):
+    """DirectMode relays employee mail from the rule set, marked; what comes back marked, or
+    claims one of our domains, goes to the workflow, whose loop guard and spoofing check
+    decide."""
+    params = tmp_path / "params.yaml"
+    params.write_text('DirectMode: "true"\n')
+    returned = tmp_path / "returned.eml"
+    returned.write_text(
+        "X-Mxgate-Direct: local\nFrom: a@shop.example\nTo: alice@nutrition.co\nSubject: s\n\nhi\n"
+    )
+    spoofed = tmp_path / "spoofed.eml"
+    spoofed.write_text("From: CEO <ceo@nutrition.co>\nTo: alice@nutrition.co\nSubject: s\n\nhi\n")
+    for message, rule in ((returned, "store-returned"), (spoofed, "store-own-domain")):
+        code, out, err = cli(
+            "rules", "explain", str(message), "--json", "--params", str(params),
+            "--mail-from", "a@shop.example", "--rcpt", "alice@nutrition.co",
+        )  # fmt: skip
+        assert code == 0, err
+        (alice,) = json.loads(out)["recipients"]
+        assert (alice["matched_rules"], alice["actions"]) == (
+            ["archive", rule],
+            ["Archive", "WriteToS3", "InvokeLambda"],
+        )
 
 
 def test_explain_direct_mode_from_a_params_file(cli, tmp_path):
@@ -90,8 +112,8 @@ def test_explain_direct_mode_from_a_params_file(cli, tmp_path):
         "--params", str(params),
     )  # fmt: skip
     (alice,) = report["recipients"]
-    assert alice["matched_rules"] == ["mark-seen", "archive", "direct-workspace"]
-    assert alice["actions"] == ["AddHeader", "Archive", "Relay"]
+    assert alice["matched_rules"] == ["archive", "direct-workspace"]
+    assert alice["actions"] == ["Archive", "AddHeader", "Relay"]
 
 
 def test_explain_without_tls_on_a_tls_required_ingress_point(cli):
@@ -121,10 +143,8 @@ def test_explain_human_output(cli):
     )  # fmt: skip
     assert code == 0
     assert "traffic policy: ACCEPT, decided by PolicyStatements[0] (ALLOW)" in out
-    assert (
-        "[0] loop-guard: MATCH: Conditions[0] held: X-Mxgate-Loop 'mxgate' EQUALS ['mxgate']" in out
-    )
-    assert "=> dropped (rule loop-guard: Drop); actions: Drop" in out
+    assert "[0] archive: MATCH: no conditions: applies to every recipient" in out
+    assert "=> actions: Archive, WriteToS3, InvokeLambda" in out
     assert "traffic policy: REJECT, decided by DefaultAction (DENY)" in out
     assert "rule set: not reached" in out
 
@@ -137,7 +157,7 @@ def test_explain_uses_the_address_lists(cli, tmp_path):
         cli, "02-m365-employee.eml", "--mail-from", "a@shop.example", "--rcpt", "carol@nutrition.co",
         "--params", str(params),
     )  # fmt: skip
-    assert report["recipients"][0]["matched_rules"] == ["mark-seen", "archive", "direct-m365"]
+    assert report["recipients"][0]["matched_rules"] == ["archive", "direct-m365"]
 
 
 def test_rules_check_passes_on_the_repository_template(cli):

@@ -5,11 +5,14 @@ error names an execution fails with keep their family."""
 from __future__ import annotations
 
 import errno
+import json
+from typing import Any
 
 import pytest
 
-from mxgate.errors import FailureKind, as_family, kind_named, kind_of
+from mxgate.errors import LAMBDA_SERVICE_ERRORS, FailureKind, as_family, kind_named, kind_of
 from mxgate.workflow.asl import ExecutionFailedError
+from tests.support import REPO
 
 
 @pytest.mark.parametrize(
@@ -31,3 +34,21 @@ def test_an_execution_failure_keeps_its_family():
     assert kind_of(ExecutionFailedError("PolicyError", "{}")) is FailureKind.POLICY
     assert kind_of(ExecutionFailedError("States.Runtime", "{}")) is FailureKind.PERMANENT
     assert kind_named("Lambda.TooManyRequestsException") is FailureKind.TRANSIENT
+
+
+def test_what_the_state_machine_retries_is_what_counts_as_transient():
+    """Every error a Retry of the deployed definition lists is transient, and no other
+    Lambda error is: the state machine and kind_named say the same."""
+    definition = json.loads((REPO / "statemachine" / "pipeline.asl.json").read_text())
+    retried: set[str] = set()
+
+    def walk(machine: dict[str, Any]) -> None:
+        for state in machine["States"].values():
+            for retrier in state.get("Retry", []):
+                retried.update(retrier["ErrorEquals"])
+            if state["Type"] == "Map":
+                walk(state["ItemProcessor"])
+
+    walk(definition)
+    assert {e for e in retried if e.startswith("Lambda.")} == LAMBDA_SERVICE_ERRORS
+    assert all(kind_named(name) is FailureKind.TRANSIENT for name in retried)

@@ -371,9 +371,9 @@ def test_samconfig_and_the_local_override(tmp_path):
     assert "SubmissionIngressPoint" in loaded.ingress_points
     names = [r.Name for r in loaded.rule_sets["RuleSet"].Rules]
     assert names == [
-        "loop-guard",
-        "mark-seen",
         "archive",
+        "store-returned",
+        "store-own-domain",
         "direct-m365",
         "direct-workspace",
         "store",

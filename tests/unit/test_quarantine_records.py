@@ -17,10 +17,9 @@ from mxgate.records import (
     RecipientState,
     Stage,
 )
-from mxgate.routing.routes import load_routes
 from mxgate.workflow.quarantine import purge, release
 from tests.fakes import ManualClock
-from tests.support import REPO
+from tests.support import shipped_routes
 
 
 def record(clock: ManualClock, *recipients: str, days: int = 30) -> QuarantineRecord:
@@ -60,7 +59,7 @@ def test_release_once_and_retention(tmp_path):
                 message_id="01Q", recipient=recipient, outcome=Outcome.QUARANTINED, at=clock.now()
             )
         )
-    routes = load_routes(REPO / "config" / "routes.yaml")
+    routes = shipped_routes()
 
     def release_it(to: str | None = None) -> list[str]:
         current = quarantine.get("01Q")

@@ -14,18 +14,26 @@ import yaml
 
 from mxgate.config_files import ConfigFileError
 from mxgate.errors import ConfigError
+from mxgate.routing.parameters import substitute
 from mxgate.routing.routes import Routes, load_routes, parse_duration, routes_schema
 from mxgate.workflow.defer import backoff
-from tests.support import REPO
+from tests.support import REPO, ROUTES, routes_parameters_of_samconfig
 
-ROUTES = REPO / "config" / "routes.yaml"
 SCHEMA = REPO / "config" / "routes.schema.json"
 
 
 def document(**changes: Any) -> dict[str, Any]:
-    base: dict[str, Any] = yaml.safe_load(ROUTES.read_text())
+    """The shipped routes file with the example deployment's parameters filled in."""
+    base, problems = substitute(
+        yaml.safe_load(ROUTES.read_text()), routes_parameters_of_samconfig()
+    )
+    assert problems == []
     base.update(changes)
-    return base
+    return dict(base)
+
+
+def load(path: Path) -> Routes:
+    return load_routes(path, routes_parameters_of_samconfig())
 
 
 def write(tmp_path: Path, content: dict[str, Any]) -> Path:
@@ -48,8 +56,8 @@ def test_published_schema_is_the_one_the_models_generate():
 
 
 def test_the_example_routes_file_is_valid_by_the_schema_and_the_models():
-    jsonschema.validate(yaml.safe_load(ROUTES.read_text()), json.loads(SCHEMA.read_text()))
-    routes = load_routes(ROUTES)
+    jsonschema.validate(document(), json.loads(SCHEMA.read_text()))
+    routes = load(ROUTES)
     assert {r.name for r in routes.quarantine} >= {"dmarc-reject", "executable-attachment"}
 
 
@@ -154,7 +162,7 @@ def test_a_route_overrides_the_default_policy_field_by_field():
 )
 def test_bad_routes_are_refused_with_the_place(tmp_path, changes, complaint):
     with pytest.raises(ConfigError) as refused:
-        load_routes(write(tmp_path, document(**changes)))
+        load(write(tmp_path, document(**changes)))
     assert complaint in str(refused.value)
     assert str(tmp_path / "routes.yaml") in str(refused.value)
     assert "Value error" not in str(refused.value)  # the validator's own words, placed
@@ -168,7 +176,7 @@ def test_every_problem_is_reported_at_once_names_with_field_errors(tmp_path):
     )
     changes["destinations"]["m365"]["routng_domain"] = "x.example"
     with pytest.raises(ConfigFileError) as refused:
-        load_routes(write(tmp_path, changes))
+        load(write(tmp_path, changes))
     assert [p.place for p in refused.value.problems] == [
         "destinations.m365.routng_domain",
         "delivery.oversize",
@@ -185,10 +193,10 @@ def test_a_problem_of_the_whole_file_is_placed_too(tmp_path):
     path = tmp_path / "routes.yaml"
     path.write_text("- just\n- a list\n")
     with pytest.raises(ConfigFileError, match=r"routes.yaml: top level: Input should be a valid"):
-        load_routes(path)
+        load(path)
     path.write_text("")
     with pytest.raises(ConfigFileError, match=r"employee_domains: required field is missing"):
-        load_routes(path)
+        load(path)
 
 
 def test_verified_identities_cover_subdomains_and_addresses():

@@ -10,9 +10,9 @@ import yaml
 from mxgate.errors import ConfigError
 from mxgate.routing.classify import RouteKind, base_address, classify
 from mxgate.routing.routes import load_routes
-from tests.support import REPO
+from tests.support import REPO, routes_parameters_of_samconfig, shipped_routes
 
-ROUTES = load_routes(REPO / "config" / "routes.yaml")
+ROUTES = shipped_routes()
 
 
 @pytest.mark.parametrize(
@@ -54,18 +54,18 @@ def test_a_directory_host_without_destination_is_refused(tmp_path):
     with pytest.raises(
         ConfigError, match=r"directory\.users\.eve@nutrition\.co: no destination 'exchange'"
     ):
-        load_routes(write(tmp_path, document))
+        load_routes(write(tmp_path, document), routes_parameters_of_samconfig())
 
 
 def test_an_app_address_outside_the_app_domains_is_refused(tmp_path):
     document = base_document()
     document["apps"]["orders"]["addresses"].append("orders@nutrition.co")
     with pytest.raises(ConfigError, match="not on an application domain"):
-        load_routes(write(tmp_path, document))
+        load_routes(write(tmp_path, document), routes_parameters_of_samconfig())
 
 
 def test_unknown_fields_name_their_place(tmp_path):
     document = base_document()
     document["directory"]["defualt"] = "m365"
     with pytest.raises(ConfigError, match=r"directory\.defualt"):
-        load_routes(write(tmp_path, document))
+        load_routes(write(tmp_path, document), routes_parameters_of_samconfig())

@@ -6,18 +6,17 @@ from email import message_from_bytes, policy
 from typing import Any
 
 import pytest
-import yaml
 
 from mxgate.delivery.sender import apply_sender_policy
 from mxgate.errors import PolicyError
 from mxgate.routing.routes import Routes
-from tests.support import REPO
+from tests.support import shipped_routes_document
 
 BODY = b"Hello,\r\nthe body is never touched.\r\n"
 
 
 def routes(**delivery: Any) -> Routes:
-    document = yaml.safe_load((REPO / "config" / "routes.yaml").read_text())
+    document = shipped_routes_document()
     document["delivery"] = {**document.get("delivery", {}), **delivery}
     return Routes.model_validate(document)
 

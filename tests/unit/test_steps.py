@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,19 +13,27 @@ from mxgate.adapters.local.objects import FileObjectStore
 from mxgate.adapters.local.state import SqliteState
 from mxgate.errors import PermanentError, TransientError
 from mxgate.ports import SendResult
-from mxgate.records import Envelope, Outcome, message_id_of, variant_key, variant_of
-from mxgate.routing.routes import load_routes
+from mxgate.records import (
+    DeferredProcessing,
+    Envelope,
+    Outcome,
+    ProcessingDeadLetter,
+    message_id_of,
+    variant_key,
+    variant_of,
+)
 from mxgate.workflow import steps
+from mxgate.workflow.dead_letter import redrive
 from mxgate.workflow.model import (
     DeadLetterInput,
     DeliverInput,
+    ProcessingFailure,
     ProcessInput,
-    QuarantineInput,
     StepError,
 )
 from mxgate.workflow.services import Services
 from tests.fakes import ManualClock, RecordingTransport
-from tests.support import REPO
+from tests.support import shipped_routes
 
 BUCKET = "raw-mail"
 RAW = b"From: a@shop.example\r\nTo: alice@nutrition.co\r\nSubject: hi\r\n\r\nbody\r\n"
@@ -41,7 +50,7 @@ def world(tmp_path: Path):
         transports={"workspace": workspace, "m365": m365},
         app_events=FileAppEvents(tmp_path / "events"),
         dead_letters=state,
-        routes=load_routes(REPO / "config" / "routes.yaml"),
+        routes=shipped_routes(),
         clock=ManualClock(),
     )
     return services, state, workspace, m365
@@ -179,21 +188,59 @@ def test_a_message_without_its_envelope_is_never_delivered_to_its_header_recipie
     assert state.states("01NOENVELOPE") == []
 
 
-def test_quarantine_settles_every_recipient_with_the_reason(world):
+def test_a_message_process_cannot_handle_is_dead_lettered_never_quarantined(world):
+    """Quarantine is a content decision: a Process failure dead-letters every recipient with
+    the reason, and a redrive runs the message through Process again."""
     services, state, _, _ = world
     request = stored(services, ["alice@nutrition.co", "carol@nutrition.co"], "01BROKEN")
-    steps.quarantine(
-        QuarantineInput(
-            bucket=request.bucket,
-            key=request.key,
-            error=StepError(Error="KeyError", Cause="boom"),
-            envelope=request.envelope,
-        ),
-        services,
-    )
+    failure = ProcessingFailure(stored=request, error=StepError(Error="KeyError", Cause="boom"))
+    result = steps.dead_letter(failure, services)
+    assert result.delivery_id == "01BROKEN.processing"
     states = state.states("01BROKEN")
-    assert {s.outcome for s in states} == {Outcome.QUARANTINED}
+    assert {s.outcome for s in states} == {Outcome.DEAD_LETTERED}
+    assert {s.route for s in states} == {"processing"}
     assert "KeyError: boom" in states[0].detail
+    record = state.get("01BROKEN.processing")
+    assert isinstance(record, ProcessingDeadLetter)
+    assert record.recipients == ["alice@nutrition.co", "carol@nutrition.co"]
+
+    queued = redrive(
+        "01BROKEN.processing",
+        dead_letters=state,
+        deferrals=state,
+        timeline=state,
+        clock=services.clock,
+    )
+    assert isinstance(queued, DeferredProcessing)
+    assert queued.stored == request
+    assert state.states("01BROKEN") == []  # reopened: the new run settles them
+    assert state.get("01BROKEN.processing") is None
+    assert [w.record.record_id for w in state.deferred("01BROKEN")] == [queued.record_id]
+
+
+def test_a_transient_processing_failure_waits_on_the_delivery_schedule_then_expires(world):
+    services, state, _, _ = world
+    services = dataclasses.replace(services, deferrals=state)
+    request = stored(services, ["alice@nutrition.co"], "01SLOW")
+    error = StepError(Error="TransientError", Cause="DynamoDB settle: throttled")
+    steps.defer(ProcessingFailure(stored=request, error=error), services)
+    (waiting,) = state.deferred("01SLOW")
+    record = waiting.record
+    assert isinstance(record, DeferredProcessing)
+    assert record.deferral is not None
+    assert record.deferral.attempts == 1
+    policy = services.routes.delivery
+    waited = (record.due_at - services.clock.now()).total_seconds()
+    assert policy.backoff_min * 0.9 <= waited <= policy.backoff_min * 1.1
+    assert state.states("01SLOW") == []  # waiting, not settled
+    assert any(e.stage.value == "deferred" for e in state.events("01SLOW"))
+
+    services.clock.sleep(policy.queue_lifetime + 1)
+    late = ProcessingFailure(stored=request, deferral=record.deferral, error=error)
+    steps.defer(late, services)
+    (settled,) = state.states("01SLOW")
+    assert settled.outcome is Outcome.DEAD_LETTERED
+    assert "gave up after" in settled.detail
 
 
 def test_the_versions_of_one_message_keep_its_id_and_get_their_own_deliveries(world):
@@ -224,16 +271,9 @@ def test_message_id_and_version_of_a_key(key, message_id, variant):
     assert (message_id_of(key), variant_of(key)) == (message_id, variant)
 
 
-def test_quarantining_a_version_settles_under_the_message_id(world):
+def test_dead_lettering_a_version_settles_under_the_message_id(world):
     services, state, _, _ = world
     request = stored(services, ["alice@nutrition.co"], "01BROKENV", 2)
-    steps.quarantine(
-        QuarantineInput(
-            bucket=request.bucket,
-            key=request.key,
-            error=StepError(Error="E"),
-            envelope=request.envelope,
-        ),
-        services,
-    )
+    steps.dead_letter(ProcessingFailure(stored=request, error=StepError(Error="E")), services)
     assert [s.recipient for s in state.states("01BROKENV")] == ["alice@nutrition.co"]
+    assert state.get("01BROKENV.variant-2.processing") is not None

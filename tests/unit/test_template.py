@@ -89,18 +89,13 @@ def test_samconfig_parameter_overrides():
 
 def test_the_example_template_loads_with_both_modes():
     default = load_mail_manager(REPO / "template.yaml")
-    assert [r.Name for r in default.rule_sets["RuleSet"].Rules] == [
-        "loop-guard",
-        "mark-seen",
-        "archive",
-        "store",
-    ]
+    assert [r.Name for r in default.rule_sets["RuleSet"].Rules] == ["archive", "store"]
     direct = load_mail_manager(REPO / "template.yaml", {"DirectMode": "true"})
     rules = direct.rule_sets["RuleSet"].Rules
     assert [r.Name for r in rules] == [
-        "loop-guard",
-        "mark-seen",
         "archive",
+        "store-returned",
+        "store-own-domain",
         "direct-m365",
         "direct-workspace",
         "store",

@@ -38,7 +38,7 @@ def without_retention(logical_id: str) -> Callable[[str], str]:
 
 
 def renamed_log_group(text: str) -> str:
-    return text.replace('"/aws/lambda/${QuarantineFunction}"', "/aws/lambda/elsewhere")
+    return text.replace('"/aws/lambda/${DeadLetterFunction}"', "/aws/lambda/elsewhere")
 
 
 def without_rule_dead_letters(text: str) -> str:
@@ -51,7 +51,7 @@ def without_rule_dead_letters(text: str) -> str:
     ("edit", "rule", "says"),
     [
         (without_retention("DeliverLogGroup"), "E9001", "DeliverFunction sets no RetentionInDays"),
-        (renamed_log_group, "E9001", "QuarantineFunction has no log group"),
+        (renamed_log_group, "E9001", "DeadLetterFunction has no log group"),
         (without_retention("PipelineLogGroup"), "E9002", "PipelineLogGroup, which sets no"),
         (without_rule_dead_letters, "E9003", "MessageStored has no dead-letter queue"),
     ],

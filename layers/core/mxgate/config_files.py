@@ -157,14 +157,20 @@ def load_model(
     model: type[Model],
     what: str,
     references: Callable[[Any], list[Problem]] | None = None,
+    prepare: Callable[[Any], tuple[Any, list[Problem]]] | None = None,
 ) -> Model:
-    """Read `path` and validate it with `model`. `references` checks the names one part of the
-    document gives another on the document as written, so that a dangling name is reported
-    together with the field errors, not only once they are all fixed."""
+    """Read `path` and validate it with `model`. `prepare` rewrites the document first (and
+    says what was wrong on the way); `references` checks the names one part of the document
+    gives another on the document as written, so that a dangling name is reported together
+    with the field errors, not only once they are all fixed."""
     document = read_yaml(path, what)
     if document is None:
         document = {}
+    prepared: list[Problem] = []
+    if prepare is not None:
+        document, prepared = prepare(document)
     dangling = references(document) if references is not None and isinstance(document, dict) else []
+    dangling = prepared + dangling
     try:
         value = model.model_validate(document)
     except ValidationError as error:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mxgate.archive.index import Archive
 from mxgate.errors import ConfigError
@@ -18,6 +18,9 @@ from mxgate.routing.routes import Routes
 from mxgate.tracking import MessageIndex
 from mxgate.workflow.dead_letter import redrive
 from mxgate.workflow.quarantine import delete, find, release
+
+if TYPE_CHECKING:
+    from mxgate.adapters.aws.deferral import StrandedDeferrals
 
 
 @dataclass
@@ -37,6 +40,9 @@ class Desk:
     delete_object: Callable[[str, str], None]
     forget_notices: Callable[[set[str]], object] | None = None  # AWS: redriven records' notices
     mailboxes: Path | None = None  # the local mailbox hosts' Maildirs (this machine only)
+    # AWS: deferred records the Redeliver function could not start (the deferred queue's own
+    # dead-letter queue), listed and redriven with the dead letters
+    stranded: StrandedDeferrals | None = None
     aws: bool = False
 
 
@@ -45,8 +51,9 @@ class Desk:
 
 
 def redrive_one(desk: Desk, record_id: str, *, aws: bool) -> dict[str, object]:
-    """A delivery goes back to the deferred queue; a rule set dead letter goes back through the
-    rule set (on this machine only: on AWS, Mail Manager runs the rules)."""
+    """A delivery goes back to the deferred queue, a message Process could not handle goes
+    through Process again; a rule set dead letter goes back through the rule set (on this
+    machine only: on AWS, Mail Manager runs the rules)."""
     if aws and isinstance(desk.dead_letters.get(record_id), RuleSetDeadLetter):
         raise ConfigError(f"{record_id} is a local rule set dead letter; redrive it without --aws")
     queued = redrive(

@@ -105,6 +105,8 @@ LAMBDA_SERVICE_ERRORS = frozenset(
         "Lambda.AWSLambdaException",
         "Lambda.SdkClientException",
         "Lambda.TooManyRequestsException",
+        "Lambda.ClientExecutionTimeoutException",
+        "Lambda.Unknown",  # the function timed out or ran out of memory
     }
 )
 

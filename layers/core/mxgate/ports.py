@@ -9,7 +9,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from mxgate.errors import TransientError
-from mxgate.records import DeadLetter, Deferred, QuarantineRecord, RecipientState, TimelineEvent
+from mxgate.records import (
+    DeadLetter,
+    Deferred,
+    Outcome,
+    QuarantineRecord,
+    RecipientState,
+    TimelineEvent,
+)
 
 if TYPE_CHECKING:
     from mxgate.workflow.model import Arrival, ArrivalRecord
@@ -48,8 +55,9 @@ class ObjectStore(Protocol):
         """Remove the object; one that is gone already is no error."""
         ...
 
-    def link(self, bucket: str, key: str) -> str:
-        """Where an application can fetch the object (a file URI or a presigned URL)."""
+    def link(self, bucket: str, key: str, expires_at: datetime | None = None) -> str:
+        """Where an application or a recipient can fetch the object (a file URI, a signed
+        download link), working until `expires_at` (None: the adapter's own lifetime)."""
         ...
 
 
@@ -63,6 +71,11 @@ class Timeline(Protocol):
 
     def settle(self, state: RecipientState) -> bool:
         """Record a recipient's terminal state; False if it already had one (first one wins)."""
+        ...
+
+    def revise(self, state: RecipientState, replaces: frozenset[Outcome]) -> bool:
+        """Replace a recipient's terminal state with `state`, only if it is one of `replaces`
+        (a provider's later report); False if it is not, or there is none."""
         ...
 
     def reopen(self, message_id: str, recipient: str) -> None:
@@ -108,8 +121,15 @@ class Transport(Protocol):
         ...
 
     def send(
-        self, envelope_sender: str, recipients: Sequence[str], raw: bytes
-    ) -> Mapping[str, SendResult]: ...
+        self,
+        envelope_sender: str,
+        recipients: Sequence[str],
+        raw: bytes,
+        tags: Mapping[str, str] | None = None,
+    ) -> Mapping[str, SendResult]:
+        """`tags` name what is sent (message, route) where the transport can carry them to
+        its later reports (SES message tags); others ignore them."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +137,9 @@ class SendResult:
     ok: bool
     transient: bool = False
     detail: str = ""
+    # accepted by a relay that reports later what the mailbox host did (SES): the recipient
+    # ends `relayed`, and the report moves it on
+    relayed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +186,8 @@ class Deferrals(Protocol):
     def schedule(self, record: Deferred) -> None:
         """Run the record again at its `due_at`. The same id again replaces the record where
         the store keeps records (SQLite); a queue (SQS) may hand out both, which is harmless:
-        the work is idempotent. AWS defers deliveries only (Mail Manager runs the rules)."""
+        the work is idempotent. AWS defers deliveries and stored messages for Process (Mail
+        Manager runs the rules)."""
         ...
 
 

@@ -77,15 +77,19 @@ class Stage(StrEnum):
     RETRY = "retry"
     DEFERRED = "deferred"
     REDRIVEN = "redriven"
+    PROVIDER = "provider"  # what the mailbox provider did, as SES reports it
     RELEASED = "released"  # from quarantine, by an operator
     DELETED = "deleted"  # from quarantine, by an operator
     TERMINAL = "terminal"
 
 
 class Outcome(StrEnum):
-    """The terminal states: every accepted recipient ends in exactly one."""
+    """The terminal states: every accepted recipient ends in exactly one. `relayed` is handed
+    to a relay that reports later what the mailbox host did (SES): its report moves the state
+    to `delivered` or `bounced` (workflow/provider.py)."""
 
     DELIVERED = "delivered"
+    RELAYED = "relayed"
     HANDED_TO_APP = "handed_to_app"
     QUARANTINED = "quarantined"
     DROPPED = "dropped"
@@ -145,34 +149,45 @@ class MessageRef(Record):
 
 
 class Deferral(Record):
-    """Where a deferred delivery stands: its lifetime counts from the first deferral."""
+    """Where deferred work stands (a delivery, or a message Process could not handle): its
+    lifetime counts from the first deferral."""
 
     first_deferred_at: datetime
     attempts: int = Field(ge=1)
     last_error: StateDetail = ""
 
 
-DeliveryKind = Literal["mailbox", "app", "webhook", "hook"]
+DeliveryKind = Literal["mailbox", "app", "webhook", "hook", "bounce"]
+
+
+class BounceNotice(Record):
+    """Why the recipients of a `bounce` delivery are bounced: the DSN's status and reason."""
+
+    status: str  # enhanced status code (RFC 3463), e.g. 5.4.6
+    diagnostic: str
 
 
 class Delivery(Record):
     """One hand-off: one message, one destination, up to 50 recipients.
 
-    `mailbox` and `app` deliveries settle their recipients; `webhook` (an app's signed
-    webhook) and `hook` (a post-ingress hook) deliveries only record what happened."""
+    `mailbox` and `app` deliveries settle their recipients, and so does `bounce` (a DSN to
+    the envelope sender for recipients that cannot be delivered, such as a loop's); `webhook`
+    (an app's signed webhook) and `hook` (a post-ingress hook) deliveries only record what
+    happened."""
 
     delivery_id: str
     message: MessageRef
     kind: DeliveryKind
-    destination: str  # the mailbox host, the app, or the hook
+    destination: str  # the mailbox host, the app, the hook, or the sender (bounce)
     recipients: list[str] = Field(min_length=1, max_length=MAX_RECIPIENTS_PER_DELIVERY)
     prepend: list[tuple[str, str]] = Field(default_factory=list)  # trace header fields
     route: str = ""  # whose delivery policy applies, when not the destination's (hooks)
     deferral: Deferral | None = None
+    bounce: BounceNotice | None = None  # kind bounce: why
 
     @property
     def settles(self) -> bool:
-        return self.kind in ("mailbox", "app")
+        return self.kind in ("mailbox", "app", "bounce")
 
     @property
     def policy_route(self) -> str:
@@ -318,26 +333,42 @@ class RuleSetRetry(Record):
         return self.first_failed_at is None
 
 
+class StoredObject(Record):
+    """A stored message as an execution runs it through Process: the object, and the SMTP
+    envelope when the trigger carries it."""
+
+    bucket: str
+    key: str
+    envelope: Envelope | None = None
+
+    @property
+    def message_id(self) -> str:
+        return message_id_of(self.key)
+
+    @property
+    def processing_id(self) -> str:
+        """`<message id>[.variant-<n>].processing`: names its deferrals and its dead letter."""
+        return f"{self.message_id}{variant_of(self.key)}.processing"
+
+
 class DeferredProcessing(Record):
-    """A stored message whose processing failed for now (a full disk, a busy database, the
-    store throttling) after the state machine's retries: it is processed again, by a new
-    execution from its stored object, rather than quarantined for the machine's trouble.
-    Its lifetime counts from the first failure, as a deferred delivery's does."""
+    """A deferred-queue record that runs a stored message through Process again: after
+    transient failures of Process (deferred on the deliveries' schedule), or a redrive. Its
+    lifetime counts from the first failure, as a deferred delivery's does."""
 
     kind: Literal["processing"] = "processing"
     record_id: str
     due_at: datetime
-    message_id: str
-    bucket: str
-    key: str
-    envelope: Envelope | None  # the execution's input again: the stored object, its envelope
-    first_failed_at: datetime
-    attempts: int = Field(ge=1)
-    last_error: StateDetail = ""
+    stored: StoredObject
+    deferral: Deferral | None = None  # None: a redrive, whose lifetime starts anew
+
+    @property
+    def message_id(self) -> str:
+        return self.stored.message_id
 
     @property
     def recipients(self) -> list[str]:
-        return []  # the message's: known once it is processed
+        return self.stored.envelope.recipients if self.stored.envelope else []
 
 
 class MapItem(Record):
@@ -463,8 +494,29 @@ class RuleSetDeadLetter(DeadLetterRecord):
         return f"rule actions of rule set {self.destination}"
 
 
-DeadLetter = Annotated[DeliveryDeadLetter | RuleSetDeadLetter, Field(discriminator="kind")]
-DEAD_LETTER: TypeAdapter[DeliveryDeadLetter | RuleSetDeadLetter] = TypeAdapter(DeadLetter)
+class ProcessingDeadLetter(DeadLetterRecord):
+    """A stored message Process could not handle: for good, or past the queue lifetime of its
+    deferred retries. A redrive runs it through Process again. Its destination is `Process`."""
+
+    kind: Literal["processing"] = "processing"
+    stored: StoredObject
+
+    @property
+    def message(self) -> StoredMessage:
+        sender = self.stored.envelope.mail_from if self.stored.envelope else ""
+        return StoredMessage(bucket=self.stored.bucket, key=self.stored.key, envelope_sender=sender)
+
+    @property
+    def what(self) -> str:
+        return "processing of the stored message (Process failed)"
+
+
+DeadLetter = Annotated[
+    DeliveryDeadLetter | RuleSetDeadLetter | ProcessingDeadLetter, Field(discriminator="kind")
+]
+DEAD_LETTER: TypeAdapter[DeliveryDeadLetter | RuleSetDeadLetter | ProcessingDeadLetter] = (
+    TypeAdapter(DeadLetter)
+)
 
 
 # ----------------------------------------------------------------------------- quarantine
@@ -502,6 +554,7 @@ class QuarantineRecord(BaseModel):
     held_at: datetime
     expires_at: datetime | None = None  # the quarantine's retention ends here
     message: MessageRef  # where the message is kept, and what it is
+    # processing_failed: records of earlier versions (a failed Process is now dead-lettered)
     source: Literal["rules", "not_understood", "processing_failed"] = "rules"
     from_: str = Field(default="", alias="from")
     to: str = ""

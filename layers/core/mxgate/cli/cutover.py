@@ -37,11 +37,11 @@ from mxgate.cutover.smtp import (
 from mxgate.cutover.spf import spf_check
 from mxgate.local.bootstrap import Bootstrap
 from mxgate.local.settings import LocalSettings
-from mxgate.local.setup import load_mail_manager_config
+from mxgate.local.setup import load_mail_manager_config, routes_of
 from mxgate.local.trials import tried
 from mxgate.ports import Resolver
 from mxgate.records import RecipientState
-from mxgate.routing.routes import Routes, load_routes
+from mxgate.routing.routes import Routes
 
 if TYPE_CHECKING:
     pass
@@ -76,7 +76,7 @@ def local_facts(settings: LocalSettings) -> LocalFacts:
     open_points = [p for p in mail_manager.ingress_points.values() if p.Type == "OPEN"]
     size = mail_manager.traffic_policy(open_points[0]).max_message_size if open_points else None
     return LocalFacts(
-        routes=load_routes(config.routes),
+        routes=routes_of(config, mail_manager),
         relay_hosts=[relay.ServerName for relay in mail_manager.relays.values()],
         max_message_size=size,
         authserv_id=settings.hostname,

@@ -139,7 +139,9 @@ def _transaction(
         return None, refused
     code, reply = client.data(raw)
     text = reply.decode(errors="replace")
-    return (text.rsplit(" ", 1)[-1] if code == 250 else None), refused
+    if code != 250:  # refused after DATA: every recipient, with the reply
+        return None, {r: refused.get(r, f"{code} {text}") for r in recipients}
+    return text.rsplit(" ", 1)[-1], refused
 
 
 def send(port: int, mail_from: str, recipients: Sequence[str], raw: bytes) -> Sent:

@@ -25,6 +25,7 @@ from mxgate.mailmanager.template import (
     parameter_values,
     read_parameter_file,
     read_template,
+    routes_parameters,
 )
 from mxgate.replay.decisions import Change, Comparison, Configuration, Decision, StoredMessage
 from mxgate.replay.received import added_fields
@@ -116,8 +117,12 @@ def configurations(
     if args.params is not None:
         new_sources.append((str(args.params), read_parameter_file(args.params)))
     new = load_mail_manager(args.template, parameter_values(new_document, new_sources), stack=stack)
-    routes = load_routes(config.routes)
-    new_routes = load_routes(args.routes) if args.routes else routes
+    routes = load_routes(config.routes, routes_parameters(old.resolver))
+    new_routes = (
+        load_routes(args.routes, routes_parameters(new.resolver))
+        if args.routes
+        else load_routes(config.routes, routes_parameters(new.resolver))
+    )
     return (
         Configuration(str(config.template), old, routes),
         Configuration(str(args.template), new, new_routes),

@@ -7,8 +7,11 @@ import json
 from pathlib import Path
 
 from mxgate.cli.common import add_settings_arguments, settings_from
+from mxgate.cli.rules import template_and_parameters, template_arguments
 from mxgate.local.config import load_config
-from mxgate.routing.routes import load_routes, routes_schema
+from mxgate.mailmanager.resources import accepted_domains, load_mail_manager
+from mxgate.mailmanager.template import routes_parameters
+from mxgate.routing.routes import load_checked_routes, routes_schema
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -16,13 +19,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "routes",
         help="validate the routes file, or print its JSON Schema",
         description="`check [FILE]` validates a routes file (default: the one config/local.yaml "
-        "names) and summarises it; `schema` prints the JSON Schema that "
-        "config/routes.schema.json holds (`--output FILE` writes it).",
+        "names) with the template's parameter values filled in, checks its domains against the "
+        "ones the template's traffic policy accepts, and summarises it; `schema` prints the "
+        "JSON Schema that config/routes.schema.json holds (`--output FILE` writes it).",
     )
     actions = parser.add_subparsers(dest="routes_command", metavar="ACTION", required=True)
     check = actions.add_parser("check", help="validate a routes file")
     add_settings_arguments(check)
     check.add_argument("file", nargs="?", type=Path, metavar="FILE")
+    template_arguments(check)
     check.set_defaults(handler=check_routes)
     schema = actions.add_parser("schema", help="print the routes file's JSON Schema")
     schema.add_argument("--output", type=Path, help="write it to this file instead")
@@ -46,8 +51,17 @@ def check_routes(args: argparse.Namespace) -> int:
     path = args.file
     if path is None:
         path = load_config(settings_from(args)).routes
-    routes = load_routes(path)
-    print(f"{path}: valid")
+    template, parameters = template_and_parameters(args)
+    mail_manager = load_mail_manager(template, parameters)
+    accepted = accepted_domains(mail_manager)
+    parameters_of = routes_parameters(mail_manager.resolver)
+    routes = load_checked_routes(path, parameters_of, accepted, mail_manager.relays)
+    print(f"{path}: valid, and its domains and relays are the ones {template} has")
+    print(
+        f"  employee domains {', '.join(routes.employee_domains)}; app domains "
+        f"{', '.join(routes.app_domains) or 'none'}; directory: {len(routes.directory.users)} "
+        f"listed, everyone else on {routes.directory.default}"
+    )
     print(
         f"  {len(routes.destinations)} destinations, {len(routes.apps)} apps, "
         f"{len(routes.quarantine)} quarantine rules, {len(routes.hooks)} hooks"

@@ -57,7 +57,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "configuration (samconfig.toml, then local.yaml); --params adds values on top.",
     )
     add_message_arguments(why, ip="127.0.0.1", helo="localhost", ingress="the first")
-    _template_arguments(why)
+    template_arguments(why)
     why.add_argument("--json", action="store_true", help="print JSON")
     why.set_defaults(handler=explain_command)
 
@@ -68,7 +68,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "every combination of the template conditions they use) and with cfn-lint, and print "
         "each problem with its place. Exits 1 when there is one.",
     )
-    _template_arguments(check)
+    template_arguments(check)
     check.set_defaults(handler=check_command)
     for sub in (why, check):
         add_settings_arguments(sub)
@@ -77,7 +77,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     replay.register(actions)
 
 
-def _template_arguments(parser: argparse.ArgumentParser) -> None:
+def template_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--template", type=Path, help="the template (default: the local configuration's)"
     )

@@ -134,7 +134,8 @@ def _waiting_json(waiting: Waiting) -> dict[str, object]:
 
 
 def _waiting_line(waiting: Waiting) -> str:
-    """What a record of the deferred queue waits for: a delivery, or a rule set retry."""
+    """What a record of the deferred queue waits for: a delivery, the message itself (to run
+    through Process again), or a rule set retry."""
     record = waiting.record
     when = (
         "running now"
@@ -153,7 +154,10 @@ def _waiting_line(waiting: Waiting) -> str:
         whom = f" for {', '.join(record.recipients)}" if record.recipients else ""
         return f"waiting: {task} retry {record.attempt}{whom}: {when}: {record.error}"
     if isinstance(record, DeferredProcessing):
-        return f"deferred: processing, attempt {record.attempts + 1}: {when}: {record.last_error}"
+        deferral = record.deferral
+        return f"deferred: the message, to run through Process again: {when}" + (
+            f", deferral {deferral.attempts}: {deferral.last_error}" if deferral else ""
+        )
     what = "redrive" if record.is_redrive else f"retry {record.attempts}"
     return f"deferred: rule set {what} for {', '.join(record.recipients)}: {when}" + (
         f": {record.last_error}" if record.last_error else ""

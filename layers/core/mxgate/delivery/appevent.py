@@ -10,6 +10,7 @@ without the bodies points to it: the same on both runtimes.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from mxgate.message.model import ParsedMessage
@@ -21,8 +22,10 @@ MAX_EVENT_BYTES = 250_000  # EventBridge: 256 KB per entry, with room for its en
 EVENT_PREFIX = "app-events/"
 
 
-def _reference(objects: ObjectStore, bucket: str, key: str) -> dict[str, str]:
-    return {"bucket": bucket, "key": key, "url": objects.link(bucket, key)}
+def _reference(
+    objects: ObjectStore, bucket: str, key: str, until: datetime | None
+) -> dict[str, str]:
+    return {"bucket": bucket, "key": key, "url": objects.link(bucket, key, until)}
 
 
 def app_event(
@@ -33,9 +36,11 @@ def app_event(
     recipients: list[str],
     objects: ObjectStore,
     received_at: str,
+    links_until: datetime | None = None,
 ) -> dict[str, Any]:
+    """`links_until`: when the links in the event stop working (the route's link_lifetime)."""
     message = parsed.model_dump(mode="json", by_alias=True)
-    _link_attachments(message, objects, ref.bucket)
+    _link_attachments(message, objects, ref.bucket, links_until)
     return {
         "version": EVENT_VERSION,
         "message_id": ref.message_id,
@@ -43,20 +48,23 @@ def app_event(
         "recipients": recipients,
         "envelope_sender": ref.envelope_sender,
         "received_at": received_at,
-        "raw": objects.link(ref.bucket, ref.key),
+        "raw": objects.link(ref.bucket, ref.key, links_until),
         "raw_object": {"bucket": ref.bucket, "key": ref.key},
+        "links_expire_at": links_until.isoformat() if links_until else None,
         "message": message,
     }
 
 
-def _link_attachments(message: dict[str, Any], objects: ObjectStore, bucket: str) -> None:
+def _link_attachments(
+    message: dict[str, Any], objects: ObjectStore, bucket: str, until: datetime | None
+) -> None:
     """Each stored attachment, attached messages' too, gets its object reference and a link."""
     for attachment in message["attachments"]:
         if attachment.get("key"):
             attachment["object"] = {"bucket": bucket, "key": attachment["key"]}
-            attachment["url"] = objects.link(bucket, attachment["key"])
+            attachment["url"] = objects.link(bucket, attachment["key"], until)
         if attachment.get("message"):
-            _link_attachments(attachment["message"], objects, bucket)
+            _link_attachments(attachment["message"], objects, bucket, until)
 
 
 def fit_event(
@@ -68,12 +76,15 @@ def fit_event(
         return event
     key = f"{EVENT_PREFIX}{name}.json"
     objects.put(bucket, key, body, {"content-type": "application/json"})
+    until = event.get("links_expire_at")
     message = {k: v for k, v in event["message"].items() if k not in ("text", "html")}
     slim = {
         **event,
         "message": message,
         "truncated": True,
-        "full_event": _reference(objects, bucket, key),
+        "full_event": _reference(
+            objects, bucket, key, datetime.fromisoformat(until) if isinstance(until, str) else None
+        ),
     }
     if len(json.dumps(slim, ensure_ascii=False).encode()) > MAX_EVENT_BYTES:
         slim["message"] = {k: message[k] for k in ("message_id", "subject", "from", "to", "size")}

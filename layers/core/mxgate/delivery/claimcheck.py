@@ -3,6 +3,7 @@ it was and links to the stored original, so it never vanishes and the recipient 
 
 from __future__ import annotations
 
+from datetime import datetime
 from email import policy
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate, make_msgid
@@ -21,7 +22,13 @@ def _size(n: int) -> str:
 
 
 def claim_check_stub(
-    parsed: ParsedMessage, *, size: int, limit: int, link: str, gateway_host: str
+    parsed: ParsedMessage,
+    *,
+    size: int,
+    limit: int,
+    link: str,
+    gateway_host: str,
+    link_expires: datetime | None = None,
 ) -> bytes:
     """The stub: the original's From, To, Cc, Subject and Date, a text body with the link."""
     stub = EmailMessage(policy=policy.SMTP)
@@ -45,6 +52,11 @@ def claim_check_stub(
         "",
         f"  {link}",
         "",
+        *(
+            [f"The link works until {link_expires:%A %d %B %Y, %H:%M} UTC.", ""]
+            if link_expires is not None
+            else []
+        ),
         f"Subject: {parsed.subject}",
         f"From: {_addresses(parsed.from_)}",
     ]

@@ -63,7 +63,11 @@ class RelayIngressTransport:
         return self._smtp
 
     def send(
-        self, envelope_sender: str, recipients: Sequence[str], raw: bytes
+        self,
+        envelope_sender: str,
+        recipients: Sequence[str],
+        raw: bytes,
+        tags: Mapping[str, str] | None = None,  # SMTP carries no tags to a later report
     ) -> Mapping[str, SendResult]:
         message = prepend_headers(remove_fields(raw, RELAY_FIELD), [(RELAY_FIELD, self.relay)])
         try:

@@ -92,7 +92,11 @@ class SmtpTransport:
             self._client = None
 
     def send(
-        self, envelope_sender: str, recipients: Sequence[str], raw: bytes
+        self,
+        envelope_sender: str,
+        recipients: Sequence[str],
+        raw: bytes,
+        tags: Mapping[str, str] | None = None,
     ) -> Mapping[str, SendResult]:
         with self._lock:
             for attempt in (1, 2):  # a reused connection may have been closed by the server
@@ -207,7 +211,11 @@ class MisconfiguredTransport:
         self.reason = reason
 
     def send(
-        self, envelope_sender: str, recipients: Sequence[str], raw: bytes
+        self,
+        envelope_sender: str,
+        recipients: Sequence[str],
+        raw: bytes,
+        tags: Mapping[str, str] | None = None,
     ) -> Mapping[str, SendResult]:
         return everyone_failed(recipients, transient=True, detail=f"4.3.5 {self.reason}")
 

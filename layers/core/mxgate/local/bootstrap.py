@@ -6,9 +6,11 @@ server (`local/server.py`), the worker processes (`local/worker.py`) and the com
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import ipaddress
 import os
+import secrets
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -43,8 +45,10 @@ from mxgate.local.settings import LocalSettings, Paths
 from mxgate.local.setup import (
     LocalSetup,
     archive_retentions,
+    load_mail_manager_config,
     load_setup,
     quarantine_days,
+    routes_of,
     state_paths,
 )
 from mxgate.local.spool import Spool
@@ -55,7 +59,6 @@ from mxgate.mailmanager.models import TrafficPolicy
 from mxgate.mailmanager.resources import MailManagerResources
 from mxgate.ports import Clock, Transport
 from mxgate.recorder import Recorder
-from mxgate.routing.routes import load_routes
 from mxgate.workflow.quarantine import purge as purge_quarantine
 from mxgate.workflow.services import Services
 
@@ -74,6 +77,27 @@ def is_loopback(host: str) -> bool:
 def build_resolver(config: DnsConfig) -> CachingResolver:
     """DNS for sender authentication, cached for the records' TTLs."""
     return CachingResolver(DnsPythonResolver(config.nameservers, config.port, config.timeout))
+
+
+LOOP_SECRET = "LoopTokenSecret"  # noqa: S105 -- the name of the template's secret, not a secret
+
+
+def loop_key(setup: LocalSetup) -> bytes:
+    """The loop guard's key here: the template's secret as `secrets:` gives it, else one made
+    for this home on first use (`loop-token.key`, readable by its owner only)."""
+    given = setup.config.secret(LOOP_SECRET) or {}
+    if given.get("key"):
+        return given["key"].encode()
+    path = setup.dirs.home / "loop-token.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = path.with_name(f".{path.name}.{os.getpid()}")
+        fresh.write_text(secrets.token_hex(32), encoding="ascii")
+        fresh.chmod(0o600)
+        with contextlib.suppress(FileExistsError):  # another worker made it first: theirs
+            os.link(fresh, path)
+        fresh.unlink()
+    return path.read_text(encoding="ascii").strip().encode()
 
 
 @dataclass
@@ -276,6 +300,7 @@ class Bootstrap:
             routes=setup.routes,
             clock=clock,
             gateway_host=self.settings.hostname,
+            loop_key=loop_key(setup),
             resolver=resolver,
             sealer=self.sealer(),
             message_limits=setup.config.message_limits,
@@ -346,7 +371,7 @@ class Bootstrap:
         """What `mxgate quarantine|archive|dlq|console` act on here: the gateway's state under
         its home, whether or not the gateway runs now."""
         paths = state_paths(self.settings)
-        config = load_config(self.settings)
+        config, mail_manager = load_mail_manager_config(self.settings)
         state = self.state()
         objects = self.objects()
         running = paths.ports_file.exists()
@@ -358,7 +383,7 @@ class Bootstrap:
             quarantine=SqliteQuarantine(state),
             archive=self.archive(objects),
             objects=objects,
-            routes=load_routes(config.routes),
+            routes=routes_of(config, mail_manager),
             clock=self.clock,
             actor=f"{getpass.getuser()}@{socket.gethostname()}",
             where=str(paths.state_db),

@@ -44,9 +44,9 @@ from mxgate.records import (
     RuleSetRetry,
     Stage,
     StepRetry,
+    StoredObject,
 )
 from mxgate.workflow.envelope import read_envelope
-from mxgate.workflow.model import ProcessInput
 
 log = logging.getLogger("mxgate.worker")
 
@@ -161,13 +161,14 @@ def _redeliver(worker: Worker, deferred: DeferredDelivery) -> Result:
 
 
 def _process_again(worker: Worker, deferred: DeferredProcessing) -> Result:
-    """A stored message whose processing failed for now: a new execution of it."""
+    """A stored message to run through Process again (its processing failed for now, or a
+    redrive): a new execution of it, which goes on with its deferral."""
     try:
-        worker.workflow.start(deferred.bucket, deferred.key, deferred.envelope)
+        worker.workflow.reprocess(deferred)
     except Exception as error:
         if kind_of(error) is FailureKind.TRANSIENT:
             raise
-        document = {"bucket": deferred.bucket, "key": deferred.key}
+        document = {"stored": deferred.stored.model_dump(mode="json")}
         _execution_failed(worker, deferred.message_id, document, error)
     worker.state.finish_deferred(deferred.record_id)
     return Result.DONE
@@ -223,8 +224,9 @@ def _kept(error: Exception, **where: str) -> None:
 
 def _execution_failed(worker: Worker, message_id: str, document: object, error: Exception) -> None:
     """An execution that failed for good in a step that should never fail so (its last
-    steps, DeadLetter and Quarantine, did): its recipients are quarantined with the reason,
-    so none is left without an end. A delivery that settles nothing (a hook) only says so."""
+    steps, DeadLetter and DeadLetterProcessing, did): its recipients are quarantined with the
+    reason, so none is left without an end. A delivery that settles nothing (a hook) only
+    says so."""
     reason = f"execution failed: {type(error).__name__}: {error}"
     log.error("execution failed for good", extra={"message_id": message_id, "error": reason})
     detail = document.get("delivery") if isinstance(document, dict) else None
@@ -235,7 +237,9 @@ def _execution_failed(worker: Worker, message_id: str, document: object, error: 
         else:
             worker.records.note(message_id, Stage.ATTEMPT, f"{delivery.destination}: {reason}")
         return
-    stored = ProcessInput.model_validate(document)  # a message's execution: its input
+    # a message's execution: its input (a new message's), or a later state's `stored`
+    given = document.get("stored", document) if isinstance(document, dict) else document
+    stored = StoredObject.model_validate(given)
     envelope = stored.envelope or read_envelope(
         worker.mail_manager.actions.objects, stored.bucket, stored.key
     )

@@ -16,14 +16,19 @@ from mxgate.local.runfile import RUN_FILE
 from mxgate.local.settings import LocalSettings, Paths, env_name
 from mxgate.local.workflow import StateMachineSource, load_state_machine
 from mxgate.mailmanager.models import IngressPoint, RuleSet, TrafficPolicy
-from mxgate.mailmanager.resources import MailManagerResources, load_mail_manager
+from mxgate.mailmanager.resources import (
+    MailManagerResources,
+    accepted_domains,
+    load_mail_manager,
+)
 from mxgate.mailmanager.template import (
     logical_id_of,
     parameter_values,
     read_samconfig_parameters,
     read_template,
+    routes_parameters,
 )
-from mxgate.routing.routes import Routes, load_routes
+from mxgate.routing.routes import Routes, load_checked_routes
 
 ParameterSource = tuple[str, Mapping[str, object]]  # (where the values come from, the values)
 
@@ -194,9 +199,20 @@ def load_mail_manager_config(settings: LocalSettings) -> tuple[LocalConfig, Mail
     return config, load_mail_manager(config.template, parameters)
 
 
+def routes_of(config: LocalConfig, mail_manager: MailManagerResources) -> Routes:
+    """The routes file with the template's parameters filled in, checked against the domains
+    the template accepts and the relays it has."""
+    return load_checked_routes(
+        config.routes,
+        routes_parameters(mail_manager.resolver),
+        accepted_domains(mail_manager),
+        mail_manager.relays,
+    )
+
+
 def load_setup(settings: LocalSettings) -> LocalSetup:
     config, mail_manager = load_mail_manager_config(settings)
-    routes = load_routes(config.routes)
+    routes = routes_of(config, mail_manager)
     unmapped = sorted(set(routes.destinations) - set(config.destinations))
     if unmapped:
         raise ConfigError(

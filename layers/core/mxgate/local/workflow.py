@@ -14,10 +14,18 @@ from typing import Any
 
 from mxgate.errors import ConfigError, TransientError
 from mxgate.mailmanager.template import Resolver
-from mxgate.records import Delivery, Envelope, Stage, StepRetry, message_id_of, variant_of
+from mxgate.records import (
+    DeferredProcessing,
+    Delivery,
+    Envelope,
+    Stage,
+    StepRetry,
+    message_id_of,
+    variant_of,
+)
 from mxgate.workflow.asl import Execution, ExecutionFailedError, Interpreter
 from mxgate.workflow.envelope import read_envelope
-from mxgate.workflow.model import ProcessInput, Redelivery, StepError
+from mxgate.workflow.model import ProcessInput, Redelivery, Reprocessing, StepError
 from mxgate.workflow.services import Services
 from mxgate.workflow.steps import STEPS
 
@@ -150,6 +158,23 @@ class LocalWorkflow:
             log.error(
                 "redelivery failed",
                 extra={"message_id": self._current, "delivery": delivery.delivery_id},
+            )
+            raise failure from None
+        return self._keep_waiting(execution)
+
+    def reprocess(self, deferred: DeferredProcessing) -> Execution:
+        """Run a deferred or redriven message through Process again: an execution whose input
+        names the stored message and its deferral (the state machine's first Choice sends it
+        to Process), named by the record (one per attempt)."""
+        self._current = deferred.message_id
+        document = Reprocessing(stored=deferred.stored, deferral=deferred.deferral)
+        try:
+            execution = self.interpreter.start(
+                document.model_dump(mode="json", exclude_none=True), name=deferred.record_id
+            )
+        except ExecutionFailedError as failure:
+            log.error(
+                "reprocessing failed", extra={"message_id": self._current, "error": failure.error}
             )
             raise failure from None
         return self._keep_waiting(execution)

@@ -302,3 +302,35 @@ def load_mail_manager(
     if config is None:
         raise MailManagerError(template, problems)
     return config
+
+
+def accepted_domains(config: MailManagerResources) -> dict[str, str]:
+    """The recipient domains the MX's traffic policies (those of OPEN ingress points) let in,
+    each with the statement that does (ALLOW statements on RECIPIENT with ENDS_WITH `@domain`
+    or EQUALS `user@domain`). The relay ingress point's policy lets in our own mail going out."""
+    found: dict[str, str] = {}
+    open_policies = {
+        logical_id_of(point.TrafficPolicyId)
+        for point in config.ingress_points.values()
+        if point.Type == "OPEN"
+    }
+    for policy_id, policy in config.traffic_policies.items():
+        if policy_id not in open_policies:
+            continue
+        for index, statement in enumerate(policy.PolicyStatements):
+            if statement.Action != "ALLOW":
+                continue
+            for condition in statement.Conditions:
+                expression = condition.StringExpression
+                if expression is None or expression.Evaluate.Attribute != "RECIPIENT":
+                    continue
+                for value in expression.Values:
+                    domain = ""
+                    if expression.Operator == "ENDS_WITH" and value.startswith("@"):
+                        domain = value[1:]
+                    elif expression.Operator == "EQUALS" and "@" in value:
+                        domain = value.rpartition("@")[2]
+                    if domain:
+                        where = f"{policy_id}.PolicyStatements[{index}] (ALLOW)"
+                        found.setdefault(domain.casefold(), where)
+    return found

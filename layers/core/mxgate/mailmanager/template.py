@@ -9,6 +9,7 @@ emulator can find the resource a rule names whichever form the template uses.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import tomllib
@@ -420,3 +421,25 @@ class Resolver:
             return str(self.ref(name, where))
 
         return self._SUB.sub(replace, str(text))
+
+
+ROUTES_PARAMETERS = "MXGATE_ROUTES_PARAMETERS"  # the functions' variable naming them
+
+
+def routes_parameters(resolver: Resolver) -> dict[str, str]:
+    """The values the routes file's `${Name}` placeholders take: the JSON object the template
+    builds from its parameters for the functions (`MXGATE_ROUTES_PARAMETERS`, derived
+    defaults included), resolved as CloudFormation resolves it; {} if it builds none."""
+    function_globals = (resolver.template.get("Globals") or {}).get("Function") or {}
+    variables = (function_globals.get("Environment") or {}).get("Variables") or {}
+    if ROUTES_PARAMETERS not in variables:
+        return {}
+    where = f"Globals.Function.Environment.Variables.{ROUTES_PARAMETERS}"
+    text = resolver.resolve(variables[ROUTES_PARAMETERS], where)
+    try:
+        values = json.loads(str(text))
+    except ValueError as error:
+        raise TemplateError(where, f"not a JSON object: {error}") from error
+    if not isinstance(values, dict):
+        raise TemplateError(where, "not a JSON object")
+    return {str(name): str(value) for name, value in values.items()}

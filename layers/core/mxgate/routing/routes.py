@@ -7,7 +7,7 @@ test keeps the two in step.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -20,7 +20,8 @@ from pydantic import (
     model_validator,
 )
 
-from mxgate.config_files import Problem, load_model, suggestion
+from mxgate.config_files import ConfigFileError, Problem, load_model, suggestion
+from mxgate.routing.parameters import substitute
 from mxgate.routing.quarantine import QuarantineRule
 
 Domain = Annotated[str, Field(pattern=r"^[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")]
@@ -98,6 +99,11 @@ class DeliveryPolicy(Strict):
         default=None,
         description="link template for claim checks, with {bucket}, {key} and {message_id} "
         "(default: a presigned URL on AWS, a file URI locally)",
+    )
+    link_lifetime: Duration = Field(
+        default=7 * 86400,
+        description="how long download links work: a claim check's, and those of an app "
+        "event's raw message and attachments (the link and the text say until when)",
     )
     queue_lifetime: Duration = Field(
         default=5 * 86400,
@@ -245,6 +251,18 @@ class Routes(Strict):
         default=None, description="From of the DSNs (default: mailer-daemon@<employee domain>)"
     )
     quarantine: list[QuarantineRule] = Field(default_factory=list)
+    own_domain_spoofing: Literal["quarantine", "deliver"] = Field(
+        default="quarantine",
+        description="mail from outside (not through an AUTH submission ingress point) whose "
+        "From is on one of our domains (employee or application, or a subdomain) and that does "
+        "not pass DMARC with alignment: `quarantine` holds it, with the reason, before any "
+        "quarantine rule; `deliver` lets it through to the rules and routes",
+    )
+    hop_limit: Annotated[int, Field(ge=1)] = Field(
+        default=50,
+        description="a message that went through more relays than this (Received fields) is "
+        "bounced as a routing loop (Postfix hopcount_limit: 50)",
+    )
     hooks: dict[RouteName, Hook] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -269,6 +287,11 @@ class Routes(Strict):
         return self.policy(route).rewrite_from or f"mxgate@{self.employee_domains[0]}"
 
     @property
+    def own_domains(self) -> list[str]:
+        """The domains only we may write From addresses of."""
+        return [*self.employee_domains, *self.app_domains]
+
+    @property
     def dsn_sender(self) -> str:
         return self.dsn_from or f"mailer-daemon@{self.employee_domains[0]}"
 
@@ -285,6 +308,15 @@ class Routes(Strict):
             elif domain == identity or domain.endswith(f".{identity}"):
                 return True
         return False
+
+
+def routed_address(recipient: str, routing_domain: str | None) -> str:
+    """The address SES is asked to send to: the recipient's domain replaced by the mailbox
+    host's routing domain (`alice@example.com` -> `alice@example.com.test-google-a.com`)."""
+    if not routing_domain:
+        return recipient
+    local = recipient.rpartition("@")[0]
+    return f"{local}@{routing_domain}"
 
 
 def _mapping(value: object) -> dict[str, Any]:
@@ -383,9 +415,17 @@ def routes_schema() -> dict[str, Any]:
     }
 
 
-def load_routes(path: Path) -> Routes:
-    """The routes file, validated: every problem in it at once (ConfigFileError), each placed."""
-    routes = load_model(path, Routes, "routes", references=reference_problems)
+def load_routes(path: Path, parameters: Mapping[str, str]) -> Routes:
+    """The routes file, its `${Parameter}` placeholders filled with the template's parameter
+    values (routing/parameters.py) and validated: every problem in it at once
+    (ConfigFileError), each placed."""
+    routes = load_model(
+        path,
+        Routes,
+        "routes",
+        references=reference_problems,
+        prepare=lambda document: substitute(document, parameters),
+    )
     return routes.model_copy(
         update={
             "directory": routes.directory.model_copy(
@@ -393,3 +433,52 @@ def load_routes(path: Path) -> Routes:
             )
         }
     )
+
+
+def domain_problems(routes: Routes, accepted: Mapping[str, str]) -> list[Problem]:
+    """A domain the traffic policy lets in that the routes do not know: its mail would be
+    planned no delivery (quarantined as unknown, every message). `accepted` maps each
+    accepted domain to the place that accepts it. (A routes domain the MX refuses is only
+    unused: a template may narrow what it accepts.)"""
+    ours = {d.casefold() for d in (*routes.employee_domains, *routes.app_domains)}
+    return [
+        Problem(
+            "employee_domains",
+            f"the template accepts mail for {domain} ({where}), but the routes have no employee "
+            f"or application domain {domain}: its mail would be planned no delivery "
+            f"(routes domains: {_known(ours)})",
+        )
+        for domain, where in accepted.items()
+        if domain not in ours
+    ]
+
+
+def relay_problems(routes: Routes, relays: Collection[str]) -> list[Problem]:
+    """A destination whose `relay` is no relay of the template: its mail could not leave."""
+    return [
+        Problem(
+            f"destinations.{name}.relay",
+            f"names {destination.relay}, which is no relay of the template "
+            f"({', '.join(sorted(relays)) or 'it has none'})",
+        )
+        for name, destination in routes.destinations.items()
+        if destination.relay is not None and destination.relay not in relays
+    ]
+
+
+def load_checked_routes(
+    path: Path,
+    parameters: Mapping[str, str],
+    accepted: Mapping[str, str],
+    relays: Collection[str] | None = None,
+) -> Routes:
+    """The routes file (load_routes), refused with every problem when its domains and the
+    domains the template accepts (`accepted`, as domain_problems takes it) disagree, or when
+    it names a relay the template lacks (`relays`: the template's, when known)."""
+    routes = load_routes(path, parameters)
+    problems = domain_problems(routes, accepted)
+    if relays is not None:
+        problems += relay_problems(routes, relays)
+    if problems:
+        raise ConfigFileError(path, problems)
+    return routes

@@ -54,6 +54,7 @@ from mxgate.local.logs import VendedLogs
 from mxgate.local.mailbox import mailbox_session
 from mxgate.local.rule_set import LocalMailManager
 from mxgate.local.rule_set_failures import KEPT_BUCKET, RuleSetFailures
+from mxgate.local.setup import routes_of
 from mxgate.local.spool import Spool
 from mxgate.local.tls import ensure_certificate, server_context
 from mxgate.mailmanager.actions import ARCHIVE_BUCKET, ActionPorts
@@ -67,7 +68,7 @@ from mxgate.mailmanager.template import (
 )
 from mxgate.message.headers import header_block_end, prepend_headers
 from mxgate.records import Envelope
-from mxgate.routing.routes import Routes, load_routes
+from mxgate.routing.routes import Routes
 from mxgate.sandbox.mailboxes import MailboxDelivery, RecordingMaildir
 from mxgate.sandbox.report import RecipientReport, SendReport, provider_view
 from mxgate.sandbox.stack import MOTO_CONFIG, REGION, Function, Stack
@@ -153,14 +154,7 @@ class Sandbox:
             ],
         )
         self.resources = load_mail_manager(self.config.template, self.parameters)
-        self.routes: Routes = load_routes(self.config.routes)
-        relays = self.resources.relays
-        for name, destination in self.routes.destinations.items():
-            if destination.relay is not None and destination.relay not in relays:
-                raise ConfigError(
-                    f"{self.config.routes}: destinations.{name}.relay names {destination.relay}, "
-                    f"which is no relay of {self.config.template} ({', '.join(sorted(relays))})"
-                )
+        self.routes: Routes = routes_of(self.config, self.resources)  # as `mxgate run` reads it
         self.arrivals: list[_Arrival] = []
         self.arrival_order: ArrivalOrder = options.arrival_order  # tests may change it
         self.mailboxes: dict[str, RecordingMaildir] = {}
@@ -180,6 +174,7 @@ class Sandbox:
         self._servers: list[asyncio.Server] = []
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mail-manager")
         self.clock = SystemClock()
+        self._sfn: Any = None  # the Step Functions client quiet() polls with (made in start)
 
     # ----------------------------------------------------------------------- start, stop
 
@@ -210,7 +205,9 @@ class Sandbox:
                 (ingress_id, "ARecord"): DELIVER_EGRESS  # the sandbox's listeners
                 for ingress_id in self.resources.ingress_points
             },
-            environment=self._dns_environment(),
+            # the functions read the sandbox's routes file, as the deployed ones read the
+            # routes layer built from it
+            environment={**self._dns_environment(), "MXGATE_ROUTES_FILE": str(self.config.routes)},
         )
         self.stack.function_output = self._function_log
         for bucket in (ARCHIVE_BUCKET, KEPT_BUCKET):  # Mail Manager's own stores
@@ -220,6 +217,9 @@ class Sandbox:
         self._call(self._start_ingress_points())
         self._point_deliver_at_relay_ingress()
         self.state_machine = self.stack.deploy_state_machine()
+        # made now, before any function runs: making a client reads os.environ, which a
+        # function running on another thread changes (its own environment) while we poll
+        self._sfn = boto3.client("stepfunctions", region_name=REGION)
 
     def close(self) -> None:
         """Everything started, stopped in order: the work in flight, the SMTP clients (so the
@@ -473,7 +473,7 @@ class Sandbox:
             busy = self._busy
         if busy or self.arrivals:
             return False
-        running = boto3.client("stepfunctions", region_name=REGION).list_executions(
+        running = self._sfn.list_executions(
             stateMachineArn=self.state_machine, statusFilter="RUNNING"
         )["executions"]
         return not running

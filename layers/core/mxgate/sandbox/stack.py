@@ -133,6 +133,11 @@ class Stack:
             creator = _CREATORS.get(kind)
             if creator is not None and resolver.resource_enabled(logical_id):
                 creator(resolver, logical_id)
+            properties = document["Resources"][logical_id].get("Properties") or {}
+            if kind == "AWS::Serverless::Function" and "FunctionUrlConfig" in properties:
+                # SAM's <function>Url resource; moto serves no function URLs
+                url = f"https://{logical_id.lower()}.lambda-url.{REGION}.on.aws/"
+                resolver.attributes.setdefault((f"{logical_id}Url", "FunctionUrl"), url)
         functions = {
             logical_id: _function(resolver, template.parent, logical_id, environment or {})
             for logical_id, kind in _types(document).items()
@@ -552,7 +557,15 @@ def _secret(resolver: StackResolver, logical_id: str) -> None:
     resolver.physical[logical_id] = arn
 
 
+def _configuration_set(resolver: StackResolver, logical_id: str) -> None:
+    properties = resolver.resolve(resolver.resources[logical_id]["Properties"], logical_id)
+    name = properties.get("Name") or f"{resolver.stack}-{logical_id}"
+    boto3.client("sesv2", region_name=REGION).create_configuration_set(ConfigurationSetName=name)
+    resolver.physical[logical_id] = name
+
+
 _CREATORS: dict[str, Callable[[StackResolver, str], None]] = {
+    "AWS::SES::ConfigurationSet": _configuration_set,
     "AWS::S3::Bucket": _bucket,
     "AWS::DynamoDB::Table": _table,
     "AWS::SQS::Queue": _queue,

@@ -19,8 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mxgate.ports import ArrivalChecks, Arrivals, Executions
-from mxgate.records import Envelope, Stage, message_id_of
-from mxgate.workflow.model import Arrival, ArrivalRecord, ProcessInput, StoredObject
+from mxgate.records import Envelope, Stage, StoredObject, message_id_of
+from mxgate.workflow.model import Arrival, ArrivalRecord, ProcessInput
 from mxgate.workflow.services import Services
 
 

@@ -1,10 +1,12 @@
 """The local runner's interpreter of the Amazon States Language, reduced to what the deployed
 definition (statemachine/pipeline.asl.json) uses, so that each part can be exact:
 
-- states: Task, Choice (rules on `IsPresent` only) and Map (inline, items in order);
-- reference paths (`$`, `$.a.b`) and, in Parameters and ItemSelector, `$$.` context paths
-  (`$$.Map.Item.Value`, `$$.Map.Item.Index`, `$$.Execution.Name`); no intrinsic functions;
-- Parameters, ItemSelector and ResultPath;
+- states: Task, Pass, Choice (rules on `IsPresent` only) and Map (inline, items in order);
+- reference paths (`$`, `$.a.b`) and, in Parameters, ItemSelector and ResultSelector, `$$.`
+  context paths (`$$.Map.Item.Value`, `$$.Map.Item.Index`, `$$.Execution.Name`); no intrinsic
+  functions;
+- InputPath (Task), Parameters, ItemSelector, ResultSelector (Task) and ResultPath (`null`:
+  the state's input goes on, its result is dropped);
 - Retry (IntervalSeconds, MaxAttempts, BackoffRate, MaxDelaySeconds, JitterStrategy) and Catch
   (ErrorEquals, ResultPath, Next), matching error names exactly or by `States.ALL`, which never
   catches `States.Runtime`.
@@ -38,13 +40,16 @@ STATE_FIELDS = {
         "Type",
         "Comment",
         "Resource",
+        "InputPath",
         "Parameters",
+        "ResultSelector",
         "ResultPath",
         "Retry",
         "Catch",
         "Next",
         "End",
     },
+    "Pass": {"Type", "Comment", "Parameters", "ResultPath", "Next", "End"},
     "Choice": {"Type", "Comment", "Choices", "Default"},
     "Map": {
         "Type",
@@ -115,9 +120,12 @@ def read_path(document: Any, path: str, context: Mapping[str, Any] | None = None
     return value
 
 
-def write_path(document: Any, path: str, result: Any) -> Any:
-    """Apply a ResultPath: `$` replaces the input; `$.a.b` puts the result there. Only the
-    objects along the path are copied: the input itself is never changed."""
+def write_path(document: Any, path: str | None, result: Any) -> Any:
+    """Apply a ResultPath: `$` replaces the input; `$.a.b` puts the result there; None (JSON
+    null) drops the result, the input goes on. Only the objects along the path are copied:
+    the input itself is never changed."""
+    if path is None:
+        return document
     if path == "$":
         return result
     if not isinstance(document, dict):
@@ -240,7 +248,7 @@ def check_definition(machine: Any, tasks: Mapping[str, Task], where: str = "") -
         at = f"{where}States.{name}" if not where else f"{where}.States.{name}"
         kind = state.get("Type") if isinstance(state, dict) else None
         if kind not in STATE_FIELDS:
-            raise _refuse(at, f"the state type {kind!r} (it runs: Task, Choice, Map)")
+            raise _refuse(at, f"the state type {kind!r} (it runs: Task, Pass, Choice, Map)")
         _fields(at, state, STATE_FIELDS[kind])
         if kind == "Choice":
             for index, rule in enumerate(_listed(f"{at}.Choices", state.get("Choices"))):
@@ -252,13 +260,18 @@ def check_definition(machine: Any, tasks: Mapping[str, Task], where: str = "") -
             continue
         if state.get("End") is not True:
             _next(f"{at}.Next", state.get("Next"), states)
-        _path(f"{at}.ResultPath", state.get("ResultPath", "$"))
-        if kind == "Task":
+        if state.get("ResultPath", "$") is not None:
+            _path(f"{at}.ResultPath", state.get("ResultPath", "$"))
+        if kind == "Pass":
+            _template(f"{at}.Parameters", state.get("Parameters"))
+        elif kind == "Task":
             if state.get("Resource") not in tasks:
                 raise DefinitionError(
                     f"state machine definition, {at}: no step runs {state.get('Resource')!r}"
                 )
+            _path(f"{at}.InputPath", state.get("InputPath", "$"))
             _template(f"{at}.Parameters", state.get("Parameters"))
+            _template(f"{at}.ResultSelector", state.get("ResultSelector"))
             _retriers(at, state.get("Retry", []))
             _catchers(at, state.get("Catch", []), states)
         else:
@@ -499,13 +512,18 @@ class Interpreter:
     def _execute(self, name: str, state: Mapping[str, Any], document: Any, place: _Place) -> Any:
         if state["Type"] == "Map":
             return self._map(name, state, document, place)
+        if state["Type"] == "Pass":
+            if "Parameters" not in state:
+                return document
+            return fill_template(state["Parameters"], document, place.context)
+        given = read_path(document, state.get("InputPath", "$"), place.context)
         payload = (
-            fill_template(state["Parameters"], document, place.context)
+            fill_template(state["Parameters"], given, place.context)
             if "Parameters" in state
-            else document
+            else given
         )
         try:
-            return self.tasks[state["Resource"]](payload)
+            result = self.tasks[state["Resource"]](payload)
         except Exception as error:
             # Lambda's Cause, less what only Lambda knows (requestId, stackTrace)
             cause = json.dumps(
@@ -513,6 +531,9 @@ class Interpreter:
                 separators=(",", ":"),
             )
             raise _StateError(type(error).__name__, cause) from error
+        if "ResultSelector" not in state:
+            return result
+        return fill_template(state["ResultSelector"], result, place.context)
 
     def _map(self, name: str, state: Mapping[str, Any], document: Any, place: _Place) -> Any:
         values = read_path(document, state.get("ItemsPath", "$"), place.context)

@@ -3,7 +3,9 @@
 A delivery that cannot be completed goes to the dead letters with its failure, for
 `mxgate dlq`; its recipients that settle end `dead_lettered`. A redrive puts a dead letter
 back in the deferred queue, due now, with a fresh lifetime: a delivery's to be delivered
-again, a rule set's (local runtime) to run the rule set again for its recipients.
+again, a rule set's (local runtime) to run the rule set again for its recipients, a stored
+message's that Process could not handle (workflow/unprocessed.py) to go through Process
+again.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from mxgate.recorder import Recorder
 from mxgate.records import (
     Deferred,
     DeferredDelivery,
+    DeferredProcessing,
     Delivery,
     DeliveryDeadLetter,
     Outcome,
+    ProcessingDeadLetter,
     RuleSetDeadLetter,
     RuleSetRetry,
     Stage,
@@ -107,7 +111,8 @@ def redrive(
     reopen its dead-lettered recipients (a success settles them anew). A delivery's is
     delivered again: recipients delivered in the meantime keep their state, which the delivery
     skips, so nothing is sent twice. A rule set's goes through the rule set again from the kept
-    copy: actions already done for a recipient are not repeated."""
+    copy: actions already done for a recipient are not repeated. A stored message's goes
+    through Process again."""
     record = dead_letters.get(record_id)
     if record is None:
         raise PermanentError(f"no dead letter {record_id!r}")
@@ -125,6 +130,14 @@ def redrive(
         )
         reopen_dead_lettered(timeline, record.message_id, record.recipients)
         what = "the rule set"
+    elif isinstance(record, ProcessingDeadLetter):
+        queued = DeferredProcessing(
+            record_id=f"{record.stored.processing_id}#redrive-{when}",
+            due_at=now,
+            stored=record.stored,
+        )
+        reopen_dead_lettered(timeline, record.message_id, record.recipients)
+        what = "Process"
     else:
         delivery = record.delivery.model_copy(
             update={"recipients": record.recipients or record.delivery.recipients, "deferral": None}

@@ -5,6 +5,7 @@ then the sender gets a DSN (RFC 3464) if the route asks for one, or it is dead-l
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from mxgate.errors import TransientError
@@ -34,6 +35,33 @@ def backoff(policy: DeliveryPolicy, attempts: int, seed: str) -> float:
     return float(base) * random.Random(f"{seed}#{attempts}").uniform(0.9, 1.1)  # noqa: S311 -- not crypto
 
 
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """Where deferred work stands: since when it waits, its attempt, and when it gives up."""
+
+    first: datetime
+    attempts: int
+    give_up: datetime
+    now: datetime
+
+    @classmethod
+    def after(cls, previous: Deferral | None, policy: DeliveryPolicy, now: datetime) -> Schedule:
+        first = previous.first_deferred_at if previous else now
+        attempts = (previous.attempts if previous else 0) + 1
+        return cls(first, attempts, first + timedelta(seconds=policy.queue_lifetime), now)
+
+    @property
+    def expired(self) -> bool:
+        return self.now >= self.give_up
+
+    def due(self, policy: DeliveryPolicy, seed: str) -> datetime:
+        """The next attempt: the backoff from now, never past the lifetime."""
+        return min(self.now + timedelta(seconds=backoff(policy, self.attempts, seed)), self.give_up)
+
+    def deferral(self, reason: str) -> Deferral:
+        return Deferral(first_deferred_at=self.first, attempts=self.attempts, last_error=reason)
+
+
 def defer(request: DeferInput, services: Services) -> DeliveryResult:
     """Schedule the delivery's next attempt, or expire it once its lifetime has run out."""
     delivery = request.delivery
@@ -42,23 +70,17 @@ def defer(request: DeferInput, services: Services) -> DeliveryResult:
         return DeliveryResult(delivery_id=delivery.delivery_id, results=done)
     reason = request.error.reason
     policy = services.routes.policy(delivery.policy_route)
-    now = services.clock.now()
-    previous = delivery.deferral
-    first = previous.first_deferred_at if previous else now
-    attempts = (previous.attempts if previous else 0) + 1
-    give_up = first + timedelta(seconds=policy.queue_lifetime)
+    schedule = Schedule.after(delivery.deferral, policy, services.clock.now())
+    attempts, give_up = schedule.attempts, schedule.give_up
     if services.deferrals is None:
         error = StepError(Error="TransientError", Cause=f"{reason}; no deferred queue here")
         results = dead_letter_recipients(delivery, left, error, services)
-    elif now >= give_up:
-        results = _expire(delivery, left, reason, first, services)
+    elif schedule.expired:
+        results = _expire(delivery, left, reason, schedule.first, services)
     else:
-        due = min(now + timedelta(seconds=backoff(policy, attempts, delivery.delivery_id)), give_up)
+        due = schedule.due(policy, delivery.delivery_id)
         waiting = delivery.model_copy(
-            update={
-                "recipients": left,
-                "deferral": Deferral(first_deferred_at=first, attempts=attempts, last_error=reason),
-            }
+            update={"recipients": left, "deferral": schedule.deferral(reason)}
         )
         # Named by the recipients too: a redriven part of this delivery counts its own
         # attempts, and a record is written over by one of the same id.

@@ -1,5 +1,6 @@
 """The Deliver step: one attempt of one delivery, to a mailbox host, an application, an app's
-webhook or a post-ingress hook; safe to repeat (settled recipients and idempotency keys are
+webhook, a post-ingress hook, or the envelope sender (a DSN for recipients bounced by the loop
+guard); safe to repeat (settled recipients and idempotency keys are
 skipped). Per recipient: success settles it; a permanent refusal next to transient ones is
 dead-lettered at once (as Postfix bounces it at once) while the rest are retried."""
 
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 from mxgate.delivery.appevent import app_event, fit_event
@@ -14,6 +16,12 @@ from mxgate.delivery.claimcheck import claim_check_stub
 from mxgate.delivery.sender import apply_sender_policy
 from mxgate.errors import PermanentError, PolicyError, TransientError
 from mxgate.message.attachments import ObjectStoreAttachments
+from mxgate.message.dsn import (
+    DsnReport,
+    bounce_subject,
+    delivery_status_notification,
+    should_notify,
+)
 from mxgate.message.headers import prepend_headers, remove_authentication_results
 from mxgate.message.model import ParsedMessage
 from mxgate.message.parse import parse_message, parse_stream
@@ -35,6 +43,8 @@ def deliver(request: DeliverInput, services: Services) -> DeliveryResult:
             done += send_to_mailbox(delivery, left, services)
         elif delivery.kind == "app":
             done += hand_to_app(delivery, left, services)
+        elif delivery.kind == "bounce":
+            done += send_bounce(delivery, left, services)
         elif delivery.kind == "webhook":
             done += post_webhook(delivery, left, services)
         else:
@@ -54,6 +64,11 @@ def _settle(
         detail=detail,
     )
     return RecipientResult(recipient=recipient, outcome=outcome.value, detail=detail)
+
+
+def _links_until(policy: DeliveryPolicy, services: Services) -> datetime:
+    """When the download links a delivery hands out stop working (the route's link_lifetime)."""
+    return services.clock.now() + timedelta(seconds=policy.link_lifetime)
 
 
 # ----------------------------------------------------------------------------- mailbox hosts
@@ -91,10 +106,11 @@ def _outgoing(
             f"message of {len(outgoing)} bytes is over the {limit}-byte limit of "
             f"{delivery.destination} (oversize policy: dead_letter)"
         )
+    until = None if policy.claim_check_url else _links_until(policy, services)
     link = (
         policy.claim_check_url.format(bucket=ref.bucket, key=ref.key, message_id=ref.message_id)
         if policy.claim_check_url
-        else services.objects.link(ref.bucket, ref.key)
+        else services.objects.link(ref.bucket, ref.key, until)
     )
     stub = claim_check_stub(
         parse_message(raw),
@@ -102,6 +118,7 @@ def _outgoing(
         limit=limit,
         link=link,
         gateway_host=services.gateway_host,
+        link_expires=until,
     )
     notes.append(f"claim check: {len(outgoing)} bytes over the {limit}-byte limit, stub sent")
     return prepared(stub), notes
@@ -118,7 +135,8 @@ def send_to_mailbox(
     raw = ref.raw(services.objects)
     raw = remove_authentication_results(raw, services.gateway_host)  # a forged "ours" never passes
     outgoing, notes = _outgoing(delivery, raw, transport, services)
-    replies = transport.send(ref.envelope_sender, recipients, outgoing)
+    tags = {"mxgate-message": ref.message_id, "mxgate-route": delivery.destination}
+    replies = transport.send(ref.envelope_sender, recipients, outgoing, tags=tags)
     delivered: list[RecipientResult] = []
     transient: list[str] = []
     refused: dict[str, str] = {}
@@ -127,12 +145,14 @@ def send_to_mailbox(
         reply = replies.get(recipient) or SendResult(ok=False, transient=True, detail="no reply")
         if reply.ok:
             detail = "; ".join([reply.detail, *notes])
+            # relayed: the provider's side has yet to say (workflow/provider.py)
+            outcome = Outcome.RELAYED if reply.relayed else Outcome.DELIVERED
             try:
-                delivered.append(_settle(services, delivery, recipient, Outcome.DELIVERED, detail))
+                delivered.append(_settle(services, delivery, recipient, outcome, detail))
             except TransientError as unrecorded:  # the state is the idempotency record
                 raise TransientError(
-                    f"{recipient}: delivered to {delivery.destination}, but its state was not "
-                    f"recorded ({unrecorded}); the retry may deliver it again"
+                    f"{recipient}: {outcome.value} to {delivery.destination}, but its state was "
+                    f"not recorded ({unrecorded}); the retry may deliver it again"
                 ) from unrecorded
             continue
         failure = f"{recipient}: {reply.detail}"
@@ -155,6 +175,52 @@ def send_to_mailbox(
     return delivered
 
 
+# ----------------------------------------------------------------------------- bounces
+
+
+def send_bounce(
+    delivery: Delivery, recipients: list[str], services: Services
+) -> list[RecipientResult]:
+    """A DSN (RFC 3464) to the envelope sender for recipients that cannot be delivered (a
+    loop): they end `bounced`. No DSN goes to the null sender or a postmaster, which would
+    loop again: those are dead-lettered with the reason (the DeadLetter step)."""
+    ref = delivery.message
+    notice = delivery.bounce
+    if notice is None:
+        raise PermanentError(f"bounce {delivery.delivery_id} says no reason")
+    if not should_notify(ref.envelope_sender):
+        sender = ref.envelope_sender or "the null sender"
+        raise PolicyError(f"{notice.status} {notice.diagnostic}; no DSN to {sender}")
+    if services.bounces is None:
+        raise PermanentError(f"{notice.diagnostic}; no transport for DSNs on this runtime")
+    now = services.clock.now()
+    listed = "\n".join(f"  <{r}>" for r in recipients)
+    report = DsnReport(
+        reporting_mta=services.gateway_host,
+        sender=f"Mail Delivery System <{services.routes.dsn_sender}>",
+        envelope_sender=ref.envelope_sender,
+        recipients=recipients,
+        status=notice.status,
+        diagnostic=f"554 {notice.status} {notice.diagnostic}",
+        explanation=(
+            f"This is the mail system at host {services.gateway_host}.\n\n"
+            f"Your message could not be delivered to the recipients below.\n\n{listed}\n\n"
+            f"Reason: {notice.diagnostic}\n"
+        ),
+        subject=bounce_subject(ref.subject),
+        last_attempt=now,
+        envelope_id=ref.message_id,
+    )
+    dsn = delivery_status_notification(report, ref.raw(services.objects))
+    result = services.bounces.send("", [ref.envelope_sender], dsn).get(ref.envelope_sender)
+    if result is None or not result.ok:
+        detail = result.detail if result is not None else "no reply"
+        failure = TransientError if result is None or result.transient else PermanentError
+        raise failure(f"DSN to {ref.envelope_sender}: {detail}")
+    detail = f"{notice.status} {notice.diagnostic}; DSN sent to {ref.envelope_sender}"
+    return [_settle(services, delivery, r, Outcome.BOUNCED, detail) for r in recipients]
+
+
 # ----------------------------------------------------------------------------- applications
 
 
@@ -172,6 +238,7 @@ def _app_events(
     """(recipient, event) for each recipient: what the app's queue and its webhook receive."""
     ref = delivery.message
     parsed = _parsed_with_attachments(ref, services)
+    until = _links_until(services.routes.policy(delivery.policy_route), services)
     for recipient in recipients:
         event = app_event(
             ref=ref,
@@ -180,6 +247,7 @@ def _app_events(
             recipients=[recipient],
             objects=services.objects,
             received_at=services.clock.now().isoformat(),
+            links_until=until,
         )
         name = f"{ref.message_id}.{recipient.replace('/', '_')}"
         yield recipient, fit_event(event, objects=services.objects, bucket=ref.bucket, name=name)
@@ -240,6 +308,7 @@ def call_hook(
             recipients=recipients,
             objects=services.objects,
             received_at=services.clock.now().isoformat(),
+            links_until=_links_until(services.routes.policy(delivery.policy_route), services),
         ),
         objects=services.objects,
         bucket=ref.bucket,

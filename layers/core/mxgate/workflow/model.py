@@ -3,28 +3,23 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from mxgate.authn.model import Authentication
-from mxgate.records import Delivery, Envelope, MessageRef, StateDetail
+from mxgate.records import Deferral, Delivery, Envelope, MessageRef, StateDetail, StoredObject
 
 
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class ProcessInput(Frozen):
-    """The input of a message's execution: the stored message and its envelope."""
-
-    bucket: str
-    key: str
-    envelope: Envelope | None = None  # None: none arrived (Process quarantines the message)
-
-
-class StoredObject(Frozen):
-    bucket: str
-    key: str
+# What Process gets: the stored message and its envelope (from the Start function on AWS, the
+# envelope kept beside the object locally); a deferred or redriven message carries the same.
+# Without an envelope Process fails for good: the pipeline never guesses recipients.
+ProcessInput = StoredObject
 
 
 class Arrival(Frozen):
@@ -48,6 +43,7 @@ class ProcessOutput(Frozen):
     message: MessageRef
     deliveries: list[Delivery]
     authentication: Authentication | None = None  # the sender checks, for routes to use
+    quarantined: list[str] = Field(default_factory=list)  # recipients held for their content
 
 
 class RecipientResult(Frozen):
@@ -101,8 +97,32 @@ class Redelivery(Frozen):
     deliveries: list[Delivery] = Field(min_length=1)
 
 
-class QuarantineInput(Frozen):
-    bucket: str
-    key: str
+class ProviderEvent(Frozen):
+    """What the mailbox provider's side did with a delivery SES sent, as SES reports it."""
+
+    kind: Literal["delivered", "bounced", "complained", "rejected", "delayed"]
+    message_id: str  # ours
+    route: str  # the destination whose routing domain the recipients were sent to
+    recipients: list[str]  # as SES had them (routed addresses); empty: all of the send's
+    at: datetime
+    detail: str
+    reasons: dict[str, str] = Field(default_factory=dict)  # per recipient, when SES says
+    ses_message_id: str = ""
+
+
+class Reprocessing(Frozen):
+    """Input of an execution that runs a stored message through Process again (deferred after
+    transient failures, or a redriven dead letter), not an S3 event."""
+
+    stored: StoredObject
+    deferral: Deferral | None = None  # how long it has waited; None for a redrive
+
+
+class ProcessingFailure(Frozen):
+    """What DeferProcessing and DeadLetterProcessing get: the stored message Process could not
+    handle, how long it has been deferred, and the error its retries ended on."""
+
+    stored: StoredObject
+    deferral: Deferral | None = None
     error: StepError
     envelope: Envelope | None = None

@@ -1,45 +1,40 @@
-"""The Process step (read, parse, authenticate and classify one stored message, and plan its
-deliveries), and the Quarantine step for a message Process could not handle."""
+"""The Process step: read, parse, authenticate and classify one stored message, judge each
+recipient (a loop is bounced; own-domain spoofing, an unknown address and the quarantine
+rules hold it: workflow/judgement.py), and plan its deliveries. A message Process cannot
+handle is retried, deferred and dead-lettered as a whole (workflow/unprocessed.py)."""
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import shutil
 import tempfile
 from collections import defaultdict
-from datetime import timedelta
+from collections.abc import Mapping
 from typing import BinaryIO, Literal, cast
 
 from mxgate.authn.check import Authenticator
 from mxgate.authn.model import Authentication
-from mxgate.errors import FailureKind, PermanentError, kind_named
+from mxgate.errors import PermanentError
 from mxgate.message.attachments import ObjectStoreAttachments
 from mxgate.message.model import Address, ParsedMessage
 from mxgate.message.parse import parse_stream
-from mxgate.ports import Deferrals
 from mxgate.records import (
-    UNKNOWN_RECIPIENTS,
-    DeferredProcessing,
+    MAX_RECIPIENTS_PER_DELIVERY,
+    BounceNotice,
+    Delivery,
     Envelope,
     HeldRecipient,
     MessageRef,
     MessageSummary,
     QuarantineRecord,
     Stage,
-    message_id_of,
     variant_of,
 )
 from mxgate.routing.classify import RouteKind, classify
-from mxgate.routing.quarantine import auth_verdicts, facts_of, quarantine_rule
-from mxgate.workflow.defer import backoff
-from mxgate.workflow.model import (
-    DeliveryResult,
-    ProcessInput,
-    ProcessOutput,
-    QuarantineInput,
-    RecipientResult,
-)
+from mxgate.routing.loops import HEADER as LOOP_HEADER
+from mxgate.routing.loops import LOOP_STATUS, loop_token
+from mxgate.workflow.judgement import judge
+from mxgate.workflow.model import ProcessInput, ProcessOutput
 from mxgate.workflow.planning import plan_deliveries
 from mxgate.workflow.quarantine import expiry
 from mxgate.workflow.received import HEADER as RECEIVED
@@ -121,10 +116,16 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
             ],
             source="not_understood",
         )
-        return ProcessOutput(message=ref, deliveries=[], authentication=authentication)
+        return ProcessOutput(
+            message=ref,
+            deliveries=[],
+            authentication=authentication,
+            quarantined=list(envelope.recipients),
+        )
+    judgement = judge(parsed, envelope, authentication, services)
     kept: list[HeldRecipient] = []
+    bounced: dict[str, list[str]] = defaultdict(list)  # reason -> recipients
     groups: dict[tuple[RouteKind, str], list[str]] = defaultdict(list)
-    facts = facts_of(parsed, auth_verdicts(authentication))
     for recipient in envelope.recipients:
         route = classify(recipient, services.routes)
         events.append(
@@ -135,25 +136,28 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
                 recipient,
             )
         )
-        if route.kind is RouteKind.UNKNOWN:
-            records.quarantine(message_id, [recipient], route.reason, route="unknown")
-            kept.append(
-                HeldRecipient(
-                    recipient=recipient, route="unknown", rule="no route", reason=route.reason
-                )
-            )
+        loop = judgement.loop(recipient)
+        if loop is not None:  # bounced, whatever the route: a loop is never delivered again
+            bounced[loop].append(recipient)
             continue
-        held = quarantine_rule(services.routes.quarantine, route.name, facts)
+        held = judgement.hold(route)
         if held is not None:
-            rule, why = held
+            unknown = route.kind is RouteKind.UNKNOWN
             records.quarantine(
                 message_id,
                 [recipient],
-                f"rule {rule.name}: {why}; kept at {request.bucket}/{request.key}",
-                route=f"quarantine:{rule.name}",
+                held.detail
+                if unknown
+                else f"{held.detail}; kept at {request.bucket}/{request.key}",
+                route=held.route,
             )
             kept.append(
-                HeldRecipient(recipient=recipient, route=route.name, rule=rule.name, reason=why)
+                HeldRecipient(
+                    recipient=recipient,
+                    route="unknown" if unknown else route.name,
+                    rule=held.rule,
+                    reason=held.reason,
+                )
             )
             continue
         groups[(route.kind, route.name)].append(recipient)
@@ -172,10 +176,16 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
             prepend=trace if kind is RouteKind.MAILBOX else [],
         )
     ]
+    deliveries += _bounces(ref, bounced)
     if small is not None and len(small) * len(deliveries) <= INLINE_BUDGET:
         inline = ref.model_copy(update={"inline": base64.b64encode(small).decode("ascii")})
         deliveries = [d.model_copy(update={"message": inline}) for d in deliveries]
-    return ProcessOutput(message=ref, deliveries=deliveries, authentication=authentication)
+    return ProcessOutput(
+        message=ref,
+        deliveries=deliveries,
+        authentication=authentication,
+        quarantined=[h.recipient for h in kept],
+    )
 
 
 def _trace(
@@ -183,12 +193,34 @@ def _trace(
 ) -> list[tuple[str, str]]:
     """The trace fields every mailbox delivery of the message gets on top: the
     authentication's (our ARC set when we seal, then Authentication-Results), as a verifying
-    MTA adds them (RFC 8601 5), then Received."""
+    MTA adds them (RFC 8601 5), then Received, and the loop token that names this message
+    (routing/loops.py)."""
     received = (
         RECEIVED,
         received_value(envelope, services.gateway_host, envelope.message_id, services.clock.now()),
     )
-    return [*authentication_fields, received]
+    trace = [*authentication_fields, received]
+    if services.loop_key is not None:
+        trace.append((LOOP_HEADER, loop_token(services.loop_key, envelope.message_id)))
+    return trace
+
+
+def _bounces(ref: MessageRef, bounced: Mapping[str, list[str]]) -> list[Delivery]:
+    """A DSN to the envelope sender for each reason, at most 50 recipients a DSN."""
+    planned: list[Delivery] = []
+    for reason, recipients in bounced.items():
+        for start in range(0, len(recipients), MAX_RECIPIENTS_PER_DELIVERY):
+            planned.append(
+                Delivery(
+                    delivery_id=f"{ref.message_id}{variant_of(ref.key)}.bounce.{len(planned)}",
+                    message=ref,
+                    kind="bounce",
+                    destination="sender",
+                    recipients=recipients[start : start + MAX_RECIPIENTS_PER_DELIVERY],
+                    bounce=BounceNotice(status=LOOP_STATUS, diagnostic=reason),
+                )
+            )
+    return planned
 
 
 def _hold(  # noqa: PLR0917 -- what the process step knows at that point
@@ -199,7 +231,7 @@ def _hold(  # noqa: PLR0917 -- what the process step knows at that point
     trace: list[tuple[str, str]],
     recipients: list[HeldRecipient],
     *,
-    source: Literal["rules", "not_understood", "processing_failed"] = "rules",
+    source: Literal["rules", "not_understood"] = "rules",
 ) -> None:
     """Keep the quarantine record an operator lists, reads, releases or deletes."""
     if services.quarantine is None:
@@ -246,91 +278,3 @@ def _authenticate(
     return authenticator.trace_fields(
         message, client_ip=envelope.source_ip, mail_from=envelope.mail_from, helo=envelope.helo
     )
-
-
-def quarantine(request: QuarantineInput, services: Services) -> DeliveryResult:
-    """A message the pipeline could not process: keep it where it is, and say why. When it
-    failed only for now (its retries ran out on a full disk, a busy database, a throttled
-    store), it is processed again later instead, until the delivery lifetime runs out."""
-    envelope = request.envelope
-    message_id = envelope.message_id if envelope is not None else message_id_of(request.key)
-    reason = f"processing failed: {request.error.Error}: {request.error.Cause}"
-    deferrals = services.deferrals
-    if kind_named(request.error.Error) is FailureKind.TRANSIENT and deferrals is not None:
-        later = _process_later(request, message_id, services, deferrals)
-        if later is not None:
-            return later
-        reason = f"gave up processing it for now: {reason}"
-    recipients = envelope.recipients if envelope is not None else []
-    if envelope is not None and recipients and services.objects.exists(request.bucket, request.key):
-        raw = services.objects.get(request.bucket, request.key)
-        ref = MessageRef(
-            message_id=message_id,
-            bucket=request.bucket,
-            key=request.key,
-            digest=hashlib.sha256(raw).hexdigest(),
-            envelope_sender=envelope.mail_from,
-            size=len(raw),
-        )
-        held_recipients = [
-            HeldRecipient(recipient=r, route="quarantine", rule="processing failed", reason=reason)
-            for r in recipients
-        ]
-        trace = _trace(envelope, [], services)
-        _hold(services, ref, None, None, trace, held_recipients, source="processing_failed")
-    held = services.records.quarantine(
-        message_id,
-        recipients or [UNKNOWN_RECIPIENTS],
-        reason,
-        kept_at=f"{request.bucket}/{request.key}",
-    )
-    return DeliveryResult(
-        delivery_id=f"{message_id}.quarantine",
-        results=[
-            RecipientResult(recipient=s.recipient, outcome=s.outcome.value, detail=s.detail)
-            for s in held
-        ],
-    )
-
-
-def _process_later(
-    request: QuarantineInput, message_id: str, services: Services, deferrals: Deferrals
-) -> DeliveryResult | None:
-    """Schedule a new execution of the stored message on the deferral schedule of the
-    top-level delivery policy; None once its lifetime has run out. Earlier attempts are the
-    message's own `deferred` events (a delivery's name their recipients)."""
-    policy = services.routes.delivery
-    now = services.clock.now()
-    earlier = [
-        e
-        for e in services.timeline.events(message_id)
-        if e.stage is Stage.DEFERRED and e.recipient is None
-    ]
-    first = earlier[0].at if earlier else now
-    attempts = len(earlier) + 1
-    give_up = first + timedelta(seconds=policy.queue_lifetime)
-    if now >= give_up:
-        return None
-    # one id per attempt: the run of the last one deletes its own record, not this one
-    record_id = f"{message_id}{variant_of(request.key)}#processing#{attempts}"
-    due = min(now + timedelta(seconds=backoff(policy, attempts, record_id)), give_up)
-    deferrals.schedule(
-        DeferredProcessing(
-            record_id=record_id,
-            due_at=due,
-            message_id=message_id,
-            bucket=request.bucket,
-            key=request.key,
-            envelope=request.envelope,
-            first_failed_at=first,
-            attempts=attempts,
-            last_error=request.error.reason,
-        )
-    )
-    services.records.note(
-        message_id,
-        Stage.DEFERRED,
-        f"processing failed for now ({request.error.reason}); attempt {attempts}, next "
-        f"{due.isoformat(timespec='seconds')}, gives up {give_up.isoformat(timespec='seconds')}",
-    )
-    return DeliveryResult(delivery_id=f"{message_id}.processing", results=[])

@@ -38,6 +38,8 @@ class Services:
     # names this gateway in trace header fields, and is its authserv-id in
     # Authentication-Results
     gateway_host: str = "mxgate.local"
+    # the deployment's secret for loop tokens (routing/loops.py); None: no tokens here
+    loop_key: bytes | None = None
     resolver: Resolver | None = None  # DNS for sender authentication; None: not checked
     sealer: Sealer | None = None  # ARC-seals mailbox deliveries as the gateway; None: no seal
     message_limits: ParseLimits = field(default_factory=ParseLimits)

@@ -4,12 +4,15 @@ Each takes its input document and the services, and returns its output document.
 order a message meets them:
 
 - Process (`workflow.process`): read, parse, authenticate and classify the stored message,
-  and plan its deliveries; the Quarantine step keeps a message Process could not handle.
+  and plan its deliveries. A message Process could not handle is retried, then deferred
+  (DeferProcessing) or dead-lettered (DeadLetterProcessing) whole: `workflow.unprocessed`.
 - Deliver (`workflow.deliver`), in a Map over the deliveries: one attempt of one delivery to
   its mailbox host's transport, its application, webhook or hook; retried on transient errors.
 - Defer (`workflow.defer`): after the retries, the deferred queue; at the lifetime's end, a
-  DSN to the sender or a dead letter.
-- DeadLetter (`workflow.dead_letter`): what cannot be completed, kept for `mxgate dlq`.
+  DSN to the sender or a dead letter. The same function defers a message Process could not
+  handle: the input says which.
+- DeadLetter (`workflow.dead_letter`): what cannot be completed, kept for `mxgate dlq`; a
+  delivery, or a message Process could not handle.
 """
 
 from __future__ import annotations
@@ -17,31 +20,60 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from mxgate.errors import as_family
-from mxgate.workflow.dead_letter import dead_letter
-from mxgate.workflow.defer import defer
+from mxgate.workflow import dead_letter as dead_letters
+from mxgate.workflow import defer as deferrals
 from mxgate.workflow.deliver import deliver
 from mxgate.workflow.model import (
     DeadLetterInput,
     DeferInput,
     DeliverInput,
+    DeliveryResult,
+    ProcessingFailure,
     ProcessInput,
-    QuarantineInput,
 )
-from mxgate.workflow.process import process, quarantine
+from mxgate.workflow.process import process
 from mxgate.workflow.services import Services
+from mxgate.workflow.unprocessed import dead_letter_processing, defer_processing
 
-__all__ = ["STEPS", "dead_letter", "defer", "deliver", "process", "quarantine"]
+__all__ = ["STEPS", "dead_letter", "defer", "deliver", "process"]
 
 Step = Callable[[Any, Services], Any]  # a JSON document in, a JSON document out
 
+# The Defer and DeadLetter steps serve a delivery (in the Map) and a message Process could not
+# handle (DeferProcessing, DeadLetterProcessing): the input says which.
+DEFER_INPUT: TypeAdapter[DeferInput | ProcessingFailure] = TypeAdapter(
+    DeferInput | ProcessingFailure
+)
+DEAD_LETTER_INPUT: TypeAdapter[DeadLetterInput | ProcessingFailure] = TypeAdapter(
+    DeadLetterInput | ProcessingFailure
+)
 
-def _on_documents(step: Callable[[Any, Services], BaseModel], model: type[BaseModel]) -> Step:
+
+def defer(request: DeferInput | ProcessingFailure, services: Services) -> DeliveryResult:
+    """A delivery, or a message, to try again later (or to give up on, past its lifetime)."""
+    if isinstance(request, ProcessingFailure):
+        return defer_processing(request, services)
+    return deferrals.defer(request, services)
+
+
+def dead_letter(request: DeadLetterInput | ProcessingFailure, services: Services) -> DeliveryResult:
+    """A delivery, or a message, that cannot be completed: recorded for `mxgate dlq`."""
+    if isinstance(request, ProcessingFailure):
+        return dead_letter_processing(request, services)
+    return dead_letters.dead_letter(request, services)
+
+
+def _on_documents(
+    step: Callable[[Any, Services], BaseModel], model: type[BaseModel] | TypeAdapter[Any]
+) -> Step:
+    validate = model.validate_python if isinstance(model, TypeAdapter) else model.model_validate
+
     def run(document: Any, services: Services) -> Any:
         try:
-            return step(model.model_validate(document), services).model_dump(mode="json")
+            return step(validate(document), services).model_dump(mode="json")
         except Exception as error:
             raise as_family(error) from error  # the name the state machine's Retry lists
 
@@ -52,7 +84,6 @@ def _on_documents(step: Callable[[Any, Services], BaseModel], model: type[BaseMo
 STEPS: dict[str, Step] = {
     "process": _on_documents(process, ProcessInput),
     "deliver": _on_documents(deliver, DeliverInput),
-    "defer": _on_documents(defer, DeferInput),
-    "dead_letter": _on_documents(dead_letter, DeadLetterInput),
-    "quarantine": _on_documents(quarantine, QuarantineInput),
+    "defer": _on_documents(defer, DEFER_INPUT),
+    "dead_letter": _on_documents(dead_letter, DEAD_LETTER_INPUT),
 }

@@ -20,8 +20,8 @@ from mxgate.adapters.aws.deferral import execution_name
 from mxgate.adapters.aws.failures import error_code, transient_failures
 from mxgate.adapters.aws.triggers import check_body
 from mxgate.ports import Clock
-from mxgate.records import Envelope
-from mxgate.workflow.model import Arrival, ArrivalRecord, StoredObject
+from mxgate.records import Envelope, StoredObject
+from mxgate.workflow.model import Arrival, ArrivalRecord
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

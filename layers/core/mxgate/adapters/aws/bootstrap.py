@@ -18,13 +18,15 @@ from botocore.exceptions import ClientError
 from mxgate.adapters.aws.arrivals import DynamoArrivals, SqsArrivalChecks, StepFunctionsExecutions
 from mxgate.adapters.aws.clients import LazyClient
 from mxgate.adapters.aws.dead_letters import QueueingDeadLetters, forget_notices
-from mxgate.adapters.aws.deferral import Redeliverer, SqsDeferrals
+from mxgate.adapters.aws.deferral import Redeliverer, SqsDeferrals, StrandedDeferrals
 from mxgate.adapters.aws.dynamodb import DynamoQuarantine, DynamoState
 from mxgate.adapters.aws.eventbridge import EventBridgeAppEvents
 from mxgate.adapters.aws.failures import error_code, transient_failures
 from mxgate.adapters.aws.hooks import LambdaHooks
-from mxgate.adapters.aws.operator import OperatorAws
+from mxgate.adapters.aws.links import SignedLinks
+from mxgate.adapters.aws.operator import OperatorAws, deployed_routes
 from mxgate.adapters.aws.s3 import S3ObjectStore
+from mxgate.adapters.aws.secrets import secret_field
 from mxgate.adapters.aws.ses import SesTransport
 from mxgate.adapters.aws.settings import AwsSettings, settings
 from mxgate.adapters.dns import DnsPythonResolver
@@ -60,6 +62,15 @@ def _dns(server: str | None) -> DnsPythonResolver:
     return DnsPythonResolver([host], int(port))
 
 
+def signed_links(config: AwsSettings, secrets: SecretsManagerClient) -> SignedLinks | None:
+    """The stack's download links, where the function hands links out (Deliver, Download)."""
+    if not (config.download_url and config.link_secret):
+        return None
+    return SignedLinks(
+        config.download_url, secret_field(secrets, config.link_secret, "key").encode()
+    )
+
+
 def arc_sealer(config: AwsSettings) -> Sealer | None:
     """The ARC sealing key from Secrets Manager, read once per container."""
     if config.arc_seal_key_secret is None:
@@ -86,7 +97,7 @@ def services() -> Services:
     """What every step function's handler runs on."""
     config = settings()
     clock = SystemClock()
-    routes = load_routes(config.routes_file)
+    routes = load_routes(config.routes_file, config.routes_parameters)
     environ: Mapping[str, str] = os.environ  # secrets the routes name by variable
     state = DynamoState(cast("DynamoDBClient", LazyClient("dynamodb")), config.state_table, clock)
     ses = ses_client()
@@ -110,8 +121,14 @@ def services() -> Services:
         else:
             transports[name] = submission_or_deferral(destination, environ, config.gateway_host)
     poster = SignedPoster(signing_keys(routes, environ), clock)
+    secrets = cast("SecretsManagerClient", LazyClient("secretsmanager"))
+    loop_key = None
+    if config.loop_secret:  # the Process function's: it marks deliveries and checks returns
+        loop_key = secret_field(secrets, config.loop_secret, "key").encode()
     return Services(
-        objects=S3ObjectStore(cast("S3Client", LazyClient("s3"))),
+        objects=S3ObjectStore(
+            cast("S3Client", LazyClient("s3")), links=signed_links(config, secrets), clock=clock
+        ),
         timeline=state,
         idempotency=state,
         transports=transports,
@@ -124,6 +141,7 @@ def services() -> Services:
         routes=routes,
         clock=clock,
         gateway_host=config.gateway_host,
+        loop_key=loop_key,
         resolver=CachingResolver(_dns(config.dns_server)),
         sealer=arc_sealer(config),
         deferrals=(
@@ -139,6 +157,21 @@ def services() -> Services:
         ),
         quarantine_days=config.quarantine_days,
     )
+
+
+@cache
+def downloads() -> tuple[SignedLinks, S3ObjectStore, str, SystemClock]:
+    """What the Download function needs: the links to check, the store that presigns, the
+    bucket links may name, and the clock."""
+    config = settings()
+    if not config.link_secret:
+        raise ConfigError("MXGATE_LINK_SECRET must be set")
+    secrets = cast("SecretsManagerClient", LazyClient("secretsmanager"))
+    key = secret_field(secrets, config.link_secret, "key").encode()
+    links = SignedLinks(config.download_url or "", key)  # it checks links: no URL needed
+    clock = SystemClock()
+    store = S3ObjectStore(cast("S3Client", LazyClient("s3")), clock=clock)
+    return links, store, config.raw_bucket, clock
 
 
 class SecretPassword:
@@ -246,15 +279,17 @@ def aws_desk(operator: OperatorAws, routes_file: Path) -> Desk:
     s3 = cast("S3Client", operator.client("s3"))
     sqs = cast("SQSClient", operator.client("sqs"))
     notices = names.dead_letter_queue
+    defer_queue = names.need("defer_queue")
+    stranded = names.defer_dead_letter_queue
     return Desk(
         timeline=state,
         messages=state,
         dead_letters=state,
-        deferrals=SqsDeferrals(sqs, names.need("defer_queue"), clock),
+        deferrals=SqsDeferrals(sqs, defer_queue, clock),
         quarantine=DynamoQuarantine(dynamodb, table),
         archive=aws_archive(operator, clock),
         objects=S3ObjectStore(s3),
-        routes=load_routes(routes_file),
+        routes=deployed_routes(operator, routes_file),
         clock=clock,
         actor=operator.caller,
         where=f"DynamoDB table {table}",
@@ -262,4 +297,5 @@ def aws_desk(operator: OperatorAws, routes_file: Path) -> Desk:
         delete_object=S3ObjectStore(s3).delete,
         forget_notices=(lambda ids: forget_notices(sqs, notices, ids)) if notices else None,
         aws=True,
+        stranded=StrandedDeferrals(sqs, stranded, defer_queue, clock) if stranded else None,
     )

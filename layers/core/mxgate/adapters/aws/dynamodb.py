@@ -133,8 +133,9 @@ class DynamoState:
             self.clock.sleep(0.05 * 2**attempt)
         raise TransientError(f"DynamoDB left {len(requests)} timeline items unwritten")
 
-    def settle(self, state: RecipientState) -> bool:
-        item = {
+    @staticmethod
+    def _state_item(state: RecipientState) -> dict[str, Any]:
+        return {
             "pk": _s(f"msg#{state.message_id}"),
             "sk": _s(f"rcpt#{state.recipient.casefold()}"),
             "recipient": _s(state.recipient),
@@ -143,10 +144,33 @@ class DynamoState:
             "route": _s(state.route),
             "detail": _s(state.detail),
         }
+
+    def settle(self, state: RecipientState) -> bool:
+        item = self._state_item(state)
         with transient_failures(f"DynamoDB settle {state.recipient}"):
             try:
                 self.client.put_item(
                     TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(pk)"
+                )
+            except ClientError as error:
+                if error_code(error) == "ConditionalCheckFailedException":
+                    return False
+                raise
+        return True
+
+    def revise(self, state: RecipientState, replaces: frozenset[Outcome]) -> bool:
+        """One conditional write: the state, only over one of `replaces` (so a late or
+        repeated report never undoes a later one)."""
+        if not replaces:
+            return False
+        names = {f":was{i}": _s(o.value) for i, o in enumerate(sorted(replaces))}
+        with transient_failures(f"DynamoDB revise {state.recipient}"):
+            try:
+                self.client.put_item(
+                    TableName=self.table,
+                    Item=self._state_item(state),
+                    ConditionExpression=f"outcome IN ({', '.join(names)})",
+                    ExpressionAttributeValues=names,
                 )
             except ClientError as error:
                 if error_code(error) == "ConditionalCheckFailedException":

@@ -9,6 +9,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
@@ -16,6 +17,14 @@ from pydantic import BaseModel, ConfigDict
 from mxgate.adapters.aws.clients import LazyClient
 from mxgate.adapters.aws.failures import transient_failures
 from mxgate.errors import ConfigError
+from mxgate.mailmanager.template import (
+    Resolver,
+    parameter_values,
+    read_samconfig_parameters,
+    read_template,
+    routes_parameters,
+)
+from mxgate.routing.routes import Routes, load_routes
 
 if TYPE_CHECKING:
     import boto3
@@ -25,6 +34,11 @@ NAMES: dict[str, tuple[str, str, str]] = {
     "state_table": ("--table", "MXGATE_STATE_TABLE", "StateTableName"),
     "defer_queue": ("--defer-queue", "MXGATE_DEFER_QUEUE", "DeferQueueUrl"),
     "dead_letter_queue": ("--dead-letter-queue", "MXGATE_DEAD_LETTER_QUEUE", "DeadLetterQueueUrl"),
+    "defer_dead_letter_queue": (
+        "--defer-dead-letter-queue",
+        "MXGATE_DEFER_DEAD_LETTER_QUEUE",
+        "DeferDeadLetterQueueUrl",
+    ),
     "raw_bucket": ("--raw-bucket", "MXGATE_RAW_BUCKET", "RawMailBucketName"),
     "archive_id": ("--archive-id", "MXGATE_ARCHIVE_ID", "ArchiveId"),
 }
@@ -36,6 +50,7 @@ class StackNames(BaseModel):
     state_table: str | None = None
     defer_queue: str | None = None
     dead_letter_queue: str | None = None
+    defer_dead_letter_queue: str | None = None  # the deferred queue's own dead-letter queue
     raw_bucket: str | None = None
     archive_id: str | None = None
     stack: str | None = None
@@ -106,3 +121,26 @@ def operator_aws(args: Any) -> OperatorAws:
     session = boto3.session.Session(region_name=getattr(args, "region", None))
     given = {name: getattr(args, name, None) for name in NAMES}
     return OperatorAws(session, stack_names(session, given, getattr(args, "stack", None)))
+
+
+def deployed_routes(
+    operator: OperatorAws, routes_file: Path, template: Path = Path("template.yaml")
+) -> Routes:
+    """The routes file as the deployed functions read it: its placeholders take the stack's
+    own parameter values (with --stack; else samconfig.toml's), through the template's
+    MXGATE_ROUTES_PARAMETERS."""
+    given: dict[str, object] = {}
+    if operator.names.stack:
+        with transient_failures(f"CloudFormation DescribeStacks {operator.names.stack}"):
+            stack = operator.client("cloudformation").describe_stacks(
+                StackName=operator.names.stack
+            )["Stacks"][0]
+        given = {p["ParameterKey"]: p["ParameterValue"] for p in stack.get("Parameters", [])}
+    elif Path("samconfig.toml").exists():
+        given = dict(read_samconfig_parameters(Path("samconfig.toml")))
+    parameters: dict[str, str] = {}
+    if template.exists():
+        document = read_template(template)
+        resolver = Resolver(document, parameter_values(document, [("the stack", given)]))
+        parameters = routes_parameters(resolver)
+    return load_routes(routes_file, parameters)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from botocore.exceptions import ClientError
 
 from mxgate.adapters.aws.failures import error_code, is_transient
+from mxgate.adapters.aws.links import SignedLinks
+from mxgate.clock import SystemClock
 from mxgate.errors import PermanentError, TransientError
-from mxgate.ports import ObjectInfo
+from mxgate.ports import Clock, ObjectInfo
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -26,10 +30,24 @@ def _failure(error: ClientError, what: str) -> Exception:
     return PermanentError(f"{what}: {code}")
 
 
+PRESIGN_MAX_SECONDS = 7 * 24 * 3600  # SigV4's limit (and a Lambda session ends far sooner)
+
+
 class S3ObjectStore:
-    def __init__(self, client: S3Client, link_seconds: int = 7 * 24 * 3600) -> None:
+    """`links`: the stack's signed download links (adapters/aws/links.py); without them, a
+    link is a presigned URL, which dies with the credentials that signed it."""
+
+    def __init__(
+        self,
+        client: S3Client,
+        link_seconds: int = PRESIGN_MAX_SECONDS,
+        links: SignedLinks | None = None,
+        clock: Clock | None = None,
+    ) -> None:
         self.client = client
         self.link_seconds = link_seconds
+        self.links = links
+        self.clock = clock or SystemClock()
 
     def put(
         self, bucket: str, key: str, body: bytes, metadata: Mapping[str, str] | None = None
@@ -77,7 +95,17 @@ class S3ObjectStore:
         except ClientError as error:
             raise _failure(error, f"s3://{bucket}/{key}") from error
 
-    def link(self, bucket: str, key: str) -> str:
-        return self.client.generate_presigned_url(
-            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=self.link_seconds
-        )
+    def link(self, bucket: str, key: str, expires_at: datetime | None = None) -> str:
+        now = self.clock.now()
+        until = expires_at or now + timedelta(seconds=self.link_seconds)
+        if self.links is not None:
+            return self.links.link(bucket, key, until)
+        seconds = int((until - now).total_seconds())
+        return self.presigned(bucket, key, max(1, min(seconds, PRESIGN_MAX_SECONDS)))
+
+    def presigned(self, bucket: str, key: str, seconds: int) -> str:
+        params: dict[str, str] = {"Bucket": bucket, "Key": key}
+        if key.startswith("raw/"):  # a stored message: it downloads as an .eml file
+            name = posixpath.basename(key)
+            params["ResponseContentDisposition"] = f'attachment; filename="{name}.eml"'
+        return self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=seconds)

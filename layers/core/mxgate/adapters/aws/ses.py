@@ -13,6 +13,7 @@ identity is permanent. Network failures are transient.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from mxgate.adapters.aws.failures import error_code, is_transient
 from mxgate.ports import SendResult
-from mxgate.routing.routes import SES_MAX_MESSAGE_BYTES
+from mxgate.routing.routes import SES_MAX_MESSAGE_BYTES, routed_address
 
 if TYPE_CHECKING:
     from mypy_boto3_sesv2 import SESV2Client
@@ -37,13 +38,6 @@ SES_TRANSIENT_CODES = frozenset(
 )
 # Permanent, for the record: MessageRejected, MailFromDomainNotVerifiedException,
 # BadRequestException, NotFoundException, AccessDeniedException and anything unknown.
-
-
-def routed(recipient: str, routing_domain: str | None) -> str:
-    if not routing_domain:
-        return recipient
-    local = recipient.rpartition("@")[0]
-    return f"{local}@{routing_domain}"
 
 
 def classify_client_error(error: ClientError) -> SendResult:
@@ -71,17 +65,28 @@ class SesTransport:
         self.max_message_bytes = max_message_bytes
 
     def send(
-        self, envelope_sender: str, recipients: Sequence[str], raw: bytes
+        self,
+        envelope_sender: str,
+        recipients: Sequence[str],
+        raw: bytes,
+        tags: Mapping[str, str] | None = None,
     ) -> Mapping[str, SendResult]:
         results: dict[str, SendResult] = {}
         for start in range(0, len(recipients), MAX_RECIPIENTS):
             chunk = recipients[start : start + MAX_RECIPIENTS]
-            results.update(self._send(chunk, raw))
+            results.update(self._send(chunk, raw, tags or {}))
         return results
 
-    def _send(self, recipients: Sequence[str], raw: bytes) -> dict[str, SendResult]:
-        destinations = [routed(r, self.routing_domain) for r in recipients]
-        extra = {"ConfigurationSetName": self.configuration_set} if self.configuration_set else {}
+    def _send(
+        self, recipients: Sequence[str], raw: bytes, tags: Mapping[str, str]
+    ) -> dict[str, SendResult]:
+        destinations = [routed_address(r, self.routing_domain) for r in recipients]
+        extra: dict[str, object] = {}
+        if self.configuration_set:  # its event destination reports what the mailbox host did
+            extra["ConfigurationSetName"] = self.configuration_set
+            extra["EmailTags"] = [
+                {"Name": name, "Value": _tag_value(value)} for name, value in tags.items()
+            ]
         try:
             response = self.client.send_email(
                 Destination={"ToAddresses": destinations},
@@ -94,5 +99,12 @@ class SesTransport:
         except BotoCoreError as error:  # no connection, a timeout: try again later
             failed = SendResult(ok=False, transient=True, detail=f"SES unreachable: {error}")
             return dict.fromkeys(recipients, failed)
-        detail = f"SES message {response.get('MessageId', '')}"
-        return {r: SendResult(ok=True, detail=detail) for r in recipients}
+        detail = f"SES message {response.get('MessageId', '')}: accepted by SES"
+        # SES hands it to the mailbox host later: relayed, until its configuration set's event
+        # destination says what the host did (without one, it stays relayed)
+        return {r: SendResult(ok=True, detail=detail, relayed=True) for r in recipients}
+
+
+def _tag_value(value: str) -> str:
+    """SES message tag values take letters, digits, `_` and `-` (256 at most)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", value)[:256]

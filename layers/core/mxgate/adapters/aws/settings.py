@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class AwsSettings(BaseModel):
@@ -18,12 +19,18 @@ class AwsSettings(BaseModel):
     state_table: str
     dead_letter_queue: str  # the queue URL
     routes_file: Path = Path("/opt/routes.yaml")  # the config layer
+    # what the routes file's ${Parameter} placeholders take (MXGATE_ROUTES_PARAMETERS, JSON)
+    routes_parameters: dict[str, str] = Field(default_factory=dict)
     event_bus: str = "default"
     gateway_host: str = "mxgate"
     dns_server: str | None = None  # "host:port"; unset: the Lambda's own resolver
     defer_queue: str | None = None  # the deferred queue's URL; unset: no deferral
     state_machine_arn: str | None = None  # what the Start and Redeliver functions start
     ses_configuration_set: str | None = None
+    loop_secret: str | None = None  # the loop guard's key: a secret's ARN (Process only)
+    # signed download links: the Download function's URL and the key's secret (Deliver)
+    download_url: str | None = None
+    link_secret: str | None = None
     # The arrival join (Start function): its later look at half-arrived messages, where it
     # reports those it finds unstarted, and whose Received fields it trusts for HELO and IP.
     arrival_check_queue: str | None = None
@@ -56,6 +63,9 @@ class AwsSettings(BaseModel):
             "defer_queue": env.get("MXGATE_DEFER_QUEUE"),
             "state_machine_arn": env.get("MXGATE_STATE_MACHINE_ARN"),
             "ses_configuration_set": env.get("MXGATE_SES_CONFIGURATION_SET"),
+            "loop_secret": env.get("MXGATE_LOOP_SECRET"),
+            "download_url": env.get("MXGATE_DOWNLOAD_URL"),
+            "link_secret": env.get("MXGATE_LINK_SECRET"),
             "arrival_check_queue": env.get("MXGATE_ARRIVAL_CHECK_QUEUE"),
             "unstarted_queue": env.get("MXGATE_UNSTARTED_QUEUE"),
             "mail_manager_hosts": env.get("MXGATE_MAIL_MANAGER_HOSTS"),
@@ -69,7 +79,10 @@ class AwsSettings(BaseModel):
             "arc_seal_domain": env.get("MXGATE_ARC_SEAL_DOMAIN"),
             "arc_seal_selector": env.get("MXGATE_ARC_SEAL_SELECTOR"),
         }
-        return cls.model_validate({k: v for k, v in values.items() if v})
+        given: dict[str, object] = {k: v for k, v in values.items() if v}
+        if env.get("MXGATE_ROUTES_PARAMETERS"):
+            given["routes_parameters"] = json.loads(env["MXGATE_ROUTES_PARAMETERS"])
+        return cls.model_validate(given)
 
 
 @cache

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -70,5 +71,6 @@ class FileObjectStore:
         self._path(bucket, key).unlink(missing_ok=True)
         self._path(bucket, key, meta=True).unlink(missing_ok=True)
 
-    def link(self, bucket: str, key: str) -> str:
+    def link(self, bucket: str, key: str, expires_at: datetime | None = None) -> str:
+        """A file URI: it works as long as the file is there (`expires_at` asks no more)."""
         return self._path(bucket, key).resolve().as_uri()

@@ -112,6 +112,34 @@ class SqliteState(StateDatabase):
                 db.execute(_INSERT_EVENT, _event_row(state.event()))
         return first
 
+    def revise(self, state: RecipientState, replaces: frozenset[Outcome]) -> bool:
+        if not replaces:
+            return False
+        marks = ",".join("?" * len(replaces))
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE recipient_states SET outcome=?, at=?, route=?, detail=? "  # noqa: S608 -- the marks are "?,?": no value goes into the text
+                f"WHERE message_id=? AND recipient_key=? AND outcome IN ({marks})",
+                (
+                    state.outcome.value,
+                    state.at.isoformat(),
+                    state.route,
+                    state.detail,
+                    state.message_id,
+                    state.recipient.casefold(),
+                    *sorted(o.value for o in replaces),
+                ),
+            )
+            revised = cursor.rowcount == 1
+            if revised:  # its terminal event says the new state, as DynamoDB's (one a recipient)
+                db.execute(
+                    "DELETE FROM events WHERE id=(SELECT max(id) FROM events WHERE message_id=? "
+                    "AND stage=? AND recipient=?)",
+                    (state.message_id, Stage.TERMINAL.value, state.recipient),
+                )
+                db.execute(_INSERT_EVENT, _event_row(state.event()))
+        return revised
+
     def reopen(self, message_id: str, recipient: str) -> None:
         """Forget a recipient's terminal state (a redrive gives it a new one)."""
         self._write(

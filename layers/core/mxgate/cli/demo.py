@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from mxgate.adapters.local.files import safe_name
+from mxgate.adapters.local.maildir import mailbox_name
 from mxgate.cli.common import add_settings_arguments, print_json, settings_from, table
 from mxgate.errors import ConfigError
 from mxgate.local.bootstrap import Bootstrap
@@ -115,7 +115,7 @@ def send(port: int, sample: Sample, raw: bytes) -> tuple[str | None, dict[str, s
 
 
 def landed(setup: LocalSetup, recipient: str, route: str, detail: str, message_id: str) -> str:
-    mailbox = setup.dirs.mailboxes / route / safe_name(recipient.casefold()) / "new"
+    mailbox = setup.dirs.mailboxes / route / mailbox_name(recipient) / "new"
     if mailbox.is_dir():
         for path in sorted(mailbox.iterdir(), reverse=True):
             if message_id.encode() in path.read_bytes()[:8192]:

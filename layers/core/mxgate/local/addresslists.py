@@ -1,5 +1,6 @@
-"""Mail Manager address lists on disk: one file per list, one address (or pattern) per line,
-under $MXGATE_HOME/address-lists/<list logical id>.txt."""
+"""Mail Manager address lists on one machine: one file per list, one address (or pattern) per
+line, under $MXGATE_HOME/address-lists/<list logical id>.txt; a list the template marks
+`MxgateMembers: directory` is read from the routes file instead (routing/recipients.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from mxgate.adapters.local.files import write_atomically
 from mxgate.errors import ConfigError
-from mxgate.mailmanager.addresses import StaticAddressBook
+from mxgate.mailmanager.addresses import AddressBook, StaticAddressBook
 
 _ENTRY = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+$")
 MAX_ENTRY = 320  # Mail Manager's limit for one address
@@ -57,3 +58,17 @@ class FileAddressBook:
             self._book.replace(list_id, self.entries(list_id))
             self._stamps[list_id] = stamp
         return self._book.contains(list_id, address)
+
+
+class RoutedAddressBook:
+    """The address book the traffic policy and the rule set read: the directory's lists from
+    the routes file the gateway runs with, every other list from its file."""
+
+    def __init__(self, files: FileAddressBook, routed: dict[str, list[str]]) -> None:
+        self.files = files
+        self.routed = StaticAddressBook(routed)
+        self.routed_ids = frozenset(routed)
+
+    def contains(self, list_id: str, address: str) -> bool:
+        book: AddressBook = self.routed if list_id in self.routed_ids else self.files
+        return book.contains(list_id, address)

@@ -30,7 +30,7 @@ from mxgate.delivery.smtp import SmtpTarget, SmtpTransport, submission_or_deferr
 from mxgate.delivery.webhook import SignedPoster, signing_keys
 from mxgate.desk import Desk
 from mxgate.errors import ConfigError
-from mxgate.local.addresslists import FileAddressBook
+from mxgate.local.addresslists import FileAddressBook, RoutedAddressBook
 from mxgate.local.config import DnsConfig, SesEndpoint, load_config
 from mxgate.local.lambdas import LocalLambdas
 from mxgate.local.logs import VendedLogs
@@ -49,6 +49,7 @@ from mxgate.local.workflow import LocalWorkflow
 from mxgate.mailmanager.actions import ActionPorts
 from mxgate.ports import Clock, Transport
 from mxgate.recorder import Recorder
+from mxgate.routing.recipients import DIRECTORY, directory_addresses
 from mxgate.routing.routes import load_routes
 from mxgate.workflow.quarantine import purge as purge_quarantine
 from mxgate.workflow.services import Services
@@ -123,8 +124,20 @@ class Bootstrap:
     def spool(self) -> Spool:
         return Spool(self.paths.spool)
 
-    def address_book(self) -> FileAddressBook:
+    def address_list_files(self) -> FileAddressBook:
+        """The lists `mxgate address-list` edits, one file each."""
         return FileAddressBook(self.paths.address_lists)
+
+    def directory_lists(self) -> dict[str, list[str]]:
+        """The template's lists marked `MxgateMembers: directory`, with the routes file's
+        addresses (on AWS, `mxgate address-list sync --aws` and each deploy put them there)."""
+        setup = self.setup
+        members = directory_addresses(setup.routes)
+        return dict.fromkeys(setup.mail_manager.lists_filled_with(DIRECTORY), members)
+
+    def address_book(self) -> RoutedAddressBook:
+        """What the traffic policy and the rule set look addresses up in."""
+        return RoutedAddressBook(self.address_list_files(), self.directory_lists())
 
     def logs(self) -> VendedLogs:
         return VendedLogs(self.paths.logs)

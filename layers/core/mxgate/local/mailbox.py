@@ -15,8 +15,7 @@ from pathlib import Path
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from mxgate.adapters.local.files import safe_name
-from mxgate.adapters.local.maildir import Maildir
+from mxgate.adapters.local.maildir import Maildir, mailbox_name
 from mxgate.delivery.smtp import to_crlf
 
 
@@ -28,7 +27,7 @@ class MaildirHandler:
         self.maildir = Maildir(self.directory)
 
     def forced_reply(self, recipient: str = "") -> str | None:
-        names = [f".reply-{safe_name(recipient.casefold())}"] if recipient else []
+        names = [f".reply-{mailbox_name(recipient)}"] if recipient else []
         for name in [*names, ".reply"]:
             try:
                 return (self.directory / name).read_text(encoding="utf-8").strip() or None

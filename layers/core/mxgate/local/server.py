@@ -20,15 +20,15 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from aiosmtpd.smtp import SMTP
-
 from mxgate.adapters.local.state import SqliteState
 from mxgate.local import worker
 from mxgate.local.bootstrap import Bootstrap
-from mxgate.local.ingress import IngressHandler, IngressSMTP
+from mxgate.local.ingress import IngressHandler
+from mxgate.local.limits import AuthGuard, ConnectionGate, raise_open_file_limit
 from mxgate.local.mailbox import MaildirHandler
 from mxgate.local.settings import Paths
 from mxgate.local.setup import IngressSetup
+from mxgate.local.smtp import ExactSMTP, IngressSMTP
 from mxgate.local.tls import ensure_certificate, server_context
 
 log = logging.getLogger("mxgate.server")
@@ -76,6 +76,9 @@ class Gateway:
         self.scheduler: asyncio.Task[None] | None = None
         self.room_freed = asyncio.Event()  # a deferred delivery finished: look again at once
         self.housekeeping: asyncio.Task[None] | None = None
+        limits = bootstrap.setup.config.smtp.limits
+        self.gate = ConnectionGate(limits, self.clock)  # every ingress point's sessions together
+        self.auth_guard = AuthGuard(limits, self.clock)
 
     async def _mailbox_hosts(
         self, loop: asyncio.AbstractEventLoop
@@ -88,7 +91,7 @@ class Gateway:
             handler = MaildirHandler(self.dirs.mailboxes, host)
             server = await loop.create_server(
                 partial(
-                    SMTP,
+                    ExactSMTP,
                     handler,
                     hostname=f"{host}.mailbox.local",
                     enable_SMTPUTF8=True,
@@ -207,6 +210,8 @@ class Gateway:
         self.spool.discard_partial()
         for path in self.spool.pending():
             self.submit(path)
+        limits = setup.config.smtp.limits
+        raise_open_file_limit(limits)
         cert, key = ensure_certificate(dirs.tls, setup.settings.hostname, self.clock.now())
         tls = server_context(cert, key)
         spool = self.spool
@@ -233,6 +238,7 @@ class Gateway:
                 partial(self._session, listener, handler, tls),
                 host=setup.config.smtp.host,
                 port=listener.port,
+                backlog=limits.listen_backlog,
             )
             host, port = server.sockets[0].getsockname()[:2]
             listening[listener.ingress_id] = (host, port)
@@ -259,8 +265,13 @@ class Gateway:
     def _session(
         self, listener: IngressSetup, handler: IngressHandler, tls: ssl.SSLContext
     ) -> IngressSMTP:
+        limits = self.setup.config.smtp.limits
         return IngressSMTP(
             handler,
+            gate=self.gate,
+            guard=self.auth_guard,
+            timeout=limits.idle_timeout,
+            data_timeout=limits.data_timeout,
             hostname=self.setup.settings.hostname,
             ident="mxgate ESMTP",
             tls_context=tls,

@@ -33,6 +33,7 @@ _ENHANCED = {
     "500 Command line too long": "500 5.5.2 Command line too long",
     "500 Error: bad syntax": "500 5.5.2 Error: bad syntax",
 }
+IDLE_TIMEOUT = "421 4.4.2 Idle for too long, closing the connection"
 DATA_TOO_SLOW = "421 4.4.2 DATA took too long, closing the connection"
 AUTH_INVALID = "535 5.7.8 Authentication credentials invalid"
 
@@ -55,6 +56,13 @@ class ExactSMTP(SMTP):
         if isinstance(status, str):
             status = _ENHANCED.get(status, status)
         await super().push(status)
+
+    def _timeout_cb(self) -> None:
+        """Idle for too long: say so (RFC 5321 4.2.2: 421 before closing), then close."""
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            transport.write(IDLE_TIMEOUT.encode() + b"\r\n")
+        super()._timeout_cb()
 
     async def smtp_DATA(self, arg: str) -> None:  # noqa: N802 -- aiosmtpd's command name
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):

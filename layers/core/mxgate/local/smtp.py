@@ -62,7 +62,8 @@ class ExactSMTP(SMTP):
         transport = self.transport
         if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
             transport.write(IDLE_TIMEOUT.encode() + b"\r\n")
-        super()._timeout_cb()
+        if transport is not None:
+            transport.close()  # connection_lost tears the session down, TLS included
 
     async def smtp_DATA(self, arg: str) -> None:  # noqa: N802 -- aiosmtpd's command name
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):

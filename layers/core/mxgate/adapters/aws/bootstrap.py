@@ -11,6 +11,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
+from mxgate.adapters.aws.address_lists import MailManagerAddressLists
 from mxgate.adapters.aws.clients import LazyClient
 from mxgate.adapters.aws.dead_letters import QueueingDeadLetters, forget_notices
 from mxgate.adapters.aws.deferral import Redeliverer, SqsDeferrals
@@ -28,7 +29,9 @@ from mxgate.delivery.smtp import submission_or_deferral
 from mxgate.delivery.webhook import SignedPoster, signing_keys
 from mxgate.desk import Desk
 from mxgate.errors import ConfigError
+from mxgate.mailmanager.addresses import SyncResult
 from mxgate.ports import Clock, Transport
+from mxgate.routing.recipients import sync_directory
 from mxgate.routing.routes import load_routes
 from mxgate.workflow.services import Services
 
@@ -164,3 +167,12 @@ def aws_desk(operator: OperatorAws, routes_file: Path) -> Desk:
         forget_notices=(lambda ids: forget_notices(sqs, notices, ids)) if notices else None,
         aws=True,
     )
+
+
+def sync_directory_list(list_id: str) -> SyncResult:
+    """The deployed directory address list made to hold the deployed routes file's addresses
+    (the RecipientsSync custom resource runs it on each deploy)."""
+    routes = load_routes(settings().routes_file)
+    lists = MailManagerAddressLists(LazyClient("mailmanager"))
+    (result,) = sync_directory(lists, [list_id], routes)
+    return result

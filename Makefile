@@ -83,6 +83,7 @@ bench: $(STAMP) system-deps
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/parse_speed.py
 	$(BIN)/python bench/parse_memory.py
+	$(BIN)/python bench/spf_speed.py
 	$(BIN)/python bench/cost.py
 	$(BIN)/python bench/deferral.py
 

@@ -61,8 +61,8 @@ class Keys:
     public: str  # base64 DER, for the p= of a key record
 
 
-def make_keys() -> Keys:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+def make_keys(bits: int = 2048) -> Keys:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
     private = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.TraditionalOpenSSL,

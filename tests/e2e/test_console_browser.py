@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
@@ -102,10 +102,11 @@ def status_of(url: str) -> int:
 
 
 def text_of(browser: webdriver.Chrome, element_id: str) -> str:
-    """The element's text once the page has it ("" until then)."""
+    """The element's text once the page has it ("" until then, and while a new page replaces
+    the one the element was found on)."""
     try:
         return str(browser.find_element(By.ID, element_id).text)
-    except NoSuchElementException:
+    except (NoSuchElementException, StaleElementReferenceException):
         return ""
 
 
@@ -154,18 +155,18 @@ def test_search_release_and_redrive_in_a_browser(gateway_factory, browser):
         browser.find_element(By.LINK_TEXT, "Invoice 4471 overdue").click()
         assert "executable-attachment" in browser.find_element(By.ID, "held").text
         browser.find_element(By.ID, "release").click()
-        notice = wait_for(lambda: text_of(browser, "notice"))
-        assert "released to bob@nutrition.co" in notice
+        assert wait_for(lambda: "released to bob@nutrition.co" in text_of(browser, "notice"))
         shot(browser, "quarantine-released")
         bob = gateway.mailbox("workspace", "bob@nutrition.co")
         wait_for(lambda: list(bob.glob("*")) if bob.is_dir() else None)
         browser.find_element(By.ID, "release").click()  # a second release does nothing
-        assert "nothing to release" in wait_for(lambda: text_of(browser, "notice"))
+        # the old page's notice stays until the new page comes: wait for the new one
+        assert wait_for(lambda: "nothing to release" in text_of(browser, "notice"))
 
         browser.get(base + "/dead-letters")
         assert "550 5.1.1" in browser.find_element(By.ID, "dead-letters").text
         browser.find_element(By.CSS_SELECTOR, "button.redrive").click()
-        assert "redriven" in wait_for(lambda: text_of(browser, "notice"))
+        assert wait_for(lambda: "redriven" in text_of(browser, "notice"))
         shot(browser, "dead-letter-redriven")
         carol = gateway.mailbox("m365", "carol@nutrition.co")
         wait_for(lambda: list(carol.glob("*")) if carol.is_dir() else None, timeout=30)

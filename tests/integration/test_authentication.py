@@ -10,8 +10,8 @@ import dkim
 import pytest
 
 from mxgate.adapters.dns import DnsPythonResolver
+from mxgate.authn.canonical import BodyCanonicalizer, BodyHash
 from mxgate.authn.check import Authenticator
-from mxgate.authn.dkim import BodyCanonicalizer, _Hasher
 from mxgate.authn.model import Authentication, DmarcPolicy, Result, Verdict
 from mxgate.authn.resolver import CachingResolver
 from mxgate.authn.results import authentication_results
@@ -156,14 +156,14 @@ def run(
     ],
 )
 def test_spf(resolver, ip, domain, sender, result):
-    found, reason = check_host(resolver, ip, domain, sender, "helo.example.test")
+    found, reason, _ = check_host(resolver, ip, domain, sender, "helo.example.test")
     assert found is result, reason
     assert reason
 
 
 def test_spf_dns_failure_is_temperror_never_none():
     down = DnsPythonResolver(["127.0.0.1"], port=silent_port(), timeout=0.3)
-    result, reason = check_host(down, GOOD_IP, "example.test", "a@example.test", "h")
+    result, reason, _ = check_host(down, GOOD_IP, "example.test", "a@example.test", "h")
     assert result is Result.TEMPERROR
     assert "DNS failure" in reason
 
@@ -266,9 +266,9 @@ def test_unsigned_mail_is_gray(authenticator):
 def test_body_canonicalization_streams_like_the_rfc(body, relaxed, canonical):
     for step in (1, 2, 3, 1000):
         canonicalizer = BodyCanonicalizer(relaxed)
-        seen = _Hasher(b"rsa-sha256", None)
-        canonicalizer.hashers.append(seen)
-        expected = _Hasher(b"rsa-sha256", None)
+        seen = BodyHash(b"sha256", None)
+        canonicalizer.hashes.append(seen)
+        expected = BodyHash(b"sha256", None)
         expected.update(canonical)
         for index in range(0, len(body), step):
             canonicalizer.feed(body[index : index + step])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,13 +15,16 @@ from moto import mock_aws
 from moto.dynamodb.exceptions import DynamodbException
 from moto.dynamodb.models import DynamoDBBackend
 
+from mxgate.adapters.aws.bootstrap import arc_sealer
 from mxgate.adapters.aws.clients import LazyClient
 from mxgate.adapters.aws.dynamodb import DynamoState
 from mxgate.adapters.aws.s3 import S3ObjectStore
+from mxgate.adapters.aws.settings import AwsSettings
 from mxgate.errors import PermanentError, TransientError
 from mxgate.records import Outcome, RecipientState, Stage, TimelineEvent
 from tests.awsstack import MOTO_CONFIG, REGION, Stack
 from tests.fakes import ManualClock
+from tests.mailtools import make_keys
 from tests.records import a_dead_letter
 
 T0 = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
@@ -182,3 +186,27 @@ def test_the_object_store_reads_what_it_wrote_and_names_what_is_missing(stack):
     assert "X-Amz-Signature" in objects.link(bucket, "raw/m1")
     with pytest.raises(PermanentError, match="raw/m2: not found"):
         objects.get(bucket, "raw/m2")
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_the_arc_sealing_key_comes_from_secrets_manager(monkeypatch, as_json):
+    """What the Process function reads on a cold start when ArcSealKeySecretArn is set: the
+    PEM, or JSON with it under "private_key"."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    pem = make_keys().private.decode()
+    with mock_aws():
+        secrets = boto3.client("secretsmanager", region_name=REGION)
+        value = json.dumps({"private_key": pem}) if as_json else pem
+        arn = secrets.create_secret(Name="mxgate-arc-seal", SecretString=value)["ARN"]
+        environment = {
+            "MXGATE_RAW_BUCKET": "raw",
+            "MXGATE_STATE_TABLE": "state",
+            "MXGATE_DEAD_LETTER_QUEUE": "https://sqs/dlq",
+            "MXGATE_ARC_SEAL_KEY_SECRET": arn,
+            "MXGATE_ARC_SEAL_DOMAIN": "nutrition.co",
+        }
+        sealer = arc_sealer(AwsSettings.from_env(environment))
+    assert sealer is not None
+    assert (sealer.domain, sealer.selector) == ("nutrition.co", "arc")
+    unset = AwsSettings.from_env({k: v for k, v in environment.items() if "ARC" not in k})
+    assert arc_sealer(unset) is None

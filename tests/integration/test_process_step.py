@@ -16,7 +16,8 @@ import pytest
 from mxgate.adapters.local.appevents import FileAppEvents
 from mxgate.adapters.local.objects import FileObjectStore
 from mxgate.adapters.local.state import SqliteState
-from mxgate.authn.check import Authenticator
+from mxgate.authn.arc import load_sealer
+from mxgate.authn.check import Authenticator, check_signatures
 from mxgate.authn.model import DmarcPolicy, Result, Verdict
 from mxgate.authn.resolver import CachingResolver
 from mxgate.clock import SystemClock
@@ -24,6 +25,7 @@ from mxgate.local.addresslists import FileAddressBook
 from mxgate.local.facts import message_facts
 from mxgate.mailmanager.models import RuleSet
 from mxgate.mailmanager.rules import ActionContext, run_rule_set
+from mxgate.message.headers import prepend_headers
 from mxgate.message.model import ParseLimits
 from mxgate.records import Envelope, Outcome
 from mxgate.routing.routes import load_routes
@@ -31,7 +33,7 @@ from mxgate.workflow.envelope import store_envelope
 from mxgate.workflow.model import ProcessInput
 from mxgate.workflow.process import process
 from mxgate.workflow.services import Services
-from tests.dnsserver import Zone, ZoneServer
+from tests.dnsserver import Zone, ZoneServer, dkimpy_dnsfunc
 from tests.mailtools import Keys, make_keys
 from tests.support import REPO
 
@@ -50,6 +52,7 @@ def dns(keys: Keys) -> Iterator[ZoneServer]:
     zone.add("shop.test", "TXT", "v=spf1 ip4:192.0.2.0/24 -all")
     zone.add("_dmarc.shop.test", "TXT", "v=DMARC1; p=reject")
     zone.add("sel._domainkey.shop.test", "TXT", f"v=DKIM1; p={keys.public}")
+    zone.add("arc._domainkey.nutrition.co", "TXT", f"v=DKIM1; k=rsa; p={keys.public}")
     server = ZoneServer(zone)
     yield server
     server.stop()
@@ -223,3 +226,39 @@ def test_a_message_not_understood_is_quarantined_with_the_reason(
     for state in states.values():
         assert state.outcome is Outcome.QUARANTINED
         assert state.detail == f"message not understood: {reason}"
+
+
+def test_process_seals_mailbox_deliveries_when_it_has_a_key(tmp_path, dns, keys):
+    """With a sealer, the trace on top is our ARC set, then Authentication-Results; dkimpy's
+    own ARC verifier finds the chain valid, and the AAR carries our verdicts."""
+    sealer = load_sealer("nutrition.co", "arc", keys.private.decode())
+    ports = services(tmp_path, dns, sealer=sealer)
+    raw = signed_order(keys)
+    output = process(stored(ports, raw, "01SEALED", ["alice@nutrition.co"]), ports)
+    [delivery] = output.deliveries
+    names = [name for name, _ in delivery.prepend]
+    assert names == [
+        "ARC-Seal",
+        "ARC-Message-Signature",
+        "ARC-Authentication-Results",
+        "Authentication-Results",
+        "Received",
+    ]
+    fields = dict(delivery.prepend)
+    assert fields["ARC-Authentication-Results"] == "i=1; " + fields["Authentication-Results"]
+    assert "cv=none" in fields["ARC-Seal"]
+    delivered = prepend_headers(raw, delivery.prepend)
+    resolver = dns.resolver()
+    cv, _, reason = dkim.arc_verify(delivered, dnsfunc=dkimpy_dnsfunc(resolver))
+    assert cv == b"pass", reason
+    again = check_signatures(io.BytesIO(delivered), resolver, now=0).arc
+    assert (again.result, again.sealers) == (Result.PASS, ["nutrition.co"])
+
+
+def test_no_sealer_no_arc_set(tmp_path, dns, keys):
+    ports = services(tmp_path, dns)
+    output = process(stored(ports, signed_order(keys), "01PLAIN", ["alice@nutrition.co"]), ports)
+    assert [name for name, _ in output.deliveries[0].prepend] == [
+        "Authentication-Results",
+        "Received",
+    ]

@@ -55,8 +55,9 @@ def _check_sane(message: ParsedMessage, store: Store) -> None:
 
 
 def _digests(message: ParsedMessage) -> set[str]:
-    """Every attachment's digest, those of attached messages included."""
-    found = set()
+    """Every attachment's and detached signature's digest, those of attached messages
+    included."""
+    found = {signature.sha256 for signature in message.signatures}
     for attachment in message.attachments:
         found.add(attachment.sha256)
         if attachment.message is not None:

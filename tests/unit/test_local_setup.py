@@ -6,12 +6,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from mxgate.authn.arc import Sealer
 from mxgate.config_files import ConfigFileError
 from mxgate.errors import ConfigError
+from mxgate.local.bootstrap import Bootstrap
 from mxgate.local.config import load_local_config
 from mxgate.local.settings import LocalSettings
-from mxgate.local.setup import load_setup
+from mxgate.local.setup import LocalSetup, load_setup
+from tests.mailtools import make_keys
 from tests.support import REPO, local_config
 from tests.templates import gateway_template
 
@@ -107,3 +111,64 @@ def test_the_local_configuration_reports_every_problem_with_its_place(tmp_path):
             "(mailbox_hosts: internet, m365, workspace)"
         ),
     ]
+
+
+def _sealing(tmp_path: Path, secrets: dict[str, dict[str, str]]) -> Any:
+    base = yaml.safe_load((REPO / "config" / "local.yaml").read_text())
+    parameters = {
+        **base.get("parameters", {}),
+        "ArcSealKeySecretArn": "mxgate-arc-seal",
+        "ArcSealDomain": "Nutrition.co.",
+    }
+    return setup_for(tmp_path, parameters=parameters, secrets={**base["secrets"], **secrets})
+
+
+def sealer_of(setup: LocalSetup) -> Sealer | None:
+    """The sealer the composition root gives the workers of this setup."""
+    return Bootstrap(setup.settings, given_setup=setup).sealer()
+
+
+def test_arc_sealing_from_the_template_parameters_and_a_local_secret(tmp_path):
+    pem = make_keys().private.decode()
+    sealer = sealer_of(_sealing(tmp_path, {"mxgate-arc-seal": {"private_key": pem}}))
+    assert sealer is not None
+    assert (sealer.domain, sealer.selector) == ("nutrition.co", "arc")  # the default selector
+    assert sealer_of(setup_for(tmp_path)) is None  # no secret named: no sealing
+
+
+@pytest.mark.parametrize(
+    ("secrets", "problem"),
+    [
+        ({}, r"ArcSealKeySecretArn names the secret mxgate-arc-seal; give its PEM key"),
+        ({"mxgate-arc-seal": {"private_key": "not a key"}}, r"not an RSA or Ed25519 private key"),
+    ],
+)
+def test_arc_sealing_problems_are_clear(tmp_path, secrets, problem):
+    with pytest.raises(ConfigError, match=problem):
+        sealer_of(_sealing(tmp_path, secrets))
+
+
+def test_a_blocklist_add_on_needs_a_local_stand_in(tmp_path):
+    with pytest.raises(ConfigError) as raised:
+        setup_for(tmp_path, parameters={"BlocklistAddon": "ABUSIX_MAIL_INTELLIGENCE"})
+    assert str(raised.value).endswith(
+        "the template's add-ons cannot run here:\n"
+        "  TrafficPolicy.PolicyStatements[0].Conditions[0].BooleanExpression.Evaluate.Analysis"
+        ".Analyzer: Blocklist (an add-on instance of the template) has no local stand-in: add "
+        "`addons: {Blocklist: {dnsbl: {zone: ...}}}` to the local configuration"
+    )
+
+
+def test_a_result_field_the_dnsbl_does_not_give_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"'IN_ZEN' in a BooleanExpression is not a result"):
+        setup_for(
+            tmp_path,
+            parameters={"BlocklistAddon": "X", "BlocklistResultField": "IN_ZEN"},
+            addons={"Blocklist": {"dnsbl": {"zone": "zen.example"}}},
+        )
+    renamed = setup_for(
+        tmp_path / "renamed",
+        parameters={"BlocklistAddon": "X", "BlocklistResultField": "IN_ZEN"},
+        addons={"Blocklist": {"dnsbl": {"zone": "zen.example", "listed_field": "IN_ZEN"}}},
+    )
+    assert renamed.config.addons["Blocklist"].dnsbl.listed_field == "IN_ZEN"

@@ -89,6 +89,82 @@ def test_encoded_word_split_inside_a_character_survives():
 
 
 @pytest.mark.parametrize(
+    ("field", "name", "expected"),
+    [
+        (b"Subject: =?iso-8859-1?Q?Gr\xfc\xdfe_aus_K\xf6ln?=", "subject", "Grüße aus Köln"),
+        (b"Subject: =?ISO-8859-2?q?P\xf3\xb3_ceny?= now", "subject", "Pół ceny now"),
+        (b"Subject: =?koi8-r?Q?\xf0\xd2\xc9\xd7\xc5\xd4?=", "subject", "Привет"),
+        (b"Subject: =?utf-8?Q?Z\xc3\xb6e?= =?utf-8?Q?_\xe2\x82\xac?=", "subject", "Zöe €"),
+        (b"From: =?iso-8859-1?Q?J=FCrgen_M\xfcller?= <jm@example.com>", "from", "Jürgen Müller"),
+        (b"From: =?iso-8859-1?Q?M\xfcller,_Hans?= <hm@example.com>", "from", "Müller, Hans"),
+        (b'To: "=?windows-1252?Q?\x93Zo\xeb\x94?=" <z@example.org>', "to", "“Zoë”"),
+    ],
+)
+def test_8bit_bytes_inside_encoded_words_take_the_words_charset(field, name, expected):
+    """Older mail programs write raw 8-bit bytes inside encoded words: they are the word's
+    charset, never windows-1252 guessed for the field, and never left undecoded."""
+    message = parse_message(field + b"\r\nMessage-ID: <x@y>\r\n\r\nbody\r\n")
+    if name == "subject":
+        assert message.subject == expected
+    else:
+        [address] = message.from_ if name == "from" else message.to
+        assert address.name == expected
+        assert "@" in address.address
+
+
+def test_smime_signature_is_a_signature_not_an_attachment():
+    raw = (
+        b"From: a@example.com\r\nTo: b@example.org\r\nSubject: signed\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/signed; protocol="application/pkcs7-signature"; '
+        b'micalg=sha-256; boundary="s"\r\n\r\n'
+        b"--s\r\nContent-Type: multipart/mixed; boundary=m\r\n\r\n"
+        b"--m\r\nContent-Type: text/plain\r\n\r\nSee the report.\r\n"
+        b"--m\r\nContent-Type: application/pdf; name=report.pdf\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--m--\r\n"
+        b"--s\r\nContent-Type: application/pkcs7-signature; name=smime.p7s\r\n"
+        b"Content-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=smime.p7s\r\n"
+        b"\r\nMIIGAAYJKoZIhvcNAQcCoIIF8TCCBe0=\r\n--s--\r\n"
+    )
+    message = parse_message(raw)
+    assert message.text == "See the report."
+    assert [a.filename for a in message.attachments] == ["report.pdf"]
+    [signature] = message.signatures
+    assert (signature.content_type, signature.protocol, signature.micalg, signature.filename) == (
+        "application/pkcs7-signature",
+        "application/pkcs7-signature",
+        "sha-256",
+        "smime.p7s",
+    )
+    assert signature.size == len(base64.b64decode("MIIGAAYJKoZIhvcNAQcCoIIF8TCCBe0="))
+
+
+def test_openpgp_and_lone_pkcs7_signatures():
+    pgp = (
+        b"From: a@example.com\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/signed; protocol="application/pgp-signature"; '
+        b'micalg=pgp-sha512; boundary="p"\r\n\r\n'
+        b"--p\r\nContent-Type: text/plain\r\n\r\nHello.\r\n"
+        b"--p\r\nContent-Type: application/pgp-signature; name=signature.asc\r\n\r\n"
+        b"-----BEGIN PGP SIGNATURE-----\r\n\r\niQEz\r\n-----END PGP SIGNATURE-----\r\n--p--\r\n"
+    )
+    message = parse_message(pgp)
+    assert (message.text, message.attachments) == ("Hello.", [])
+    assert [(s.content_type, s.micalg) for s in message.signatures] == [
+        ("application/pgp-signature", "pgp-sha512")
+    ]
+    lone = (
+        b"From: a@example.com\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=m"
+        b"\r\n\r\n--m\r\nContent-Type: text/plain\r\n\r\nHi\r\n--m\r\n"
+        b"Content-Type: application/x-pkcs7-signature; name=smime.p7s\r\n\r\nxyz\r\n--m--\r\n"
+    )
+    message = parse_message(lone)
+    assert message.attachments == []
+    assert [(s.content_type, s.protocol) for s in message.signatures] == [
+        ("application/x-pkcs7-signature", None)
+    ]
+
+
+@pytest.mark.parametrize(
     ("charset", "body", "text"),
     [
         ("iso-8859-1", "café".encode("latin-1"), "café"),

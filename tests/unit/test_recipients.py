@@ -11,7 +11,7 @@ import yaml
 
 from mxgate.cli import main
 from mxgate.local.bootstrap import Bootstrap
-from mxgate.local.ingress import address_problem, refusal
+from mxgate.local.ingress import address_problem, rcpt_refusal
 from mxgate.local.logs import VendedLogs
 from mxgate.local.settings import LocalSettings
 from mxgate.mailmanager.facts import SessionFacts
@@ -71,7 +71,7 @@ def test_the_shipped_policy_at_rcpt(bootstrap, recipient, verdict, unlisted):
     assert (decision.verdict, decision.unlisted) == (verdict, unlisted)
     if verdict is TrafficVerdict.REJECT:
         expected = "550 5.1.1" if unlisted else "550 5.7.1"
-        assert refusal(decision).startswith(expected)
+        assert rcpt_refusal(decision).startswith(expected)
 
 
 def test_the_directory_list_is_read_from_the_routes_file_never_edited(tmp_path, capsys):

@@ -131,9 +131,9 @@ class DnsFailure(TransientError):  # noqa: N818 -- RFC 7208 calls it a DNS failu
 
 
 class Resolver(Protocol):
-    """DNS lookups for sender authentication. `rrtype` is A, AAAA, MX, TXT or PTR (for PTR,
-    `name` is the IP address). TXT records come back with their strings joined, MX records as
-    their exchange names by preference, names without the final dot."""
+    """DNS lookups for sender authentication. `rrtype` is A, AAAA, MX, TXT, CNAME or PTR (for
+    PTR, `name` is the IP address). TXT records come back with their strings joined, MX records
+    as their exchange names by preference, names without the final dot."""
 
     def query(self, name: str, rrtype: str) -> DnsAnswer:
         """Raises DnsFailure when no answer could be had."""

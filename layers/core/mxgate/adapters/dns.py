@@ -71,6 +71,6 @@ def _records(rrset: dns.rrset.RRset, rrtype: str) -> tuple[str, ...]:
     if rrtype == "MX":
         ordered = sorted(rrset, key=lambda rdata: rdata.preference)
         return tuple(rdata.exchange.to_text(omit_final_dot=True) for rdata in ordered)
-    if rrtype == "PTR":
+    if rrtype in ("PTR", "CNAME"):
         return tuple(rdata.target.to_text(omit_final_dot=True) for rdata in rrset)
     return tuple(rdata.to_text() for rdata in rrset)

@@ -1,19 +1,25 @@
-"""Authenticate one message: SPF for the envelope sender and HELO, every DKIM signature, and
-DMARC over both. Reads the message once, as a stream."""
+"""Authenticate one message: SPF for the envelope sender and HELO, every DKIM signature, DMARC
+over both, and the ARC chain. Reads the message once, as a stream."""
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import BinaryIO
 
-from mxgate.authn.dkim import DkimVerifier
+from mxgate.authn.arc import ArcVerifier, Sealer, seal
+from mxgate.authn.canonical import BodyHashes, Field, HeaderSectionError, verifier_fields
+from mxgate.authn.dkim import DkimVerifier, unreadable_signatures
 from mxgate.authn.dmarc import check_dmarc
-from mxgate.authn.model import Authentication
+from mxgate.authn.model import ArcCheck, Authentication, DkimCheck, Result
+from mxgate.authn.results import HEADER as RESULTS_HEADER
+from mxgate.authn.results import authentication_results
 from mxgate.authn.spf import check_helo, check_mail_from
+from mxgate.clock import SystemClock
 from mxgate.message.headers import header_fields, read_header_section
 from mxgate.message.parse import parse_addresses
 from mxgate.message.text import header_text, unfold
-from mxgate.ports import Resolver
+from mxgate.ports import Clock, Resolver
 
 _CHUNK = 1 << 16
 
@@ -29,36 +35,124 @@ def from_domains(header_section: bytes) -> list[str]:
     return domains
 
 
-class Authenticator:
-    """Checks senders through one resolver (cached, as the composition root builds it)."""
+@dataclass
+class Signatures:
+    """What one pass over a message found of its signatures."""
 
-    def __init__(self, resolver: Resolver, authserv_id: str) -> None:
+    header_section: bytes
+    fields: list[Field]
+    dkim: list[DkimCheck]
+    arc: ArcCheck
+    seal_body_hash: bytes | None  # relaxed SHA-256 of the body, when a seal was asked for
+
+
+def check_signatures(
+    message: BinaryIO, resolver: Resolver, *, now: float, seal: bool = False
+) -> Signatures:
+    """Every DKIM signature and the ARC chain, the body streamed once for all their hashes."""
+    header_section, body_start = read_header_section(message)
+    hashes = BodyHashes()
+    try:
+        fields = verifier_fields(header_section)
+    except HeaderSectionError as error:
+        fields, unreadable = [], str(error)
+    else:
+        unreadable = ""
+    dkim = DkimVerifier(fields, hashes, now=now)
+    arc = ArcVerifier(fields, hashes)
+    seal_hash = hashes.request(relaxed=True, hash_name=b"sha256", limit=None) if seal else None
+    if hashes.wanted:
+        hashes.feed(body_start)
+        while chunk := message.read(_CHUNK):
+            hashes.feed(chunk)
+        hashes.end()
+    dkim_checks = dkim.results(resolver)
+    arc_check = arc.result(resolver)
+    if unreadable:
+        if b"dkim-signature" in header_section.lower():
+            dkim_checks = [unreadable_signatures(unreadable)]
+        if b"arc-seal" in header_section.lower():
+            arc_check = ArcCheck(result=Result.FAIL, reason=f"unreadable header: {unreadable}")
+    return Signatures(
+        header_section=header_section,
+        fields=fields,
+        dkim=dkim_checks,
+        arc=arc_check,
+        seal_body_hash=seal_hash.digest() if seal_hash is not None else None,
+    )
+
+
+class Authenticator:
+    """Checks senders through one resolver (cached, as the composition root builds it); with a
+    sealer, also seals what it found as the gateway's ARC set."""
+
+    def __init__(
+        self,
+        resolver: Resolver,
+        authserv_id: str,
+        *,
+        clock: Clock | None = None,
+        sealer: Sealer | None = None,
+    ) -> None:
         self.resolver = resolver
         self.authserv_id = authserv_id
+        self.clock = clock or SystemClock()  # signature expiry (x=), the seal's t=
+        self.sealer = sealer
 
     def authenticate(
         self, message: BinaryIO, *, client_ip: str, mail_from: str, helo: str
     ) -> Authentication:
-        header_section, body_start = read_header_section(message)
-        verifier = DkimVerifier(header_section)
-        if verifier.signed:
-            verifier.feed(body_start)
-            while chunk := message.read(_CHUNK):
-                verifier.feed(chunk)
-        dkim = verifier.results(self.resolver) if verifier.signed else []
+        authentication, _ = self._authenticate(
+            message, client_ip=client_ip, mail_from=mail_from, helo=helo, seal=False
+        )
+        return authentication
+
+    def trace_fields(
+        self, message: BinaryIO, *, client_ip: str, mail_from: str, helo: str
+    ) -> tuple[Authentication, list[tuple[str, str]]]:
+        """The results, and the fields to put on top of the message when it is delivered:
+        the gateway's ARC set (with a sealer), then Authentication-Results (RFC 8601 5)."""
+        authentication, signatures = self._authenticate(
+            message, client_ip=client_ip, mail_from=mail_from, helo=helo, seal=True
+        )
+        value = authentication_results(authentication)
+        fields = [(RESULTS_HEADER, value)]
+        if self.sealer is not None and signatures.seal_body_hash is not None:
+            arc_set = seal(
+                self.sealer,
+                signatures.fields,
+                authentication.arc,
+                signatures.seal_body_hash,
+                value,
+                timestamp=int(self.clock.now().timestamp()),
+            )
+            fields = [(n.decode(), v.decode().strip()) for n, v in arc_set] + fields
+        return authentication, fields
+
+    def _authenticate(
+        self, message: BinaryIO, *, client_ip: str, mail_from: str, helo: str, seal: bool
+    ) -> tuple[Authentication, Signatures]:
+        signatures = check_signatures(
+            message,
+            self.resolver,
+            now=self.clock.now().timestamp(),
+            seal=seal and self.sealer is not None,
+        )
         spf_mail_from = check_mail_from(self.resolver, client_ip, mail_from, helo)
         spf_helo = check_helo(self.resolver, client_ip, helo)
         dmarc = check_dmarc(
             self.resolver,
-            from_domains(header_section),
+            from_domains(signatures.header_section),
             spf_mail_from,
-            dkim,
-            sampling_key=hashlib.sha256(header_section).hexdigest(),
+            signatures.dkim,
+            sampling_key=hashlib.sha256(signatures.header_section).hexdigest(),
         )
-        return Authentication(
+        authentication = Authentication(
             authserv_id=self.authserv_id,
             spf_mail_from=spf_mail_from,
             spf_helo=spf_helo,
-            dkim=dkim,
+            dkim=signatures.dkim,
             dmarc=dmarc,
+            arc=signatures.arc,
         )
+        return authentication, signatures

@@ -1,5 +1,9 @@
 """DMARC (RFC 7489): does an SPF or DKIM pass align with the From domain, and what does the
-From domain's owner ask receivers to do with mail that fails (p, sp for subdomains, pct)?"""
+From domain's owner ask receivers to do with mail that fails (p, sp for subdomains, pct)? From
+DMARCbis, np: the policy for subdomains that do not exist at all.
+
+The organizational domain comes from the Public Suffix List that the `publicsuffixlist` package
+ships (no download at run time)."""
 
 from __future__ import annotations
 
@@ -71,6 +75,21 @@ def _record_at(resolver: Resolver, domain: str) -> dict[str, str] | None:
     return parse_record(records[0]) if records else None
 
 
+def _subdomain_policy(resolver: Resolver, from_domain: str, record: dict[str, str]) -> str | None:
+    """For a From domain under the organization's record: np= when the domain does not exist
+    (DMARCbis; NXDOMAIN, which holds for every type), else sp=; None for neither."""
+    np_policy = record.get("np", "").lower()
+    if np_policy in _POLICIES:
+        try:
+            exists = resolver.query(from_domain, "A").exists
+        except DnsFailure:
+            exists = True  # not known to be missing: the subdomain policy holds
+        if not exists:
+            return np_policy
+    sp_policy = record.get("sp", "").lower()
+    return sp_policy if sp_policy in _POLICIES else None
+
+
 def _sampled(pct: int, key: str) -> bool:
     """Whether this message is among the pct% the policy applies to: decided by the message
     itself, so a retry or a second look decides the same."""
@@ -121,8 +140,8 @@ def _evaluate(
             raise _NoDecision(Result.PERMERROR, f"_dmarc.{policy_domain}: invalid p={requested!r}")
         requested = "none"
     published = requested
-    if policy_domain != from_domain and record.get("sp", "").lower() in _POLICIES:
-        published = record["sp"].lower()
+    if policy_domain != from_domain:
+        published = _subdomain_policy(resolver, from_domain, record) or published
     try:
         pct = min(max(int(record.get("pct", "100")), 0), 100)
     except ValueError:

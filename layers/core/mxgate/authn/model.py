@@ -19,6 +19,7 @@ class Result(StrEnum):
     NONE = "none"
     TEMPERROR = "temperror"
     PERMERROR = "permerror"
+    POLICY = "policy"  # DKIM: signed, but in a way the gateway does not accept (RFC 8301)
 
 
 class Verdict(StrEnum):
@@ -48,6 +49,7 @@ class SpfCheck(Frozen):
     sender: str  # the identity checked: the MAIL FROM address, or postmaster@<helo>
     result: Result
     reason: str
+    explanation: str = ""  # what the domain's exp= says of a fail (RFC 7208 6.2), expanded
 
 
 class DkimCheck(Frozen):
@@ -69,6 +71,15 @@ class DmarcCheck(Frozen):
     pct: int = 100
     policy: DmarcPolicy | None = None  # what to do with this message: only when DMARC failed
     aligned: list[Literal["dkim", "spf"]] = Field(default_factory=list)
+
+
+class ArcCheck(Frozen):
+    """The chain a message arrived with (RFC 8617 5.2): cv= none, pass or fail."""
+
+    result: Result
+    reason: str
+    instances: int = 0  # ARC sets on the message
+    sealers: list[str] = Field(default_factory=list)  # d= of each seal, oldest first
 
 
 class Verdicts(Frozen):
@@ -130,6 +141,7 @@ class Authentication(Frozen):
     spf_helo: SpfCheck
     dkim: list[DkimCheck] = Field(default_factory=list)
     dmarc: DmarcCheck
+    arc: ArcCheck = ArcCheck(result=Result.NONE, reason="not checked")
 
     @property
     def verdicts(self) -> Verdicts:
@@ -146,5 +158,5 @@ class Authentication(Frozen):
         policy = f" policy={self.dmarc.policy.value}" if self.dmarc.policy else ""
         return (
             f"spf={self.spf_mail_from.result.value} helo={self.spf_helo.result.value} "
-            f"dkim={dkim} dmarc={self.dmarc.result.value}{policy}"
+            f"dkim={dkim} dmarc={self.dmarc.result.value}{policy} arc={self.arc.result.value}"
         )

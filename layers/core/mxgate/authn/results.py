@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from mxgate.authn.model import Authentication, DkimCheck, SpfCheck
+from mxgate.authn.model import ArcCheck, Authentication, DkimCheck, SpfCheck
 
 HEADER = "Authentication-Results"
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.@]+")  # RFC 2045 token, plus "@" and "."
@@ -57,6 +57,11 @@ def _dkim(check: DkimCheck) -> str:
     return f"dkim={check.result.value} {_comment(check.reason)} {' '.join(properties)}"
 
 
+def _arc(check: ArcCheck) -> str:
+    """RFC 8617 7.2: the chain validation status."""
+    return f"arc={check.result.value} {_comment(check.reason)}"
+
+
 def authentication_results(authentication: Authentication) -> str:
     """The field's value, folded one result per line."""
     dmarc = authentication.dmarc
@@ -74,5 +79,6 @@ def authentication_results(authentication: Authentication) -> str:
         *(_dkim(check) for check in authentication.dkim),
         *([] if authentication.dkim else ["dkim=none (no signature)"]),
         dmarc_text,
+        _arc(authentication.arc),
     ]
     return f"{authentication.authserv_id};\r\n\t" + ";\r\n\t".join(results)

@@ -14,6 +14,8 @@ def build_parser() -> argparse.ArgumentParser:
     from mxgate.cli import (  # noqa: PLC0415 -- keep `mxgate --help` fast
         addresslist,
         archive,
+        auth,
+        check,
         console,
         demo,
         dlq,
@@ -36,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         demo,
         trace,
         parse,
+        auth,
         rules,
         addresslist,
         routes,
@@ -43,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         archive,
         quarantine,
         console,
+        check,
     ):
         module.register(commands)
     return parser

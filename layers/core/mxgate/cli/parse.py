@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from mxgate.authn.check import Authenticator
-from mxgate.authn.model import Authentication
 from mxgate.authn.results import authentication_results
+from mxgate.cli.auth import describe_authentication
 from mxgate.cli.common import add_settings_arguments, print_json, settings_from, table
 from mxgate.errors import ConfigError, PermanentError
 from mxgate.local.bootstrap import build_resolver
@@ -157,6 +157,11 @@ def describe(message: ParsedMessage) -> str:
         ]
         table_text = table(rows_shown, ["FILENAME", "TYPE", "BYTES", "DISPOSITION", "SHA256"])
         lines.extend(f"  {line}" for line in table_text.splitlines())
+    for signature in message.signatures:
+        lines.append(
+            f"Signed: {signature.content_type} ({signature.filename or 'no name'}, "
+            f"{signature.size} bytes{', micalg ' + signature.micalg if signature.micalg else ''})"
+        )
     if message.defects:
         lines.append(f"Defects ({len(message.defects)}):")
         lines.extend(f"  - {defect}" for defect in message.defects)
@@ -169,35 +174,3 @@ def _differs(declared: str, sniffed: str | None) -> bool:
     if sniffed is None or declared in (sniffed, "application/octet-stream"):
         return False
     return not (sniffed == "text/plain" and declared.startswith(("text/", "message/")))
-
-
-def describe_authentication(authentication: Authentication) -> str:
-    rows = [
-        [
-            "SPF",
-            "mail from",
-            authentication.spf_mail_from.result.value,
-            authentication.spf_mail_from.reason,
-        ],
-        ["SPF", "helo", authentication.spf_helo.result.value, authentication.spf_helo.reason],
-    ]
-    rows += [
-        ["DKIM", f"{c.domain} s={c.selector}", c.result.value, c.reason]
-        for c in authentication.dkim
-    ] or [["DKIM", "", "none", "no signature"]]
-    dmarc = authentication.dmarc
-    rows.append(["DMARC", dmarc.from_domain, dmarc.result.value, dmarc.reason])
-    verdicts = authentication.verdicts
-    policy = verdicts.dmarc_policy.value if verdicts.dmarc_policy else "(DMARC did not fail)"
-    return "\n".join(
-        [
-            table(rows, ["CHECK", "IDENTITY", "RESULT", "REASON"]),
-            "",
-            (
-                f"Mail Manager verdicts: SPF {verdicts.spf.value}, DKIM {verdicts.dkim.value}, "
-                f"DMARC policy {policy}"
-            ),
-            "Authentication-Results: "
-            + authentication_results(authentication).replace("\r\n", "\n"),
-        ]
-    )

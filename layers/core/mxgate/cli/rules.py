@@ -2,7 +2,8 @@
 
 `explain` runs one message through an ingress point's traffic policy and rule set without
 sending or storing anything; `check` validates the Mail Manager resources with our models
-(every combination of the template conditions they use) and with cfn-lint.
+(every combination of the template conditions they use) and with cfn-lint; `replay`
+(cli/replay.py) runs past mail through a changed template.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from mxgate.cli.common import add_settings_arguments, print_json, settings_from
-from mxgate.config_files import read_yaml
 from mxgate.errors import ConfigError
 from mxgate.local.bootstrap import Bootstrap
 from mxgate.local.config import load_config
@@ -28,7 +28,7 @@ from mxgate.mailmanager.resources import (
     check_mail_manager,
     load_mail_manager,
 )
-from mxgate.mailmanager.template import read_samconfig_parameters, read_template
+from mxgate.mailmanager.template import read_parameter_file, read_template
 from mxgate.records import Envelope
 
 MAX_CONDITION_COMBINATIONS = 16
@@ -80,6 +80,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     check.set_defaults(handler=check_command)
     for sub in (why, check):
         add_settings_arguments(sub)
+    from mxgate.cli import replay  # noqa: PLC0415 -- it imports this module's helpers
+
+    replay.register(actions)
 
 
 def _template_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,22 +96,6 @@ def _template_arguments(parser: argparse.ArgumentParser) -> None:
         help="parameter values: samconfig.toml, a YAML/JSON mapping (or a file with "
         "`parameters:`), or a CloudFormation parameters list",
     )
-
-
-def read_parameter_file(path: Path) -> dict[str, object]:
-    if path.suffix == ".toml":
-        return dict(read_samconfig_parameters(path))
-    document = read_yaml(path, "parameters")  # JSON is YAML too
-    if isinstance(document, list):  # [{"ParameterKey": ..., "ParameterValue": ...}]
-        try:
-            return {item["ParameterKey"]: item["ParameterValue"] for item in document}
-        except (KeyError, TypeError):
-            raise ConfigError(f"{path}: a list must hold ParameterKey/ParameterValue") from None
-    if isinstance(document, dict) and isinstance(document.get("parameters"), dict):
-        document = document["parameters"]
-    if not isinstance(document, dict):
-        raise ConfigError(f"{path}: expected a mapping of parameter names to values")
-    return dict(document)
 
 
 def template_and_parameters(args: argparse.Namespace) -> tuple[Path, dict[str, str]]:
@@ -154,13 +141,16 @@ def explain_command(args: argparse.Namespace) -> int:
         tls_protocol=tls,
         ingress_point=ingress_id,
     )
-    book = Bootstrap(settings_from(args)).address_book()
+    settings = settings_from(args)
+    bootstrap = Bootstrap(settings)
+    book = bootstrap.address_book()
+    bound = bootstrap.blocklists(config) if settings.config.is_file() else {}
     result = explain(
         config=config,
         ingress_id=ingress_id,
         facts=message_facts(envelope, raw),
         recipients=args.rcpt,
-        session=SessionFacts(sender_ip=args.ip, tls_protocol=tls),
+        session=SessionFacts(args.ip, tls, {n: a.analyze(args.ip) for n, a in bound.items()}),
         book=book,
     )
     if args.json:

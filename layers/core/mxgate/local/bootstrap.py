@@ -23,6 +23,7 @@ from mxgate.adapters.local.objects import FileObjectStore
 from mxgate.adapters.local.quarantine import SqliteQuarantine
 from mxgate.adapters.local.state import SqliteState
 from mxgate.adapters.local.topics import TopicFiles
+from mxgate.authn.arc import Sealer, load_sealer
 from mxgate.authn.check import Authenticator
 from mxgate.authn.resolver import CachingResolver
 from mxgate.clock import SystemClock
@@ -30,8 +31,10 @@ from mxgate.delivery.smtp import SmtpTarget, SmtpTransport, submission_or_deferr
 from mxgate.delivery.webhook import SignedPoster, signing_keys
 from mxgate.desk import Desk
 from mxgate.errors import ConfigError
+from mxgate.local.addons import SessionAddons, analyzers
 from mxgate.local.addresslists import FileAddressBook, RoutedAddressBook
 from mxgate.local.config import DnsConfig, SesEndpoint, load_config
+from mxgate.local.history import History
 from mxgate.local.lambdas import LocalLambdas
 from mxgate.local.logs import VendedLogs
 from mxgate.local.rule_set import LocalMailManager
@@ -47,6 +50,9 @@ from mxgate.local.setup import (
 from mxgate.local.spool import Spool
 from mxgate.local.workflow import LocalWorkflow
 from mxgate.mailmanager.actions import ActionPorts
+from mxgate.mailmanager.dnsbl import DnsblAnalyzer
+from mxgate.mailmanager.models import TrafficPolicy
+from mxgate.mailmanager.resources import MailManagerResources
 from mxgate.ports import Clock, Transport
 from mxgate.recorder import Recorder
 from mxgate.routing.recipients import DIRECTORY, directory_addresses
@@ -124,6 +130,27 @@ class Bootstrap:
     def spool(self) -> Spool:
         return Spool(self.paths.spool)
 
+    def history(self, keep_seconds: float = 0) -> History:
+        """What `mxgate rules replay` runs again: accepted messages as they were received."""
+        return History(self.paths.history, keep_seconds)
+
+    def ingress_spool(self) -> Spool:
+        """The spool the ingress writes: each new file also linked into the history."""
+        keep = self.setup.config.history.keep
+        return Spool(self.paths.spool, self.history(keep).keep if keep > 0 else None)
+
+    def session_addons(self, policy: TrafficPolicy) -> SessionAddons:
+        """The DNS blocklists one traffic policy asks during SMTP sessions."""
+        return SessionAddons.for_policy(policy, self.setup.config)
+
+    def blocklists(self, *sides: MailManagerResources) -> dict[str, DnsblAnalyzer]:
+        """The DNS blocklists standing in for the add-ons these resources' policies ask, for the
+        commands that evaluate a policy without a session (rules explain, rules replay)."""
+        return analyzers(load_config(self.settings), *sides)
+
+    def authenticator(self) -> Authenticator:
+        return Authenticator(self.resolver(), self.settings.hostname, clock=self.clock)
+
     def address_list_files(self) -> FileAddressBook:
         """The lists `mxgate address-list` edits, one file each."""
         return FileAddressBook(self.paths.address_lists)
@@ -144,6 +171,26 @@ class Bootstrap:
 
     def resolver(self) -> CachingResolver:
         return build_resolver(self.setup.config.dns)
+
+    def sealer(self) -> Sealer | None:
+        """The gateway's ARC sealer when the template's ArcSealKeySecretArn is set: d= and s=
+        from ArcSealDomain and ArcSealSelector, the key from that secret's `private_key` under
+        `secrets:` (on AWS, from Secrets Manager)."""
+        parameters = self.setup.mail_manager.resolver.values
+        arn = str(parameters.get("ArcSealKeySecretArn", ""))
+        if not arn:
+            return None
+        secret = self.setup.config.secret(arn) or {}
+        if "private_key" not in secret:
+            raise ConfigError(
+                f"{self.settings.config}: ArcSealKeySecretArn names the secret {arn}; give its "
+                "PEM key locally under `secrets:`, as `private_key`"
+            )
+        return load_sealer(
+            str(parameters.get("ArcSealDomain", "")),
+            str(parameters.get("ArcSealSelector", "")),
+            secret["private_key"],
+        )
 
     def archive(self, objects: FileObjectStore | None = None) -> SqliteArchive:
         """The archive's index, over the archived copies in the object store."""
@@ -241,6 +288,7 @@ class Bootstrap:
             clock=clock,
             gateway_host=self.settings.hostname,
             resolver=resolver,
+            sealer=self.sealer(),
             message_limits=setup.config.message_limits,
             deferrals=state,
             bounces=outbound,
@@ -277,7 +325,7 @@ class Bootstrap:
             ),
             logs=self.logs(),
             locks=paths.home / "locks",
-            authenticator=Authenticator(resolver, self.settings.hostname),
+            authenticator=Authenticator(resolver, self.settings.hostname, clock=clock),
         )
         return Worker(
             setup,

@@ -13,6 +13,7 @@ from mxgate.errors import ConfigError
 from mxgate.local.limits import SmtpLimits
 from mxgate.local.settings import LocalSettings, env_name, named_port_variable
 from mxgate.message.model import ParseLimits
+from mxgate.routing.routes import Duration
 
 
 class Strict(BaseModel):
@@ -58,6 +59,33 @@ class DnsConfig(Strict):
     timeout: Annotated[float, Field(gt=0, le=30)] = 2.0
 
 
+_RESULT_FIELD = r"^(addon\.)?[\sa-zA-Z0-9_]+$"  # the botocore model's pattern
+
+
+class DnsblConfig(Strict):
+    """A DNS blocklist (RFC 5782) that stands in for an add-on instance of the template."""
+
+    zone: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+\.?$")]
+    nameservers: list[str] | None = None  # default: those of `dns:` (or the system's)
+    port: Annotated[int | None, Field(ge=1, le=65535)] = None  # default: that of `dns:`
+    # The longest an SMTP session waits for the answer, in seconds.
+    timeout: Annotated[float, Field(gt=0, le=10)] = 1.0
+    # open: a lookup that fails counts as "not listed" and the session goes on;
+    # closed: the recipient gets 451 4.7.1 and the sender tries again later.
+    on_lookup_failure: Literal["open", "closed"] = "open"
+    codes: dict[str, str] = Field(default_factory=dict)  # answer ("127.0.0.2") -> a list's name
+    # The ResultField names the template's conditions use for "listed" (a BooleanExpression)
+    # and for the listings' names (a StringExpression): the real add-on's names, if it has them.
+    listed_field: Annotated[str, Field(pattern=_RESULT_FIELD)] = "addon.listed"
+    listings_field: Annotated[str, Field(pattern=_RESULT_FIELD)] = "addon.listings"
+
+
+class AddonBinding(Strict):
+    """What one `AWS::SES::MailManagerAddonInstance` of the template is on this machine."""
+
+    dnsbl: DnsblConfig
+
+
 class SesEndpoint(Strict):
     """SES sending at a given endpoint (a moto server, a test double) instead of a stand-in."""
 
@@ -72,6 +100,12 @@ class AsRouted(Strict):
 
 
 LocalDestination = str | SesEndpoint | AsRouted  # a string names a local mailbox host
+
+
+class HistoryConfig(Strict):
+    """How long accepted messages are kept, as received, for `mxgate rules replay`."""
+
+    keep: Duration = 7 * 86400.0  # 0: keep none
 
 
 class LocalConfig(Strict):
@@ -98,6 +132,9 @@ class LocalConfig(Strict):
     # key/value pairs: `password` for AUTH ingress points, `username` + `password` for relays.
     secrets: dict[str, dict[str, str]] = Field(default_factory=dict)
     dns: DnsConfig = DnsConfig()
+    # Add-on instances of the template (logical id) -> what answers for them here.
+    addons: dict[str, AddonBinding] = Field(default_factory=dict)
+    history: HistoryConfig = HistoryConfig()
     message_limits: ParseLimits = ParseLimits()
 
     def secret(self, arn: str) -> dict[str, str] | None:

@@ -19,9 +19,11 @@ from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from mxgate.errors import SMTP_REPLY, FailureKind
 from mxgate.ids import new_message_id
+from mxgate.local.addons import SessionAddons
 from mxgate.local.logs import INGRESS, TRAFFIC_POLICY, VendedLogs
 from mxgate.local.smtp import peer_ip
 from mxgate.local.spool import Spool
+from mxgate.mailmanager.addons import AddonResult, statement_analyzers
 from mxgate.mailmanager.addresses import AddressBook
 from mxgate.mailmanager.facts import SessionFacts
 from mxgate.mailmanager.models import IngressPoint, TrafficPolicy
@@ -81,12 +83,13 @@ def tls_cipher(session: Session) -> tuple[str, int] | tuple[None, None]:
     return str(name), int(bits)
 
 
-def refusal(decision: TrafficDecision) -> str:
+def rcpt_refusal(decision: TrafficDecision, listed: str = "") -> str:
     """The reply to a recipient the traffic policy refused: a user the directory does not
-    list is unknown (5.1.1); anything else is refused by policy (5.7.1)."""
+    list is unknown (5.1.1); anything else is refused by policy (5.7.1), with what the
+    deciding statement's blocklists found (`listed`)."""
     if decision.unlisted is not None:
         return f"550 5.1.1 Recipient address rejected: user unknown (not in {decision.unlisted})"
-    return f"550 5.7.1 Recipient refused by policy ({decision.decided_by})"
+    return f"550 5.7.1 Recipient refused by policy ({decision.decided_by}{listed})"
 
 
 class IngressHandler:
@@ -105,8 +108,10 @@ class IngressHandler:
         clock: Clock,
         submit: Callable[[Path], None],
         smtp_password: str | None = None,
+        addons: SessionAddons | None = None,
     ) -> None:
         self.ingress_id = ingress_id
+        self.addons = addons or SessionAddons({})
         self.ingress = ingress
         self.policy = policy
         self.smtp_password = smtp_password
@@ -192,7 +197,11 @@ class IngressHandler:
             return "452 4.5.3 Too many recipients"
         if (problem := address_problem(address)) is not None:
             return f"501 5.1.3 Bad recipient address syntax: {problem}"
-        facts = SessionFacts(sender_ip=peer_ip(session), tls_protocol=tls_protocol(session))
+        sender_ip = peer_ip(session)
+        results = await self.addons.results(session, sender_ip)  # blocklists: once a session
+        if (refusal := self.addons.refusal(results)) is not None:
+            return refusal
+        facts = SessionFacts(sender_ip, tls_protocol(session), results)
         decision = evaluate_traffic_policy(self.policy, address, facts, self.book)
         self.logs.write(
             TRAFFIC_POLICY,
@@ -213,10 +222,18 @@ class IngressHandler:
                     "decided_by": decision.decided_by,
                 },
             )
-            return refusal(decision)
+            return rcpt_refusal(decision, self._listed(results, decision.statement))
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 Recipient OK"
+
+    def _listed(self, results: dict[str, AddonResult], statement: int | None) -> str:
+        """What the blocklists the deciding statement asked found, for the refusal."""
+        if statement is None:
+            return ""
+        asked = statement_analyzers(self.policy, statement)
+        found = [r.summary for name, r in results.items() if name in asked and r.flagged]
+        return f": {'; '.join(found)}" if found else ""
 
     def _accept(self, message: Envelope, raw: bytes, now: datetime) -> Path:
         """In a thread: the fsynced spool file first (only then is 250 due), then the timeline

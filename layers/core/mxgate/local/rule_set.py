@@ -26,7 +26,7 @@ from mxgate.mailmanager.actions import ActionPorts, ActionRunner, Stored
 from mxgate.mailmanager.addresses import AddressBook
 from mxgate.mailmanager.models import RuleSet
 from mxgate.mailmanager.resources import MailManagerResources
-from mxgate.mailmanager.rules import RuleSetOutcome, run_rule_set
+from mxgate.mailmanager.rules import TERMINAL_BY_ACTION, RuleSetOutcome, run_rule_set
 from mxgate.mailmanager.template import logical_id_of
 from mxgate.records import Envelope, Outcome, RuleSetRetry, Stage
 from mxgate.workflow.envelope import store_envelope
@@ -34,16 +34,6 @@ from mxgate.workflow.envelope import store_envelope
 log = logging.getLogger("mxgate.mailmanager")
 
 LOCK_SLOTS = 64
-
-# What an action's success means for a recipient that no WriteToS3 hands to the workflow.
-_TERMINAL_BY_ACTION = {
-    "Relay": Outcome.DELIVERED,
-    "Send": Outcome.DELIVERED,
-    "DeliverToMailbox": Outcome.DELIVERED,
-    "Bounce": Outcome.BOUNCED,
-    "InvokeLambda": Outcome.HANDED_TO_APP,
-    "PublishToSns": Outcome.HANDED_TO_APP,
-}
 
 
 @dataclass(frozen=True)
@@ -251,9 +241,9 @@ class LocalMailManager:
                 continue
             if address in handed_on:
                 continue  # the workflow decides
-            done = [a for a in succeeded.get(address, []) if a in _TERMINAL_BY_ACTION]
+            done = [a for a in succeeded.get(address, []) if a in TERMINAL_BY_ACTION]
             if done:
-                settle(address, _TERMINAL_BY_ACTION[done[0]], f"rule action {done[0]}")
+                settle(address, TERMINAL_BY_ACTION[done[0]], f"rule action {done[0]}")
             elif trail.dropped_by is not None:
                 settle(address, Outcome.DROPPED, trail.dropped_by)
             elif address in failed:

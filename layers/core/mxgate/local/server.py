@@ -66,7 +66,7 @@ class Gateway:
         self.clock = bootstrap.clock
         self.pool: ProcessPoolExecutor | None = None
         self.pool_args: tuple[str, str] = ("", "")  # the workers' initializer arguments
-        self.spool = bootstrap.spool()
+        self.spool = bootstrap.ingress_spool()
         self.in_flight: set[Path] = set()  # spool files handed to the pool and not yet done
         self.pool_generation = 0  # a new pool replaces one whose worker died
         self.pending: set[Future[str]] = set()
@@ -206,6 +206,8 @@ class Gateway:
         mailbox_ports, servers = await self._mailbox_hosts(loop)
         self.pool_args = (setup.settings.model_dump_json(), json.dumps(mailbox_ports))
         self._start_pool()
+        if setup.config.history.keep > 0:
+            self.bootstrap.history().prune(self.clock.now())
         # what a previous run accepted but did not finish, before anything new is accepted
         self.spool.discard_partial()
         for path in self.spool.pending():
@@ -233,6 +235,7 @@ class Gateway:
                 clock=self.clock,
                 submit=self.submit,
                 smtp_password=listener.smtp_password,
+                addons=self.bootstrap.session_addons(listener.traffic_policy),
             )
             server = await loop.create_server(
                 partial(self._session, listener, handler, tls),

@@ -77,6 +77,11 @@ class Paths:
         return self.home / "spool"
 
     @property
+    def history(self) -> Path:
+        """Accepted messages as received, for `mxgate rules replay` (local/history.py)."""
+        return self.home / "history"
+
+    @property
     def objects(self) -> Path:
         return self.home / "objects"
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mxgate.errors import ConfigError
+from mxgate.local.addons import check_addons
 from mxgate.local.config import LocalConfig, load_config, unknown_port_variables
 from mxgate.local.runfile import RUN_FILE
 from mxgate.local.settings import LocalSettings, Paths, env_name
@@ -17,6 +18,7 @@ from mxgate.local.workflow import StateMachineSource, load_state_machine
 from mxgate.mailmanager.models import IngressPoint, RuleSet, TrafficPolicy
 from mxgate.mailmanager.resources import MailManagerResources, load_mail_manager
 from mxgate.mailmanager.template import (
+    logical_id_of,
     parameter_values,
     read_samconfig_parameters,
     read_template,
@@ -191,11 +193,18 @@ def load_setup(settings: LocalSettings) -> LocalSetup:
     unknown = sorted(set(config.destinations) - set(routes.destinations))
     if unknown:
         raise ConfigError(f"{settings.config}: destinations {unknown} are not in the routes file")
+    listeners = _listeners(settings, config, settings.config, mail_manager)
+    check_addons(
+        config,
+        settings.config,
+        {logical_id_of(x.ingress.TrafficPolicyId): x.traffic_policy for x in listeners},
+        mail_manager.addon_instances,
+    )
     return LocalSetup(
         settings=settings,
         config=config,
         mail_manager=mail_manager,
-        listeners=_listeners(settings, config, settings.config, mail_manager),
+        listeners=listeners,
         routes=routes,
         state_machine=load_state_machine(config.template, mail_manager.resolver),
     )

@@ -8,6 +8,7 @@ at any point is recovered by replaying what is left on start.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from mxgate.records import Envelope
@@ -17,8 +18,11 @@ _PARTIAL = ".partial"
 
 
 class Spool:
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self, directory: Path, keep: Callable[[Path, Envelope], None] | None = None
+    ) -> None:
         self.directory = directory
+        self.keep = keep  # called with each new spool file: the replay history links it
         directory.mkdir(parents=True, exist_ok=True)
 
     def write(self, envelope: Envelope, raw: bytes) -> Path:
@@ -46,6 +50,8 @@ class Spool:
             os.fsync(directory)
         finally:
             os.close(directory)
+        if self.keep is not None:
+            self.keep(path, envelope)
         return path
 
     def discard_partial(self) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from mxgate.authn.model import DmarcPolicy, Verdict
+from mxgate.mailmanager.addons import AddonResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,6 +15,7 @@ class SessionFacts:
 
     sender_ip: str
     tls_protocol: str | None = None  # "TLS1_2", "TLS1_3", or None without STARTTLS
+    addons: Mapping[str, AddonResult] = field(default_factory=dict)  # by add-on instance
 
 
 @dataclass(frozen=True, slots=True)

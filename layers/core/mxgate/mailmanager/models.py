@@ -613,3 +613,17 @@ class AddressList(CfnModel):
         str | None, Field(min_length=1, max_length=255, pattern=r"^[a-zA-Z0-9_.-]+$")
     ] = None
     Tags: Annotated[list[Tag] | None, Field(max_length=200)] = None
+
+
+class AddonSubscription(CfnModel):
+    """A subscription to one of Mail Manager's email add-ons (a third party's analysis)."""
+
+    AddonName: str
+    Tags: Annotated[list[Tag] | None, Field(max_length=200)] = None
+
+
+class AddonInstance(CfnModel):
+    """A usable add-on: what a policy's or rule's `Analysis.Analyzer` names."""
+
+    AddonSubscriptionId: Annotated[str, Field(min_length=1)]
+    Tags: Annotated[list[Tag] | None, Field(max_length=200)] = None

@@ -18,6 +18,8 @@ from mxgate.config_files import Problem, validation_problems
 from mxgate.errors import ConfigError
 from mxgate.mailmanager import models
 from mxgate.mailmanager.models import (
+    AddonInstance,
+    AddonSubscription,
     AddressList,
     Archive,
     IngressPoint,
@@ -28,6 +30,7 @@ from mxgate.mailmanager.models import (
 )
 from mxgate.mailmanager.template import (
     FUNCTION_TYPES,
+    STACK_NAME,
     Resolver,
     TemplateError,
     logical_id_of,
@@ -41,6 +44,8 @@ _TYPES: dict[str, tuple[str, type[BaseModel]]] = {
     "relays": ("AWS::SES::MailManagerRelay", Relay),
     "archives": ("AWS::SES::MailManagerArchive", Archive),
     "address_lists": ("AWS::SES::MailManagerAddressList", AddressList),
+    "addon_subscriptions": ("AWS::SES::MailManagerAddonSubscription", AddonSubscription),
+    "addon_instances": ("AWS::SES::MailManagerAddonInstance", AddonInstance),
 }
 MAIL_MANAGER_TYPES = frozenset(kind for kind, _ in _TYPES.values())
 
@@ -95,6 +100,8 @@ class MailManagerResources:
     archives: Mapping[str, Archive]
     address_lists: Mapping[str, AddressList]
     resolver: Resolver
+    addon_subscriptions: Mapping[str, AddonSubscription] = field(default_factory=dict)
+    addon_instances: Mapping[str, AddonInstance] = field(default_factory=dict)
     template: Path = field(default=Path("template.yaml"))
 
     def ingress_point(self, name: str | None = None) -> tuple[str, IngressPoint]:
@@ -260,10 +267,14 @@ def check_mail_manager(
     template: Path,
     parameters: Mapping[str, str] | None = None,
     condition_values: Mapping[str, bool] | None = None,
+    stack: str = STACK_NAME,
 ) -> tuple[MailManagerResources | None, list[Problem]]:
-    """Load and cross-check the Mail Manager resources; every problem found, not just the first."""
+    """Load and cross-check the Mail Manager resources; every problem found, not just the first.
+    `stack` is what AWS::StackName resolves to (a deployed stack's name for --aws)."""
     document = read_template(template)
-    resolver = Resolver(document, dict(parameters or {}), condition_values=condition_values or {})
+    resolver = Resolver(
+        document, dict(parameters or {}), stack=stack, condition_values=condition_values or {}
+    )
     problems: list[Problem] = []
     found: dict[str, dict[str, Any]] = {attribute: {} for attribute in _TYPES}
     kinds = {kind: (attribute, model) for attribute, (kind, model) in _TYPES.items()}
@@ -290,9 +301,9 @@ def check_mail_manager(
 
 
 def load_mail_manager(
-    template: Path, parameters: Mapping[str, str] | None = None
+    template: Path, parameters: Mapping[str, str] | None = None, stack: str = STACK_NAME
 ) -> MailManagerResources:
-    config, problems = check_mail_manager(template, parameters)
+    config, problems = check_mail_manager(template, parameters, stack=stack)
     if config is None:
         raise MailManagerError(template, problems)
     return config

@@ -20,6 +20,17 @@ from mxgate.mailmanager.addresses import AddressBook
 from mxgate.mailmanager.conditions import rule_applies
 from mxgate.mailmanager.facts import MessageFacts
 from mxgate.mailmanager.models import FailurePolicy, Rule, RuleAction, RuleSet
+from mxgate.records import Outcome
+
+# What an action's success means for a recipient that no WriteToS3 hands to the workflow.
+TERMINAL_BY_ACTION = {
+    "Relay": Outcome.DELIVERED,
+    "Send": Outcome.DELIVERED,
+    "DeliverToMailbox": Outcome.DELIVERED,
+    "Bounce": Outcome.BOUNCED,
+    "InvokeLambda": Outcome.HANDED_TO_APP,
+    "PublishToSns": Outcome.HANDED_TO_APP,
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from mxgate.config_files import read_yaml
 from mxgate.errors import ConfigError
 
 NO_VALUE = object()
@@ -65,7 +66,12 @@ class TemplateError(ConfigError):
         self.reason = reason
 
 
-class _CfnLoader(yaml.SafeLoader):
+# libyaml's parser when PyYAML has it: about 9 times faster on template.yaml (0.06 s against
+# 0.54 s here), which every command that reads the template pays.
+_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _CfnLoader(_SafeLoader):  # type: ignore[valid-type,misc]
     """YAML loader that turns `!Ref x` into `{"Ref": "x"}` and so on."""
 
 
@@ -118,6 +124,24 @@ def read_samconfig_parameters(path: Path, environment: str = "default") -> dict[
             pairs = (item.split("=", 1) for item in items)
             return dict(pairs)
     return {}
+
+
+def read_parameter_file(path: Path) -> dict[str, object]:
+    """Parameter values from a file: samconfig.toml, a YAML/JSON mapping (or a file with
+    `parameters:`), or a CloudFormation parameters list."""
+    if path.suffix == ".toml":
+        return dict(read_samconfig_parameters(path))
+    document = read_yaml(path, "parameters")  # JSON is YAML too
+    if isinstance(document, list):  # [{"ParameterKey": ..., "ParameterValue": ...}]
+        try:
+            return {item["ParameterKey"]: item["ParameterValue"] for item in document}
+        except (KeyError, TypeError):
+            raise ConfigError(f"{path}: a list must hold ParameterKey/ParameterValue") from None
+    if isinstance(document, dict) and isinstance(document.get("parameters"), dict):
+        document = document["parameters"]
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: expected a mapping of parameter names to values")
+    return dict(document)
 
 
 def parameter_text(value: object) -> str:
@@ -177,6 +201,14 @@ _ARN_ATTRIBUTES = {
     "AWS::SES::MailManagerAddressList": {
         "AddressListArn": "mailmanager-address-list",
         "AddressListId": None,
+    },
+    "AWS::SES::MailManagerAddonSubscription": {
+        "AddonSubscriptionArn": "mailmanager-addon-subscription",
+        "AddonSubscriptionId": None,
+    },
+    "AWS::SES::MailManagerAddonInstance": {
+        "AddonInstanceArn": "mailmanager-addon-instance",
+        "AddonInstanceId": None,
     },
     "AWS::SES::MailManagerIngressPoint": {
         "IngressPointArn": "mailmanager-ingress-point",

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from mxgate.mailmanager.addons import addon_boolean, addon_strings
 from mxgate.mailmanager.addresses import AddressBook
 from mxgate.mailmanager.facts import SessionFacts
 from mxgate.mailmanager.models import (
@@ -40,6 +41,7 @@ class TrafficDecision:
     verdict: TrafficVerdict
     decided_by: str  # "PolicyStatements[2] (DENY)" or "DefaultAction (DENY)"
     evaluations: tuple[StatementEvaluation, ...]  # every statement, in evaluation order
+    statement: int | None = None  # the index of the statement that decided, if one did
     # REJECT because the recipient is not in this address list (an unknown user), if so
     unlisted: str | None = None
 
@@ -84,8 +86,12 @@ def condition_holds(
 ) -> tuple[bool, str]:
     """Whether one condition holds, and a line that says why."""
     if (expr := condition.StringExpression) is not None:
-        if expr.Evaluate.Attribute is None:
-            return False, "add-on analysis results are not available locally: no match"
+        if expr.Evaluate.Analysis is not None:
+            candidates, shown = addon_strings(expr.Evaluate.Analysis, session.addons)
+            if candidates is None:
+                return False, shown
+            held = string_holds(expr.Operator, candidates, expr.Values)
+            return held, f"{shown} {expr.Operator.value} {expr.Values}: {held}"
         held = string_holds(expr.Operator, [recipient], expr.Values)
         return held, f"RECIPIENT {recipient} {expr.Operator.value} {expr.Values}: {held}"
     if (ip4 := condition.IpExpression) is not None:
@@ -110,7 +116,12 @@ def condition_holds(
     assert boolean is not None
     listed = boolean.Evaluate.IsInAddressList
     if listed is None:
-        return False, "add-on analysis results are not available locally: no match"
+        assert boolean.Evaluate.Analysis is not None
+        value, shown = addon_boolean(boolean.Evaluate.Analysis, session.addons)
+        if value is None:
+            return False, shown
+        held = value if boolean.Operator is BooleanOperator.IS_TRUE else not value
+        return held, f"{shown}, {boolean.Operator.value}: {held}"
     list_id = logical_id_of(listed.AddressLists[0])
     member = book.contains(list_id, recipient)
     held = member if boolean.Operator is BooleanOperator.IS_TRUE else not member
@@ -131,7 +142,7 @@ def evaluate_traffic_policy(
     policy: TrafficPolicy, recipient: str, session: SessionFacts, book: AddressBook
 ) -> TrafficDecision:
     evaluations: list[StatementEvaluation] = []
-    decided: tuple[TrafficVerdict, str] | None = None
+    decided: tuple[TrafficVerdict, str, int | None] | None = None
     # the list that kept the recipient out: an ALLOW it missed, or a DENY for non-members
     unlisted: str | None = None
     missed: str | None = None
@@ -163,12 +174,14 @@ def evaluate_traffic_policy(
                 verdict = (
                     TrafficVerdict.ACCEPT if action is AcceptAction.ALLOW else TrafficVerdict.REJECT
                 )
-                decided = (verdict, f"PolicyStatements[{index}] ({action.value})")
+                decided = (verdict, f"PolicyStatements[{index}] ({action.value})", index)
                 if action is AcceptAction.DENY:
                     unlisted = non_member
     if decided is None:
         default = policy.DefaultAction
         verdict = TrafficVerdict.ACCEPT if default is AcceptAction.ALLOW else TrafficVerdict.REJECT
-        decided = (verdict, f"DefaultAction ({default.value})")
+        decided = (verdict, f"DefaultAction ({default.value})", None)
         unlisted = missed if verdict is TrafficVerdict.REJECT else None
-    return TrafficDecision(recipient, decided[0], decided[1], tuple(evaluations), unlisted)
+    return TrafficDecision(
+        recipient, decided[0], decided[1], tuple(evaluations), decided[2], unlisted
+    )

@@ -118,11 +118,14 @@ def remove_authentication_results(raw: bytes, authserv_id: str) -> bytes:
         if name.lower() == b"authentication-results"
         and _authserv_id(raw[start:end].split(b":", 1)[1]).lower() == ours
     ]
-    if not doomed:
-        return raw
+    return without_fields(raw, doomed)
+
+
+def without_fields(raw: bytes, spans: Iterable[tuple[int, int]]) -> bytes:
+    """The message without the fields at `spans` (header_fields' start and end, in order)."""
     kept = []
     position = 0
-    for start, end in doomed:
+    for start, end in spans:
         kept.append(raw[position:start])
         position = end
     kept.append(raw[position:])

@@ -79,6 +79,18 @@ class Attachment(Frozen):
     message: ParsedMessage | None = None  # a message/rfc822 attachment, parsed
 
 
+class Signature(Frozen):
+    """A detached signature part (RFC 1847 multipart/signed: S/MIME, OpenPGP), which mail
+    programs show as the message's signature rather than as a file."""
+
+    content_type: str  # application/pkcs7-signature, application/pgp-signature, ...
+    protocol: str | None = None  # multipart/signed's protocol parameter, when there is one
+    micalg: str | None = None  # multipart/signed's micalg (the digest the signer used)
+    filename: str | None = None
+    size: int  # decoded bytes
+    sha256: str  # of the decoded bytes
+
+
 class ParsedMessage(Frozen):
     message_id: str | None = None  # without angle brackets
     subject: str = ""
@@ -94,6 +106,7 @@ class ParsedMessage(Frozen):
     text: str | None = None  # the plain-text body (inline text parts joined), or None
     html: str | None = None  # the HTML body, or None
     attachments: list[Attachment] = Field(default_factory=list)
+    signatures: list[Signature] = Field(default_factory=list)  # detached, not attachments
     headers: list[HeaderField] = Field(default_factory=list)
     envelope: SmtpEnvelope | None = None
     # Flags. RFC 3834 Auto-Submitted, RFC 2369/2919 List-*, Precedence, RFC 3462/3464 reports.

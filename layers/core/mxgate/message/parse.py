@@ -31,6 +31,7 @@ from mxgate.message.model import (
     HeaderField,
     ParsedMessage,
     ParseLimits,
+    Signature,
     SmtpEnvelope,
 )
 from mxgate.message.text import clean, decode_bytes, decode_words, header_text, unfold
@@ -89,8 +90,15 @@ class _Found:
     texts: list[str] = field(default_factory=list)
     htmls: list[str] = field(default_factory=list)
     attachments: list[Attachment] = field(default_factory=list)
+    signatures: list[Signature] = field(default_factory=list)
     statuses: list[DeliveryStatus] = field(default_factory=list)
     defects: list[str] = field(default_factory=list)
+
+
+# Detached signatures, wherever they appear (RFC 8551 3.5, RFC 3156 5).
+SIGNATURE_TYPES = frozenset(
+    {"application/pkcs7-signature", "application/x-pkcs7-signature", "application/pgp-signature"}
+)
 
 
 class _Builder:
@@ -159,6 +167,7 @@ class _Builder:
                 "text": _joined(found.texts),
                 "html": _joined(found.htmls),
                 "attachments": found.attachments,
+                "signatures": found.signatures,
                 "headers": headers,
                 "auto_submitted": auto_submitted != "no",
                 "auto_reply": auto_submitted == "auto-replied"
@@ -187,12 +196,20 @@ class _Builder:
             if part.content_type == "multipart/alternative":
                 # one body told several ways: the first plain and the first HTML version
                 versions = _Found(
-                    attachments=found.attachments, statuses=found.statuses, defects=found.defects
+                    attachments=found.attachments,
+                    signatures=found.signatures,
+                    statuses=found.statuses,
+                    defects=found.defects,
                 )
                 for child in part.children:
                     self._walk(child, versions)
                 found.texts.extend(versions.texts[:1])
                 found.htmls.extend(versions.htmls[:1])
+            elif part.content_type == "multipart/signed" and part.children:
+                # RFC 1847: the signed content, then its signature (whatever its type says)
+                self._walk(part.children[0], found)
+                for child in part.children[1:]:
+                    self._signature(child, found, signed=part)
             else:
                 for child in part.children:
                     self._walk(child, found)
@@ -202,6 +219,9 @@ class _Builder:
             return
         content = part.content
         if content is None:
+            return
+        if part.content_type in SIGNATURE_TYPES:
+            self._signature(part, found)
             return
         nested = None
         if part.nested is not None:
@@ -225,6 +245,21 @@ class _Builder:
                 content_id=content_id,
                 key=self._keep(content.sha256, part.content_type, content.data),
                 message=nested,
+            )
+        )
+
+    def _signature(self, part: Part, found: _Found, signed: Part | None = None) -> None:
+        if part.content is None:  # not a leaf: walk it as content after all
+            self._walk(part, found)
+            return
+        found.signatures.append(
+            Signature(
+                content_type=part.content_type,
+                protocol=signed.parameter("protocol") if signed is not None else None,
+                micalg=signed.parameter("micalg") if signed is not None else None,
+                filename=part.filename,
+                size=part.content.size,
+                sha256=part.content.sha256,
             )
         )
 

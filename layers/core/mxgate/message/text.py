@@ -90,9 +90,16 @@ def decode_bytes(data: bytes, charset: str | None) -> tuple[str, str | None]:
 
 
 def header_text(data: bytes, fallback: str | None = None) -> str:
-    """A raw header value to text: UTF-8 (RFC 6532), else the given charset, else cp1252."""
+    """A raw header value to text: UTF-8 (RFC 6532), else the given charset, else cp1252.
+    Raw 8-bit bytes inside an encoded word (older mail programs write
+    `=?iso-8859-1?Q?M\xfcller?=`) belong to the word's charset: they become =XX first, so the
+    word decodes with its own charset wherever it is decoded."""
     if data.isascii():
         return data.decode("ascii")
+    if b"=?" in data:
+        data = _ENCODED_WORD.sub(_ascii_word, data)
+        if data.isascii():
+            return data.decode("ascii")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -127,6 +134,17 @@ def shown(text: str) -> str:
 _ENCODED_WORD = re.compile(rb"=\?([^?\s*]+)(?:\*[^?\s]*)?\?([bBqQ])\?([^?\s]*)\?=")
 _BETWEEN_WORDS = re.compile(rb"[ \t\r\n]*")
 _Q_HEX = re.compile(rb"=([0-9A-Fa-f]{2})")
+
+
+def _ascii_word(match: re.Match[bytes]) -> bytes:
+    """An encoded word with its 8-bit bytes written as Q's =XX (B words cannot hold them)."""
+    word = match.group(0)
+    if word.isascii() or match.group(2) not in b"qQ":
+        return word
+    payload = match.group(3)
+    start = match.start(3) - match.start(0)
+    escaped = b"".join(b"=%02X" % byte if byte > 0x7F else bytes([byte]) for byte in payload)
+    return word[:start] + escaped + word[start + len(payload) :]
 
 
 def _word_bytes(encoding: bytes, payload: bytes) -> bytes:

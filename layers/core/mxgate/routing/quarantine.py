@@ -16,6 +16,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mxgate.authn.model import Authentication
 from mxgate.message.attachments import file_names
 from mxgate.message.model import Attachment, ParsedMessage
 
@@ -96,6 +97,21 @@ class MessageFacts:
     verdicts: AuthVerdicts = AuthVerdicts()
     from_domain: str | None = None
     attachments: Sequence[Attachment] = field(default_factory=tuple)
+
+
+def auth_verdicts(authentication: Authentication | None) -> AuthVerdicts | None:
+    """The results quarantine rules test, in RFC 8601 words."""
+    if authentication is None:
+        return None
+    dkim = [check.result.value for check in authentication.dkim]
+    return AuthVerdicts(
+        spf=authentication.spf_mail_from.result.value,
+        dkim="pass" if "pass" in dkim else (dkim[0] if dkim else "none"),
+        dmarc=authentication.dmarc.result.value,
+        dmarc_policy=authentication.dmarc.published.lower()
+        if authentication.dmarc.published
+        else None,
+    )
 
 
 def facts_of(parsed: ParsedMessage, verdicts: AuthVerdicts | None = None) -> MessageFacts:

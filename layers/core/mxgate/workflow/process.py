@@ -12,8 +12,6 @@ from typing import BinaryIO, Literal, cast
 
 from mxgate.authn.check import Authenticator
 from mxgate.authn.model import Authentication
-from mxgate.authn.results import HEADER as RESULTS_HEADER
-from mxgate.authn.results import authentication_results
 from mxgate.errors import TransientError
 from mxgate.message.attachments import ObjectStoreAttachments
 from mxgate.message.model import Address, ParsedMessage
@@ -30,7 +28,7 @@ from mxgate.records import (
     variant_of,
 )
 from mxgate.routing.classify import RouteKind, classify
-from mxgate.routing.quarantine import AuthVerdicts, facts_of, quarantine_rule
+from mxgate.routing.quarantine import auth_verdicts, facts_of, quarantine_rule
 from mxgate.workflow.envelope import read_envelope
 from mxgate.workflow.model import (
     DeliveryResult,
@@ -75,7 +73,7 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
             look_beside=services.envelope_sidecars,
         )
         copy.seek(0)
-        authentication = _authenticate(copy, envelope, services)
+        authentication, authentication_fields = _authenticate(copy, envelope, services)
         copy.seek(0)
         small = copy.read() if parsed.size <= INLINE_MAX else None
     message_id = envelope.message_id
@@ -104,7 +102,7 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
             ),
         ),
     ]
-    trace = _trace(envelope, authentication, services)
+    trace = _trace(envelope, authentication_fields, services)
     if parsed.unreadable is not None:  # not understood: kept where it is, never dropped
         records.record(events)
         reason = f"message not understood: {parsed.unreadable}"
@@ -126,7 +124,7 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
         return ProcessOutput(message=ref, deliveries=[], authentication=authentication)
     kept: list[HeldRecipient] = []
     groups: dict[tuple[RouteKind, str], list[str]] = defaultdict(list)
-    facts = facts_of(parsed, _auth_verdicts(authentication))
+    facts = facts_of(parsed, auth_verdicts(authentication))
     for recipient in envelope.recipients:
         route = classify(recipient, services.routes)
         events.append(
@@ -181,17 +179,16 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
 
 
 def _trace(
-    envelope: Envelope, authentication: Authentication | None, services: Services
+    envelope: Envelope, authentication_fields: list[tuple[str, str]], services: Services
 ) -> list[tuple[str, str]]:
-    """The trace fields every mailbox delivery of the message gets on top."""
+    """The trace fields every mailbox delivery of the message gets on top: the
+    authentication's (our ARC set when we seal, then Authentication-Results), as a verifying
+    MTA adds them (RFC 8601 5), then Received."""
     received = (
         RECEIVED,
         received_value(envelope, services.gateway_host, envelope.message_id, services.clock.now()),
     )
-    trace = [received]
-    if authentication is not None:  # on top, as a verifying MTA adds it (RFC 8601 5)
-        trace.insert(0, (RESULTS_HEADER, authentication_results(authentication)))
-    return trace
+    return [*authentication_fields, received]
 
 
 def _hold(  # noqa: PLR0917 -- what the process step knows at that point
@@ -235,28 +232,19 @@ def _hold(  # noqa: PLR0917 -- what the process step knows at that point
 
 def _authenticate(
     message: BinaryIO, envelope: Envelope, services: Services
-) -> Authentication | None:
-    """SPF, DKIM and DMARC for the message, when the runtime gave us DNS."""
+) -> tuple[Authentication | None, list[tuple[str, str]]]:
+    """SPF, DKIM, DMARC and ARC for the message, when the runtime gave us DNS, and the fields
+    a mailbox delivery carries on top: Authentication-Results, after our ARC set if we seal."""
     if services.resolver is None:
-        return None
-    authenticator = Authenticator(services.resolver, services.gateway_host)
-    return authenticator.authenticate(
-        message, client_ip=envelope.source_ip, mail_from=envelope.mail_from, helo=envelope.helo
+        return None, []
+    authenticator = Authenticator(
+        services.resolver,
+        services.gateway_host,
+        clock=services.clock,
+        sealer=services.sealer,
     )
-
-
-def _auth_verdicts(authentication: Authentication | None) -> AuthVerdicts | None:
-    """The results quarantine rules test, in RFC 8601 words."""
-    if authentication is None:
-        return None
-    dkim = [check.result.value for check in authentication.dkim]
-    return AuthVerdicts(
-        spf=authentication.spf_mail_from.result.value,
-        dkim="pass" if "pass" in dkim else (dkim[0] if dkim else "none"),
-        dmarc=authentication.dmarc.result.value,
-        dmarc_policy=authentication.dmarc.published.lower()
-        if authentication.dmarc.published
-        else None,
+    return authenticator.trace_fields(
+        message, client_ip=envelope.source_ip, mail_from=envelope.mail_from, helo=envelope.helo
     )
 
 
@@ -287,7 +275,7 @@ def quarantine(request: QuarantineInput, services: Services) -> DeliveryResult:
             HeldRecipient(recipient=r, route="quarantine", rule="processing failed", reason=reason)
             for r in recipients
         ]
-        trace = _trace(envelope, None, services)
+        trace = _trace(envelope, [], services)
         _hold(services, ref, None, None, trace, held_recipients, source="processing_failed")
     held = services.records.quarantine(
         message_id,

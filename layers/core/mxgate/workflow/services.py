@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from mxgate.authn.arc import Sealer
 from mxgate.message.model import ParseLimits
 from mxgate.ports import (
     AppEvents,
@@ -41,6 +42,7 @@ class Services:
     # Mail Manager does not, so on AWS looking would cost a request and find nothing)
     envelope_sidecars: bool = True
     resolver: Resolver | None = None  # DNS for sender authentication; None: not checked
+    sealer: Sealer | None = None  # ARC-seals mailbox deliveries as the gateway; None: no seal
     message_limits: ParseLimits = field(default_factory=ParseLimits)
     # delivery beyond the first attempts: without these, deferral, DSNs and hooks are off
     deferrals: Deferrals | None = None  # the deferred queue

@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from mxgate.adapters.aws.address_lists import MailManagerAddressLists
 from mxgate.adapters.aws.clients import LazyClient
@@ -23,6 +23,7 @@ from mxgate.adapters.aws.s3 import S3ObjectStore
 from mxgate.adapters.aws.ses import SesTransport
 from mxgate.adapters.aws.settings import AwsSettings, settings
 from mxgate.adapters.dns import DnsPythonResolver
+from mxgate.authn.arc import Sealer, load_sealer
 from mxgate.authn.resolver import CachingResolver
 from mxgate.clock import SystemClock
 from mxgate.delivery.smtp import submission_or_deferral
@@ -52,6 +53,15 @@ def _dns(server: str | None) -> DnsPythonResolver:
         return DnsPythonResolver()
     host, _, port = server.rpartition(":")
     return DnsPythonResolver([host], int(port))
+
+
+def arc_sealer(config: AwsSettings) -> Sealer | None:
+    """The ARC sealing key from Secrets Manager, read once per container."""
+    if config.arc_seal_key_secret is None:
+        return None
+    secrets: Any = LazyClient("secretsmanager")
+    secret = secrets.get_secret_value(SecretId=config.arc_seal_key_secret)
+    return load_sealer(config.arc_seal_domain, config.arc_seal_selector, secret["SecretString"])
 
 
 def ses_client(endpoint_url: str | None = None, region: str | None = None) -> SESV2Client:
@@ -100,6 +110,7 @@ def services() -> Services:
         gateway_host=config.gateway_host,
         envelope_sidecars=config.envelope_sidecars,
         resolver=CachingResolver(_dns(config.dns_server)),
+        sealer=arc_sealer(config),
         deferrals=(
             SqsDeferrals(cast("SQSClient", LazyClient("sqs")), config.defer_queue, clock)
             if config.defer_queue

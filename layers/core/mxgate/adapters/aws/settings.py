@@ -28,6 +28,10 @@ class AwsSettings(BaseModel):
     # also sends Mail Manager's InvokeLambda event to the Process function, which keeps one.
     envelope_sidecars: bool = False
     quarantine_days: int = 30  # how long quarantine records are kept: RawMailRetentionDays
+    # ARC sealing of mailbox deliveries: the Secrets Manager secret with the key; unset: none
+    arc_seal_key_secret: str | None = None
+    arc_seal_domain: str = ""
+    arc_seal_selector: str = "arc"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AwsSettings:
@@ -46,6 +50,9 @@ class AwsSettings(BaseModel):
             "ses_configuration_set": env.get("MXGATE_SES_CONFIGURATION_SET"),
             "envelope_sidecars": env.get("MXGATE_ENVELOPE_SIDECARS"),
             "quarantine_days": env.get("MXGATE_QUARANTINE_DAYS"),
+            "arc_seal_key_secret": env.get("MXGATE_ARC_SEAL_KEY_SECRET"),
+            "arc_seal_domain": env.get("MXGATE_ARC_SEAL_DOMAIN"),
+            "arc_seal_selector": env.get("MXGATE_ARC_SEAL_SELECTOR"),
         }
         return cls.model_validate({k: v for k, v in values.items() if v})
 

@@ -59,9 +59,22 @@ class Maildir:
         self.directory = directory
         self._count = itertools.count(1)  # unique names across the threads that store
 
+    def mailbox(self, recipient: str) -> Path:
+        return self.directory / mailbox_name(recipient)
+
+    def find(self, recipient: str, needle: bytes) -> Path | None:
+        """The newest message in a recipient's mailbox whose first 8 KB hold `needle`."""
+        new = self.mailbox(recipient) / "new"
+        if not new.is_dir():
+            return None
+        for path in sorted(new.iterdir(), reverse=True):
+            if needle in path.read_bytes()[:8192]:
+                return path
+        return None
+
     def store(self, recipient: str, message: bytes) -> Path:
         """Maildir delivery: write under tmp/, then rename into new/."""
-        mailbox = self.directory / mailbox_name(recipient)
+        mailbox = self.mailbox(recipient)
         for sub in ("tmp", "new", "cur"):
             (mailbox / sub).mkdir(parents=True, exist_ok=True)
         name = f"{time.time_ns()}.P{os.getpid()}Q{next(self._count)}.{_hostname}"

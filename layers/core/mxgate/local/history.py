@@ -1,0 +1,78 @@
+"""The history `mxgate rules replay` runs again: every accepted message as it was received
+(its envelope line, then the bytes), kept under `$MXGATE_HOME/history/<day>/` for a while.
+
+Each entry is a hard link to the spool file, made when the message is accepted: keeping it
+costs no copy and no fsync, and it outlives the spool file's removal. Days older than the
+configured time are removed as a new day begins.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from mxgate.local.spool import Spool
+from mxgate.records import Envelope
+from mxgate.replay.decisions import StoredMessage
+
+log = logging.getLogger("mxgate.history")
+
+_DAY = "%Y-%m-%d"
+
+
+def received(envelope: Envelope) -> datetime:
+    """When the ingress accepted it (its envelope says; one written before that was recorded
+    counts as now)."""
+    return envelope.received_at or datetime.now(UTC)
+
+
+class History:
+    def __init__(self, directory: Path, keep_seconds: float) -> None:
+        self.directory = directory
+        self.keep_seconds = keep_seconds
+
+    def keep(self, spooled: Path, envelope: Envelope) -> None:
+        """Link a freshly spooled message into its day; never fails the message."""
+        day = self.directory / received(envelope).astimezone(UTC).strftime(_DAY)
+        try:
+            if not day.is_dir():
+                day.mkdir(parents=True, exist_ok=True)
+                self.prune(received(envelope))
+            os.link(spooled, day / spooled.name)
+        except OSError as error:  # another file system, no links: the message goes on
+            log.warning(
+                "message not kept for replay",
+                extra={"message_id": envelope.message_id, "error": repr(error)},
+            )
+
+    def prune(self, now: datetime) -> None:
+        """Remove the days that ended more than `keep_seconds` ago."""
+        oldest = (now - timedelta(seconds=self.keep_seconds)).astimezone(UTC).date()
+        for day in self.directory.iterdir() if self.directory.is_dir() else ():
+            try:
+                date = datetime.strptime(day.name, _DAY).replace(tzinfo=UTC).date()
+            except ValueError:
+                continue
+            if date < oldest:
+                shutil.rmtree(day, ignore_errors=True)
+
+    def messages(self, since: datetime | None = None, limit: int | None = None) -> list[Path]:
+        """The kept messages received since `since` (the newest `limit`), oldest first."""
+        if not self.directory.is_dir():
+            return []
+        first_day = since.astimezone(UTC).strftime(_DAY) if since is not None else ""
+        found = sorted(
+            path
+            for day in self.directory.iterdir()
+            if day.is_dir() and day.name >= first_day
+            for path in day.glob("*.msg")
+        )
+        return found[-limit:] if limit else found
+
+    @staticmethod
+    def read(path: Path) -> StoredMessage:
+        envelope, raw = Spool.read(path)
+        return StoredMessage(envelope=envelope, raw=raw, received_at=received(envelope))

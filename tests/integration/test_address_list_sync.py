@@ -25,7 +25,7 @@ from mxgate.adapters.aws.address_lists import MailManagerAddressLists
 from mxgate.cli import main
 from mxgate.routing.recipients import directory_addresses, sync_directory
 from mxgate.routing.routes import load_routes
-from tests.awsstack import MOTO_CONFIG, REGION, Stack
+from tests.awsstack import MOTO_CONFIG, REGION, Stack, fake_credentials
 from tests.support import REPO
 
 ROUTES = REPO / "config" / "routes.yaml"
@@ -60,12 +60,7 @@ def expect_sync(stubber: Stubber, current: list[str], routes: Path = ROUTES) -> 
 
 @pytest.fixture
 def mailmanager(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Stubber]]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
+    fake_credentials(monkeypatch)
     client = boto3.client("mailmanager", region_name=REGION)
     stubber = Stubber(client)
     yield client, stubber

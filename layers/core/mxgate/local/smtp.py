@@ -13,7 +13,6 @@ import logging
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Session
-from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from mxgate.local.limits import AUTH_LOCKED, AuthGuard, ConnectionGate
 from mxgate.local.smtp_data import TOO_BIG, DataAssembler
@@ -129,14 +128,8 @@ class IngressSMTP(ExactSMTP):
         checked = None
         if authenticator is not None:
 
-            def checked(
-                server: SMTP,
-                session: Session,
-                envelope: SmtpEnvelope,
-                mechanism: str,
-                auth_data: object,
-            ) -> AuthResult:
-                result: AuthResult = authenticator(server, session, envelope, mechanism, auth_data)
+            def checked(*call: Any) -> AuthResult:  # aiosmtpd's authenticator arguments
+                result: AuthResult = authenticator(*call)
                 if not result.success and not result.handled:
                     self._auth_failed = True  # smtp_AUTH answers it, after the delay
                     return AuthResult(success=False, handled=True)

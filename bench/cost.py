@@ -1,8 +1,12 @@
 """What the pipeline costs per million messages, from public prices and this run's measurements.
 
 Messages go through the Lambda handlers in process against moto, on the stack template.yaml
-defines (tests/awsstack.py): Process, then Deliver for each planned delivery, as one Express
-execution runs them. Every AWS request the adapters make is counted (DynamoDB request units from
+defines (mxgate.sandbox.stack): the Start function for each of Mail Manager's two halves (the
+InvokeLambda envelope, then the WriteToS3 object's S3 event), which joins them and starts the
+execution, then Process and Deliver for each planned delivery, as that execution runs them
+(moto records the start; the bench runs the steps itself, so each is metered on its own). The
+arrival check the first half schedules (an SQS message read 15 minutes later, ten to a batch)
+is counted at its send only. Every AWS request the adapters make is counted (DynamoDB request units from
 the items actually written and read), every handler timed; the memory sizes come from
 template.yaml, the state transitions of a Standard workflow from statemachine/pipeline.asl.json.
 SES sending and Mail Manager are priced apart (not here).
@@ -29,6 +33,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from email.utils import getaddresses
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +44,9 @@ import boto3  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
 from mxgate.ids import new_message_id  # noqa: E402
-from tests.awsstack import MOTO_CONFIG, REGION, TEMPLATE, Stack  # noqa: E402
+from mxgate.sandbox.stack import MOTO_CONFIG, REGION  # noqa: E402
+from mxgate.workflow.object_created import object_created_event  # noqa: E402
+from tests.awsstack import TEMPLATE, create_stack  # noqa: E402
 
 # --------------------------------------------------------------------------- public prices
 # On-demand list prices, us-east-1, as published on the AWS pricing pages named below
@@ -173,6 +180,10 @@ class Profile:
     to: str
     cc: str = ""
 
+    @property
+    def recipients(self) -> list[str]:
+        return [address for _, address in getaddresses([self.to, self.cc]) if address]
+
     def message(self, n: int) -> bytes:
         cc = f"Cc: {self.cc}\r\n" if self.cc else ""
         return (
@@ -201,9 +212,23 @@ class Run:
     sends: int
 
 
+def halves(bucket: str, key: str, profile: Profile, size: int) -> list[dict[str, Any]]:
+    """Mail Manager's two halves of a stored message: its InvokeLambda event (the canonical
+    one, with this message's id and envelope) and the S3 event of its object."""
+    event = json.loads((REPO / "events" / "ses-receiving.json").read_text())
+    ses = event["Records"][0]["ses"]
+    ses["mail"]["messageId"] = key.removeprefix("raw/")
+    ses["mail"]["source"] = "orders@supplier.example"
+    ses["receipt"]["recipients"] = profile.recipients
+    return [event, object_created_event(bucket, key, size, time_now(), region=REGION)]
+
+
 def run(profile: Profile, messages: int) -> Run:
-    with mock_aws(config=MOTO_CONFIG):
-        stack = Stack.create()
+    # executions are recorded, not run: the bench runs (and meters) each step itself
+    with mock_aws(config={**MOTO_CONFIG, "stepfunctions": {"execute_state_machine": False}}):
+        stack = create_stack()
+        machine = stack.deploy_state_machine()
+        sfn = boto3.client("stepfunctions", region_name=REGION)
         # SES delivers for verified senders only; a sender policy is the Deliver step's business
         boto3.client("sesv2", region_name=REGION).create_email_identity(
             EmailIdentity="supplier.example"
@@ -219,9 +244,15 @@ def run(profile: Profile, messages: int) -> Run:
             sizes.append(len(body))
         meter, deliveries, output = Meter(), 0, io.StringIO()
         with metered(meter), contextlib.redirect_stdout(output):
-            for key in keys:
+            for key, size in zip(keys, sizes, strict=True):
+                meter.step = "start"
+                for half in halves(bucket, key, profile, size):
+                    stack.invoke("start", half)
+                meter.step = ""
+                execution = f"{machine.replace(':stateMachine:', ':execution:')}:{key[4:]}"
+                started = json.loads(sfn.describe_execution(executionArn=execution)["input"])
                 meter.step = "process"
-                planned = stack.invoke("process", {"bucket": bucket, "key": key})
+                planned = stack.invoke("process", started)
                 meter.step = "deliver"
                 for delivery in planned["deliveries"]:
                     stack.invoke("deliver", {"delivery": delivery})
@@ -319,7 +350,8 @@ def timings(result: Run) -> dict[str, Timing]:
 def price(result: Run) -> dict[str, float]:
     """Dollars per million messages, line by line."""
     m, per = result.meter, 1e6 / result.messages
-    calls = {step: 1.0 if step == "process" else result.deliveries for step in result.durations}
+    per_message = {"start": 2.0, "process": 1.0}  # Start: once for each of the two halves
+    calls = {step: per_message.get(step, result.deliveries) for step in result.durations}
     times = timings(result)
     gb_second = LAMBDA_GB_SECOND[result.architecture]
     lambda_duration = sum(
@@ -331,8 +363,9 @@ def price(result: Run) -> dict[str, float]:
         * gb_second
         for step in calls
     )
-    # one execution: Process, then the Map's deliveries side by side
-    execution_s = sum(t.on_lambda for t in times.values()) + len(times) * TASK_OVERHEAD_S
+    # one execution: Process, then the Map's deliveries side by side (Start runs before it)
+    inside = {step: t for step, t in times.items() if step != "start"}
+    execution_s = sum(t.on_lambda for t in inside.values()) + len(inside) * TASK_OVERHEAD_S
     billed_s = math.ceil(execution_s / EXPRESS_ROUNDING_S) * EXPRESS_ROUNDING_S
     return {
         "Lambda requests": sum(calls.values()) * LAMBDA_REQUEST * 1e6,
@@ -350,7 +383,7 @@ def price(result: Run) -> dict[str, float]:
 
 def extras(result: Run) -> dict[str, float]:
     m, per = result.meter, 1e6 / result.messages
-    invocations = 1 + result.deliveries
+    invocations = 3 + result.deliveries  # Start twice, Process, Deliver per delivery
     log_bytes = m.logged_bytes / result.messages + invocations * PLATFORM_LOG_BYTES
     return {
         "S3 PUT by Mail Manager's WriteToS3 (one per message)": S3_PUT * 1e6,
@@ -360,7 +393,7 @@ def extras(result: Run) -> dict[str, float]:
         f"CloudWatch Logs ingestion ({log_bytes:.0f} B a message)": (
             log_bytes / 1024**3 * CLOUDWATCH_LOGS_GB * 1e6
         ),
-        "SQS and EventBridge (dead letters, app events only)": (
+        "SQS and EventBridge (arrival checks, dead letters, app events)": (
             m.count("sqs.") * SQS_REQUEST + m.count("events.PutEvents") * EVENTBRIDGE_CUSTOM_EVENT
         )
         * per,

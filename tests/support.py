@@ -25,6 +25,21 @@ TEMPLATE = REPO / "template.yaml"
 SAMPLES = REPO / "events" / "mail"
 
 
+# SES sending's routing domains, for the tests of the SES transport
+ROUTING_DOMAINS = {
+    "workspace": "nutrition.co.test-google-a.com",
+    "m365": "nutritionco.mail.onmicrosoft.com",
+}
+
+
+def ses_routes_document() -> dict[str, Any]:
+    """config/routes.yaml with Workspace and 365 delivered through SES sending."""
+    document: dict[str, Any] = yaml.safe_load((REPO / "config" / "routes.yaml").read_text())
+    for name, domain in ROUTING_DOMAINS.items():
+        document["destinations"][name] = {"transport": "ses", "routing_domain": domain}
+    return document
+
+
 @cache
 def quiet_dns() -> ZoneServer:
     """A DNS server on loopback that knows no names: tests never ask the system's resolver."""

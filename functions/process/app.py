@@ -1,7 +1,7 @@
 """Lambda entrypoint of the Process step: read, parse and classify one stored message.
 
-The state machine passes `{bucket, key}`; an S3 "Object Created" event from EventBridge and
-Mail Manager's InvokeLambda event are read too (mxgate.adapters.aws.triggers).
+The state machine passes `{bucket, key, envelope}`: the Start function joined Mail Manager's
+stored object with its envelope (mxgate.workflow.arrival).
 """
 
 from typing import Any
@@ -11,10 +11,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mxgate.adapters.aws.bootstrap import services
-from mxgate.adapters.aws.settings import settings
-from mxgate.adapters.aws.triggers import keep_envelope, read_trigger
 from mxgate.errors import reported_by_family
 from mxgate.workflow import steps
+from mxgate.workflow.model import ProcessInput
 
 logger = Logger()
 metrics = Metrics()
@@ -25,11 +24,9 @@ metrics = Metrics()
 @reported_by_family
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric(name="MessagesRead", unit=MetricUnit.Count, value=1)  # failures included
-    config = settings()
-    trigger = read_trigger(event, config.raw_bucket, config.raw_prefix)
-    logger.append_keys(object_key=trigger.request.key)
-    keep_envelope(services().objects, trigger)
-    result = steps.process(trigger.request, services())
+    request = ProcessInput.model_validate(event)
+    logger.append_keys(object_key=request.key)
+    result = steps.process(request, services())
     metrics.add_metric(
         name="DeliveriesPlanned", unit=MetricUnit.Count, value=len(result.deliveries)
     )

@@ -13,14 +13,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.awsstack import Stack, moto_account
+from mxgate.sandbox.stack import Stack
+from tests.awsstack import create_stack, moto_account
 
 
 @pytest.fixture(scope="module")
 def aws() -> Iterator[Stack]:
     """template.yaml's stack in moto, for the module's AWS implementations."""
     with moto_account():
-        stack = Stack.create()
+        stack = create_stack()
         yield stack
         stack.close()
 

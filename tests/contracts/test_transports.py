@@ -21,7 +21,7 @@ from mxgate.adapters.aws.ses import SesTransport
 from mxgate.delivery.smtp import SmtpTarget, SmtpTransport
 from mxgate.local.mailbox import MaildirHandler
 from mxgate.ports import SendResult
-from tests.awsstack import sent_messages
+from mxgate.sandbox.stack import sent_messages
 from tests.fakes import RecordingTransport
 
 SENDER = "ceo@nutrition.co"  # the template's verified identity (SES sends only from those)

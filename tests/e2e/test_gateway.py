@@ -73,7 +73,7 @@ def test_smtplib_delivery_lands_in_maildir_with_the_envelope(gateway_factory):
         assert parsed["Delivered-To"] == recipient
         assert parsed["Subject"] == "smtplib delivery"
         assert parsed["X-Mxgate-Loop"] == "mxgate"  # the rule set's AddHeader
-        assert "by mxgate.local (mxgate)" in parsed["Received"]
+        assert "by mxgate.local (mxgate) with ESMTPS" in parsed["Received"]
         # the original message follows the prepended fields byte for byte
         assert stored.endswith(raw)
 

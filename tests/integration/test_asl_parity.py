@@ -20,8 +20,9 @@ from moto.stepfunctions.parser.asl.component.common.retry import (
 )
 
 from mxgate.errors import PermanentError, TransientError
+from mxgate.sandbox.stack import REGION, lambda_invocations_routed, run_execution
 from mxgate.workflow.asl import ExecutionFailedError, Interpreter
-from tests.awsstack import REGION, lambda_invocations_routed, moto_account, run_execution
+from tests.awsstack import moto_account
 from tests.contracts.conftest import unique
 
 Step = Callable[[Any], Any]

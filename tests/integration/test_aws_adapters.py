@@ -22,7 +22,8 @@ from mxgate.adapters.aws.s3 import S3ObjectStore
 from mxgate.adapters.aws.settings import AwsSettings
 from mxgate.errors import PermanentError, TransientError
 from mxgate.records import Outcome, RecipientState, Stage, TimelineEvent
-from tests.awsstack import MOTO_CONFIG, REGION, Stack
+from mxgate.sandbox.stack import MOTO_CONFIG, REGION, Stack
+from tests.awsstack import create_stack
 from tests.fakes import ManualClock
 from tests.mailtools import make_keys
 from tests.records import a_dead_letter
@@ -34,7 +35,7 @@ T0 = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
 def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)  # as the Lambda runtime sets it
     with mock_aws(config=MOTO_CONFIG):
-        yield Stack.create()
+        yield create_stack()
 
 
 def client(service: str) -> Any:

@@ -14,8 +14,9 @@ import pytest
 from moto import mock_aws
 
 from mxgate.errors import PermanentError
+from mxgate.sandbox.stack import MOTO_CONFIG, REGION, Stack, sent_messages
 from mxgate.workflow.model import DeadLetterInput, DeliverInput, ProcessInput, QuarantineInput
-from tests.awsstack import EVENTS, MOTO_CONFIG, REGION, Stack, canonical_event, sent_messages
+from tests.awsstack import EVENTS, canonical_event, create_stack
 
 STORED = (EVENTS / "stored-message.eml").read_bytes()
 
@@ -23,7 +24,7 @@ STORED = (EVENTS / "stored-message.eml").read_bytes()
 @pytest.fixture
 def stack() -> Iterator[Stack]:
     with mock_aws(config=MOTO_CONFIG):
-        created = Stack.create()
+        created = create_stack()
         yield created
         created.close()
 
@@ -96,42 +97,27 @@ def test_the_bucket_is_encrypted_private_and_expires_mail(stack):
     assert rule["Expiration"]["Days"] == int(stack.parameter("RawMailRetentionDays"))
 
 
-@pytest.mark.parametrize("trigger", ["process", "s3-object-created", "ses-receiving"])
-def test_process_reads_every_event_that_can_start_it(stack, trigger, capsys):
-    key = canonical_event("process")["key"]
-    store(stack, key)
-    planned = stack.invoke("process", canonical_event(trigger))
+def test_process_plans_for_the_envelope_recipients_a_bcc_included(stack, capsys):
+    store(stack, canonical_event("process")["key"])
+    planned = stack.invoke("process", canonical_event("process"))
     routes = {d["destination"]: d["recipients"] for d in planned["deliveries"]}
-    if trigger == "ses-receiving":
-        # the SMTP envelope Mail Manager saw: bob was a Bcc recipient, in no header
-        assert routes == {
-            "workspace": ["alice@nutrition.co", "eve@nutrition.co", "bob@nutrition.co"],
-            "m365": ["carol@nutrition.co"],
-        }
-        sidecar = boto3.client("s3", region_name=REGION).get_object(
-            Bucket=stack.resource("RawMailBucket"), Key=f"envelopes/{key}.json"
-        )
-        assert json.loads(sidecar["Body"].read())["mail_from"] == "facilities@nutrition.co"
-    else:
-        # no envelope was stored: the recipients come from To and Cc on our domains
-        assert routes == {
-            "workspace": ["alice@nutrition.co", "eve@nutrition.co"],
-            "m365": ["carol@nutrition.co"],
-        }
+    # the SMTP envelope Mail Manager saw: bob was a Bcc recipient, in no header
+    assert routes == {
+        "workspace": ["alice@nutrition.co", "eve@nutrition.co", "bob@nutrition.co"],
+        "m365": ["carol@nutrition.co"],
+    }
     metrics = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "_aws" in line]
     assert metrics[-1]["DeliveriesPlanned"] == [float(len(planned["deliveries"]))]
 
 
-def test_process_refuses_an_event_it_cannot_read(stack):
-    event = canonical_event("s3-object-created")
-    del event["detail"]["object"]
-    with pytest.raises(PermanentError, match="not an event the Process function reads"):
-        stack.invoke("process", event)
+def test_process_refuses_a_document_it_cannot_read(stack):
+    with pytest.raises(PermanentError, match="ValidationError: 11 validation errors"):
+        stack.invoke("process", canonical_event("s3-object-created"))
 
 
 def test_deliveries_reach_ses_with_the_routed_recipients_once(stack):
     store(stack, canonical_event("process")["key"])
-    planned = stack.invoke("process", canonical_event("s3-object-created"))
+    planned = stack.invoke("process", canonical_event("process"))
     workspace, m365 = planned["deliveries"]
     # the canonical Deliver payload is what Process plans for the stored message
     assert without_received_date(workspace) == without_received_date(
@@ -140,18 +126,25 @@ def test_deliveries_reach_ses_with_the_routed_recipients_once(stack):
 
     first = stack.invoke("deliver", canonical_event("deliver"))
     second = stack.invoke("deliver", {"delivery": m365})
-    assert [r["outcome"] for r in first["results"] + second["results"]] == ["delivered"] * 3
+    assert [r["outcome"] for r in first["results"] + second["results"]] == ["delivered"] * 4
 
     sent = sent_messages()
     # SES is asked for the routing addresses (moto adds the header To and Cc to its list)
     routing = (".test-google-a.com", ".mail.onmicrosoft.com")
     assert [sorted(d for d in m.destinations if d.endswith(routing)) for m in sent] == [
-        ["alice@nutrition.co.test-google-a.com", "eve@nutrition.co.test-google-a.com"],
+        [
+            "alice@nutrition.co.test-google-a.com",
+            "bob@nutrition.co.test-google-a.com",
+            "eve@nutrition.co.test-google-a.com",
+        ],
         ["carol@nutritionco.mail.onmicrosoft.com"],
     ]
     relayed = sent[0].raw_data.encode() if isinstance(sent[0].raw_data, str) else sent[0].raw_data
     assert relayed.startswith(b"Authentication-Results: mxgate;")
-    assert b"\r\nReceived: from unknown" in relayed
+    assert (
+        b"\r\nReceived: from mail.nutrition.co ([198.51.100.25]) (using TLSv1.3 with cipher "
+        b"TLS_AES_256_GCM_SHA384 (256 bits)) by mxgate (mxgate) with ESMTPS" in relayed
+    )
     assert relayed.endswith(STORED)  # the bytes as received, after the trace field
     assert message_from_bytes(relayed, policy=policy.default)["Subject"] == (
         "Lyon warehouse closed on Friday"
@@ -161,6 +154,7 @@ def test_deliveries_reach_ses_with_the_routed_recipients_once(stack):
     assert outcomes(stack, message_id) == {
         "alice@nutrition.co": "delivered",
         "eve@nutrition.co": "delivered",
+        "bob@nutrition.co": "delivered",
         "carol@nutrition.co": "delivered",
     }
     # a replayed delivery (an Express execution runs at least once) sends nothing again
@@ -172,7 +166,7 @@ def test_deliveries_reach_ses_with_the_routed_recipients_once(stack):
 def test_a_delivery_that_fails_is_dead_lettered_with_its_record(stack):
     key = canonical_event("process")["key"]
     store(stack, key)
-    planned = stack.invoke("process", canonical_event("s3-object-created"))
+    planned = stack.invoke("process", canonical_event("process"))
     workspace, m365 = planned["deliveries"]
     stack.invoke("deliver", {"delivery": workspace})
     # as for a message too large to travel inline, the delivery reads the stored one...
@@ -208,6 +202,7 @@ def test_a_delivery_that_fails_is_dead_lettered_with_its_record(stack):
     assert outcomes(stack, planned["message"]["message_id"]) == {
         "alice@nutrition.co": "delivered",
         "eve@nutrition.co": "delivered",
+        "bob@nutrition.co": "delivered",
         "carol@nutrition.co": "dead_lettered",
     }
 
@@ -221,12 +216,12 @@ def test_the_canonical_dead_letter_payload_is_recorded(stack):
 
 
 def test_a_message_that_cannot_be_processed_is_quarantined_per_recipient(stack):
-    # Mail Manager's InvokeLambda event arrives, but the stored message is gone
+    # the execution starts, but the stored message is gone
     with pytest.raises(PermanentError, match="not found"):
-        stack.invoke("process", canonical_event("ses-receiving"))
+        stack.invoke("process", canonical_event("process"))
     result = stack.invoke("quarantine", canonical_event("quarantine"))
     message_id = canonical_event("process")["key"].removeprefix("raw/")
-    # the envelope kept from the event names every recipient, Bcc included
+    # the envelope in the execution's input names every recipient, Bcc included
     assert outcomes(stack, message_id) == dict.fromkeys(
         ["alice@nutrition.co", "carol@nutrition.co", "eve@nutrition.co", "bob@nutrition.co"],
         "quarantined",
@@ -247,11 +242,11 @@ def test_a_function_creates_only_the_clients_it_calls(stack):
     assert not any(t.client.created for t in services.transports.values())
 
 
-def test_the_template_rule_starts_on_stored_messages_only(stack):
-    """The EventBridge rule of the state machine, on moto's own S3 events (a probe queue
-    stands in for the state machine, which moto's EventBridge cannot target)."""
-    machine = stack.properties("PipelineStateMachine")
-    pattern = machine["Events"]["MessageStored"]["Properties"]["Pattern"]
+def test_the_template_rule_hands_stored_messages_only_to_the_start_function(stack):
+    """The EventBridge rule of the Start function, on moto's own S3 events (a probe queue
+    stands in for the function)."""
+    function = stack.properties("StartFunction")
+    pattern = function["Events"]["MessageStored"]["Properties"]["Pattern"]
     sqs = boto3.client("sqs", region_name=REGION)
     probe = sqs.create_queue(QueueName="probe")["QueueUrl"]
     events = boto3.client("events", region_name=REGION)
@@ -262,12 +257,10 @@ def test_the_template_rule_starts_on_stored_messages_only(stack):
     )
     key = canonical_event("process")["key"]
     store(stack, key)
-    store(stack, f"envelopes/{key}.json", b"{}")  # what Process itself writes beside it
+    store(stack, "attachments/0123abcd", b"an attachment")  # what Process itself writes
     received = sqs.receive_message(QueueUrl=probe, MaxNumberOfMessages=10).get("Messages", [])
     assert [json.loads(m["Body"])["detail"]["object"]["key"] for m in received] == [key]
-    # and the Process function reads the event as S3 sends it (a direct EventBridge target)
-    boto3.client("s3", region_name=REGION).delete_object(
-        Bucket=stack.resource("RawMailBucket"), Key=f"envelopes/{key}.json"
-    )
-    planned = stack.invoke("process", json.loads(received[0]["Body"]))
-    assert len(planned["deliveries"]) == 2
+    # and the Start function reads the event as S3 sends it: the stored half of the message
+    stack.deploy_state_machine()
+    answer = stack.invoke("start", json.loads(received[0]["Body"]))
+    assert answer["result"] == "waiting for the envelope (InvokeLambda)"

@@ -180,7 +180,7 @@ def test_oversize_claim_check(benches):
     link = parsed["X-Mxgate-Claim-Check"]
     assert link.startswith("file://")
     assert Path(link.removeprefix("file://")).read_bytes() == big
-    assert "by mxgate.test (mxgate)" in parsed["Received"]  # trace fields still on top
+    assert "by mxgate.test (mxgate) with ESMTP" in parsed["Received"]  # trace fields still on top
     (state,) = bench.state.states(message_id)
     assert "claim check" in state.detail
 

@@ -37,21 +37,25 @@ from mxgate.adapters.aws import bootstrap
 from mxgate.local.workflow import LocalWorkflow, load_state_machine
 from mxgate.mailmanager.template import Resolver, read_samconfig_parameters, read_template
 from mxgate.ports import DnsFailure
-from mxgate.workflow.asl import ExecutionFailedError
-from tests.awsstack import (
-    EVENTS,
+from mxgate.sandbox.stack import (
     MOTO_CONFIG,
     REGION,
-    SAMCONFIG,
-    TEMPLATE,
     Stack,
-    canonical_event,
+    function_environment,
     run_execution,
     sent_messages,
 )
-from tests.awsstack import _environment as function_environment
+from mxgate.workflow.asl import ExecutionFailedError
+from tests.awsstack import EVENTS, SAMCONFIG, TEMPLATE, canonical_event, create_stack
 
 WORKSPACE = ".test-google-a.com"
+# the canonical message's envelope (events/process.json): bob is a Bcc recipient
+ENVELOPE_RECIPIENTS = [
+    "alice@nutrition.co",
+    "carol@nutrition.co",
+    "eve@nutrition.co",
+    "bob@nutrition.co",
+]
 M365 = ".mail.onmicrosoft.com"
 
 
@@ -197,7 +201,7 @@ def run_locally(
 ) -> Observed:
     with mock_aws(config=MOTO_CONFIG):
         arm(scenario, ses, dynamodb)
-        stack = Stack.create()
+        stack = create_stack()
         stage(stack, scenario)
         with function_environment(stack.function_by_code("deliver").environment):
             services = bootstrap.services.__wrapped__()  # the AWS composition root
@@ -221,7 +225,7 @@ def run_locally(
 
             interpreter.tasks = {resource: counted(resource) for resource in steps}
             try:
-                output = interpreter.run(canonical_event("s3-object-created"), name="parity")
+                output = interpreter.run(canonical_event("process"), name="parity")
                 observed.status, observed.output = "SUCCEEDED", output
             except ExecutionFailedError as failure:
                 observed.status, observed.output = "FAILED", failure.error
@@ -246,7 +250,7 @@ def run_on_moto(
     monkeypatch.setattr(jitter_strategy_decl, "random", UpperBound())
     with mock_aws(config=MOTO_CONFIG):
         arm(scenario, ses, dynamodb)
-        stack = Stack.create()
+        stack = create_stack()
         stage(stack, scenario)
         observed = Observed(status="", output=None)
 
@@ -257,7 +261,7 @@ def run_on_moto(
         try:
             machine = stack.deploy_state_machine(invoke)
             described = run_execution(
-                machine, canonical_event("s3-object-created"), name=f"parity-{scenario.name}"
+                machine, canonical_event("process"), name=f"parity-{scenario.name}"
             )
         finally:
             stack.close()
@@ -337,6 +341,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "outcomes": {
             "alice@nutrition.co": "delivered",
             "eve@nutrition.co": "delivered",
+            "bob@nutrition.co": "delivered",  # a Bcc recipient: in the envelope only
             "carol@nutrition.co": "dead_lettered",
         },
         "dead_letter_errors": ["PermanentError"],
@@ -355,7 +360,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "unreadable-message-quarantined": {
         "calls": {("process", ""): 1, ("quarantine", ""): 1},  # a permanent error: no retry
         "waits": [],
-        "outcomes": {"(unknown recipients)": "quarantined"},
+        "outcomes": dict.fromkeys(ENVELOPE_RECIPIENTS, "quarantined"),
         "dead_letter_errors": [],
     },
     "throttled-dead-letter-retried": {
@@ -369,6 +374,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "outcomes": {
             "alice@nutrition.co": "delivered",
             "eve@nutrition.co": "delivered",
+            "bob@nutrition.co": "delivered",  # a Bcc recipient: in the envelope only
             "carol@nutrition.co": "dead_lettered",
         },
         "dead_letter_errors": ["PermanentError"],
@@ -378,17 +384,13 @@ EXPECTED: dict[str, dict[str, Any]] = {
         # TransientError, which its Retry lists: retried, then delivered
         "calls": {("process", ""): 1, ("deliver", "workspace"): 3, ("deliver", "m365"): 1},
         "waits": [2.0, 4.0],
-        "outcomes": {
-            "alice@nutrition.co": "delivered",
-            "eve@nutrition.co": "delivered",
-            "carol@nutrition.co": "delivered",
-        },
+        "outcomes": dict.fromkeys(ENVELOPE_RECIPIENTS, "delivered"),
         "dead_letter_errors": [],
     },
     "throttled-quarantine-retried": {
         "calls": {("process", ""): 1, ("quarantine", ""): 2},  # throttled once, then settled
         "waits": [2.0],
-        "outcomes": {"(unknown recipients)": "quarantined"},
+        "outcomes": dict.fromkeys(ENVELOPE_RECIPIENTS, "quarantined"),
         "dead_letter_errors": [],
     },
 }

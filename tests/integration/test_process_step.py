@@ -29,7 +29,6 @@ from mxgate.message.headers import prepend_headers
 from mxgate.message.model import ParseLimits
 from mxgate.records import Envelope, Outcome
 from mxgate.routing.routes import load_routes
-from mxgate.workflow.envelope import store_envelope
 from mxgate.workflow.model import ProcessInput
 from mxgate.workflow.process import process
 from mxgate.workflow.services import Services
@@ -85,8 +84,7 @@ def stored(services: Services, raw: bytes, message_id: str, recipients: list[str
         helo="mail.shop.test",
         source_ip=SENDER_IP,
     )
-    store_envelope(services.objects, BUCKET, envelope, key)
-    return ProcessInput(bucket=BUCKET, key=key)
+    return ProcessInput(bucket=BUCKET, key=key, envelope=envelope)
 
 
 def signed_order(keys: Keys) -> bytes:

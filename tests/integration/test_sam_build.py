@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from mxgate.mailmanager.template import read_template
-from tests.awsstack import REPO, TEMPLATE
+from tests.awsstack import TEMPLATE
+from tests.support import REPO
 
 ELF_MACHINE = {"arm64": 183, "x86_64": 62}  # e_machine of an ELF shared object
 

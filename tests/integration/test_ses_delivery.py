@@ -108,7 +108,7 @@ def test_the_deliver_step_rewrites_the_sender_for_ses_and_survives_throttling(se
     assert delivered["From"] == '"Buyer via nutrition.co" <mxgate@nutrition.co>'
     assert delivered["Reply-To"] == "Buyer <buyer@shop.example>"
     assert delivered["X-Original-From"] == "Buyer <buyer@shop.example>"
-    assert "by mxgate.test (mxgate)" in delivered["Received"]
+    assert "by mxgate.test (mxgate) with ESMTP" in delivered["Received"]
     assert sent["raw_data"].encode().endswith(raw.split(b"\r\nTo:", 1)[1])
     (state,) = bench.state.states(message_id)
     assert "rewritten to mxgate@nutrition.co" in state.detail

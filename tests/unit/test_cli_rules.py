@@ -48,7 +48,7 @@ def test_explain_json_shape(cli):
         "recipient": "alice@nutrition.co",
         "traffic_policy_verdict": "ACCEPT",
         "matched_rules": ["mark-seen", "archive", "store"],
-        "actions": ["AddHeader", "Archive", "WriteToS3"],
+        "actions": ["AddHeader", "Archive", "WriteToS3", "InvokeLambda"],
         "dropped": False,
     }
     assert accepted["traffic_policy"]["decided_by"] == "PolicyStatements[1] (ALLOW)"
@@ -157,8 +157,8 @@ def test_rules_check_reports_each_problem_with_its_place(cli, tmp_path):
         in out
     )
     assert (
-        "model     RuleSet.Rules[3] (direct-m365).Actions[0].Relay.MailFrom: Input should be "
-        "'PRESERVE' or 'REPLACE' (got 'KEEP') (when DirectModeOn=true)"
+        "model     RelayRuleSet.Rules[0] (relay-m365).Actions[0].Relay.MailFrom: Input should "
+        "be 'PRESERVE' or 'REPLACE' (got 'KEEP')"
     ) in out
     assert "cfn-lint  " in out
     assert "E3030 Resources/TrafficPolicy/Properties/DefaultAction" in out

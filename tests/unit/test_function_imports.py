@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.awsstack import REPO
+from tests.support import REPO
 
 IMPORT = """
 import importlib.util, json, sys

@@ -105,6 +105,7 @@ def test_every_listening_port_moves_from_the_environment(tmp_path):
     assert [(x.ingress_id, x.port) for x in setup.listeners] == [
         ("IngressPoint", 3525),
         ("SubmissionIngressPoint", 3587),
+        ("RelayIngressPoint", 3588),  # the AUTH ingress points after the first: the next ports
     ]
     assert setup.config.smtp.host == "127.0.0.3"
     assert {name: host.port for name, host in setup.config.mailbox_hosts.items()} == {
@@ -126,6 +127,7 @@ def test_one_ingress_point_moves_by_its_name(tmp_path):
     assert [(x.ingress_id, x.port) for x in setup.listeners] == [
         ("IngressPoint", 3525),
         ("SubmissionIngressPoint", 3600),
+        ("RelayIngressPoint", 0),
     ]
 
 
@@ -198,7 +200,7 @@ def test_a_copy_of_the_local_configuration_works_anywhere(tmp_path, monkeypatch)
     assert setup.config.template == REPO / "template.yaml"
     assert setup.config.samconfig == REPO / "samconfig.toml"
     assert setup.config.routes == REPO / "config" / "routes.yaml"
-    assert [x.port for x in setup.listeners] == [3525, 3587]
+    assert [x.port for x in setup.listeners] == [3525, 3587, 3588]
 
 
 def test_relative_paths_are_taken_from_the_project_not_the_file(tmp_path):

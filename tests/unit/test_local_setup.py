@@ -38,19 +38,34 @@ def point(kind: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def test_the_repository_configuration_runs_both_ingress_points(tmp_path):
+def test_the_repository_configuration_runs_every_ingress_point(tmp_path):
     setup = setup_for(tmp_path)
     assert [(x.ingress_id, x.ingress.Type, x.port) for x in setup.listeners] == [
         ("IngressPoint", "OPEN", 0),
         ("SubmissionIngressPoint", "AUTH", 0),
+        ("RelayIngressPoint", "AUTH", 0),
     ]
     assert setup.listeners[1].smtp_password == "local-submission-password"  # from `secrets:`
+    assert setup.listeners[2].smtp_password == "local-relay-password"
     assert setup.primary.ingress_id == "IngressPoint"
 
 
-def test_without_the_submission_parameter_only_the_open_one_runs(tmp_path):
+def test_several_auth_ingress_points_take_the_ports_after_auth_port(tmp_path):
+    config = local_config(tmp_path)
+    document = yaml.safe_load(config.read_text())
+    document["smtp"] = {"port": 2525, "auth_port": 2587}
+    config.write_text(yaml.safe_dump(document))
+    setup = load_setup(LocalSettings(home=tmp_path / "home", config=config))
+    assert [(x.ingress_id, x.port) for x in setup.listeners] == [
+        ("IngressPoint", 2525),
+        ("SubmissionIngressPoint", 2587),
+        ("RelayIngressPoint", 2588),
+    ]
+
+
+def test_without_the_submission_parameter_the_open_and_relay_ones_run(tmp_path):
     setup = setup_for(tmp_path, parameters={})
-    assert [x.ingress_id for x in setup.listeners] == ["IngressPoint"]
+    assert [x.ingress_id for x in setup.listeners] == ["IngressPoint", "RelayIngressPoint"]
 
 
 def test_an_auth_ingress_point_needs_its_secret_locally(tmp_path):

@@ -31,6 +31,7 @@ def running() -> Running:
         ingress={
             "IngressPoint": ("127.0.0.1", 2525),
             "SubmissionIngressPoint": ("127.0.0.1", 2587),
+            "RelayIngressPoint": ("127.0.0.1", 2588),
         },
     )
 

@@ -15,7 +15,6 @@ from mxgate.ports import SendResult
 from mxgate.records import Envelope, Outcome, message_id_of, variant_key, variant_of
 from mxgate.routing.routes import load_routes
 from mxgate.workflow import steps
-from mxgate.workflow.envelope import store_envelope
 from mxgate.workflow.model import (
     DeadLetterInput,
     DeliverInput,
@@ -53,19 +52,14 @@ def stored(
 ) -> ProcessInput:
     key = variant_key(f"raw/{message_id}", variant)
     services.objects.put(BUCKET, key, RAW)
-    store_envelope(
-        services.objects,
-        BUCKET,
-        Envelope(
-            message_id=message_id,
-            mail_from="bounce@shop.example",
-            recipients=recipients,
-            helo="mx.shop.example",
-            source_ip="192.0.2.7",
-        ),
-        key,
+    envelope = Envelope(
+        message_id=message_id,
+        mail_from="bounce@shop.example",
+        recipients=recipients,
+        helo="mx.shop.example",
+        source_ip="192.0.2.7",
     )
-    return ProcessInput(bucket=BUCKET, key=key)
+    return ProcessInput(bucket=BUCKET, key=key, envelope=envelope)
 
 
 def test_process_plans_one_delivery_per_destination_and_quarantines_the_unknown(world):
@@ -108,7 +102,9 @@ def test_deliver_prepends_trace_fields_and_keeps_the_original_bytes(world):
     assert [r.outcome for r in result.results] == ["delivered"]
     sender, recipients, raw = workspace.sent[0]
     assert (sender, recipients) == ("bounce@shop.example", ("alice@nutrition.co",))
-    assert raw.startswith(b"Received: from mx.shop.example (192.0.2.7) by mxgate.local")
+    assert raw.startswith(
+        b"Received: from mx.shop.example ([192.0.2.7]) by mxgate.local (mxgate) with ESMTP"
+    )
     assert raw.endswith(RAW)
     assert state.states("01TESTMESSAGE")[0].outcome is Outcome.DELIVERED
 
@@ -172,12 +168,15 @@ def test_app_delivery_writes_one_event_per_recipient(world, tmp_path):
     assert state.states("01TESTMESSAGE")[0].outcome is Outcome.HANDED_TO_APP
 
 
-def test_envelope_falls_back_to_headers_when_none_was_stored(world):
-    services, _, _, _ = world
+def test_a_message_without_its_envelope_is_never_delivered_to_its_header_recipients(world):
+    """To: names alice, but without the SMTP envelope nobody knows who the recipients are: a
+    permanent error (the state machine's Catch quarantines it), never a guess from headers."""
+    services, state, workspace, _ = world
     services.objects.put(BUCKET, "raw/01NOENVELOPE", RAW)
-    plan = steps.process(ProcessInput(bucket=BUCKET, key="raw/01NOENVELOPE"), services)
-    assert plan.deliveries[0].recipients == ["alice@nutrition.co"]
-    assert plan.message.message_id == "01NOENVELOPE"
+    with pytest.raises(PermanentError, match="no SMTP envelope"):
+        steps.process(ProcessInput(bucket=BUCKET, key="raw/01NOENVELOPE"), services)
+    assert workspace.sent == []
+    assert state.states("01NOENVELOPE") == []
 
 
 def test_quarantine_settles_every_recipient_with_the_reason(world):
@@ -185,7 +184,10 @@ def test_quarantine_settles_every_recipient_with_the_reason(world):
     request = stored(services, ["alice@nutrition.co", "carol@nutrition.co"], "01BROKEN")
     steps.quarantine(
         QuarantineInput(
-            bucket=request.bucket, key=request.key, error=StepError(Error="KeyError", Cause="boom")
+            bucket=request.bucket,
+            key=request.key,
+            error=StepError(Error="KeyError", Cause="boom"),
+            envelope=request.envelope,
         ),
         services,
     )
@@ -226,7 +228,12 @@ def test_quarantining_a_version_settles_under_the_message_id(world):
     services, state, _, _ = world
     request = stored(services, ["alice@nutrition.co"], "01BROKENV", 2)
     steps.quarantine(
-        QuarantineInput(bucket=request.bucket, key=request.key, error=StepError(Error="E")),
+        QuarantineInput(
+            bucket=request.bucket,
+            key=request.key,
+            error=StepError(Error="E"),
+            envelope=request.envelope,
+        ),
         services,
     )
     assert [s.recipient for s in state.states("01BROKENV")] == ["alice@nutrition.co"]

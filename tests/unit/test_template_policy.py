@@ -11,7 +11,8 @@ import pytest
 from cfnlint.api import ManualArgs, lint
 
 from mxgate.adapters.aws.settings import AwsSettings
-from tests.awsstack import REPO, TEMPLATE
+from tests.awsstack import TEMPLATE
+from tests.support import REPO
 
 TEXT = TEMPLATE.read_text()
 RULES = str(REPO / "lint" / "cfn_rules")

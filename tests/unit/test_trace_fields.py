@@ -1,4 +1,5 @@
-"""The `Received` field names the session's protocol as RFC 3848 does, with the TLS details."""
+"""The `Received` field names the session's protocol as RFC 3848 does, with the TLS details, and
+the sending address as an address literal (where providers look for it)."""
 
 from __future__ import annotations
 
@@ -33,29 +34,29 @@ TLS13 = {
 @pytest.mark.parametrize(
     ("session", "expected"),
     [
-        ({}, "from mx.shop.example (203.0.113.9) by mxgate.local (mxgate) with ESMTP id 01M8"),
+        ({}, "from mx.shop.example ([203.0.113.9]) by mxgate.local (mxgate) with ESMTP id 01M8"),
         (
             TLS13,
             (
-                "from mx.shop.example (203.0.113.9) (using TLSv1.3 with cipher "
+                "from mx.shop.example ([203.0.113.9]) (using TLSv1.3 with cipher "
                 "TLS_AES_256_GCM_SHA384 (256 bits)) by mxgate.local (mxgate) with ESMTPS id 01M8"
             ),
         ),
         (
             {**TLS13, "authenticated": True},
             (
-                "from mx.shop.example (203.0.113.9) (using TLSv1.3 with cipher "
+                "from mx.shop.example ([203.0.113.9]) (using TLSv1.3 with cipher "
                 "TLS_AES_256_GCM_SHA384 (256 bits)) by mxgate.local (mxgate) with ESMTPSA id 01M8"
             ),
         ),
         (
             {"authenticated": True},
-            "from mx.shop.example (203.0.113.9) by mxgate.local (mxgate) with ESMTPA id 01M8",
+            "from mx.shop.example ([203.0.113.9]) by mxgate.local (mxgate) with ESMTPA id 01M8",
         ),
         (
             {"tls_protocol": "TLS1_2"},  # a session recorded before ciphers were
             (
-                "from mx.shop.example (203.0.113.9) (using TLSv1.2) by mxgate.local (mxgate) "
+                "from mx.shop.example ([203.0.113.9]) (using TLSv1.2) by mxgate.local (mxgate) "
                 "with ESMTPS id 01M8"
             ),
         ),

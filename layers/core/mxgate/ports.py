@@ -6,10 +6,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from mxgate.errors import TransientError
 from mxgate.records import DeadLetter, Deferred, QuarantineRecord, RecipientState, TimelineEvent
+
+if TYPE_CHECKING:
+    from mxgate.workflow.model import Arrival, ArrivalRecord
 
 
 class Clock(Protocol):
@@ -225,3 +228,29 @@ class Quarantine(Protocol):
     def replace(self, record: QuarantineRecord) -> None: ...
 
     def remove(self, quarantine_id: str) -> None: ...
+
+
+class Arrivals(Protocol):
+    """The two halves of each message reaching the AWS pipeline (workflow.arrival)."""
+
+    def record(self, arrival: Arrival) -> tuple[ArrivalRecord, bool]:
+        """Keep this half (once: a replayed half changes nothing); return all that is known of
+        the message's arrival, this half included, and whether this half is new."""
+        ...
+
+    def get(self, message_id: str) -> ArrivalRecord | None: ...
+
+
+class Executions(Protocol):
+    """Starts workflow executions (Step Functions on AWS)."""
+
+    def start(self, name: str, document: Mapping[str, object]) -> str:
+        """Start one execution named after `name` (the same name with the same document again
+        is harmless); returns the execution's name."""
+        ...
+
+
+class ArrivalChecks(Protocol):
+    def schedule(self, message_id: str) -> None:
+        """Look at this message's arrival again later (workflow.arrival.check)."""
+        ...

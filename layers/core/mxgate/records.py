@@ -97,7 +97,8 @@ class Outcome(StrEnum):
 
 
 class Envelope(Record):
-    """The SMTP envelope as the ingress saw it."""
+    """The SMTP envelope as the ingress saw it: the pipeline's sender and recipients, never the
+    header fields'."""
 
     message_id: str
     mail_from: str
@@ -108,8 +109,7 @@ class Envelope(Record):
     tls_cipher: str | None = None  # e.g. TLS_AES_256_GCM_SHA384
     tls_cipher_bits: int | None = None
     authenticated: bool = False  # SMTP AUTH succeeded (an AUTH ingress point)
-    received_at: datetime | None = None  # None: not known (taken from headers, say)
-    source: Literal["envelope", "headers"] = "envelope"  # headers: no envelope was recorded
+    received_at: datetime | None = None  # None: not known
     ingress_point: str = ""  # the Mail Manager ingress point (logical id) that accepted it
 
     @field_validator("received_at", mode="before")

@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         routes,
         rules,
         run,
+        sandbox,
         trace,
     )
 
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         quarantine,
         console,
         check,
+        sandbox,
     ):
         module.register(commands)
     return parser

@@ -29,6 +29,29 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_message_arguments(
+    parser: argparse.ArgumentParser, *, ip: str, helo: str, ingress: str
+) -> None:
+    """A message and the SMTP session that brings it: FILE, the envelope, the sender's IP,
+    HELO and TLS, the ingress point."""
+    parser.add_argument("message", type=Path, metavar="FILE")
+    parser.add_argument("--mail-from", required=True, metavar="A", help="the envelope sender")
+    parser.add_argument(
+        "--rcpt", action="append", required=True, metavar="B", help="an envelope recipient"
+    )
+    parser.add_argument("--ip", default=ip, help=f"the sender's IP (default {ip})")
+    parser.add_argument("--helo", default=helo, help=f"the EHLO name (default {helo})")
+    parser.add_argument(
+        "--tls",
+        default="TLS1_3",
+        choices=["TLS1_2", "TLS1_3", "none"],
+        help="the session's TLS protocol (default TLS1_3; none: no STARTTLS)",
+    )
+    parser.add_argument(
+        "--ingress-point", help=f"the ingress point's logical id (default: {ingress})"
+    )
+
+
 def settings_from(
     args: argparse.Namespace, *, find_running: bool = True, **overrides: Any
 ) -> LocalSettings:

@@ -79,7 +79,7 @@ def register(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     replay.add_argument("--json", action="store_true", help="print JSON")
     add_settings_arguments(replay)
-    add_aws_arguments(replay, ["raw_bucket"])
+    add_aws_arguments(replay, ["raw_bucket", "state_table"])  # the table: the envelopes
     replay.set_defaults(handler=replay_command, usage_error=replay.error)
 
 
@@ -194,8 +194,16 @@ def aws_history(
 
     bucket = deployed.operator.names.need("raw_bucket")
     added = [f for rule_set in old.mail_manager.rule_sets.values() for f in added_fields(rule_set)]
+    from mxgate.adapters.aws.arrivals import DynamoArrivals  # noqa: PLC0415
+    from mxgate.clock import SystemClock  # noqa: PLC0415
+
+    arrivals = DynamoArrivals(
+        deployed.operator.client("dynamodb"),
+        deployed.operator.names.need("state_table"),
+        SystemClock(),
+    )
     history = RawBucketHistory(
-        deployed.operator.client("s3"), bucket, "raw/", routes=old.routes, added=added
+        deployed.operator.client("s3"), bucket, "raw/", arrivals=arrivals, added=added
     )
     return f"s3://{bucket}/raw/", history.messages(since, limit)
 

@@ -14,7 +14,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mxgate.cli.common import add_settings_arguments, print_json, settings_from
+from mxgate.cli.common import (
+    add_message_arguments,
+    add_settings_arguments,
+    print_json,
+    settings_from,
+)
 from mxgate.errors import ConfigError
 from mxgate.local.bootstrap import Bootstrap
 from mxgate.local.config import load_config
@@ -45,26 +50,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     why = actions.add_parser(
         "explain",
         help="what the gateway would do with a message, and why (sends nothing)",
-        description="Evaluate FILE.eml as the ingress point would: the traffic policy for each "
+        description="Evaluate FILE as the ingress point would: the traffic policy for each "
         "recipient (which statement decided), then the rule set (which rules matched, which "
         "condition decided each, the actions that would run). Nothing is sent or stored. "
         "Without --template, the template and parameter values come from the local "
         "configuration (samconfig.toml, then local.yaml); --params adds values on top.",
     )
-    why.add_argument("message", type=Path, metavar="FILE.eml")
-    why.add_argument("--mail-from", required=True, metavar="A", help="the envelope sender")
-    why.add_argument(
-        "--rcpt", action="append", required=True, metavar="B", help="an envelope recipient"
-    )
-    why.add_argument("--ip", default="127.0.0.1", help="the sender's IP (default 127.0.0.1)")
-    why.add_argument("--helo", default="localhost", help="the EHLO name (default localhost)")
-    why.add_argument(
-        "--tls",
-        default="TLS1_3",
-        choices=["TLS1_2", "TLS1_3", "none"],
-        help="the session's TLS protocol (default TLS1_3; none: no STARTTLS)",
-    )
-    why.add_argument("--ingress-point", help="the ingress point's logical id (default: the first)")
+    add_message_arguments(why, ip="127.0.0.1", helo="localhost", ingress="the first")
     _template_arguments(why)
     why.add_argument("--json", action="store_true", help="print JSON")
     why.set_defaults(handler=explain_command)

@@ -37,6 +37,8 @@ class SmtpTarget:
     password: str | None = None
     timeout: float = 30.0
     helo: str = "mxgate.local"
+    ca_file: str | None = None  # certificates to trust instead of the system's
+    source_address: str | None = None  # the local address to connect from (smtp_bind_address)
 
 
 class SmtpTransport:
@@ -51,7 +53,11 @@ class SmtpTransport:
     def _connect(self) -> smtplib.SMTP:
         target = self.target
         client = smtplib.SMTP(
-            target.host, target.port, local_hostname=target.helo, timeout=target.timeout
+            target.host,
+            target.port,
+            local_hostname=target.helo,
+            timeout=target.timeout,
+            source_address=(target.source_address, 0) if target.source_address else None,
         )
         try:
             client.ehlo()
@@ -60,7 +66,7 @@ class SmtpTransport:
                     raise smtplib.SMTPNotSupportedError(
                         f"{target.host}:{target.port} does not offer STARTTLS, which is required"
                     )
-                context = ssl.create_default_context()
+                context = ssl.create_default_context(cafile=target.ca_file)
                 if not target.verify_tls:
                     context.check_hostname = False
                     context.verify_mode = ssl.CERT_NONE
@@ -97,15 +103,15 @@ class SmtpTransport:
                 except smtplib.SMTPServerDisconnected as error:
                     self._client = None
                     if attempt == 2:
-                        return _everyone(
+                        return everyone_failed(
                             recipients, transient=True, detail=f"disconnected: {error}"
                         )
                 except (OSError, smtplib.SMTPException) as error:
                     self._drop()
-                    return _everyone(
+                    return everyone_failed(
                         recipients, transient=_is_transient(error), detail=_describe(error)
                     )
-        return _everyone(recipients, transient=True, detail="unreachable")  # pragma: no cover
+        return everyone_failed(recipients, transient=True, detail="unreachable")  # pragma: no cover
 
     def _send(
         self, client: smtplib.SMTP, sender: str, recipients: Sequence[str], raw: bytes
@@ -118,7 +124,7 @@ class SmtpTransport:
         code, reply = client.mail(sender, options)
         if code != 250:
             client.rset()
-            return _everyone(recipients, transient=code < 500, detail=_reply(code, reply))
+            return everyone_failed(recipients, transient=code < 500, detail=_reply(code, reply))
         results: dict[str, SendResult] = {}
         accepted = []
         for recipient in recipients:
@@ -145,7 +151,9 @@ def _reply(code: int, message: bytes | str) -> str:
     return f"{code} {' '.join(text.split())}"
 
 
-def _everyone(recipients: Sequence[str], *, transient: bool, detail: str) -> dict[str, SendResult]:
+def everyone_failed(
+    recipients: Sequence[str], *, transient: bool, detail: str
+) -> dict[str, SendResult]:
     return {r: SendResult(ok=False, transient=transient, detail=detail) for r in recipients}
 
 
@@ -201,7 +209,7 @@ class MisconfiguredTransport:
     def send(
         self, envelope_sender: str, recipients: Sequence[str], raw: bytes
     ) -> Mapping[str, SendResult]:
-        return _everyone(recipients, transient=True, detail=f"4.3.5 {self.reason}")
+        return everyone_failed(recipients, transient=True, detail=f"4.3.5 {self.reason}")
 
 
 def submission_or_deferral(

@@ -11,6 +11,9 @@ from pathlib import Path
 from mxgate.adapters.local.files import write_atomically
 from mxgate.errors import ConfigError
 from mxgate.mailmanager.addresses import AddressBook, StaticAddressBook
+from mxgate.mailmanager.resources import MailManagerResources
+from mxgate.routing.recipients import DIRECTORY, directory_addresses
+from mxgate.routing.routes import Routes
 
 _ENTRY = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+$")
 MAX_ENTRY = 320  # Mail Manager's limit for one address
@@ -66,9 +69,18 @@ class RoutedAddressBook:
 
     def __init__(self, files: FileAddressBook, routed: dict[str, list[str]]) -> None:
         self.files = files
+        self.directory = routed  # the routed lists' members, by list id
         self.routed = StaticAddressBook(routed)
-        self.routed_ids = frozenset(routed)
+
+    @classmethod
+    def of_directory(
+        cls, files: FileAddressBook, resources: MailManagerResources, routes: Routes
+    ) -> RoutedAddressBook:
+        """The template's lists marked `MxgateMembers: directory` hold the routes file's
+        addresses (on AWS, `mxgate address-list sync --aws` and each deploy put them there)."""
+        members = directory_addresses(routes)
+        return cls(files, dict.fromkeys(resources.lists_filled_with(DIRECTORY), members))
 
     def contains(self, list_id: str, address: str) -> bool:
-        book: AddressBook = self.routed if list_id in self.routed_ids else self.files
+        book: AddressBook = self.routed if list_id in self.directory else self.files
         return book.contains(list_id, address)

@@ -55,7 +55,6 @@ from mxgate.mailmanager.models import TrafficPolicy
 from mxgate.mailmanager.resources import MailManagerResources
 from mxgate.ports import Clock, Transport
 from mxgate.recorder import Recorder
-from mxgate.routing.recipients import DIRECTORY, directory_addresses
 from mxgate.routing.routes import load_routes
 from mxgate.workflow.quarantine import purge as purge_quarantine
 from mxgate.workflow.services import Services
@@ -155,16 +154,12 @@ class Bootstrap:
         """The lists `mxgate address-list` edits, one file each."""
         return FileAddressBook(self.paths.address_lists)
 
-    def directory_lists(self) -> dict[str, list[str]]:
-        """The template's lists marked `MxgateMembers: directory`, with the routes file's
-        addresses (on AWS, `mxgate address-list sync --aws` and each deploy put them there)."""
-        setup = self.setup
-        members = directory_addresses(setup.routes)
-        return dict.fromkeys(setup.mail_manager.lists_filled_with(DIRECTORY), members)
-
     def address_book(self) -> RoutedAddressBook:
         """What the traffic policy and the rule set look addresses up in."""
-        return RoutedAddressBook(self.address_list_files(), self.directory_lists())
+        setup = self.setup
+        return RoutedAddressBook.of_directory(
+            self.address_list_files(), setup.mail_manager, setup.routes
+        )
 
     def logs(self) -> VendedLogs:
         return VendedLogs(self.paths.logs)
@@ -260,9 +255,11 @@ class Bootstrap:
                     destination, self.environ, self.settings.hostname
                 )
             else:
+                through = "SES" if destination.transport == "ses" else "the relay ingress point"
                 raise ConfigError(
-                    f"{self.settings.config}: destinations.{name} is routed through SES; "
-                    "on one machine give it a mailbox host or {ses_endpoint: URL}"
+                    f"{self.settings.config}: destinations.{name} is routed through {through}; "
+                    "on one machine give it a mailbox host or {ses_endpoint: URL} "
+                    "(`mxgate sandbox` runs the AWS path)"
                 )
         return transports
 

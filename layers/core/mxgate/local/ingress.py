@@ -10,7 +10,8 @@ import asyncio
 import hmac
 import logging
 import re
-from collections.abc import Callable
+import ssl
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 
@@ -20,8 +21,9 @@ from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from mxgate.errors import SMTP_REPLY, FailureKind
 from mxgate.ids import new_message_id
 from mxgate.local.addons import SessionAddons
+from mxgate.local.limits import Defences
 from mxgate.local.logs import INGRESS, TRAFFIC_POLICY, VendedLogs
-from mxgate.local.smtp import peer_ip
+from mxgate.local.smtp import IngressSMTP, peer_ip
 from mxgate.local.spool import Spool
 from mxgate.mailmanager.addons import AddonResult, statement_analyzers
 from mxgate.mailmanager.addresses import AddressBook
@@ -36,6 +38,35 @@ log = logging.getLogger("mxgate.ingress")
 
 MAX_RECIPIENTS = 100  # Mail Manager's limit per message
 _TLS_NAMES = {"TLSv1": "TLS1_0", "TLSv1.1": "TLS1_1", "TLSv1.2": "TLS1_2", "TLSv1.3": "TLS1_3"}
+
+
+def ingress_session(
+    handler: IngressHandler,
+    hostname: str,
+    tls: ssl.SSLContext,
+    max_message_size: int | None,
+    defences: Defences,
+) -> IngressSMTP:
+    """One SMTP session of an ingress point: STARTTLS as its TlsPolicy says; an AUTH ingress
+    point requires AUTH, offered only after STARTTLS; the limits `defences` count across
+    every session of every ingress point."""
+    auth = handler.ingress.Type == "AUTH"
+    return IngressSMTP(
+        handler,
+        gate=defences.gate,
+        guard=defences.guard,
+        timeout=defences.limits.idle_timeout,
+        data_timeout=defences.limits.data_timeout,
+        hostname=hostname,
+        ident="mxgate ESMTP",
+        tls_context=tls,
+        require_starttls=handler.ingress.requires_starttls,
+        data_size_limit=max_message_size,
+        enable_SMTPUTF8=True,
+        authenticator=handler.authenticate if auth else None,
+        auth_required=auth,
+        auth_require_tls=True,
+    )
 
 
 def null_to_empty(address: str) -> str:
@@ -202,6 +233,15 @@ class IngressHandler:
         if (refusal := self.addons.refusal(results)) is not None:
             return refusal
         facts = SessionFacts(sender_ip, tls_protocol(session), results)
+        refusal = self.refusal(address, facts, null_to_empty(envelope.mail_from or ""))
+        if refusal is not None:
+            return refusal
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 Recipient OK"
+
+    def refusal(self, address: str, facts: SessionFacts, mail_from: str) -> str | None:
+        """The traffic policy's answer to one RCPT, logged: None, or the 550 reply."""
         decision = evaluate_traffic_policy(self.policy, address, facts, self.book)
         self.logs.write(
             TRAFFIC_POLICY,
@@ -210,24 +250,22 @@ class IngressHandler:
                 "ingress_point_id": self.ingress_id,
                 "sender_ip": facts.sender_ip,
                 "tls_protocol": facts.tls_protocol,
-                "mail_from": null_to_empty(envelope.mail_from or ""),
+                "mail_from": mail_from,
                 **decision.as_log(),
             },
         )
-        if decision.verdict is TrafficVerdict.REJECT:
-            log.info(
-                "recipient refused",
-                extra={
-                    "recipient_domain": address.rpartition("@")[2],
-                    "decided_by": decision.decided_by,
-                },
-            )
-            return rcpt_refusal(decision, self._listed(results, decision.statement))
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(rcpt_options)
-        return "250 2.1.5 Recipient OK"
+        if decision.verdict is TrafficVerdict.ACCEPT:
+            return None
+        log.info(
+            "recipient refused",
+            extra={
+                "recipient_domain": address.rpartition("@")[2],
+                "decided_by": decision.decided_by,
+            },
+        )
+        return rcpt_refusal(decision, self._listed(facts.addons, decision.statement))
 
-    def _listed(self, results: dict[str, AddonResult], statement: int | None) -> str:
+    def _listed(self, results: Mapping[str, AddonResult], statement: int | None) -> str:
         """What the blocklists the deciding statement asked found, for the refusal."""
         if statement is None:
             return ""
@@ -235,7 +273,7 @@ class IngressHandler:
         found = [r.summary for name, r in results.items() if name in asked and r.flagged]
         return f": {'; '.join(found)}" if found else ""
 
-    def _accept(self, message: Envelope, raw: bytes, now: datetime) -> Path:
+    def accept(self, message: Envelope, raw: bytes, now: datetime) -> Path:
         """In a thread: the fsynced spool file first (only then is 250 due), then the timeline
         and the ingress log, which must never turn a stored message into an error reply."""
         path = self.spool.write(message, raw)
@@ -297,7 +335,7 @@ class IngressHandler:
             ingress_point=self.ingress_id,
         )
         try:
-            path = await asyncio.to_thread(self._accept, message, raw, now)
+            path = await asyncio.to_thread(self.accept, message, raw, now)
         except OSError:
             log.exception("spool write failed", extra={"message_id": message.message_id})
             return SMTP_REPLY[FailureKind.TRANSIENT]

@@ -1,5 +1,11 @@
 """InvokeLambda on one machine: the template's function handler, imported and called
-in-process with the event Lambda would give it."""
+in-process with the event Lambda would give it.
+
+One function is the AWS runtime's own and has a local counterpart instead: the Start function
+(functions/start/), which on AWS joins the WriteToS3 object with the envelope of this event.
+Here the emulator starts the workflow from the object it stored, with the envelope it kept
+beside it, so the event is taken and answered without a second start.
+"""
 
 from __future__ import annotations
 
@@ -40,6 +46,20 @@ class LambdaContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
+def _joined_locally(event: Any, context: Any) -> dict[str, Any]:
+    """The Start function's local counterpart (see the module's notes)."""
+    mail = event["Records"][0]["ses"]["mail"]
+    return {
+        "message_id": mail["messageId"],
+        "result": "joined locally: the workflow starts from the stored object and the "
+        "envelope kept beside it",
+    }
+
+
+# functions/<name>/ -> the handler that stands in for it on this machine
+LOCAL_COUNTERPARTS: dict[str, Handler] = {"start": _joined_locally}
+
+
 class LocalLambdas:
     """The Functions port on one machine: finds a function of the template by its ARN or name
     and runs its handler in this process."""
@@ -53,7 +73,8 @@ class LocalLambdas:
         if source is None:
             raise PermanentError(f"no Lambda function {function_arn!r} in the template")
         if source.logical_id not in self._handlers:
-            self._handlers[source.logical_id] = _load(source)
+            counterpart = LOCAL_COUNTERPARTS.get(source.code_dir.name if source.code_dir else "")
+            self._handlers[source.logical_id] = counterpart or _load(source)
         return source, self._handlers[source.logical_id]
 
     def check(self, function_arn: str) -> None:

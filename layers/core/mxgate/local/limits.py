@@ -168,6 +168,19 @@ class AuthGuard:
             del self._failures[ip]
 
 
+@dataclass(frozen=True)
+class Defences:
+    """The limits and the counters every ingress session of one gateway shares."""
+
+    limits: SmtpLimits
+    gate: ConnectionGate
+    guard: AuthGuard
+
+    @classmethod
+    def counting(cls, limits: SmtpLimits, clock: Clock) -> Defences:
+        return cls(limits, ConnectionGate(limits, clock), AuthGuard(limits, clock))
+
+
 def raise_open_file_limit(limits: SmtpLimits) -> int:
     """Room for every session the limits allow (each is a file descriptor), plus the gateway's
     own files: the soft RLIMIT_NOFILE is raised toward the hard one. Returns the soft limit."""

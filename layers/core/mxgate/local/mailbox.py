@@ -17,6 +17,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from mxgate.adapters.local.maildir import Maildir, mailbox_name
 from mxgate.delivery.smtp import to_crlf
+from mxgate.local.smtp import ExactSMTP
 
 
 class MaildirHandler:
@@ -56,6 +57,17 @@ class MaildirHandler:
         await asyncio.to_thread(self._store_all, sender, recipients, raw)  # file I/O off the loop
         return f"250 2.0.0 Ok: delivered to {len(envelope.rcpt_tos)} mailbox(es) on {self.host}"
 
-    def _store_all(self, sender: str, recipients: list[str], raw: bytes) -> None:
-        for recipient in recipients:
-            self.maildir.deliver(sender, recipient, raw)
+    def _store_all(self, sender: str, recipients: list[str], raw: bytes) -> list[Path]:
+        return [self.maildir.deliver(sender, recipient, raw) for recipient in recipients]
+
+
+def mailbox_session(handler: MaildirHandler) -> SMTP:
+    """One SMTP session of a mailbox host: DATA taken exactly, so a long line or a lone dot
+    arrives as it was sent."""
+    return ExactSMTP(
+        handler,
+        hostname=f"{handler.host}.mailbox.local",
+        enable_SMTPUTF8=True,
+        data_size_limit=None,
+        ident="mxgate mailbox host",
+    )

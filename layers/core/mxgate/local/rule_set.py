@@ -219,6 +219,7 @@ class LocalMailManager:
                         + record.failure_for(address)
                     )
                 transient.update(record.transient)
+        stored.hand_on_envelopes(succeeded)
         records = self.failures.records
 
         def settle(address: str, outcome: Outcome, detail: str) -> None:

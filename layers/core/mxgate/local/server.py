@@ -23,12 +23,12 @@ from pathlib import Path
 from mxgate.adapters.local.state import SqliteState
 from mxgate.local import worker
 from mxgate.local.bootstrap import Bootstrap
-from mxgate.local.ingress import IngressHandler
-from mxgate.local.limits import AuthGuard, ConnectionGate, raise_open_file_limit
-from mxgate.local.mailbox import MaildirHandler
+from mxgate.local.ingress import IngressHandler, ingress_session
+from mxgate.local.limits import Defences, raise_open_file_limit
+from mxgate.local.mailbox import MaildirHandler, mailbox_session
 from mxgate.local.settings import Paths
 from mxgate.local.setup import IngressSetup
-from mxgate.local.smtp import ExactSMTP, IngressSMTP
+from mxgate.local.smtp import IngressSMTP
 from mxgate.local.tls import ensure_certificate, server_context
 
 log = logging.getLogger("mxgate.server")
@@ -76,9 +76,8 @@ class Gateway:
         self.scheduler: asyncio.Task[None] | None = None
         self.room_freed = asyncio.Event()  # a deferred delivery finished: look again at once
         self.housekeeping: asyncio.Task[None] | None = None
-        limits = bootstrap.setup.config.smtp.limits
-        self.gate = ConnectionGate(limits, self.clock)  # every ingress point's sessions together
-        self.auth_guard = AuthGuard(limits, self.clock)
+        # every ingress point's sessions together
+        self.defences = Defences.counting(bootstrap.setup.config.smtp.limits, self.clock)
 
     async def _mailbox_hosts(
         self, loop: asyncio.AbstractEventLoop
@@ -90,16 +89,7 @@ class Gateway:
                 continue
             handler = MaildirHandler(self.dirs.mailboxes, host)
             server = await loop.create_server(
-                partial(
-                    ExactSMTP,
-                    handler,
-                    hostname=f"{host}.mailbox.local",
-                    enable_SMTPUTF8=True,
-                    data_size_limit=None,
-                    ident="mxgate mailbox host",
-                ),
-                host="127.0.0.1",
-                port=spec.port,
+                partial(mailbox_session, handler), host="127.0.0.1", port=spec.port
             )
             ports[host] = server.sockets[0].getsockname()[1]
             servers.append(server)
@@ -268,22 +258,12 @@ class Gateway:
     def _session(
         self, listener: IngressSetup, handler: IngressHandler, tls: ssl.SSLContext
     ) -> IngressSMTP:
-        limits = self.setup.config.smtp.limits
-        return IngressSMTP(
+        return ingress_session(
             handler,
-            gate=self.gate,
-            guard=self.auth_guard,
-            timeout=limits.idle_timeout,
-            data_timeout=limits.data_timeout,
-            hostname=self.setup.settings.hostname,
-            ident="mxgate ESMTP",
-            tls_context=tls,
-            require_starttls=listener.ingress.requires_starttls,
-            data_size_limit=listener.max_message_size,
-            enable_SMTPUTF8=True,
-            authenticator=handler.authenticate if listener.auth else None,
-            auth_required=listener.auth,
-            auth_require_tls=True,  # AUTH only after STARTTLS
+            self.setup.settings.hostname,
+            tls,
+            listener.max_message_size,
+            self.defences,
         )
 
     async def stop(self, running: Running, grace: float = 30.0) -> None:

@@ -112,6 +112,23 @@ def _smtp_password(
     )
 
 
+def _default_ports(
+    mail_manager: MailManagerResources, open_port: int, auth_port: int
+) -> dict[str, int]:
+    """OPEN ingress points on `open_port`, AUTH ones on `auth_port` and, when there are
+    several, the ports after it (a free port each when the port is 0). MTLS ingress points
+    are not emulated."""
+    ports: dict[str, int] = {}
+    auth = 0
+    for name, point in mail_manager.ingress_points.items():
+        if point.Type == "OPEN":
+            ports[name] = open_port
+        elif point.Type == "AUTH":
+            ports[name] = auth_port + auth if auth_port else 0
+            auth += 1
+    return ports
+
+
 def _listeners(
     settings: LocalSettings,
     config: LocalConfig,
@@ -130,11 +147,7 @@ def _listeners(
             if moved is not None and first is not None:
                 ports[first] = moved
     else:
-        ports = {
-            name: by_type[point.Type]
-            for name, point in mail_manager.ingress_points.items()
-            if point.Type in by_type  # MTLS ingress points are not emulated
-        }
+        ports = _default_ports(mail_manager, by_type["OPEN"], by_type["AUTH"])
     unknown_port_variables(settings, "ingress_ports", list(ports))
     ports |= {
         name: settings.ingress_ports[env_name(name)]

@@ -15,8 +15,8 @@ from mxgate.mailmanager.template import Resolver
 from mxgate.ports import Clock
 from mxgate.records import Delivery, Stage, message_id_of
 from mxgate.workflow.asl import ExecutionFailedError, Interpreter
-from mxgate.workflow.model import Redelivery
-from mxgate.workflow.object_created import object_created_event
+from mxgate.workflow.envelope import read_envelope
+from mxgate.workflow.model import ProcessInput, Redelivery
 from mxgate.workflow.services import Services
 from mxgate.workflow.steps import STEPS
 
@@ -102,12 +102,13 @@ class LocalWorkflow:
         )
 
     def start(self, bucket: str, key: str) -> Any:
-        """Run one execution to its end, as the S3 event would start it on AWS."""
+        """Run one execution to its end, with the input the Start function gives it on AWS:
+        the stored object and the envelope the emulator kept beside it."""
         self._current = message_id_of(key)
-        size = self.services.objects.head(bucket, key).size
-        event = object_created_event(bucket, key, size, self.services.clock.now())
+        envelope = read_envelope(self.services.objects, bucket, key)
+        document = ProcessInput(bucket=bucket, key=key, envelope=envelope)
         try:
-            return self.interpreter.run(event, name=self._current)
+            return self.interpreter.run(document.model_dump(mode="json"), name=self._current)
         except ExecutionFailedError as failure:
             log.error(
                 "execution failed", extra={"message_id": self._current, "error": failure.error}

@@ -91,9 +91,18 @@ def raise_failures(results: Mapping[str, SendResult], what: str) -> None:
 
 @dataclass
 class Stored:
-    """What WriteToS3 stored; the caller hands each object on once the whole rule set has run."""
+    """What WriteToS3 stored; the caller hands each object on once the whole rule set has run.
+    And the recipients whose envelope InvokeLambda handed to the pipeline's Start function:
+    that hands them on with the object, it does not end them."""
 
     objects: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    enveloped: list[str] = field(default_factory=list)
+
+    def hand_on_envelopes(self, succeeded: dict[str, list[str]]) -> None:
+        """Take the InvokeLambda that handed a recipient's envelope on out of the actions that
+        may end it: the workflow decides, with the stored object."""
+        for address in self.enveloped:
+            succeeded[address].remove("InvokeLambda")
 
 
 class ActionRunner:
@@ -355,5 +364,8 @@ class ActionRunner:
                 return f"invoked (EVENT); the handler raised {reason}"
             failure = TransientError if kind_of(error) is FailureKind.TRANSIENT else PermanentError
             raise failure(f"InvokeLambda: the handler raised {reason}") from error
+        source = self.resources.function(params.FunctionArn)
+        if source is not None and source.starts_pipeline:
+            self.stored.enveloped.extend(context.recipients)
         shown = json.dumps(result, default=str)[:RESULT_SHOWN] if result is not None else "null"
         return f"invoked ({params.InvocationType}), returned {shown}"

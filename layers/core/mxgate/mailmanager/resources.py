@@ -90,6 +90,13 @@ class FunctionSource:
     handler: str | None
     runtime: str | None
 
+    @property
+    def starts_pipeline(self) -> bool:
+        """Whether this is the pipeline's Start function (functions/start/): an InvokeLambda
+        to it hands the envelope on to the workflow, which ends the recipients, rather than to
+        an application."""
+        return self.code_dir is not None and self.code_dir.name == "start"
+
 
 @dataclass(frozen=True)
 class MailManagerResources:

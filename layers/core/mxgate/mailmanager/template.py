@@ -27,6 +27,7 @@ FUNCTION_TYPES = ("AWS::Serverless::Function", "AWS::Lambda::Function")
 LOCAL_REGION = "us-east-1"
 LOCAL_ACCOUNT = "000000000000"
 STACK_NAME = "mxgate"
+LOOPBACK = "127.0.0.1"
 
 _SHORT_TAGS = {
     "Ref": "Ref",
@@ -351,6 +352,8 @@ class Resolver:
         if kind == "AWS::IAM::Role" and attribute == "Arn":
             role = self.physical_name(logical_id, "RoleName")
             return f"arn:aws:iam::{self.account}:role/{role}"
+        if kind == "AWS::EC2::EIP" and attribute == "PublicIp":
+            return LOOPBACK  # on this machine every connection comes from loopback
         if kind == "AWS::SNS::Topic" and attribute == "TopicArn":
             return str(self.ref(logical_id, where))
         service = kind.split("::")[1].lower() if kind.count("::") == 2 else "local"

@@ -130,3 +130,9 @@ def without_fields(raw: bytes, spans: Iterable[tuple[int, int]]) -> bytes:
         position = end
     kept.append(raw[position:])
     return b"".join(kept)
+
+
+def remove_fields(raw: bytes, name: str) -> bytes:
+    """The message without any field of this name; every other byte stays as it was."""
+    wanted = name.encode("ascii").lower()
+    return without_fields(raw, [(s, e) for n, s, e in header_fields(raw) if n.lower() == wanted])

@@ -170,7 +170,18 @@ class Destination(Strict):
     """A mailbox host: how mail for it leaves the gateway."""
 
     description: str = ""
-    transport: Literal["ses", "smtp"] = "ses"
+    transport: Literal["ses", "smtp", "mail_manager"] = Field(
+        default="ses",
+        description="`mail_manager`: SMTP submission into the stack's relay ingress point, "
+        "whose own rule set relays with MailFrom PRESERVE to `relay` (envelope sender, From "
+        "and DKIM signatures intact); `ses`: SES SendEmail, with the sender policy (rewrites "
+        "From for senders SES has not verified); `smtp`: submission to `host`",
+    )
+    relay: RouteName | None = Field(
+        default=None,
+        description="transport mail_manager: the template's MailManagerRelay (its logical id, "
+        "e.g. WorkspaceRelay) the relay ingress point's rule set hands this host's mail to",
+    )
     # SES: the recipient's domain is replaced by this routing domain
     # (Workspace: <domain>.test-google-a.com; Microsoft 365: <tenant>.mail.onmicrosoft.com).
     routing_domain: str | None = None
@@ -190,6 +201,10 @@ class Destination(Strict):
     def _complete(self) -> Self:
         if self.transport == "smtp" and not self.host:
             raise ValueError("an smtp destination needs `host`")
+        if (self.transport == "mail_manager") != (self.relay is not None):
+            raise ValueError(
+                "`relay` names the relay of a mail_manager destination, and only of one"
+            )
         if (self.username is None) != (self.password_env is None):
             raise ValueError("`username` and `password_env` go together")
         return self

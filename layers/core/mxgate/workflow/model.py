@@ -15,9 +15,33 @@ class Frozen(BaseModel):
 
 
 class ProcessInput(Frozen):
+    """The input of a message's execution: the stored message and its envelope."""
+
     bucket: str
     key: str
-    envelope: Envelope | None = None  # when the trigger carries it (InvokeLambda's event)
+    envelope: Envelope | None = None  # None: none arrived (Process quarantines the message)
+
+
+class StoredObject(Frozen):
+    bucket: str
+    key: str
+
+
+class Arrival(Frozen):
+    """One half of a message reaching the AWS pipeline (workflow.arrival)."""
+
+    message_id: str
+    stored: StoredObject | None = None  # WriteToS3's object, from S3's Object Created event
+    envelope: Envelope | None = None  # the SMTP envelope, from the InvokeLambda event
+
+
+class ArrivalRecord(Frozen):
+    """What is known of a message's arrival: the halves so far."""
+
+    message_id: str
+    stored: StoredObject | None = None
+    envelope: Envelope | None = None
+    first_at: str = ""  # when the first half arrived
 
 
 class ProcessOutput(Frozen):
@@ -81,3 +105,4 @@ class QuarantineInput(Frozen):
     bucket: str
     key: str
     error: StepError
+    envelope: Envelope | None = None

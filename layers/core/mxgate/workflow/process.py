@@ -12,7 +12,7 @@ from typing import BinaryIO, Literal, cast
 
 from mxgate.authn.check import Authenticator
 from mxgate.authn.model import Authentication
-from mxgate.errors import TransientError
+from mxgate.errors import PermanentError
 from mxgate.message.attachments import ObjectStoreAttachments
 from mxgate.message.model import Address, ParsedMessage
 from mxgate.message.parse import parse_stream
@@ -29,7 +29,6 @@ from mxgate.records import (
 )
 from mxgate.routing.classify import RouteKind, classify
 from mxgate.routing.quarantine import auth_verdicts, facts_of, quarantine_rule
-from mxgate.workflow.envelope import read_envelope
 from mxgate.workflow.model import (
     DeliveryResult,
     ProcessInput,
@@ -53,6 +52,12 @@ INLINE_BUDGET = 120 * 1024
 
 def process(request: ProcessInput, services: Services) -> ProcessOutput:
     """Read, parse, authenticate and classify one stored message, and plan its deliveries."""
+    envelope = request.envelope
+    if envelope is None:  # the pipeline never guesses recipients from header fields
+        raise PermanentError(
+            f"no SMTP envelope came with {request.bucket}/{request.key}: its recipients are "
+            "not known"
+        )
     store = ObjectStoreAttachments(services.objects, request.bucket)
     # One read of the stored message, kept in a spooled file (on disk past a few MB, never whole
     # in memory) for the two passes: the parse, then sender authentication.
@@ -64,14 +69,6 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
         shutil.copyfileobj(stream, copy, COPY_CHUNK)
         copy.seek(0)
         parsed = parse_stream(copy, limits=services.message_limits, store=store)
-        envelope = request.envelope or read_envelope(
-            services.objects,
-            request.bucket,
-            request.key,
-            parsed,
-            services.routes,
-            look_beside=services.envelope_sidecars,
-        )
         copy.seek(0)
         authentication, authentication_fields = _authenticate(copy, envelope, services)
         copy.seek(0)
@@ -92,7 +89,6 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
             message_id,
             Stage.PARSED,
             f"{len(parsed.attachments)} attachments, {len(parsed.defects)} defects"
-            + ("; envelope taken from headers" if envelope.source == "headers" else "")
             + (f"; {authentication.summary()}" if authentication else ""),
             summary=MessageSummary(
                 envelope_sender=envelope.mail_from,
@@ -250,17 +246,10 @@ def _authenticate(
 
 def quarantine(request: QuarantineInput, services: Services) -> DeliveryResult:
     """A message the pipeline could not process: keep it where it is, and say why."""
-    message_id = message_id_of(request.key)
+    envelope = request.envelope
+    message_id = envelope.message_id if envelope is not None else message_id_of(request.key)
     reason = f"processing failed: {request.error.Error}: {request.error.Cause}"
-    try:
-        envelope = read_envelope(
-            services.objects, request.bucket, request.key, None, services.routes
-        )
-        recipients = envelope.recipients
-    except TransientError:
-        raise  # the state machine retries: the envelope may be readable in a moment
-    except Exception:  # noqa: BLE001 -- without an envelope the message is quarantined whole
-        envelope, recipients = None, []
+    recipients = envelope.recipients if envelope is not None else []
     if envelope is not None and recipients and services.objects.exists(request.bucket, request.key):
         raw = services.objects.get(request.bucket, request.key)
         ref = MessageRef(

@@ -38,9 +38,6 @@ class Services:
     # names this gateway in trace header fields, and is its authserv-id in
     # Authentication-Results
     gateway_host: str = "mxgate.local"
-    # whether the runtime keeps each message's envelope beside it (the local emulator does;
-    # Mail Manager does not, so on AWS looking would cost a request and find nothing)
-    envelope_sidecars: bool = True
     resolver: Resolver | None = None  # DNS for sender authentication; None: not checked
     sealer: Sealer | None = None  # ARC-seals mailbox deliveries as the gateway; None: no seal
     message_limits: ParseLimits = field(default_factory=ParseLimits)

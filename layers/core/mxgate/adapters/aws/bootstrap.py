@@ -5,18 +5,24 @@ a function pays only for its own. `mxgate dlq --aws` builds its clients here too
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from botocore.exceptions import ClientError
+
 from mxgate.adapters.aws.address_lists import MailManagerAddressLists
+from mxgate.adapters.aws.arrivals import DynamoArrivals, SqsArrivalChecks, StepFunctionsExecutions
 from mxgate.adapters.aws.clients import LazyClient
 from mxgate.adapters.aws.dead_letters import QueueingDeadLetters, forget_notices
 from mxgate.adapters.aws.deferral import Redeliverer, SqsDeferrals
 from mxgate.adapters.aws.dynamodb import DynamoQuarantine, DynamoState
 from mxgate.adapters.aws.eventbridge import EventBridgeAppEvents
+from mxgate.adapters.aws.failures import error_code, transient_failures
 from mxgate.adapters.aws.hooks import LambdaHooks
 from mxgate.adapters.aws.operator import OperatorAws
 from mxgate.adapters.aws.s3 import S3ObjectStore
@@ -26,10 +32,11 @@ from mxgate.adapters.dns import DnsPythonResolver
 from mxgate.authn.arc import Sealer, load_sealer
 from mxgate.authn.resolver import CachingResolver
 from mxgate.clock import SystemClock
-from mxgate.delivery.smtp import submission_or_deferral
+from mxgate.delivery.relay import RelayIngress, RelayIngressTransport
+from mxgate.delivery.smtp import MisconfiguredTransport, submission_or_deferral
 from mxgate.delivery.webhook import SignedPoster, signing_keys
 from mxgate.desk import Desk
-from mxgate.errors import ConfigError
+from mxgate.errors import ConfigError, PermanentError
 from mxgate.mailmanager.addresses import SyncResult
 from mxgate.ports import Clock, Transport
 from mxgate.routing.recipients import sync_directory
@@ -41,6 +48,7 @@ if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_lambda import LambdaClient
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sesv2 import SESV2Client
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_stepfunctions import SFNClient
@@ -85,11 +93,22 @@ def services() -> Services:
     environ: Mapping[str, str] = os.environ  # secrets the routes name by variable
     state = DynamoState(cast("DynamoDBClient", LazyClient("dynamodb")), config.state_table, clock)
     ses = ses_client()
+    ingress = relay_ingress(config)
     transports: dict[str, Transport] = {}
     for name, destination in routes.destinations.items():
         if destination.transport == "ses":
             transports[name] = SesTransport(
                 ses, destination.routing_domain, configuration_set=config.ses_configuration_set
+            )
+        elif destination.transport == "mail_manager":
+            assert destination.relay is not None
+            transports[name] = (
+                RelayIngressTransport(ingress, destination.relay)
+                if ingress is not None
+                else MisconfiguredTransport(
+                    "the relay ingress point is not configured (MXGATE_RELAY_HOST, "
+                    "MXGATE_RELAY_USER and MXGATE_RELAY_SECRET on the Deliver function)"
+                )
             )
         else:
             transports[name] = submission_or_deferral(destination, environ, config.gateway_host)
@@ -108,7 +127,6 @@ def services() -> Services:
         routes=routes,
         clock=clock,
         gateway_host=config.gateway_host,
-        envelope_sidecars=config.envelope_sidecars,
         resolver=CachingResolver(_dns(config.dns_server)),
         sealer=arc_sealer(config),
         deferrals=(
@@ -123,6 +141,76 @@ def services() -> Services:
             cast("DynamoDBClient", LazyClient("dynamodb")), config.state_table
         ),
         quarantine_days=config.quarantine_days,
+    )
+
+
+class SecretPassword:
+    """The `password` key of a Secrets Manager secret, read on first use and then kept."""
+
+    def __init__(self, client: SecretsManagerClient, secret_arn: str) -> None:
+        self.client = client
+        self.secret_arn = secret_arn
+        self._password: str | None = None
+
+    def __call__(self) -> str:
+        if self._password is None:
+            with transient_failures("Secrets Manager relay password"):
+                try:
+                    value = self.client.get_secret_value(SecretId=self.secret_arn)
+                except ClientError as error:
+                    raise PermanentError(
+                        f"the relay password secret {self.secret_arn}: {error_code(error)}"
+                    ) from error
+            password = json.loads(value["SecretString"]).get("password")
+            if not isinstance(password, str):
+                raise PermanentError(f"the secret {self.secret_arn} has no key `password`")
+            self._password = password
+        return self._password
+
+
+def relay_ingress(config: AwsSettings) -> RelayIngress | None:
+    """The stack's relay ingress point, as the Deliver function's environment names it."""
+    if not (config.relay_host and config.relay_user and config.relay_secret):
+        return None
+    return RelayIngress(
+        host=config.relay_host,
+        port=config.relay_port,
+        user=config.relay_user,
+        password=SecretPassword(
+            cast("SecretsManagerClient", LazyClient("secretsmanager")), config.relay_secret
+        ),
+        ca_file=str(config.relay_ca_file) if config.relay_ca_file else None,
+        helo=config.gateway_host,
+    )
+
+
+@dataclass(frozen=True)
+class ArrivalJoin:
+    """What the Start function joins with: the arrival records, the state machine, the checks."""
+
+    arrivals: DynamoArrivals
+    executions: StepFunctionsExecutions
+    checks: SqsArrivalChecks
+
+
+@cache
+def arrival_join() -> ArrivalJoin:
+    """What the Start function runs on (besides `services()`, for the arrival check)."""
+    config = settings()
+    if not (config.state_machine_arn and config.arrival_check_queue and config.unstarted_queue):
+        raise ConfigError(
+            "the Start function needs MXGATE_STATE_MACHINE_ARN, MXGATE_ARRIVAL_CHECK_QUEUE and "
+            "MXGATE_UNSTARTED_QUEUE"
+        )
+    sqs = cast("SQSClient", LazyClient("sqs"))
+    return ArrivalJoin(
+        arrivals=DynamoArrivals(
+            cast("DynamoDBClient", LazyClient("dynamodb")), config.state_table, SystemClock()
+        ),
+        executions=StepFunctionsExecutions(
+            cast("SFNClient", LazyClient("stepfunctions")), config.state_machine_arn
+        ),
+        checks=SqsArrivalChecks(sqs, config.arrival_check_queue, config.unstarted_queue),
     )
 
 

@@ -1,6 +1,7 @@
 """The replay history on AWS: the raw-mail bucket the rule set's WriteToS3 fills. Each object
-is one message after the rule set's AddHeader actions, its envelope beside it when the
-pipeline keeps one (`envelopes/<key>.json`), else taken from the To and Cc fields.
+is one message after the rule set's AddHeader actions; its envelope is the one Mail Manager's
+InvokeLambda event brought, kept in the message's arrival record (adapters/aws/arrivals.py, 14
+days). A message without one is left out (`skipped`): its recipients are not known.
 
 Neither says which TLS version the session used: the message was accepted, and Mail Manager
 speaks TLS 1.2 and 1.3 only, so replay takes TLS 1.2 (the weaker) for it."""
@@ -11,13 +12,11 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from mxgate.adapters.aws.arrivals import DynamoArrivals
 from mxgate.adapters.aws.s3 import S3ObjectStore
-from mxgate.message.parse import parse_message
-from mxgate.records import ENVELOPE_PREFIX
+from mxgate.records import ENVELOPE_PREFIX, message_id_of
 from mxgate.replay.decisions import StoredMessage
 from mxgate.replay.received import as_received
-from mxgate.routing.routes import Routes
-from mxgate.workflow.envelope import read_envelope
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -32,15 +31,16 @@ class RawBucketHistory:
         bucket: str,
         prefix: str,
         *,
-        routes: Routes,
+        arrivals: DynamoArrivals,
         added: Sequence[tuple[str, str]],
     ) -> None:
         self.client = client
         self.objects = S3ObjectStore(client)
         self.bucket = bucket
         self.prefix = prefix
-        self.routes = routes
+        self.arrivals = arrivals
         self.added = list(added)
+        self.skipped = 0  # stored messages without an envelope
 
     def keys(self, since: datetime | None, limit: int | None) -> list[tuple[str, datetime]]:
         """The stored messages written since `since` (the newest `limit`), oldest first."""
@@ -58,14 +58,19 @@ class RawBucketHistory:
         chosen = found[-limit:] if limit else found
         return [(item["Key"], item["LastModified"]) for item in chosen]
 
-    def read(self, key: str, written: datetime) -> StoredMessage:
-        stored = self.objects.get(self.bucket, key)
-        raw = as_received(stored, self.added)
-        envelope = read_envelope(self.objects, self.bucket, key, parse_message(raw), self.routes)
+    def read(self, key: str, written: datetime) -> StoredMessage | None:
+        arrival = self.arrivals.get(message_id_of(key))
+        envelope = arrival.envelope if arrival is not None else None
+        if envelope is None:
+            self.skipped += 1
+            return None
+        raw = as_received(self.objects.get(self.bucket, key), self.added)
         if envelope.tls_protocol is None:
             envelope = envelope.model_copy(update={"tls_protocol": ASSUMED_TLS})
         return StoredMessage(envelope=envelope, raw=raw, received_at=written)
 
     def messages(self, since: datetime | None, limit: int | None) -> Iterator[StoredMessage]:
         for key, written in self.keys(since, limit):
-            yield self.read(key, written)
+            message = self.read(key, written)
+            if message is not None:
+                yield message

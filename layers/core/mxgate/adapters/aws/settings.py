@@ -22,11 +22,19 @@ class AwsSettings(BaseModel):
     gateway_host: str = "mxgate"
     dns_server: str | None = None  # "host:port"; unset: the Lambda's own resolver
     defer_queue: str | None = None  # the deferred queue's URL; unset: no deferral
-    state_machine_arn: str | None = None  # what the Redeliver function starts
+    state_machine_arn: str | None = None  # what the Start and Redeliver functions start
     ses_configuration_set: str | None = None
-    # Whether Process looks for an envelope kept beside each message: only when the rule set
-    # also sends Mail Manager's InvokeLambda event to the Process function, which keeps one.
-    envelope_sidecars: bool = False
+    # The arrival join (Start function): its later look at half-arrived messages, where it
+    # reports those it finds unstarted, and whose Received fields it trusts for HELO and IP.
+    arrival_check_queue: str | None = None
+    unstarted_queue: str | None = None
+    mail_manager_hosts: str = ".amazonaws.com"
+    # The relay ingress point Deliver submits employee mail to (transport: mail_manager).
+    relay_host: str | None = None
+    relay_port: int = 587
+    relay_user: str | None = None  # the ingress point id
+    relay_secret: str | None = None  # ARN of the secret whose key `password` is the password
+    relay_ca_file: Path | None = None  # certificates to trust for it (default: the system's)
     quarantine_days: int = 30  # how long quarantine records are kept: RawMailRetentionDays
     # ARC sealing of mailbox deliveries: the Secrets Manager secret with the key; unset: none
     arc_seal_key_secret: str | None = None
@@ -48,7 +56,14 @@ class AwsSettings(BaseModel):
             "defer_queue": env.get("MXGATE_DEFER_QUEUE"),
             "state_machine_arn": env.get("MXGATE_STATE_MACHINE_ARN"),
             "ses_configuration_set": env.get("MXGATE_SES_CONFIGURATION_SET"),
-            "envelope_sidecars": env.get("MXGATE_ENVELOPE_SIDECARS"),
+            "arrival_check_queue": env.get("MXGATE_ARRIVAL_CHECK_QUEUE"),
+            "unstarted_queue": env.get("MXGATE_UNSTARTED_QUEUE"),
+            "mail_manager_hosts": env.get("MXGATE_MAIL_MANAGER_HOSTS"),
+            "relay_host": env.get("MXGATE_RELAY_HOST"),
+            "relay_port": env.get("MXGATE_RELAY_PORT"),
+            "relay_user": env.get("MXGATE_RELAY_USER"),
+            "relay_secret": env.get("MXGATE_RELAY_SECRET"),
+            "relay_ca_file": env.get("MXGATE_RELAY_CA_FILE"),
             "quarantine_days": env.get("MXGATE_QUARANTINE_DAYS"),
             "arc_seal_key_secret": env.get("MXGATE_ARC_SEAL_KEY_SECRET"),
             "arc_seal_domain": env.get("MXGATE_ARC_SEAL_DOMAIN"),

@@ -25,7 +25,7 @@ from mxgate.adapters.aws.address_lists import MailManagerAddressLists
 from mxgate.cli import main
 from mxgate.routing.recipients import directory_addresses, sync_directory
 from mxgate.routing.routes import load_routes
-from tests.awsstack import MOTO_CONFIG, REGION, Stack, fake_credentials
+from tests.awsstack import MOTO_CONFIG, REGION, Stack, create_stack, fake_credentials
 from tests.support import REPO
 
 ROUTES = REPO / "config" / "routes.yaml"
@@ -174,7 +174,7 @@ def stack(mailmanager, monkeypatch) -> Iterator[Stack]:
         lambda service, **kw: client if service == "mailmanager" else real(service, **kw),
     )
     with mock_aws(config=MOTO_CONFIG):
-        created = Stack.create()
+        created = create_stack(ses=False)
         yield created
         created.close()
 

@@ -86,3 +86,20 @@ def test_a_pdf_that_is_a_pdf_passes():
     (attachment,) = parsed.attachments
     assert (attachment.names, attachment.sniffed_type) == (["report.pdf"], "application/pdf")
     assert quarantine_rule(RULES, "workspace", facts_of(parsed)) is None
+
+
+@pytest.mark.parametrize(
+    ("content_type", "disposition", "content", "reason"),
+    [
+        (b"application/pdf", b"attachment; filename=report.pdf", PE,
+         ("attachment report.pdf (sniffed application/vnd.microsoft.portable-executable, "
+          "declared application/pdf)")),
+        (b"text/plain; name=x.exe", b"attachment; filename=x.txt", PDF,
+         "attachment x.txt (named x.exe, text/plain)"),
+    ],
+)  # fmt: skip
+def test_the_reason_names_what_matched(content_type, disposition, content, reason):
+    parsed = parse_message(message(content_type, disposition, content))
+    decided = quarantine_rule(RULES, "workspace", facts_of(parsed))
+    assert decided is not None
+    assert decided[1] == reason

@@ -154,9 +154,9 @@ def holds(match: Match, facts: MessageFacts) -> tuple[bool, str]:
         if not _glob(facts.from_domain, match.from_domain):
             return False, ""
         reasons.append(f"from domain {facts.from_domain}")
-    for patterns, facts_of_one in (
-        (match.attachment_name, _attachment_names),
-        (match.attachment_type, _attachment_types),
+    for patterns, facts_of_one, shown in (
+        (match.attachment_name, _attachment_names, _name_reason),
+        (match.attachment_type, _attachment_types, _type_reason),
     ):
         if patterns is None:
             continue
@@ -172,12 +172,27 @@ def holds(match: Match, facts: MessageFacts) -> tuple[bool, str]:
         if hit is None:
             return False, ""
         attachment, value = hit
-        reasons.append(f"attachment {attachment.filename or '(unnamed)'} ({value})")
+        reasons.append(
+            f"attachment {attachment.filename or '(unnamed)'} ({shown(attachment, value)})"
+        )
     return bool(reasons), ", ".join(reasons)
 
 
 def _attachment_names(attachment: Attachment) -> list[str]:
     return file_names([*attachment.names, *([attachment.filename] if attachment.filename else [])])
+
+
+def _name_reason(attachment: Attachment, name: str) -> str:
+    """The declared type, and the name that matched when it is not the one a client shows."""
+    if name == attachment.filename:
+        return attachment.content_type
+    return f"named {name}, {attachment.content_type}"
+
+
+def _type_reason(attachment: Attachment, content_type: str) -> str:
+    if content_type == attachment.content_type:
+        return content_type
+    return f"sniffed {content_type}, declared {attachment.content_type}"
 
 
 def _attachment_types(attachment: Attachment) -> list[str]:

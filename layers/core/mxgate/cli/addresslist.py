@@ -152,7 +152,7 @@ def list_members(args: argparse.Namespace) -> int:
     bootstrap = Bootstrap(settings_from(args))
     mail_manager = bootstrap.setup.mail_manager
     files = bootstrap.address_list_files()
-    routed = bootstrap.address_book().directory
+    routed = bootstrap.address_book().members
 
     def members(list_id: str) -> list[str]:
         return routed[list_id] if list_id in routed else files.entries(list_id)

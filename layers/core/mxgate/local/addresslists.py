@@ -1,6 +1,7 @@
 """Mail Manager address lists on one machine: one file per list, one address (or pattern) per
 line, under $MXGATE_HOME/address-lists/<list logical id>.txt; a list the template marks
-`MxgateMembers: directory` is read from the routes file instead (routing/recipients.py)."""
+`MxgateMembers: directory` is read from the routes file instead
+(routing/recipients.py `DirectoryAddressBook`)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,7 @@ from pathlib import Path
 
 from mxgate.adapters.local.files import write_atomically
 from mxgate.errors import ConfigError
-from mxgate.mailmanager.addresses import AddressBook, StaticAddressBook
-from mxgate.mailmanager.resources import MailManagerResources
-from mxgate.routing.recipients import DIRECTORY, directory_addresses
-from mxgate.routing.routes import Routes
+from mxgate.mailmanager.addresses import StaticAddressBook
 
 _ENTRY = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+$")
 MAX_ENTRY = 320  # Mail Manager's limit for one address
@@ -61,26 +59,3 @@ class FileAddressBook:
             self._book.replace(list_id, self.entries(list_id))
             self._stamps[list_id] = stamp
         return self._book.contains(list_id, address)
-
-
-class RoutedAddressBook:
-    """The address book the traffic policy and the rule set read: the directory's lists from
-    the routes file the gateway runs with, every other list from its file."""
-
-    def __init__(self, files: FileAddressBook, routed: dict[str, list[str]]) -> None:
-        self.files = files
-        self.directory = routed  # the routed lists' members, by list id
-        self.routed = StaticAddressBook(routed)
-
-    @classmethod
-    def of_directory(
-        cls, files: FileAddressBook, resources: MailManagerResources, routes: Routes
-    ) -> RoutedAddressBook:
-        """The template's lists marked `MxgateMembers: directory` hold the routes file's
-        addresses (on AWS, `mxgate address-list sync --aws` and each deploy put them there)."""
-        members = directory_addresses(routes)
-        return cls(files, dict.fromkeys(resources.lists_filled_with(DIRECTORY), members))
-
-    def contains(self, list_id: str, address: str) -> bool:
-        book: AddressBook = self.routed if list_id in self.directory else self.files
-        return book.contains(list_id, address)

@@ -32,7 +32,7 @@ from mxgate.delivery.webhook import SignedPoster, signing_keys
 from mxgate.desk import Desk
 from mxgate.errors import ConfigError
 from mxgate.local.addons import SessionAddons, analyzers
-from mxgate.local.addresslists import FileAddressBook, RoutedAddressBook
+from mxgate.local.addresslists import FileAddressBook
 from mxgate.local.config import DnsConfig, SesEndpoint, load_config
 from mxgate.local.history import History
 from mxgate.local.lambdas import LocalLambdas
@@ -55,6 +55,7 @@ from mxgate.mailmanager.models import TrafficPolicy
 from mxgate.mailmanager.resources import MailManagerResources
 from mxgate.ports import Clock, Transport
 from mxgate.recorder import Recorder
+from mxgate.routing.recipients import DirectoryAddressBook
 from mxgate.routing.routes import load_routes
 from mxgate.workflow.quarantine import purge as purge_quarantine
 from mxgate.workflow.services import Services
@@ -154,12 +155,10 @@ class Bootstrap:
         """The lists `mxgate address-list` edits, one file each."""
         return FileAddressBook(self.paths.address_lists)
 
-    def address_book(self) -> RoutedAddressBook:
+    def address_book(self) -> DirectoryAddressBook:
         """What the traffic policy and the rule set look addresses up in."""
         setup = self.setup
-        return RoutedAddressBook.of_directory(
-            self.address_list_files(), setup.mail_manager, setup.routes
-        )
+        return DirectoryAddressBook(self.address_list_files(), setup.mail_manager, setup.routes)
 
     def logs(self) -> VendedLogs:
         return VendedLogs(self.paths.logs)

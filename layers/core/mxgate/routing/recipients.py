@@ -12,7 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mxgate.mailmanager.addresses import AddressListMembers, SyncResult, sync_members
+from mxgate.mailmanager.addresses import (
+    AddressBook,
+    AddressListMembers,
+    StaticAddressBook,
+    SyncResult,
+    sync_members,
+)
+from mxgate.mailmanager.resources import MailManagerResources
 from mxgate.routing.routes import Routes
 
 DIRECTORY = "directory"  # the MxgateMembers value of a list the routes file fills
@@ -35,6 +42,24 @@ def directory_addresses(routes: Routes) -> list[str]:
     if routes.directory.unknown_users == "default":
         entries += [f"*@{domain.casefold()}" for domain in routes.employee_domains]
     return sorted(set(entries))
+
+
+class DirectoryAddressBook:
+    """What the traffic policy and the rule set look addresses up in: the template's lists
+    marked `MxgateMembers: directory` hold the routes file's addresses (on AWS, `mxgate
+    address-list sync --aws` and each deploy put them there); every other list is `others`'."""
+
+    def __init__(
+        self, others: AddressBook, resources: MailManagerResources, routes: Routes
+    ) -> None:
+        self.others = others
+        addresses = directory_addresses(routes)
+        self.members = dict.fromkeys(resources.lists_filled_with(DIRECTORY), addresses)
+        self._directory = StaticAddressBook(self.members)
+
+    def contains(self, list_id: str, address: str) -> bool:
+        book = self._directory if list_id in self.members else self.others
+        return book.contains(list_id, address)
 
 
 def sync_directory(

@@ -46,7 +46,7 @@ from mxgate.clock import SystemClock
 from mxgate.delivery.smtp import SmtpTarget, SmtpTransport
 from mxgate.errors import ConfigError, PermanentError
 from mxgate.ids import new_message_id
-from mxgate.local.addresslists import FileAddressBook, RoutedAddressBook
+from mxgate.local.addresslists import FileAddressBook
 from mxgate.local.bootstrap import build_resolver
 from mxgate.local.config import LocalConfig, load_local_config
 from mxgate.local.ingress import IngressHandler, ingress_session
@@ -68,6 +68,7 @@ from mxgate.mailmanager.template import (
 )
 from mxgate.message.headers import header_block_end, prepend_headers
 from mxgate.records import Envelope
+from mxgate.routing.recipients import DirectoryAddressBook
 from mxgate.routing.routes import Routes, load_routes
 from mxgate.sandbox.mailboxes import MailboxDelivery, RecordingMaildir
 from mxgate.sandbox.report import RecipientReport, SendReport, provider_view
@@ -368,7 +369,7 @@ class Sandbox:
                 ingress_id: self.resources.rule_set(point)
                 for ingress_id, point in self.resources.ingress_points.items()
             },
-            book=RoutedAddressBook.of_directory(
+            book=DirectoryAddressBook(
                 FileAddressBook(home / "address-lists"), self.resources, self.routes
             ),
             actions=ActionPorts(

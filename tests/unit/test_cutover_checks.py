@@ -124,6 +124,37 @@ def test_a_shared_include_reached_through_another_include_fails() -> None:
     assert "includes the shared range amazonses.com (through _spf.nutrition.co)" in check.summary
 
 
+def test_includes_are_read_by_the_spf_grammar_qualifiers_and_redirect_included() -> None:
+    # A "~include:" or "?INCLUDE:" is still an include, and redirect= is followed like one:
+    # the walk reads each record with authn's RFC 7208 grammar, not by splitting on spaces.
+    dns = Dns(
+        {
+            ("nutrition.co", "TXT"): (
+                "v=spf1 ?INCLUDE:_spf.google.com redirect=_spf.nutrition.co",
+            ),
+            ("_spf.nutrition.co", "TXT"): ("v=spf1 ~include:amazonses.com -all",),
+            ("amazonses.com", "TXT"): ("v=spf1 ip4:199.255.192.0/22 -all",),
+            **GOOGLE_SPF,
+        }
+    )
+    check = spf_check(dns, "nutrition.co", ["192.0.2.25"], [GOOGLE])
+    assert check.status is Status.FAIL
+    assert "includes the shared range amazonses.com (through _spf.nutrition.co)" in check.summary
+    assert "does not authorise Google" not in check.summary
+
+
+def test_an_included_record_that_does_not_parse_is_named() -> None:
+    dns = Dns(
+        {
+            ("nutrition.co", "TXT"): ("v=spf1 include:_spf.google.com include:bad.test -all",),
+            ("bad.test", "TXT"): ("v=spf1 ip4:300.1.1.1 -all",),
+            **GOOGLE_SPF,
+        }
+    )
+    check = spf_check(dns, "nutrition.co", ["192.0.2.25"], [GOOGLE])
+    assert any(e.startswith("bad.test: the record is a permerror") for e in check.evidence)
+
+
 def test_an_mx_mechanism_authorises_the_gateway_once_the_mx_points_at_it() -> None:
     dns = Dns(
         {

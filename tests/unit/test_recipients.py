@@ -31,6 +31,7 @@ def test_the_list_holds_each_user_and_app_address_with_its_tags():
         set(entries)
     )
     assert not any(entry.startswith("*@") for entry in entries)  # unknown users are refused
+    assert "postmaster@nutrition.co" in entries  # RFC 5321 4.5.1, though the routes omit it
     assert entries == sorted(set(entries))
 
 
@@ -54,6 +55,7 @@ def bootstrap(tmp_path: Path) -> Bootstrap:
         ("alice@nutrition.co", TrafficVerdict.ACCEPT, None),
         ("Alice+Orders@Nutrition.co", TrafficVerdict.ACCEPT, None),
         ("returns@customer-support.nutrition.co", TrafficVerdict.ACCEPT, None),
+        ("PostMaster@nutrition.co", TrafficVerdict.ACCEPT, None),
         ("no-such-user@nutrition.co", TrafficVerdict.REJECT, "Recipients"),
         ("hr@customer-support.nutrition.co", TrafficVerdict.REJECT, "Recipients"),
         ("alice+x%elsewhere.example@nutrition.co", TrafficVerdict.REJECT, None),  # the DENY

@@ -31,9 +31,13 @@ def with_tags(address: str) -> list[str]:
 
 
 def directory_addresses(routes: Routes) -> list[str]:
-    """Every user and application address with its tagged forms, and `*@<domain>` for each
-    employee domain when the directory's unknown users go to its default host."""
+    """Every user and application address with its tagged forms, `postmaster@` each employee
+    domain (RFC 5321 4.5.1: always accepted; the directory's default host takes it unless it
+    is listed), and `*@<domain>` for each employee domain when the directory's unknown users
+    go to its default host."""
     entries: list[str] = []
+    for domain in routes.employee_domains:
+        entries += with_tags(f"postmaster@{domain}")
     for address in routes.directory.users:
         entries += with_tags(address)
     for app in routes.apps.values():

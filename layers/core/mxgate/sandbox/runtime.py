@@ -222,6 +222,9 @@ class Sandbox:
         self._call(self._start_ingress_points())
         self._point_deliver_at_relay_ingress()
         self.state_machine = self.stack.deploy_state_machine()
+        # made now, before functions run in other threads: making a client reads os.environ,
+        # which each invocation changes while it runs (function_environment)
+        self._executions = boto3.client("stepfunctions", region_name=REGION)
 
     def close(self) -> None:
         """Everything started, stopped in order: the work in flight, the SMTP clients (so the
@@ -479,7 +482,7 @@ class Sandbox:
             busy = self._busy
         if busy or self.arrivals:
             return False
-        running = boto3.client("stepfunctions", region_name=REGION).list_executions(
+        running = self._executions.list_executions(
             stateMachineArn=self.state_machine, statusFilter="RUNNING"
         )["executions"]
         return not running

@@ -51,7 +51,7 @@ def test_explain_json_shape(cli):
         "actions": ["Archive", "WriteToS3", "InvokeLambda"],
         "dropped": False,
     }
-    assert accepted["traffic_policy"]["decided_by"] == "PolicyStatements[0] (ALLOW)"
+    assert accepted["traffic_policy"]["decided_by"] == "PolicyStatements[1] (ALLOW)"
     assert [r["rule_name"] for r in accepted["rules"]] == ["archive", "store"]
     assert accepted["rules"][0]["matched"] is True
     assert "no conditions" in accepted["rules"][0]["reason"]
@@ -142,7 +142,7 @@ def test_explain_human_output(cli):
         "--mail-from", "a@shop.example", "--rcpt", "bob@nutrition.co", "--rcpt", "x@elsewhere.example",
     )  # fmt: skip
     assert code == 0
-    assert "traffic policy: ACCEPT, decided by PolicyStatements[0] (ALLOW)" in out
+    assert "traffic policy: ACCEPT, decided by PolicyStatements[1] (ALLOW)" in out
     assert "[0] archive: MATCH: no conditions: applies to every recipient" in out
     assert "=> actions: Archive, WriteToS3, InvokeLambda" in out
     assert "traffic policy: REJECT, decided by DefaultAction (DENY)" in out
@@ -222,7 +222,7 @@ def test_address_list_commands(cli, tmp_path):
         (["add", "M365Users", "not-an-address"], "not an address or pattern"),
         (
             ["add", "Nope", "a@b.example"],
-            "no address list 'Nope' in the template (it has M365Users)",
+            "no address list 'Nope' in the template (it has M365Users, Recipients)",
         ),
     ],
 )

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import ClientError
 
+from mxgate.adapters.aws.address_lists import MailManagerAddressLists
 from mxgate.adapters.aws.arrivals import DynamoArrivals, SqsArrivalChecks, StepFunctionsExecutions
 from mxgate.adapters.aws.clients import LazyClient
 from mxgate.adapters.aws.dead_letters import QueueingDeadLetters, forget_notices
@@ -38,7 +39,9 @@ from mxgate.delivery.smtp import MisconfiguredTransport, submission_or_deferral
 from mxgate.delivery.webhook import SignedPoster, signing_keys
 from mxgate.desk import Desk
 from mxgate.errors import ConfigError, PermanentError
+from mxgate.mailmanager.addresses import SyncResult
 from mxgate.ports import Clock, Transport
+from mxgate.routing.recipients import sync_directory
 from mxgate.routing.routes import load_routes
 from mxgate.workflow.services import Services
 
@@ -299,3 +302,13 @@ def aws_desk(operator: OperatorAws, routes_file: Path) -> Desk:
         aws=True,
         stranded=StrandedDeferrals(sqs, stranded, defer_queue, clock) if stranded else None,
     )
+
+
+def sync_directory_list(list_id: str) -> SyncResult:
+    """The deployed directory address list made to hold the deployed routes file's addresses
+    (the RecipientsSync custom resource runs it on each deploy)."""
+    config = settings()
+    routes = load_routes(config.routes_file, config.routes_parameters)
+    lists = MailManagerAddressLists(LazyClient("mailmanager"))
+    (result,) = sync_directory(lists, [list_id], routes)
+    return result

@@ -41,6 +41,11 @@ NAMES: dict[str, tuple[str, str, str]] = {
     ),
     "raw_bucket": ("--raw-bucket", "MXGATE_RAW_BUCKET", "RawMailBucketName"),
     "archive_id": ("--archive-id", "MXGATE_ARCHIVE_ID", "ArchiveId"),
+    "recipients_list": (
+        "--address-list-id",
+        "MXGATE_RECIPIENTS_LIST_ID",
+        "RecipientsAddressListId",
+    ),
 }
 
 
@@ -53,6 +58,7 @@ class StackNames(BaseModel):
     defer_dead_letter_queue: str | None = None  # the deferred queue's own dead-letter queue
     raw_bucket: str | None = None
     archive_id: str | None = None
+    recipients_list: str | None = None
     stack: str | None = None
 
     def need(self, name: str) -> str:

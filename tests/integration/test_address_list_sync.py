@@ -26,7 +26,7 @@ from mxgate.cli import main
 from mxgate.routing.recipients import directory_addresses, sync_directory
 from mxgate.routing.routes import load_routes
 from tests.awsstack import MOTO_CONFIG, REGION, Stack, create_stack, fake_credentials
-from tests.support import REPO
+from tests.support import REPO, routes_parameters_of_samconfig
 
 ROUTES = REPO / "config" / "routes.yaml"
 LIST_ID = "a-list1234567890"
@@ -39,7 +39,7 @@ def listed(*addresses: str) -> dict[str, Any]:
 
 def expect_sync(stubber: Stubber, current: list[str], routes: Path = ROUTES) -> tuple[list, list]:
     """What a sync must ask Mail Manager, given the list's current members."""
-    wanted = directory_addresses(load_routes(routes))
+    wanted = directory_addresses(load_routes(routes, routes_parameters_of_samconfig()))
     stubber.add_response(
         "list_members_of_address_list", listed(*current), {"AddressListId": LIST_ID}
     )
@@ -75,9 +75,13 @@ def test_sync_adds_what_the_routes_route_and_removes_the_rest(mailmanager):
     assert "orders@customer-support.nutrition.co" in added
     assert removed == ["someone-who-left@nutrition.co"]
     with stubber:
-        (result,) = sync_directory(lists, [LIST_ID], load_routes(ROUTES))
+        (result,) = sync_directory(
+            lists, [LIST_ID], load_routes(ROUTES, routes_parameters_of_samconfig())
+        )
     assert (result.added, result.removed) == (added, removed)
-    assert result.members == len(directory_addresses(load_routes(ROUTES)))
+    assert result.members == len(
+        directory_addresses(load_routes(ROUTES, routes_parameters_of_samconfig()))
+    )
 
 
 def test_sync_command_on_aws_reports_the_changes_as_json(mailmanager, monkeypatch, capsys):

@@ -10,10 +10,9 @@ import pytest
 from mxgate.message.parameters import parse_parameters, value, values
 from mxgate.message.parse import parse_message
 from mxgate.routing.quarantine import facts_of, quarantine_rule
-from mxgate.routing.routes import load_routes
-from tests.support import REPO
+from tests.support import shipped_routes
 
-RULES = load_routes(REPO / "config" / "routes.yaml").quarantine  # the shipped rules
+RULES = shipped_routes().quarantine  # the shipped rules
 PE = base64.b64encode(b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00")
 PDF = base64.b64encode(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n")
 

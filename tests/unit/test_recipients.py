@@ -18,10 +18,10 @@ from mxgate.mailmanager.facts import SessionFacts
 from mxgate.mailmanager.traffic import TrafficVerdict, evaluate_traffic_policy
 from mxgate.message.text import shown
 from mxgate.routing.recipients import directory_addresses
-from mxgate.routing.routes import Routes, load_routes
-from tests.support import REPO, local_config
+from mxgate.routing.routes import Routes
+from tests.support import REPO, local_config, shipped_routes
 
-ROUTES = load_routes(REPO / "config" / "routes.yaml")
+ROUTES = shipped_routes()
 
 
 def test_the_list_holds_each_user_and_app_address_with_its_tags():

@@ -84,8 +84,8 @@ def test_literal_domains_that_contradict_the_template_fail_naming_the_mismatch(t
     )
     accepted = accepted_domains(load_mail_manager(TEMPLATE, ACME))
     assert accepted == {
-        "acme.com": "TrafficPolicy.PolicyStatements[0] (ALLOW)",
-        "apps.acme.com": "TrafficPolicy.PolicyStatements[0] (ALLOW)",
+        "acme.com": "TrafficPolicy.PolicyStatements[1] (ALLOW)",
+        "apps.acme.com": "TrafficPolicy.PolicyStatements[1] (ALLOW)",
     }
     with pytest.raises(ConfigFileError) as refused:
         load_checked_routes(
@@ -93,10 +93,10 @@ def test_literal_domains_that_contradict_the_template_fail_naming_the_mismatch(t
         )
     text = str(refused.value)
     assert (
-        "the template accepts mail for acme.com (TrafficPolicy.PolicyStatements[0] (ALLOW))" in text
+        "the template accepts mail for acme.com (TrafficPolicy.PolicyStatements[1] (ALLOW))" in text
     )
     assert "its mail would be planned no delivery" in text
-    assert "acme.com (TrafficPolicy.PolicyStatements[0] (ALLOW))" in text
+    assert "acme.com (TrafficPolicy.PolicyStatements[1] (ALLOW))" in text
 
 
 def test_matching_domains_have_no_problem():

@@ -17,6 +17,7 @@ ACME = {
     "EmployeeDomain": "acme.com",
     "AppDomain": "apps.acme.com",
     "M365Tenant": "acme-com",
+    "WorkspaceEmployees": "bob@acme.com",
     "M365Employees": "carol@acme.com",
 }
 
@@ -47,12 +48,19 @@ def test_the_template_deployed_for_another_domain_by_parameters_routes_its_users
     report = acme.send(
         raw,
         mail_from="a@shop.example",
-        recipients=["bob@acme.com", "carol@acme.com", "orders@apps.acme.com", "x@nutrition.co"],
+        recipients=[
+            "bob@acme.com",
+            "carol@acme.com",
+            "dave@acme.com",
+            "orders@apps.acme.com",
+            "x@nutrition.co",
+        ],
     )
     outcomes = {r.recipient: (r.outcome, r.route) for r in report.recipients}
     assert outcomes == {
-        "bob@acme.com": ("delivered", "workspace"),  # the directory's default host
+        "bob@acme.com": ("delivered", "workspace"),  # WorkspaceEmployees
         "carol@acme.com": ("relayed", "m365"),  # M365Employees; SES took it
+        "dave@acme.com": ("refused", ""),  # in no parameter's list: refused at RCPT
         "orders@apps.acme.com": ("handed_to_app", "orders"),
         "x@nutrition.co": ("refused", ""),  # not this deployment's domain
     }

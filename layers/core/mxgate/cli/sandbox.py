@@ -5,8 +5,9 @@ reports what happened to each envelope recipient."""
 from __future__ import annotations
 
 import argparse
-import contextlib
+import faulthandler
 import logging
+import os
 import sys
 import threading
 from pathlib import Path
@@ -140,6 +141,31 @@ def _print_report(report: SendReport) -> None:
     sys.stdout.flush()
 
 
+STOP_GRACE = 20.0  # seconds Ctrl-C leaves the sandbox to stop in order before it just exits
+
+
+def _stop_anyway_after(seconds: float) -> None:
+    """Ctrl-C always stops: if closing (or the interpreter's join of a thread moto or a
+    function left running) takes longer than `seconds`, say which threads are still busy, with
+    their stacks, and exit. Nothing is lost: the sandbox's AWS is in memory by design, and
+    what reached a mailbox is already a file."""
+
+    def exit_now() -> None:
+        busy = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+        print(
+            f"mxgate sandbox: still busy after {seconds:.0f}s ({', '.join(busy)}); stopping",
+            file=sys.stderr,
+        )
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(0)
+
+    timer = threading.Timer(seconds, exit_now)
+    timer.daemon = True
+    timer.start()
+
+
 def serve_command(args: argparse.Namespace) -> int:
     with _sandbox(args, primary_port=args.port, on_report=_print_report) as sandbox:
         print(f"mxgate sandbox is running (home {sandbox.home})")
@@ -157,6 +183,8 @@ def serve_command(args: argparse.Namespace) -> int:
         )
         print("Ctrl-C stops.")
         sys.stdout.flush()
-        with contextlib.suppress(KeyboardInterrupt):
+        try:
             threading.Event().wait()
+        except KeyboardInterrupt:
+            _stop_anyway_after(STOP_GRACE)
     return 0

@@ -8,6 +8,7 @@ import argparse
 import faulthandler
 import logging
 import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -183,8 +184,11 @@ def serve_command(args: argparse.Namespace) -> int:
         )
         print("Ctrl-C stops.")
         sys.stdout.flush()
-        try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            _stop_anyway_after(STOP_GRACE)
+        stop = threading.Event()
+        # Ctrl-C and SIGTERM stop it, also when started with SIGINT ignored (as a background
+        # job of a non-interactive shell is, where Python leaves it ignored)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+        stop.wait()
+        _stop_anyway_after(STOP_GRACE)
     return 0

@@ -418,12 +418,29 @@ def lambda_invocations_routed(handlers: Mapping[str, Callable[[Any], Any]]) -> I
                 }
             ).encode()
 
+    # moto's interpreter makes a Lambda client for every Task; making one iterates os.environ,
+    # which a function running on another Map thread is changing (a KeyError named
+    # "Exception", dead-lettering a delivery). One client, made here before any function runs.
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task import (  # noqa: PLC0415
+        lambda_eval_utils,
+    )
+
+    made_for = lambda_eval_utils.boto_client_for  # type: ignore[attr-defined]
+    made = made_for(region=REGION, service="lambda")
+
+    def client_for(region: str, service: str, state_credentials: Any = None) -> Any:
+        if (region, service) == (REGION, "lambda"):
+            return made
+        return made_for(region=region, service=service, state_credentials=state_credentials)
+
     original = LambdaSimpleBackend.invoke
     LambdaSimpleBackend.invoke = route  # type: ignore[method-assign,assignment]
+    lambda_eval_utils.boto_client_for = client_for  # type: ignore[attr-defined]
     try:
         yield
     finally:
         LambdaSimpleBackend.invoke = original  # type: ignore[method-assign]
+        lambda_eval_utils.boto_client_for = made_for  # type: ignore[attr-defined]
 
 
 def run_execution(machine_arn: str, execution_input: Any, name: str, timeout: float = 60) -> Any:

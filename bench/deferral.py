@@ -135,7 +135,7 @@ def main() -> None:
                 smtp.starttls(context=context)
                 for n in range(args.messages):
                     body = f"Subject: backlog {n}\r\nFrom: a@shop.example\r\n\r\nhello\r\n"
-                    smtp.sendmail("a@shop.example", [f"user{n}@nutrition.co"], body.encode())
+                    smtp.sendmail("a@shop.example", [f"alice+{n}@nutrition.co"], body.encode())
             state = SqliteState(home / "state.db")
             wait(lambda: len(state.deferred()) >= args.messages, 300, "every message deferred")
             outage.unlink()

@@ -23,14 +23,19 @@ SAMCONFIG = REPO / "samconfig.toml"
 EVENTS = REPO / "events"
 
 
+def fake_credentials(patch: pytest.MonkeyPatch) -> None:
+    """Credentials and a region no real AWS account answers to (moto, botocore's Stubber)."""
+    patch.setenv("AWS_DEFAULT_REGION", REGION)
+    patch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+
+
 @contextlib.contextmanager
 def moto_account() -> Iterator[None]:
     """One moto account for a while (a module's tests): credentials, region, and Step
     Functions that executes (MOTO_CONFIG), outside any test's monkeypatch."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AWS_DEFAULT_REGION", REGION)
-        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
-        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        fake_credentials(patch)
         with mock_aws(config=MOTO_CONFIG):
             yield
 

@@ -67,7 +67,7 @@ def test_a_listed_sender_is_refused_for_every_recipient(open_gateway: RunningGat
         code, reply = smtp.rcpt("alice@nutrition.co")
     assert code == 550
     assert reply.decode() == (
-        "5.7.1 Recipient refused by policy (PolicyStatements[0] (DENY): "
+        "5.7.1 Recipient refused by policy (PolicyStatements[1] (DENY): "
         "127.0.0.2 is listed in bl.test (XBL))"
     )
 

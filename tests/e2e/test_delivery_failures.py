@@ -42,6 +42,7 @@ SENDER = "bounces@shop.example"
 def routes_file(directory: Path, **delivery: Any) -> Path:
     document = ses_routes_document()  # the SES test needs the routing domains
     document["delivery"] = {**document["delivery"], **FAST_DEFERRALS, **delivery}
+    document["directory"]["users"]["erin@nutrition.co"] = "workspace"  # a third on Workspace
     path = directory / "routes.yaml"
     path.write_text(yaml.safe_dump(document))
     return path

@@ -109,12 +109,35 @@ def refused_rcpt(g: Gateways) -> str:
         return line(smtp.rcpt("someone@elsewhere.example"))
 
 
+def unknown_user(g: Gateways) -> str:
+    with connect(open_port(g), tls=True) as smtp:
+        smtp.mail("buyer@shop.example")
+        return line(smtp.rcpt("no-such-user@nutrition.co"))
+
+
+def bad_bytes(command: str) -> Callable[[Gateways], str]:
+    def provoke(g: Gateways) -> str:
+        with connect(open_port(g), tls=True) as smtp:
+            if command == "RCPT":
+                smtp.mail("buyer@shop.example")
+            smtp.send(f"{command} {'TO' if command == 'RCPT' else 'FROM'}:<bo".encode())
+            smtp.send(b"\x07b@nutrition.co>\r\n")
+            return line(smtp.getreply())
+
+    return provoke
+
+
+def starttls_again(g: Gateways) -> str:
+    with connect(open_port(g), tls=True) as smtp:
+        return line(smtp.docmd("STARTTLS"))
+
+
 def recipient_101(g: Gateways) -> str:
     with connect(open_port(g), tls=True) as smtp:
         smtp.mail("buyer@shop.example")
         for n in range(100):
-            assert smtp.rcpt(f"user{n}@nutrition.co")[0] == 250
-        return line(smtp.rcpt("one-too-many@nutrition.co"))
+            assert smtp.rcpt(f"alice+{n}@nutrition.co")[0] == 250
+        return line(smtp.rcpt("bob@nutrition.co"))
 
 
 def data(g: Gateways, body: bytes) -> str:
@@ -128,6 +151,10 @@ def data(g: Gateways, body: bytes) -> str:
 
 def too_much_data(g: Gateways) -> str:
     return data(g, b"Subject: big\r\n\r\n" + (b"x" * 76 + b"\r\n") * (SIZE // 78 + 10))
+
+
+def bare_cr(g: Gateways) -> str:
+    return data(g, b"Subject: hello\rBcc: everyone@nutrition.co\r\n\r\nhi\r\n")
 
 
 def accepted(g: Gateways) -> str:
@@ -159,8 +186,13 @@ PROVOKE: dict[str, Callable[[Gateways], str]] = {
     "AUTH with the right ones": auth_with(PASSWORD),
     "`MAIL FROM` with a `SIZE=` over `MaxMessageSizeBytes`": mail_with_size,
     "`RCPT` the traffic policy refuses": refused_rcpt,
+    "`RCPT` for an address at our domains the directory does not list": unknown_user,
+    "`RCPT` with bytes that are not UTF-8, or a control character": bad_bytes("RCPT"),
+    "`MAIL FROM` with bytes that are not UTF-8, or a control character": bad_bytes("MAIL"),
+    "`STARTTLS` once TLS is on": starttls_again,
     "a 101st `RCPT` (Mail Manager takes 100 recipients)": recipient_101,
     "message data over `MaxMessageSizeBytes`": too_much_data,
+    "message data with a NUL or a bare CR": bare_cr,
     "a message, accepted (the spool file fsynced)": accepted,
     "a message the gateway cannot store (a spool write fails)": spool_unwritable,
 }

@@ -173,7 +173,7 @@ class Load:
             recipients = [
                 ["alice@nutrition.co"],
                 ["carol@nutrition.co"],
-                [f"user{number}@nutrition.co", "dave@nutrition.co"],
+                ["bob@nutrition.co", "dave@nutrition.co"],  # listed: others get 550 5.1.1
             ][sent % 3]
             subject = f"load {number}-{sent}"
             sent += 1

@@ -199,9 +199,12 @@ def test_recipients_the_traffic_policy_refuses_are_reported_at_rcpt(sandbox: San
     report = sandbox.send(
         b"Subject: x\r\n\r\nx\r\n",
         mail_from="a@shop.example",
-        recipients=["someone@elsewhere.example", "alice@nutrition.co"],
+        recipients=["someone@elsewhere.example", "no-such-user@nutrition.co", "alice@nutrition.co"],
     )
-    refused, alice = report.recipients
+    refused, unknown, alice = report.recipients
     assert refused.outcome == "refused"
     assert re.match(r"550 5\.7\.1 Recipient refused by policy", refused.detail)
+    # the directory's address list, filled from the sandbox's routes as each deploy fills it
+    assert unknown.outcome == "refused"
+    assert re.match(r"550 5\.1\.1 Recipient address rejected: user unknown", unknown.detail)
     assert alice.outcome == "delivered"

@@ -144,7 +144,7 @@ def test_rules_explain_asks_the_blocklist_for_the_sender_ip(
     (recipient,) = json.loads(capsys.readouterr().out)["recipients"]
     assert code == 0
     assert recipient["traffic_policy_verdict"] == "REJECT"
-    assert recipient["traffic_policy"]["decided_by"] == "PolicyStatements[0] (DENY)"
-    assert recipient["traffic_policy"]["statements"][0]["conditions"] == [
+    assert recipient["traffic_policy"]["decided_by"] == "PolicyStatements[1] (DENY)"
+    assert recipient["traffic_policy"]["statements"][1]["conditions"] == [
         "Blocklist addon.listed (192.0.2.9 is listed in bl.test (SBL)) is True, IS_TRUE: True"
     ]

@@ -51,7 +51,7 @@ def test_explain_json_shape(cli):
         "actions": ["AddHeader", "Archive", "WriteToS3", "InvokeLambda"],
         "dropped": False,
     }
-    assert accepted["traffic_policy"]["decided_by"] == "PolicyStatements[0] (ALLOW)"
+    assert accepted["traffic_policy"]["decided_by"] == "PolicyStatements[1] (ALLOW)"
     assert [r["rule_name"] for r in accepted["rules"]] == [
         "loop-guard",
         "mark-seen",
@@ -120,7 +120,7 @@ def test_explain_human_output(cli):
         "--mail-from", "a@shop.example", "--rcpt", "bob@nutrition.co", "--rcpt", "x@elsewhere.example",
     )  # fmt: skip
     assert code == 0
-    assert "traffic policy: ACCEPT, decided by PolicyStatements[0] (ALLOW)" in out
+    assert "traffic policy: ACCEPT, decided by PolicyStatements[1] (ALLOW)" in out
     assert (
         "[0] loop-guard: MATCH: Conditions[0] held: X-Mxgate-Loop 'mxgate' EQUALS ['mxgate']" in out
     )
@@ -202,7 +202,7 @@ def test_address_list_commands(cli, tmp_path):
         (["add", "M365Users", "not-an-address"], "not an address or pattern"),
         (
             ["add", "Nope", "a@b.example"],
-            "no address list 'Nope' in the template (it has M365Users)",
+            "no address list 'Nope' in the template (it has M365Users, Recipients)",
         ),
     ],
 )

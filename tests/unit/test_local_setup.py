@@ -166,9 +166,10 @@ def test_arc_sealing_problems_are_clear(tmp_path, secrets, problem):
 def test_a_blocklist_add_on_needs_a_local_stand_in(tmp_path):
     with pytest.raises(ConfigError) as raised:
         setup_for(tmp_path, parameters={"BlocklistAddon": "ABUSIX_MAIL_INTELLIGENCE"})
+    # statement [0] is the source-route DENY, [1] the blocklist's
     assert str(raised.value).endswith(
         "the template's add-ons cannot run here:\n"
-        "  TrafficPolicy.PolicyStatements[0].Conditions[0].BooleanExpression.Evaluate.Analysis"
+        "  TrafficPolicy.PolicyStatements[1].Conditions[0].BooleanExpression.Evaluate.Analysis"
         ".Analyzer: Blocklist (an add-on instance of the template) has no local stand-in: add "
         "`addons: {Blocklist: {dnsbl: {zone: ...}}}` to the local configuration"
     )

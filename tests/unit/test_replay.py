@@ -70,10 +70,27 @@ def test_each_recipient_ends_where_the_gateway_would_put_it() -> None:
         "alice@nutrition.co": ("delivered", "mailbox:workspace"),
         "carol@nutrition.co": ("delivered", "mailbox:m365"),
         "orders@customer-support.nutrition.co": ("handed_to_app", "app:orders"),
-        "nobody@customer-support.nutrition.co": ("quarantined", "unknown"),
+        # no app owns it, so the directory's address list does not hold it
+        "nobody@customer-support.nutrition.co": (REFUSED, "DefaultAction (DENY)"),
         "someone@elsewhere.example": (REFUSED, "DefaultAction (DENY)"),
     }
     assert found["alice@nutrition.co"].rules == ("mark-seen", "archive", "store")
+
+
+def test_each_side_checks_rcpt_against_its_own_routes_directory() -> None:
+    base = side()
+    known = stored(PLAIN, "erin@nutrition.co")
+    (before,) = decide(base, known, StaticAddressBook())
+    users = {**base.routes.directory.users, "erin@nutrition.co": "workspace"}
+    moved = base.routes.model_copy(
+        update={"directory": base.routes.directory.model_copy(update={"users": users})}
+    )
+    (after,) = decide(Configuration("new", base.mail_manager, moved), known, StaticAddressBook())
+    assert (before.outcome, after.outcome, after.route) == (
+        REFUSED,
+        "delivered",
+        "mailbox:workspace",
+    )
 
 
 def test_a_message_that_already_came_through_is_dropped_as_a_loop() -> None:

@@ -169,3 +169,39 @@ def test_no_statements_means_the_default():
     decision = evaluate_traffic_policy(policy("ALLOW"), "anyone@anywhere.example", V6, BOOK)
     assert decision.verdict is TrafficVerdict.ACCEPT
     assert decision.evaluations == ()
+
+
+def members_of(list_id: str) -> dict[str, Any]:
+    return {
+        "BooleanExpression": {
+            "Evaluate": {"IsInAddressList": {"Attribute": "RECIPIENT", "AddressLists": [list_id]}},
+            "Operator": "IS_TRUE",
+        }
+    }
+
+
+DIRECTORY = StaticAddressBook({"Directory": ["alice@nutrition.co", "alice+*@nutrition.co"]})
+
+
+def test_a_recipient_an_allow_statement_wants_in_a_list_is_unknown_when_it_is_not():
+    gate = policy("DENY", ("ALLOW", [OURS, members_of("Directory")]))
+    unknown = evaluate_traffic_policy(gate, "no-such-user@nutrition.co", V4, DIRECTORY)
+    assert unknown.verdict is TrafficVerdict.REJECT
+    assert unknown.unlisted == "Directory"
+    # another domain fails before the list is asked: refused by policy, not an unknown user
+    foreign = evaluate_traffic_policy(gate, "alice@elsewhere.example", V4, DIRECTORY)
+    assert foreign.verdict is TrafficVerdict.REJECT
+    assert foreign.unlisted is None
+    tagged = evaluate_traffic_policy(gate, "alice+news@nutrition.co", V4, DIRECTORY)
+    assert tagged.verdict is TrafficVerdict.ACCEPT
+    assert tagged.unlisted is None
+
+
+def test_a_deny_for_non_members_says_which_list_too():
+    gate = policy("ALLOW", ("DENY", [OURS, in_list("IS_FALSE")]))
+    decision = evaluate_traffic_policy(gate, "alice@nutrition.co", V4, BOOK)
+    assert decision.decided_by == "PolicyStatements[0] (DENY)"
+    assert decision.unlisted == "Blocked"
+    # a DENY for members refuses by policy: the recipient is known, and not wanted
+    gate = policy("ALLOW", ("DENY", [in_list()]))
+    assert evaluate_traffic_policy(gate, "mallory@nutrition.co", V4, BOOK).unlisted is None

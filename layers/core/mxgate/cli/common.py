@@ -14,6 +14,7 @@ from mxgate.desk import Desk
 from mxgate.local.bootstrap import Bootstrap
 from mxgate.local.runfile import running_gateway
 from mxgate.local.settings import LocalSettings
+from mxgate.message.text import shown
 from mxgate.moment import moment
 
 
@@ -155,5 +156,5 @@ def desk_of(args: argparse.Namespace) -> Desk:
 
 def cut(text: object, width: int) -> str:
     """One line of at most `width` characters, an ellipsis where it was cut."""
-    text = " ".join(str(text or "").split())
+    text = shown(" ".join(str(text or "").split()))
     return text if len(text) <= width else text[: width - 1] + "…"

@@ -178,7 +178,7 @@ def replay_command(args: argparse.Namespace) -> int:
         analyzers=bootstrap.blocklists(old.mail_manager, new.mail_manager),
     )
     comparison = run_replay(
-        history, old, new, facts=facts, book=bootstrap.address_book(), progress=Progress()
+        history, old, new, facts=facts, book=bootstrap.address_list_files(), progress=Progress()
     )
     if args.json:
         print_json(report_json(comparison, old, new, source))

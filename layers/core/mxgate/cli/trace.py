@@ -18,6 +18,7 @@ from mxgate.clock import SystemClock
 from mxgate.errors import ConfigError
 from mxgate.local.bootstrap import Bootstrap
 from mxgate.local.setup import state_paths
+from mxgate.message.text import shown
 from mxgate.records import DeferredDelivery, DeferredProcessing, Stage, StepRetry
 from mxgate.tracking import OUTCOME_CHOICES, TraceQuery, track
 
@@ -229,13 +230,14 @@ def trace(args: argparse.Namespace) -> int:
     start = events[0].at if events else None
     for event in events:
         offset = f"+{(event.at - start).total_seconds():.3f}s" if start else ""
-        who = f"{event.recipient}  " if event.recipient else ""
+        who = f"{shown(event.recipient)}  " if event.recipient else ""
         when = event.at.isoformat(timespec="milliseconds")
-        print(f"  {when} {offset:>11}  {event.stage.value:<13} {who}{event.detail}")
+        print(f"  {when} {offset:>11}  {event.stage.value:<13} {who}{shown(event.detail)}")
     if states:
         print("recipients:")
         for s in states:
-            print(f"  {s.recipient:<40} {s.outcome.value:<14} {s.route:<10} {s.detail}")
+            recipient, detail = shown(s.recipient), shown(s.detail)
+            print(f"  {recipient:<40} {s.outcome.value:<14} {s.route:<10} {detail}")
     else:
         print("recipients: none settled yet (in progress)")
     for waiting in deferred:

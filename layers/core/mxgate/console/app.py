@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from mxgate.adapters.local.maildir import recipient_of
 from mxgate.archive.query import ArchiveQuery, query_terms
 from mxgate.console.mailboxes import Maildirs
 from mxgate.console.security import CsrfRefused, TokenGate, checked_form, csrf_token
@@ -50,6 +51,7 @@ class Console:
             loader=PackageLoader("mxgate.console", "templates"),
             autoescape=select_autoescape(["html"]),
         )
+        self.templates.filters["recipient"] = recipient_of  # a mailbox's name, as its address
         self.csrf = csrf_token(token)
         self.token = token
         self.maildirs = Maildirs(desk.mailboxes) if desk.mailboxes is not None else None
@@ -220,7 +222,8 @@ class Console:
         host, recipient = request.path_params["host"], request.path_params["recipient"]
         letters = await self.call(self.maildirs.letters, host, recipient)
         if letters is None:
-            return self.page("missing.html", request, 404, what=f"mailbox {recipient} on {host}")
+            what = f"mailbox {recipient_of(recipient)} on {host}"
+            return self.page("missing.html", request, 404, what=what)
         return self.page("mailbox.html", request, host=host, recipient=recipient, letters=letters)
 
     async def letter(self, request: Request) -> Response:

@@ -1,5 +1,7 @@
-"""Mail Manager address lists on disk: one file per list, one address (or pattern) per line,
-under $MXGATE_HOME/address-lists/<list logical id>.txt."""
+"""Mail Manager address lists on one machine: one file per list, one address (or pattern) per
+line, under $MXGATE_HOME/address-lists/<list logical id>.txt; a list the template marks
+`MxgateMembers: directory` is read from the routes file instead
+(routing/recipients.py `DirectoryAddressBook`)."""
 
 from __future__ import annotations
 

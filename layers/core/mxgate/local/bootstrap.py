@@ -55,6 +55,7 @@ from mxgate.mailmanager.models import TrafficPolicy
 from mxgate.mailmanager.resources import MailManagerResources
 from mxgate.ports import Clock, Transport
 from mxgate.recorder import Recorder
+from mxgate.routing.recipients import DirectoryAddressBook
 from mxgate.routing.routes import load_routes
 from mxgate.workflow.quarantine import purge as purge_quarantine
 from mxgate.workflow.services import Services
@@ -150,8 +151,14 @@ class Bootstrap:
     def authenticator(self) -> Authenticator:
         return Authenticator(self.resolver(), self.settings.hostname, clock=self.clock)
 
-    def address_book(self) -> FileAddressBook:
+    def address_list_files(self) -> FileAddressBook:
+        """The lists `mxgate address-list` edits, one file each."""
         return FileAddressBook(self.paths.address_lists)
+
+    def address_book(self) -> DirectoryAddressBook:
+        """What the traffic policy and the rule set look addresses up in."""
+        setup = self.setup
+        return DirectoryAddressBook(self.address_list_files(), setup.mail_manager, setup.routes)
 
     def logs(self) -> VendedLogs:
         return VendedLogs(self.paths.logs)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from mxgate.config_files import Problem, load_model, suggestion
 from mxgate.errors import ConfigError
+from mxgate.local.limits import SmtpLimits
 from mxgate.local.settings import LocalSettings, env_name, named_port_variable
 from mxgate.message.model import ParseLimits
 from mxgate.routing.routes import Duration
@@ -41,6 +42,7 @@ class SmtpConfig(Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 2525
     auth_port: Annotated[int, Field(ge=0, le=65535)] = 2587  # AUTH ingress points listen here
+    limits: SmtpLimits = SmtpLimits()  # connections, timeouts, AUTH failures
 
 
 class IngressListener(Strict):

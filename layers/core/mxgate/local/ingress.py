@@ -14,21 +14,22 @@ import ssl
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, Session, TLSSetupException
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from mxgate.errors import SMTP_REPLY, FailureKind
 from mxgate.ids import new_message_id
 from mxgate.local.addons import SessionAddons
+from mxgate.local.limits import Defences
 from mxgate.local.logs import INGRESS, TRAFFIC_POLICY, VendedLogs
+from mxgate.local.smtp import IngressSMTP, peer_ip
 from mxgate.local.spool import Spool
 from mxgate.mailmanager.addons import AddonResult, statement_analyzers
 from mxgate.mailmanager.addresses import AddressBook
 from mxgate.mailmanager.facts import SessionFacts
 from mxgate.mailmanager.models import IngressPoint, TrafficPolicy
-from mxgate.mailmanager.traffic import TrafficVerdict, evaluate_traffic_policy
+from mxgate.mailmanager.traffic import TrafficDecision, TrafficVerdict, evaluate_traffic_policy
 from mxgate.ports import Clock, Timeline
 from mxgate.recorder import Recorder
 from mxgate.records import Envelope, Stage
@@ -38,37 +39,24 @@ log = logging.getLogger("mxgate.ingress")
 MAX_RECIPIENTS = 100  # Mail Manager's limit per message
 _TLS_NAMES = {"TLSv1": "TLS1_0", "TLSv1.1": "TLS1_1", "TLSv1.2": "TLS1_2", "TLSv1.3": "TLS1_3"}
 
-_TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
-# aiosmtpd's own replies, given the enhanced status codes (RFC 3463) a gateway should send.
-_ENHANCED = {
-    "552 Error: message size exceeds fixed maximum message size": _TOO_BIG,
-    "552 Error: Too much mail data": _TOO_BIG,
-    "530 Must issue a STARTTLS command first": "530 5.7.0 Must issue a STARTTLS command first",
-    "501 Syntax: EHLO hostname": "501 5.5.4 Syntax: EHLO hostname",
-    "501 Syntax: HELO hostname": "501 5.5.4 Syntax: HELO hostname",
-    "503 Error: need MAIL command": "503 5.5.1 Error: need MAIL command",
-    "503 Error: need RCPT command": "503 5.5.1 Error: need RCPT command",
-    "503 Error: nested MAIL command": "503 5.5.1 Error: nested MAIL command",
-}
-
-
-class IngressSMTP(SMTP):
-    """aiosmtpd's server with enhanced status codes on its built-in replies."""
-
-    async def push(self, status: Any) -> None:
-        if isinstance(status, str):
-            status = _ENHANCED.get(status, status)
-        await super().push(status)
-
 
 def ingress_session(
-    handler: IngressHandler, hostname: str, tls: ssl.SSLContext, max_message_size: int | None
+    handler: IngressHandler,
+    hostname: str,
+    tls: ssl.SSLContext,
+    max_message_size: int | None,
+    defences: Defences,
 ) -> IngressSMTP:
     """One SMTP session of an ingress point: STARTTLS as its TlsPolicy says; an AUTH ingress
-    point requires AUTH, offered only after STARTTLS."""
+    point requires AUTH, offered only after STARTTLS; the limits `defences` count across
+    every session of every ingress point."""
     auth = handler.ingress.Type == "AUTH"
     return IngressSMTP(
         handler,
+        gate=defences.gate,
+        guard=defences.guard,
+        timeout=defences.limits.idle_timeout,
+        data_timeout=defences.limits.data_timeout,
         hostname=hostname,
         ident="mxgate ESMTP",
         tls_context=tls,
@@ -94,9 +82,18 @@ def valid_helo(hostname: str) -> bool:
     return _HELO.fullmatch(hostname) is not None
 
 
-def peer_ip(session: Session) -> str:
-    peer: object = session.peer
-    return str(peer[0]) if isinstance(peer, tuple) else str(peer or "")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_UNDECODABLE = re.compile(r"[\udc80-\udcff]")  # bytes that were not UTF-8 (surrogateescape)
+
+
+def address_problem(address: str) -> str | None:
+    """What makes an envelope address unusable before any policy looks at it: bytes that are
+    not UTF-8, or control characters (which would land raw in Delivered-To and in logs)."""
+    if _UNDECODABLE.search(address):
+        return "not UTF-8"
+    if _CONTROL.search(address):
+        return "a control character"
+    return None
 
 
 def tls_protocol(session: Session) -> str | None:
@@ -115,6 +112,15 @@ def tls_cipher(session: Session) -> tuple[str, int] | tuple[None, None]:
         return None, None
     name, _, bits = cipher
     return str(name), int(bits)
+
+
+def rcpt_refusal(decision: TrafficDecision, listed: str = "") -> str:
+    """The reply to a recipient the traffic policy refused: a user the directory does not
+    list is unknown (5.1.1); anything else is refused by policy (5.7.1), with what the
+    deciding statement's blocklists found (`listed`)."""
+    if decision.unlisted is not None:
+        return f"550 5.1.1 Recipient address rejected: user unknown (not in {decision.unlisted})"
+    return f"550 5.7.1 Recipient refused by policy ({decision.decided_by}{listed})"
 
 
 class IngressHandler:
@@ -194,8 +200,7 @@ class IngressHandler:
         password_ok = hmac.compare_digest(auth_data.password, self.smtp_password.encode())
         if user_ok and password_ok:
             return AuthResult(success=True, auth_data=self.ingress_id)
-        log.info("authentication failed", extra={"ingress_point": self.ingress_id})
-        return AuthResult(success=False, handled=False)
+        return AuthResult(success=False, handled=False)  # IngressSMTP delays it, logs the IP
 
     async def handle_MAIL(  # noqa: N802
         self,
@@ -205,6 +210,8 @@ class IngressHandler:
         address: str,
         mail_options: list[str],
     ) -> str:
+        if (problem := address_problem(address)) is not None:
+            return f"501 5.1.7 Bad sender address syntax: {problem}"
         envelope.mail_from = address  # "<>" for the null sender: aiosmtpd needs it non-empty
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 Sender OK"
@@ -219,6 +226,8 @@ class IngressHandler:
     ) -> str:
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return "452 4.5.3 Too many recipients"
+        if (problem := address_problem(address)) is not None:
+            return f"501 5.1.3 Bad recipient address syntax: {problem}"
         sender_ip = peer_ip(session)
         results = await self.addons.results(session, sender_ip)  # blocklists: once a session
         if (refusal := self.addons.refusal(results)) is not None:
@@ -254,8 +263,7 @@ class IngressHandler:
                 "decided_by": decision.decided_by,
             },
         )
-        listed = self._listed(facts.addons, decision.statement)
-        return f"550 5.7.1 Recipient refused by policy ({decision.decided_by}{listed})"
+        return rcpt_refusal(decision, self._listed(facts.addons, decision.statement))
 
     def _listed(self, results: Mapping[str, AddonResult], statement: int | None) -> str:
         """What the blocklists the deciding statement asked found, for the refusal."""
@@ -298,7 +306,12 @@ class IngressHandler:
         return path
 
     async def handle_exception(self, error: Exception) -> str:
-        """Anything unexpected during a session: a temporary failure, so the sender retries."""
+        """Anything unexpected during a session: a temporary failure, so the sender retries.
+        A client that gives up during the TLS handshake is no error of ours: one line."""
+        if isinstance(error, TLSSetupException):
+            cause = error.__cause__ or error
+            log.info("TLS handshake not completed", extra={"reason": repr(cause)})
+            return "421 4.7.0 TLS handshake failed"
         log.error("SMTP session error", exc_info=error)
         return SMTP_REPLY[FailureKind.TRANSIENT]
 

@@ -24,6 +24,6 @@ class VendedLogs:
         directory.mkdir(parents=True, exist_ok=True)
 
     def write(self, name: str, record: Mapping[str, object]) -> None:
-        append_line(
-            self.directory / name, json.dumps(record, ensure_ascii=False, default=str).encode()
-        )
+        line = json.dumps(record, ensure_ascii=False, default=str)
+        # bytes that were not UTF-8 (kept as surrogates) become JSON's \udcXX escapes
+        append_line(self.directory / name, line.encode("utf-8", "backslashreplace"))

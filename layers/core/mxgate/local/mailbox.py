@@ -16,9 +16,9 @@ from pathlib import Path
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from mxgate.adapters.local.files import safe_name
-from mxgate.adapters.local.maildir import Maildir
+from mxgate.adapters.local.maildir import Maildir, mailbox_name
 from mxgate.delivery.smtp import to_crlf
+from mxgate.local.smtp import ExactSMTP
 
 
 class MaildirHandler:
@@ -29,7 +29,7 @@ class MaildirHandler:
         self.maildir = Maildir(self.directory)
 
     def forced_reply(self, recipient: str = "") -> str | None:
-        names = [f".reply-{safe_name(recipient.casefold())}"] if recipient else []
+        names = [f".reply-{mailbox_name(recipient)}"] if recipient else []
         for name in [*names, ".reply"]:
             try:
                 return (self.directory / name).read_text(encoding="utf-8").strip() or None
@@ -76,8 +76,9 @@ class MaildirHandler:
 
 
 def mailbox_session(handler: MaildirHandler) -> SMTP:
-    """One SMTP session of a mailbox host."""
-    return SMTP(
+    """One SMTP session of a mailbox host: DATA taken exactly, so a long line or a lone dot
+    arrives as it was sent."""
+    return ExactSMTP(
         handler,
         hostname=f"{handler.host}.mailbox.local",
         enable_SMTPUTF8=True,

@@ -26,11 +26,13 @@ from mxgate.adapters.local.state import SqliteState
 from mxgate.errors import FailureKind, kind_of
 from mxgate.local import worker
 from mxgate.local.bootstrap import Bootstrap
-from mxgate.local.ingress import IngressHandler, IngressSMTP, ingress_session
+from mxgate.local.ingress import IngressHandler, ingress_session
+from mxgate.local.limits import Defences, raise_open_file_limit
 from mxgate.local.mailbox import MaildirHandler, mailbox_session
 from mxgate.local.pipeline import Result
 from mxgate.local.settings import Paths
 from mxgate.local.setup import IngressSetup
+from mxgate.local.smtp import IngressSMTP
 from mxgate.local.tls import ensure_certificate, server_context
 from mxgate.records import Deferred
 
@@ -90,6 +92,8 @@ class Gateway:
         self.scheduler: asyncio.Task[None] | None = None
         self.look_again = asyncio.Event()  # work finished: the deferred queue may have more
         self.housekeeping: asyncio.Task[None] | None = None
+        # every ingress point's sessions together
+        self.defences = Defences.counting(bootstrap.setup.config.smtp.limits, self.clock)
         self.kept: dict[str, int] = {}  # failed tries of kept work (a spool file, a record)
         self.timers: set[asyncio.TimerHandle] = set()  # kept work waiting for its next try
         self.rng = random.Random()  # noqa: S311 -- spreads retries, not a secret
@@ -282,6 +286,8 @@ class Gateway:
         self.spool.discard_partial()
         for path in self.spool.pending():
             self.submit(path)
+        limits = setup.config.smtp.limits
+        raise_open_file_limit(limits)
         cert, key = ensure_certificate(dirs.tls, setup.settings.hostname, self.clock.now())
         tls = server_context(cert, key)
         spool = self.spool
@@ -309,6 +315,7 @@ class Gateway:
                 partial(self._session, listener, handler, tls),
                 host=setup.config.smtp.host,
                 port=listener.port,
+                backlog=limits.listen_backlog,
             )
             host, port = server.sockets[0].getsockname()[:2]
             listening[listener.ingress_id] = (host, port)
@@ -336,7 +343,11 @@ class Gateway:
         self, listener: IngressSetup, handler: IngressHandler, tls: ssl.SSLContext
     ) -> IngressSMTP:
         return ingress_session(
-            handler, self.setup.settings.hostname, tls, listener.max_message_size
+            handler,
+            self.setup.settings.hostname,
+            tls,
+            listener.max_message_size,
+            self.defences,
         )
 
     async def stop(self, running: Running, grace: float = 30.0) -> None:

@@ -149,6 +149,18 @@ class MailManagerResources:
         known = ", ".join(sorted(self.address_lists)) or "none"
         raise ConfigError(f"no address list {reference!r} in the template (it has {known})")
 
+    def lists_filled_with(self, members: str) -> list[str]:
+        """The address lists whose template Metadata says who fills them
+        (`MxgateMembers: directory`: the routes file's directory, routing/recipients.py)."""
+        return sorted(
+            list_id
+            for list_id in self.address_lists
+            if ((self.resolver.resources.get(list_id) or {}).get("Metadata") or {}).get(
+                "MxgateMembers"
+            )
+            == members
+        )
+
     def function(self, reference: str) -> FunctionSource | None:
         """The template's Lambda function an InvokeLambda FunctionArn names, if any."""
         name = function_name_of(reference)

@@ -42,6 +42,8 @@ class TrafficDecision:
     decided_by: str  # "PolicyStatements[2] (DENY)" or "DefaultAction (DENY)"
     evaluations: tuple[StatementEvaluation, ...]  # every statement, in evaluation order
     statement: int | None = None  # the index of the statement that decided, if one did
+    # REJECT because the recipient is not in this address list (an unknown user), if so
+    unlisted: str | None = None
 
     def as_log(self) -> dict[str, object]:
         return {
@@ -127,11 +129,23 @@ def condition_holds(
     return held, f"{why}, {boolean.Operator.value}: {held}"
 
 
+def _membership(condition: PolicyCondition) -> tuple[str, BooleanOperator] | None:
+    """(list id, operator) when the condition asks whether the recipient is in a list."""
+    boolean = condition.BooleanExpression
+    listed = boolean.Evaluate.IsInAddressList if boolean is not None else None
+    if boolean is None or listed is None:
+        return None
+    return logical_id_of(listed.AddressLists[0]), boolean.Operator
+
+
 def evaluate_traffic_policy(
     policy: TrafficPolicy, recipient: str, session: SessionFacts, book: AddressBook
 ) -> TrafficDecision:
     evaluations: list[StatementEvaluation] = []
     decided: tuple[TrafficVerdict, str, int | None] | None = None
+    # the list that kept the recipient out: an ALLOW it missed, or a DENY for non-members
+    unlisted: str | None = None
+    missed: str | None = None
     for action in (AcceptAction.DENY, AcceptAction.ALLOW):
         for index, statement in enumerate(policy.PolicyStatements):
             if statement.Action is not action:
@@ -141,11 +155,19 @@ def evaluate_traffic_policy(
                 continue
             lines: list[str] = []
             matched = True
+            non_member: str | None = None
             for condition in statement.Conditions:  # ANDed: stop at the first that fails
                 held, why = condition_holds(condition, recipient, session, book)
                 lines.append(why)
+                membership = _membership(condition)
+                if membership is not None:
+                    asks_member = membership[1] is BooleanOperator.IS_TRUE
+                    if held != asks_member:  # the recipient is not a member
+                        non_member = membership[0]
                 if not held:
                     matched = False
+                    if action is AcceptAction.ALLOW and missed is None:
+                        missed = non_member
                     break
             evaluations.append(StatementEvaluation(index, action, matched, tuple(lines)))
             if matched:
@@ -153,8 +175,13 @@ def evaluate_traffic_policy(
                     TrafficVerdict.ACCEPT if action is AcceptAction.ALLOW else TrafficVerdict.REJECT
                 )
                 decided = (verdict, f"PolicyStatements[{index}] ({action.value})", index)
+                if action is AcceptAction.DENY:
+                    unlisted = non_member
     if decided is None:
         default = policy.DefaultAction
         verdict = TrafficVerdict.ACCEPT if default is AcceptAction.ALLOW else TrafficVerdict.REJECT
         decided = (verdict, f"DefaultAction ({default.value})", None)
-    return TrafficDecision(recipient, decided[0], decided[1], tuple(evaluations), decided[2])
+        unlisted = missed if verdict is TrafficVerdict.REJECT else None
+    return TrafficDecision(
+        recipient, decided[0], decided[1], tuple(evaluations), decided[2], unlisted
+    )

@@ -116,6 +116,18 @@ def safe_filename(filename: str | None, sha256: str, content_type: str) -> str:
     return name
 
 
+def file_names(names: list[str]) -> list[str]:
+    """What the names make of a file on the systems that open it: each name as written, its
+    last path component, and that without an NTFS stream suffix (`x.exe::$DATA` and
+    `x.exe:Zone.Identifier` are `x.exe` to Windows)."""
+    found: list[str] = []
+    for written in names:
+        name = unicodedata.normalize("NFC", written)
+        base = name.replace("\\", "/").rsplit("/", 1)[-1]
+        found += [name, base, base.split(":", 1)[0]]
+    return list(dict.fromkeys(n for n in found if n))
+
+
 _UU_BEGIN = re.compile(rb"^begin [0-7]{3,4} ([^\r\n]+)\r?$", re.MULTILINE)
 _UU_END = re.compile(rb"^end[ \t]*(?:\r?\n|$)", re.MULTILINE)
 

@@ -21,7 +21,10 @@ from functools import cached_property
 from typing import BinaryIO
 
 from mxgate.message.model import ParseLimits
-from mxgate.message.text import decode_bytes, decode_words, header_text, unfold
+from mxgate.message.parameters import Parameter, parse_parameters
+from mxgate.message.parameters import value as parameter_value
+from mxgate.message.parameters import values as parameter_values
+from mxgate.message.text import decode_words, header_text, unfold
 
 _CHUNK = 1 << 16
 _SNIFF_BYTES = 512
@@ -427,27 +430,25 @@ class Part:
 
     @property
     def charset(self) -> str | None:
-        value = self.meta.get_content_charset()
-        return str(value) if value else None
+        value = self.parameter("charset")
+        return value.lower() if value else None
 
     @property
     def disposition(self) -> str | None:
         return self.meta.get_content_disposition()
 
+    def parameters(self, header: str = "content-type") -> list[Parameter]:
+        return parse_parameters(str(self.meta.get(header) or ""))
+
+    @property
+    def boundary(self) -> str | None:
+        value = parameter_value(self.parameters(), "boundary")
+        return value.rstrip() if value else None
+
     def parameter(self, name: str, header: str = "content-type") -> str | None:
         """A parameter, RFC 2231 charsets and continuations decoded, RFC 2047 words too."""
-        value = self.meta.get_param(name, header=header)
-        if value is None or value == "":
-            return None
-        if isinstance(value, tuple):
-            charset, _, text = value
-            try:
-                decoded, _ = decode_bytes(str(text).encode("latin-1"), charset or "utf-8")
-            except UnicodeEncodeError:
-                decoded = str(text)
-        else:
-            decoded = str(value)
-        return decode_words(decoded).strip()
+        value = parameter_value(self.parameters(header), name)
+        return decode_words(value).strip() or None if value else None
 
     @property
     def filename(self) -> str | None:
@@ -456,6 +457,17 @@ class Part:
             or self.parameter("name")
             or self.uu_filename
         )
+
+    @property
+    def names(self) -> list[str]:
+        """Every file name the part gives itself, in whichever parameter, each duplicate and
+        RFC 2231 piece apart: mail clients disagree about which one wins."""
+        found = [
+            *parameter_values(self.parameters("content-disposition"), "filename"),
+            *parameter_values(self.parameters(), "name"),
+            *([self.uu_filename] if self.uu_filename else []),
+        ]
+        return list(dict.fromkeys(name for v in found if (name := decode_words(v).strip())))
 
     @property
     def is_body_text(self) -> bool:
@@ -560,7 +572,7 @@ class MimeParser:
             raise LimitExceeded(f"more than {self.limits.max_parts} MIME parts")
         content_type = part.content_type
         if content_type.startswith("multipart/"):
-            boundary = part.meta.get_boundary()
+            boundary = part.boundary
             if boundary:
                 if depth + 1 > self.limits.max_depth:
                     raise LimitExceeded(f"MIME nesting deeper than {self.limits.max_depth}")

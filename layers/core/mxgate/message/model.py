@@ -65,12 +65,14 @@ class DeliveryStatus(Frozen):
 
 
 class Attachment(Frozen):
-    filename: str | None
+    filename: str | None  # the name a mail client shows (RFC 2231 filename, else name)
     content_type: str  # as declared (lower case)
     size: int  # decoded bytes
     sha256: str  # of the decoded bytes
     disposition: str  # "attachment" | "inline"
     sniffed_type: str | None = None  # from the content's first bytes, when recognised
+    # every name the part carries (filename and name, duplicates, RFC 2231 pieces), as written
+    names: list[str] = Field(default_factory=list)
     safe_filename: str = ""  # the filename made safe to write anywhere (never empty)
     content_id: str | None = None
     key: str | None = None  # where the content was stored (content-addressed), if it was

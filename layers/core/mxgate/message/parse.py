@@ -240,6 +240,7 @@ class _Builder:
                 sha256=content.sha256,
                 disposition=_disposition(part.disposition, content_id),
                 sniffed_type=sniff(content.head),
+                names=part.names,
                 safe_filename=safe_filename(part.filename, content.sha256, part.content_type),
                 content_id=content_id,
                 key=self._keep(content.sha256, part.content_type, content.data),
@@ -287,6 +288,7 @@ class _Builder:
             sha256=digest,
             disposition=disposition,
             sniffed_type=sniffed,
+            names=[filename] if filename else [],
             safe_filename=safe_filename(filename, digest, content_type),
             key=self._keep(digest, content_type, content),
         )

@@ -121,6 +121,15 @@ def clean(text: str) -> str:
     return cleaned.replace("\x00", "\ufffd")
 
 
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def shown(text: str) -> str:
+    """Text safe to write on a terminal or into a header field: each control character
+    (NUL, BEL, ESC, CR, LF...) as a visible `\\xNN` escape, never raw."""
+    return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 # An encoded word: =?charset[*lang]?B|Q?text?= (RFC 2047, RFC 2231 section 5).
 _ENCODED_WORD = re.compile(rb"=\?([^?\s*]+)(?:\*[^?\s]*)?\?([bBqQ])\?([^?\s]*)\?=")
 _BETWEEN_WORDS = re.compile(rb"[ \t\r\n]*")

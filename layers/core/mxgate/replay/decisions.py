@@ -21,6 +21,7 @@ from mxgate.records import Envelope, Outcome
 from mxgate.routing.classify import RouteKind, classify
 from mxgate.routing.quarantine import MessageFacts as RouteFacts
 from mxgate.routing.quarantine import quarantine_rule
+from mxgate.routing.recipients import DirectoryAddressBook
 from mxgate.routing.routes import Routes
 
 REFUSED = "refused"  # not accepted at RCPT: no terminal state, the sender got a 5xx
@@ -113,7 +114,9 @@ class Known:
 
 
 def decide(side: Configuration, known: Known, book: AddressBook) -> list[Decision]:
-    """Every recipient's decision under one configuration."""
+    """Every recipient's decision under one configuration: `book` holds the address lists
+    of files; the directory's list is the side's own routes file's."""
+    book = DirectoryAddressBook(book, side.mail_manager, side.routes)
     envelope = known.message.envelope
     explanation = explain(
         config=side.mail_manager,

@@ -17,6 +17,7 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mxgate.authn.model import Authentication
+from mxgate.message.attachments import file_names
 from mxgate.message.model import Attachment, ParsedMessage
 
 AuthResult = Literal[
@@ -50,10 +51,15 @@ class Match(Strict):
         default=None, description="domain of the From address (globs: '*.example.com')"
     )
     attachment_name: Values | None = Field(
-        default=None, description="any attachment's file name (globs: '*.exe')"
+        default=None,
+        description="any name an attachment carries (globs: '*.exe'): its filename and name "
+        "parameters, each duplicate and RFC 2231 piece, with directories and NTFS stream "
+        "suffixes (x.exe::$DATA) taken off",
     )
     attachment_type: Values | None = Field(
-        default=None, description="any attachment's content type (globs: 'application/x-ms*')"
+        default=None,
+        description="any attachment's content type (globs: 'application/x-ms*'), as declared or "
+        "as its first bytes show it (a PE executable named report.pdf is one)",
     )
 
 
@@ -148,20 +154,49 @@ def holds(match: Match, facts: MessageFacts) -> tuple[bool, str]:
         if not _glob(facts.from_domain, match.from_domain):
             return False, ""
         reasons.append(f"from domain {facts.from_domain}")
-    for attribute, patterns in (
-        ("filename", match.attachment_name),
-        ("content_type", match.attachment_type),
+    for patterns, facts_of_one, shown in (
+        (match.attachment_name, _attachment_names, _name_reason),
+        (match.attachment_type, _attachment_types, _type_reason),
     ):
         if patterns is None:
             continue
         hit = next(
-            (a for a in facts.attachments if _glob(getattr(a, attribute), patterns)),
+            (
+                (attachment, value)
+                for attachment in facts.attachments
+                for value in facts_of_one(attachment)
+                if _glob(value, patterns)
+            ),
             None,
         )
         if hit is None:
             return False, ""
-        reasons.append(f"attachment {hit.filename or '(unnamed)'} ({hit.content_type})")
+        attachment, value = hit
+        reasons.append(
+            f"attachment {attachment.filename or '(unnamed)'} ({shown(attachment, value)})"
+        )
     return bool(reasons), ", ".join(reasons)
+
+
+def _attachment_names(attachment: Attachment) -> list[str]:
+    return file_names([*attachment.names, *([attachment.filename] if attachment.filename else [])])
+
+
+def _name_reason(attachment: Attachment, name: str) -> str:
+    """The declared type, and the name that matched when it is not the one a client shows."""
+    if name == attachment.filename:
+        return attachment.content_type
+    return f"named {name}, {attachment.content_type}"
+
+
+def _type_reason(attachment: Attachment, content_type: str) -> str:
+    if content_type == attachment.content_type:
+        return content_type
+    return f"sniffed {content_type}, declared {attachment.content_type}"
+
+
+def _attachment_types(attachment: Attachment) -> list[str]:
+    return [t for t in (attachment.content_type, attachment.sniffed_type) if t]
 
 
 def quarantine_rule(

@@ -127,10 +127,20 @@ class DeliveryPolicy(Strict):
 
 
 class Directory(Strict):
-    """Which mailbox host each employee lives on; everyone else goes to `default`."""
+    """Which mailbox host each employee lives on. At RCPT, an address at an employee domain
+    that it does not list is refused as unknown, unless `unknown_users` is `default`."""
 
-    default: str
+    default: str = Field(
+        description="the mailbox host of employee addresses the directory does not list, "
+        "when they are accepted (`unknown_users: default`, or mail that came in by another way)"
+    )
     users: dict[str, str] = Field(default_factory=dict)
+    unknown_users: Literal["refuse", "default"] = Field(
+        default="refuse",
+        description="an employee address the directory does not list: `refuse` answers "
+        "550 5.1.1 at RCPT (as Postfix's relay_recipient_maps); `default` accepts it for the "
+        "`default` host",
+    )
 
     def host_for(self, address: str) -> str:
         return self.users.get(address.casefold(), self.default)

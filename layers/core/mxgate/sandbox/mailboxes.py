@@ -15,8 +15,9 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from mxgate.clock import SystemClock
 from mxgate.delivery.smtp import to_crlf
 from mxgate.ids import new_message_id
-from mxgate.local.ingress import peer_ip, tls_protocol
+from mxgate.local.ingress import tls_protocol
 from mxgate.local.mailbox import MaildirHandler
+from mxgate.local.smtp import peer_ip
 from mxgate.message.headers import prepend_headers
 from mxgate.message.received import received_value
 

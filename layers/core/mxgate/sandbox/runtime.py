@@ -50,6 +50,7 @@ from mxgate.local.addresslists import FileAddressBook
 from mxgate.local.bootstrap import build_resolver
 from mxgate.local.config import LocalConfig, load_local_config
 from mxgate.local.ingress import IngressHandler, ingress_session
+from mxgate.local.limits import Defences, SmtpLimits
 from mxgate.local.logs import VendedLogs
 from mxgate.local.mailbox import mailbox_session
 from mxgate.local.rule_set import LocalMailManager
@@ -67,6 +68,7 @@ from mxgate.mailmanager.template import (
 )
 from mxgate.message.headers import header_block_end, prepend_headers
 from mxgate.records import Envelope
+from mxgate.routing.recipients import DirectoryAddressBook
 from mxgate.routing.routes import Routes, load_routes
 from mxgate.sandbox.mailboxes import MailboxDelivery, RecordingMaildir
 from mxgate.sandbox.report import RecipientReport, SendReport, provider_view
@@ -220,6 +222,9 @@ class Sandbox:
         self._call(self._start_ingress_points())
         self._point_deliver_at_relay_ingress()
         self.state_machine = self.stack.deploy_state_machine()
+        # made now, before functions run in other threads: making a client reads os.environ,
+        # which each invocation changes while it runs (function_environment)
+        self._executions = boto3.client("stepfunctions", region_name=REGION)
 
     def close(self) -> None:
         """Everything started, stopped in order: the work in flight, the SMTP clients (so the
@@ -283,6 +288,7 @@ class Sandbox:
         self.certificate = cert
         tls = server_context(cert, key)
         spool = Spool(self.home / "spool")
+        defences = Defences.counting(SmtpLimits(), self.clock)  # the local gateway's defaults
         for ingress_id, point in self.resources.ingress_points.items():
             if point.Type == "MTLS":
                 continue  # not emulated
@@ -306,6 +312,7 @@ class Sandbox:
                     mail_manager_host(ingress_id),
                     tls,
                     policy.max_message_size,
+                    defences,
                 ),
                 host="127.0.0.1",
                 port=self.options.primary_port if ingress_id == self.primary_ingress() else 0,
@@ -365,7 +372,9 @@ class Sandbox:
                 ingress_id: self.resources.rule_set(point)
                 for ingress_id, point in self.resources.ingress_points.items()
             },
-            book=FileAddressBook(home / "address-lists"),
+            book=DirectoryAddressBook(
+                FileAddressBook(home / "address-lists"), self.resources, self.routes
+            ),
             actions=ActionPorts(
                 objects=objects,
                 idempotency=internal,
@@ -473,7 +482,7 @@ class Sandbox:
             busy = self._busy
         if busy or self.arrivals:
             return False
-        running = boto3.client("stepfunctions", region_name=REGION).list_executions(
+        running = self._executions.list_executions(
             stateMachineArn=self.state_machine, statusFilter="RUNNING"
         )["executions"]
         return not running

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import ClientError
 
+from mxgate.adapters.aws.address_lists import MailManagerAddressLists
 from mxgate.adapters.aws.arrivals import DynamoArrivals, SqsArrivalChecks, StepFunctionsExecutions
 from mxgate.adapters.aws.clients import LazyClient
 from mxgate.adapters.aws.dead_letters import QueueingDeadLetters, forget_notices
@@ -36,7 +37,9 @@ from mxgate.delivery.smtp import MisconfiguredTransport, submission_or_deferral
 from mxgate.delivery.webhook import SignedPoster, signing_keys
 from mxgate.desk import Desk
 from mxgate.errors import ConfigError, PermanentError
+from mxgate.mailmanager.addresses import SyncResult
 from mxgate.ports import Clock, Transport
+from mxgate.routing.recipients import sync_directory
 from mxgate.routing.routes import load_routes
 from mxgate.workflow.services import Services
 
@@ -263,3 +266,12 @@ def aws_desk(operator: OperatorAws, routes_file: Path) -> Desk:
         forget_notices=(lambda ids: forget_notices(sqs, notices, ids)) if notices else None,
         aws=True,
     )
+
+
+def sync_directory_list(list_id: str) -> SyncResult:
+    """The deployed directory address list made to hold the deployed routes file's addresses
+    (the RecipientsSync custom resource runs it on each deploy)."""
+    routes = load_routes(settings().routes_file)
+    lists = MailManagerAddressLists(LazyClient("mailmanager"))
+    (result,) = sync_directory(lists, [list_id], routes)
+    return result

@@ -27,6 +27,11 @@ NAMES: dict[str, tuple[str, str, str]] = {
     "dead_letter_queue": ("--dead-letter-queue", "MXGATE_DEAD_LETTER_QUEUE", "DeadLetterQueueUrl"),
     "raw_bucket": ("--raw-bucket", "MXGATE_RAW_BUCKET", "RawMailBucketName"),
     "archive_id": ("--archive-id", "MXGATE_ARCHIVE_ID", "ArchiveId"),
+    "recipients_list": (
+        "--address-list-id",
+        "MXGATE_RECIPIENTS_LIST_ID",
+        "RecipientsAddressListId",
+    ),
 }
 
 
@@ -38,6 +43,7 @@ class StackNames(BaseModel):
     dead_letter_queue: str | None = None
     raw_bucket: str | None = None
     archive_id: str | None = None
+    recipients_list: str | None = None
     stack: str | None = None
 
     def need(self, name: str) -> str:

@@ -2,20 +2,54 @@
 
 `<root>/<mailbox>/new/<unique name>`, written under tmp/ and renamed into new/, with
 `Return-Path:` and `Delivered-To:` prepended as a delivery agent does, so the envelope the
-gateway used can be seen.
+gateway used can be seen. A mailbox is named by its recipient, encoded so that no two
+recipients share one and the name gives the recipient back (`mailbox_name`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
+import re
 import socket
 import time
 from pathlib import Path
+from urllib.parse import unquote
 
 from mxgate.adapters.local.files import safe_name
+from mxgate.message.text import shown
 
 _hostname = socket.gethostname()
+_KEPT = re.compile(r"[a-z0-9@.+_-]")  # written as they are; anything else as %XX of its UTF-8
+_MAX_NAME = 255  # bytes in a file name (ext4, xfs, tmpfs)
+
+
+def mailbox_name(recipient: str) -> str:
+    """The mailbox directory of a recipient (case does not matter, as in the directory): plain
+    addresses stay as they are (`alice@nutrition.co`); any other character, `%` included, is
+    percent-encoded, so `jürg@` (`j%c3%bcrg@`) and `j_rg@` differ, as do `user%o@`
+    (`user%25o@`) and `user_o@`, and `recipient_of` reverses it. A name too long for the file
+    system ends in `~` and a digest of the recipient instead (`~` is never written plain)."""
+    address = recipient.casefold()
+    encoded = "".join(
+        c if _KEPT.fullmatch(c) else "".join(f"%{b:02x}" for b in c.encode("utf-8", "replace"))
+        for c in address
+    )
+    if encoded.startswith("."):  # never a hidden directory, never `..`
+        encoded = "%2e" + encoded[1:]
+    if len(encoded) > _MAX_NAME:
+        digest = hashlib.sha256(address.encode("utf-8", "replace")).hexdigest()[:32]
+        start = encoded[: _MAX_NAME - 33]
+        if "%" in start[-2:]:  # never half an escape
+            start = start[: start.rindex("%")]
+        encoded = f"{start}~{digest}"
+    return encoded
+
+
+def recipient_of(name: str) -> str:
+    """The recipient a mailbox directory holds (for a digest-named one, its readable start)."""
+    return unquote(name.split("~", 1)[0], errors="replace")
 
 
 class Maildir:
@@ -26,7 +60,7 @@ class Maildir:
         self._count = itertools.count(1)  # unique names across the threads that store
 
     def mailbox(self, recipient: str) -> Path:
-        return self.directory / safe_name(recipient.casefold())
+        return self.directory / mailbox_name(recipient)
 
     def find(self, recipient: str, needle: bytes) -> Path | None:
         """The newest message in a recipient's mailbox whose first 8 KB hold `needle`."""
@@ -51,8 +85,9 @@ class Maildir:
         return final
 
     def deliver(self, envelope_sender: str, recipient: str, raw: bytes) -> Path:
-        trace = f"Return-Path: <{envelope_sender}>\r\nDelivered-To: {recipient}\r\n"
-        return self.store(recipient, trace.encode() + raw)
+        # the envelope as the ingress took it; a control character is never written raw
+        trace = f"Return-Path: <{shown(envelope_sender)}>\r\nDelivered-To: {shown(recipient)}\r\n"
+        return self.store(recipient, trace.encode("utf-8", "backslashreplace") + raw)
 
 
 class WorkMailFolders:

@@ -1,0 +1,190 @@
+"""aiosmtpd's SMTP server as the gateway speaks it.
+
+`ExactSMTP` reads DATA exactly (local/smtp_data.py); the mailbox hosts use it too, so a long
+line or a lone dot arrives there as it was sent. `IngressSMTP` is the ingress point's server:
+enhanced status codes on aiosmtpd's own replies, the connection limits at connect, STARTTLS at
+most once, and a client that keeps failing AUTH slowed down and then cut off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Session
+
+from mxgate.local.limits import AUTH_LOCKED, AuthGuard, ConnectionGate
+from mxgate.local.smtp_data import TOO_BIG, DataAssembler
+
+log = logging.getLogger("mxgate.ingress")
+
+# aiosmtpd's own replies, given the enhanced status codes (RFC 3463) a gateway should send.
+_ENHANCED = {
+    "552 Error: message size exceeds fixed maximum message size": TOO_BIG,
+    "552 Error: Too much mail data": TOO_BIG,
+    "530 Must issue a STARTTLS command first": "530 5.7.0 Must issue a STARTTLS command first",
+    "501 Syntax: EHLO hostname": "501 5.5.4 Syntax: EHLO hostname",
+    "501 Syntax: HELO hostname": "501 5.5.4 Syntax: HELO hostname",
+    "503 Error: need MAIL command": "503 5.5.1 Error: need MAIL command",
+    "503 Error: need RCPT command": "503 5.5.1 Error: need RCPT command",
+    "503 Error: nested MAIL command": "503 5.5.1 Error: nested MAIL command",
+    "500 Command line too long": "500 5.5.2 Command line too long",
+    "500 Error: bad syntax": "500 5.5.2 Error: bad syntax",
+}
+IDLE_TIMEOUT = "421 4.4.2 Idle for too long, closing the connection"
+DATA_TOO_SLOW = "421 4.4.2 DATA took too long, closing the connection"
+AUTH_INVALID = "535 5.7.8 Authentication credentials invalid"
+
+
+def peer_ip(session: Session) -> str:
+    peer: object = session.peer
+    return str(peer[0]) if isinstance(peer, tuple) else str(peer or "")
+
+
+class ExactSMTP(SMTP):
+    """DATA taken exactly: dot-stuffing undone only where the sender did it, lines of any
+    length kept, NUL and bare CR refused, and the idle timeout counted per line, within one
+    deadline for the whole transfer."""
+
+    def __init__(self, handler: Any, *, data_timeout: float = 600.0, **options: Any) -> None:
+        super().__init__(handler, **options)
+        self.data_timeout = data_timeout
+
+    async def push(self, status: Any) -> None:
+        if isinstance(status, str):
+            status = _ENHANCED.get(status, status)
+        await super().push(status)
+
+    def _timeout_cb(self) -> None:
+        """Idle for too long: say so (RFC 5321 4.2.2: 421 before closing), then close."""
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            transport.write(IDLE_TIMEOUT.encode() + b"\r\n")
+        if transport is not None:
+            transport.close()  # connection_lost tears the session down, TLS included
+
+    async def smtp_DATA(self, arg: str) -> None:  # noqa: N802 -- aiosmtpd's command name
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        data = DataAssembler(self.data_size_limit)
+        deadline = self.loop.time() + self.data_timeout
+        while True:
+            try:
+                piece, complete = await self._reader.readuntil(b"\r\n"), True
+            except asyncio.LimitOverrunError as error:  # a long line: take what is there
+                piece, complete = await self._reader.read(error.consumed), False
+            except asyncio.IncompleteReadError:  # the client left in the middle
+                self._writer.close()
+                return
+            except asyncio.CancelledError:
+                self._writer.close()
+                raise
+            remaining = deadline - self.loop.time()
+            if remaining <= 0:
+                await self.push(DATA_TOO_SLOW)
+                self._writer.close()
+                return
+            self._reset_timeout(min(self._timeout_duration, remaining))
+            if data.add(piece, complete):
+                break
+        self._reset_timeout()
+        if data.refusal is not None:
+            self.envelope = self._create_envelope()  # as after any DATA
+            await self.push(data.refusal)
+            return
+        self.envelope.content = self.envelope.original_content = data.content
+        status = await self._call_handler_hook("DATA")
+        self.envelope = self._create_envelope()
+        await self.push("250 OK" if status is MISSING else status)
+
+
+class IngressSMTP(ExactSMTP):
+    """One session of an ingress point."""
+
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        gate: ConnectionGate,
+        guard: AuthGuard,
+        authenticator: Any = None,
+        **options: Any,
+    ) -> None:
+        self.gate = gate
+        self.guard = guard
+        self._client_ip: str | None = None  # set while the gate counts this session
+        self._refused = False
+        self._lost = False
+        self._auth_failed = False
+        checked = None
+        if authenticator is not None:
+
+            def checked(*call: Any) -> AuthResult:  # aiosmtpd's authenticator arguments
+                result: AuthResult = authenticator(*call)
+                if not result.success and not result.handled:
+                    self._auth_failed = True  # smtp_AUTH answers it, after the delay
+                    return AuthResult(success=False, handled=True)
+                return result
+
+        super().__init__(handler, authenticator=checked, **options)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._original_transport is None and self.transport is None:  # not the STARTTLS call
+            peer = transport.get_extra_info("peername")
+            client_ip = str(peer[0]) if isinstance(peer, tuple) else str(peer or "")
+            refusal = self.gate.admit(client_ip)
+            if refusal is not None:
+                self._refused = True
+                assert isinstance(transport, asyncio.WriteTransport)
+                transport.write(refusal.encode() + b"\r\n")
+                transport.close()
+                return
+            self._client_ip = client_ip
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._refused or self._lost:
+            return  # never started, or already torn down (aiosmtpd calls this itself after a
+            # failed TLS handshake, and the transport calls it again)
+        self._lost = True
+        if self._client_ip is not None:
+            self.gate.release(self._client_ip)
+        super().connection_lost(error)
+
+    async def smtp_STARTTLS(self, arg: str) -> None:  # noqa: N802
+        if self._tls_protocol is not None:  # RFC 3207 4.2: once per session
+            await self.push("503 5.5.1 TLS is already active")
+            return
+        await super().smtp_STARTTLS(arg)
+
+    async def smtp_AUTH(self, arg: str) -> None:  # noqa: N802
+        assert self.session is not None
+        client_ip = peer_ip(self.session)
+        if self.guard.locked(client_ip):
+            await self._cut_off()
+            return
+        self._auth_failed = False
+        await super().smtp_AUTH(arg)
+        if self.session.authenticated:
+            self.guard.succeeded(client_ip)
+        elif self._auth_failed:
+            self._auth_failed = False
+            delay, cut_off = self.guard.failed(client_ip)
+            await asyncio.sleep(delay)  # a guesser waits; nobody else does
+            if cut_off:
+                await self._cut_off()
+            else:
+                await self.push(AUTH_INVALID)
+
+    async def _cut_off(self) -> None:
+        await self.push(AUTH_LOCKED)
+        self._writer.close()

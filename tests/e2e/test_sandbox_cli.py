@@ -87,4 +87,12 @@ def test_the_listening_sandbox_takes_mail_from_a_real_client(tmp_path: Path) -> 
         assert b"Subject: from swaks" in Path(line[1]).read_bytes()
     finally:
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=30) == 0
+        try:
+            code = process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()  # reaped here, so a hung sandbox fails this test and no other
+            process.wait()
+            raise AssertionError(
+                "Ctrl-C did not stop the sandbox:\n" + output.read_text()
+            ) from None
+    assert code == 0, output.read_text()

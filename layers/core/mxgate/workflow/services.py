@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from mxgate.authn.arc import Sealer
 from mxgate.message.model import ParseLimits
 from mxgate.ports import (
     AppEvents,
@@ -23,6 +23,9 @@ from mxgate.ports import (
 )
 from mxgate.recorder import Recorder
 from mxgate.routing.routes import Routes
+
+if TYPE_CHECKING:
+    from mxgate.authn.arc import Sealer
 
 
 @dataclass(frozen=True)

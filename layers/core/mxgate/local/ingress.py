@@ -36,6 +36,10 @@ from mxgate.records import Envelope, Stage
 log = logging.getLogger("mxgate.ingress")
 
 MAX_RECIPIENTS = 100  # Mail Manager's limit per message
+# Messages of an ingress point read into memory at once. A session beyond them waits before
+# its 354 (it is not refused), so the ingress's memory grows with the message size, not with
+# the number of sessions (docs/benchmarks.md, "Concurrency and memory").
+MESSAGES_IN_MEMORY = 32
 _TLS_NAMES = {"TLSv1": "TLS1_0", "TLSv1.1": "TLS1_1", "TLSv1.2": "TLS1_2", "TLSv1.3": "TLS1_3"}
 
 _TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
@@ -53,12 +57,21 @@ _ENHANCED = {
 
 
 class IngressSMTP(SMTP):
-    """aiosmtpd's server with enhanced status codes on its built-in replies."""
+    """aiosmtpd's server with enhanced status codes on its built-in replies, and a bound on
+    the messages in memory at once (`MESSAGES_IN_MEMORY`)."""
 
     async def push(self, status: Any) -> None:
         if isinstance(status, str):
             status = _ENHANCED.get(status, status)
         await super().push(status)
+
+    async def smtp_DATA(self, arg: str) -> None:  # noqa: N802 -- aiosmtpd's command hook
+        handler = self.event_handler
+        if not isinstance(handler, IngressHandler):
+            await super().smtp_DATA(arg)
+            return
+        async with handler.data_slots:  # read, spooled and answered inside its slot
+            await super().smtp_DATA(arg)
 
 
 def ingress_session(
@@ -146,6 +159,7 @@ class IngressHandler:
         self.logs = logs
         self.clock = clock
         self.submit = submit
+        self.data_slots = asyncio.Semaphore(MESSAGES_IN_MEMORY)
 
     async def handle_EHLO(  # noqa: N802 -- aiosmtpd's hook name
         self,

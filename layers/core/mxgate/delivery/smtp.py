@@ -20,6 +20,7 @@ from mxgate.ports import SendResult
 from mxgate.routing.routes import Destination
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
+_LEADING_DOT = re.compile(rb"(?m)^\.")  # on CRLF lines: RFC 5321 4.5.2 transparency
 
 
 def to_crlf(raw: bytes) -> bytes:
@@ -121,6 +122,8 @@ class SmtpTransport:
             options.append("BODY=8BITMIME")
         if client.has_extn("smtputf8") and not all(a.isascii() for a in (sender, *recipients)):
             options.append("SMTPUTF8")
+        if client.has_extn("pipelining"):
+            return self._pipelined(client, sender, options, recipients, raw)
         code, reply = client.mail(sender, options)
         if code != 250:
             client.rset()
@@ -139,6 +142,51 @@ class SmtpTransport:
             client.rset()
             return results
         code, reply = client.data(to_crlf(raw))
+        for recipient in accepted:
+            results[recipient] = SendResult(
+                ok=code == 250, transient=code < 500, detail=_reply(code, reply)
+            )
+        return results
+
+    @staticmethod
+    def _pipelined(
+        client: smtplib.SMTP,
+        sender: str,
+        options: list[str],
+        recipients: Sequence[str],
+        raw: bytes,
+    ) -> Mapping[str, SendResult]:
+        """MAIL, every RCPT and DATA in one write, then their replies in order (RFC 2920):
+        one round trip instead of two and one per recipient. The message goes as it is
+        (CRLF lines, leading dots doubled), in two writes, never copied once more."""
+        commands = [f"MAIL FROM:{smtplib.quoteaddr(sender)} {' '.join(options)}".rstrip()]
+        commands += [f"RCPT TO:{smtplib.quoteaddr(r)}" for r in recipients]
+        encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
+        client.send(("\r\n".join([*commands, "DATA"]) + "\r\n").encode(encoding))
+        mail = client.getreply()
+        results: dict[str, SendResult] = {}
+        accepted = []
+        for recipient in recipients:
+            code, reply = client.getreply()
+            if mail[0] != 250:  # each RCPT after a refused MAIL fails with it
+                code, reply = mail
+            if code in (250, 251):
+                accepted.append(recipient)
+            else:
+                results[recipient] = SendResult(
+                    ok=False, transient=code < 500, detail=_reply(code, reply)
+                )
+        code, reply = client.getreply()  # to DATA
+        if code == 354:
+            if accepted:
+                body = _LEADING_DOT.sub(b"..", to_crlf(raw))
+                client.send(body)
+                client.send(b".\r\n" if body.endswith(b"\r\n") else b"\r\n.\r\n")
+            else:  # no recipient, yet the server waits for the message: end it, empty
+                client.send(b".\r\n")
+            code, reply = client.getreply()
+        else:  # the transaction failed before its message: start the next one afresh
+            client.rset()
         for recipient in accepted:
             results[recipient] = SendResult(
                 ok=code == 250, transient=code < 500, detail=_reply(code, reply)

@@ -36,6 +36,18 @@ class MaildirHandler:
                 continue
         return None
 
+    async def handle_EHLO(  # noqa: N802 -- aiosmtpd's hook name
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        """PIPELINING, as Workspace and 365 offer it (aiosmtpd reads commands in order)."""
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
     async def handle_RCPT(  # noqa: N802 -- aiosmtpd's hook name
         self,
         server: SMTP,

@@ -36,15 +36,15 @@ from harness import (
 def large_message(size: int) -> bytes:
     """A message of about `size` bytes: a line of text and a base64 attachment, signed."""
     head = (
-        "From: Sender <sender@bench.invalid>\r\nTo: alice@nutrition.co\r\nSubject: large\r\n"
-        "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=bench.invalid; s=bench;\r\n"
-        " h=from:subject; bh=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=; b=AAAA\r\n"
-        "Message-ID: <large@bench.invalid>\r\nMIME-Version: 1.0\r\n"
-        'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
-        "--b\r\nContent-Type: text/plain\r\n\r\nThe data, attached.\r\n"
-        "--b\r\nContent-Type: application/octet-stream; name=data.bin\r\n"
-        "Content-Transfer-Encoding: base64\r\n\r\n"
-    ).encode()
+        b"From: Sender <sender@bench.invalid>\r\nTo: alice@nutrition.co\r\nSubject: large\r\n"
+        b"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=bench.invalid; s=bench;\r\n"
+        b" h=from:subject; bh=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=; b=AAAA\r\n"
+        b"Message-ID: <large@bench.invalid>\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\nThe data, attached.\r\n"
+        b"--b\r\nContent-Type: application/octet-stream; name=data.bin\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n"
+    )
     tail = b"--b--\r\n"
     raw = os.urandom((size - len(head) - len(tail)) * 57 // 78)
     encoded = base64.encodebytes(raw).replace(b"\n", b"\r\n")

@@ -20,12 +20,21 @@ from mxgate.ports import SendResult
 from mxgate.routing.routes import Destination
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
-_LEADING_DOT = re.compile(rb"(?m)^\.")  # on CRLF lines: RFC 5321 4.5.2 transparency
 
 
 def to_crlf(raw: bytes) -> bytes:
-    """SMTP requires CRLF; DKIM canonicalises to CRLF too, so this never breaks a signature."""
+    """SMTP requires CRLF; DKIM canonicalises to CRLF too, so this never breaks a signature.
+    A message with no bare LF (the usual one) comes back as it is, found so by two counts (the
+    regular expression alone takes tens of milliseconds a megabyte)."""
+    if raw.count(b"\n") == raw.count(b"\r\n"):
+        return raw
     return _BARE_LF.sub(b"\r\n", raw)
+
+
+def dot_stuffed(message: bytes) -> bytes:
+    """A CRLF message with each line's leading dot doubled (RFC 5321 4.5.2 transparency)."""
+    stuffed = message.replace(b"\n.", b"\n..") if b"\n." in message else message
+    return b"." + stuffed if stuffed.startswith(b".") else stuffed
 
 
 @dataclass(frozen=True)
@@ -179,7 +188,7 @@ class SmtpTransport:
         code, reply = client.getreply()  # to DATA
         if code == 354:
             if accepted:
-                body = _LEADING_DOT.sub(b"..", to_crlf(raw))
+                body = dot_stuffed(to_crlf(raw))
                 client.send(body)
                 client.send(b".\r\n" if body.endswith(b"\r\n") else b"\r\n.\r\n")
             else:  # no recipient, yet the server waits for the message: end it, empty

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import smtplib
+import socket
 import ssl
 import threading
 from collections.abc import Mapping, Sequence
@@ -70,6 +71,10 @@ class SmtpTransport:
             source_address=(target.source_address, 0) if target.source_address else None,
         )
         try:
+            # the message and its final dot go as two writes: without this, Nagle's algorithm
+            # holds the dot until the host acknowledges the message (a delayed ACK, 40 ms)
+            if client.sock is not None:
+                client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client.ehlo()
             if target.starttls:
                 if not client.has_extn("starttls"):

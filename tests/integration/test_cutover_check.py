@@ -12,11 +12,12 @@ import pytest
 
 from mxgate.cli import main
 from tests.dnsserver import Zone, ZoneServer
+from tests.mailtools import make_keys
 from tests.support import local_config
 
 TARGET = "inbound-smtp.mxgate.test"
 GATEWAY_IP = "192.0.2.25"
-KEY = "MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQC5"
+KEY = make_keys(1024).public
 
 
 def zone() -> Zone:

@@ -3,9 +3,12 @@ and AWS descriptions as plain data."""
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mxgate.cutover.aws import ingress_point_check, ses_identity_check, stack_check
 from mxgate.cutover.checklist import GOOGLE, MICROSOFT, provider_checklist, providers_of
@@ -30,6 +33,7 @@ from mxgate.cutover.smtp import (
 )
 from mxgate.cutover.spf import spf_check
 from mxgate.ports import DnsAnswer, DnsFailure
+from tests.mailtools import make_keys
 
 TARGET = "inbound.mxgate.test"
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
@@ -124,6 +128,37 @@ def test_a_shared_include_reached_through_another_include_fails() -> None:
     assert "includes the shared range amazonses.com (through _spf.nutrition.co)" in check.summary
 
 
+def test_includes_are_read_by_the_spf_grammar_qualifiers_and_redirect_included() -> None:
+    # A "~include:" or "?INCLUDE:" is still an include, and redirect= is followed like one:
+    # the walk reads each record with authn's RFC 7208 grammar, not by splitting on spaces.
+    dns = Dns(
+        {
+            ("nutrition.co", "TXT"): (
+                "v=spf1 ?INCLUDE:_spf.google.com redirect=_spf.nutrition.co",
+            ),
+            ("_spf.nutrition.co", "TXT"): ("v=spf1 ~include:amazonses.com -all",),
+            ("amazonses.com", "TXT"): ("v=spf1 ip4:199.255.192.0/22 -all",),
+            **GOOGLE_SPF,
+        }
+    )
+    check = spf_check(dns, "nutrition.co", ["192.0.2.25"], [GOOGLE])
+    assert check.status is Status.FAIL
+    assert "includes the shared range amazonses.com (through _spf.nutrition.co)" in check.summary
+    assert "does not authorise Google" not in check.summary
+
+
+def test_an_included_record_that_does_not_parse_is_named() -> None:
+    dns = Dns(
+        {
+            ("nutrition.co", "TXT"): ("v=spf1 include:_spf.google.com include:bad.test -all",),
+            ("bad.test", "TXT"): ("v=spf1 ip4:300.1.1.1 -all",),
+            **GOOGLE_SPF,
+        }
+    )
+    check = spf_check(dns, "nutrition.co", ["192.0.2.25"], [GOOGLE])
+    assert any(e.startswith("bad.test: the record is a permerror") for e in check.evidence)
+
+
 def test_an_mx_mechanism_authorises_the_gateway_once_the_mx_points_at_it() -> None:
     dns = Dns(
         {
@@ -171,23 +206,43 @@ def test_dmarc_must_parse(record: str, status: Status) -> None:
     assert check.status is status
 
 
+KEY = make_keys(2048).public
+
+
+def weak_key(bits: int) -> str:
+    """An RSA public key shorter than RFC 8301 allows (cryptography generates none so short)."""
+    modulus = rsa.RSAPublicNumbers(65537, (1 << (bits - 1)) | 1).public_key()
+    der = modulus.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(der).decode()
+
+
+WEAK = weak_key(768)
+NAME = "google._domainkey.nutrition.co"
+
+
 @pytest.mark.parametrize(
     ("record", "problem"),
     [
-        ("v=DKIM1; k=rsa; p=MIGfMA0G", None),
-        ("p=MIGfMA0G", None),
-        ("v=DKIM1; k=rsa; p=", "p= is empty: the key is revoked"),
-        ("v=DKIM1; k=dsa; p=MIGf", "k=dsa is not rsa or ed25519"),
-        ("v=DKIM1; p=not*base64", "p= is not base64"),
-        ("v=DKIM2; p=MIGf", "v=DKIM2 is not DKIM1"),
+        (f"v=DKIM1; k=rsa; p={KEY}", None),
+        (f"p={KEY}", None),
+        ("v=DKIM1; k=rsa; p=", f"key at {NAME} is revoked (empty p=)"),
+        (f"v=DKIM1; k=dsa; p={KEY}", f"unknown key type k=dsa at {NAME}"),
+        ("v=DKIM1; p=not*base64", f"unusable key at {NAME}: Error"),
+        ("v=DKIM1; p=MIGfMA0G", f"unusable key at {NAME}: ValueError"),  # base64, no key
+        (f"v=DKIM2; p={KEY}", f"key record at {NAME} is not v=DKIM1"),
+        (f"v=DKIM1; p={WEAK}", f"the RSA key at {NAME} has 768 bits: RFC 8301 asks for 1024"),
     ],
 )
-def test_dkim_key_records(record: str, problem: str | None) -> None:
-    assert dkim_key_problem(record) == problem
+def test_dkim_key_records_are_read_by_the_verifier_s_parser(
+    record: str, problem: str | None
+) -> None:
+    assert dkim_key_problem(NAME, record) == problem
 
 
 def test_dkim_with_one_selector_missing_warns() -> None:
-    dns = Dns({("google._domainkey.nutrition.co", "TXT"): ("v=DKIM1; p=MIGfMA0G",)})
+    dns = Dns({("google._domainkey.nutrition.co", "TXT"): (f"v=DKIM1; p={KEY}",)})
     check = dkim_check(dns, "nutrition.co", ["google", "selector1"])
     assert check.status is Status.WARN
     assert dkim_check(dns, "nutrition.co", ["selector1"]).status is Status.FAIL

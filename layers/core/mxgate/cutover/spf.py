@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from mxgate.authn.model import Result
 from mxgate.authn.spf import check_host
+from mxgate.authn.spf_record import SpfError, SpfRecord, Token, parse_record
 from mxgate.cutover.dns import lookup_failed, name_of, txt_records
 from mxgate.cutover.model import Check, Status
 from mxgate.ports import Resolver
@@ -47,10 +48,12 @@ def walk_spf(resolver: Resolver, domain: str, record: str) -> _SpfWalk:
     seen = {domain}
     while pending:
         owner, text = pending.pop(0)
-        for term in text.split()[1:]:
-            target = _included(term)
-            if target is None:
-                continue
+        try:
+            targets = _included(parse_record(text))
+        except SpfError as error:
+            walk.problems.append(f"{owner}: the record is a permerror ({error.reason})")
+            continue
+        for target in targets:
             walk.reached.append((owner, target))
             if "%{" in target or target in seen:
                 continue  # a macro depends on the sender; a name seen is not asked twice
@@ -67,12 +70,20 @@ def walk_spf(resolver: Resolver, domain: str, record: str) -> _SpfWalk:
     return walk
 
 
-def _included(term: str) -> str | None:
-    lowered = term.lower()
-    for prefix in ("include:", "+include:", "redirect="):
-        if lowered.startswith(prefix):
-            return name_of(term[len(prefix) :])
-    return None
+def _included(record: SpfRecord) -> list[str]:
+    """The names a record's include: mechanisms and redirect= send a check on to, in order."""
+    domains = [m.domain for m in record.mechanisms if m.name == "include" and m.domain]
+    if record.redirect is not None:
+        domains.append(record.redirect)
+    return [name_of("".join(_written(t) for t in domain)) for domain in domains]
+
+
+def _written(token: Token) -> str:
+    """A macro as the record wrote it (it depends on the sender, so it is never looked up)."""
+    if isinstance(token, str):
+        return token
+    keep = "" if token.keep is None else str(token.keep)
+    return f"%{{{token.letter}{keep}{'r' if token.reverse else ''}{token.delimiters}}}"
 
 
 def _shared(name: str) -> str | None:

@@ -10,7 +10,7 @@ its processes together (sampled every 5 ms), against the bound docs/benchmarks.m
 while it is read and spooled; a worker holds a message a few times over while it runs the
 rule set and the workflow), so the number of sessions does not enter it.
 
-    .venv/bin/python bench/concurrency.py [--sessions 200] [--size 1000000] [--messages 400]
+    .venv/bin/python bench/concurrency.py [--sessions 200] [--size 1000000] [--messages 200]
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--size", type=int, default=1_000_000)
-    parser.add_argument("--messages", type=int, default=400)
+    parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()

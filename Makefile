@@ -90,6 +90,7 @@ bench: $(STAMP) system-deps
 	$(BIN)/python bench/spf_speed.py
 	$(BIN)/python bench/cost.py
 	$(BIN)/python bench/deferral.py
+	$(BIN)/python bench/outage.py
 
 clean:
 	rm -rf .mxgate .aws-sam .pytest_cache .mypy_cache .ruff_cache

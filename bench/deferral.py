@@ -20,6 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -58,6 +60,36 @@ def wait(predicate: object, timeout: float, what: str) -> None:
     sys.exit(f"timed out waiting for {what}")
 
 
+@contextmanager
+def gateway_running(directory: Path, **settings: str) -> Iterator[tuple[Path, int]]:
+    """`mxgate run` with its home in `directory` (environment_for's configuration plus the
+    MXGATE_ variables given), quiet; (its home, its SMTP port) while it runs."""
+    home = directory / "home"
+    environment = {
+        **os.environ,
+        "MXGATE_HOME": str(home),
+        **environment_for(directory),
+        "MXGATE_DEFER_POLL": "0.2",
+        "MXGATE_LOG_LEVEL": "WARNING",
+        **settings,
+    }
+    with (directory / "gateway.out").open("w") as sink:
+        gateway = subprocess.Popen(
+            [sys.executable, "-m", "mxgate", "run"],
+            cwd=directory,  # its run file goes there, not into the repository
+            env=environment,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        ports_file = home / "run" / "ports.json"
+        wait(ports_file.exists, 60, "the gateway to start")
+        yield home, yaml.safe_load(ports_file.read_text())["smtp"]
+    finally:
+        gateway.send_signal(signal.SIGINT)
+        gateway.wait(60)
+
+
 def queue_cost(directory: Path, records: int) -> tuple[float, float]:
     """(schedules per second, lease+finish per second) of the SQLite deferred queue alone."""
     state = SqliteState(directory / "queue-only.db")
@@ -91,28 +123,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mxgate-bench-") as temporary:
         directory = Path(temporary)
-        home = directory / "home"
-        environment = {
-            **os.environ,
-            "MXGATE_HOME": str(home),
-            **environment_for(directory),
-            "MXGATE_WORKERS": str(args.workers),
-            "MXGATE_RETRY_SCALE": "0.01",
-            "MXGATE_DEFER_POLL": "0.2",
-            "MXGATE_LOG_LEVEL": "WARNING",
-        }
-        with (directory / "gateway.out").open("w") as sink:
-            gateway = subprocess.Popen(
-                [sys.executable, "-m", "mxgate", "run"],
-                cwd=directory,  # its run file goes there, not into the repository
-                env=environment,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            ports_file = home / "run" / "ports.json"
-            wait(ports_file.exists, 30, "the gateway to start")
-            port = yaml.safe_load(ports_file.read_text())["smtp"]
+        with gateway_running(
+            directory, MXGATE_WORKERS=str(args.workers), MXGATE_RETRY_SCALE="0.01"
+        ) as (home, port):
             outage = home / "mailboxes" / "workspace" / ".reply"
             outage.write_text("451 4.3.2 System not accepting network messages")
             context = ssl.create_default_context()
@@ -134,9 +147,6 @@ def main() -> None:
                 "the backlog to drain",
             )
             drained = time.monotonic() - back
-        finally:
-            gateway.send_signal(signal.SIGINT)
-            gateway.wait(60)
         schedules, leases = queue_cost(directory, 2000)
     print(f"{args.messages} deferred deliveries, {args.workers} workers, backoff 1s..2s, poll 0.2s")
     print(

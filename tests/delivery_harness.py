@@ -25,7 +25,7 @@ from mxgate.local.settings import LocalSettings
 from mxgate.local.setup import load_setup
 from mxgate.local.workflow import LocalWorkflow
 from mxgate.ports import Hooks, Transport, Webhooks
-from mxgate.records import DeferredDelivery, Envelope
+from mxgate.records import Deferred, DeferredDelivery, Envelope, StepRetry
 from mxgate.routing.routes import Routes
 from mxgate.workflow.dead_letter import redrive
 from mxgate.workflow.envelope import store_envelope
@@ -118,20 +118,46 @@ class Bench:
         return message_id
 
     def run(self, message_id: str) -> Any:
-        return self.workflow.start(BUCKET, f"raw/{message_id}")
+        """One execution for the stored message, its retries waited out (the clock jumps to
+        each); what is deferred stays deferred. The output of the first run."""
+        execution = self.workflow.start(BUCKET, f"raw/{message_id}")
+        self.wait_out_retries()
+        return execution.output
 
     def deferred(self) -> list[DeferredDelivery]:
         waiting = [w.record for w in self.state.deferred()]
         return [r for r in waiting if isinstance(r, DeferredDelivery)]
 
-    def run_due(self) -> int:
-        """What the gateway's scheduler does: run every due deferred delivery once."""
+    def step_retries(self) -> list[StepRetry]:
+        return [w.record for w in self.state.deferred() if isinstance(w.record, StepRetry)]
+
+    def wait_out_retries(self, limit: int = 100) -> None:
+        """What the gateway's scheduler does for Tasks waiting out Retry intervals: jump to
+        each next one and resume it, until none waits."""
+        for _ in range(limit):
+            waiting = self.step_retries()
+            if not waiting:
+                return
+            self.clock.current = max(self.clock.current, min(w.due_at for w in waiting))
+            self.run_due(kind=StepRetry)
+
+    def run_due(self, kind: type[Deferred] = DeferredDelivery) -> int:
+        """What the gateway's scheduler does: run every due record of one kind once (a
+        deferred delivery's retries waited out after it)."""
         ran = 0
         for record in self.state.lease_due(self.clock.now(), 600):
-            assert isinstance(record, DeferredDelivery)
-            self.workflow.redeliver(record.delivery)
+            if not isinstance(record, kind):
+                self.state.postpone(record.record_id, record.due_at)  # not this kind's turn
+                continue
+            if isinstance(record, StepRetry):
+                self.workflow.resume(record)
+            else:
+                assert isinstance(record, DeferredDelivery)
+                self.workflow.redeliver(record.delivery)
             self.state.finish_deferred(record.record_id)
             ran += 1
+        if kind is DeferredDelivery:
+            self.wait_out_retries()
         return ran
 
     def redrive(self, record_id: str) -> DeferredDelivery:

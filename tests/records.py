@@ -8,13 +8,17 @@ from typing import Any
 
 from mxgate.records import (
     DeferredDelivery,
+    DeferredProcessing,
     Delivery,
     DeliveryDeadLetter,
     Envelope,
+    MapItem,
     MessageRef,
     RuleSetDeadLetter,
     RuleSetRetry,
+    StepRetry,
     StoredMessage,
+    SuspendedExecution,
 )
 
 AT = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
@@ -95,4 +99,44 @@ def a_rule_set_retry(record_id: str, message_id: str = "m3", due_at: datetime = 
         first_failed_at=due_at,
         attempts=1,
         last_error="rule relay: Relay: 451 4.3.0 try later",
+    )
+
+
+def deferred_processing(
+    record_id: str, message_id: str = "m4", due_at: datetime = AT
+) -> DeferredProcessing:
+    return DeferredProcessing(
+        record_id=record_id,
+        due_at=due_at,
+        message_id=message_id,
+        bucket="mxgate-rawmailbucket",
+        key=f"raw/{message_id}",
+        envelope=Envelope(
+            message_id=message_id,
+            mail_from="bounces@shop.example",
+            recipients=["erin@nutrition.co"],
+        ),
+        first_failed_at=due_at,
+        attempts=1,
+        last_error="TransientError: state database full",
+    )
+
+
+def a_step_retry(record_id: str, message_id: str = "m5", due_at: datetime = AT) -> StepRetry:
+    delivery = a_delivery(message_id)
+    return StepRetry(
+        record_id=record_id,
+        due_at=due_at,
+        message_id=message_id,
+        recipients=delivery.recipients,
+        error="TransientError",
+        attempt=1,
+        execution=SuspendedExecution(
+            name=message_id,
+            items=[MapItem(state="Deliver", index=0)],
+            state="DeliverOne",
+            document={"delivery": delivery.model_dump(mode="json")},
+            context={"Map": {"Item": {"Index": 0}}},
+            attempts={0: 1},
+        ),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -11,6 +12,8 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -23,6 +26,8 @@ from tests.dnsserver import Zone, ZoneServer
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "template.yaml"
 SAMPLES = REPO / "events" / "mail"
+# a delivery policy whose deferrals come back within a second, for tests that wait for them
+FAST_DEFERRALS = {"backoff_min": "0.3s", "backoff_max": "0.6s", "queue_lifetime": "1h"}
 
 
 # SES sending's routing domains, for the tests of the SES transport
@@ -92,7 +97,10 @@ class RunningGateway:
         return self.process.returncode
 
 
-def start_gateway(home: Path, config: Path, *, env: dict[str, str] | None = None) -> RunningGateway:
+def start_gateway(
+    home: Path, config: Path, *, env: dict[str, str] | None = None, output: Path | None = None
+) -> RunningGateway:
+    """`output`: where its terminal output goes (default: gateway.out in its home)."""
     environment = {
         **os.environ,
         "MXGATE_HOME": str(home),
@@ -102,7 +110,7 @@ def start_gateway(home: Path, config: Path, *, env: dict[str, str] | None = None
         **(env or {}),
     }
     home.mkdir(parents=True, exist_ok=True)
-    output = home / "gateway.out"
+    output = output or home / "gateway.out"
     with output.open("w") as sink:  # a file, not a pipe: a full pipe would stall the gateway
         process = subprocess.Popen(
             [sys.executable, "-m", "mxgate", "run"],
@@ -156,3 +164,40 @@ def connect(port: int, *, tls: bool) -> smtplib.SMTP:
         smtp.starttls(context=tls_context())
         smtp.ehlo("client.example")
     return smtp
+
+
+@contextmanager
+def small_filesystem(mount_point: Path, size: str = "8m") -> Iterator[Path]:
+    """A tmpfs of `size` mounted at `mount_point` for the test (as root: CI runs as root),
+    unmounted afterwards. Its disk is really full when `fill` fills it."""
+    mount_point.mkdir(parents=True, exist_ok=True)
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    subprocess.run(
+        [*sudo, "mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(mount_point)],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield mount_point
+    finally:
+        subprocess.run([*sudo, "umount", "--lazy", str(mount_point)], check=True)
+
+
+def fill(directory: Path) -> Path:
+    """Write one file in `directory` until its file system has no byte left; remove the file
+    to free the space again."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for chunk in (1 << 20, 1 << 12, 1):  # big writes, then the last page's bytes
+            block = b"\0" * chunk
+            while True:
+                try:
+                    os.write(fd, block)
+                except OSError as error:
+                    if error.errno != errno.ENOSPC:
+                        raise
+                    break
+    finally:
+        os.close(fd)
+    return filler

@@ -17,7 +17,12 @@ from mxgate.errors import PermanentError
 from mxgate.records import DEFERRED, Deferred
 from tests.contracts.conftest import unique
 from tests.fakes import ManualClock, MemoryState
-from tests.records import a_deferred_delivery, a_rule_set_retry
+from tests.records import (
+    a_deferred_delivery,
+    a_rule_set_retry,
+    a_step_retry,
+    deferred_processing,
+)
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -95,8 +100,28 @@ def test_sqlite_finds_deferred_work_by_its_message(tmp_path):
     ]
 
 
-def test_aws_defers_deliveries_only(request):
-    """Mail Manager runs the rule set on AWS: a rule set retry there is a mistake, said so."""
+def test_deferred_processing_comes_back_whole_when_due(queue):
+    record = deferred_processing(unique("m4#processing#1"), due_at=NOW)
+    queue.schedule(record)
+    assert queue.due(NOW) == [record]
+
+
+def test_a_step_retry_comes_back_whole_with_where_its_execution_stands(local_queue):
+    retry = a_step_retry(unique("m5#Deliver0#DeliverOne#1"), due_at=NOW)
+    local_queue.schedule(retry)
+    (back,) = local_queue.due(NOW)
+    assert back == retry
+    assert back.execution.attempts == {0: 1}  # keys are numbers again after JSON
+
+
+@pytest.mark.parametrize(
+    "record",
+    [a_rule_set_retry("m#rules"), a_step_retry("m5#-#Process#1")],
+    ids=["rule set retry", "step retry"],
+)
+def test_aws_defers_deliveries_and_processing_only(request, record):
+    """Mail Manager runs the rule set on AWS, and Step Functions waits out its own retries:
+    either record there is a mistake, said so."""
     queue = _sqs(request)
-    with pytest.raises(PermanentError, match="only deliveries are deferred on AWS"):
-        queue.schedule(a_rule_set_retry(unique("m#rules")))
+    with pytest.raises(PermanentError, match="only deliveries and processing are deferred"):
+        queue.schedule(record)

@@ -25,6 +25,7 @@ from mxgate.local.spool import Spool
 from mxgate.records import Envelope
 from tests.ses_endpoint import CREDENTIALS, ses_endpoint
 from tests.support import (
+    FAST_DEFERRALS,
     REPO,
     RunningGateway,
     local_config,
@@ -36,12 +37,11 @@ from tests.support import (
 pytestmark = pytest.mark.e2e
 
 SENDER = "bounces@shop.example"
-FAST = {"backoff_min": "0.3s", "backoff_max": "0.6s", "queue_lifetime": "1h"}
 
 
 def routes_file(directory: Path, **delivery: Any) -> Path:
     document = ses_routes_document()  # the SES test needs the routing domains
-    document["delivery"] = {**document["delivery"], **FAST, **delivery}
+    document["delivery"] = {**document["delivery"], **FAST_DEFERRALS, **delivery}
     path = directory / "routes.yaml"
     path.write_text(yaml.safe_dump(document))
     return path

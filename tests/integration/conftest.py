@@ -1,4 +1,5 @@
-"""Fixtures of the integration tests: local mailbox hosts on free ports, delivery benches."""
+"""Fixtures of the integration tests: local mailbox hosts on free ports, delivery benches,
+worker processes' Workers."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from pathlib import Path
 import pytest
 from aiosmtpd.smtp import SMTP
 
+from mxgate.local.bootstrap import Worker
 from mxgate.local.mailbox import MaildirHandler
 from tests.delivery_harness import BenchFactory, bench_factory
+from tests.worker_harness import worker_factory
 
 
 @pytest.fixture
@@ -57,3 +60,14 @@ def mailbox_host(tmp_path: Path) -> Iterator[Callable[[str], int]]:
 @pytest.fixture
 def benches(tmp_path: Path) -> Iterator[BenchFactory]:
     yield from bench_factory(tmp_path)
+
+
+@pytest.fixture
+def workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Worker]]:
+    """Build a worker process's Worker (tests/worker_harness.py) from config overrides."""
+    yield from worker_factory(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def worker(workers: Callable[..., Worker]) -> Worker:
+    return workers()

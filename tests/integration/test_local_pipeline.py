@@ -7,119 +7,31 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
-from aiosmtpd.controller import Controller
 
 from mxgate.cli import main
 from mxgate.local import worker as worker_process
-from mxgate.local.bootstrap import Bootstrap, Worker
-from mxgate.local.mailbox import MaildirHandler
+from mxgate.local.bootstrap import Worker
 from mxgate.local.pipeline import receive_spooled
 from mxgate.local.rule_set_failures import KEPT_BUCKET
-from mxgate.local.settings import LocalSettings
-from mxgate.local.setup import load_setup
-from mxgate.records import DeferredDelivery, Envelope, Outcome, Stage
-from tests.fakes import ManualClock
-from tests.support import REPO, free_port, local_config
+from mxgate.records import DeferredDelivery, Outcome, Stage, StepRetry
+from tests.support import REPO
+from tests.worker_harness import (
+    LATER,
+    RAW,
+    accept,
+    mailbox,
+    mailbox_host_replies,
+    outcomes,
+    rule_set_log,
+    run_due,
+    wait_out_retries,
+)
 
-RAW = b"From: a@shop.example\r\nTo: alice@nutrition.co\r\nSubject: hi\r\n\r\nbody\r\n"
 DIRECT = {"parameters": {"SubmissionIngress": "true", "DirectMode": "true"}}
-LATER = timedelta(days=1)  # past every backoff, within every lifetime
-
-
-@pytest.fixture
-def workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Worker]]:
-    """Build a worker process's Worker (mailbox hosts on free ports) from config overrides;
-    `delivery` overrides the routes file's delivery policy. The worker is also the process's
-    own (what the pool initializer sets), so `run_due` runs on it. Its clock is a manual one,
-    started now: time passes when a test says so."""
-    started: list[tuple[Worker, list[Controller]]] = []
-
-    def start(delivery: dict[str, Any] | None = None, **config: Any) -> Worker:
-        directory = tmp_path / f"worker{len(started)}"
-        directory.mkdir()
-        if delivery:
-            routes = yaml.safe_load((REPO / "config" / "routes.yaml").read_text())
-            routes["delivery"] |= delivery
-            (directory / "routes.yaml").write_text(yaml.safe_dump(routes))
-            config["routes"] = str(directory / "routes.yaml")
-        home = directory / "home"
-        settings = LocalSettings(home=home, config=local_config(directory, **config), retry_scale=0)
-        setup = load_setup(settings)
-        controllers = [
-            Controller(
-                MaildirHandler(home / "mailboxes", host), hostname="127.0.0.1", port=free_port()
-            )
-            for host in setup.config.mailbox_hosts
-        ]
-        for controller in controllers:
-            controller.start()
-        ports = {
-            host: c.port for host, c in zip(setup.config.mailbox_hosts, controllers, strict=True)
-        }
-        built = Bootstrap(settings, clock=ManualClock(datetime.now(UTC)), given_setup=setup).worker(
-            ports
-        )
-        started.append((built, controllers))
-        monkeypatch.setattr(worker_process, "_worker", built)
-        return built
-
-    yield start
-    for built, controllers in started:
-        built.close()
-        for controller in controllers:
-            controller.stop()
-
-
-@pytest.fixture
-def worker(workers: Callable[..., Worker]) -> Worker:
-    return workers()
-
-
-def accept(worker: Worker, message_id: str, recipients: list[str], **envelope: Any) -> Path:
-    spooled = Envelope(
-        message_id=message_id,
-        mail_from="bounce@shop.example",
-        recipients=recipients,
-        helo="mx.shop.example",
-        source_ip="192.0.2.1",
-        **envelope,
-    )
-    return worker.spool.write(spooled, RAW)
-
-
-def run_due(worker: Worker, at: datetime | None = None) -> list[str]:
-    """What the gateway's scheduler does: lease what is due and hand each record to a worker."""
-    due = worker.state.lease_due(at or worker.clock.now() + LATER, 60)
-    return [worker_process.run_due(record.model_dump_json()) for record in due]
-
-
-def mailbox(worker: Worker, host: str, recipient: str) -> list[bytes]:
-    folder = worker.setup.dirs.mailboxes / host / recipient / "new"
-    return [p.read_bytes() for p in sorted(folder.iterdir())] if folder.is_dir() else []
-
-
-def rule_set_log(worker: Worker) -> list[dict[str, Any]]:
-    lines = (worker.setup.dirs.logs / "rule-set.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines]
-
-
-def outcomes(worker: Worker, message_id: str) -> dict[str, Outcome]:
-    return {s.recipient: s.outcome for s in worker.state.states(message_id)}
-
-
-def mailbox_host_replies(worker: Worker, host: str, reply: str | None) -> None:
-    control = worker.setup.dirs.mailboxes / host / ".reply"
-    if reply is None:
-        control.unlink(missing_ok=True)
-    else:
-        control.write_text(reply)
 
 
 def test_delivered_and_spool_file_removed(worker):
@@ -137,7 +49,12 @@ def test_delivered_and_spool_file_removed(worker):
 def test_outage_is_retried_then_deferred_then_delivered_when_the_host_is_back(worker):
     mailbox_host_replies(worker, "workspace", "451 4.3.0 mailbox host busy")
     path = accept(worker, "01OUTAGE", ["alice@nutrition.co", "carol@nutrition.co"])
-    receive_spooled(worker, path)
+    assert receive_spooled(worker, path) == "done"
+    assert not path.exists()  # alice's next attempt is recorded: the spool file may go
+    (waiting,) = [w.record for w in worker.state.deferred("01OUTAGE")]
+    assert isinstance(waiting, StepRetry)  # her retry waits in the queue, not in the worker
+    assert (waiting.execution.state, waiting.recipients) == ("DeliverOne", ["alice@nutrition.co"])
+    assert wait_out_retries(worker) == 3
     # the state machine's quick retries, then the deferred queue: no terminal state yet
     assert outcomes(worker, "01OUTAGE") == {"carol@nutrition.co": Outcome.DELIVERED}
     retries = [e for e in worker.state.events("01OUTAGE") if e.stage is Stage.RETRY]
@@ -400,6 +317,7 @@ def test_addheader_versions_are_stored_apart_and_delivered_each_to_its_recipient
     mailbox_host_replies(worker, "workspace", "451 4.3.0 later")
     path = accept(worker, "01SPLIT", ["alice@nutrition.co", "bob@nutrition.co"])
     assert receive_spooled(worker, path) == "done"  # with the workflow: deferred deliveries
+    wait_out_retries(worker)
     objects, bucket = worker.mail_manager.actions.objects, raw_bucket(worker)
     alice, bob = (objects.get(bucket, f"raw/01SPLIT.variant-{n}") for n in (1, 2))
     assert b"X-Tag" not in alice

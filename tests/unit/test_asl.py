@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from mxgate.errors import PermanentError, TransientError
+from mxgate.records import SuspendedExecution
 from mxgate.workflow.asl import (
     DefinitionError,
     ExecutionFailedError,
@@ -384,3 +385,131 @@ def test_what_the_interpreter_does_not_run_is_refused_at_load(states, refusal):
 def test_a_definition_that_cannot_run_is_refused_at_load(states, problem):
     with pytest.raises(DefinitionError, match=problem):
         Interpreter(machine(states, "T"), {"r": echo}, ManualClock())
+
+
+# ----------------------------------------------------------------------------- waits apart
+
+
+def retrying_map(max_attempts: int = 2) -> dict:
+    """A Map whose items retry a transient failure, then are caught: the shape of Deliver."""
+    return machine(
+        {
+            "Deliver": {
+                "Type": "Map",
+                "ItemsPath": "$.items",
+                "ItemSelector": {"item.$": "$$.Map.Item.Value"},
+                "ItemProcessor": {
+                    "StartAt": "One",
+                    "States": {
+                        "One": {
+                            "Type": "Task",
+                            "Resource": "one",
+                            "Retry": [
+                                {
+                                    "ErrorEquals": ["TransientError"],
+                                    "IntervalSeconds": 2,
+                                    "MaxAttempts": max_attempts,
+                                }
+                            ],
+                            "Catch": [
+                                {
+                                    "ErrorEquals": ["States.ALL"],
+                                    "ResultPath": "$.error",
+                                    "Next": "Later",
+                                }
+                            ],
+                            "End": True,
+                        },
+                        "Later": {"Type": "Task", "Resource": "later", "End": True},
+                    },
+                },
+                "End": True,
+            }
+        },
+        "Deliver",
+    )
+
+
+def test_a_retry_wait_suspends_only_its_own_map_item_and_nothing_sleeps():
+    calls: list[str] = []
+
+    def one(document: Any) -> Any:
+        calls.append(document["item"])
+        if document["item"] == "down":
+            raise TransientError("451 try later")
+        return {"delivered": document["item"]}
+
+    clock = ManualClock()
+    interpreter = Interpreter(retrying_map(), {"one": one, "later": echo}, clock)
+    execution = interpreter.start({"items": ["down", "up"]}, name="m1")
+    assert calls == ["down", "up"]  # the second item did not wait for the first
+    assert clock.slept == []
+    (wait,) = execution.waiting
+    assert (wait.seconds, wait.error, wait.attempt) == (2, "TransientError", 1)
+    assert wait.execution.state == "One"
+    assert [(i.state, i.index) for i in wait.execution.items] == [("Deliver", 0)]
+    assert execution.output[1] == {"delivered": "up"}
+
+    # resumed from its JSON, as another process would: the count goes on from there
+    suspended = type(wait.execution).model_validate_json(wait.execution.model_dump_json())
+    again = interpreter.resume(suspended)
+    (second,) = again.waiting
+    assert (second.seconds, second.attempt) == (4, 2)  # BackoffRate 2 counted across runs
+    last = interpreter.resume(second.execution)
+    assert last.waiting == []
+    assert last.output["error"]["Error"] == "TransientError"  # caught: the next state ran
+    assert calls == ["down", "up", "down", "down"]
+    assert clock.slept == []
+
+
+def test_a_top_level_wait_resumes_into_the_rest_of_the_machine():
+    tries = {"n": 0}
+
+    def flaky(document: Any) -> Any:
+        tries["n"] += 1
+        if tries["n"] == 1:
+            raise TransientError("busy")
+        return {"processed": True}
+
+    definition = machine(
+        {
+            "Process": {
+                "Type": "Task",
+                "Resource": "flaky",
+                "Retry": [{"ErrorEquals": ["TransientError"], "IntervalSeconds": 1}],
+                "ResultPath": "$.result",
+                "Next": "Done",
+            },
+            "Done": {"Type": "Task", "Resource": "echo", "End": True},
+        },
+        "Process",
+    )
+    interpreter = Interpreter(definition, {"flaky": flaky, "echo": echo}, ManualClock())
+    first = interpreter.start({"key": "raw/1"}, name="m2")
+    assert first.output is None
+    (wait,) = first.waiting
+    finished = interpreter.resume(wait.execution)
+    assert finished.waiting == []
+    assert finished.output == {"key": "raw/1", "result": {"processed": True}}
+
+
+def test_a_map_that_does_not_end_its_machine_cannot_wait_apart():
+    definition = retrying_map()
+    deliver = definition["States"]["Deliver"]
+    del deliver["End"]
+    deliver["Next"] = "After"
+    definition["States"]["After"] = {"Type": "Task", "Resource": "later", "End": True}
+    interpreter = Interpreter(definition, {"one": echo, "later": echo}, ManualClock())
+    with pytest.raises(DefinitionError, match="does not end its machine"):
+        interpreter.start({"items": []}, name="m3")
+    assert interpreter.run({"items": []}) == []  # run sleeps out its waits: it may
+
+
+def test_resuming_at_a_state_the_definition_no_longer_has_fails_the_execution():
+    interpreter = Interpreter(retrying_map(), {"one": echo, "later": echo}, ManualClock())
+    execution = interpreter.start({"items": ["x"]}, name="m4")
+    assert execution.waiting == []
+    gone = SuspendedExecution(name="m4", state="Removed", document={}, context={}, attempts={})
+    with pytest.raises(ExecutionFailedError, match="the definition changed") as failed:
+        interpreter.resume(gone)
+    assert failed.value.error == "States.Runtime"

@@ -9,7 +9,7 @@ import pytest
 
 from mxgate.adapters.local.state import SqliteState
 from mxgate.cli import main
-from mxgate.records import Stage, TimelineEvent
+from mxgate.records import Outcome, RecipientState, Stage, TimelineEvent
 
 
 @pytest.fixture
@@ -72,3 +72,33 @@ def test_options_that_contradict_are_usage_errors(home, capsys, arguments, compl
         main(["trace", "--home", str(home), *arguments])
     assert stopped.value.code == 2
     assert complaint in capsys.readouterr().err
+
+
+def test_a_replayed_message_whose_recipients_all_settled_is_not_in_progress(tmp_path, capsys):
+    """A replay after a crash runs the rule set again: two `rules` events per recipient."""
+    home = tmp_path / "replayed"
+    state = SqliteState(home / "state.db")
+    at = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
+    events = [TimelineEvent(message_id="01REPLAY", at=at, stage=Stage.ACCEPTED)]
+    for _ in range(2):  # the first run, and the replay's
+        events += [
+            TimelineEvent(message_id="01REPLAY", at=at, stage=Stage.RULES, recipient=r)
+            for r in ("alice@nutrition.co", "Carol@nutrition.co")
+        ]
+    state.record_many(events)
+    for recipient in ("alice@nutrition.co", "carol@nutrition.co"):
+        state.settle(
+            RecipientState(
+                message_id="01REPLAY", recipient=recipient, outcome=Outcome.DELIVERED, at=at
+            )
+        )
+    state.record(TimelineEvent(message_id="01OPEN", at=at, stage=Stage.ACCEPTED))
+    state.record(
+        TimelineEvent(message_id="01OPEN", at=at, stage=Stage.RULES, recipient="bob@nutrition.co")
+    )
+    state.close()
+    assert main(["trace", "--home", str(home), "--json"]) == 0
+    rows = {m["message_id"]: m for m in json.loads(capsys.readouterr().out)["messages"]}
+    assert rows["01REPLAY"]["in_progress"] is False
+    assert rows["01REPLAY"]["outcomes"] == {"delivered": 2}
+    assert rows["01OPEN"]["in_progress"] is True

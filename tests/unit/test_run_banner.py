@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 from mxgate.cli.run import banner
 from mxgate.local.server import Running
 from mxgate.local.settings import LocalSettings
 from mxgate.local.setup import LocalSetup, load_setup
-from mxgate.observability import configure_logging
-from tests.support import REPO, local_config
+from mxgate.observability import ErrorLogHandler, configure_logging
+from tests.support import REPO, fill, local_config, small_filesystem
 
 
 def setup_with_an_external_host(tmp_path) -> LocalSetup:
@@ -67,6 +68,7 @@ def test_warnings_errors_and_tracebacks_go_to_the_error_log(tmp_path):
     configure_logging("INFO", error_log)
     log = logging.getLogger("mxgate.test")
     try:
+        assert error_log.read_text() == ""  # there from the start, before anything is logged
         log.info("not kept in the file")
         try:
             raise RuntimeError("a worker broke")
@@ -82,11 +84,39 @@ def test_warnings_errors_and_tracebacks_go_to_the_error_log(tmp_path):
         root.setLevel(level)
     kept = error_log.read_text()
     assert "not kept" not in kept
-    assert (
-        "ERROR mxgate.test: worker failed work=01M8.msg\nTraceback (most recent call last):" in kept
-    )
-    assert "RuntimeError: a worker broke" in kept
     assert "login_data" not in kept  # aiosmtpd's notice about its own use of it
+    (entry,) = [json.loads(line) for line in kept.splitlines()]  # one JSON object a line
+    assert (entry["level"], entry["logger"], entry["message"]) == (
+        "ERROR",
+        "mxgate.test",
+        "worker failed",
+    )
+    assert entry["work"] == "01M8.msg"  # the record's fields, as on the terminal
+    assert entry["error"]["type"] == "RuntimeError"
+    assert entry["error"]["message"] == "a worker broke"
+    assert entry["error"]["traceback"].startswith("Traceback (most recent call last):")
+
+
+def test_an_error_log_that_cannot_be_written_drops_records_and_says_so_once(tmp_path, capsys):
+    """A full disk: the terminal keeps every record; the file catches up when it can."""
+    with small_filesystem(tmp_path / "fs", "1m") as disk:
+        handler = ErrorLogHandler(disk / "errors.log")
+        log = logging.getLogger("mxgate.test.full")
+        log.addHandler(handler)
+        log.propagate = False
+        try:
+            filler = fill(disk)
+            for n in range(3):
+                log.error("while full", extra={"n": n, "bad": "\udcff"})  # no UTF-8: still one line
+            said = capsys.readouterr().err
+            assert said.count("errors.log not written for now (No space left on device)") == 1
+            filler.unlink()
+            log.error("after", extra={"bad": "\udcff"})
+        finally:
+            log.removeHandler(handler)
+            handler.close()
+        (entry,) = [json.loads(line) for line in (disk / "errors.log").read_text().splitlines()]
+        assert (entry["message"], entry["bad"]) == ("after", "\udcff")
 
 
 def test_the_banner_in_the_docs_is_the_one_make_run_prints(monkeypatch):

@@ -14,7 +14,7 @@ import pytest
 from mxgate.adapters.local.state import SqliteState
 from mxgate.errors import TransientError
 from mxgate.records import Outcome, RecipientState, Stage, TimelineEvent
-from tests.records import a_dead_letter
+from tests.records import a_dead_letter, a_deferred_delivery
 
 T0 = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
 
@@ -114,3 +114,29 @@ def test_a_durable_write_is_fsynced_as_a_whole_while_other_threads_write(tmp_pat
             assert synchronous == "FULL"
     assert statements.count("COMMIT") == 1000
     assert len(list(store.list())) == 1000
+
+
+def test_a_full_database_is_a_transient_failure(tmp_path: Path) -> None:
+    """SQLITE_FULL, here from the database's own page limit (what a full disk gives too)."""
+    store = SqliteState(tmp_path / "state.db")
+    store.record(TimelineEvent(message_id="m1", at=T0, stage=Stage.ACCEPTED))
+    pages = store.db.execute("PRAGMA page_count").fetchone()[0]
+    store.db.execute(f"PRAGMA max_page_count={pages}")
+    big = TimelineEvent(message_id="m1", at=T0, stage=Stage.PARSED, detail="x" * 1000)
+    with pytest.raises(TransientError, match="state database full"):
+        store.record_many([big] * 200)
+    assert [e.stage for e in store.events("m1")] == [Stage.ACCEPTED]  # nothing half-written
+
+
+def test_the_queue_says_when_it_next_has_work_and_takes_a_record_back(tmp_path: Path) -> None:
+    store = SqliteState(tmp_path / "state.db")
+    assert store.next_due() is None
+    store.schedule(a_deferred_delivery("soon", T0 + timedelta(seconds=5)))
+    store.schedule(a_deferred_delivery("later", T0 + timedelta(minutes=5)))
+    assert store.next_due() == T0 + timedelta(seconds=5)
+    (leased,) = store.lease_due(T0 + timedelta(seconds=5), 600)
+    assert store.next_due() == T0 + timedelta(minutes=5)  # the leased one: after its lease
+    store.postpone(leased.record_id, T0 + timedelta(seconds=30))  # its worker kept it
+    assert store.next_due() == T0 + timedelta(seconds=30)
+    (back,) = store.lease_due(T0 + timedelta(seconds=30), 600)
+    assert (back.record_id, back.due_at) == ("soon", T0 + timedelta(seconds=30))

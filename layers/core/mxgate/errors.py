@@ -6,6 +6,7 @@ a subclass or a TimeoutError is retried as a TransientError is."""
 
 from __future__ import annotations
 
+import errno
 import functools
 from collections.abc import Callable
 from enum import StrEnum
@@ -59,11 +60,30 @@ EXIT_CODE: dict[FailureKind, int] = {
 EXIT_USAGE = 2
 
 
+# What the machine lacks for now, not what the message is: a full disk or quota, no memory or
+# file descriptors left, a busy or failing device. Mail waits for the operator to free it;
+# quarantining it would punish the message for the machine's trouble (Postfix defers too).
+MACHINE_TROUBLE = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.ENOMEM,
+    errno.EMFILE,
+    errno.ENFILE,
+    errno.EAGAIN,
+    errno.EBUSY,
+    errno.EINTR,
+    errno.EIO,
+    errno.EROFS,
+}
+
+
 def kind_of(error: BaseException) -> FailureKind:
     """Unknown exceptions count as permanent: retrying a bug does not fix it."""
     if isinstance(error, MxgateError):
         return error.kind
     if isinstance(error, (TimeoutError, ConnectionError)):
+        return FailureKind.TRANSIENT
+    if isinstance(error, OSError) and error.errno in MACHINE_TROUBLE:
         return FailureKind.TRANSIENT
     return FailureKind.PERMANENT
 
@@ -75,6 +95,29 @@ STATE_MACHINE_ERROR: dict[FailureKind, type[MxgateError]] = {
     FailureKind.PERMANENT: PermanentError,
     FailureKind.POLICY: PolicyError,
 }
+
+
+# Lambda's own failures to run a function: the state machine's Retry lists them beside
+# TransientError (statemachine/pipeline.asl.json).
+LAMBDA_SERVICE_ERRORS = frozenset(
+    {
+        "Lambda.ServiceException",
+        "Lambda.AWSLambdaException",
+        "Lambda.SdkClientException",
+        "Lambda.TooManyRequestsException",
+    }
+)
+
+
+def kind_named(name: str) -> FailureKind:
+    """The kind of a failure known by its state machine error name (a Catch's `Error`, an
+    execution's failure)."""
+    if name in LAMBDA_SERVICE_ERRORS:
+        return FailureKind.TRANSIENT
+    for kind, family in STATE_MACHINE_ERROR.items():
+        if family.__name__ == name:
+            return kind
+    return FailureKind.PERMANENT
 
 
 def as_family(error: Exception) -> Exception:

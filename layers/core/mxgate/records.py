@@ -318,16 +318,83 @@ class RuleSetRetry(Record):
         return self.first_failed_at is None
 
 
+class DeferredProcessing(Record):
+    """A stored message whose processing failed for now (a full disk, a busy database, the
+    store throttling) after the state machine's retries: it is processed again, by a new
+    execution from its stored object, rather than quarantined for the machine's trouble.
+    Its lifetime counts from the first failure, as a deferred delivery's does."""
+
+    kind: Literal["processing"] = "processing"
+    record_id: str
+    due_at: datetime
+    message_id: str
+    bucket: str
+    key: str
+    envelope: Envelope | None  # the execution's input again: the stored object, its envelope
+    first_failed_at: datetime
+    attempts: int = Field(ge=1)
+    last_error: StateDetail = ""
+
+    @property
+    def recipients(self) -> list[str]:
+        return []  # the message's: known once it is processed
+
+
+class MapItem(Record):
+    """One item of a Map state: where a suspended execution is inside that Map."""
+
+    state: str  # the Map state's name
+    index: int
+
+
+class SuspendedExecution(Record):
+    """Where a state machine execution stands while one of its Tasks waits out a Retry
+    interval: what `Interpreter.resume` needs to go on from there, in any process."""
+
+    name: str  # the execution's
+    items: list[MapItem] = Field(
+        default_factory=list
+    )  # the Map items holding the Task, outer first
+    state: str  # the Task to run again
+    document: Any  # that state's input
+    context: dict[str, Any]  # the `$$` context: Execution, and the Map item
+    attempts: dict[int, int]  # retries made so far at this state, by retrier index
+
+
+class StepRetry(Record):
+    """A deferred-queue record of the local runtime: a state machine Task's next attempt,
+    once its Retry interval has passed. The interval is waited out here, in the queue, never
+    in a worker, so one destination's outage holds up no other mail (Step Functions waits on
+    its own timers)."""
+
+    kind: Literal["step-retry"] = "step-retry"
+    record_id: str
+    due_at: datetime
+    message_id: str
+    recipients: list[str] = Field(default_factory=list)  # the delivery's (none: the message's)
+    error: StateDetail = ""  # what the attempt failed with
+    attempt: int = Field(ge=1)  # the retry this is
+    execution: SuspendedExecution
+
+
+_DEFERRED_KINDS = ("rule-set-retry", "processing", "step-retry")
+
+
 def _deferred_kind(value: Any) -> str:
     kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
-    return "rule-set-retry" if kind == "rule-set-retry" else "delivery"  # older: no kind
+    return kind if kind in _DEFERRED_KINDS else "delivery"  # older records: no kind
 
 
 Deferred = Annotated[
-    Annotated[DeferredDelivery, Tag("delivery")] | Annotated[RuleSetRetry, Tag("rule-set-retry")],
+    Annotated[DeferredDelivery, Tag("delivery")]
+    | Annotated[RuleSetRetry, Tag("rule-set-retry")]
+    | Annotated[DeferredProcessing, Tag("processing")]
+    | Annotated[StepRetry, Tag("step-retry")],
     Discriminator(_deferred_kind),
 ]
-DEFERRED: TypeAdapter[DeferredDelivery | RuleSetRetry] = TypeAdapter(Deferred)
+DEFERRED: TypeAdapter[DeferredDelivery | RuleSetRetry | DeferredProcessing | StepRetry] = (
+    TypeAdapter(Deferred)
+)
 
 
 # ----------------------------------------------------------------------------- dead letters

@@ -19,7 +19,7 @@ from mxgate.clock import SystemClock
 from mxgate.errors import ConfigError
 from mxgate.local.bootstrap import Bootstrap
 from mxgate.local.setup import state_paths
-from mxgate.records import DeferredDelivery, Stage
+from mxgate.records import DeferredDelivery, DeferredProcessing, Stage, StepRetry
 from mxgate.tracking import OUTCOME_CHOICES, TraceQuery, track
 
 DEFAULT_LIMIT = 20  # one screen; the listing says when there are more
@@ -67,17 +67,21 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def summary(state: SqliteState, message_id: str) -> dict[str, object]:
     events = state.events(message_id)
-    outcomes = Counter(s.outcome.value for s in state.states(message_id))
+    states = state.states(message_id)
+    outcomes = Counter(s.outcome.value for s in states)
     accepted = next((e for e in events if e.stage is Stage.ACCEPTED), None)
-    through_rules = sum(1 for e in events if e.stage is Stage.RULES)
+    # every recipient the rule set saw (a ReplaceRecipient's new addresses too), once however
+    # often it ran (a replay after a crash runs it again)
+    seen = {e.recipient.casefold() for e in events if e.stage is Stage.RULES and e.recipient}
+    settled = {s.recipient.casefold() for s in states}
+    waiting = len(state.deferred(message_id))
     return {
         "message_id": message_id,
         "accepted_at": accepted.at.isoformat() if accepted else None,
         "detail": accepted.detail if accepted else "",
         "outcomes": dict(outcomes),
-        "deferred": len(state.deferred(message_id)),
-        # a recipient replaced by several addresses settles each: never fewer states than this
-        "in_progress": through_rules == 0 or sum(outcomes.values()) < through_rules,
+        "deferred": waiting,
+        "in_progress": bool(waiting) or bool(seen - settled) or not (seen or settled),
     }
 
 
@@ -145,6 +149,12 @@ def _waiting_line(waiting: Waiting) -> str:
             + when
             + (f", deferral {deferral.attempts}: {deferral.last_error}" if deferral else "")
         )
+    if isinstance(record, StepRetry):
+        task = record.execution.state
+        whom = f" for {', '.join(record.recipients)}" if record.recipients else ""
+        return f"waiting: {task} retry {record.attempt}{whom}: {when}: {record.error}"
+    if isinstance(record, DeferredProcessing):
+        return f"deferred: processing, attempt {record.attempts + 1}: {when}: {record.last_error}"
     what = "redrive" if record.is_redrive else f"retry {record.attempts}"
     return f"deferred: rule set {what} for {', '.join(record.recipients)}: {when}" + (
         f": {record.last_error}" if record.last_error else ""

@@ -5,7 +5,8 @@ Each stores what it receives as Maildir under `<root>/<host>/<recipient>/new/`, 
 gateway used can be seen. A file `<root>/<host>/.reply` holding an SMTP reply (for example
 `451 4.3.0 try later`) makes the host refuse every recipient with it, and
 `<root>/<host>/.reply-<recipient>` refuses one recipient: the failure tests use these to play
-an outage or an unknown user without stopping the server.
+an outage or an unknown user without stopping the server. A copy that cannot be stored (a
+full disk) is answered `452 4.3.1`, as a provider answers when its storage fails: try later.
 
 `mxgate run` serves them in a process of their own (`serve_hosts`), so their sessions and
 file writes never share the ingress's event loop.
@@ -76,11 +77,24 @@ class MaildirHandler:
         raw = to_crlf(envelope.original_content or b"")
         sender = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
         recipients = list(envelope.rcpt_tos)
-        await asyncio.to_thread(self._store_all, sender, recipients, raw)  # file I/O off the loop
+        try:
+            await asyncio.to_thread(self._store_all, sender, recipients, raw)  # off the loop
+        except OSError as error:  # a full disk, say: the sender tries again later
+            return f"452 4.3.1 Mailbox storage unavailable: {error.strerror or error}"
         return f"250 2.0.0 Ok: delivered to {len(envelope.rcpt_tos)} mailbox(es) on {self.host}"
 
     def _store_all(self, sender: str, recipients: list[str], raw: bytes) -> list[Path]:
-        return [self.maildir.deliver(sender, recipient, raw) for recipient in recipients]
+        """Every recipient's copy, or none: one reply covers them all, and a retry after a
+        failure must not deliver twice to those stored before it."""
+        stored: list[Path] = []
+        try:
+            for recipient in recipients:
+                stored.append(self.maildir.deliver(sender, recipient, raw))
+        except OSError:
+            for path in stored:
+                path.unlink(missing_ok=True)
+            raise
+        return stored
 
 
 def mailbox_session(handler: MaildirHandler) -> SMTP:

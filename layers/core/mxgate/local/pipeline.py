@@ -4,60 +4,100 @@ answered 250; a worker process then, for each spool file (`receive_spooled`):
 
 1. runs Mail Manager's rule set over it (`local/rule_set.py`: the rules, and their actions
    through `mailmanager/actions.py`); WriteToS3 stores the message for the workflow;
-2. runs the state machine for each stored object (`local/workflow.py`: the deployed
+2. starts the state machine for each stored object (`local/workflow.py`: the deployed
    `statemachine/pipeline.asl.json`, each Task calling `workflow/steps.py`): Process plans the
    deliveries, Deliver hands each to its transport (`workflow/deliver.py`, `delivery/smtp.py`);
+   a Task waiting out a Retry interval is left in the deferred queue, never in this worker;
 3. schedules a rule set retry for recipients whose actions failed for now (the spool file
-   stays), or removes the spool file: every recipient has its end.
+   stays), or removes the spool file: every recipient has its end, or a record that leads
+   there (a retry, a deferral) is written first.
 
-The deferred queue's records come back through `run_due`: a deferred delivery runs the state
-machine again (straight to Deliver), a rule set retry runs steps 1 to 3 again. Nothing here
-raises: what cannot be processed is quarantined, what fails on the way stays for the next try.
+The deferred queue's records come back through `run_due`: a Task's retry resumes its
+execution, a deferred delivery runs the state machine again (straight to Deliver), deferred
+processing starts a new execution of the stored message, a rule set retry runs steps 1 to 3
+again.
+
+Nothing here raises. A failure that may pass (a full disk, a busy database: `kind_of` says
+TRANSIENT) is never quarantined: the spool file or the record stays (`Result.KEPT`) and the
+gateway tries it again with backoff, or the next start replays it. What can never be processed
+is quarantined, its record written before the spool file leaves the spool.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
-import shutil
+import os
+from enum import StrEnum
 from pathlib import Path
 
-from mxgate.errors import PermanentError
+from mxgate.errors import FailureKind, PermanentError, kind_of
 from mxgate.local.bootstrap import Worker
 from mxgate.local.rule_set_failures import retry_record_id
-from mxgate.records import Deferred, DeferredDelivery, Envelope, RuleSetRetry
-from mxgate.workflow.asl import ExecutionFailedError
+from mxgate.records import (
+    UNKNOWN_RECIPIENTS,
+    Deferred,
+    DeferredDelivery,
+    DeferredProcessing,
+    Delivery,
+    Envelope,
+    RuleSetRetry,
+    Stage,
+    StepRetry,
+)
+from mxgate.workflow.envelope import read_envelope
+from mxgate.workflow.model import ProcessInput
 
 log = logging.getLogger("mxgate.worker")
 
 
-def receive_spooled(worker: Worker, path: Path) -> str:
+class Result(StrEnum):
+    """What a worker did with one spool file or one deferred record."""
+
+    DONE = "done"
+    ALREADY_DONE = "already done"
+    RETRY_PENDING = "retry pending"  # a rule set retry owns the spool file
+    RETRYING = "retrying"  # a rule set retry is scheduled
+    QUARANTINED = "quarantined"
+    KEPT = "kept"  # failed for now: the spool file or the record stays, to be tried again
+
+
+def receive_spooled(worker: Worker, path: Path) -> Result:
     """Take one spooled message as far as it goes now: to its end (the file is removed), or to
-    a rule set retry, which keeps the file. An unreadable file, or a failure while processing,
-    quarantines the message; anything else (the quarantine itself failing) leaves the file for
-    the next start."""
+    a rule set retry, which keeps the file. An unreadable file, or a permanent failure while
+    processing, quarantines the message; a failure for now keeps the file."""
     try:
-        try:
-            envelope, raw = worker.spool.read(path)
-        except FileNotFoundError:
-            return "already done"
-        except ValueError as error:  # empty or torn: no retry can make it readable
-            _quarantine_unreadable(worker, path, error)
-            return "quarantined"
-        if worker.state.is_scheduled(retry_record_id(envelope.message_id)):
-            return "retry pending"  # a replay on start: its rule set retry owns the file
-        try:
-            retry = through_the_pipeline(worker, envelope, raw, spool_file=path.name)
-        except Exception as error:
-            log.exception("processing failed", extra={"message_id": envelope.message_id})
-            _quarantine(worker, path, envelope.message_id, envelope.recipients, error)
-            return "quarantined"
-        if retry is not None:
-            return "retrying"
-        worker.spool.remove(path)
-    except Exception:
-        log.exception("spool file left for the next start", extra={"spool_file": path.name})
-        return "failed"
-    return "done"
+        return _receive(worker, path)
+    except Exception as error:  # noqa: BLE001 -- the file stays: tried again, or replayed
+        _kept(error, spool_file=path.name)
+        return Result.KEPT
+
+
+def _receive(worker: Worker, path: Path) -> Result:
+    try:
+        envelope, raw = worker.spool.read(path)
+    except FileNotFoundError:
+        return Result.ALREADY_DONE
+    except ValueError as error:  # empty or torn: no retry can make it readable
+        _quarantine_unreadable(worker, path, error)
+        return Result.QUARANTINED
+    if _quarantined_before(worker, path, envelope):
+        worker.spool.remove(path)  # a quarantine interrupted after its record: finished now
+        return Result.QUARANTINED
+    if worker.state.is_scheduled(retry_record_id(envelope.message_id)):
+        return Result.RETRY_PENDING  # a replay on start: its rule set retry owns the file
+    try:
+        retry = through_the_pipeline(worker, envelope, raw, spool_file=path.name)
+    except Exception as error:
+        if kind_of(error) is FailureKind.TRANSIENT:
+            raise
+        log.exception("processing failed", extra={"message_id": envelope.message_id})
+        _quarantine(worker, path, envelope.message_id, envelope.recipients, error)
+        return Result.QUARANTINED
+    if retry is not None:
+        return Result.RETRYING
+    worker.spool.remove(path)
+    return Result.DONE
 
 
 def through_the_pipeline(
@@ -69,7 +109,7 @@ def through_the_pipeline(
     retry: RuleSetRetry | None = None,
 ) -> RuleSetRetry | None:
     """Steps 1 to 3 for one message (its first run, or a retry's): the retry now scheduled for
-    what is left open, or None when every recipient has its end."""
+    what is left open, or None when every recipient has its end (or its record)."""
     mail_manager = worker.mail_manager
     # one commit for what the run records before its first read (group commit)
     with mail_manager.exclusive(envelope.message_id), worker.state.grouped():
@@ -79,79 +119,162 @@ def through_the_pipeline(
         return mail_manager.retry_open(run, spool_file=spool_file, retry=retry)
 
 
-def run_due(worker: Worker, record: Deferred) -> str:
-    """One record of the deferred queue whose time has come."""
-    if isinstance(record, DeferredDelivery):
-        return _redeliver(worker, record)
-    return _retry_rule_set(worker, record)
+def run_due(worker: Worker, record: Deferred) -> Result:
+    """One record of the deferred queue whose time has come. The record is deleted once its
+    work is done (or once what comes next is recorded); on a failure for now it stays."""
+    try:
+        if isinstance(record, StepRetry):
+            return _resume(worker, record)
+        if isinstance(record, DeferredDelivery):
+            return _redeliver(worker, record)
+        if isinstance(record, DeferredProcessing):
+            return _process_again(worker, record)
+        return _retry_rule_set(worker, record)
+    except Exception as error:  # noqa: BLE001 -- the record stays: tried again
+        _kept(error, record=record.record_id)
+        return Result.KEPT
 
 
-def _redeliver(worker: Worker, deferred: DeferredDelivery) -> str:
-    """A deferred (or redriven) delivery, run again through the state machine. The record is
-    deleted once the execution ends; if the execution itself fails, it stays, and runs again
-    when its lease runs out."""
+def _resume(worker: Worker, retry: StepRetry) -> Result:
+    """A Task whose Retry interval has passed: its execution goes on from there."""
+    try:
+        worker.workflow.resume(retry)
+    except Exception as error:
+        if kind_of(error) is FailureKind.TRANSIENT:
+            raise
+        _execution_failed(worker, retry.message_id, retry.execution.document, error)
+    worker.state.finish_deferred(retry.record_id)
+    return Result.DONE
+
+
+def _redeliver(worker: Worker, deferred: DeferredDelivery) -> Result:
+    """A deferred (or redriven) delivery, run again through the state machine."""
     try:
         worker.workflow.redeliver(deferred.delivery)
-    except ExecutionFailedError:
-        log.exception("deferred delivery failed", extra={"record": deferred.record_id})
-        return "failed"
+    except Exception as error:
+        if kind_of(error) is FailureKind.TRANSIENT:
+            raise
+        _execution_failed(
+            worker, deferred.message_id, {"delivery": deferred.delivery.model_dump()}, error
+        )
     worker.state.finish_deferred(deferred.record_id)
-    return "done"
+    return Result.DONE
 
 
-def _retry_rule_set(worker: Worker, retry: RuleSetRetry) -> str:
+def _process_again(worker: Worker, deferred: DeferredProcessing) -> Result:
+    """A stored message whose processing failed for now: a new execution of it."""
+    try:
+        worker.workflow.start(deferred.bucket, deferred.key, deferred.envelope)
+    except Exception as error:
+        if kind_of(error) is FailureKind.TRANSIENT:
+            raise
+        document = {"bucket": deferred.bucket, "key": deferred.key}
+        _execution_failed(worker, deferred.message_id, document, error)
+    worker.state.finish_deferred(deferred.record_id)
+    return Result.DONE
+
+
+def _retry_rule_set(worker: Worker, retry: RuleSetRetry) -> Result:
     """The rule set again for a retry's recipients, from the kept spool file or the dead
     letter's stored copy. The record is rescheduled in place while recipients stay open, and
-    deleted (with the spool file) once each has its end."""
+    deleted (then the spool file) once each has its end."""
     path = worker.spool.directory / retry.spool_file if retry.spool_file else None
     message_id = retry.message_id
     try:
-        try:
-            if path is not None:
-                _, raw = worker.spool.read(path)
-            else:
-                raw = worker.mail_manager.actions.objects.get(retry.bucket, retry.key)
-        except (FileNotFoundError, PermanentError, ValueError) as error:
-            gone = RuntimeError(f"the message kept for the retry is gone or unreadable: {error}")
-            _quarantine(worker, path, message_id, retry.recipients, gone)
-            worker.state.finish_deferred(retry.record_id)
-            return "quarantined"
-        try:
-            again = through_the_pipeline(worker, retry.envelope, raw, retry=retry)
-        except Exception as error:
-            log.exception("rule set retry failed", extra={"message_id": message_id})
-            _quarantine(worker, path, message_id, retry.recipients, error)
-            worker.state.finish_deferred(retry.record_id)
-            return "quarantined"
-        if again is not None:
-            return "retrying"  # the same record, due later
-        worker.state.finish_deferred(retry.record_id)
         if path is not None:
-            worker.spool.remove(path)
-    except Exception:  # the record stays, and runs again when its lease runs out
-        log.exception("rule set retry not run", extra={"record": retry.record_id})
-        return "failed"
-    return "done"
+            _, raw = worker.spool.read(path)
+        else:
+            raw = worker.mail_manager.actions.objects.get(retry.bucket, retry.key)
+    except (FileNotFoundError, PermanentError, ValueError) as error:
+        gone = RuntimeError(f"the message kept for the retry is gone or unreadable: {error}")
+        _quarantine(worker, path, message_id, retry.recipients, gone)
+        worker.state.finish_deferred(retry.record_id)
+        return Result.QUARANTINED
+    try:
+        again = through_the_pipeline(worker, retry.envelope, raw, retry=retry)
+    except Exception as error:
+        if kind_of(error) is FailureKind.TRANSIENT:
+            raise
+        log.exception("rule set retry failed", extra={"message_id": message_id})
+        _quarantine(worker, path, message_id, retry.recipients, error)
+        worker.state.finish_deferred(retry.record_id)
+        return Result.QUARANTINED
+    if again is not None:
+        return Result.RETRYING  # the same record, due later
+    worker.state.finish_deferred(retry.record_id)  # first: a file without a record is replayed
+    if path is not None:
+        worker.spool.remove(path)
+    return Result.DONE
+
+
+# ----------------------------------------------------------------------------- failures
+
+
+def _kept(error: Exception, **where: str) -> None:
+    """Say why work stays for another try: a warning for what may pass, with the traceback
+    for anything else (which is a fault to look at)."""
+    if kind_of(error) is FailureKind.TRANSIENT:
+        log.warning(
+            "failed for now; kept and tried again later",
+            extra={**where, "error": f"{type(error).__name__}: {error}"},
+        )
+    else:
+        log.error("failed; kept and tried again later", extra=where, exc_info=error)
+
+
+def _execution_failed(worker: Worker, message_id: str, document: object, error: Exception) -> None:
+    """An execution that failed for good in a step that should never fail so (its last
+    steps, DeadLetter and Quarantine, did): its recipients are quarantined with the reason,
+    so none is left without an end. A delivery that settles nothing (a hook) only says so."""
+    reason = f"execution failed: {type(error).__name__}: {error}"
+    log.error("execution failed for good", extra={"message_id": message_id, "error": reason})
+    detail = document.get("delivery") if isinstance(document, dict) else None
+    if isinstance(detail, dict):
+        delivery = Delivery.model_validate(detail)
+        if delivery.settles:
+            worker.records.quarantine(message_id, delivery.recipients, reason)
+        else:
+            worker.records.note(message_id, Stage.ATTEMPT, f"{delivery.destination}: {reason}")
+        return
+    stored = ProcessInput.model_validate(document)  # a message's execution: its input
+    envelope = stored.envelope or read_envelope(
+        worker.mail_manager.actions.objects, stored.bucket, stored.key
+    )
+    worker.records.quarantine(
+        message_id,
+        envelope.recipients or [UNKNOWN_RECIPIENTS],
+        reason,
+        kept_at=f"{stored.bucket}/{stored.key}",
+    )
+
+
+# ----------------------------------------------------------------------------- quarantine
+# The record first, then the spool file goes: the message is linked into quarantine/ (no
+# space needed), the recipients are quarantined naming that place, and only then is the
+# spool file removed. A crash between leaves the spool file, which the next run finishes
+# (`_quarantined_before`) or processes again.
 
 
 def _quarantine(
     worker: Worker, path: Path | None, message_id: str, recipients: list[str], error: Exception
 ) -> None:
-    """Quarantine the recipients, and move the spool file (if any) to quarantine/."""
-    target = _move_to_quarantine(worker, path) if path is not None and path.exists() else None
+    """Quarantine the recipients, keeping the spool file (if any) in quarantine/."""
+    kept = _keep_in_quarantine(worker, path) if path is not None and path.exists() else None
     worker.records.quarantine(
         message_id,
         recipients,
         f"internal error: {type(error).__name__}: {error}",
-        kept_at=str(target) if target is not None else "",
+        kept_at=str(kept) if kept is not None else "",
     )
+    if path is not None:
+        worker.spool.remove(path)
 
 
 def _quarantine_unreadable(worker: Worker, path: Path, error: ValueError) -> None:
-    """An empty or torn spool file: moved to quarantine/, a timeline event names it, and if its
+    """An empty or torn spool file: kept in quarantine/, a timeline event names it, and if its
     envelope line can still be read, its recipients are quarantined."""
-    target = _move_to_quarantine(worker, path)
-    with target.open("rb") as spooled:
+    kept = _keep_in_quarantine(worker, path)
+    with path.open("rb") as spooled:
         first_line = spooled.readline(1 << 20).rstrip(b"\n")
     try:
         envelope: Envelope | None = Envelope.model_validate_json(first_line)
@@ -165,12 +288,43 @@ def _quarantine_unreadable(worker: Worker, path: Path, error: ValueError) -> Non
         envelope.message_id if envelope is not None else path.stem,
         envelope.recipients if envelope is not None else [],
         reason,
-        kept_at=str(target),
+        kept_at=str(kept),
     )
+    worker.spool.remove(path)
 
 
-def _move_to_quarantine(worker: Worker, path: Path) -> Path:
-    target = worker.setup.dirs.quarantine / path.name
+def _quarantine_path(worker: Worker, path: Path) -> Path:
+    return worker.setup.dirs.quarantine / path.name
+
+
+def _keep_in_quarantine(worker: Worker, path: Path) -> Path:
+    """The spool file under quarantine/ too: a hard link (a copy across file systems)."""
+    target = _quarantine_path(worker, path)
+    if _same_file(path, target):  # an earlier run kept it already
+        return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(path, target)
+    linking = target.with_name(f".{target.name}.linking")
+    linking.unlink(missing_ok=True)
+    try:
+        os.link(path, linking)
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise
+        linking.write_bytes(path.read_bytes())
+    os.replace(linking, target)
     return target
+
+
+def _quarantined_before(worker: Worker, path: Path, envelope: Envelope) -> bool:
+    """Whether an earlier run kept this file in quarantine/ and recorded every recipient."""
+    if not _same_file(path, _quarantine_path(worker, path)):
+        return False
+    settled = {s.recipient.casefold() for s in worker.state.states(envelope.message_id)}
+    return all(r.casefold() in settled for r in envelope.recipients)
+
+
+def _same_file(path: Path, other: Path) -> bool:
+    try:
+        return os.path.samefile(path, other)
+    except FileNotFoundError:
+        return False

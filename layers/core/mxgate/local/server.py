@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import multiprocessing
+import random
 import signal
 import ssl
 import sys
@@ -19,17 +20,20 @@ from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 
 from mxgate.adapters.local.state import SqliteState
-from mxgate.errors import ConfigError
+from mxgate.errors import ConfigError, FailureKind, kind_of
 from mxgate.local import worker
 from mxgate.local.bootstrap import Bootstrap
 from mxgate.local.ingress import IngressHandler, IngressSMTP, ingress_session
+from mxgate.local.pipeline import Result
 from mxgate.local.settings import Paths
 from mxgate.local.setup import IngressSetup
 from mxgate.local.tls import ensure_certificate, server_context
+from mxgate.records import Deferred
 
 log = logging.getLogger("mxgate.server")
 
@@ -47,6 +51,17 @@ class Running:
 INGRESS_DB_WAIT = 2.0  # seconds; past it the message is still accepted, its record skipped
 DEFERRED_LEASE = 600.0  # seconds a deferred delivery may run before another run may take it
 RETENTION_EVERY = 3600.0  # seconds between looks at what the retention periods let go
+# Work a worker kept because it failed for now (a full disk, a busy database) is tried again
+# after KEPT_FIRST seconds, doubling up to KEPT_MOST, each wait drawn between half and all of
+# it so that many kept messages do not all come back at once.
+KEPT_FIRST = 1.0
+KEPT_MOST = 60.0
+SOONEST_LOOK = 0.01  # seconds: the deferred queue's scheduler never spins faster than this
+
+
+def kept_backoff(tries: int, rng: random.Random) -> float:
+    """Seconds before kept work is tried again, after `tries` failed tries."""
+    return min(KEPT_MOST, KEPT_FIRST * 2.0 ** min(tries - 1, 16)) * rng.uniform(0.5, 1.0)
 
 
 def write_ports(paths: Paths, ports: dict[str, int]) -> None:
@@ -68,13 +83,19 @@ class Gateway:
         self.spool = bootstrap.ingress_spool()
         self.in_flight: set[Path] = set()  # spool files handed to the pool and not yet done
         self.pool_generation = 0  # a new pool replaces one whose worker died
-        self.pending: set[Future[str]] = set()
+        self.pending: set[Future[Result]] = set()
         self.idle = asyncio.Event()
         self.idle.set()
         self.deferred_running: set[str] = set()
         self.scheduler: asyncio.Task[None] | None = None
-        self.room_freed = asyncio.Event()  # a deferred delivery finished: look again at once
+        self.look_again = asyncio.Event()  # work finished: the deferred queue may have more
         self.housekeeping: asyncio.Task[None] | None = None
+        self.kept: dict[str, int] = {}  # failed tries of kept work (a spool file, a record)
+        self.timers: set[asyncio.TimerHandle] = set()  # kept work waiting for its next try
+        self.rng = random.Random()  # noqa: S311 -- spreads retries, not a secret
+        self.deferred_state: SqliteState | None = None
+        self.background: set[asyncio.Task[None]] = set()
+        self.stopping = False
         self.mailbox_process: asyncio.subprocess.Process | None = None
 
     async def _mailbox_hosts(self) -> dict[str, int]:
@@ -119,7 +140,7 @@ class Gateway:
             return
         self.in_flight.add(path)
         future.add_done_callback(lambda _: self.in_flight.discard(path))
-        self._track(future, path.name)
+        self._track(future, path.name, lambda: self.submit(path))
 
     def _recover(self) -> None:
         """A worker process died (killed, out of memory): the pool is unusable from then on.
@@ -133,20 +154,22 @@ class Gateway:
         for path in self.spool.pending():
             self.submit(path)
 
-    def _track(self, future: Future[str], label: str) -> None:
+    def _track(self, future: Future[Result], label: str, again: Callable[[], None]) -> None:
+        """Follow one piece of work; `again` hands it to the workers anew if it is kept."""
         self.pending.add(future)
         self.idle.clear()
         loop = asyncio.get_running_loop()
         generation = self.pool_generation
         future.add_done_callback(
-            lambda f: loop.call_soon_threadsafe(self._finished, f, label, generation)
+            lambda f: loop.call_soon_threadsafe(self._finished, f, label, generation, again)
         )
 
-    def _finished(self, future: Future[str], label: str, generation: int) -> None:
+    def _finished(
+        self, future: Future[Result], label: str, generation: int, again: Callable[[], None]
+    ) -> None:
         self.pending.discard(future)
-        if label in self.deferred_running:
-            self.deferred_running.discard(label)
-            self.room_freed.set()
+        self.deferred_running.discard(label)
+        self.look_again.set()  # what it did may have queued work: a retry's wait, a deferral
         if not self.pending:
             self.idle.set()
         error = None if future.cancelled() else future.exception()
@@ -155,13 +178,36 @@ class Gateway:
                 self._recover()
         elif error is not None:  # spool files and deferred records stay for the next attempt
             log.error("worker failed", extra={"work": label, "error": repr(error)})
+            self._try_later(label, again)
+        elif future.result() is Result.KEPT:
+            self._try_later(label, again)
+        else:
+            self.kept.pop(label, None)
+
+    def _try_later(self, label: str, again: Callable[[], None]) -> None:
+        """Kept work, handed to the workers again after a backoff (or on the next start)."""
+        tries = self.kept[label] = self.kept.get(label, 0) + 1
+        delay = kept_backoff(tries, self.rng)
+
+        def fire() -> None:
+            self.timers.discard(handle)
+            if not self.stopping:
+                again()
+
+        handle = asyncio.get_running_loop().call_later(delay, fire)
+        self.timers.add(handle)
 
     async def _run_deferred(self, state: SqliteState) -> None:
-        """The deferred queue's scheduler: hands due deliveries to the workers, a few at a time
-        so none waits long enough in the pool for its lease to run out."""
+        """The deferred queue's scheduler: hands due work (a Task's retry, a deferred delivery,
+        deferred processing, a rule set retry) to the workers, a few at a time so none waits
+        long enough in the pool for its lease to run out. It looks again when the next record
+        comes due, when work finishes, or after the poll interval, whichever is first."""
         settings = self.setup.settings
         room = settings.workers * 4
+        failures = 0
         while True:
+            self.look_again.clear()
+            wait = settings.defer_poll
             try:
                 free = room - len(self.deferred_running)
                 if free > 0 and self.pool is not None:
@@ -169,17 +215,54 @@ class Gateway:
                         state.lease_due, self.clock.now(), DEFERRED_LEASE, free
                     )
                     for record in due:
-                        if record.record_id in self.deferred_running:
-                            continue
-                        self.deferred_running.add(record.record_id)
-                        future = self.pool.submit(worker.run_due, record.model_dump_json())
-                        self._track(future, record.record_id)
-            except Exception:
-                log.exception("deferred queue scheduler failed; trying again")
-            self.room_freed.clear()
-            # the next look: after the poll interval, or as soon as a worker is free
+                        self._run_record(record)
+                    if len(due) < free:  # else: more is due now, and there may be room
+                        wait = self._until_next(await asyncio.to_thread(state.next_due), wait)
+                failures = 0
+            except Exception as error:
+                failures += 1
+                if kind_of(error) is FailureKind.TRANSIENT:  # a full disk, a busy database
+                    log.warning(
+                        "deferred queue not read for now; trying again", extra={"error": error}
+                    )
+                else:
+                    log.exception("deferred queue scheduler failed; trying again")
+                await asyncio.sleep(min(settings.defer_poll, kept_backoff(failures, self.rng)))
+                continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.room_freed.wait(), settings.defer_poll)
+                await asyncio.wait_for(self.look_again.wait(), max(wait, SOONEST_LOOK))
+
+    def _until_next(self, next_due: datetime | None, longest: float) -> float:
+        if next_due is None:
+            return longest
+        return min(longest, (next_due - self.clock.now()).total_seconds())
+
+    def _run_record(self, record: Deferred) -> None:
+        if record.record_id in self.deferred_running or self.pool is None:
+            return
+        self.deferred_running.add(record.record_id)
+        future = self.pool.submit(worker.run_due, record.model_dump_json())
+        self._track(future, record.record_id, lambda: self._postpone(record))
+
+    def _postpone(self, record: Deferred) -> None:
+        """A record kept by its worker: due again now that its backoff has passed."""
+        state = self.deferred_state
+        if state is None:
+            return
+
+        async def release() -> None:
+            try:
+                await asyncio.to_thread(state.postpone, record.record_id, self.clock.now())
+            except Exception as error:  # noqa: BLE001 -- its lease runs out in the end
+                log.warning(
+                    "kept record not released; it runs when its lease ends",
+                    extra={"record": record.record_id, "error": repr(error)},
+                )
+            self.look_again.set()
+
+        task = asyncio.get_running_loop().create_task(release())
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     async def _keep_retention(self) -> None:
         """The archive's Retention and the quarantine's: enforced on start, then hourly."""
@@ -244,7 +327,7 @@ class Gateway:
         if auth:
             ports["smtp_auth"] = auth[0]
         write_ports(dirs, {**ports, **mailbox_ports})
-        deferred_state = self.bootstrap.state()
+        deferred_state = self.deferred_state = self.bootstrap.state()
         deferred_state.release_leases()
         self.scheduler = asyncio.create_task(self._run_deferred(deferred_state))
         self.housekeeping = asyncio.create_task(self._keep_retention())
@@ -265,6 +348,9 @@ class Gateway:
     async def stop(self, running: Running, grace: float = 30.0) -> None:
         for server in running.ingress_servers:  # the ingress first: accept nothing new
             server.close()
+        self.stopping = True
+        for timer in self.timers:  # kept work stays where it is: the next start runs it
+            timer.cancel()
         if self.scheduler is not None:
             self.scheduler.cancel()
         if self.housekeeping is not None:
@@ -277,7 +363,7 @@ class Gateway:
                 extra={"in_flight": len(self.pending)},
             )
         if self.pool is not None:
-            # in a thread: the mailbox hosts on this loop must answer the workers' QUIT meanwhile
+            # in a thread: the loop goes on meanwhile (the scheduler, the timers are done)
             await asyncio.to_thread(self.pool.shutdown, wait=True, cancel_futures=True)
         if self.mailbox_process is not None:  # after the workers: they said QUIT to the hosts
             self.mailbox_process.terminate()

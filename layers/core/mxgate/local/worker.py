@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import atexit
 import json
+import multiprocessing
+import multiprocessing.connection
+import os
 import signal
+import threading
 from pathlib import Path
 
 from mxgate.local import pipeline
@@ -20,6 +24,7 @@ from mxgate.observability import configure_logging
 from mxgate.records import DEFERRED
 
 _worker: Worker | None = None
+EXIT_ORPHANED = 70  # the gateway is gone (EX_SOFTWARE)
 
 
 def initialize(settings_json: str, mailbox_ports_json: str) -> None:
@@ -27,10 +32,28 @@ def initialize(settings_json: str, mailbox_ports_json: str) -> None:
     signal.signal(
         signal.SIGINT, signal.SIG_IGN
     )  # Ctrl-C reaches the whole group: the parent decides
+    die_with_the_gateway()
     settings = LocalSettings.model_validate_json(settings_json)
     configure_logging(settings.log_level, settings.paths.error_log)
     _worker = Bootstrap(settings).worker(json.loads(mailbox_ports_json))
     atexit.register(_worker.close)
+
+
+def die_with_the_gateway() -> None:
+    """End this process the moment the gateway that started it is gone (`kill -9` included),
+    whatever it is doing: left alone, it would wait forever on the pool's pipe. Its work is
+    safe to cut short: the spool file or the deferred record stays, and the next start runs
+    it again (deliveries are idempotent)."""
+    parent = multiprocessing.parent_process()
+    if parent is None:  # not started by a pool (a test calling in directly)
+        return
+    sentinel = parent.sentinel  # readable once the parent has exited
+
+    def watch() -> None:
+        multiprocessing.connection.wait([sentinel])
+        os._exit(EXIT_ORPHANED)
+
+    threading.Thread(target=watch, name="gateway-watch", daemon=True).start()
 
 
 def _current() -> Worker:
@@ -38,9 +61,9 @@ def _current() -> Worker:
     return _worker
 
 
-def receive(spool_file: str) -> str:
+def receive(spool_file: str) -> pipeline.Result:
     return pipeline.receive_spooled(_current(), Path(spool_file))
 
 
-def run_due(record_json: str) -> str:
+def run_due(record_json: str) -> pipeline.Result:
     return pipeline.run_due(_current(), DEFERRED.validate_json(record_json))

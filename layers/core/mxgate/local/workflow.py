@@ -1,5 +1,6 @@
 """The local workflow runner: the deployed state machine definition, run by the ASL
-interpreter, with each Task routed to the same step code the Lambda functions call."""
+interpreter, with each Task routed to the same step code the Lambda functions call, and each
+Retry interval waited out in the deferred queue."""
 
 from __future__ import annotations
 
@@ -7,16 +8,16 @@ import json
 import logging
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from mxgate.errors import ConfigError
+from mxgate.errors import ConfigError, TransientError
 from mxgate.mailmanager.template import Resolver
-from mxgate.ports import Clock
-from mxgate.records import Delivery, Stage, message_id_of
-from mxgate.workflow.asl import ExecutionFailedError, Interpreter
+from mxgate.records import Delivery, Envelope, Stage, StepRetry, message_id_of, variant_of
+from mxgate.workflow.asl import Execution, ExecutionFailedError, Interpreter
 from mxgate.workflow.envelope import read_envelope
-from mxgate.workflow.model import ProcessInput, Redelivery
+from mxgate.workflow.model import ProcessInput, Redelivery, StepError
 from mxgate.workflow.services import Services
 from mxgate.workflow.steps import STEPS
 
@@ -66,24 +67,17 @@ def load_state_machine(template: Path, resolver: Resolver) -> StateMachineSource
     return StateMachineSource(definition, resource_steps)
 
 
-class _ScaledClock:
-    """The services' clock, with the state machine's waits scaled (tests shorten them)."""
-
-    def __init__(self, clock: Clock, scale: float) -> None:
-        self._clock, self._scale = clock, scale
-
-    def now(self) -> Any:
-        return self._clock.now()
-
-    def sleep(self, seconds: float) -> None:
-        self._clock.sleep(seconds * self._scale)
-
-
 class LocalWorkflow:
+    """Runs executions of the deployed definition on this machine. A Task's Retry interval is
+    never slept out here: it goes to the deferred queue as a StepRetry (scaled by
+    `retry_scale`, which tests shorten), and the gateway's scheduler hands it to a worker
+    when due, so a worker is only ever busy with work, never with waiting."""
+
     def __init__(
         self, source: StateMachineSource, services: Services, retry_scale: float = 1.0
     ) -> None:
         self.services = services
+        self.retry_scale = retry_scale
         tasks = {
             resource: (lambda doc, step=STEPS[name]: step(doc, services))
             for resource, name in source.resource_steps.items()
@@ -91,40 +85,117 @@ class LocalWorkflow:
         self.interpreter = Interpreter(
             source.definition,
             tasks,
-            _ScaledClock(services.clock, retry_scale),
+            services.clock,
+            on_failure=self._failed,
             on_retry=self._retrying,
         )
         self._current = ""
 
-    def _retrying(self, state: str, error: str, attempt: int, delay: float) -> None:
-        self.services.records.note(
-            self._current, Stage.RETRY, f"{state}: {error}, attempt {attempt}, waiting {delay:.1f}s"
+    def _failed(self, state: str, error: str, cause: str) -> None:
+        """Every Task failure, on the terminal and in the error log when it matters: what the
+        timeline says briefly (its `retry` and `deferred` events), with the cause."""
+        log.info(
+            "step failed",
+            extra={
+                "message_id": self._current,
+                "state": state,
+                "error": StepError(Error=error, Cause=cause).reason,
+            },
         )
 
-    def start(self, bucket: str, key: str) -> Any:
-        """Run one execution to its end, with the input the Start function gives it on AWS:
-        the stored object and the envelope the emulator kept beside it."""
+    def _retrying(self, state: str, error: str, attempt: int, delay: float) -> None:
+        wait = delay * self.retry_scale
+        try:  # what waits is the StepRetry, written next: this event only tells of it
+            self.services.records.note(
+                self._current,
+                Stage.RETRY,
+                f"{state}: {error}, attempt {attempt}, waiting {wait:.1f}s",
+            )
+        except TransientError as failure:
+            log.warning(
+                "retry not on the timeline", extra={"message_id": self._current, "error": failure}
+            )
+
+    def start(self, bucket: str, key: str, envelope: Envelope | None = None) -> Execution:
+        """Start one execution with the input the Start function gives it on AWS (the stored
+        object, and its envelope: the one given, else the one the emulator kept beside it),
+        and take it as far as it goes now; what waits for a retry is in the deferred queue
+        when this returns."""
         self._current = message_id_of(key)
-        envelope = read_envelope(self.services.objects, bucket, key)
+        if envelope is None:
+            envelope = read_envelope(self.services.objects, bucket, key)
         document = ProcessInput(bucket=bucket, key=key, envelope=envelope)
-        try:
-            return self.interpreter.run(document.model_dump(mode="json"), name=self._current)
+        try:  # named by the stored object: each version of a message has its own
+            execution = self.interpreter.start(
+                document.model_dump(mode="json"), name=self._current + variant_of(key)
+            )
         except ExecutionFailedError as failure:
             log.error(
                 "execution failed", extra={"message_id": self._current, "error": failure.error}
             )
             raise
+        return self._keep_waiting(execution)
 
-    def redeliver(self, delivery: Delivery) -> Any:
+    def redeliver(self, delivery: Delivery) -> Execution:
         """Run one deferred or redriven delivery again: an execution whose input is the
         delivery itself (the state machine's first Choice sends it straight to Deliver)."""
         self._current = delivery.message.message_id
         document = Redelivery(deliveries=[delivery]).model_dump(mode="json")
+        # a name per deferral: the retries it waits out are named after it
+        attempt = delivery.deferral.attempts if delivery.deferral else 0
+        name = f"{delivery.delivery_id}.redelivery-{attempt}"
         try:
-            return self.interpreter.run(document, name=f"{delivery.delivery_id}.redelivery")
+            execution = self.interpreter.start(document, name=name)
         except ExecutionFailedError as failure:
             log.error(
                 "redelivery failed",
                 extra={"message_id": self._current, "delivery": delivery.delivery_id},
             )
             raise failure from None
+        return self._keep_waiting(execution)
+
+    def resume(self, retry: StepRetry) -> Execution:
+        """A Task whose Retry interval has passed: its next attempt, and what follows."""
+        self._current = retry.message_id
+        try:
+            execution = self.interpreter.resume(retry.execution)
+        except ExecutionFailedError as failure:
+            log.error(
+                "execution failed",
+                extra={"message_id": self._current, "state": retry.execution.state},
+            )
+            raise failure from None
+        return self._keep_waiting(execution)
+
+    def _keep_waiting(self, execution: Execution) -> Execution:
+        """Each Task now waiting for a retry, in the deferred queue (fsynced) before this
+        returns: the caller may then let go of what it ran from."""
+        deferrals = self.services.deferrals
+        if not execution.waiting:
+            return execution
+        if deferrals is None:
+            raise ConfigError("the local workflow needs the deferred queue for its retries")
+        now = self.services.clock.now()
+        for wait in execution.waiting:
+            suspended = wait.execution
+            where = ".".join(f"{i.state}{i.index}" for i in suspended.items) or "-"
+            count = sum(suspended.attempts.values())
+            deferrals.schedule(
+                StepRetry(
+                    record_id=f"{suspended.name}#{where}#{suspended.state}#{count}",
+                    due_at=now + timedelta(seconds=wait.seconds * self.retry_scale),
+                    message_id=self._current,
+                    recipients=_recipients(suspended.document),
+                    error=wait.error,
+                    attempt=wait.attempt,
+                    execution=suspended,
+                )
+            )
+        return execution
+
+
+def _recipients(document: Any) -> list[str]:
+    """The recipients of the delivery a Task works on (none for a message-level step)."""
+    delivery = document.get("delivery") if isinstance(document, dict) else None
+    recipients = delivery.get("recipients") if isinstance(delivery, dict) else None
+    return [str(r) for r in recipients] if isinstance(recipients, list) else []

@@ -9,6 +9,9 @@ definition (statemachine/pipeline.asl.json) uses, so that each part can be exact
   (ErrorEquals, ResultPath, Next), matching error names exactly or by `States.ALL`, which never
   catches `States.Runtime`.
 
+A Retry interval is slept out on the clock by `run`; `start` and `resume` suspend the Task
+instead (the local gateway keeps the wait in its deferred queue, so no worker sleeps).
+
 Anything else is refused when the definition is loaded, with the state and field named. To use
 more of the language, add it here together with its test against moto's interpreter
 (tests/integration/test_asl_parity.py): the same definition is deployed to Step Functions.
@@ -23,8 +26,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mxgate.errors import ConfigError
+from mxgate.errors import ConfigError, MxgateError, kind_named
 from mxgate.ports import Clock
+from mxgate.records import MapItem, SuspendedExecution
 
 Task = Callable[[Any], Any]
 
@@ -78,13 +82,15 @@ class DefinitionError(ConfigError):
     """A definition that uses what this interpreter does not run."""
 
 
-class ExecutionFailedError(Exception):
-    """The execution ended in failure: the Step Functions error name and cause."""
+class ExecutionFailedError(MxgateError):
+    """The execution ended in failure: the Step Functions error name and cause. Its kind is
+    the error's family (a TransientError that outlasted its retries may pass later)."""
 
     def __init__(self, error: str, cause: str) -> None:
         super().__init__(f"{error}: {cause}")
         self.error = error
         self.cause = cause
+        self.kind = kind_named(error)
 
 
 class _StateError(Exception):
@@ -272,36 +278,152 @@ def _matches(error: str, names: list[str]) -> bool:
     return error != RUNTIME_ERROR and (error in names or ALL_ERRORS in names)
 
 
+def _maps_end(machine: Mapping[str, Any]) -> bool:
+    """Whether every Map state (at any depth) ends its machine: only then can its items wait
+    out Retry intervals apart from each other, since nothing after the Map reads its output."""
+    for state in machine["States"].values():
+        if state["Type"] == "Map" and (
+            not state.get("End") or not _maps_end(state["ItemProcessor"])
+        ):
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class RetryWait:
+    """A Task's Retry interval, taken out of the run: `resume(execution)` goes on from there
+    once `seconds` have passed."""
+
+    execution: SuspendedExecution
+    seconds: float
+    error: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How far `start` or `resume` took an execution: what it ended with (the execution's
+    output; a resumed Map item's own), and the Tasks now waiting out Retry intervals."""
+
+    output: Any = None
+    waiting: list[RetryWait] = field(default_factory=list)
+
+
+class _Suspended(Exception):  # noqa: N818 -- not an error: a Task waits out its Retry interval
+    def __init__(self, wait: RetryWait) -> None:
+        super().__init__(wait.execution.state)
+        self.wait = wait
+
+
+@dataclass
+class _Run:
+    name: str
+    suspend: bool  # Retry intervals come back as RetryWait (else: the clock sleeps them)
+    waiting: list[RetryWait] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Place:
+    """Where a state runs: in which run, inside which Map items, with which `$$` context."""
+
+    run: _Run
+    context: dict[str, Any]
+    items: list[MapItem] = field(default_factory=list)
+
+
 @dataclass
 class Interpreter:
+    """Runs the definition. `run` takes an execution to its end in the calling thread,
+    sleeping out each Retry interval on the clock, exactly as Step Functions would; `start`
+    and `resume` never sleep: a Retry interval suspends the Task (a Map's other items go
+    on), and the caller keeps the RetryWait and resumes it when its time comes."""
+
     definition: Mapping[str, Any]
     tasks: Mapping[str, Task]
     clock: Clock
     rng: random.Random = field(default_factory=random.Random)
+    on_failure: Callable[[str, str, str], None] | None = None  # state, error, cause
     on_retry: Callable[[str, str, int, float], None] | None = None  # state, error, attempt, delay
 
     def __post_init__(self) -> None:
         check_definition(self.definition, self.tasks)
+        self._resumable = _maps_end(self.definition)
 
     def run(self, execution_input: Any, name: str = "local") -> Any:
         context = {"Execution": {"Name": name, "Input": execution_input}}
+        place = _Place(_Run(name, suspend=False), context)
         try:
-            return self._run_states(self.definition, execution_input, context)
+            return self._run_states(self.definition, execution_input, place)
         except _StateError as failure:
             raise ExecutionFailedError(failure.error, failure.cause) from None
 
+    def start(self, execution_input: Any, name: str) -> Execution:
+        """Run a new execution until it ends or each branch still going waits for a retry."""
+        context = {"Execution": {"Name": name, "Input": execution_input}}
+        return self._suspending(self.definition, execution_input, _Place(_Run(name, True), context))
+
+    def resume(self, suspended: SuspendedExecution) -> Execution:
+        """Go on from a RetryWait's Task: its next attempt, then what follows it."""
+        machine: Mapping[str, Any] = self.definition
+        try:
+            for item in suspended.items:
+                machine = machine["States"][item.state]["ItemProcessor"]
+            if suspended.state not in machine["States"]:
+                raise KeyError(suspended.state)
+        except (KeyError, TypeError):
+            where = "/".join([*(i.state for i in suspended.items), suspended.state])
+            raise ExecutionFailedError(
+                RUNTIME_ERROR, f"no state {where} to resume at: the definition changed"
+            ) from None
+        place = _Place(_Run(suspended.name, True), suspended.context, suspended.items)
+        return self._suspending(
+            machine,
+            suspended.document,
+            place,
+            start=suspended.state,
+            attempts=suspended.attempts,
+        )
+
+    def _suspending(
+        self,
+        machine: Mapping[str, Any],
+        document: Any,
+        place: _Place,
+        *,
+        start: str | None = None,
+        attempts: Mapping[int, int] | None = None,
+    ) -> Execution:
+        if not self._resumable:
+            raise DefinitionError(
+                "state machine definition: a Map state that does not end its machine cannot "
+                "have its items wait for retries apart; run it with Interpreter.run"
+            )
+        try:
+            output = self._run_states(machine, document, place, start=start, attempts=attempts)
+        except _Suspended as suspended:
+            return Execution(None, [*place.run.waiting, suspended.wait])
+        except _StateError as failure:
+            raise ExecutionFailedError(failure.error, failure.cause) from None
+        return Execution(output, place.run.waiting)
+
     def _run_states(
-        self, machine: Mapping[str, Any], document: Any, context: dict[str, Any]
+        self,
+        machine: Mapping[str, Any],
+        document: Any,
+        place: _Place,
+        *,
+        start: str | None = None,
+        attempts: Mapping[int, int] | None = None,
     ) -> Any:
         states = machine["States"]
-        name = machine["StartAt"]
+        name = start or machine["StartAt"]
         while True:
             state = states[name]
             if state["Type"] == "Choice":
                 name = self._choose(state, document)
                 continue
             try:
-                result = self._with_retries(name, state, document, context)
+                result = self._with_retries(name, state, document, place, attempts)
             except _StateError as failure:
                 catcher = next(
                     (
@@ -316,20 +438,29 @@ class Interpreter:
                 error_output = {"Error": failure.error, "Cause": failure.cause}
                 document = write_path(document, catcher.get("ResultPath", "$"), error_output)
                 name = catcher["Next"]
+                attempts = None  # a resumed state's count is its own
                 continue
+            attempts = None
             document = write_path(document, state.get("ResultPath", "$"), result)
             if state.get("End"):
                 return document
             name = state["Next"]
 
     def _with_retries(
-        self, name: str, state: Mapping[str, Any], document: Any, context: dict[str, Any]
+        self,
+        name: str,
+        state: Mapping[str, Any],
+        document: Any,
+        place: _Place,
+        attempts_so_far: Mapping[int, int] | None,
     ) -> Any:
-        attempts: dict[int, int] = {}
+        attempts = dict(attempts_so_far or {})
         while True:
             try:
-                return self._execute(state, document, context)
+                return self._execute(name, state, document, place)
             except _StateError as failure:
+                if self.on_failure is not None:
+                    self.on_failure(name, failure.error, failure.cause)
                 retriers = state.get("Retry", [])
                 index = next(
                     (
@@ -353,22 +484,23 @@ class Interpreter:
                     delay = self.rng.uniform(0, delay)
                 if self.on_retry is not None:
                     self.on_retry(name, failure.error, done + 1, delay)
+                if place.run.suspend:
+                    suspended = SuspendedExecution(
+                        name=place.run.name,
+                        items=place.items,
+                        state=name,
+                        document=document,
+                        context=place.context,
+                        attempts=attempts,
+                    )
+                    raise _Suspended(RetryWait(suspended, delay, failure.error, done + 1)) from None
                 self.clock.sleep(delay)
 
-    def _execute(self, state: Mapping[str, Any], document: Any, context: dict[str, Any]) -> Any:
+    def _execute(self, name: str, state: Mapping[str, Any], document: Any, place: _Place) -> Any:
         if state["Type"] == "Map":
-            items = read_path(document, state.get("ItemsPath", "$"), context)
-            if not isinstance(items, list):
-                raise _StateError(RUNTIME_ERROR, "Map: ItemsPath does not select an array")
-            selector = state.get("ItemSelector")
-            results = []
-            for index, item in enumerate(items):
-                item_context = {**context, "Map": {"Item": {"Index": index, "Value": item}}}
-                value = fill_template(selector, document, item_context) if selector else item
-                results.append(self._run_states(state["ItemProcessor"], value, item_context))
-            return results
+            return self._map(name, state, document, place)
         payload = (
-            fill_template(state["Parameters"], document, context)
+            fill_template(state["Parameters"], document, place.context)
             if "Parameters" in state
             else document
         )
@@ -381,6 +513,23 @@ class Interpreter:
                 separators=(",", ":"),
             )
             raise _StateError(type(error).__name__, cause) from error
+
+    def _map(self, name: str, state: Mapping[str, Any], document: Any, place: _Place) -> Any:
+        values = read_path(document, state.get("ItemsPath", "$"), place.context)
+        if not isinstance(values, list):
+            raise _StateError(RUNTIME_ERROR, "Map: ItemsPath does not select an array")
+        selector = state.get("ItemSelector")
+        results = []
+        for index, item in enumerate(values):
+            context = {**place.context, "Map": {"Item": {"Index": index, "Value": item}}}
+            value = fill_template(selector, document, context) if selector else item
+            inside = _Place(place.run, context, [*place.items, MapItem(state=name, index=index)])
+            try:
+                results.append(self._run_states(state["ItemProcessor"], value, inside))
+            except _Suspended as suspended:  # this item waits; the others go on
+                place.run.waiting.append(suspended.wait)
+                results.append({"RetryWait": {"State": suspended.wait.execution.state}})
+        return results
 
     def _choose(self, state: Mapping[str, Any], document: Any) -> str:
         for rule in state["Choices"]:

@@ -127,7 +127,13 @@ def send_to_mailbox(
         reply = replies.get(recipient) or SendResult(ok=False, transient=True, detail="no reply")
         if reply.ok:
             detail = "; ".join([reply.detail, *notes])
-            delivered.append(_settle(services, delivery, recipient, Outcome.DELIVERED, detail))
+            try:
+                delivered.append(_settle(services, delivery, recipient, Outcome.DELIVERED, detail))
+            except TransientError as unrecorded:  # the state is the idempotency record
+                raise TransientError(
+                    f"{recipient}: delivered to {delivery.destination}, but its state was not "
+                    f"recorded ({unrecorded}); the retry may deliver it again"
+                ) from unrecorded
             continue
         failure = f"{recipient}: {reply.detail}"
         failures.append(failure)

@@ -8,15 +8,18 @@ import hashlib
 import shutil
 import tempfile
 from collections import defaultdict
+from datetime import timedelta
 from typing import BinaryIO, Literal, cast
 
 from mxgate.authn.model import Authentication
-from mxgate.errors import PermanentError
+from mxgate.errors import FailureKind, PermanentError, kind_named
 from mxgate.message.attachments import ObjectStoreAttachments
 from mxgate.message.model import Address, ParsedMessage
 from mxgate.message.parse import parse_stream
+from mxgate.ports import Deferrals
 from mxgate.records import (
     UNKNOWN_RECIPIENTS,
+    DeferredProcessing,
     Envelope,
     HeldRecipient,
     MessageRef,
@@ -28,6 +31,7 @@ from mxgate.records import (
 )
 from mxgate.routing.classify import RouteKind, classify
 from mxgate.routing.quarantine import auth_verdicts, facts_of, quarantine_rule
+from mxgate.workflow.defer import backoff
 from mxgate.workflow.model import (
     DeliveryResult,
     ProcessInput,
@@ -246,10 +250,18 @@ def _authenticate(
 
 
 def quarantine(request: QuarantineInput, services: Services) -> DeliveryResult:
-    """A message the pipeline could not process: keep it where it is, and say why."""
+    """A message the pipeline could not process: keep it where it is, and say why. When it
+    failed only for now (its retries ran out on a full disk, a busy database, a throttled
+    store), it is processed again later instead, until the delivery lifetime runs out."""
     envelope = request.envelope
     message_id = envelope.message_id if envelope is not None else message_id_of(request.key)
     reason = f"processing failed: {request.error.Error}: {request.error.Cause}"
+    deferrals = services.deferrals
+    if kind_named(request.error.Error) is FailureKind.TRANSIENT and deferrals is not None:
+        later = _process_later(request, message_id, services, deferrals)
+        if later is not None:
+            return later
+        reason = f"gave up processing it for now: {reason}"
     recipients = envelope.recipients if envelope is not None else []
     if envelope is not None and recipients and services.objects.exists(request.bucket, request.key):
         raw = services.objects.get(request.bucket, request.key)
@@ -280,3 +292,46 @@ def quarantine(request: QuarantineInput, services: Services) -> DeliveryResult:
             for s in held
         ],
     )
+
+
+def _process_later(
+    request: QuarantineInput, message_id: str, services: Services, deferrals: Deferrals
+) -> DeliveryResult | None:
+    """Schedule a new execution of the stored message on the deferral schedule of the
+    top-level delivery policy; None once its lifetime has run out. Earlier attempts are the
+    message's own `deferred` events (a delivery's name their recipients)."""
+    policy = services.routes.delivery
+    now = services.clock.now()
+    earlier = [
+        e
+        for e in services.timeline.events(message_id)
+        if e.stage is Stage.DEFERRED and e.recipient is None
+    ]
+    first = earlier[0].at if earlier else now
+    attempts = len(earlier) + 1
+    give_up = first + timedelta(seconds=policy.queue_lifetime)
+    if now >= give_up:
+        return None
+    # one id per attempt: the run of the last one deletes its own record, not this one
+    record_id = f"{message_id}{variant_of(request.key)}#processing#{attempts}"
+    due = min(now + timedelta(seconds=backoff(policy, attempts, record_id)), give_up)
+    deferrals.schedule(
+        DeferredProcessing(
+            record_id=record_id,
+            due_at=due,
+            message_id=message_id,
+            bucket=request.bucket,
+            key=request.key,
+            envelope=request.envelope,
+            first_failed_at=first,
+            attempts=attempts,
+            last_error=request.error.reason,
+        )
+    )
+    services.records.note(
+        message_id,
+        Stage.DEFERRED,
+        f"processing failed for now ({request.error.reason}); attempt {attempts}, next "
+        f"{due.isoformat(timespec='seconds')}, gives up {give_up.isoformat(timespec='seconds')}",
+    )
+    return DeliveryResult(delivery_id=f"{message_id}.processing", results=[])

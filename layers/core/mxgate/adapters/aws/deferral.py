@@ -1,5 +1,6 @@
 """The deferred queue on AWS: an SQS queue with message delays, and the consumer that starts
-a redelivery execution of the state machine when a deferred delivery comes due.
+an execution of the state machine when a record comes due: a redelivery for a deferred
+delivery, a new execution of the stored message (with its envelope) for deferred processing.
 
 SQS delays a message by at most 15 minutes, so a longer wait is a chain: a message that
 arrives before its due time is sent back with the time that is left.
@@ -13,8 +14,8 @@ from typing import TYPE_CHECKING
 from mxgate.adapters.aws.failures import transient_failures
 from mxgate.errors import PermanentError
 from mxgate.ports import Clock
-from mxgate.records import DEFERRED, Deferred, DeferredDelivery
-from mxgate.workflow.model import Redelivery
+from mxgate.records import DEFERRED, Deferred, DeferredDelivery, DeferredProcessing
+from mxgate.workflow.model import ProcessInput, Redelivery
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -33,8 +34,11 @@ class SqsDeferrals:
         self.clock = clock
 
     def schedule(self, record: Deferred) -> None:
-        if not isinstance(record, DeferredDelivery):  # Mail Manager runs the rules on AWS
-            raise PermanentError(f"{record.record_id}: only deliveries are deferred on AWS")
+        # Mail Manager runs the rules on AWS, and Step Functions waits out its own retries
+        if not isinstance(record, (DeferredDelivery, DeferredProcessing)):
+            raise PermanentError(
+                f"{record.record_id}: only deliveries and processing are deferred on AWS"
+            )
         wait = (record.due_at - self.clock.now()).total_seconds()
         with transient_failures(f"SQS deferral {record.record_id}"):
             self.client.send_message(
@@ -64,17 +68,20 @@ class Redeliverer:
         self.clock = clock
 
     def start_due(self, body: str) -> str:
-        """Start the redelivery of one queued record, or send it back if it is early."""
+        """Start the execution one queued record asks for (a redelivery, or the processing of
+        a stored message again), or send the record back if it is early."""
         deferred = DEFERRED.validate_json(body)
-        if not isinstance(deferred, DeferredDelivery):
-            raise PermanentError(f"{deferred.record_id}: not a deferred delivery")
+        if isinstance(deferred, DeferredDelivery):
+            document = Redelivery(deliveries=[deferred.delivery]).model_dump_json()
+        elif isinstance(deferred, DeferredProcessing):
+            document = ProcessInput(
+                bucket=deferred.bucket, key=deferred.key, envelope=deferred.envelope
+            ).model_dump_json()
+        else:
+            raise PermanentError(f"{deferred.record_id}: not deferred work of this runtime")
         if (deferred.due_at - self.clock.now()).total_seconds() > EARLY_SLACK:
             self.deferrals.schedule(deferred)
             return "waiting"
-        name = execution_name(deferred.record_id)
-        self.sfn.start_execution(
-            stateMachineArn=self.state_machine_arn,
-            name=name,
-            input=Redelivery(deliveries=[deferred.delivery]).model_dump_json(),
-        )
+        name = execution_name(deferred.record_id)  # one per attempt: the ids count them
+        self.sfn.start_execution(stateMachineArn=self.state_machine_arn, name=name, input=document)
         return f"started {name}"

@@ -6,8 +6,8 @@ the messages, whose spool files are fsynced and replayed on start; replays are h
 because deliveries are idempotent. A `durable` transaction is fsynced on commit. Within
 `grouped()` (a message's run in a worker), timeline events and idempotency records wait in
 memory for the next transaction or the group's end: one commit where there were several. A
-database
-another process keeps busy past the timeout raises TransientError: the step is retried.
+database another process keeps busy past the timeout, a full disk and an I/O error raise
+TransientError: the step is retried, the mail waits, nothing is quarantined for it.
 """
 
 from __future__ import annotations
@@ -87,18 +87,29 @@ INSERT OR IGNORE INTO recipient_states
     FROM recipient_states_before_key ORDER BY at;
 DROP TABLE recipient_states_before_key;
 """
-_BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+# Primary result codes that say the machine is short of something for now: another process
+# holds the database (after the connection's timeout), the disk is full, the device failed
+# a read or write, memory ran out, the file could not be opened (no descriptor left).
+_FOR_NOW = {
+    sqlite3.SQLITE_BUSY: "busy",
+    sqlite3.SQLITE_LOCKED: "busy",
+    sqlite3.SQLITE_FULL: "full",
+    sqlite3.SQLITE_IOERR: "failing",
+    sqlite3.SQLITE_NOMEM: "out of memory",
+    sqlite3.SQLITE_CANTOPEN: "not openable",
+}
 
 
 @contextmanager
-def _busy_is_transient(what: str) -> Iterator[None]:
-    """SQLITE_BUSY / SQLITE_LOCKED after the connection's timeout: another process holds the
-    database; the state machine retries a TransientError."""
+def _temporary_is_transient(what: str) -> Iterator[None]:
+    """What may pass (`_FOR_NOW`) becomes TransientError, which the state machine retries."""
     try:
         yield
     except sqlite3.OperationalError as error:
-        if getattr(error, "sqlite_errorcode", None) in _BUSY:
-            raise TransientError(f"{what} busy: {error}") from error
+        code = getattr(error, "sqlite_errorcode", None)
+        said = _FOR_NOW.get(code & 0xFF) if code is not None else None  # extended -> primary
+        if said is not None:
+            raise TransientError(f"{what} {said}: {error}") from error
         raise
 
 
@@ -126,7 +137,7 @@ class SqliteDatabase:
             )
             connection.create_function("casefold", 1, str.casefold, deterministic=True)
             try:
-                with _busy_is_transient(self.what):
+                with _temporary_is_transient(self.what):
                     connection.execute("PRAGMA journal_mode=WAL")
                     connection.execute("PRAGMA synchronous=NORMAL")
                     connection.executescript(self.schema)
@@ -168,7 +179,7 @@ class SqliteDatabase:
         commit; the writes waiting for a commit go first. `durable`: fsynced on commit
         (deferred deliveries and dead letters are all that remembers a delivery once the spool
         file is gone)."""
-        with self._lock, _busy_is_transient(self.what):
+        with self._lock, _temporary_is_transient(self.what):
             db = self.db
             if durable:
                 db.execute("PRAGMA synchronous=FULL")
@@ -206,7 +217,7 @@ class SqliteDatabase:
 
     def _read(self, sql: str, parameters: Sequence[object] = ()) -> builtins.list[Any]:
         self._flush()  # a read sees every write made before it
-        with _busy_is_transient(self.what):
+        with _temporary_is_transient(self.what):
             return self.db.execute(sql, parameters).fetchall()
 
 

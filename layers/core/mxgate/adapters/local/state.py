@@ -236,6 +236,26 @@ class SqliteState(StateDatabase):
             )
         return [DEFERRED.validate_json(r[1]) for r in rows]
 
+    def next_due(self) -> datetime | None:
+        """When the queue next has a record to hand out (a leased one: when its lease ends)."""
+        rows = self._read(
+            "SELECT MIN(CASE WHEN leased_until > due_at THEN leased_until ELSE due_at END) "
+            "FROM deferred"
+        )
+        return datetime.fromisoformat(rows[0][0]) if rows and rows[0][0] else None
+
+    def postpone(self, record_id: str, due: datetime) -> None:
+        """A leased record its worker could not run for now: let go, due again at `due`."""
+        with self._transaction(durable=True) as db:
+            row = db.execute("SELECT document FROM deferred WHERE id=?", (record_id,)).fetchone()
+            if row is None:
+                return
+            record = DEFERRED.validate_json(row[0]).model_copy(update={"due_at": due})
+            db.execute(
+                "UPDATE deferred SET due_at=?, leased_until=NULL, document=? WHERE id=?",
+                (utc(due), record.model_dump_json(), record_id),
+            )
+
     def release_leases(self) -> None:
         """On start: nothing runs yet, so every lease belongs to a previous, stopped run."""
         self._write("UPDATE deferred SET leased_until=NULL WHERE leased_until IS NOT NULL", [()])

@@ -75,3 +75,18 @@ def test_a_failed_commit_loses_nothing_waiting(tmp_path: Path) -> None:
         assert store.settle(delivered("a@x.example")) is True  # the retry writes both
     blocker.close()
     assert on_disk(path) == (3, 0, 1)  # created, rules, and the terminal event
+
+
+def test_a_run_that_fails_drops_what_it_had_not_written(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = SqliteState(path)
+
+    def a_run_that_fails() -> None:
+        with store.grouped():
+            store.record(event("rules"))
+            raise TransientError("the disk is full")  # the run is kept and done again
+
+    with pytest.raises(TransientError):
+        a_run_that_fails()
+    assert store.events("m1") == []  # reads work: nothing is left waiting to be written
+    assert on_disk(path) == (0, 0, 0)

@@ -159,14 +159,18 @@ class SqliteDatabase:
     @contextmanager
     def grouped(self) -> Iterator[None]:
         """Group commit: the writes `_later` is given meanwhile go with the next transaction
-        (a terminal state's, say), before any read, or when the block ends."""
+        (a terminal state's, say), before any read, or when the block ends. A block that ends
+        in an error (or cannot write at its end) drops what is still waiting: its run did not
+        finish, it is done again, and writes them again."""
         self._groups += 1
         try:
             yield
+            if self._groups == 1:
+                self._flush()
         finally:
             self._groups -= 1
             if not self._groups:
-                self._flush()
+                self._waiting.clear()
 
     def _flush(self) -> None:
         if self._waiting:

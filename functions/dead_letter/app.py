@@ -8,7 +8,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mxgate.adapters.aws.bootstrap import services
 from mxgate.errors import reported_by_family
-from mxgate.workflow import steps
+from mxgate.workflow.dead_letter import dead_letter
 from mxgate.workflow.model import DeadLetterInput
 
 logger = Logger()
@@ -22,7 +22,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = DeadLetterInput.model_validate(event)
     logger.append_keys(message_id=request.delivery.message.message_id, error=request.error.Error)
     metrics.add_metric(name="DeliveriesDeadLettered", unit=MetricUnit.Count, value=1)
-    result = steps.dead_letter(request, services())
+    result = dead_letter(request, services())
     metrics.add_metric(
         name="RecipientsDeadLettered", unit=MetricUnit.Count, value=len(result.results)
     )

@@ -8,7 +8,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mxgate.adapters.aws.bootstrap import services
 from mxgate.errors import reported_by_family
-from mxgate.workflow import steps
+from mxgate.workflow.defer import defer
 from mxgate.workflow.model import DeferInput
 
 logger = Logger()
@@ -23,7 +23,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.append_keys(
         message_id=request.delivery.message.message_id, destination=request.delivery.destination
     )
-    result = steps.defer(request, services())
+    result = defer(request, services())
     for outcome in ("deferred", "bounced", "dead_lettered"):
         count = sum(1 for r in result.results if r.outcome == outcome)
         if count:

@@ -8,8 +8,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mxgate.adapters.aws.bootstrap import services
 from mxgate.errors import reported_by_family
-from mxgate.workflow import steps
 from mxgate.workflow.model import QuarantineInput
+from mxgate.workflow.process import quarantine
 
 logger = Logger()
 metrics = Metrics()
@@ -22,5 +22,5 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = QuarantineInput.model_validate(event)
     logger.append_keys(object_key=request.key, error=request.error.Error)
     metrics.add_metric(name="MessagesQuarantined", unit=MetricUnit.Count, value=1)
-    result = steps.quarantine(request, services())
+    result = quarantine(request, services())
     return result.model_dump(mode="json")

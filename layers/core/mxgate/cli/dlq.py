@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from mxgate.cli import COMMANDS
 from mxgate.cli.common import add_desk_arguments, cut, desk_of, print_json, table
 from mxgate.desk import redrive_one
 from mxgate.errors import ConfigError, MxgateError
@@ -16,7 +17,7 @@ AWS_NAMES = ["state_table", "defer_queue", "dead_letter_queue"]
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "dlq",
-        help="list, show and redrive dead letters",
+        help=COMMANDS["dlq"].help,
         description="Dead letters are deliveries that could not be completed (a permanent "
         "refusal, a policy, or a deferred delivery that expired without a DSN), and, on this "
         "machine, recipients whose rule actions failed (kind `rules`). `redrive` puts one back "

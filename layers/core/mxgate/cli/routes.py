@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from mxgate.cli import COMMANDS
 from mxgate.cli.common import add_settings_arguments, settings_from
 from mxgate.local.config import load_config
 from mxgate.routing.routes import load_routes, routes_schema
@@ -14,7 +15,7 @@ from mxgate.routing.routes import load_routes, routes_schema
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "routes",
-        help="validate the routes file, or print its JSON Schema",
+        help=COMMANDS["routes"].help,
         description="`check [FILE]` validates a routes file (default: the one config/local.yaml "
         "names) and summarises it; `schema` prints the JSON Schema that "
         "config/routes.schema.json holds (`--output FILE` writes it).",

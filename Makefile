@@ -18,7 +18,7 @@ help:
 	@echo "make run    start the gateway on 127.0.0.1:2525 (Ctrl-C stops it)"
 	@echo "make test   lint, type-check, validate the template and run every test"
 	@echo "make demo   send the sample messages through a fresh gateway and check their outcomes"
-	@echo "make bench  throughput and cost per million messages (prints figures)"
+	@echo "make bench  throughput, latency, concurrency, large messages, cold start and cost (prints figures)"
 
 $(STAMP): requirements-dev.txt layers/core/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -80,7 +80,11 @@ sam-build: $(SAM)
 	else PATH=$(PY313_BIN):$$PATH $(SAM) build --template template.yaml; fi
 
 bench: $(STAMP) system-deps
+	@uptime
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/concurrency.py
+	$(BIN)/python bench/large_message.py
+	$(BIN)/python bench/cold_start.py
 	$(BIN)/python bench/parse_speed.py
 	$(BIN)/python bench/parse_memory.py
 	$(BIN)/python bench/spf_speed.py

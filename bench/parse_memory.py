@@ -177,7 +177,7 @@ def measure(mode: str, home: Path, public_key: str) -> dict[str, float | str]:
         baseline = _status("VmRSS")
         _reset_peak()
         started = time.perf_counter()
-        output = process(ProcessInput(bucket=BUCKET, key=KEY), services)
+        output = process(ProcessInput(bucket=BUCKET, key=KEY, envelope=envelope), services)
         assert output.authentication is not None
         detail = output.authentication.summary()
     seconds = time.perf_counter() - started

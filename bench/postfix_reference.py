@@ -37,6 +37,7 @@ smtp_tls_security_level = none
 smtpd_tls_security_level = none
 default_process_limit = 100
 smtp_destination_concurrency_limit = 20
+delay_logging_resolution_limit = 6
 """
 
 MASTER_CF = """\

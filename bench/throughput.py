@@ -1,4 +1,4 @@
-"""Gateway throughput: Postfix's smtp-source drives `mxgate run` over loopback.
+"""Gateway throughput and latency: Postfix's smtp-source drives `mxgate run` over loopback.
 
 Measured in one run, on this machine, 5 KB messages over 10 sessions by default:
   1. smtp-source -> smtp-sink: the load generator's own ceiling;
@@ -6,235 +6,190 @@ Measured in one run, on this machine, 5 KB messages over 10 sessions by default:
   3. smtp-source -> mxgate -> smtp-sink: the same relay path through mxgate;
   4. smtp-source -> mxgate -> local Maildir mailbox hosts: what `make run` does.
 "accepted" is the rate until smtp-source finishes (each message fsynced before 250);
-"relayed" is the rate until the last message has left the gateway.
+"relayed" is the rate until the last message has left the gateway. The passes alternate
+(Postfix, mxgate to the sink, mxgate to Maildir, then again), `--runs` times; each figure is
+the median, with the spread (max - min), and the ratio is of the medians.
 
-    .venv/bin/python bench/throughput.py [--messages 2000] [--sessions 10] [--size 5120]
+Latency: messages sent at a steady rate (half of Postfix's median relayed rate) over a few
+sessions; for each, the time from its `250` to its delivery, as each gateway records it
+(Postfix: the `delay=` of its `status=sent` line; mxgate: its `accepted` event to the
+recipient's `delivered` state), p50 and p99.
+
+    .venv/bin/python bench/throughput.py [--messages 1000] [--sessions 10] [--size 5120]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
-import signal
-import socket
+import re
+import smtplib
 import sqlite3
-import subprocess
-import sys
-import tempfile
+import statistics
+import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from datetime import datetime
 
-import yaml
-from postfix_reference import postfix_relay, relayed
+from harness import (
+    RECIPIENT,
+    Figures,
+    Gateway,
+    gateways,
+    load,
+    smtp_sink,
+    smtp_source,
+    wait_relayed,
+)
 
-REPO = Path(__file__).resolve().parent.parent
-RECIPIENT = "alice@nutrition.co"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def tool(name: str) -> str:
-    for candidate in (shutil.which(name), f"/usr/sbin/{name}"):
-        if candidate and Path(candidate).exists():
-            return candidate
-    sys.exit(f"{name} not found: install Debian's postfix package (make bench does)")
+LATENCY_SESSIONS = 4
 
 
-def smtp_source(port: int, messages: int, sessions: int, size: int) -> float:
+def drive(gateway: Gateway, args: argparse.Namespace) -> tuple[float, float]:
+    """Send the load; (accepted/s, relayed/s)."""
+    before = gateway.done()
     started = time.perf_counter()
-    subprocess.run(
-        [
-            tool("smtp-source"),
-            "-c",
-            "-l",
-            str(size),
-            "-m",
-            str(messages),
-            "-s",
-            str(sessions),
-            "-f",
-            "bench@load.example",
-            "-t",
-            RECIPIENT,
-            f"127.0.0.1:{port}",
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    return time.perf_counter() - started
+    accepted = smtp_source(gateway.port, args.messages, args.sessions, args.size)
+    relayed_in = wait_relayed(gateway, before + args.messages, started)
+    return args.messages / accepted, args.messages / relayed_in
 
 
-@contextmanager
-def smtp_sink() -> Iterator[int]:
-    port = free_port()
-    as_user = ["-u", "nobody"] if os.geteuid() == 0 else []  # smtp-sink refuses to run as root
-    sink = subprocess.Popen(
-        [tool("smtp-sink"), *as_user, "-c", f"127.0.0.1:{port}", "1000"], stdout=subprocess.DEVNULL
-    )
-    time.sleep(0.3)
-    try:
-        yield port
-    finally:
-        sink.terminate()
-        sink.wait()
-
-
-def drive(port: int, args: argparse.Namespace, done: Callable[[], int]) -> tuple[float, float]:
-    """Send the load; (accepted/s, relayed/s), relayed counted by `done()`."""
-    before = done()
+def paced(port: int, rate: float, count: int, size: int) -> None:
+    """`count` messages at `rate` per second, spread over a few sessions."""
+    body = f"From: bench@load.example\r\nTo: {RECIPIENT}\r\nSubject: latency\r\n\r\n".encode() + (
+        b"x" * 76 + b"\r\n"
+    ) * max(1, (size - 80) // 78)
     started = time.perf_counter()
-    accepted = smtp_source(port, args.messages, args.sessions, args.size)
-    while done() - before < args.messages:
-        if time.perf_counter() - started > 600:
-            sys.exit("not all messages were relayed within 10 minutes")
-        time.sleep(0.02)
-    return args.messages / accepted, args.messages / (time.perf_counter() - started)
+    failures: list[BaseException] = []
+
+    def session(index: int) -> None:
+        try:
+            with smtplib.SMTP("127.0.0.1", port, local_hostname="load.example", timeout=120) as s:
+                for n in range(index, count, LATENCY_SESSIONS):
+                    time.sleep(max(0.0, started + n / rate - time.perf_counter()))
+                    s.sendmail("bench@load.example", [RECIPIENT], body)
+        except (OSError, smtplib.SMTPException) as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=session, args=(i,)) for i in range(LATENCY_SESSIONS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise SystemExit(f"the latency load failed: {failures[0]!r}")
 
 
-def delivered_count(state_db: Path) -> int:
-    if not state_db.exists():
-        return 0
-    with sqlite3.connect(state_db, timeout=30) as db:
-        row = db.execute(
-            "SELECT count(*) FROM recipient_states WHERE outcome='delivered'"
-        ).fetchone()
-    return int(row[0])
+def postfix_delays(gateway: Gateway, offset: int) -> list[float]:
+    assert gateway.maillog is not None
+    with gateway.maillog.open("rb") as log:
+        log.seek(offset)
+        text = log.read().decode(errors="replace")
+    found = []
+    for line in text.splitlines():
+        if "status=sent" in line and (match := re.search(r"\bdelay=([0-9.]+)", line)):
+            found.append(float(match.group(1)))
+    return found
 
 
-@contextmanager
-def quiet_dns(work: Path) -> Iterator[int]:
-    """A DNS server on loopback that knows no sender: authentication answers come from it
-    (NXDOMAIN), never from the network."""
-    zone = work / "zone.txt"
-    zone.write_text('$ORIGIN bench.invalid.\n@ 60 IN TXT "mxgate bench"\n')
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dnslib.zoneresolver",
-            "--zone",
-            str(zone),
-            "--address",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    time.sleep(0.5)
-    try:
-        yield port
-    finally:
-        server.terminate()
-        server.wait()
+def mxgate_delays(gateway: Gateway, since: str) -> list[float]:
+    assert gateway.home is not None
+    with sqlite3.connect(gateway.home / "state.db", timeout=30) as db:
+        rows = db.execute(
+            "SELECT e.at, r.at FROM events e JOIN recipient_states r "
+            "ON r.message_id = e.message_id WHERE e.stage = 'accepted' AND e.at >= ? "
+            "AND r.outcome = 'delivered'",
+            (since,),
+        ).fetchall()
+    return [
+        (datetime.fromisoformat(done) - datetime.fromisoformat(accepted)).total_seconds()
+        for accepted, done in rows
+    ]
 
 
-@contextmanager
-def gateway(
-    work: Path, workers: int, sink_port: int | None, dns_port: int
-) -> Iterator[tuple[int, Path]]:
-    config = yaml.safe_load((REPO / "config" / "local.yaml").read_text())
-    config.update(
-        template=str(REPO / "template.yaml"),
-        samconfig=str(REPO / "samconfig.toml"),
-        routes=str(REPO / "config" / "routes.yaml"),
-        parameters={"IngressTlsPolicy": "OPTIONAL"},
-    )  # smtp-source speaks no STARTTLS
-    config["smtp"]["port"] = 0
-    config["smtp"]["auth_port"] = 0
-    config["dns"] = {"nameservers": ["127.0.0.1"], "port": dns_port, "timeout": 2}
-    for host in config["mailbox_hosts"].values():
-        host.update({"port": sink_port, "external": True} if sink_port else {"port": 0})
-    (work / "local.yaml").write_text(yaml.safe_dump(config))
-    home = work / "home"
-    env = {
-        **os.environ,
-        "MXGATE_HOME": str(home),
-        "MXGATE_CONFIG": str(work / "local.yaml"),
-        "MXGATE_WORKERS": str(workers),
-        "MXGATE_LOG_LEVEL": "WARNING",
-    }
-    with (work / "gateway.out").open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mxgate", "run"],
-            cwd=work,  # its run file goes there, not into the repository
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        ports_file = home / "run" / "ports.json"
-        while not ports_file.exists():
-            if process.poll() is not None:
-                sys.exit(f"the gateway did not start: {(work / 'gateway.out').read_text()}")
-            time.sleep(0.05)
-        port = json.loads(ports_file.read_text())["smtp"]
-        smtp_source(port, 20, 2, 1000)  # warm up: the workers start on first use
-        while delivered_count(home / "state.db") < 20:
-            time.sleep(0.05)
-        yield port, home / "state.db"
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=120)
-
-
-def line(
-    label: str, accepted: float, relayed_rate: float, reference: tuple[float, float] | None
-) -> None:
-    ratio = (
-        f"  ({accepted / reference[0]:.2f} / {relayed_rate / reference[1]:.2f} of Postfix)"
-        if reference
-        else ""
-    )
-    print(
-        f"  {label:<44} accepted {accepted:6.0f} msg/s   relayed {relayed_rate:6.0f} msg/s{ratio}",
-        flush=True,
-    )
+def latency(gateway: Gateway, rate: float, seconds: float, size: int) -> tuple[float, float]:
+    """(p50, p99) seconds from 250 to delivered, for messages sent at `rate` for `seconds`."""
+    count = max(20, int(rate * seconds))
+    before = gateway.done()
+    offset = gateway.maillog.stat().st_size if gateway.maillog else 0
+    since = datetime.now().astimezone().isoformat()
+    started = time.perf_counter()
+    paced(gateway.port, rate, count, size)
+    wait_relayed(gateway, before + count, started, limit=120)
+    delays = postfix_delays(gateway, offset) if gateway.maillog else mxgate_delays(gateway, since)
+    delays.sort()
+    p99 = delays[min(len(delays) - 1, int(len(delays) * 0.99))]
+    return statistics.median(delays), p99
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--sessions", type=int, default=10)
     parser.add_argument("--size", type=int, default=5120)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--runs", type=int, default=3, help="alternating passes (default 3)")
+    parser.add_argument("--latency-seconds", type=float, default=4.0)
     args = parser.parse_args()
     print(
         f"{args.messages} messages of {args.size} bytes, {args.sessions} sessions, loopback, "
-        f"{os.cpu_count()} cores, {args.workers} mxgate workers",
+        f"{args.workers} mxgate workers, median (spread) of {args.runs} alternating passes; "
+        f"{load()}",
         flush=True,
     )
     with smtp_sink() as sink_port:
         ceiling = args.messages / smtp_source(sink_port, args.messages, args.sessions, args.size)
-        print(f"  {'smtp-source -> smtp-sink (load ceiling)':<44} {ceiling:6.0f} msg/s", flush=True)
-        reference: tuple[float, float] | None = None
-        if os.geteuid() == 0:
-            port = free_port()
-            with postfix_relay(port, sink_port) as maillog:
-                reference = drive(port, args, lambda: relayed(maillog))
-            line("Postfix -> smtp-sink (reference)", *reference, None)
-        else:
-            print("  Postfix reference skipped: it needs root")
-        for label, target in (
-            ("mxgate -> smtp-sink", sink_port),
-            ("mxgate -> Maildir mailbox hosts", None),
-        ):
-            with (
-                tempfile.TemporaryDirectory(prefix="mxgate-bench-") as work,
-                quiet_dns(Path(work)) as dns_port,
-                gateway(Path(work), args.workers, target, dns_port) as (port, state_db),
-            ):
-                line(label, *drive(port, args, lambda db=state_db: delivered_count(db)), reference)
+        print(f"  {'smtp-source -> smtp-sink (load ceiling)':<34} {ceiling:6.0f} msg/s", flush=True)
+        with gateways(sink_port, workers=args.workers) as (reference, to_sink, to_maildir):
+            targets = [g for g in (reference, to_sink, to_maildir) if g is not None]
+            accepted = {g.label: Figures() for g in targets}
+            relayed = {g.label: Figures() for g in targets}
+            for _ in range(args.runs):
+                for gateway in targets:
+                    a, r = drive(gateway, args)
+                    accepted[gateway.label].add(a)
+                    relayed[gateway.label].add(r)
+            base = relayed[reference.label].median if reference else None
+            base_accepted = accepted[reference.label].median if reference else None
+            for gateway in targets:
+                a, r = accepted[gateway.label], relayed[gateway.label]
+                ratio = (
+                    f"  {a.median / base_accepted:.2f}x / {r.median / base:.2f}x Postfix"
+                    if base and base_accepted and gateway is not reference
+                    else ""
+                )
+                print(
+                    f"  {gateway.label:<34} accepted {a.median:5.0f} ({a.spread:4.0f}) msg/s"
+                    f"   relayed {r.median:5.0f} ({r.spread:4.0f}) msg/s{ratio}",
+                    flush=True,
+                )
+            if reference is None:
+                print("  Postfix reference skipped: it needs root")
+            rate = (base or relayed[to_sink.label].median) / 2
+            print(
+                f"latency from 250 to delivered at {rate:.0f} msg/s (half of Postfix's relayed "
+                f"rate), {args.latency_seconds:.0f} s of {args.size}-byte messages over "
+                f"{LATENCY_SESSIONS} sessions",
+                flush=True,
+            )
+            p50s = {g.label: Figures() for g in targets}
+            p99s = {g.label: Figures() for g in targets}
+            for _ in range(args.runs):
+                for gateway in targets:
+                    p50, p99 = latency(gateway, rate, args.latency_seconds, args.size)
+                    p50s[gateway.label].add(p50)
+                    p99s[gateway.label].add(p99)
+            for gateway in targets:
+                p50, p99 = p50s[gateway.label], p99s[gateway.label]
+                ratio = ""
+                if reference is not None and gateway is not reference:
+                    ref50, ref99 = p50s[reference.label].median, p99s[reference.label].median
+                    ratio = f"  {p50.median / ref50:.2f}x / {p99.median / ref99:.2f}x Postfix"
+                print(
+                    f"  {gateway.label:<34} p50 {p50.median * 1000:7.1f} ({p50.spread * 1000:5.1f}) "
+                    f"ms   p99 {p99.median * 1000:7.1f} ({p99.spread * 1000:5.1f}) ms{ratio}",
+                    flush=True,
+                )
+    print(f"  ({load()} at the end)")
 
 
 if __name__ == "__main__":

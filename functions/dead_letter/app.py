@@ -9,8 +9,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mxgate.adapters.aws.bootstrap import services
 from mxgate.errors import reported_by_family
-from mxgate.workflow import steps
-from mxgate.workflow.model import DeadLetterInput
+from mxgate.workflow.dead_letter import dead_letter
+from mxgate.workflow.model import DEAD_LETTER_INPUT, DeadLetterInput
+from mxgate.workflow.unprocessed import dead_letter_processing
 
 logger = Logger()
 metrics = Metrics()
@@ -20,15 +21,16 @@ metrics = Metrics()
 @metrics.log_metrics
 @reported_by_family
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    request = steps.DEAD_LETTER_INPUT.validate_python(event)
+    request = DEAD_LETTER_INPUT.validate_python(event)
+    logger.append_keys(error=request.error.Error)
     if isinstance(request, DeadLetterInput):
         logger.append_keys(message_id=request.delivery.message.message_id)
         metrics.add_metric(name="DeliveriesDeadLettered", unit=MetricUnit.Count, value=1)
+        result = dead_letter(request, services())
     else:
         logger.append_keys(object_key=request.stored.key)
         metrics.add_metric(name="MessagesDeadLettered", unit=MetricUnit.Count, value=1)
-    logger.append_keys(error=request.error.Error)
-    result = steps.dead_letter(request, services())
+        result = dead_letter_processing(request, services())
     metrics.add_metric(
         name="RecipientsDeadLettered", unit=MetricUnit.Count, value=len(result.results)
     )

@@ -9,8 +9,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mxgate.adapters.aws.bootstrap import services
 from mxgate.errors import reported_by_family
-from mxgate.workflow import steps
-from mxgate.workflow.model import DeferInput
+from mxgate.workflow.defer import defer
+from mxgate.workflow.model import DEFER_INPUT, DeferInput
+from mxgate.workflow.unprocessed import defer_processing
 
 logger = Logger()
 metrics = Metrics()
@@ -20,16 +21,17 @@ metrics = Metrics()
 @metrics.log_metrics
 @reported_by_family
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    request = steps.DEFER_INPUT.validate_python(event)
+    request = DEFER_INPUT.validate_python(event)
     if isinstance(request, DeferInput):
         logger.append_keys(
             message_id=request.delivery.message.message_id,
             destination=request.delivery.destination,
         )
+        result = defer(request, services())
     else:
         logger.append_keys(object_key=request.stored.key, error=request.error.Error)
         metrics.add_metric(name="ProcessingDeferred", unit=MetricUnit.Count, value=1)
-    result = steps.defer(request, services())
+        result = defer_processing(request, services())
     for outcome in ("deferred", "bounced", "dead_lettered"):
         count = sum(1 for r in result.results if r.outcome == outcome)
         if count:

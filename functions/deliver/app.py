@@ -8,7 +8,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mxgate.adapters.aws.bootstrap import services
 from mxgate.errors import reported_by_family
-from mxgate.workflow import steps
+from mxgate.workflow.deliver import deliver
 from mxgate.workflow.model import DeliverInput
 
 logger = Logger()
@@ -24,6 +24,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         message_id=request.delivery.message.message_id, destination=request.delivery.destination
     )
     metrics.add_metric(name="DeliveryAttempts", unit=MetricUnit.Count, value=1)
-    result = steps.deliver(request, services())
+    result = deliver(request, services())
     metrics.add_metric(name="RecipientsDelivered", unit=MetricUnit.Count, value=len(result.results))
     return result.model_dump(mode="json")

@@ -12,8 +12,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mxgate.adapters.aws.bootstrap import services
 from mxgate.errors import reported_by_family
-from mxgate.workflow import steps
 from mxgate.workflow.model import ProcessInput
+from mxgate.workflow.process import process
 
 logger = Logger()
 metrics = Metrics()
@@ -26,7 +26,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric(name="MessagesRead", unit=MetricUnit.Count, value=1)  # failures included
     request = ProcessInput.model_validate(event)
     logger.append_keys(object_key=request.key)
-    result = steps.process(request, services())
+    result = process(request, services())
     metrics.add_metric(
         name="DeliveriesPlanned", unit=MetricUnit.Count, value=len(result.deliveries)
     )

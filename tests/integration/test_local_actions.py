@@ -301,6 +301,7 @@ class Harness:
         # what the pipeline needs of a worker: the rule set, and a workflow that records starts
         self.worker = SimpleNamespace(
             mail_manager=self.service,
+            state=self.state,  # its writes grouped per run (group commit)
             workflow=SimpleNamespace(start=lambda bucket, key: self.started.append((bucket, key))),
         )
         self.count = 0

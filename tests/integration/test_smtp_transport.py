@@ -1,4 +1,5 @@
-"""The SMTP transport against a real SMTP server on loopback."""
+"""The SMTP transport against a real SMTP server on loopback, one that offers PIPELINING (the
+transport then sends MAIL, RCPT and DATA in one write) and one that does not."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from tests.support import free_port
 
 
 class Recorder:
-    def __init__(self) -> None:
+    def __init__(self, pipelining: bool) -> None:
         self.messages: list[tuple[str, list[str], bytes]] = []
         self.sessions = 0
+        self.pipelining = pipelining
 
     async def handle_HELO(
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str
@@ -32,6 +34,8 @@ class Recorder:
     ) -> list[str]:
         self.sessions += 1
         session.host_name = hostname
+        if self.pipelining:
+            return [*responses[:-1], "250-PIPELINING", responses[-1]]
         return responses
 
     async def handle_RCPT(
@@ -51,9 +55,9 @@ class Recorder:
         return "250 2.0.0 queued"
 
 
-@pytest.fixture
-def server() -> Iterator[tuple[Recorder, int]]:
-    recorder = Recorder()
+@pytest.fixture(params=[True, False], ids=["pipelining", "one-by-one"])
+def server(request: pytest.FixtureRequest) -> Iterator[tuple[Recorder, int]]:
+    recorder = Recorder(pipelining=request.param)
     controller = Controller(recorder, hostname="127.0.0.1", port=free_port(), enable_SMTPUTF8=True)
     controller.start()
     try:
@@ -84,6 +88,24 @@ def test_per_recipient_results_and_connection_reuse(server):
     assert (sender, rcpts) == ("s@shop.example", ["ok@x.example"])
     assert raw == b"Subject: a\r\n\r\nbare LF body\r\n"  # CRLF on the wire
     assert bounce_sender == "<>"  # the null sender (MAIL FROM:<>) passes through
+
+
+def test_a_refused_transaction_leaves_the_connection_ready_and_dots_go_through(server):
+    recorder, port = server
+    transport = SmtpTransport(SmtpTarget("127.0.0.1", port))
+    body = b"Subject: dots\r\n\r\n.leading dot\r\n..two\r\n.\r\nlast"
+    try:
+        refused = transport.send("s@shop.example", ["busy@x.example", "gone@x.example"], body)
+        delivered = transport.send("s@shop.example", ["ok@x.example"], body)
+    finally:
+        transport.close()
+    assert refused["busy@x.example"].transient
+    assert not refused["gone@x.example"].transient
+    assert delivered["ok@x.example"].ok
+    assert recorder.sessions == 1
+    ((_, rcpts, raw),) = recorder.messages
+    assert rcpts == ["ok@x.example"]
+    assert raw == body + b"\r\n"  # unstuffed by the server as sent; the last line ended
 
 
 def test_smtputf8_and_8bit(server):

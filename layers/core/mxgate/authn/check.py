@@ -4,6 +4,7 @@ over both, and the ARC chain. Reads the message once, as a stream."""
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -82,9 +83,18 @@ def check_signatures(
     )
 
 
+_Checked = tuple[str, str, str, str, str]  # message id, SHA-256, client IP, MAIL FROM, HELO
+
+
 class Authenticator:
     """Checks senders through one resolver (cached, as the composition root builds it); with a
-    sealer, also seals what it found as the gateway's ARC set."""
+    sealer, also seals what it found as the gateway's ARC set.
+
+    It keeps its last `remember` results by the message's ingress id and the envelope facts
+    checked, so a message the rule set checked before the rules is not checked again by the
+    Process step moments later on the same machine (its verdicts are about the message as
+    received, not the fields our rules added). With a sealer, by the SHA-256 of the bytes
+    too: the seal signs the header fields of the message it is delivered with."""
 
     def __init__(
         self,
@@ -93,27 +103,45 @@ class Authenticator:
         *,
         clock: Clock | None = None,
         sealer: Sealer | None = None,
+        remember: int = 0,
     ) -> None:
         self.resolver = resolver
         self.authserv_id = authserv_id
         self.clock = clock or SystemClock()  # signature expiry (x=), the seal's t=
         self.sealer = sealer
+        self.remember = remember
+        self._checked: OrderedDict[_Checked, tuple[Authentication, Signatures]] = OrderedDict()
 
     def authenticate(
-        self, message: BinaryIO, *, client_ip: str, mail_from: str, helo: str
+        self,
+        message: BinaryIO,
+        *,
+        client_ip: str,
+        mail_from: str,
+        helo: str,
+        message_id: str = "",
+        sha256: str = "",
     ) -> Authentication:
-        authentication, _ = self._authenticate(
-            message, client_ip=client_ip, mail_from=mail_from, helo=helo, seal=False
+        """`message_id`, `sha256`: the message's ingress id and digest, if known (`remember`)."""
+        authentication, _ = self._remembered(
+            message, (message_id, sha256, client_ip, mail_from, helo)
         )
         return authentication
 
     def trace_fields(
-        self, message: BinaryIO, *, client_ip: str, mail_from: str, helo: str
+        self,
+        message: BinaryIO,
+        *,
+        client_ip: str,
+        mail_from: str,
+        helo: str,
+        message_id: str = "",
+        sha256: str = "",
     ) -> tuple[Authentication, list[tuple[str, str]]]:
         """The results, and the fields to put on top of the message when it is delivered:
         the gateway's ARC set (with a sealer), then Authentication-Results (RFC 8601 5)."""
-        authentication, signatures = self._authenticate(
-            message, client_ip=client_ip, mail_from=mail_from, helo=helo, seal=True
+        authentication, signatures = self._remembered(
+            message, (message_id, sha256, client_ip, mail_from, helo)
         )
         value = authentication_results(authentication)
         fields = [(RESULTS_HEADER, value)]
@@ -129,14 +157,32 @@ class Authenticator:
             fields = [(n.decode(), v.decode().strip()) for n, v in arc_set] + fields
         return authentication, fields
 
+    def _remembered(
+        self, message: BinaryIO, checked: _Checked
+    ) -> tuple[Authentication, Signatures]:
+        message_id, sha256, client_ip, mail_from, helo = checked
+        if self.sealer is None:
+            checked = (message_id, "", client_ip, mail_from, helo)
+        remembered = bool(self.remember and message_id and (sha256 or self.sealer is None))
+        if remembered:
+            found = self._checked.get(checked)
+            if found is not None:
+                return found
+        result = self._authenticate(message, client_ip=client_ip, mail_from=mail_from, helo=helo)
+        if remembered:
+            self._checked[checked] = result
+            while len(self._checked) > self.remember:
+                self._checked.popitem(last=False)
+        return result
+
     def _authenticate(
-        self, message: BinaryIO, *, client_ip: str, mail_from: str, helo: str, seal: bool
+        self, message: BinaryIO, *, client_ip: str, mail_from: str, helo: str
     ) -> tuple[Authentication, Signatures]:
         signatures = check_signatures(
             message,
             self.resolver,
             now=self.clock.now().timestamp(),
-            seal=seal and self.sealer is not None,
+            seal=self.sealer is not None,  # the seal's body hash comes with the same pass
         )
         spf_mail_from = check_mail_from(self.resolver, client_ip, mail_from, helo)
         spf_helo = check_helo(self.resolver, client_ip, helo)

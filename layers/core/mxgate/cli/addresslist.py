@@ -13,6 +13,7 @@ import argparse
 import csv
 from pathlib import Path
 
+from mxgate.cli import COMMANDS
 from mxgate.cli.common import (
     add_aws_arguments,
     add_settings_arguments,
@@ -33,7 +34,7 @@ from mxgate.routing.recipients import DIRECTORY, sync_directory
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "address-list",
-        help="add, remove, list or import the members of the template's address lists",
+        help=COMMANDS["address-list"].help,
         description="Manage the local members of the template's AWS::SES::MailManagerAddressList "
         "resources. LIST is the resource's logical id (or its AddressListName). An entry is an "
         "address or a pattern with * wildcards, such as *@example.com.",

@@ -22,6 +22,7 @@ from mxgate.archive.query import (
     query_terms,
     retention_cutoff,
 )
+from mxgate.cli import COMMANDS
 from mxgate.cli.common import (
     add_aws_arguments,
     add_settings_arguments,
@@ -46,7 +47,7 @@ EXPORT_PREFIX = "exports/"  # where an export job writes in the raw-mail bucket,
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "archive",
-        help="search, read, export and purge archived mail",
+        help=COMMANDS["archive"].help,
         description="What the rule set's Archive action stored. Searches have Mail Manager's "
         "meaning: each filter is a case-insensitive substring (CONTAINS), every filter given "
         "must hold, a filter repeated is an alternative, at most 1,000 results. "

@@ -19,6 +19,7 @@ from mxgate.authn.model import Authentication, SpfCheck
 from mxgate.authn.resolver import CachingResolver
 from mxgate.authn.results import authentication_results
 from mxgate.authn.spf import check_helo, check_mail_from
+from mxgate.cli import COMMANDS
 from mxgate.cli.common import print_json, settings_from, table
 from mxgate.errors import PermanentError
 
@@ -62,7 +63,7 @@ def _envelope_arguments(parser: argparse.ArgumentParser) -> None:
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "auth",
-        help="check one sender: SPF, or a message's SPF, DKIM, DMARC and ARC",
+        help=COMMANDS["auth"].help,
         description="Ask what the gateway thinks of a sender, with the gateway's own "
         "evaluators. Results are in RFC 7208 / RFC 8601 words (pass, fail, softfail, neutral, "
         "none, temperror, permerror, policy).",

@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from mxgate.adapters.dns import DnsPythonResolver
+from mxgate.cli import COMMANDS
 from mxgate.cli.common import add_aws_arguments, add_settings_arguments, print_json, settings_from
 from mxgate.cli.cutover import (
     CHECK_SENDER,
@@ -45,7 +46,7 @@ def host_port(text: str) -> tuple[str, int]:
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "check",
-        help="the cutover checklist: DNS, the ingress, the deployed stack (pass/warn/fail)",
+        help=COMMANDS["check"].help,
         description="Check a domain for the cutover to the gateway: its MX (and the "
         "application subdomain's) against the ingress point, SPF (never the gateway or a "
         "shared SES range; still the company's senders), DMARC and DKIM; with --smtp the "

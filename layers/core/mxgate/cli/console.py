@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mxgate.cli import COMMANDS
 from mxgate.cli.common import add_desk_arguments, desk_of
 from mxgate.local.bootstrap import is_loopback
 
@@ -15,7 +16,7 @@ AWS_NAMES = ["state_table", "defer_queue", "dead_letter_queue", "archive_id"]
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "console",
-        help="the web console: recent mail, timelines, archive, quarantine, dead letters, mailboxes",
+        help=COMMANDS["console"].help,
         description="Serve the operators' web console on 127.0.0.1 (nothing listens beyond "
         "loopback unless --host says so). Every page needs the random token printed with the "
         "URL. With --aws it runs here, against the deployed stack's table, queues, bucket and "

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from mxgate.adapters.local.maildir import Maildir
 from mxgate.adapters.local.state import SqliteState
+from mxgate.cli import COMMANDS
 from mxgate.cli.common import add_settings_arguments, print_json, settings_from, table
 from mxgate.cli.demo_traffic import DemoMessage, demo_traffic
 from mxgate.errors import ConfigError
@@ -69,7 +70,7 @@ class Row:
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "demo",
-        help="send the sample messages through a fresh gateway and check their outcomes",
+        help=COMMANDS["demo"].help,
         description="Start a gateway on free loopback ports with its state under HOME/demo, send "
         "each events/mail/*.eml with the envelope from its .expected.json over SMTP (STARTTLS), "
         "wait until every recipient reaches its terminal state, and print where each landed. "

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from mxgate.cli import COMMANDS
 from mxgate.cli.common import add_desk_arguments, cut, desk_of, print_json, table
 from mxgate.desk import Desk, redrive_one
 from mxgate.errors import ConfigError, MxgateError
@@ -21,7 +22,7 @@ STRANDED = "deferred-queue"  # the kind of a record in the deferred queue's dead
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "dlq",
-        help="list, show and redrive dead letters",
+        help=COMMANDS["dlq"].help,
         description="Dead letters are deliveries that could not be completed (a permanent "
         "refusal, a policy, or a deferred delivery that expired without a DSN), and, on this "
         "machine, recipients whose rule actions failed (kind `rules`). `redrive` puts one back "

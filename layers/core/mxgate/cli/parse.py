@@ -8,6 +8,7 @@ from typing import Any
 
 from mxgate.authn.check import Authenticator
 from mxgate.authn.results import authentication_results
+from mxgate.cli import COMMANDS
 from mxgate.cli.auth import describe_authentication
 from mxgate.cli.common import add_settings_arguments, print_json, settings_from, table
 from mxgate.errors import ConfigError, PermanentError
@@ -23,7 +24,7 @@ LINE_WIDTH = 160
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "parse",
-        help="show what the gateway understands of a message file",
+        help=COMMANDS["parse"].help,
         description="Parse FILE (a raw RFC 5322 message) as the pipeline does: addresses, "
         "subject, message id, the first lines of each body, attachments and defects. With "
         "--auth, also check SPF, DKIM and DMARC through the DNS configured in the local "

@@ -7,6 +7,7 @@ import argparse
 import sys
 from typing import Any
 
+from mxgate.cli import COMMANDS
 from mxgate.cli.common import add_desk_arguments, cut, desk_of, moment_argument, print_json, table
 from mxgate.clock import SystemClock
 from mxgate.desk import delete_message, release_message
@@ -21,7 +22,7 @@ AWS_NAMES = ["state_table", "defer_queue"]
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "quarantine",
-        help="list, read, release and delete quarantined mail",
+        help=COMMANDS["quarantine"].help,
         description="Messages the gateway held: a quarantine rule of the routes file matched "
         "(an executable attachment, a DMARC reject), no route took a recipient, or the message "
         "could not be understood. `release` sends a message on to its delivery through the "

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from mxgate.cli import COMMANDS
 from mxgate.cli.common import add_settings_arguments, settings_from
 from mxgate.cli.rules import template_and_parameters, template_arguments
 from mxgate.local.config import load_config
@@ -17,7 +18,7 @@ from mxgate.routing.routes import load_checked_routes, routes_schema
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "routes",
-        help="validate the routes file, or print its JSON Schema",
+        help=COMMANDS["routes"].help,
         description="`check [FILE]` validates a routes file (default: the one config/local.yaml "
         "names) with the template's parameter values filled in, checks its domains against the "
         "ones the template's traffic policy accepts, and summarises it; `schema` prints the "

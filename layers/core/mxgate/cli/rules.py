@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mxgate.cli import COMMANDS
 from mxgate.cli.common import (
     add_message_arguments,
     add_settings_arguments,
@@ -42,7 +43,7 @@ MAX_CONDITION_COMBINATIONS = 16
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "rules",
-        help="explain a message's path through the traffic policy and rule set; check them",
+        help=COMMANDS["rules"].help,
         description="Explain or check the template's Mail Manager traffic policy and rule set.",
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)

@@ -11,6 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from mxgate.cli import COMMANDS
 from mxgate.cli.common import add_settings_arguments, settings_from
 from mxgate.errors import EXIT_CODE, ConfigError, FailureKind, MxgateError
 from mxgate.local.bootstrap import Bootstrap
@@ -32,7 +33,7 @@ log = logging.getLogger("mxgate.run")
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "run",
-        help="start the gateway on this machine (Ctrl-C stops it)",
+        help=COMMANDS["run"].help,
         description="Start the SMTP ingress, the Mail Manager emulator, the workflow workers and "
         "the local mailbox hosts, configured by the template and the local configuration. "
         f"While it runs, {RUN_FILE} in this directory names its home, so the other commands "

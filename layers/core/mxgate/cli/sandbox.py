@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mxgate.cli import COMMANDS
 from mxgate.cli.common import (
     add_message_arguments,
     add_settings_arguments,
@@ -34,7 +35,7 @@ LISTEN_HOME = "sandbox"  # under $MXGATE_HOME: the sandbox keeps its files apart
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "sandbox",
-        help="the deployed stack on one machine: moto, the real handlers, the Mail Manager path",
+        help=COMMANDS["sandbox"].help,
         description="The AWS side before deploying it: the template's resources in moto, its "
         "ingress points on loopback, its rule sets acting on them (WriteToS3 into S3, "
         "InvokeLambda to the real handlers), the state machine in moto's interpreter, and "

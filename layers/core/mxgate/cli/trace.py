@@ -6,6 +6,7 @@ import argparse
 from collections import Counter
 
 from mxgate.adapters.local.state import SqliteState, Waiting
+from mxgate.cli import COMMANDS
 from mxgate.cli.common import (
     add_settings_arguments,
     moment_argument,
@@ -29,7 +30,7 @@ MAX_FOUND = 1000  # the most matches a tracking search returns (TraceQuery.limit
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "trace",
-        help="show what happened to a message (or list recent messages)",
+        help=COMMANDS["trace"].help,
         description="Without MESSAGE-ID, list recent messages with their outcome (or, with "
         "--from, --to, --subject, --since, --until or --outcome, the messages that match); with "
         "one (or a unique prefix), show its timeline: accepted, rules, stored, parsed, "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import smtplib
+import socket
 import ssl
 import threading
 from collections.abc import Mapping, Sequence
@@ -23,8 +24,18 @@ _BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
 def to_crlf(raw: bytes) -> bytes:
-    """SMTP requires CRLF; DKIM canonicalises to CRLF too, so this never breaks a signature."""
+    """SMTP requires CRLF; DKIM canonicalises to CRLF too, so this never breaks a signature.
+    A message with no bare LF (the usual one) comes back as it is, found so by two counts (the
+    regular expression alone takes tens of milliseconds a megabyte)."""
+    if raw.count(b"\n") == raw.count(b"\r\n"):
+        return raw
     return _BARE_LF.sub(b"\r\n", raw)
+
+
+def dot_stuffed(message: bytes) -> bytes:
+    """A CRLF message with each line's leading dot doubled (RFC 5321 4.5.2 transparency)."""
+    stuffed = message.replace(b"\n.", b"\n..") if b"\n." in message else message
+    return b"." + stuffed if stuffed.startswith(b".") else stuffed
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,10 @@ class SmtpTransport:
             source_address=(target.source_address, 0) if target.source_address else None,
         )
         try:
+            # the message and its final dot go as two writes: without this, Nagle's algorithm
+            # holds the dot until the host acknowledges the message (a delayed ACK, 40 ms)
+            if client.sock is not None:
+                client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client.ehlo()
             if target.starttls:
                 if not client.has_extn("starttls"):
@@ -125,6 +140,8 @@ class SmtpTransport:
             options.append("BODY=8BITMIME")
         if client.has_extn("smtputf8") and not all(a.isascii() for a in (sender, *recipients)):
             options.append("SMTPUTF8")
+        if client.has_extn("pipelining"):
+            return self._pipelined(client, sender, options, recipients, raw)
         code, reply = client.mail(sender, options)
         if code != 250:
             client.rset()
@@ -143,6 +160,51 @@ class SmtpTransport:
             client.rset()
             return results
         code, reply = client.data(to_crlf(raw))
+        for recipient in accepted:
+            results[recipient] = SendResult(
+                ok=code == 250, transient=code < 500, detail=_reply(code, reply)
+            )
+        return results
+
+    @staticmethod
+    def _pipelined(
+        client: smtplib.SMTP,
+        sender: str,
+        options: list[str],
+        recipients: Sequence[str],
+        raw: bytes,
+    ) -> Mapping[str, SendResult]:
+        """MAIL, every RCPT and DATA in one write, then their replies in order (RFC 2920):
+        one round trip instead of two and one per recipient. The message goes as it is
+        (CRLF lines, leading dots doubled), in two writes, never copied once more."""
+        commands = [f"MAIL FROM:{smtplib.quoteaddr(sender)} {' '.join(options)}".rstrip()]
+        commands += [f"RCPT TO:{smtplib.quoteaddr(r)}" for r in recipients]
+        encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
+        client.send(("\r\n".join([*commands, "DATA"]) + "\r\n").encode(encoding))
+        mail = client.getreply()
+        results: dict[str, SendResult] = {}
+        accepted = []
+        for recipient in recipients:
+            code, reply = client.getreply()
+            if mail[0] != 250:  # each RCPT after a refused MAIL fails with it
+                code, reply = mail
+            if code in (250, 251):
+                accepted.append(recipient)
+            else:
+                results[recipient] = SendResult(
+                    ok=False, transient=code < 500, detail=_reply(code, reply)
+                )
+        code, reply = client.getreply()  # to DATA
+        if code == 354:
+            if accepted:
+                body = dot_stuffed(to_crlf(raw))
+                client.send(body)
+                client.send(b".\r\n" if body.endswith(b"\r\n") else b"\r\n.\r\n")
+            else:  # no recipient, yet the server waits for the message: end it, empty
+                client.send(b".\r\n")
+            code, reply = client.getreply()
+        else:  # the transaction failed before its message: start the next one afresh
+            client.rset()
         for recipient in accepted:
             results[recipient] = SendResult(
                 ok=code == 250, transient=code < 500, detail=_reply(code, reply)

@@ -346,7 +346,7 @@ class Bootstrap:
             ),
             logs=self.logs(),
             locks=paths.home / "locks",
-            authenticator=Authenticator(resolver, self.settings.hostname, clock=clock),
+            authenticator=services.authenticator,  # one check a message, shared with Process
         )
         return Worker(
             setup,

@@ -37,6 +37,10 @@ from mxgate.records import Envelope, Stage
 log = logging.getLogger("mxgate.ingress")
 
 MAX_RECIPIENTS = 100  # Mail Manager's limit per message
+# Messages of an ingress point read into memory at once. A session beyond them waits before
+# its 354 (it is not refused), so the ingress's memory grows with the message size, not with
+# the number of sessions (docs/benchmarks.md, "Concurrency and memory").
+MESSAGES_IN_MEMORY = 32
 _TLS_NAMES = {"TLSv1": "TLS1_0", "TLSv1.1": "TLS1_1", "TLSv1.2": "TLS1_2", "TLSv1.3": "TLS1_3"}
 
 
@@ -55,6 +59,7 @@ def ingress_session(
         handler,
         gate=defences.gate,
         guard=defences.guard,
+        data_slots=handler.data_slots,
         timeout=defences.limits.idle_timeout,
         data_timeout=defences.limits.data_timeout,
         hostname=hostname,
@@ -152,6 +157,7 @@ class IngressHandler:
         self.logs = logs
         self.clock = clock
         self.submit = submit
+        self.data_slots = asyncio.Semaphore(MESSAGES_IN_MEMORY)
 
     async def handle_EHLO(  # noqa: N802 -- aiosmtpd's hook name
         self,

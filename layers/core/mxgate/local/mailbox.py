@@ -7,11 +7,21 @@ gateway used can be seen. A file `<root>/<host>/.reply` holding an SMTP reply (f
 `<root>/<host>/.reply-<recipient>` refuses one recipient: the failure tests use these to play
 an outage or an unknown user without stopping the server. A copy that cannot be stored (a
 full disk) is answered `452 4.3.1`, as a provider answers when its storage fails: try later.
+
+`mxgate run` serves them in a process of their own (`serve_hosts`), so their sessions and
+file writes never share the ingress's event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from functools import partial
 from pathlib import Path
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -36,6 +46,18 @@ class MaildirHandler:
             except FileNotFoundError:
                 continue
         return None
+
+    async def handle_EHLO(  # noqa: N802 -- aiosmtpd's hook name
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        """PIPELINING, as Workspace and 365 offer it (aiosmtpd reads commands in order)."""
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
     async def handle_RCPT(  # noqa: N802 -- aiosmtpd's hook name
         self,
@@ -85,3 +107,41 @@ def mailbox_session(handler: MaildirHandler) -> SMTP:
         data_size_limit=None,
         ident="mxgate mailbox host",
     )
+
+
+def serve_hosts(root: Path, hosts: dict[str, int]) -> None:
+    """The mailbox hosts in a process of their own (`python -m mxgate.local.mailbox`): each
+    listens on its port in `hosts` (0: a free one), the ports taken are printed as one line of
+    JSON, and they serve until the process is ended or the gateway that started it is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the gateway decides
+    gateway = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == gateway:
+            time.sleep(0.5)
+        os._exit(0)  # orphaned (the gateway was killed): nothing here is worth keeping
+
+    threading.Thread(target=watch, name="gateway-watch", daemon=True).start()
+    asyncio.run(_serve(root, hosts))
+
+
+async def _serve(root: Path, hosts: dict[str, int]) -> None:
+    loop = asyncio.get_running_loop()
+    ports, servers = {}, []
+    for host, port in hosts.items():
+        server = await loop.create_server(
+            partial(mailbox_session, MaildirHandler(root, host)), host="127.0.0.1", port=port
+        )
+        ports[host] = server.sockets[0].getsockname()[1]
+        servers.append(server)
+    sys.stdout.write(json.dumps(ports) + "\n")  # what the gateway waits for
+    sys.stdout.flush()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    for server in servers:
+        server.close()
+
+
+if __name__ == "__main__":
+    serve_hosts(Path(sys.argv[1]), json.loads(sys.argv[2]))

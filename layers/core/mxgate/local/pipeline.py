@@ -111,7 +111,8 @@ def through_the_pipeline(
     """Steps 1 to 3 for one message (its first run, or a retry's): the retry now scheduled for
     what is left open, or None when every recipient has its end (or its record)."""
     mail_manager = worker.mail_manager
-    with mail_manager.exclusive(envelope.message_id):
+    # one commit for what the run records before its first read (group commit)
+    with mail_manager.exclusive(envelope.message_id), worker.state.grouped():
         run = mail_manager.apply_rule_set(envelope, raw, retry=retry)
         for bucket, key in run.stored:
             worker.workflow.start(bucket, key)

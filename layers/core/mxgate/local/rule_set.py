@@ -95,6 +95,9 @@ class LocalMailManager:
                 client_ip=envelope.source_ip,
                 mail_from=envelope.mail_from,
                 helo=envelope.helo,
+                # so the Process step finds it checked (Authenticator.remember)
+                message_id=envelope.message_id,
+                sha256=hashlib.sha256(raw).hexdigest() if self.authenticator.sealer else "",
             )
             log.info(
                 "authenticated",

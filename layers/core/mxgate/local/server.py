@@ -1,7 +1,8 @@
 """`mxgate run`: the gateway in the foreground until Ctrl-C.
 
-Ingress and mailbox hosts share this process's event loop; the rule set and the workflow run
-in a pool of worker processes, so parsing and delivery never stall the SMTP sessions.
+The ingress runs on this process's event loop, the mailbox hosts in a process of their own,
+and the rule set and the workflow in a pool of worker processes (one a core by default), so
+parsing and delivery never stall the SMTP sessions.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import multiprocessing
 import random
 import signal
 import ssl
+import sys
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -23,12 +25,11 @@ from functools import partial
 from pathlib import Path
 
 from mxgate.adapters.local.state import SqliteState
-from mxgate.errors import FailureKind, kind_of
+from mxgate.errors import ConfigError, FailureKind, kind_of
 from mxgate.local import worker
 from mxgate.local.bootstrap import Bootstrap
 from mxgate.local.ingress import IngressHandler, ingress_session
 from mxgate.local.limits import Defences, raise_open_file_limit
-from mxgate.local.mailbox import MaildirHandler, mailbox_session
 from mxgate.local.pipeline import Result
 from mxgate.local.settings import Paths
 from mxgate.local.setup import IngressSetup
@@ -45,7 +46,6 @@ class Running:
 
     smtp: tuple[str, int]  # the primary ingress point's address (the first OPEN one)
     mailbox_hosts: dict[str, int]
-    servers: list[asyncio.Server] = field(default_factory=list)
     ingress: dict[str, tuple[str, int]] = field(default_factory=dict)  # by ingress point id
     ingress_servers: list[asyncio.Server] = field(default_factory=list)
 
@@ -100,22 +100,29 @@ class Gateway:
         self.deferred_state: SqliteState | None = None
         self.background: set[asyncio.Task[None]] = set()
         self.stopping = False
+        self.mailbox_process: asyncio.subprocess.Process | None = None
 
-    async def _mailbox_hosts(
-        self, loop: asyncio.AbstractEventLoop
-    ) -> tuple[dict[str, int], list[asyncio.Server]]:
-        ports, servers = {}, []
-        for host, spec in self.setup.config.mailbox_hosts.items():
-            if spec.external:
-                ports[host] = spec.port
-                continue
-            handler = MaildirHandler(self.dirs.mailboxes, host)
-            server = await loop.create_server(
-                partial(mailbox_session, handler), host="127.0.0.1", port=spec.port
-            )
-            ports[host] = server.sockets[0].getsockname()[1]
-            servers.append(server)
-        return ports, servers
+    async def _mailbox_hosts(self) -> dict[str, int]:
+        """Start the local mailbox hosts in their own process; every host's port."""
+        hosts = self.setup.config.mailbox_hosts
+        ports = {host: spec.port for host, spec in hosts.items() if spec.external}
+        local = {host: spec.port for host, spec in hosts.items() if not spec.external}
+        if not local:
+            return ports
+        self.mailbox_process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "mxgate.local.mailbox",
+            str(self.dirs.mailboxes),
+            json.dumps(local),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert self.mailbox_process.stdout is not None
+        line = await self.mailbox_process.stdout.readline()
+        if not line:
+            raise ConfigError(f"the mailbox hosts did not start (ports {local}): see above")
+        started: dict[str, int] = json.loads(line)
+        return ports | started
 
     def _start_pool(self) -> None:
         self.pool = ProcessPoolExecutor(
@@ -277,7 +284,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         for directory in (dirs.spool, dirs.objects, dirs.mailboxes, dirs.events, dirs.logs):
             directory.mkdir(parents=True, exist_ok=True)
-        mailbox_ports, servers = await self._mailbox_hosts(loop)
+        mailbox_ports = await self._mailbox_hosts()
         self.pool_args = (setup.settings.model_dump_json(), json.dumps(mailbox_ports))
         self._start_pool()
         if setup.config.history.keep > 0:
@@ -334,7 +341,6 @@ class Gateway:
         return Running(
             smtp=first,
             mailbox_hosts=mailbox_ports,
-            servers=servers + ingress_servers,
             ingress=listening,
             ingress_servers=ingress_servers,
         )
@@ -368,10 +374,11 @@ class Gateway:
                 extra={"in_flight": len(self.pending)},
             )
         if self.pool is not None:
-            # in a thread: the mailbox hosts on this loop must answer the workers' QUIT meanwhile
+            # in a thread: the loop goes on meanwhile (the scheduler, the timers are done)
             await asyncio.to_thread(self.pool.shutdown, wait=True, cancel_futures=True)
-        for server in running.servers:
-            server.close()
+        if self.mailbox_process is not None:  # after the workers: they said QUIT to the hosts
+            self.mailbox_process.terminate()
+            await self.mailbox_process.wait()
         self.dirs.ports_file.unlink(missing_ok=True)
 
 

@@ -147,7 +147,12 @@ class LocalSettings(BaseModel):
     # by the name's environment spelling (env_name): WORKSPACE, SUBMISSIONINGRESSPOINT
     mailbox_ports: dict[str, PortNumber] = Field(default_factory=dict)
     ingress_ports: dict[str, PortNumber] = Field(default_factory=dict)
-    workers: int = Field(default=2, ge=1, le=64, description="workflow worker processes")
+    workers: int = Field(
+        default_factory=lambda: min(64, os.cpu_count() or 2),
+        ge=1,
+        le=64,
+        description="workflow worker processes (default: one a core)",
+    )
     hostname: str = Field(default="mxgate.local", description="the name the gateway greets with")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
     retry_scale: float = Field(

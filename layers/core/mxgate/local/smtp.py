@@ -108,7 +108,9 @@ class ExactSMTP(SMTP):
 
 
 class IngressSMTP(ExactSMTP):
-    """One session of an ingress point."""
+    """One session of an ingress point. Its DATA is read inside one of `data_slots`, shared by
+    the ingress point's sessions: a session beyond them waits before its 354 (it is not
+    refused), so memory grows with the message size, not with the number of sessions."""
 
     def __init__(
         self,
@@ -116,11 +118,13 @@ class IngressSMTP(ExactSMTP):
         *,
         gate: ConnectionGate,
         guard: AuthGuard,
+        data_slots: asyncio.Semaphore,
         authenticator: Any = None,
         **options: Any,
     ) -> None:
         self.gate = gate
         self.guard = guard
+        self.data_slots = data_slots
         self._client_ip: str | None = None  # set while the gate counts this session
         self._refused = False
         self._lost = False
@@ -159,6 +163,10 @@ class IngressSMTP(ExactSMTP):
         if self._client_ip is not None:
             self.gate.release(self._client_ip)
         super().connection_lost(error)
+
+    async def smtp_DATA(self, arg: str) -> None:  # noqa: N802
+        async with self.data_slots:  # read, spooled and answered inside its slot
+            await super().smtp_DATA(arg)
 
     async def smtp_STARTTLS(self, arg: str) -> None:  # noqa: N802
         if self._tls_protocol is not None:  # RFC 3207 4.2: once per session

@@ -48,8 +48,11 @@ def header_section_end(data: bytes) -> int | None:
     mixed too: the empty line follows any line's LF), or None when `data` has none (yet)."""
     if data.startswith((b"\r\n", b"\n")):  # no header fields at all
         return 2 if data.startswith(b"\r\n") else 1
-    ends = [index + len(s) for s in (b"\n\r\n", b"\n\n") if (index := data.find(s)) >= 0]
-    return min(ends, default=None)
+    crlf = data.find(b"\n\r\n")
+    lf = data.find(b"\n\n", 0, crlf if crlf >= 0 else len(data))  # before it: it ends first
+    if lf >= 0:
+        return lf + 2
+    return crlf + 3 if crlf >= 0 else None
 
 
 def header_block_end(raw: bytes) -> int:

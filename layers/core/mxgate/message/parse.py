@@ -10,6 +10,7 @@ the address, date and id readers it uses are the ones every header-only reader s
 from __future__ import annotations
 
 import email.utils
+import functools
 import hashlib
 import io
 import logging
@@ -23,6 +24,7 @@ from email.parser import BytesHeaderParser
 from typing import Any, BinaryIO
 
 from mxgate.message.attachments import AttachmentStore, extract_uuencoded, safe_filename, sniff
+from mxgate.message.headers import header_block_end
 from mxgate.message.mime import KEPT_TYPES, LimitExceeded, MimeParser, Part, Source
 from mxgate.message.model import (
     Address,
@@ -482,8 +484,16 @@ def _untyped(value: str) -> str:
 
 
 def parse_header_section(raw: bytes) -> EmailMessage:
-    """Only the header section: what the rule set needs, at a fraction of a full parse."""
-    message = _HEADER_PARSER.parsebytes(raw, headersonly=True)
+    """Only the header section: what the rule set needs, at a fraction of a full parse. Only
+    its bytes are read (the standard library's header-only parse still reads the body through),
+    and the rule set's facts, its notifications and their header list share one parse of them:
+    the message returned is for reading only."""
+    return _parsed_header_section(raw[: header_block_end(raw)])
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed_header_section(header_section: bytes) -> EmailMessage:
+    message = _HEADER_PARSER.parsebytes(header_section, headersonly=True)
     assert isinstance(message, EmailMessage)
     return message
 

@@ -6,7 +6,7 @@ import json
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from mxgate.authn.model import Authentication
 from mxgate.records import Deferral, Delivery, Envelope, MessageRef, StateDetail, StoredObject
@@ -126,3 +126,13 @@ class ProcessingFailure(Frozen):
     deferral: Deferral | None = None
     error: StepError
     envelope: Envelope | None = None
+
+
+# The Defer and DeadLetter steps serve a delivery (in the Map) and a message Process could not
+# handle (DeferProcessing, DeadLetterProcessing): the input says which.
+DEFER_INPUT: TypeAdapter[DeferInput | ProcessingFailure] = TypeAdapter(
+    DeferInput | ProcessingFailure
+)
+DEAD_LETTER_INPUT: TypeAdapter[DeadLetterInput | ProcessingFailure] = TypeAdapter(
+    DeadLetterInput | ProcessingFailure
+)

@@ -12,7 +12,6 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import BinaryIO, Literal, cast
 
-from mxgate.authn.check import Authenticator
 from mxgate.authn.model import Authentication
 from mxgate.errors import PermanentError
 from mxgate.message.attachments import ObjectStoreAttachments
@@ -69,7 +68,9 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
         copy.seek(0)
         parsed = parse_stream(copy, limits=services.message_limits, store=store)
         copy.seek(0)
-        authentication, authentication_fields = _authenticate(copy, envelope, services)
+        authentication, authentication_fields = _authenticate(
+            copy, envelope, parsed.sha256, services
+        )
         copy.seek(0)
         small = copy.read() if parsed.size <= INLINE_MAX else None
     message_id = envelope.message_id
@@ -263,18 +264,18 @@ def _hold(  # noqa: PLR0917 -- what the process step knows at that point
 
 
 def _authenticate(
-    message: BinaryIO, envelope: Envelope, services: Services
+    message: BinaryIO, envelope: Envelope, sha256: str, services: Services
 ) -> tuple[Authentication | None, list[tuple[str, str]]]:
     """SPF, DKIM, DMARC and ARC for the message, when the runtime gave us DNS, and the fields
     a mailbox delivery carries on top: Authentication-Results, after our ARC set if we seal."""
-    if services.resolver is None:
+    authenticator = services.authenticator
+    if authenticator is None:
         return None, []
-    authenticator = Authenticator(
-        services.resolver,
-        services.gateway_host,
-        clock=services.clock,
-        sealer=services.sealer,
-    )
     return authenticator.trace_fields(
-        message, client_ip=envelope.source_ip, mail_from=envelope.mail_from, helo=envelope.helo
+        message,
+        client_ip=envelope.source_ip,
+        mail_from=envelope.mail_from,
+        helo=envelope.helo,
+        message_id=envelope.message_id,
+        sha256=sha256,
     )

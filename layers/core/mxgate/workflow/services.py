@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING
 
-from mxgate.authn.arc import Sealer
 from mxgate.message.model import ParseLimits
 from mxgate.ports import (
     AppEvents,
@@ -23,6 +24,12 @@ from mxgate.ports import (
 )
 from mxgate.recorder import Recorder
 from mxgate.routing.routes import Routes
+
+if TYPE_CHECKING:
+    from mxgate.authn.arc import Sealer
+    from mxgate.authn.check import Authenticator
+
+REMEMBERED_CHECKS = 32  # messages whose verdicts the authenticator keeps (Authenticator)
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,22 @@ class Services:
     # quarantine records for operators (without: quarantined recipients are only settled)
     quarantine: Quarantine | None = None
     quarantine_days: int = 30  # how long quarantined mail is kept (RawMailRetentionDays)
+
+    @cached_property
+    def authenticator(self) -> Authenticator | None:
+        """Sender authentication through the resolver (None: not checked). The local rule set
+        shares it, so the Process step does not check a message the rules checked already."""
+        if self.resolver is None:
+            return None
+        from mxgate.authn.check import Authenticator  # noqa: PLC0415 -- cold start of Deliver
+
+        return Authenticator(
+            self.resolver,
+            self.gateway_host,
+            clock=self.clock,
+            sealer=self.sealer,
+            remember=REMEMBERED_CHECKS,
+        )
 
     @property
     def records(self) -> Recorder:

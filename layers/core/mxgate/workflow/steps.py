@@ -27,6 +27,8 @@ from mxgate.workflow import dead_letter as dead_letters
 from mxgate.workflow import defer as deferrals
 from mxgate.workflow.deliver import deliver
 from mxgate.workflow.model import (
+    DEAD_LETTER_INPUT,
+    DEFER_INPUT,
     DeadLetterInput,
     DeferInput,
     DeliverInput,
@@ -41,15 +43,6 @@ from mxgate.workflow.unprocessed import dead_letter_processing, defer_processing
 __all__ = ["STEPS", "dead_letter", "defer", "deliver", "process"]
 
 Step = Callable[[Any, Services], Any]  # a JSON document in, a JSON document out
-
-# The Defer and DeadLetter steps serve a delivery (in the Map) and a message Process could not
-# handle (DeferProcessing, DeadLetterProcessing): the input says which.
-DEFER_INPUT: TypeAdapter[DeferInput | ProcessingFailure] = TypeAdapter(
-    DeferInput | ProcessingFailure
-)
-DEAD_LETTER_INPUT: TypeAdapter[DeadLetterInput | ProcessingFailure] = TypeAdapter(
-    DeadLetterInput | ProcessingFailure
-)
 
 
 def defer(request: DeferInput | ProcessingFailure, services: Services) -> DeliveryResult:

@@ -15,8 +15,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import ClientError
 
-from mxgate.adapters.aws.address_lists import MailManagerAddressLists
-from mxgate.adapters.aws.arrivals import DynamoArrivals, SqsArrivalChecks, StepFunctionsExecutions
 from mxgate.adapters.aws.clients import LazyClient
 from mxgate.adapters.aws.dead_letters import QueueingDeadLetters, forget_notices
 from mxgate.adapters.aws.deferral import Redeliverer, SqsDeferrals, StrandedDeferrals
@@ -25,23 +23,17 @@ from mxgate.adapters.aws.eventbridge import EventBridgeAppEvents
 from mxgate.adapters.aws.failures import error_code, transient_failures
 from mxgate.adapters.aws.hooks import LambdaHooks
 from mxgate.adapters.aws.links import SignedLinks
-from mxgate.adapters.aws.operator import OperatorAws, deployed_routes
 from mxgate.adapters.aws.s3 import S3ObjectStore
 from mxgate.adapters.aws.secrets import secret_field
 from mxgate.adapters.aws.ses import SesTransport
 from mxgate.adapters.aws.settings import AwsSettings, settings
-from mxgate.adapters.dns import DnsPythonResolver
-from mxgate.authn.arc import Sealer, load_sealer
 from mxgate.authn.resolver import CachingResolver
 from mxgate.clock import SystemClock
 from mxgate.delivery.relay import RelayIngress, RelayIngressTransport
 from mxgate.delivery.smtp import MisconfiguredTransport, submission_or_deferral
 from mxgate.delivery.webhook import SignedPoster, signing_keys
-from mxgate.desk import Desk
 from mxgate.errors import ConfigError, PermanentError
-from mxgate.mailmanager.addresses import SyncResult
-from mxgate.ports import Clock, Transport
-from mxgate.routing.recipients import sync_directory
+from mxgate.ports import Clock, DnsAnswer, Transport
 from mxgate.routing.routes import load_routes
 from mxgate.workflow.services import Services
 
@@ -56,13 +48,36 @@ if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
 
     from mxgate.adapters.aws.archive import MailManagerArchive
+    from mxgate.adapters.aws.arrivals import (
+        DynamoArrivals,
+        SqsArrivalChecks,
+        StepFunctionsExecutions,
+    )
+    from mxgate.adapters.aws.operator import OperatorAws
+    from mxgate.adapters.dns import DnsPythonResolver
+    from mxgate.authn.arc import Sealer
+    from mxgate.desk import Desk
+    from mxgate.mailmanager.addresses import SyncResult
 
 
-def _dns(server: str | None) -> DnsPythonResolver:
-    if server is None:
-        return DnsPythonResolver()
-    host, _, port = server.rpartition(":")
-    return DnsPythonResolver([host], int(port))
+class DnsOnFirstLookup:
+    """The Resolver port on dnspython, imported and configured at the first lookup: of the
+    functions, only Process (and the arrival check) looks anything up."""
+
+    def __init__(self, server: str | None) -> None:
+        self.server = server  # "host:port"; None: the system's resolver
+        self._resolver: DnsPythonResolver | None = None
+
+    def query(self, name: str, rrtype: str) -> DnsAnswer:
+        if self._resolver is None:
+            from mxgate.adapters.dns import DnsPythonResolver  # noqa: PLC0415 -- cold start
+
+            if self.server is None:
+                self._resolver = DnsPythonResolver()
+            else:
+                host, _, port = self.server.rpartition(":")
+                self._resolver = DnsPythonResolver([host], int(port))
+        return self._resolver.query(name, rrtype)
 
 
 def signed_links(config: AwsSettings, secrets: SecretsManagerClient) -> SignedLinks | None:
@@ -78,6 +93,8 @@ def arc_sealer(config: AwsSettings) -> Sealer | None:
     """The ARC sealing key from Secrets Manager, read once per container."""
     if config.arc_seal_key_secret is None:
         return None
+    from mxgate.authn.arc import load_sealer  # noqa: PLC0415 -- cryptography, when sealing
+
     secrets: Any = LazyClient("secretsmanager")
     secret = secrets.get_secret_value(SecretId=config.arc_seal_key_secret)
     return load_sealer(config.arc_seal_domain, config.arc_seal_selector, secret["SecretString"])
@@ -145,7 +162,7 @@ def services() -> Services:
         clock=clock,
         gateway_host=config.gateway_host,
         loop_key=loop_key,
-        resolver=CachingResolver(_dns(config.dns_server)),
+        resolver=CachingResolver(DnsOnFirstLookup(config.dns_server)),
         sealer=arc_sealer(config),
         deferrals=(
             SqsDeferrals(cast("SQSClient", LazyClient("sqs")), config.defer_queue, clock)
@@ -229,6 +246,12 @@ class ArrivalJoin:
 @cache
 def arrival_join() -> ArrivalJoin:
     """What the Start function runs on (besides `services()`, for the arrival check)."""
+    from mxgate.adapters.aws.arrivals import (  # noqa: PLC0415 -- the Start function's alone
+        DynamoArrivals,
+        SqsArrivalChecks,
+        StepFunctionsExecutions,
+    )
+
     config = settings()
     if not (config.state_machine_arn and config.arrival_check_queue and config.unstarted_queue):
         raise ConfigError(
@@ -274,6 +297,9 @@ def aws_desk(operator: OperatorAws, routes_file: Path) -> Desk:
     """What `mxgate archive|quarantine|dlq|console --aws` act on: the deployed stack's stores,
     with the operator's credentials (and the clients' retry and timeout settings); releases and
     redrives go to its deferred queue, which the Redeliver function reads."""
+    from mxgate.adapters.aws.operator import deployed_routes  # noqa: PLC0415 -- the same
+    from mxgate.desk import Desk  # noqa: PLC0415 -- the operators' commands alone
+
     names = operator.names
     clock = SystemClock()
     table = names.need("state_table")
@@ -307,6 +333,9 @@ def aws_desk(operator: OperatorAws, routes_file: Path) -> Desk:
 def sync_directory_list(list_id: str) -> SyncResult:
     """The deployed directory address list made to hold the deployed routes file's addresses
     (the RecipientsSync custom resource runs it on each deploy)."""
+    from mxgate.adapters.aws.address_lists import MailManagerAddressLists  # noqa: PLC0415 -- its function's alone
+    from mxgate.routing.recipients import sync_directory  # noqa: PLC0415
+
     config = settings()
     routes = load_routes(config.routes_file, config.routes_parameters)
     lists = MailManagerAddressLists(LazyClient("mailmanager"))

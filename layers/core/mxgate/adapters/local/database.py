@@ -3,8 +3,10 @@ file. The state database's schema is here; the archive index keeps its own file.
 
 Commits are not fsynced (synchronous=NORMAL): a power cut may forget the last records, never
 the messages, whose spool files are fsynced and replayed on start; replays are harmless
-because deliveries are idempotent. A `durable` transaction is fsynced on commit. A database
-another process keeps busy past the timeout, a full disk and an I/O error raise
+because deliveries are idempotent. A `durable` transaction is fsynced on commit. Within
+`grouped()` (a message's run in a worker), timeline events and idempotency records wait in
+memory for the next transaction or the group's end: one commit where there were several. A
+database another process keeps busy past the timeout, a full disk and an I/O error raise
 TransientError: the step is retried, the mail waits, nothing is quarantined for it.
 """
 
@@ -123,6 +125,8 @@ class SqliteDatabase:
         self.busy_timeout = busy_timeout  # seconds to wait for another process's write
         self._connection: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        self._groups = 0  # grouped() blocks open on this connection
+        self._waiting: list[tuple[str, list[Sequence[object]]]] = []  # writes for the next commit
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -153,23 +157,51 @@ class SqliteDatabase:
             self._connection = None
 
     @contextmanager
+    def grouped(self) -> Iterator[None]:
+        """Group commit: the writes `_later` is given meanwhile go with the next transaction
+        (a terminal state's, say), before any read, or when the block ends. A block that ends
+        in an error (or cannot write at its end) drops what is still waiting: its run did not
+        finish, it is done again, and writes them again."""
+        self._groups += 1
+        try:
+            yield
+            if self._groups == 1:
+                self._flush()
+        finally:
+            self._groups -= 1
+            if not self._groups:
+                self._waiting.clear()
+
+    def _flush(self) -> None:
+        if self._waiting:
+            with self._transaction():
+                pass  # the transaction writes what was waiting
+
+    @contextmanager
     def _transaction(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
         """One write transaction, this connection's only one (the lock) from the PRAGMA to the
-        commit. `durable`: fsynced on commit (deferred deliveries and dead letters are all that
-        remembers a delivery once the spool file is gone)."""
+        commit; the writes waiting for a commit go first. `durable`: fsynced on commit
+        (deferred deliveries and dead letters are all that remembers a delivery once the spool
+        file is gone)."""
         with self._lock, _temporary_is_transient(self.what):
             db = self.db
             if durable:
                 db.execute("PRAGMA synchronous=FULL")
+            waiting, self._waiting = self._waiting, []
             try:
                 db.execute("BEGIN IMMEDIATE")
                 try:
+                    for sql, rows in waiting:
+                        db.executemany(sql, rows)
                     yield db
                     db.execute("COMMIT")
                 except BaseException:
                     if db.in_transaction:
                         db.execute("ROLLBACK")
                     raise
+            except BaseException:
+                self._waiting = waiting + self._waiting  # kept for the next try
+                raise
             finally:
                 if durable:
                     db.execute("PRAGMA synchronous=NORMAL")
@@ -178,7 +210,17 @@ class SqliteDatabase:
         with self._transaction(durable=durable) as db:
             return db.executemany(sql, rows).rowcount
 
+    def _later(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        """A write that may wait for the next commit of a `grouped()` block (at once outside)."""
+        if not rows:
+            return
+        if self._groups:
+            self._waiting.append((sql, list(rows)))
+        else:
+            self._write(sql, rows)
+
     def _read(self, sql: str, parameters: Sequence[object] = ()) -> builtins.list[Any]:
+        self._flush()  # a read sees every write made before it
         with _temporary_is_transient(self.what):
             return self.db.execute(sql, parameters).fetchall()
 

@@ -62,18 +62,15 @@ class SqliteState(StateDatabase):
         self.record_many([event])
 
     def record_many(self, events: Sequence[TimelineEvent]) -> None:
-        if not events:
-            return
-        with self._transaction() as db:
-            db.executemany(_INSERT_EVENT, [_event_row(e) for e in events])
-            db.executemany(
-                "INSERT OR REPLACE INTO messages (message_id, at, summary) VALUES (?,?,?)",
-                [
-                    (e.message_id, utc(e.at), e.summary.model_dump_json(by_alias=True))
-                    for e in events
-                    if e.summary is not None
-                ],
-            )
+        self._later(_INSERT_EVENT, [_event_row(e) for e in events])
+        self._later(
+            "INSERT OR REPLACE INTO messages (message_id, at, summary) VALUES (?,?,?)",
+            [
+                (e.message_id, utc(e.at), e.summary.model_dump_json(by_alias=True))
+                for e in events
+                if e.summary is not None
+            ],
+        )
 
     def summaries(
         self, since: datetime | None = None, until: datetime | None = None
@@ -215,7 +212,7 @@ class SqliteState(StateDatabase):
         return str(rows[0][0]) if rows else None
 
     def remember(self, key: str, outcome: str) -> None:
-        self._write("INSERT OR REPLACE INTO idempotency VALUES (?,?)", [(key, outcome)])
+        self._later("INSERT OR REPLACE INTO idempotency VALUES (?,?)", [(key, outcome)])
 
     # ----------------------------------------------------------------------- DeadLetters
 

@@ -9,7 +9,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from mxgate.delivery.smtp import SmtpTarget, SmtpTransport
-from tests.support import free_port
+from tests.support import started_on_free_port
 
 
 class Recorder:
@@ -54,8 +54,9 @@ class Recorder:
 @pytest.fixture
 def server() -> Iterator[tuple[Recorder, int]]:
     recorder = Recorder()
-    controller = Controller(recorder, hostname="127.0.0.1", port=free_port(), enable_SMTPUTF8=True)
-    controller.start()
+    controller = started_on_free_port(
+        lambda port: Controller(recorder, hostname="127.0.0.1", port=port, enable_SMTPUTF8=True)
+    )
     try:
         yield recorder, controller.port
     finally:

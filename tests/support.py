@@ -12,7 +12,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from aiosmtpd.controller import Controller
 
 from mxgate.mailmanager.template import (
     Resolver,
@@ -178,6 +179,23 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def started_on_free_port(make: Callable[[int], Controller], attempts: int = 5) -> Controller:
+    """An aiosmtpd controller started on a port free right now. Another process may take the
+    port between the probe and the bind (other test runs share the machine): a port taken is
+    tried again with another, and the failed controller's event loop is closed."""
+    for attempt in range(1, attempts + 1):
+        controller = make(free_port())
+        try:
+            controller.start()
+        except OSError as error:
+            controller.loop.close()
+            if error.errno != errno.EADDRINUSE or attempt == attempts:
+                raise
+            continue
+        return controller
+    raise AssertionError("unreachable")
 
 
 def tls_context() -> ssl.SSLContext:

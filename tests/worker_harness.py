@@ -21,7 +21,7 @@ from mxgate.local.settings import LocalSettings
 from mxgate.local.setup import load_setup
 from mxgate.records import Envelope, Outcome, StepRetry
 from tests.fakes import ManualClock
-from tests.support import REPO, free_port, local_config
+from tests.support import REPO, local_config, started_on_free_port
 
 RAW = b"From: a@shop.example\r\nTo: alice@nutrition.co\r\nSubject: hi\r\n\r\nbody\r\n"
 LATER = timedelta(days=1)  # past every backoff, within every lifetime
@@ -50,13 +50,13 @@ def worker_factory(
         settings = LocalSettings(home=home, config=local_config(directory, **config), retry_scale=0)
         setup = load_setup(settings)
         controllers = [
-            Controller(
-                MaildirHandler(home / "mailboxes", host), hostname="127.0.0.1", port=free_port()
+            started_on_free_port(
+                lambda port, host=host: Controller(
+                    MaildirHandler(home / "mailboxes", host), hostname="127.0.0.1", port=port
+                )
             )
             for host in setup.config.mailbox_hosts
         ]
-        for controller in controllers:
-            controller.start()
         ports = {
             host: c.port for host, c in zip(setup.config.mailbox_hosts, controllers, strict=True)
         }

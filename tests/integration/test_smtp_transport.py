@@ -10,7 +10,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from mxgate.delivery.smtp import SmtpTarget, SmtpTransport
-from tests.support import free_port
+from tests.support import started_on_free_port
 
 
 class Recorder:
@@ -58,8 +58,9 @@ class Recorder:
 @pytest.fixture(params=[True, False], ids=["pipelining", "one-by-one"])
 def server(request: pytest.FixtureRequest) -> Iterator[tuple[Recorder, int]]:
     recorder = Recorder(pipelining=request.param)
-    controller = Controller(recorder, hostname="127.0.0.1", port=free_port(), enable_SMTPUTF8=True)
-    controller.start()
+    controller = started_on_free_port(
+        lambda port: Controller(recorder, hostname="127.0.0.1", port=port, enable_SMTPUTF8=True)
+    )
     try:
         yield recorder, controller.port
     finally:

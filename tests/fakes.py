@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import BinaryIO
 
 from mxgate.errors import PermanentError
+from mxgate.message.raw import RawMessage
 from mxgate.ports import Clock, ObjectInfo, SendResult
 from mxgate.records import DeadLetter, Deferred, Outcome, RecipientState, Stage, TimelineEvent
 
@@ -48,10 +49,10 @@ class RecordingTransport:
         self,
         envelope_sender: str,
         recipients: Sequence[str],
-        raw: bytes,
+        raw: RawMessage,
         tags: Mapping[str, str] | None = None,
     ) -> Mapping[str, SendResult]:
-        self.sent.append((envelope_sender, tuple(recipients), raw))
+        self.sent.append((envelope_sender, tuple(recipients), raw.read()))
         results = {}
         for recipient in recipients:
             queue = self.script.get(recipient)

@@ -125,7 +125,8 @@ class ExactSMTP(SMTP):
 
     async def message_received(self, sink: DataSink) -> Any:
         """The handler's reply to the message `sink` holds."""
-        assert self.envelope is not None and isinstance(sink, MessageInMemory)
+        assert self.envelope is not None
+        assert isinstance(sink, MessageInMemory)
         self.envelope.content = self.envelope.original_content = sink.getvalue()
         return await self._call_handler_hook("DATA")
 

@@ -7,6 +7,7 @@ at any point is recovered by replaying what is left on start.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -128,8 +129,6 @@ class SpoolWriter:
         """Nothing of this message stays (it was refused, or the client left)."""
         if self._file is not None:
             file, self._file = self._file, None
-            try:
+            with contextlib.suppress(OSError):  # the buffer could not be written: it goes
                 file.close()
-            except OSError:
-                pass  # the buffer could not be written: the file goes anyway
         self._partial.unlink(missing_ok=True)

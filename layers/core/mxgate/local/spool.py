@@ -131,4 +131,5 @@ class SpoolWriter:
             file, self._file = self._file, None
             with contextlib.suppress(OSError):  # the buffer could not be written: it goes
                 file.close()
-        self._partial.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # never made (an unwritable spool): nothing to undo
+            self._partial.unlink(missing_ok=True)

@@ -79,7 +79,8 @@ class RawMessage:
         """The message a delivery names: inside its document when small, else in the store."""
         if ref.inline is not None:
             return cls.of(base64.b64decode(ref.inline))
-        return cls.stored(objects, ref.bucket, ref.key)
+        # its size is known: no HEAD request (on S3) to learn it
+        return cls.read_from(lambda: objects.open(ref.bucket, ref.key), ref.size)
 
     @property
     def size(self) -> int:

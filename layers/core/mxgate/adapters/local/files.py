@@ -23,16 +23,20 @@ def write_atomically(path: Path, body: bytes | BinaryIO, *, durable: bool = Fals
     copied in chunks. Returns the number of bytes written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temporary.open("wb") as stream:
-        if isinstance(body, bytes):
-            stream.write(body)
-        else:
-            shutil.copyfileobj(body, stream, _COPY_CHUNK)
-        if durable:
-            stream.flush()
-            os.fsync(stream.fileno())
-        size = stream.tell()
-    temporary.replace(path)
+    try:
+        with temporary.open("wb") as stream:
+            if isinstance(body, bytes):
+                stream.write(body)
+            else:
+                shutil.copyfileobj(body, stream, _COPY_CHUNK)
+            if durable:
+                stream.flush()
+                os.fsync(stream.fileno())
+            size = stream.tell()
+        temporary.replace(path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)  # a full disk must not keep half a file's space
+        raise
     return size
 
 

@@ -183,6 +183,9 @@ def mxgate(
     )  # smtp-source speaks no STARTTLS
     config["smtp"]["port"] = 0
     config["smtp"]["auth_port"] = 0
+    # every bench session comes from 127.0.0.1: the per-client limit (50, a defence against one
+    # abusive client) would refuse the concurrency bench's 200
+    config["smtp"].setdefault("limits", {})["max_connections_per_client"] = 500
     config["dns"] = {"nameservers": ["127.0.0.1"], "port": dns_port, "timeout": 2}
     for host in config["mailbox_hosts"].values():
         host.update({"port": sink_port, "external": True} if sink_port else {"port": 0})

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import BinaryIO
 
 from mxgate.errors import PermanentError
+from mxgate.message.raw import RawMessage
 from mxgate.ports import Clock, ObjectInfo, SendResult
 from mxgate.records import DeadLetter, Deferred, Outcome, RecipientState, Stage, TimelineEvent
 
@@ -48,16 +49,17 @@ class RecordingTransport:
         self,
         envelope_sender: str,
         recipients: Sequence[str],
-        raw: bytes,
+        raw: RawMessage,
         tags: Mapping[str, str] | None = None,
     ) -> Mapping[str, SendResult]:
-        self.sent.append((envelope_sender, tuple(recipients), raw))
+        data = raw.read()
+        self.sent.append((envelope_sender, tuple(recipients), data))
         results = {}
         for recipient in recipients:
             queue = self.script.get(recipient)
             results[recipient] = queue.pop(0) if queue else SendResult(ok=True, detail="250 OK")
             if results[recipient].ok:
-                self.delivered.setdefault(recipient, []).append(raw)
+                self.delivered.setdefault(recipient, []).append(data)
         return results
 
 
@@ -68,10 +70,15 @@ class MemoryObjectStore:
         self.objects: dict[tuple[str, str], tuple[bytes, dict[str, str]]] = {}
 
     def put(
-        self, bucket: str, key: str, body: bytes, metadata: Mapping[str, str] | None = None
+        self,
+        bucket: str,
+        key: str,
+        body: bytes | BinaryIO,
+        metadata: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
-        self.objects[(bucket, key)] = (bytes(body), dict(metadata or {}))
-        return ObjectInfo(bucket, key, len(body), dict(metadata or {}))
+        data = body if isinstance(body, bytes) else body.read()
+        self.objects[(bucket, key)] = (data, dict(metadata or {}))
+        return ObjectInfo(bucket, key, len(data), dict(metadata or {}))
 
     def _found(self, bucket: str, key: str) -> tuple[bytes, dict[str, str]]:
         if (bucket, key) not in self.objects:

@@ -9,6 +9,7 @@ import io
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -49,9 +50,10 @@ class Store:
     def __init__(self) -> None:
         self.content: dict[str, bytes] = {}
 
-    def keep(self, sha256: str, content_type: str, content: bytes) -> str:
-        assert hashlib.sha256(content).hexdigest() == sha256
-        self.content[sha256] = content
+    def keep(self, sha256: str, content_type: str, content: BinaryIO) -> str:
+        data = content.read()
+        assert hashlib.sha256(data).hexdigest() == sha256
+        self.content[sha256] = data
         return f"attachments/{sha256}"
 
 

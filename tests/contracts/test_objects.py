@@ -12,6 +12,8 @@ from mxgate.adapters.aws.clients import LazyClient
 from mxgate.adapters.aws.s3 import S3ObjectStore
 from mxgate.adapters.local.objects import FileObjectStore
 from mxgate.errors import PermanentError
+from mxgate.message.headers import prepend_headers
+from mxgate.message.raw import RawMessage
 from mxgate.ports import ObjectInfo
 from tests.contracts.conftest import unique
 from tests.fakes import MemoryObjectStore
@@ -44,6 +46,18 @@ def test_what_is_put_comes_back_by_get_open_and_head(objects):
     assert isinstance(objects.link(BUCKET, key), str)
     until = datetime.now(UTC) + timedelta(days=7)  # a route's link_lifetime
     assert isinstance(objects.link(BUCKET, key, until), str)
+
+
+def test_a_message_put_from_its_stream_comes_back_whole(objects):
+    """WriteToS3 and Archive copy a message to the store in chunks, never whole in memory."""
+    key = f"raw/{unique('m')}"
+    body = b"Subject: big\r\n\r\n" + bytes(range(256)) * 1000  # several chunks
+    message = RawMessage.of(body)
+    message = message.with_header(prepend_headers(message.header, [("X-Rule", "added")]))
+    with message.open() as stream:
+        info = objects.put(BUCKET, key, stream)
+    assert info.size == message.size == len(body) + len(b"X-Rule: added\r\n")
+    assert objects.get(BUCKET, key) == b"X-Rule: added\r\n" + body
 
 
 def test_a_put_replaces_the_object(objects):

@@ -20,6 +20,7 @@ from mxgate.adapters.aws.bootstrap import ses_client
 from mxgate.adapters.aws.ses import SesTransport
 from mxgate.delivery.smtp import SmtpTarget, SmtpTransport
 from mxgate.local.mailbox import MaildirHandler
+from mxgate.message.raw import RawMessage
 from mxgate.ports import SendResult
 from mxgate.sandbox.stack import sent_messages
 from tests.fakes import RecordingTransport
@@ -135,7 +136,7 @@ def subject(request: pytest.FixtureRequest) -> Subject:
 
 def test_accepted_recipients_get_the_bytes_as_given(subject):
     recipients = ["alice@nutrition.co", "bob@nutrition.co"]
-    results = subject.transport.send(SENDER, recipients, RAW)
+    results = subject.transport.send(SENDER, recipients, RawMessage.of(RAW))
     assert set(results) == set(recipients)
     assert all(r.ok and r.detail for r in results.values())
     for recipient in recipients:
@@ -145,7 +146,7 @@ def test_accepted_recipients_get_the_bytes_as_given(subject):
 @pytest.mark.parametrize("transient", [True, False], ids=["transient", "permanent"])
 def test_a_refusal_says_whether_it_may_pass(subject, transient):
     subject.refuse("carol@nutrition.co", transient)
-    (result,) = subject.transport.send(SENDER, ["carol@nutrition.co"], RAW).values()
+    (result,) = subject.transport.send(SENDER, ["carol@nutrition.co"], RawMessage.of(RAW)).values()
     assert (result.ok, result.transient) == (False, transient)
     assert result.detail
     assert subject.received("carol@nutrition.co") == []

@@ -104,7 +104,8 @@ def stored(worker, message_id: str, recipients: list[str]) -> dict[str, object]:
     """A message as WriteToS3 leaves it for the workflow: the object and its envelope, and
     the execution input that names both."""
     spool = accept(worker, message_id, recipients)
-    envelope, raw = worker.spool.read(spool)
+    envelope, message = worker.spool.read(spool)
+    raw = message.read()
     spool.unlink()
     key = f"raw/{message_id}"
     worker.mail_manager.actions.objects.put(RAW_BUCKET, key, raw)

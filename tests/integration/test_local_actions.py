@@ -31,6 +31,7 @@ from mxgate.local.rule_set_failures import RuleSetFailures
 from mxgate.mailmanager.actions import ActionPorts
 from mxgate.mailmanager.addresses import StaticAddressBook
 from mxgate.mailmanager.resources import load_mail_manager
+from mxgate.message.raw import RawMessage
 from mxgate.records import Envelope, RuleSetRetry
 from mxgate.routing.routes import DeliveryPolicy
 from tests.templates import recipient_is
@@ -332,7 +333,7 @@ class Harness:
     def run(self, envelope: Envelope, raw: bytes, **how: Any) -> RuleSetRetry | None:
         """The rule set over one message, its stored objects to the workflow, a retry for
         what is left open: what a worker does with a spooled message."""
-        return through_the_pipeline(self.worker, envelope, raw, **how)
+        return through_the_pipeline(self.worker, envelope, RawMessage.of(raw), **how)
 
     def send(
         self, *recipients: str, sender: str = SENDER, raw: bytes = RAW

@@ -30,6 +30,7 @@ from mxgate.mailmanager.models import RuleSet
 from mxgate.mailmanager.rules import ActionContext, run_rule_set
 from mxgate.message.headers import prepend_headers
 from mxgate.message.model import ParseLimits
+from mxgate.message.raw import RawMessage
 from mxgate.records import Envelope, Outcome
 from mxgate.workflow.model import ProcessInput
 from mxgate.workflow.process import process
@@ -193,7 +194,7 @@ def test_verdicts_reach_the_rule_set(tmp_path, dns, keys):
         checked = authenticator.authenticate(
             io.BytesIO(raw), client_ip=ip, mail_from=envelope.mail_from, helo=envelope.helo
         )
-        facts = message_facts(envelope, raw, checked)
+        facts = message_facts(envelope, RawMessage.of(raw), checked)
         return facts, run_rule_set(rule_set, facts, envelope.recipients, book, NoActions())
 
     unsigned = b"From: orders@shop.test\r\nTo: alice@nutrition.co\r\nSubject: x\r\n\r\nbody\r\n"
@@ -209,7 +210,8 @@ def test_verdicts_reach_the_rule_set(tmp_path, dns, keys):
         DmarcPolicy.REJECT,
     )
     assert spoofed.trail("alice@nutrition.co").dropped_by == "rule drop-dmarc-reject: Drop"
-    assert message_facts(Envelope(message_id="m", mail_from="", recipients=[]), unsigned).spf is (
+    blank = Envelope(message_id="m", mail_from="", recipients=[])
+    assert message_facts(blank, RawMessage.of(unsigned)).spf is (
         Verdict.PROCESSING_FAILED  # not checked at all: never a PASS by default
     )
 

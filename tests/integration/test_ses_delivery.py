@@ -10,6 +10,7 @@ import pytest
 
 from mxgate.adapters.aws.bootstrap import ses_client
 from mxgate.adapters.aws.ses import SesTransport
+from mxgate.message.raw import RawMessage
 from tests.delivery_harness import message
 from tests.ses_endpoint import CREDENTIALS, SesEndpoint, ses_endpoint
 
@@ -37,7 +38,7 @@ def transport(ses: SesEndpoint, routing_domain: str | None = None) -> SesTranspo
 def test_raw_message_goes_to_the_routed_recipients(ses):
     raw = message("alice@nutrition.co", "routed", sender="ceo@nutrition.co")
     results = transport(ses, "nutrition.co.test-google-a.com").send(
-        "ceo@nutrition.co", ["alice@nutrition.co", "bob@nutrition.co"], raw
+        "ceo@nutrition.co", ["alice@nutrition.co", "bob@nutrition.co"], RawMessage.of(raw)
     )
     assert all(r.ok and r.detail.startswith("SES message ") for r in results.values())
     (sent,) = ses.sent()
@@ -49,7 +50,11 @@ def test_raw_message_goes_to_the_routed_recipients(ses):
 
 def test_an_unverified_sender_is_a_permanent_refusal(ses):
     raw = message("alice@nutrition.co", "unverified")
-    (result,) = transport(ses).send("buyer@shop.example", ["alice@nutrition.co"], raw).values()
+    (result,) = (
+        transport(ses)
+        .send("buyer@shop.example", ["alice@nutrition.co"], RawMessage.of(raw))
+        .values()
+    )
     assert (result.ok, result.transient) == (False, False)
     assert result.detail.startswith("SES MessageRejected")
 
@@ -57,7 +62,9 @@ def test_an_unverified_sender_is_a_permanent_refusal(ses):
 def test_throttling_is_transient_and_not_retried_by_the_sdk(ses):
     ses.throttle = 1
     raw = message("alice@nutrition.co", "throttled", sender="ceo@nutrition.co")
-    (result,) = transport(ses).send("ceo@nutrition.co", ["alice@nutrition.co"], raw).values()
+    (result,) = (
+        transport(ses).send("ceo@nutrition.co", ["alice@nutrition.co"], RawMessage.of(raw)).values()
+    )
     assert (result.ok, result.transient) == (False, True)
     assert result.detail.startswith("SES TooManyRequestsException")
     assert (ses.throttled, ses.passed) == (1, 0)  # one call: retries belong to the state machine
@@ -65,7 +72,11 @@ def test_throttling_is_transient_and_not_retried_by_the_sdk(ses):
 
 def test_an_unreachable_endpoint_is_transient():
     client = ses_client(endpoint_url="http://127.0.0.1:9", region="us-east-1")
-    (result,) = SesTransport(client).send("a@nutrition.co", ["b@nutrition.co"], b"x").values()
+    (result,) = (
+        SesTransport(client)
+        .send("a@nutrition.co", ["b@nutrition.co"], RawMessage.of(b"x"))
+        .values()
+    )
     assert (result.ok, result.transient) == (False, True)
     assert "unreachable" in result.detail
 
@@ -74,7 +85,7 @@ def test_more_than_fifty_recipients_are_split(ses):
     # moto adds header To/Cc to the recipients it counts; a group keeps the header empty
     raw = message("undisclosed-recipients:;", "all hands", sender="ceo@nutrition.co")
     recipients = [f"user{n:03d}@nutrition.co" for n in range(120)]
-    results = transport(ses).send("ceo@nutrition.co", recipients, raw)
+    results = transport(ses).send("ceo@nutrition.co", recipients, RawMessage.of(raw))
     assert {r.detail[:20] for r in results.values() if not r.ok} == set()
     sends = ses.sent()
     assert len(sends) == 3

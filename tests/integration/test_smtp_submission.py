@@ -15,6 +15,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from mxgate.delivery.smtp import submission_or_deferral, submission_transport
 from mxgate.errors import ConfigError
 from mxgate.local.tls import ensure_certificate, server_context
+from mxgate.message.raw import RawMessage
 from mxgate.routing.routes import Destination
 from tests.delivery_harness import LoopThread
 
@@ -123,9 +124,9 @@ def test_starttls_auth_envelope_preserved_and_connection_reused(submission):
     )
     try:
         first = transport.send(
-            "bounces@shop.example", ["alice@nutrition.co", "bob@nutrition.co"], RAW
+            "bounces@shop.example", ["alice@nutrition.co", "bob@nutrition.co"], RawMessage.of(RAW)
         )
-        second = transport.send("other@shop.example", ["carol@nutrition.co"], RAW)
+        second = transport.send("other@shop.example", ["carol@nutrition.co"], RawMessage.of(RAW))
     finally:
         transport.close()
     assert all(r.ok for r in (*first.values(), *second.values()))
@@ -151,7 +152,7 @@ def test_4xx_and_5xx_per_recipient(submission):
         results = transport.send(
             "bounces@shop.example",
             ["ok@nutrition.co", "full@nutrition.co", "gone@nutrition.co"],
-            RAW,
+            RawMessage.of(RAW),
         )
     finally:
         transport.close()
@@ -175,7 +176,7 @@ def test_a_wrong_password_is_permanent(submission):
         destination(port), {"SUBMISSION_PASSWORD": "wrong"}, "mxgate.test"
     )
     try:
-        results = transport.send("bounces@shop.example", ["alice@nutrition.co"], RAW)
+        results = transport.send("bounces@shop.example", ["alice@nutrition.co"], RawMessage.of(RAW))
     finally:
         transport.close()
     (result,) = results.values()
@@ -191,7 +192,7 @@ def test_no_plain_text_fallback_when_starttls_is_missing(submission):
         destination(port), {"SUBMISSION_PASSWORD": PASSWORD}, "mxgate.test"
     )
     try:
-        results = transport.send("bounces@shop.example", ["alice@nutrition.co"], RAW)
+        results = transport.send("bounces@shop.example", ["alice@nutrition.co"], RawMessage.of(RAW))
     finally:
         transport.close()
     (result,) = results.values()
@@ -207,6 +208,8 @@ def test_a_missing_password_variable_is_a_configuration_error():
 
 def test_a_destination_without_its_password_defers_its_deliveries():
     transport = submission_or_deferral(destination(587), {}, "mxgate.test")
-    (result,) = transport.send("bounces@shop.example", ["alice@nutrition.co"], RAW).values()
+    (result,) = transport.send(
+        "bounces@shop.example", ["alice@nutrition.co"], RawMessage.of(RAW)
+    ).values()
     assert (result.ok, result.transient) == (False, True)
     assert result.detail == "4.3.5 the SMTP password variable SUBMISSION_PASSWORD is not set"

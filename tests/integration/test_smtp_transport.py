@@ -10,6 +10,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from mxgate.delivery.smtp import SmtpTarget, SmtpTransport
+from mxgate.message.raw import RawMessage
 from tests.support import started_on_free_port
 
 
@@ -74,14 +75,14 @@ def test_per_recipient_results_and_connection_reuse(server):
         results = transport.send(
             "s@shop.example",
             ["ok@x.example", "busy@x.example", "gone@x.example"],
-            b"Subject: a\n\nbare LF body\n",
+            RawMessage.of(b"Subject: a\n\nbare LF body\n"),
         )
         assert results["ok@x.example"].ok
         assert results["busy@x.example"].transient
         assert not results["gone@x.example"].ok
         assert not results["gone@x.example"].transient
         assert results["gone@x.example"].detail == "550 5.1.1 no such user"
-        transport.send("", ["ok2@x.example"], b"Subject: b\r\n\r\nx\r\n")
+        transport.send("", ["ok2@x.example"], RawMessage.of(b"Subject: b\r\n\r\nx\r\n"))
     finally:
         transport.close()
     assert recorder.sessions == 1  # one connection for both messages
@@ -96,8 +97,9 @@ def test_a_refused_transaction_leaves_the_connection_ready_and_dots_go_through(s
     transport = SmtpTransport(SmtpTarget("127.0.0.1", port))
     body = b"Subject: dots\r\n\r\n.leading dot\r\n..two\r\n.\r\nlast"
     try:
-        refused = transport.send("s@shop.example", ["busy@x.example", "gone@x.example"], body)
-        delivered = transport.send("s@shop.example", ["ok@x.example"], body)
+        message = RawMessage.of(body)
+        refused = transport.send("s@shop.example", ["busy@x.example", "gone@x.example"], message)
+        delivered = transport.send("s@shop.example", ["ok@x.example"], message)
     finally:
         transport.close()
     assert refused["busy@x.example"].transient
@@ -114,7 +116,9 @@ def test_smtputf8_and_8bit(server):
     transport = SmtpTransport(SmtpTarget("127.0.0.1", port))
     try:
         results = transport.send(
-            "josé@correo.example", ["ok@x.example"], "Subject: ñ\r\n\r\nñ\r\n".encode()
+            "josé@correo.example",
+            ["ok@x.example"],
+            RawMessage.of("Subject: ñ\r\n\r\nñ\r\n".encode()),
         )
     finally:
         transport.close()
@@ -124,5 +128,5 @@ def test_smtputf8_and_8bit(server):
 
 def test_unreachable_host_is_transient_for_everyone():
     transport = SmtpTransport(SmtpTarget("127.0.0.1", 1, timeout=2))
-    results = transport.send("s@x.example", ["a@x.example", "b@x.example"], b"\r\n")
+    results = transport.send("s@x.example", ["a@x.example", "b@x.example"], RawMessage.of(b"\r\n"))
     assert all(not r.ok and r.transient for r in results.values())

@@ -11,6 +11,7 @@ from mxgate.adapters.local.archive import ARCHIVE_BUCKET, SqliteArchive
 from mxgate.adapters.local.objects import FileObjectStore
 from mxgate.archive.entry import archived_message
 from mxgate.archive.query import ArchivedMessage, ArchiveQuery, query_terms, retention_cutoff
+from mxgate.message.raw import RawMessage
 from mxgate.moment import moment
 from mxgate.records import Envelope
 
@@ -120,7 +121,7 @@ def test_sqlite_index_finds_substrings_of_any_length(tmp_path):
                 archive_id="Archive",
                 archived_message_id=archived_id,
                 key=key,
-                raw=raw,
+                message=RawMessage.of(raw),
                 envelope=Envelope(
                     message_id=archived_id, mail_from="bounce@shop.example", recipients=[]
                 ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mxgate.adapters.local.maildir import Maildir, mailbox_name, recipient_of
+from mxgate.message.raw import RawMessage
 
 PAIRS = [
     ("jürg@nutrition.co", "j_rg@nutrition.co"),
@@ -61,7 +62,9 @@ def test_an_address_too_long_for_a_file_name_gets_a_digest():
 def test_mail_for_colliding_recipients_lands_apart_and_control_bytes_are_never_raw(tmp_path):
     maildir = Maildir(tmp_path)
     for recipient in ("jürg@nutrition.co", "j_rg@nutrition.co", "bo\x07b@nutrition.co"):
-        maildir.deliver("sender@example.org", recipient, b"Subject: hi\r\n\r\nhello\r\n")
+        maildir.deliver(
+            "sender@example.org", recipient, RawMessage.of(b"Subject: hi\r\n\r\nhello\r\n")
+        )
     boxes = sorted(p.name for p in tmp_path.iterdir())
     assert boxes == ["bo%07b@nutrition.co", "j%c3%bcrg@nutrition.co", "j_rg@nutrition.co"]
     (stored,) = (tmp_path / "bo%07b@nutrition.co" / "new").iterdir()

@@ -35,7 +35,8 @@ def test_spool_round_trip(tmp_path):
     raw = b"\x00\xffbinary\r\n.\r\n"
     path = spool.write(envelope, raw)
     assert spool.pending() == [path]
-    assert spool.read(path) == (envelope, raw)
+    read, message = spool.read(path)
+    assert (read, message.read()) == (envelope, raw)
     spool.remove(path)
     assert spool.pending() == []
 

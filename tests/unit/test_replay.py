@@ -13,6 +13,7 @@ from mxgate.local.spool import Spool
 from mxgate.mailmanager.addresses import StaticAddressBook
 from mxgate.mailmanager.resources import load_mail_manager
 from mxgate.message.parse import parse_message
+from mxgate.message.raw import RawMessage
 from mxgate.records import Envelope
 from mxgate.replay.decisions import (
     REFUSED,
@@ -49,7 +50,8 @@ def stored(raw: bytes, *recipients: str) -> Known:
         ingress_point="IngressPoint",
     )
     message = StoredMessage(envelope, raw, RECEIVED)
-    return Known(message, message_facts(envelope, raw), facts_of(parse_message(raw)))
+    facts = message_facts(envelope, RawMessage.of(raw))
+    return Known(message, facts, facts_of(parse_message(raw)))
 
 
 PLAIN = b"From: buyer@shop.example\r\nSubject: Quote\r\n\r\nHello.\r\n"

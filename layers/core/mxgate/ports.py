@@ -19,6 +19,7 @@ from mxgate.records import (
 )
 
 if TYPE_CHECKING:
+    from mxgate.message.raw import RawMessage
     from mxgate.workflow.model import Arrival, ArrivalRecord
 
 
@@ -38,8 +39,14 @@ class ObjectInfo:
 
 class ObjectStore(Protocol):
     def put(
-        self, bucket: str, key: str, body: bytes, metadata: Mapping[str, str] | None = None
-    ) -> ObjectInfo: ...
+        self,
+        bucket: str,
+        key: str,
+        body: bytes | BinaryIO,
+        metadata: Mapping[str, str] | None = None,
+    ) -> ObjectInfo:
+        """Store `body`: bytes, or a readable stream copied in chunks (a message)."""
+        ...
 
     def head(self, bucket: str, key: str) -> ObjectInfo: ...
 
@@ -124,11 +131,12 @@ class Transport(Protocol):
         self,
         envelope_sender: str,
         recipients: Sequence[str],
-        raw: bytes,
+        raw: RawMessage,
         tags: Mapping[str, str] | None = None,
     ) -> Mapping[str, SendResult]:
-        """`tags` name what is sent (message, route) where the transport can carry them to
-        its later reports (SES message tags); others ignore them."""
+        """`raw` is read in chunks as it is sent. `tags` name what is sent (message, route)
+        where the transport can carry them to its later reports (SES message tags); others
+        ignore them."""
         ...
 
 
@@ -232,7 +240,9 @@ class Topics(Protocol):
 class Mailboxes(Protocol):
     """WorkMail mailboxes a DeliverToMailbox action delivers to."""
 
-    def deliver(self, mailbox_arn: str, envelope_sender: str, recipient: str, raw: bytes) -> str:
+    def deliver(
+        self, mailbox_arn: str, envelope_sender: str, recipient: str, raw: RawMessage
+    ) -> str:
         """Deliver one recipient's copy; returns where it went. Raises OSError or
         TransientError when this may pass."""
         ...

@@ -17,14 +17,12 @@ run per version). The envelope travels beside the message at `envelopes/<key>.js
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import io
 import posixpath
 from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -37,9 +35,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-
-if TYPE_CHECKING:
-    from mxgate.ports import ObjectStore
 
 EVENT_DETAIL_MAX = 1000  # characters of a timeline event's detail
 STATE_DETAIL_MAX = 500  # of a terminal state's detail, and of a deferral's last error
@@ -135,17 +130,6 @@ class MessageRef(Record):
     # A small message travels with its deliveries (base64), so delivering it reads nothing
     # back from the store: one request fewer per message on AWS (bench/cost.py).
     inline: str | None = None
-
-    def raw(self, objects: ObjectStore) -> bytes:
-        """The stored bytes: from the document when they travel in it, else from the store."""
-        if self.inline is not None:
-            return base64.b64decode(self.inline)
-        return objects.get(self.bucket, self.key)
-
-    def open(self, objects: ObjectStore) -> BinaryIO:
-        if self.inline is not None:
-            return io.BytesIO(base64.b64decode(self.inline))
-        return objects.open(self.bucket, self.key)
 
 
 class Deferral(Record):

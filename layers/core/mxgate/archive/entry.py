@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from mxgate.archive.query import ArchivedMessage
-from mxgate.message.parse import parse_message
+from mxgate.message.parse import parse_stream
+from mxgate.message.raw import RawMessage
 from mxgate.records import Envelope
 
 
@@ -14,14 +15,15 @@ def archived_message(
     archive_id: str,
     archived_message_id: str,
     key: str,
-    raw: bytes,
+    message: RawMessage,
     envelope: Envelope,
     recipients: list[str],
     archived_at: datetime,
 ) -> ArchivedMessage:
     """The row for one archived copy: its header fields as written (decoded), the envelope of
     the recipients it was archived for, and whether it carries attachments."""
-    parsed = parse_message(raw)
+    with message.open() as stream:  # read in chunks, attachments not kept
+        parsed = parse_stream(stream)
 
     def field(name: str) -> str:
         return ", ".join(h.value for h in parsed.headers if h.name.casefold() == name)
@@ -41,7 +43,7 @@ def archived_message(
         has_attachments=any(
             a.disposition == "attachment" or a.filename for a in parsed.attachments
         ),
-        size=len(raw),
+        size=message.size,
         ingress_point=envelope.ingress_point,
         sender_ip=envelope.source_ip,
         helo=envelope.helo,

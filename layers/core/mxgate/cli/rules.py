@@ -35,6 +35,7 @@ from mxgate.mailmanager.resources import (
     load_mail_manager,
 )
 from mxgate.mailmanager.template import read_parameter_file, read_template
+from mxgate.message.raw import RawMessage
 from mxgate.records import Envelope
 
 MAX_CONDITION_COMBINATIONS = 16
@@ -141,7 +142,7 @@ def explain_command(args: argparse.Namespace) -> int:
     result = explain(
         config=config,
         ingress_id=ingress_id,
-        facts=message_facts(envelope, raw),
+        facts=message_facts(envelope, RawMessage.of(raw)),
         recipients=args.rcpt,
         session=SessionFacts(args.ip, tls, {n: a.analyze(args.ip) for n, a in bound.items()}),
         book=book,

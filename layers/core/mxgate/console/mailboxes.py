@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from mxgate.message.parse import parse_message
 
@@ -94,6 +94,6 @@ class _Kept:
     def __init__(self) -> None:
         self.contents: dict[str, bytes] = {}
 
-    def keep(self, sha256: str, content_type: str, content: bytes) -> str:
-        self.contents[sha256] = content
+    def keep(self, sha256: str, content_type: str, content: BinaryIO) -> str:
+        self.contents[sha256] = content.read()
         return sha256

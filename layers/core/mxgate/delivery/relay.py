@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from mxgate.delivery.smtp import SmtpTarget, SmtpTransport, everyone_failed
 from mxgate.errors import FailureKind, MxgateError, kind_of
 from mxgate.message.headers import prepend_headers, remove_fields
+from mxgate.message.raw import RawMessage
 from mxgate.ports import SendResult
 
 RELAY_FIELD = "X-Mxgate-Relay"  # the relay ingress point's rule set routes on it
@@ -66,10 +67,11 @@ class RelayIngressTransport:
         self,
         envelope_sender: str,
         recipients: Sequence[str],
-        raw: bytes,
+        raw: RawMessage,
         tags: Mapping[str, str] | None = None,  # SMTP carries no tags to a later report
     ) -> Mapping[str, SendResult]:
-        message = prepend_headers(remove_fields(raw, RELAY_FIELD), [(RELAY_FIELD, self.relay)])
+        header = remove_fields(raw.header, RELAY_FIELD)
+        message = raw.with_header(prepend_headers(header, [(RELAY_FIELD, self.relay)]))
         try:
             transport = self._transport()
         except MxgateError as error:  # the password could not be had

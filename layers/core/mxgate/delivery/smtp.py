@@ -13,10 +13,11 @@ import smtplib
 import socket
 import ssl
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from mxgate.errors import ConfigError
+from mxgate.message.raw import RawMessage
 from mxgate.ports import SendResult
 from mxgate.routing.routes import Destination
 
@@ -32,10 +33,37 @@ def to_crlf(raw: bytes) -> bytes:
     return _BARE_LF.sub(b"\r\n", raw)
 
 
-def dot_stuffed(message: bytes) -> bytes:
-    """A CRLF message with each line's leading dot doubled (RFC 5321 4.5.2 transparency)."""
-    stuffed = message.replace(b"\n.", b"\n..") if b"\n." in message else message
-    return b"." + stuffed if stuffed.startswith(b".") else stuffed
+LONG_LINE = 1 << 20  # bytes of a line without LF held back before they are sent anyway
+
+
+def data_pieces(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The message as DATA carries it, a piece per chunk read: CRLF line ends (`to_crlf`),
+    each line's leading dot doubled (RFC 5321 4.5.2 transparency), then the end-of-data line.
+    Each piece ends after a LF, so no line's start, and no CR before its LF, is split between
+    two pieces (a line longer than LONG_LINE goes in parts, a trailing CR kept for its LF)."""
+    carry = b""
+    line_start = True  # the next piece starts a line
+    ends_line = False  # what was sent ends with a line break
+    for chunk in chunks:
+        data = carry + chunk if carry else chunk
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            if len(data) < LONG_LINE:
+                carry = data
+                continue
+            cut = len(data) - 1 if data.endswith(b"\r") else len(data)
+        piece, carry = data[:cut], data[cut:]
+        yield _stuffed(to_crlf(piece), line_start)
+        line_start = ends_line = piece.endswith(b"\n")
+    if carry:
+        yield _stuffed(to_crlf(carry), line_start)
+        ends_line = False
+    yield b".\r\n" if ends_line else b"\r\n.\r\n"
+
+
+def _stuffed(piece: bytes, line_start: bool) -> bytes:
+    stuffed = piece.replace(b"\n.", b"\n..") if b"\n." in piece else piece
+    return b"." + stuffed if line_start and stuffed.startswith(b".") else stuffed
 
 
 @dataclass(frozen=True)
@@ -110,7 +138,7 @@ class SmtpTransport:
         self,
         envelope_sender: str,
         recipients: Sequence[str],
-        raw: bytes,
+        raw: RawMessage,
         tags: Mapping[str, str] | None = None,
     ) -> Mapping[str, SendResult]:
         with self._lock:
@@ -133,7 +161,7 @@ class SmtpTransport:
         return everyone_failed(recipients, transient=True, detail="unreachable")  # pragma: no cover
 
     def _send(
-        self, client: smtplib.SMTP, sender: str, recipients: Sequence[str], raw: bytes
+        self, client: smtplib.SMTP, sender: str, recipients: Sequence[str], raw: RawMessage
     ) -> Mapping[str, SendResult]:
         options = []
         if client.has_extn("8bitmime") and not raw.isascii():
@@ -159,7 +187,11 @@ class SmtpTransport:
         if not accepted:
             client.rset()
             return results
-        code, reply = client.data(to_crlf(raw))
+        code, reply = client.docmd("DATA")
+        if code == 354:
+            code, reply = _message_data(client, raw)
+        else:
+            client.rset()
         for recipient in accepted:
             results[recipient] = SendResult(
                 ok=code == 250, transient=code < 500, detail=_reply(code, reply)
@@ -172,11 +204,10 @@ class SmtpTransport:
         sender: str,
         options: list[str],
         recipients: Sequence[str],
-        raw: bytes,
+        raw: RawMessage,
     ) -> Mapping[str, SendResult]:
         """MAIL, every RCPT and DATA in one write, then their replies in order (RFC 2920):
-        one round trip instead of two and one per recipient. The message goes as it is
-        (CRLF lines, leading dots doubled), in two writes, never copied once more."""
+        one round trip instead of two and one per recipient."""
         commands = [f"MAIL FROM:{smtplib.quoteaddr(sender)} {' '.join(options)}".rstrip()]
         commands += [f"RCPT TO:{smtplib.quoteaddr(r)}" for r in recipients]
         encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
@@ -197,12 +228,10 @@ class SmtpTransport:
         code, reply = client.getreply()  # to DATA
         if code == 354:
             if accepted:
-                body = dot_stuffed(to_crlf(raw))
-                client.send(body)
-                client.send(b".\r\n" if body.endswith(b"\r\n") else b"\r\n.\r\n")
+                code, reply = _message_data(client, raw)
             else:  # no recipient, yet the server waits for the message: end it, empty
                 client.send(b".\r\n")
-            code, reply = client.getreply()
+                code, reply = client.getreply()
         else:  # the transaction failed before its message: start the next one afresh
             client.rset()
         for recipient in accepted:
@@ -210,6 +239,13 @@ class SmtpTransport:
                 ok=code == 250, transient=code < 500, detail=_reply(code, reply)
             )
         return results
+
+
+def _message_data(client: smtplib.SMTP, raw: RawMessage) -> tuple[int, bytes]:
+    """After the 354: the message read and sent in chunks, never whole; the host's reply."""
+    for piece in data_pieces(raw.chunks()):
+        client.send(piece)
+    return client.getreply()
 
 
 def _reply(code: int, message: bytes | str) -> str:
@@ -276,7 +312,7 @@ class MisconfiguredTransport:
         self,
         envelope_sender: str,
         recipients: Sequence[str],
-        raw: bytes,
+        raw: RawMessage,
         tags: Mapping[str, str] | None = None,
     ) -> Mapping[str, SendResult]:
         return everyone_failed(recipients, transient=True, detail=f"4.3.5 {self.reason}")

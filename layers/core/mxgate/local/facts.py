@@ -9,6 +9,7 @@ from email.message import EmailMessage
 from mxgate.authn.model import Authentication
 from mxgate.mailmanager.facts import MessageFacts
 from mxgate.message.parse import addresses, header_values, parse_header_section
+from mxgate.message.raw import RawMessage
 from mxgate.records import Envelope
 
 
@@ -32,9 +33,9 @@ class HeaderMap(Mapping[str, Sequence[str]]):
 
 
 def message_facts(
-    envelope: Envelope, raw: bytes, authentication: Authentication | None = None
+    envelope: Envelope, raw: RawMessage, authentication: Authentication | None = None
 ) -> MessageFacts:
-    message = parse_header_section(raw)
+    message = parse_header_section(raw.header)
     verdicts = authentication.verdicts if authentication is not None else None
     defects: list[str] = []
 
@@ -45,7 +46,7 @@ def message_facts(
         mail_from=envelope.mail_from,
         helo=envelope.helo,
         source_ip=envelope.source_ip,
-        size=len(raw),
+        size=raw.size,
         tls=envelope.tls_protocol is not None,
         tls_wrapped=False,  # Mail Manager ingress speaks STARTTLS only, never implicit TLS
         subject=next(iter(header_values(message, "subject")), ""),

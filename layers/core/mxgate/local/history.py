@@ -74,5 +74,5 @@ class History:
 
     @staticmethod
     def read(path: Path) -> StoredMessage:
-        envelope, raw = Spool.read(path)
-        return StoredMessage(envelope=envelope, raw=raw, received_at=received(envelope))
+        envelope, message = Spool.read(path)  # the replay reads it whole: small, off the path
+        return StoredMessage(envelope=envelope, raw=message.read(), received_at=received(envelope))

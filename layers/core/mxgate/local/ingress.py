@@ -24,7 +24,7 @@ from mxgate.local.addons import SessionAddons
 from mxgate.local.limits import Defences
 from mxgate.local.logs import INGRESS, TRAFFIC_POLICY, VendedLogs
 from mxgate.local.smtp import IngressSMTP, peer_ip
-from mxgate.local.spool import Spool
+from mxgate.local.spool import Spool, SpoolWriter
 from mxgate.mailmanager.addons import AddonResult, statement_analyzers
 from mxgate.mailmanager.addresses import AddressBook
 from mxgate.mailmanager.facts import SessionFacts
@@ -37,9 +37,10 @@ from mxgate.records import Envelope, Stage
 log = logging.getLogger("mxgate.ingress")
 
 MAX_RECIPIENTS = 100  # Mail Manager's limit per message
-# Messages of an ingress point read into memory at once. A session beyond them waits before
-# its 354 (it is not refused), so the ingress's memory grows with the message size, not with
-# the number of sessions (docs/benchmarks.md, "Concurrency and memory").
+# Messages of an ingress point received at once, each streamed to its spool file through a
+# write buffer (`spool.WRITE_BUFFER`). A session beyond them waits before its 354 (it is not
+# refused), so the ingress's memory is bounded whatever the number of sessions or the message
+# size (docs/benchmarks.md, "Concurrency and memory").
 MESSAGES_IN_MEMORY = 32
 _TLS_NAMES = {"TLSv1": "TLS1_0", "TLSv1.1": "TLS1_1", "TLSv1.2": "TLS1_2", "TLSv1.3": "TLS1_3"}
 
@@ -279,16 +280,16 @@ class IngressHandler:
         found = [r.summary for name, r in results.items() if name in asked and r.flagged]
         return f": {'; '.join(found)}" if found else ""
 
-    def accept(self, message: Envelope, raw: bytes, now: datetime) -> Path:
+    def accept(self, writer: SpoolWriter, now: datetime) -> Path:
         """In a thread: the fsynced spool file first (only then is 250 due), then the timeline
         and the ingress log, which must never turn a stored message into an error reply."""
-        path = self.spool.write(message, raw)
+        path = writer.commit()
+        message, size = writer.envelope, writer.size
         try:
             self.records.note(
                 message.message_id,
                 Stage.ACCEPTED,
-                f"{len(raw)} bytes from {message.source_ip} "
-                f"for {len(message.recipients)} recipient(s)",
+                f"{size} bytes from {message.source_ip} for {len(message.recipients)} recipient(s)",
             )
             self.logs.write(
                 INGRESS,
@@ -296,7 +297,7 @@ class IngressHandler:
                     "timestamp": now.isoformat(),
                     "ingress_point_id": self.ingress_id,
                     "message_id": message.message_id,
-                    "size": len(raw),
+                    "size": size,
                     "sender_ip": message.source_ip,
                     "mail_from": message.mail_from,
                     "helo": message.helo,
@@ -321,10 +322,9 @@ class IngressHandler:
         log.error("SMTP session error", exc_info=error)
         return SMTP_REPLY[FailureKind.TRANSIENT]
 
-    async def handle_DATA(  # noqa: N802
-        self, server: SMTP, session: Session, envelope: SmtpEnvelope
-    ) -> str:
-        raw = envelope.original_content or b""
+    def start_data(self, session: Session, envelope: SmtpEnvelope) -> SpoolWriter:
+        """The spool file DATA is written to as it arrives (after the 354): the message is
+        received now, as Postfix dates its Received field when DATA begins."""
         now = self.clock.now()
         cipher, cipher_bits = tls_cipher(session)
         message = Envelope(
@@ -340,16 +340,20 @@ class IngressHandler:
             received_at=now,
             ingress_point=self.ingress_id,
         )
+        return self.spool.receive(message)
+
+    async def end_data(self, writer: SpoolWriter) -> str:
+        """The whole message is in its spool file: made durable, then 250 and the workers."""
+        message_id = writer.envelope.message_id
         try:
-            path = await asyncio.to_thread(self.accept, message, raw, now)
+            path = await asyncio.to_thread(self.accept, writer, self.clock.now())
         except OSError:
-            log.exception("spool write failed", extra={"message_id": message.message_id})
+            log.exception("spool write failed", extra={"message_id": message_id})
             return SMTP_REPLY[FailureKind.TRANSIENT]
         try:
             self.submit(path)
         except Exception:  # the spool file stays and is replayed: the message is safe
             log.exception(
-                "could not hand the message to the workers",
-                extra={"message_id": message.message_id},
+                "could not hand the message to the workers", extra={"message_id": message_id}
             )
-        return f"250 2.0.0 Ok: queued as {message.message_id}"
+        return f"250 2.0.0 Ok: queued as {message_id}"

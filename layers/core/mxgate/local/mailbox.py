@@ -29,6 +29,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from mxgate.adapters.local.maildir import Maildir, mailbox_name
 from mxgate.delivery.smtp import to_crlf
 from mxgate.local.smtp import ExactSMTP
+from mxgate.message.raw import RawMessage
 
 
 class MaildirHandler:
@@ -89,7 +90,7 @@ class MaildirHandler:
         stored: list[Path] = []
         try:
             for recipient in recipients:
-                stored.append(self.maildir.deliver(sender, recipient, raw))
+                stored.append(self.maildir.deliver(sender, recipient, RawMessage.of(raw)))
         except OSError:
             for path in stored:
                 path.unlink(missing_ok=True)

@@ -34,6 +34,7 @@ from pathlib import Path
 from mxgate.errors import FailureKind, PermanentError, kind_of
 from mxgate.local.bootstrap import Worker
 from mxgate.local.rule_set_failures import retry_record_id
+from mxgate.message.raw import RawMessage
 from mxgate.records import (
     UNKNOWN_RECIPIENTS,
     Deferred,
@@ -75,7 +76,7 @@ def receive_spooled(worker: Worker, path: Path) -> Result:
 
 def _receive(worker: Worker, path: Path) -> Result:
     try:
-        envelope, raw = worker.spool.read(path)
+        envelope, message = worker.spool.read(path)
     except FileNotFoundError:
         return Result.ALREADY_DONE
     except ValueError as error:  # empty or torn: no retry can make it readable
@@ -87,7 +88,7 @@ def _receive(worker: Worker, path: Path) -> Result:
     if worker.state.is_scheduled(retry_record_id(envelope.message_id)):
         return Result.RETRY_PENDING  # a replay on start: its rule set retry owns the file
     try:
-        retry = through_the_pipeline(worker, envelope, raw, spool_file=path.name)
+        retry = through_the_pipeline(worker, envelope, message, spool_file=path.name)
     except Exception as error:
         if kind_of(error) is FailureKind.TRANSIENT:
             raise
@@ -103,7 +104,7 @@ def _receive(worker: Worker, path: Path) -> Result:
 def through_the_pipeline(
     worker: Worker,
     envelope: Envelope,
-    raw: bytes,
+    message: RawMessage,
     *,
     spool_file: str = "",
     retry: RuleSetRetry | None = None,
@@ -113,7 +114,7 @@ def through_the_pipeline(
     mail_manager = worker.mail_manager
     # one commit for what the run records before its first read (group commit)
     with mail_manager.exclusive(envelope.message_id), worker.state.grouped():
-        run = mail_manager.apply_rule_set(envelope, raw, retry=retry)
+        run = mail_manager.apply_rule_set(envelope, message, retry=retry)
         for bucket, key in run.stored:
             worker.workflow.start(bucket, key)
         return mail_manager.retry_open(run, spool_file=spool_file, retry=retry)
@@ -183,16 +184,18 @@ def _retry_rule_set(worker: Worker, retry: RuleSetRetry) -> Result:
     message_id = retry.message_id
     try:
         if path is not None:
-            _, raw = worker.spool.read(path)
+            _, message = worker.spool.read(path)
         else:
-            raw = worker.mail_manager.actions.objects.get(retry.bucket, retry.key)
+            message = RawMessage.stored(
+                worker.mail_manager.actions.objects, retry.bucket, retry.key
+            )
     except (FileNotFoundError, PermanentError, ValueError) as error:
         gone = RuntimeError(f"the message kept for the retry is gone or unreadable: {error}")
         _quarantine(worker, path, message_id, retry.recipients, gone)
         worker.state.finish_deferred(retry.record_id)
         return Result.QUARANTINED
     try:
-        again = through_the_pipeline(worker, retry.envelope, raw, retry=retry)
+        again = through_the_pipeline(worker, retry.envelope, message, retry=retry)
     except Exception as error:
         if kind_of(error) is FailureKind.TRANSIENT:
             raise

@@ -15,6 +15,7 @@ from mxgate.mailmanager.addresses import AddressBook
 from mxgate.mailmanager.dnsbl import DnsblAnalyzer
 from mxgate.message.model import ParseLimits
 from mxgate.message.parse import parse_message
+from mxgate.message.raw import RawMessage
 from mxgate.replay.decisions import Comparison, Configuration, Known, StoredMessage, decide
 from mxgate.routing.quarantine import auth_verdicts, facts_of
 
@@ -55,7 +56,7 @@ class ReplayFacts:
         )
         return Known(
             message=message,
-            facts=message_facts(envelope, raw, authentication),
+            facts=message_facts(envelope, RawMessage.of(raw), authentication),
             route_facts=route_facts,
             addons=self.addons(envelope.source_ip),
         )

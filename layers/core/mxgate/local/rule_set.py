@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import io
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from mxgate.mailmanager.models import RuleSet
 from mxgate.mailmanager.resources import MailManagerResources
 from mxgate.mailmanager.rules import TERMINAL_BY_ACTION, RuleSetOutcome, run_rule_set
 from mxgate.mailmanager.template import logical_id_of
+from mxgate.message.raw import RawMessage
 from mxgate.records import Envelope, Outcome, RuleSetRetry, Stage
 from mxgate.workflow.envelope import store_envelope
 
@@ -41,7 +41,7 @@ class RuleSetRun:
     """One run of the rule set over a message."""
 
     envelope: Envelope
-    raw: bytes
+    message: RawMessage
     ingress: str  # the ingress point's logical id
     rule_set_id: str
     outcome: RuleSetOutcome
@@ -82,7 +82,7 @@ class LocalMailManager:
             yield
 
     def apply_rule_set(
-        self, envelope: Envelope, raw: bytes, *, retry: RuleSetRetry | None = None
+        self, envelope: Envelope, message: RawMessage, *, retry: RuleSetRetry | None = None
     ) -> RuleSetRun:
         """Run the rule set for the envelope's recipients (the first run, or a retry's) and
         perform its actions. Every recipient is settled, dead-lettered, stored for the
@@ -90,29 +90,30 @@ class LocalMailManager:
         ingress, rule_set = self.rule_set_for(envelope)
         authentication = None
         if self.authenticator is not None:  # Mail Manager judges the sender before the rules
-            authentication = self.authenticator.authenticate(
-                io.BytesIO(raw),
-                client_ip=envelope.source_ip,
-                mail_from=envelope.mail_from,
-                helo=envelope.helo,
-                # so the Process step finds it checked (Authenticator.remember)
-                message_id=envelope.message_id,
-                sha256=hashlib.sha256(raw).hexdigest() if self.authenticator.sealer else "",
-            )
+            with message.open() as stream:
+                authentication = self.authenticator.authenticate(
+                    stream,
+                    client_ip=envelope.source_ip,
+                    mail_from=envelope.mail_from,
+                    helo=envelope.helo,
+                    # so the Process step finds it checked (Authenticator.remember)
+                    message_id=envelope.message_id,
+                    sha256=message.sha256() if self.authenticator.sealer else "",
+                )
             log.info(
                 "authenticated",
                 extra={"message_id": envelope.message_id, "verdicts": authentication.summary()},
             )
-        facts = message_facts(envelope, raw, authentication)
-        runner = ActionRunner(self.actions, self.resources, envelope, raw, facts)
+        facts = message_facts(envelope, message, authentication)
+        runner = ActionRunner(self.actions, self.resources, envelope, message, facts)
         outcome = run_rule_set(rule_set, facts, envelope.recipients, self.book, runner)
         rule_set_id = self._rule_set_id(ingress)
         self._log(envelope, ingress, rule_set_id, outcome)
         self._record_rules(envelope, outcome, retry)
-        pending = self._settle_all(envelope, raw, rule_set_id, outcome, runner.stored)
+        pending = self._settle_all(envelope, message, rule_set_id, outcome, runner.stored)
         self._keep_stored(envelope, runner.stored)
         return RuleSetRun(
-            envelope, raw, ingress, rule_set_id, outcome, list(runner.stored.objects), pending
+            envelope, message, ingress, rule_set_id, outcome, list(runner.stored.objects), pending
         )
 
     def retry_open(
@@ -124,7 +125,7 @@ class LocalMailManager:
             return None
         return self.failures.retry_later(
             run.envelope,
-            run.raw,
+            run.message,
             run.rule_set_id,
             run.pending,
             spool_file=spool_file,
@@ -195,7 +196,7 @@ class LocalMailManager:
     def _settle_all(
         self,
         envelope: Envelope,
-        raw: bytes,
+        message: RawMessage,
         rule_set_id: str,
         outcome: RuleSetOutcome,
         stored: Stored,
@@ -265,5 +266,7 @@ class LocalMailManager:
             open_ = {a: o for a, o in open_.items() if a.casefold() not in settled}
         permanent = {a: o for a, o in open_.items() if not o.transient}
         if permanent:
-            self.failures.dead_letter(envelope, raw, rule_set_id, permanent, error="PermanentError")
+            self.failures.dead_letter(
+                envelope, message, rule_set_id, permanent, error="PermanentError"
+            )
         return {a: o for a, o in open_.items() if o.transient}

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from mxgate.message.parse import header_values, parse_header_section
+from mxgate.message.raw import RawMessage
 from mxgate.ports import Clock, DeadLetters, Deferrals, ObjectStore, Timeline
 from mxgate.recorder import Recorder
 from mxgate.records import (
@@ -58,8 +59,8 @@ def _accepted(failures: Mapping[str, OpenRecipient]) -> list[str]:
     return list(dict.fromkeys(a for o in failures.values() for a in o.accepted))
 
 
-def _subject(raw: bytes) -> str:
-    return next(iter(header_values(parse_header_section(raw), "subject")), "")
+def _subject(message: RawMessage) -> str:
+    return next(iter(header_values(parse_header_section(message.header), "subject")), "")
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class RuleSetFailures:
     def retry_later(
         self,
         envelope: Envelope,
-        raw: bytes,
+        message: RawMessage,
         rule_set_id: str,
         pending: Mapping[str, OpenRecipient],
         *,
@@ -99,7 +100,7 @@ class RuleSetFailures:
             hours = (now - first).total_seconds() / 3600
             self.dead_letter(
                 envelope,
-                raw,
+                message,
                 rule_set_id,
                 pending,
                 error="Expired",
@@ -137,7 +138,7 @@ class RuleSetFailures:
     def dead_letter(
         self,
         envelope: Envelope,
-        raw: bytes,
+        message: RawMessage,
         rule_set_id: str,
         failures: Mapping[str, OpenRecipient],
         *,
@@ -149,7 +150,8 @@ class RuleSetFailures:
         message_id = envelope.message_id
         recipients = list(failures)
         key = f"rules/{message_id}"
-        self.objects.put(KEPT_BUCKET, key, raw)
+        with message.open() as stream:
+            self.objects.put(KEPT_BUCKET, key, stream)
         record_id = dead_letter_id(message_id, recipients)
         reason = _reason(failures)
         if why:
@@ -164,7 +166,7 @@ class RuleSetFailures:
                 message=StoredMessage(
                     bucket=KEPT_BUCKET,
                     key=key,
-                    subject=_subject(raw),
+                    subject=_subject(message),
                     envelope_sender=envelope.mail_from,
                 ),
                 failures={a: o.reasons for a, o in failures.items()},

@@ -9,13 +9,14 @@ most once, and a client that keeps failing AUTH slowed down and then cut off.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Session
 
 from mxgate.local.limits import AUTH_LOCKED, AuthGuard, ConnectionGate
-from mxgate.local.smtp_data import TOO_BIG, DataAssembler
+from mxgate.local.smtp_data import TOO_BIG, DataAssembler, DataSink
 
 log = logging.getLogger("mxgate.ingress")
 
@@ -75,7 +76,26 @@ class ExactSMTP(SMTP):
             await self.push("501 5.5.4 Syntax: DATA")
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
-        data = DataAssembler(self.data_size_limit)
+        sink = self.message_sink()
+        try:
+            data = DataAssembler(self.data_size_limit, sink)
+            if not await self._read_data(data):
+                sink.discard()
+                return
+        except BaseException:
+            sink.discard()
+            raise
+        if data.refusal is not None:
+            sink.discard()
+            self.envelope = self._create_envelope()  # as after any DATA
+            await self.push(data.refusal)
+            return
+        status = await self.message_received(sink)
+        self.envelope = self._create_envelope()
+        await self.push("250 OK" if status is MISSING else status)
+
+    async def _read_data(self, data: DataAssembler) -> bool:
+        """Read DATA through its final dot into `data`; False when the session ended first."""
         deadline = self.loop.time() + self.data_timeout
         while True:
             try:
@@ -84,7 +104,7 @@ class ExactSMTP(SMTP):
                 piece, complete = await self._reader.read(error.consumed), False
             except asyncio.IncompleteReadError:  # the client left in the middle
                 self._writer.close()
-                return
+                return False
             except asyncio.CancelledError:
                 self._writer.close()
                 raise
@@ -92,19 +112,30 @@ class ExactSMTP(SMTP):
             if remaining <= 0:
                 await self.push(DATA_TOO_SLOW)
                 self._writer.close()
-                return
+                return False
             self._reset_timeout(min(self._timeout_duration, remaining))
             if data.add(piece, complete):
-                break
-        self._reset_timeout()
-        if data.refusal is not None:
-            self.envelope = self._create_envelope()  # as after any DATA
-            await self.push(data.refusal)
-            return
-        self.envelope.content = self.envelope.original_content = data.content
-        status = await self._call_handler_hook("DATA")
-        self.envelope = self._create_envelope()
-        await self.push("250 OK" if status is MISSING else status)
+                self._reset_timeout()
+                return True
+
+    def message_sink(self) -> DataSink:
+        """Where DATA goes as it is read: memory, for handlers that take the message whole, as
+        aiosmtpd gives it (the mailbox hosts)."""
+        return MessageInMemory()
+
+    async def message_received(self, sink: DataSink) -> Any:
+        """The handler's reply to the message `sink` holds."""
+        assert self.envelope is not None
+        assert isinstance(sink, MessageInMemory)
+        self.envelope.content = self.envelope.original_content = sink.getvalue()
+        return await self._call_handler_hook("DATA")
+
+
+class MessageInMemory(io.BytesIO):
+    """A message read into memory."""
+
+    def discard(self) -> None:
+        self.close()
 
 
 class IngressSMTP(ExactSMTP):
@@ -167,6 +198,14 @@ class IngressSMTP(ExactSMTP):
     async def smtp_DATA(self, arg: str) -> None:  # noqa: N802
         async with self.data_slots:  # read, spooled and answered inside its slot
             await super().smtp_DATA(arg)
+
+    def message_sink(self) -> DataSink:
+        """The spool file, written as DATA arrives: no message is ever whole in memory."""
+        sink: DataSink = self.event_handler.start_data(self.session, self.envelope)
+        return sink
+
+    async def message_received(self, sink: DataSink) -> Any:
+        return await self.event_handler.end_data(sink)
 
     async def smtp_STARTTLS(self, arg: str) -> None:  # noqa: N802
         if self._tls_protocol is not None:  # RFC 3207 4.2: once per session

@@ -1,4 +1,5 @@
-"""The message as DATA carries it: pieces of text in, the message's bytes out. Pure.
+"""The message as DATA carries it: pieces of text in, the message's bytes written to a sink
+as they come (the spool file at the ingress), so no message is ever whole in memory.
 
 RFC 5321 section 4.5.2: a line of a single dot ends the message; a dot that starts a line
 with more on it was added by the sender (dot-stuffing) and is taken off. The rules here, and
@@ -16,7 +17,8 @@ why (docs/defences.md, "Bytes"):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Protocol
 
 END = b".\r\n"
 TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
@@ -32,17 +34,28 @@ def content_problem(piece: bytes, complete: bool) -> str | None:
     return None
 
 
+class DataSink(Protocol):
+    """Where the message's bytes go as they arrive (a file, buffered)."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+    def discard(self) -> None:
+        """Keep nothing: the message was refused, or the client left."""
+
+
 @dataclass
 class DataAssembler:
-    """Collects the pieces one DATA sends: whole lines, or the parts of a line longer than the
-    reader takes at once. `add` says when the end-of-data line has come."""
+    """Takes the pieces one DATA sends: whole lines, or the parts of a line longer than the
+    reader takes at once, and writes the message's bytes to `sink`. `add` says when the
+    end-of-data line has come. Once the message is refused (too big, a NUL, a bare CR), nothing
+    more is written: the caller throws away what the sink holds."""
 
-    size_limit: int | None = None
+    size_limit: int | None
+    sink: DataSink
     size: int = 0
     line: int = 1  # the line the next piece belongs to
     problem: str | None = None  # the first reason to refuse the message, if any
     too_big: bool = False
-    _content: bytearray = field(default_factory=bytearray)
     _line_start: bool = True
 
     def add(self, piece: bytes, complete: bool) -> bool:
@@ -60,9 +73,7 @@ class DataAssembler:
         if self.size_limit is not None and self.size > self.size_limit:
             self.too_big = True
         if self.problem is None and not self.too_big:
-            self._content += piece
-        else:
-            self._content.clear()  # refused: keep reading to the end, holding nothing
+            self.sink.write(piece)  # refused: read on to the end, writing nothing
         if complete:
             self.line += 1
         return False
@@ -75,7 +86,3 @@ class DataAssembler:
         if self.problem is not None:
             return f"550 5.6.0 Message refused: {self.problem}"
         return None
-
-    @property
-    def content(self) -> bytes:
-        return bytes(self._content)

@@ -7,14 +7,19 @@ at any point is recovered by replaying what is left on start.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
+from mxgate.message.raw import RawMessage
 from mxgate.records import Envelope
 
 _SUFFIX = ".msg"
 _PARTIAL = ".partial"
+WRITE_BUFFER = 256 * 1024  # bytes of a message held before they go to the file
+MAX_ENVELOPE_LINE = 1 << 20
 
 
 class Spool:
@@ -26,33 +31,15 @@ class Spool:
         directory.mkdir(parents=True, exist_ok=True)
 
     def write(self, envelope: Envelope, raw: bytes) -> Path:
-        """Durably store one message: written under a temporary name and fsynced, renamed, and
-        the directory fsynced, so the file the workers see is always whole and survives a crash."""
-        path = self.directory / f"{envelope.message_id}{_SUFFIX}"
-        partial = self.directory / f"{envelope.message_id}{_PARTIAL}"
-        header = envelope.model_dump_json().encode() + b"\n"
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, header)
-            view = memoryview(raw)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            partial.unlink(missing_ok=True)
-            raise
-        os.close(fd)
-        os.replace(partial, path)
-        directory = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-        if self.keep is not None:
-            self.keep(path, envelope)
-        return path
+        """Durably store one message whose bytes are all at hand (`receive` when they stream)."""
+        writer = self.receive(envelope)
+        writer.write(raw)
+        return writer.commit()
+
+    def receive(self, envelope: Envelope) -> SpoolWriter:
+        """A spool file for one message, written as its bytes arrive; `commit` makes it durable
+        and visible to the workers, `discard` throws it away."""
+        return SpoolWriter(self, envelope)
 
     def discard_partial(self) -> None:
         """Remove files a crash left half-written: none of them was ever answered 250."""
@@ -60,10 +47,13 @@ class Spool:
             partial.unlink(missing_ok=True)
 
     @staticmethod
-    def read(path: Path) -> tuple[Envelope, bytes]:
-        data = path.read_bytes()
-        newline = data.index(b"\n")
-        return Envelope.model_validate_json(data[:newline]), data[newline + 1 :]
+    def read(path: Path) -> tuple[Envelope, RawMessage]:
+        """The envelope, and the message (its header section read; its body read on use)."""
+        with path.open("rb") as spooled:
+            line = spooled.readline(MAX_ENVELOPE_LINE)
+        if not line.endswith(b"\n"):
+            raise ValueError(f"spool file {path.name} has no envelope line")
+        return Envelope.model_validate_json(line), RawMessage.in_file(path, len(line))
 
     def pending(self) -> list[Path]:
         """Spooled messages not yet finished, oldest first (ids sort by time)."""
@@ -72,3 +62,74 @@ class Spool:
     @staticmethod
     def remove(path: Path) -> None:
         path.unlink(missing_ok=True)
+
+
+class SpoolWriter:
+    """One message on its way into the spool: its envelope line, then its bytes as DATA brings
+    them, under a temporary name. A write that fails (a full disk, an unwritable spool) is kept
+    for `commit` to raise, so the rest of DATA is still read and answered after its final dot;
+    nothing is written after it."""
+
+    def __init__(self, spool: Spool, envelope: Envelope) -> None:
+        self.spool = spool
+        self.envelope = envelope
+        self.size = 0  # message bytes, the envelope line not counted
+        self.error: OSError | None = None
+        self._partial = spool.directory / f"{envelope.message_id}{_PARTIAL}"
+        self._file: BinaryIO | None = None
+        try:
+            fd = os.open(self._partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            self._file = open(fd, "wb", buffering=WRITE_BUFFER)  # noqa: SIM115 -- commit closes it
+            self._file.write(envelope.model_dump_json().encode() + b"\n")
+        except OSError as error:
+            self._failed(error)
+
+    def _failed(self, error: OSError) -> None:
+        self.error = self.error or error
+        self.discard()
+
+    def write(self, data: bytes, /) -> None:
+        self.size += len(data)
+        if self._file is None:
+            return
+        try:
+            self._file.write(data)
+        except OSError as error:
+            self._failed(error)
+
+    def commit(self) -> Path:
+        """Fsynced under its temporary name, renamed, the directory fsynced: the file the
+        workers see is always whole and survives a crash. Only then is `250` due."""
+        if self._file is not None:
+            try:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                self._file.close()
+            except OSError as error:
+                self._failed(error)
+        if self.error is not None or self._file is None:
+            raise self.error or OSError("the spool file was discarded")
+        self._file = None
+        path = self.spool.directory / f"{self.envelope.message_id}{_SUFFIX}"
+        try:
+            os.replace(self._partial, path)
+        except BaseException:
+            self.discard()
+            raise
+        directory = os.open(self.spool.directory, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+        if self.spool.keep is not None:
+            self.spool.keep(path, self.envelope)
+        return path
+
+    def discard(self) -> None:
+        """Nothing of this message stays (it was refused, or the client left)."""
+        if self._file is not None:
+            file, self._file = self._file, None
+            with contextlib.suppress(OSError):  # the buffer could not be written: it goes
+                file.close()
+        with contextlib.suppress(OSError):  # never made (an unwritable spool): nothing to undo
+            self._partial.unlink(missing_ok=True)

@@ -37,6 +37,7 @@ from mxgate.mailmanager.resources import MailManagerResources
 from mxgate.mailmanager.rules import ActionContext, PartialFailureError
 from mxgate.message.dsn import DsnReport, bounce_subject, delivery_status_notification
 from mxgate.message.headers import prepend_headers
+from mxgate.message.raw import RawMessage
 from mxgate.ports import (
     Clock,
     Functions,
@@ -117,19 +118,20 @@ class ActionRunner:
         ports: ActionPorts,
         resources: MailManagerResources,
         envelope: Envelope,
-        raw: bytes,
+        message: RawMessage,
         facts: MessageFacts,
     ) -> None:
         self.ports = ports
         self.resources = resources
         self.envelope = envelope
-        self.raw = raw
+        self.message = message
         self.facts = facts
         self.stored = Stored()
 
-    def _message(self, context: ActionContext) -> bytes:
+    def _message(self, context: ActionContext) -> RawMessage:
         # AddHeader fields are prepended newest first, as an MTA adds trace fields.
-        return prepend_headers(self.raw, reversed(context.added_headers))
+        header = prepend_headers(self.message.header, reversed(context.added_headers))
+        return self.message.with_header(header)
 
     def execute(self, action: RuleAction, context: ActionContext) -> str:
         once = action.kind in _ONCE
@@ -174,7 +176,8 @@ class ActionRunner:
         params = action.WriteToS3
         assert params is not None
         key = variant_key(f"{params.S3Prefix or ''}{self.envelope.message_id}", context.variant)
-        self.ports.objects.put(params.S3Bucket, key, self._message(context))
+        with self._message(context).open() as message:  # copied file to file, in chunks
+            self.ports.objects.put(params.S3Bucket, key, message)
         self.stored.objects.setdefault((params.S3Bucket, key), []).extend(context.recipients)
         return f"s3://{params.S3Bucket}/{key}"
 
@@ -184,14 +187,15 @@ class ActionRunner:
         archive = self.resources.archive_id(params.TargetArchive)
         key = f"{variant_key(f'{archive}/{self.envelope.message_id}', context.variant)}.eml"
         message = self._message(context)
-        self.ports.objects.put(ARCHIVE_BUCKET, key, message)
+        with message.open() as stream:
+            self.ports.objects.put(ARCHIVE_BUCKET, key, stream)
         if self.ports.archive_index is not None:
             self.ports.archive_index.add(
                 archived_message(
                     archive_id=archive,
                     archived_message_id=key.rsplit("/", 1)[-1].removesuffix(".eml"),
                     key=key,
-                    raw=message,
+                    message=message,
                     envelope=self.envelope,
                     recipients=list(context.recipients),
                     archived_at=self.ports.clock.now(),
@@ -287,8 +291,8 @@ class ActionRunner:
             last_attempt=self.ports.clock.now(),
             arrival_date=self.received_at,
         )
-        dsn = delivery_status_notification(report, self.raw)
-        results = outbound.send("", [sender], dsn)  # a DSN has a null sender
+        dsn = delivery_status_notification(report, self.message.header)
+        results = outbound.send("", [sender], RawMessage.of(dsn))  # a DSN has a null sender
         raise_failures(results, "Bounce")
         return f"DSN sent to {sender}"
 
@@ -302,7 +306,7 @@ class ActionRunner:
             envelope_sender=self.envelope.mail_from,
             destination=self.envelope.recipients,
             received_at=self.received_at,
-            raw=self.raw,
+            header=self.message.header,
             header_limit=header_limit,
         )
 
@@ -328,12 +332,17 @@ class ActionRunner:
                 context, {"type": "SNS", "topicArn": params.TopicArn, "encoding": encoding}
             ),
         }
+        size = 0
         if payload == "CONTENT":
-            notification["content"] = sns_content(self._message(context), encoding)
+            content = self._message(context)
+            size = content.size  # never read whole what cannot be sent anyway
+            if size <= SNS_MESSAGE_LIMIT:
+                notification["content"] = sns_content(content.read(), encoding)
         message = json.dumps(notification, ensure_ascii=False)
-        if len(message.encode()) > SNS_MESSAGE_LIMIT:
+        size = max(size, len(message.encode()))
+        if size > SNS_MESSAGE_LIMIT:
             raise PermanentError(
-                f"PublishToSns: the notification is {len(message.encode())} bytes, over SNS's "
+                f"PublishToSns: the notification is {size} bytes or more, over SNS's "
                 f"{SNS_MESSAGE_LIMIT} byte limit (PayloadType HEADERS sends the headers only)"
             )
         where = self.ports.topics.publish(

@@ -77,10 +77,11 @@ def mail_object(
     envelope_sender: str,
     destination: Sequence[str],
     received_at: datetime,
-    raw: bytes,
+    header: bytes,
     header_limit: int,
 ) -> dict[str, Any]:
-    headers, truncated = _header_list(raw, header_limit)
+    """SES's `mail` object of a message, from its header section."""
+    headers, truncated = _header_list(header, header_limit)
     return {
         "timestamp": ses_timestamp(received_at),
         "source": envelope_sender,
@@ -88,7 +89,7 @@ def mail_object(
         "destination": list(destination),
         "headersTruncated": truncated,
         "headers": headers,
-        "commonHeaders": _common_headers(raw),
+        "commonHeaders": _common_headers(header),
     }
 
 

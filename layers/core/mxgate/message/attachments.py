@@ -6,7 +6,7 @@ from __future__ import annotations
 import mimetypes
 import re
 import unicodedata
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from mxgate.message.mime import uu_line
 from mxgate.message.text import header_text
@@ -155,8 +155,9 @@ def extract_uuencoded(data: bytes) -> tuple[bytes, list[tuple[str, bytes]]]:
 
 
 class AttachmentStore(Protocol):
-    def keep(self, sha256: str, content_type: str, content: bytes) -> str:
-        """Store the content (once per digest); returns where it is."""
+    def keep(self, sha256: str, content_type: str, content: BinaryIO) -> str:
+        """Store the content, read from `content` in chunks (once per digest); returns where
+        it is."""
         ...
 
 
@@ -169,7 +170,7 @@ class ObjectStoreAttachments:
         self.bucket = bucket
         self.prefix = prefix
 
-    def keep(self, sha256: str, content_type: str, content: bytes) -> str:
+    def keep(self, sha256: str, content_type: str, content: BinaryIO) -> str:
         key = f"{self.prefix}{sha256}"
         if not self.objects.exists(self.bucket, key):
             self.objects.put(self.bucket, key, content, {"content-type": content_type})

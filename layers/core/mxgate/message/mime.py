@@ -14,11 +14,12 @@ import binascii
 import hashlib
 import io
 import re
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import Message
 from functools import cached_property
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from mxgate.message.model import ParseLimits
 from mxgate.message.parameters import Parameter, parse_parameters
@@ -28,6 +29,7 @@ from mxgate.message.text import decode_words, header_text, unfold
 
 _CHUNK = 1 << 16
 _SNIFF_BYTES = 512
+KEPT_IN_MEMORY = 1 << 20  # bytes of a kept part held in memory; the rest in a temporary file
 _MAX_DELIMITER_LINE = 70 + 2 + 2 + 256  # RFC 2046: boundaries are at most 70 characters
 _FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
 _BROKEN_FIELD = re.compile(rb"[A-Za-z][\x21-\x39\x3b-\x7e ]{0,76}:")
@@ -61,13 +63,15 @@ class LimitExceeded(Exception):  # noqa: N818 -- a reason to stop, not a failure
 
 class Content:
     """The decoded bytes of one part seen once: counted, hashed, their start kept for
-    sniffing, and the whole kept only when asked (to store it, or to read it as text)."""
+    sniffing, and the whole kept only when asked (to store it, or to read it as text): in
+    memory up to KEPT_IN_MEMORY, in a temporary file past it, so a 30 MB attachment on its
+    way to the store is never whole in memory."""
 
     __slots__ = ("_digest", "_kept", "head", "outer", "size")
 
     def __init__(self, keep: bool, outer: frozenset[bytes] = frozenset()) -> None:
         self._digest = hashlib.sha256()
-        self._kept: io.BytesIO | None = io.BytesIO() if keep else None
+        self._kept: BinaryIO | None = _kept_bytes() if keep else None
         self.size = 0
         self.head = b""
         self.outer = outer  # for a message tapped from the stream: the enclosing boundaries
@@ -88,11 +92,25 @@ class Content:
 
     @property
     def data(self) -> bytes | None:
-        return None if self._kept is None else self._kept.getvalue()
+        """All the kept bytes (for text and the small parts read whole)."""
+        stream = self.stream()
+        return None if stream is None else stream.read()
+
+    def stream(self) -> BinaryIO | None:
+        """The kept bytes from their start, to be read in chunks (None: not kept)."""
+        if self._kept is not None:
+            self._kept.seek(0)
+        return self._kept
 
     def release(self) -> None:
         """Stop holding the bytes; the size, digest and head stay."""
+        if self._kept is not None:
+            self._kept.close()
         self._kept = None
+
+
+def _kept_bytes() -> BinaryIO:
+    return cast("BinaryIO", tempfile.SpooledTemporaryFile(max_size=KEPT_IN_MEMORY))
 
 
 def match_delimiter(line: bytes, boundaries: tuple[bytes, ...]) -> tuple[bytes, bool] | None:
@@ -493,6 +511,12 @@ class MimeParser:
         self.limits = limits
         self.keep_attachments = keep_attachments
         self.counters = Counters()
+        self.contents: list[Content] = []  # released by `release` once the model is built
+
+    def release(self) -> None:
+        """Let go of every part's kept bytes (their temporary files too)."""
+        for content in self.contents:
+            content.release()
 
     def message(self, root: Part, boundaries: tuple[bytes, ...] = (), depth: int = 0) -> Part:
         """Parse one entity (the message itself, or a nested one) into `root`."""
@@ -626,6 +650,7 @@ class MimeParser:
         """A message/rfc822 part in 7bit/8bit/binary: its bytes are parsed as they stream by,
         and tapped to count, hash (and keep) them as the attachment they also are."""
         tap = Content(self.keep_attachments, outer=frozenset(boundaries))
+        self.contents.append(tap)
         part.content = tap
         part.nested = Part(path=part.path, header_charset=part.header_charset)
         self.source.taps.append(tap)
@@ -654,6 +679,7 @@ class MimeParser:
             or content_type in KEPT_TYPES
         )
         content = Content(keep)
+        self.contents.append(content)
         for chunk in self.source.body(boundaries):
             data = decoder.feed(chunk)
             self._count(len(data))

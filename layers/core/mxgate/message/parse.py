@@ -71,17 +71,21 @@ def parse_stream(
     source = Source(stream)
     root = Part(path="")
     unreadable: str | None = None
+    parser = MimeParser(source, limits, keep_attachments=store is not None)
     try:
-        MimeParser(source, limits, keep_attachments=store is not None).message(root)
+        parser.message(root)
     except LimitExceeded as error:
         unreadable = f"limit exceeded: {error}"
     except Exception as error:  # a parser bug must cost one message its parse, never its delivery
         log.exception("message parser failed")
         unreadable = f"parser failure: {type(error).__name__}"
-    source.drain()
-    if unreadable is None and not root.fields:
-        unreadable = "empty message" if source.size == 0 else "no header fields: not a message"
-    model = _Builder(store).message(root, size=source.size, sha256=source.sha256)
+    try:
+        source.drain()
+        if unreadable is None and not root.fields:
+            unreadable = "empty message" if source.size == 0 else "no header fields: not a message"
+        model = _Builder(store).message(root, size=source.size, sha256=source.sha256)
+    finally:
+        parser.release()
     return model.model_copy(update={"unreadable": unreadable, "envelope": envelope})
 
 
@@ -245,7 +249,7 @@ class _Builder:
                 names=part.names,
                 safe_filename=safe_filename(part.filename, content.sha256, part.content_type),
                 content_id=content_id,
-                key=self._keep(content.sha256, part.content_type, content.data),
+                key=self._keep(content.sha256, part.content_type, content.stream()),
                 message=nested,
             )
         )
@@ -292,10 +296,10 @@ class _Builder:
             sniffed_type=sniffed,
             names=[filename] if filename else [],
             safe_filename=safe_filename(filename, digest, content_type),
-            key=self._keep(digest, content_type, content),
+            key=self._keep(digest, content_type, io.BytesIO(content)),
         )
 
-    def _keep(self, sha256: str, content_type: str, content: bytes | None) -> str | None:
+    def _keep(self, sha256: str, content_type: str, content: BinaryIO | None) -> str | None:
         if self.store is None or content is None:
             return None
         return self.store.keep(sha256, content_type, content)

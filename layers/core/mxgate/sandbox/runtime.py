@@ -68,6 +68,7 @@ from mxgate.mailmanager.template import (
     read_template,
 )
 from mxgate.message.headers import header_block_end, prepend_headers
+from mxgate.message.raw import RawMessage
 from mxgate.records import Envelope
 from mxgate.routing.recipients import DirectoryAddressBook
 from mxgate.routing.routes import Routes
@@ -427,10 +428,10 @@ class Sandbox:
 
     def take_spooled(self, path: Path) -> Envelope | None:
         try:
-            envelope, raw = Spool.read(path)
+            envelope, message = Spool.read(path)
             mail_manager = self.mail_manager
             with mail_manager.exclusive(envelope.message_id):
-                run = mail_manager.apply_rule_set(envelope, self._as_received(envelope, raw))
+                run = mail_manager.apply_rule_set(envelope, self._as_received(envelope, message))
                 for bucket, key in run.stored:
                     self._object_stored(bucket, key)
                 mail_manager.retry_open(run, spool_file=path.name)
@@ -452,13 +453,13 @@ class Sandbox:
         except Exception:
             log.exception("no report", extra={"message_id": envelope.message_id})
 
-    def _as_received(self, envelope: Envelope, raw: bytes) -> bytes:
+    def _as_received(self, envelope: Envelope, message: RawMessage) -> RawMessage:
         """The message with the Received field the ingress point adds (format *unconfirmed*)."""
         by = mail_manager_host(envelope.ingress_point)
         received = received_value(
             envelope, by, envelope.message_id, self.clock.now(), software=None
         )
-        return prepend_headers(raw, [("Received", received)])
+        return message.with_header(prepend_headers(message.header, [("Received", received)]))
 
     def deliver_arrivals(self) -> None:
         """Hand the held halves to their functions, in the order asked for: what Lambda's async
@@ -540,7 +541,9 @@ class Sandbox:
                 received_at=now.isoformat(),
                 ingress_point=ingress_id,
             )
-            path = handler.accept(envelope, raw, now)
+            writer = handler.spool.receive(envelope)
+            writer.write(raw)
+            path = handler.accept(writer, now)
             with self._busy_lock:
                 self._busy += 1
             try:

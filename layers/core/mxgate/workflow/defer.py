@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from mxgate.errors import TransientError
 from mxgate.message.dsn import expiry_dsn, should_notify
+from mxgate.message.raw import RawMessage
 from mxgate.records import (
     Deferral,
     DeferredDelivery,
@@ -120,7 +121,7 @@ def _expire(
     if services.bounces is None:
         return dead(f"{why}; no transport for DSNs here")
     dsn = expiry_dsn(
-        original=ref.raw(services.objects),
+        original=RawMessage.referenced(ref, services.objects).header,
         envelope_sender=ref.envelope_sender,
         recipients=left,
         diagnostic=reason,
@@ -129,7 +130,8 @@ def _expire(
         last_attempt=now,
         envelope_id=ref.message_id,
     )
-    result = services.bounces.send("", [ref.envelope_sender], dsn).get(ref.envelope_sender)
+    replies = services.bounces.send("", [ref.envelope_sender], RawMessage.of(dsn))
+    result = replies.get(ref.envelope_sender)
     if result is None or not result.ok:
         detail = result.detail if result is not None else "no reply"
         if result is None or result.transient:

@@ -24,7 +24,8 @@ from mxgate.message.dsn import (
 )
 from mxgate.message.headers import prepend_headers, remove_authentication_results
 from mxgate.message.model import ParsedMessage
-from mxgate.message.parse import parse_message, parse_stream
+from mxgate.message.parse import parse_stream
+from mxgate.message.raw import RawMessage
 from mxgate.ports import SendResult, Transport
 from mxgate.records import Delivery, MessageRef, Outcome, Stage
 from mxgate.routing.routes import DeliveryPolicy
@@ -80,30 +81,32 @@ def _limit(policy: DeliveryPolicy, transport: Transport) -> int | None:
 
 
 def _outgoing(
-    delivery: Delivery, raw: bytes, transport: Transport, services: Services
-) -> tuple[bytes, list[str]]:
+    delivery: Delivery, raw: RawMessage, transport: Transport, services: Services
+) -> tuple[RawMessage, list[str]]:
     """What goes to the mailbox host: the original bytes, the sender policy applied where the
-    transport needs verified senders, trace fields on top; or a claim check if too large."""
+    transport needs verified senders, trace fields on top; or a claim check if too large.
+    Only the header section is edited: the body goes as stored, read in chunks."""
     route = delivery.policy_route
     policy = services.routes.policy(route)
     notes: list[str] = []
 
-    def prepared(message: bytes) -> bytes:
+    def prepared(message: RawMessage) -> RawMessage:
+        header = message.header
         if transport.requires_verified_sender:
-            decision = apply_sender_policy(message, route, services.routes)
+            decision = apply_sender_policy(header, route, services.routes)
             if decision.rewritten and decision.detail not in notes:
                 notes.append(decision.detail)
-            message = decision.raw
-        return prepend_headers(message, delivery.prepend)
+            header = decision.raw
+        return message.with_header(prepend_headers(header, delivery.prepend))
 
     outgoing = prepared(raw)
     limit = _limit(policy, transport)
-    if limit is None or len(outgoing) <= limit:
+    if limit is None or outgoing.size <= limit:
         return outgoing, notes
     ref = delivery.message
     if policy.oversize == "dead_letter":
         raise PolicyError(
-            f"message of {len(outgoing)} bytes is over the {limit}-byte limit of "
+            f"message of {outgoing.size} bytes is over the {limit}-byte limit of "
             f"{delivery.destination} (oversize policy: dead_letter)"
         )
     until = None if policy.claim_check_url else _links_until(policy, services)
@@ -112,16 +115,18 @@ def _outgoing(
         if policy.claim_check_url
         else services.objects.link(ref.bucket, ref.key, until)
     )
+    with raw.open() as stream:
+        parsed = parse_stream(stream)
     stub = claim_check_stub(
-        parse_message(raw),
-        size=len(outgoing),
+        parsed,
+        size=outgoing.size,
         limit=limit,
         link=link,
         gateway_host=services.gateway_host,
         link_expires=until,
     )
-    notes.append(f"claim check: {len(outgoing)} bytes over the {limit}-byte limit, stub sent")
-    return prepared(stub), notes
+    notes.append(f"claim check: {outgoing.size} bytes over the {limit}-byte limit, stub sent")
+    return prepared(RawMessage.of(stub)), notes
 
 
 def send_to_mailbox(
@@ -132,8 +137,9 @@ def send_to_mailbox(
     if transport is None:
         raise PermanentError(f"no transport for mailbox host {delivery.destination!r}")
     ref = delivery.message
-    raw = ref.raw(services.objects)
-    raw = remove_authentication_results(raw, services.gateway_host)  # a forged "ours" never passes
+    raw = RawMessage.referenced(ref, services.objects)
+    # a forged "ours" never passes
+    raw = raw.with_header(remove_authentication_results(raw.header, services.gateway_host))
     outgoing, notes = _outgoing(delivery, raw, transport, services)
     tags = {"mxgate-message": ref.message_id, "mxgate-route": delivery.destination}
     replies = transport.send(ref.envelope_sender, recipients, outgoing, tags=tags)
@@ -211,8 +217,9 @@ def send_bounce(
         last_attempt=now,
         envelope_id=ref.message_id,
     )
-    dsn = delivery_status_notification(report, ref.raw(services.objects))
-    result = services.bounces.send("", [ref.envelope_sender], dsn).get(ref.envelope_sender)
+    dsn = delivery_status_notification(report, RawMessage.referenced(ref, services.objects).header)
+    replies = services.bounces.send("", [ref.envelope_sender], RawMessage.of(dsn))
+    result = replies.get(ref.envelope_sender)
     if result is None or not result.ok:
         detail = result.detail if result is not None else "no reply"
         failure = TransientError if result is None or result.transient else PermanentError
@@ -228,7 +235,7 @@ def _parsed_with_attachments(ref: MessageRef, services: Services) -> ParsedMessa
     """The parsed message with each attachment stored content-addressed (`attachments/<sha256>`,
     where the process step put them already: stored once, whoever asks)."""
     store = ObjectStoreAttachments(services.objects, ref.bucket)
-    with ref.open(services.objects) as stream:
+    with RawMessage.referenced(ref, services.objects).open() as stream:
         return parse_stream(stream, limits=services.message_limits, store=store)
 
 

@@ -16,6 +16,7 @@ from mxgate.adapters.aws.failures import error_code, transient_failures
 from mxgate.archive.entry import archived_message
 from mxgate.archive.query import ArchivedMessage, ArchiveQuery
 from mxgate.errors import PermanentError, TransientError
+from mxgate.message.raw import RawMessage
 from mxgate.ports import Clock
 from mxgate.records import Envelope
 
@@ -123,7 +124,7 @@ class MailManagerArchive:
             archive_id=self.archive_id,
             archived_message_id=archived_message_id,
             key="",
-            raw=raw,
+            message=RawMessage.of(raw),
             envelope=Envelope(
                 message_id=archived_message_id,
                 mail_from=envelope.get("From", ""),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import posixpath
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -50,13 +51,23 @@ class S3ObjectStore:
         self.clock = clock or SystemClock()
 
     def put(
-        self, bucket: str, key: str, body: bytes, metadata: Mapping[str, str] | None = None
+        self,
+        bucket: str,
+        key: str,
+        body: bytes | BinaryIO,
+        metadata: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
+        if isinstance(body, bytes):
+            size = len(body)
+        else:  # a seekable stream: botocore reads it in chunks, after its length
+            start = body.tell()
+            size = body.seek(0, io.SEEK_END) - start
+            body.seek(start)
         try:
             self.client.put_object(Bucket=bucket, Key=key, Body=body, Metadata=dict(metadata or {}))
         except ClientError as error:
             raise _failure(error, f"s3://{bucket}/{key}") from error
-        return ObjectInfo(bucket, key, len(body), dict(metadata or {}))
+        return ObjectInfo(bucket, key, size, dict(metadata or {}))
 
     def head(self, bucket: str, key: str) -> ObjectInfo:
         try:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import BotoCoreError, ClientError
 
 from mxgate.adapters.aws.failures import error_code, is_transient
+from mxgate.message.raw import RawMessage
 from mxgate.ports import SendResult
 from mxgate.routing.routes import SES_MAX_MESSAGE_BYTES, routed_address
 
@@ -68,13 +69,14 @@ class SesTransport:
         self,
         envelope_sender: str,
         recipients: Sequence[str],
-        raw: bytes,
+        raw: RawMessage,
         tags: Mapping[str, str] | None = None,
     ) -> Mapping[str, SendResult]:
+        data = raw.read()  # SESv2 takes the raw message as one blob (40 MB at most)
         results: dict[str, SendResult] = {}
         for start in range(0, len(recipients), MAX_RECIPIENTS):
             chunk = recipients[start : start + MAX_RECIPIENTS]
-            results.update(self._send(chunk, raw, tags or {}))
+            results.update(self._send(chunk, data, tags or {}))
         return results
 
     def _send(

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
+from typing import BinaryIO
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]")
+_COPY_CHUNK = 1 << 16
 
 
 def safe_name(text: str) -> str:
@@ -15,20 +18,26 @@ def safe_name(text: str) -> str:
     return cleaned[:200]
 
 
-def write_atomically(path: Path, body: bytes, *, durable: bool = False) -> None:
-    """Readers see the old file or the new one, never half of it."""
+def write_atomically(path: Path, body: bytes | BinaryIO, *, durable: bool = False) -> int:
+    """Readers see the old file or the new one, never half of it. `body`: bytes, or a stream
+    copied in chunks. Returns the number of bytes written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with temporary.open("wb") as stream:
-            stream.write(body)
+            if isinstance(body, bytes):
+                stream.write(body)
+            else:
+                shutil.copyfileobj(body, stream, _COPY_CHUNK)
             if durable:
                 stream.flush()
                 os.fsync(stream.fileno())
+            size = stream.tell()
         temporary.replace(path)
     except BaseException:
         temporary.unlink(missing_ok=True)  # a full disk must not keep half a file's space
         raise
+    return size
 
 
 def append_line(path: Path, line: bytes) -> None:

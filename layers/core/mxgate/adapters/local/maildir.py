@@ -14,10 +14,12 @@ import os
 import re
 import socket
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import unquote
 
 from mxgate.adapters.local.files import safe_name
+from mxgate.message.raw import RawMessage
 from mxgate.message.text import shown
 
 _hostname = socket.gethostname()
@@ -72,22 +74,25 @@ class Maildir:
                 return path
         return None
 
-    def store(self, recipient: str, message: bytes) -> Path:
-        """Maildir delivery: write under tmp/, then rename into new/."""
+    def store(self, recipient: str, message: Iterable[bytes]) -> Path:
+        """Maildir delivery: the message's chunks written under tmp/, then renamed into new/."""
         mailbox = self.mailbox(recipient)
         for sub in ("tmp", "new", "cur"):
             (mailbox / sub).mkdir(parents=True, exist_ok=True)
         name = f"{time.time_ns()}.P{os.getpid()}Q{next(self._count)}.{_hostname}"
         temporary = mailbox / "tmp" / name
-        temporary.write_bytes(message)
+        with temporary.open("wb") as stream:
+            for chunk in message:
+                stream.write(chunk)
         final = mailbox / "new" / name
         temporary.rename(final)
         return final
 
-    def deliver(self, envelope_sender: str, recipient: str, raw: bytes) -> Path:
+    def deliver(self, envelope_sender: str, recipient: str, raw: RawMessage) -> Path:
         # the envelope as the ingress took it; a control character is never written raw
         trace = f"Return-Path: <{shown(envelope_sender)}>\r\nDelivered-To: {shown(recipient)}\r\n"
-        return self.store(recipient, trace.encode("utf-8", "backslashreplace") + raw)
+        header = trace.encode("utf-8", "backslashreplace") + raw.header
+        return self.store(recipient, raw.with_header(header).chunks())
 
 
 class WorkMailFolders:
@@ -97,7 +102,9 @@ class WorkMailFolders:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def deliver(self, mailbox_arn: str, envelope_sender: str, recipient: str, raw: bytes) -> str:
+    def deliver(
+        self, mailbox_arn: str, envelope_sender: str, recipient: str, raw: RawMessage
+    ) -> str:
         organization = safe_name(mailbox_arn.rsplit("/", 1)[-1].rsplit(":", 1)[-1])
         Maildir(self.root / organization).deliver(envelope_sender, recipient, raw)
         return f"{self.root.name}/{organization}/"

@@ -33,15 +33,19 @@ class FileObjectStore:
         return base.joinpath(*parts).with_name(parts[-1] + (".json" if meta else ""))
 
     def put(
-        self, bucket: str, key: str, body: bytes, metadata: Mapping[str, str] | None = None
+        self,
+        bucket: str,
+        key: str,
+        body: bytes | BinaryIO,
+        metadata: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
         path = self._path(bucket, key)
-        write_atomically(path, body, durable=self.durable)
+        size = write_atomically(path, body, durable=self.durable)
         if metadata:
             write_atomically(
                 self._path(bucket, key, meta=True), json.dumps(dict(metadata)).encode()
             )
-        return ObjectInfo(bucket, key, len(body), dict(metadata or {}))
+        return ObjectInfo(bucket, key, size, dict(metadata or {}))
 
     def head(self, bucket: str, key: str) -> ObjectInfo:
         path = self._path(bucket, key)

@@ -1,0 +1,184 @@
+"""A message's bytes as the gateway relays them, never whole in memory: its header section in
+memory, where trace fields are put on top and forged ones taken off (header edits never touch
+the body: re-serialising breaks DKIM), and its body read in chunks from where it is stored (the
+spool file, an object). A 40 MB message costs its header section and a chunk, not 40 MB."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from mxgate.message.headers import read_header_section
+
+if TYPE_CHECKING:
+    from mxgate.ports import ObjectStore
+    from mxgate.records import MessageRef
+
+CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """`header`: the header section through its blank line (all of a message without one);
+    `open_body`: opens a stream at the body's first byte, of `body_size` bytes from there."""
+
+    header: bytes
+    open_body: Callable[[], BinaryIO]
+    body_size: int
+
+    @classmethod
+    def of(cls, raw: bytes) -> RawMessage:
+        """A message whose bytes are at hand (a DSN, a claim check stub, a test's message)."""
+        header, _ = read_header_section(io.BytesIO(raw))
+
+        def open_body() -> BinaryIO:
+            stream = io.BytesIO(raw)  # shares the bytes, copies none
+            stream.seek(len(header))
+            return stream
+
+        return cls(header, open_body, len(raw) - len(header))
+
+    @classmethod
+    def read_from(cls, opener: Callable[[], BinaryIO], size: int) -> RawMessage:
+        """The message a stream holds (`opener` opens it at its first byte; `size` bytes):
+        the header section is read now, the body each time it is opened."""
+        with opener() as stream:
+            header, _ = read_header_section(stream)
+
+        def open_body() -> BinaryIO:
+            stream = opener()
+            skip(stream, len(header))
+            return stream
+
+        return cls(header, open_body, size - len(header))
+
+    @classmethod
+    def in_file(cls, path: Path, offset: int = 0) -> RawMessage:
+        """The message a file holds from `offset` to its end (the spool file's after its
+        envelope line)."""
+
+        def opener() -> BinaryIO:
+            stream = path.open("rb")
+            stream.seek(offset)
+            return stream
+
+        return cls.read_from(opener, path.stat().st_size - offset)
+
+    @classmethod
+    def stored(cls, objects: ObjectStore, bucket: str, key: str) -> RawMessage:
+        """The message an object holds, read from the store each time it is opened."""
+        return cls.read_from(lambda: objects.open(bucket, key), objects.head(bucket, key).size)
+
+    @classmethod
+    def referenced(cls, ref: MessageRef, objects: ObjectStore) -> RawMessage:
+        """The message a delivery names: inside its document when small, else in the store."""
+        if ref.inline is not None:
+            return cls.of(base64.b64decode(ref.inline))
+        # its size is known: no HEAD request (on S3) to learn it
+        return cls.read_from(lambda: objects.open(ref.bucket, ref.key), ref.size)
+
+    @property
+    def size(self) -> int:
+        return len(self.header) + self.body_size
+
+    def with_header(self, header: bytes) -> RawMessage:
+        """The same body under an edited header section."""
+        return replace(self, header=header)
+
+    def chunks(self, size: int = CHUNK) -> Iterator[bytes]:
+        """The message's bytes in order: the header section, then the body a chunk at a time."""
+        if self.header:
+            yield self.header
+        with self.open_body() as body:
+            while chunk := body.read(size):
+                yield chunk
+
+    def open(self) -> BinaryIO:
+        """A stream of the whole message (what a parser, a hash or an upload reads)."""
+        return io.BufferedReader(_Concatenated(self), CHUNK)
+
+    def read(self) -> bytes:
+        """All of it in memory: only where a library takes nothing else (SES's raw message,
+        an SNS notification's content), never on the path of an ordinary delivery."""
+        return b"".join(self.chunks())
+
+    def sha256(self) -> str:
+        digest = hashlib.sha256()
+        for chunk in self.chunks():
+            digest.update(chunk)
+        return digest.hexdigest()
+
+    def isascii(self) -> bool:
+        return all(chunk.isascii() for chunk in self.chunks())
+
+
+def skip(stream: BinaryIO, count: int) -> None:
+    """Move a stream `count` bytes on: by seeking where it can, else by reading."""
+    if stream.seekable():
+        stream.seek(count, io.SEEK_CUR)
+        return
+    while count > 0:
+        got = stream.read(min(count, CHUNK))
+        if not got:
+            return
+        count -= len(got)
+
+
+class _Concatenated(io.RawIOBase):
+    """The header section, then the body, as one readable (and seekable) stream."""
+
+    def __init__(self, message: RawMessage) -> None:
+        self._message = message
+        self._position = 0
+        self._body: BinaryIO | None = None
+        self._body_position = 0  # where `_body` stands, counted from the body's start
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._message.size}
+        self._position = max(0, base[whence] + offset)
+        return self._position
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        header = self._message.header
+        view = memoryview(buffer).cast("B")
+        if self._position < len(header):
+            piece = header[self._position : self._position + len(view)]
+        else:
+            piece = self._read_body(self._position - len(header), len(view))
+        view[: len(piece)] = piece
+        self._position += len(piece)
+        return len(piece)
+
+    def _read_body(self, at: int, count: int) -> bytes:
+        if self._body is None or at != self._body_position:
+            if self._body is not None and at > self._body_position:
+                skip(self._body, at - self._body_position)
+            else:
+                if self._body is not None:
+                    self._body.close()
+                self._body = self._message.open_body()
+                skip(self._body, at)
+            self._body_position = at
+        data = self._body.read(count)
+        self._body_position += len(data)
+        return data
+
+    def close(self) -> None:
+        if self._body is not None:
+            self._body.close()
+            self._body = None
+        super().close()

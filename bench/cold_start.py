@@ -55,9 +55,22 @@ print(imported, time.perf_counter() - started)
 
 
 def environment() -> dict[str, str]:
-    """What template.yaml sets on the functions, with this repository's routes file."""
+    """What template.yaml sets on the functions, with this repository's routes file and its
+    placeholders' values from samconfig.toml (`sam deploy`'s); no secrets: reading one is an
+    AWS call, left out as client creation is."""
+    from mxgate.mailmanager.template import (  # noqa: PLC0415 -- the bench's process, not the runs
+        Resolver,
+        read_samconfig_parameters,
+        read_template,
+        routes_parameters,
+    )
+
+    resolver = Resolver(
+        read_template(REPO / "template.yaml"), read_samconfig_parameters(REPO / "samconfig.toml")
+    )
     return {
         **os.environ,
+        "MXGATE_ROUTES_PARAMETERS": json.dumps(routes_parameters(resolver)),
         "AWS_DEFAULT_REGION": "us-east-1",
         "POWERTOOLS_SERVICE_NAME": "mxgate",
         "POWERTOOLS_METRICS_NAMESPACE": "mxgate",

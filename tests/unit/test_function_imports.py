@@ -1,16 +1,20 @@
 """A function's module does no work at import (a cold start pays only for imports): no settings
 read, no routes loaded, no boto3 client made. Each app.py is imported in a fresh interpreter
-with neither MXGATE_* nor AWS_* in its environment."""
+with neither MXGATE_* nor AWS_* in its environment. Importing a function and building its
+composition root imports its own step's modules, not those of the others or of the other
+runtimes (no timed assertion: bench/cold_start.py measures)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from tests.support import REPO
+from tests.support import REPO, routes_parameters_of_samconfig
 
 IMPORT = """
 import importlib.util, json, sys
@@ -41,3 +45,88 @@ def test_importing_a_function_reads_nothing_and_creates_no_client(app):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == '{"boto3": false, "handler": true}'
+
+
+# What each function's import and first-invoke composition root build (bench/cold_start.py
+# measures the same), in a fresh interpreter with the template's environment.
+ROOTS = {
+    "start": "module.arrival_join(); module.settings()",
+    "redeliver": "module.consumer()",
+    "download": "from mxgate.adapters.aws.settings import settings; settings()",
+    "recipients_sync": "pass",
+    "routes_check": "pass",
+}
+LOADED = """
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("app", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+{root}
+print(json.dumps(sorted(sys.modules)))
+"""
+# No function imports these: the other runtimes' and the operators' code, the whole table of
+# steps, the powertools parser's event models, dnspython (at the first lookup, Process's) and
+# cryptography (when sealing).
+NO_FUNCTION = {
+    "mxgate.local",
+    "mxgate.cli",
+    "mxgate.sandbox",
+    "mxgate.desk",
+    "mxgate.console",
+    "mxgate.cutover",
+    "mxgate.mailmanager.template",
+    "mxgate.adapters.aws.operator",
+    "mxgate.workflow.steps",
+    "aws_lambda_powertools.utilities.parser.models",
+    "dns",
+    "cryptography",
+}
+# Each step's own modules, imported by its function alone.
+OWN = {
+    "mxgate.workflow.process": {"process"},
+    "mxgate.authn.model": {"process"},  # the sender checks: ProcessOutput's
+    "mxgate.authn.check": set(),  # Process's, on its first message
+    "mxgate.message.parse": {"process", "deliver"},  # Deliver's sender policy reads headers
+    "mxgate.workflow.deliver": {"deliver"},
+    "mxgate.workflow.arrival": {"start"},
+    "mxgate.adapters.aws.arrivals": {"start"},
+    "aws_lambda_powertools.utilities.batch": {"redeliver"},  # Start's with its first check
+}
+
+
+def loaded_by(app: Path) -> set[str]:
+    environment = {
+        **os.environ,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "MXGATE_ROUTES_FILE": str(REPO / "config" / "routes.yaml"),
+        "MXGATE_ROUTES_PARAMETERS": json.dumps(routes_parameters_of_samconfig()),
+        "MXGATE_RAW_BUCKET": "raw-mail",
+        "MXGATE_STATE_TABLE": "state",
+        "MXGATE_DEAD_LETTER_QUEUE": "https://sqs.us-east-1.amazonaws.com/1/dead-letters",
+        "MXGATE_DEFER_QUEUE": "https://sqs.us-east-1.amazonaws.com/1/defer",
+        "MXGATE_STATE_MACHINE_ARN": "arn:aws:states:us-east-1:1:stateMachine:pipeline",
+        "MXGATE_ARRIVAL_CHECK_QUEUE": "https://sqs.us-east-1.amazonaws.com/1/arrival-check",
+        "MXGATE_UNSTARTED_QUEUE": "https://sqs.us-east-1.amazonaws.com/1/unstarted",
+    }
+    root = ROOTS.get(app.parent.name, "module.services()")
+    result = subprocess.run(
+        [sys.executable, "-c", LOADED.format(root=root), str(app)],
+        env=environment,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return set(json.loads(result.stdout))
+
+
+@pytest.mark.parametrize(
+    "app", sorted((REPO / "functions").glob("*/app.py")), ids=lambda p: p.parent.name
+)
+def test_a_function_imports_its_own_step_and_nothing_it_does_not_run(app):
+    modules = loaded_by(app)
+    name = app.parent.name
+    assert not {m for m in modules if any(m == p or m.startswith(f"{p}.") for p in NO_FUNCTION)}
+    assert {m for m in OWN if m in modules} == {m for m, owners in OWN.items() if name in owners}

@@ -87,6 +87,7 @@ OWN = {
     "mxgate.authn.model": {"process"},  # the sender checks: ProcessOutput's
     "mxgate.authn.check": set(),  # Process's, on its first message
     "mxgate.message.parse": {"process", "deliver"},  # Deliver's sender policy reads headers
+    "mxgate.message.model": {"process", "deliver"},
     "mxgate.workflow.deliver": {"deliver"},
     "mxgate.workflow.arrival": {"start"},
     "mxgate.adapters.aws.arrivals": {"start"},

@@ -53,7 +53,10 @@ ROOTS = {
     "start": "module.arrival_join(); module.settings()",
     "redeliver": "module.consumer()",
     "download": "from mxgate.adapters.aws.settings import settings; settings()",
-    "recipients_sync": "pass",
+    "recipients_sync": (
+        "from mxgate.adapters.aws.address_lists import MailManagerAddressLists; "
+        "from mxgate.routing.recipients import sync_directory"
+    ),
     "routes_check": "pass",
 }
 LOADED = """

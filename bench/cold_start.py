@@ -118,9 +118,7 @@ FIRST_INVOKE = {
     ),
     "redeliver": FirstInvoke(init="module.consumer()"),
     # downloads() reads the link key's secret first: an AWS call
-    "download": FirstInvoke(
-        init="from mxgate.adapters.aws.settings import settings\nsettings()"
-    ),
+    "download": FirstInvoke(init="from mxgate.adapters.aws.settings import settings\nsettings()"),
     # the routes file, before the address list is read (an AWS call)
     "recipients_sync": FirstInvoke(
         init=(
@@ -142,34 +140,20 @@ FIRST_INVOKE = {
 
 
 def environment(cache: str) -> dict[str, str]:
-    """What template.yaml sets on the functions, with this repository's routes file and its
-    placeholders' values from samconfig.toml (`sam deploy`'s); no secrets: reading one is an
-    AWS call, left out as client creation is."""
-    from mxgate.mailmanager.template import (  # noqa: PLC0415 -- the bench's process, not the runs
-        Resolver,
-        read_samconfig_parameters,
-        read_template,
-        routes_parameters,
-    )
+    """What template.yaml sets on the functions (its plain Globals variables, and
+    tests.support's offline settings: this repository's routes file with samconfig.toml's
+    parameters); no secrets: reading one is an AWS call, left out as client creation is."""
+    sys.path.insert(0, str(REPO))  # tests.support, as bench/cost.py imports tests
+    from mxgate.mailmanager.template import read_template  # noqa: PLC0415 -- not in the runs
+    from tests.support import offline_function_environment  # noqa: PLC0415
 
-    template = read_template(REPO / "template.yaml")
-    resolver = Resolver(template, read_samconfig_parameters(REPO / "samconfig.toml"))
-    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    variables = read_template(REPO / "template.yaml")["Globals"]["Function"]["Environment"]
     inherited = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     return {
         **inherited,
-        **{k: v for k, v in variables.items() if isinstance(v, str)},
+        **{k: v for k, v in variables["Variables"].items() if isinstance(v, str)},
+        **offline_function_environment(),
         "PYTHONPYCACHEPREFIX": cache,
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "MXGATE_ROUTES_PARAMETERS": json.dumps(routes_parameters(resolver)),
-        "MXGATE_ROUTES_FILE": str(REPO / "config" / "routes.yaml"),
-        "MXGATE_RAW_BUCKET": "raw-mail",
-        "MXGATE_STATE_TABLE": "state",
-        "MXGATE_DEAD_LETTER_QUEUE": "https://sqs.us-east-1.amazonaws.com/1/dead-letters",
-        "MXGATE_DEFER_QUEUE": "https://sqs.us-east-1.amazonaws.com/1/defer",
-        "MXGATE_STATE_MACHINE_ARN": "arn:aws:states:us-east-1:1:stateMachine:pipeline",
-        "MXGATE_ARRIVAL_CHECK_QUEUE": "https://sqs.us-east-1.amazonaws.com/1/arrival-check",
-        "MXGATE_UNSTARTED_QUEUE": "https://sqs.us-east-1.amazonaws.com/1/unstarted",
     }
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import REPO, routes_parameters_of_samconfig
+from tests.support import REPO, offline_function_environment
 
 IMPORT = """
 import importlib.util, json, sys
@@ -34,17 +34,7 @@ def test_importing_a_function_reads_nothing_and_creates_no_client(app):
         for key, value in os.environ.items()
         if not key.startswith(("MXGATE_", "AWS_", "POWERTOOLS_"))
     }
-    result = subprocess.run(
-        [sys.executable, "-c", IMPORT, str(app)],
-        env=environment,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == '{"boto3": false, "handler": true}'
+    assert run_app(IMPORT, app, environment) == '{"boto3": false, "handler": true}'
 
 
 # What each function's import and first-invoke composition root build (bench/cold_start.py
@@ -98,23 +88,10 @@ OWN = {
 }
 
 
-def loaded_by(app: Path) -> set[str]:
-    environment = {
-        **os.environ,
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "MXGATE_ROUTES_FILE": str(REPO / "config" / "routes.yaml"),
-        "MXGATE_ROUTES_PARAMETERS": json.dumps(routes_parameters_of_samconfig()),
-        "MXGATE_RAW_BUCKET": "raw-mail",
-        "MXGATE_STATE_TABLE": "state",
-        "MXGATE_DEAD_LETTER_QUEUE": "https://sqs.us-east-1.amazonaws.com/1/dead-letters",
-        "MXGATE_DEFER_QUEUE": "https://sqs.us-east-1.amazonaws.com/1/defer",
-        "MXGATE_STATE_MACHINE_ARN": "arn:aws:states:us-east-1:1:stateMachine:pipeline",
-        "MXGATE_ARRIVAL_CHECK_QUEUE": "https://sqs.us-east-1.amazonaws.com/1/arrival-check",
-        "MXGATE_UNSTARTED_QUEUE": "https://sqs.us-east-1.amazonaws.com/1/unstarted",
-    }
-    root = ROOTS.get(app.parent.name, "module.services()")
+def run_app(code: str, app: Path, environment: dict[str, str]) -> str:
+    """What `code` prints, run in a fresh interpreter on the function's app.py."""
     result = subprocess.run(
-        [sys.executable, "-c", LOADED.format(root=root), str(app)],
+        [sys.executable, "-c", code, str(app)],
         env=environment,
         cwd=REPO,
         capture_output=True,
@@ -123,7 +100,13 @@ def loaded_by(app: Path) -> set[str]:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    return set(json.loads(result.stdout))
+    return result.stdout.strip()
+
+
+def loaded_by(app: Path) -> set[str]:
+    root = ROOTS.get(app.parent.name, "module.services()")
+    environment = {**os.environ, **offline_function_environment()}
+    return set(json.loads(run_app(LOADED.format(root=root), app, environment)))
 
 
 @pytest.mark.parametrize(

@@ -2,12 +2,15 @@
 
 ingress.jsonl: one record per accepted message; traffic-policy.jsonl: one per recipient with
 each statement's evaluation; rule-set.jsonl: one per message per action. Each record is one
-write() of one line in append mode, so several processes can share a file.
+write() of one line in append mode, so several processes can share a file. Like Mail
+Manager's, they are best effort: a record that cannot be written (the disk is full) is
+dropped, said once in the gateway's log, and the mail goes on.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,13 +20,26 @@ INGRESS = "ingress.jsonl"
 TRAFFIC_POLICY = "traffic-policy.jsonl"
 RULE_SET = "rule-set.jsonl"
 
+log = logging.getLogger("mxgate.logs")
+
 
 class VendedLogs:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._failing: set[str] = set()  # files whose last write failed
         directory.mkdir(parents=True, exist_ok=True)
 
     def write(self, name: str, record: Mapping[str, object]) -> None:
         line = json.dumps(record, ensure_ascii=False, default=str)
-        # bytes that were not UTF-8 (kept as surrogates) become JSON's \udcXX escapes
-        append_line(self.directory / name, line.encode("utf-8", "backslashreplace"))
+        try:
+            # bytes that were not UTF-8 (kept as surrogates) become JSON's \udcXX escapes
+            append_line(self.directory / name, line.encode("utf-8", "backslashreplace"))
+        except OSError as error:
+            if name not in self._failing:
+                log.warning(
+                    "vended log records dropped for now",
+                    extra={"file": name, "error": error.strerror or str(error)},
+                )
+            self._failing.add(name)
+            return
+        self._failing.discard(name)

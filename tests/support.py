@@ -251,3 +251,21 @@ def fill(directory: Path) -> Path:
     finally:
         os.close(fd)
     return filler
+
+
+def offline_function_environment() -> dict[str, str]:
+    """The MXGATE_* settings the template gives the functions, for a function's import and
+    composition root run outside AWS (tests, bench/cold_start.py): this repository's routes
+    file with samconfig.toml's parameters, and names of resources that are never called."""
+    return {
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "MXGATE_ROUTES_FILE": str(ROUTES),
+        "MXGATE_ROUTES_PARAMETERS": json.dumps(routes_parameters_of_samconfig()),
+        "MXGATE_RAW_BUCKET": "raw-mail",
+        "MXGATE_STATE_TABLE": "state",
+        "MXGATE_DEAD_LETTER_QUEUE": "https://sqs.us-east-1.amazonaws.com/1/dead-letters",
+        "MXGATE_DEFER_QUEUE": "https://sqs.us-east-1.amazonaws.com/1/defer",
+        "MXGATE_STATE_MACHINE_ARN": "arn:aws:states:us-east-1:1:stateMachine:pipeline",
+        "MXGATE_ARRIVAL_CHECK_QUEUE": "https://sqs.us-east-1.amazonaws.com/1/arrival-check",
+        "MXGATE_UNSTARTED_QUEUE": "https://sqs.us-east-1.amazonaws.com/1/unstarted",
+    }

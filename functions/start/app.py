@@ -3,34 +3,45 @@ event for what WriteToS3 stored, or Mail Manager's InvokeLambda event with the S
 the half that completes the pair starts the message's execution (mxgate.workflow.arrival).
 Messages of the arrival-check queue look again at a message still half-arrived."""
 
-from typing import Any
+from __future__ import annotations
+
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mxgate.adapters.aws.bootstrap import arrival_join, services
 from mxgate.adapters.aws.settings import settings
 from mxgate.adapters.aws.triggers import ArrivalCheck, is_arrival_check, read_arrival
 from mxgate.workflow import arrival
 
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.batch import BatchProcessor
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
 logger = Logger()
 metrics = Metrics()
-processor = BatchProcessor(event_type=EventType.SQS)
+
+
+@cache
+def check_processor() -> BatchProcessor:
+    """The arrival checks' batch processor, made with the first check: powertools' batch
+    utility (asyncio with it) costs a cold start tens of ms, and most invocations are halves."""
+    from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType  # noqa: PLC0415
+
+    return BatchProcessor(event_type=EventType.SQS)
 
 
 @logger.inject_lambda_context
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> Any:
     if is_arrival_check(event):
+        from aws_lambda_powertools.utilities.batch import process_partial_response  # noqa: PLC0415
+
         return process_partial_response(
-            event=event, record_handler=check, processor=processor, context=context
+            event=event, record_handler=check, processor=check_processor(), context=context
         )
     join = arrival_join()
     half = read_arrival(event, settings().mail_manager_hosts)

@@ -1,16 +1,20 @@
 """A function's module does no work at import (a cold start pays only for imports): no settings
 read, no routes loaded, no boto3 client made. Each app.py is imported in a fresh interpreter
-with neither MXGATE_* nor AWS_* in its environment."""
+with neither MXGATE_* nor AWS_* in its environment. Importing a function and building its
+composition root imports its own step's modules, not those of the others or of the other
+runtimes (no timed assertion: bench/cold_start.py measures)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from tests.support import REPO
+from tests.support import REPO, offline_function_environment
 
 IMPORT = """
 import importlib.util, json, sys
@@ -30,8 +34,64 @@ def test_importing_a_function_reads_nothing_and_creates_no_client(app):
         for key, value in os.environ.items()
         if not key.startswith(("MXGATE_", "AWS_", "POWERTOOLS_"))
     }
+    assert run_app(IMPORT, app, environment) == '{"boto3": false, "handler": true}'
+
+
+# What each function's import and first-invoke composition root build (bench/cold_start.py
+# measures the same), in a fresh interpreter with the template's environment.
+ROOTS = {
+    "start": "module.arrival_join(); module.settings()",
+    "redeliver": "module.consumer()",
+    "download": "from mxgate.adapters.aws.settings import settings; settings()",
+    "recipients_sync": (
+        "from mxgate.adapters.aws.address_lists import MailManagerAddressLists; "
+        "from mxgate.routing.recipients import sync_directory"
+    ),
+    "routes_check": "pass",
+}
+LOADED = """
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("app", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+{root}
+print(json.dumps(sorted(sys.modules)))
+"""
+# No function imports these: the other runtimes' and the operators' code, the whole table of
+# steps, the powertools parser's event models, dnspython (at the first lookup, Process's) and
+# cryptography (when sealing).
+NO_FUNCTION = {
+    "mxgate.local",
+    "mxgate.cli",
+    "mxgate.sandbox",
+    "mxgate.desk",
+    "mxgate.console",
+    "mxgate.cutover",
+    "mxgate.mailmanager.template",
+    "mxgate.adapters.aws.operator",
+    "mxgate.workflow.steps",
+    "aws_lambda_powertools.utilities.parser.models",
+    "dns",
+    "cryptography",
+}
+# Each step's own modules, imported by its function alone.
+OWN = {
+    "mxgate.workflow.process": {"process"},
+    "mxgate.authn.model": {"process"},  # the sender checks: ProcessOutput's
+    "mxgate.authn.check": set(),  # Process's, on its first message
+    "mxgate.message.parse": {"process", "deliver"},  # Deliver's sender policy reads headers
+    "mxgate.message.model": {"process", "deliver"},
+    "mxgate.workflow.deliver": {"deliver"},
+    "mxgate.workflow.arrival": {"start"},
+    "mxgate.adapters.aws.arrivals": {"start"},
+    "aws_lambda_powertools.utilities.batch": {"redeliver"},  # Start's with its first check
+}
+
+
+def run_app(code: str, app: Path, environment: dict[str, str]) -> str:
+    """What `code` prints, run in a fresh interpreter on the function's app.py."""
     result = subprocess.run(
-        [sys.executable, "-c", IMPORT, str(app)],
+        [sys.executable, "-c", code, str(app)],
         env=environment,
         cwd=REPO,
         capture_output=True,
@@ -40,4 +100,20 @@ def test_importing_a_function_reads_nothing_and_creates_no_client(app):
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == '{"boto3": false, "handler": true}'
+    return result.stdout.strip()
+
+
+def loaded_by(app: Path) -> set[str]:
+    root = ROOTS.get(app.parent.name, "module.services()")
+    environment = {**os.environ, **offline_function_environment()}
+    return set(json.loads(run_app(LOADED.format(root=root), app, environment)))
+
+
+@pytest.mark.parametrize(
+    "app", sorted((REPO / "functions").glob("*/app.py")), ids=lambda p: p.parent.name
+)
+def test_a_function_imports_its_own_step_and_nothing_it_does_not_run(app):
+    modules = loaded_by(app)
+    name = app.parent.name
+    assert not {m for m in modules if any(m == p or m.startswith(f"{p}.") for p in NO_FUNCTION)}
+    assert {m for m in OWN if m in modules} == {m for m, owners in OWN.items() if name in owners}

@@ -61,10 +61,16 @@ class ConfigFileError(ConfigError):
         super().__init__(text)
 
 
+# libyaml's safe loader when PyYAML has it (its wheels do): about 9 times faster on
+# template.yaml (0.06 s against 0.54 s here), which every command that reads the template
+# pays, and on the routes file (1 ms against 8 to 12), which every function's cold start reads.
+SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def read_yaml(path: Path, what: str) -> Any:
     """The file's YAML document; ConfigError (naming the file) when unreadable or not YAML."""
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER)  # noqa: S506 -- a safe loader
     except OSError as error:
         raise ConfigError(f"{path}: cannot read {what}: {error.strerror}") from error
     except yaml.YAMLError as error:

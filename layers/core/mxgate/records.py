@@ -57,7 +57,7 @@ Subject = Annotated[str, _cut(SUBJECT_MAX)]
 
 
 class Record(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
 
 
 class Stage(StrEnum):
@@ -217,7 +217,7 @@ class MessageSummary(BaseModel):
     """Who sent a message to whom, about what: what tracking searches (`mxgate trace --from`).
     The `parsed` event carries it, so it costs no write of its own."""
 
-    model_config = ConfigDict(frozen=True, populate_by_name=True)
+    model_config = ConfigDict(defer_build=True, frozen=True, populate_by_name=True)
 
     envelope_sender: str = ""
     from_: Subject = Field(default="", alias="from")  # the From field's addresses
@@ -408,7 +408,7 @@ Deferred = Annotated[
     Discriminator(_deferred_kind),
 ]
 DEFERRED: TypeAdapter[DeferredDelivery | RuleSetRetry | DeferredProcessing | StepRetry] = (
-    TypeAdapter(Deferred)
+    TypeAdapter(Deferred, config=ConfigDict(defer_build=True))
 )
 
 
@@ -499,7 +499,7 @@ DeadLetter = Annotated[
     DeliveryDeadLetter | RuleSetDeadLetter | ProcessingDeadLetter, Field(discriminator="kind")
 ]
 DEAD_LETTER: TypeAdapter[DeliveryDeadLetter | RuleSetDeadLetter | ProcessingDeadLetter] = (
-    TypeAdapter(DeadLetter)
+    TypeAdapter(DeadLetter, config=ConfigDict(defer_build=True))
 )
 
 
@@ -507,7 +507,7 @@ DEAD_LETTER: TypeAdapter[DeliveryDeadLetter | RuleSetDeadLetter | ProcessingDead
 
 
 class HeldRecipient(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     recipient: str
     route: str  # the route it had when held ("unknown": none)
@@ -520,7 +520,7 @@ class HeldRecipient(BaseModel):
 class Release(BaseModel):
     """One release to an address that was not held (`release ID --to RECIPIENT`)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     recipient: str
     released_at: datetime
@@ -531,7 +531,7 @@ class QuarantineRecord(BaseModel):
     """Quarantined mail an operator can act on (list, show, release, delete): the record the
     process and quarantine steps keep for each message they hold."""
 
-    model_config = ConfigDict(frozen=True, populate_by_name=True)
+    model_config = ConfigDict(defer_build=True, frozen=True, populate_by_name=True)
 
     quarantine_id: str  # the message id (with the stored version's suffix, if any)
     message_id: str

@@ -19,7 +19,7 @@ IN_PROGRESS = "in_progress"  # an --outcome: some recipient has no terminal stat
 
 
 class TraceQuery(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid", populate_by_name=True)
 
     from_: str | None = Field(default=None, alias="from")
     to: str | None = None
@@ -66,7 +66,7 @@ class MessageIndex(Protocol):
 
 
 class TrackedMessage(BaseModel):
-    model_config = ConfigDict(frozen=True, populate_by_name=True)
+    model_config = ConfigDict(defer_build=True, frozen=True, populate_by_name=True)
 
     message_id: str
     parsed_at: datetime

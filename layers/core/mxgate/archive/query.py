@@ -53,7 +53,7 @@ class ArchivedMessage(BaseModel):
     helo: str = ""
     key: str = ""  # where its bytes are (locally: the archive object's key)
 
-    model_config = ConfigDict(frozen=True, populate_by_name=True)
+    model_config = ConfigDict(defer_build=True, frozen=True, populate_by_name=True)
 
     def value(self, attribute: StringAttribute) -> str:
         if attribute == "ENVELOPE_TO":
@@ -66,7 +66,7 @@ class ArchiveQuery(BaseModel):
     """A search or an export: every field given must hold (AND); a field's values are
     alternatives (OR); each value is a case-insensitive substring (CONTAINS)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid", populate_by_name=True)
 
     from_: Values = Field(default_factory=list, alias="from")
     to: Values = Field(default_factory=list)

@@ -12,13 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, populate_by_name=True)
+    model_config = ConfigDict(defer_build=True, frozen=True, populate_by_name=True)
 
 
 class ParseLimits(BaseModel):
     """What one message may hold before the parse stops and the message is quarantined."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
 
     max_depth: int = Field(default=20, ge=1, description="MIME nesting (multiparts and messages)")
     max_parts: int = Field(default=1000, ge=1, description="MIME parts in all")
@@ -127,4 +127,5 @@ class ParsedMessage(Frozen):
     unreadable: str | None = None
 
 
-Attachment.model_rebuild()  # an attachment may hold a parsed message: a forward reference
+# An attachment may hold a parsed message, a forward reference: pydantic resolves it in this
+# module when the models are first built (defer_build), so importing them builds nothing.

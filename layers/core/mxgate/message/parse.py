@@ -52,7 +52,7 @@ _BULK_PRECEDENCE = frozenset({"bulk", "list", "junk"})
 def parse_message(
     raw: bytes,
     *,
-    limits: ParseLimits = _DEFAULT_LIMITS,
+    limits: ParseLimits | None = None,  # None: ParseLimits()
     store: AttachmentStore | None = None,
     envelope: SmtpEnvelope | None = None,
 ) -> ParsedMessage:
@@ -62,7 +62,7 @@ def parse_message(
 def parse_stream(
     stream: BinaryIO,
     *,
-    limits: ParseLimits = _DEFAULT_LIMITS,
+    limits: ParseLimits | None = None,  # None: ParseLimits()
     store: AttachmentStore | None = None,
     envelope: SmtpEnvelope | None = None,
 ) -> ParsedMessage:
@@ -71,7 +71,7 @@ def parse_stream(
     source = Source(stream)
     root = Part(path="")
     unreadable: str | None = None
-    parser = MimeParser(source, limits, keep_attachments=store is not None)
+    parser = MimeParser(source, limits or _DEFAULT_LIMITS, keep_attachments=store is not None)
     try:
         parser.message(root)
     except LimitExceeded as error:

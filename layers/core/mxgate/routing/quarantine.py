@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import Annotated, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mxgate.authn.model import Authentication
-from mxgate.message.attachments import file_names
-from mxgate.message.model import Attachment, ParsedMessage
+if TYPE_CHECKING:  # the routes file's models need none of these: every function reads routes
+    from mxgate.authn.model import Authentication
+    from mxgate.message.model import Attachment, ParsedMessage
 
 AuthResult = Literal[
     "pass", "fail", "softfail", "neutral", "none", "temperror", "permerror", "policy"
@@ -28,7 +28,7 @@ Values = Annotated[list[str], Field(min_length=1)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
 
 class Match(Strict):
@@ -179,6 +179,8 @@ def holds(match: Match, facts: MessageFacts) -> tuple[bool, str]:
 
 
 def _attachment_names(attachment: Attachment) -> list[str]:
+    from mxgate.message.attachments import file_names  # noqa: PLC0415 -- Process's, with the parser
+
     return file_names([*attachment.names, *([attachment.filename] if attachment.filename else [])])
 
 

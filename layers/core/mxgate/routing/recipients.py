@@ -11,6 +11,7 @@ directory}` in the template.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from mxgate.mailmanager.addresses import (
     AddressBook,
@@ -19,8 +20,10 @@ from mxgate.mailmanager.addresses import (
     SyncResult,
     sync_members,
 )
-from mxgate.mailmanager.resources import MailManagerResources
 from mxgate.routing.routes import Routes
+
+if TYPE_CHECKING:  # the RecipientsSync function reads no template
+    from mxgate.mailmanager.resources import MailManagerResources
 
 DIRECTORY = "directory"  # the MxgateMembers value of a list the routes file fills
 

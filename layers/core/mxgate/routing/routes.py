@@ -67,7 +67,7 @@ SES_MAX_MESSAGE_BYTES = 40 * 1024 * 1024  # SESv2 and SMTP: 40 MB per message
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
 
 class DeliveryPolicy(Strict):

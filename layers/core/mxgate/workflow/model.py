@@ -8,12 +8,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from mxgate.authn.model import Authentication
-from mxgate.records import Deferral, Delivery, Envelope, MessageRef, StateDetail, StoredObject
+from mxgate.records import Deferral, Delivery, Envelope, StateDetail, StoredObject
 
 
 class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
 
 
 # What Process gets: the stored message and its envelope (from the Start function on AWS, the
@@ -39,11 +38,8 @@ class ArrivalRecord(Frozen):
     first_at: str = ""  # when the first half arrived
 
 
-class ProcessOutput(Frozen):
-    message: MessageRef
-    deliveries: list[Delivery]
-    authentication: Authentication | None = None  # the sender checks, for routes to use
-    quarantined: list[str] = Field(default_factory=list)  # recipients held for their content
+# Process's output (ProcessOutput) is in workflow.process: its sender checks are the authn
+# models, which no other function needs to import.
 
 
 class RecipientResult(Frozen):
@@ -131,8 +127,8 @@ class ProcessingFailure(Frozen):
 # The Defer and DeadLetter steps serve a delivery (in the Map) and a message Process could not
 # handle (DeferProcessing, DeadLetterProcessing): the input says which.
 DEFER_INPUT: TypeAdapter[DeferInput | ProcessingFailure] = TypeAdapter(
-    DeferInput | ProcessingFailure
+    DeferInput | ProcessingFailure, config=ConfigDict(defer_build=True)
 )
 DEAD_LETTER_INPUT: TypeAdapter[DeadLetterInput | ProcessingFailure] = TypeAdapter(
-    DeadLetterInput | ProcessingFailure
+    DeadLetterInput | ProcessingFailure, config=ConfigDict(defer_build=True)
 )

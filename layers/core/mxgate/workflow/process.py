@@ -12,6 +12,8 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import BinaryIO, Literal, cast
 
+from pydantic import Field
+
 from mxgate.authn.model import Authentication
 from mxgate.errors import PermanentError
 from mxgate.message.attachments import ObjectStoreAttachments
@@ -33,7 +35,7 @@ from mxgate.routing.classify import RouteKind, classify
 from mxgate.routing.loops import HEADER as LOOP_HEADER
 from mxgate.routing.loops import LOOP_STATUS, loop_token
 from mxgate.workflow.judgement import judge
-from mxgate.workflow.model import ProcessInput, ProcessOutput
+from mxgate.workflow.model import Frozen, ProcessInput
 from mxgate.workflow.planning import plan_deliveries
 from mxgate.workflow.quarantine import expiry
 from mxgate.workflow.received import HEADER as RECEIVED
@@ -46,6 +48,15 @@ COPY_CHUNK = 1024 * 1024
 # message's deliveries together stay well inside Step Functions' 256 KB per document.
 INLINE_MAX = 48 * 1024
 INLINE_BUDGET = 120 * 1024
+
+
+class ProcessOutput(Frozen):
+    """What Process hands the state machine (beside workflow.model's other documents)."""
+
+    message: MessageRef
+    deliveries: list[Delivery]
+    authentication: Authentication | None = None  # the sender checks, for routes to use
+    quarantined: list[str] = Field(default_factory=list)  # recipients held for their content
 
 
 def process(request: ProcessInput, services: Services) -> ProcessOutput:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from mxgate.message.model import ParseLimits
 from mxgate.ports import (
     AppEvents,
     Clock,
@@ -28,6 +27,7 @@ from mxgate.routing.routes import Routes
 if TYPE_CHECKING:
     from mxgate.authn.arc import Sealer
     from mxgate.authn.check import Authenticator
+    from mxgate.message.model import ParseLimits
 
 REMEMBERED_CHECKS = 32  # messages whose verdicts the authenticator keeps (Authenticator)
 
@@ -49,7 +49,9 @@ class Services:
     loop_key: bytes | None = None
     resolver: Resolver | None = None  # DNS for sender authentication; None: not checked
     sealer: Sealer | None = None  # ARC-seals mailbox deliveries as the gateway; None: no seal
-    message_limits: ParseLimits = field(default_factory=ParseLimits)
+    # what one message may hold; None: the parser's defaults (the parsing steps' alone import
+    # its models)
+    message_limits: ParseLimits | None = None
     # delivery beyond the first attempts: without these, deferral, DSNs and hooks are off
     deferrals: Deferrals | None = None  # the deferred queue
     bounces: Transport | None = None  # sends DSNs to envelope senders

@@ -20,7 +20,7 @@ REASON_MAX = 3000  # CloudFormation keeps a few KB of a reason; the start says w
 
 
 class CustomResourceRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(defer_build=True, extra="ignore")
 
     RequestType: Literal["Create", "Update", "Delete"]
     ResponseURL: str

@@ -33,7 +33,7 @@ DETAIL_TYPES = (
 
 
 class _Read(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(defer_build=True, extra="ignore", populate_by_name=True)
 
 
 class SesMail(_Read):

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class AwsSettings(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     raw_bucket: str
     raw_prefix: str = "raw/"  # the rule set's WriteToS3 S3Prefix

@@ -163,17 +163,11 @@ def accepted_count(state_db: Path) -> int:
     return int(row[0])
 
 
-@contextmanager
-def mxgate(
-    work: Path,
-    label: str,
-    *,
-    workers: int,
-    sink_port: int | None,
-    dns_port: int,
-    extra: dict[str, object] | None = None,
-) -> Iterator[Gateway]:
-    """`mxgate run` on free ports, relaying to the sink (or into its own Maildir hosts)."""
+def gateway_environment(
+    work: Path, *, sink_port: int | None, dns_port: int, extra: dict[str, object] | None = None
+) -> dict[str, str]:
+    """A gateway's configuration under `work` (free ports, relaying to the sink or into its
+    own Maildir hosts, DNS from `dns_port`) and the environment that runs it there."""
     config = yaml.safe_load((REPO / "config" / "local.yaml").read_text())
     config.update(
         template=str(REPO / "template.yaml"),
@@ -188,14 +182,28 @@ def mxgate(
         host.update({"port": sink_port, "external": True} if sink_port else {"port": 0})
     config.update(extra or {})
     (work / "local.yaml").write_text(yaml.safe_dump(config))
-    home = work / "home"
-    env = {
+    return {
         **os.environ,
-        "MXGATE_HOME": str(home),
+        "MXGATE_HOME": str(work / "home"),
         "MXGATE_CONFIG": str(work / "local.yaml"),
-        "MXGATE_WORKERS": str(workers),
         "MXGATE_LOG_LEVEL": "WARNING",
     }
+
+
+@contextmanager
+def mxgate(
+    work: Path,
+    label: str,
+    *,
+    workers: int,
+    sink_port: int | None,
+    dns_port: int,
+    extra: dict[str, object] | None = None,
+) -> Iterator[Gateway]:
+    """`mxgate run` on free ports, relaying to the sink (or into its own Maildir hosts)."""
+    env = gateway_environment(work, sink_port=sink_port, dns_port=dns_port, extra=extra)
+    home = Path(env["MXGATE_HOME"])
+    env["MXGATE_WORKERS"] = str(workers)
     with (work / "gateway.out").open("w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "mxgate", "run"],

@@ -3,8 +3,8 @@ in-process with the event Lambda would give it.
 
 One function is the AWS runtime's own and has a local counterpart instead: the Start function
 (functions/start/), which on AWS joins the WriteToS3 object with the envelope of this event.
-Here the emulator starts the workflow from the object it stored, with the envelope it kept
-beside it, so the event is taken and answered without a second start.
+Here the emulator starts the workflow from the object it stored, with the envelope of its
+recipients, so the event is taken and answered without a second start.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def _joined_locally(event: Any, context: Any) -> dict[str, Any]:
     return {
         "message_id": mail["messageId"],
         "result": "joined locally: the workflow starts from the stored object and the "
-        "envelope kept beside it",
+        "envelope of its recipients",
     }
 
 

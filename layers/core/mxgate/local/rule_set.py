@@ -29,7 +29,6 @@ from mxgate.mailmanager.resources import MailManagerResources
 from mxgate.mailmanager.rules import TERMINAL_BY_ACTION, RuleSetOutcome, run_rule_set
 from mxgate.mailmanager.template import logical_id_of
 from mxgate.records import Envelope, Outcome, RuleSetRetry, Stage
-from mxgate.workflow.envelope import store_envelope
 
 log = logging.getLogger("mxgate.mailmanager")
 
@@ -45,7 +44,9 @@ class RuleSetRun:
     ingress: str  # the ingress point's logical id
     rule_set_id: str
     outcome: RuleSetOutcome
-    stored: list[tuple[str, str]]  # (bucket, key) WriteToS3 stored: each goes to the workflow
+    # what WriteToS3 stored, by (bucket, key), with the envelope of its own recipients: each
+    # goes to the workflow with that envelope, as the Start function's join gives it on AWS
+    stored: dict[tuple[str, str], Envelope]
     pending: dict[str, OpenRecipient]  # failed for now, not settled: to run again later
 
 
@@ -110,10 +111,8 @@ class LocalMailManager:
         self._log(envelope, ingress, rule_set_id, outcome)
         self._record_rules(envelope, outcome, retry)
         pending = self._settle_all(envelope, raw, rule_set_id, outcome, runner.stored)
-        self._keep_stored(envelope, runner.stored)
-        return RuleSetRun(
-            envelope, raw, ingress, rule_set_id, outcome, list(runner.stored.objects), pending
-        )
+        stored = self._keep_stored(envelope, runner.stored)
+        return RuleSetRun(envelope, raw, ingress, rule_set_id, outcome, stored, pending)
 
     def retry_open(
         self, run: RuleSetRun, *, spool_file: str = "", retry: RuleSetRetry | None = None
@@ -180,17 +179,16 @@ class LocalMailManager:
             )
         records.record(events)
 
-    def _keep_stored(self, envelope: Envelope, stored: Stored) -> None:
-        """Each stored object's envelope beside it (its own recipients), and the timeline."""
+    def _keep_stored(self, envelope: Envelope, stored: Stored) -> dict[tuple[str, str], Envelope]:
+        """Each stored object with the envelope of its own recipients, on the timeline."""
         records = self.failures.records
+        enveloped = {}
         for (bucket, key), recipients in stored.objects.items():
-            store_envelope(
-                self.actions.objects,
-                bucket,
-                envelope.model_copy(update={"recipients": list(dict.fromkeys(recipients))}),
-                key,
+            enveloped[bucket, key] = envelope.model_copy(
+                update={"recipients": list(dict.fromkeys(recipients))}
             )
             records.note(envelope.message_id, Stage.STORED, f"s3://{bucket}/{key}")
+        return enveloped
 
     def _settle_all(
         self,

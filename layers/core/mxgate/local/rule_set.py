@@ -133,18 +133,20 @@ class LocalMailManager:
     def _log(
         self, envelope: Envelope, ingress: str, rule_set_id: str, outcome: RuleSetOutcome
     ) -> None:
-        now = self.actions.clock.now()
-        for record in outcome.records:
-            self.logs.write(
-                RULE_SET,
+        now = self.actions.clock.now().isoformat()
+        self.logs.write_all(
+            RULE_SET,
+            (
                 {
-                    "timestamp": now.isoformat(),
+                    "timestamp": now,
                     "message_id": envelope.message_id,
                     "ingress_point_id": ingress,
                     "rule_set_id": rule_set_id,
                     **record.as_log(),
-                },
-            )
+                }
+                for record in outcome.records
+            ),
+        )
 
     def _record_rules(
         self, envelope: Envelope, outcome: RuleSetOutcome, retry: RuleSetRetry | None

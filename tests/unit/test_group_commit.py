@@ -1,7 +1,7 @@
 """Group commit in the state database: within `grouped()`, timeline events and idempotency
-records wait for the next transaction (a terminal state's), a read of their tables, or
-the block's end; what
-another connection sees is always whole, and nothing waiting is lost when a commit fails."""
+records wait for the next transaction (a terminal state's), a read of their tables, or the
+block's end; what another connection sees is always whole, and nothing waiting is lost when a
+commit fails."""
 
 from __future__ import annotations
 

@@ -104,6 +104,34 @@ def states(home: Path) -> dict[str, dict[str, str]]:
         db.close()
 
 
+def why_not_delivered(home: Path, settled: dict[str, dict[str, str]], outputs: Path) -> str:
+    """For a failing run: each recipient not delivered with its recorded detail, and what the
+    gateway said about its message."""
+    db = SqliteState(home / "state.db")
+    try:
+        rows = db.db.execute(
+            "SELECT message_id, recipient, outcome, route, detail FROM recipient_states"
+        ).fetchall()
+    finally:
+        db.close()
+    lines = [
+        str(row)
+        for row in rows
+        if settled.get(row[0], {}).get(row[1].casefold(), "delivered") != "delivered"
+    ]
+    ids = {row[0] for row in rows if str(row) in lines}
+    for out in sorted(outputs.glob("*.out")):
+        lines += [
+            f"{out.name}: {line}"
+            for line in out.read_text().splitlines()
+            if any(i in line for i in ids)
+        ]
+    errors = home / "logs" / "errors.log"
+    if errors.exists():
+        lines += ["errors.log, its end:", *errors.read_text().splitlines()[-150:]]
+    return "\n".join(lines)
+
+
 def stages(home: Path, message_id: str) -> list[str]:
     db = SqliteState(home / "state.db")
     try:
@@ -261,7 +289,10 @@ def test_a_full_disk_under_load_ends_every_accepted_message_exactly_once(gateway
             message_id: dict.fromkeys((r.casefold() for r in recipients), "delivered")
             for message_id, (recipients, _) in load.accepted.items()
         }
-        assert {m: found[m] for m in expected} == expected  # each once, none quarantined
+        settled = {m: found[m] for m in expected}
+        assert settled == expected, why_not_delivered(
+            home, settled, output.parent
+        )  # none quarantined
         # one copy each; a second one only where the gateway said it delivered a copy whose
         # state it could not record (the state database full), so its retry sent it again
         stored = copies(home)

@@ -22,6 +22,7 @@ from mxgate.adapters.local.state import SqliteState
 from mxgate.adapters.local.topics import TopicFiles
 from mxgate.clock import SystemClock
 from mxgate.delivery.smtp import SmtpTarget, SmtpTransport
+from mxgate.errors import TransientError
 from mxgate.local.lambdas import LocalLambdas
 from mxgate.local.logs import VendedLogs
 from mxgate.local.pipeline import through_the_pipeline
@@ -176,6 +177,18 @@ def template(directory: Path, loopback_port: int) -> Path:
             {"WriteToS3": {"S3Bucket": "raw-mail", "S3Prefix": "in/", "RoleArn": role}},
         ),
         rule("late-drop", ["s3-then-drop@nutrition.co", "dropped@nutrition.co"], {"Drop": {}}),
+        rule(  # as the shipped rule set hands mail to the pipeline: the object, then its envelope
+            "pipeline",
+            ["pipeline@nutrition.co"],
+            {"WriteToS3": {"S3Bucket": "raw-mail", "S3Prefix": "raw/", "RoleArn": role}},
+            {
+                "InvokeLambda": {
+                    "FunctionArn": {"Fn::GetAtt": ["Start", "Arn"]},
+                    "InvocationType": "EVENT",
+                    "RoleArn": role,
+                }
+            },
+        ),
         rule(
             "rewrite",
             ["alias@nutrition.co"],
@@ -198,6 +211,14 @@ def template(directory: Path, loopback_port: int) -> Path:
                 "Type": "AWS::Serverless::Function",
                 "Properties": {
                     "CodeUri": "intake/",
+                    "Handler": "app.handler",
+                    "Runtime": "python3.13",
+                },
+            },
+            "Start": {  # functions/start/: an InvokeLambda to it hands the envelope on
+                "Type": "AWS::Serverless::Function",
+                "Properties": {
+                    "CodeUri": "start/",
                     "Handler": "app.handler",
                     "Runtime": "python3.13",
                 },
@@ -244,6 +265,8 @@ def template(directory: Path, loopback_port: int) -> Path:
     }
     (directory / "intake").mkdir(parents=True)
     (directory / "intake" / "app.py").write_text(HANDLER)
+    (directory / "start").mkdir()
+    (directory / "start" / "app.py").write_text("def handler(event, context):\n    return None\n")
     path = directory / "template.yaml"
     path.write_text(yaml.safe_dump(document))
     return path
@@ -559,6 +582,25 @@ def test_write_to_s3_keeps_the_prefix_and_starts_the_workflow(harness):
     # what was written goes on to the workflow, even if a later rule dropped it
     assert set(states) == {"dropped@nutrition.co"}
     assert outcome(states, "dropped@nutrition.co") == ("dropped", "rule late-drop: Drop")
+
+
+def test_an_envelope_handed_on_whose_remembering_failed_is_no_internal_error(harness, monkeypatch):
+    """The state database full just after the Start function took the envelope: the
+    InvokeLambda is recorded FAILURE (for now), and the message still goes on to the workflow
+    with its stored object (once a KeyError quarantined such a message)."""
+    remember = harness.state.remember
+
+    def full_for_the_invocation(key: str, value: str) -> None:
+        if ".InvokeLambda:" in key:
+            raise TransientError("state database full: database or disk is full")
+        remember(key, value)
+
+    monkeypatch.setattr(harness.state, "remember", full_for_the_invocation)
+    message_id, states = harness.send("pipeline@nutrition.co")
+    assert harness.started == [("raw-mail", f"raw/{message_id}")]  # the workflow decides
+    assert states == {}  # no terminal state from the rule set, no quarantine
+    (invocation,) = [r for r in harness.rule_set_log() if r["action_name"] == "InvokeLambda"]
+    assert invocation["action_status"] == "FAILURE"
 
 
 def test_replaced_recipients_get_their_own_outcomes(harness):

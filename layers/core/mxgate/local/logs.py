@@ -3,12 +3,15 @@
 ingress.jsonl: one record per accepted message; traffic-policy.jsonl: one per recipient with
 each statement's evaluation; rule-set.jsonl: one per message per action. Each record is one
 line, written in append mode by one write() (with the other records of its message), so
-several processes can share a file.
+several processes can share a file. Like Mail Manager's, they are best effort: a record that
+cannot be written (the disk is full) is dropped, said once in the gateway's log, and the mail
+goes on.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -18,10 +21,13 @@ INGRESS = "ingress.jsonl"
 TRAFFIC_POLICY = "traffic-policy.jsonl"
 RULE_SET = "rule-set.jsonl"
 
+log = logging.getLogger("mxgate.logs")
+
 
 class VendedLogs:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._failing: set[str] = set()  # files whose last write failed
         directory.mkdir(parents=True, exist_ok=True)
 
     def write(self, name: str, record: Mapping[str, object]) -> None:
@@ -30,6 +36,17 @@ class VendedLogs:
     def write_all(self, name: str, records: Iterable[Mapping[str, object]]) -> None:
         """Several records, one line each, in one write()."""
         lines = "\n".join(json.dumps(r, ensure_ascii=False, default=str) for r in records)
-        if lines:
+        if not lines:
+            return
+        try:
             # bytes that were not UTF-8 (kept as surrogates) become JSON's \udcXX escapes
             append_line(self.directory / name, lines.encode("utf-8", "backslashreplace"))
+        except OSError as error:
+            if name not in self._failing:
+                log.warning(
+                    "vended log records dropped for now",
+                    extra={"file": name, "error": error.strerror or str(error)},
+                )
+            self._failing.add(name)
+            return
+        self._failing.discard(name)

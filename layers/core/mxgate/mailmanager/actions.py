@@ -100,9 +100,13 @@ class Stored:
 
     def hand_on_envelopes(self, succeeded: dict[str, list[str]]) -> None:
         """Take the InvokeLambda that handed a recipient's envelope on out of the actions that
-        may end it: the workflow decides, with the stored object."""
+        may end it: the workflow decides, with the stored object. An invocation whose
+        remembering failed (the state database full) is recorded FAILURE, not SUCCESS: it has
+        nothing to take out, and is tried again with the recipient."""
         for address in self.enveloped:
-            succeeded[address].remove("InvokeLambda")
+            actions = succeeded.get(address, [])
+            if "InvokeLambda" in actions:
+                actions.remove("InvokeLambda")
 
 
 class ActionRunner:

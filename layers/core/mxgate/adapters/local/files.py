@@ -19,12 +19,16 @@ def write_atomically(path: Path, body: bytes, *, durable: bool = False) -> None:
     """Readers see the old file or the new one, never half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temporary.open("wb") as stream:
-        stream.write(body)
-        if durable:
-            stream.flush()
-            os.fsync(stream.fileno())
-    temporary.replace(path)
+    try:
+        with temporary.open("wb") as stream:
+            stream.write(body)
+            if durable:
+                stream.flush()
+                os.fsync(stream.fileno())
+        temporary.replace(path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)  # a full disk must not keep half a file's space
+        raise
 
 
 def append_line(path: Path, line: bytes) -> None:

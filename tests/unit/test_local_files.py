@@ -1,0 +1,27 @@
+"""write_atomically: readers see the old file or the new one, and a write that fails leaves
+no temporary file behind (on a full disk, its space is what the next write needs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mxgate.adapters.local.files import write_atomically
+
+
+def test_a_write_replaces_the_file_whole(tmp_path: Path) -> None:
+    target = tmp_path / "bucket" / "object"
+    write_atomically(target, b"first")
+    write_atomically(target, b"second", durable=True)
+    assert target.read_bytes() == b"second"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["object"]
+
+
+def test_a_failed_write_leaves_no_temporary_file(tmp_path: Path) -> None:
+    target = tmp_path / "object"
+    target.mkdir()  # the rename onto a directory fails after the body is written
+    (target / "inside").write_bytes(b"kept")
+    with pytest.raises(IsADirectoryError):
+        write_atomically(target, b"x" * 100_000)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["object"]

@@ -134,6 +134,35 @@ class Gateway:
             return []
         return [self.process.pid, *children(self.process.pid)]
 
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds (user + system) the gateway's processes spent so far, by part: for
+        mxgate the ingress (`mxgate run` itself), the workers and the mailbox hosts' process;
+        for Postfix all of its processes (the master's, and those it started, ended ones
+        included). Load from other users of the machine moves these far less than rates."""
+        if self.maillog is not None:  # Postfix: the master's pid file is in its queue
+            master = int((self.maillog.parent / "queue" / "pid" / "master.pid").read_text())
+            own, reaped = process_cpu(master)
+            return {"all": own + reaped + sum(process_cpu(p)[0] for p in children(master))}
+        if self.process is None:
+            return {}
+        parts = {"ingress": process_cpu(self.process.pid)[0], "workers": 0.0, "mailbox hosts": 0.0}
+        for pid in children(self.process.pid):
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            part = "mailbox hosts" if b"mxgate.local.mailbox" in command else "workers"
+            parts[part] += process_cpu(pid)[0]
+        return parts
+
+
+def process_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) of a process, and of its children it has waited for."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # ended meanwhile
+        return 0.0, 0.0
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])  # stat fields 14 to 17
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (utime + stime) / ticks, (cutime + cstime) / ticks
+
 
 def children(pid: int) -> list[int]:
     found = []
@@ -163,17 +192,11 @@ def accepted_count(state_db: Path) -> int:
     return int(row[0])
 
 
-@contextmanager
-def mxgate(
-    work: Path,
-    label: str,
-    *,
-    workers: int,
-    sink_port: int | None,
-    dns_port: int,
-    extra: dict[str, object] | None = None,
-) -> Iterator[Gateway]:
-    """`mxgate run` on free ports, relaying to the sink (or into its own Maildir hosts)."""
+def gateway_environment(
+    work: Path, *, sink_port: int | None, dns_port: int, extra: dict[str, object] | None = None
+) -> dict[str, str]:
+    """A gateway's configuration under `work` (free ports, relaying to the sink or into its
+    own Maildir hosts, DNS from `dns_port`) and the environment that runs it there."""
     config = yaml.safe_load((REPO / "config" / "local.yaml").read_text())
     config.update(
         template=str(REPO / "template.yaml"),
@@ -191,14 +214,28 @@ def mxgate(
         host.update({"port": sink_port, "external": True} if sink_port else {"port": 0})
     config.update(extra or {})
     (work / "local.yaml").write_text(yaml.safe_dump(config))
-    home = work / "home"
-    env = {
+    return {
         **os.environ,
-        "MXGATE_HOME": str(home),
+        "MXGATE_HOME": str(work / "home"),
         "MXGATE_CONFIG": str(work / "local.yaml"),
-        "MXGATE_WORKERS": str(workers),
         "MXGATE_LOG_LEVEL": "WARNING",
     }
+
+
+@contextmanager
+def mxgate(
+    work: Path,
+    label: str,
+    *,
+    workers: int,
+    sink_port: int | None,
+    dns_port: int,
+    extra: dict[str, object] | None = None,
+) -> Iterator[Gateway]:
+    """`mxgate run` on free ports, relaying to the sink (or into its own Maildir hosts)."""
+    env = gateway_environment(work, sink_port=sink_port, dns_port=dns_port, extra=extra)
+    home = Path(env["MXGATE_HOME"])
+    env["MXGATE_WORKERS"] = str(workers)
     with (work / "gateway.out").open("w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "mxgate", "run"],

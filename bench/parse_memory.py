@@ -139,7 +139,6 @@ def measure(mode: str, home: Path, public_key: str) -> dict[str, float | str]:
         )
         from mxgate.records import Envelope  # noqa: PLC0415
         from mxgate.routing.routes import load_routes  # noqa: PLC0415
-        from mxgate.workflow.envelope import store_envelope  # noqa: PLC0415
         from mxgate.workflow.model import ProcessInput  # noqa: PLC0415
         from mxgate.workflow.process import process  # noqa: PLC0415
         from mxgate.workflow.services import Services  # noqa: PLC0415
@@ -173,7 +172,6 @@ def measure(mode: str, home: Path, public_key: str) -> dict[str, float | str]:
             helo=f"mail.{DOMAIN}",
             source_ip="127.0.0.1",
         )
-        store_envelope(objects, BUCKET, envelope, KEY)
         baseline = _status("VmRSS")
         _reset_peak()
         started = time.perf_counter()

@@ -8,7 +8,9 @@ Measured in one run, on this machine, 5 KB messages over 10 sessions by default:
 "accepted" is the rate until smtp-source finishes (each message fsynced before 250);
 "relayed" is the rate until the last message has left the gateway. The passes alternate
 (Postfix, mxgate to the sink, mxgate to Maildir, then again), `--runs` times; each figure is
-the median, with the spread (max - min), and the ratio is of the medians.
+the median, with the spread (max - min), and the ratio is of the medians. Each pass also notes
+the CPU time the gateway's processes spent a message (for mxgate: the ingress, the workers and
+the mailbox hosts apart), which a loaded machine moves far less than the rates.
 
 Latency: messages sent at a steady rate (half of Postfix's median relayed rate) over a few
 sessions; for each, the time from its `250` to its delivery, as each gateway records it
@@ -44,13 +46,17 @@ from harness import (
 LATENCY_SESSIONS = 4
 
 
-def drive(gateway: Gateway, args: argparse.Namespace) -> tuple[float, float]:
-    """Send the load; (accepted/s, relayed/s)."""
+def drive(gateway: Gateway, args: argparse.Namespace) -> tuple[float, float, dict[str, float]]:
+    """Send the load; (accepted/s, relayed/s, CPU seconds a message by part of the gateway)."""
     before = gateway.done()
+    cpu_before = gateway.cpu()
     started = time.perf_counter()
     accepted = smtp_source(gateway.port, args.messages, args.sessions, args.size)
     relayed_in = wait_relayed(gateway, before + args.messages, started)
-    return args.messages / accepted, args.messages / relayed_in
+    cpu = {
+        part: (spent - cpu_before[part]) / args.messages for part, spent in gateway.cpu().items()
+    }
+    return args.messages / accepted, args.messages / relayed_in, cpu
 
 
 def paced(port: int, rate: float, count: int, size: int) -> None:
@@ -121,6 +127,25 @@ def latency(gateway: Gateway, rate: float, seconds: float, size: int) -> tuple[f
     return statistics.median(delays), p99
 
 
+def print_cpu(cpu: dict[str, dict[str, Figures]], reference: str | None) -> None:
+    """CPU time a message of each gateway (its processes together, and by part for mxgate),
+    medians of the passes, beside Postfix's."""
+    print("CPU time a message (user + system, all the gateway's processes), median (spread)")
+    base = cpu[reference]["all"].median if reference else None
+    for label, parts in cpu.items():
+        total = Figures(
+            [sum(values) for values in zip(*(f.values for f in parts.values()), strict=True)]
+        )
+        ratio = f"  {total.median / base:.2f}x Postfix" if base and label != reference else ""
+        shown = "".join(
+            f"   {part} {f.median * 1000:.2f}" for part, f in parts.items() if part != "all"
+        )
+        print(
+            f"  {label:<34} {total.median * 1000:6.2f} ({total.spread * 1000:4.2f}) ms{shown}{ratio}",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=1000)
@@ -143,11 +168,14 @@ def main() -> None:
             targets = [g for g in (reference, to_sink, to_maildir) if g is not None]
             accepted = {g.label: Figures() for g in targets}
             relayed = {g.label: Figures() for g in targets}
+            cpu: dict[str, dict[str, Figures]] = {g.label: {} for g in targets}
             for _ in range(args.runs):
                 for gateway in targets:
-                    a, r = drive(gateway, args)
+                    a, r, spent = drive(gateway, args)
                     accepted[gateway.label].add(a)
                     relayed[gateway.label].add(r)
+                    for part, seconds in spent.items():
+                        cpu[gateway.label].setdefault(part, Figures()).add(seconds)
             base = relayed[reference.label].median if reference else None
             base_accepted = accepted[reference.label].median if reference else None
             for gateway in targets:
@@ -164,6 +192,7 @@ def main() -> None:
                 )
             if reference is None:
                 print("  Postfix reference skipped: it needs root")
+            print_cpu(cpu, reference.label if reference else None)
             rate = (base or relayed[to_sink.label].median) / 2
             print(
                 f"latency from 250 to delivered at {rate:.0f} msg/s (half of Postfix's relayed "

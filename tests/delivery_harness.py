@@ -27,7 +27,6 @@ from mxgate.ports import Hooks, Transport, Webhooks
 from mxgate.records import Deferred, DeferredDelivery, Envelope, StepRetry
 from mxgate.routing.routes import Routes
 from mxgate.workflow.dead_letter import redrive
-from mxgate.workflow.envelope import store_envelope
 from mxgate.workflow.services import Services
 from tests.fakes import ManualClock
 from tests.support import local_config, shipped_routes_document
@@ -85,6 +84,7 @@ class Bench:
     hosts: dict[str, int]
     transports: dict[str, SmtpTransport] = field(default_factory=dict)
     counter: int = 0
+    envelopes: dict[str, Envelope] = field(default_factory=dict)  # of the stored messages
 
     def mailbox_dir(self, host: str) -> Path:
         return self.home / "mailboxes" / host
@@ -108,18 +108,15 @@ class Bench:
         message_id = message_id or f"01TEST{self.counter:020d}"
         key = f"raw/{message_id}"
         self.objects.put(BUCKET, key, raw)
-        store_envelope(
-            self.objects,
-            BUCKET,
-            Envelope(message_id=message_id, mail_from=mail_from, recipients=recipients),
-            key,
+        self.envelopes[message_id] = Envelope(
+            message_id=message_id, mail_from=mail_from, recipients=recipients
         )
         return message_id
 
     def run(self, message_id: str) -> Any:
         """One execution for the stored message, its retries waited out (the clock jumps to
         each); what is deferred stays deferred. The output of the first run."""
-        execution = self.workflow.start(BUCKET, f"raw/{message_id}")
+        execution = self.workflow.start(BUCKET, f"raw/{message_id}", self.envelopes[message_id])
         self.wait_out_retries()
         return execution.output
 

@@ -395,11 +395,8 @@ def test_kill_9_takes_the_workers_along_and_a_replay_settles_everything(gateways
 
     # carol's message as if the crash had come before its spool file was removed: replayed
     carol = sent["carol@nutrition.co"]
-    objects = home / "objects" / "mxgate-rawmailbucket"
-    envelope = (objects / "envelopes" / "raw" / f"{carol}.json").read_bytes()
-    (home / "spool" / f"{carol}.msg").write_bytes(
-        envelope + b"\n" + (objects / "raw" / carol).read_bytes()
-    )
+    kept = next((home / "history").rglob(f"{carol}.msg"))  # the spool file, as accepted
+    (home / "spool" / f"{carol}.msg").write_bytes(kept.read_bytes())
     (home / "mailboxes" / "workspace" / ".reply").unlink()
     start(gateways, home, config, MXGATE_WORKERS="2")
 

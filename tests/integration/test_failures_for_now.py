@@ -14,7 +14,6 @@ import pytest
 
 from mxgate.local.pipeline import receive_spooled
 from mxgate.records import Deferral, DeferredProcessing, Outcome, StepRetry, SuspendedExecution
-from mxgate.workflow.envelope import store_envelope
 from mxgate.workflow.steps import STEPS
 from tests.records import a_delivery
 from tests.support import fill, small_filesystem
@@ -101,15 +100,14 @@ def test_a_quarantine_cut_short_after_its_record_is_finished_on_the_next_run(wor
 
 
 def stored(worker, message_id: str, recipients: list[str]) -> dict[str, object]:
-    """A message as WriteToS3 leaves it for the workflow: the object and its envelope, and
-    the execution input that names both."""
+    """A message as WriteToS3 leaves it for the workflow: the object, and the execution input
+    that names it with its envelope."""
     spool = accept(worker, message_id, recipients)
     envelope, message = worker.spool.read(spool)
     raw = message.read()
     spool.unlink()
     key = f"raw/{message_id}"
     worker.mail_manager.actions.objects.put(RAW_BUCKET, key, raw)
-    store_envelope(worker.mail_manager.actions.objects, RAW_BUCKET, envelope, key)
     return {"bucket": RAW_BUCKET, "key": key, "envelope": envelope.model_dump(mode="json")}
 
 

@@ -281,6 +281,7 @@ class Harness:
         self.state = SqliteState(home / "state.db")
         self.objects = FileObjectStore(home / "objects")
         self.started: list[tuple[str, str]] = []
+        self.envelopes: list[Envelope] = []  # what each start was given
 
         self.transports: list[SmtpTransport] = []
 
@@ -326,9 +327,13 @@ class Harness:
         self.worker = SimpleNamespace(
             mail_manager=self.service,
             state=self.state,  # its writes grouped per run (group commit)
-            workflow=SimpleNamespace(start=lambda bucket, key: self.started.append((bucket, key))),
+            workflow=SimpleNamespace(start=self._started),
         )
         self.count = 0
+
+    def _started(self, bucket: str, key: str, envelope: Envelope) -> None:
+        self.started.append((bucket, key))
+        self.envelopes.append(envelope)
 
     def run(self, envelope: Envelope, raw: bytes, **how: Any) -> RuleSetRetry | None:
         """The rule set over one message, its stored objects to the workflow, a retry for
@@ -569,8 +574,12 @@ def test_write_to_s3_keeps_the_prefix_and_starts_the_workflow(harness):
     )
     assert harness.started == [("raw-mail", f"in/{message_id}")]
     assert harness.objects.get("raw-mail", f"in/{message_id}") == RAW
-    sidecar = json.loads(harness.objects.get("raw-mail", f"envelopes/in/{message_id}.json"))
-    assert sidecar["recipients"] == ["s3@nutrition.co", "s3-then-drop@nutrition.co"]
+    # the workflow gets the envelope of the object's recipients (no file beside the object)
+    assert [e.recipients for e in harness.envelopes] == [
+        ["s3@nutrition.co", "s3-then-drop@nutrition.co"]
+    ]
+    assert harness.envelopes[0].message_id == message_id
+    assert not harness.objects.exists("raw-mail", f"envelopes/in/{message_id}.json")
     # what was written goes on to the workflow, even if a later rule dropped it
     assert set(states) == {"dropped@nutrition.co"}
     assert outcome(states, "dropped@nutrition.co") == ("dropped", "rule late-drop: Drop")

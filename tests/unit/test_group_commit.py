@@ -1,6 +1,7 @@
 """Group commit in the state database: within `grouped()`, timeline events and idempotency
-records wait for the next transaction (a terminal state's), any read, or the block's end; what
-another connection sees is always whole, and nothing waiting is lost when a commit fails."""
+records wait for the next transaction (a terminal state's), a read of their tables, or the
+block's end; what another connection sees is always whole, and nothing waiting is lost when a
+commit fails."""
 
 from __future__ import annotations
 
@@ -50,6 +51,25 @@ def test_writes_wait_for_the_terminal_state_and_go_in_its_commit(tmp_path: Path)
         assert on_disk(path) == (5, 1, 1)  # one transaction wrote them all
         store.record(event("after"))
     assert on_disk(path) == (6, 1, 1)  # the block's end wrote the rest
+
+
+def test_a_read_of_other_tables_leaves_the_waiting_writes_waiting(tmp_path: Path) -> None:
+    """Deliver reads the terminal states before it settles one: the timeline events waiting
+    then go with the terminal state's commit, not in one of their own; a read of what waits
+    (an idempotency record) still sees it."""
+    path = tmp_path / "state.db"
+    store = SqliteState(path)
+    with store.grouped():
+        store.record_many([event("rules"), event("stored")])
+        assert store.states("m1") == []
+        assert store.is_scheduled("m1.retry") is False
+        assert on_disk(path) == (0, 0, 0)  # still waiting: those reads do not need them
+        store.remember("m1/a/invoke", "done")
+        assert store.seen("m1/a/invoke") == "done"
+        assert on_disk(path) == (2, 1, 0)  # a read of a table with a write waiting: first
+        store.record(event("parsed"))
+        assert store.settle(delivered("a@x.example")) is True
+        assert on_disk(path) == (4, 1, 1)
 
 
 def test_a_read_sees_what_was_written_before_it(tmp_path: Path) -> None:

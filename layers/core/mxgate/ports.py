@@ -3,7 +3,7 @@ files and SQLite on one machine, S3, DynamoDB, SES, SQS and EventBridge on AWS."
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
@@ -224,8 +224,9 @@ class Functions(Protocol):
         """Raise PermanentError when the function cannot be invoked (unknown, not loadable)."""
         ...
 
-    def invoke(self, function_arn: str, event: Mapping[str, Any]) -> Any:
-        """The function's result; what the function raises propagates."""
+    def invoke(self, function_arn: str, event: Callable[[], Mapping[str, Any]]) -> Any:
+        """The function's result; what the function raises propagates. `event` builds the
+        event the function gets, only when it reads one."""
         ...
 
 

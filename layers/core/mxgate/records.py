@@ -12,7 +12,7 @@ timeline and terminal states through the Timeline port.
 Stored messages are named by message id: Mail Manager's WriteToS3 writes
 `<prefix><message id>`, and when AddHeader gives the recipients different versions of the
 message, the local emulator stores each under `<key>.variant-<n>` (one object and one workflow
-run per version). The envelope travels beside the message at `envelopes/<key>.json`.
+run per version), which its workflow run gets with the envelope of that version's recipients.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@ in-process with the event Lambda would give it.
 
 One function is the AWS runtime's own and has a local counterpart instead: the Start function
 (functions/start/), which on AWS joins the WriteToS3 object with the envelope of this event.
-Here the emulator starts the workflow from the object it stored, with the envelope it kept
-beside it, so the event is taken and answered without a second start.
+Here the emulator starts the workflow from the object it stored, with the envelope of its
+recipients, so the event is taken and answered without a second start.
 """
 
 from __future__ import annotations
@@ -46,18 +46,25 @@ class LambdaContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
-def _joined_locally(event: Any, context: Any) -> dict[str, Any]:
-    """The Start function's local counterpart (see the module's notes)."""
-    mail = event["Records"][0]["ses"]["mail"]
+Event = Callable[[], Mapping[str, Any]]  # builds the event, when a handler reads one
+LocalHandler = Callable[[Event, Any], Any]
+
+
+def _joined_locally(event: Event, context: Any) -> dict[str, Any]:
+    """The Start function's local counterpart (see the module's notes). It reads no event, so
+    none is built: its header fields' parse cost about a tenth of a worker's time a message."""
     return {
-        "message_id": mail["messageId"],
         "result": "joined locally: the workflow starts from the stored object and the "
-        "envelope kept beside it",
+        "envelope of its recipients",
     }
 
 
+def _given_the_event(handler: Handler) -> LocalHandler:
+    return lambda event, context: handler(event(), context)
+
+
 # functions/<name>/ -> the handler that stands in for it on this machine
-LOCAL_COUNTERPARTS: dict[str, Handler] = {"start": _joined_locally}
+LOCAL_COUNTERPARTS: dict[str, LocalHandler] = {"start": _joined_locally}
 
 
 class LocalLambdas:
@@ -66,21 +73,21 @@ class LocalLambdas:
 
     def __init__(self, resources: MailManagerResources) -> None:
         self.resources = resources
-        self._handlers: dict[str, Handler] = {}
+        self._handlers: dict[str, LocalHandler] = {}
 
-    def handler(self, function_arn: str) -> tuple[FunctionSource, Handler]:
+    def handler(self, function_arn: str) -> tuple[FunctionSource, LocalHandler]:
         source = self.resources.function(function_arn)
         if source is None:
             raise PermanentError(f"no Lambda function {function_arn!r} in the template")
         if source.logical_id not in self._handlers:
             counterpart = LOCAL_COUNTERPARTS.get(source.code_dir.name if source.code_dir else "")
-            self._handlers[source.logical_id] = counterpart or _load(source)
+            self._handlers[source.logical_id] = counterpart or _given_the_event(_load(source))
         return source, self._handlers[source.logical_id]
 
     def check(self, function_arn: str) -> None:
         self.handler(function_arn)
 
-    def invoke(self, function_arn: str, event: Mapping[str, Any]) -> Any:
+    def invoke(self, function_arn: str, event: Event) -> Any:
         """Call the handler; its exceptions propagate (the caller decides what they mean)."""
         source, handler = self.handler(function_arn)
         arn = f"arn:aws:lambda:{LOCAL_REGION}:{LOCAL_ACCOUNT}:function:{source.name}"

@@ -2,16 +2,17 @@
 
 ingress.jsonl: one record per accepted message; traffic-policy.jsonl: one per recipient with
 each statement's evaluation; rule-set.jsonl: one per message per action. Each record is one
-write() of one line in append mode, so several processes can share a file. Like Mail
-Manager's, they are best effort: a record that cannot be written (the disk is full) is
-dropped, said once in the gateway's log, and the mail goes on.
+line, written in append mode by one write() (with the other records of its message), so
+several processes can share a file. Like Mail Manager's, they are best effort: a record that
+cannot be written (the disk is full) is dropped, said once in the gateway's log, and the mail
+goes on.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from mxgate.adapters.local.files import append_line
@@ -30,10 +31,16 @@ class VendedLogs:
         directory.mkdir(parents=True, exist_ok=True)
 
     def write(self, name: str, record: Mapping[str, object]) -> None:
-        line = json.dumps(record, ensure_ascii=False, default=str)
+        self.write_all(name, [record])
+
+    def write_all(self, name: str, records: Iterable[Mapping[str, object]]) -> None:
+        """Several records, one line each, in one write()."""
+        lines = "\n".join(json.dumps(r, ensure_ascii=False, default=str) for r in records)
+        if not lines:
+            return
         try:
             # bytes that were not UTF-8 (kept as surrogates) become JSON's \udcXX escapes
-            append_line(self.directory / name, line.encode("utf-8", "backslashreplace"))
+            append_line(self.directory / name, lines.encode("utf-8", "backslashreplace"))
         except OSError as error:
             if name not in self._failing:
                 log.warning(

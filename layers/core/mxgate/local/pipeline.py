@@ -115,8 +115,8 @@ def through_the_pipeline(
     # one commit for what the run records before its first read (group commit)
     with mail_manager.exclusive(envelope.message_id), worker.state.grouped():
         run = mail_manager.apply_rule_set(envelope, message, retry=retry)
-        for bucket, key in run.stored:
-            worker.workflow.start(bucket, key)
+        for (bucket, key), stored_envelope in run.stored.items():
+            worker.workflow.start(bucket, key, stored_envelope)
         return mail_manager.retry_open(run, spool_file=spool_file, retry=retry)
 
 

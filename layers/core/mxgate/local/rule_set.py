@@ -29,7 +29,6 @@ from mxgate.mailmanager.rules import TERMINAL_BY_ACTION, RuleSetOutcome, run_rul
 from mxgate.mailmanager.template import logical_id_of
 from mxgate.message.raw import RawMessage
 from mxgate.records import Envelope, Outcome, RuleSetRetry, Stage
-from mxgate.workflow.envelope import store_envelope
 
 log = logging.getLogger("mxgate.mailmanager")
 
@@ -45,7 +44,9 @@ class RuleSetRun:
     ingress: str  # the ingress point's logical id
     rule_set_id: str
     outcome: RuleSetOutcome
-    stored: list[tuple[str, str]]  # (bucket, key) WriteToS3 stored: each goes to the workflow
+    # what WriteToS3 stored, by (bucket, key), with the envelope of its own recipients: each
+    # goes to the workflow with that envelope, as the Start function's join gives it on AWS
+    stored: dict[tuple[str, str], Envelope]
     pending: dict[str, OpenRecipient]  # failed for now, not settled: to run again later
 
 
@@ -111,10 +112,8 @@ class LocalMailManager:
         self._log(envelope, ingress, rule_set_id, outcome)
         self._record_rules(envelope, outcome, retry)
         pending = self._settle_all(envelope, message, rule_set_id, outcome, runner.stored)
-        self._keep_stored(envelope, runner.stored)
-        return RuleSetRun(
-            envelope, message, ingress, rule_set_id, outcome, list(runner.stored.objects), pending
-        )
+        stored = self._keep_stored(envelope, runner.stored)
+        return RuleSetRun(envelope, message, ingress, rule_set_id, outcome, stored, pending)
 
     def retry_open(
         self, run: RuleSetRun, *, spool_file: str = "", retry: RuleSetRetry | None = None
@@ -135,18 +134,20 @@ class LocalMailManager:
     def _log(
         self, envelope: Envelope, ingress: str, rule_set_id: str, outcome: RuleSetOutcome
     ) -> None:
-        now = self.actions.clock.now()
-        for record in outcome.records:
-            self.logs.write(
-                RULE_SET,
+        now = self.actions.clock.now().isoformat()
+        self.logs.write_all(
+            RULE_SET,
+            (
                 {
-                    "timestamp": now.isoformat(),
+                    "timestamp": now,
                     "message_id": envelope.message_id,
                     "ingress_point_id": ingress,
                     "rule_set_id": rule_set_id,
                     **record.as_log(),
-                },
-            )
+                }
+                for record in outcome.records
+            ),
+        )
 
     def _record_rules(
         self, envelope: Envelope, outcome: RuleSetOutcome, retry: RuleSetRetry | None
@@ -181,17 +182,16 @@ class LocalMailManager:
             )
         records.record(events)
 
-    def _keep_stored(self, envelope: Envelope, stored: Stored) -> None:
-        """Each stored object's envelope beside it (its own recipients), and the timeline."""
+    def _keep_stored(self, envelope: Envelope, stored: Stored) -> dict[tuple[str, str], Envelope]:
+        """Each stored object with the envelope of its own recipients, on the timeline."""
         records = self.failures.records
+        enveloped = {}
         for (bucket, key), recipients in stored.objects.items():
-            store_envelope(
-                self.actions.objects,
-                bucket,
-                envelope.model_copy(update={"recipients": list(dict.fromkeys(recipients))}),
-                key,
+            enveloped[bucket, key] = envelope.model_copy(
+                update={"recipients": list(dict.fromkeys(recipients))}
             )
             records.note(envelope.message_id, Stage.STORED, f"s3://{bucket}/{key}")
+        return enveloped
 
     def _settle_all(
         self,

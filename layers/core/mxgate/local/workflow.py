@@ -24,7 +24,6 @@ from mxgate.records import (
     variant_of,
 )
 from mxgate.workflow.asl import Execution, ExecutionFailedError, Interpreter
-from mxgate.workflow.envelope import read_envelope
 from mxgate.workflow.model import ProcessInput, Redelivery, Reprocessing, StepError
 from mxgate.workflow.services import Services
 from mxgate.workflow.steps import STEPS
@@ -124,14 +123,11 @@ class LocalWorkflow:
                 "retry not on the timeline", extra={"message_id": self._current, "error": failure}
             )
 
-    def start(self, bucket: str, key: str, envelope: Envelope | None = None) -> Execution:
+    def start(self, bucket: str, key: str, envelope: Envelope) -> Execution:
         """Start one execution with the input the Start function gives it on AWS (the stored
-        object, and its envelope: the one given, else the one the emulator kept beside it),
-        and take it as far as it goes now; what waits for a retry is in the deferred queue
-        when this returns."""
+        object and its envelope), and take it as far as it goes now; what waits for a retry is
+        in the deferred queue when this returns."""
         self._current = message_id_of(key)
-        if envelope is None:
-            envelope = read_envelope(self.services.objects, bucket, key)
         document = ProcessInput(bucket=bucket, key=key, envelope=envelope)
         try:  # named by the stored object: each version of a message has its own
             execution = self.interpreter.start(

@@ -354,17 +354,20 @@ class ActionRunner:
         params = action.InvokeLambda
         assert params is not None
         invocation = "Event" if params.InvocationType == "EVENT" else "RequestResponse"
-        event = lambda_event(
-            self._mail(LAMBDA_HEADER_LIMIT),
-            self._receipt(
-                context,
-                {
-                    "type": "Lambda",
-                    "functionArn": params.FunctionArn,
-                    "invocationType": invocation,
-                },
-            ),
-        )
+
+        def event() -> dict[str, Any]:  # built only for a function that reads it
+            return lambda_event(
+                self._mail(LAMBDA_HEADER_LIMIT),
+                self._receipt(
+                    context,
+                    {
+                        "type": "Lambda",
+                        "functionArn": params.FunctionArn,
+                        "invocationType": invocation,
+                    },
+                ),
+            )
+
         functions = self.ports.functions
         functions.check(params.FunctionArn)  # a function that cannot be loaded fails the action
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -163,28 +164,38 @@ class MailManagerResources:
 
     def function(self, reference: str) -> FunctionSource | None:
         """The template's Lambda function an InvokeLambda FunctionArn names, if any."""
-        name = function_name_of(reference)
+        return self._functions.get(function_name_of(reference))
+
+    @cached_property
+    def _functions(self) -> dict[str, FunctionSource]:
+        """Each Lambda function of the template by its logical id and by its name, found once
+        (an InvokeLambda looks its function up three times a message)."""
         resources = self.resolver.resources
+        defaults = (self.resolver.template.get("Globals") or {}).get("Function") or {}
+        found: dict[str, FunctionSource] = {}
         for logical_id, resource in resources.items():
             if resource.get("Type") not in FUNCTION_TYPES:
                 continue
-            if name not in (logical_id, self.resolver.ref(logical_id, logical_id)):
-                continue
             properties = resource.get("Properties") or {}
-            defaults = (self.resolver.template.get("Globals") or {}).get("Function") or {}
 
-            def setting(key: str, properties: Any = properties, defaults: Any = defaults) -> Any:
+            def setting(key: str, properties: Any = properties) -> Any:
                 return properties.get(key, defaults.get(key))
 
             code_uri = setting("CodeUri")
-            return FunctionSource(
-                logical_id=logical_id,
-                name=name,
-                code_dir=self.template.parent / code_uri if isinstance(code_uri, str) else None,
-                handler=setting("Handler"),
-                runtime=setting("Runtime"),
-            )
-        return None
+            for name in (logical_id, self.resolver.ref(logical_id, logical_id)):
+                found.setdefault(
+                    name,
+                    FunctionSource(
+                        logical_id=logical_id,
+                        name=name,
+                        code_dir=self.template.parent / code_uri
+                        if isinstance(code_uri, str)
+                        else None,
+                        handler=setting("Handler"),
+                        runtime=setting("Runtime"),
+                    ),
+                )
+        return found
 
 
 def function_name_of(reference: str) -> str:

@@ -133,13 +133,14 @@ class StackFunctions:
     def check(self, function_arn: str) -> None:
         self._function(function_arn)
 
-    def invoke(self, function_arn: str, event: Mapping[str, Any]) -> Any:
+    def invoke(self, function_arn: str, event: Callable[[], Mapping[str, Any]]) -> Any:
         function = self._function(function_arn)
-        action = event["Records"][0]["ses"]["receipt"]["action"]
+        given = event()
+        action = given["Records"][0]["ses"]["receipt"]["action"]
         if action.get("invocationType") == "Event":
-            self.queue.append(_Arrival("envelope", function, dict(event)))
+            self.queue.append(_Arrival("envelope", function, dict(given)))
             return None
-        return self.stack.invoke_function(function, event)
+        return self.stack.invoke_function(function, given)
 
 
 class Sandbox:

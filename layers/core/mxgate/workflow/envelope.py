@@ -1,7 +1,7 @@
-"""The envelope the local emulator keeps beside each object it stores (`envelopes/<object
-key>.json`), which its workflow passes in the execution input. On AWS the envelope comes from
-Mail Manager's InvokeLambda event instead (workflow.arrival); the header fields never stand in
-for it.
+"""The envelope an earlier version of the local emulator kept beside each object it stored
+(`envelopes/<object key>.json`): a failed execution's document written then may name a stored
+message without its envelope. Now the envelope travels in the execution input, as the Start
+function's join gives it on AWS (workflow.arrival); the header fields never stand in for it.
 """
 
 from __future__ import annotations
@@ -10,11 +10,6 @@ from mxgate.ports import ObjectStore
 from mxgate.records import Envelope, envelope_key
 
 
-def store_envelope(objects: ObjectStore, bucket: str, envelope: Envelope, key: str) -> None:
-    body = envelope.model_dump_json().encode()
-    objects.put(bucket, envelope_key(key), body, {"content-type": "application/json"})
-
-
 def read_envelope(objects: ObjectStore, bucket: str, key: str) -> Envelope:
-    """The envelope the local emulator stored beside the object at `key`."""
+    """The envelope an earlier version stored beside the object at `key`."""
     return Envelope.model_validate_json(objects.get(bucket, envelope_key(key)))

@@ -15,8 +15,8 @@ class Frozen(BaseModel):
     model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
 
 
-# What Process gets: the stored message and its envelope (from the Start function on AWS, the
-# envelope kept beside the object locally); a deferred or redriven message carries the same.
+# What Process gets: the stored message and its envelope (from the Start function on AWS, from
+# the rule set's run locally); a deferred or redriven message carries the same.
 # Without an envelope Process fails for good: the pipeline never guesses recipients.
 ProcessInput = StoredObject
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import builtins
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -126,7 +126,8 @@ class SqliteDatabase:
         self._connection: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._groups = 0  # grouped() blocks open on this connection
-        self._waiting: list[tuple[str, list[Sequence[object]]]] = []  # writes for the next commit
+        # writes for the next commit: (table, statement, rows)
+        self._waiting: list[tuple[str, str, list[Sequence[object]]]] = []
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -159,7 +160,7 @@ class SqliteDatabase:
     @contextmanager
     def grouped(self) -> Iterator[None]:
         """Group commit: the writes `_later` is given meanwhile go with the next transaction
-        (a terminal state's, say), before any read, or when the block ends. A block that ends
+        (a terminal state's, say), before a read of their tables, or when the block ends. A block that ends
         in an error (or cannot write at its end) drops what is still waiting: its run did not
         finish, it is done again, and writes them again."""
         self._groups += 1
@@ -191,7 +192,7 @@ class SqliteDatabase:
             try:
                 db.execute("BEGIN IMMEDIATE")
                 try:
-                    for sql, rows in waiting:
+                    for _, sql, rows in waiting:
                         db.executemany(sql, rows)
                     yield db
                     db.execute("COMMIT")
@@ -210,17 +211,24 @@ class SqliteDatabase:
         with self._transaction(durable=durable) as db:
             return db.executemany(sql, rows).rowcount
 
-    def _later(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
-        """A write that may wait for the next commit of a `grouped()` block (at once outside)."""
+    def _later(self, table: str, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        """A write to `table` that may wait for the next commit of a `grouped()` block (at
+        once outside)."""
         if not rows:
             return
         if self._groups:
-            self._waiting.append((sql, list(rows)))
+            self._waiting.append((table, sql, list(rows)))
         else:
             self._write(sql, rows)
 
-    def _read(self, sql: str, parameters: Sequence[object] = ()) -> builtins.list[Any]:
-        self._flush()  # a read sees every write made before it
+    def _read(
+        self, sql: str, parameters: Sequence[object] = (), *, tables: Collection[str] = ()
+    ) -> builtins.list[Any]:
+        """A read sees every write made before it: what waits goes first, unless the read
+        names the `tables` it reads and none of them has a write waiting (a terminal state's
+        read then leaves the timeline events for the terminal state's own commit)."""
+        if not tables or any(table in tables for table, _, _ in self._waiting):
+            self._flush()
         with _temporary_is_transient(self.what):
             return self.db.execute(sql, parameters).fetchall()
 

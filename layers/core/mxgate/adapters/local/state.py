@@ -62,8 +62,9 @@ class SqliteState(StateDatabase):
         self.record_many([event])
 
     def record_many(self, events: Sequence[TimelineEvent]) -> None:
-        self._later(_INSERT_EVENT, [_event_row(e) for e in events])
+        self._later("events", _INSERT_EVENT, [_event_row(e) for e in events])
         self._later(
+            "messages",
             "INSERT OR REPLACE INTO messages (message_id, at, summary) VALUES (?,?,?)",
             [
                 (e.message_id, utc(e.at), e.summary.model_dump_json(by_alias=True))
@@ -149,6 +150,7 @@ class SqliteState(StateDatabase):
             "SELECT message_id, recipient, outcome, at, route, detail FROM recipient_states "
             "WHERE message_id=? ORDER BY recipient_key",
             (message_id,),
+            tables=("recipient_states",),
         )
         return [
             RecipientState(
@@ -208,11 +210,15 @@ class SqliteState(StateDatabase):
     # ----------------------------------------------------------------------- Idempotency
 
     def seen(self, key: str) -> str | None:
-        rows = self._read("SELECT outcome FROM idempotency WHERE key=?", (key,))
+        rows = self._read(
+            "SELECT outcome FROM idempotency WHERE key=?", (key,), tables=("idempotency",)
+        )
         return str(rows[0][0]) if rows else None
 
     def remember(self, key: str, outcome: str) -> None:
-        self._later("INSERT OR REPLACE INTO idempotency VALUES (?,?)", [(key, outcome)])
+        self._later(
+            "idempotency", "INSERT OR REPLACE INTO idempotency VALUES (?,?)", [(key, outcome)]
+        )
 
     # ----------------------------------------------------------------------- DeadLetters
 
@@ -303,4 +309,6 @@ class SqliteState(StateDatabase):
 
     def is_scheduled(self, record_id: str) -> bool:
         """Whether the deferred queue holds this record (a rule set retry owning a spool file)."""
-        return bool(self._read("SELECT 1 FROM deferred WHERE id=?", (record_id,)))
+        return bool(
+            self._read("SELECT 1 FROM deferred WHERE id=?", (record_id,), tables=("deferred",))
+        )

@@ -30,9 +30,8 @@ from mxgate.mailmanager.addresses import AddressBook
 from mxgate.mailmanager.facts import SessionFacts
 from mxgate.mailmanager.models import IngressPoint, TrafficPolicy
 from mxgate.mailmanager.traffic import TrafficDecision, TrafficVerdict, evaluate_traffic_policy
-from mxgate.ports import Clock, Timeline
-from mxgate.recorder import Recorder
-from mxgate.records import Envelope, Stage
+from mxgate.ports import Clock
+from mxgate.records import Envelope
 
 log = logging.getLogger("mxgate.ingress")
 
@@ -140,7 +139,6 @@ class IngressHandler:
         policy: TrafficPolicy,
         book: AddressBook,
         spool: Spool,
-        timeline: Timeline,
         logs: VendedLogs,
         clock: Clock,
         submit: Callable[[Path], None],
@@ -154,7 +152,6 @@ class IngressHandler:
         self.smtp_password = smtp_password
         self.book = book
         self.spool = spool
-        self.records = Recorder(timeline, clock)
         self.logs = logs
         self.clock = clock
         self.submit = submit
@@ -281,16 +278,12 @@ class IngressHandler:
         return f": {'; '.join(found)}" if found else ""
 
     def accept(self, writer: SpoolWriter, now: datetime) -> Path:
-        """In a thread: the fsynced spool file first (only then is 250 due), then the timeline
-        and the ingress log, which must never turn a stored message into an error reply."""
+        """In a thread: the fsynced spool file first (only then is 250 due), then the ingress
+        log, which must never turn a stored message into an error reply. The `accepted` event
+        is the worker's to write (`spool.accepted_event`): no state database on this path."""
         path = writer.commit()
         message, size = writer.envelope, writer.size
         try:
-            self.records.note(
-                message.message_id,
-                Stage.ACCEPTED,
-                f"{size} bytes from {message.source_ip} for {len(message.recipients)} recipient(s)",
-            )
             self.logs.write(
                 INGRESS,
                 {
@@ -308,7 +301,7 @@ class IngressHandler:
             )
         except Exception:
             log.exception(
-                "could not record the accepted message", extra={"message_id": message.message_id}
+                "could not write the ingress log", extra={"message_id": message.message_id}
             )
         return path
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from mxgate.errors import FailureKind, PermanentError, kind_of
 from mxgate.local.bootstrap import Worker
 from mxgate.local.rule_set_failures import retry_record_id
+from mxgate.local.spool import accepted_event
 from mxgate.message.raw import RawMessage
 from mxgate.records import (
     UNKNOWN_RECIPIENTS,
@@ -46,6 +47,7 @@ from mxgate.records import (
     Stage,
     StepRetry,
     StoredObject,
+    TimelineEvent,
 )
 from mxgate.workflow.envelope import read_envelope
 
@@ -87,12 +89,16 @@ def _receive(worker: Worker, path: Path) -> Result:
         return Result.QUARANTINED
     if worker.state.is_scheduled(retry_record_id(envelope.message_id)):
         return Result.RETRY_PENDING  # a replay on start: its rule set retry owns the file
+    accepted = accepted_event(path, envelope, message.size)
     try:
-        retry = through_the_pipeline(worker, envelope, message, spool_file=path.name)
+        retry = through_the_pipeline(
+            worker, envelope, message, spool_file=path.name, accepted=accepted
+        )
     except Exception as error:
         if kind_of(error) is FailureKind.TRANSIENT:
-            raise
+            raise  # the group's writes were dropped: the next try writes the event again
         log.exception("processing failed", extra={"message_id": envelope.message_id})
+        worker.state.record_first(accepted)
         _quarantine(worker, path, envelope.message_id, envelope.recipients, error)
         return Result.QUARANTINED
     if retry is not None:
@@ -108,12 +114,17 @@ def through_the_pipeline(
     *,
     spool_file: str = "",
     retry: RuleSetRetry | None = None,
+    accepted: TimelineEvent | None = None,
 ) -> RuleSetRetry | None:
     """Steps 1 to 3 for one message (its first run, or a retry's): the retry now scheduled for
-    what is left open, or None when every recipient has its end (or its record)."""
+    what is left open, or None when every recipient has its end (or its record). `accepted`:
+    the first run's `accepted` event, written with the run's first commit (once: a replay of
+    the spool file finds it written)."""
     mail_manager = worker.mail_manager
     # one commit for what the run records before its first read (group commit)
     with mail_manager.exclusive(envelope.message_id), worker.state.grouped():
+        if accepted is not None:
+            worker.state.record_first(accepted)
         run = mail_manager.apply_rule_set(envelope, message, retry=retry)
         for (bucket, key), stored_envelope in run.stored.items():
             worker.workflow.start(bucket, key, stored_envelope)
@@ -291,6 +302,8 @@ def _quarantine_unreadable(worker: Worker, path: Path, error: ValueError) -> Non
     if envelope is None:
         reason += "; its envelope cannot be read"
     log.error("unreadable spool file quarantined", extra={"spool_file": path.name})
+    if envelope is not None:
+        worker.state.record_first(accepted_event(path, envelope, None))
     worker.records.quarantine(
         envelope.message_id if envelope is not None else path.stem,
         envelope.recipients if envelope is not None else [],

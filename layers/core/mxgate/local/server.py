@@ -50,7 +50,6 @@ class Running:
     ingress_servers: list[asyncio.Server] = field(default_factory=list)
 
 
-INGRESS_DB_WAIT = 2.0  # seconds; past it the message is still accepted, its record skipped
 DEFERRED_LEASE = 600.0  # seconds a deferred delivery may run before another run may take it
 RETENTION_EVERY = 3600.0  # seconds between looks at what the retention periods let go
 # Work a worker kept because it failed for now (a full disk, a busy database) is tried again
@@ -305,8 +304,6 @@ class Gateway:
         tls = server_context(cert, key)
         spool = self.spool
         book = self.bootstrap.address_book()
-        # the ingress only records "accepted": it waits briefly for the database, never long
-        timeline = self.bootstrap.state(busy_timeout=INGRESS_DB_WAIT)
         logs = self.bootstrap.logs()
         listening: dict[str, tuple[str, int]] = {}
         ingress_servers = []
@@ -317,7 +314,6 @@ class Gateway:
                 policy=listener.traffic_policy,
                 book=book,
                 spool=spool,
-                timeline=timeline,
                 logs=logs,
                 clock=self.clock,
                 submit=self.submit,

@@ -2,7 +2,8 @@
 
 File layout: one line of JSON (the envelope), then the message bytes exactly as received.
 A file stays until its message has been through the rule set and the workflow, so a crash
-at any point is recovered by replaying what is left on start.
+at any point is recovered by replaying what is left on start. Its modification time is when
+the message was accepted: its last byte was written just before the fsync that `250` waits for.
 """
 
 from __future__ import annotations
@@ -10,16 +11,31 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
 from mxgate.message.raw import RawMessage
-from mxgate.records import Envelope
+from mxgate.records import Envelope, Stage, TimelineEvent
 
 _SUFFIX = ".msg"
 _PARTIAL = ".partial"
 WRITE_BUFFER = 256 * 1024  # bytes of a message held before they go to the file
 MAX_ENVELOPE_LINE = 1 << 20
+
+
+def accepted_event(path: Path, envelope: Envelope, size: int | None) -> TimelineEvent:
+    """The message's `accepted` event, dated when the ingress answered 250 (the spool file's
+    last write, just before). Whoever takes the spool file writes it, not the ingress: the file
+    is what is durable before 250, so the ingress never waits on the state database. `size`:
+    the message's bytes (None: the file is unreadable)."""
+    what = f"{size} bytes" if size is not None else "an unreadable spool file"
+    return TimelineEvent(
+        message_id=envelope.message_id,
+        at=datetime.fromtimestamp(path.stat().st_mtime, UTC),
+        stage=Stage.ACCEPTED,
+        detail=f"{what} from {envelope.source_ip} for {len(envelope.recipients)} recipient(s)",
+    )
 
 
 class Spool:

@@ -56,7 +56,7 @@ from mxgate.local.mailbox import mailbox_session
 from mxgate.local.rule_set import LocalMailManager
 from mxgate.local.rule_set_failures import KEPT_BUCKET, RuleSetFailures
 from mxgate.local.setup import routes_of
-from mxgate.local.spool import Spool
+from mxgate.local.spool import Spool, accepted_event
 from mxgate.local.tls import ensure_certificate, server_context
 from mxgate.mailmanager.actions import ARCHIVE_BUCKET, ActionPorts
 from mxgate.mailmanager.facts import SessionFacts
@@ -298,7 +298,6 @@ class Sandbox:
                 policy=policy,
                 book=self.mail_manager.book,
                 spool=spool,
-                timeline=self.mail_manager.failures.timeline,
                 logs=self.mail_manager.logs,
                 clock=self.clock,
                 submit=self._submit,
@@ -431,6 +430,7 @@ class Sandbox:
         try:
             envelope, message = Spool.read(path)
             mail_manager = self.mail_manager
+            mail_manager.failures.records.record([accepted_event(path, envelope, message.size)])
             with mail_manager.exclusive(envelope.message_id):
                 run = mail_manager.apply_rule_set(envelope, self._as_received(envelope, message))
                 for bucket, key in run.stored:

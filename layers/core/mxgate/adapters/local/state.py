@@ -28,6 +28,10 @@ from mxgate.records import (
 )
 
 _INSERT_EVENT = "INSERT INTO events (message_id, at, stage, recipient, detail) VALUES (?,?,?,?,?)"
+_INSERT_FIRST_EVENT = (
+    "INSERT INTO events (message_id, at, stage, recipient, detail) SELECT ?,?,?,?,? "
+    "WHERE NOT EXISTS (SELECT 1 FROM events WHERE message_id=? AND stage=?)"
+)
 
 
 def _event_row(event: TimelineEvent) -> tuple[str, str, str, str | None, str]:
@@ -71,6 +75,15 @@ class SqliteState(StateDatabase):
                 for e in events
                 if e.summary is not None
             ],
+        )
+
+    def record_first(self, event: TimelineEvent) -> None:
+        """Record the event unless its message has an event of its stage already (an
+        `accepted` event written again by a replay of the same spool file)."""
+        self._later(
+            "events",
+            _INSERT_FIRST_EVENT,
+            [(*_event_row(event), event.message_id, event.stage.value)],
         )
 
     def summaries(

@@ -6,6 +6,7 @@ that cannot be written), crash replays, torn spool files and AddHeader versions.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -44,6 +45,24 @@ def test_delivered_and_spool_file_removed(worker):
     }
     stored = next((worker.setup.dirs.mailboxes / "m365" / "carol@nutrition.co" / "new").iterdir())
     assert stored.read_bytes().endswith(RAW)
+
+
+def test_a_recovered_spool_file_gets_one_accepted_event_dated_at_its_250(worker):
+    # the ingress writes no event: a file whose worker never ran (a crash, a restart) gets its
+    # `accepted` event from the worker that takes it, dated by the file (its last write)
+    path = accept(worker, "01RECOVERED", ["carol@nutrition.co"])
+    answered = datetime(2026, 12, 1, 9, 30, 15, 250000, tzinfo=UTC)
+    os.utime(path, (answered.timestamp(), answered.timestamp()))
+    spooled = path.read_bytes()
+    assert receive_spooled(worker, path) == "done"
+    path.write_bytes(spooled)  # a crash before the file went: the next start replays it
+    os.utime(path, (answered.timestamp(), answered.timestamp()))
+    assert receive_spooled(worker, path) == "done"
+    events = worker.state.events("01RECOVERED")
+    accepted = [(e.at, e.detail) for e in events if e.stage is Stage.ACCEPTED]
+    assert accepted == [(answered, f"{len(RAW)} bytes from 192.0.2.1 for 1 recipient(s)")]
+    assert events[0].stage is Stage.ACCEPTED
+    assert outcomes(worker, "01RECOVERED") == {"carol@nutrition.co": Outcome.DELIVERED}
 
 
 def test_outage_is_retried_then_deferred_then_delivered_when_the_host_is_back(worker):
@@ -277,8 +296,11 @@ def test_an_unreadable_spool_file_is_quarantined_once(worker, content, readable)
     assert receive_spooled(worker, path) == "quarantined"
     assert not path.exists()
     assert (worker.setup.dirs.quarantine / "01TORN.msg").read_bytes() == content
-    (event,) = [e for e in worker.state.events("01TORN") if e.recipient is None]
+    events = worker.state.events("01TORN")
+    (event,) = [e for e in events if e.recipient is None and e.stage is not Stage.ACCEPTED]
     assert event.stage is Stage.TERMINAL
+    # accepted with 250 (the ingress does not check the envelope line): on the timeline too
+    assert [e.stage for e in events if e.stage is Stage.ACCEPTED] == [Stage.ACCEPTED] * readable
     assert "spool file 01TORN.msg is unreadable" in event.detail
     assert str(worker.setup.dirs.quarantine / "01TORN.msg") in event.detail
     expected = {"alice@nutrition.co": Outcome.QUARANTINED} if readable else {}

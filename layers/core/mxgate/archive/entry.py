@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from mxgate.archive.query import ArchivedMessage
-from mxgate.message.parse import parse_stream
+from mxgate.message.parse import ParseOnce
 from mxgate.message.raw import RawMessage
 from mxgate.records import Envelope
 
@@ -19,11 +19,13 @@ def archived_message(
     envelope: Envelope,
     recipients: list[str],
     archived_at: datetime,
+    parses: ParseOnce | None = None,
 ) -> ArchivedMessage:
     """The row for one archived copy: its header fields as written (decoded), the envelope of
-    the recipients it was archived for, and whether it carries attachments."""
+    the recipients it was archived for, and whether it carries attachments. Its parse is kept
+    in `parses` (the worker's) for the Process step of the same message."""
     with message.open() as stream:  # read in chunks, attachments not kept
-        parsed = parse_stream(stream)
+        parsed = (parses or ParseOnce()).parse(stream)
 
     def field(name: str) -> str:
         return ", ".join(h.value for h in parsed.headers if h.name.casefold() == name)

@@ -57,6 +57,7 @@ from mxgate.mailmanager.actions import ActionPorts
 from mxgate.mailmanager.dnsbl import DnsblAnalyzer
 from mxgate.mailmanager.models import TrafficPolicy
 from mxgate.mailmanager.resources import MailManagerResources
+from mxgate.message.parse import ParseOnce
 from mxgate.ports import Clock, Transport
 from mxgate.recorder import Recorder
 from mxgate.routing.recipients import DirectoryAddressBook
@@ -297,6 +298,7 @@ class Bootstrap:
         transports = self.mailbox_transports(mailbox_ports)
         outbound = transports[setup.config.outbound] if setup.config.outbound else None
         poster = SignedPoster(signing_keys(setup.routes, self.environ), clock)
+        parses = ParseOnce()  # one full parse a message, the Archive index's and Process's
         services = Services(
             objects=objects,
             timeline=state,
@@ -311,6 +313,7 @@ class Bootstrap:
             resolver=resolver,
             sealer=self.sealer(),
             message_limits=setup.config.message_limits,
+            parses=parses,
             deferrals=state,
             bounces=outbound,
             hooks=LocalHooks(setup.routes.hooks, poster, setup.config.routes.parent),
@@ -333,6 +336,7 @@ class Bootstrap:
                 topics=TopicFiles(paths.home / "sns", clock),
                 mailboxes=WorkMailFolders(paths.home / "workmail"),
                 archive_index=self.archive(objects),
+                parses=parses,
                 hostname=self.settings.hostname,
                 replace_mail_from=setup.replace_mail_from,
             ),

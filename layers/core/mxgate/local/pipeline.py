@@ -122,7 +122,11 @@ def through_the_pipeline(
     the spool file finds it written)."""
     mail_manager = worker.mail_manager
     # one commit for what the run records before its first read (group commit)
-    with mail_manager.exclusive(envelope.message_id), worker.state.grouped():
+    with (
+        mail_manager.exclusive(envelope.message_id),
+        worker.state.grouped(),
+        mail_manager.actions.parses.one_message(),  # the rule set's parse, for Process
+    ):
         if accepted is not None:
             worker.state.record_first(accepted)
         run = mail_manager.apply_rule_set(envelope, message, retry=retry)

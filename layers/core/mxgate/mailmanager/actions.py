@@ -37,6 +37,7 @@ from mxgate.mailmanager.resources import MailManagerResources
 from mxgate.mailmanager.rules import ActionContext, PartialFailureError
 from mxgate.message.dsn import DsnReport, bounce_subject, delivery_status_notification
 from mxgate.message.headers import prepend_headers
+from mxgate.message.parse import ParseOnce
 from mxgate.message.raw import RawMessage
 from mxgate.ports import (
     Clock,
@@ -75,6 +76,8 @@ class ActionPorts:
     hostname: str  # names the gateway in DSNs
     replace_mail_from: str  # envelope sender of Relay with MailFrom REPLACE
     archive_index: ArchiveIndex | None = None  # what the Archive action stores, for search
+    # the Archive index's parse of a message, kept for its Process step (the worker's)
+    parses: ParseOnce = field(default_factory=ParseOnce)
 
 
 def raise_failures(results: Mapping[str, SendResult], what: str) -> None:
@@ -199,6 +202,7 @@ class ActionRunner:
                     envelope=self.envelope,
                     recipients=list(context.recipients),
                     archived_at=self.ports.clock.now(),
+                    parses=self.ports.parses,
                 )
             )
         return f"archived in {archive}"

@@ -9,6 +9,7 @@ the address, date and id readers it uses are the ones every header-only reader s
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import functools
 import hashlib
@@ -16,6 +17,7 @@ import io
 import logging
 import mimetypes
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy
@@ -87,6 +89,56 @@ def parse_stream(
     finally:
         parser.release()
     return model.model_copy(update={"unreadable": unreadable, "envelope": envelope})
+
+
+class ParseOnce:
+    """One full parse of a message for the steps of one worker run that parse the same bytes:
+    the rule set's Archive index, then the Process step (each reads its own copy: the spool
+    file, the stored object). A parse is kept only inside `one_message()`, one at a time, and
+    serves a request for the same bytes (by SHA-256) and limits; one made without an attachment
+    store serves a request with one only when it found no attachment to keep."""
+
+    def __init__(self) -> None:
+        self._open = False
+        self._kept: tuple[ParseLimits, ParsedMessage, bool] | None = None  # ..., with a store
+
+    @contextlib.contextmanager
+    def one_message(self) -> Iterator[None]:
+        self._open = True
+        try:
+            yield
+        finally:
+            self._open, self._kept = False, None
+
+    def parse(
+        self,
+        stream: BinaryIO,
+        *,
+        limits: ParseLimits | None = None,
+        store: AttachmentStore | None = None,
+    ) -> ParsedMessage:
+        """`parse_stream` of a seekable stream, or the kept parse of the same bytes."""
+        limits = limits or _DEFAULT_LIMITS
+        if self._kept is not None:
+            kept_limits, parsed, with_store = self._kept
+            usable = kept_limits == limits and (
+                with_store or store is None or not parsed.attachments
+            )
+            if usable and _sha256(stream) == parsed.sha256:
+                return parsed
+        parsed = parse_stream(stream, limits=limits, store=store)
+        if self._open:
+            self._kept = (limits, parsed, store is not None)
+        return parsed
+
+
+def _sha256(stream: BinaryIO) -> str:
+    """The digest of a seekable stream from where it stands; it is left there."""
+    start, digest = stream.tell(), hashlib.sha256()
+    while chunk := stream.read(1 << 16):
+        digest.update(chunk)
+    stream.seek(start)
+    return digest.hexdigest()
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from mxgate.authn.model import Authentication
 from mxgate.errors import PermanentError
-from mxgate.message.attachments import ObjectStoreAttachments
+from mxgate.message.attachments import AttachmentStore, ObjectStoreAttachments
 from mxgate.message.model import Address, ParsedMessage
 from mxgate.message.parse import parse_stream
 from mxgate.records import (
@@ -77,7 +77,7 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
         copy = cast("BinaryIO", spooled)  # a file like any other, whatever typeshed says
         shutil.copyfileobj(stream, copy, COPY_CHUNK)
         copy.seek(0)
-        parsed = parse_stream(copy, limits=services.message_limits, store=store)
+        parsed = _parse(copy, services, store)
         copy.seek(0)
         authentication, authentication_fields = _authenticate(
             copy, envelope, parsed.sha256, services
@@ -198,6 +198,14 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
         authentication=authentication,
         quarantined=[h.recipient for h in kept],
     )
+
+
+def _parse(copy: BinaryIO, services: Services, store: AttachmentStore) -> ParsedMessage:
+    """The stored message parsed, or the worker's parse of the same bytes (the rule set's
+    Archive index made it), where the runtime keeps one (`Services.parses`)."""
+    if services.parses is not None:
+        return services.parses.parse(copy, limits=services.message_limits, store=store)
+    return parse_stream(copy, limits=services.message_limits, store=store)
 
 
 def _trace(

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from mxgate.authn.arc import Sealer
     from mxgate.authn.check import Authenticator
     from mxgate.message.model import ParseLimits
+    from mxgate.message.parse import ParseOnce
 
 REMEMBERED_CHECKS = 32  # messages whose verdicts the authenticator keeps (Authenticator)
 
@@ -52,6 +53,8 @@ class Services:
     # what one message may hold; None: the parser's defaults (the parsing steps' alone import
     # its models)
     message_limits: ParseLimits | None = None
+    # the rule set's parse of the message in this worker run, if any (the local runtime's)
+    parses: ParseOnce | None = None
     # delivery beyond the first attempts: without these, deferral, DSNs and hooks are off
     deferrals: Deferrals | None = None  # the deferred queue
     bounces: Transport | None = None  # sends DSNs to envelope senders

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from mxgate.ids import new_message_id
-from mxgate.local.spool import Spool
+from mxgate.local.spool import READ_WHOLE, Spool
 from mxgate.message.headers import header_block_end, prepend_headers
 from mxgate.records import Envelope
 
@@ -39,6 +39,22 @@ def test_spool_round_trip(tmp_path):
     assert (read, message.read()) == (envelope, raw)
     spool.remove(path)
     assert spool.pending() == []
+
+
+def test_a_small_spooled_message_is_read_once_a_large_one_from_the_file_on_use(tmp_path):
+    spool = Spool(tmp_path)
+    envelope = Envelope(message_id="01SMALL", mail_from="", recipients=["a@x.example"])
+    small = b"Subject: small\r\n\r\n" + b"x" * (READ_WHOLE - 100)
+    path = spool.write(envelope, small)
+    _, message = spool.read(path)
+    spool.remove(path)  # read whole: the file is not opened again
+    assert message.read() == small
+    large = b"Subject: large\r\n\r\n" + b"y" * READ_WHOLE
+    path = spool.write(envelope.model_copy(update={"message_id": "01LARGE"}), large)
+    _, message = spool.read(path)
+    assert message.header == b"Subject: large\r\n\r\n"  # only the header section in memory
+    path.write_bytes(path.read_bytes().replace(b"y", b"z"))  # the body comes from the file
+    assert message.read() == large.replace(b"y", b"z")
 
 
 def test_message_ids_sort_by_time_and_do_not_repeat():

@@ -8,6 +8,7 @@ order of the schema, which is read side by side with it.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
@@ -76,7 +77,7 @@ class OneOf(CfnModel):
             raise ValueError(f"set exactly one of {members} (found {len(chosen)})")
         return self
 
-    @property
+    @functools.cached_property  # asked several times a message for each rule action
     def kind(self) -> str:
         """The name of the member that is set."""
         return next(name for name in type(self).model_fields if getattr(self, name) is not None)

@@ -87,17 +87,29 @@ NO_FUNCTION = {
     "dns",
     "cryptography",
 }
+# The functions that run on the composition root's Services.
+STEPS = {"dead_letter", "defer", "deliver", "process", "provider_events", "start"}
 # Each step's own modules, imported by its function alone.
 OWN = {
     "mxgate.workflow.process": {"process"},
     "mxgate.authn.model": {"process"},  # the sender checks: ProcessOutput's
     "mxgate.authn.check": set(),  # Process's, on its first message
-    "mxgate.message.parse": {"process", "deliver"},  # Deliver's sender policy reads headers
-    "mxgate.message.model": {"process", "deliver"},
+    # a mailbox delivery reads the header section alone: Deliver imports the parser, the
+    # sender policy (SES's), DSNs and app events on the paths that use them
+    "mxgate.message.parse": {"process"},
+    "mxgate.message.model": {"process"},
+    "mxgate.delivery.sender": set(),
+    "mxgate.delivery.appevent": set(),
     "mxgate.workflow.deliver": {"deliver"},
     "mxgate.workflow.arrival": {"start"},
     "mxgate.adapters.aws.arrivals": {"start"},
     "aws_lambda_powertools.utilities.batch": {"redeliver"},  # Start's with its first check
+    # the composition root's adapters, the routes file and the records: the functions that
+    # build them (Download checks links, Redeliver starts executions)
+    "mxgate.workflow.services": STEPS,
+    "mxgate.routing.routes": STEPS | {"recipients_sync", "routes_check"},
+    "yaml": STEPS | {"recipients_sync", "routes_check"},
+    "mxgate.records": STEPS | {"redeliver"},
 }
 
 

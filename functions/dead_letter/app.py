@@ -1,6 +1,10 @@
 """Lambda entrypoint of the DeadLetter steps: record a delivery (DeadLetter) or a message
 (DeadLetterProcessing) that could not be completed."""
 
+import gc
+
+gc.disable()  # no collection during the imports (docs/benchmarks.md, Cold start)
+
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -12,6 +16,9 @@ from mxgate.errors import reported_by_family
 from mxgate.workflow.dead_letter import dead_letter
 from mxgate.workflow.model import DEAD_LETTER_INPUT, DeadLetterInput
 from mxgate.workflow.unprocessed import dead_letter_processing
+
+gc.freeze()  # what the imports made lives as long as the container: never scanned
+gc.enable()
 
 logger = Logger()
 metrics = Metrics()

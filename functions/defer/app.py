@@ -1,6 +1,10 @@
 """Lambda entrypoint of the Defer steps: schedule the next attempt of a delivery (Defer) or of a
 message Process could not handle (DeferProcessing), or expire it."""
 
+import gc
+
+gc.disable()  # no collection during the imports (docs/benchmarks.md, Cold start)
+
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -12,6 +16,9 @@ from mxgate.errors import reported_by_family
 from mxgate.workflow.defer import defer
 from mxgate.workflow.model import DEFER_INPUT, DeferInput
 from mxgate.workflow.unprocessed import defer_processing
+
+gc.freeze()  # what the imports made lives as long as the container: never scanned
+gc.enable()
 
 logger = Logger()
 metrics = Metrics()

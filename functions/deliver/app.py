@@ -1,5 +1,9 @@
 """Lambda entrypoint of the Deliver step: hand one delivery to its mailbox host or app."""
 
+import gc
+
+gc.disable()  # no collection during the imports (docs/benchmarks.md, Cold start)
+
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -10,6 +14,9 @@ from mxgate.adapters.aws.bootstrap import services
 from mxgate.errors import reported_by_family
 from mxgate.workflow.deliver import deliver
 from mxgate.workflow.model import DeliverInput
+
+gc.freeze()  # what the imports made lives as long as the container: never scanned
+gc.enable()
 
 logger = Logger()
 metrics = Metrics()

@@ -2,6 +2,10 @@
 within its time, is answered with a redirect to a fresh presigned URL of the stored object; any
 other is refused (403), an expired one says when it stopped working (410)."""
 
+import gc
+
+gc.disable()  # no collection during the imports (docs/benchmarks.md, Cold start)
+
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -10,6 +14,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mxgate.adapters.aws.bootstrap import downloads
 from mxgate.adapters.aws.links import DOWNLOAD_SECONDS, LinkRefusedError
+
+gc.freeze()  # what the imports made lives as long as the container: never scanned
+gc.enable()
 
 logger = Logger()
 metrics = Metrics()

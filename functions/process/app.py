@@ -4,6 +4,10 @@ The state machine passes `{bucket, key, envelope}`: the Start function joined Ma
 stored object with its envelope (mxgate.workflow.arrival).
 """
 
+import gc
+
+gc.disable()  # no collection during the imports (docs/benchmarks.md, Cold start)
+
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -14,6 +18,9 @@ from mxgate.adapters.aws.bootstrap import services
 from mxgate.errors import reported_by_family
 from mxgate.workflow.model import ProcessInput
 from mxgate.workflow.process import process
+
+gc.freeze()  # what the imports made lives as long as the container: never scanned
+gc.enable()
 
 logger = Logger()
 metrics = Metrics()

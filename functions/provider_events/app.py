@@ -1,6 +1,10 @@
 """Lambda entrypoint of the configuration set's events (EventBridge, source aws.ses): what the
 mailbox provider did with each delivery SES sent, on its recipients' timeline."""
 
+import gc
+
+gc.disable()  # no collection during the imports (docs/benchmarks.md, Cold start)
+
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -10,6 +14,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from mxgate.adapters.aws.bootstrap import services
 from mxgate.adapters.aws.ses_events import provider_event
 from mxgate.workflow.provider import record_provider_event
+
+gc.freeze()  # what the imports made lives as long as the container: never scanned
+gc.enable()
 
 logger = Logger()
 metrics = Metrics()

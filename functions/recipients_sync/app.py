@@ -1,6 +1,10 @@
 """Lambda entrypoint of the RecipientsSync custom resource: on each deploy, the directory's
 address list gets the routes file's addresses (as `mxgate address-list sync --aws` does)."""
 
+import gc
+
+gc.disable()  # no collection during the imports (docs/benchmarks.md, Cold start)
+
 from collections.abc import Mapping
 from typing import Any
 
@@ -9,6 +13,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mxgate.adapters.aws.bootstrap import sync_directory_list
 from mxgate.adapters.aws.custom_resource import run_custom_resource
+
+gc.freeze()  # what the imports made lives as long as the container: never scanned
+gc.enable()
 
 logger = Logger()
 

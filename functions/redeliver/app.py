@@ -1,6 +1,10 @@
 """Lambda entrypoint of the deferred queue's consumer: start a redelivery execution for each
 deferred delivery that is due (an early one goes back on the queue with the time left)."""
 
+import gc
+
+gc.disable()  # no collection during the imports (docs/benchmarks.md, Cold start)
+
 from functools import cache
 from typing import Any
 
@@ -17,6 +21,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mxgate.adapters.aws.bootstrap import redeliverer
 from mxgate.adapters.aws.deferral import Redeliverer
+
+gc.freeze()  # what the imports made lives as long as the container: never scanned
+gc.enable()
 
 logger = Logger()
 metrics = Metrics()

@@ -2,6 +2,10 @@
 the config layer, filled with the stack's parameters, must be valid and route every domain the
 traffic policy accepts; otherwise the deployment fails, and says why."""
 
+import gc
+
+gc.disable()  # no collection during the imports (docs/benchmarks.md, Cold start)
+
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -11,6 +15,9 @@ from mxgate.adapters.aws.custom_resource import CustomResourceRequest, respond
 from mxgate.adapters.aws.settings import settings
 from mxgate.errors import ConfigError
 from mxgate.routing.routes import load_checked_routes
+
+gc.freeze()  # what the imports made lives as long as the container: never scanned
+gc.enable()
 
 logger = Logger()
 

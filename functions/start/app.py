@@ -5,6 +5,10 @@ Messages of the arrival-check queue look again at a message still half-arrived."
 
 from __future__ import annotations
 
+import gc
+
+gc.disable()  # no collection during the imports (docs/benchmarks.md, Cold start)
+
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +24,9 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.batch import BatchProcessor
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
     from aws_lambda_powertools.utilities.typing import LambdaContext
+
+gc.freeze()  # what the imports made lives as long as the container: never scanned
+gc.enable()
 
 logger = Logger()
 metrics = Metrics()

@@ -9,17 +9,17 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from mxgate.errors import TransientError
-from mxgate.records import (
-    DeadLetter,
-    Deferred,
-    Outcome,
-    QuarantineRecord,
-    RecipientState,
-    TimelineEvent,
-)
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the records' models are the adapters' to import (a cold start's cost)
     from mxgate.message.raw import RawMessage
+    from mxgate.records import (
+        DeadLetter,
+        Deferred,
+        Outcome,
+        QuarantineRecord,
+        RecipientState,
+        TimelineEvent,
+    )
     from mxgate.workflow.model import Arrival, ArrivalRecord
 
 

@@ -2,29 +2,21 @@
 webhook, a post-ingress hook, or the envelope sender (a DSN for recipients bounced by the loop
 guard); safe to repeat (settled recipients and idempotency keys are
 skipped). Per recipient: success settles it; a permanent refusal next to transient ones is
-dead-lettered at once (as Postfix bounces it at once) while the rest are retried."""
+dead-lettered at once (as Postfix bounces it at once) while the rest are retried.
+
+A mailbox delivery, the common one, reads no more than the header section: the parser, the
+sender policy, DSNs and app events are imported by the paths that use them, which keeps them
+out of the Deliver function's cold start (docs/benchmarks.md, Cold start)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mxgate.delivery.appevent import app_event, fit_event
-from mxgate.delivery.claimcheck import claim_check_stub
-from mxgate.delivery.sender import apply_sender_policy
 from mxgate.errors import PermanentError, PolicyError, TransientError
-from mxgate.message.attachments import ObjectStoreAttachments
-from mxgate.message.dsn import (
-    DsnReport,
-    bounce_subject,
-    delivery_status_notification,
-    should_notify,
-)
 from mxgate.message.headers import prepend_headers, remove_authentication_results
-from mxgate.message.model import ParsedMessage
-from mxgate.message.parse import parse_stream
 from mxgate.message.raw import RawMessage
 from mxgate.ports import SendResult, Transport
 from mxgate.records import Delivery, MessageRef, Outcome, Stage
@@ -33,6 +25,9 @@ from mxgate.workflow.dead_letter import dead_letter_recipients
 from mxgate.workflow.model import DeliverInput, DeliveryResult, RecipientResult, StepError
 from mxgate.workflow.pending import idempotency_key, pending
 from mxgate.workflow.services import Services
+
+if TYPE_CHECKING:
+    from mxgate.message.model import ParsedMessage
 
 
 def deliver(request: DeliverInput, services: Services) -> DeliveryResult:
@@ -93,6 +88,8 @@ def _outgoing(
     def prepared(message: RawMessage) -> RawMessage:
         header = message.header
         if transport.requires_verified_sender:
+            from mxgate.delivery.sender import apply_sender_policy  # noqa: PLC0415 -- SES's
+
             decision = apply_sender_policy(header, route, services.routes)
             if decision.rewritten and decision.detail not in notes:
                 notes.append(decision.detail)
@@ -115,6 +112,9 @@ def _outgoing(
         if policy.claim_check_url
         else services.objects.link(ref.bucket, ref.key, until)
     )
+    from mxgate.delivery.claimcheck import claim_check_stub  # noqa: PLC0415 -- oversize
+    from mxgate.message.parse import parse_stream  # noqa: PLC0415
+
     with raw.open() as stream:
         parsed = parse_stream(stream)
     stub = claim_check_stub(
@@ -190,6 +190,13 @@ def send_bounce(
     """A DSN (RFC 3464) to the envelope sender for recipients that cannot be delivered (a
     loop): they end `bounced`. No DSN goes to the null sender or a postmaster, which would
     loop again: those are dead-lettered with the reason (the DeadLetter step)."""
+    from mxgate.message.dsn import (  # noqa: PLC0415 -- bounces alone
+        DsnReport,
+        bounce_subject,
+        delivery_status_notification,
+        should_notify,
+    )
+
     ref = delivery.message
     notice = delivery.bounce
     if notice is None:
@@ -234,6 +241,9 @@ def send_bounce(
 def _parsed_with_attachments(ref: MessageRef, services: Services) -> ParsedMessage:
     """The parsed message with each attachment stored content-addressed (`attachments/<sha256>`,
     where the process step put them already: stored once, whoever asks)."""
+    from mxgate.message.attachments import ObjectStoreAttachments  # noqa: PLC0415 -- apps
+    from mxgate.message.parse import parse_stream  # noqa: PLC0415
+
     store = ObjectStoreAttachments(services.objects, ref.bucket)
     with RawMessage.referenced(ref, services.objects).open() as stream:
         return parse_stream(stream, limits=services.message_limits, store=store)
@@ -243,6 +253,8 @@ def _app_events(
     delivery: Delivery, recipients: list[str], services: Services
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """(recipient, event) for each recipient: what the app's queue and its webhook receive."""
+    from mxgate.delivery.appevent import app_event, fit_event  # noqa: PLC0415 -- apps alone
+
     ref = delivery.message
     parsed = _parsed_with_attachments(ref, services)
     until = _links_until(services.routes.policy(delivery.policy_route), services)
@@ -306,6 +318,8 @@ def call_hook(
     """A post-ingress hook, called once for the delivery's recipients (recorded, not settled)."""
     if services.hooks is None:
         raise PermanentError("hooks are not set up on this runtime")
+    from mxgate.delivery.appevent import app_event, fit_event  # noqa: PLC0415 -- hooks alone
+
     ref = delivery.message
     event = fit_event(
         app_event(

@@ -16,26 +16,14 @@ from typing import TYPE_CHECKING, Any, cast
 from botocore.exceptions import ClientError
 
 from mxgate.adapters.aws.clients import LazyClient
-from mxgate.adapters.aws.dead_letters import QueueingDeadLetters, forget_notices
-from mxgate.adapters.aws.deferral import Redeliverer, SqsDeferrals, StrandedDeferrals
-from mxgate.adapters.aws.dynamodb import DynamoQuarantine, DynamoState
-from mxgate.adapters.aws.eventbridge import EventBridgeAppEvents
 from mxgate.adapters.aws.failures import error_code, transient_failures
-from mxgate.adapters.aws.hooks import LambdaHooks
 from mxgate.adapters.aws.links import SignedLinks
 from mxgate.adapters.aws.s3 import S3ObjectStore
 from mxgate.adapters.aws.secrets import secret_field
-from mxgate.adapters.aws.ses import SesTransport
 from mxgate.adapters.aws.settings import AwsSettings, settings
-from mxgate.authn.resolver import CachingResolver
 from mxgate.clock import SystemClock
-from mxgate.delivery.relay import RelayIngress, RelayIngressTransport
-from mxgate.delivery.smtp import MisconfiguredTransport, submission_or_deferral
-from mxgate.delivery.webhook import SignedPoster, signing_keys
 from mxgate.errors import ConfigError, PermanentError
-from mxgate.ports import Clock, DnsAnswer, Transport
-from mxgate.routing.routes import load_routes
-from mxgate.workflow.services import Services
+from mxgate.ports import Clock, DnsAnswer
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -53,11 +41,15 @@ if TYPE_CHECKING:
         SqsArrivalChecks,
         StepFunctionsExecutions,
     )
+    from mxgate.adapters.aws.deferral import Redeliverer
     from mxgate.adapters.aws.operator import OperatorAws
+    from mxgate.adapters.aws.ses import SesTransport
     from mxgate.adapters.dns import DnsPythonResolver
     from mxgate.authn.arc import Sealer
+    from mxgate.delivery.relay import RelayIngress
     from mxgate.desk import Desk
     from mxgate.mailmanager.addresses import SyncResult
+    from mxgate.workflow.services import Services
 
 
 class DnsOnFirstLookup:
@@ -109,12 +101,29 @@ def ses_transport(
     routing_domain: str | None, *, endpoint_url: str | None = None, region: str | None = None
 ) -> SesTransport:
     """SES sending to a routing domain at a given endpoint (the one machine's `ses_endpoint`)."""
+    from mxgate.adapters.aws.ses import SesTransport  # noqa: PLC0415 -- see services()
+
     return SesTransport(ses_client(endpoint_url, region), routing_domain)
 
 
 @cache
 def services() -> Services:
-    """What every step function's handler runs on."""
+    """What every step function's handler runs on. Its adapters are imported here, not with the
+    module: the Download, Redeliver and RecipientsSync functions build none of them."""
+    from mxgate.adapters.aws.dead_letters import QueueingDeadLetters  # noqa: PLC0415
+    from mxgate.adapters.aws.deferral import SqsDeferrals  # noqa: PLC0415
+    from mxgate.adapters.aws.dynamodb import DynamoQuarantine, DynamoState  # noqa: PLC0415
+    from mxgate.adapters.aws.eventbridge import EventBridgeAppEvents  # noqa: PLC0415
+    from mxgate.adapters.aws.hooks import LambdaHooks  # noqa: PLC0415
+    from mxgate.adapters.aws.ses import SesTransport  # noqa: PLC0415
+    from mxgate.authn.resolver import CachingResolver  # noqa: PLC0415
+    from mxgate.delivery.relay import RelayIngressTransport  # noqa: PLC0415
+    from mxgate.delivery.smtp import MisconfiguredTransport, submission_or_deferral  # noqa: PLC0415
+    from mxgate.delivery.webhook import SignedPoster, signing_keys  # noqa: PLC0415
+    from mxgate.ports import Transport  # noqa: PLC0415
+    from mxgate.routing.routes import load_routes  # noqa: PLC0415
+    from mxgate.workflow.services import Services  # noqa: PLC0415
+
     config = settings()
     clock = SystemClock()
     routes = load_routes(config.routes_file, config.routes_parameters)
@@ -220,6 +229,8 @@ class SecretPassword:
 
 def relay_ingress(config: AwsSettings) -> RelayIngress | None:
     """The stack's relay ingress point, as the Deliver function's environment names it."""
+    from mxgate.delivery.relay import RelayIngress  # noqa: PLC0415 -- see services()
+
     if not (config.relay_host and config.relay_user and config.relay_secret):
         return None
     return RelayIngress(
@@ -272,6 +283,8 @@ def arrival_join() -> ArrivalJoin:
 
 def redeliverer(config: AwsSettings | None = None, clock: Clock | None = None) -> Redeliverer:
     """What the Redeliver function runs: the deferred queue's consumer."""
+    from mxgate.adapters.aws.deferral import Redeliverer, SqsDeferrals  # noqa: PLC0415
+
     config = config or settings()
     clock = clock or SystemClock()
     if not config.defer_queue or not config.state_machine_arn:
@@ -297,7 +310,10 @@ def aws_desk(operator: OperatorAws, routes_file: Path) -> Desk:
     """What `mxgate archive|quarantine|dlq|console --aws` act on: the deployed stack's stores,
     with the operator's credentials (and the clients' retry and timeout settings); releases and
     redrives go to its deferred queue, which the Redeliver function reads."""
-    from mxgate.adapters.aws.operator import deployed_routes  # noqa: PLC0415 -- the same
+    from mxgate.adapters.aws.dead_letters import forget_notices  # noqa: PLC0415 -- the same
+    from mxgate.adapters.aws.deferral import SqsDeferrals, StrandedDeferrals  # noqa: PLC0415
+    from mxgate.adapters.aws.dynamodb import DynamoQuarantine, DynamoState  # noqa: PLC0415
+    from mxgate.adapters.aws.operator import deployed_routes  # noqa: PLC0415
     from mxgate.desk import Desk  # noqa: PLC0415 -- the operators' commands alone
 
     names = operator.names
@@ -335,6 +351,7 @@ def sync_directory_list(list_id: str) -> SyncResult:
     (the RecipientsSync custom resource runs it on each deploy)."""
     from mxgate.adapters.aws.address_lists import MailManagerAddressLists  # noqa: PLC0415 -- its function's alone
     from mxgate.routing.recipients import sync_directory  # noqa: PLC0415
+    from mxgate.routing.routes import load_routes  # noqa: PLC0415
 
     config = settings()
     routes = load_routes(config.routes_file, config.routes_parameters)

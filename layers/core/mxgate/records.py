@@ -130,6 +130,9 @@ class MessageRef(Record):
     # A small message travels with its deliveries (base64), so delivering it reads nothing
     # back from the store: one request fewer per message on AWS (bench/cost.py).
     inline: str | None = None
+    # The stored bytes hold a byte >= 0x80 (a delivery then says BODY=8BITMIME), known from the
+    # pass that stored or processed them; None in a record from before: delivery scans.
+    eight_bit: bool | None = None
 
 
 class Deferral(Record):

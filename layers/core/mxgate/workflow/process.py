@@ -6,7 +6,6 @@ handle is retried, deferred and dead-lettered as a whole (workflow/unprocessed.p
 from __future__ import annotations
 
 import base64
-import shutil
 import tempfile
 from collections import defaultdict
 from collections.abc import Mapping
@@ -75,7 +74,10 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
         tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spooled,
     ):
         copy = cast("BinaryIO", spooled)  # a file like any other, whatever typeshed says
-        shutil.copyfileobj(stream, copy, COPY_CHUNK)
+        eight_bit = False  # kept in the MessageRef, so a delivery need not read it to know
+        while chunk := stream.read(COPY_CHUNK):
+            eight_bit = eight_bit or not chunk.isascii()
+            copy.write(chunk)
         copy.seek(0)
         parsed = parse_stream(copy, limits=services.message_limits, store=store)
         copy.seek(0)
@@ -93,6 +95,7 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
         envelope_sender=envelope.mail_from,
         size=parsed.size,
         subject=parsed.subject,
+        eight_bit=eight_bit,
     )
     records = services.records
     events = [

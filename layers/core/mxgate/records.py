@@ -541,8 +541,11 @@ class QuarantineRecord(BaseModel):
     held_at: datetime
     expires_at: datetime | None = None  # the quarantine's retention ends here
     message: MessageRef  # where the message is kept, and what it is
-    # processing_failed: records of earlier versions (a failed Process is now dead-lettered)
-    source: Literal["rules", "not_understood", "processing_failed"] = "rules"
+    # processing_failed: records of earlier versions (a failed Process is now dead-lettered);
+    # unreadable_spool_file: the local pipeline could not read a spooled message's envelope
+    source: Literal["rules", "not_understood", "processing_failed", "unreadable_spool_file"] = (
+        "rules"
+    )
     from_: str = Field(default="", alias="from")
     to: str = ""
     verdicts: str = ""  # the authentication summary, when it ran

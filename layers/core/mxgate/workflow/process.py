@@ -26,7 +26,6 @@ from mxgate.records import (
     HeldRecipient,
     MessageRef,
     MessageSummary,
-    QuarantineRecord,
     Stage,
     variant_of,
 )
@@ -36,7 +35,7 @@ from mxgate.routing.loops import LOOP_STATUS, loop_token
 from mxgate.workflow.judgement import judge
 from mxgate.workflow.model import Frozen, ProcessInput
 from mxgate.workflow.planning import plan_deliveries
-from mxgate.workflow.quarantine import expiry
+from mxgate.workflow.quarantine import hold
 from mxgate.workflow.received import HEADER as RECEIVED
 from mxgate.workflow.received import received_value
 from mxgate.workflow.services import Services
@@ -251,29 +250,25 @@ def _hold(  # noqa: PLR0917 -- what the process step knows at that point
     """Keep the quarantine record an operator lists, reads, releases or deletes."""
     if services.quarantine is None:
         return
-    now = services.clock.now()
 
     def addresses(found: list[Address]) -> str:
         return ", ".join(f"{a.name} <{a.address}>" if a.name else a.address for a in found)
 
-    services.quarantine.hold(
-        QuarantineRecord(
-            quarantine_id=f"{ref.message_id}{variant_of(ref.key)}",
-            message_id=ref.message_id,
-            held_at=now,
-            expires_at=expiry(now, services.quarantine_days),
-            message=ref,
-            source=source,
-            from_=addresses(parsed.from_) if parsed else "",
-            to=addresses(parsed.to) if parsed else "",
-            verdicts=authentication.summary() if authentication else "",
-            attachments=[
-                f"{a.filename or '(unnamed)'} ({a.content_type}, {a.size} bytes)"
-                for a in (parsed.attachments if parsed else [])
-            ],
-            prepend=trace,
-            recipients=recipients,
-        )
+    hold(
+        services.quarantine,
+        ref,
+        recipients,
+        held_at=services.clock.now(),
+        retention_days=services.quarantine_days,
+        source=source,
+        from_=addresses(parsed.from_) if parsed else "",
+        to=addresses(parsed.to) if parsed else "",
+        verdicts=authentication.summary() if authentication else "",
+        attachments=[
+            f"{a.filename or '(unnamed)'} ({a.content_type}, {a.size} bytes)"
+            for a in (parsed.attachments if parsed else [])
+        ],
+        prepend=trace,
     )
 
 

@@ -73,10 +73,7 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
         tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spooled,
     ):
         copy = cast("BinaryIO", spooled)  # a file like any other, whatever typeshed says
-        eight_bit = False  # kept in the MessageRef, so a delivery need not read it to know
-        while chunk := stream.read(COPY_CHUNK):
-            eight_bit = eight_bit or not chunk.isascii()
-            copy.write(chunk)
+        eight_bit = _copy(stream, copy)
         copy.seek(0)
         parsed = parse_stream(copy, limits=services.message_limits, store=store)
         copy.seek(0)
@@ -235,6 +232,16 @@ def _bounces(ref: MessageRef, bounced: Mapping[str, list[str]]) -> list[Delivery
                 )
             )
     return planned
+
+
+def _copy(stream: BinaryIO, copy: BinaryIO) -> bool:
+    """Copy the stored message; whether it holds a byte >= 0x80, kept in its MessageRef so a
+    delivery need not read the message to know (BODY=8BITMIME)."""
+    eight_bit = False
+    while chunk := stream.read(COPY_CHUNK):
+        eight_bit = eight_bit or not chunk.isascii()
+        copy.write(chunk)
+    return eight_bit
 
 
 def _hold(  # noqa: PLR0917 -- what the process step knows at that point

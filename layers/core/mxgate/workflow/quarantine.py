@@ -46,7 +46,7 @@ def expiry(held_at: datetime, retention_days: int) -> datetime:
     return held_at + timedelta(days=retention_days)
 
 
-def hold(  # noqa: PLR0913 -- what an operator is shown of a held message
+def hold(
     quarantine: Quarantine,
     ref: MessageRef,
     recipients: list[HeldRecipient],

@@ -124,12 +124,7 @@ class Authenticator:
     ) -> Authentication:
         """`message_id`, `sha256`: the message's ingress id and digest, if known (`remember`)."""
         authentication, _ = self._remembered(
-            message,
-            client_ip=client_ip,
-            mail_from=mail_from,
-            helo=helo,
-            message_id=message_id,
-            sha256=sha256,
+            message, client_ip, mail_from, helo, message_id, sha256
         )
         return authentication
 
@@ -146,12 +141,7 @@ class Authenticator:
         """The results, and the fields to put on top of the message when it is delivered:
         the gateway's ARC set (with a sealer), then Authentication-Results (RFC 8601 5)."""
         authentication, signatures = self._remembered(
-            message,
-            client_ip=client_ip,
-            mail_from=mail_from,
-            helo=helo,
-            message_id=message_id,
-            sha256=sha256,
+            message, client_ip, mail_from, helo, message_id, sha256
         )
         value = authentication_results(authentication)
         fields = [(RESULTS_HEADER, value)]
@@ -167,10 +157,9 @@ class Authenticator:
             fields = [(n.decode(), v.decode().strip()) for n, v in arc_set] + fields
         return authentication, fields
 
-    def _remembered(
+    def _remembered(  # noqa: PLR0917 -- what authenticate and trace_fields were given
         self,
         message: BinaryIO,
-        *,
         client_ip: str,
         mail_from: str,
         helo: str,

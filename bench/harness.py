@@ -231,11 +231,13 @@ def mxgate(
     sink_port: int | None,
     dns_port: int,
     extra: dict[str, object] | None = None,
+    settings: dict[str, str] | None = None,
 ) -> Iterator[Gateway]:
-    """`mxgate run` on free ports, relaying to the sink (or into its own Maildir hosts)."""
+    """`mxgate run` on free ports, relaying to the sink (or into its own Maildir hosts);
+    `settings`: MXGATE_ variables that have no place in local.yaml (MXGATE_DEFER_POLL)."""
     env = gateway_environment(work, sink_port=sink_port, dns_port=dns_port, extra=extra)
     home = Path(env["MXGATE_HOME"])
-    env["MXGATE_WORKERS"] = str(workers)
+    env.update(MXGATE_WORKERS=str(workers), **(settings or {}))
     with (work / "gateway.out").open("w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "mxgate", "run"],

@@ -1,6 +1,7 @@
 """The Start function on moto: Mail Manager's two halves of a message (the WriteToS3 object's S3
 event, the InvokeLambda envelope) joined in either order into one execution; replays start
-nothing twice; a half that never finds its other half is reported, its recipients settled."""
+nothing twice; a half that never finds its other half is reported, its recipients (if known)
+dead-lettered."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from moto import mock_aws
 
 from mxgate.adapters.aws.triggers import check_body
+from mxgate.cli import main
 from mxgate.sandbox.stack import MOTO_CONFIG, REGION, Stack, wait_for_execution
 from tests.awsstack import EVENTS, canonical_event, create_stack
 
@@ -100,15 +102,35 @@ def test_the_second_half_starts_the_one_execution_and_replays_start_nothing(
     assert attributes["ApproximateNumberOfMessagesDelayed"] == "1"
 
 
-def test_an_envelope_whose_object_never_arrives_is_quarantined_and_reported(stack: Stack) -> None:
+def test_an_envelope_whose_object_never_arrives_is_dead_lettered_reported_and_redriven(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No object: nothing is wrong with the message's content (no quarantine); its recipients
+    are dead-lettered, and once the object is there a redrive runs it through Process."""
     stack.invoke("start", canonical_event("ses-receiving"))
     check(stack)
     assert executions(stack) == []
-    assert set(outcomes(stack).values()) == {"quarantined"}
+    assert set(outcomes(stack).values()) == {"dead_lettered"}
     assert len(outcomes(stack)) == 4
     (report,) = queued(stack, "UnstartedQueue")
     assert report["problem"].startswith("not started: the stored message (WriteToS3) never")
     assert report["arrival"]["envelope"]["recipients"][-1] == "bob@nutrition.co"
+    flags = ["--aws", "--table", stack.resource("StateTable"), "--region", REGION]
+    flags += ["--defer-queue", stack.resource("DeferQueue")]
+    flags += ["--dead-letter-queue", stack.resource("DeadLetterQueue")]
+    capsys.readouterr()  # the functions' logs and metrics so far
+    assert main(["dlq", "list", "--json", *flags]) == 0
+    (letter,) = json.loads(capsys.readouterr().out)["dead_letters"]
+    assert letter["id"] == f"{MESSAGE_ID}.processing"
+    assert "NotArrived" in json.dumps(letter)
+
+    store(stack)  # it turns up after all
+    assert main(["dlq", "redrive", letter["id"], *flags]) == 0
+    assert stack.consume("DeferQueue") == 1
+    (execution,) = executions(stack)
+    assert wait_for_execution(execution["executionArn"])["status"] == "SUCCEEDED"
+    assert set(outcomes(stack).values()) == {"relayed"}
+    assert len(outcomes(stack)) == 4
 
 
 def test_an_envelope_whose_s3_event_was_lost_is_joined_by_the_check(stack: Stack) -> None:

@@ -9,8 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from mxgate.authn import keys
+from mxgate.authn.arc import Sealer
 from mxgate.authn.check import Authenticator
 from tests.dnsserver import Zone, ZoneServer
+from tests.mailtools import make_keys
 
 MESSAGE = b"From: someone@example.test\r\nTo: alice@nutrition.co\r\nSubject: hi\r\n\r\nhello\r\n"
 ENVELOPE = {"client_ip": "192.0.2.7", "mail_from": "someone@example.test", "helo": "mx.example"}
@@ -75,3 +78,20 @@ def test_the_memory_keeps_only_the_last_messages(server: ZoneServer) -> None:
     asked = questions(server)
     authenticator.authenticate(io.BytesIO(MESSAGE), message_id="M1", **ENVELOPE)
     assert questions(server) > asked
+
+
+def test_with_a_sealer_the_digest_is_part_of_the_key(server: ZoneServer) -> None:
+    """The seal signs the fields of the message it goes with: kept results are reused only for
+    the same bytes, and a message of unknown digest is checked every time."""
+    sealer = Sealer("mxgate.test", "arc", keys.load_private_key(make_keys(1024).private))
+    authenticator = Authenticator(server.resolver(), "mxgate.test", sealer=sealer, remember=4)
+    authenticator.authenticate(io.BytesIO(MESSAGE), message_id="M1", sha256="a" * 64, **ENVELOPE)
+    asked = questions(server)
+    authenticator.trace_fields(io.BytesIO(MESSAGE), message_id="M1", sha256="a" * 64, **ENVELOPE)
+    assert questions(server) == asked
+    authenticator.trace_fields(io.BytesIO(MESSAGE), message_id="M1", sha256="b" * 64, **ENVELOPE)
+    assert questions(server) > asked
+    for _ in range(2):
+        asked = questions(server)
+        authenticator.authenticate(io.BytesIO(MESSAGE), message_id="M2", **ENVELOPE)
+        assert questions(server) > asked

@@ -587,8 +587,9 @@ def test_write_to_s3_keeps_the_prefix_and_starts_the_workflow(harness):
 
 def test_an_envelope_handed_on_whose_remembering_failed_is_no_internal_error(harness, monkeypatch):
     """The state database full just after the Start function took the envelope: the
-    InvokeLambda is recorded FAILURE (for now), and the message still goes on to the workflow
-    with its stored object (once a KeyError quarantined such a message)."""
+    InvokeLambda is recorded FAILURE, saying it was done but not remembered, and hands no
+    envelope on; the message still goes on to the workflow once, with its stored object (once
+    a KeyError quarantined such a message)."""
     remember = harness.state.remember
 
     def full_for_the_invocation(key: str, value: str) -> None:
@@ -602,6 +603,7 @@ def test_an_envelope_handed_on_whose_remembering_failed_is_no_internal_error(har
     assert states == {}  # no terminal state from the rule set, no quarantine
     (invocation,) = [r for r in harness.rule_set_log() if r["action_name"] == "InvokeLambda"]
     assert invocation["action_status"] == "FAILURE"
+    assert invocation["action_failure"].startswith("InvokeLambda: done, but not remembered (")
 
 
 def test_replaced_recipients_get_their_own_outcomes(harness):

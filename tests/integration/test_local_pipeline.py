@@ -16,9 +16,9 @@ import pytest
 from mxgate.cli import main
 from mxgate.local import worker as worker_process
 from mxgate.local.bootstrap import Worker
-from mxgate.local.pipeline import receive_spooled
+from mxgate.local.pipeline import QUARANTINE_BUCKET, receive_spooled
 from mxgate.local.rule_set_failures import KEPT_BUCKET
-from mxgate.records import DeferredDelivery, Outcome, Stage, StepRetry
+from mxgate.records import UNKNOWN_RECIPIENTS, DeferredDelivery, Outcome, Stage, StepRetry
 from tests.support import REPO
 from tests.worker_harness import (
     LATER,
@@ -290,22 +290,36 @@ def test_a_replay_after_a_crash_in_direct_mode_relays_nothing_twice(workers):
     ],
     ids=["empty", "torn-envelope", "envelope-without-body"],
 )
-def test_an_unreadable_spool_file_is_quarantined_once(worker, content, readable):
+def test_an_unreadable_spool_file_is_quarantined_once(worker, content, readable, capsys):
     path = worker.spool.directory / "01TORN.msg"
     path.write_bytes(content)
     assert receive_spooled(worker, path) == "quarantined"
     assert not path.exists()
-    assert (worker.setup.dirs.quarantine / "01TORN.msg").read_bytes() == content
+    objects = worker.mail_manager.actions.objects
+    assert objects.get(QUARANTINE_BUCKET, "spool/01TORN.msg") == content
     events = worker.state.events("01TORN")
     (event,) = [e for e in events if e.recipient is None and e.stage is not Stage.ACCEPTED]
     assert event.stage is Stage.TERMINAL
     # accepted with 250 (the ingress does not check the envelope line): on the timeline too
     assert [e.stage for e in events if e.stage is Stage.ACCEPTED] == [Stage.ACCEPTED] * readable
     assert "spool file 01TORN.msg is unreadable" in event.detail
-    assert str(worker.setup.dirs.quarantine / "01TORN.msg") in event.detail
+    assert f"{QUARANTINE_BUCKET}/spool/01TORN.msg" in event.detail
     expected = {"alice@nutrition.co": Outcome.QUARANTINED} if readable else {}
     assert outcomes(worker, "01TORN") == expected
     assert receive_spooled(worker, path) == "already done"  # a restart finds nothing to redo
+    # the operator's view: a quarantine record, which shows the kept bytes and can be deleted
+    home = ["--home", str(worker.setup.dirs.home)]
+    assert main(["quarantine", "list", "--json", *home]) == 0
+    (record,) = json.loads(capsys.readouterr().out)["quarantined"]
+    assert record["quarantine_id"] == "01TORN"
+    assert "spool file 01TORN.msg is unreadable" in json.dumps(record)
+    held = [h["recipient"] for h in record["recipients"]]
+    assert held == (["alice@nutrition.co"] if readable else [UNKNOWN_RECIPIENTS])
+    assert main(["quarantine", "show", "01TORN", "--raw", *home]) == 0
+    assert capsys.readouterr().out.encode() == content
+    assert main(["quarantine", "delete", "01TORN", *home]) == 0
+    # its bytes go with it when its recipients are known to have got nothing (quarantined)
+    assert objects.exists(QUARANTINE_BUCKET, "spool/01TORN.msg") is not readable
 
 
 # ------------------------------------------------------------------ AddHeader versions

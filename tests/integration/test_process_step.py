@@ -144,6 +144,25 @@ def test_process_authenticates_stores_attachments_and_prepends_results(tmp_path,
     assert any("dkim=pass(shop.test)" in e.detail for e in events)
 
 
+@pytest.mark.parametrize(
+    ("body", "eight_bit"),
+    [("caf\u00e9\r\n".encode(), True), (b"cafe\r\n", False)],
+    ids=["8bit", "ascii"],
+)
+@pytest.mark.parametrize("size", [100, 60_000], ids=["inline", "stored"])
+def test_process_records_whether_the_message_is_8bit(tmp_path, dns, body, eight_bit, size):
+    """The Process step (both runtimes run it) keeps the 8-bit flag in the message's record,
+    so a delivery knows it without reading the message (message.raw.RawMessage.referenced)."""
+    ports = services(tmp_path, dns)
+    raw = b"From: Shop <orders@shop.test>\r\nTo: alice@nutrition.co\r\nSubject: x\r\n\r\n"
+    raw += body * (size // len(body))
+    output = process(stored(ports, raw, "01EIGHT", ["alice@nutrition.co"]), ports)
+    assert output.message.eight_bit is eight_bit
+    [delivery] = output.deliveries
+    assert delivery.message.eight_bit is eight_bit
+    assert (delivery.message.inline is None) is (size > 48 * 1024)
+
+
 def test_verdicts_reach_the_rule_set(tmp_path, dns, keys):
     """The local Mail Manager authenticates before its rules: SPF, DKIM and the DMARC policy
     are conditions like any other."""

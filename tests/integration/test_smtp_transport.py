@@ -4,19 +4,24 @@ transport then sends MAIL, RCPT and DATA in one write) and one that does not."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from mxgate.adapters.local.objects import FileObjectStore
 from mxgate.delivery.smtp import SmtpTarget, SmtpTransport
 from mxgate.message.raw import RawMessage
+from mxgate.records import MessageRef
 from tests.support import started_on_free_port
 
 
 class Recorder:
     def __init__(self, pipelining: bool) -> None:
         self.messages: list[tuple[str, list[str], bytes]] = []
+        self.mail_options: list[list[str]] = []
         self.sessions = 0
         self.pipelining = pipelining
 
@@ -50,6 +55,7 @@ class Recorder:
         return "250 ok"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.mail_options.append(list(envelope.mail_options))
         self.messages.append(
             (envelope.mail_from or "", list(envelope.rcpt_tos), envelope.original_content or b"")
         )
@@ -124,6 +130,59 @@ def test_smtputf8_and_8bit(server):
         transport.close()
     assert results["ok@x.example"].ok
     assert recorder.messages[0][0] == "josé@correo.example"
+
+
+class CountingStore(FileObjectStore):
+    """The file object store, counting how often an object is opened for reading."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.opened = 0
+
+    def open(self, bucket: str, key: str) -> BinaryIO:
+        self.opened += 1
+        return super().open(bucket, key)
+
+
+@pytest.mark.parametrize(
+    ("body", "eight_bit", "opened"),
+    [
+        ("caf\u00e9\r\n".encode() * 12_000, True, 2),
+        (b"plain\r\n" * 12_000, False, 2),
+        ("caf\u00e9\r\n".encode() * 12_000, None, 3),  # a record from before the flag: scanned
+        (b"plain\r\n" * 12_000, None, 3),
+    ],
+    ids=["8bit-known", "ascii-known", "8bit-old-record", "ascii-old-record"],
+)
+def test_a_large_stored_message_is_read_once_when_its_8bit_flag_is_known(
+    server, tmp_path, body, eight_bit, opened
+):
+    """Over 48 KB a message is not inline: its header section is read, then the whole of it
+    as it is sent; the 8-bit scan that chose BODY=8BITMIME was a third read."""
+    recorder, port = server
+    objects = CountingStore(tmp_path / "objects")
+    raw = b"Subject: big\r\nFrom: s@shop.example\r\n\r\n" + body
+    objects.put("raw-mail", "raw/M1", raw)
+    ref = MessageRef(
+        message_id="M1",
+        bucket="raw-mail",
+        key="raw/M1",
+        digest="0" * 64,
+        envelope_sender="s@shop.example",
+        size=len(raw),
+        eight_bit=eight_bit,
+    )
+    transport = SmtpTransport(SmtpTarget("127.0.0.1", port))
+    try:
+        results = transport.send(
+            "s@shop.example", ["ok@x.example"], RawMessage.referenced(ref, objects)
+        )
+    finally:
+        transport.close()
+    assert results["ok@x.example"].ok
+    assert objects.opened == opened
+    assert recorder.messages[0][2] == raw
+    assert ("BODY=8BITMIME" in recorder.mail_options[0]) is (not body.isascii())
 
 
 def test_unreachable_host_is_transient_for_everyone():

@@ -130,6 +130,9 @@ class MessageRef(Record):
     # A small message travels with its deliveries (base64), so delivering it reads nothing
     # back from the store: one request fewer per message on AWS (bench/cost.py).
     inline: str | None = None
+    # The stored bytes hold a byte >= 0x80 (a delivery then says BODY=8BITMIME), known from the
+    # pass that stored or processed them; None in a record from before: delivery scans.
+    eight_bit: bool | None = None
 
 
 class Deferral(Record):
@@ -538,8 +541,11 @@ class QuarantineRecord(BaseModel):
     held_at: datetime
     expires_at: datetime | None = None  # the quarantine's retention ends here
     message: MessageRef  # where the message is kept, and what it is
-    # processing_failed: records of earlier versions (a failed Process is now dead-lettered)
-    source: Literal["rules", "not_understood", "processing_failed"] = "rules"
+    # processing_failed: records of earlier versions (a failed Process is now dead-lettered);
+    # unreadable_spool_file: the local pipeline could not read a spooled message's envelope
+    source: Literal["rules", "not_understood", "processing_failed", "unreadable_spool_file"] = (
+        "rules"
+    )
     from_: str = Field(default="", alias="from")
     to: str = ""
     verdicts: str = ""  # the authentication summary, when it ran

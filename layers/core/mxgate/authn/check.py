@@ -124,7 +124,7 @@ class Authenticator:
     ) -> Authentication:
         """`message_id`, `sha256`: the message's ingress id and digest, if known (`remember`)."""
         authentication, _ = self._remembered(
-            message, (message_id, sha256, client_ip, mail_from, helo)
+            message, client_ip, mail_from, helo, message_id, sha256
         )
         return authentication
 
@@ -141,7 +141,7 @@ class Authenticator:
         """The results, and the fields to put on top of the message when it is delivered:
         the gateway's ARC set (with a sealer), then Authentication-Results (RFC 8601 5)."""
         authentication, signatures = self._remembered(
-            message, (message_id, sha256, client_ip, mail_from, helo)
+            message, client_ip, mail_from, helo, message_id, sha256
         )
         value = authentication_results(authentication)
         fields = [(RESULTS_HEADER, value)]
@@ -157,22 +157,34 @@ class Authenticator:
             fields = [(n.decode(), v.decode().strip()) for n, v in arc_set] + fields
         return authentication, fields
 
-    def _remembered(
-        self, message: BinaryIO, checked: _Checked
+    def _remembered(  # noqa: PLR0917 -- what authenticate and trace_fields were given
+        self,
+        message: BinaryIO,
+        client_ip: str,
+        mail_from: str,
+        helo: str,
+        message_id: str,
+        sha256: str,
     ) -> tuple[Authentication, Signatures]:
-        message_id, sha256, client_ip, mail_from, helo = checked
-        if self.sealer is None:
-            checked = (message_id, "", client_ip, mail_from, helo)
-        remembered = bool(self.remember and message_id and (sha256 or self.sealer is None))
-        if remembered:
-            found = self._checked.get(checked)
-            if found is not None:
-                return found
+        """The results kept for this message and envelope, or those of a check now. The key
+        (the one place it is made): without a sealer the digest does not matter; with one, a
+        message of unknown digest is never kept."""
+        if not self.remember or not message_id or (self.sealer is not None and not sha256):
+            return self._authenticate(message, client_ip=client_ip, mail_from=mail_from, helo=helo)
+        checked: _Checked = (
+            message_id,
+            sha256 if self.sealer is not None else "",
+            client_ip,
+            mail_from,
+            helo,
+        )
+        found = self._checked.get(checked)
+        if found is not None:
+            return found
         result = self._authenticate(message, client_ip=client_ip, mail_from=mail_from, helo=helo)
-        if remembered:
-            self._checked[checked] = result
-            while len(self._checked) > self.remember:
-                self._checked.popitem(last=False)
+        self._checked[checked] = result
+        while len(self._checked) > self.remember:
+            self._checked.popitem(last=False)
         return result
 
     def _authenticate(

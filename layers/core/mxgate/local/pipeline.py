@@ -26,6 +26,7 @@ is quarantined, its record written before the spool file leaves the spool.
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 from enum import StrEnum
@@ -43,6 +44,8 @@ from mxgate.records import (
     DeferredProcessing,
     Delivery,
     Envelope,
+    HeldRecipient,
+    MessageRef,
     RuleSetRetry,
     Stage,
     StepRetry,
@@ -50,7 +53,9 @@ from mxgate.records import (
     TimelineEvent,
 )
 from mxgate.workflow.envelope import read_envelope
+from mxgate.workflow.quarantine import hold
 
+QUARANTINE_BUCKET = "mxgate-quarantine"  # spool files the pipeline cannot read: `spool/<name>`
 log = logging.getLogger("mxgate.worker")
 
 
@@ -293,11 +298,17 @@ def _quarantine(
 
 
 def _quarantine_unreadable(worker: Worker, path: Path, error: ValueError) -> None:
-    """An empty or torn spool file: kept in quarantine/, a timeline event names it, and if its
-    envelope line can still be read, its recipients are quarantined."""
-    kept = _keep_in_quarantine(worker, path)
+    """An empty or torn spool file: kept as an object of the quarantine bucket, with a
+    quarantine record (`mxgate quarantine list|show|delete`) and a timeline event that name it;
+    if its envelope line can still be read, its recipients are quarantined."""
     with path.open("rb") as spooled:
         first_line = spooled.readline(1 << 20).rstrip(b"\n")
+        spooled.seek(0)
+        digest = hashlib.file_digest(spooled, "sha256").hexdigest()
+        spooled.seek(0)
+        kept = worker.mail_manager.actions.objects.put(
+            QUARANTINE_BUCKET, f"spool/{path.name}", spooled
+        )
     try:
         envelope: Envelope | None = Envelope.model_validate_json(first_line)
     except ValueError:
@@ -305,15 +316,34 @@ def _quarantine_unreadable(worker: Worker, path: Path, error: ValueError) -> Non
     reason = f"spool file {path.name} is unreadable ({type(error).__name__}: {error})"
     if envelope is None:
         reason += "; its envelope cannot be read"
+    message_id = envelope.message_id if envelope is not None else path.stem
+    recipients = envelope.recipients if envelope is not None else []
     log.error("unreadable spool file quarantined", extra={"spool_file": path.name})
     if envelope is not None:
         worker.state.record_first(accepted_event(path, envelope, None))
-    worker.records.quarantine(
-        envelope.message_id if envelope is not None else path.stem,
-        envelope.recipients if envelope is not None else [],
-        reason,
-        kept_at=str(kept),
-    )
+    services = worker.workflow.services
+    if services.quarantine is not None:
+        ref = MessageRef(
+            message_id=message_id,
+            bucket=kept.bucket,
+            key=kept.key,
+            digest=digest,
+            envelope_sender=envelope.mail_from if envelope is not None else "",
+            size=kept.size,
+        )
+        held = [  # recipients not known: the record still says why (release needs --to)
+            HeldRecipient(recipient=r, route="unknown", rule="unreadable spool file", reason=reason)
+            for r in recipients or [UNKNOWN_RECIPIENTS]
+        ]
+        hold(
+            services.quarantine,
+            ref,
+            held,
+            held_at=worker.clock.now(),
+            retention_days=services.quarantine_days,
+            source="unreadable_spool_file",
+        )
+    worker.records.quarantine(message_id, recipients, reason, kept_at=f"{kept.bucket}/{kept.key}")
     worker.spool.remove(path)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from mxgate.archive.entry import archived_message
 from mxgate.archive.index import ArchiveIndex
-from mxgate.errors import FailureKind, PermanentError, TransientError, kind_of
+from mxgate.errors import FailureKind, MxgateError, PermanentError, TransientError, kind_of
 from mxgate.mailmanager.facts import MessageFacts
 from mxgate.mailmanager.models import RuleAction
 from mxgate.mailmanager.notifications import (
@@ -104,13 +104,10 @@ class Stored:
 
     def hand_on_envelopes(self, succeeded: dict[str, list[str]]) -> None:
         """Take the InvokeLambda that handed a recipient's envelope on out of the actions that
-        may end it: the workflow decides, with the stored object. An invocation whose
-        remembering failed (the state database full) is recorded FAILURE, not SUCCESS: it has
-        nothing to take out, and is tried again with the recipient."""
+        may end it: the workflow decides, with the stored object. A recipient is `enveloped`
+        only once its invocation is remembered, so each has that InvokeLambda's SUCCESS."""
         for address in self.enveloped:
-            actions = succeeded.get(address, [])
-            if "InvokeLambda" in actions:
-                actions.remove("InvokeLambda")
+            succeeded[address].remove("InvokeLambda")
 
 
 class ActionRunner:
@@ -130,6 +127,7 @@ class ActionRunner:
         self.message = message
         self.facts = facts
         self.stored = Stored()
+        self._handing_on: list[str] = []  # the envelopes an action hands on, once remembered
 
     def _message(self, context: ActionContext) -> RawMessage:
         # AddHeader fields are prepended newest first, as an MTA adds trace fields.
@@ -146,6 +144,7 @@ class ActionRunner:
             todo = tuple(r for r in context.recipients if r not in done)
             context = dataclasses.replace(context, recipients=todo)
         perform = getattr(self, f"_{action.kind}")
+        self._handing_on = []
         try:
             detail: str = perform(action, context)
         except PartialFailureError as partial:
@@ -155,7 +154,14 @@ class ActionRunner:
         except OSError as error:  # a local file or socket problem: it may pass
             raise TransientError(f"{action.kind}: {type(error).__name__}: {error}") from error
         if once:
-            self._remember(action, context, context.recipients)
+            try:
+                self._remember(action, context, context.recipients)
+            except MxgateError as error:  # the state database full: done, but not known done
+                raise TransientError(
+                    f"{action.kind}: done, but not remembered ({error}); a retry may repeat it"
+                ) from error
+        # An envelope handed on counts only with its action's SUCCESS: a FAILURE hands nothing on.
+        self.stored.enveloped.extend(self._handing_on)
         return detail + (f" (already done for {len(done)} recipient(s))" if done else "")
 
     def _key(self, action: RuleAction, context: ActionContext, recipient: str) -> str:
@@ -386,6 +392,6 @@ class ActionRunner:
             raise failure(f"InvokeLambda: the handler raised {reason}") from error
         source = self.resources.function(params.FunctionArn)
         if source is not None and source.starts_pipeline:
-            self.stored.enveloped.extend(context.recipients)
+            self._handing_on.extend(context.recipients)
         shown = json.dumps(result, default=str)[:RESULT_SHOWN] if result is not None else "null"
         return f"invoked ({params.InvocationType}), returned {shown}"

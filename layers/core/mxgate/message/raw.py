@@ -30,6 +30,7 @@ class RawMessage:
     header: bytes
     open_body: Callable[[], BinaryIO]
     body_size: int
+    eight_bit: bool | None = None  # the stored bytes hold a byte >= 0x80; None: not known
 
     @classmethod
     def of(cls, raw: bytes) -> RawMessage:
@@ -76,11 +77,13 @@ class RawMessage:
 
     @classmethod
     def referenced(cls, ref: MessageRef, objects: ObjectStore) -> RawMessage:
-        """The message a delivery names: inside its document when small, else in the store."""
+        """The message a delivery names: inside its document when small, else in the store;
+        with the 8-bit flag the record keeps (a message over 48 KB is then read once)."""
         if ref.inline is not None:
-            return cls.of(base64.b64decode(ref.inline))
-        # its size is known: no HEAD request (on S3) to learn it
-        return cls.read_from(lambda: objects.open(ref.bucket, ref.key), ref.size)
+            message = cls.of(base64.b64decode(ref.inline))
+        else:  # its size is known: no HEAD request (on S3) to learn it
+            message = cls.read_from(lambda: objects.open(ref.bucket, ref.key), ref.size)
+        return replace(message, eight_bit=ref.eight_bit)
 
     @property
     def size(self) -> int:
@@ -114,6 +117,8 @@ class RawMessage:
         return digest.hexdigest()
 
     def isascii(self) -> bool:
+        if self.eight_bit is not None:  # known when it was stored: no pass over the body
+            return not self.eight_bit and self.header.isascii()
         return all(chunk.isascii() for chunk in self.chunks())
 
 

@@ -20,8 +20,17 @@ from dataclasses import dataclass
 
 from mxgate.ports import ArrivalChecks, Arrivals, Executions
 from mxgate.records import Envelope, Stage, StoredObject, message_id_of
-from mxgate.workflow.model import Arrival, ArrivalRecord, ProcessInput
+from mxgate.workflow.model import (
+    Arrival,
+    ArrivalRecord,
+    ProcessingFailure,
+    ProcessInput,
+    StepError,
+)
 from mxgate.workflow.services import Services
+from mxgate.workflow.unprocessed import dead_letter_processing
+
+NOT_ARRIVED = "NotArrived"  # the error of the dead letter of an envelope without its object
 
 
 def object_arrival(bucket: str, key: str) -> Arrival:
@@ -87,9 +96,11 @@ def check(
 ) -> Checked:
     """Some minutes after a message's first half arrived: is the pair complete? An envelope whose S3
     event never came is joined with the object under `<prefix><message id>` if there is one.
-    Otherwise the message is reported: an envelope alone settles its recipients quarantined
-    (there is no message to deliver); an object alone has no recipients to settle, and is
-    kept for the operator, with a timeline event."""
+    Otherwise the message is reported: an envelope alone is a dead letter, its recipients
+    `dead_lettered` (there is no message to deliver, and nothing is known to be wrong with its
+    content: no quarantine), which a redrive runs through Process once the object is there; an
+    object alone has no recipients to settle, and is kept for the operator, with a timeline
+    event."""
     record = arrivals.get(message_id)
     if record is None or missing_half(record) is None:  # started, or its start failed and
         return Checked(record)  # Lambda kept the event on the Start function's failure queue
@@ -103,23 +114,17 @@ def check(
         return Checked(joined.record, joined.started)
     missing = missing_half(record)
     problem = f"not started: {missing} never arrived (first half at {record.first_at})"
-    _report(record, problem, services)
-    return Checked(record, problem=problem)
-
-
-def _report(record: ArrivalRecord, problem: str, services: Services) -> None:
-    records = services.records
     if record.envelope is None:
-        records.note(record.message_id, Stage.TERMINAL, problem)
-        return
-    where = f"the envelope is kept in the arrival record of {record.message_id}"
-    records.quarantine(
-        record.message_id,
-        record.envelope.recipients,
-        f"{problem}; {where}",
-        route="arrival",
-        kept_at="",
-    )
+        services.records.note(record.message_id, Stage.TERMINAL, problem)
+    else:
+        expected = StoredObject(
+            bucket=raw_bucket, key=f"{raw_prefix}{message_id}", envelope=record.envelope
+        )
+        failure = ProcessingFailure(
+            stored=expected, error=StepError(Error=NOT_ARRIVED, Cause=problem)
+        )
+        dead_letter_processing(failure, services)
+    return Checked(record, problem=problem)
 
 
 class _NoChecks:

@@ -6,7 +6,6 @@ handle is retried, deferred and dead-lettered as a whole (workflow/unprocessed.p
 from __future__ import annotations
 
 import base64
-import shutil
 import tempfile
 from collections import defaultdict
 from collections.abc import Mapping
@@ -27,7 +26,6 @@ from mxgate.records import (
     HeldRecipient,
     MessageRef,
     MessageSummary,
-    QuarantineRecord,
     Stage,
     variant_of,
 )
@@ -37,7 +35,7 @@ from mxgate.routing.loops import LOOP_STATUS, loop_token
 from mxgate.workflow.judgement import judge
 from mxgate.workflow.model import Frozen, ProcessInput
 from mxgate.workflow.planning import plan_deliveries
-from mxgate.workflow.quarantine import expiry
+from mxgate.workflow.quarantine import hold
 from mxgate.workflow.received import HEADER as RECEIVED
 from mxgate.workflow.received import received_value
 from mxgate.workflow.services import Services
@@ -75,7 +73,7 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
         tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spooled,
     ):
         copy = cast("BinaryIO", spooled)  # a file like any other, whatever typeshed says
-        shutil.copyfileobj(stream, copy, COPY_CHUNK)
+        eight_bit = _copy(stream, copy)
         copy.seek(0)
         parsed = _parse(copy, services, store)
         copy.seek(0)
@@ -93,6 +91,7 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
         envelope_sender=envelope.mail_from,
         size=parsed.size,
         subject=parsed.subject,
+        eight_bit=eight_bit,
     )
     records = services.records
     events = [
@@ -243,6 +242,16 @@ def _bounces(ref: MessageRef, bounced: Mapping[str, list[str]]) -> list[Delivery
     return planned
 
 
+def _copy(stream: BinaryIO, copy: BinaryIO) -> bool:
+    """Copy the stored message; whether it holds a byte >= 0x80, kept in its MessageRef so a
+    delivery need not read the message to know (BODY=8BITMIME)."""
+    eight_bit = False
+    while chunk := stream.read(COPY_CHUNK):
+        eight_bit = eight_bit or not chunk.isascii()
+        copy.write(chunk)
+    return eight_bit
+
+
 def _hold(  # noqa: PLR0917 -- what the process step knows at that point
     services: Services,
     ref: MessageRef,
@@ -256,29 +265,25 @@ def _hold(  # noqa: PLR0917 -- what the process step knows at that point
     """Keep the quarantine record an operator lists, reads, releases or deletes."""
     if services.quarantine is None:
         return
-    now = services.clock.now()
 
     def addresses(found: list[Address]) -> str:
         return ", ".join(f"{a.name} <{a.address}>" if a.name else a.address for a in found)
 
-    services.quarantine.hold(
-        QuarantineRecord(
-            quarantine_id=f"{ref.message_id}{variant_of(ref.key)}",
-            message_id=ref.message_id,
-            held_at=now,
-            expires_at=expiry(now, services.quarantine_days),
-            message=ref,
-            source=source,
-            from_=addresses(parsed.from_) if parsed else "",
-            to=addresses(parsed.to) if parsed else "",
-            verdicts=authentication.summary() if authentication else "",
-            attachments=[
-                f"{a.filename or '(unnamed)'} ({a.content_type}, {a.size} bytes)"
-                for a in (parsed.attachments if parsed else [])
-            ],
-            prepend=trace,
-            recipients=recipients,
-        )
+    hold(
+        services.quarantine,
+        ref,
+        recipients,
+        held_at=services.clock.now(),
+        retention_days=services.quarantine_days,
+        source=source,
+        from_=addresses(parsed.from_) if parsed else "",
+        to=addresses(parsed.to) if parsed else "",
+        verdicts=authentication.summary() if authentication else "",
+        attachments=[
+            f"{a.filename or '(unnamed)'} ({a.content_type}, {a.size} bytes)"
+            for a in (parsed.attachments if parsed else [])
+        ],
+        prepend=trace,
     )
 
 

@@ -11,13 +11,23 @@ finds nothing left to do.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from typing import Literal
 
 from mxgate.errors import PermanentError, PolicyError
 from mxgate.ports import Clock, Deferrals, Quarantine, Timeline
 from mxgate.recorder import Recorder
-from mxgate.records import DeferredDelivery, Outcome, QuarantineRecord, Release, Stage
+from mxgate.records import (
+    DeferredDelivery,
+    HeldRecipient,
+    MessageRef,
+    Outcome,
+    QuarantineRecord,
+    Release,
+    Stage,
+    variant_of,
+)
 from mxgate.routing.classify import RouteKind, classify
 from mxgate.routing.routes import Routes
 from mxgate.workflow.planning import plan_deliveries
@@ -34,6 +44,41 @@ def merged(old: QuarantineRecord | None, new: QuarantineRecord) -> QuarantineRec
 
 def expiry(held_at: datetime, retention_days: int) -> datetime:
     return held_at + timedelta(days=retention_days)
+
+
+def hold(
+    quarantine: Quarantine,
+    ref: MessageRef,
+    recipients: list[HeldRecipient],
+    *,
+    held_at: datetime,
+    retention_days: int,
+    source: Literal["rules", "not_understood", "unreadable_spool_file"] = "rules",
+    from_: str = "",
+    to: str = "",
+    verdicts: str = "",
+    attachments: Sequence[str] = (),
+    prepend: Sequence[tuple[str, str]] = (),
+) -> None:
+    """Keep the record an operator lists, reads, releases or deletes: the one place a
+    quarantine record is made (the Process step's, and the local pipeline's for a spool file it
+    cannot read). Its id is the message's (with the stored version's suffix)."""
+    quarantine.hold(
+        QuarantineRecord(
+            quarantine_id=f"{ref.message_id}{variant_of(ref.key)}",
+            message_id=ref.message_id,
+            held_at=held_at,
+            expires_at=expiry(held_at, retention_days),
+            message=ref,
+            source=source,
+            from_=from_,
+            to=to,
+            verdicts=verdicts,
+            attachments=list(attachments),
+            prepend=list(prepend),
+            recipients=recipients,
+        )
+    )
 
 
 def release(

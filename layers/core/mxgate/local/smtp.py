@@ -36,6 +36,8 @@ _ENHANCED = {
 IDLE_TIMEOUT = "421 4.4.2 Idle for too long, closing the connection"
 DATA_TOO_SLOW = "421 4.4.2 DATA took too long, closing the connection"
 AUTH_INVALID = "535 5.7.8 Authentication credentials invalid"
+# DATA is read in pieces of up to this many bytes (the spool's write buffer is larger)
+DATA_CHUNK = 64 * 1024
 
 
 def peer_ip(session: Session) -> str:
@@ -95,26 +97,32 @@ class ExactSMTP(SMTP):
         await self.push("250 OK" if status is MISSING else status)
 
     async def _read_data(self, data: DataAssembler) -> bool:
-        """Read DATA through its final dot into `data`; False when the session ended first."""
+        """Read DATA through its final dot into `data`; False when the session ended first.
+        DATA is read as the connection brings it, up to `DATA_CHUNK` bytes at a time; what
+        the client sent after the final dot (pipelined commands) goes back to the reader."""
+        reader = self._reader
         deadline = self.loop.time() + self.data_timeout
         while True:
             try:
-                piece, complete = await self._reader.readuntil(b"\r\n"), True
-            except asyncio.LimitOverrunError as error:  # a long line: take what is there
-                piece, complete = await self._reader.read(error.consumed), False
-            except asyncio.IncompleteReadError:  # the client left in the middle
-                self._writer.close()
-                return False
+                chunk = await reader.read(DATA_CHUNK)
             except asyncio.CancelledError:
                 self._writer.close()
                 raise
+            if not chunk:  # the client left in the middle
+                self._writer.close()
+                return False
             remaining = deadline - self.loop.time()
             if remaining <= 0:
                 await self.push(DATA_TOO_SLOW)
                 self._writer.close()
                 return False
             self._reset_timeout(min(self._timeout_duration, remaining))
-            if data.add(piece, complete):
+            end = data.feed(chunk)
+            if end is not None:
+                if end < len(chunk):
+                    # back in front of what the reader holds, for the command loop: asyncio's
+                    # StreamReader has no unread, and aiosmtpd itself reaches into its buffer
+                    reader._buffer[:0] = chunk[end:]  # type: ignore[attr-defined]
                 self._reset_timeout()
                 return True
 

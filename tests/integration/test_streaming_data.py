@@ -150,3 +150,64 @@ def test_a_message_over_the_size_limit_is_refused_and_nothing_is_spooled(ingress
     answer = send_data(port, [message, b".\r\n"])
     assert answer.startswith(b"552 5.3.4"), answer
     assert not list(spool.directory.iterdir())  # no spool file, no partial one
+
+
+def test_commands_sent_with_the_final_dot_are_answered(ingress):
+    """A pipelining client sends the next transaction in the same write as the final dot:
+    the DATA reader reads past the dot and gives the rest back to the command loop."""
+    port, spool = ingress
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        reply(client)
+        client.sendall(b"EHLO client.test\r\nMAIL FROM:<a@shop.test>\r\nRCPT TO:<b@x.test>\r\n")
+        answers = b""
+        while answers.count(b"\r\n250 ") + answers.startswith(b"250 ") < 3:
+            answers += client.recv(4096)
+        client.sendall(b"DATA\r\n")
+        assert reply(client).startswith(b"354")
+        client.sendall(
+            b"Subject: one\r\n\r\nfirst\r\n.\r\nMAIL FROM:<c@shop.test>\r\nRCPT TO:<d@x.test>\r\n"
+            b"DATA\r\n"
+        )
+        answers = b""
+        while answers.count(b"\r\n") < 4:
+            answers += client.recv(4096)
+        codes = [line[:3] for line in answers.split(b"\r\n") if line]
+        assert codes == [b"250", b"250", b"250", b"354"], answers
+        client.sendall(b"..two\r\n.\r\nQUIT\r\n")
+        answers = b""
+        while answers.count(b"\r\n") < 2:
+            answers += client.recv(4096)
+        assert [line[:3] for line in answers.split(b"\r\n") if line] == [b"250", b"221"]
+    assert sorted(spooled(spool)) == [b".two\r\n", b"Subject: one\r\n\r\nfirst\r\n"]
+
+
+def test_a_session_keeps_one_idle_timer_moved_by_its_commands(tmp_path):
+    """Each command and each piece of DATA moves the session's idle deadline; the timer is
+    armed once, not cancelled and armed again each time, and it closes the session only once
+    the session has been idle for the whole timeout."""
+
+    async def session() -> None:
+        loop = asyncio.get_running_loop()
+        defences = Defences.counting(SmtpLimits(), SystemClock())
+        server = IngressSMTP(
+            Spooling(Spool(tmp_path / "spool")),
+            gate=defences.gate,
+            guard=defences.guard,
+            data_slots=asyncio.Semaphore(1),
+        )
+        timed_out = loop.create_future()
+        server._timeout_cb = lambda: timed_out.set_result(loop.time())
+        server._timeout_duration = 0.3
+        server._reset_timeout()
+        timer = server._timeout_handle
+        for _ in range(100):
+            server._reset_timeout()
+        assert server._timeout_handle is timer
+        for _ in range(6):
+            await asyncio.sleep(0.1)  # active for twice the idle timeout
+            server._reset_timeout()
+        assert not timed_out.done()
+        idle_since = loop.time()
+        assert await asyncio.wait_for(timed_out, 5) >= idle_since + 0.3 - 0.001
+
+    asyncio.run(session())

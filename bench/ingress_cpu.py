@@ -73,7 +73,7 @@ async def run(args: argparse.Namespace, environment: dict[str, str]) -> None:
     gateway = IngressOnly(Bootstrap(settings))
     running = await gateway.start()
     port = running.smtp[1]
-    await send(port, 50, args.sessions, args.size)  # warm up: caches, lazy imports
+    await send(port, 50, args.sessions, 5120)  # warm up: caches, lazy imports
     profile = cProfile.Profile(time.process_time) if args.profile else None
     accepted = gateway.accepted
     before, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()

@@ -17,35 +17,17 @@ import argparse
 import asyncio
 import cProfile
 import logging
-import pstats
 import resource
 import tempfile
 import time
 from pathlib import Path
 
-from harness import gateway_environment, load, quiet_dns, tool
+from harness import gateway_environment, print_cpu_a_message, quiet_dns, smtp_source
 
 
 async def send(port: int, messages: int, sessions: int, size: int) -> None:
-    source = await asyncio.create_subprocess_exec(
-        tool("smtp-source"),
-        "-c",
-        "-l",
-        str(size),
-        "-m",
-        str(messages),
-        "-s",
-        str(sessions),
-        "-f",
-        "bench@load.example",
-        "-t",
-        "alice@nutrition.co",
-        f"127.0.0.1:{port}",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    if await source.wait() != 0:
-        raise SystemExit(f"smtp-source failed ({source.returncode})")
+    """smtp-source in a thread: this process's loop serves the ingress meanwhile."""
+    await asyncio.to_thread(smtp_source, port, messages, sessions, size)
 
 
 async def run(args: argparse.Namespace, environment: dict[str, str]) -> None:
@@ -87,20 +69,17 @@ async def run(args: argparse.Namespace, environment: dict[str, str]) -> None:
     await gateway.stop(running)
     if accepted != args.messages:
         raise SystemExit(f"only {accepted} of {args.messages} messages were accepted")
-    user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
-    each = 1000 / args.messages  # ms a message
-    print(
-        f"ingress CPU a message, {args.size}-byte messages over {args.sessions} sessions, "
-        f"{args.messages} messages: {(user + system) * each:.2f} ms (user {user * each:.2f}, "
-        f"system {system * each:.2f}; {wall * each:.2f} ms wall)"
-        f"{' under the profiler' if profile else ''}; {load()}",
-        flush=True,
-    )
     if profile is not None:
         profile.dump_stats(args.profile)
-        stats = pstats.Stats(str(args.profile))
-        stats.sort_stats("tottime").print_stats(args.top)
-        stats.sort_stats("cumulative").print_stats(args.top)
+    print_cpu_a_message(
+        f"ingress CPU a message, {args.size}-byte messages over {args.sessions} sessions",
+        before,
+        after,
+        wall,
+        args.messages,
+        profile=args.profile,
+        top=args.top,
+    )
 
 
 def main() -> None:

@@ -121,8 +121,8 @@ class _ClassWalk:
 
 class ExactSMTP(SMTP):
     """DATA taken exactly: dot-stuffing undone only where the sender did it, lines of any
-    length kept, NUL and bare CR refused, and the idle timeout counted per line, within one
-    deadline for the whole transfer."""
+    length kept, NUL and bare CR refused, and the idle timeout counted per piece read, within
+    one deadline for the whole transfer."""
 
     def __init__(
         self,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import pstats
+import resource
 import shutil
 import signal
 import socket
@@ -401,3 +403,29 @@ class PeakRss:
 def load() -> str:
     one, five, fifteen = os.getloadavg()
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
+
+
+def print_cpu_a_message(
+    what: str,
+    before: resource.struct_rusage,
+    after: resource.struct_rusage,
+    wall: float,
+    messages: int,
+    *,
+    profile: Path | None = None,
+    top: int = 40,
+) -> None:
+    """One process's CPU time a message between two `getrusage` readings (user + system, its
+    threads included), then the functions that cost the most if cProfile wrote `profile`."""
+    user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+    each = 1000 / messages  # ms a message
+    print(
+        f"{what}, {messages} messages: {(user + system) * each:.2f} ms (user {user * each:.2f}, "
+        f"system {system * each:.2f}; {wall * each:.2f} ms wall)"
+        f"{' under the profiler' if profile else ''}; {load()}",
+        flush=True,
+    )
+    if profile is not None:
+        stats = pstats.Stats(str(profile))
+        stats.sort_stats("tottime").print_stats(top)
+        stats.sort_stats("cumulative").print_stats(top)

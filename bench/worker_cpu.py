@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import pstats
 import resource
 import sys
 import tempfile
@@ -23,7 +22,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from harness import RECIPIENT, gateway_environment, load, quiet_dns, smtp_sink
+from harness import RECIPIENT, gateway_environment, print_cpu_a_message, quiet_dns, smtp_sink
 
 SENDER = "bench@load.example"
 
@@ -98,20 +97,17 @@ def main() -> None:
     done = sum(r is Result.DONE for r in results)
     if done != args.messages:
         sys.exit(f"only {done} of {args.messages} messages went through: {set(results)}")
-    user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
-    each = 1000 / args.messages  # ms a message
-    print(
-        f"worker CPU a message, {args.size}-byte messages, {args.messages} messages: "
-        f"{(user + system) * each:.2f} ms (user {user * each:.2f}, system {system * each:.2f}; "
-        f"{wall * each:.2f} ms wall)"
-        f"{' under the profiler' if profile else ''}; {load()}",
-        flush=True,
-    )
     if profile is not None:
         profile.dump_stats(args.profile)
-        stats = pstats.Stats(str(args.profile))
-        stats.sort_stats("tottime").print_stats(args.top)
-        stats.sort_stats("cumulative").print_stats(args.top)
+    print_cpu_a_message(
+        f"worker CPU a message, {args.size}-byte messages",
+        before,
+        after,
+        wall,
+        args.messages,
+        profile=args.profile,
+        top=args.top,
+    )
 
 
 if __name__ == "__main__":

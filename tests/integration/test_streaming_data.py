@@ -6,19 +6,24 @@ refused with 552 with nothing left in the spool."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import socket
+import ssl
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
-from aiosmtpd.smtp import Session
 
 from mxgate.clock import SystemClock
+from mxgate.local.ingress import IngressHandler
 from mxgate.local.limits import Defences, SmtpLimits
-from mxgate.local.smtp import IngressSMTP
+from mxgate.local.mailbox import MaildirHandler
+from mxgate.local.smtp import ExactSMTP, IngressSMTP
 from mxgate.local.spool import Spool, SpoolWriter
 from mxgate.records import Envelope
 from tests.support import free_port
@@ -150,3 +155,139 @@ def test_a_message_over_the_size_limit_is_refused_and_nothing_is_spooled(ingress
     answer = send_data(port, [message, b".\r\n"])
     assert answer.startswith(b"552 5.3.4"), answer
     assert not list(spool.directory.iterdir())  # no spool file, no partial one
+
+
+def test_commands_sent_with_the_final_dot_are_answered(ingress):
+    """A pipelining client sends the next transaction in the same write as the final dot:
+    the DATA reader reads past the dot and gives the rest back to the command loop."""
+    port, spool = ingress
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        reply(client)
+        client.sendall(b"EHLO client.test\r\nMAIL FROM:<a@shop.test>\r\nRCPT TO:<b@x.test>\r\n")
+        answers = b""
+        while answers.count(b"\r\n250 ") + answers.startswith(b"250 ") < 3:
+            answers += client.recv(4096)
+        client.sendall(b"DATA\r\n")
+        assert reply(client).startswith(b"354")
+        client.sendall(
+            b"Subject: one\r\n\r\nfirst\r\n.\r\nMAIL FROM:<c@shop.test>\r\nRCPT TO:<d@x.test>\r\n"
+            b"DATA\r\n"
+        )
+        answers = b""
+        while answers.count(b"\r\n") < 4:
+            answers += client.recv(4096)
+        codes = [line[:3] for line in answers.split(b"\r\n") if line]
+        assert codes == [b"250", b"250", b"250", b"354"], answers
+        client.sendall(b"..two\r\n.\r\nQUIT\r\n")
+        answers = b""
+        while answers.count(b"\r\n") < 2:
+            answers += client.recv(4096)
+        assert [line[:3] for line in answers.split(b"\r\n") if line] == [b"250", b"221"]
+    assert sorted(spooled(spool)) == [b".two\r\n", b"Subject: one\r\n\r\nfirst\r\n"]
+
+
+def test_a_session_keeps_one_idle_timer_moved_by_its_commands(tmp_path):
+    """Each command and each piece of DATA moves the session's idle deadline; the timer is
+    armed once, not cancelled and armed again each time, and it closes the session only once
+    the session has been idle for the whole timeout."""
+
+    async def session() -> None:
+        loop = asyncio.get_running_loop()
+        defences = Defences.counting(SmtpLimits(), SystemClock())
+        server = IngressSMTP(
+            Spooling(Spool(tmp_path / "spool")),
+            gate=defences.gate,
+            guard=defences.guard,
+            data_slots=asyncio.Semaphore(1),
+        )
+        timed_out = loop.create_future()
+        server._timeout_cb = lambda: timed_out.set_result(loop.time())
+        server._timeout_duration = 0.3
+        server._reset_timeout()
+        timer = server._timeout_handle
+        for _ in range(100):
+            server._reset_timeout()
+        assert server._timeout_handle is timer
+        for _ in range(6):
+            await asyncio.sleep(0.1)  # active for twice the idle timeout
+            server._reset_timeout()
+        assert not timed_out.done()
+        idle_since = loop.time()
+        assert await asyncio.wait_for(timed_out, 5) >= idle_since + 0.3 - 0.001
+
+    asyncio.run(session())
+
+
+def comparable(value: object) -> object:
+    """A session attribute as the comparison below sees it: methods by their function, the
+    objects made per session (reader, futures) by their type."""
+    if isinstance(value, dict):
+        return {key: comparable(item) for key, item in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # aiosmtpd's _AuthMechAttr
+        return tuple(comparable(item) for item in value)
+    if inspect.ismethod(value):
+        return value.__func__
+    if isinstance(value, (asyncio.StreamReader, asyncio.Future, weakref.ref)):
+        return type(value)
+    return value
+
+
+@pytest.mark.parametrize("kind", ["ingress OPEN", "ingress AUTH", "mailbox host"])
+def test_a_session_is_set_up_as_aiosmtpds_own_constructor_sets_it_up(tmp_path, kind):
+    """ExactSMTP builds a session without aiosmtpd's walk over the classes (done once a class
+    instead): every attribute aiosmtpd's SMTP.__init__ sets, with the same value. A new
+    aiosmtpd that sets more, or other, fails here."""
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
+    ingress_handler = IngressHandler.__new__(IngressHandler)
+    mailbox_handler = MaildirHandler.__new__(MaildirHandler)
+    cases: dict[str, tuple[type[ExactSMTP], object, dict[str, object], dict[str, object]]] = {
+        "ingress OPEN": (
+            IngressSMTP,
+            ingress_handler,
+            {"gate": None, "guard": None, "data_slots": None},
+            {
+                "hostname": "mx.test",
+                "ident": "mxgate ESMTP",
+                "tls_context": tls,
+                "require_starttls": True,
+                "data_size_limit": 1000,
+                "enable_SMTPUTF8": True,
+                "timeout": 12.0,
+            },
+        ),
+        "ingress AUTH": (
+            IngressSMTP,
+            ingress_handler,
+            {"gate": None, "guard": None, "data_slots": None},
+            {
+                "hostname": "mx.test",
+                "tls_context": tls,
+                "authenticator": lambda *call: None,
+                "auth_required": True,
+                "auth_require_tls": True,
+            },
+        ),
+        "mailbox host": (
+            ExactSMTP,
+            mailbox_handler,
+            {},
+            {"hostname": "h.mailbox.local", "data_size_limit": None, "ident": "mailbox"},
+        ),
+    }
+    cls, handler, own, options = cases[kind]
+
+    async def both() -> tuple[dict[str, object], dict[str, object]]:
+        ours = cls(handler, **own, **options)
+        theirs = cls.__new__(cls)
+        if cls is IngressSMTP:  # what IngressSMTP.__init__ hands on: its checked authenticator
+            options["authenticator"] = ours._authenticator
+        SMTP.__init__(theirs, handler, **options)
+        return vars(ours), vars(theirs)
+
+    ours, theirs = asyncio.run(both())
+    only_ours = {"_idle_deadline", "data_timeout", "gate", "guard", "data_slots", "_client_ip"}
+    only_ours |= {"_refused", "_lost", "_auth_failed"}
+    assert set(ours) - only_ours == set(theirs)
+    for name, value in theirs.items():
+        assert comparable(ours[name]) == comparable(value), name

@@ -9,11 +9,25 @@ most once, and a client that keeps failing AUTH slowed down and then cut off.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import io
 import logging
+import re
+import socket
+import ssl
+from dataclasses import dataclass
 from typing import Any
 
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Session
+from aiosmtpd.smtp import (
+    DATA_SIZE_DEFAULT,
+    MISSING,
+    SMTP,
+    AuthResult,
+    Session,
+    __ident__,
+    _AuthMechAttr,
+    login_always_fail,
+)
 
 from mxgate.local.limits import AUTH_LOCKED, AuthGuard, ConnectionGate
 from mxgate.local.smtp_data import TOO_BIG, DataAssembler, DataSink
@@ -36,6 +50,9 @@ _ENHANCED = {
 IDLE_TIMEOUT = "421 4.4.2 Idle for too long, closing the connection"
 DATA_TOO_SLOW = "421 4.4.2 DATA took too long, closing the connection"
 AUTH_INVALID = "535 5.7.8 Authentication credentials invalid"
+# DATA is read in pieces of up to this many bytes (the spool's write buffer is larger)
+DATA_CHUNK = 64 * 1024
+_TIMER_EARLY = 0.001  # asyncio runs a timer up to its clock's resolution early (1 ns here)
 
 
 def peer_ip(session: Session) -> str:
@@ -43,19 +60,166 @@ def peer_ip(session: Session) -> str:
     return str(peer[0]) if isinstance(peer, tuple) else str(peer or "")
 
 
+# `<local@domain>` of ASCII dot-atoms, then nothing or parameters (what aiosmtpd's parser
+# gives as the rest: it takes the blanks in between)
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_PATH = re.compile(
+    rf"\s*<(?P<address>{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>"
+    r"(?:[ \t]+(?P<rest>[A-Za-z0-9][^()]*))?"
+)
+_WALKS: dict[tuple[type, type], _ClassWalk] = {}
+
+
+@dataclass(frozen=True)
+class _ClassWalk:
+    """What aiosmtpd's SMTP.__init__ finds by walking the session's and the handler's classes,
+    found once a pair of classes: the AUTH mechanisms (mechanism, method name, aiosmtpd's own),
+    the handler's hooks, its EHLO hook's form, and the SMTP commands."""
+
+    auth_methods: tuple[tuple[str, str, bool], ...]
+    hooks: tuple[str, ...]
+    ehlo_hook_ver: str | None
+    commands: tuple[str, ...]
+
+    @staticmethod
+    def of(server: type[SMTP], handler: type) -> _ClassWalk:
+        walk = _WALKS.get((server, handler))
+        if walk is None:
+            walk = _WALKS[server, handler] = _ClassWalk.walk(server, handler)
+        return walk
+
+    @staticmethod
+    def walk(server: type[SMTP], handler: type) -> _ClassWalk:
+        auth_methods = [
+            (
+                getattr(method, "__auth_mechanism_name__", None)
+                or name.replace("auth_", "").replace("__", "-"),
+                name,
+                owner is server,
+            )
+            for owner in (server, handler)
+            for name, method in inspect.getmembers(owner)
+            if name.startswith("auth_")
+        ]
+        hooks = tuple(
+            name.replace("handle_", "") for name in dir(handler) if name.startswith("handle_")
+        )
+        ehlo = getattr(handler, "handle_EHLO", None)
+        if ehlo is None:
+            ehlo_hook_ver = None
+        elif len(inspect.signature(ehlo).parameters) == 6:  # with self: aiosmtpd's "new" form
+            ehlo_hook_ver = "new"
+        else:
+            raise RuntimeError(
+                "handle_EHLO must take (server, session, envelope, hostname, responses)"
+            )
+        commands = tuple(
+            name.replace("smtp_", "") for name in dir(server) if name.startswith("smtp_")
+        )
+        return _ClassWalk(tuple(auth_methods), hooks, ehlo_hook_ver, commands)
+
+
 class ExactSMTP(SMTP):
     """DATA taken exactly: dot-stuffing undone only where the sender did it, lines of any
-    length kept, NUL and bare CR refused, and the idle timeout counted per line, within one
-    deadline for the whole transfer."""
+    length kept, NUL and bare CR refused, and the idle timeout counted per piece read, within
+    one deadline for the whole transfer."""
 
-    def __init__(self, handler: Any, *, data_timeout: float = 600.0, **options: Any) -> None:
-        super().__init__(handler, **options)
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        hostname: str | None = None,
+        ident: str | None = None,
+        data_size_limit: int | None = DATA_SIZE_DEFAULT,
+        enable_SMTPUTF8: bool = False,  # noqa: N803 -- aiosmtpd's name (and defaults)
+        tls_context: ssl.SSLContext | None = None,
+        require_starttls: bool = False,
+        timeout: float = 300.0,
+        data_timeout: float = 600.0,
+        authenticator: Any = None,
+        auth_required: bool = False,
+        auth_require_tls: bool = True,
+    ) -> None:
+        """aiosmtpd's SMTP.__init__ for the options the gateway uses, without its walk over
+        the session's and the handler's classes (inspect.getmembers, dir, a signature), done
+        once a class pair instead (`_ClassWalk`): a third of a millisecond each session.
+        tests/integration/test_streaming_data.py checks it sets what aiosmtpd's own sets."""
+        self._idle_deadline = 0.0  # the loop's time the session is idle for too long at
         self.data_timeout = data_timeout
+        self.__ident__ = ident or __ident__
+        self.loop = asyncio.get_running_loop()
+        asyncio.StreamReaderProtocol.__init__(
+            self,
+            asyncio.StreamReader(loop=self.loop, limit=self.line_length_limit),
+            client_connected_cb=self._cb_client_connected,
+            loop=self.loop,
+        )
+        self.event_handler = handler
+        self.data_size_limit = data_size_limit
+        self.enable_SMTPUTF8 = enable_SMTPUTF8
+        self._decode_data = False
+        self.command_size_limits.clear()  # aiosmtpd's: shared by its class, cleared each session
+        self.hostname = hostname or socket.getfqdn()
+        self.tls_context = tls_context
+        self.require_starttls = tls_context and require_starttls
+        self._timeout_duration = timeout
+        self._timeout_handle = None
+        self._tls_handshake_okay = True
+        self._tls_protocol = None
+        self._original_transport = None
+        self.session = None
+        self.envelope = None
+        self.transport = None
+        self._handler_coroutine = None
+        self._auth_require_tls = auth_require_tls
+        self._proxy_timeout = None
+        self._authenticator = authenticator
+        self._auth_callback = None if authenticator is not None else login_always_fail
+        self._auth_required = auth_required
+        walk = _ClassWalk.of(type(self), type(handler))
+        self._auth_methods = {
+            mechanism: _AuthMechAttr(getattr(self if builtin else handler, name), builtin)
+            for mechanism, name, builtin in walk.auth_methods
+        }
+        self._handle_hooks = {hook: getattr(handler, f"handle_{hook}") for hook in walk.hooks}
+        self._ehlo_hook_ver = walk.ehlo_hook_ver
+        self._smtp_methods = {
+            command: getattr(self, f"smtp_{command}") for command in walk.commands
+        }
+        self._enforce_call_limit = False
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """The address of MAIL FROM / RCPT TO and what follows it. The common `<local@domain>`
+        (dot-atoms of ASCII) is matched at once; anything else (quoted local parts, comments,
+        source routes, UTF-8, the null path) goes to aiosmtpd's RFC 5322 parser, and both give
+        the same answer (tests/unit/test_smtp_address.py)."""
+        plain = _PLAIN_PATH.fullmatch(arg)
+        if plain is None or self.local_part_limit:
+            result: tuple[str | None, str | None] = super()._getaddr(arg)
+            return result
+        return plain["address"], plain["rest"] or ""
 
     async def push(self, status: Any) -> None:
         if isinstance(status, str):
             status = _ENHANCED.get(status, status)
         await super().push(status)
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """The session is active: idle from now, for at most `duration`. One timer a session
+        that looks at the deadline when it fires, rather than a new timer every command and
+        every piece of DATA (aiosmtpd's way: a heap push and a cancel each)."""
+        self._idle_deadline = self.loop.time() + (duration or self._timeout_duration)
+        timer = self._timeout_handle
+        if timer is None or timer.cancelled() or timer.when() > self._idle_deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timeout_handle = self.loop.call_at(self._idle_deadline, self._idle_check)
+
+    def _idle_check(self) -> None:
+        if self.loop.time() + _TIMER_EARLY >= self._idle_deadline:
+            self._timeout_cb()
+        else:
+            self._timeout_handle = self.loop.call_at(self._idle_deadline, self._idle_check)
 
     def _timeout_cb(self) -> None:
         """Idle for too long: say so (RFC 5321 4.2.2: 421 before closing), then close."""
@@ -95,26 +259,32 @@ class ExactSMTP(SMTP):
         await self.push("250 OK" if status is MISSING else status)
 
     async def _read_data(self, data: DataAssembler) -> bool:
-        """Read DATA through its final dot into `data`; False when the session ended first."""
+        """Read DATA through its final dot into `data`; False when the session ended first.
+        DATA is read as the connection brings it, up to `DATA_CHUNK` bytes at a time; what
+        the client sent after the final dot (pipelined commands) goes back to the reader."""
+        reader = self._reader
         deadline = self.loop.time() + self.data_timeout
         while True:
             try:
-                piece, complete = await self._reader.readuntil(b"\r\n"), True
-            except asyncio.LimitOverrunError as error:  # a long line: take what is there
-                piece, complete = await self._reader.read(error.consumed), False
-            except asyncio.IncompleteReadError:  # the client left in the middle
-                self._writer.close()
-                return False
+                chunk = await reader.read(DATA_CHUNK)
             except asyncio.CancelledError:
                 self._writer.close()
                 raise
+            if not chunk:  # the client left in the middle
+                self._writer.close()
+                return False
             remaining = deadline - self.loop.time()
             if remaining <= 0:
                 await self.push(DATA_TOO_SLOW)
                 self._writer.close()
                 return False
             self._reset_timeout(min(self._timeout_duration, remaining))
-            if data.add(piece, complete):
+            end = data.feed(chunk)
+            if end is not None:
+                if end < len(chunk):
+                    # back in front of what the reader holds, for the command loop: asyncio's
+                    # StreamReader has no unread, and aiosmtpd itself reaches into its buffer
+                    reader._buffer[:0] = chunk[end:]  # type: ignore[attr-defined]
                 self._reset_timeout()
                 return True
 

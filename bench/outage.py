@@ -1,12 +1,12 @@
 """Outage isolation: how long mail to a healthy mailbox host takes while another host is down.
 
-Starts `mxgate run` on free loopback ports with the state machine's real retry waits (2 s,
-4 s, 8 s, full jitter), then sends mail to carol (Microsoft 365) at a steady rate twice, each
-time with as much mail for alice (Workspace) at the same time: once with every host up (the
-reference), once while the Workspace host answers 451 to everything. Prints p50/p99 of
-carol's latency (accepted -> delivered, from the gateway's own timeline) in both runs, and
-their ratio: about 1 when deliveries wait out their retries in the deferred queue, not in the
-workers.
+Starts `mxgate run` on free loopback ports (bench/harness.py) with the state machine's real
+retry waits (2 s, 4 s, 8 s, full jitter), then sends mail to carol (Microsoft 365) at a steady
+rate twice, each time with as much mail for alice (Workspace) at the same time: once with every
+host up (the reference), once while the Workspace host answers 451 to everything. Prints
+p50/p99 of carol's latency (accepted -> delivered, from the gateway's own timeline) in both
+runs, and their ratio: about 1 when deliveries wait out their retries in the deferred queue,
+not in the workers.
 
     .venv/bin/python bench/outage.py [--messages 100] [--rate 10] [--workers 2]
 """
@@ -22,7 +22,8 @@ import threading
 import time
 from pathlib import Path
 
-from deferral import gateway_running, wait
+from deferral import wait
+from harness import mxgate, quiet_dns
 
 from mxgate.adapters.local.state import SqliteState
 from mxgate.records import Stage
@@ -97,17 +98,24 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10.0, help="messages a second")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    with (
-        tempfile.TemporaryDirectory(prefix="mxgate-bench-") as temporary,
-        gateway_running(
-            Path(temporary),
-            MXGATE_WORKERS=str(args.workers),
-            MXGATE_RETRY_SCALE="1",  # the state machine's own waits
-        ) as (home, port),
-    ):
-        send_steadily(port, "carol@nutrition.co", 20, args.rate, "warm-up")  # workers spawn
-        reference = run(home, port, args, outage=False)
-        during = run(home, port, args, outage=True)
+    with tempfile.TemporaryDirectory(prefix="mxgate-bench-") as temporary:
+        work = Path(temporary)
+        with (
+            quiet_dns(work) as dns_port,
+            mxgate(
+                work,
+                "mxgate -> Maildir mailbox hosts",
+                workers=args.workers,
+                sink_port=None,
+                dns_port=dns_port,
+                # the state machine's own waits
+                settings={"MXGATE_RETRY_SCALE": "1", "MXGATE_DEFER_POLL": "0.2"},
+            ) as gateway,
+        ):
+            assert gateway.home is not None
+            send_steadily(gateway.port, "carol@nutrition.co", 20, args.rate, "warm-up")
+            reference = run(gateway.home, gateway.port, args, outage=False)
+            during = run(gateway.home, gateway.port, args, outage=True)
     p50, p99 = percentile(reference, 0.5), percentile(reference, 0.99)
     o50, o99 = percentile(during, 0.5), percentile(during, 0.99)
     print(

@@ -9,7 +9,7 @@ import pytest
 
 from mxgate.adapters.local.state import SqliteState
 from mxgate.cli import main
-from mxgate.records import Outcome, RecipientState, Stage, TimelineEvent
+from mxgate.records import Envelope, Outcome, RecipientState, Stage, TimelineEvent
 
 
 @pytest.fixture
@@ -102,3 +102,30 @@ def test_a_replayed_message_whose_recipients_all_settled_is_not_in_progress(tmp_
     assert rows["01REPLAY"]["in_progress"] is False
     assert rows["01REPLAY"]["outcomes"] == {"delivered": 2}
     assert rows["01OPEN"]["in_progress"] is True
+
+
+def test_a_message_no_worker_has_taken_yet_is_traced_from_its_spool_file(home, capsys):
+    """Between 250 and a worker taking it, the spool file is the message's whole record."""
+    spool = home / "spool"
+    spool.mkdir()
+    envelope = Envelope(
+        message_id="01M9SPOOLED0000000000000000",
+        mail_from="a@shop.example",
+        recipients=["alice@nutrition.co", "bob@nutrition.co"],
+        source_ip="192.0.2.7",
+    )
+    body = b"Subject: hi\r\n\r\nhello\r\n"
+    (spool / f"{envelope.message_id}.msg").write_bytes(
+        envelope.model_dump_json().encode() + b"\n" + body
+    )
+    assert main(["trace", "01M9SPOOLED", "--json", "--home", str(home)]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["message_id"] == envelope.message_id
+    (event,) = document["events"]
+    assert event["stage"] == Stage.ACCEPTED.value
+    assert event["detail"] == f"{len(body)} bytes from 192.0.2.7 for 2 recipient(s)"
+    assert (document["recipients"], document["deferred"]) == ([], [])
+    assert main(["trace", envelope.message_id, "--home", str(home)]) == 0
+    assert "recipients: none settled yet (in progress)" in capsys.readouterr().out
+    assert main(["trace", "01M9OTHER", "--home", str(home)]) == 1
+    assert "no message '01M9OTHER'" in capsys.readouterr().err

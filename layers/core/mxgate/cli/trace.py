@@ -18,7 +18,9 @@ from mxgate.cli.common import (
 from mxgate.clock import SystemClock
 from mxgate.errors import ConfigError
 from mxgate.local.bootstrap import Bootstrap
+from mxgate.local.settings import Paths
 from mxgate.local.setup import state_paths
+from mxgate.local.spool import not_yet_taken
 from mxgate.message.text import shown
 from mxgate.records import DeferredDelivery, DeferredProcessing, Stage, StepRetry
 from mxgate.tracking import OUTCOME_CHOICES, TraceQuery, track
@@ -212,16 +214,25 @@ def trace(args: argparse.Namespace) -> int:
         if total > len(rows):
             print(f"the {len(rows)} most recent of {total} messages; --limit N or --all for more")
         return 0
-    matches = state.find(args.message_id)
-    if not matches:
-        raise ConfigError(f"no message {args.message_id!r} in {paths.state_db}")
-    if len(matches) > 1:
-        raise ConfigError(f"{args.message_id!r} is ambiguous: {', '.join(matches)}")
-    message_id = matches[0]
-    events = state.events(message_id)
+    return _timeline(state, paths, args.message_id, json_out=args.json)
+
+
+def _timeline(state: SqliteState, paths: Paths, wanted: str, *, json_out: bool) -> int:
+    """One message's timeline, recipients and waiting work (`wanted`: its id or a prefix)."""
+    matches = state.find(wanted)
+    spooled = [] if matches else not_yet_taken(paths.spool, wanted)
+    if not matches and not spooled:  # a worker may have taken it meanwhile
+        matches = state.find(wanted)
+    found = matches or [e.message_id for e in spooled]
+    if not found:
+        raise ConfigError(f"no message {wanted!r} in {paths.state_db}")
+    if len(found) > 1:
+        raise ConfigError(f"{wanted!r} is ambiguous: {', '.join(found)}")
+    message_id = found[0]
+    events = state.events(message_id) if matches else spooled
     states = state.states(message_id)
     deferred = state.deferred(message_id)
-    if args.json:
+    if json_out:
         print_json(
             {
                 "message_id": message_id,

@@ -9,6 +9,7 @@ the message was accepted: its last byte was written just before the fsync that `
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -39,6 +40,22 @@ def accepted_event(path: Path, envelope: Envelope, size: int | None) -> Timeline
         stage=Stage.ACCEPTED,
         detail=f"{what} from {envelope.source_ip} for {len(envelope.recipients)} recipient(s)",
     )
+
+
+def not_yet_taken(directory: Path, message_id: str) -> list[TimelineEvent]:
+    """The `accepted` events of the spool files in `directory` whose message id starts with
+    `message_id` and that no worker has taken yet: between `250` and a worker taking it, the
+    file is the message's whole record (`mxgate trace` shows it from here)."""
+    found = []
+    for path in sorted(directory.glob(f"{glob.escape(message_id)}*{_SUFFIX}")):
+        try:
+            with path.open("rb") as spooled:
+                line = spooled.readline(MAX_ENVELOPE_LINE)
+            envelope = Envelope.model_validate_json(line)
+            found.append(accepted_event(path, envelope, path.stat().st_size - len(line)))
+        except (OSError, ValueError):
+            continue  # taken and removed meanwhile, or unreadable: the worker decides
+    return found
 
 
 class Spool:

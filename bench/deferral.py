@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
-from harness import REPO, load, mxgate, quiet_dns, wait_relayed
+from harness import REPO, load, maildir_gateway, wait_relayed
 
 from mxgate.adapters.local.state import SqliteState
 from mxgate.records import DeferredDelivery, Delivery, MessageRef
@@ -79,18 +79,12 @@ def main() -> None:
     print(f"{load()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="mxgate-bench-") as temporary:
         work = Path(temporary)
-        with (
-            quiet_dns(work) as dns_port,
-            mxgate(
-                work,
-                "mxgate -> Maildir mailbox hosts",
-                workers=args.workers,
-                sink_port=None,
-                dns_port=dns_port,
-                extra={"routes": str(short_schedule(work))},
-                settings={"MXGATE_DEFER_POLL": "0.2", "MXGATE_RETRY_SCALE": "0.01"},
-            ) as gateway,
-        ):
+        with maildir_gateway(
+            work,
+            workers=args.workers,
+            extra={"routes": str(short_schedule(work))},
+            settings={"MXGATE_DEFER_POLL": "0.2", "MXGATE_RETRY_SCALE": "0.01"},
+        ) as gateway:
             assert gateway.home is not None
             outage = gateway.home / "mailboxes" / "workspace" / ".reply"
             outage.write_text("451 4.3.2 System not accepting network messages")

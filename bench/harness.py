@@ -266,6 +266,31 @@ def mxgate(
 
 
 @contextmanager
+def maildir_gateway(
+    work: Path,
+    *,
+    workers: int,
+    extra: dict[str, object] | None = None,
+    settings: dict[str, str] | None = None,
+) -> Iterator[Gateway]:
+    """`mxgate run` delivering into its own Maildir hosts, its DNS the quiet loopback server:
+    what the deferral and outage benches drive (their hosts play the outage)."""
+    with (
+        quiet_dns(work) as dns_port,
+        mxgate(
+            work,
+            "mxgate -> Maildir mailbox hosts",
+            workers=workers,
+            sink_port=None,
+            dns_port=dns_port,
+            extra=extra,
+            settings=settings,
+        ) as gateway,
+    ):
+        yield gateway
+
+
+@contextmanager
 def postfix(sink_port: int) -> Iterator[Gateway]:
     port = free_port()
     with postfix_relay(port, sink_port) as maillog:

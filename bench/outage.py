@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from deferral import wait
-from harness import mxgate, quiet_dns
+from harness import maildir_gateway
 
 from mxgate.adapters.local.state import SqliteState
 from mxgate.records import Stage
@@ -100,18 +100,12 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mxgate-bench-") as temporary:
         work = Path(temporary)
-        with (
-            quiet_dns(work) as dns_port,
-            mxgate(
-                work,
-                "mxgate -> Maildir mailbox hosts",
-                workers=args.workers,
-                sink_port=None,
-                dns_port=dns_port,
-                # the state machine's own waits
-                settings={"MXGATE_RETRY_SCALE": "1", "MXGATE_DEFER_POLL": "0.2"},
-            ) as gateway,
-        ):
+        with maildir_gateway(
+            work,
+            workers=args.workers,
+            # the state machine's own waits
+            settings={"MXGATE_RETRY_SCALE": "1", "MXGATE_DEFER_POLL": "0.2"},
+        ) as gateway:
             assert gateway.home is not None
             send_steadily(gateway.port, "carol@nutrition.co", 20, args.rate, "warm-up")
             reference = run(gateway.home, gateway.port, args, outage=False)

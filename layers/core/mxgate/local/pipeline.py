@@ -35,7 +35,7 @@ from pathlib import Path
 from mxgate.errors import FailureKind, PermanentError, kind_of
 from mxgate.local.bootstrap import Worker
 from mxgate.local.rule_set_failures import retry_record_id
-from mxgate.local.spool import accepted_event
+from mxgate.local.spool import MAX_ENVELOPE_LINE, accepted_event
 from mxgate.message.raw import RawMessage
 from mxgate.records import (
     UNKNOWN_RECIPIENTS,
@@ -302,7 +302,7 @@ def _quarantine_unreadable(worker: Worker, path: Path, error: ValueError) -> Non
     quarantine record (`mxgate quarantine list|show|delete`) and a timeline event that name it;
     if its envelope line can still be read, its recipients are quarantined."""
     with path.open("rb") as spooled:
-        first_line = spooled.readline(1 << 20).rstrip(b"\n")
+        first_line = spooled.readline(MAX_ENVELOPE_LINE).rstrip(b"\n")
         spooled.seek(0)
         digest = hashlib.file_digest(spooled, "sha256").hexdigest()
         spooled.seek(0)

@@ -49,10 +49,8 @@ def not_yet_taken(directory: Path, message_id: str) -> list[TimelineEvent]:
     found = []
     for path in sorted(directory.glob(f"{glob.escape(message_id)}*{_SUFFIX}")):
         try:
-            with path.open("rb") as spooled:
-                line = spooled.readline(MAX_ENVELOPE_LINE)
-            envelope = Envelope.model_validate_json(line)
-            found.append(accepted_event(path, envelope, path.stat().st_size - len(line)))
+            envelope, message = Spool.read(path)
+            found.append(accepted_event(path, envelope, message.size))
         except (OSError, ValueError):
             continue  # taken and removed meanwhile, or unreadable: the worker decides
     return found

@@ -294,6 +294,8 @@ class Gateway:
         self._start_pool()
         if setup.config.history.keep > 0:
             self.bootstrap.history().prune(self.clock.now())
+        deferred_state = self.deferred_state = self.bootstrap.state()
+        deferred_state.release_leases()
         # what a previous run accepted but did not finish, before anything new is accepted
         self.spool.discard_partial()
         for path in self.spool.pending():
@@ -335,11 +337,11 @@ class Gateway:
         auth = [listening[x.ingress_id][1] for x in setup.listeners if x.auth]
         if auth:
             ports["smtp_auth"] = auth[0]
-        write_ports(dirs, {**ports, **mailbox_ports})
-        deferred_state = self.deferred_state = self.bootstrap.state()
-        deferred_state.release_leases()
         self.scheduler = asyncio.create_task(self._run_deferred(deferred_state))
         self.housekeeping = asyncio.create_task(self._keep_retention())
+        # last: the ports file says the gateway is ready, so nothing at start may touch the
+        # state database after it (a client that locks the database then must not stall us)
+        write_ports(dirs, {**ports, **mailbox_ports})
         return Running(
             smtp=first,
             mailbox_hosts=mailbox_ports,

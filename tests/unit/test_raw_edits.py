@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from mxgate.ids import new_message_id
+import pytest
+
+from mxgate.ids import _CROCKFORD, new_message_id
 from mxgate.local.spool import READ_WHOLE, Spool
 from mxgate.message.headers import header_block_end, prepend_headers
 from mxgate.records import Envelope
@@ -41,6 +43,17 @@ def test_spool_round_trip(tmp_path):
     assert spool.pending() == []
 
 
+def test_a_spool_id_collision_is_refused_and_the_first_message_kept(tmp_path):
+    spool = Spool(tmp_path)
+    envelope = Envelope(message_id="01SAME", mail_from="", recipients=["a@x.example"])
+    path = spool.write(envelope, b"Subject: first\r\n\r\n")
+    with pytest.raises(FileExistsError):  # answered 451: the client sends it again
+        spool.write(envelope.model_copy(update={"recipients": ["b@x.example"]}), b"second")
+    assert spool.pending() == [path]
+    assert spool.read(path)[1].read() == b"Subject: first\r\n\r\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["01SAME.msg"]  # no partial left
+
+
 def test_a_small_spooled_message_is_read_once_a_large_one_from_the_file_on_use(tmp_path):
     spool = Spool(tmp_path)
     envelope = Envelope(message_id="01SMALL", mail_from="", recipients=["a@x.example"])
@@ -63,3 +76,15 @@ def test_message_ids_sort_by_time_and_do_not_repeat():
     assert len(early) == 26
     assert early < late
     assert len({new_message_id(datetime(2026, 1, 1, tzinfo=UTC)) for _ in range(1000)}) == 1000
+
+
+def test_a_message_id_is_its_milliseconds_then_its_randomness_in_crockford_base32():
+    at = datetime(2026, 12, 1, 19, 30, 15, 123000, tzinfo=UTC)
+    randomness = (0xDEADBEEF << 48) | 0x0123456789AB
+    message_id = new_message_id(at, randomness)
+    value = 0
+    for char in message_id:
+        value = value * 32 + _CROCKFORD.index(char)
+    assert value == (int(at.timestamp() * 1000) << 80) | randomness
+    assert new_message_id(at, 0).endswith("0" * 16)
+    assert new_message_id(at, (1 << 80) - 1).endswith("Z" * 16)

@@ -3,7 +3,8 @@
 ingress.jsonl: one record per accepted message; traffic-policy.jsonl: one per recipient with
 each statement's evaluation; rule-set.jsonl: one per message per action. Each record is one
 line, written in append mode by one write() (with the other records of its message), so
-several processes can share a file. Like Mail Manager's, they are best effort: a record that
+several processes can share a file; each file is kept open between writes and opened again
+when it was removed or rotated (`LineAppender`). Like Mail Manager's, they are best effort: a record that
 cannot be written (the disk is full) is dropped, said once in the gateway's log, and the mail
 goes on.
 """
@@ -15,7 +16,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from mxgate.adapters.local.files import append_line
+from mxgate.adapters.local.files import LineAppender
 
 INGRESS = "ingress.jsonl"
 TRAFFIC_POLICY = "traffic-policy.jsonl"
@@ -28,6 +29,7 @@ class VendedLogs:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._failing: set[str] = set()  # files whose last write failed
+        self._files = LineAppender()
         directory.mkdir(parents=True, exist_ok=True)
 
     def write(self, name: str, record: Mapping[str, object]) -> None:
@@ -40,7 +42,7 @@ class VendedLogs:
             return
         try:
             # bytes that were not UTF-8 (kept as surrogates) become JSON's \udcXX escapes
-            append_line(self.directory / name, lines.encode("utf-8", "backslashreplace"))
+            self._files.append(self.directory / name, lines.encode("utf-8", "backslashreplace"))
         except OSError as error:
             if name not in self._failing:
                 log.warning(

@@ -137,8 +137,8 @@ class SpoolWriter:
             self._failed(error)
 
     def commit(self) -> Path:
-        """Fsynced under its temporary name, renamed, the directory fsynced: the file the
-        workers see is always whole and survives a crash. Only then is `250` due."""
+        """Fsynced under its temporary name, linked under its own, the directory fsynced: the
+        file the workers see is always whole and survives a crash. Only then is `250` due."""
         if self._file is not None:
             try:
                 self._file.flush()
@@ -151,10 +151,14 @@ class SpoolWriter:
         self._file = None
         path = self.spool.directory / f"{self.envelope.message_id}{_SUFFIX}"
         try:
-            os.replace(self._partial, path)
+            # a link, not a rename: it never replaces a spool file whose message has the same
+            # id (FileExistsError), which would lose a message already answered 250
+            os.link(self._partial, path)
         except BaseException:
             self.discard()
             raise
+        with contextlib.suppress(OSError):  # a leftover partial goes at the next start
+            os.unlink(self._partial)
         directory = os.open(self.spool.directory, os.O_RDONLY)
         try:
             os.fsync(directory)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import threading
 from pathlib import Path
 from typing import BinaryIO
 
@@ -49,3 +50,56 @@ def append_line(path: Path, line: bytes) -> None:
         os.write(fd, line + b"\n")
     finally:
         os.close(fd)
+
+
+class LineAppender:
+    """`append_line` with each file kept open between records (one write() a record, as
+    there), for the files a process appends to all the time: the vended logs. Before each
+    record the path is looked at again, as logging's WatchedFileHandler does: a file that was
+    removed or rotated away (another file, or none, at its path) is closed and the path opened
+    anew, so records never go on into a file nobody will read. A write that fails forgets
+    the file, so the next record opens it again."""
+
+    def __init__(self) -> None:
+        self._open: dict[Path, tuple[int, int, int]] = {}  # path: fd, device, inode
+        self._lock = threading.Lock()  # the ingress writes from its loop and its threads
+
+    def append(self, path: Path, line: bytes) -> None:
+        with self._lock:
+            fd = self._descriptor(path)
+            try:
+                os.write(fd, line + b"\n")
+            except OSError:
+                self._forget(path)
+                raise
+
+    def _descriptor(self, path: Path) -> int:
+        held = self._open.get(path)
+        if held is not None:
+            try:
+                now = os.stat(path)
+            except FileNotFoundError:
+                now = None
+            if now is not None and (now.st_dev, now.st_ino) == held[1:]:
+                return held[0]
+            self._forget(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        opened = os.fstat(fd)
+        self._open[path] = (fd, opened.st_dev, opened.st_ino)
+        return fd
+
+    def _forget(self, path: Path) -> None:
+        held = self._open.pop(path, None)
+        if held is not None:
+            os.close(held[0])
+
+    def close(self) -> None:
+        with self._lock:
+            for path in list(self._open):
+                self._forget(path)
+
+    def __del__(self) -> None:
+        for fd, _, _ in self._open.values():
+            os.close(fd)
+        self._open.clear()

@@ -30,6 +30,7 @@ class VendedLogs:
         self.directory = directory
         self._failing: set[str] = set()  # files whose last write failed
         self._files = LineAppender()
+        self._paths: dict[str, str] = {}  # file name: its path
         directory.mkdir(parents=True, exist_ok=True)
 
     def write(self, name: str, record: Mapping[str, object]) -> None:
@@ -42,7 +43,7 @@ class VendedLogs:
             return
         try:
             # bytes that were not UTF-8 (kept as surrogates) become JSON's \udcXX escapes
-            self._files.append(self.directory / name, lines.encode("utf-8", "backslashreplace"))
+            self._files.append(self._path(name), lines.encode("utf-8", "backslashreplace"))
         except OSError as error:
             if name not in self._failing:
                 log.warning(
@@ -52,3 +53,9 @@ class VendedLogs:
             self._failing.add(name)
             return
         self._failing.discard(name)
+
+    def _path(self, name: str) -> str:
+        path = self._paths.get(name)
+        if path is None:
+            path = self._paths[name] = str(self.directory / name)
+        return path

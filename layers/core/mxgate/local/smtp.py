@@ -200,9 +200,17 @@ class ExactSMTP(SMTP):
         return plain["address"], plain["rest"] or ""
 
     async def push(self, status: Any) -> None:
+        """aiosmtpd's push with the enhanced status codes, waiting on the writer only when
+        there is something to wait for (the reply is not all sent, or the connection is going):
+        its drain() is a coroutine, three calls and a debug log line a reply otherwise."""
         if isinstance(status, str):
             status = _ENHANCED.get(status, status)
-        await super().push(status)
+            status = status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii")
+        writer = self._writer
+        writer.write(status + b"\r\n")
+        transport = writer.transport
+        if transport.get_write_buffer_size() or transport.is_closing():
+            await writer.drain()  # raises when the connection is lost, as aiosmtpd's does
 
     def _reset_timeout(self, duration: float | None = None) -> None:
         """The session is active: idle from now, for at most `duration`. One timer a session

@@ -61,10 +61,11 @@ class LineAppender:
     the file, so the next record opens it again."""
 
     def __init__(self) -> None:
-        self._open: dict[Path, tuple[int, int, int]] = {}  # path: fd, device, inode
+        self._open: dict[str, tuple[int, int, int]] = {}  # path: fd, device, inode
         self._lock = threading.Lock()  # the ingress writes from its loop and its threads
 
-    def append(self, path: Path, line: bytes) -> None:
+    def append(self, path: str, line: bytes) -> None:
+        """`path` a string: a Path made and hashed anew each record costs more than the write."""
         with self._lock:
             fd = self._descriptor(path)
             try:
@@ -73,7 +74,7 @@ class LineAppender:
                 self._forget(path)
                 raise
 
-    def _descriptor(self, path: Path) -> int:
+    def _descriptor(self, path: str) -> int:
         held = self._open.get(path)
         if held is not None:
             try:
@@ -83,13 +84,13 @@ class LineAppender:
             if now is not None and (now.st_dev, now.st_ino) == held[1:]:
                 return held[0]
             self._forget(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         opened = os.fstat(fd)
         self._open[path] = (fd, opened.st_dev, opened.st_ino)
         return fd
 
-    def _forget(self, path: Path) -> None:
+    def _forget(self, path: str) -> None:
         held = self._open.pop(path, None)
         if held is not None:
             os.close(held[0])

@@ -278,10 +278,16 @@ class IngressHandler:
         return f": {'; '.join(found)}" if found else ""
 
     def accept(self, writer: SpoolWriter, now: datetime) -> Path:
-        """In a thread: the fsynced spool file first (only then is 250 due), then the ingress
-        log, which must never turn a stored message into an error reply. The `accepted` event
-        is the worker's to write (`spool.accepted_event`): no state database on this path."""
+        """The fsynced spool file first (only then is 250 due), then the ingress log. The
+        `accepted` event is the worker's to write (`spool.accepted_event`): no state database
+        on this path."""
         path = writer.commit()
+        self.log_accepted(writer, now)
+        return path
+
+    def log_accepted(self, writer: SpoolWriter, now: datetime) -> None:
+        """The ingress log's record of a stored message: it must never turn the message into
+        an error reply."""
         message, size = writer.envelope, writer.size
         try:
             self.logs.write(
@@ -303,7 +309,6 @@ class IngressHandler:
             log.exception(
                 "could not write the ingress log", extra={"message_id": message.message_id}
             )
-        return path
 
     async def handle_exception(self, error: Exception) -> str:
         """Anything unexpected during a session: a temporary failure, so the sender retries.
@@ -338,11 +343,15 @@ class IngressHandler:
     async def end_data(self, writer: SpoolWriter) -> str:
         """The whole message is in its spool file: made durable, then 250 and the workers."""
         message_id = writer.envelope.message_id
+        now = self.clock.now()
         try:
-            path = await asyncio.to_thread(self.accept, writer, self.clock.now())
+            # only the fsyncs in a thread: each call there that leaves the GIL contends for
+            # it with this loop (the log record's write is quicker here)
+            path = await asyncio.to_thread(writer.commit)
         except OSError:
             log.exception("spool write failed", extra={"message_id": message_id})
             return SMTP_REPLY[FailureKind.TRANSIENT]
+        self.log_accepted(writer, now)
         try:
             self.submit(path)
         except Exception:  # the spool file stays and is replayed: the message is safe

@@ -346,7 +346,8 @@ class IngressHandler:
         now = self.clock.now()
         try:
             # only the fsyncs in a thread: each call there that leaves the GIL contends for
-            # it with this loop (the log record's write is quicker here)
+            # it with this loop (the buffer's write and the log record's are quicker here)
+            writer.flush()
             path = await asyncio.to_thread(writer.commit)
         except OSError:
             log.exception("spool write failed", extra={"message_id": message_id})

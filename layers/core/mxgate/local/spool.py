@@ -136,6 +136,16 @@ class SpoolWriter:
         except OSError as error:
             self._failed(error)
 
+    def flush(self) -> None:
+        """What the write buffer holds, to the file (not yet durable): a page-cache copy,
+        quick enough for the event loop, so the thread `commit` runs in only waits on the
+        disk."""
+        if self._file is not None:
+            try:
+                self._file.flush()
+            except OSError as error:
+                self._failed(error)
+
     def commit(self) -> Path:
         """Fsynced under its temporary name, linked under its own, the directory fsynced: the
         file the workers see is always whole and survives a crash. Only then is `250` due."""

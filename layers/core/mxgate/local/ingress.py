@@ -13,6 +13,7 @@ import re
 import ssl
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, Session, TLSSetupException
@@ -348,15 +349,33 @@ class IngressHandler:
             # only the fsyncs in a thread: each call there that leaves the GIL contends for
             # it with this loop (the buffer's write and the log record's are quicker here)
             writer.flush()
-            path = await asyncio.to_thread(writer.commit)
+            commit = asyncio.ensure_future(asyncio.to_thread(writer.commit))
+            path = await asyncio.shield(commit)
         except OSError:
             log.exception("spool write failed", extra={"message_id": message_id})
             return SMTP_REPLY[FailureKind.TRANSIENT]
+        except asyncio.CancelledError:
+            # the session ended during the fsyncs (the client left before its 250): a file
+            # made durable goes to the workers all the same, as Postfix delivers a message
+            # whose client left after the final dot, instead of waiting for the next start
+            commit.add_done_callback(partial(self._committed_after_the_session, writer, now))
+            raise
+        self._stored(writer, path, now)
+        return f"250 2.0.0 Ok: queued as {message_id}"
+
+    def _committed_after_the_session(
+        self, writer: SpoolWriter, now: datetime, commit: asyncio.Future[Path]
+    ) -> None:
+        if not commit.cancelled() and commit.exception() is None:
+            self._stored(writer, commit.result(), now)
+
+    def _stored(self, writer: SpoolWriter, path: Path, now: datetime) -> None:
+        """A durable spool file: its ingress log record, then to the workers."""
         self.log_accepted(writer, now)
         try:
             self.submit(path)
         except Exception:  # the spool file stays and is replayed: the message is safe
             log.exception(
-                "could not hand the message to the workers", extra={"message_id": message_id}
+                "could not hand the message to the workers",
+                extra={"message_id": writer.envelope.message_id},
             )
-        return f"250 2.0.0 Ok: queued as {message_id}"

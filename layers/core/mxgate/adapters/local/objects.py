@@ -29,8 +29,11 @@ class FileObjectStore:
             or any(p in ("", ".", "..") for p in parts)
         ):
             raise PermanentError(f"invalid object location {bucket}/{key}")
-        base = self.root / _META / bucket if meta else self.root / bucket
-        return base.joinpath(*parts).with_name(parts[-1] + (".json" if meta else ""))
+        # one string, parsed once (joinpath and with_name parse again: a message's objects
+        # take several paths each)
+        if meta:
+            return Path(f"{self.root}/{_META}/{bucket}/{key}.json")
+        return Path(f"{self.root}/{bucket}/{key}")
 
     def put(
         self,

@@ -128,7 +128,7 @@ class ActionRunner:
         self.facts = facts
         self.stored = Stored()
         self._handing_on: list[str] = []  # the envelopes an action hands on, once remembered
-        self._objects: dict[bytes, tuple[str, str]] = {}  # by header section: what holds it
+        self._stored: dict[tuple[str, str], bytes] = {}  # each object's header section
 
     def _message(self, context: ActionContext) -> RawMessage:
         # AddHeader fields are prepended newest first, as an MTA adds trace fields.
@@ -195,19 +195,19 @@ class ActionRunner:
         again in this run (Archive and WriteToS3 both take a message with the same header
         fields) are a copy of the first object, which the store makes itself (a hard link on
         one machine), so the bytes are written once. Each object is still deleted alone."""
-        first = self._objects.get(message.header)  # the body is always the message's own
-        if first == (bucket, key):
+        header = message.header  # the body is always the message's own
+        if self._stored.get((bucket, key)) == header:
             return
+        first = next((where for where, held in self._stored.items() if held == header), None)
         if first is not None:
             try:
                 self.ports.objects.copy(*first, bucket, key)
-            except PermanentError:  # the first one is gone: write it out again
-                pass
-            else:
-                return
-        with message.open() as stream:
-            self.ports.objects.put(bucket, key, stream)
-        self._objects[message.header] = (bucket, key)
+            except PermanentError:  # the first one is gone since: write the bytes
+                first = None
+        if first is None:
+            with message.open() as stream:
+                self.ports.objects.put(bucket, key, stream)
+        self._stored[bucket, key] = header
 
     def _Archive(self, action: RuleAction, context: ActionContext) -> str:  # noqa: N802
         params = action.Archive

@@ -98,6 +98,10 @@ class MemoryObjectStore:
     def exists(self, bucket: str, key: str) -> bool:
         return (bucket, key) in self.objects
 
+    def copy(self, source_bucket: str, source_key: str, bucket: str, key: str) -> None:
+        body, metadata = self._found(source_bucket, source_key)
+        self.objects[(bucket, key)] = (body, dict(metadata))
+
     def delete(self, bucket: str, key: str) -> None:
         self.objects.pop((bucket, key), None)
 

@@ -82,3 +82,27 @@ def test_a_missing_object_is_a_permanent_error_and_does_not_exist(objects):
     for read in (objects.get, objects.open, objects.head):
         with pytest.raises(PermanentError):
             read(BUCKET, key)
+
+
+def test_a_copy_holds_the_same_bytes_and_each_is_deleted_alone(objects):
+    """WriteToS3 and Archive of one message: the second object is a copy of the first (a hard
+    link in files, CopyObject on S3); deleting one leaves the other readable."""
+    source, copy = f"mxgate-archive/{unique('m')}.eml", f"raw/{unique('m')}"
+    body = b"Subject: kept twice\r\n\r\n" + bytes(range(256)) * 300
+    objects.put(BUCKET, source, body, {"content-type": "message/rfc822"})
+    objects.copy(BUCKET, source, BUCKET, copy)
+    assert objects.get(BUCKET, copy) == body
+    assert dict(objects.head(BUCKET, copy).metadata) == {"content-type": "message/rfc822"}
+    objects.delete(BUCKET, source)
+    assert objects.get(BUCKET, copy) == body
+    objects.put(BUCKET, source, b"another")  # and a put to one name changes only that one
+    assert objects.get(BUCKET, copy) == body
+    objects.copy(BUCKET, copy, BUCKET, source)  # a copy over an object replaces it
+    assert objects.get(BUCKET, source) == body
+    objects.delete(BUCKET, copy)
+    assert objects.get(BUCKET, source) == body
+
+
+def test_a_copy_of_a_missing_object_is_a_permanent_error(objects):
+    with pytest.raises(PermanentError):
+        objects.copy(BUCKET, f"raw/{unique('missing')}", BUCKET, f"raw/{unique('m')}")

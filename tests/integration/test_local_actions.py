@@ -202,6 +202,14 @@ def template(directory: Path, loopback_port: int) -> Path:
             {"ReplaceRecipient": {"ReplaceWith": ["pair-a@nutrition.co", "pair-b@nutrition.co"]}},
             {"Relay": {"Relay": {"Ref": "Mapped"}}},
         ),
+        rule(  # an AddHeader between the two: the objects hold different bytes
+            "tagged",
+            ["tagged@nutrition.co"],
+            {"Archive": {"TargetArchive": {"Ref": "Archive"}}},
+            {"AddHeader": {"HeaderName": "X-Tagged", "HeaderValue": "yes"}},
+            {"WriteToS3": {"S3Bucket": "raw-mail", "S3Prefix": "tagged/", "RoleArn": role}},
+            {"WriteToS3": {"S3Bucket": "raw-mail", "S3Prefix": "again/", "RoleArn": role}},
+        ),
     ]
     relay = {"Type": "AWS::SES::MailManagerRelay"}
     document = {
@@ -583,6 +591,19 @@ def test_write_to_s3_keeps_the_prefix_and_starts_the_workflow(harness):
     # what was written goes on to the workflow, even if a later rule dropped it
     assert set(states) == {"dropped@nutrition.co"}
     assert outcome(states, "dropped@nutrition.co") == ("dropped", "rule late-drop: Drop")
+
+
+def test_objects_of_the_same_bytes_share_their_file_and_others_do_not(harness):
+    """Archive before an AddHeader, two WriteToS3 after it: the archived copy is the message
+    as received, written on its own; the second WriteToS3 is a hard link to the first."""
+    message_id, _ = harness.send("tagged@nutrition.co")
+    (archived,) = (harness.home / "objects" / "mxgate-archive").rglob("*.eml")
+    tagged = harness.home / "objects" / "raw-mail" / "tagged" / message_id
+    again = harness.home / "objects" / "raw-mail" / "again" / message_id
+    assert archived.read_bytes() == RAW
+    assert tagged.read_bytes() == b"X-Tagged: yes\r\n" + RAW
+    assert archived.stat().st_ino != tagged.stat().st_ino
+    assert (tagged.stat().st_ino, tagged.stat().st_nlink) == (again.stat().st_ino, 2)
 
 
 def test_an_envelope_handed_on_whose_remembering_failed_is_no_internal_error(harness, monkeypatch):

@@ -92,3 +92,17 @@ def test_a_message_without_a_body_is_all_header():
     message = RawMessage.of(b"Subject: only a header\r\n")
     assert (message.header, message.body_size) == (b"Subject: only a header\r\n", 0)
     assert message.read() == b"Subject: only a header\r\n"
+
+
+def test_a_message_in_memory_opens_as_its_bytes_and_an_edited_one_with_its_edits():
+    """In memory with its header as it came, a stream of it is its bytes (no layered reads);
+    a header of the same length but other bytes is not mistaken for it."""
+    message = RawMessage.of(MESSAGE)
+    with message.open() as stream:
+        assert stream.read() == MESSAGE
+    edited = message.with_header(prepend_headers(message.header, [("X-Trace", "yes")]))
+    with edited.open() as stream:
+        assert stream.read() == b"X-Trace: yes\r\n" + MESSAGE
+    same_length = message.with_header(message.header.replace(b"hi", b"ho"))
+    with same_length.open() as stream:
+        assert stream.read() == MESSAGE.replace(b"Subject: hi", b"Subject: ho")

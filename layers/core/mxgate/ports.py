@@ -58,6 +58,12 @@ class ObjectStore(Protocol):
 
     def exists(self, bucket: str, key: str) -> bool: ...
 
+    def copy(self, source_bucket: str, source_key: str, bucket: str, key: str) -> None:
+        """Store another object's bytes and metadata under `bucket`/`key`, without them passing
+        through the caller (S3's CopyObject; a hard link on one machine). The two are separate
+        objects: deleting either leaves the other."""
+        ...
+
     def delete(self, bucket: str, key: str) -> None:
         """Remove the object; one that is gone already is no error."""
         ...

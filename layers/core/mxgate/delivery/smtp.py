@@ -22,6 +22,17 @@ from mxgate.ports import SendResult
 from mxgate.routing.routes import Destination
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
+# local@domain of ASCII dot-atoms: the usual address, quoted as it is (smtplib.quoteaddr
+# parses every address with email.utils.parseaddr, and gives the same for these)
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_ADDRESS = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+
+
+def quoted_path(address: str) -> str:
+    """An envelope address as MAIL FROM and RCPT TO take it: `<address>`."""
+    if _PLAIN_ADDRESS.fullmatch(address):
+        return f"<{address}>"
+    return smtplib.quoteaddr(address)
 
 
 def to_crlf(raw: bytes) -> bytes:
@@ -208,8 +219,8 @@ class SmtpTransport:
     ) -> Mapping[str, SendResult]:
         """MAIL, every RCPT and DATA in one write, then their replies in order (RFC 2920):
         one round trip instead of two and one per recipient."""
-        commands = [f"MAIL FROM:{smtplib.quoteaddr(sender)} {' '.join(options)}".rstrip()]
-        commands += [f"RCPT TO:{smtplib.quoteaddr(r)}" for r in recipients]
+        commands = [f"MAIL FROM:{quoted_path(sender)} {' '.join(options)}".rstrip()]
+        commands += [f"RCPT TO:{quoted_path(r)}" for r in recipients]
         encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
         client.send(("\r\n".join([*commands, "DATA"]) + "\r\n").encode(encoding))
         mail = client.getreply()

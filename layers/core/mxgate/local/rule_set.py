@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import hashlib
 import logging
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,11 +77,18 @@ class LocalMailManager:
     @contextlib.contextmanager
     def exclusive(self, message_id: str) -> Iterator[None]:
         """An flock on one of 64 lock files, picked by the message id, for one run."""
-        self.locks.mkdir(parents=True, exist_ok=True)
         slot = int(hashlib.sha256(message_id.encode()).hexdigest()[:4], 16) % LOCK_SLOTS
-        with (self.locks / f"rule-set-{slot:02d}.lock").open("ab") as lock:
+        path = f"{self.locks}/rule-set-{slot:02d}.lock"
+        try:
+            lock = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # the first run here
+            self.locks.mkdir(parents=True, exist_ok=True)
+            lock = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
             yield
+        finally:
+            os.close(lock)
 
     def apply_rule_set(
         self, envelope: Envelope, message: RawMessage, *, retry: RuleSetRetry | None = None

@@ -128,6 +128,7 @@ class ActionRunner:
         self.facts = facts
         self.stored = Stored()
         self._handing_on: list[str] = []  # the envelopes an action hands on, once remembered
+        self._stored: dict[tuple[str, str], bytes] = {}  # each object's header section
 
     def _message(self, context: ActionContext) -> RawMessage:
         # AddHeader fields are prepended newest first, as an MTA adds trace fields.
@@ -185,10 +186,28 @@ class ActionRunner:
         params = action.WriteToS3
         assert params is not None
         key = variant_key(f"{params.S3Prefix or ''}{self.envelope.message_id}", context.variant)
-        with self._message(context).open() as message:  # copied file to file, in chunks
-            self.ports.objects.put(params.S3Bucket, key, message)
+        self._store(params.S3Bucket, key, self._message(context))
         self.stored.objects.setdefault((params.S3Bucket, key), []).extend(context.recipients)
         return f"s3://{params.S3Bucket}/{key}"
+
+    def _store(self, bucket: str, key: str, message: RawMessage) -> None:
+        """The message as an object, copied from its file in chunks; the same bytes stored
+        again in this run (Archive and WriteToS3 both take a message with the same header
+        fields) are a copy of the first object, which the store makes itself (a hard link on
+        one machine), so the bytes are written once. Each object is still deleted alone."""
+        header = message.header  # the body is always the message's own
+        if self._stored.get((bucket, key)) == header:
+            return
+        first = next((where for where, held in self._stored.items() if held == header), None)
+        if first is not None:
+            try:
+                self.ports.objects.copy(*first, bucket, key)
+            except PermanentError:  # the first one is gone since: write the bytes
+                first = None
+        if first is None:
+            with message.open() as stream:
+                self.ports.objects.put(bucket, key, stream)
+        self._stored[bucket, key] = header
 
     def _Archive(self, action: RuleAction, context: ActionContext) -> str:  # noqa: N802
         params = action.Archive
@@ -196,8 +215,7 @@ class ActionRunner:
         archive = self.resources.archive_id(params.TargetArchive)
         key = f"{variant_key(f'{archive}/{self.envelope.message_id}', context.variant)}.eml"
         message = self._message(context)
-        with message.open() as stream:
-            self.ports.objects.put(ARCHIVE_BUCKET, key, stream)
+        self._store(ARCHIVE_BUCKET, key, message)
         if self.ports.archive_index is not None:
             self.ports.archive_index.add(
                 archived_message(

@@ -31,6 +31,7 @@ class RawMessage:
     open_body: Callable[[], BinaryIO]
     body_size: int
     eight_bit: bool | None = None  # the stored bytes hold a byte >= 0x80; None: not known
+    whole: bytes | None = None  # the message as it came, when it is in memory
 
     @classmethod
     def of(cls, raw: bytes) -> RawMessage:
@@ -42,7 +43,7 @@ class RawMessage:
             stream.seek(len(header))
             return stream
 
-        return cls(header, open_body, len(raw) - len(header))
+        return cls(header, open_body, len(raw) - len(header), whole=raw)
 
     @classmethod
     def read_from(cls, opener: Callable[[], BinaryIO], size: int) -> RawMessage:
@@ -103,6 +104,9 @@ class RawMessage:
 
     def open(self) -> BinaryIO:
         """A stream of the whole message (what a parser, a hash or an upload reads)."""
+        whole = self.whole
+        if whole is not None and len(whole) == self.size and whole.startswith(self.header):
+            return io.BytesIO(whole)  # in memory, its header as it came: shared, not copied
         return io.BufferedReader(_Concatenated(self), CHUNK)
 
     def read(self) -> bytes:

@@ -99,6 +99,15 @@ class S3ObjectStore:
             raise _failure(error, f"s3://{bucket}/{key}") from error
         return True
 
+    def copy(self, source_bucket: str, source_key: str, bucket: str, key: str) -> None:
+        """CopyObject: S3 copies the bytes and the metadata itself (up to 5 GB)."""
+        try:
+            self.client.copy_object(
+                CopySource={"Bucket": source_bucket, "Key": source_key}, Bucket=bucket, Key=key
+            )
+        except ClientError as error:
+            raise _failure(error, f"s3://{source_bucket}/{source_key}") from error
+
     def delete(self, bucket: str, key: str) -> None:
         """Remove an object (gone already: nothing to do, as S3 answers)."""
         try:

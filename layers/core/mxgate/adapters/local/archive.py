@@ -54,16 +54,24 @@ class SqliteArchive(SqliteDatabase):
     def add(self, message: ArchivedMessage) -> None:
         """Index one archived copy (again: the same id replaces its row)."""
         texts = [message.value(attribute) for attribute in _COLUMNS]
+        row = (
+            message.archived_message_id,
+            utc(message.received_at),
+            message.model_dump_json(by_alias=True),
+        )
         with self._transaction() as db:
-            _forget(db, message.archived_message_id)
-            rowid = db.execute(
-                "INSERT INTO archived (id, received_at, row) VALUES (?,?,?)",
-                (
-                    message.archived_message_id,
-                    utc(message.received_at),
-                    message.model_dump_json(by_alias=True),
-                ),
-            ).lastrowid
+            # a new id (the usual case) in one statement; the same id again replaces its row
+            cursor = db.execute(
+                "INSERT INTO archived (id, received_at, row) VALUES (?,?,?) "
+                "ON CONFLICT (id) DO NOTHING",
+                row,
+            )
+            if not cursor.rowcount:
+                _forget(db, message.archived_message_id)
+                cursor = db.execute(
+                    "INSERT INTO archived (id, received_at, row) VALUES (?,?,?)", row
+                )
+            rowid = cursor.lastrowid
             db.execute(
                 f"INSERT INTO archived_text (rowid, {', '.join(_COLUMNS.values())}) "  # noqa: S608 -- fixed column names
                 f"VALUES (?{', ?' * len(texts)})",

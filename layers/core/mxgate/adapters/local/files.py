@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -11,6 +12,7 @@ from typing import BinaryIO
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]")
 _COPY_CHUNK = 1 << 16
+_NO_LINKS = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP})
 
 
 def safe_name(text: str) -> str:
@@ -22,10 +24,14 @@ def safe_name(text: str) -> str:
 def write_atomically(path: Path, body: bytes | BinaryIO, *, durable: bool = False) -> int:
     """Readers see the old file or the new one, never half of it. `body`: bytes, or a stream
     copied in chunks. Returns the number of bytes written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with temporary.open("wb") as stream:
+        file = temporary.open("wb")
+    except FileNotFoundError:  # its directory's first file (one syscall less for the others)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        file = temporary.open("wb")
+    try:
+        with file as stream:
             if isinstance(body, bytes):
                 stream.write(body)
             else:
@@ -39,6 +45,30 @@ def write_atomically(path: Path, body: bytes | BinaryIO, *, durable: bool = Fals
         temporary.unlink(missing_ok=True)  # a full disk must not keep half a file's space
         raise
     return size
+
+
+def link_atomically(source: Path, path: Path) -> None:
+    """`path` becomes another name of `source`'s file (a hard link: no byte is copied, and
+    removing either name leaves the other's bytes), replacing what it named; readers see the
+    old file or the new one. Where the file system has no hard links, the bytes are copied."""
+    try:
+        os.link(source, path)  # the usual case: a new name
+    except FileExistsError:  # a rewrite of the same object: link beside it, then rename
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        temporary.unlink(missing_ok=True)
+        os.link(source, temporary)
+        temporary.replace(path)
+    except FileNotFoundError:
+        if not path.parent.is_dir():  # else the source is gone: the caller's to say
+            path.parent.mkdir(parents=True, exist_ok=True)
+            link_atomically(source, path)
+            return
+        raise
+    except OSError as error:  # no hard links here (or not across these directories)
+        if error.errno not in _NO_LINKS:
+            raise
+        with source.open("rb") as stream:
+            write_atomically(path, stream)
 
 
 def append_line(path: Path, line: bytes) -> None:

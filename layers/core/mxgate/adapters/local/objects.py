@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from mxgate.adapters.local.files import write_atomically
+from mxgate.adapters.local.files import link_atomically, write_atomically
 from mxgate.errors import PermanentError
 from mxgate.ports import ObjectInfo
 
@@ -29,8 +29,11 @@ class FileObjectStore:
             or any(p in ("", ".", "..") for p in parts)
         ):
             raise PermanentError(f"invalid object location {bucket}/{key}")
-        base = self.root / _META / bucket if meta else self.root / bucket
-        return base.joinpath(*parts).with_name(parts[-1] + (".json" if meta else ""))
+        # one string, parsed once (joinpath and with_name parse again: a message's objects
+        # take several paths each)
+        if meta:
+            return Path(f"{self.root}/{_META}/{bucket}/{key}.json")
+        return Path(f"{self.root}/{bucket}/{key}")
 
     def put(
         self,
@@ -69,6 +72,19 @@ class FileObjectStore:
 
     def exists(self, bucket: str, key: str) -> bool:
         return self._path(bucket, key).is_file()
+
+    def copy(self, source_bucket: str, source_key: str, bucket: str, key: str) -> None:
+        """A hard link: the bytes are written once however many objects hold them (WriteToS3
+        and Archive of one message); each object is still deleted on its own."""
+        try:
+            link_atomically(self._path(source_bucket, source_key), self._path(bucket, key))
+        except FileNotFoundError as error:
+            raise PermanentError(f"no object {source_bucket}/{source_key}") from error
+        try:
+            metadata = self._path(source_bucket, source_key, meta=True).read_bytes()
+        except FileNotFoundError:  # none, as a message has (and like put, the old one stays)
+            return
+        write_atomically(self._path(bucket, key, meta=True), metadata)
 
     def delete(self, bucket: str, key: str) -> None:
         """Remove an object and its metadata (gone already: nothing to do, as on S3)."""

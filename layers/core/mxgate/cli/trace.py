@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
+from pathlib import Path
 
 from mxgate.adapters.local.state import SqliteState, Waiting
 from mxgate.cli import COMMANDS
@@ -20,9 +21,9 @@ from mxgate.errors import ConfigError
 from mxgate.local.bootstrap import Bootstrap
 from mxgate.local.settings import Paths
 from mxgate.local.setup import state_paths
-from mxgate.local.spool import not_yet_taken
+from mxgate.local.spool import message_events, not_yet_taken, spooled_events, untaken
 from mxgate.message.text import shown
-from mxgate.records import DeferredDelivery, DeferredProcessing, Stage, StepRetry
+from mxgate.records import DeferredDelivery, DeferredProcessing, Stage, StepRetry, TimelineEvent
 from mxgate.tracking import OUTCOME_CHOICES, TraceQuery, track
 
 DEFAULT_LIMIT = 20  # one screen; the listing says when there are more
@@ -68,8 +69,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.set_defaults(handler=trace)
 
 
-def summary(state: SqliteState, message_id: str) -> dict[str, object]:
-    events = state.events(message_id)
+def summary(
+    state: SqliteState, message_id: str, events: list[TimelineEvent] | None = None
+) -> dict[str, object]:
+    """One line of the listing (`events`: the message's, when not the state's: a spool file's)."""
+    events = state.events(message_id) if events is None else events
     states = state.states(message_id)
     outcomes = Counter(s.outcome.value for s in states)
     accepted = next((e for e in events if e.stage is Stage.ACCEPTED), None)
@@ -172,8 +176,13 @@ def trace(args: argparse.Namespace) -> int:
     bootstrap = Bootstrap(settings_from(args))
     paths = state_paths(bootstrap.settings)
     state = bootstrap.state()
+
+    def waiting() -> list[Path]:
+        """Accepted, newest first, that no worker has taken yet (no event in the timeline)."""
+        return untaken(paths.spool, lambda message_id: bool(state.find(message_id)))
+
     if args.last:
-        last = state.recent(1)
+        last = [p.stem for p in waiting()[:1]] or state.recent(1)
         if not last:
             raise ConfigError(f"no messages yet in {paths.state_db}")
         args.message_id = last[0]
@@ -189,8 +198,11 @@ def trace(args: argparse.Namespace) -> int:
     if args.message_id is None and query.any_filter:
         return _search(state, query, json_out=args.json)
     if args.message_id is None:
-        rows = [summary(state, m) for m in state.recent(-1 if args.all else args.limit)]
-        total = state.accepted_count()
+        spooled = waiting()
+        total = state.accepted_count() + len(spooled)
+        limit = total if args.all else args.limit
+        rows = [summary(state, e.message_id, [e]) for e in spooled_events(spooled[:limit])]
+        rows += [summary(state, m) for m in state.recent(limit - len(rows))]
         if args.json:
             print_json({"messages": rows, "total": total})
             return 0
@@ -229,7 +241,7 @@ def _timeline(state: SqliteState, paths: Paths, wanted: str, *, json_out: bool) 
     if len(found) > 1:
         raise ConfigError(f"{wanted!r} is ambiguous: {', '.join(found)}")
     message_id = found[0]
-    events = state.events(message_id) if matches else spooled
+    events = message_events(state, paths.spool, message_id)
     states = state.states(message_id)
     deferred = state.deferred(message_id)
     if json_out:

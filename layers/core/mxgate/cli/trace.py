@@ -13,10 +13,10 @@ from mxgate.cli.common import (
     moment_argument,
     positive_int,
     print_json,
+    resolved,
     settings_from,
     table,
 )
-from mxgate.clock import SystemClock
 from mxgate.errors import ConfigError
 from mxgate.local.bootstrap import Bootstrap
 from mxgate.local.settings import Paths
@@ -51,9 +51,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     search.add_argument("--from", dest="from_", metavar="TEXT", help="envelope sender or From")
     search.add_argument("--to", metavar="TEXT", help="any recipient")
     search.add_argument("--subject", metavar="TEXT")
-    when = moment_argument(SystemClock().now())
-    search.add_argument("--since", type=when, help="a time, or a duration back (1h, 7d)")
-    search.add_argument("--until", type=when, help="a time, or a duration back")
+    search.add_argument("--since", type=moment_argument, help="a time, or a duration back (1h, 7d)")
+    search.add_argument("--until", type=moment_argument, help="a time, or a duration back")
     search.add_argument(
         "--outcome", choices=OUTCOME_CHOICES, help="some recipient ended so (or is in progress)"
     )
@@ -173,7 +172,7 @@ def _waiting_line(waiting: Waiting) -> str:
 
 
 def trace(args: argparse.Namespace) -> int:
-    bootstrap = Bootstrap(settings_from(args))
+    bootstrap = Bootstrap(settings_from(args), clock=args.clock)
     paths = state_paths(bootstrap.settings)
     state = bootstrap.state()
 
@@ -190,8 +189,8 @@ def trace(args: argparse.Namespace) -> int:
         from_=args.from_,
         to=args.to,
         subject=args.subject,
-        since=args.since,
-        until=args.until,
+        since=resolved(args.since, bootstrap.clock),
+        until=resolved(args.until, bootstrap.clock),
         outcome=args.outcome,
         limit=MAX_FOUND if args.all else min(args.limit, MAX_FOUND),
     )

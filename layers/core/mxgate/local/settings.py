@@ -116,10 +116,6 @@ class Paths:
         return self.home / "tls"
 
     @property
-    def quarantine(self) -> Path:
-        return self.home / "quarantine"
-
-    @property
     def address_lists(self) -> Path:
         return self.home / "address-lists"
 

@@ -15,13 +15,13 @@ from mxgate.local.bootstrap import Bootstrap
 from mxgate.local.settings import LocalSettings
 from mxgate.records import (
     HeldRecipient,
-    MessageRef,
     MessageSummary,
     QuarantineRecord,
     Stage,
     TimelineEvent,
 )
 from tests.fakes import ManualClock
+from tests.records import a_delivery
 
 PINNED = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)  # long ago, whenever the test runs
 TIMES = {"01OLD": PINNED - timedelta(hours=2), "01NEW": PINNED - timedelta(minutes=10)}
@@ -40,14 +40,6 @@ def home(tmp_path):
         state.record(
             TimelineEvent(message_id=message_id, at=at, stage=Stage.PARSED, summary=summary)
         )
-        ref = MessageRef(
-            message_id=message_id,
-            bucket="b",
-            key=f"raw/{message_id}",
-            digest="d" * 64,
-            envelope_sender="a@shop.example",
-            size=1,
-        )
         held = HeldRecipient(
             recipient="alice@nutrition.co", route="workspace", rule="r", reason="x"
         )
@@ -56,7 +48,7 @@ def home(tmp_path):
                 quarantine_id=message_id,
                 message_id=message_id,
                 held_at=at,
-                message=ref,
+                message=a_delivery(message_id).message,
                 recipients=[held],
             )
         )

@@ -50,7 +50,8 @@ def queued(stack: Stack, queue: str) -> list[Any]:
     return [json.loads(m["Body"]) for m in found.get("Messages", [])]
 
 
-def outcomes(stack: Stack) -> dict[str, str]:
+def outcomes(stack: Stack, field: str = "outcome") -> dict[str, str]:
+    """Each recipient's terminal state (or another field of it) in the state table."""
     table = boto3.client("dynamodb", region_name=REGION)
     items = table.query(
         TableName=stack.resource("StateTable"),
@@ -58,9 +59,7 @@ def outcomes(stack: Stack) -> dict[str, str]:
         ExpressionAttributeValues={":pk": {"S": f"msg#{MESSAGE_ID}"}},
         ConsistentRead=True,
     )["Items"]
-    return {
-        i["recipient"]["S"]: i["outcome"]["S"] for i in items if i["sk"]["S"].startswith("rcpt#")
-    }
+    return {i["recipient"]["S"]: i[field]["S"] for i in items if i["sk"]["S"].startswith("rcpt#")}
 
 
 def check(stack: Stack) -> None:
@@ -122,7 +121,14 @@ def test_an_envelope_whose_object_never_arrives_is_dead_lettered_reported_and_re
     assert main(["dlq", "list", "--json", *flags]) == 0
     (letter,) = json.loads(capsys.readouterr().out)["dead_letters"]
     assert letter["id"] == f"{MESSAGE_ID}.processing"
-    assert "NotArrived" in json.dumps(letter)
+    assert letter["error"] == "NotArrived"
+    # its own wording: nothing failed in processing, the stored message never came
+    never = "not started: the stored message (WriteToS3) never arrived (first half at "
+    assert letter["reason"].startswith(never)
+    assert "processing failed" not in json.dumps(letter)
+    assert {d.split(": ", 1)[1][: len(never)] for d in outcomes(stack, "detail").values()} == {
+        never
+    }
 
     store(stack)  # it turns up after all
     assert main(["dlq", "redrive", letter["id"], *flags]) == 0

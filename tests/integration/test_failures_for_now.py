@@ -13,7 +13,15 @@ from pathlib import Path
 import pytest
 
 from mxgate.local.pipeline import receive_spooled
-from mxgate.records import Deferral, DeferredProcessing, Outcome, StepRetry, SuspendedExecution
+from mxgate.local.spool_quarantine import QUARANTINE_BUCKET
+from mxgate.records import (
+    Deferral,
+    DeferredProcessing,
+    Outcome,
+    Stage,
+    StepRetry,
+    SuspendedExecution,
+)
 from mxgate.workflow.steps import STEPS
 from tests.records import a_delivery
 from tests.support import fill, small_filesystem
@@ -36,8 +44,9 @@ def small_home(tmp_path: Path):
 
 
 def quarantined(worker) -> list[str]:
-    folder = worker.setup.dirs.quarantine
-    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    """The spool files kept in quarantine."""
+    kept = worker.setup.dirs.objects / QUARANTINE_BUCKET / "spool"
+    return sorted(p.name for p in kept.iterdir()) if kept.is_dir() else []
 
 
 def test_a_full_disk_keeps_the_message_in_the_spool_and_quarantines_nothing(workers, small_home):
@@ -82,6 +91,8 @@ def test_a_quarantine_is_recorded_before_the_spool_file_leaves_the_spool(workers
     assert receive_spooled(worker, path) == "quarantined"
     assert not path.exists()
     assert quarantined(worker) == [path.name]
+    (record,) = worker.workflow.services.quarantine.records()
+    assert (record.message_id, record.source) == ("01NOPOINT", "internal_error")
     (state,) = worker.state.states("01NOPOINT")
     assert state.outcome is Outcome.QUARANTINED
     assert "unknown ingress point 'RemovedPoint'" in state.detail
@@ -92,11 +103,13 @@ def test_a_quarantine_cut_short_after_its_record_is_finished_on_the_next_run(wor
     kept = path.read_bytes()
     assert receive_spooled(worker, path) == "quarantined"
     path.write_bytes(kept)  # as if the process died before the spool file was removed
-    (worker.setup.dirs.quarantine / path.name).unlink()
-    (worker.setup.dirs.quarantine / path.name).hardlink_to(path)
     assert receive_spooled(worker, path) == "quarantined"
     assert not path.exists()
     assert [s.outcome for s in worker.state.states("01HALFWAY")] == [Outcome.QUARANTINED]
+    assert quarantined(worker) == [path.name]
+    events = worker.state.events("01HALFWAY")
+    (event,) = [e for e in events if e.stage is Stage.TERMINAL and e.recipient is None]
+    assert "unknown ingress point" in event.detail  # finished, not quarantined a second time
 
 
 def stored(worker, message_id: str, recipients: list[str]) -> dict[str, object]:

@@ -16,8 +16,9 @@ import pytest
 from mxgate.cli import main
 from mxgate.local import worker as worker_process
 from mxgate.local.bootstrap import Worker
-from mxgate.local.pipeline import QUARANTINE_BUCKET, receive_spooled
+from mxgate.local.pipeline import receive_spooled
 from mxgate.local.rule_set_failures import KEPT_BUCKET
+from mxgate.local.spool_quarantine import QUARANTINE_BUCKET
 from mxgate.records import UNKNOWN_RECIPIENTS, DeferredDelivery, Outcome, Stage, StepRetry
 from tests.support import REPO
 from tests.worker_harness import (
@@ -111,16 +112,30 @@ def test_replaying_a_finished_message_delivers_nothing_twice(worker):
     assert len(list(mailbox.iterdir())) == 1
 
 
-def test_a_message_the_rule_set_cannot_take_is_quarantined_not_lost(worker):
+def test_a_message_the_rule_set_cannot_take_is_quarantined_not_lost(worker, capsys):
     """A spool file from an ingress point the template no longer has: a real failure inside
-    processing, which quarantines the message whole."""
+    processing, which quarantines the message whole, with a record the operator acts on."""
     path = accept(worker, "01GONEPOINT", ["alice@nutrition.co"], ingress_point="RemovedPoint")
     assert receive_spooled(worker, path) == "quarantined"
     assert not path.exists()
-    assert (worker.setup.dirs.quarantine / path.name).exists()
     (state,) = worker.state.states("01GONEPOINT")
     assert state.outcome is Outcome.QUARANTINED
     assert "unknown ingress point 'RemovedPoint'" in state.detail
+    objects = worker.mail_manager.actions.objects
+    assert objects.get(QUARANTINE_BUCKET, "spool/01GONEPOINT.msg") == RAW  # the message alone
+    home = ["--home", str(worker.setup.dirs.home)]
+    assert main(["quarantine", "list", "--json", *home]) == 0
+    (record,) = json.loads(capsys.readouterr().out)["quarantined"]
+    assert (record["quarantine_id"], record["source"]) == ("01GONEPOINT", "internal_error")
+    assert record["held"] == ["alice@nutrition.co"]
+    assert "unknown ingress point 'RemovedPoint'" in record["reason"]
+    assert main(["quarantine", "show", "01GONEPOINT", "--raw", *home]) == 0
+    assert capsys.readouterr().out.encode() == RAW
+    # released: delivered through the normal steps to the route she has
+    assert main(["quarantine", "release", "01GONEPOINT", *home]) == 0
+    assert run_due(worker) == ["done"]
+    assert outcomes(worker, "01GONEPOINT") == {"alice@nutrition.co": Outcome.DELIVERED}
+    assert mailbox(worker, "workspace", "alice@nutrition.co")[0].endswith(RAW)
 
 
 # ------------------------------------------------------------------ rule actions that fail
@@ -318,8 +333,8 @@ def test_an_unreadable_spool_file_is_quarantined_once(worker, content, readable,
     assert main(["quarantine", "show", "01TORN", "--raw", *home]) == 0
     assert capsys.readouterr().out.encode() == content
     assert main(["quarantine", "delete", "01TORN", *home]) == 0
-    # its bytes go with it when its recipients are known to have got nothing (quarantined)
-    assert objects.exists(QUARANTINE_BUCKET, "spool/01TORN.msg") is not readable
+    # its bytes go with it: nobody got them (its recipients, if known, are quarantined)
+    assert not objects.exists(QUARANTINE_BUCKET, "spool/01TORN.msg")
 
 
 # ------------------------------------------------------------------ AddHeader versions

@@ -104,20 +104,29 @@ def test_a_replayed_message_whose_recipients_all_settled_is_not_in_progress(tmp_
     assert rows["01OPEN"]["in_progress"] is True
 
 
-def test_a_message_no_worker_has_taken_yet_is_traced_from_its_spool_file(home, capsys):
-    """Between 250 and a worker taking it, the spool file is the message's whole record."""
+SPOOLED_BODY = b"Subject: hi\r\n\r\nhello\r\n"
+
+
+def spooled(home, message_id: str = "01M9SPOOLED0000000000000000") -> Envelope:
+    """A message answered 250 that no worker has taken yet: its spool file alone."""
     spool = home / "spool"
-    spool.mkdir()
+    spool.mkdir(exist_ok=True)
     envelope = Envelope(
-        message_id="01M9SPOOLED0000000000000000",
+        message_id=message_id,
         mail_from="a@shop.example",
         recipients=["alice@nutrition.co", "bob@nutrition.co"],
         source_ip="192.0.2.7",
     )
-    body = b"Subject: hi\r\n\r\nhello\r\n"
     (spool / f"{envelope.message_id}.msg").write_bytes(
-        envelope.model_dump_json().encode() + b"\n" + body
+        envelope.model_dump_json().encode() + b"\n" + SPOOLED_BODY
     )
+    return envelope
+
+
+def test_a_message_no_worker_has_taken_yet_is_traced_from_its_spool_file(home, capsys):
+    """Between 250 and a worker taking it, the spool file is the message's whole record."""
+    envelope = spooled(home)
+    body = SPOOLED_BODY
     assert main(["trace", "01M9SPOOLED", "--json", "--home", str(home)]) == 0
     document = json.loads(capsys.readouterr().out)
     assert document["message_id"] == envelope.message_id
@@ -129,3 +138,26 @@ def test_a_message_no_worker_has_taken_yet_is_traced_from_its_spool_file(home, c
     assert "recipients: none settled yet (in progress)" in capsys.readouterr().out
     assert main(["trace", "01M9OTHER", "--home", str(home)]) == 1
     assert "no message '01M9OTHER'" in capsys.readouterr().err
+
+
+def test_the_listing_and_last_show_a_message_no_worker_has_taken_yet(home, capsys):
+    """The spool file's message is listed first (in progress) and counted; --last is it; one
+    the state database has already (a worker took it) is listed once, from there."""
+    envelope = spooled(home)
+    spooled(home, f"01M8{24:022d}")  # taken: its events are in the state database
+    assert main(["trace", "--home", str(home), "--limit", "3", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["total"] == 26
+    first, second, _ = document["messages"]
+    assert (first["message_id"], first["in_progress"]) == (envelope.message_id, True)
+    assert first["detail"] == f"{len(SPOOLED_BODY)} bytes from 192.0.2.7 for 2 recipient(s)"
+    assert second["message_id"] == f"01M8{24:022d}"
+    assert second["detail"] == "100 bytes from 127.0.0.1 for 1 recipient(s)"
+    assert main(["trace", "--home", str(home)]) == 0
+    ids, last = listed(capsys)
+    assert ids[:2] == [f"01M8{24:022d}", f"01M8{23:022d}"]  # after the spooled one (01M9)
+    assert last == "the 20 most recent of 26 messages; --limit N or --all for more"
+    assert main(["trace", "--home", str(home), "--all", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["messages"]) == 26
+    assert main(["trace", "--home", str(home), "--last"]) == 0
+    assert capsys.readouterr().out.startswith(f"message {envelope.message_id}\n")

@@ -239,3 +239,22 @@ def test_an_external_mailbox_host_keeps_a_real_port(tmp_path):
         "environment: MXGATE_MAILBOX_WORKSPACE_PORT: an external mailbox host needs its real "
         "port, not 0"
     )
+
+
+def test_the_home_is_resolved_once_and_a_copy_with_another_home_resolves_its_own(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    settings = LocalSettings(home=Path("state"))
+    paths = settings.paths
+    assert paths.spool == tmp_path / "state" / "spool"
+    resolves: list[Path] = []
+    real = Path.resolve
+    monkeypatch.setattr(Path, "resolve", lambda self, *a: resolves.append(self) or real(self, *a))
+    assert settings.paths is paths  # read per message: no system call each time
+    assert settings.model_copy().paths is paths
+    other = settings.model_copy(update={"home": Path("other")})
+    assert other.paths.home == tmp_path / "other"
+    assert other.paths is other.paths
+    assert resolves == [Path("other")]
+    assert settings == LocalSettings(home=Path("state"))  # the memo is no field

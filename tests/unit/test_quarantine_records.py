@@ -95,3 +95,17 @@ def test_release_once_and_retention(tmp_path):
     purge(quarantine, state, clock, lambda b, k: deleted.append((b, k)))
     assert list(quarantine.records()) == []
     assert deleted == []  # its recipients were released: the bytes stay for their deliveries
+
+
+def test_delete_removes_the_bytes_of_a_record_no_recipient_settled(tmp_path):
+    """A torn spool file without an envelope: its record names no recipient with a state, and
+    nobody got (or was released) its bytes, so delete takes them too."""
+    clock = ManualClock(datetime(2026, 11, 28, tzinfo=UTC))
+    state = SqliteState(tmp_path / "state.db")
+    quarantine = SqliteQuarantine(state)
+    quarantine.hold(record(clock, "(unknown recipients)"))
+    deleted: list[tuple[str, str]] = []
+    clock.advance(31 * 86400)
+    purge(quarantine, state, clock, lambda b, k: deleted.append((b, k)))
+    assert list(quarantine.records()) == []
+    assert deleted == [("b", "raw/01Q")]

@@ -40,6 +40,7 @@ class Desk:
     delete_object: Callable[[str, str], None]
     forget_notices: Callable[[set[str]], object] | None = None  # AWS: redriven records' notices
     mailboxes: Path | None = None  # the local mailbox hosts' Maildirs (this machine only)
+    spool: Path | None = None  # accepted messages no worker has taken yet (this machine only)
     # AWS: deferred records the Redeliver function could not start (the deferred queue's own
     # dead-letter queue), listed and redriven with the dead letters
     stranded: StrandedDeferrals | None = None

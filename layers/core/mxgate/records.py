@@ -542,10 +542,11 @@ class QuarantineRecord(BaseModel):
     expires_at: datetime | None = None  # the quarantine's retention ends here
     message: MessageRef  # where the message is kept, and what it is
     # processing_failed: records of earlier versions (a failed Process is now dead-lettered);
-    # unreadable_spool_file: the local pipeline could not read a spooled message's envelope
-    source: Literal["rules", "not_understood", "processing_failed", "unreadable_spool_file"] = (
-        "rules"
-    )
+    # unreadable_spool_file: the local pipeline could not read a spooled message's envelope;
+    # internal_error: the local pipeline failed for good on it before the state machine
+    source: Literal[
+        "rules", "not_understood", "processing_failed", "unreadable_spool_file", "internal_error"
+    ] = "rules"
     from_: str = Field(default="", alias="from")
     to: str = ""
     verdicts: str = ""  # the authentication summary, when it ran

@@ -7,9 +7,14 @@ import importlib
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mxgate import __version__
+from mxgate.clock import SystemClock
 from mxgate.errors import EXIT_CODE, EXIT_USAGE, MxgateError, kind_of
+
+if TYPE_CHECKING:
+    from mxgate.ports import Clock
 
 
 @dataclass(frozen=True)
@@ -88,13 +93,16 @@ def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argpar
         parser = actions[0].choices[chosen]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> int:
+    """Run one command. `clock`: what the command's composition root takes as the time (the
+    system's unless a test pins it): `--since 1h` counts back from it."""
     if argv is None:
         argv = sys.argv[1:]
     parser = build_parser(command_in(argv))
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # say it with the subcommand's usage, not the top level's
         _chosen(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.clock = clock if clock is not None else SystemClock()
     try:
         code: int = args.handler(args)
     except MxgateError as error:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,6 @@ from mxgate.cli.common import (
     table,
 )
 from mxgate.cli.export import ExportDirectory, ProgressBar
-from mxgate.clock import SystemClock
 from mxgate.errors import ConfigError
 from mxgate.local.bootstrap import Bootstrap
 from mxgate.local.setup import archive_retentions, load_mail_manager_config
@@ -54,10 +52,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "With --aws, Mail Manager's own archive answers (its archive API).",
     )
     actions = parser.add_subparsers(dest="archive_command", metavar="ACTION", required=True)
-    now = SystemClock().now()
-
     search = actions.add_parser("search", help="find archived messages")
-    _add_query_arguments(search, now)
+    _add_query_arguments(search)
     search.add_argument(
         "--limit",
         type=int,
@@ -80,7 +76,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     export = actions.add_parser(
         "export", help="write matching messages to a directory (.eml files, or mbox)"
     )
-    _add_query_arguments(export, now, to_flag="--to-address")  # --to names the directory
+    _add_query_arguments(export, to_flag="--to-address")  # --to names the directory
     export.add_argument("--to", dest="directory", type=Path, required=True, metavar="DIR")
     export.add_argument("--mbox", action="store_true", help="one mbox file (DIR/archive.mbox)")
     export.add_argument(
@@ -104,11 +100,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             add_aws_arguments(sub, AWS_NAMES)
 
 
-def _add_query_arguments(
-    parser: argparse.ArgumentParser, now: datetime, to_flag: str = "--to"
-) -> None:
+def _add_query_arguments(parser: argparse.ArgumentParser, to_flag: str = "--to") -> None:
     parser.add_argument("query", nargs="?", default="", metavar="QUERY", help=QUERY_FORMS)
-    when = moment_argument(now)
     filters = parser.add_argument_group("filters (CONTAINS, case-insensitive; repeat for OR)")
     filters.add_argument("--from", dest="from_", action="append", default=[], metavar="TEXT")
     filters.add_argument(to_flag, dest="to", action="append", default=[], metavar="TEXT")
@@ -122,23 +115,30 @@ def _add_query_arguments(
         default=None,
         help="only messages with (--no-has-attachments: without) attachments",
     )
-    filters.add_argument("--since", type=when, help="a time, or a duration back (1h, 7d)")
-    filters.add_argument("--until", type=when, help="a time, or a duration back")
+    filters.add_argument(
+        "--since", type=moment_argument, help="a time, or a duration back (1h, 7d)"
+    )
+    filters.add_argument("--until", type=moment_argument, help="a time, or a duration back")
 
 
 def query_of(args: argparse.Namespace, *, limit: int = 100) -> ArchiveQuery:
+    """The query the arguments and QUERY say; durations back count from the command's clock."""
     try:
         terms = query_terms(args.query or "")
-        now = SystemClock().now()
+        now = args.clock.now()
         for name in ("since", "until"):
             if isinstance(terms.get(name), str):
                 terms[name] = moment(terms[name], now)
         fields: dict[str, Any] = {"limit": limit}
         for name in ("from_", "to", "cc", "subject", "envelope_from", "envelope_to"):
             fields[name] = [*terms.get(name, []), *getattr(args, name)]
-        for name in ("has_attachments", "since", "until"):
-            value = getattr(args, name)
-            fields[name] = value if value is not None else terms.get(name)
+        for name in ("since", "until"):
+            given = getattr(args, name)
+            fields[name] = given.resolve(now) if given is not None else terms.get(name)
+        attachments = args.has_attachments
+        fields["has_attachments"] = (
+            attachments if attachments is not None else terms.get("has_attachments")
+        )
         return ArchiveQuery.model_validate(fields)
     except (ValueError, ValidationError) as error:
         raise ConfigError(f"archive query: {error}") from None
@@ -175,7 +175,7 @@ def open_archive(args: argparse.Namespace) -> ArchiveAccess:
         return ArchiveAccess(
             aws_archive(operator), f"Mail Manager archive {archive_id}", operator=operator
         )
-    bootstrap = Bootstrap(settings_from(args))
+    bootstrap = Bootstrap(settings_from(args), clock=args.clock)
     local = bootstrap.archive()
     return ArchiveAccess(local, str(bootstrap.paths.archive_db), local=local)
 
@@ -315,7 +315,7 @@ def _export_from_aws(
         prefix = prefix.rstrip("/") + "/" if prefix else ""
     else:  # each export in its own folder, so only its files are downloaded
         bucket = operator.names.need("raw_bucket")
-        prefix = f"{EXPORT_PREFIX}{SystemClock().now().strftime('%Y%m%dT%H%M%SZ')}/"
+        prefix = f"{EXPORT_PREFIX}{args.clock.now().strftime('%Y%m%dT%H%M%SZ')}/"
     progress = ProgressBar(None, "messages exported")
     messages = access.archive.export(
         query,
@@ -324,13 +324,13 @@ def _export_from_aws(
         on_state=lambda state: progress.status(f"export job {state.lower()}"),
     )
     for name, raw in messages:
-        directory.add(name, raw, envelope_from="", received_at=SystemClock().now())
+        directory.add(name, raw, envelope_from="", received_at=args.clock.now())
         progress.step()
     progress.finish()
 
 
 def purge_archive(args: argparse.Namespace) -> int:
-    bootstrap = Bootstrap(settings_from(args))
+    bootstrap = Bootstrap(settings_from(args), clock=args.clock)
     _, mail_manager = load_mail_manager_config(bootstrap.settings)
     local = bootstrap.archive()
     now = bootstrap.clock.now()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,8 @@ from mxgate.local.bootstrap import Bootstrap
 from mxgate.local.runfile import running_gateway
 from mxgate.local.settings import LocalSettings
 from mxgate.message.text import shown
-from mxgate.moment import moment
+from mxgate.moment import Moment, parse_moment
+from mxgate.ports import Clock
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
@@ -121,16 +121,17 @@ def add_aws_arguments(parser: argparse.ArgumentParser, names: list[str]) -> None
         aws.add_argument(flag, dest=name, help=f"env {variable}; the stack output {output}")
 
 
-def moment_argument(now: datetime) -> Callable[[str], datetime]:
-    """An argparse type for --since / --until (a time, or a duration back from now)."""
+def moment_argument(value: str) -> Moment:
+    """An argparse type for --since / --until (a time, or a duration back from now): resolved
+    by `resolved` with the clock of the command's composition root."""
+    try:
+        return parse_moment(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
-    def parse(value: str) -> datetime:
-        try:
-            return moment(value, now)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
 
-    return parse
+def resolved(given: Moment | None, clock: Clock) -> datetime | None:
+    return given.resolve(clock.now()) if given is not None else None
 
 
 def add_desk_arguments(parser: argparse.ArgumentParser, names: list[str]) -> None:
@@ -151,7 +152,7 @@ def desk_of(args: argparse.Namespace) -> Desk:
         from mxgate.adapters.aws.operator import operator_aws  # noqa: PLC0415
 
         return aws_desk(operator_aws(args), args.routes)
-    return Bootstrap(settings_from(args)).desk()
+    return Bootstrap(settings_from(args), clock=args.clock).desk()
 
 
 def cut(text: object, width: int) -> str:

@@ -8,8 +8,15 @@ import sys
 from typing import Any
 
 from mxgate.cli import COMMANDS
-from mxgate.cli.common import add_desk_arguments, cut, desk_of, moment_argument, print_json, table
-from mxgate.clock import SystemClock
+from mxgate.cli.common import (
+    add_desk_arguments,
+    cut,
+    desk_of,
+    moment_argument,
+    print_json,
+    resolved,
+    table,
+)
 from mxgate.desk import delete_message, release_message
 from mxgate.errors import PermanentError
 from mxgate.message.parse import parse_message
@@ -35,7 +42,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     listing.add_argument("--reason", help="only those whose rule or reason contains this text")
     listing.add_argument(
         "--since",
-        type=moment_argument(SystemClock().now()),
+        type=moment_argument,
         help="a time, or a duration back (1h, 7d)",
     )
     listing.set_defaults(handler=list_quarantine)
@@ -70,10 +77,11 @@ def record_json(record: QuarantineRecord) -> dict[str, Any]:
 
 def list_quarantine(args: argparse.Namespace) -> int:
     desk = desk_of(args)
+    since = resolved(args.since, desk.clock)
     records = [
         r
         for r in desk.quarantine.records()
-        if (args.since is None or r.held_at >= args.since)
+        if (since is None or r.held_at >= since)
         and (not args.reason or args.reason.casefold() in r.reason.casefold())
     ]
     if args.json:

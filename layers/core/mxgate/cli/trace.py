@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
+from pathlib import Path
 
 from mxgate.adapters.local.state import SqliteState, Waiting
 from mxgate.cli import COMMANDS
@@ -12,17 +13,17 @@ from mxgate.cli.common import (
     moment_argument,
     positive_int,
     print_json,
+    resolved,
     settings_from,
     table,
 )
-from mxgate.clock import SystemClock
 from mxgate.errors import ConfigError
 from mxgate.local.bootstrap import Bootstrap
 from mxgate.local.settings import Paths
 from mxgate.local.setup import state_paths
-from mxgate.local.spool import not_yet_taken
+from mxgate.local.spool import message_events, not_yet_taken, spooled_events, untaken
 from mxgate.message.text import shown
-from mxgate.records import DeferredDelivery, DeferredProcessing, Stage, StepRetry
+from mxgate.records import DeferredDelivery, DeferredProcessing, Stage, StepRetry, TimelineEvent
 from mxgate.tracking import OUTCOME_CHOICES, TraceQuery, track
 
 DEFAULT_LIMIT = 20  # one screen; the listing says when there are more
@@ -50,9 +51,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     search.add_argument("--from", dest="from_", metavar="TEXT", help="envelope sender or From")
     search.add_argument("--to", metavar="TEXT", help="any recipient")
     search.add_argument("--subject", metavar="TEXT")
-    when = moment_argument(SystemClock().now())
-    search.add_argument("--since", type=when, help="a time, or a duration back (1h, 7d)")
-    search.add_argument("--until", type=when, help="a time, or a duration back")
+    search.add_argument("--since", type=moment_argument, help="a time, or a duration back (1h, 7d)")
+    search.add_argument("--until", type=moment_argument, help="a time, or a duration back")
     search.add_argument(
         "--outcome", choices=OUTCOME_CHOICES, help="some recipient ended so (or is in progress)"
     )
@@ -68,8 +68,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.set_defaults(handler=trace)
 
 
-def summary(state: SqliteState, message_id: str) -> dict[str, object]:
-    events = state.events(message_id)
+def summary(
+    state: SqliteState, message_id: str, events: list[TimelineEvent] | None = None
+) -> dict[str, object]:
+    """One line of the listing (`events`: the message's, when not the state's: a spool file's)."""
+    events = state.events(message_id) if events is None else events
     states = state.states(message_id)
     outcomes = Counter(s.outcome.value for s in states)
     accepted = next((e for e in events if e.stage is Stage.ACCEPTED), None)
@@ -169,11 +172,16 @@ def _waiting_line(waiting: Waiting) -> str:
 
 
 def trace(args: argparse.Namespace) -> int:
-    bootstrap = Bootstrap(settings_from(args))
+    bootstrap = Bootstrap(settings_from(args), clock=args.clock)
     paths = state_paths(bootstrap.settings)
     state = bootstrap.state()
+
+    def waiting() -> list[Path]:
+        """Accepted, newest first, that no worker has taken yet (no event in the timeline)."""
+        return untaken(paths.spool, lambda message_id: bool(state.find(message_id)))
+
     if args.last:
-        last = state.recent(1)
+        last = [p.stem for p in waiting()[:1]] or state.recent(1)
         if not last:
             raise ConfigError(f"no messages yet in {paths.state_db}")
         args.message_id = last[0]
@@ -181,16 +189,19 @@ def trace(args: argparse.Namespace) -> int:
         from_=args.from_,
         to=args.to,
         subject=args.subject,
-        since=args.since,
-        until=args.until,
+        since=resolved(args.since, bootstrap.clock),
+        until=resolved(args.until, bootstrap.clock),
         outcome=args.outcome,
         limit=MAX_FOUND if args.all else min(args.limit, MAX_FOUND),
     )
     if args.message_id is None and query.any_filter:
         return _search(state, query, json_out=args.json)
     if args.message_id is None:
-        rows = [summary(state, m) for m in state.recent(-1 if args.all else args.limit)]
-        total = state.accepted_count()
+        spooled = waiting()
+        total = state.accepted_count() + len(spooled)
+        limit = total if args.all else args.limit
+        rows = [summary(state, e.message_id, [e]) for e in spooled_events(spooled[:limit])]
+        rows += [summary(state, m) for m in state.recent(limit - len(rows))]
         if args.json:
             print_json({"messages": rows, "total": total})
             return 0
@@ -229,7 +240,7 @@ def _timeline(state: SqliteState, paths: Paths, wanted: str, *, json_out: bool) 
     if len(found) > 1:
         raise ConfigError(f"{wanted!r} is ambiguous: {', '.join(found)}")
     message_id = found[0]
-    events = state.events(message_id) if matches else spooled
+    events = message_events(state, paths.spool, message_id)
     states = state.states(message_id)
     deferred = state.deferred(message_id)
     if json_out:

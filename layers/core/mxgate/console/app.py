@@ -25,6 +25,7 @@ from mxgate.console.mailboxes import Maildirs
 from mxgate.console.security import CsrfRefused, TokenGate, checked_form, csrf_token
 from mxgate.desk import Desk, delete_message, redrive_one, release_message
 from mxgate.errors import MxgateError
+from mxgate.local.spool import message_events
 from mxgate.message.parse import parse_message
 from mxgate.moment import moment
 from mxgate.records import Stage
@@ -100,7 +101,7 @@ class Console:
 
     async def message(self, request: Request) -> Response:
         message_id = request.path_params["message_id"]
-        events = await self.call(self.desk.timeline.events, message_id)
+        events = await self.call(message_events, self.desk.timeline, self.desk.spool, message_id)
         states = await self.call(self.desk.timeline.states, message_id)
         if not events and not states:
             return self.page("missing.html", request, 404, what=f"message {message_id}")

@@ -405,4 +405,5 @@ class Bootstrap:
             ),
             delete_object=objects.delete,
             mailboxes=paths.mailboxes,
+            spool=paths.spool,
         )

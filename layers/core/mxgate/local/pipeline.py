@@ -20,22 +20,25 @@ again.
 Nothing here raises. A failure that may pass (a full disk, a busy database: `kind_of` says
 TRANSIENT) is never quarantined: the spool file or the record stays (`Result.KEPT`) and the
 gateway tries it again with backoff, or the next start replays it. What can never be processed
-is quarantined, its record written before the spool file leaves the spool.
+is quarantined, its record written before the spool file leaves the spool
+(`local/spool_quarantine.py`).
 """
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import logging
-import os
 from enum import StrEnum
 from pathlib import Path
 
 from mxgate.errors import FailureKind, PermanentError, kind_of
 from mxgate.local.bootstrap import Worker
 from mxgate.local.rule_set_failures import retry_record_id
-from mxgate.local.spool import MAX_ENVELOPE_LINE, accepted_event
+from mxgate.local.spool import accepted_event
+from mxgate.local.spool_quarantine import (
+    quarantine_failed,
+    quarantine_unreadable,
+    quarantined_before,
+)
 from mxgate.message.raw import RawMessage
 from mxgate.records import (
     UNKNOWN_RECIPIENTS,
@@ -44,8 +47,6 @@ from mxgate.records import (
     DeferredProcessing,
     Delivery,
     Envelope,
-    HeldRecipient,
-    MessageRef,
     RuleSetRetry,
     Stage,
     StepRetry,
@@ -53,9 +54,7 @@ from mxgate.records import (
     TimelineEvent,
 )
 from mxgate.workflow.envelope import read_envelope
-from mxgate.workflow.quarantine import hold
 
-QUARANTINE_BUCKET = "mxgate-quarantine"  # spool files the pipeline cannot read: `spool/<name>`
 log = logging.getLogger("mxgate.worker")
 
 
@@ -87,9 +86,9 @@ def _receive(worker: Worker, path: Path) -> Result:
     except FileNotFoundError:
         return Result.ALREADY_DONE
     except ValueError as error:  # empty or torn: no retry can make it readable
-        _quarantine_unreadable(worker, path, error)
+        quarantine_unreadable(worker, path, error)
         return Result.QUARANTINED
-    if _quarantined_before(worker, path, envelope):
+    if quarantined_before(worker, path, envelope):
         worker.spool.remove(path)  # a quarantine interrupted after its record: finished now
         return Result.QUARANTINED
     if worker.state.is_scheduled(retry_record_id(envelope.message_id)):
@@ -104,7 +103,7 @@ def _receive(worker: Worker, path: Path) -> Result:
             raise  # the group's writes were dropped: the next try writes the event again
         log.exception("processing failed", extra={"message_id": envelope.message_id})
         worker.state.record_first(accepted)
-        _quarantine(worker, path, envelope.message_id, envelope.recipients, error)
+        quarantine_failed(worker, envelope, envelope.recipients, error, path=path, message=message)
         return Result.QUARANTINED
     if retry is not None:
         return Result.RETRYING
@@ -211,7 +210,7 @@ def _retry_rule_set(worker: Worker, retry: RuleSetRetry) -> Result:
             )
     except (FileNotFoundError, PermanentError, ValueError) as error:
         gone = RuntimeError(f"the message kept for the retry is gone or unreadable: {error}")
-        _quarantine(worker, path, message_id, retry.recipients, gone)
+        quarantine_failed(worker, retry.envelope, retry.recipients, gone, path=path, message=None)
         worker.state.finish_deferred(retry.record_id)
         return Result.QUARANTINED
     try:
@@ -220,7 +219,9 @@ def _retry_rule_set(worker: Worker, retry: RuleSetRetry) -> Result:
         if kind_of(error) is FailureKind.TRANSIENT:
             raise
         log.exception("rule set retry failed", extra={"message_id": message_id})
-        _quarantine(worker, path, message_id, retry.recipients, error)
+        quarantine_failed(
+            worker, retry.envelope, retry.recipients, error, path=path, message=message
+        )
         worker.state.finish_deferred(retry.record_id)
         return Result.QUARANTINED
     if again is not None:
@@ -273,112 +274,3 @@ def _execution_failed(worker: Worker, message_id: str, document: object, error: 
         reason,
         kept_at=f"{stored.bucket}/{stored.key}",
     )
-
-
-# ----------------------------------------------------------------------------- quarantine
-# The record first, then the spool file goes: the message is linked into quarantine/ (no
-# space needed), the recipients are quarantined naming that place, and only then is the
-# spool file removed. A crash between leaves the spool file, which the next run finishes
-# (`_quarantined_before`) or processes again.
-
-
-def _quarantine(
-    worker: Worker, path: Path | None, message_id: str, recipients: list[str], error: Exception
-) -> None:
-    """Quarantine the recipients, keeping the spool file (if any) in quarantine/."""
-    kept = _keep_in_quarantine(worker, path) if path is not None and path.exists() else None
-    worker.records.quarantine(
-        message_id,
-        recipients,
-        f"internal error: {type(error).__name__}: {error}",
-        kept_at=str(kept) if kept is not None else "",
-    )
-    if path is not None:
-        worker.spool.remove(path)
-
-
-def _quarantine_unreadable(worker: Worker, path: Path, error: ValueError) -> None:
-    """An empty or torn spool file: kept as an object of the quarantine bucket, with a
-    quarantine record (`mxgate quarantine list|show|delete`) and a timeline event that name it;
-    if its envelope line can still be read, its recipients are quarantined."""
-    with path.open("rb") as spooled:
-        first_line = spooled.readline(MAX_ENVELOPE_LINE).rstrip(b"\n")
-        spooled.seek(0)
-        digest = hashlib.file_digest(spooled, "sha256").hexdigest()
-        spooled.seek(0)
-        kept = worker.mail_manager.actions.objects.put(
-            QUARANTINE_BUCKET, f"spool/{path.name}", spooled
-        )
-    try:
-        envelope: Envelope | None = Envelope.model_validate_json(first_line)
-    except ValueError:
-        envelope = None
-    reason = f"spool file {path.name} is unreadable ({type(error).__name__}: {error})"
-    if envelope is None:
-        reason += "; its envelope cannot be read"
-    message_id = envelope.message_id if envelope is not None else path.stem
-    recipients = envelope.recipients if envelope is not None else []
-    log.error("unreadable spool file quarantined", extra={"spool_file": path.name})
-    if envelope is not None:
-        worker.state.record_first(accepted_event(path, envelope, None))
-    services = worker.workflow.services
-    if services.quarantine is not None:
-        ref = MessageRef(
-            message_id=message_id,
-            bucket=kept.bucket,
-            key=kept.key,
-            digest=digest,
-            envelope_sender=envelope.mail_from if envelope is not None else "",
-            size=kept.size,
-        )
-        held = [  # recipients not known: the record still says why (release needs --to)
-            HeldRecipient(recipient=r, route="unknown", rule="unreadable spool file", reason=reason)
-            for r in recipients or [UNKNOWN_RECIPIENTS]
-        ]
-        hold(
-            services.quarantine,
-            ref,
-            held,
-            held_at=worker.clock.now(),
-            retention_days=services.quarantine_days,
-            source="unreadable_spool_file",
-        )
-    worker.records.quarantine(message_id, recipients, reason, kept_at=f"{kept.bucket}/{kept.key}")
-    worker.spool.remove(path)
-
-
-def _quarantine_path(worker: Worker, path: Path) -> Path:
-    return worker.setup.dirs.quarantine / path.name
-
-
-def _keep_in_quarantine(worker: Worker, path: Path) -> Path:
-    """The spool file under quarantine/ too: a hard link (a copy across file systems)."""
-    target = _quarantine_path(worker, path)
-    if _same_file(path, target):  # an earlier run kept it already
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    linking = target.with_name(f".{target.name}.linking")
-    linking.unlink(missing_ok=True)
-    try:
-        os.link(path, linking)
-    except OSError as error:
-        if error.errno != errno.EXDEV:
-            raise
-        linking.write_bytes(path.read_bytes())
-    os.replace(linking, target)
-    return target
-
-
-def _quarantined_before(worker: Worker, path: Path, envelope: Envelope) -> bool:
-    """Whether an earlier run kept this file in quarantine/ and recorded every recipient."""
-    if not _same_file(path, _quarantine_path(worker, path)):
-        return False
-    settled = {s.recipient.casefold() for s in worker.state.states(envelope.message_id)}
-    return all(r.casefold() in settled for r in envelope.recipients)
-
-
-def _same_file(path: Path, other: Path) -> bool:
-    try:
-        return os.path.samefile(path, other)
-    except FileNotFoundError:
-        return False

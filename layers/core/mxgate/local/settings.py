@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated
 
@@ -115,10 +116,6 @@ class Paths:
         return self.home / "tls"
 
     @property
-    def quarantine(self) -> Path:
-        return self.home / "quarantine"
-
-    @property
     def address_lists(self) -> Path:
         return self.home / "address-lists"
 
@@ -164,7 +161,16 @@ class LocalSettings(BaseModel):
 
     @property
     def paths(self) -> Paths:
-        return Paths(self.home.resolve())
+        """Under the home, resolved once (a resolve is a system call a component, and the paths
+        are read per message)."""
+        home, paths = self.resolved_home
+        if home is not self.home:  # a model_copy with another home copied the memo along
+            self.__dict__["resolved_home"] = home, paths = self.home, Paths(self.home.resolve())
+        return paths
+
+    @cached_property
+    def resolved_home(self) -> tuple[Path, Paths]:
+        return self.home, Paths(self.home.resolve())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> LocalSettings:

@@ -11,13 +11,16 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from mxgate.message.raw import RawMessage
 from mxgate.records import Envelope, Stage, TimelineEvent
+
+if TYPE_CHECKING:
+    from mxgate.ports import Timeline
 
 _SUFFIX = ".msg"
 _PARTIAL = ".partial"
@@ -46,14 +49,36 @@ def not_yet_taken(directory: Path, message_id: str) -> list[TimelineEvent]:
     """The `accepted` events of the spool files in `directory` whose message id starts with
     `message_id` and that no worker has taken yet: between `250` and a worker taking it, the
     file is the message's whole record (`mxgate trace` shows it from here)."""
+    return spooled_events(sorted(directory.glob(f"{glob.escape(message_id)}*{_SUFFIX}")))
+
+
+def spooled_events(paths: Iterable[Path]) -> list[TimelineEvent]:
+    """Each spool file's `accepted` event, as the worker that takes it will write it."""
     found = []
-    for path in sorted(directory.glob(f"{glob.escape(message_id)}*{_SUFFIX}")):
+    for path in paths:
         try:
             envelope, message = Spool.read(path)
             found.append(accepted_event(path, envelope, message.size))
         except (OSError, ValueError):
             continue  # taken and removed meanwhile, or unreadable: the worker decides
     return found
+
+
+def untaken(directory: Path, taken: Callable[[str], bool]) -> list[Path]:
+    """The spool files no worker has taken yet (`taken`: whether the timeline has the message),
+    newest first: what the listings show before the timeline has them."""
+    newest = sorted(directory.glob(f"*{_SUFFIX}"), reverse=True)
+    return [p for p in newest if not taken(p.name.removesuffix(_SUFFIX))]
+
+
+def message_events(timeline: Timeline, spool: Path | None, message_id: str) -> list[TimelineEvent]:
+    """A message's timeline; before a worker has taken its spool file (in `spool`, on this
+    machine), that file's `accepted` event alone. What `mxgate trace` and the console show."""
+    events = timeline.events(message_id)
+    if events or spool is None:
+        return events
+    spooled = spooled_events([spool / f"{message_id}{_SUFFIX}"])
+    return spooled or timeline.events(message_id)  # taken meanwhile: the worker wrote it
 
 
 class Spool:

@@ -20,17 +20,9 @@ from dataclasses import dataclass
 
 from mxgate.ports import ArrivalChecks, Arrivals, Executions
 from mxgate.records import Envelope, Stage, StoredObject, message_id_of
-from mxgate.workflow.model import (
-    Arrival,
-    ArrivalRecord,
-    ProcessingFailure,
-    ProcessInput,
-    StepError,
-)
+from mxgate.workflow.model import Arrival, ArrivalRecord, ProcessInput
 from mxgate.workflow.services import Services
-from mxgate.workflow.unprocessed import dead_letter_processing
-
-NOT_ARRIVED = "NotArrived"  # the error of the dead letter of an envelope without its object
+from mxgate.workflow.unprocessed import dead_letter_not_arrived
 
 
 def object_arrival(bucket: str, key: str) -> Arrival:
@@ -120,10 +112,7 @@ def check(
         expected = StoredObject(
             bucket=raw_bucket, key=f"{raw_prefix}{message_id}", envelope=record.envelope
         )
-        failure = ProcessingFailure(
-            stored=expected, error=StepError(Error=NOT_ARRIVED, Cause=problem)
-        )
-        dead_letter_processing(failure, services)
+        dead_letter_not_arrived(expected, problem, services)
     return Checked(record, problem=problem)
 
 

@@ -53,7 +53,7 @@ def hold(
     *,
     held_at: datetime,
     retention_days: int,
-    source: Literal["rules", "not_understood", "unreadable_spool_file"] = "rules",
+    source: Literal["rules", "not_understood", "unreadable_spool_file", "internal_error"] = "rules",
     from_: str = "",
     to: str = "",
     verdicts: str = "",
@@ -62,7 +62,7 @@ def hold(
 ) -> None:
     """Keep the record an operator lists, reads, releases or deletes: the one place a
     quarantine record is made (the Process step's, and the local pipeline's for a spool file it
-    cannot read). Its id is the message's (with the stored version's suffix)."""
+    cannot read or process). Its id is the message's (with the stored version's suffix)."""
     quarantine.hold(
         QuarantineRecord(
             quarantine_id=f"{ref.message_id}{variant_of(ref.key)}",
@@ -198,16 +198,18 @@ def delete(
     delete_object: Callable[[str, str], None],
 ) -> None:
     """Forget a quarantined message: its recipients stay `quarantined` (their end), the
-    timeline says who deleted it, and its bytes go too when no recipient got it (others'
-    application events may link to them otherwise)."""
+    timeline says who deleted it, and its bytes go too when no recipient got them or may still
+    get them (others' application events may link to them; a released recipient's delivery
+    reads them). A record with no settled recipient at all (a torn spool file) loses them."""
     quarantine.remove(record.quarantine_id)
     Recorder(timeline, clock).note(
         record.message_id,
         Stage.DELETED,
         f"deleted from quarantine {record.quarantine_id} by {by}",
     )
+    released = record.released_to or len(record.held) < len(record.recipients)
     states = timeline.states(record.message_id)
-    if states and all(s.outcome is Outcome.QUARANTINED for s in states):
+    if not released and all(s.outcome is Outcome.QUARANTINED for s in states):
         delete_object(record.message.bucket, record.message.key)
 
 

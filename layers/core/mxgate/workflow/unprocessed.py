@@ -26,6 +26,7 @@ from mxgate.workflow.model import DeliveryResult, ProcessingFailure, RecipientRe
 from mxgate.workflow.services import Services
 
 PROCESSING = "processing"  # the route of a recipient dead-lettered because Process failed
+NOT_ARRIVED = "NotArrived"  # the error of the dead letter of an envelope without its object
 
 
 def _recipients(stored: StoredObject) -> list[str]:
@@ -72,12 +73,24 @@ def dead_letter_processing(request: ProcessingFailure, services: Services) -> De
     return _dead_letter(request, request.error, services)
 
 
-def _dead_letter(
-    request: ProcessingFailure, error: StepError, services: Services
+def dead_letter_not_arrived(
+    stored: StoredObject, problem: str, services: Services
 ) -> DeliveryResult:
+    """An envelope whose stored message never arrived (`problem` says so): its own dead letter
+    (error NotArrived), which a redrive runs through Process once the object is there. Nothing
+    failed: the reason is the problem, not a processing failure's."""
+    error = StepError(Error=NOT_ARRIVED, Cause=problem)
+    return _dead_letter(ProcessingFailure(stored=stored, error=error), error, services, problem)
+
+
+def _dead_letter(
+    request: ProcessingFailure, error: StepError, services: Services, why: str | None = None
+) -> DeliveryResult:
+    """`why`: the dead letter's reason, as the recipients' states say it too (by default a
+    processing failure's: its error and cause)."""
     stored = request.stored
     record_id = stored.processing_id
-    reason = error.reason
+    reason = why or error.reason
     recipients = _recipients(stored)
     services.dead_letters.put(
         ProcessingDeadLetter(
@@ -92,7 +105,7 @@ def _dead_letter(
             at=services.clock.now(),
         )
     )
-    detail = f"dead letter {record_id}: processing failed: {reason}"
+    detail = f"dead letter {record_id}: {why or f'processing failed: {reason}'}"
     results = []
     for recipient in recipients:
         services.records.settle(

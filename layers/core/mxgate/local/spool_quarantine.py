@@ -1,0 +1,155 @@
+"""Spooled messages the worker can never process, quarantined: an unreadable spool file (empty,
+its envelope line torn), a message from an ingress point the template no longer has, a rule set
+run that fails for good.
+
+The record comes first: the bytes are kept as the object `mxgate-quarantine/spool/<file>` (the
+message; the whole file when it cannot be read), a quarantine record names it (`mxgate
+quarantine list|show|release|delete`), the recipients are quarantined naming that place, and
+only then does the spool file go. A crash between leaves the spool file, which the next run
+finishes (`quarantined_before`) or processes again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Literal
+
+from mxgate.local.bootstrap import Worker
+from mxgate.local.spool import MAX_ENVELOPE_LINE, accepted_event
+from mxgate.message.raw import RawMessage
+from mxgate.ports import ObjectInfo
+from mxgate.records import UNKNOWN_RECIPIENTS, Envelope, HeldRecipient, MessageRef
+from mxgate.routing.classify import classify
+from mxgate.workflow.quarantine import hold
+
+QUARANTINE_BUCKET = "mxgate-quarantine"
+log = logging.getLogger("mxgate.worker")
+
+
+def kept_key(spool_file: str) -> str:
+    """Where a quarantined spool file's bytes are kept in QUARANTINE_BUCKET."""
+    return f"spool/{spool_file}"
+
+
+def quarantine_failed(
+    worker: Worker,
+    envelope: Envelope,
+    recipients: list[str],
+    error: Exception,
+    *,
+    path: Path | None,
+    message: RawMessage | None,
+) -> None:
+    """Recipients whose processing failed for good: the message kept (from `message`, else
+    the spool file at `path` whole), with its record; the recipients alone when neither is
+    left."""
+    reason = f"internal error: {type(error).__name__}: {error}"
+    spool_file = path.name if path is not None else f"{envelope.message_id}.msg"
+    kept: ObjectInfo | None = None
+    objects = worker.mail_manager.actions.objects
+    if message is not None:
+        with message.open() as body:
+            kept = objects.put(QUARANTINE_BUCKET, kept_key(spool_file), body)
+        digest = message.sha256()
+    elif path is not None and path.exists():
+        kept, digest = _keep_whole(worker, path)
+    if kept is not None:
+        ref = MessageRef(
+            message_id=envelope.message_id,
+            bucket=kept.bucket,
+            key=kept.key,
+            digest=digest,
+            envelope_sender=envelope.mail_from,
+            size=kept.size,
+        )
+        routes = worker.setup.routes
+        held = [
+            HeldRecipient(
+                recipient=r, route=classify(r, routes).name, rule="internal error", reason=reason
+            )
+            for r in recipients or [UNKNOWN_RECIPIENTS]
+        ]
+        _hold(worker, ref, held, "internal_error")
+    worker.records.quarantine(
+        envelope.message_id,
+        recipients,
+        reason,
+        kept_at=f"{kept.bucket}/{kept.key}" if kept is not None else "",
+    )
+    if path is not None:
+        worker.spool.remove(path)
+
+
+def quarantine_unreadable(worker: Worker, path: Path, error: ValueError) -> None:
+    """An empty or torn spool file: kept whole, with a quarantine record and a timeline event
+    that name it; if its envelope line can still be read, its recipients are quarantined."""
+    with path.open("rb") as spooled:
+        first_line = spooled.readline(MAX_ENVELOPE_LINE).rstrip(b"\n")
+    kept, digest = _keep_whole(worker, path)
+    try:
+        envelope: Envelope | None = Envelope.model_validate_json(first_line)
+    except ValueError:
+        envelope = None
+    reason = f"spool file {path.name} is unreadable ({type(error).__name__}: {error})"
+    if envelope is None:
+        reason += "; its envelope cannot be read"
+    message_id = envelope.message_id if envelope is not None else path.stem
+    recipients = envelope.recipients if envelope is not None else []
+    log.error("unreadable spool file quarantined", extra={"spool_file": path.name})
+    if envelope is not None:
+        worker.state.record_first(accepted_event(path, envelope, None))
+    ref = MessageRef(
+        message_id=message_id,
+        bucket=kept.bucket,
+        key=kept.key,
+        digest=digest,
+        envelope_sender=envelope.mail_from if envelope is not None else "",
+        size=kept.size,
+    )
+    held = [  # recipients not known: the record still says why (release needs --to)
+        HeldRecipient(recipient=r, route="unknown", rule="unreadable spool file", reason=reason)
+        for r in recipients or [UNKNOWN_RECIPIENTS]
+    ]
+    _hold(worker, ref, held, "unreadable_spool_file")
+    worker.records.quarantine(message_id, recipients, reason, kept_at=f"{kept.bucket}/{kept.key}")
+    worker.spool.remove(path)
+
+
+def quarantined_before(worker: Worker, path: Path, envelope: Envelope) -> bool:
+    """Whether an earlier run kept this file's message and recorded every recipient."""
+    objects = worker.mail_manager.actions.objects
+    if not objects.exists(QUARANTINE_BUCKET, kept_key(path.name)):
+        return False
+    settled = {s.recipient.casefold() for s in worker.state.states(envelope.message_id)}
+    return all(r.casefold() in settled for r in envelope.recipients)
+
+
+def _keep_whole(worker: Worker, path: Path) -> tuple[ObjectInfo, str]:
+    """The spool file as it is, and its digest."""
+    with path.open("rb") as spooled:
+        digest = hashlib.file_digest(spooled, "sha256").hexdigest()
+        spooled.seek(0)
+        kept = worker.mail_manager.actions.objects.put(
+            QUARANTINE_BUCKET, kept_key(path.name), spooled
+        )
+    return kept, digest
+
+
+def _hold(
+    worker: Worker,
+    ref: MessageRef,
+    held: list[HeldRecipient],
+    source: Literal["internal_error", "unreadable_spool_file"],
+) -> None:
+    services = worker.workflow.services
+    if services.quarantine is not None:
+        hold(
+            services.quarantine,
+            ref,
+            held,
+            held_at=worker.clock.now(),
+            retention_days=services.quarantine_days,
+            source=source,
+        )

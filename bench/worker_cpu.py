@@ -9,6 +9,7 @@ and prints the functions that cost the most (their own time, and with what they 
 profiler's own cost is then in the figure.
 
     .venv/bin/python bench/worker_cpu.py [--messages 200] [--size 5120] [--profile out.prof]
+                                         [--earlier N]  # N messages' events in the state database
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--size", type=int, default=5120)
+    parser.add_argument(
+        "--earlier", type=int, default=0, help="messages already in the state database"
+    )
     parser.add_argument("--profile", type=Path, help="write cProfile statistics here")
     parser.add_argument("--top", type=int, default=40, help="functions printed with --profile")
     args = parser.parse_args()
@@ -50,7 +54,7 @@ def main() -> None:
     from mxgate.local.bootstrap import Bootstrap  # noqa: PLC0415
     from mxgate.local.pipeline import Result, receive_spooled  # noqa: PLC0415
     from mxgate.local.settings import LocalSettings  # noqa: PLC0415
-    from mxgate.records import Envelope  # noqa: PLC0415
+    from mxgate.records import Envelope, Stage, TimelineEvent  # noqa: PLC0415
 
     with (
         tempfile.TemporaryDirectory(prefix="mxgate-worker-cpu-") as temporary,
@@ -81,6 +85,13 @@ def main() -> None:
                     paths.append(spool.write(envelope, message(args.size, number)))
                 return paths
 
+            earlier = datetime.now(UTC)  # a gateway that has run a while: its timeline
+            worker.state.record_many(
+                [
+                    TimelineEvent(message_id=f"earlier{n}", at=earlier, stage=Stage.ACCEPTED)
+                    for n in range(args.earlier)
+                ]
+            )
             for path in spooled(5):  # warm up: connections, caches, lazy imports
                 receive_spooled(worker, path)
             paths = spooled(args.messages)

@@ -159,14 +159,17 @@ class Gateway:
         self._hand_out()
 
     def _hand_out(self) -> None:
-        """Give the workers what is ready, as many batches as they have room for, what is
-        ready shared among them (a backlog on start goes out BATCH_MOST files a batch)."""
+        """Give the workers what is ready, as many batches as they have room for. A batch
+        takes its share of what is ready as if every batch a worker may have went now, so
+        that no worker is left with a long batch while another has none (a backlog goes out
+        BATCH_MOST files a batch)."""
         if self.pool is None:  # stopped: what is left stays in the spool for the next start
             return
-        room = self.setup.settings.workers * BATCHES_A_WORKER - self.batches
+        batches = self.setup.settings.workers * BATCHES_A_WORKER
+        room = batches - self.batches
+        share = min(BATCH_MOST, -(-len(self.ready) // batches))
         while self.ready and room > 0:
-            size = min(BATCH_MOST, -(-len(self.ready) // room))
-            batch = [self.ready.popitem(last=False)[0] for _ in range(size)]
+            batch = [self.ready.popitem(last=False)[0] for _ in range(min(share, len(self.ready)))]
             try:
                 future = self.pool.submit(worker.receive, [str(path) for path in batch])
             except BrokenProcessPool:

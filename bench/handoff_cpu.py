@@ -23,12 +23,10 @@ import resource
 import tempfile
 import time
 from concurrent.futures import Future
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from harness import (
-    RECIPIENT,
     children,
     delivered_count,
     gateway_environment,
@@ -37,7 +35,7 @@ from harness import (
     quiet_dns,
     smtp_sink,
 )
-from worker_cpu import SENDER, message
+from worker_cpu import spool_messages
 
 
 def workers_cpu() -> float:
@@ -52,12 +50,10 @@ def workers_cpu() -> float:
 
 async def run(args: argparse.Namespace, environment: dict[str, str]) -> None:
     # imported here: the figure is the gateway's, and so is its import time (left out)
-    from mxgate.ids import new_message_id  # noqa: PLC0415
     from mxgate.local.bootstrap import Bootstrap  # noqa: PLC0415
     from mxgate.local.server import Gateway  # noqa: PLC0415
     from mxgate.local.settings import LocalSettings  # noqa: PLC0415
     from mxgate.observability import configure_logging  # noqa: PLC0415
-    from mxgate.records import Envelope  # noqa: PLC0415
 
     class CountingGateway(Gateway):
         """The gateway, each call of its pool counted."""
@@ -73,7 +69,7 @@ async def run(args: argparse.Namespace, environment: dict[str, str]) -> None:
                 CountingGateway.calls += 1
                 return submit(*call)
 
-            self.pool.submit = counted  # type: ignore[method-assign]
+            self.pool.submit = counted
 
     settings = LocalSettings.from_env(environment)
     configure_logging(settings.log_level)
@@ -84,22 +80,6 @@ async def run(args: argparse.Namespace, environment: dict[str, str]) -> None:
     spool = bootstrap.spool()
     ingress = bootstrap.setup.primary.ingress_id
 
-    def spooled(count: int, first: int) -> list[Path]:
-        paths = []
-        for number in range(first, first + count):
-            now = datetime.now(UTC)
-            envelope = Envelope(
-                message_id=new_message_id(now),
-                mail_from=SENDER,
-                recipients=[RECIPIENT],
-                helo="load.example",
-                source_ip="127.0.0.1",
-                received_at=now,
-                ingress_point=ingress,
-            )
-            paths.append(spool.write(envelope, message(args.size, number)))
-        return paths
-
     async def hand_on(paths: list[Path], rate: float) -> None:
         started = time.perf_counter()
         for number, path in enumerate(paths):
@@ -108,8 +88,9 @@ async def run(args: argparse.Namespace, environment: dict[str, str]) -> None:
             gateway.submit(path)
         await asyncio.wait_for(gateway.idle.wait(), 600)
 
-    await hand_on(spooled(20, 0), 0)  # warm up: the workers' imports, connections, caches
-    paths = spooled(args.messages, 20)
+    # warm up: the workers' imports, connections, caches
+    await hand_on(spool_messages(spool, ingress, 20, args.size), 0)
+    paths = spool_messages(spool, ingress, args.messages, args.size, first=20)
     calls, workers_before = CountingGateway.calls, workers_cpu()
     before, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     await hand_on(paths, args.rate)

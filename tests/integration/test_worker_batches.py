@@ -74,7 +74,7 @@ class CountingGateway(Gateway):
             self.calls.append((function.__name__, files))
             return submit(function, *args)
 
-        self.pool.submit = counted  # type: ignore[method-assign]
+        self.pool.submit = counted
 
 
 def spool_messages(bootstrap: Bootstrap, count: int, prefix: str) -> list[str]:

@@ -183,8 +183,9 @@ class Gateway:
     def _recover(self) -> None:
         """A worker process died (killed, out of memory): the pool is unusable from then on.
         Start a new one and hand it everything still in the spool."""
-        if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.pool is None:  # stopped: the next start replays the spool
+            return
+        self.pool.shutdown(wait=False, cancel_futures=True)
         log.error("a worker process died: starting new workers, replaying the spool")
         self.in_flight.clear()
         self.ready.clear()
@@ -236,7 +237,6 @@ class Gateway:
 
     def _done(self, work: Work, result: Result | None, error: BaseException | None) -> None:
         """One spool file's or record's end in its worker: kept work is tried again later."""
-        self.deferred_running.discard(work.label)
         if work.spool_file is not None:
             self.in_flight.discard(work.spool_file)
         if error is not None:  # spool files and deferred records stay for the next attempt

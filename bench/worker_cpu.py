@@ -9,6 +9,7 @@ and prints the functions that cost the most (their own time, and with what they 
 profiler's own cost is then in the figure.
 
     .venv/bin/python bench/worker_cpu.py [--messages 200] [--size 5120] [--profile out.prof]
+                                         [--earlier N]  # N messages' events in the state database
 """
 
 from __future__ import annotations
@@ -21,8 +22,12 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness import RECIPIENT, gateway_environment, print_cpu_a_message, quiet_dns, smtp_sink
+
+if TYPE_CHECKING:
+    from mxgate.local.spool import Spool
 
 SENDER = "bench@load.example"
 
@@ -37,20 +42,43 @@ def message(size: int, number: int) -> bytes:
     return head + line * max(1, (size - len(head)) // len(line))
 
 
+def spool_messages(spool: Spool, ingress: str, count: int, size: int, first: int = 0) -> list[Path]:
+    """`count` messages of about `size` bytes spooled as the ingress spools them."""
+    from mxgate.ids import new_message_id  # noqa: PLC0415
+    from mxgate.records import Envelope  # noqa: PLC0415
+
+    paths = []
+    for number in range(first, first + count):
+        now = datetime.now(UTC)
+        envelope = Envelope(
+            message_id=new_message_id(now),
+            mail_from=SENDER,
+            recipients=[RECIPIENT],
+            helo="load.example",
+            source_ip="127.0.0.1",
+            received_at=now,
+            ingress_point=ingress,
+        )
+        paths.append(spool.write(envelope, message(size, number)))
+    return paths
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--size", type=int, default=5120)
+    parser.add_argument(
+        "--earlier", type=int, default=0, help="messages already in the state database"
+    )
     parser.add_argument("--profile", type=Path, help="write cProfile statistics here")
     parser.add_argument("--top", type=int, default=40, help="functions printed with --profile")
     args = parser.parse_args()
 
     # imported here: the figure is the worker's, and so is its import time (left out)
-    from mxgate.ids import new_message_id  # noqa: PLC0415
     from mxgate.local.bootstrap import Bootstrap  # noqa: PLC0415
     from mxgate.local.pipeline import Result, receive_spooled  # noqa: PLC0415
     from mxgate.local.settings import LocalSettings  # noqa: PLC0415
-    from mxgate.records import Envelope  # noqa: PLC0415
+    from mxgate.records import Stage, TimelineEvent  # noqa: PLC0415
 
     with (
         tempfile.TemporaryDirectory(prefix="mxgate-worker-cpu-") as temporary,
@@ -65,25 +93,18 @@ def main() -> None:
             spool = bootstrap.spool()
             ingress = bootstrap.setup.primary.ingress_id
 
-            def spooled(count: int) -> list[Path]:
-                paths = []
-                for number in range(count):
-                    now = datetime.now(UTC)
-                    envelope = Envelope(
-                        message_id=new_message_id(now),
-                        mail_from=SENDER,
-                        recipients=[RECIPIENT],
-                        helo="load.example",
-                        source_ip="127.0.0.1",
-                        received_at=now,
-                        ingress_point=ingress,
-                    )
-                    paths.append(spool.write(envelope, message(args.size, number)))
-                return paths
-
-            for path in spooled(5):  # warm up: connections, caches, lazy imports
+            earlier = datetime.now(UTC)  # a gateway that has run a while: its timeline
+            worker.state.record_many(
+                [
+                    TimelineEvent(message_id=f"earlier{n}", at=earlier, stage=Stage.ACCEPTED)
+                    for n in range(args.earlier)
+                ]
+            )
+            for path in spool_messages(
+                spool, ingress, 5, args.size
+            ):  # warm up: connections, caches, lazy imports
                 receive_spooled(worker, path)
-            paths = spooled(args.messages)
+            paths = spool_messages(spool, ingress, args.messages, args.size)
             # CPU time, not wall time: waits on the sink and the disk are not the worker's cost
             profile = cProfile.Profile(time.process_time) if args.profile else None
             before, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()

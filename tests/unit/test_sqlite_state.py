@@ -140,3 +140,33 @@ def test_the_queue_says_when_it_next_has_work_and_takes_a_record_back(tmp_path: 
     assert store.next_due() == T0 + timedelta(seconds=30)
     (back,) = store.lease_due(T0 + timedelta(seconds=30), 600)
     assert (back.record_id, back.due_at) == ("soon", T0 + timedelta(seconds=30))
+
+
+def test_an_accepted_event_is_written_without_reading_other_messages_events(
+    tmp_path: Path,
+) -> None:
+    """Its check for an `accepted` event already written (a replayed spool file) looks at the
+    message's own events: the work it takes does not grow with every message ever accepted
+    (counted in SQLite's virtual machine instructions, not timed)."""
+    store = SqliteState(tmp_path / "state.db")
+
+    def accepted(message_id: str) -> TimelineEvent:
+        return TimelineEvent(message_id=message_id, at=T0, stage=Stage.ACCEPTED, detail="5 bytes")
+
+    def instructions_to_record(message_id: str) -> int:
+        counted = [0]
+
+        def count() -> int:
+            counted[0] += 1
+            return 0  # go on
+
+        store.db.set_progress_handler(count, 1)
+        store.record_first(accepted(message_id))
+        store.db.set_progress_handler(None, 1)
+        return counted[0]
+
+    on_an_empty_database = instructions_to_record("m-first")
+    store.record_many([accepted(f"m{n:05d}") for n in range(3000)])
+    assert instructions_to_record("m-last") < on_an_empty_database * 2
+    store.record_first(accepted("m-last"))  # written once
+    assert [e.stage for e in store.events("m-last")] == [Stage.ACCEPTED]

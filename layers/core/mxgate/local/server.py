@@ -16,6 +16,7 @@ import random
 import signal
 import ssl
 import sys
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from mxgate.adapters.local.state import SqliteState
 from mxgate.errors import ConfigError, FailureKind, kind_of
@@ -50,6 +52,15 @@ class Running:
     ingress_servers: list[asyncio.Server] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Work:
+    """One spool file or deferred record in a pool call, and how it is handed out again."""
+
+    label: str  # the spool file's name, or the record's id
+    again: Callable[[], None]  # hands it to the workers anew once its backoff has passed
+    spool_file: Path | None = None
+
+
 DEFERRED_LEASE = 600.0  # seconds a deferred delivery may run before another run may take it
 RETENTION_EVERY = 3600.0  # seconds between looks at what the retention periods let go
 # Work a worker kept because it failed for now (a full disk, a busy database) is tried again
@@ -58,6 +69,12 @@ RETENTION_EVERY = 3600.0  # seconds between looks at what the retention periods 
 KEPT_FIRST = 1.0
 KEPT_MOST = 60.0
 SOONEST_LOOK = 0.05  # seconds: the deferred queue's scheduler never looks more often than this
+# Spool files go to the workers in batches of what is ready when a worker can take more: one
+# pool call (its pickling, pipe round trip and future) for up to BATCH_MOST files. Each worker
+# has at most BATCHES_A_WORKER batches handed to it, so one waits in the pool's queue while
+# another runs and a lone message goes at once; no timer ever waits for a batch to fill.
+BATCH_MOST = 16
+BATCHES_A_WORKER = 2
 
 
 def kept_backoff(tries: int, rng: random.Random) -> float:
@@ -82,9 +99,11 @@ class Gateway:
         self.pool: ProcessPoolExecutor | None = None
         self.pool_args: tuple[str, str] = ("", "")  # the workers' initializer arguments
         self.spool = bootstrap.ingress_spool()
+        self.ready: OrderedDict[Path, None] = OrderedDict()  # spool files for the next batch
         self.in_flight: set[Path] = set()  # spool files handed to the pool and not yet done
+        self.batches = 0  # batches of spool files handed to the pool and not yet done
         self.pool_generation = 0  # a new pool replaces one whose worker died
-        self.pending: set[Future[Result]] = set()
+        self.pending: set[Future[Any]] = set()
         self.idle = asyncio.Event()
         self.idle.set()
         self.deferred_running: set[str] = set()
@@ -132,60 +151,101 @@ class Gateway:
         )
 
     def submit(self, path: Path) -> None:
-        """Hand one spooled message to the workers (once: a file already in flight is skipped)."""
-        if path in self.in_flight:
+        """Hand one spooled message to the workers (once: a file already waiting or in flight
+        is skipped), in the next batch that goes."""
+        if path in self.ready or path in self.in_flight:
             return
-        assert self.pool is not None
-        try:
-            future = self.pool.submit(worker.receive, str(path))
-        except BrokenProcessPool:
-            self._recover()  # resubmits every spooled message, this one included
+        self.ready[path] = None
+        self._hand_out()
+
+    def _hand_out(self) -> None:
+        """Give the workers what is ready, as many batches as they have room for. A batch
+        takes its share of what is ready as if every batch a worker may have went now, so
+        that no worker is left with a long batch while another has none (a backlog goes out
+        BATCH_MOST files a batch)."""
+        if self.pool is None:  # stopped: what is left stays in the spool for the next start
             return
-        self.in_flight.add(path)
-        future.add_done_callback(lambda _: self.in_flight.discard(path))
-        self._track(future, path.name, lambda: self.submit(path))
+        batches = self.setup.settings.workers * BATCHES_A_WORKER
+        room = batches - self.batches
+        share = min(BATCH_MOST, -(-len(self.ready) // batches))
+        while self.ready and room > 0:
+            batch = [self.ready.popitem(last=False)[0] for _ in range(min(share, len(self.ready)))]
+            try:
+                future = self.pool.submit(worker.receive, [str(path) for path in batch])
+            except BrokenProcessPool:
+                self._recover()  # hands out every spooled message, this batch included
+                return
+            self.in_flight.update(batch)
+            self.batches += 1
+            room -= 1
+            self._track(future, [Work(p.name, partial(self.submit, p), p) for p in batch])
 
     def _recover(self) -> None:
         """A worker process died (killed, out of memory): the pool is unusable from then on.
         Start a new one and hand it everything still in the spool."""
-        if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.pool is None:  # stopped: the next start replays the spool
+            return
+        self.pool.shutdown(wait=False, cancel_futures=True)
         log.error("a worker process died: starting new workers, replaying the spool")
         self.in_flight.clear()
+        self.ready.clear()
+        self.batches = 0
         self.pool_generation += 1
         self._start_pool()
-        for path in self.spool.pending():
-            self.submit(path)
+        self._replay_spool()
 
-    def _track(self, future: Future[Result], label: str, again: Callable[[], None]) -> None:
-        """Follow one piece of work; `again` hands it to the workers anew if it is kept."""
+    def _replay_spool(self) -> None:
+        """Hand the workers every spooled message not yet with them (on start, after a crash)."""
+        for path in self.spool.pending():
+            if path not in self.in_flight:
+                self.ready[path] = None
+        self._hand_out()
+
+    def _track(self, future: Future[Any], work: list[Work]) -> None:
+        """Follow one pool call (a batch of spool files, or one deferred record)."""
         self.pending.add(future)
         self.idle.clear()
         loop = asyncio.get_running_loop()
         generation = self.pool_generation
         future.add_done_callback(
-            lambda f: loop.call_soon_threadsafe(self._finished, f, label, generation, again)
+            lambda f: loop.call_soon_threadsafe(self._finished, f, work, generation)
         )
 
-    def _finished(
-        self, future: Future[Result], label: str, generation: int, again: Callable[[], None]
-    ) -> None:
+    def _finished(self, future: Future[Any], work: list[Work], generation: int) -> None:
         self.pending.discard(future)
-        self.deferred_running.discard(label)
         self.look_again.set()  # what it did may have queued work: a retry's wait, a deferral
-        if not self.pending:
-            self.idle.set()
+        for each in work:
+            self.deferred_running.discard(each.label)
+        current = generation == self.pool_generation
         error = None if future.cancelled() else future.exception()
         if isinstance(error, BrokenProcessPool):
-            if generation == self.pool_generation:  # the first of the dead pool's futures
+            if current:  # the first of the dead pool's futures
                 self._recover()
-        elif error is not None:  # spool files and deferred records stay for the next attempt
-            log.error("worker failed", extra={"work": label, "error": repr(error)})
-            self._try_later(label, again)
-        elif future.result() is Result.KEPT:
-            self._try_later(label, again)
+        elif future.cancelled() or (not current and work[0].spool_file is not None):
+            pass  # a dead pool's: its spool files went to the new one
         else:
-            self.kept.pop(label, None)
+            results = future.result() if error is None else [None] * len(work)
+            if not isinstance(results, list):
+                results = [results]  # a deferred record's one Result
+            for each, result in zip(work, results, strict=True):
+                self._done(each, result, error)
+            if work[0].spool_file is not None:  # a batch: room for the next one
+                self.batches -= 1
+                self._hand_out()
+        if not self.pending and not self.ready:
+            self.idle.set()
+
+    def _done(self, work: Work, result: Result | None, error: BaseException | None) -> None:
+        """One spool file's or record's end in its worker: kept work is tried again later."""
+        if work.spool_file is not None:
+            self.in_flight.discard(work.spool_file)
+        if error is not None:  # spool files and deferred records stay for the next attempt
+            log.error("worker failed", extra={"work": work.label, "error": repr(error)})
+            self._try_later(work.label, work.again)
+        elif result is Result.KEPT:
+            self._try_later(work.label, work.again)
+        else:
+            self.kept.pop(work.label, None)
 
     def _try_later(self, label: str, again: Callable[[], None]) -> None:
         """Kept work, handed to the workers again after a backoff (or on the next start)."""
@@ -251,7 +311,7 @@ class Gateway:
             return
         self.deferred_running.add(record.record_id)
         future = self.pool.submit(worker.run_due, record.model_dump_json())
-        self._track(future, record.record_id, lambda: self._postpone(record))
+        self._track(future, [Work(record.record_id, partial(self._postpone, record))])
 
     def _postpone(self, record: Deferred) -> None:
         """A record kept by its worker: due again now that its backoff has passed."""
@@ -298,8 +358,7 @@ class Gateway:
         deferred_state.release_leases()
         # what a previous run accepted but did not finish, before anything new is accepted
         self.spool.discard_partial()
-        for path in self.spool.pending():
-            self.submit(path)
+        self._replay_spool()
         limits = setup.config.smtp.limits
         raise_open_file_limit(limits)
         cert, key = ensure_certificate(dirs.tls, setup.settings.hostname, self.clock.now())
@@ -377,9 +436,10 @@ class Gateway:
                 "stopping with messages in flight; they are replayed on the next start",
                 extra={"in_flight": len(self.pending)},
             )
-        if self.pool is not None:
+        pool, self.pool = self.pool, None  # nothing more is handed out
+        if pool is not None:
             # in a thread: the loop goes on meanwhile (the scheduler, the timers are done)
-            await asyncio.to_thread(self.pool.shutdown, wait=True, cancel_futures=True)
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
         if self.mailbox_process is not None:  # after the workers: they said QUIT to the hosts
             self.mailbox_process.terminate()
             await self.mailbox_process.wait()

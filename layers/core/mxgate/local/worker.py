@@ -2,7 +2,7 @@
 
 The pool initializer builds one Worker per process from the composition root (the
 process-wide instance below is the pool's documented pattern); `receive` is what the ingress
-submits, one spooled file a call, and `run_due` what the deferred queue's scheduler submits,
+submits, a batch of spool files a call, and `run_due` what the deferred queue's scheduler submits,
 one record a call. The work itself is `local/pipeline.py`.
 """
 
@@ -61,8 +61,11 @@ def _current() -> Worker:
     return _worker
 
 
-def receive(spool_file: str) -> pipeline.Result:
-    return pipeline.receive_spooled(_current(), Path(spool_file))
+def receive(spool_files: list[str]) -> list[pipeline.Result]:
+    """A batch of spool files, one after another, each to its own end: one that fails (it is
+    kept, or quarantined) leaves the others as they went."""
+    worker = _current()
+    return [pipeline.receive_spooled(worker, Path(spool_file)) for spool_file in spool_files]
 
 
 def run_due(record_json: str) -> pipeline.Result:

@@ -26,6 +26,7 @@ import random
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from mxgate.errors import ConfigError, MxgateError, kind_named
@@ -108,15 +109,34 @@ class _StateError(Exception):
 # ----------------------------------------------------------------------------- paths
 
 
+_ABSENT = object()
+
+
+@cache
+def _names(path: str) -> tuple[bool, tuple[str, ...]]:
+    """A path once split (the definition's paths are few): whether it reads the context, and
+    the names along it."""
+    in_context = path.startswith("$$")
+    return in_context, tuple(path.removeprefix("$" if in_context else "").split(".")[1:])
+
+
+def _lookup(document: Any, path: str, context: Mapping[str, Any] | None) -> Any:
+    """The value at a path, or _ABSENT (a Choice's IsPresent asks without an error)."""
+    in_context, names = _names(path)
+    value = (context or {}) if in_context else document
+    for name in names:
+        if not isinstance(value, dict) or name not in value:
+            return _ABSENT
+        value = value[name]
+    return value
+
+
 def read_path(document: Any, path: str, context: Mapping[str, Any] | None = None) -> Any:
     """The value at a reference path (`$.a.b`) or a context path (`$$.Map.Item.Value`)."""
-    if path.startswith("$$"):
-        document, path = context or {}, path[1:]
-    value = document
-    for name in path.split(".")[1:]:
-        if not isinstance(value, dict) or name not in value:
-            raise _StateError(RUNTIME_ERROR, f"path {path!r} not found in input")
-        value = value[name]
+    value = _lookup(document, path, context)
+    if value is _ABSENT:
+        shown = path.removeprefix("$") if path.startswith("$$") else path
+        raise _StateError(RUNTIME_ERROR, f"path {shown!r} not found in input")
     return value
 
 
@@ -554,11 +574,7 @@ class Interpreter:
 
     def _choose(self, state: Mapping[str, Any], document: Any) -> str:
         for rule in state["Choices"]:
-            try:
-                read_path(document, rule["Variable"])
-                present = True
-            except _StateError:
-                present = False
+            present = _lookup(document, rule["Variable"], None) is not _ABSENT
             if present is bool(rule["IsPresent"]):
                 return str(rule["Next"])
         if "Default" not in state:

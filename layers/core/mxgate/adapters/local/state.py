@@ -30,8 +30,9 @@ from mxgate.records import (
 _INSERT_EVENT = "INSERT INTO events (message_id, at, stage, recipient, detail) VALUES (?,?,?,?,?)"
 _INSERT_FIRST_EVENT = (
     "INSERT INTO events (message_id, at, stage, recipient, detail) SELECT ?,?,?,?,? "
-    "WHERE NOT EXISTS (SELECT 1 FROM events WHERE message_id=? AND stage=?)"
-)
+    "WHERE NOT EXISTS (SELECT 1 FROM events INDEXED BY events_by_message "
+    "WHERE message_id=? AND stage=?)"
+)  # by message: the planner took the stage index, a scan of every message's accepted event
 
 
 def _event_row(event: TimelineEvent) -> tuple[str, str, str, str | None, str]:

@@ -300,10 +300,14 @@ def layer_bytecode(runs: int, as_json: bool) -> None:
         f"cold start from the layer as Lambda unzips it (files dated 1980, no bytecode written), "
         f"CPU time, median of {runs} alternating passes"
     )
-    print(f"  {'':<16} {'no bytecode':>12} {'hash bytecode':>14} {'saved':>8}")
+    base = rows["reference"]
+    print(
+        f"  {'':<16} {'no bytecode':>12} {'vs ref':>7} {'hash bytecode':>14} {'vs ref':>7} {'saved':>8}"
+    )
     for name, row in rows.items():
         print(
-            f"  {name:<16} {row['source'] * 1000:>9.0f} ms {row['hash'] * 1000:>11.0f} ms "
+            f"  {name:<16} {row['source'] * 1000:>9.0f} ms {row['source'] / base['source']:>6.2f}x "
+            f"{row['hash'] * 1000:>11.0f} ms {row['hash'] / base['hash']:>6.2f}x "
             f"{(row['source'] - row['hash']) * 1000:>5.0f} ms"
         )
 

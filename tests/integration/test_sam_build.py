@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mxgate.config_files import read_document
 from mxgate.mailmanager.template import read_template
 from tests.awsstack import TEMPLATE
 from tests.support import REPO
@@ -89,6 +90,9 @@ def test_sam_build_packs_the_layer_and_the_functions(tmp_path):
             assert (code / "app.py").exists(), name
     config_layer = built["Resources"]["ConfigLayer"]["Properties"]["ContentUri"]
     assert (build / config_layer / "routes.yaml").exists()
+    assert read_document(build / config_layer / "routes.json", "routes") == read_document(
+        REPO / "config" / "routes.yaml", "routes"
+    )
 
     unhashed = subprocess.run(
         [str(python), "-c", UNHASHED, str(build)],

@@ -19,20 +19,34 @@ median of `--runs` passes. The floor line is the reference plus `from pydantic i
 and one small model validated: what a function that reads its event with pydantic cannot go
 under.
 
-    .venv/bin/python bench/cold_start.py [--runs 5] [--json]
+With `--layer-bytecode`, the layer as Lambda unzips it instead: the core layer's packages
+(layers/core/requirements.txt and what they require, and mxgate) and the functions copied into a
+directory, every file dated 1980 as SAM's zip dates it, bytecode not written; passes alternate
+that tree without bytecode (what `sam build` ships: every cold start compiles each module it
+imports) and the same tree with the hash-based bytecode `make sam-build` compiles. boto3 comes
+compiled on both sides, as the runtime's does.
+
+    .venv/bin/python bench/cold_start.py [--runs 5] [--json] [--layer-bytecode]
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
+import importlib.metadata
 import json
 import os
+import py_compile
+import re
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -139,22 +153,70 @@ FIRST_INVOKE = {
 }
 
 
-def environment(cache: str) -> dict[str, str]:
+def environment(scratch: Path, layer: Path | None = None) -> dict[str, str]:
     """What template.yaml sets on the functions (its plain Globals variables, and
-    tests.support's offline settings: this repository's routes file with samconfig.toml's
-    parameters); no secrets: reading one is an AWS call, left out as client creation is."""
+    tests.support's offline settings: this repository's routes file in the JSON form the
+    functions read, written into `scratch`, with samconfig.toml's parameters); no secrets:
+    reading one is an AWS call, left out as client creation is. Bytecode is written to
+    `scratch`, or with `layer` (its packages first on the path) never written, as on Lambda's
+    read-only layers."""
     sys.path.insert(0, str(REPO))  # tests.support, as bench/cost.py imports tests
     from mxgate.mailmanager.template import read_template  # noqa: PLC0415 -- not in the runs
-    from tests.support import offline_function_environment  # noqa: PLC0415
+    from tests.support import offline_function_environment, routes_json  # noqa: PLC0415
 
     variables = read_template(REPO / "template.yaml")["Globals"]["Function"]["Environment"]
     inherited = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     return {
         **inherited,
         **{k: v for k, v in variables["Variables"].items() if isinstance(v, str)},
-        **offline_function_environment(),
-        "PYTHONPYCACHEPREFIX": cache,
+        **offline_function_environment(routes_json(scratch)),
+        **({"PYTHONPYCACHEPREFIX": str(scratch)} if layer is None else {}),
+        **({"PYTHONPATH": str(layer), "PYTHONDONTWRITEBYTECODE": "1"} if layer else {}),
     }
+
+
+SAM_ZIP_DATE = 315532800  # 1980-01-01 00:00 UTC, every file's date in SAM's zip
+
+
+def layer_distributions() -> list[importlib.metadata.Distribution]:
+    """The installed distributions the core layer ships: its requirements and theirs."""
+    lines = (REPO / "layers" / "core" / "requirements.txt").read_text().splitlines()
+    pending = [Requirement(line) for line in lines if line.strip() and not line.startswith("#")]
+    found: dict[str, importlib.metadata.Distribution] = {}
+    while pending:
+        requirement = pending.pop()
+        name = re.sub(r"[-_.]+", "-", requirement.name).lower()
+        if name in found:
+            continue
+        found[name] = importlib.metadata.distribution(requirement.name)
+        for text in found[name].requires or []:
+            needed = Requirement(text)
+            extras = requirement.extras or {""}
+            if needed.marker is None or any(needed.marker.evaluate({"extra": e}) for e in extras):
+                pending.append(needed)
+    return list(found.values())
+
+
+def layer_tree(root: Path) -> Path:
+    """The layer's `python/` directory and the functions, as Lambda unzips them: no bytecode,
+    each file dated 1980. Returns the `python/` directory (the functions are beside it)."""
+    python = root / "python"
+    python.mkdir(parents=True)
+    no_bytecode = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for distribution in layer_distributions():
+        base = Path(str(distribution.locate_file("")))
+        tops = {Path(str(f)).parts[0] for f in distribution.files or [] if ".." not in str(f)}
+        for top in tops - {"__pycache__"}:
+            source, target = base / top, python / top
+            if source.is_dir() and not target.exists():
+                shutil.copytree(source, target, ignore=no_bytecode)
+            elif source.is_file() and source.suffix != ".pyc":
+                shutil.copy2(source, target)
+    shutil.copytree(REPO / "layers" / "core" / "mxgate", python / "mxgate", ignore=no_bytecode)
+    shutil.copytree(REPO / "functions", root / "functions", ignore=no_bytecode)
+    for path in [root, *root.rglob("*")]:
+        os.utime(path, (SAM_ZIP_DATE, SAM_ZIP_DATE), follow_symlinks=False)
+    return python
 
 
 def run(env: dict[str, str], code: str, *args: str) -> list[tuple[float, float]]:
@@ -195,14 +257,77 @@ def sample(samples: Samples, marks: list[tuple[float, float]]) -> None:
     samples.wall.append(marks[-1][1])
 
 
+def layer_bytecode(runs: int, as_json: bool) -> None:
+    """The reference and each function from the layer tree, without and with hash-based
+    bytecode, alternating: the CPU time the bytecode saves each cold start."""
+    with tempfile.TemporaryDirectory(prefix="mxgate-layer-") as scratch:
+        source = layer_tree(Path(scratch) / "source")
+        hashed_root = Path(scratch) / "hash"
+        shutil.copytree(source.parent, hashed_root, symlinks=True)
+        compileall.compile_dir(
+            hashed_root,
+            quiet=1,
+            force=True,
+            workers=0,
+            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+        )
+        envs = {
+            "source": environment(Path(scratch), source),
+            "hash": environment(Path(scratch), hashed_root / "python"),
+        }
+        programs = {"reference": {kind: (REFERENCE, []) for kind in envs}} | {
+            app.parent.name: {
+                kind: function_program(
+                    app.parent.name, root / "functions" / app.parent.name / "app.py"
+                )
+                for kind, root in (("source", source.parent), ("hash", hashed_root))
+            }
+            for app in sorted((REPO / "functions").glob("*/app.py"))
+        }
+        cpu: dict[str, dict[str, list[float]]] = {name: {k: [] for k in envs} for name in programs}
+        for _ in range(runs):
+            for name, by_kind in programs.items():
+                for kind, (code, program_args) in by_kind.items():
+                    cpu[name][kind].append(run(envs[kind], code, *program_args)[-1][0])
+    rows = {
+        name: {kind: statistics.median(samples) for kind, samples in by_kind.items()}
+        for name, by_kind in cpu.items()
+    }
+    if as_json:
+        print(json.dumps({"cold_start_s": rows}, indent=2))
+        return
+    print(
+        f"cold start from the layer as Lambda unzips it (files dated 1980, no bytecode written), "
+        f"CPU time, median of {runs} alternating passes"
+    )
+    base = rows["reference"]
+    print(
+        f"  {'':<16} {'no bytecode':>12} {'vs ref':>7} {'hash bytecode':>14} {'vs ref':>7} {'saved':>8}"
+    )
+    for name, row in rows.items():
+        print(
+            f"  {name:<16} {row['source'] * 1000:>9.0f} ms {row['source'] / base['source']:>6.2f}x "
+            f"{row['hash'] * 1000:>11.0f} ms {row['hash'] / base['hash']:>6.2f}x "
+            f"{(row['source'] - row['hash']) * 1000:>5.0f} ms"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--json", action="store_true", help="the figures as JSON")
+    parser.add_argument(
+        "--layer-bytecode",
+        action="store_true",
+        help="the layer's files dated 1980: without and with hash-based bytecode",
+    )
     args = parser.parse_args()
+    if args.layer_bytecode:
+        layer_bytecode(args.runs, args.json)
+        return
     apps = sorted((REPO / "functions").glob("*/app.py"))
     with tempfile.TemporaryDirectory(prefix="mxgate-bytecode-") as cache:
-        env = environment(cache)
+        env = environment(Path(cache))
         programs = {app.parent.name: function_program(app.parent.name, app) for app in apps}
         run(env, FLOOR)  # the first pass compiles; not counted
         for code, program_args in programs.values():

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 from aiosmtpd.controller import Controller
 
+from mxgate.config_files import json_form
 from mxgate.mailmanager.template import (
     Resolver,
     read_samconfig_parameters,
@@ -253,13 +254,21 @@ def fill(directory: Path) -> Path:
     return filler
 
 
-def offline_function_environment() -> dict[str, str]:
+def routes_json(directory: Path) -> Path:
+    """This repository's routes file in the JSON form `make sam-build` gives the functions."""
+    path = directory / "routes.json"
+    path.write_text(json_form(ROUTES, "routes"), encoding="utf-8")
+    return path
+
+
+def offline_function_environment(routes: Path = ROUTES) -> dict[str, str]:
     """The MXGATE_* settings the template gives the functions, for a function's import and
     composition root run outside AWS (tests, bench/cold_start.py): this repository's routes
-    file with samconfig.toml's parameters, and names of resources that are never called."""
+    file (or `routes`, its JSON form: routes_json) with samconfig.toml's parameters, and names
+    of resources that are never called."""
     return {
         "AWS_DEFAULT_REGION": "us-east-1",
-        "MXGATE_ROUTES_FILE": str(ROUTES),
+        "MXGATE_ROUTES_FILE": str(routes),
         "MXGATE_ROUTES_PARAMETERS": json.dumps(routes_parameters_of_samconfig()),
         "MXGATE_RAW_BUCKET": "raw-mail",
         "MXGATE_STATE_TABLE": "state",

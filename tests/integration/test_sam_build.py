@@ -1,5 +1,6 @@
-"""`sam build` of template.yaml, as `make sam-build` runs it: the layer carries the mxgate
-package and its dependencies built for the functions' architecture, each function its app.py.
+"""`make sam-build`: the layer carries the mxgate package and its dependencies built for the
+functions' architecture, each function its app.py, and every module its hash-based bytecode for
+the runtime's Python (SAM's zip dates files 1980: timestamp bytecode would never validate).
 
 Without Docker, sam build needs the runtime's own Python (python3.13) on PATH (TOOLING.md);
 where it or the SAM CLI is missing, this test is skipped and says which.
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mxgate.config_files import read_document
 from mxgate.mailmanager.template import read_template
 from tests.awsstack import TEMPLATE
 from tests.support import REPO
@@ -55,12 +57,11 @@ def test_sam_build_packs_the_layer_and_the_functions(tmp_path):
         pytest.skip("sam build not run: python3.13 not found (PATH or /root/.pyenv/versions)")
     build = tmp_path / "build"
     environment = {
-        **os.environ,
-        "PATH": f"{python.parent}{os.pathsep}{os.environ['PATH']}",
+        **{k: v for k, v in os.environ.items() if not k.startswith("MAKE")},  # not make test's
         "SAM_CLI_TELEMETRY": "0",
     }
     result = subprocess.run(
-        [str(sam), "build", "--template", str(TEMPLATE), "--build-dir", str(build)],
+        ["make", "sam-build", f"SAM_BUILD_DIR={build}", f"PY313_BIN={python.parent}"],
         cwd=REPO,  # samconfig.toml: cached, parallel; the cache stays in .aws-sam/cache
         env=environment,
         capture_output=True,
@@ -89,3 +90,37 @@ def test_sam_build_packs_the_layer_and_the_functions(tmp_path):
             assert (code / "app.py").exists(), name
     config_layer = built["Resources"]["ConfigLayer"]["Properties"]["ContentUri"]
     assert (build / config_layer / "routes.yaml").exists()
+    assert read_document(build / config_layer / "routes.json", "routes") == read_document(
+        REPO / "config" / "routes.yaml", "routes"
+    )
+
+    unhashed = subprocess.run(
+        [str(python), "-c", UNHASHED, str(build)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout.split()
+    assert not unhashed, f"{len(unhashed)} modules without hash-based bytecode: {unhashed[:5]}"
+
+
+# Run by the runtime's Python: every module under the build directory whose bytecode is missing,
+# for another Python, timestamp-based or checked at import, or not of the module's source as it is.
+UNHASHED = """
+import importlib.util, sys
+from pathlib import Path
+UNCHECKED_HASH = 0b01  # the pyc flags: hash-based, source not checked at import
+modules = sorted(Path(sys.argv[1]).rglob("*.py"))
+assert len(modules) > 100, modules
+for module in modules:
+    try:
+        header = Path(importlib.util.cache_from_source(str(module))).read_bytes()[:16]
+    except OSError:
+        header = b""
+    if (
+        header[:4] != importlib.util.MAGIC_NUMBER
+        or int.from_bytes(header[4:8], "little") != UNCHECKED_HASH
+        or header[8:16] != importlib.util.source_hash(module.read_bytes())
+    ):
+        print(module)
+"""

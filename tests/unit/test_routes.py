@@ -250,3 +250,81 @@ def test_the_deferral_schedule_doubles_up_to_its_cap_with_a_repeatable_spread():
         assert base * 0.9 <= wait <= base * 1.1
     assert waits == [backoff(policy, n, "01A.workspace.0") for n in range(1, 8)]  # seeded
     assert waits != [backoff(policy, n, "01B.workspace.0") for n in range(1, 8)]  # spread
+
+
+READ_WITHOUT_YAML = """
+import json, pathlib, sys
+from mxgate.routing.routes import load_routes
+load_routes(pathlib.Path(sys.argv[1]), json.loads(sys.argv[2]))
+print("yaml" in sys.modules)
+"""
+
+
+def test_the_checked_json_form_is_the_routes_file_the_functions_read(tmp_path):
+    """`routes check --write-json` (make sam-build) writes what the functions read on AWS: the
+    same routes, placeholders filled at load as in the YAML file, without PyYAML."""
+    written = tmp_path / "routes.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mxgate",
+            "routes",
+            "check",
+            str(ROUTES),
+            "--write-json",
+            str(written),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"wrote {written}" in done.stdout
+    assert "${EmployeeDomain}" in written.read_text()  # the deployed stack's parameters fill it
+    assert load(written) == load(ROUTES)
+    read = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            READ_WITHOUT_YAML,
+            str(written),
+            json.dumps(routes_parameters_of_samconfig()),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
+    )
+    assert read.stdout.split() == ["False"]
+
+
+def test_an_invalid_routes_file_writes_no_json(tmp_path):
+    written = tmp_path / "routes.json"
+    bad = write(tmp_path, document(delivery={"oversize": "drop"}))
+    done = subprocess.run(
+        [sys.executable, "-m", "mxgate", "routes", "check", str(bad), "--write-json", str(written)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "delivery.oversize" in done.stderr
+    assert not written.exists()
+
+
+def test_a_bad_json_routes_file_is_refused_with_its_place(tmp_path):
+    path = tmp_path / "routes.json"
+    path.write_text('{"employee_domains": ["nutrition.co"],')
+    with pytest.raises(ConfigError, match=r"routes.json: not valid JSON: .*line 1 column"):
+        load(path)
+    path.write_text(json.dumps(document(delivery={"oversize": "drop"})))
+    with pytest.raises(ConfigFileError) as refused:
+        load(path)
+    assert [str(p) for p in refused.value.problems] == [
+        "delivery.oversize: Input should be 'claim_check' or 'dead_letter' (got 'drop')"
+    ]
+    with pytest.raises(ConfigError, match=r"routes.json: cannot read routes: No such file"):
+        load(tmp_path / "missing" / "routes.json")

@@ -1,4 +1,5 @@
-"""Configuration files (the routes file, the local override): read as YAML, validated by their
+"""Configuration files (the routes file, the local override): read as YAML (or JSON: the routes
+file's checked form, which the Lambda functions read without importing PyYAML), validated by their
 pydantic models, and every problem reported at once, each with its place in the file:
 `destinations.m365.routng_domain: unknown field 'routng_domain' (did you mean
 'routing_domain'?)`. The Mail Manager checks of the template word their problems the same way.
@@ -7,17 +8,20 @@ pydantic models, and every problem reported at once, each with its place in the 
 from __future__ import annotations
 
 import difflib
+import json
 import typing
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from mxgate.errors import ConfigError
+
+if TYPE_CHECKING:
+    import yaml
 
 # Types whose errors are clearer with the value that was given.
 _SHOW_INPUT = frozenset(
@@ -61,20 +65,44 @@ class ConfigFileError(ConfigError):
         super().__init__(text)
 
 
-# libyaml's safe loader when PyYAML has it (its wheels do): about 9 times faster on
-# template.yaml (0.06 s against 0.54 s here), which every command that reads the template
-# pays, and on the routes file (1 ms against 8 to 12), which every function's cold start reads.
-SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+def safe_loader() -> type[yaml.SafeLoader]:
+    """libyaml's safe loader when PyYAML has it (its wheels do): about 9 times faster on
+    template.yaml (0.06 s against 0.54 s here), which every command that reads the template
+    pays, and on the routes file (1 ms against 8 to 12). PyYAML is imported here, not with the
+    module: the Lambda functions read the routes file's JSON form (19 ms of their cold start)."""
+    import yaml  # noqa: PLC0415 -- see above
+
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def read_yaml(path: Path, what: str) -> Any:
     """The file's YAML document; ConfigError (naming the file) when unreadable or not YAML."""
+    import yaml  # noqa: PLC0415 -- see safe_loader()
+
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER)  # noqa: S506 -- a safe loader
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=safe_loader())  # noqa: S506 -- a safe loader
     except OSError as error:
         raise ConfigError(f"{path}: cannot read {what}: {error.strerror}") from error
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from error
+
+
+def read_document(path: Path, what: str) -> Any:
+    """The file's document: JSON for a `.json` file (the routes file's checked form, written by
+    `mxgate routes check --write-json`), YAML otherwise; ConfigError naming the file."""
+    if path.suffix != ".json":
+        return read_yaml(path, what)
+    try:
+        return json.loads(path.read_bytes())
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read {what}: {error.strerror}") from error
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+        raise ConfigError(f"{path}: not valid JSON: {error}") from error
+
+
+def json_form(path: Path, what: str) -> str:
+    """The file's document as JSON text (read_document reads it back)."""
+    return json.dumps(read_document(path, what), indent=1, ensure_ascii=False) + "\n"
 
 
 def suggestion(name: str, known: Iterable[str]) -> str:
@@ -169,7 +197,7 @@ def load_model(
     says what was wrong on the way); `references` checks the names one part of the document
     gives another on the document as written, so that a dangling name is reported together
     with the field errors, not only once they are all fixed."""
-    document = read_yaml(path, what)
+    document = read_document(path, what)
     if document is None:
         document = {}
     prepared: list[Problem] = []

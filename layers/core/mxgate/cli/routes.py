@@ -9,6 +9,7 @@ from pathlib import Path
 from mxgate.cli import COMMANDS
 from mxgate.cli.common import add_settings_arguments, settings_from
 from mxgate.cli.rules import template_and_parameters, template_arguments
+from mxgate.config_files import json_form
 from mxgate.local.config import load_config
 from mxgate.mailmanager.resources import accepted_domains, load_mail_manager
 from mxgate.mailmanager.template import routes_parameters
@@ -21,13 +22,22 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help=COMMANDS["routes"].help,
         description="`check [FILE]` validates a routes file (default: the one config/local.yaml "
         "names) with the template's parameter values filled in, checks its domains against the "
-        "ones the template's traffic policy accepts, and summarises it; `schema` prints the "
+        "ones the template's traffic policy accepts, and summarises it (`--write-json FILE` "
+        "writes the checked file as JSON, the form the Lambda functions read: `make sam-build` "
+        "puts it in the config layer); `schema` prints the "
         "JSON Schema that config/routes.schema.json holds (`--output FILE` writes it).",
     )
     actions = parser.add_subparsers(dest="routes_command", metavar="ACTION", required=True)
     check = actions.add_parser("check", help="validate a routes file")
     add_settings_arguments(check)
     check.add_argument("file", nargs="?", type=Path, metavar="FILE")
+    check.add_argument(
+        "--write-json",
+        type=Path,
+        metavar="OUT",
+        help="once it is valid, write the routes file as JSON here (its ${Parameter} "
+        "placeholders kept: the functions fill them from the deployed stack's parameters)",
+    )
     template_arguments(check)
     check.set_defaults(handler=check_routes)
     schema = actions.add_parser("schema", help="print the routes file's JSON Schema")
@@ -58,6 +68,9 @@ def check_routes(args: argparse.Namespace) -> int:
     parameters_of = routes_parameters(mail_manager.resolver)
     routes = load_checked_routes(path, parameters_of, accepted, mail_manager.relays)
     print(f"{path}: valid, and its domains and relays are the ones {template} has")
+    if args.write_json is not None:
+        args.write_json.write_text(json_form(path, "routes"), encoding="utf-8")
+        print(f"  wrote {args.write_json}")
     print(
         f"  employee domains {', '.join(routes.employee_domains)}; app domains "
         f"{', '.join(routes.app_domains) or 'none'}; directory: {len(routes.directory.users)} "

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from mxgate.config_files import SAFE_LOADER, read_yaml
+from mxgate.config_files import read_yaml, safe_loader
 from mxgate.errors import ConfigError
 
 NO_VALUE = object()
@@ -68,7 +68,7 @@ class TemplateError(ConfigError):
         self.reason = reason
 
 
-class _CfnLoader(SAFE_LOADER):  # type: ignore[valid-type,misc]
+class _CfnLoader(safe_loader()):  # type: ignore[misc]
     """YAML loader that turns `!Ref x` into `{"Ref": "x"}` and so on."""
 
 

@@ -38,6 +38,8 @@ from mxgate.mailmanager.template import Resolver, read_samconfig_parameters, rea
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
 LAYER_MOUNT = "/opt/"  # where Lambda mounts a layer's content
+# What `make sam-build` writes into a layer, and the file in the repository it is written from.
+BUILT_FROM = {"routes.json": "routes.yaml"}
 
 # What `mock_aws` needs to run the state machine with the real handlers (TOOLING.md).
 MOTO_CONFIG: Any = {
@@ -634,10 +636,12 @@ def _function(
 
 
 def _on_this_machine(resolver: StackResolver, root: Path, value: str) -> str:
-    """A path under /opt/ is in a layer: the layer's ContentUri in this repository."""
+    """A path under /opt/ is in a layer: the layer's ContentUri in this repository (for a file
+    the build writes, the one it is written from)."""
     if not value.startswith(LAYER_MOUNT):
         return value
     relative = value.removeprefix(LAYER_MOUNT)
+    relative = BUILT_FROM.get(relative, relative)
     for resource in resolver.resources.values():
         if resource.get("Type") == "AWS::Serverless::LayerVersion":
             candidate = root / resource["Properties"]["ContentUri"] / relative

@@ -18,7 +18,7 @@ class AwsSettings(BaseModel):
     raw_prefix: str = "raw/"  # the rule set's WriteToS3 S3Prefix
     state_table: str
     dead_letter_queue: str  # the queue URL
-    routes_file: Path = Path("/opt/routes.yaml")  # the config layer
+    routes_file: Path = Path("/opt/routes.json")  # the config layer: the checked JSON form
     # what the routes file's ${Parameter} placeholders take (MXGATE_ROUTES_PARAMETERS, JSON)
     routes_parameters: dict[str, str] = Field(default_factory=dict)
     event_bus: str = "default"

@@ -92,6 +92,7 @@ bench: $(STAMP) system-deps
 	$(BIN)/python bench/concurrency.py
 	$(BIN)/python bench/large_message.py
 	$(BIN)/python bench/cold_start.py
+	$(BIN)/python bench/cold_start.py --layer-bytecode --runs 3
 	$(BIN)/python bench/parse_speed.py
 	$(BIN)/python bench/parse_memory.py
 	$(BIN)/python bench/spf_speed.py

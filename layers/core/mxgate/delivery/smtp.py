@@ -22,10 +22,12 @@ from mxgate.ports import SendResult
 from mxgate.routing.routes import Destination
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
-# local@domain of ASCII dot-atoms: the usual address, quoted as it is (smtplib.quoteaddr
-# parses every address with email.utils.parseaddr, and gives the same for these)
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_PLAIN_ADDRESS = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+# local@domain of ASCII dot-atoms: the usual address, which both SMTP paths take as it is (the
+# ingress's MAIL/RCPT fast path; smtplib.quoteaddr, which parses every address with
+# email.utils.parseaddr, gives the same for these)
+PLAIN_ADDRESS = rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+_PLAIN_ADDRESS = re.compile(PLAIN_ADDRESS)
 
 
 def quoted_path(address: str) -> str:

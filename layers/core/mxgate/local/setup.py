@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 from mxgate.errors import ConfigError
@@ -65,9 +64,8 @@ class LocalSetup:
     routes: Routes
     state_machine: StateMachineSource
 
-    @cached_property
+    @property
     def dirs(self) -> Paths:
-        """Resolved once: a worker looks at its quarantine folder for each message."""
         return self.settings.paths
 
     @property

@@ -29,6 +29,7 @@ from aiosmtpd.smtp import (
     login_always_fail,
 )
 
+from mxgate.delivery.smtp import PLAIN_ADDRESS
 from mxgate.local.limits import AUTH_LOCKED, AuthGuard, ConnectionGate
 from mxgate.local.smtp_data import TOO_BIG, DataAssembler, DataSink
 
@@ -62,9 +63,8 @@ def peer_ip(session: Session) -> str:
 
 # `<local@domain>` of ASCII dot-atoms, then nothing or parameters (what aiosmtpd's parser
 # gives as the rest: it takes the blanks in between)
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_PATH = re.compile(
-    rf"\s*<(?P<address>{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>"
+    rf"\s*<(?P<address>{PLAIN_ADDRESS})>"
     r"(?:[ \t]+(?P<rest>[A-Za-z0-9][^()]*))?"
 )
 _WALKS: dict[tuple[type, type], _ClassWalk] = {}

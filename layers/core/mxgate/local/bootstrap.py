@@ -12,7 +12,7 @@ import ipaddress
 import os
 import secrets
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -109,6 +109,7 @@ class Worker:
     setup: LocalSetup
     state: SqliteState
     spool: Spool
+    objects: FileObjectStore  # the one store of the rule set's actions and the workflow
     mail_manager: LocalMailManager
     workflow: LocalWorkflow
     transports: dict[str, SmtpTransport]
@@ -145,9 +146,13 @@ class Bootstrap:
 
     # ----------------------------------------------------------------------- state
 
-    def state(self, busy_timeout: float = DEFAULT_DB_WAIT) -> SqliteState:
+    def state(
+        self,
+        busy_timeout: float = DEFAULT_DB_WAIT,
+        before_durable_commit: Callable[[], None] | None = None,
+    ) -> SqliteState:
         """The timeline, idempotency keys, dead letters and deferred queue (one connection)."""
-        return SqliteState(self.paths.state_db, busy_timeout=busy_timeout)
+        return SqliteState(self.paths.state_db, busy_timeout, before_durable_commit)
 
     def objects(self) -> FileObjectStore:
         return FileObjectStore(self.paths.objects)
@@ -293,8 +298,10 @@ class Bootstrap:
         """What a worker process runs: the rule set, the workflow, their stores and hosts."""
         setup, paths, clock = self.setup, self.paths, self.clock
         resolver = self.resolver()
-        state = self.state()
         objects = self.objects()
+        # a deferral, dead letter or quarantine record outlives the spool file: the objects
+        # it points at are fsynced before it is committed (and only then)
+        state = self.state(before_durable_commit=objects.make_written_durable)
         transports = self.mailbox_transports(mailbox_ports)
         outbound = transports[setup.config.outbound] if setup.config.outbound else None
         poster = SignedPoster(signing_keys(setup.routes, self.environ), clock)
@@ -356,6 +363,7 @@ class Bootstrap:
             setup,
             state,
             self.spool(),
+            objects,
             mail_manager,
             workflow,
             transports,

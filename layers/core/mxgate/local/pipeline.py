@@ -10,7 +10,9 @@ answered 250; a worker process then, for each spool file (`receive_spooled`):
    a Task waiting out a Retry interval is left in the deferred queue, never in this worker;
 3. schedules a rule set retry for recipients whose actions failed for now (the spool file
    stays), or removes the spool file: every recipient has its end, or a record that leads
-   there (a retry, a deferral) is written first.
+   there (a retry, a deferral) is written first, and the objects such a record points at
+   were fsynced before it (`FileObjectStore.make_written_durable`; a message delivered at
+   once is not fsynced again: `one_run`).
 
 The deferred queue's records come back through `run_due`: a Task's retry resumes its
 execution, a deferred delivery runs the state machine again (straight to Deliver), deferred
@@ -74,7 +76,8 @@ def receive_spooled(worker: Worker, path: Path) -> Result:
     a rule set retry, which keeps the file. An unreadable file, or a permanent failure while
     processing, quarantines the message; a failure for now keeps the file."""
     try:
-        return _receive(worker, path)
+        with worker.objects.one_run():
+            return _receive(worker, path)
     except Exception as error:  # noqa: BLE001 -- the file stays: tried again, or replayed
         _kept(error, spool_file=path.name)
         return Result.KEPT
@@ -143,13 +146,14 @@ def run_due(worker: Worker, record: Deferred) -> Result:
     """One record of the deferred queue whose time has come. The record is deleted once its
     work is done (or once what comes next is recorded); on a failure for now it stays."""
     try:
-        if isinstance(record, StepRetry):
-            return _resume(worker, record)
-        if isinstance(record, DeferredDelivery):
-            return _redeliver(worker, record)
-        if isinstance(record, DeferredProcessing):
-            return _process_again(worker, record)
-        return _retry_rule_set(worker, record)
+        with worker.objects.one_run():
+            if isinstance(record, StepRetry):
+                return _resume(worker, record)
+            if isinstance(record, DeferredDelivery):
+                return _redeliver(worker, record)
+            if isinstance(record, DeferredProcessing):
+                return _process_again(worker, record)
+            return _retry_rule_set(worker, record)
     except Exception as error:  # noqa: BLE001 -- the record stays: tried again
         _kept(error, record=record.record_id)
         return Result.KEPT

@@ -15,7 +15,7 @@ from __future__ import annotations
 import builtins
 import sqlite3
 import threading
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,9 +120,16 @@ class SqliteDatabase:
     schema = ""
     what = "database"  # what a busy error names
 
-    def __init__(self, path: Path, busy_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        busy_timeout: float = 30.0,
+        before_durable_commit: Callable[[], None] | None = None,
+    ) -> None:
         self.path = path
         self.busy_timeout = busy_timeout  # seconds to wait for another process's write
+        # what a durable record may point at is made durable first (a worker's objects)
+        self.before_durable_commit = before_durable_commit
         self._connection: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._groups = 0  # grouped() blocks open on this connection
@@ -183,7 +190,9 @@ class SqliteDatabase:
         """One write transaction, this connection's only one (the lock) from the PRAGMA to the
         commit; the writes waiting for a commit go first. `durable`: fsynced on commit
         (deferred deliveries and dead letters are all that remembers a delivery once the spool
-        file is gone)."""
+        file is gone): `before_durable_commit` runs first."""
+        if durable and self.before_durable_commit is not None:
+            self.before_durable_commit()
         with self._lock, _temporary_is_transient(self.what):
             db = self.db
             if durable:

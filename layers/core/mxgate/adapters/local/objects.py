@@ -1,9 +1,19 @@
-"""An object store in a directory: `<root>/<bucket>/<key>`, S3's semantics where they matter."""
+"""An object store in a directory: `<root>/<bucket>/<key>`, S3's semantics where they matter.
+
+Objects are written without fsync: while the spool file (fsynced before 250) is there, a
+crash replays it. What outlives the spool file in an object alone is a message a durable
+record points at (a deferral, a dead letter, a quarantine record): the state database's
+durable commit calls `make_written_durable` first, which fsyncs the objects written since
+(file, then directories). A message delivered at once never waits on a disk flush: its run
+ends (`one_run`) and its objects are forgotten.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -16,9 +26,39 @@ _META = ".meta"
 
 
 class FileObjectStore:
-    def __init__(self, root: Path, *, durable: bool = False) -> None:
+    def __init__(self, root: Path) -> None:
         self.root = root
-        self.durable = durable  # fsync each object (the ingress spool is fsynced regardless)
+        # files written (or linked) and not yet fsynced, in writing order: path strings
+        self._written: dict[str, None] = {}
+
+    @contextmanager
+    def one_run(self) -> Iterator[None]:
+        """A worker's run over one message (or one deferred record): what it wrote that no
+        durable record came to point at needs no fsync, and is forgotten at its end."""
+        try:
+            yield
+        finally:
+            self._written.clear()
+
+    def make_written_durable(self) -> None:
+        """Fsync every object written since the last call (or the run's start): each file,
+        then each directory up to the root, so its name survives a power cut too. Called
+        before a durable record is committed, so no record points at bytes not on disk."""
+        if not self._written:
+            return
+        root = str(self.root)
+        directories: dict[str, None] = {}
+        for path in self._written:
+            _fsync(path, os.O_RDONLY)
+            directory = os.path.dirname(path)
+            while directory.startswith(root) and directory not in directories:
+                directories[directory] = None
+                if directory == root:
+                    break
+                directory = os.path.dirname(directory)
+        for directory in directories:
+            _fsync(directory, os.O_RDONLY | os.O_DIRECTORY)
+        self._written.clear()
 
     def _path(self, bucket: str, key: str, *, meta: bool = False) -> Path:
         parts = key.split("/")
@@ -43,11 +83,12 @@ class FileObjectStore:
         metadata: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
         path = self._path(bucket, key)
-        size = write_atomically(path, body, durable=self.durable)
+        size = write_atomically(path, body)
+        self._written[str(path)] = None
         if metadata:
-            write_atomically(
-                self._path(bucket, key, meta=True), json.dumps(dict(metadata)).encode()
-            )
+            meta_path = self._path(bucket, key, meta=True)
+            write_atomically(meta_path, json.dumps(dict(metadata)).encode())
+            self._written[str(meta_path)] = None
         return ObjectInfo(bucket, key, size, dict(metadata or {}))
 
     def head(self, bucket: str, key: str) -> ObjectInfo:
@@ -76,15 +117,19 @@ class FileObjectStore:
     def copy(self, source_bucket: str, source_key: str, bucket: str, key: str) -> None:
         """A hard link: the bytes are written once however many objects hold them (WriteToS3
         and Archive of one message); each object is still deleted on its own."""
+        path = self._path(bucket, key)
         try:
-            link_atomically(self._path(source_bucket, source_key), self._path(bucket, key))
+            link_atomically(self._path(source_bucket, source_key), path)
         except FileNotFoundError as error:
             raise PermanentError(f"no object {source_bucket}/{source_key}") from error
+        self._written[str(path)] = None
         try:
             metadata = self._path(source_bucket, source_key, meta=True).read_bytes()
         except FileNotFoundError:  # none, as a message has (and like put, the old one stays)
             return
-        write_atomically(self._path(bucket, key, meta=True), metadata)
+        meta_path = self._path(bucket, key, meta=True)
+        write_atomically(meta_path, metadata)
+        self._written[str(meta_path)] = None
 
     def delete(self, bucket: str, key: str) -> None:
         """Remove an object and its metadata (gone already: nothing to do, as on S3)."""
@@ -94,3 +139,14 @@ class FileObjectStore:
     def link(self, bucket: str, key: str, expires_at: datetime | None = None) -> str:
         """A file URI: it works as long as the file is there (`expires_at` asks no more)."""
         return self._path(bucket, key).resolve().as_uri()
+
+
+def _fsync(path: str, flags: int) -> None:
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:  # deleted since (a run's own rewrite): nothing to keep
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -30,6 +30,9 @@ class FileObjectStore:
         self.root = root
         # files written (or linked) and not yet fsynced, in writing order: path strings
         self._written: dict[str, None] = {}
+        # directories whose own name is on disk (fsynced in their parent): the store never
+        # removes one, so once is enough
+        self._named: set[str] = set()
 
     @contextmanager
     def one_run(self) -> Iterator[None]:
@@ -42,22 +45,25 @@ class FileObjectStore:
 
     def make_written_durable(self) -> None:
         """Fsync every object written since the last call (or the run's start): each file,
-        then each directory up to the root, so its name survives a power cut too. Called
-        before a durable record is committed, so no record points at bytes not on disk."""
+        then its directory (the new name), and once a process each directory up to the root
+        (a new directory's own name). Called before a durable record is committed, so no
+        record points at bytes not on disk."""
         if not self._written:
             return
         root = str(self.root)
         directories: dict[str, None] = {}
+        named: list[str] = []
         for path in self._written:
             _fsync(path, os.O_RDONLY)
             directory = os.path.dirname(path)
-            while directory.startswith(root) and directory not in directories:
-                directories[directory] = None
-                if directory == root:
-                    break
+            directories[directory] = None
+            while directory != root and directory not in self._named:
+                named.append(directory)  # its name is in its parent: that one too
                 directory = os.path.dirname(directory)
+                directories[directory] = None
         for directory in directories:
             _fsync(directory, os.O_RDONLY | os.O_DIRECTORY)
+        self._named.update(named)
         self._written.clear()
 
     def _path(self, bucket: str, key: str, *, meta: bool = False) -> Path:

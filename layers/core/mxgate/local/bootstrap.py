@@ -52,6 +52,7 @@ from mxgate.local.setup import (
     state_paths,
 )
 from mxgate.local.spool import Spool
+from mxgate.local.spool_quarantine import adopt_earlier_quarantine
 from mxgate.local.workflow import LocalWorkflow
 from mxgate.mailmanager.actions import ActionPorts
 from mxgate.mailmanager.dnsbl import DnsblAnalyzer
@@ -385,6 +386,24 @@ class Bootstrap:
             archive.close()
             state.close()
         return {"archived": len(archived), "quarantined": len(held)}
+
+    def adopt_earlier_quarantine(self) -> list[str]:
+        """Give the spool files an earlier version kept in `quarantine/` their records (on
+        start): the spool file names adopted."""
+        objects = self.objects()
+        state = self.state(before_durable_commit=objects.make_written_durable)
+        try:
+            return adopt_earlier_quarantine(
+                self.paths.home / "quarantine",
+                objects,
+                SqliteQuarantine(state),
+                state,
+                self.setup.routes,
+                now=self.clock.now(),
+                retention_days=quarantine_days(self.setup.mail_manager),
+            )
+        finally:
+            state.close()
 
     def desk(self) -> Desk:
         """What `mxgate quarantine|archive|dlq|console` act on here: the gateway's state under

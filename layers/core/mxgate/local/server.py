@@ -356,6 +356,9 @@ class Gateway:
             self.bootstrap.history().prune(self.clock.now())
         deferred_state = self.deferred_state = self.bootstrap.state()
         deferred_state.release_leases()
+        adopted = self.bootstrap.adopt_earlier_quarantine()
+        if adopted:
+            log.info("earlier quarantined spool files recorded", extra={"files": len(adopted)})
         # what a previous run accepted but did not finish, before anything new is accepted
         self.spool.discard_partial()
         self._replay_spool()

@@ -13,16 +13,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from mxgate.local.bootstrap import Worker
-from mxgate.local.spool import MAX_ENVELOPE_LINE, accepted_event
+from mxgate.local.spool import MAX_ENVELOPE_LINE, Spool, accepted_event
 from mxgate.message.raw import RawMessage
-from mxgate.ports import ObjectInfo
-from mxgate.records import UNKNOWN_RECIPIENTS, Envelope, HeldRecipient, MessageRef
+from mxgate.ports import ObjectInfo, ObjectStore, Quarantine, Timeline
+from mxgate.records import UNKNOWN_RECIPIENTS, Envelope, HeldRecipient, MessageRef, Outcome
 from mxgate.routing.classify import classify
 from mxgate.workflow.quarantine import hold
+
+if TYPE_CHECKING:
+    from mxgate.local.bootstrap import Worker
+    from mxgate.routing.routes import Routes
 
 QUARANTINE_BUCKET = "mxgate-quarantine"
 log = logging.getLogger("mxgate.worker")
@@ -153,3 +157,69 @@ def _hold(
             retention_days=services.quarantine_days,
             source=source,
         )
+
+
+def adopt_earlier_quarantine(
+    folder: Path,
+    objects: ObjectStore,
+    quarantine: Quarantine,
+    timeline: Timeline,
+    routes: Routes,
+    *,
+    now: datetime,
+    retention_days: int,
+) -> list[str]:
+    """Spool files an earlier version kept in `$MXGATE_HOME/quarantine/` (its recipients
+    quarantined naming that file, no record): each becomes what a quarantine makes now, the
+    object `mxgate-quarantine/spool/<file>` and its record (`mxgate quarantine list|show|
+    release|delete`, retention), then the old file goes. Run on start; the names adopted."""
+    if not folder.is_dir():
+        return []
+    adopted = []
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        envelope: Envelope | None
+        try:
+            envelope, message = Spool.read(path)
+        except ValueError:  # torn: kept whole, as an unreadable spool file is now
+            envelope = None
+            with path.open("rb") as whole:
+                digest = hashlib.file_digest(whole, "sha256").hexdigest()
+                whole.seek(0)
+                kept = objects.put(QUARANTINE_BUCKET, kept_key(path.name), whole)
+        else:
+            with message.open() as body:
+                kept = objects.put(QUARANTINE_BUCKET, kept_key(path.name), body)
+            digest = message.sha256()
+        message_id = envelope.message_id if envelope is not None else path.stem
+        said = [s.detail for s in timeline.states(message_id) if s.outcome is Outcome.QUARANTINED]
+        reason = said[0] if said else "kept by an earlier version"
+        reason += f" (kept in quarantine/{path.name} by an earlier version)"
+        recipients = (envelope.recipients if envelope is not None else []) or [UNKNOWN_RECIPIENTS]
+        ref = MessageRef(
+            message_id=message_id,
+            bucket=kept.bucket,
+            key=kept.key,
+            digest=digest,
+            envelope_sender=envelope.mail_from if envelope is not None else "",
+            size=kept.size,
+        )
+        held = [
+            HeldRecipient(
+                recipient=r,
+                route=classify(r, routes).name if envelope is not None else "unknown",
+                rule="internal error" if envelope is not None else "unreadable spool file",
+                reason=reason,
+            )
+            for r in recipients
+        ]
+        hold(  # durable: the object is fsynced first (the state's before_durable_commit)
+            quarantine,
+            ref,
+            held,
+            held_at=now,
+            retention_days=retention_days,
+            source="internal_error" if envelope is not None else "unreadable_spool_file",
+        )
+        path.unlink()
+        adopted.append(path.name)
+    return adopted

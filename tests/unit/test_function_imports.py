@@ -101,6 +101,9 @@ OWN = {
     "mxgate.message.model": {"process"},
     "mxgate.delivery.sender": set(),
     "mxgate.delivery.appevent": set(),
+    # the DSN builder (and the email package's policy and MIME classes): a bounce, or an
+    # expiry's DSN (Defer, DeadLetter), when one is sent
+    "mxgate.message.dsn": set(),
     "mxgate.workflow.deliver": {"deliver"},
     "mxgate.workflow.arrival": {"start"},
     "mxgate.adapters.aws.arrivals": {"start"},

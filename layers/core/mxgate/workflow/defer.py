@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from mxgate.errors import TransientError
-from mxgate.message.dsn import expiry_dsn, should_notify
 from mxgate.message.raw import RawMessage
 from mxgate.records import (
     Deferral,
@@ -106,6 +105,8 @@ def _expire(
     delivery: Delivery, left: list[str], reason: str, first: datetime, services: Services
 ) -> list[RecipientResult]:
     """The lifetime ran out: a DSN to the sender if the route asks for one, else a dead letter."""
+    from mxgate.message.dsn import expiry_dsn, should_notify  # noqa: PLC0415 -- expiry alone
+
     ref = delivery.message
     policy = services.routes.policy(delivery.policy_route)
     now = services.clock.now()

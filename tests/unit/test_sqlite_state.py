@@ -170,3 +170,38 @@ def test_an_accepted_event_is_written_without_reading_other_messages_events(
     assert instructions_to_record("m-last") < on_an_empty_database * 2
     store.record_first(accepted("m-last"))  # written once
     assert [e.stage for e in store.events("m-last")] == [Stage.ACCEPTED]
+
+
+def test_only_the_arrivals_are_indexed_by_stage_and_recent_reads_that_index(
+    tmp_path: Path,
+) -> None:
+    """A message's later events (classified, terminal...) go into no index of stages, which
+    gave each commit a page to write per stage; the newest messages are still found without
+    reading their other events (the query plan), and a database written with the old index
+    loses it on open."""
+    path = tmp_path / "state.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE events (id INTEGER PRIMARY KEY, message_id TEXT NOT NULL, at TEXT NOT "
+        "NULL, stage TEXT NOT NULL, recipient TEXT, detail TEXT NOT NULL DEFAULT '');"
+        "CREATE INDEX events_by_stage ON events (stage, id);"
+    )
+    old.close()
+    store = SqliteState(path)
+    store.record_many(
+        [
+            TimelineEvent(message_id="m1", at=T0, stage=Stage.ACCEPTED),
+            TimelineEvent(message_id="m1", at=T0, stage=Stage.CLASSIFIED, recipient="a@x.example"),
+            TimelineEvent(message_id="m2", at=T0, stage=Stage.PARSED),
+            TimelineEvent(message_id="m3", at=T0, stage=Stage.CLASSIFIED, recipient="a@x.example"),
+        ]
+    )
+    assert store.recent(10) == ["m2", "m1"]
+    assert store.accepted_count() == 2
+    indexes = {r[0] for r in store.db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert "events_by_stage" not in indexes
+    plan = store.db.execute(
+        "EXPLAIN QUERY PLAN SELECT message_id, MAX(id) FROM events WHERE "
+        "stage IN ('accepted', 'parsed') GROUP BY message_id"
+    ).fetchall()
+    assert any("events_arrived" in str(step) for step in plan)

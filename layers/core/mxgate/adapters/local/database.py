@@ -220,7 +220,11 @@ class SqliteDatabase:
         if not rows:
             return
         if self._groups:
-            self._waiting.append((table, sql, list(rows)))
+            waiting = self._waiting
+            if waiting and waiting[-1][1] == sql:  # one executemany for consecutive writes
+                waiting[-1][2].extend(rows)
+            else:
+                waiting.append((table, sql, list(rows)))
         else:
             self._write(sql, rows)
 

@@ -23,6 +23,10 @@ from typing import Any
 
 from mxgate.errors import TransientError
 
+# The tables keyed by text are WITHOUT ROWID: a row is written into its key's b-tree alone,
+# where a rowid table writes it twice (the table, and the index of its primary key), a page
+# more for each in every message's commit. A database made before keeps its rowid tables,
+# which every statement here reads and writes alike.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
@@ -46,11 +50,11 @@ CREATE TABLE IF NOT EXISTS recipient_states (
     route TEXT NOT NULL DEFAULT '',
     detail TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (message_id, recipient_key)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT PRIMARY KEY,
     outcome TEXT NOT NULL
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dead_letters (
     id TEXT PRIMARY KEY,
     record TEXT NOT NULL
@@ -68,7 +72,7 @@ CREATE TABLE IF NOT EXISTS messages (
     message_id TEXT PRIMARY KEY,
     at TEXT NOT NULL,  -- UTC ISO text of the parse
     summary TEXT NOT NULL  -- MessageSummary JSON: what tracking searches
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS messages_by_time ON messages (at);
 """
 
@@ -84,7 +88,7 @@ CREATE TABLE recipient_states (
     route TEXT NOT NULL DEFAULT '',
     detail TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (message_id, recipient_key)
-);
+) WITHOUT ROWID;
 INSERT OR IGNORE INTO recipient_states
     SELECT message_id, casefold(recipient), recipient, outcome, at, route, detail
     FROM recipient_states_before_key ORDER BY at;

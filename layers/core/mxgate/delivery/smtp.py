@@ -261,17 +261,17 @@ def _message_data(client: smtplib.SMTP, raw: RawMessage) -> tuple[int, bytes]:
     """After the 354: the message read and sent in chunks, never whole; the host's reply.
     Pieces are gathered up to WRITE_SIZE a write: a small message goes with its final dot in
     one `sendall`, where each piece was a write of its own (on loopback each costs the
-    receiving side's TCP work too, in this process's system time)."""
+    receiving side's TCP work too, in this process's system time). A piece of that size goes
+    alone, uncopied (the join of one piece is the piece)."""
     gathered: list[bytes] = []
     size = 0
     for piece in data_pieces(raw.chunks()):
-        gathered.append(piece)
-        size += len(piece)
-        if size >= WRITE_SIZE:
+        if gathered and size + len(piece) > WRITE_SIZE:
             client.send(b"".join(gathered))
             gathered, size = [], 0
-    if gathered:
-        client.send(b"".join(gathered))
+        gathered.append(piece)
+        size += len(piece)
+    client.send(b"".join(gathered))  # data_pieces ends with the final dot: never empty
     return client.getreply()
 
 

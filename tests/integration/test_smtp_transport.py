@@ -12,7 +12,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from mxgate.adapters.local.objects import FileObjectStore
-from mxgate.delivery.smtp import SmtpTarget, SmtpTransport
+from mxgate.delivery.smtp import WRITE_SIZE, SmtpTarget, SmtpTransport
 from mxgate.message.raw import RawMessage
 from mxgate.records import MessageRef
 from tests.support import started_on_free_port
@@ -115,6 +115,24 @@ def test_a_refused_transaction_leaves_the_connection_ready_and_dots_go_through(s
     ((_, rcpts, raw),) = recorder.messages
     assert rcpts == ["ok@x.example"]
     assert raw == body + b"\r\n"  # unstuffed by the server as sent; the last line ended
+
+
+def test_a_message_longer_than_one_write_goes_through_as_it_is(server):
+    """DATA is gathered into writes of WRITE_SIZE: lines with leading dots on either side of
+    each write's end arrive unstuffed and whole."""
+    recorder, port = server
+    line = b".dot at the start, and a line long enough to cross the writes\r\n"
+    header = b"Subject: long\r\n\r\n"
+    body = header + line * (3 * WRITE_SIZE // len(line) + 7)
+    transport = SmtpTransport(SmtpTarget("127.0.0.1", port))
+    try:
+        # the header and the body as separate chunks, as a delivery with trace fields has them
+        message = RawMessage.of(body).with_header(header)
+        assert transport.send("s@shop.example", ["ok@x.example"], message)["ok@x.example"].ok
+    finally:
+        transport.close()
+    ((_, _, raw),) = recorder.messages
+    assert raw == body
 
 
 def test_smtputf8_and_8bit(server):

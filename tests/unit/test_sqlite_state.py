@@ -13,7 +13,7 @@ import pytest
 
 from mxgate.adapters.local.state import SqliteState
 from mxgate.errors import TransientError
-from mxgate.records import Outcome, RecipientState, Stage, TimelineEvent
+from mxgate.records import MessageSummary, Outcome, RecipientState, Stage, TimelineEvent
 from tests.records import a_dead_letter, a_deferred_delivery
 
 T0 = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
@@ -170,3 +170,115 @@ def test_an_accepted_event_is_written_without_reading_other_messages_events(
     assert instructions_to_record("m-last") < on_an_empty_database * 2
     store.record_first(accepted("m-last"))  # written once
     assert [e.stage for e in store.events("m-last")] == [Stage.ACCEPTED]
+
+
+def test_only_the_arrivals_are_indexed_by_stage_and_recent_reads_that_index(
+    tmp_path: Path,
+) -> None:
+    """A message's later events (classified, terminal...) go into no index of stages, which
+    gave each commit a page to write per stage; the newest messages are still found without
+    reading their other events (the query plan), and a database written with the old index
+    loses it on open."""
+    path = tmp_path / "state.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE events (id INTEGER PRIMARY KEY, message_id TEXT NOT NULL, at TEXT NOT "
+        "NULL, stage TEXT NOT NULL, recipient TEXT, detail TEXT NOT NULL DEFAULT '');"
+        "CREATE INDEX events_by_stage ON events (stage, id);"
+    )
+    old.close()
+    store = SqliteState(path)
+    store.record_many(
+        [
+            TimelineEvent(message_id="m1", at=T0, stage=Stage.ACCEPTED),
+            TimelineEvent(message_id="m1", at=T0, stage=Stage.CLASSIFIED, recipient="a@x.example"),
+            TimelineEvent(message_id="m2", at=T0, stage=Stage.PARSED),
+            TimelineEvent(message_id="m3", at=T0, stage=Stage.CLASSIFIED, recipient="a@x.example"),
+        ]
+    )
+    assert store.recent(10) == ["m2", "m1"]
+    assert store.accepted_count() == 2
+    indexes = {r[0] for r in store.db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert "events_by_stage" not in indexes
+    plan = store.db.execute(
+        "EXPLAIN QUERY PLAN SELECT message_id, MAX(id) FROM events WHERE "
+        "stage IN ('accepted', 'parsed') GROUP BY message_id"
+    ).fetchall()
+    assert any("events_arrived" in str(step) for step in plan)
+
+
+def _a_message_committed(store: SqliteState, message_id: str) -> None:
+    """What a worker's run writes for a message of one recipient, in its one commit."""
+    with store.grouped():
+        store.record_first(TimelineEvent(message_id=message_id, at=T0, stage=Stage.ACCEPTED))
+        store.remember(f"{message_id}:archive", "done")
+        store.record_many(
+            [
+                TimelineEvent(
+                    message_id=message_id,
+                    at=T0,
+                    stage=Stage.PARSED,
+                    summary=MessageSummary(
+                        envelope_sender="s@x.example", recipients=["a@x.example"]
+                    ),
+                ),
+                TimelineEvent(
+                    message_id=message_id, at=T0, stage=Stage.CLASSIFIED, recipient="a@x.example"
+                ),
+            ]
+        )
+        store.settle(
+            RecipientState(
+                message_id=message_id,
+                recipient="a@x.example",
+                outcome=Outcome.DELIVERED,
+                at=T0,
+                route="workspace",
+            )
+        )
+
+
+def test_a_message_s_commit_writes_seven_pages(tmp_path: Path) -> None:
+    """Its rows go into seven b-trees, a page each (counted in the write-ahead log's frames):
+    the events and their two indexes, and one for each table keyed by text (a rowid table
+    writes its row and its key's index; an index of every event by stage wrote one page for
+    each stage)."""
+    store = SqliteState(tmp_path / "state.db")
+    wal = tmp_path / "state.db-wal"
+    page = store.db.execute("PRAGMA page_size").fetchone()[0]
+    frames = []
+    for n in range(60):
+        before = wal.stat().st_size if wal.exists() else 0
+        _a_message_committed(store, f"m{n:04d}")
+        frames.append((wal.stat().st_size - before) // (24 + page))
+    # the fewest: a commit that splits no page (a split writes the new page, its parent, and
+    # the database's first page, which holds its size)
+    assert min(frames[10:]) == 7
+    assert store.seen("m0059:archive") == "done"
+    assert [s.outcome for s in store.states("m0059")] == [Outcome.DELIVERED]
+
+
+def test_a_database_with_rowid_tables_works_as_before(tmp_path: Path) -> None:
+    """The text-keyed tables of a database made before they were WITHOUT ROWID are kept."""
+    path = tmp_path / "state.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE idempotency (key TEXT PRIMARY KEY, outcome TEXT NOT NULL);"
+        "CREATE TABLE messages (message_id TEXT PRIMARY KEY, at TEXT NOT NULL, summary TEXT "
+        "NOT NULL);"
+    )
+    old.close()
+    store = SqliteState(path)
+    _a_message_committed(store, "m1")
+    _a_message_committed(store, "m1")  # a replay: nothing twice
+    assert store.seen("m1:archive") == "done"
+    assert [m for m, _, _ in store.summaries()] == ["m1"]
+    assert [s.outcome for s in store.states("m1")] == [Outcome.DELIVERED]
+    assert [e.stage for e in store.events("m1")] == [
+        Stage.ACCEPTED,
+        Stage.PARSED,
+        Stage.CLASSIFIED,
+        Stage.TERMINAL,
+        Stage.PARSED,
+        Stage.CLASSIFIED,
+    ]

@@ -44,6 +44,8 @@ class ReceivedHop:
 
 def address_literal(ip: str) -> str:
     """`[192.0.2.1]` or `[IPv6:2001:db8::1]` (RFC 5321 4.1.3)."""
+    if ":" not in ip:  # no IPv6 address: an IPv4 one or not an address, `[ip]` either way
+        return f"[{ip}]"
     try:
         version = ipaddress.ip_address(ip).version
     except ValueError:

@@ -23,6 +23,10 @@ from typing import Any
 
 from mxgate.errors import TransientError
 
+# The tables keyed by text are WITHOUT ROWID: a row is written into its key's b-tree alone,
+# where a rowid table writes it twice (the table, and the index of its primary key), a page
+# more for each in every message's commit. A database made before keeps its rowid tables,
+# which every statement here reads and writes alike.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
@@ -33,7 +37,10 @@ CREATE TABLE IF NOT EXISTS events (
     detail TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS events_by_message ON events (message_id, id);
-CREATE INDEX IF NOT EXISTS events_by_stage ON events (stage, id);
+-- the arrivals alone (what `recent` lists): an index of every event by its stage had a page
+-- of its own to write for each stage a message reaches, in every message's commit
+CREATE INDEX IF NOT EXISTS events_arrived ON events (message_id, id)
+    WHERE stage IN ('accepted', 'parsed');
 CREATE TABLE IF NOT EXISTS recipient_states (
     message_id TEXT NOT NULL,
     recipient_key TEXT NOT NULL,  -- the recipient casefolded
@@ -43,11 +50,11 @@ CREATE TABLE IF NOT EXISTS recipient_states (
     route TEXT NOT NULL DEFAULT '',
     detail TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (message_id, recipient_key)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT PRIMARY KEY,
     outcome TEXT NOT NULL
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dead_letters (
     id TEXT PRIMARY KEY,
     record TEXT NOT NULL
@@ -65,7 +72,7 @@ CREATE TABLE IF NOT EXISTS messages (
     message_id TEXT PRIMARY KEY,
     at TEXT NOT NULL,  -- UTC ISO text of the parse
     summary TEXT NOT NULL  -- MessageSummary JSON: what tracking searches
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS messages_by_time ON messages (at);
 """
 
@@ -81,7 +88,7 @@ CREATE TABLE recipient_states (
     route TEXT NOT NULL DEFAULT '',
     detail TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (message_id, recipient_key)
-);
+) WITHOUT ROWID;
 INSERT OR IGNORE INTO recipient_states
     SELECT message_id, casefold(recipient), recipient, outcome, at, route, detail
     FROM recipient_states_before_key ORDER BY at;
@@ -226,7 +233,11 @@ class SqliteDatabase:
         if not rows:
             return
         if self._groups:
-            self._waiting.append((table, sql, list(rows)))
+            waiting = self._waiting
+            if waiting and waiting[-1][1] == sql:  # one executemany for consecutive writes
+                waiting[-1][2].extend(rows)
+            else:
+                waiting.append((table, sql, list(rows)))
         else:
             self._write(sql, rows)
 
@@ -251,6 +262,7 @@ class StateDatabase(SqliteDatabase):
 
     def migrate(self, connection: sqlite3.Connection) -> None:
         _migrate_recipient_states(connection)
+        connection.execute("DROP INDEX IF EXISTS events_by_stage")  # events_arrived's before
 
 
 def _migrate_recipient_states(connection: sqlite3.Connection) -> None:

@@ -8,9 +8,12 @@ the message was accepted: its last byte was written just before the fsync that `
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import glob
 import os
+import queue
+import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,6 +90,7 @@ class Spool:
     ) -> None:
         self.directory = directory
         self.keep = keep  # called with each new spool file: the replay history links it
+        self.group_commit = GroupCommit(self)  # how the ingress's event loop commits
         directory.mkdir(parents=True, exist_ok=True)
 
     def write(self, envelope: Envelope, raw: bytes) -> Path:
@@ -126,6 +130,19 @@ class Spool:
     @staticmethod
     def remove(path: Path) -> None:
         path.unlink(missing_ok=True)
+
+    def sync_directory(self) -> None:
+        """The names linked into the spool so far, durable."""
+        directory = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    def kept(self, path: Path, envelope: Envelope) -> None:
+        """A durable spool file, to the replay history (when it keeps messages)."""
+        if self.keep is not None:
+            self.keep(path, envelope)
 
 
 class SpoolWriter:
@@ -173,7 +190,16 @@ class SpoolWriter:
 
     def commit(self) -> Path:
         """Fsynced under its temporary name, linked under its own, the directory fsynced: the
-        file the workers see is always whole and survives a crash. Only then is `250` due."""
+        file the workers see is always whole and survives a crash. Only then is `250` due.
+        (The ingress commits through `GroupCommit`, one directory fsync for several files.)"""
+        path = self.link()
+        self.spool.sync_directory()
+        self.spool.kept(path, self.envelope)
+        return path
+
+    def link(self) -> Path:
+        """Fsynced under its temporary name and linked under its own: whole, but its name is
+        durable only after the directory's fsync (`Spool.sync_directory`)."""
         if self._file is not None:
             try:
                 self._file.flush()
@@ -194,13 +220,6 @@ class SpoolWriter:
             raise
         with contextlib.suppress(OSError):  # a leftover partial goes at the next start
             os.unlink(self._partial)
-        directory = os.open(self.spool.directory, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-        if self.spool.keep is not None:
-            self.spool.keep(path, self.envelope)
         return path
 
     def discard(self) -> None:
@@ -211,3 +230,96 @@ class SpoolWriter:
                 file.close()
         with contextlib.suppress(OSError):  # never made (an unwritable spool): nothing to undo
             self._partial.unlink(missing_ok=True)
+
+
+class GroupCommit:
+    """Spool files made durable for an event loop by one thread: the files waiting are each
+    fsynced and linked, then the directory is fsynced once for all of them, and the loop is
+    woken once with every answer. A message's `250` still waits for its file's fsync and for
+    a directory fsync after its link; what the messages committed together share is that
+    directory fsync and the hand-offs (an executor's round trip a message cost the loop more
+    than the fsyncs; docs/benchmarks.md, "Ingress CPU a message, third round"). The thread ends
+    when it has had nothing to do for `IDLE_SECONDS`; the next commit starts another."""
+
+    IDLE_SECONDS = 5.0
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+        self._waiting: queue.SimpleQueue[_Commit] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._running = False
+
+    def commit(self, writer: SpoolWriter) -> asyncio.Future[Path]:
+        """The spool file's path once it is durable, or the OSError that kept it from being."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Path] = loop.create_future()
+        self._waiting.put((writer, loop, done))
+        with self._lock:  # after the put: a thread that finds nothing waiting has ended first
+            if not self._running:
+                self._running = True
+                name = f"spool-commit {self.spool.directory}"
+                threading.Thread(target=self._run, name=name, daemon=True).start()
+        return done
+
+    def _run(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            self._answer(self._commit(batch))
+
+    def _next_batch(self) -> list[_Commit] | None:
+        """What waits now (at least one), or None when nothing came for `IDLE_SECONDS`."""
+        while True:
+            try:
+                batch = [self._waiting.get(timeout=self.IDLE_SECONDS)]
+                break
+            except queue.Empty:
+                with self._lock:
+                    if self._waiting.empty():
+                        self._running = False
+                        return None
+        with contextlib.suppress(queue.Empty):
+            while True:
+                batch.append(self._waiting.get_nowait())
+        return batch
+
+    def _commit(self, batch: list[_Commit]) -> list[_Answer]:
+        answers: list[_Answer] = []
+        linked: list[tuple[_Commit, Path]] = []
+        for waiting in batch:
+            try:
+                linked.append((waiting, waiting[0].link()))
+            except Exception as error:  # noqa: BLE001 -- the message's 451, not the thread's end
+                answers.append((waiting, None, error))
+        if linked:
+            try:
+                self.spool.sync_directory()
+            except OSError as error:  # linked but not durable: 451 each, the file is replayed
+                return answers + [(waiting, None, error) for waiting, _ in linked]
+        for waiting, path in linked:
+            self.spool.kept(path, waiting[0].envelope)
+            answers.append((waiting, path, None))
+        return answers
+
+    @staticmethod
+    def _answer(answers: list[_Answer]) -> None:
+        """One wake-up of each loop for all its answers (one loop, but for tests)."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Answer]] = {}
+        for answer in answers:
+            by_loop.setdefault(answer[0][1], []).append(answer)
+        for loop, theirs in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the file is replayed
+                loop.call_soon_threadsafe(_settle, theirs)
+
+
+_Commit = tuple[SpoolWriter, "asyncio.AbstractEventLoop", "asyncio.Future[Path]"]
+_Answer = tuple[_Commit, Path | None, Exception | None]
+
+
+def _settle(answers: list[_Answer]) -> None:
+    for (_, _, done), path, error in answers:
+        if done.cancelled():
+            continue
+        if error is not None:
+            done.set_exception(error)
+        else:
+            assert path is not None
+            done.set_result(path)

@@ -1,0 +1,154 @@
+"""The spool's group commit: the ingress's messages committed together share one directory
+fsync, and each one's answer (its `250`) comes only after its file's fsync, its link and a
+directory fsync begun after that link. Real files; the spool's fsyncs are noted as they run."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from mxgate.local.spool import Spool
+from mxgate.records import Envelope
+
+
+class NotingSpool(Spool):
+    """A real spool that notes, in order, each link and each directory fsync (its start and
+    its end); the first directory fsync waits for the test's word, so commits pile up."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.events: list[tuple[str, str]] = []
+        self.first_sync = threading.Event()
+        self.go_on = threading.Event()
+        self.fail_sync = False
+
+    def sync_directory(self) -> None:
+        self.events.append(("sync", "start"))
+        if not self.first_sync.is_set():
+            self.first_sync.set()
+            assert self.go_on.wait(10)
+        if self.fail_sync:
+            raise OSError(28, "No space left on device")
+        super().sync_directory()
+        self.events.append(("sync", "end"))
+
+
+def envelope(n: int) -> Envelope:
+    return Envelope(
+        message_id=f"01GROUPCOMMIT{n:013d}", mail_from="a@b.example", recipients=["c@d.example"]
+    )
+
+
+async def commit_all(spool: NotingSpool, count: int) -> list[Path | BaseException]:
+    """One commit alone (held in its directory fsync), then `count` more meanwhile."""
+    linked_names: list[str] = []
+
+    def noting_link(writer_link, writer):  # type: ignore[no-untyped-def]
+        def link() -> Path:
+            path: Path = writer_link()
+            spool.events.append(("link", writer.envelope.message_id))
+            linked_names.append(path.name)
+            return path
+
+        return link
+
+    writers = []
+    for n in range(count + 1):
+        writer = spool.receive(envelope(n))
+        writer.write(b"Subject: %d\r\n\r\nHello.\r\n" % n)
+        writer.link = noting_link(writer.link, writer)  # type: ignore[method-assign]
+        writers.append(writer)
+    first = spool.group_commit.commit(writers[0])
+    await asyncio.to_thread(spool.first_sync.wait, 10)
+    rest = [spool.group_commit.commit(w) for w in writers[1:]]
+    spool.go_on.set()
+    return await asyncio.gather(first, *rest, return_exceptions=True)
+
+
+def test_the_messages_waiting_share_one_directory_fsync_begun_after_their_links(tmp_path: Path):
+    spool = NotingSpool(tmp_path / "spool")
+    paths = asyncio.run(commit_all(spool, 8))
+
+    assert all(isinstance(p, Path) for p in paths)
+    for n, path in enumerate(paths):
+        assert isinstance(path, Path)
+        assert path.name == f"{envelope(n).message_id}.msg"
+        envelope_line, _, message = path.read_bytes().partition(b"\n")
+        assert Envelope.model_validate_json(envelope_line).message_id == envelope(n).message_id
+        assert message == b"Subject: %d\r\n\r\nHello.\r\n" % n
+    assert not list(spool.directory.glob("*.partial"))
+    syncs = [e for e in spool.events if e == ("sync", "start")]
+    assert len(syncs) == 2  # the first message's, then one for the eight that waited
+    # every link comes before the start of a directory fsync that then ended
+    for n in range(9):
+        linked = spool.events.index(("link", envelope(n).message_id))
+        later = spool.events[linked:]
+        assert ("sync", "start") in later
+        assert ("sync", "end") in later[later.index(("sync", "start")) :]
+
+
+def test_a_failed_directory_fsync_fails_every_message_of_its_batch_and_keeps_the_files(
+    tmp_path: Path,
+):
+    """Linked but not known durable: each message gets its 451 (the client sends it again);
+    the files stay and are replayed on the next start, so nothing answered 250 depends on it."""
+    spool = NotingSpool(tmp_path / "spool")
+    spool.fail_sync = True
+    answers = asyncio.run(commit_all(spool, 3))
+    assert all(isinstance(a, OSError) for a in answers)
+    assert len(spool.pending()) == 4
+
+
+def test_a_link_refused_fails_its_own_message_only(tmp_path: Path):
+    """A message id already spooled (FileExistsError, the 451 of a collision) does not fail the
+    other messages committed with it."""
+    spool = Spool(tmp_path / "spool")
+    spool.write(envelope(1), b"Subject: first\r\n\r\n")
+
+    async def commit_three() -> list[Path | BaseException]:
+        commits = []
+        for n in range(3):
+            writer = spool.receive(envelope(n))
+            writer.write(b"Subject: again\r\n\r\n")
+            commits.append(spool.group_commit.commit(writer))
+        return await asyncio.gather(*commits, return_exceptions=True)
+
+    first, collided, third = asyncio.run(commit_three())
+    assert isinstance(first, Path)
+    assert isinstance(third, Path)
+    assert isinstance(collided, FileExistsError)
+    assert (
+        (spool.directory / f"{envelope(1).message_id}.msg")
+        .read_bytes()
+        .endswith(b"Subject: first\r\n\r\n")
+    )
+    assert not list(spool.directory.glob("*.partial"))
+
+
+def test_the_commit_thread_ends_when_idle_and_the_next_commit_starts_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    spool = Spool(tmp_path / "spool")
+    monkeypatch.setattr(spool.group_commit, "IDLE_SECONDS", 0.01)
+
+    def commit_one(n: int) -> Path:
+        async def commit() -> Path:
+            writer = spool.receive(envelope(n))
+            writer.write(b"Subject: idle\r\n\r\n")
+            return await spool.group_commit.commit(writer)
+
+        return asyncio.run(commit())
+
+    name = f"spool-commit {spool.directory}"
+    assert commit_one(1).exists()
+    for _ in range(500):
+        if not any(t.name == name for t in threading.enumerate()):
+            break
+        threading.Event().wait(0.01)
+    assert not any(t.name == name for t in threading.enumerate())
+    assert commit_one(2).exists()
+    assert os.path.exists(spool.directory / f"{envelope(1).message_id}.msg")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from mxgate.local.history import History
 from mxgate.local.spool import Spool
 from mxgate.records import Envelope
 
@@ -26,15 +27,24 @@ class NotingSpool(Spool):
         self.go_on = threading.Event()
         self.fail_sync = False
 
-    def sync_directory(self) -> None:
+    def sync_directory(self, opened: int | None = None) -> None:
         self.events.append(("sync", "start"))
         if not self.first_sync.is_set():
             self.first_sync.set()
             assert self.go_on.wait(10)
         if self.fail_sync:
             raise OSError(28, "No space left on device")
-        super().sync_directory()
+        super().sync_directory(opened)
         self.events.append(("sync", "end"))
+
+
+def no_partial_left(spool: Spool) -> bool:
+    """The temporary names go after the answers, in the commit thread: wait for them."""
+    for _ in range(500):
+        if not list(spool.directory.glob("*.partial")):
+            return True
+        threading.Event().wait(0.01)
+    return False
 
 
 def envelope(n: int) -> Envelope:
@@ -80,7 +90,7 @@ def test_the_messages_waiting_share_one_directory_fsync_begun_after_their_links(
         envelope_line, _, message = path.read_bytes().partition(b"\n")
         assert Envelope.model_validate_json(envelope_line).message_id == envelope(n).message_id
         assert message == b"Subject: %d\r\n\r\nHello.\r\n" % n
-    assert not list(spool.directory.glob("*.partial"))
+    assert no_partial_left(spool)
     syncs = [e for e in spool.events if e == ("sync", "start")]
     assert len(syncs) == 2  # the first message's, then one for the eight that waited
     # every link comes before the start of a directory fsync that then ended
@@ -126,7 +136,7 @@ def test_a_link_refused_fails_its_own_message_only(tmp_path: Path):
         .read_bytes()
         .endswith(b"Subject: first\r\n\r\n")
     )
-    assert not list(spool.directory.glob("*.partial"))
+    assert no_partial_left(spool)
 
 
 def test_the_commit_thread_ends_when_idle_and_the_next_commit_starts_another(
@@ -152,3 +162,24 @@ def test_the_commit_thread_ends_when_idle_and_the_next_commit_starts_another(
     assert not any(t.name == name for t in threading.enumerate())
     assert commit_one(2).exists()
     assert os.path.exists(spool.directory / f"{envelope(1).message_id}.msg")
+
+
+def test_the_history_keeps_a_message_whose_spool_file_went_as_soon_as_it_was_answered(
+    tmp_path: Path,
+):
+    """The history links the file after the answer, from its temporary name: a worker that
+    took the spool file and removed it at once does not keep it from the history."""
+    history = History(tmp_path / "history", keep_seconds=86400)
+    spool = Spool(tmp_path / "spool", history.keep)
+
+    async def commit_and_remove() -> Path:
+        writer = spool.receive(envelope(7))
+        writer.write(b"Subject: kept\r\n\r\n")
+        path = await spool.group_commit.commit(writer)
+        Spool.remove(path)  # as a quick worker would
+        return path
+
+    path = asyncio.run(commit_and_remove())
+    assert no_partial_left(spool)
+    (kept,) = history.directory.glob(f"*/{path.name}")
+    assert kept.read_bytes().endswith(b"Subject: kept\r\n\r\n")

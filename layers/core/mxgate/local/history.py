@@ -14,7 +14,7 @@ import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from mxgate.local.spool import Spool
+from mxgate.local.spool import Spool, spooled_name
 from mxgate.records import Envelope
 from mxgate.replay.decisions import StoredMessage
 
@@ -35,13 +35,17 @@ class History:
         self.keep_seconds = keep_seconds
 
     def keep(self, spooled: Path, envelope: Envelope) -> None:
-        """Link a freshly spooled message into its day; never fails the message."""
+        """Link a freshly spooled message (`spooled`: its file, under any name) into its day,
+        named as in the spool; never fails the message."""
         day = self.directory / received(envelope).astimezone(UTC).strftime(_DAY)
+        name = spooled_name(envelope.message_id)
         try:
-            if not day.is_dir():
+            try:  # the day's directory is there but for the first message of a day
+                os.link(spooled, day / name)
+            except FileNotFoundError:
                 day.mkdir(parents=True, exist_ok=True)
                 self.prune(received(envelope))
-            os.link(spooled, day / spooled.name)
+                os.link(spooled, day / name)
         except OSError as error:  # another file system, no links: the message goes on
             log.warning(
                 "message not kept for replay",

@@ -11,19 +11,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import glob
+import logging
 import os
 import queue
 import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 from mxgate.message.raw import RawMessage
 from mxgate.records import Envelope, Stage, TimelineEvent
 
 if TYPE_CHECKING:
     from mxgate.ports import Timeline
+
+log = logging.getLogger("mxgate.spool")
 
 _SUFFIX = ".msg"
 _PARTIAL = ".partial"
@@ -32,6 +35,11 @@ MAX_ENVELOPE_LINE = 1 << 20
 # A message up to this size is read into memory in one read: the rule set, authentication,
 # WriteToS3 and Archive each read it again, which for a file is an open and a read each.
 READ_WHOLE = 64 * 1024
+
+
+def spooled_name(message_id: str) -> str:
+    """The spool file's name (the replay history's too)."""
+    return f"{message_id}{_SUFFIX}"
 
 
 def accepted_event(path: Path, envelope: Envelope, size: int | None) -> TimelineEvent:
@@ -80,7 +88,7 @@ def message_events(timeline: Timeline, spool: Path | None, message_id: str) -> l
     events = timeline.events(message_id)
     if events or spool is None:
         return events
-    spooled = spooled_events([spool / f"{message_id}{_SUFFIX}"])
+    spooled = spooled_events([spool / spooled_name(message_id)])
     return spooled or timeline.events(message_id)  # taken meanwhile: the worker wrote it
 
 
@@ -89,7 +97,10 @@ class Spool:
         self, directory: Path, keep: Callable[[Path, Envelope], None] | None = None
     ) -> None:
         self.directory = directory
-        self.keep = keep  # called with each new spool file: the replay history links it
+        self.path = str(directory)  # a Path joined a message costs more than its system call
+        # called with each new spool file (under its temporary name, before that goes) and its
+        # envelope: the replay history links it
+        self.keep = keep
         self.group_commit = GroupCommit(self)  # how the ingress's event loop commits
         directory.mkdir(parents=True, exist_ok=True)
 
@@ -131,18 +142,17 @@ class Spool:
     def remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
-    def sync_directory(self) -> None:
-        """The names linked into the spool so far, durable."""
+    def sync_directory(self, opened: int | None = None) -> None:
+        """The names linked into the spool so far, durable (`opened`: the directory's
+        descriptor, kept open by whoever syncs it often)."""
+        if opened is not None:
+            os.fsync(opened)
+            return
         directory = os.open(self.directory, os.O_RDONLY)
         try:
             os.fsync(directory)
         finally:
             os.close(directory)
-
-    def kept(self, path: Path, envelope: Envelope) -> None:
-        """A durable spool file, to the replay history (when it keeps messages)."""
-        if self.keep is not None:
-            self.keep(path, envelope)
 
 
 class SpoolWriter:
@@ -156,12 +166,14 @@ class SpoolWriter:
         self.envelope = envelope
         self.size = 0  # message bytes, the envelope line not counted
         self.error: OSError | None = None
-        self._partial = spool.directory / f"{envelope.message_id}{_PARTIAL}"
-        self._file: BinaryIO | None = None
+        self._partial = f"{spool.path}/{envelope.message_id}{_PARTIAL}"
+        # the file's descriptor, written through a buffer of our own: a Python file object
+        # costs two system calls more a message (an fstat and an lseek when it is made)
+        self._fd: int | None = None
+        self._held: list[bytes] = [envelope.model_dump_json().encode() + b"\n"]
+        self._held_size = len(self._held[0])
         try:
-            fd = os.open(self._partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            self._file = open(fd, "wb", buffering=WRITE_BUFFER)  # noqa: SIM115 -- commit closes it
-            self._file.write(envelope.model_dump_json().encode() + b"\n")
+            self._fd = os.open(self._partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as error:
             self._failed(error)
 
@@ -171,22 +183,27 @@ class SpoolWriter:
 
     def write(self, data: bytes, /) -> None:
         self.size += len(data)
-        if self._file is None:
+        if self._fd is None:
             return
-        try:
-            self._file.write(data)
-        except OSError as error:
-            self._failed(error)
+        self._held.append(data)
+        self._held_size += len(data)
+        if self._held_size >= WRITE_BUFFER:
+            self.flush()
 
     def flush(self) -> None:
         """What the write buffer holds, to the file (not yet durable): a page-cache copy,
         quick enough for the event loop, so the thread `commit` runs in only waits on the
         disk."""
-        if self._file is not None:
-            try:
-                self._file.flush()
-            except OSError as error:
-                self._failed(error)
+        if self._fd is None or not self._held:
+            return
+        held = self._held[0] if len(self._held) == 1 else b"".join(self._held)
+        self._held, self._held_size = [], 0
+        try:
+            written = os.write(self._fd, held)
+            while written < len(held):  # a short write: a full disk says so on the next
+                written += os.write(self._fd, memoryview(held)[written:])
+        except OSError as error:
+            self._failed(error)
 
     def commit(self) -> Path:
         """Fsynced under its temporary name, linked under its own, the directory fsynced: the
@@ -194,23 +211,24 @@ class SpoolWriter:
         (The ingress commits through `GroupCommit`, one directory fsync for several files.)"""
         path = self.link()
         self.spool.sync_directory()
-        self.spool.kept(path, self.envelope)
+        self.tidy()
         return path
 
     def link(self) -> Path:
         """Fsynced under its temporary name and linked under its own: whole, but its name is
         durable only after the directory's fsync (`Spool.sync_directory`)."""
-        if self._file is not None:
+        self.flush()
+        if self._fd is not None:
             try:
-                self._file.flush()
-                os.fsync(self._file.fileno())
-                self._file.close()
+                os.fsync(self._fd)
             except OSError as error:
                 self._failed(error)
-        if self.error is not None or self._file is None:
+        if self.error is not None or self._fd is None:
             raise self.error or OSError("the spool file was discarded")
-        self._file = None
-        path = self.spool.directory / f"{self.envelope.message_id}{_SUFFIX}"
+        fd, self._fd = self._fd, None
+        with contextlib.suppress(OSError):  # fsynced: what close could say is said
+            os.close(fd)
+        path = self.spool.directory / spooled_name(self.envelope.message_id)
         try:
             # a link, not a rename: it never replaces a spool file whose message has the same
             # id (FileExistsError), which would lose a message already answered 250
@@ -218,18 +236,26 @@ class SpoolWriter:
         except BaseException:
             self.discard()
             raise
+        return path
+
+    def tidy(self) -> None:
+        """After the directory's fsync (the message may have had its 250): the replay history
+        links the file, from its temporary name (the worker may have taken the spool file
+        already), and the temporary name goes. Neither is needed for the message's safety."""
+        if self.spool.keep is not None:
+            self.spool.keep(Path(self._partial), self.envelope)
         with contextlib.suppress(OSError):  # a leftover partial goes at the next start
             os.unlink(self._partial)
-        return path
 
     def discard(self) -> None:
         """Nothing of this message stays (it was refused, or the client left)."""
-        if self._file is not None:
-            file, self._file = self._file, None
-            with contextlib.suppress(OSError):  # the buffer could not be written: it goes
-                file.close()
+        self._held, self._held_size = [], 0
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            with contextlib.suppress(OSError):
+                os.close(fd)
         with contextlib.suppress(OSError):  # never made (an unwritable spool): nothing to undo
-            self._partial.unlink(missing_ok=True)
+            os.unlink(self._partial)
 
 
 class GroupCommit:
@@ -262,8 +288,36 @@ class GroupCommit:
         return done
 
     def _run(self) -> None:
-        while (batch := self._next_batch()) is not None:
-            self._answer(self._commit(batch))
+        try:  # kept open while the thread runs: two system calls a batch fewer
+            directory: int | None = os.open(self.spool.directory, os.O_RDONLY)
+        except OSError:
+            directory = None  # each batch tries again, and says why it fails
+        ended = False
+        try:
+            while (batch := self._next_batch()) is not None:
+                try:
+                    answers = self._commit(batch, directory)
+                except Exception as error:  # not the disk's: each message its 451 all the same
+                    log.exception("spool commit failed")
+                    answers = [(waiting, None, error) for waiting in batch]
+                self._answer(answers)
+                for (writer, _, _), path, _ in answers:
+                    if path is not None:
+                        self._tidy(writer)
+            ended = True
+        finally:
+            if directory is not None:
+                os.close(directory)
+            if not ended:  # the next commit starts another thread
+                with self._lock:
+                    self._running = False
+
+    @staticmethod
+    def _tidy(writer: SpoolWriter) -> None:
+        try:
+            writer.tidy()
+        except Exception:  # the message is durable and answered: this thread goes on
+            log.exception("spool file not tidied", extra={"message_id": writer.envelope.message_id})
 
     def _next_batch(self) -> list[_Commit] | None:
         """What waits now (at least one), or None when nothing came for `IDLE_SECONDS`."""
@@ -281,7 +335,7 @@ class GroupCommit:
                 batch.append(self._waiting.get_nowait())
         return batch
 
-    def _commit(self, batch: list[_Commit]) -> list[_Answer]:
+    def _commit(self, batch: list[_Commit], directory: int | None) -> list[_Answer]:
         answers: list[_Answer] = []
         linked: list[tuple[_Commit, Path]] = []
         for waiting in batch:
@@ -291,12 +345,10 @@ class GroupCommit:
                 answers.append((waiting, None, error))
         if linked:
             try:
-                self.spool.sync_directory()
+                self.spool.sync_directory(directory)
             except OSError as error:  # linked but not durable: 451 each, the file is replayed
                 return answers + [(waiting, None, error) for waiting, _ in linked]
-        for waiting, path in linked:
-            self.spool.kept(path, waiting[0].envelope)
-            answers.append((waiting, path, None))
+        answers += [(waiting, path, None) for waiting, path in linked]
         return answers
 
     @staticmethod

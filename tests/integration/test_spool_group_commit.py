@@ -79,8 +79,11 @@ async def commit_all(spool: NotingSpool, count: int) -> list[Path | BaseExceptio
     return await asyncio.gather(first, *rest, return_exceptions=True)
 
 
-def test_the_messages_waiting_share_one_directory_fsync_begun_after_their_links(tmp_path: Path):
+def test_the_messages_waiting_share_one_directory_fsync_begun_after_their_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     spool = NotingSpool(tmp_path / "spool")
+    monkeypatch.setattr(spool.group_commit, "THREADS", 1)  # all eight wait for the one thread
     paths = asyncio.run(commit_all(spool, 8))
 
     assert all(isinstance(p, Path) for p in paths)
@@ -99,6 +102,25 @@ def test_the_messages_waiting_share_one_directory_fsync_begun_after_their_links(
         later = spool.events[linked:]
         assert ("sync", "start") in later
         assert ("sync", "end") in later[later.index(("sync", "start")) :]
+
+
+def test_a_commit_held_by_a_slow_disk_does_not_hold_the_next_one(tmp_path: Path):
+    """A second thread takes what waits while the first is in its fsyncs."""
+    spool = NotingSpool(tmp_path / "spool")
+
+    async def commit_two() -> None:
+        held, other = spool.receive(envelope(1)), spool.receive(envelope(2))
+        held.write(b"Subject: held\r\n\r\n")
+        other.write(b"Subject: other\r\n\r\n")
+        first = spool.group_commit.commit(held)
+        await asyncio.to_thread(spool.first_sync.wait, 10)
+        second = await asyncio.wait_for(spool.group_commit.commit(other), 10)
+        assert not first.done()
+        assert second.read_bytes().endswith(b"Subject: other\r\n\r\n")
+        spool.go_on.set()
+        assert (await first).read_bytes().endswith(b"Subject: held\r\n\r\n")
+
+    asyncio.run(commit_two())
 
 
 def test_a_failed_directory_fsync_fails_every_message_of_its_batch_and_keeps_the_files(
@@ -167,8 +189,9 @@ def test_the_commit_thread_ends_when_idle_and_the_next_commit_starts_another(
 def test_the_history_keeps_a_message_whose_spool_file_went_as_soon_as_it_was_answered(
     tmp_path: Path,
 ):
-    """The history links the file after the answer, from its temporary name: a worker that
-    took the spool file and removed it at once does not keep it from the history."""
+    """The history links the file before the answer (a file with no name left cannot be linked
+    again): a worker that took the spool file and removed it at once does not keep it from
+    the history."""
     history = History(tmp_path / "history", keep_seconds=86400)
     spool = Spool(tmp_path / "spool", history.keep)
 

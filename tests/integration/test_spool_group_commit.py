@@ -206,3 +206,31 @@ def test_the_history_keeps_a_message_whose_spool_file_went_as_soon_as_it_was_ans
     assert no_partial_left(spool)
     (kept,) = history.directory.glob(f"*/{path.name}")
     assert kept.read_bytes().endswith(b"Subject: kept\r\n\r\n")
+
+
+@pytest.mark.parametrize("unnamed", [True, False], ids=["no-name", "temporary-name"])
+def test_a_file_is_whole_under_its_name_and_in_the_history_or_nowhere(tmp_path: Path, unnamed):
+    """Made with no name (O_TMPFILE) or, where the file system cannot, under a temporary one:
+    until its commit, the spool shows nothing a worker would take; after it, the whole file
+    under its name, in the history too, and no temporary name left."""
+    history = History(tmp_path / "history", keep_seconds=86400)
+    spool = Spool(tmp_path / "spool", history.keep)
+    spool.unnamed = unnamed and spool.unnamed
+    writer = spool.receive(envelope(3))
+    writer.write(b"Subject: whole\r\n\r\n")
+    writer.flush()
+    assert spool.pending() == []
+    abandoned = spool.receive(envelope(4))  # a client that left in the middle of DATA
+    abandoned.write(b"Subject: half")
+    abandoned.discard()
+
+    async def commit() -> Path:
+        return await spool.group_commit.commit(writer)
+
+    path = asyncio.run(commit())
+    assert spool.pending() == [path]
+    assert path.read_bytes().endswith(b"Subject: whole\r\n\r\n")
+    (kept,) = history.directory.glob(f"*/{path.name}")
+    assert os.stat(kept).st_ino == os.stat(path).st_ino
+    assert no_partial_left(spool)
+    assert sorted(os.listdir(spool.directory)) == [path.name]

@@ -304,10 +304,10 @@ class GroupCommit:
     wakes the loop once with every answer. A message's `250` still waits for its file's fsync
     and for a directory fsync begun after its link; what the messages committed together share
     is that directory fsync and the hand-offs (an executor's round trip a message cost the loop
-    more than the fsyncs; docs/benchmarks.md, "Ingress CPU a message, third round"). A second
-    thread starts when a file waits while the first is busy: one thread's fsyncs one after the
-    other added a third to the ingress's time a message on a busy disk. A thread ends when it
-    has had nothing to do for `IDLE_SECONDS`; the next commit starts another."""
+    more than the fsyncs). A second thread starts when a file waits while the first is busy:
+    one thread's fsyncs one after the other added a third to the ingress's time a message on a
+    busy disk. A thread ends when it has had nothing to do for `IDLE_SECONDS`; the next commit
+    starts another."""
 
     IDLE_SECONDS = 5.0
     THREADS = 2

@@ -9,12 +9,11 @@ configured time are removed as a new day begins.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from mxgate.local.spool import Spool
+from mxgate.local.spool import Linker, Spool, spooled_name
 from mxgate.records import Envelope
 from mxgate.replay.decisions import StoredMessage
 
@@ -34,14 +33,18 @@ class History:
         self.directory = directory
         self.keep_seconds = keep_seconds
 
-    def keep(self, spooled: Path, envelope: Envelope) -> None:
-        """Link a freshly spooled message into its day; never fails the message."""
+    def keep(self, link: Linker, envelope: Envelope) -> None:
+        """Link a freshly spooled message (`link`: what links its file) into its day, named as
+        in the spool; never fails the message."""
         day = self.directory / received(envelope).astimezone(UTC).strftime(_DAY)
+        name = spooled_name(envelope.message_id)
         try:
-            if not day.is_dir():
+            try:  # the day's directory is there but for the first message of a day
+                link(day / name)
+            except FileNotFoundError:
                 day.mkdir(parents=True, exist_ok=True)
                 self.prune(received(envelope))
-            os.link(spooled, day / spooled.name)
+                link(day / name)
         except OSError as error:  # another file system, no links: the message goes on
             log.warning(
                 "message not kept for replay",

@@ -346,10 +346,11 @@ class IngressHandler:
         message_id = writer.envelope.message_id
         now = self.clock.now()
         try:
-            # only the fsyncs in a thread: each call there that leaves the GIL contends for
-            # it with this loop (the buffer's write and the log record's are quicker here)
+            # only the fsyncs in the spool's commit thread: each call there that leaves the GIL
+            # contends for it with this loop (the buffer's write and the log record's are
+            # quicker here)
             writer.flush()
-            commit = asyncio.ensure_future(asyncio.to_thread(writer.commit))
+            commit = self.spool.group_commit.commit(writer)
             path = await asyncio.shield(commit)
         except OSError:
             log.exception("spool write failed", extra={"message_id": message_id})

@@ -272,6 +272,18 @@ class ExactSMTP(SMTP):
         the client sent after the final dot (pipelined commands) goes back to the reader."""
         reader = self._reader
         deadline = self.loop.time() + self.data_timeout
+        # StreamReader stops reading the socket once it holds twice its limit (the command
+        # line's 1,001 bytes): DATA of more than 2 KB would take a stop and a start, two
+        # epoll_ctl calls. During DATA it may hold two chunks; commands keep their limit.
+        limit, reader._limit = reader._limit, DATA_CHUNK  # type: ignore[attr-defined]
+        try:
+            return await self._read_data_chunks(reader, data, deadline)
+        finally:
+            reader._limit = limit  # type: ignore[attr-defined]
+
+    async def _read_data_chunks(
+        self, reader: asyncio.StreamReader, data: DataAssembler, deadline: float
+    ) -> bool:
         while True:
             try:
                 chunk = await reader.read(DATA_CHUNK)

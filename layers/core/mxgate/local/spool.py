@@ -8,13 +8,19 @@ the message was accepted: its last byte was written just before the fsync that `
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import errno
 import glob
+import logging
 import os
+import queue
+import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 from mxgate.message.raw import RawMessage
 from mxgate.records import Envelope, Stage, TimelineEvent
@@ -22,13 +28,23 @@ from mxgate.records import Envelope, Stage, TimelineEvent
 if TYPE_CHECKING:
     from mxgate.ports import Timeline
 
+log = logging.getLogger("mxgate.spool")
+
 _SUFFIX = ".msg"
 _PARTIAL = ".partial"
 WRITE_BUFFER = 256 * 1024  # bytes of a message held before they go to the file
 MAX_ENVELOPE_LINE = 1 << 20
+_TMPFILE = getattr(os, "O_TMPFILE", 0)  # Linux's
+# what open(O_TMPFILE) fails with where the file system cannot make files with no name
+_NO_TMPFILE = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL}
 # A message up to this size is read into memory in one read: the rule set, authentication,
 # WriteToS3 and Archive each read it again, which for a file is an open and a read each.
 READ_WHOLE = 64 * 1024
+
+
+def spooled_name(message_id: str) -> str:
+    """The spool file's name (the replay history's too)."""
+    return f"{message_id}{_SUFFIX}"
 
 
 def accepted_event(path: Path, envelope: Envelope, size: int | None) -> TimelineEvent:
@@ -77,16 +93,22 @@ def message_events(timeline: Timeline, spool: Path | None, message_id: str) -> l
     events = timeline.events(message_id)
     if events or spool is None:
         return events
-    spooled = spooled_events([spool / f"{message_id}{_SUFFIX}"])
+    spooled = spooled_events([spool / spooled_name(message_id)])
     return spooled or timeline.events(message_id)  # taken meanwhile: the worker wrote it
 
 
 class Spool:
     def __init__(
-        self, directory: Path, keep: Callable[[Path, Envelope], None] | None = None
+        self, directory: Path, keep: Callable[[Linker, Envelope], None] | None = None
     ) -> None:
         self.directory = directory
-        self.keep = keep  # called with each new spool file: the replay history links it
+        self.path = str(directory)  # a Path joined a message costs more than its system call
+        # whether new files are made with no name (O_TMPFILE), then linked from /proc/self/fd
+        self.unnamed = _TMPFILE != 0 and os.path.isdir("/proc/self/fd")
+        # called with what links each new spool file to another name, and its envelope: the
+        # replay history links it
+        self.keep = keep
+        self.group_commit = GroupCommit(self)  # how the ingress's event loop commits
         directory.mkdir(parents=True, exist_ok=True)
 
     def write(self, envelope: Envelope, raw: bytes) -> Path:
@@ -102,8 +124,8 @@ class Spool:
 
     def discard_partial(self) -> None:
         """Remove files a crash left half-written: none of them was ever answered 250."""
-        for partial in self.directory.glob(f"*{_PARTIAL}"):
-            partial.unlink(missing_ok=True)
+        for leftover in self.directory.glob(f"*{_PARTIAL}"):
+            leftover.unlink(missing_ok=True)
 
     @staticmethod
     def read(path: Path) -> tuple[Envelope, RawMessage]:
@@ -127,26 +149,56 @@ class Spool:
     def remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
+    def sync_directory(self, opened: int | None = None) -> None:
+        """The names linked into the spool so far, durable (`opened`: the directory's
+        descriptor, kept open by whoever syncs it often)."""
+        if opened is not None:
+            os.fsync(opened)
+            return
+        directory = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
 
 class SpoolWriter:
     """One message on its way into the spool: its envelope line, then its bytes as DATA brings
-    them, under a temporary name. A write that fails (a full disk, an unwritable spool) is kept
-    for `commit` to raise, so the rest of DATA is still read and answered after its final dot;
-    nothing is written after it."""
+    them, in a file with no name yet (`O_TMPFILE`; where the file system has none, under a
+    temporary name). A write that fails (a full disk, an unwritable spool) is kept for `commit`
+    to raise, so the rest of DATA is still read and answered after its final dot; nothing is
+    written after it."""
 
     def __init__(self, spool: Spool, envelope: Envelope) -> None:
         self.spool = spool
         self.envelope = envelope
         self.size = 0  # message bytes, the envelope line not counted
         self.error: OSError | None = None
-        self._partial = spool.directory / f"{envelope.message_id}{_PARTIAL}"
-        self._file: BinaryIO | None = None
+        self._partial: str | None = None  # the temporary name, when the file has one
+        # the file's descriptor, written through a buffer of our own: a Python file object
+        # costs two system calls more a message (an fstat and an lseek when it is made)
+        self._fd: int | None = None
+        self._held: list[bytes] = [envelope.model_dump_json().encode() + b"\n"]
+        self._held_size = len(self._held[0])
         try:
-            fd = os.open(self._partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            self._file = open(fd, "wb", buffering=WRITE_BUFFER)  # noqa: SIM115 -- commit closes it
-            self._file.write(envelope.model_dump_json().encode() + b"\n")
+            self._fd = self._open()
         except OSError as error:
             self._failed(error)
+
+    def _open(self) -> int:
+        """A file with no name in the spool directory: no directory entry to make now and to
+        remove after the link (each one locks the directory against the commit thread's
+        links), none left by a crash. Else one under a temporary name."""
+        spool = self.spool
+        if spool.unnamed:
+            try:
+                return os.open(spool.path, os.O_WRONLY | _TMPFILE, 0o600)
+            except OSError as error:
+                if error.errno not in _NO_TMPFILE:
+                    raise
+                spool.unnamed = False  # this file system has none: named ones from now on
+        self._partial = f"{spool.path}/{self.envelope.message_id}{_PARTIAL}"
+        return os.open(self._partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
 
     def _failed(self, error: OSError) -> None:
         self.error = self.error or error
@@ -154,60 +206,224 @@ class SpoolWriter:
 
     def write(self, data: bytes, /) -> None:
         self.size += len(data)
-        if self._file is None:
+        if self._fd is None:
             return
-        try:
-            self._file.write(data)
-        except OSError as error:
-            self._failed(error)
+        self._held.append(data)
+        self._held_size += len(data)
+        if self._held_size >= WRITE_BUFFER:
+            self.flush()
 
     def flush(self) -> None:
         """What the write buffer holds, to the file (not yet durable): a page-cache copy,
         quick enough for the event loop, so the thread `commit` runs in only waits on the
         disk."""
-        if self._file is not None:
-            try:
-                self._file.flush()
-            except OSError as error:
-                self._failed(error)
+        if self._fd is None or not self._held:
+            return
+        held = self._held[0] if len(self._held) == 1 else b"".join(self._held)
+        self._held, self._held_size = [], 0
+        try:
+            written = os.write(self._fd, held)
+            while written < len(held):  # a short write: a full disk says so on the next
+                written += os.write(self._fd, memoryview(held)[written:])
+        except OSError as error:
+            self._failed(error)
 
     def commit(self) -> Path:
         """Fsynced under its temporary name, linked under its own, the directory fsynced: the
-        file the workers see is always whole and survives a crash. Only then is `250` due."""
-        if self._file is not None:
+        file the workers see is always whole and survives a crash. Only then is `250` due.
+        (The ingress commits through `GroupCommit`, one directory fsync for several files.)"""
+        path = self.link()
+        try:
+            self.spool.sync_directory()
+        except BaseException:
+            self.discard()  # the linked file stays: it is replayed, as after a crash
+            raise
+        self.tidy()
+        return path
+
+    def link(self) -> Path:
+        """Fsynced and linked under its name: whole, but its name is durable only after the
+        directory's fsync (`Spool.sync_directory`)."""
+        self.flush()
+        if self._fd is not None:
             try:
-                self._file.flush()
-                os.fsync(self._file.fileno())
-                self._file.close()
+                os.fsync(self._fd)
             except OSError as error:
                 self._failed(error)
-        if self.error is not None or self._file is None:
+        if self.error is not None or self._fd is None:
             raise self.error or OSError("the spool file was discarded")
-        self._file = None
-        path = self.spool.directory / f"{self.envelope.message_id}{_SUFFIX}"
+        path = self.spool.directory / spooled_name(self.envelope.message_id)
         try:
             # a link, not a rename: it never replaces a spool file whose message has the same
             # id (FileExistsError), which would lose a message already answered 250
-            os.link(self._partial, path)
+            self._link_to(self._fd, path)
         except BaseException:
             self.discard()
             raise
-        with contextlib.suppress(OSError):  # a leftover partial goes at the next start
-            os.unlink(self._partial)
-        directory = os.open(self.spool.directory, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-        if self.spool.keep is not None:
-            self.spool.keep(path, self.envelope)
+        if self.spool.keep is not None:  # now: a worker may take the spool file once answered
+            self.spool.keep(partial(self._link_to, self._fd), self.envelope)
         return path
+
+    def _link_to(self, fd: int, target: Path) -> None:
+        """Another name for the file: from its temporary name, or from its descriptor. The
+        latter through linkat(2) following `/proc/self/fd/N`: os.link calls link(2), which
+        would link that entry itself (EXDEV), unless it is given a directory descriptor (the
+        file's own here: an absolute source ignores it)."""
+        if self._partial is not None:
+            os.link(self._partial, target)
+        else:
+            os.link(f"/proc/self/fd/{fd}", target, src_dir_fd=fd, follow_symlinks=True)
+
+    def tidy(self) -> None:
+        """After the directory's fsync (the message may have had its 250): the file is closed
+        and its temporary name, if any, goes. Neither is needed for the message's safety."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        with contextlib.suppress(OSError):  # fsynced: what close could say is said
+            os.close(fd)
+        if self._partial is not None:
+            with contextlib.suppress(OSError):  # a leftover partial goes at the next start
+                os.unlink(self._partial)
 
     def discard(self) -> None:
         """Nothing of this message stays (it was refused, or the client left)."""
-        if self._file is not None:
-            file, self._file = self._file, None
-            with contextlib.suppress(OSError):  # the buffer could not be written: it goes
-                file.close()
-        with contextlib.suppress(OSError):  # never made (an unwritable spool): nothing to undo
-            self._partial.unlink(missing_ok=True)
+        self._held, self._held_size = [], 0
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if self._partial is not None:
+            with contextlib.suppress(OSError):  # never made (an unwritable spool)
+                os.unlink(self._partial)
+
+
+class GroupCommit:
+    """Spool files made durable for an event loop by a thread or two: each takes every file
+    waiting, fsyncs and links each one, then fsyncs the directory once for all of them, and
+    wakes the loop once with every answer. A message's `250` still waits for its file's fsync
+    and for a directory fsync begun after its link; what the messages committed together share
+    is that directory fsync and the hand-offs (an executor's round trip a message cost the loop
+    more than the fsyncs). A second thread starts when a file waits while the first is busy:
+    one thread's fsyncs one after the other added a third to the ingress's time a message on a
+    busy disk. A thread ends when it has had nothing to do for `IDLE_SECONDS`; the next commit
+    starts another."""
+
+    IDLE_SECONDS = 5.0
+    THREADS = 2
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+        self._waiting: queue.SimpleQueue[_Commit] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0  # running
+        self._idle = 0  # of them, waiting for a commit
+
+    def commit(self, writer: SpoolWriter) -> asyncio.Future[Path]:
+        """The spool file's path once it is durable, or the OSError that kept it from being."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Path] = loop.create_future()
+        self._waiting.put((writer, loop, done))
+        with self._lock:  # after the put: a thread that finds nothing waiting has ended first
+            if self._idle == 0 and self._threads < self.THREADS:
+                self._threads += 1
+                name = f"spool-commit {self.spool.directory}"
+                threading.Thread(target=self._run, name=name, daemon=True).start()
+        return done
+
+    def _run(self) -> None:
+        try:  # kept open while the thread runs: two system calls a batch fewer
+            directory: int | None = os.open(self.spool.directory, os.O_RDONLY)
+        except OSError:
+            directory = None  # each batch tries again, and says why it fails
+        ended = False
+        try:
+            while (batch := self._next_batch()) is not None:
+                try:
+                    answers = self._commit(batch, directory)
+                except Exception as error:  # not the disk's: each message its 451 all the same
+                    log.exception("spool commit failed")
+                    answers = [(waiting, None, error) for waiting in batch]
+                self._answer(answers)
+                for (writer, _, _), path, _ in answers:
+                    if path is not None:
+                        self._tidy(writer)
+                    else:  # a file linked but not known durable stays: it is replayed
+                        writer.discard()
+            ended = True
+        finally:
+            if directory is not None:
+                os.close(directory)
+            if not ended:  # the next commit starts another thread
+                with self._lock:
+                    self._threads -= 1
+
+    @staticmethod
+    def _tidy(writer: SpoolWriter) -> None:
+        try:
+            writer.tidy()
+        except Exception:  # the message is durable and answered: this thread goes on
+            log.exception("spool file not tidied", extra={"message_id": writer.envelope.message_id})
+
+    def _next_batch(self) -> list[_Commit] | None:
+        """What waits now (at least one), or None when nothing came for `IDLE_SECONDS`."""
+        with self._lock:
+            self._idle += 1
+        while True:
+            try:
+                batch = [self._waiting.get(timeout=self.IDLE_SECONDS)]
+                break
+            except queue.Empty:
+                with self._lock:
+                    if self._waiting.empty():
+                        self._threads -= 1
+                        self._idle -= 1
+                        return None
+        with self._lock:
+            self._idle -= 1
+        with contextlib.suppress(queue.Empty):
+            while True:
+                batch.append(self._waiting.get_nowait())
+        return batch
+
+    def _commit(self, batch: list[_Commit], directory: int | None) -> list[_Answer]:
+        answers: list[_Answer] = []
+        linked: list[tuple[_Commit, Path]] = []
+        for waiting in batch:
+            try:
+                linked.append((waiting, waiting[0].link()))
+            except Exception as error:  # noqa: BLE001 -- the message's 451, not the thread's end
+                answers.append((waiting, None, error))
+        if linked:
+            try:
+                self.spool.sync_directory(directory)
+            except OSError as error:  # linked but not durable: 451 each, the file is replayed
+                return answers + [(waiting, None, error) for waiting, _ in linked]
+        answers += [(waiting, path, None) for waiting, path in linked]
+        return answers
+
+    @staticmethod
+    def _answer(answers: list[_Answer]) -> None:
+        """One wake-up of each loop for all its answers (one loop, but for tests)."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Answer]] = {}
+        for answer in answers:
+            by_loop.setdefault(answer[0][1], []).append(answer)
+        for loop, theirs in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the file is replayed
+                loop.call_soon_threadsafe(_settle, theirs)
+
+
+Linker = Callable[[Path], None]  # links a spool file to another name (the replay history's)
+_Commit = tuple[SpoolWriter, "asyncio.AbstractEventLoop", "asyncio.Future[Path]"]
+_Answer = tuple[_Commit, Path | None, Exception | None]
+
+
+def _settle(answers: list[_Answer]) -> None:
+    for (_, _, done), path, error in answers:
+        if done.cancelled():
+            continue
+        if error is not None:
+            done.set_exception(error)
+        else:
+            assert path is not None
+            done.set_result(path)

@@ -65,6 +65,11 @@ from mxgate.workflow.quarantine import purge as purge_quarantine
 from mxgate.workflow.services import Services
 
 DEFAULT_DB_WAIT = 30.0  # seconds a process waits for another one's write to the state database
+# A worker's connections checkpoint the WAL themselves only past this many pages (32 MB):
+# `mxgate run` checkpoints for them (`local/server.py` CHECKPOINT_EVERY), so a worker no longer
+# stalls on a checkpoint's copy and fsyncs every 1000 pages (a few dozen messages); this is the
+# backstop of a worker run without it.
+WORKER_CHECKPOINT_PAGES = 8000
 
 
 def is_loopback(host: str) -> bool:
@@ -145,9 +150,13 @@ class Bootstrap:
 
     # ----------------------------------------------------------------------- state
 
-    def state(self, busy_timeout: float = DEFAULT_DB_WAIT) -> SqliteState:
+    def state(
+        self, busy_timeout: float = DEFAULT_DB_WAIT, checkpoint_pages: int = 1000
+    ) -> SqliteState:
         """The timeline, idempotency keys, dead letters and deferred queue (one connection)."""
-        return SqliteState(self.paths.state_db, busy_timeout=busy_timeout)
+        return SqliteState(
+            self.paths.state_db, busy_timeout=busy_timeout, checkpoint_pages=checkpoint_pages
+        )
 
     def objects(self) -> FileObjectStore:
         return FileObjectStore(self.paths.objects)
@@ -211,9 +220,13 @@ class Bootstrap:
             secret["private_key"],
         )
 
-    def archive(self, objects: FileObjectStore | None = None) -> SqliteArchive:
+    def archive(
+        self, objects: FileObjectStore | None = None, checkpoint_pages: int = 1000
+    ) -> SqliteArchive:
         """The archive's index, over the archived copies in the object store."""
-        return SqliteArchive(self.paths.archive_db, objects or self.objects())
+        return SqliteArchive(
+            self.paths.archive_db, objects or self.objects(), checkpoint_pages=checkpoint_pages
+        )
 
     # ----------------------------------------------------------------------- transports
 
@@ -293,7 +306,7 @@ class Bootstrap:
         """What a worker process runs: the rule set, the workflow, their stores and hosts."""
         setup, paths, clock = self.setup, self.paths, self.clock
         resolver = self.resolver()
-        state = self.state()
+        state = self.state(checkpoint_pages=WORKER_CHECKPOINT_PAGES)
         objects = self.objects()
         transports = self.mailbox_transports(mailbox_ports)
         outbound = transports[setup.config.outbound] if setup.config.outbound else None
@@ -335,7 +348,7 @@ class Bootstrap:
                 functions=LocalLambdas(setup.mail_manager),
                 topics=TopicFiles(paths.home / "sns", clock),
                 mailboxes=WorkMailFolders(paths.home / "workmail"),
-                archive_index=self.archive(objects),
+                archive_index=self.archive(objects, WORKER_CHECKPOINT_PAGES),
                 parses=parses,
                 hostname=self.settings.hostname,
                 replace_mail_from=setup.replace_mail_from,

@@ -168,6 +168,8 @@ class SqliteDatabase:
         it). The gateway process does this for the workers, whose connections checkpoint only
         past a far larger WAL: the copy and its two fsyncs then overlap their work instead of
         stalling a message every few dozen."""
+        if self._connection is None and not self.path.exists():
+            return  # nothing written yet (a rule set without Archive has no index)
         with self._lock, _temporary_is_transient(self.what):
             self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 

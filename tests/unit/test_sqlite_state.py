@@ -282,3 +282,25 @@ def test_a_database_with_rowid_tables_works_as_before(tmp_path: Path) -> None:
         Stage.PARSED,
         Stage.CLASSIFIED,
     ]
+
+
+def test_a_worker_connection_leaves_the_wal_to_the_gateways_checkpoint(tmp_path: Path) -> None:
+    """Past SQLite's default 1000 pages a commit would copy the WAL into the database and
+    fsync both itself; a worker's connection leaves that to `checkpoint()` from another
+    connection (the gateway's). Until a checkpoint the pages are in the WAL alone."""
+    worker = SqliteState(tmp_path / "state.db", checkpoint_pages=100_000)
+    events = [
+        TimelineEvent(message_id=f"m{n}", at=T0, stage=Stage.ACCEPTED, detail="x" * 2000)
+        for n in range(3000)
+    ]
+    for n in range(0, 3000, 100):
+        worker.record_many(events[n : n + 100])
+    database, wal = tmp_path / "state.db", tmp_path / "state.db-wal"
+    assert wal.stat().st_size > 1000 * 4096 > database.stat().st_size  # never copied
+    SqliteState(database).checkpoint()
+    assert database.stat().st_size > 1000 * 4096  # copied
+    assert len(worker.events("m2999")) == 1  # every write kept, seen by the worker still
+    default = SqliteState(tmp_path / "default.db")
+    for n in range(0, 3000, 100):
+        default.record_many(events[n : n + 100])
+    assert (tmp_path / "default.db").stat().st_size > 1_000_000  # its own commits copied it

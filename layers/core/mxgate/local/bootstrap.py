@@ -66,6 +66,11 @@ from mxgate.workflow.quarantine import purge as purge_quarantine
 from mxgate.workflow.services import Services
 
 DEFAULT_DB_WAIT = 30.0  # seconds a process waits for another one's write to the state database
+# A worker's connections checkpoint the WAL themselves only past this many pages (32 MB):
+# `mxgate run` checkpoints for them (`local/server.py` CHECKPOINT_EVERY), so a worker no longer
+# stalls on a checkpoint's copy and fsyncs every 1000 pages (a few dozen messages); this is the
+# backstop of a worker run without it.
+WORKER_CHECKPOINT_PAGES = 8000
 
 
 def is_loopback(host: str) -> bool:
@@ -151,9 +156,15 @@ class Bootstrap:
         self,
         busy_timeout: float = DEFAULT_DB_WAIT,
         before_durable_commit: Callable[[], None] | None = None,
+        checkpoint_pages: int = 1000,
     ) -> SqliteState:
         """The timeline, idempotency keys, dead letters and deferred queue (one connection)."""
-        return SqliteState(self.paths.state_db, busy_timeout, before_durable_commit)
+        return SqliteState(
+            self.paths.state_db,
+            busy_timeout,
+            before_durable_commit,
+            checkpoint_pages=checkpoint_pages,
+        )
 
     def objects(self) -> FileObjectStore:
         return FileObjectStore(self.paths.objects)
@@ -217,9 +228,13 @@ class Bootstrap:
             secret["private_key"],
         )
 
-    def archive(self, objects: FileObjectStore | None = None) -> SqliteArchive:
+    def archive(
+        self, objects: FileObjectStore | None = None, checkpoint_pages: int = 1000
+    ) -> SqliteArchive:
         """The archive's index, over the archived copies in the object store."""
-        return SqliteArchive(self.paths.archive_db, objects or self.objects())
+        return SqliteArchive(
+            self.paths.archive_db, objects or self.objects(), checkpoint_pages=checkpoint_pages
+        )
 
     # ----------------------------------------------------------------------- transports
 
@@ -302,7 +317,10 @@ class Bootstrap:
         objects = self.objects()
         # a deferral, dead letter or quarantine record outlives the spool file: the objects
         # it points at are fsynced before it is committed (and only then)
-        state = self.state(before_durable_commit=objects.make_written_durable)
+        state = self.state(
+            before_durable_commit=objects.make_written_durable,
+            checkpoint_pages=WORKER_CHECKPOINT_PAGES,
+        )
         transports = self.mailbox_transports(mailbox_ports)
         outbound = transports[setup.config.outbound] if setup.config.outbound else None
         poster = SignedPoster(signing_keys(setup.routes, self.environ), clock)
@@ -343,7 +361,7 @@ class Bootstrap:
                 functions=LocalLambdas(setup.mail_manager),
                 topics=TopicFiles(paths.home / "sns", clock),
                 mailboxes=WorkMailFolders(paths.home / "workmail"),
-                archive_index=self.archive(objects),
+                archive_index=self.archive(objects, WORKER_CHECKPOINT_PAGES),
                 parses=parses,
                 hostname=self.settings.hostname,
                 replace_mail_from=setup.replace_mail_from,
@@ -391,7 +409,10 @@ class Bootstrap:
         """Give the spool files an earlier version kept in `quarantine/` their records (on
         start): the spool file names adopted."""
         objects = self.objects()
-        state = self.state(before_durable_commit=objects.make_written_durable)
+        state = self.state(
+            before_durable_commit=objects.make_written_durable,
+            checkpoint_pages=WORKER_CHECKPOINT_PAGES,
+        )
         try:
             return adopt_earlier_quarantine(
                 self.paths.home / "quarantine",

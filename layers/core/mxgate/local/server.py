@@ -75,6 +75,10 @@ SOONEST_LOOK = 0.05  # seconds: the deferred queue's scheduler never looks more 
 # another runs and a lone message goes at once; no timer ever waits for a batch to fill.
 BATCH_MOST = 16
 BATCHES_A_WORKER = 2
+# The workers' SQLite WALs (state and archive index) are checkpointed here, in a thread, this
+# often while work finishes: off the workers' path (their own connections checkpoint only past
+# bootstrap.WORKER_CHECKPOINT_PAGES), and each page copied once a look, not once a thousand.
+CHECKPOINT_EVERY = 0.25
 
 
 def kept_backoff(tries: int, rng: random.Random) -> float:
@@ -119,6 +123,8 @@ class Gateway:
         self.background: set[asyncio.Task[None]] = set()
         self.stopping = False
         self.mailbox_process: asyncio.subprocess.Process | None = None
+        self.checkpoints: asyncio.Task[None] | None = None
+        self.finished = 0  # pool calls finished: work that may have written to the WALs
 
     async def _mailbox_hosts(self) -> dict[str, int]:
         """Start the local mailbox hosts in their own process; every host's port."""
@@ -213,6 +219,7 @@ class Gateway:
 
     def _finished(self, future: Future[Any], work: list[Work], generation: int) -> None:
         self.pending.discard(future)
+        self.finished += 1
         self.look_again.set()  # what it did may have queued work: a retry's wait, a deferral
         for each in work:
             self.deferred_running.discard(each.label)
@@ -333,6 +340,34 @@ class Gateway:
         self.background.add(task)
         task.add_done_callback(self.background.discard)
 
+    async def _keep_checkpoints(self) -> None:
+        """The workers' WALs copied into their databases (CHECKPOINT_EVERY), when work
+        finished since the last look; a failed checkpoint is tried at the next."""
+        databases = [self.bootstrap.state(), self.bootstrap.archive()]
+
+        def checkpoint() -> None:
+            for database in databases:
+                database.checkpoint()
+
+        looked = self.finished
+        running: asyncio.Future[None] | None = None
+        try:
+            while True:
+                await asyncio.sleep(CHECKPOINT_EVERY)
+                if self.finished == looked:
+                    continue
+                looked = self.finished
+                running = asyncio.ensure_future(asyncio.to_thread(checkpoint))
+                try:
+                    await asyncio.shield(running)  # a stop waits for it below
+                except Exception as error:  # noqa: BLE001 -- the workers' backstop remains
+                    log.warning("WAL checkpoint failed; trying again", extra={"error": error})
+        finally:
+            if running is not None:  # its thread uses the connections closed here
+                await asyncio.wait([running])
+            for database in databases:
+                database.close()
+
     async def _keep_retention(self) -> None:
         """The archive's Retention and the quarantine's: enforced on start, then hourly."""
         while True:
@@ -401,6 +436,7 @@ class Gateway:
             ports["smtp_auth"] = auth[0]
         self.scheduler = asyncio.create_task(self._run_deferred(deferred_state))
         self.housekeeping = asyncio.create_task(self._keep_retention())
+        self.checkpoints = asyncio.create_task(self._keep_checkpoints())
         # last: the ports file says the gateway is ready, so nothing at start may touch the
         # state database after it (a client that locks the database then must not stall us)
         write_ports(dirs, {**ports, **mailbox_ports})
@@ -432,6 +468,10 @@ class Gateway:
             self.scheduler.cancel()
         if self.housekeeping is not None:
             self.housekeeping.cancel()
+        if self.checkpoints is not None:
+            self.checkpoints.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.checkpoints
         try:
             await asyncio.wait_for(self.idle.wait(), grace)
         except TimeoutError:

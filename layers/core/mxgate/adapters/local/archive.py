@@ -47,8 +47,10 @@ class SqliteArchive(SqliteDatabase):
     schema = _SCHEMA
     what = "archive index"
 
-    def __init__(self, path: Path, objects: FileObjectStore) -> None:
-        super().__init__(path)
+    def __init__(
+        self, path: Path, objects: FileObjectStore, *, checkpoint_pages: int = 1000
+    ) -> None:
+        super().__init__(path, checkpoint_pages=checkpoint_pages)
         self.objects = objects
 
     def add(self, message: ArchivedMessage) -> None:

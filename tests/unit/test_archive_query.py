@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mxgate.adapters.local.archive import ARCHIVE_BUCKET, SqliteArchive
+from mxgate.adapters.local.archive import ARCHIVE_BUCKET, INDEX_BATCH, SqliteArchive
 from mxgate.adapters.local.objects import FileObjectStore
 from mxgate.archive.entry import archived_message
 from mxgate.archive.query import ArchivedMessage, ArchiveQuery, query_terms, retention_cutoff
@@ -163,3 +163,54 @@ def test_sqlite_index_finds_substrings_of_any_length(tmp_path):
     index.purge({"Archive": "ONE_YEAR"}, later)
     assert ids() == []
     assert not objects.exists(ARCHIVE_BUCKET, "Archive/01A.eml")
+
+
+def test_rows_waiting_for_the_trigram_index_are_found_indexed_or_not(tmp_path):
+    """A row's texts wait in the database and go into the trigram index a batch at a time: a
+    search finds a row either way, a process that dies (no close) leaves its rows findable by
+    the next one, and a replaced or purged row leaves nothing behind in either place."""
+    objects = FileObjectStore(tmp_path / "objects")
+    index = SqliteArchive(tmp_path / "archive.db", objects)
+    total = INDEX_BATCH + 3  # one batch indexed, three rows waiting
+    for number in range(total):
+        index.add(
+            row(
+                archived_message_id=f"{number:03d}",
+                key=f"Archive/{number:03d}.eml",
+                subject=f"Invoice {number:03d}",
+                received_at=NOW + timedelta(minutes=number),
+            )
+        )
+
+    def counts(archive: SqliteArchive) -> tuple[int, int]:
+        indexed = archive.db.execute("SELECT count(*) FROM archived_text").fetchone()[0]
+        waiting = archive.db.execute("SELECT count(*) FROM archived_unindexed").fetchone()[0]
+        return indexed, waiting
+
+    def ids(archive: SqliteArchive, **fields: object) -> list[str]:
+        query = ArchiveQuery.model_validate({"limit": 1000, **fields})
+        return [m.archived_message_id for m in archive.search(query)]
+
+    assert counts(index) == (INDEX_BATCH, 3)
+    assert ids(index, subject=["invoice 000"]) == ["000"]  # indexed
+    assert ids(index, subject=["INVOICE 034"]) == ["034"]  # waiting
+    assert len(ids(index, subject=["invoice"])) == total
+
+    after_a_crash = SqliteArchive(tmp_path / "archive.db", objects)  # the first never closed
+    assert ids(after_a_crash, subject=["invoice 033"]) == ["033"]
+    replaced = after_a_crash.get("000")
+    assert replaced is not None  # an indexed row replaced: its old texts leave the index
+    after_a_crash.add(replaced.model_copy(update={"subject": "Credit note"}))
+    assert ids(after_a_crash, subject=["invoice 000"]) == []
+    assert ids(after_a_crash, subject=["credit"]) == ["000"]
+    waiting = after_a_crash.get("034")
+    assert waiting is not None
+    after_a_crash.remove(waiting)  # a waiting row purged: its texts go too
+    assert ids(after_a_crash, subject=["invoice 034"]) == []
+    assert counts(after_a_crash) == (INDEX_BATCH - 1, 3)
+
+    after_a_crash.close()  # a process that stops indexes what it added
+    reopened = SqliteArchive(tmp_path / "archive.db", objects)
+    assert counts(reopened) == (INDEX_BATCH + 2, 0)
+    assert len(ids(reopened, subject=["invoice"])) == total - 2
+    assert ids(reopened, subject=["invoice 033"]) == ["033"]

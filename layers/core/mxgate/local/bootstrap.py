@@ -126,10 +126,14 @@ class Worker:
         return self.records.clock
 
     def close(self) -> None:
-        """Say QUIT to the mailbox hosts and close the database."""
+        """Say QUIT to the mailbox hosts and close the databases (the archive index takes
+        the rows this process added into its trigram index first)."""
         for transport in self.transports.values():
             transport.close()
         self.state.close()
+        archive = self.mail_manager.actions.archive_index
+        if isinstance(archive, SqliteArchive):
+            archive.close()
 
 
 @dataclass

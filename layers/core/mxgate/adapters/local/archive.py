@@ -5,10 +5,16 @@ Mail Manager searches, beside the archived copies in the object store
 The trigram index finds substrings of three characters or more, case-insensitively, without
 reading every row; every candidate is then checked against `ArchiveQuery.matches`, which is
 the meaning (shorter values and `Unless`-free exact semantics rest on it alone).
+
+A new row's texts wait in `archived_unindexed` (in the row's own transaction) and go into the
+trigram index in batches of `INDEX_BATCH`: FTS5 writes a new segment each commit that adds to
+it, which cost four times the row itself. A search takes every waiting row as a candidate, so
+nothing is missed between batches, and nothing waits anywhere but in the database.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator, Mapping
 from datetime import datetime
@@ -18,7 +24,7 @@ from typing import Any
 from mxgate.adapters.local.database import SqliteDatabase, utc
 from mxgate.adapters.local.objects import FileObjectStore
 from mxgate.archive.query import STRING_FIELDS, ArchivedMessage, ArchiveQuery, retention_cutoff
-from mxgate.errors import PermanentError
+from mxgate.errors import PermanentError, TransientError
 from mxgate.mailmanager.actions import ARCHIVE_BUCKET
 
 _COLUMNS = {attribute: name.rstrip("_") + "_text" for name, attribute in STRING_FIELDS.items()}
@@ -33,8 +39,14 @@ CREATE INDEX IF NOT EXISTS archived_by_time ON archived (received_at);
 CREATE VIRTUAL TABLE IF NOT EXISTS archived_text USING fts5(
     {", ".join(_COLUMNS.values())}, tokenize = 'trigram'
 );
+CREATE TABLE IF NOT EXISTS archived_unindexed (  -- texts for the next batch into archived_text
+    rowid INTEGER PRIMARY KEY,  -- the archived row's
+    {", ".join(f"{column} TEXT NOT NULL" for column in _COLUMNS.values())}
+);
 """
 _TRIGRAM = 3  # the shortest value the trigram index can look up
+INDEX_BATCH = 32  # rows a process adds between two batches into the trigram index
+_TEXT_COLUMNS = ", ".join(_COLUMNS.values())
 
 
 def _phrase(value: str) -> str:
@@ -52,9 +64,11 @@ class SqliteArchive(SqliteDatabase):
     ) -> None:
         super().__init__(path, checkpoint_pages=checkpoint_pages)
         self.objects = objects
+        self._added = 0  # rows added since this process's last batch into the trigram index
 
     def add(self, message: ArchivedMessage) -> None:
-        """Index one archived copy (again: the same id replaces its row)."""
+        """Index one archived copy (again: the same id replaces its row); its texts go into
+        the trigram index with the next batch."""
         texts = [message.value(attribute) for attribute in _COLUMNS]
         row = (
             message.archived_message_id,
@@ -73,12 +87,27 @@ class SqliteArchive(SqliteDatabase):
                 cursor = db.execute(
                     "INSERT INTO archived (id, received_at, row) VALUES (?,?,?)", row
                 )
-            rowid = cursor.lastrowid
             db.execute(
-                f"INSERT INTO archived_text (rowid, {', '.join(_COLUMNS.values())}) "  # noqa: S608 -- fixed column names
+                f"INSERT INTO archived_unindexed (rowid, {_TEXT_COLUMNS}) "  # noqa: S608 -- fixed column names
                 f"VALUES (?{', ?' * len(texts)})",
-                (rowid, *texts),
+                (cursor.lastrowid, *texts),
             )
+            self._added += 1
+            if self._added >= INDEX_BATCH:
+                _index_waiting(db)
+                self._added = 0
+
+    def index_waiting(self) -> None:
+        """Every waiting row into the trigram index now (a process that stops)."""
+        with self._transaction() as db:
+            _index_waiting(db)
+        self._added = 0
+
+    def close(self) -> None:
+        if self._added:
+            with contextlib.suppress(TransientError):  # the next batch takes them
+                self.index_waiting()
+        super().close()
 
     def matching(self, query: ArchiveQuery) -> Iterator[ArchivedMessage]:
         """Every match, newest first (search takes the first `limit`; export takes them all)."""
@@ -89,8 +118,11 @@ class SqliteArchive(SqliteDatabase):
             for attribute, values in query.conditions()
             if all(len(v) >= _TRIGRAM for v in values)
         ]
-        if terms:
-            where.append("rowid IN (SELECT rowid FROM archived_text WHERE archived_text MATCH ?)")
+        if terms:  # with every row still waiting for the trigram index: matches() decides
+            where.append(
+                "(rowid IN (SELECT rowid FROM archived_text WHERE archived_text MATCH ?)"
+                " OR rowid IN (SELECT rowid FROM archived_unindexed))"
+            )
             parameters.append(" AND ".join(terms))
         if query.since is not None:
             where.append("received_at >= ?")
@@ -167,9 +199,19 @@ class SqliteArchive(SqliteDatabase):
             _forget(db, message.archived_message_id)
 
 
+def _index_waiting(db: sqlite3.Connection) -> None:
+    """The waiting rows' texts into the trigram index, in the caller's transaction."""
+    db.execute(
+        f"INSERT INTO archived_text (rowid, {_TEXT_COLUMNS}) "  # noqa: S608 -- fixed column names
+        f"SELECT rowid, {_TEXT_COLUMNS} FROM archived_unindexed"
+    )
+    db.execute("DELETE FROM archived_unindexed")
+
+
 def _forget(db: sqlite3.Connection, archived_message_id: str) -> None:
-    """An archived message's row and its text index entry, if it has them."""
+    """An archived message's row and its text index entry (or its waiting texts)."""
     row = db.execute("SELECT rowid FROM archived WHERE id=?", (archived_message_id,)).fetchone()
     if row is not None:
         db.execute("DELETE FROM archived_text WHERE rowid=?", row)
+        db.execute("DELETE FROM archived_unindexed WHERE rowid=?", row)
         db.execute("DELETE FROM archived WHERE rowid=?", row)

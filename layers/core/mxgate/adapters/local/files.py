@@ -47,28 +47,31 @@ def write_atomically(path: Path, body: bytes | BinaryIO, *, durable: bool = Fals
     return size
 
 
-def link_atomically(source: Path, path: Path) -> None:
-    """`path` becomes another name of `source`'s file (a hard link: no byte is copied, and
+def link_atomically(source: str | Path, target: str | Path) -> None:
+    """`target` becomes another name of `source`'s file (a hard link: no byte is copied, and
     removing either name leaves the other's bytes), replacing what it named; readers see the
-    old file or the new one. Where the file system has no hard links, the bytes are copied."""
+    old file or the new one. Where the file system has no hard links, the bytes are copied.
+    Strings or Paths: the usual case builds no Path."""
     try:
-        os.link(source, path)  # the usual case: a new name
+        os.link(source, target)  # the usual case: a new name
     except FileExistsError:  # a rewrite of the same object: link beside it, then rename
+        path = Path(target)
         temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         temporary.unlink(missing_ok=True)
         os.link(source, temporary)
         temporary.replace(path)
     except FileNotFoundError:
-        if not path.parent.is_dir():  # else the source is gone: the caller's to say
-            path.parent.mkdir(parents=True, exist_ok=True)
-            link_atomically(source, path)
+        parent = Path(target).parent
+        if not parent.is_dir():  # else the source is gone: the caller's to say
+            parent.mkdir(parents=True, exist_ok=True)
+            link_atomically(source, target)
             return
         raise
     except OSError as error:  # no hard links here (or not across these directories)
         if error.errno not in _NO_LINKS:
             raise
-        with source.open("rb") as stream:
-            write_atomically(path, stream)
+        with Path(source).open("rb") as stream:
+            write_atomically(Path(target), stream)
 
 
 def append_line(path: Path, line: bytes) -> None:

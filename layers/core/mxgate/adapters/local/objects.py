@@ -67,6 +67,10 @@ class FileObjectStore:
         self._written.clear()
 
     def _path(self, bucket: str, key: str, *, meta: bool = False) -> Path:
+        return Path(self._file(bucket, key, meta=meta))
+
+    def _file(self, bucket: str, key: str, *, meta: bool = False) -> str:
+        """The object's file name: one string (a Path parses it again, and each join does)."""
         parts = key.split("/")
         if (
             not bucket
@@ -75,11 +79,9 @@ class FileObjectStore:
             or any(p in ("", ".", "..") for p in parts)
         ):
             raise PermanentError(f"invalid object location {bucket}/{key}")
-        # one string, parsed once (joinpath and with_name parse again: a message's objects
-        # take several paths each)
         if meta:
-            return Path(f"{self.root}/{_META}/{bucket}/{key}.json")
-        return Path(f"{self.root}/{bucket}/{key}")
+            return f"{self.root}/{_META}/{bucket}/{key}.json"
+        return f"{self.root}/{bucket}/{key}"
 
     def put(
         self,
@@ -98,18 +100,20 @@ class FileObjectStore:
         return ObjectInfo(bucket, key, size, dict(metadata or {}))
 
     def head(self, bucket: str, key: str) -> ObjectInfo:
-        path = self._path(bucket, key)
         try:
-            size = path.stat().st_size
+            size = os.stat(self._file(bucket, key)).st_size
         except FileNotFoundError as error:
             raise PermanentError(f"no object {bucket}/{key}") from error
-        meta_path = self._path(bucket, key, meta=True)
-        metadata = json.loads(meta_path.read_bytes()) if meta_path.exists() else {}
+        try:
+            with open(self._file(bucket, key, meta=True), "rb") as stream:
+                metadata = json.loads(stream.read())
+        except FileNotFoundError:  # none, as a message has
+            metadata = {}
         return ObjectInfo(bucket, key, size, metadata)
 
     def open(self, bucket: str, key: str) -> BinaryIO:
         try:
-            return self._path(bucket, key).open("rb")
+            return open(self._file(bucket, key), "rb")
         except FileNotFoundError as error:
             raise PermanentError(f"no object {bucket}/{key}") from error
 
@@ -118,19 +122,20 @@ class FileObjectStore:
             return stream.read()
 
     def exists(self, bucket: str, key: str) -> bool:
-        return self._path(bucket, key).is_file()
+        return os.path.isfile(self._file(bucket, key))
 
     def copy(self, source_bucket: str, source_key: str, bucket: str, key: str) -> None:
         """A hard link: the bytes are written once however many objects hold them (WriteToS3
         and Archive of one message); each object is still deleted on its own."""
-        path = self._path(bucket, key)
+        path = self._file(bucket, key)
         try:
-            link_atomically(self._path(source_bucket, source_key), path)
+            link_atomically(self._file(source_bucket, source_key), path)
         except FileNotFoundError as error:
             raise PermanentError(f"no object {source_bucket}/{source_key}") from error
-        self._written[str(path)] = None
+        self._written[path] = None
         try:
-            metadata = self._path(source_bucket, source_key, meta=True).read_bytes()
+            with open(self._file(source_bucket, source_key, meta=True), "rb") as stream:
+                metadata = stream.read()
         except FileNotFoundError:  # none, as a message has (and like put, the old one stays)
             return
         meta_path = self._path(bucket, key, meta=True)

@@ -90,7 +90,7 @@ def main() -> None:
             bootstrap = Bootstrap(LocalSettings.from_env(environment))
             hosts = bootstrap.setup.config.mailbox_hosts
             worker = bootstrap.worker(dict.fromkeys(hosts, sink_port))
-            spool = bootstrap.spool()
+            spool = bootstrap.ingress_spool()  # linked into the history, as the ingress does
             ingress = bootstrap.setup.primary.ingress_id
 
             earlier = datetime.now(UTC)  # a gateway that has run a while: its timeline

@@ -411,7 +411,11 @@ class Bootstrap:
 
     def adopt_earlier_quarantine(self) -> list[str]:
         """Give the spool files an earlier version kept in `quarantine/` their records (on
-        start): the spool file names adopted."""
+        start): the spool file names adopted. Without that folder (every home made since), no
+        database is opened for it."""
+        folder = self.paths.home / "quarantine"
+        if not folder.is_dir():
+            return []
         objects = self.objects()
         state = self.state(
             before_durable_commit=objects.make_written_durable,
@@ -419,7 +423,7 @@ class Bootstrap:
         )
         try:
             return adopt_earlier_quarantine(
-                self.paths.home / "quarantine",
+                folder,
                 objects,
                 SqliteQuarantine(state),
                 state,

@@ -54,20 +54,11 @@ def quarantine_failed(
     kept: ObjectInfo | None = None
     objects = worker.mail_manager.actions.objects
     if message is not None:
-        with message.open() as body:
-            kept = objects.put(QUARANTINE_BUCKET, kept_key(spool_file), body)
-        digest = message.sha256()
+        kept, digest = _keep(objects, spool_file, message)
     elif path is not None and path.exists():
-        kept, digest = _keep_whole(worker, path)
+        kept, digest = _keep_whole(objects, path)
     if kept is not None:
-        ref = MessageRef(
-            message_id=envelope.message_id,
-            bucket=kept.bucket,
-            key=kept.key,
-            digest=digest,
-            envelope_sender=envelope.mail_from,
-            size=kept.size,
-        )
+        ref = _kept_ref(envelope.message_id, envelope, kept, digest)
         routes = worker.setup.routes
         held = [
             HeldRecipient(
@@ -91,7 +82,7 @@ def quarantine_unreadable(worker: Worker, path: Path, error: ValueError) -> None
     that name it; if its envelope line can still be read, its recipients are quarantined."""
     with path.open("rb") as spooled:
         first_line = spooled.readline(MAX_ENVELOPE_LINE).rstrip(b"\n")
-    kept, digest = _keep_whole(worker, path)
+    kept, digest = _keep_whole(worker.mail_manager.actions.objects, path)
     try:
         envelope: Envelope | None = Envelope.model_validate_json(first_line)
     except ValueError:
@@ -104,14 +95,7 @@ def quarantine_unreadable(worker: Worker, path: Path, error: ValueError) -> None
     log.error("unreadable spool file quarantined", extra={"spool_file": path.name})
     if envelope is not None:
         worker.state.record_first(accepted_event(path, envelope, None))
-    ref = MessageRef(
-        message_id=message_id,
-        bucket=kept.bucket,
-        key=kept.key,
-        digest=digest,
-        envelope_sender=envelope.mail_from if envelope is not None else "",
-        size=kept.size,
-    )
+    ref = _kept_ref(message_id, envelope, kept, digest)
     held = [  # recipients not known: the record still says why (release needs --to)
         HeldRecipient(recipient=r, route="unknown", rule="unreadable spool file", reason=reason)
         for r in recipients or [UNKNOWN_RECIPIENTS]
@@ -130,15 +114,34 @@ def quarantined_before(worker: Worker, path: Path, envelope: Envelope) -> bool:
     return all(r.casefold() in settled for r in envelope.recipients)
 
 
-def _keep_whole(worker: Worker, path: Path) -> tuple[ObjectInfo, str]:
+def _keep(objects: ObjectStore, spool_file: str, message: RawMessage) -> tuple[ObjectInfo, str]:
+    """The message kept under the spool file's name, and its digest."""
+    with message.open() as body:
+        kept = objects.put(QUARANTINE_BUCKET, kept_key(spool_file), body)
+    return kept, message.sha256()
+
+
+def _keep_whole(objects: ObjectStore, path: Path) -> tuple[ObjectInfo, str]:
     """The spool file as it is, and its digest."""
     with path.open("rb") as spooled:
         digest = hashlib.file_digest(spooled, "sha256").hexdigest()
         spooled.seek(0)
-        kept = worker.mail_manager.actions.objects.put(
-            QUARANTINE_BUCKET, kept_key(path.name), spooled
-        )
+        kept = objects.put(QUARANTINE_BUCKET, kept_key(path.name), spooled)
     return kept, digest
+
+
+def _kept_ref(
+    message_id: str, envelope: Envelope | None, kept: ObjectInfo, digest: str
+) -> MessageRef:
+    """The quarantine record's reference to the kept bytes."""
+    return MessageRef(
+        message_id=message_id,
+        bucket=kept.bucket,
+        key=kept.key,
+        digest=digest,
+        envelope_sender=envelope.mail_from if envelope is not None else "",
+        size=kept.size,
+    )
 
 
 def _hold(
@@ -172,9 +175,8 @@ def adopt_earlier_quarantine(
     """Spool files an earlier version kept in `$MXGATE_HOME/quarantine/` (its recipients
     quarantined naming that file, no record): each becomes what a quarantine makes now, the
     object `mxgate-quarantine/spool/<file>` and its record (`mxgate quarantine list|show|
-    release|delete`, retention), then the old file goes. Run on start; the names adopted."""
-    if not folder.is_dir():
-        return []
+    release|delete`, retention), then the old file goes. Run on start (when `folder` is
+    there); the names adopted."""
     adopted = []
     for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
         envelope: Envelope | None
@@ -182,27 +184,15 @@ def adopt_earlier_quarantine(
             envelope, message = Spool.read(path)
         except ValueError:  # torn: kept whole, as an unreadable spool file is now
             envelope = None
-            with path.open("rb") as whole:
-                digest = hashlib.file_digest(whole, "sha256").hexdigest()
-                whole.seek(0)
-                kept = objects.put(QUARANTINE_BUCKET, kept_key(path.name), whole)
+            kept, digest = _keep_whole(objects, path)
         else:
-            with message.open() as body:
-                kept = objects.put(QUARANTINE_BUCKET, kept_key(path.name), body)
-            digest = message.sha256()
+            kept, digest = _keep(objects, path.name, message)
         message_id = envelope.message_id if envelope is not None else path.stem
         said = [s.detail for s in timeline.states(message_id) if s.outcome is Outcome.QUARANTINED]
         reason = said[0] if said else "kept by an earlier version"
         reason += f" (kept in quarantine/{path.name} by an earlier version)"
         recipients = (envelope.recipients if envelope is not None else []) or [UNKNOWN_RECIPIENTS]
-        ref = MessageRef(
-            message_id=message_id,
-            bucket=kept.bucket,
-            key=kept.key,
-            digest=digest,
-            envelope_sender=envelope.mail_from if envelope is not None else "",
-            size=kept.size,
-        )
+        ref = _kept_ref(message_id, envelope, kept, digest)
         held = [
             HeldRecipient(
                 recipient=r,

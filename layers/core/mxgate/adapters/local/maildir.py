@@ -85,7 +85,9 @@ class Maildir:
         try:
             stream = temporary.open("wb")
         except FileNotFoundError:
-            for sub in ("tmp", "new", "cur"):
+            # tmp/ last: another thread's first message, written once tmp/ is there, must find
+            # new/ there too for its rename
+            for sub in ("new", "cur", "tmp"):
                 Path(f"{mailbox}/{sub}").mkdir(parents=True, exist_ok=True)
             stream = temporary.open("wb")
         with stream:

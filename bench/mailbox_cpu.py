@@ -99,7 +99,7 @@ def main() -> None:
     figures: dict[Path, list[float]] = {tree: [] for tree in trees}
     print(
         f"mailbox hosts' CPU a message, {args.messages} messages of {args.size} bytes over "
-        f"{args.sessions} sessions; load average {load()}"
+        f"{args.sessions} sessions; {load()}"
     )
     for _ in range(args.pairs):
         for tree in trees:
@@ -108,7 +108,7 @@ def main() -> None:
     for tree, values in figures.items():
         shown = " ".join(f"{v:.3f}" for v in values)
         print(f"  {tree}  median {statistics.median(values):.3f} ms  ({shown})")
-    print(f"  (load average {load()} at the end)")
+    print(f"  ({load()} at the end)")
 
 
 if __name__ == "__main__":

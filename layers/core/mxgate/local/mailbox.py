@@ -35,9 +35,11 @@ from mxgate.local.smtp import ExactSMTP
 # woken from it); a larger one goes to a thread, not to hold up the host's other sessions
 STORE_ON_LOOP = 256 * 1024
 # a listing of the host's directory is trusted while the directory's mtime has not changed,
-# once that mtime is this old: an entry made in the same clock tick as the listing (or the
-# same second, on a file system that keeps seconds) could leave the mtime as it was
-SETTLED_NS = 2_000_000_000
+# once that mtime is older than the listing by this much: an entry made in the clock tick of
+# the listing can leave the mtime as it was (a tick is at most 10 ms; a file system that keeps
+# whole seconds, whose mtime ends in nine zeros, by a second and more)
+SETTLED_NS = 50_000_000
+SETTLED_NS_WHOLE_SECONDS = 2_000_000_000
 
 
 class MaildirHandler:
@@ -72,7 +74,9 @@ class MaildirHandler:
             self._replies = frozenset(
                 name for name in os.listdir(self.directory) if name.startswith(".reply")
             )
-            settled = status.st_mtime_ns < listed_at - SETTLED_NS
+            mtime = status.st_mtime_ns
+            margin = SETTLED_NS_WHOLE_SECONDS if mtime % 1_000_000_000 == 0 else SETTLED_NS
+            settled = mtime < listed_at - margin
             self._listed = key if settled else None  # not settled: listed again next time
         return self._replies
 

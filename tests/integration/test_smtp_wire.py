@@ -4,6 +4,7 @@ a connection lost in the middle of a transaction, a reply line too long."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -63,11 +64,8 @@ class Server:
             connection, _ = self.listener.accept()
             self.sessions += 1
             session = Session(connection)
-            with connection, session.reader:
-                try:
-                    script(session)
-                except OSError:
-                    pass
+            with connection, session.reader, contextlib.suppress(OSError):
+                script(session)
 
 
 @pytest.fixture
@@ -159,7 +157,7 @@ def test_a_reply_line_over_smtplibs_limit_fails_the_transaction_permanently(serv
         session.write(b"250 " + b"x" * 9000 + b"\r\n")
         session.line()  # whatever follows: the client has closed
 
-    server, transport = serve(long_reply)
+    _server, transport = serve(long_reply)
     (result,) = transport.send("s@x.example", ["a@x.example"], MESSAGE).values()
     assert not result.ok
     assert not result.transient

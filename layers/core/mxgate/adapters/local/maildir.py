@@ -25,6 +25,7 @@ from mxgate.message.text import shown
 
 _hostname = socket.gethostname()
 _KEPT = re.compile(r"[a-z0-9@.+_-]")  # written as they are; anything else as %XX of its UTF-8
+_ALL_KEPT = re.compile(r"[a-z0-9@.+_-]{1,255}")  # a name of kept characters that fits
 _MAX_NAME = 255  # bytes in a file name (ext4, xfs, tmpfs)
 
 
@@ -35,6 +36,8 @@ def mailbox_name(recipient: str) -> str:
     (`user%25o@`) and `user_o@`, and `recipient_of` reverses it. A name too long for the file
     system ends in `~` and a digest of the recipient instead (`~` is never written plain)."""
     address = recipient.casefold()
+    if _ALL_KEPT.fullmatch(address) and not address.startswith("."):
+        return address  # the usual address, at once (a regular expression a character else)
     encoded = "".join(
         c if _KEPT.fullmatch(c) else "".join(f"%{b:02x}" for b in c.encode("utf-8", "replace"))
         for c in address

@@ -38,6 +38,20 @@ class SubmissionHost:
     replies: dict[str, str] = field(default_factory=dict)
     received: list[Received] = field(default_factory=list)
     connections: int = 0
+    pipelining: bool = False  # offered after STARTTLS: the transport's pipelined path over TLS
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:
+            return [*responses[:-1], "250-PIPELINING", responses[-1]]
+        return responses
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -74,10 +88,12 @@ def authenticator(
     return AuthResult(success=ok, handled=False, auth_data=data if ok else None)
 
 
-@pytest.fixture
-def submission(tmp_path: Path) -> Iterator[tuple[SubmissionHost, LoopThread, Path]]:
+@pytest.fixture(params=[False, True], ids=["one-by-one", "pipelining"])
+def submission(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[SubmissionHost, LoopThread, Path]]:
     loop = LoopThread()
-    yield SubmissionHost(), loop, tmp_path
+    yield SubmissionHost(pipelining=request.param), loop, tmp_path
     loop.close()
 
 
@@ -127,6 +143,7 @@ def test_starttls_auth_envelope_preserved_and_connection_reused(submission):
             "bounces@shop.example", ["alice@nutrition.co", "bob@nutrition.co"], RawMessage.of(RAW)
         )
         second = transport.send("other@shop.example", ["carol@nutrition.co"], RawMessage.of(RAW))
+        assert (transport._wire is not None) is host.pipelining  # the path this case is for
     finally:
         transport.close()
     assert all(r.ok for r in (*first.values(), *second.values()))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from mxgate.adapters.local.maildir import Maildir, mailbox_name, recipient_of
@@ -71,3 +73,27 @@ def test_mail_for_colliding_recipients_lands_apart_and_control_bytes_are_never_r
     assert stored.read_bytes().startswith(
         b"Return-Path: <sender@example.org>\r\nDelivered-To: bo\\x07b@nutrition.co\r\n"
     )
+
+
+def test_a_message_stored_while_another_makes_the_new_mailbox_finds_its_new_folder(
+    tmp_path, monkeypatch
+):
+    """Two sessions' first messages to one recipient: the second may write under tmp/ as soon
+    as the first has made it, and its rename into new/ must then find new/ (it was refused
+    452 when tmp/ came first)."""
+    maildir = Maildir(tmp_path)
+    message = RawMessage.of(b"Subject: hi\r\n\r\nhello\r\n")
+    made = Path.mkdir
+    stored = []
+
+    def mkdir(path, *args, **kwargs):
+        made(path, *args, **kwargs)
+        if path.name == "tmp" and not stored:  # the other thread's store, just then
+            stored.append(maildir.deliver("", "alice@nutrition.co", message))
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    first = maildir.deliver("", "alice@nutrition.co", message)
+    assert {p.name for p in (tmp_path / "alice@nutrition.co" / "new").iterdir()} == {
+        first.name,
+        stored[0].name,
+    }

@@ -16,7 +16,7 @@ from mxgate.clock import SystemClock
 from mxgate.delivery.smtp import to_crlf
 from mxgate.ids import new_message_id
 from mxgate.local.ingress import tls_protocol
-from mxgate.local.mailbox import MaildirHandler
+from mxgate.local.mailbox import STORE_ON_LOOP, MaildirHandler
 from mxgate.local.smtp import peer_ip
 from mxgate.message.headers import prepend_headers
 from mxgate.message.received import received_value
@@ -55,7 +55,10 @@ class RecordingMaildir(MaildirHandler):
             tls_protocol=tls_protocol(session),
         )
         raw = prepend_headers(to_crlf(envelope.original_content or b""), [("Received", received)])
-        await asyncio.to_thread(self._keep, sender, recipients, raw, peer, helo)
+        if len(raw) * len(recipients) <= STORE_ON_LOOP:  # as the hosts of `mxgate run` do
+            self._keep(sender, recipients, raw, peer, helo)
+        else:
+            await asyncio.to_thread(self._keep, sender, recipients, raw, peer, helo)
         return f"250 2.0.0 Ok: delivered to {len(recipients)} mailbox(es) on {self.host}"
 
     def _keep(

@@ -8,6 +8,7 @@ recipients share one and the name gives the recipient back (`mailbox_name`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import os
@@ -24,6 +25,7 @@ from mxgate.message.text import shown
 
 _hostname = socket.gethostname()
 _KEPT = re.compile(r"[a-z0-9@.+_-]")  # written as they are; anything else as %XX of its UTF-8
+_ALL_KEPT = re.compile(r"[a-z0-9@.+_-]{1,255}")  # a name of kept characters that fits
 _MAX_NAME = 255  # bytes in a file name (ext4, xfs, tmpfs)
 
 
@@ -34,6 +36,8 @@ def mailbox_name(recipient: str) -> str:
     (`user%25o@`) and `user_o@`, and `recipient_of` reverses it. A name too long for the file
     system ends in `~` and a digest of the recipient instead (`~` is never written plain)."""
     address = recipient.casefold()
+    if _ALL_KEPT.fullmatch(address) and not address.startswith("."):
+        return address  # the usual address, at once (a regular expression a character else)
     encoded = "".join(
         c if _KEPT.fullmatch(c) else "".join(f"%{b:02x}" for b in c.encode("utf-8", "replace"))
         for c in address
@@ -80,25 +84,68 @@ class Maildir:
         # first message finds none (three mkdir calls a delivery fewer)
         mailbox = f"{self.directory}/{mailbox_name(recipient)}"
         name = f"{time.time_ns()}.P{os.getpid()}Q{next(self._count)}.{_hostname}"
-        temporary = Path(f"{mailbox}/tmp/{name}")  # noqa: S108 -- the Maildir's tmp/
-        final = Path(f"{mailbox}/new/{name}")
+        temporary = f"{mailbox}/tmp/{name}"  # noqa: S108 -- the Maildir's tmp/
+        final = f"{mailbox}/new/{name}"
         try:
-            stream = temporary.open("wb")
+            descriptor = os.open(temporary, _CREATE, 0o666)
         except FileNotFoundError:
-            for sub in ("tmp", "new", "cur"):
+            # tmp/ last: another thread's first message, written once tmp/ is there, must find
+            # new/ there too for its rename
+            for sub in ("new", "cur", "tmp"):
                 Path(f"{mailbox}/{sub}").mkdir(parents=True, exist_ok=True)
-            stream = temporary.open("wb")
-        with stream:
-            for chunk in message:
-                stream.write(chunk)
-        temporary.rename(final)
-        return final
+            descriptor = os.open(temporary, _CREATE, 0o666)
+        try:
+            try:
+                _write_all(descriptor, message)
+            finally:
+                os.close(descriptor)
+            os.rename(temporary, final)
+        except OSError:
+            with contextlib.suppress(OSError):  # a full disk keeps no half-written copy
+                os.unlink(temporary)
+            raise
+        return Path(final)
 
     def deliver(self, envelope_sender: str, recipient: str, raw: RawMessage) -> Path:
-        # the envelope as the ingress took it; a control character is never written raw
-        trace = f"Return-Path: <{shown(envelope_sender)}>\r\nDelivered-To: {shown(recipient)}\r\n"
-        header = trace.encode("utf-8", "backslashreplace") + raw.header
-        return self.store(recipient, raw.with_header(header).chunks())
+        # streamed, a chunk a write: the message is never whole in memory here
+        return self.store(
+            recipient, itertools.chain([trace_fields(envelope_sender, recipient)], raw.chunks())
+        )
+
+    def deliver_bytes(self, envelope_sender: str, recipient: str, raw: bytes) -> Path:
+        """`deliver` of a message in memory: the same file, its bytes written as they are
+        (the header section needs no finding, nothing is put between it and the body)."""
+        return self.store(recipient, [trace_fields(envelope_sender, recipient), raw])
+
+
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+
+
+def trace_fields(envelope_sender: str, recipient: str) -> bytes:
+    """`Return-Path:` and `Delivered-To:`: the envelope as the ingress took it; a control
+    character is never written raw."""
+    trace = f"Return-Path: <{shown(envelope_sender)}>\r\nDelivered-To: {shown(recipient)}\r\n"
+    return trace.encode("utf-8", "backslashreplace")
+
+
+def _write_all(descriptor: int, chunks: Iterable[bytes]) -> None:
+    """The chunks one after another: a list's (a few pieces in memory) in one `writev`; a
+    short write (a disk filling up) continues from where it stopped, or raises."""
+    if isinstance(chunks, list):
+        written = os.writev(descriptor, chunks)
+        for chunk in chunks:
+            if written >= len(chunk):
+                written -= len(chunk)
+                continue
+            view = memoryview(chunk)[written:]
+            written = 0
+            while view:
+                view = view[os.write(descriptor, view) :]
+        return
+    for chunk in chunks:
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(descriptor, view) :]
 
 
 class WorkMailFolders:

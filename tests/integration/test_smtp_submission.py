@@ -143,7 +143,9 @@ def test_starttls_auth_envelope_preserved_and_connection_reused(submission):
             "bounces@shop.example", ["alice@nutrition.co", "bob@nutrition.co"], RawMessage.of(RAW)
         )
         second = transport.send("other@shop.example", ["carol@nutrition.co"], RawMessage.of(RAW))
-        assert (transport._wire is not None) is host.pipelining  # the path this case is for
+        client = transport._client
+        assert client is not None
+        assert client.has_extn("pipelining") is host.pipelining  # the path this case is for
     finally:
         transport.close()
     assert all(r.ok for r in (*first.values(), *second.values()))

@@ -13,7 +13,7 @@ import smtplib
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from mxgate.errors import ConfigError
@@ -74,13 +74,6 @@ def data_pieces(chunks: Iterable[bytes]) -> Iterator[bytes]:
     yield b".\r\n" if ends_line else b"\r\n.\r\n"
 
 
-def data_bytes(message: bytes) -> bytes:
-    """`data_pieces` of a message in memory, as one piece: the same bytes, made in one pass
-    of each step over the whole message instead of a generator's steps a piece."""
-    end = b".\r\n" if message.endswith(b"\n") else b"\r\n.\r\n"
-    return _stuffed(to_crlf(message), line_start=True) + end
-
-
 def _stuffed(piece: bytes, line_start: bool) -> bytes:
     stuffed = piece.replace(b"\n.", b"\n..") if b"\n." in piece else piece
     return b"." + stuffed if line_start and stuffed.startswith(b".") else stuffed
@@ -107,7 +100,6 @@ class SmtpTransport:
         self.target = target
         self.max_message_bytes = max_message_bytes
         self._client: smtplib.SMTP | None = None
-        self._wire: _Wire | None = None  # the pipelined path's reader of self._client
         self._lock = threading.Lock()
 
     def _connect(self) -> smtplib.SMTP:
@@ -210,8 +202,7 @@ class SmtpTransport:
             return results
         code, reply = client.docmd("DATA")
         if code == 354:
-            _message_data(client.send, raw)
-            code, reply = client.getreply()
+            code, reply = _message_data(client, raw)
         else:
             client.rset()
         for recipient in accepted:
@@ -220,8 +211,8 @@ class SmtpTransport:
             )
         return results
 
+    @staticmethod
     def _pipelined(
-        self,
         client: smtplib.SMTP,
         sender: str,
         options: list[str],
@@ -229,20 +220,16 @@ class SmtpTransport:
         raw: RawMessage,
     ) -> Mapping[str, SendResult]:
         """MAIL, every RCPT and DATA in one write, then their replies in order (RFC 2920):
-        one round trip instead of two and one per recipient; the message and its final dot
-        then go in as few writes as WRITE_SIZE allows (one for a message under it)."""
-        wire = self._wire
-        if wire is None or wire.client is not client:
-            wire = self._wire = _Wire(client)
+        one round trip instead of two and one per recipient."""
         commands = [f"MAIL FROM:{quoted_path(sender)} {' '.join(options)}".rstrip()]
         commands += [f"RCPT TO:{quoted_path(r)}" for r in recipients]
         encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
-        wire.send(("\r\n".join([*commands, "DATA"]) + "\r\n").encode(encoding))
-        mail = wire.reply()
+        client.send(("\r\n".join([*commands, "DATA"]) + "\r\n").encode(encoding))
+        mail = client.getreply()
         results: dict[str, SendResult] = {}
         accepted = []
         for recipient in recipients:
-            code, reply = wire.reply()
+            code, reply = client.getreply()
             if mail[0] != 250:  # each RCPT after a refused MAIL fails with it
                 code, reply = mail
             if code in (250, 251):
@@ -251,18 +238,15 @@ class SmtpTransport:
                 results[recipient] = SendResult(
                     ok=False, transient=code < 500, detail=_reply(code, reply)
                 )
-        code, reply = wire.reply()  # to DATA
+        code, reply = client.getreply()  # to DATA
         if code == 354:
-            if not accepted:  # no recipient, yet the server waits for the message: end it, empty
-                wire.send(b".\r\n")
-            elif raw.size <= WRITE_SIZE:
-                wire.send(data_bytes(b"".join(raw.chunks())))
-            else:
-                _message_data(wire.send, raw)
-            code, reply = wire.reply()
+            if accepted:
+                code, reply = _message_data(client, raw)
+            else:  # no recipient, yet the server waits for the message: end it, empty
+                client.send(b".\r\n")
+                code, reply = client.getreply()
         else:  # the transaction failed before its message: start the next one afresh
-            wire.send(b"RSET\r\n")
-            wire.reply()
+            client.rset()
         for recipient in accepted:
             results[recipient] = SendResult(
                 ok=code == 250, transient=code < 500, detail=_reply(code, reply)
@@ -270,96 +254,25 @@ class SmtpTransport:
         return results
 
 
-class _Wire:
-    """The pipelined path's writes and reads on a session's socket, past smtplib's file and
-    its line a call: what one read brings (a pipelined group's replies come together) is
-    split into replies here. smtplib's errors are kept: a failed read or write, or the
-    connection closed, is `SMTPServerDisconnected` (the session closed), a reply line over
-    smtplib's limit a 500 `SMTPResponseException`. Only the pipelined path reads through it,
-    and only after smtplib's EHLO (and STARTTLS, AUTH), whose replies leave nothing behind."""
-
-    def __init__(self, client: smtplib.SMTP) -> None:
-        self.client = client
-        self._buffer = b""
-
-    def send(self, data: bytes) -> None:
-        sock = self.client.sock
-        if sock is None:
-            raise smtplib.SMTPServerDisconnected("please run connect() first")
-        try:
-            sock.sendall(data)
-        except OSError:
-            self.client.close()
-            raise smtplib.SMTPServerDisconnected("Server not connected") from None
-
-    def reply(self) -> tuple[int, bytes]:
-        """One reply, as `smtplib.SMTP.getreply` gives it: the code (-1 when it is not a
-        number) and its lines' texts joined by LF."""
-        texts = []
-        while True:
-            line = self._line()
-            if len(line) > _MAX_LINE:
-                self.client.close()
-                raise smtplib.SMTPResponseException(500, "Line too long.")
-            texts.append(line[4:].strip(b" \t\r\n"))
-            try:
-                code = int(line[:3])
-            except ValueError:
-                return -1, b"\n".join(texts)
-            if line[3:4] != b"-":
-                return code, b"\n".join(texts)
-
-    def _line(self) -> bytes:
-        buffer = self._buffer
-        while True:
-            end = buffer.find(b"\n", 0, _MAX_LINE + 1)
-            if end >= 0:
-                cut = end + 1
-                break
-            if len(buffer) > _MAX_LINE:
-                cut = _MAX_LINE + 1
-                break
-            try:
-                sock = self.client.sock
-                if sock is None:
-                    raise OSError("not connected")
-                received = sock.recv(_READ_SIZE)
-            except OSError as error:
-                self.client.close()
-                raise smtplib.SMTPServerDisconnected(
-                    f"Connection unexpectedly closed: {error}"
-                ) from None
-            if not received:
-                if buffer:  # a last line without its LF, as readline gives it
-                    cut = len(buffer)
-                    break
-                self.client.close()
-                raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
-            buffer += received
-        self._buffer = buffer[cut:]
-        return buffer[:cut]
-
-
-_MAX_LINE = 8192  # smtplib's _MAXLINE: its limit on a reply line, kept
-_READ_SIZE = 8192
-
 WRITE_SIZE = 64 * 1024  # bytes of DATA gathered into one write
 
 
-def _message_data(send: Callable[[bytes], object], raw: RawMessage) -> None:
-    """After the 354: the message read and sent in chunks, never whole. Pieces are gathered
-    up to WRITE_SIZE a write (on loopback each write costs the receiving side's TCP work
-    too, in this process's system time). A piece of that size goes alone, uncopied (the join
-    of one piece is the piece)."""
+def _message_data(client: smtplib.SMTP, raw: RawMessage) -> tuple[int, bytes]:
+    """After the 354: the message read and sent in chunks, never whole; the host's reply.
+    Pieces are gathered up to WRITE_SIZE a write: a small message goes with its final dot in
+    one `sendall`, where each piece was a write of its own (on loopback each costs the
+    receiving side's TCP work too, in this process's system time). A piece of that size goes
+    alone, uncopied (the join of one piece is the piece)."""
     gathered: list[bytes] = []
     size = 0
     for piece in data_pieces(raw.chunks()):
         if gathered and size + len(piece) > WRITE_SIZE:
-            send(b"".join(gathered))
+            client.send(b"".join(gathered))
             gathered, size = [], 0
         gathered.append(piece)
         size += len(piece)
-    send(b"".join(gathered))  # data_pieces ends with the final dot: never empty
+    client.send(b"".join(gathered))  # data_pieces ends with the final dot: never empty
+    return client.getreply()
 
 
 def _reply(code: int, message: bytes | str) -> str:

@@ -4,6 +4,11 @@ File layout: one line of JSON (the envelope), then the message bytes exactly as 
 A file stays until its message has been through the rule set and the workflow, so a crash
 at any point is recovered by replaying what is left on start. Its modification time is when
 the message was accepted: its last byte was written just before the fsync that `250` waits for.
+
+A file is linked under its name whole (every byte written) but just before its fsync: what
+scans the spool meanwhile (a new pool's replay after a worker died, `mxgate trace`'s listing)
+may see it a few milliseconds before its `250`, as it sees one whose directory fsync failed
+(answered 451, replayed); neither loses a message answered 250.
 """
 
 from __future__ import annotations
@@ -175,6 +180,7 @@ class SpoolWriter:
         self.size = 0  # message bytes, the envelope line not counted
         self.error: OSError | None = None
         self._partial: str | None = None  # the temporary name, when the file has one
+        self._names: list[Path] = []  # linked under (the spool's, the history's)
         # the file's descriptor, written through a buffer of our own: a Python file object
         # costs two system calls more a message (an fstat and an lseek when it is made)
         self._fd: int | None = None
@@ -229,9 +235,9 @@ class SpoolWriter:
             self._failed(error)
 
     def commit(self) -> Path:
-        """Fsynced under its temporary name, linked under its own, the directory fsynced: the
-        file the workers see is always whole and survives a crash. Only then is `250` due.
-        (The ingress commits through `GroupCommit`, one directory fsync for several files.)"""
+        """Linked under its name, fsynced, the directory fsynced: the file the workers see is
+        always whole and survives a crash. Only then is `250` due. (The ingress commits
+        through `GroupCommit`, one directory fsync for several files.)"""
         path = self.link()
         try:
             self.spool.sync_directory()
@@ -242,26 +248,32 @@ class SpoolWriter:
         return path
 
     def link(self) -> Path:
-        """Fsynced and linked under its name: whole, but its name is durable only after the
-        directory's fsync (`Spool.sync_directory`)."""
+        """Linked under its name (and into the replay history), then fsynced: whole, but its
+        name is durable only after the directory's fsync (`Spool.sync_directory`). The links
+        come first: the file's fsync then writes its inode with its link count, where an
+        fsync before them left a count of 0 on disk until a later writeback (a file made with
+        no name has none; with no journal, as on ext4 without one, nothing else orders it), so
+        a crash could leave a name pointing at an inode the file system deems free."""
         self.flush()
-        if self._fd is not None:
-            try:
-                os.fsync(self._fd)
-            except OSError as error:
-                self._failed(error)
         if self.error is not None or self._fd is None:
             raise self.error or OSError("the spool file was discarded")
+        fd = self._fd
         path = self.spool.directory / spooled_name(self.envelope.message_id)
         try:
             # a link, not a rename: it never replaces a spool file whose message has the same
             # id (FileExistsError), which would lose a message already answered 250
-            self._link_to(self._fd, path)
+            self._link_to(fd, path)
         except BaseException:
             self.discard()
             raise
         if self.spool.keep is not None:  # now: a worker may take the spool file once answered
-            self.spool.keep(partial(self._link_to, self._fd), self.envelope)
+            self.spool.keep(partial(self._link_to, fd), self.envelope)
+        try:
+            os.fsync(fd)
+        except OSError as error:  # answered 451: no name of it stays, the client sends it again
+            self._unlink_names()
+            self._failed(error)
+            raise
         return path
 
     def _link_to(self, fd: int, target: Path) -> None:
@@ -273,6 +285,14 @@ class SpoolWriter:
             os.link(self._partial, target)
         else:
             os.link(f"/proc/self/fd/{fd}", target, src_dir_fd=fd, follow_symlinks=True)
+        self._names.append(target)
+
+    def _unlink_names(self) -> None:
+        """The names `_link_to` gave the file (its fsync failed: it is not the message)."""
+        names, self._names = self._names, []
+        for name in names:
+            with contextlib.suppress(OSError):  # a replay's worker may have taken it
+                os.unlink(name)
 
     def tidy(self) -> None:
         """After the directory's fsync (the message may have had its 250): the file is closed
@@ -300,7 +320,7 @@ class SpoolWriter:
 
 class GroupCommit:
     """Spool files made durable for an event loop by a thread or two: each takes every file
-    waiting, fsyncs and links each one, then fsyncs the directory once for all of them, and
+    waiting, links and fsyncs each one, then fsyncs the directory once for all of them, and
     wakes the loop once with every answer. A message's `250` still waits for its file's fsync
     and for a directory fsync begun after its link; what the messages committed together share
     is that directory fsync and the hand-offs (an executor's round trip a message cost the loop

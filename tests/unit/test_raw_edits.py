@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 
 import pytest
@@ -123,3 +124,15 @@ def test_a_message_id_is_its_milliseconds_then_its_randomness_in_crockford_base3
     assert value == (int(at.timestamp() * 1000) << 80) | randomness
     assert new_message_id(at, 0).endswith("0" * 16)
     assert new_message_id(at, (1 << 80) - 1).endswith("Z" * 16)
+
+
+def test_the_worker_s_read_leaves_the_spool_file_s_access_time(tmp_path):
+    """Read with O_NOATIME (its inode, fsynced for the 250, is not dirtied again by the read):
+    an access time older than the change, which `relatime` would update, stays."""
+    spool = Spool(tmp_path)
+    envelope = Envelope(message_id="01ATIME", mail_from="", recipients=["a@x.example"])
+    path = spool.write(envelope, b"Subject: atime\r\n\r\n")
+    modified = path.stat().st_mtime_ns
+    os.utime(path, ns=(modified - 10**11, modified))
+    spool.read_spooled(path)
+    assert path.stat().st_atime_ns == modified - 10**11

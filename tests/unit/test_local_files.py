@@ -3,6 +3,8 @@ no temporary file behind (on a full disk, its space is what the next write needs
 
 from __future__ import annotations
 
+import io
+import os
 from pathlib import Path
 
 import pytest
@@ -25,3 +27,13 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path: Path) -> None:
     with pytest.raises(IsADirectoryError):
         write_atomically(target, b"x" * 100_000)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["object"]
+
+
+def test_a_new_file_leaves_no_other_name_in_its_directory(tmp_path: Path) -> None:
+    """Written with no name and then linked (where the file system can): nothing but the
+    file itself ever appears beside it, and its parent is made when missing."""
+    target = tmp_path / "bucket" / "new" / "object"
+    assert write_atomically(target, io.BytesIO(b"streamed " * 10_000)) == 90_000
+    assert target.read_bytes() == b"streamed " * 10_000
+    assert os.listdir(target.parent) == ["object"]
+    assert os.stat(target).st_nlink == 1

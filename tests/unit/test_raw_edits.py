@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 
 import pytest
 
 from mxgate.ids import _CROCKFORD, new_message_id
-from mxgate.local.spool import READ_WHOLE, Spool
+from mxgate.local.spool import MAX_ENVELOPE_LINE, READ_WHOLE, Spool, accepted_event
 from mxgate.message.headers import header_block_end, prepend_headers
 from mxgate.records import Envelope
 
@@ -70,6 +71,41 @@ def test_a_small_spooled_message_is_read_once_a_large_one_from_the_file_on_use(t
     assert message.read() == large.replace(b"y", b"z")
 
 
+@pytest.mark.parametrize("recipients", [1, 3_000], ids=["short-envelope", "long-envelope"])
+@pytest.mark.parametrize("size", [0, READ_WHOLE, READ_WHOLE + 1, 3 * READ_WHOLE])
+def test_a_spooled_message_reads_back_whole_and_with_its_time(tmp_path, recipients, size):
+    """Whatever the envelope line's length (3,000 recipients: past the first read) and the
+    message's size on either side of READ_WHOLE: the same envelope and bytes, and the time
+    the accepted event carries is the file's modification time."""
+    spool = Spool(tmp_path)
+    envelope = Envelope(
+        message_id="01READ",
+        mail_from="",
+        recipients=[f"r{n}@x.example" for n in range(recipients)],
+    )
+    raw = (b"Subject: sized\r\n\r\n" + b"b" * size)[: max(size, 1)]
+    path = spool.write(envelope, raw)
+    read, message, modified = spool.read_spooled(path)
+    assert read == envelope
+    assert message.read() == raw
+    assert modified == path.stat().st_mtime
+    assert accepted_event(path, envelope, message.size, modified) == accepted_event(
+        path, envelope, message.size
+    )
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b'{"message_id": "01TORN"', b"x" * (MAX_ENVELOPE_LINE + 10)]
+)
+def test_a_spool_file_without_its_envelope_line_is_refused(tmp_path, content):
+    """Empty, torn before the line's end, or a line past MAX_ENVELOPE_LINE: unreadable
+    (the worker quarantines it), not a message."""
+    path = tmp_path / "01TORN.msg"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="no envelope line"):
+        Spool.read(path)
+
+
 def test_message_ids_sort_by_time_and_do_not_repeat():
     early = new_message_id(datetime(2026, 1, 1, tzinfo=UTC))
     late = new_message_id(datetime(2026, 1, 2, tzinfo=UTC))
@@ -88,3 +124,15 @@ def test_a_message_id_is_its_milliseconds_then_its_randomness_in_crockford_base3
     assert value == (int(at.timestamp() * 1000) << 80) | randomness
     assert new_message_id(at, 0).endswith("0" * 16)
     assert new_message_id(at, (1 << 80) - 1).endswith("Z" * 16)
+
+
+def test_the_worker_s_read_leaves_the_spool_file_s_access_time(tmp_path):
+    """Read with O_NOATIME (its inode, fsynced for the 250, is not dirtied again by the read):
+    an access time older than the change, which `relatime` would update, stays."""
+    spool = Spool(tmp_path)
+    envelope = Envelope(message_id="01ATIME", mail_from="", recipients=["a@x.example"])
+    path = spool.write(envelope, b"Subject: atime\r\n\r\n")
+    modified = path.stat().st_mtime_ns
+    os.utime(path, ns=(modified - 10**11, modified))
+    spool.read_spooled(path)
+    assert path.stat().st_atime_ns == modified - 10**11

@@ -85,7 +85,7 @@ def receive_spooled(worker: Worker, path: Path) -> Result:
 
 def _receive(worker: Worker, path: Path) -> Result:
     try:
-        envelope, message = worker.spool.read(path)
+        envelope, message, modified = worker.spool.read_spooled(path)
     except FileNotFoundError:
         return Result.ALREADY_DONE
     except ValueError as error:  # empty or torn: no retry can make it readable
@@ -96,7 +96,7 @@ def _receive(worker: Worker, path: Path) -> Result:
         return Result.QUARANTINED
     if worker.state.is_scheduled(retry_record_id(envelope.message_id)):
         return Result.RETRY_PENDING  # a replay on start: its rule set retry owns the file
-    accepted = accepted_event(path, envelope, message.size)
+    accepted = accepted_event(path, envelope, message.size, modified)
     try:
         retry = through_the_pipeline(
             worker, envelope, message, spool_file=path.name, accepted=accepted

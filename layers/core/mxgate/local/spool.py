@@ -4,6 +4,11 @@ File layout: one line of JSON (the envelope), then the message bytes exactly as 
 A file stays until its message has been through the rule set and the workflow, so a crash
 at any point is recovered by replaying what is left on start. Its modification time is when
 the message was accepted: its last byte was written just before the fsync that `250` waits for.
+
+A file is linked under its name whole (every byte written) but just before its fsync: what
+scans the spool meanwhile (a new pool's replay after a worker died, `mxgate trace`'s listing)
+may see it a few milliseconds before its `250`, as it sees one whose directory fsync failed
+(answered 451, replayed); neither loses a message answered 250.
 """
 
 from __future__ import annotations
@@ -35,11 +40,13 @@ _PARTIAL = ".partial"
 WRITE_BUFFER = 256 * 1024  # bytes of a message held before they go to the file
 MAX_ENVELOPE_LINE = 1 << 20
 _TMPFILE = getattr(os, "O_TMPFILE", 0)  # Linux's
+_NOATIME = getattr(os, "O_NOATIME", 0)  # Linux's
 # what open(O_TMPFILE) fails with where the file system cannot make files with no name
 _NO_TMPFILE = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL}
 # A message up to this size is read into memory in one read: the rule set, authentication,
 # WriteToS3 and Archive each read it again, which for a file is an open and a read each.
 READ_WHOLE = 64 * 1024
+_FIRST_READ = READ_WHOLE + 16 * 1024  # a usual envelope line and a message up to READ_WHOLE
 
 
 def spooled_name(message_id: str) -> str:
@@ -47,15 +54,18 @@ def spooled_name(message_id: str) -> str:
     return f"{message_id}{_SUFFIX}"
 
 
-def accepted_event(path: Path, envelope: Envelope, size: int | None) -> TimelineEvent:
+def accepted_event(
+    path: Path, envelope: Envelope, size: int | None, modified: float | None = None
+) -> TimelineEvent:
     """The message's `accepted` event, dated when the ingress answered 250 (the spool file's
     last write, just before). Whoever takes the spool file writes it, not the ingress: the file
     is what is durable before 250, so the ingress never waits on the state database. `size`:
-    the message's bytes (None: the file is unreadable)."""
+    the message's bytes (None: the file is unreadable); `modified`: the file's modification
+    time when the caller has it (`Spool.read_spooled`), else the file is looked at."""
     what = f"{size} bytes" if size is not None else "an unreadable spool file"
     return TimelineEvent(
         message_id=envelope.message_id,
-        at=datetime.fromtimestamp(path.stat().st_mtime, UTC),
+        at=datetime.fromtimestamp(path.stat().st_mtime if modified is None else modified, UTC),
         stage=Stage.ACCEPTED,
         detail=f"{what} from {envelope.source_ip} for {len(envelope.recipients)} recipient(s)",
     )
@@ -131,15 +141,36 @@ class Spool:
     def read(path: Path) -> tuple[Envelope, RawMessage]:
         """The envelope, and the message: read whole when it is small (`READ_WHOLE`), else its
         header section now and its body from the file on use."""
-        with path.open("rb") as spooled:
-            line = spooled.readline(MAX_ENVELOPE_LINE)
-            start = spooled.read(READ_WHOLE + 1)
-        if not line.endswith(b"\n"):
-            raise ValueError(f"spool file {path.name} has no envelope line")
-        envelope = Envelope.model_validate_json(line)
+        envelope, message, _ = Spool.read_spooled(path)
+        return envelope, message
+
+    @staticmethod
+    def read_spooled(path: Path) -> tuple[Envelope, RawMessage, float]:
+        """`read`, and the file's modification time (when it was accepted) from the descriptor
+        that read it. Through the descriptor alone, the usual file in one read: a Python file
+        object cost five system calls more a message (an fstat, an ioctl, an lseek, the reads
+        of its buffer), and the `accepted` event's look-up of the path a sixth."""
+        fd = _open_to_read(path)
+        try:
+            status = os.fstat(fd)
+            head, ended = _read_up_to(fd, min(status.st_size, _FIRST_READ) + 1)
+            newline = head.find(b"\n")
+            while newline < 0 and not ended and len(head) <= MAX_ENVELOPE_LINE:
+                more, ended = _read_up_to(fd, _FIRST_READ)
+                searched, head = len(head), head + more
+                newline = head.find(b"\n", searched)
+            if newline < 0 or newline >= MAX_ENVELOPE_LINE:
+                raise ValueError(f"spool file {path.name} has no envelope line")
+            start = head[newline + 1 :]
+            while len(start) <= READ_WHOLE and not ended:
+                more, ended = _read_up_to(fd, READ_WHOLE + 1 - len(start))
+                start += more
+        finally:
+            os.close(fd)
+        envelope = Envelope.model_validate_json(head[: newline + 1])
         if len(start) <= READ_WHOLE:
-            return envelope, RawMessage.of(start)
-        return envelope, RawMessage.in_file(path, len(line))
+            return envelope, RawMessage.of(start), status.st_mtime
+        return envelope, RawMessage.in_file(path, newline + 1), status.st_mtime
 
     def pending(self) -> list[Path]:
         """Spooled messages not yet finished, oldest first (ids sort by time)."""
@@ -175,6 +206,7 @@ class SpoolWriter:
         self.size = 0  # message bytes, the envelope line not counted
         self.error: OSError | None = None
         self._partial: str | None = None  # the temporary name, when the file has one
+        self._names: list[Path] = []  # linked under (the spool's, the history's)
         # the file's descriptor, written through a buffer of our own: a Python file object
         # costs two system calls more a message (an fstat and an lseek when it is made)
         self._fd: int | None = None
@@ -229,9 +261,9 @@ class SpoolWriter:
             self._failed(error)
 
     def commit(self) -> Path:
-        """Fsynced under its temporary name, linked under its own, the directory fsynced: the
-        file the workers see is always whole and survives a crash. Only then is `250` due.
-        (The ingress commits through `GroupCommit`, one directory fsync for several files.)"""
+        """Linked under its name, fsynced, the directory fsynced: the file the workers see is
+        always whole and survives a crash. Only then is `250` due. (The ingress commits
+        through `GroupCommit`, one directory fsync for several files.)"""
         path = self.link()
         try:
             self.spool.sync_directory()
@@ -242,26 +274,32 @@ class SpoolWriter:
         return path
 
     def link(self) -> Path:
-        """Fsynced and linked under its name: whole, but its name is durable only after the
-        directory's fsync (`Spool.sync_directory`)."""
+        """Linked under its name (and into the replay history), then fsynced: whole, but its
+        name is durable only after the directory's fsync (`Spool.sync_directory`). The links
+        come first: the file's fsync then writes its inode with its link count, where an
+        fsync before them left a count of 0 on disk until a later writeback (a file made with
+        no name has none; with no journal, as on ext4 without one, nothing else orders it), so
+        a crash could leave a name pointing at an inode the file system deems free."""
         self.flush()
-        if self._fd is not None:
-            try:
-                os.fsync(self._fd)
-            except OSError as error:
-                self._failed(error)
         if self.error is not None or self._fd is None:
             raise self.error or OSError("the spool file was discarded")
+        fd = self._fd
         path = self.spool.directory / spooled_name(self.envelope.message_id)
         try:
             # a link, not a rename: it never replaces a spool file whose message has the same
             # id (FileExistsError), which would lose a message already answered 250
-            self._link_to(self._fd, path)
+            self._link_to(fd, path)
         except BaseException:
             self.discard()
             raise
         if self.spool.keep is not None:  # now: a worker may take the spool file once answered
-            self.spool.keep(partial(self._link_to, self._fd), self.envelope)
+            self.spool.keep(partial(self._link_to, fd), self.envelope)
+        try:
+            os.fsync(fd)
+        except OSError as error:  # answered 451: no name of it stays, the client sends it again
+            self._unlink_names()
+            self._failed(error)
+            raise
         return path
 
     def _link_to(self, fd: int, target: Path) -> None:
@@ -273,6 +311,14 @@ class SpoolWriter:
             os.link(self._partial, target)
         else:
             os.link(f"/proc/self/fd/{fd}", target, src_dir_fd=fd, follow_symlinks=True)
+        self._names.append(target)
+
+    def _unlink_names(self) -> None:
+        """The names `_link_to` gave the file (its fsync failed: it is not the message)."""
+        names, self._names = self._names, []
+        for name in names:
+            with contextlib.suppress(OSError):  # a replay's worker may have taken it
+                os.unlink(name)
 
     def tidy(self) -> None:
         """After the directory's fsync (the message may have had its 250): the file is closed
@@ -300,7 +346,7 @@ class SpoolWriter:
 
 class GroupCommit:
     """Spool files made durable for an event loop by a thread or two: each takes every file
-    waiting, fsyncs and links each one, then fsyncs the directory once for all of them, and
+    waiting, links and fsyncs each one, then fsyncs the directory once for all of them, and
     wakes the loop once with every answer. A message's `250` still waits for its file's fsync
     and for a directory fsync begun after its link; what the messages committed together share
     is that directory fsync and the hand-offs (an executor's round trip a message cost the loop
@@ -411,6 +457,24 @@ class GroupCommit:
         for loop, theirs in by_loop.items():
             with contextlib.suppress(RuntimeError):  # the loop is closed: the file is replayed
                 loop.call_soon_threadsafe(_settle, theirs)
+
+
+def _open_to_read(path: Path) -> int:
+    """Opened without updating its access time where the file is ours (O_NOATIME): with the
+    mount's `relatime`, the first read of a file whose access time is not after its change
+    dirties its inode again, fsynced just before for its `250` (1.5-2 us a read, and the
+    inode's block written once more later)."""
+    try:
+        return os.open(path, os.O_RDONLY | _NOATIME)
+    except PermissionError:  # not the file's owner (the flag's only refusal): as usual
+        return os.open(path, os.O_RDONLY)
+
+
+def _read_up_to(fd: int, size: int) -> tuple[bytes, bool]:
+    """Up to `size` bytes, and whether the file ended (a regular file's read is short only
+    at its end)."""
+    data = os.read(fd, size)
+    return data, len(data) < size
 
 
 Linker = Callable[[Path], None]  # links a spool file to another name (the replay history's)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import glob
 import logging
 import os
@@ -27,6 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mxgate.adapters.local.files import link_descriptor, open_unnamed, unnamed_files
 from mxgate.message.raw import RawMessage
 from mxgate.records import Envelope, Stage, TimelineEvent
 
@@ -39,10 +39,7 @@ _SUFFIX = ".msg"
 _PARTIAL = ".partial"
 WRITE_BUFFER = 256 * 1024  # bytes of a message held before they go to the file
 MAX_ENVELOPE_LINE = 1 << 20
-_TMPFILE = getattr(os, "O_TMPFILE", 0)  # Linux's
 _NOATIME = getattr(os, "O_NOATIME", 0)  # Linux's
-# what open(O_TMPFILE) fails with where the file system cannot make files with no name
-_NO_TMPFILE = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL}
 # A message up to this size is read into memory in one read: the rule set, authentication,
 # WriteToS3 and Archive each read it again, which for a file is an open and a read each.
 READ_WHOLE = 64 * 1024
@@ -114,7 +111,7 @@ class Spool:
         self.directory = directory
         self.path = str(directory)  # a Path joined a message costs more than its system call
         # whether new files are made with no name (O_TMPFILE), then linked from /proc/self/fd
-        self.unnamed = _TMPFILE != 0 and os.path.isdir("/proc/self/fd")
+        self.unnamed = unnamed_files()
         # called with what links each new spool file to another name, and its envelope: the
         # replay history links it
         self.keep = keep
@@ -223,12 +220,10 @@ class SpoolWriter:
         links), none left by a crash. Else one under a temporary name."""
         spool = self.spool
         if spool.unnamed:
-            try:
-                return os.open(spool.path, os.O_WRONLY | _TMPFILE, 0o600)
-            except OSError as error:
-                if error.errno not in _NO_TMPFILE:
-                    raise
-                spool.unnamed = False  # this file system has none: named ones from now on
+            fd = open_unnamed(spool.path, 0o600)
+            if fd is not None:
+                return fd
+            spool.unnamed = False  # this file system has none: named ones from now on
         self._partial = f"{spool.path}/{self.envelope.message_id}{_PARTIAL}"
         return os.open(self._partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
 
@@ -303,14 +298,11 @@ class SpoolWriter:
         return path
 
     def _link_to(self, fd: int, target: Path) -> None:
-        """Another name for the file: from its temporary name, or from its descriptor. The
-        latter through linkat(2) following `/proc/self/fd/N`: os.link calls link(2), which
-        would link that entry itself (EXDEV), unless it is given a directory descriptor (the
-        file's own here: an absolute source ignores it)."""
+        """Another name for the file: from its temporary name, or from its descriptor."""
         if self._partial is not None:
             os.link(self._partial, target)
         else:
-            os.link(f"/proc/self/fd/{fd}", target, src_dir_fd=fd, follow_symlinks=True)
+            link_descriptor(fd, target)
         self._names.append(target)
 
     def _unlink_names(self) -> None:

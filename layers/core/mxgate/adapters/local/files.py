@@ -29,7 +29,7 @@ def safe_name(text: str) -> str:
 def write_atomically(path: Path, body: bytes | BinaryIO, *, durable: bool = False) -> int:
     """Readers see the old file or the new one, never half of it. `body`: bytes, or a stream
     copied in chunks. Returns the number of bytes written."""
-    if not durable and _unnamed_files():
+    if not durable and unnamed_files():
         written = _write_unnamed(path, body)
         if written is not None:
             return written
@@ -57,10 +57,21 @@ def write_atomically(path: Path, body: bytes | BinaryIO, *, durable: bool = Fals
 
 
 @cache
-def _unnamed_files() -> bool:
+def unnamed_files() -> bool:
     """Whether files can be made with no name (Linux's O_TMPFILE) and linked from their
     descriptor (`/proc/self/fd`)."""
     return _TMPFILE != 0 and os.path.isdir("/proc/self/fd")
+
+
+def open_unnamed(directory: str, mode: int = 0o666) -> int | None:
+    """A file with no name in `directory`, open for writing (`link_descriptor` names it), or
+    None where the file system makes none."""
+    try:
+        return os.open(directory, os.O_WRONLY | _TMPFILE, mode)
+    except OSError as error:
+        if error.errno in _NO_TMPFILE:
+            return None
+        raise
 
 
 def _write_unnamed(path: Path, body: bytes | BinaryIO) -> int | None:
@@ -72,14 +83,12 @@ def _write_unnamed(path: Path, body: bytes | BinaryIO) -> int | None:
     fsync must come after the link (see `Spool`'s `SpoolWriter.link`)."""
     directory = os.path.dirname(path) or "."
     try:
-        fd = os.open(directory, os.O_WRONLY | _TMPFILE, 0o666)
+        fd = open_unnamed(directory)
     except FileNotFoundError:  # its directory's first file
         os.makedirs(directory, exist_ok=True)
-        fd = os.open(directory, os.O_WRONLY | _TMPFILE, 0o666)
-    except OSError as error:
-        if error.errno in _NO_TMPFILE:
-            return None
-        raise
+        fd = open_unnamed(directory)
+    if fd is None:
+        return None
     try:
         size = 0
         if isinstance(body, bytes):
@@ -90,12 +99,12 @@ def _write_unnamed(path: Path, body: bytes | BinaryIO) -> int | None:
                 _write_all(fd, chunk)
                 size += len(chunk)
         try:
-            _link_descriptor(fd, path)  # the usual case: a new name
+            link_descriptor(fd, path)  # the usual case: a new name
         except FileExistsError:  # a rewrite: linked beside it, then renamed over it
             temporary = f"{directory}/.{path.name}.{os.getpid()}.tmp"
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temporary)
-            _link_descriptor(fd, temporary)
+            link_descriptor(fd, temporary)
             try:
                 os.replace(temporary, path)
             except BaseException:
@@ -112,7 +121,7 @@ def _write_all(fd: int, data: bytes) -> None:
         written += os.write(fd, memoryview(data)[written:])
 
 
-def _link_descriptor(fd: int, target: str | Path) -> None:
+def link_descriptor(fd: int, target: str | Path) -> None:
     """A name for the file open at `fd`: linkat(2) following `/proc/self/fd/N` (os.link alone
     calls link(2), which would link that entry itself, EXDEV; a directory descriptor, here
     the file's own, which the absolute source ignores, makes it call linkat)."""

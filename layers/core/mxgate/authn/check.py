@@ -4,15 +4,17 @@ over both, and the ARC chain. Reads the message once, as a stream."""
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import BinaryIO
+from dataclasses import dataclass, field
+from typing import BinaryIO, Generic, TypeVar
 
 from mxgate.authn.arc import ArcVerifier, Sealer, seal
 from mxgate.authn.canonical import BodyHashes, Field, HeaderSectionError, verifier_fields
 from mxgate.authn.dkim import DkimVerifier, unreadable_signatures
 from mxgate.authn.dmarc import check_dmarc
-from mxgate.authn.model import ArcCheck, Authentication, DkimCheck, Result
+from mxgate.authn.model import ArcCheck, Authentication, DkimCheck, DmarcCheck, Result, SpfCheck
+from mxgate.authn.resolver import CachingResolver
 from mxgate.authn.results import HEADER as RESULTS_HEADER
 from mxgate.authn.results import authentication_results
 from mxgate.authn.spf import check_helo, check_mail_from
@@ -20,7 +22,7 @@ from mxgate.clock import SystemClock
 from mxgate.message.headers import header_fields, read_header_section
 from mxgate.message.parse import parse_addresses
 from mxgate.message.text import header_text, unfold
-from mxgate.ports import Clock, Resolver
+from mxgate.ports import Clock, DnsAnswer, DnsFailure, Resolver
 
 _CHUNK = 1 << 16
 
@@ -84,6 +86,69 @@ def check_signatures(
 
 
 _Checked = tuple[str, str, str, str, str]  # message id, SHA-256, client IP, MAIL FROM, HELO
+K = TypeVar("K")
+V = TypeVar("V")
+_Answers = tuple[tuple[str, str, DnsAnswer], ...]  # (name, type, answer) in the order asked
+# what DMARC decides on: the From domains, SPF's domain and result, each DKIM signature's
+_DmarcInputs = tuple[tuple[str, ...], str, Result, tuple[tuple[str, Result], ...]]
+
+
+@dataclass
+class _Answering:
+    """The resolver a check asks through when its result may be reused: every answer given,
+    in order. A check that met a DNS failure or read the clock (SPF's %{t}) is never reused."""
+
+    resolver: Resolver
+    answers: list[tuple[str, str, DnsAnswer]] = field(default_factory=list)
+    reusable: bool = True
+
+    def query(self, name: str, rrtype: str) -> DnsAnswer:
+        try:
+            answer = self.resolver.query(name, rrtype)
+        except DnsFailure:
+            self.reusable = False
+            raise
+        self.answers.append((name, rrtype, answer))
+        return answer
+
+    def now(self) -> float:
+        self.reusable = False
+        return time.time()
+
+
+class _Reused(Generic[K, V]):
+    """Results of checks by their inputs, each with the DNS answers it was decided on. One is
+    given again only while the cache answers every one of its questions with the very answer
+    (the same object) it had: evaluation is a function of its inputs and its answers, so a
+    check run again now would ask the same questions and decide the same. An answer past its
+    TTL is a new object, and the check runs again."""
+
+    def __init__(self, resolver: CachingResolver, size: int) -> None:
+        self.resolver = resolver
+        self.size = size
+        self._kept: OrderedDict[K, tuple[V, _Answers]] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        found = self._kept.get(key)
+        if found is None:
+            return None
+        result, answers = found
+        try:
+            same = all(self.resolver.query(n, t) is answer for n, t, answer in answers)
+        except DnsFailure:
+            same = False
+        if not same:
+            del self._kept[key]
+            return None
+        self._kept.move_to_end(key)
+        return result
+
+    def keep(self, key: K, result: V, asked: _Answering) -> None:
+        if not asked.reusable:
+            return
+        self._kept[key] = (result, tuple(asked.answers))
+        while len(self._kept) > self.size:
+            self._kept.popitem(last=False)
 
 
 class Authenticator:
@@ -104,6 +169,7 @@ class Authenticator:
         clock: Clock | None = None,
         sealer: Sealer | None = None,
         remember: int = 0,
+        reuse: int = 0,
     ) -> None:
         self.resolver = resolver
         self.authserv_id = authserv_id
@@ -111,6 +177,16 @@ class Authenticator:
         self.sealer = sealer
         self.remember = remember
         self._checked: OrderedDict[_Checked, tuple[Authentication, Signatures]] = OrderedDict()
+        # SPF and DMARC results by their inputs (`reuse` of each): the next message from the
+        # same client, sender and From domain is decided on the same cached answers. Only over
+        # a caching resolver, whose answers stay the same objects for their TTL.
+        caching = resolver if reuse and isinstance(resolver, CachingResolver) else None
+        self._spf: _Reused[tuple[str, str, str], tuple[SpfCheck, SpfCheck]] | None = (
+            _Reused(caching, reuse) if caching is not None else None
+        )
+        self._dmarc: _Reused[_DmarcInputs, DmarcCheck] | None = (
+            _Reused(caching, reuse) if caching is not None else None
+        )
 
     def authenticate(
         self,
@@ -196,15 +272,8 @@ class Authenticator:
             now=self.clock.now().timestamp(),
             seal=self.sealer is not None,  # the seal's body hash comes with the same pass
         )
-        spf_mail_from = check_mail_from(self.resolver, client_ip, mail_from, helo)
-        spf_helo = check_helo(self.resolver, client_ip, helo)
-        dmarc = check_dmarc(
-            self.resolver,
-            from_domains(signatures.header_section),
-            spf_mail_from,
-            signatures.dkim,
-            sampling_key=hashlib.sha256(signatures.header_section).hexdigest(),
-        )
+        spf_mail_from, spf_helo = self._check_spf(client_ip, mail_from, helo)
+        dmarc = self._check_dmarc(signatures, spf_mail_from)
         authentication = Authentication(
             authserv_id=self.authserv_id,
             spf_mail_from=spf_mail_from,
@@ -214,3 +283,52 @@ class Authenticator:
             arc=signatures.arc,
         )
         return authentication, signatures
+
+    def _check_spf(self, client_ip: str, mail_from: str, helo: str) -> tuple[SpfCheck, SpfCheck]:
+        """SPF for MAIL FROM and HELO, or the results the same inputs had on the same answers.
+        A fail with the domain's explanation is not reused (the explanation may change)."""
+        if self._spf is None:
+            return (
+                check_mail_from(self.resolver, client_ip, mail_from, helo),
+                check_helo(self.resolver, client_ip, helo),
+            )
+        key = (client_ip, mail_from, helo)
+        found = self._spf.get(key)
+        if found is not None:
+            return found
+        asked = _Answering(self.resolver)
+        checks = (
+            check_mail_from(asked, client_ip, mail_from, helo, now=asked.now),
+            check_helo(asked, client_ip, helo, now=asked.now),
+        )
+        if not any(check.explanation for check in checks):
+            self._spf.keep(key, checks, asked)
+        return checks
+
+    def _check_dmarc(self, signatures: Signatures, spf: SpfCheck) -> DmarcCheck:
+        """DMARC over the SPF and DKIM results, or the result the same inputs had on the same
+        answers. Only a result that sampled nothing (pct=100) is reused: the sample is decided
+        by the header section's digest, which is each message's own."""
+        domains = from_domains(signatures.header_section)
+
+        def sampling_key() -> str:
+            return hashlib.sha256(signatures.header_section).hexdigest()
+
+        if self._dmarc is None:
+            return check_dmarc(
+                self.resolver, domains, spf, signatures.dkim, sampling_key=sampling_key()
+            )
+        key: _DmarcInputs = (
+            tuple(domains),
+            spf.domain,
+            spf.result,
+            tuple((check.domain, check.result) for check in signatures.dkim),
+        )
+        found = self._dmarc.get(key)
+        if found is not None:
+            return found
+        asked = _Answering(self.resolver)
+        dmarc = check_dmarc(asked, domains, spf, signatures.dkim, sampling_key=sampling_key())
+        if dmarc.pct >= 100:  # all of them: no message was sampled out
+            self._dmarc.keep(key, dmarc, asked)
+        return dmarc

@@ -20,6 +20,7 @@ import re
 import time
 import urllib.parse
 from collections.abc import Callable
+from functools import lru_cache
 
 from mxgate.authn.model import Result, SpfCheck
 from mxgate.authn.spf_record import (
@@ -260,6 +261,7 @@ class _Evaluation:
         return (suffix or names or ["unknown"])[0]
 
 
+@lru_cache(maxsize=1024)  # two checks a message, and the same clients again and again
 def client_address(ip: str) -> IpAddress | None:
     """The client's IP; an IPv4-mapped IPv6 address counts as IPv4 (RFC 7208 5)."""
     try:
@@ -292,9 +294,16 @@ def check_host(
 
 
 def _check(
-    resolver: Resolver, identity: str, ip: str, *, domain: str, sender: str, helo: str
+    resolver: Resolver,
+    identity: str,
+    ip: str,
+    *,
+    domain: str,
+    sender: str,
+    helo: str,
+    now: Callable[[], float] = time.time,
 ) -> SpfCheck:
-    result, reason, explanation = check_host(resolver, ip, domain, sender, helo)
+    result, reason, explanation = check_host(resolver, ip, domain, sender, helo, now=now)
     return SpfCheck(
         identity="mailfrom" if identity == "mailfrom" else "helo",
         domain=domain.lower(),
@@ -305,7 +314,9 @@ def _check(
     )
 
 
-def check_mail_from(resolver: Resolver, ip: str, mail_from: str, helo: str) -> SpfCheck:
+def check_mail_from(
+    resolver: Resolver, ip: str, mail_from: str, helo: str, *, now: Callable[[], float] = time.time
+) -> SpfCheck:
     """SPF for the envelope sender; a null sender (bounces) is checked as postmaster@HELO."""
     local, _, domain = mail_from.strip().strip("<>").rpartition("@")
     if not domain:
@@ -313,9 +324,12 @@ def check_mail_from(resolver: Resolver, ip: str, mail_from: str, helo: str) -> S
         sender = f"postmaster@{domain}"
     else:
         sender = f"{local or 'postmaster'}@{domain}"
-    return _check(resolver, "mailfrom", ip, domain=domain, sender=sender, helo=helo)
+    return _check(resolver, "mailfrom", ip, domain=domain, sender=sender, helo=helo, now=now)
 
 
-def check_helo(resolver: Resolver, ip: str, helo: str) -> SpfCheck:
+def check_helo(
+    resolver: Resolver, ip: str, helo: str, *, now: Callable[[], float] = time.time
+) -> SpfCheck:
     domain = helo.strip()
-    return _check(resolver, "helo", ip, domain=domain, sender=f"postmaster@{domain}", helo=helo)
+    sender = f"postmaster@{domain}"
+    return _check(resolver, "helo", ip, domain=domain, sender=sender, helo=helo, now=now)

@@ -85,10 +85,11 @@ def parse_stream(
         source.drain()
         if unreadable is None and not root.fields:
             unreadable = "empty message" if source.size == 0 else "no header fields: not a message"
-        model = _Builder(store).message(root, size=source.size, sha256=source.sha256)
+        return _Builder(store).message(
+            root, size=source.size, sha256=source.sha256, unreadable=unreadable, envelope=envelope
+        )
     finally:
         parser.release()
-    return model.model_copy(update={"unreadable": unreadable, "envelope": envelope})
 
 
 class ParseOnce:
@@ -165,7 +166,15 @@ class _Builder:
     def __init__(self, store: AttachmentStore | None) -> None:
         self.store = store
 
-    def message(self, root: Part, *, size: int, sha256: str) -> ParsedMessage:
+    def message(
+        self,
+        root: Part,
+        *,
+        size: int,
+        sha256: str,
+        unreadable: str | None = None,
+        envelope: SmtpEnvelope | None = None,
+    ) -> ParsedMessage:
         defects: list[str] = []
         fields = [
             (name.decode("ascii"), header_text(value, root.header_charset))
@@ -244,6 +253,8 @@ class _Builder:
                 "size": size,
                 "sha256": sha256,
                 "defects": defects,
+                "unreadable": unreadable,
+                "envelope": envelope,
             }
         )
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from mxgate.message.parse import ParseOnce
 
 REMEMBERED_CHECKS = 32  # messages whose verdicts the authenticator keeps (Authenticator)
+REUSED_CHECKS = 1024  # SPF and DMARC results kept by their inputs (while the DNS cache holds)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class Services:
             clock=self.clock,
             sealer=self.sealer,
             remember=REMEMBERED_CHECKS,
+            reuse=REUSED_CHECKS,
         )
 
     @property

@@ -180,16 +180,18 @@ class _Builder:
             (name.decode("ascii"), header_text(value, root.header_charset))
             for name, value in root.fields
         ]
-        headers = [
-            HeaderField(name=name, value=clean(decode_words(unfold(raw)).strip()), raw=clean(raw))
-            for name, raw in fields
-        ]
+        headers: list[HeaderField] = []
         by_name: dict[str, list[str]] = {}
-        for header in headers:
-            by_name.setdefault(header.name.lower(), []).append(header.value)
         raw_by_name: dict[str, list[str]] = {}
         for name, raw in fields:
-            raw_by_name.setdefault(name.lower(), []).append(unfold(raw))
+            unfolded = unfold(raw)
+            header = HeaderField(
+                name=name, value=clean(decode_words(unfolded).strip()), raw=clean(raw)
+            )
+            headers.append(header)
+            lower = name.lower()
+            by_name.setdefault(lower, []).append(header.value)
+            raw_by_name.setdefault(lower, []).append(unfolded)
         for name in _SINGLE:
             if len(by_name.get(name, ())) > 1:
                 defects.append(f"header: {len(by_name[name])} {name} fields")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from functools import cache
+from functools import cache, lru_cache
 from typing import Literal
 
 from publicsuffixlist import PublicSuffixList
@@ -35,6 +35,7 @@ def _public_suffixes() -> PublicSuffixList:
     return PublicSuffixList()  # the list the package ships: no download
 
 
+@lru_cache(maxsize=4096)  # the list is fixed: a From domain's answer is the same each message
 def organizational_domain(domain: str) -> str:
     """RFC 7489 3.2: the registered domain under its public suffix."""
     domain = domain.lower().rstrip(".")

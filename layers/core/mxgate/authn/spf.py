@@ -20,6 +20,7 @@ import re
 import time
 import urllib.parse
 from collections.abc import Callable
+from functools import lru_cache
 
 from mxgate.authn.model import Result, SpfCheck
 from mxgate.authn.spf_record import (
@@ -260,6 +261,7 @@ class _Evaluation:
         return (suffix or names or ["unknown"])[0]
 
 
+@lru_cache(maxsize=1024)  # two checks a message, and the same clients again and again
 def client_address(ip: str) -> IpAddress | None:
     """The client's IP; an IPv4-mapped IPv6 address counts as IPv4 (RFC 7208 5)."""
     try:

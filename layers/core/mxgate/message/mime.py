@@ -410,6 +410,8 @@ class Part:
     body_text: bytes | None = None  # decoded bytes of an inline text body
     uu_filename: str | None = None
     _meta: Message | None = None
+    # each header's parameters, parsed once: a part's charset, name and filename all ask
+    _parameters: dict[str, list[Parameter]] = field(default_factory=dict)
 
     def text_field(self, name: bytes) -> str | None:
         for key, value in self.fields:
@@ -431,6 +433,7 @@ class Part:
 
     def reset_meta(self) -> None:
         self._meta = None
+        self._parameters.clear()
         self.__dict__.pop("content_type", None)
 
     @cached_property
@@ -456,7 +459,10 @@ class Part:
         return self.meta.get_content_disposition()
 
     def parameters(self, header: str = "content-type") -> list[Parameter]:
-        return parse_parameters(str(self.meta.get(header) or ""))
+        parsed = self._parameters.get(header)
+        if parsed is None:
+            parsed = self._parameters[header] = parse_parameters(str(self.meta.get(header) or ""))
+        return parsed
 
     @property
     def boundary(self) -> str | None:

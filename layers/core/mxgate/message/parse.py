@@ -85,10 +85,11 @@ def parse_stream(
         source.drain()
         if unreadable is None and not root.fields:
             unreadable = "empty message" if source.size == 0 else "no header fields: not a message"
-        model = _Builder(store).message(root, size=source.size, sha256=source.sha256)
+        return _Builder(store).message(
+            root, size=source.size, sha256=source.sha256, unreadable=unreadable, envelope=envelope
+        )
     finally:
         parser.release()
-    return model.model_copy(update={"unreadable": unreadable, "envelope": envelope})
 
 
 class ParseOnce:
@@ -165,22 +166,32 @@ class _Builder:
     def __init__(self, store: AttachmentStore | None) -> None:
         self.store = store
 
-    def message(self, root: Part, *, size: int, sha256: str) -> ParsedMessage:
+    def message(
+        self,
+        root: Part,
+        *,
+        size: int,
+        sha256: str,
+        unreadable: str | None = None,
+        envelope: SmtpEnvelope | None = None,
+    ) -> ParsedMessage:
         defects: list[str] = []
         fields = [
             (name.decode("ascii"), header_text(value, root.header_charset))
             for name, value in root.fields
         ]
-        headers = [
-            HeaderField(name=name, value=clean(decode_words(unfold(raw)).strip()), raw=clean(raw))
-            for name, raw in fields
-        ]
+        headers: list[HeaderField] = []
         by_name: dict[str, list[str]] = {}
-        for header in headers:
-            by_name.setdefault(header.name.lower(), []).append(header.value)
         raw_by_name: dict[str, list[str]] = {}
         for name, raw in fields:
-            raw_by_name.setdefault(name.lower(), []).append(unfold(raw))
+            unfolded = unfold(raw)
+            header = HeaderField(
+                name=name, value=clean(decode_words(unfolded).strip()), raw=clean(raw)
+            )
+            headers.append(header)
+            lower = name.lower()
+            by_name.setdefault(lower, []).append(header.value)
+            raw_by_name.setdefault(lower, []).append(unfolded)
         for name in _SINGLE:
             if len(by_name.get(name, ())) > 1:
                 defects.append(f"header: {len(by_name[name])} {name} fields")
@@ -244,6 +255,8 @@ class _Builder:
                 "size": size,
                 "sha256": sha256,
                 "defects": defects,
+                "unreadable": unreadable,
+                "envelope": envelope,
             }
         )
 

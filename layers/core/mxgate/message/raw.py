@@ -9,7 +9,7 @@ import base64
 import hashlib
 import io
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -84,15 +84,20 @@ class RawMessage:
             message = cls.of(base64.b64decode(ref.inline))
         else:  # its size is known: no HEAD request (on S3) to learn it
             message = cls.read_from(lambda: objects.open(ref.bucket, ref.key), ref.size)
-        return replace(message, eight_bit=ref.eight_bit)
+        return RawMessage(
+            message.header, message.open_body, message.body_size, ref.eight_bit, message.whole
+        )
 
     @property
     def size(self) -> int:
         return len(self.header) + self.body_size
 
     def with_header(self, header: bytes) -> RawMessage:
-        """The same body under an edited header section."""
-        return replace(self, header=header)
+        """The same body under an edited header section (itself, when the edit changed
+        nothing: a message is immutable; `dataclasses.replace` walks the fields each call)."""
+        if header == self.header:
+            return self
+        return RawMessage(header, self.open_body, self.body_size, self.eight_bit, self.whole)
 
     def chunks(self, size: int = CHUNK) -> Iterator[bytes]:
         """The message's bytes in order: the header section, then the body a chunk at a time."""

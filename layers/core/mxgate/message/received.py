@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.utils import format_datetime
 
 _FROM = re.compile(
@@ -92,7 +92,22 @@ def received_value(
     tls = tls_comment(tls_protocol, tls_cipher, tls_cipher_bits)
     receiver = f"{by} ({software})" if software else by
     with_ = protocol(tls=bool(tls_protocol), authenticated=authenticated)
-    return f"from {source}{tls} by {receiver} with {with_} id {message_id}; {format_datetime(when)}"
+    return f"from {source}{tls} by {receiver} with {with_} id {message_id}; {_date(when)}"
+
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _date(when: datetime) -> str:
+    """`format_datetime(when)`, written at once for a UTC time (every message's Received
+    field: the standard library's takes a time tuple and a zone apart, 5x the time)."""
+    if when.utcoffset() != timedelta(0):
+        return format_datetime(when)
+    return (
+        f"{_DAYS[when.weekday()]}, {when.day:02d} {_MONTHS[when.month - 1]} {when.year:04d} "
+        f"{when.hour:02d}:{when.minute:02d}:{when.second:02d} +0000"
+    )
 
 
 def read_received(value: str) -> ReceivedHop | None:

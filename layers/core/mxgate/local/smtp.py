@@ -583,7 +583,7 @@ class ExactSMTP(asyncio.Protocol):
 
     def _path_argument(self, keyword: str, arg: str | None) -> tuple[str | None, list[str]]:
         """The address and the parameters of `MAIL FROM:` / `RCPT TO:`: (None, []) when a
-        reply has been given instead."""
+        reply has been given instead. Parameters come only after EHLO."""
         syntax = f"501 Syntax: {_SYNTAX['MAIL' if keyword == 'FROM:' else 'RCPT'][0]}"
         if self.session.extended_smtp:
             syntax += " [SP <mail-parameters>]"
@@ -597,11 +597,7 @@ class ExactSMTP(asyncio.Protocol):
         if not address or (not self.session.extended_smtp and rest):
             self.push(syntax)
             return None, []
-        options = (rest or "").upper().split()
-        if mail_parameters(options) is None:
-            self.push(syntax)
-            return None, []
-        return address, options
+        return address, (rest or "").upper().split()
 
     async def smtp_MAIL(self, arg: str | None) -> None:  # noqa: N802
         if self._helo_needed() or self._auth_needed():
@@ -613,7 +609,9 @@ class ExactSMTP(asyncio.Protocol):
             self.push("503 5.5.1 Error: nested MAIL command")
             return
         params = mail_parameters(options)
-        assert params is not None
+        if params is None:
+            self.push("501 Syntax: MAIL FROM: <address> [SP <mail-parameters>]")
+            return
         if params.pop("BODY", "7BIT") not in ("7BIT", "8BITMIME"):
             self.push("501 Error: BODY can only be one of 7BIT, 8BITMIME")
             return
@@ -651,6 +649,9 @@ class ExactSMTP(asyncio.Protocol):
             return
         address, options = self._path_argument("TO:", arg)
         if address is None:
+            return
+        if mail_parameters(options) is None:
+            self.push("501 Syntax: RCPT TO: <address> [SP <mail-parameters>]")
             return
         if options:  # none is known
             self.push("555 RCPT TO parameters not recognized or not implemented")

@@ -6,24 +6,19 @@ refused with 552 with nothing left in the spool."""
 from __future__ import annotations
 
 import asyncio
-import inspect
 import socket
-import ssl
 import time
-import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
+from aiosmtpd.smtp import Session
 
 from mxgate.clock import SystemClock
-from mxgate.local.ingress import IngressHandler
 from mxgate.local.limits import Defences, SmtpLimits
-from mxgate.local.mailbox import MaildirHandler
-from mxgate.local.smtp import ExactSMTP, IngressSMTP
+from mxgate.local.smtp import IngressSMTP
 from mxgate.local.spool import Spool, SpoolWriter
 from mxgate.records import Envelope
 from tests.support import free_port

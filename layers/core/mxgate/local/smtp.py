@@ -207,7 +207,7 @@ class ExactSMTP(asyncio.Protocol):
         self._data: DataAssembler | None = None  # DATA being received into it
         self._data_end: asyncio.Future[None] | None = None
         self._data_deadline = 0.0
-        self._paused = False  # reading paused: input held, or replies not read
+        self._paused: set[str] = set()  # why reading is paused: "input" held, "output" unread
 
     # the connection
 
@@ -234,19 +234,21 @@ class ExactSMTP(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         """The client does not read its replies: read no more of its commands either."""
-        self._pause()
+        self._pause("output")
 
     def resume_writing(self) -> None:
-        self._resume()
+        self._resume("output")
 
-    def _pause(self) -> None:
+    def _pause(self, reason: str) -> None:
         if not self._paused and self.transport is not None and not self._closing:
-            self._paused = True
             self.transport.pause_reading()
+        self._paused.add(reason)
 
-    def _resume(self) -> None:
-        if self._paused and self.transport is not None and not self._closing:
-            self._paused = False
+    def _resume(self, reason: str) -> None:
+        if reason not in self._paused:
+            return
+        self._paused.discard(reason)
+        if not self._paused and self.transport is not None and not self._closing:
             self.transport.resume_reading()
 
     def close(self) -> None:
@@ -266,7 +268,7 @@ class ExactSMTP(asyncio.Protocol):
         if self._work is None or self._line is not None:
             self._process()
         elif len(self._buffer) > INPUT_HELD:
-            self._pause()  # until the command that waits is done
+            self._pause("input")  # until the command that waits is done
 
     def _process(self) -> None:
         """Answer the command lines received, in order, until one has to wait; the replies
@@ -294,7 +296,7 @@ class ExactSMTP(asyncio.Protocol):
             self._flush()
             self._replies = None  # from now on (a task's replies), each is written at once
         if self._work is None and len(self._buffer) <= INPUT_HELD:
-            self._resume()
+            self._resume("input")
 
     def _take_line(self) -> bytes | None:
         """The next whole line received (to its LF, as aiosmtpd reads), or None. A line

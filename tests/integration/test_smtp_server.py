@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import MISSING, SMTP
 
 from mxgate.local.smtp import ExactSMTP
 
@@ -51,6 +51,7 @@ DIALOGUES = {
         b"RCPT",
         b"RCPT TO:<c@d.test>",
         b"RCPT TO:(comment) <e@d.test>",
+        b"RCPT TO:<boom@d.test>",
         b"DATA extra",
     ],
     "HELO forbids parameters": [
@@ -100,6 +101,25 @@ class KeepsNothing:
     """A handler with no hooks: the server's own replies only."""
 
 
+class Waits:
+    """A handler whose hooks wait (so the commands go on in a task) and then leave the reply
+    to the server; a recipient `boom@...` makes its hook fail."""
+
+    async def handle_MAIL(self, server, session, envelope, address, options):
+        await asyncio.sleep(0.001)
+        return MISSING
+
+    async def handle_RCPT(self, server, session, envelope, address, options):
+        await asyncio.sleep(0)
+        if address.startswith("boom@"):
+            raise ValueError("boom")
+        return MISSING
+
+    async def handle_DATA(self, server, session, envelope):
+        await asyncio.sleep(0.001)
+        return f"250 2.0.0 {len(envelope.content)} bytes"
+
+
 async def replies_of(port: int, dialogue: list[bytes], pipelined: bool) -> list[str]:
     """The greeting and the replies to `dialogue`: a line at a time, each reply read before
     the next line is sent, or (`pipelined`) the commands up to DATA in one write and the
@@ -132,11 +152,13 @@ async def read_reply(reader: asyncio.StreamReader) -> str:
     return "\n".join(ENHANCED.get(line, line) for line in lines)
 
 
-def dialogue_with(server: type, dialogue: list[bytes], pipelined: bool) -> list[str]:
+def dialogue_with(
+    server: type, dialogue: list[bytes], pipelined: bool, handler: type = KeepsNothing
+) -> list[str]:
     async def run() -> list[str]:
         loop = asyncio.get_running_loop()
         listening = await loop.create_server(
-            lambda: server(KeepsNothing(), hostname="mx.test", ident="ESMTP", data_size_limit=1000),
+            lambda: server(handler(), hostname="mx.test", ident="ESMTP", data_size_limit=1000),
             "127.0.0.1",
             0,
         )
@@ -158,3 +180,23 @@ def test_the_replies_are_aiosmtpds(name):
 def test_a_pipelined_group_is_answered_in_order(name):
     dialogue = DIALOGUES[name]
     assert dialogue_with(ExactSMTP, dialogue, True) == dialogue_with(SMTP, dialogue, False)
+
+
+@pytest.mark.parametrize("pipelined", [False, True])
+@pytest.mark.parametrize("name", ["MAIL", "a transaction"])
+def test_hooks_that_wait_are_answered_in_order(name, pipelined):
+    dialogue = DIALOGUES[name]
+    ours = dialogue_with(ExactSMTP, dialogue, pipelined, Waits)
+    assert ours == dialogue_with(SMTP, dialogue, False, Waits)
+    assert "500 Error: (ValueError) boom" in ours or name != "MAIL"
+
+
+def test_commands_sent_while_one_waits_are_held_and_all_answered():
+    """A client that pipelines far past what the session holds while a command waits: the
+    session stops reading, then reads on, and answers every line in order."""
+    noops = [b"NOOP"] * 30_000  # 180 KB: nearly three times what a session holds
+    dialogue = [b"EHLO c.test", b"MAIL FROM:<a@b.test>", *noops, b"QUIT"]
+    answers = dialogue_with(ExactSMTP, dialogue, True, Waits)
+    assert answers[2] == "250 OK"
+    assert answers[3:-1] == ["250 OK"] * len(noops)
+    assert answers[-1] == "221 Bye"

@@ -6,24 +6,19 @@ refused with 552 with nothing left in the spool."""
 from __future__ import annotations
 
 import asyncio
-import inspect
 import socket
-import ssl
 import time
-import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
+from aiosmtpd.smtp import Session
 
 from mxgate.clock import SystemClock
-from mxgate.local.ingress import IngressHandler
 from mxgate.local.limits import Defences, SmtpLimits
-from mxgate.local.mailbox import MaildirHandler
-from mxgate.local.smtp import ExactSMTP, IngressSMTP
+from mxgate.local.smtp import IngressSMTP
 from mxgate.local.spool import Spool, SpoolWriter
 from mxgate.records import Envelope
 from tests.support import free_port
@@ -216,78 +211,3 @@ def test_a_session_keeps_one_idle_timer_moved_by_its_commands(tmp_path):
         assert await asyncio.wait_for(timed_out, 5) >= idle_since + 0.3 - 0.001
 
     asyncio.run(session())
-
-
-def comparable(value: object) -> object:
-    """A session attribute as the comparison below sees it: methods by their function, the
-    objects made per session (reader, futures) by their type."""
-    if isinstance(value, dict):
-        return {key: comparable(item) for key, item in value.items()}
-    if isinstance(value, tuple) and hasattr(value, "_fields"):  # aiosmtpd's _AuthMechAttr
-        return tuple(comparable(item) for item in value)
-    if inspect.ismethod(value):
-        return value.__func__
-    if isinstance(value, (asyncio.StreamReader, asyncio.Future, weakref.ref)):
-        return type(value)
-    return value
-
-
-@pytest.mark.parametrize("kind", ["ingress OPEN", "ingress AUTH", "mailbox host"])
-def test_a_session_is_set_up_as_aiosmtpds_own_constructor_sets_it_up(tmp_path, kind):
-    """ExactSMTP builds a session without aiosmtpd's walk over the classes (done once a class
-    instead): every attribute aiosmtpd's SMTP.__init__ sets, with the same value. A new
-    aiosmtpd that sets more, or other, fails here."""
-    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
-    ingress_handler = IngressHandler.__new__(IngressHandler)
-    mailbox_handler = MaildirHandler.__new__(MaildirHandler)
-    cases: dict[str, tuple[type[ExactSMTP], object, dict[str, object], dict[str, object]]] = {
-        "ingress OPEN": (
-            IngressSMTP,
-            ingress_handler,
-            {"gate": None, "guard": None, "data_slots": None},
-            {
-                "hostname": "mx.test",
-                "ident": "mxgate ESMTP",
-                "tls_context": tls,
-                "require_starttls": True,
-                "data_size_limit": 1000,
-                "enable_SMTPUTF8": True,
-                "timeout": 12.0,
-            },
-        ),
-        "ingress AUTH": (
-            IngressSMTP,
-            ingress_handler,
-            {"gate": None, "guard": None, "data_slots": None},
-            {
-                "hostname": "mx.test",
-                "tls_context": tls,
-                "authenticator": lambda *call: None,
-                "auth_required": True,
-                "auth_require_tls": True,
-            },
-        ),
-        "mailbox host": (
-            ExactSMTP,
-            mailbox_handler,
-            {},
-            {"hostname": "h.mailbox.local", "data_size_limit": None, "ident": "mailbox"},
-        ),
-    }
-    cls, handler, own, options = cases[kind]
-
-    async def both() -> tuple[dict[str, object], dict[str, object]]:
-        ours = cls(handler, **own, **options)
-        theirs = cls.__new__(cls)
-        if cls is IngressSMTP:  # what IngressSMTP.__init__ hands on: its checked authenticator
-            options["authenticator"] = ours._authenticator
-        SMTP.__init__(theirs, handler, **options)
-        return vars(ours), vars(theirs)
-
-    ours, theirs = asyncio.run(both())
-    only_ours = {"_idle_deadline", "data_timeout", "gate", "guard", "data_slots", "_client_ip"}
-    only_ours |= {"_refused", "_lost", "_auth_failed"}
-    assert set(ours) - only_ours == set(theirs)
-    for name, value in theirs.items():
-        assert comparable(ours[name]) == comparable(value), name

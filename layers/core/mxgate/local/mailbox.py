@@ -133,7 +133,7 @@ class MaildirHandler:
         return stored
 
 
-def mailbox_session(handler: MaildirHandler) -> SMTP:
+def mailbox_session(handler: MaildirHandler) -> ExactSMTP:
     """One SMTP session of a mailbox host: DATA taken exactly, so a long line or a lone dot
     arrives as it was sent."""
     return ExactSMTP(

@@ -91,14 +91,6 @@ class ErrorLogHandler(logging.Handler):
         super().close()
 
 
-class AiosmtpdLoginDataNotice(logging.Filter):
-    """aiosmtpd 1.4 itself sets the deprecated `Session.login_data` on every successful AUTH
-    and warns about its own use; nothing of ours touches it, so the warning says nothing."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Session.login_data is deprecated")
-
-
 def configure_logging(level: str = "INFO", error_log: Path | None = None) -> None:
     """Logs to stderr at `level`; with `error_log`, warnings and errors also go to that file
     as JSON lines (appended to: the gateway's processes share it), so a gateway in the
@@ -114,8 +106,4 @@ def configure_logging(level: str = "INFO", error_log: Path | None = None) -> Non
         old.close()
     root.handlers[:] = handlers
     root.setLevel(level.upper())
-    for noisy in ("mail.log", "aiosmtpd", "asyncio"):  # aiosmtpd logs every command at INFO
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    mail_log = logging.getLogger("mail.log")  # aiosmtpd's logger
-    if not any(isinstance(f, AiosmtpdLoginDataNotice) for f in mail_log.filters):
-        mail_log.addFilter(AiosmtpdLoginDataNotice())
+    logging.getLogger("asyncio").setLevel(logging.WARNING)

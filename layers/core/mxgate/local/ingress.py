@@ -16,7 +16,7 @@ from datetime import datetime
 from functools import partial
 from pathlib import Path
 
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, Session, TLSSetupException
+from aiosmtpd.smtp import MISSING, AuthResult, LoginPassword, Session, TLSSetupException
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from mxgate.errors import SMTP_REPLY, FailureKind
@@ -24,7 +24,7 @@ from mxgate.ids import new_message_id
 from mxgate.local.addons import SessionAddons
 from mxgate.local.limits import Defences
 from mxgate.local.logs import INGRESS, TRAFFIC_POLICY, VendedLogs
-from mxgate.local.smtp import IngressSMTP, peer_ip
+from mxgate.local.smtp import ExactSMTP, IngressSMTP, peer_ip
 from mxgate.local.spool import Spool, SpoolWriter
 from mxgate.mailmanager.addons import AddonResult, statement_analyzers
 from mxgate.mailmanager.addresses import AddressBook
@@ -160,7 +160,7 @@ class IngressHandler:
 
     async def handle_EHLO(  # noqa: N802 -- aiosmtpd's hook name
         self,
-        server: SMTP,
+        server: ExactSMTP,
         session: Session,
         envelope: SmtpEnvelope,
         hostname: str,
@@ -175,7 +175,7 @@ class IngressHandler:
         return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
     async def handle_HELO(  # noqa: N802
-        self, server: SMTP, session: Session, envelope: SmtpEnvelope, hostname: str
+        self, server: ExactSMTP, session: Session, envelope: SmtpEnvelope, hostname: str
     ) -> str:
         if not valid_helo(hostname):
             session.host_name = None
@@ -184,7 +184,7 @@ class IngressHandler:
         return f"250 {server.hostname}"
 
     async def handle_AUTH(  # noqa: N802
-        self, server: SMTP, session: Session, envelope: SmtpEnvelope, args: list[str]
+        self, server: ExactSMTP, session: Session, envelope: SmtpEnvelope, args: list[str]
     ) -> object:
         if self.ingress.Type != "AUTH":
             return "502 5.5.1 Command not implemented"
@@ -192,7 +192,7 @@ class IngressHandler:
 
     def authenticate(
         self,
-        server: SMTP,
+        server: ExactSMTP,
         session: Session,
         envelope: SmtpEnvelope,
         mechanism: str,
@@ -209,7 +209,7 @@ class IngressHandler:
 
     async def handle_MAIL(  # noqa: N802
         self,
-        server: SMTP,
+        server: ExactSMTP,
         session: Session,
         envelope: SmtpEnvelope,
         address: str,
@@ -223,7 +223,7 @@ class IngressHandler:
 
     async def handle_RCPT(  # noqa: N802
         self,
-        server: SMTP,
+        server: ExactSMTP,
         session: Session,
         envelope: SmtpEnvelope,
         address: str,

@@ -24,7 +24,7 @@ import time
 from functools import partial
 from pathlib import Path
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import Envelope, Session
 
 from mxgate.adapters.local.maildir import Maildir, mailbox_name
 from mxgate.delivery.smtp import to_crlf
@@ -82,19 +82,19 @@ class MaildirHandler:
 
     async def handle_EHLO(  # noqa: N802 -- aiosmtpd's hook name
         self,
-        server: SMTP,
+        server: ExactSMTP,
         session: Session,
         envelope: Envelope,
         hostname: str,
         responses: list[str],
     ) -> list[str]:
-        """PIPELINING, as Workspace and 365 offer it (aiosmtpd reads commands in order)."""
+        """PIPELINING, as Workspace and 365 offer it (the server answers a group in order)."""
         session.host_name = hostname
         return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
     async def handle_RCPT(  # noqa: N802 -- aiosmtpd's hook name
         self,
-        server: SMTP,
+        server: ExactSMTP,
         session: Session,
         envelope: Envelope,
         address: str,
@@ -106,7 +106,7 @@ class MaildirHandler:
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+    async def handle_DATA(self, server: ExactSMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
         raw = to_crlf(envelope.original_content or b"")
         sender = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
         recipients = list(envelope.rcpt_tos)

@@ -10,14 +10,14 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import Envelope, Session
 
 from mxgate.clock import SystemClock
 from mxgate.delivery.smtp import to_crlf
 from mxgate.ids import new_message_id
 from mxgate.local.ingress import tls_protocol
 from mxgate.local.mailbox import STORE_ON_LOOP, MaildirHandler
-from mxgate.local.smtp import peer_ip
+from mxgate.local.smtp import ExactSMTP, peer_ip
 from mxgate.message.headers import prepend_headers
 from mxgate.message.received import received_value
 
@@ -42,7 +42,7 @@ class RecordingMaildir(MaildirHandler):
         self.deliveries: list[MailboxDelivery] = []
         self._lock = threading.Lock()
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+    async def handle_DATA(self, server: ExactSMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
         sender = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
         recipients = tuple(envelope.rcpt_tos)
         peer, helo = peer_ip(session), session.host_name or ""

@@ -27,6 +27,7 @@ import asyncio
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ from mxgate.local.mailbox import mailbox_session
 from mxgate.local.rule_set import LocalMailManager
 from mxgate.local.rule_set_failures import KEPT_BUCKET, RuleSetFailures
 from mxgate.local.setup import routes_of
+from mxgate.local.smtp import ExactSMTP
 from mxgate.local.spool import Spool, accepted_event
 from mxgate.local.tls import ensure_certificate, server_context
 from mxgate.mailmanager.actions import ARCHIVE_BUCKET, ActionPorts
@@ -176,6 +178,7 @@ class Sandbox:
         self._transports: list[SmtpTransport] = []  # the emulated Mail Manager's SMTP clients
         self._internal: SqliteState | None = None
         self._servers: list[asyncio.Server] = []
+        self._sessions: weakref.WeakSet[ExactSMTP] = weakref.WeakSet()  # the servers' open ones
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mail-manager")
         self.clock = SystemClock()
         self._sfn: Any = None  # the Step Functions client quiet() polls with (made in start)
@@ -250,15 +253,28 @@ class Sandbox:
             self._function_log.close()
 
     async def _stop_servers(self) -> None:
-        """Stop listening, and end the sessions clients keep open (reused connections)."""
+        """Stop listening, and end the sessions clients keep open (reused connections): a
+        session has a task only while a command of it waits."""
         for server in self._servers:
             server.close()
+        for session in list(self._sessions):
+            session.close()
         sessions = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         for task in sessions:
             task.cancel()
         await asyncio.gather(*sessions, return_exceptions=True)
         for server in self._servers:
             await server.wait_closed()
+
+    def _tracked(self, session: Callable[[], ExactSMTP]) -> Callable[[], ExactSMTP]:
+        """`session`, each one kept (weakly) for `_stop_servers` to end."""
+
+        def made() -> ExactSMTP:
+            made_session = session()
+            self._sessions.add(made_session)
+            return made_session
+
+        return made
 
     def _call(self, coroutine: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=30)
@@ -276,7 +292,7 @@ class Sandbox:
                 continue
             handler = RecordingMaildir(self.home / "mailboxes", host)
             server = await asyncio.get_running_loop().create_server(
-                partial(mailbox_session, handler), host="127.0.0.1", port=0
+                self._tracked(partial(mailbox_session, handler)), host="127.0.0.1", port=0
             )
             self.mailboxes[host] = handler
             self.mailbox_ports[host] = server.sockets[0].getsockname()[1]
@@ -304,13 +320,15 @@ class Sandbox:
                 smtp_password=self._password(ingress_id) if point.Type == "AUTH" else None,
             )
             server = await asyncio.get_running_loop().create_server(
-                partial(
-                    ingress_session,
-                    handler,
-                    mail_manager_host(ingress_id),
-                    tls,
-                    policy.max_message_size,
-                    defences,
+                self._tracked(
+                    partial(
+                        ingress_session,
+                        handler,
+                        mail_manager_host(ingress_id),
+                        tls,
+                        policy.max_message_size,
+                        defences,
+                    )
                 ),
                 host="127.0.0.1",
                 port=self.options.primary_port if ingress_id == self.primary_ingress() else 0,

@@ -20,7 +20,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
@@ -439,3 +439,21 @@ def test_kill_9_takes_the_workers_along_and_a_replay_settles_everything(gateways
         assert states(home)[message_id] == {recipient: "delivered"}
         assert listing[message_id]["in_progress"] is False
         assert copies(home)[(recipient, f"to {recipient}")] == 1
+
+
+# ----------------------------------------------------------------------------- the history
+
+
+def test_a_start_keeps_the_history_days_within_keep_and_removes_only_older_ones(gateways, tmp_path):
+    """The shipped `history: {keep: 7d}`: a start removes a day of 30 days ago, off the
+    messages' way, and keeps one of 2 days ago (a start once pruned as if keep were 0)."""
+    home = tmp_path / "home"
+    today = datetime.now(UTC).date()
+    recent = home / "history" / (today - timedelta(days=2)).isoformat()
+    old = home / "history" / (today - timedelta(days=30)).isoformat()
+    for day in (recent, old):
+        day.mkdir(parents=True)
+        (day / "01KEPT.msg").write_bytes(b"")
+    start(gateways, home, config_in(tmp_path / "config"))
+    wait_for(lambda: not old.exists(), timeout=30)
+    assert (recent / "01KEPT.msg").exists()

@@ -154,5 +154,7 @@ def test_the_history_keeps_links_of_spooled_messages_and_forgets_old_days(tmp_pa
     later = envelope.model_copy(
         update={"message_id": "01LATER", "received_at": RECEIVED + timedelta(days=3)}
     )
-    spool.write(later, PLAIN)  # a new day begins: days past the two kept are removed
+    spool.write(later, PLAIN)  # a new day begins: nothing is removed on a message's way
+    assert sorted(d.name for d in history.directory.iterdir()) == ["2026-11-28", "2026-12-01"]
+    assert history.prune(RECEIVED + timedelta(days=3)) == 1  # the housekeeping's: days past two
     assert sorted(d.name for d in history.directory.iterdir()) == ["2026-12-01"]

@@ -3,7 +3,9 @@
 
 Each entry is a hard link to the spool file, made when the message is accepted: keeping it
 costs no copy and no fsync, and it outlives the spool file's removal. Days older than the
-configured time are removed as a new day begins.
+configured time are removed by the gateway's hourly housekeeping (`local/server.py`), never on a
+message's way to its `250`: removing a day of files is slow, and leaves new files slower to
+make for minutes on ext4 without a journal (docs/benchmarks.md, "Files a message").
 """
 
 from __future__ import annotations
@@ -43,7 +45,6 @@ class History:
                 link(day / name)
             except FileNotFoundError:
                 day.mkdir(parents=True, exist_ok=True)
-                self.prune(received(envelope))
                 link(day / name)
         except OSError as error:  # another file system, no links: the message goes on
             log.warning(
@@ -51,9 +52,10 @@ class History:
                 extra={"message_id": envelope.message_id, "error": repr(error)},
             )
 
-    def prune(self, now: datetime) -> None:
-        """Remove the days that ended more than `keep_seconds` ago."""
+    def prune(self, now: datetime) -> int:
+        """Remove the days that ended more than `keep_seconds` ago; how many were removed."""
         oldest = (now - timedelta(seconds=self.keep_seconds)).astimezone(UTC).date()
+        removed = 0
         for day in self.directory.iterdir() if self.directory.is_dir() else ():
             try:
                 date = datetime.strptime(day.name, _DAY).replace(tzinfo=UTC).date()
@@ -61,6 +63,8 @@ class History:
                 continue
             if date < oldest:
                 shutil.rmtree(day, ignore_errors=True)
+                removed += 1
+        return removed
 
     def messages(self, since: datetime | None = None, limit: int | None = None) -> list[Path]:
         """The kept messages received since `since` (the newest `limit`), oldest first."""

@@ -369,12 +369,20 @@ class Gateway:
                 database.close()
 
     async def _keep_retention(self) -> None:
-        """The archive's Retention and the quarantine's: enforced on start, then hourly."""
+        """The archive's Retention, the quarantine's and the replay history's: enforced on
+        start, then hourly, off the loop."""
+        keep = self.setup.config.history.keep
         while True:
             try:
                 purged = await asyncio.to_thread(self.bootstrap.enforce_retention)
                 if purged:
                     log.info("retention enforced", extra={"purged": purged})
+                if keep > 0:
+                    days = await asyncio.to_thread(
+                        self.bootstrap.history(keep).prune, self.clock.now()
+                    )
+                    if days:
+                        log.info("replay history pruned", extra={"days": days})
             except Exception:
                 log.exception("retention not enforced; trying again later")
             await asyncio.sleep(RETENTION_EVERY)
@@ -387,8 +395,6 @@ class Gateway:
         mailbox_ports = await self._mailbox_hosts()
         self.pool_args = (setup.settings.model_dump_json(), json.dumps(mailbox_ports))
         self._start_pool()
-        if setup.config.history.keep > 0:
-            self.bootstrap.history().prune(self.clock.now())
         deferred_state = self.deferred_state = self.bootstrap.state()
         deferred_state.release_leases()
         adopted = self.bootstrap.adopt_earlier_quarantine()

@@ -48,13 +48,17 @@ def tool(name: str) -> str:
     sys.exit(f"{name} not found: install Debian's postfix package (make bench does)")
 
 
-def smtp_source(port: int, messages: int, sessions: int, size: int) -> float:
-    """Send with Postfix's smtp-source; seconds until it is done (every message answered)."""
+def smtp_source(
+    port: int, messages: int, sessions: int, size: int, *, reuse_connections: bool = False
+) -> float:
+    """Send with Postfix's smtp-source; seconds until it is done (every message answered).
+    `reuse_connections`: each session's messages over one connection (`-d`), as the gateway's
+    workers keep theirs; else a connection a message."""
     started = time.perf_counter()
     subprocess.run(
         [
             tool("smtp-source"),
-            "-c",
+            "-d" if reuse_connections else "-c",
             "-l",
             str(size),
             "-m",

@@ -21,31 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import RECIPIENT, REPO, load, tool
-
-
-def smtp_source(port: int, messages: int, sessions: int, size: int) -> None:
-    """Postfix's smtp-source, each session's messages over one connection (`-d`), as the
-    gateway's workers keep theirs."""
-    subprocess.run(
-        [
-            tool("smtp-source"),
-            "-d",
-            "-l",
-            str(size),
-            "-m",
-            str(messages),
-            "-s",
-            str(sessions),
-            "-f",
-            "bench@load.example",
-            "-t",
-            RECIPIENT,
-            f"127.0.0.1:{port}",
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+from harness import REPO, load, smtp_source
 
 
 def user_system(pid: int) -> tuple[float, float]:
@@ -77,10 +53,12 @@ def one_pass(
         try:
             assert host.stdout is not None
             port = json.loads(host.stdout.readline())["workspace"]
-            smtp_source(port, 1, 1, 1000)  # the mailbox made by one session (see below)
-            smtp_source(port, 19, 2, 1000)  # warm up
+            smtp_source(
+                port, 1, 1, 1000, reuse_connections=True
+            )  # the mailbox made by one session (see below)
+            smtp_source(port, 19, 2, 1000, reuse_connections=True)  # warm up
             user, system = user_system(host.pid)
-            smtp_source(port, messages, sessions, size)
+            smtp_source(port, messages, sessions, size, reuse_connections=True)
             after = user_system(host.pid)
             stored = len(list(Path(work, "workspace").glob("*/new/*")))
             if stored != messages + 20:

@@ -34,12 +34,6 @@ from mxgate.local.smtp import ExactSMTP
 # page cache cost less than a hand-off to a thread (the GIL passed back and forth, the loop
 # woken from it); a larger one goes to a thread, not to hold up the host's other sessions
 STORE_ON_LOOP = 256 * 1024
-# a listing of the host's directory is trusted while the directory's mtime has not changed,
-# once that mtime is older than the listing by this much: an entry made in the clock tick of
-# the listing can leave the mtime as it was (a tick is at most 10 ms; a file system that keeps
-# whole seconds, whose mtime ends in nine zeros, by a second and more)
-SETTLED_NS = 50_000_000
-SETTLED_NS_WHOLE_SECONDS = 2_000_000_000
 
 
 class MaildirHandler:
@@ -48,37 +42,17 @@ class MaildirHandler:
         self.directory = root / host
         self.directory.mkdir(parents=True, exist_ok=True)
         self.maildir = Maildir(self.directory)
-        self._listed: tuple[int, int] | None = None  # (inode, mtime) the names below are of
-        self._replies: frozenset[str] = frozenset()
 
     def forced_reply(self, recipient: str = "") -> str | None:
-        replies = self._reply_files()
-        if not replies:  # the usual case: one stat of the directory, no failing open
-            return None
+        """A `.reply-<mailbox>` or `.reply` file's text, read each time: written while the
+        host runs, it holds from the next command."""
         names = [f".reply-{mailbox_name(recipient)}"] if recipient else []
         for name in [*names, ".reply"]:
-            if name not in replies:
-                continue
-            try:  # read each time: a file's new text leaves the directory's mtime as it was
+            try:
                 return (self.directory / name).read_text(encoding="utf-8").strip() or None
             except FileNotFoundError:
                 continue
         return None
-
-    def _reply_files(self) -> frozenset[str]:
-        """The `.reply*` files in the host's directory, listed again when it has changed."""
-        status = os.stat(self.directory)
-        key = (status.st_ino, status.st_mtime_ns)
-        if key != self._listed:
-            listed_at = time.time_ns()
-            self._replies = frozenset(
-                name for name in os.listdir(self.directory) if name.startswith(".reply")
-            )
-            mtime = status.st_mtime_ns
-            margin = SETTLED_NS_WHOLE_SECONDS if mtime % 1_000_000_000 == 0 else SETTLED_NS
-            settled = mtime < listed_at - margin
-            self._listed = key if settled else None  # not settled: listed again next time
-        return self._replies
 
     async def handle_EHLO(  # noqa: N802 -- aiosmtpd's hook name
         self,

@@ -29,7 +29,7 @@ from base64 import b64decode, b64encode
 from collections.abc import Callable, Coroutine, Generator
 from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
-from typing import Any, ClassVar
+from typing import Any
 
 from aiosmtpd.smtp import MISSING, AuthResult, Envelope, LoginPassword, Session, TLSSetupException
 
@@ -70,6 +70,9 @@ _SYNTAX = {
 }
 _HOOKS = ("HELO", "EHLO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "VRFY", "AUTH")
 _HOOKS_OF: dict[type, frozenset[str]] = {}
+_VERBS = (*_HOOKS, "HELP", "EXPN", "STARTTLS")
+_Command = Callable[[Any, str | None], Coroutine[Any, Any, None]]
+_COMMANDS_OF: dict[type, dict[str, _Command]] = {}
 
 
 def peer_ip(session: Session) -> str:
@@ -122,6 +125,15 @@ def _hooks_of(handler: type) -> frozenset[str]:
     if hooks is None:
         hooks = _HOOKS_OF[handler] = frozenset(c for c in _HOOKS if hasattr(handler, f"handle_{c}"))
     return hooks
+
+
+def _commands_of(server: type) -> dict[str, _Command]:
+    """Each command's `smtp_<VERB>` method of `server`'s class (a subclass's own where it has
+    one), found once a class."""
+    commands = _COMMANDS_OF.get(server)
+    if commands is None:
+        commands = _COMMANDS_OF[server] = {v: getattr(server, f"smtp_{v}") for v in _VERBS}
+    return commands
 
 
 @types.coroutine
@@ -438,7 +450,7 @@ class ExactSMTP(asyncio.Protocol):
         if self.require_starttls and not self._tls_active and verb not in ALLOWED_BEFORE_STARTTLS:
             self.push(NEED_STARTTLS)  # RFC 3207 4
             return
-        command = self._commands.get(verb)
+        command = _commands_of(type(self)).get(verb)
         if command is None:
             self._bogus -= 1
             if self._bogus < 1:
@@ -869,22 +881,6 @@ class ExactSMTP(asyncio.Protocol):
         )
         return result
 
-    _commands: ClassVar[dict[str, Callable[[Any, str | None], Coroutine[Any, Any, None]]]] = {
-        "HELO": smtp_HELO,
-        "EHLO": smtp_EHLO,
-        "MAIL": smtp_MAIL,
-        "RCPT": smtp_RCPT,
-        "DATA": smtp_DATA,
-        "RSET": smtp_RSET,
-        "NOOP": smtp_NOOP,
-        "QUIT": smtp_QUIT,
-        "HELP": smtp_HELP,
-        "VRFY": smtp_VRFY,
-        "EXPN": smtp_EXPN,
-        "STARTTLS": smtp_STARTTLS,
-        "AUTH": smtp_AUTH,
-    }
-
 
 _OVERLONG = b"<a line too long>\n"  # compared by identity: no line received is this object
 
@@ -984,9 +980,3 @@ class IngressSMTP(ExactSMTP):
     def _cut_off(self) -> None:
         self.push(AUTH_LOCKED)
         self.close()
-
-    _commands: ClassVar[dict[str, Callable[[Any, str | None], Coroutine[Any, Any, None]]]] = {
-        **ExactSMTP._commands,
-        "DATA": smtp_DATA,
-        "AUTH": smtp_AUTH,
-    }

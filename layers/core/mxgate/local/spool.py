@@ -26,7 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mxgate.adapters.local.files import link_descriptor, open_unnamed, unnamed_files
+from mxgate.adapters.local.files import link_descriptor, open_unnamed, unnamed_files, write_all
 from mxgate.message.raw import RawMessage
 from mxgate.records import Envelope, Stage, TimelineEvent
 
@@ -249,9 +249,7 @@ class SpoolWriter:
         held = self._held[0] if len(self._held) == 1 else b"".join(self._held)
         self._held, self._held_size = [], 0
         try:
-            written = os.write(self._fd, held)
-            while written < len(held):  # a short write: a full disk says so on the next
-                written += os.write(self._fd, memoryview(held)[written:])
+            write_all(self._fd, held)
         except OSError as error:
             self._failed(error)
 

@@ -92,11 +92,11 @@ def _write_unnamed(path: Path, body: bytes | BinaryIO) -> int | None:
     try:
         size = 0
         if isinstance(body, bytes):
-            _write_all(fd, body)
+            write_all(fd, body)
             size = len(body)
         else:
             while chunk := body.read(_COPY_CHUNK):
-                _write_all(fd, chunk)
+                write_all(fd, chunk)
                 size += len(chunk)
         try:
             link_descriptor(fd, path)  # the usual case: a new name
@@ -115,9 +115,11 @@ def _write_unnamed(path: Path, body: bytes | BinaryIO) -> int | None:
     return size
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """Every byte of `data` to `fd`: a short write (a disk filling up) goes on from where it
+    stopped, and the next write says why."""
     written = os.write(fd, data)
-    while written < len(data):  # a short write: a full disk says so on the next
+    while written < len(data):
         written += os.write(fd, memoryview(data)[written:])
 
 

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import unquote
 
-from mxgate.adapters.local.files import safe_name
+from mxgate.adapters.local.files import safe_name, write_all
 from mxgate.message.raw import RawMessage
 from mxgate.message.text import shown
 
@@ -96,7 +96,7 @@ class Maildir:
             descriptor = os.open(temporary, _CREATE, 0o666)
         try:
             try:
-                _write_all(descriptor, message)
+                _write_chunks(descriptor, message)
             finally:
                 os.close(descriptor)
             os.rename(temporary, final)
@@ -128,24 +128,18 @@ def trace_fields(envelope_sender: str, recipient: str) -> bytes:
     return trace.encode("utf-8", "backslashreplace")
 
 
-def _write_all(descriptor: int, chunks: Iterable[bytes]) -> None:
-    """The chunks one after another: a list's (a few pieces in memory) in one `writev`; a
-    short write (a disk filling up) continues from where it stopped, or raises."""
+def _write_chunks(descriptor: int, chunks: Iterable[bytes]) -> None:
+    """The chunks one after another: a list's (a few pieces in memory) in one `writev`, what
+    a short write left of them after it."""
     if isinstance(chunks, list):
         written = os.writev(descriptor, chunks)
         for chunk in chunks:
-            if written >= len(chunk):
-                written -= len(chunk)
-                continue
-            view = memoryview(chunk)[written:]
-            written = 0
-            while view:
-                view = view[os.write(descriptor, view) :]
+            if written < len(chunk):
+                write_all(descriptor, memoryview(chunk)[written:])
+            written = max(0, written - len(chunk))
         return
     for chunk in chunks:
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(descriptor, view) :]
+        write_all(descriptor, chunk)
 
 
 class WorkMailFolders:

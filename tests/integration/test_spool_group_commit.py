@@ -200,7 +200,7 @@ def test_the_history_keeps_a_message_whose_spool_file_went_as_soon_as_it_was_ans
         writer = spool.receive(envelope(7))
         writer.write(b"Subject: kept\r\n\r\n")
         path = await spool.group_commit.commit(writer)
-        Spool.remove(path)  # as a quick worker would
+        spool.remove(path)  # as a quick worker would
         return path
 
     path = asyncio.run(commit_and_remove())

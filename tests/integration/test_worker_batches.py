@@ -40,16 +40,20 @@ def test_a_batch_takes_each_spool_file_to_its_own_end(worker: Worker) -> None:
 
 
 def test_a_batch_replayed_after_its_worker_died_delivers_nothing_twice(worker: Worker) -> None:
-    """A killed worker's batch is handed out again from the spool: what it finished has no
-    spool file any more, and what it was in the middle of is idempotent."""
+    """A killed worker's batch is handed out again from the spool: its files go at the batch's
+    end, so what it finished before it died is still there, and is found finished (every
+    recipient has its end): nothing is delivered or recorded again."""
     done = accept(worker, "01REPLAYDONE", ["alice@nutrition.co"])
     cut_short = accept(worker, "01REPLAYCUT", ["carol@nutrition.co"])
     spooled = cut_short.read_bytes()
     assert worker_process.receive([str(done), str(cut_short)]) == [Result.DONE, Result.DONE]
     cut_short.write_bytes(spooled)  # the worker died before this one's spool file went
+    recorded = worker.state.events("01REPLAYCUT")
     replayed = sorted(str(p) for p in worker.spool.pending())
     assert replayed == [str(cut_short)]
-    assert worker_process.receive(replayed) == [Result.DONE]
+    assert worker_process.receive(replayed) == [Result.ALREADY_DONE]
+    assert not cut_short.exists()
+    assert worker.state.events("01REPLAYCUT") == recorded
     assert len(mailbox(worker, "workspace", "alice@nutrition.co")) == 1
     assert len(mailbox(worker, "m365", "carol@nutrition.co")) == 1
 

@@ -146,7 +146,7 @@ def test_the_history_keeps_links_of_spooled_messages_and_forgets_old_days(tmp_pa
     path = spool.write(envelope, PLAIN)
     kept = history.directory / "2026-11-28" / path.name
     assert os.stat(kept).st_ino == os.stat(path).st_ino  # a link: no copy
-    Spool.remove(path)  # the message is done: the history still has it
+    spool.remove(path)  # the message is done: the history still has it
     (found,) = history.messages(RECEIVED - timedelta(hours=1))
     message = history.read(found)
     assert (message.envelope, message.raw, message.received_at) == (envelope, PLAIN, RECEIVED)

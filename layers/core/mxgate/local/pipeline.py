@@ -12,7 +12,9 @@ answered 250; a worker process then, for each spool file (`receive_spooled`):
    stays), or removes the spool file: every recipient has its end, or a record that leads
    there (a retry, a deferral) is written first, and the objects such a record points at
    were fsynced before it (`FileObjectStore.make_written_durable`; a message delivered at
-   once is not fsynced again: `one_run`).
+   once is not fsynced again: `one_run`). The file goes at the end of the worker's call
+   (`receive_batch`, `run_due`), once one fsync of the state database
+   (`SqliteDatabase.make_durable`) has made those ends durable (`Spool.removed_after`).
 
 The deferred queue's records come back through `run_due`: a Task's retry resumes its
 execution, a deferred delivery runs the state machine again (straight to Deliver), deferred
@@ -71,12 +73,29 @@ class Result(StrEnum):
     KEPT = "kept"  # failed for now: the spool file or the record stays, to be tried again
 
 
+def receive_batch(worker: Worker, paths: list[Path]) -> list[Result]:
+    """Spool files one after another, each to its own end (`receive_spooled`); the finished
+    ones go together at the end, after one fsync of the state database. When that fails, they
+    stay (KEPT): tried again, each is found finished."""
+    results: list[Result] = []
+    try:
+        with worker.spool.removed_after(worker.state.make_durable) as finished:
+            results = [receive_spooled(worker, path) for path in paths]
+    except Exception as error:  # noqa: BLE001 -- the files stay: tried again, or replayed
+        _kept(error, spool_files=" ".join(path.name for path in finished))
+        return [
+            Result.KEPT if path in finished else result
+            for path, result in zip(paths, results, strict=True)
+        ]
+    return results
+
+
 def receive_spooled(worker: Worker, path: Path) -> Result:
     """Take one spooled message as far as it goes now: to its end (the file is removed), or to
     a rule set retry, which keeps the file. An unreadable file, or a permanent failure while
     processing, quarantines the message; a failure for now keeps the file."""
     try:
-        with worker.objects.one_run():
+        with worker.objects.one_run(), worker.spool.removed_after(worker.state.make_durable):
             return _receive(worker, path)
     except Exception as error:  # noqa: BLE001 -- the file stays: tried again, or replayed
         _kept(error, spool_file=path.name)
@@ -96,6 +115,9 @@ def _receive(worker: Worker, path: Path) -> Result:
         return Result.QUARANTINED
     if worker.state.is_scheduled(retry_record_id(envelope.message_id)):
         return Result.RETRY_PENDING  # a replay on start: its rule set retry owns the file
+    if _finished_before(worker, envelope):
+        worker.spool.remove(path)  # its batch's fsync failed, or its worker died before it
+        return Result.ALREADY_DONE
     accepted = accepted_event(path, envelope, message.size, modified)
     try:
         retry = through_the_pipeline(
@@ -112,6 +134,23 @@ def _receive(worker: Worker, path: Path) -> Result:
         return Result.RETRYING
     worker.spool.remove(path)
     return Result.DONE
+
+
+def _finished_before(worker: Worker, envelope: Envelope) -> bool:
+    """Whether an earlier run took every recipient to its end: the file is then done without
+    a run, which would record the rule set's events (and run its actions) again. A recipient
+    whose route has a webhook or hooks is run again: they settle nothing, so its end does not
+    say they ran (their idempotency records keep them from running twice)."""
+    ends = {s.recipient.casefold(): s.route for s in worker.state.states(envelope.message_id)}
+    routes = worker.setup.routes
+    for recipient in envelope.recipients:
+        route = ends.get(recipient.casefold())
+        if route is None or routes.route_hooks(route):
+            return False
+        app = routes.apps.get(route)
+        if app is not None and app.webhook is not None:
+            return False
+    return bool(envelope.recipients)
 
 
 def through_the_pipeline(
@@ -146,7 +185,7 @@ def run_due(worker: Worker, record: Deferred) -> Result:
     """One record of the deferred queue whose time has come. The record is deleted once its
     work is done (or once what comes next is recorded); on a failure for now it stays."""
     try:
-        with worker.objects.one_run():
+        with worker.objects.one_run(), worker.spool.removed_after(worker.state.make_durable):
             if isinstance(record, StepRetry):
                 return _resume(worker, record)
             if isinstance(record, DeferredDelivery):

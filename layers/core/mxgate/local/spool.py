@@ -20,7 +20,7 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -116,6 +116,7 @@ class Spool:
         # replay history links it
         self.keep = keep
         self.group_commit = GroupCommit(self)  # how the ingress's event loop commits
+        self._held: list[Path] | None = None  # what `remove` was given within `removed_after`
         directory.mkdir(parents=True, exist_ok=True)
 
     def write(self, envelope: Envelope, raw: bytes) -> Path:
@@ -173,9 +174,33 @@ class Spool:
         """Spooled messages not yet finished, oldest first (ids sort by time)."""
         return sorted(self.directory.glob(f"*{_SUFFIX}"))
 
-    @staticmethod
-    def remove(path: Path) -> None:
-        path.unlink(missing_ok=True)
+    def remove(self, path: Path) -> None:
+        """A finished message's file goes: at once, or within `removed_after` at its end."""
+        if self._held is not None:
+            self._held.append(path)
+        else:
+            path.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def removed_after(self, make_durable: Callable[[], None]) -> Iterator[list[Path]]:
+        """The files `remove` is given within the block (those it yields) go at its end, after
+        one `make_durable` (the state database's commits so far fsynced): each file's
+        recipients' ends are durable before it goes, one fsync for a worker's batch. A block
+        within one adds to the outer one's. A failing `make_durable` (or a block that raises)
+        leaves them all, to be replayed: each one's run finds its recipients' ends."""
+        if self._held is not None:
+            yield self._held
+            return
+        held: list[Path] = []
+        self._held = held
+        try:
+            yield held
+        finally:
+            self._held = None
+        if held:
+            make_durable()
+            for path in held:
+                path.unlink(missing_ok=True)
 
     def sync_directory(self, opened: int | None = None) -> None:
         """The names linked into the spool so far, durable (`opened`: the directory's

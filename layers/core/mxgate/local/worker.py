@@ -64,8 +64,7 @@ def _current() -> Worker:
 def receive(spool_files: list[str]) -> list[pipeline.Result]:
     """A batch of spool files, one after another, each to its own end: one that fails (it is
     kept, or quarantined) leaves the others as they went."""
-    worker = _current()
-    return [pipeline.receive_spooled(worker, Path(spool_file)) for spool_file in spool_files]
+    return pipeline.receive_batch(_current(), [Path(spool_file) for spool_file in spool_files])
 
 
 def run_due(record_json: str) -> pipeline.Result:

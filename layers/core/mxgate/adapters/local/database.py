@@ -3,7 +3,9 @@ file. The state database's schema is here; the archive index keeps its own file.
 
 Commits are not fsynced (synchronous=NORMAL): a power cut may forget the last records, never
 the messages, whose spool files are fsynced and replayed on start; replays are harmless
-because deliveries are idempotent. A `durable` transaction is fsynced on commit. Within
+because deliveries are idempotent. A spool file goes only after `make_durable` (one fsync for
+a worker's batch) has made its recipients' ends durable. A `durable` transaction is fsynced on
+commit. Within
 `grouped()` (a message's run in a worker), timeline events and idempotency records wait in
 memory for the next transaction or the group's end: one commit where there were several. A
 database another process keeps busy past the timeout, a full disk and an I/O error raise
@@ -13,6 +15,7 @@ TransientError: the step is retried, the mail waits, nothing is quarantined for 
 from __future__ import annotations
 
 import builtins
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -186,6 +189,22 @@ class SqliteDatabase:
             return  # nothing written yet (a rule set without Archive has no index)
         with self._lock, _temporary_is_transient(self.what):
             self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def make_durable(self) -> None:
+        """Every commit made so far, by any connection, durable: one fsync of the WAL file. A
+        commit's frames are either still in it or were copied into the database by a
+        checkpoint, which fsyncs the WAL before it copies and the database before the WAL is
+        rewound or deleted; the WAL's name is made durable by SQLite's own sync of its header
+        when it starts the file. No WAL (the last connection's close checkpointed it and
+        deleted it): the database file's fsync. A failure raises OSError."""
+        try:
+            fd = os.open(f"{self.path}-wal", os.O_RDONLY)
+        except FileNotFoundError:
+            fd = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     @contextmanager
     def grouped(self) -> Iterator[None]:

@@ -7,14 +7,18 @@ SQLite, real files; the real os.fsync and os.unlink are watched in order."""
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mxgate.local import worker as worker_process
 from mxgate.local.bootstrap import Worker
 from mxgate.local.pipeline import Result
-from mxgate.records import Outcome, TimelineEvent
+from mxgate.records import Outcome, Stage, TimelineEvent
+from tests.support import REPO
 from tests.worker_harness import accept, mailbox, outcomes
 
 RECIPIENTS = ["alice@nutrition.co", "carol@nutrition.co"]
@@ -97,3 +101,39 @@ def test_a_failing_fsync_keeps_the_whole_batch_and_its_replay_does_nothing_twice
     assert timelines(worker, paths) == recorded  # nothing recorded twice
     for recipient, host in [("alice@nutrition.co", "workspace"), ("carol@nutrition.co", "m365")]:
         assert len(mailbox(worker, host, recipient)) == 3  # once each
+
+
+HOOK = """
+import json, pathlib, sys
+event = json.load(sys.stdin)
+out = pathlib.Path(sys.argv[1])
+(out / f"call-{len(list(out.iterdir()))}.json").write_text(json.dumps(event))
+"""
+
+
+def test_a_finished_file_whose_route_has_a_hook_is_run_again_and_its_hook_called_once(
+    workers: Callable[..., Worker], tmp_path: Path
+) -> None:
+    """A hook settles nothing, so a recipient's end does not say it ran (its worker may have
+    died between them): the replay runs the message again, idempotently."""
+    (tmp_path / "hook.py").write_text(HOOK)
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    routes = yaml.safe_load((REPO / "config" / "routes.yaml").read_text())
+    routes["hooks"] = {
+        "audit": {"command": [sys.executable, str(tmp_path / "hook.py"), str(calls)]}
+    }
+    routes["destinations"]["workspace"]["hooks"] = ["audit"]
+    (tmp_path / "hooked.yaml").write_text(yaml.safe_dump(routes))
+    worker = workers(routes=str(tmp_path / "hooked.yaml"))
+    (path,) = batch(worker, 1, "HOOKEDREPLAY")
+    spooled = path.read_bytes()
+    assert worker_process.receive([str(path)]) == [Result.DONE]
+    assert len(list(calls.iterdir())) == 1
+    path.write_bytes(spooled)  # its worker died before the file went
+    assert worker_process.receive([str(path)]) == [Result.DONE]
+    assert not path.exists()
+    assert len(list(calls.iterdir())) == 1  # its idempotency record kept it from a second call
+    events = worker.state.events(path.stem)
+    assert [e.stage for e in events].count(Stage.ACCEPTED) == 1
+    assert len(mailbox(worker, "workspace", "alice@nutrition.co")) == 1

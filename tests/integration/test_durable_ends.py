@@ -19,7 +19,7 @@ from mxgate.local.bootstrap import Worker
 from mxgate.local.pipeline import Result
 from mxgate.records import Outcome, Stage, TimelineEvent
 from tests.support import REPO
-from tests.worker_harness import accept, mailbox, outcomes
+from tests.worker_harness import LATER, accept, mailbox, mailbox_host_replies, outcomes
 
 RECIPIENTS = ["alice@nutrition.co", "carol@nutrition.co"]
 
@@ -137,3 +137,38 @@ def test_a_finished_file_whose_route_has_a_hook_is_run_again_and_its_hook_called
     events = worker.state.events(path.stem)
     assert [e.stage for e in events].count(Stage.ACCEPTED) == 1
     assert len(mailbox(worker, "workspace", "alice@nutrition.co")) == 1
+
+
+DIRECT = {"parameters": {"SubmissionIngress": "true", "DirectMode": "true"}}
+
+
+def test_a_rule_set_retry_removes_its_spool_file_after_the_fsync_or_leaves_it_finished(
+    workers: Callable[..., Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run_due`'s rule set retry, done: its spool file goes after the WAL's fsync; when that
+    fails, the file stays (the record is gone) and the next start's replay finds it finished."""
+    worker = workers(**DIRECT)
+    mailbox_host_replies(worker, "workspace", "451 4.3.0 try later")
+    first = accept(worker, "01RETRYDURABLE", ["alice@nutrition.co"])
+    second = accept(worker, "01RETRYFAILING", ["alice@nutrition.co"])
+    assert worker_process.receive([str(first), str(second)]) == [Result.RETRYING] * 2
+    mailbox_host_replies(worker, "workspace", None)
+    due = {r.message_id: r for r in worker.state.lease_due(worker.clock.now() + LATER, 60)}
+    one, other = due["01RETRYDURABLE"], due["01RETRYFAILING"]
+
+    seen = watched(worker, monkeypatch)
+    assert worker_process.run_due(one.model_dump_json()) == Result.DONE
+    assert not first.exists()
+    wal = ("fsync", f"{worker.state.path.resolve()}-wal")
+    assert seen.index(wal) < seen.index(("unlink", str(first.resolve())))
+
+    with monkeypatch.context() as failing:
+        watched(worker, failing, failing=True)
+        assert worker_process.run_due(other.model_dump_json()) == Result.KEPT
+    assert second.exists()
+    recorded = worker.state.events("01RETRYFAILING")
+    assert worker_process.receive([str(second)]) == [Result.ALREADY_DONE]
+    assert not second.exists()
+    assert worker.state.events("01RETRYFAILING") == recorded
+    assert outcomes(worker, "01RETRYFAILING") == {"alice@nutrition.co": Outcome.DELIVERED}
+    assert len(mailbox(worker, "workspace", "alice@nutrition.co")) == 2  # once each

@@ -5,11 +5,10 @@ Commits are not fsynced (synchronous=NORMAL): a power cut may forget the last re
 the messages, whose spool files are fsynced and replayed on start; replays are harmless
 because deliveries are idempotent. A spool file goes only after `make_durable` (one fsync for
 a worker's batch) has made its recipients' ends durable. A `durable` transaction is fsynced on
-commit. Within
-`grouped()` (a message's run in a worker), timeline events and idempotency records wait in
-memory for the next transaction or the group's end: one commit where there were several. A
-database another process keeps busy past the timeout, a full disk and an I/O error raise
-TransientError: the step is retried, the mail waits, nothing is quarantined for it.
+commit. Within `grouped()` (a message's run in a worker), timeline events and idempotency
+records wait in memory for the next transaction or the group's end: one commit where there
+were several. A database another process keeps busy past the timeout, a full disk and an I/O
+error raise TransientError: the step is retried, the mail waits, nothing is quarantined for it.
 """
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import yaml
 from postfix_reference import postfix_relay, relayed
+from scratch import scratch
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPIENT = "alice@nutrition.co"
@@ -310,7 +310,7 @@ def gateways(
     alternate."""
     with ExitStack() as stack:
         reference = stack.enter_context(postfix(sink_port)) if os.geteuid() == 0 else None
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mxgate-bench-")))
+        work = Path(stack.enter_context(scratch("mxgate-bench-")))
         dns_port = stack.enter_context(quiet_dns(work))
         (work / "sink").mkdir()
         (work / "maildir").mkdir()

@@ -18,13 +18,13 @@ import argparse
 import cProfile
 import resource
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness import RECIPIENT, gateway_environment, print_cpu_a_message, quiet_dns, smtp_sink
+from scratch import scratch
 
 if TYPE_CHECKING:
     from mxgate.local.spool import Spool
@@ -81,7 +81,7 @@ def main() -> None:
     from mxgate.records import Stage, TimelineEvent  # noqa: PLC0415
 
     with (
-        tempfile.TemporaryDirectory(prefix="mxgate-worker-cpu-") as temporary,
+        scratch("mxgate-worker-cpu-") as temporary,
         smtp_sink() as sink_port,
     ):
         work = Path(temporary)

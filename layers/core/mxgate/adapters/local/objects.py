@@ -1,14 +1,16 @@
 """An object store in a directory: `<root>/<bucket>/<key>`, S3's semantics where they matter.
 
-A message stored unchanged from a spool file is a hard link of that file (`link_file`), as
-the Archive action's object is of WriteToS3's (`copy`): one inode holds the spool file, its
-replay history entry and its objects, so nothing writes into an object's file in place (a
-rewrite replaces the name). Objects are written without fsync: while the spool file (fsynced before 250) is there, a
+A message stored unchanged from a spool file is a hard link of that file (`link_file`), as the
+Archive action's object is of WriteToS3's (`copy`): one inode holds the spool file, its replay
+history entry and its objects, so nothing writes into an object's file in place (a rewrite
+replaces the name).
+
+Objects are written without fsync: while the spool file (fsynced before 250) is there, a
 crash replays it. What outlives the spool file in an object alone is a message a durable
 record points at (a deferral, a dead letter, a quarantine record): the state database's
-durable commit calls `make_written_durable` first, which fsyncs the objects written since
-(file, then directories). A message delivered at once never waits on a disk flush: its run
-ends (`one_run`) and its objects are forgotten.
+durable commit calls `make_written_durable` first, which fsyncs the objects written (or
+linked) since (file, then directories). A message delivered at once never waits on a disk
+flush: its run ends (`one_run`) and its objects are forgotten.
 """
 
 from __future__ import annotations

@@ -149,8 +149,9 @@ class ActionRunner:
             done = [r for r in context.recipients if self._seen(action, context, r)]
             if done and len(done) == len(context.recipients):
                 return f"already done for {len(done)} recipient(s); not repeated"
-            todo = tuple(r for r in context.recipients if r not in done)
-            context = dataclasses.replace(context, recipients=todo)
+            if done:  # a first run (nearly every one) has the context it was given
+                todo = tuple(r for r in context.recipients if r not in done)
+                context = dataclasses.replace(context, recipients=todo)
         perform = getattr(self, f"_{action.kind}")
         self._handing_on = []
         try:

@@ -40,7 +40,7 @@ class NotingSpool(Spool):
 
 
 def no_partial_left(spool: Spool) -> bool:
-    """The temporary names go after the answers, in the commit thread: wait for them."""
+    """The temporary names go with the answers, on the loop: wait for them all the same."""
     for _ in range(500):
         if not list(spool.directory.glob("*.partial")):
             return True

@@ -314,3 +314,42 @@ def test_a_failed_file_fsync_leaves_no_name_of_it(
     assert list(history.directory.glob("*/*")) == []
     assert no_partial_left(spool)
     assert os.listdir(spool.directory) == []
+
+
+def test_the_commit_thread_runs_the_fsyncs_and_the_loop_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The links and the close on the loop's thread, only the fsyncs in the commit thread:
+    each other call there that left the GIL had to take it back from the busy loop."""
+    history = History(tmp_path / "history", keep_seconds=86400)
+    spool = Spool(tmp_path / "spool", history.keep)
+    threads: list[tuple[str, str]] = []
+    link, fsync, close = os.link, os.fsync, os.close
+
+    def noted(what: str, call):  # type: ignore[no-untyped-def]
+        def run(*args, **kwargs):  # type: ignore[no-untyped-def]
+            done = call(*args, **kwargs)
+            threads.append((what, threading.current_thread().name))
+            return done
+
+        return run
+
+    async def commit() -> Path:
+        writers = []
+        for n in range(3):
+            writer = spool.receive(envelope(n))
+            writer.write(b"Subject: where\r\n\r\n")
+            writers.append(writer)
+        monkeypatch.setattr(os, "link", noted("link", link))
+        monkeypatch.setattr(os, "fsync", noted("fsync", fsync))
+        monkeypatch.setattr(os, "close", noted("close", close))
+        paths = await asyncio.gather(*(spool.group_commit.commit(w) for w in writers))
+        monkeypatch.undo()
+        return paths[0]
+
+    asyncio.run(commit())
+    on_loop = [what for what, thread in threads if thread == threading.main_thread().name]
+    elsewhere = [what for what, thread in threads if thread != threading.main_thread().name]
+    assert sorted(on_loop) == ["close"] * 3 + ["link"] * 6  # the spool's and the history's
+    assert set(elsewhere) == {"fsync"}
+    assert 4 <= len(elsewhere) <= 6  # the 3 files', then the directory's once a batch

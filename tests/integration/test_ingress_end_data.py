@@ -19,18 +19,17 @@ from mxgate.records import Envelope
 
 
 class SlowCommit(SpoolWriter):
-    """A real spool writer whose fsync (in the commit thread) waits for the test's word, as a
-    slow disk would."""
+    """A real spool writer whose fsync and link wait for the test's word, as a slow disk would."""
 
     def __init__(self, spool: Spool, envelope: Envelope) -> None:
         super().__init__(spool, envelope)
         self.committing = threading.Event()
         self.go_on = threading.Event()
 
-    def sync(self) -> None:
+    def link(self) -> Path:
         self.committing.set()
         assert self.go_on.wait(10)
-        super().sync()
+        return super().link()
 
 
 def test_a_message_made_durable_after_its_client_left_goes_to_the_workers(tmp_path: Path):

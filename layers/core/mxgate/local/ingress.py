@@ -346,7 +346,10 @@ class IngressHandler:
         message_id = writer.envelope.message_id
         now = self.clock.now()
         try:
-            # linked here, fsynced in the spool's commit thread (`GroupCommit`)
+            # only the fsyncs in the spool's commit thread: each call there that leaves the GIL
+            # contends for it with this loop (the buffer's write and the log record's are
+            # quicker here)
+            writer.flush()
             commit = self.spool.group_commit.commit(writer)
             path = await asyncio.shield(commit)
         except OSError:

@@ -258,7 +258,6 @@ class SpoolWriter:
         always whole and survives a crash. Only then is `250` due. (The ingress commits
         through `GroupCommit`, one directory fsync for several files.)"""
         path = self.link()
-        self.sync()
         try:
             self.spool.sync_directory()
         except BaseException:
@@ -268,12 +267,12 @@ class SpoolWriter:
         return path
 
     def link(self) -> Path:
-        """Linked under its name (and into the replay history): whole, but durable only after
-        `sync` and the directory's fsync (`Spool.sync_directory`). The links come before the
-        file's fsync: it then writes the inode with its link count, where an fsync before them
-        left a count of 0 on disk until a later writeback (a file made with no name has none;
-        with no journal, as on ext4 without one, nothing else orders it), so a crash could
-        leave a name pointing at an inode the file system deems free."""
+        """Linked under its name (and into the replay history), then fsynced: whole, but its
+        name is durable only after the directory's fsync (`Spool.sync_directory`). The links
+        come first: the file's fsync then writes its inode with its link count, where an
+        fsync before them left a count of 0 on disk until a later writeback (a file made with
+        no name has none; with no journal, as on ext4 without one, nothing else orders it), so
+        a crash could leave a name pointing at an inode the file system deems free."""
         self.flush()
         if self.error is not None or self._fd is None:
             raise self.error or OSError("the spool file was discarded")
@@ -288,18 +287,13 @@ class SpoolWriter:
             raise
         if self.spool.keep is not None:  # now: a worker may take the spool file once answered
             self.spool.keep(partial(self._link_to, fd), self.envelope)
-        return path
-
-    def sync(self) -> None:
-        """The linked file's fsync (after `link`)."""
-        if self._fd is None:
-            raise self.error or OSError("the spool file was discarded")
         try:
-            os.fsync(self._fd)
+            os.fsync(fd)
         except OSError as error:  # answered 451: no name of it stays, the client sends it again
             self._unlink_names()
             self._failed(error)
             raise
+        return path
 
     def _link_to(self, fd: int, target: Path) -> None:
         """Another name for the file: from its temporary name, or from its descriptor."""
@@ -341,18 +335,17 @@ class SpoolWriter:
 
 
 class GroupCommit:
-    """Spool files made durable for an event loop by a thread or two. The loop links each file
-    (`SpoolWriter.link`, a quick call); a thread takes every file waiting, fsyncs each one,
-    then the directory once for all of them, and wakes the loop once with every answer; the
-    loop closes the files. A message's `250` still waits for its file's fsync and for a
+    """Spool files made durable for an event loop by a thread or two: each takes every file
+    waiting, links and fsyncs each one, then fsyncs the directory once for all of them, and
+    wakes the loop once with every answer; the loop closes the files (a close in the thread,
+    like each call there that leaves the GIL, has to take it back from the busy loop: a few
+    futex calls a message). A message's `250` still waits for its file's fsync and for a
     directory fsync begun after its link; what the messages committed together share is that
     directory fsync and the hand-offs (an executor's round trip a message cost the loop more
-    than the fsyncs). The thread runs nothing but the fsyncs: each other call there that left
-    the GIL (the links, the close) had to take it back from the busy loop, a few futex calls
-    and context switches each. A second thread starts when a file waits while the first is
-    busy: one thread's fsyncs one after the other added a third to the ingress's time a
-    message on a busy disk. A thread ends when it has had nothing to do for `IDLE_SECONDS`;
-    the next commit starts another."""
+    than the fsyncs). A second thread starts when a file waits while the first is busy:
+    one thread's fsyncs one after the other added a third to the ingress's time a message on a
+    busy disk. A thread ends when it has had nothing to do for `IDLE_SECONDS`; the next commit
+    starts another."""
 
     IDLE_SECONDS = 5.0
     THREADS = 2
@@ -368,12 +361,7 @@ class GroupCommit:
         """The spool file's path once it is durable, or the OSError that kept it from being."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Path] = loop.create_future()
-        try:
-            path = writer.link()
-        except OSError as error:  # nothing of it stays (`link`): its 451
-            done.set_exception(error)
-            return done
-        self._waiting.put((writer, path, loop, done))
+        self._waiting.put((writer, loop, done))
         with self._lock:  # after the put: a thread that finds nothing waiting has ended first
             if self._idle == 0 and self._threads < self.THREADS:
                 self._threads += 1
@@ -393,7 +381,7 @@ class GroupCommit:
                     answers = self._commit(batch, directory)
                 except Exception as error:  # not the disk's: each message its 451 all the same
                     log.exception("spool commit failed")
-                    answers = [(waiting, error) for waiting in batch]
+                    answers = [(waiting, None, error) for waiting in batch]
                 self._answer(answers)
             ended = True
         finally:
@@ -426,26 +414,26 @@ class GroupCommit:
 
     def _commit(self, batch: list[_Commit], directory: int | None) -> list[_Answer]:
         answers: list[_Answer] = []
-        synced: list[_Commit] = []
+        linked: list[tuple[_Commit, Path]] = []
         for waiting in batch:
             try:
-                waiting[0].sync()
-                synced.append(waiting)
+                linked.append((waiting, waiting[0].link()))
             except Exception as error:  # noqa: BLE001 -- the message's 451, not the thread's end
-                answers.append((waiting, error))
-        if synced:
+                answers.append((waiting, None, error))
+        if linked:
             try:
                 self.spool.sync_directory(directory)
             except OSError as error:  # linked but not durable: 451 each, the file is replayed
-                return answers + [(waiting, error) for waiting in synced]
-        return answers + [(waiting, None) for waiting in synced]
+                return answers + [(waiting, None, error) for waiting, _ in linked]
+        answers += [(waiting, path, None) for waiting, path in linked]
+        return answers
 
     @staticmethod
     def _answer(answers: list[_Answer]) -> None:
         """One wake-up of each loop for all its answers (one loop, but for tests)."""
         by_loop: dict[asyncio.AbstractEventLoop, list[_Answer]] = {}
         for answer in answers:
-            by_loop.setdefault(answer[0][2], []).append(answer)
+            by_loop.setdefault(answer[0][1], []).append(answer)
         for loop, theirs in by_loop.items():
             try:
                 loop.call_soon_threadsafe(_settle, theirs)
@@ -472,30 +460,31 @@ def _read_up_to(fd: int, size: int) -> tuple[bytes, bool]:
 
 
 Linker = Callable[[Path], None]  # links a spool file to another name (the replay history's)
-_Commit = tuple[SpoolWriter, Path, "asyncio.AbstractEventLoop", "asyncio.Future[Path]"]
-_Answer = tuple[_Commit, Exception | None]  # None: durable
+_Commit = tuple[SpoolWriter, "asyncio.AbstractEventLoop", "asyncio.Future[Path]"]
+_Answer = tuple[_Commit, Path | None, Exception | None]
 
 
 def _close(answers: list[_Answer]) -> None:
-    """Each file closed: a durable one tidied, one not known durable discarded (a file linked
-    but not known durable stays: it is replayed)."""
-    for (writer, _, _, _), error in answers:
+    """Each file closed: a durable one tidied, one not known durable discarded (linked, it
+    stays: it is replayed)."""
+    for (writer, _, _), path, _ in answers:
         try:
-            if error is None:
+            if path is not None:
                 writer.tidy()
             else:
                 writer.discard()
-        except Exception:  # the message is answered: the others are still closed
+        except Exception:  # the message is answered: the other files are still closed
             log.exception("spool file not closed", extra={"message_id": writer.envelope.message_id})
 
 
 def _settle(answers: list[_Answer]) -> None:
     """On the loop: the files closed, then each message's answer."""
     _close(answers)
-    for (_, path, _, done), error in answers:
+    for (_, _, done), path, error in answers:
         if done.cancelled():
             continue
         if error is not None:
             done.set_exception(error)
         else:
+            assert path is not None
             done.set_result(path)

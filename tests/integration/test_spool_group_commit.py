@@ -40,7 +40,7 @@ class NotingSpool(Spool):
 
 
 def no_partial_left(spool: Spool) -> bool:
-    """The temporary names go with the answers, on the loop: wait for them all the same."""
+    """The temporary names go after the answers, in the commit thread: wait for them."""
     for _ in range(500):
         if not list(spool.directory.glob("*.partial")):
             return True
@@ -314,43 +314,3 @@ def test_a_failed_file_fsync_leaves_no_name_of_it(
     assert list(history.directory.glob("*/*")) == []
     assert no_partial_left(spool)
     assert os.listdir(spool.directory) == []
-
-
-def test_the_files_are_closed_on_the_loop_and_linked_and_fsynced_in_the_commit_thread(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
-    """A close in the commit thread, as each call there that leaves the GIL, had to take it
-    back from the busy loop: the loop closes the files, with their answers."""
-    history = History(tmp_path / "history", keep_seconds=86400)
-    spool = Spool(tmp_path / "spool", history.keep)
-    threads: list[tuple[str, str]] = []
-    link, fsync, close = os.link, os.fsync, os.close
-
-    def noted(what: str, call):  # type: ignore[no-untyped-def]
-        def run(*args, **kwargs):  # type: ignore[no-untyped-def]
-            done = call(*args, **kwargs)
-            threads.append((what, threading.current_thread().name))
-            return done
-
-        return run
-
-    async def commit() -> Path:
-        writers = []
-        for n in range(3):
-            writer = spool.receive(envelope(n))
-            writer.write(b"Subject: where\r\n\r\n")
-            writers.append(writer)
-        monkeypatch.setattr(os, "link", noted("link", link))
-        monkeypatch.setattr(os, "fsync", noted("fsync", fsync))
-        monkeypatch.setattr(os, "close", noted("close", close))
-        paths = await asyncio.gather(*(spool.group_commit.commit(w) for w in writers))
-        monkeypatch.undo()
-        return paths[0]
-
-    asyncio.run(commit())
-    on_loop = [what for what, thread in threads if thread == threading.main_thread().name]
-    elsewhere = [what for what, thread in threads if thread != threading.main_thread().name]
-    assert on_loop == ["close"] * 3
-    assert elsewhere.count("link") == 6  # the spool's and the history's
-    assert 4 <= elsewhere.count("fsync") <= 6  # the 3 files', then the directory's once a batch
-    assert set(elsewhere) == {"link", "fsync"}

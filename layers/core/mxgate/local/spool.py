@@ -337,12 +337,10 @@ class SpoolWriter:
 class GroupCommit:
     """Spool files made durable for an event loop by a thread or two: each takes every file
     waiting, links and fsyncs each one, then fsyncs the directory once for all of them, and
-    wakes the loop once with every answer; the loop closes the files (a close in the thread,
-    like each call there that leaves the GIL, has to take it back from the busy loop: a few
-    futex calls a message). A message's `250` still waits for its file's fsync and for a
-    directory fsync begun after its link; what the messages committed together share is that
-    directory fsync and the hand-offs (an executor's round trip a message cost the loop more
-    than the fsyncs). A second thread starts when a file waits while the first is busy:
+    wakes the loop once with every answer. A message's `250` still waits for its file's fsync
+    and for a directory fsync begun after its link; what the messages committed together share
+    is that directory fsync and the hand-offs (an executor's round trip a message cost the loop
+    more than the fsyncs). A second thread starts when a file waits while the first is busy:
     one thread's fsyncs one after the other added a third to the ingress's time a message on a
     busy disk. A thread ends when it has had nothing to do for `IDLE_SECONDS`; the next commit
     starts another."""
@@ -383,6 +381,11 @@ class GroupCommit:
                     log.exception("spool commit failed")
                     answers = [(waiting, None, error) for waiting in batch]
                 self._answer(answers)
+                for (writer, _, _), path, _ in answers:
+                    if path is not None:
+                        self._tidy(writer)
+                    else:  # a file linked but not known durable stays: it is replayed
+                        writer.discard()
             ended = True
         finally:
             if directory is not None:
@@ -390,6 +393,13 @@ class GroupCommit:
             if not ended:  # the next commit starts another thread
                 with self._lock:
                     self._threads -= 1
+
+    @staticmethod
+    def _tidy(writer: SpoolWriter) -> None:
+        try:
+            writer.tidy()
+        except Exception:  # the message is durable and answered: this thread goes on
+            log.exception("spool file not tidied", extra={"message_id": writer.envelope.message_id})
 
     def _next_batch(self) -> list[_Commit] | None:
         """What waits now (at least one), or None when nothing came for `IDLE_SECONDS`."""
@@ -435,10 +445,8 @@ class GroupCommit:
         for answer in answers:
             by_loop.setdefault(answer[0][1], []).append(answer)
         for loop, theirs in by_loop.items():
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the file is replayed
                 loop.call_soon_threadsafe(_settle, theirs)
-            except RuntimeError:  # the loop is closed: the files are closed here (replayed)
-                _close(theirs)
 
 
 def _open_to_read(path: Path) -> int:
@@ -464,22 +472,7 @@ _Commit = tuple[SpoolWriter, "asyncio.AbstractEventLoop", "asyncio.Future[Path]"
 _Answer = tuple[_Commit, Path | None, Exception | None]
 
 
-def _close(answers: list[_Answer]) -> None:
-    """Each file closed: a durable one tidied, one not known durable discarded (linked, it
-    stays: it is replayed)."""
-    for (writer, _, _), path, _ in answers:
-        try:
-            if path is not None:
-                writer.tidy()
-            else:
-                writer.discard()
-        except Exception:  # the message is answered: the other files are still closed
-            log.exception("spool file not closed", extra={"message_id": writer.envelope.message_id})
-
-
 def _settle(answers: list[_Answer]) -> None:
-    """On the loop: the files closed, then each message's answer."""
-    _close(answers)
     for (_, _, done), path, error in answers:
         if done.cancelled():
             continue

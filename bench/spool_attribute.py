@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import resource
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 from harness import load
+from scratch import scratch
 from worker_cpu import SENDER, message
 
 
@@ -35,9 +35,9 @@ def main() -> None:
     from mxgate.records import Envelope  # noqa: PLC0415
 
     spent = {True: [0.0, 0.0], False: [0.0, 0.0]}  # attribute on/off: user, system seconds
-    with tempfile.TemporaryDirectory(prefix="mxgate-spool-attribute-") as temporary:
-        history = History(Path(temporary, "history"), keep_seconds=86400)
-        spool = Spool(Path(temporary, "spool"), history.keep)
+    with scratch("mxgate-spool-attribute-") as temporary:
+        history = History(temporary / "history", keep_seconds=86400)
+        spool = Spool(temporary / "spool", history.keep)
         raw = message(args.size, 0)
         for turn in range(2 * args.files // args.block):
             attribute = turn % 2 == 0

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import resource
 from datetime import UTC, datetime
-from pathlib import Path
 
 from harness import load
 from scratch import scratch

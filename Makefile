@@ -86,19 +86,19 @@ sam-build: $(SAM) $(STAMP)
 	  $(SAM) build --template template.yaml --build-dir $(SAM_BUILD_DIR) \
 	  && $(PY313_BIN)/python3.13 -m compileall -q -f -j 0 --invalidation-mode unchecked-hash $(SAM_BUILD_DIR); fi
 
+# Every script's scratch directories are kept until the last script has run, then removed
+# together (bench/scratch.py says why: freed inodes make the next script's new files dearer).
+BENCHES := throughput.py concurrency.py large_message.py cold_start.py \
+  "cold_start.py --layer-bytecode --runs 3" parse_speed.py parse_memory.py spf_speed.py \
+  cost.py deferral.py outage.py
+
 bench: $(STAMP) system-deps
 	@uptime
-	$(BIN)/python bench/throughput.py
-	$(BIN)/python bench/concurrency.py
-	$(BIN)/python bench/large_message.py
-	$(BIN)/python bench/cold_start.py
-	$(BIN)/python bench/cold_start.py --layer-bytecode --runs 3
-	$(BIN)/python bench/parse_speed.py
-	$(BIN)/python bench/parse_memory.py
-	$(BIN)/python bench/spf_speed.py
-	$(BIN)/python bench/cost.py
-	$(BIN)/python bench/deferral.py
-	$(BIN)/python bench/outage.py
+	@kept=$$(mktemp -d "$${TMPDIR:-/tmp}/mxgate-bench-kept-XXXXXX") && trap 'rm -rf "$$kept"' EXIT && \
+	for script in $(BENCHES); do \
+	  echo "$(BIN)/python bench/$$script"; \
+	  MXGATE_BENCH_KEEP="$$kept" $(BIN)/python bench/$$script || exit 1; \
+	done
 
 clean:
 	rm -rf .mxgate .aws-sam .pytest_cache .mypy_cache .ruff_cache

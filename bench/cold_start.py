@@ -43,11 +43,11 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from scratch import scratch
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -261,9 +261,9 @@ def sample(samples: Samples, marks: list[tuple[float, float]]) -> None:
 def layer_bytecode(runs: int, as_json: bool) -> None:
     """The reference and each function from the layer tree, without and with hash-based
     bytecode, alternating: the CPU time the bytecode saves each cold start."""
-    with tempfile.TemporaryDirectory(prefix="mxgate-layer-") as scratch:
-        source = layer_tree(Path(scratch) / "source")
-        hashed_root = Path(scratch) / "hash"
+    with scratch("mxgate-layer-") as work:
+        source = layer_tree(work / "source")
+        hashed_root = work / "hash"
         shutil.copytree(source.parent, hashed_root, symlinks=True)
         compileall.compile_dir(
             hashed_root,
@@ -273,8 +273,8 @@ def layer_bytecode(runs: int, as_json: bool) -> None:
             invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
         )
         envs = {
-            "source": environment(Path(scratch), source),
-            "hash": environment(Path(scratch), hashed_root / "python"),
+            "source": environment(work, source),
+            "hash": environment(work, hashed_root / "python"),
         }
         programs = {
             "reference": {kind: (REFERENCE, []) for kind in envs},
@@ -333,7 +333,7 @@ def main() -> None:
         layer_bytecode(args.runs, args.json)
         return
     apps = sorted((REPO / "functions").glob("*/app.py"))
-    with tempfile.TemporaryDirectory(prefix="mxgate-bytecode-") as cache:
+    with scratch("mxgate-bytecode-") as cache:
         env = environment(Path(cache))
         programs = {app.parent.name: function_program(app.parent.name, app) for app in apps}
         run(env, FLOOR)  # the first pass compiles; not counted

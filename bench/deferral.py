@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import smtplib
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import yaml
 from harness import REPO, load, maildir_gateway, wait_relayed
+from scratch import scratch
 
 from mxgate.adapters.local.state import SqliteState
 from mxgate.records import DeferredDelivery, Delivery, MessageRef
@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     print(f"{load()}", flush=True)
-    with tempfile.TemporaryDirectory(prefix="mxgate-bench-") as temporary:
+    with scratch("mxgate-bench-") as temporary:
         work = Path(temporary)
         with maildir_gateway(
             work,

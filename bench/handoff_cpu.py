@@ -20,7 +20,6 @@ import asyncio
 import logging
 import os
 import resource
-import tempfile
 import time
 from concurrent.futures import Future
 from pathlib import Path
@@ -35,6 +34,7 @@ from harness import (
     quiet_dns,
     smtp_sink,
 )
+from scratch import scratch
 from worker_cpu import spool_messages
 
 
@@ -120,7 +120,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=5120)
     args = parser.parse_args()
     with (
-        tempfile.TemporaryDirectory(prefix="mxgate-handoff-cpu-") as temporary,
+        scratch("mxgate-handoff-cpu-") as temporary,
         smtp_sink() as sink_port,
     ):
         work = Path(temporary)

@@ -19,7 +19,6 @@ import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import yaml
 from postfix_reference import postfix_relay, relayed
+from scratch import scratch
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPIENT = "alice@nutrition.co"
@@ -310,7 +310,7 @@ def gateways(
     alternate."""
     with ExitStack() as stack:
         reference = stack.enter_context(postfix(sink_port)) if os.geteuid() == 0 else None
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mxgate-bench-")))
+        work = Path(stack.enter_context(scratch("mxgate-bench-")))
         dns_port = stack.enter_context(quiet_dns(work))
         (work / "sink").mkdir()
         (work / "maildir").mkdir()
@@ -445,12 +445,16 @@ def print_cpu_a_message(
     top: int = 40,
 ) -> None:
     """One process's CPU time a message between two `getrusage` readings (user + system, its
-    threads included), then the functions that cost the most if cProfile wrote `profile`."""
+    threads included), and its context switches a message (a count the machine's load moves
+    less: each thread's hand-off to another, a GIL taken back, a wait on the disk), then the
+    functions that cost the most if cProfile wrote `profile`."""
     user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+    switches = after.ru_nvcsw + after.ru_nivcsw - before.ru_nvcsw - before.ru_nivcsw
     each = 1000 / messages  # ms a message
     print(
         f"{what}, {messages} messages: {(user + system) * each:.2f} ms (user {user * each:.2f}, "
-        f"system {system * each:.2f}; {wall * each:.2f} ms wall)"
+        f"system {system * each:.2f}; {wall * each:.2f} ms wall), "
+        f"{switches / messages:.1f} context switches a message"
         f"{' under the profiler' if profile else ''}; {load()}",
         flush=True,
     )

@@ -18,11 +18,11 @@ import asyncio
 import cProfile
 import logging
 import resource
-import tempfile
 import time
 from pathlib import Path
 
 from harness import gateway_environment, print_cpu_a_message, quiet_dns, smtp_source
+from scratch import scratch
 
 
 async def send(port: int, messages: int, sessions: int, size: int) -> None:
@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="write cProfile statistics here")
     parser.add_argument("--top", type=int, default=40, help="functions printed with --profile")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="mxgate-ingress-cpu-") as temporary:
+    with scratch("mxgate-ingress-cpu-") as temporary:
         work = Path(temporary)
         with quiet_dns(work) as dns_port:
             # the mailbox hosts are "external" on a port nothing listens on: no worker runs

@@ -16,7 +16,6 @@ import argparse
 import base64
 import os
 import smtplib
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from harness import (
     smtp_sink,
     wait_relayed,
 )
+from scratch import scratch
 
 
 def large_message(size: int) -> bytes:
@@ -67,7 +67,7 @@ def main() -> None:
     )
     with (
         smtp_sink() as sink_port,
-        tempfile.TemporaryDirectory(prefix="mxgate-bench-") as directory,
+        scratch("mxgate-bench-") as directory,
         quiet_dns(Path(directory)) as dns_port,
         mxgate(
             Path(directory),

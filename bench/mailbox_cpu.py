@@ -17,11 +17,11 @@ import os
 import signal
 import statistics
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 from harness import REPO, load, smtp_source
+from scratch import scratch
 
 
 def user_system(pid: int) -> tuple[float, float]:
@@ -35,7 +35,7 @@ def one_pass(
     tree: Path, messages: int, sessions: int, size: int, profile: str | None
 ) -> tuple[float, float]:
     """CPU milliseconds a message of the hosts of `tree`, in user and in system mode."""
-    with tempfile.TemporaryDirectory(prefix="mailbox-bench-") as work:
+    with scratch("mailbox-bench-") as work:
         profiler = ["-m", "cProfile", "-o", profile] if profile else []
         host = subprocess.Popen(
             [

@@ -17,13 +17,13 @@ import argparse
 import smtplib
 import ssl
 import statistics
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 from deferral import wait
 from harness import maildir_gateway
+from scratch import scratch
 
 from mxgate.adapters.local.state import SqliteState
 from mxgate.records import Stage
@@ -98,7 +98,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10.0, help="messages a second")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="mxgate-bench-") as temporary:
+    with scratch("mxgate-bench-") as temporary:
         work = Path(temporary)
         with maildir_gateway(
             work,

@@ -18,9 +18,10 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from scratch import scratch
 
 BUCKET = "raw-mail"
 KEY = "raw/BIG"
@@ -192,7 +193,7 @@ def main() -> None:
     if args.measure:
         print(json.dumps(measure(args.measure, args.home, args.public_key)))
         return
-    with tempfile.TemporaryDirectory(prefix="mxgate-bench-") as directory:
+    with scratch("mxgate-bench-") as directory:
         home = Path(directory)
         path, public_key = generate(home, int(args.attachment_mb * 1_000_000))
         size = path.stat().st_size

@@ -11,10 +11,11 @@ from __future__ import annotations
 import contextlib
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from scratch import scratch
 
 MAIN_CF = """\
 compatibility_level = 3.6
@@ -73,7 +74,11 @@ def postfix_relay(port: int, sink_port: int) -> Iterator[Path]:
     """Start Postfix on 127.0.0.1:port relaying to the sink; yields its maillog path."""
     if shutil.which("postfix") is None and not Path("/usr/sbin/postfix").exists():
         raise RuntimeError("postfix is not installed (make bench installs Debian's postfix)")
-    root = Path(tempfile.mkdtemp(prefix="mxgate-postfix-"))
+    with scratch("mxgate-postfix-") as root:
+        yield from _running(root, port, sink_port)
+
+
+def _running(root: Path, port: int, sink_port: int) -> Iterator[Path]:
     root.chmod(0o755)
     config = root / "etc"
     config.mkdir()
@@ -109,7 +114,6 @@ def postfix_relay(port: int, sink_port: int) -> Iterator[Path]:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def relayed(maillog: Path) -> int:

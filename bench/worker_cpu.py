@@ -6,25 +6,30 @@ file; the figure is this process's CPU time (user + system) over the run, divide
 messages: what a worker spends on one message, which a loaded machine moves far less than
 it moves wall-clock rates. `--profile FILE` writes cProfile's statistics of the run (CPU time)
 and prints the functions that cost the most (their own time, and with what they call); the
-profiler's own cost is then in the figure.
+profiler's own cost is then in the figure. `--pages` prints the pages each database's
+commits wrote during the run, a commit and by table or index: read from the WAL, which the
+worker's connections leave whole (WORKER_CHECKPOINT_PAGES) unless a run outgrows it.
 
     .venv/bin/python bench/worker_cpu.py [--messages 200] [--size 5120] [--profile out.prof]
                                          [--earlier N]  # N messages' events in the state database
+                                         [--pages]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import cProfile
 import resource
+import sqlite3
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness import RECIPIENT, gateway_environment, print_cpu_a_message, quiet_dns, smtp_sink
+from scratch import scratch
 
 if TYPE_CHECKING:
     from mxgate.local.spool import Spool
@@ -63,6 +68,38 @@ def spool_messages(spool: Spool, ingress: str, count: int, size: int, first: int
     return paths
 
 
+WAL_HEADER, FRAME_HEADER = 32, 24  # bytes (sqlite.org/fileformat.html, the WAL file)
+
+
+def wal_frames(database: Path) -> list[tuple[int, bool]]:
+    """(page number, whether the frame ends a commit) of each frame in `database`'s WAL."""
+    wal = Path(f"{database}-wal").read_bytes() if Path(f"{database}-wal").exists() else b""
+    if len(wal) < WAL_HEADER:
+        return []
+    page_size = int.from_bytes(wal[8:12], "big")
+    frames = []
+    for at in range(WAL_HEADER, len(wal) - FRAME_HEADER - page_size + 1, FRAME_HEADER + page_size):
+        page, size_after = int.from_bytes(wal[at : at + 4], "big"), wal[at + 4 : at + 8]
+        frames.append((page, size_after != b"\0\0\0\0"))  # a commit's last frame: the size
+    return frames
+
+
+def print_pages(database: Path, earlier_frames: int) -> None:
+    """The frames written after the first `earlier_frames`: pages a commit, by the b-tree
+    they hold."""
+    frames = wal_frames(database)[earlier_frames:]
+    commits = sum(last for _, last in frames)
+    if not commits:
+        print(f"{database.name}: no commit in the WAL")
+        return
+    with sqlite3.connect(database) as db:  # dbstat: each page's table or index
+        owners = dict(db.execute("SELECT pageno, name FROM dbstat"))
+    held = collections.Counter(owners.get(page, "(free)") for page, _ in frames)
+    print(f"{database.name}: {len(frames) / commits:.2f} pages a commit, {commits} commits")
+    for name, count in held.most_common():
+        print(f"    {count / commits:5.2f}  {name}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=200)
@@ -72,6 +109,7 @@ def main() -> None:
     )
     parser.add_argument("--profile", type=Path, help="write cProfile statistics here")
     parser.add_argument("--top", type=int, default=40, help="functions printed with --profile")
+    parser.add_argument("--pages", action="store_true", help="pages a commit, from the WALs")
     args = parser.parse_args()
 
     # imported here: the figure is the worker's, and so is its import time (left out)
@@ -81,7 +119,7 @@ def main() -> None:
     from mxgate.records import Stage, TimelineEvent  # noqa: PLC0415
 
     with (
-        tempfile.TemporaryDirectory(prefix="mxgate-worker-cpu-") as temporary,
+        scratch("mxgate-worker-cpu-") as temporary,
         smtp_sink() as sink_port,
     ):
         work = Path(temporary)
@@ -105,6 +143,8 @@ def main() -> None:
             ):  # warm up: connections, caches, lazy imports
                 receive_spooled(worker, path)
             paths = spool_messages(spool, ingress, args.messages, args.size)
+            databases = [bootstrap.paths.state_db, bootstrap.paths.archive_db]
+            frames_before = [len(wal_frames(database)) for database in databases]
             # CPU time, not wall time: waits on the sink and the disk are not the worker's cost
             profile = cProfile.Profile(time.process_time) if args.profile else None
             before, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
@@ -114,6 +154,9 @@ def main() -> None:
             if profile is not None:
                 profile.disable()
             after, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - started
+            if args.pages:  # before the last connection closes, which empties the WAL
+                for database, earlier_frames in zip(databases, frames_before, strict=True):
+                    print_pages(database, earlier_frames)
             worker.close()
     done = sum(r is Result.DONE for r in results)
     if done != args.messages:

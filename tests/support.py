@@ -23,6 +23,7 @@ import yaml
 from aiosmtpd.controller import Controller
 
 from mxgate.config_files import json_form
+from mxgate.local.spool import ENVELOPE_ATTRIBUTE
 from mxgate.mailmanager.template import (
     Resolver,
     read_samconfig_parameters,
@@ -163,6 +164,35 @@ def start_gateway(
             raise RuntimeError(f"the gateway did not start:\n{output.read_text()}")
         time.sleep(0.05)
     return RunningGateway(process, home, json.loads(ports_file.read_text()))
+
+
+@dataclass(frozen=True)
+class SpooledFile:
+    """A spool file's bytes and its envelope attribute (None: an older file, its envelope line
+    first), put back later as a crash before the file's removal would have left it: its bytes
+    alone are no spool file."""
+
+    content: bytes
+    envelope: bytes | None
+
+    @classmethod
+    def of(cls, path: Path) -> SpooledFile:
+        try:
+            envelope: bytes | None = os.getxattr(path, ENVELOPE_ATTRIBUTE)
+        except OSError as error:
+            if error.errno != errno.ENODATA:
+                raise
+            envelope = None
+        return cls(path.read_bytes(), envelope)
+
+    def restore(self, path: Path) -> None:
+        """A new file under `path`, replacing any there: never a write into the old one, whose
+        inode the replay history and the objects may share."""
+        temporary = path.with_name(f"{path.name}.restoring")
+        temporary.write_bytes(self.content)
+        if self.envelope is not None:
+            os.setxattr(temporary, ENVELOPE_ATTRIBUTE, self.envelope)
+        temporary.replace(path)
 
 
 def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.05) -> Any:

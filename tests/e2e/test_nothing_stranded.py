@@ -34,6 +34,7 @@ from tests.support import (
     FAST_DEFERRALS,
     REPO,
     RunningGateway,
+    SpooledFile,
     connect,
     fill,
     local_config,
@@ -427,7 +428,7 @@ def test_kill_9_takes_the_workers_along_and_a_replay_settles_everything(gateways
     # carol's message as if the crash had come before its spool file was removed: replayed
     carol = sent["carol@nutrition.co"]
     kept = next((home / "history").rglob(f"{carol}.msg"))  # the spool file, as accepted
-    (home / "spool" / f"{carol}.msg").write_bytes(kept.read_bytes())
+    SpooledFile.of(kept).restore(home / "spool" / f"{carol}.msg")
     (home / "mailboxes" / "workspace" / ".reply").unlink()
     start(gateways, home, config, MXGATE_WORKERS="2")
 

@@ -18,7 +18,7 @@ from mxgate.local import worker as worker_process
 from mxgate.local.bootstrap import Worker
 from mxgate.local.pipeline import Result
 from mxgate.records import Outcome, Stage, TimelineEvent
-from tests.support import REPO
+from tests.support import REPO, SpooledFile
 from tests.worker_harness import LATER, accept, mailbox, mailbox_host_replies, outcomes
 
 RECIPIENTS = ["alice@nutrition.co", "carol@nutrition.co"]
@@ -127,10 +127,10 @@ def test_a_finished_file_whose_route_has_a_hook_is_run_again_and_its_hook_called
     (tmp_path / "hooked.yaml").write_text(yaml.safe_dump(routes))
     worker = workers(routes=str(tmp_path / "hooked.yaml"))
     (path,) = batch(worker, 1, "HOOKEDREPLAY")
-    spooled = path.read_bytes()
+    spooled = SpooledFile.of(path)
     assert worker_process.receive([str(path)]) == [Result.DONE]
     assert len(list(calls.iterdir())) == 1
-    path.write_bytes(spooled)  # its worker died before the file went
+    spooled.restore(path)  # its worker died before the file went
     assert worker_process.receive([str(path)]) == [Result.DONE]
     assert not path.exists()
     assert len(list(calls.iterdir())) == 1  # its idempotency record kept it from a second call

@@ -65,6 +65,7 @@ def test_a_waiting_or_dead_lettered_message_has_its_objects_fsynced_before_the_s
 ):
     mailbox_host_replies(worker, "workspace", reply)
     path = accept(worker, "01KEPT", ["alice@nutrition.co", "carol@nutrition.co"])
+    inode = path.stat().st_ino
     seen = watched(worker, monkeypatch)
     assert receive_spooled(worker, path) == "done"
     assert outcomes(worker, "01KEPT").get("alice@nutrition.co") == outcome
@@ -74,7 +75,8 @@ def test_a_waiting_or_dead_lettered_message_has_its_objects_fsynced_before_the_s
     root = worker.setup.dirs.objects.resolve()
     before = objects_fsynced(worker, seen[:removed])
     stored = [p for p in root.rglob("*") if p.is_file() and "01KEPT" in p.name]
-    assert stored  # the message as WriteToS3 stored it
+    assert stored  # the message as WriteToS3 stored it: the spool file, under a new name
+    assert {p.stat().st_ino for p in stored} == {inode}
     for object_path in stored:
         assert object_path in before  # its bytes
         for directory in object_path.relative_to(root).parents:

@@ -24,7 +24,7 @@ from mxgate.records import (
 )
 from mxgate.workflow.steps import STEPS
 from tests.records import a_delivery
-from tests.support import fill, small_filesystem
+from tests.support import SpooledFile, fill, small_filesystem
 from tests.worker_harness import (
     RAW,
     accept,
@@ -100,9 +100,9 @@ def test_a_quarantine_is_recorded_before_the_spool_file_leaves_the_spool(workers
 
 def test_a_quarantine_cut_short_after_its_record_is_finished_on_the_next_run(worker):
     path = accept(worker, "01HALFWAY", ["alice@nutrition.co"], ingress_point="RemovedPoint")
-    kept = path.read_bytes()
+    kept = SpooledFile.of(path)
     assert receive_spooled(worker, path) == "quarantined"
-    path.write_bytes(kept)  # as if the process died before the spool file was removed
+    kept.restore(path)  # as if the process died before the spool file was removed
     assert receive_spooled(worker, path) == "quarantined"
     assert not path.exists()
     assert [s.outcome for s in worker.state.states("01HALFWAY")] == [Outcome.QUARANTINED]

@@ -20,7 +20,7 @@ from mxgate.local.pipeline import receive_spooled
 from mxgate.local.rule_set_failures import KEPT_BUCKET
 from mxgate.local.spool_quarantine import QUARANTINE_BUCKET
 from mxgate.records import UNKNOWN_RECIPIENTS, DeferredDelivery, Outcome, Stage, StepRetry
-from tests.support import REPO
+from tests.support import REPO, SpooledFile
 from tests.worker_harness import (
     LATER,
     RAW,
@@ -54,9 +54,9 @@ def test_a_recovered_spool_file_gets_one_accepted_event_dated_at_its_250(worker)
     path = accept(worker, "01RECOVERED", ["carol@nutrition.co"])
     answered = datetime(2026, 12, 1, 9, 30, 15, 250000, tzinfo=UTC)
     os.utime(path, (answered.timestamp(), answered.timestamp()))
-    spooled = path.read_bytes()
+    spooled = SpooledFile.of(path)
     assert receive_spooled(worker, path) == "done"
-    path.write_bytes(spooled)  # a crash before the file went: the next start replays it
+    spooled.restore(path)  # a crash before the file went: the next start replays it
     os.utime(path, (answered.timestamp(), answered.timestamp()))
     assert receive_spooled(worker, path) == "already done"  # its recipient has her end
     events = worker.state.events("01RECOVERED")
@@ -104,9 +104,9 @@ def test_permanent_refusal_is_dead_lettered_without_retries(worker):
 
 def test_replaying_a_finished_message_delivers_nothing_twice(worker):
     path = accept(worker, "01TWICE", ["bob@nutrition.co"])
-    raw_spool = path.read_bytes()
+    raw_spool = SpooledFile.of(path)
     receive_spooled(worker, path)
-    path.write_bytes(raw_spool)  # as if the process had crashed before removing the spool file
+    raw_spool.restore(path)  # as if the process had crashed before removing the spool file
     receive_spooled(worker, path)
     mailbox = worker.setup.dirs.mailboxes / "workspace" / "bob@nutrition.co" / "new"
     assert len(list(mailbox.iterdir())) == 1
@@ -271,12 +271,12 @@ def test_an_object_store_that_cannot_be_written_is_retried_not_dropped(worker):
 def test_a_replay_after_a_crash_in_direct_mode_relays_nothing_twice(workers):
     worker = workers(**DIRECT)
     path = accept(worker, "01CRASHED", ["alice@nutrition.co", "bob@nutrition.co"])
-    spooled = path.read_bytes()
+    spooled = SpooledFile.of(path)
     assert receive_spooled(worker, path) == "done"
     assert len(mailbox(worker, "workspace", "alice@nutrition.co")) == 1
     # The worker died after the relay and before the spool file went and alice was settled:
     # on start, the file is replayed with her state missing.
-    path.write_bytes(spooled)
+    spooled.restore(path)
     worker.state.reopen("01CRASHED", "alice@nutrition.co")
     assert receive_spooled(worker, path) == "done"
     assert outcomes(worker, "01CRASHED") == {

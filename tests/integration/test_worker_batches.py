@@ -19,7 +19,7 @@ from mxgate.local.pipeline import Result
 from mxgate.local.server import BATCHES_A_WORKER, Gateway, Work
 from mxgate.local.settings import LocalSettings
 from mxgate.records import Envelope, Outcome
-from tests.support import local_config
+from tests.support import SpooledFile, local_config
 from tests.worker_harness import RAW, accept, mailbox, outcomes
 
 
@@ -45,9 +45,9 @@ def test_a_batch_replayed_after_its_worker_died_delivers_nothing_twice(worker: W
     recipient has its end): nothing is delivered or recorded again."""
     done = accept(worker, "01REPLAYDONE", ["alice@nutrition.co"])
     cut_short = accept(worker, "01REPLAYCUT", ["carol@nutrition.co"])
-    spooled = cut_short.read_bytes()
+    spooled = SpooledFile.of(cut_short)
     assert worker_process.receive([str(done), str(cut_short)]) == [Result.DONE, Result.DONE]
-    cut_short.write_bytes(spooled)  # the worker died before this one's spool file went
+    spooled.restore(cut_short)  # the worker died before this one's spool file went
     recorded = worker.state.events("01REPLAYCUT")
     replayed = sorted(str(p) for p in worker.spool.pending())
     assert replayed == [str(cut_short)]

@@ -106,3 +106,19 @@ def test_a_message_in_memory_opens_as_its_bytes_and_an_edited_one_with_its_edits
     same_length = message.with_header(message.header.replace(b"hi", b"ho"))
     with same_length.open() as stream:
         assert stream.read() == MESSAGE.replace(b"Subject: hi", b"Subject: ho")
+
+
+def test_an_edited_message_no_longer_names_its_file(tmp_path):
+    """The file a spool file's message names is what the object store may link instead of
+    writing the bytes: a header edit (AddHeader) makes other bytes, so no file."""
+    path = tmp_path / "01FILE.msg"
+    path.write_bytes(MESSAGE)
+    for message in (
+        RawMessage.of(MESSAGE, file=str(path)),
+        RawMessage.in_file(path, file=str(path)),
+    ):
+        assert message.file == str(path)
+        assert message.with_header(message.header).file == str(path)  # unchanged: itself
+        edited = message.with_header(prepend_headers(message.header, [("X-Added", "1")]))
+        assert edited.file is None
+        assert edited.read() == b"X-Added: 1\r\n" + MESSAGE

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, runtime_checkable
 
 from mxgate.errors import TransientError
 
@@ -71,6 +71,18 @@ class ObjectStore(Protocol):
     def link(self, bucket: str, key: str, expires_at: datetime | None = None) -> str:
         """Where an application or a recipient can fetch the object (a file URI, a signed
         download link), working until `expires_at` (None: the adapter's own lifetime)."""
+        ...
+
+
+@runtime_checkable
+class FileLinks(Protocol):
+    """What an object store on the spool's own file system can do besides: take a file as an
+    object without copying its bytes (the local store; S3 has no such thing)."""
+
+    def link_file(self, path: str, bucket: str, key: str) -> bool:
+        """`bucket`/`key` becomes another name of the file at `path`, which is never written
+        again; False where it cannot (another file system, no hard links, the file gone): the
+        caller stores the bytes."""
         ...
 
 

@@ -1,11 +1,14 @@
 """The history `mxgate rules replay` runs again: every accepted message as it was received
-(its envelope line, then the bytes), kept under `$MXGATE_HOME/history/<day>/` for a while.
+(a spool file: the bytes, its envelope in an attribute or, in older files, its first line),
+kept under `$MXGATE_HOME/history/<day>/` for a while.
 
 Each entry is a hard link to the spool file, made when the message is accepted: keeping it
-costs no copy and no fsync, and it outlives the spool file's removal. Days older than the
-configured time are removed by the gateway's hourly housekeeping (`local/server.py`), never on a
-message's way to its `250`: removing a day of files is slow, and leaves new files slower to
-make for minutes on ext4 without a journal (docs/benchmarks.md, "Files a message").
+costs no copy and no fsync, and it outlives the spool file's removal. The message's objects
+may be names of the same file (`FileObjectStore.link_file`): a day's prune removes its names,
+and the objects stay. Days older than the configured time are removed by the gateway's hourly
+housekeeping (`local/server.py`), never on a message's way to its `250`: removing a day of
+files is slow, and leaves new files slower to make for minutes on ext4 without a journal
+(docs/benchmarks.md, "Files a message").
 """
 
 from __future__ import annotations

@@ -1,8 +1,15 @@
 """The ingress spool: each accepted message is one fsynced file before `250` is answered.
 
-File layout: one line of JSON (the envelope), then the message bytes exactly as received.
-A file stays until its message has been through the rule set and the workflow, so a crash
-at any point is recovered by replaying what is left on start. Its modification time is when
+File layout: the message bytes exactly as received, the file's whole content, and its envelope
+(JSON) in the file's extended attribute `user.mxgate.envelope`, set before the fsync `250`
+waits for: the WriteToS3 and Archive objects are then hard links of the spool file
+(`FileObjectStore.link_file`), no new inode a message. Where the attribute cannot be set (a file
+system without user attributes, an envelope too large for one), the file is written as before:
+one line of JSON (the envelope), then the message bytes. A reader tells the two apart by the
+attribute alone, so files written either way are read and replayed.
+
+A file stays until its message has been through the rule set and the workflow, so a crash at
+any point is recovered by replaying what is left on start. Its modification time is when
 the message was accepted: its last byte was written just before the fsync that `250` waits for.
 
 A file is linked under its name whole (every byte written) but just before its fsync: what
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import glob
 import logging
 import os
@@ -40,6 +48,11 @@ _PARTIAL = ".partial"
 WRITE_BUFFER = 256 * 1024  # bytes of a message held before they go to the file
 MAX_ENVELOPE_LINE = 1 << 20
 _NOATIME = getattr(os, "O_NOATIME", 0)  # Linux's
+ENVELOPE_ATTRIBUTE = "user.mxgate.envelope"  # the extended attribute holding the envelope
+# what getxattr fails with on a file without the attribute, or a file system without any
+_NO_ATTRIBUTE = frozenset({errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP})
+# what setxattr fails with on a file system that has no user attributes at all
+_NO_ATTRIBUTES = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP})
 # A message up to this size is read into memory in one read: the rule set, authentication,
 # WriteToS3 and Archive each read it again, which for a file is an open and a read each.
 READ_WHOLE = 64 * 1024
@@ -112,11 +125,13 @@ class Spool:
         self.path = str(directory)  # a Path joined a message costs more than its system call
         # whether new files are made with no name (O_TMPFILE), then linked from /proc/self/fd
         self.unnamed = unnamed_files()
+        # whether the file system takes the envelope as an extended attribute (until it says not)
+        self.attributes = True
         # called with what links each new spool file to another name, and its envelope: the
         # replay history links it
         self.keep = keep
         self.group_commit = GroupCommit(self)  # how the ingress's event loop commits
-        self._held: list[Path] | None = None  # what `remove` was given within `removed_after`
+        self._to_remove: list[Path] | None = None  # what `remove` was given within `removed_after`
         directory.mkdir(parents=True, exist_ok=True)
 
     def write(self, envelope: Envelope, raw: bytes) -> Path:
@@ -147,28 +162,41 @@ class Spool:
         """`read`, and the file's modification time (when it was accepted) from the descriptor
         that read it. Through the descriptor alone, the usual file in one read: a Python file
         object cost five system calls more a message (an fstat, an ioctl, an lseek, the reads
-        of its buffer), and the `accepted` event's look-up of the path a sixth."""
+        of its buffer), and the `accepted` event's look-up of the path a sixth. A file with the
+        envelope attribute is the message whole (the message knows its file, which the object
+        store can link); one without it starts with its envelope line."""
         fd = _open_to_read(path)
         try:
             status = os.fstat(fd)
-            head, ended = _read_up_to(fd, min(status.st_size, _FIRST_READ) + 1)
-            newline = head.find(b"\n")
-            while newline < 0 and not ended and len(head) <= MAX_ENVELOPE_LINE:
-                more, ended = _read_up_to(fd, _FIRST_READ)
-                searched, head = len(head), head + more
-                newline = head.find(b"\n", searched)
-            if newline < 0 or newline >= MAX_ENVELOPE_LINE:
-                raise ValueError(f"spool file {path.name} has no envelope line")
-            start = head[newline + 1 :]
+            attribute = _envelope_attribute(fd)
+            if attribute is not None:
+                line, offset = attribute, 0
+                start, ended = _read_up_to(fd, min(status.st_size, READ_WHOLE) + 1)
+            else:
+                line, offset, start, ended = _envelope_line(fd, path, status.st_size)
             while len(start) <= READ_WHOLE and not ended:
                 more, ended = _read_up_to(fd, READ_WHOLE + 1 - len(start))
                 start += more
         finally:
             os.close(fd)
-        envelope = Envelope.model_validate_json(head[: newline + 1])
+        envelope = Envelope.model_validate_json(line)
+        whole_file = str(path) if attribute is not None else None
         if len(start) <= READ_WHOLE:
-            return envelope, RawMessage.of(start), status.st_mtime
-        return envelope, RawMessage.in_file(path, newline + 1), status.st_mtime
+            return envelope, RawMessage.of(start, file=whole_file), status.st_mtime
+        return envelope, RawMessage.in_file(path, offset, file=whole_file), status.st_mtime
+
+    @staticmethod
+    def envelope_of(path: Path) -> Envelope | None:
+        """The envelope of a spool file `read` found unreadable (empty, torn), when its
+        attribute or its first line still holds one."""
+        with path.open("rb") as spooled:
+            line = _envelope_attribute(spooled.fileno())
+            if line is None:
+                line = spooled.readline(MAX_ENVELOPE_LINE).rstrip(b"\n")
+        try:
+            return Envelope.model_validate_json(line)
+        except ValueError:
+            return None
 
     def pending(self) -> list[Path]:
         """Spooled messages not yet finished, oldest first (ids sort by time)."""
@@ -176,8 +204,8 @@ class Spool:
 
     def remove(self, path: Path) -> None:
         """A finished message's file goes: at once, or within `removed_after` at its end."""
-        if self._held is not None:
-            self._held.append(path)
+        if self._to_remove is not None:
+            self._to_remove.append(path)
         else:
             path.unlink(missing_ok=True)
 
@@ -188,15 +216,15 @@ class Spool:
         recipients' ends are durable before it goes, one fsync for a worker's batch. A block
         within one adds to the outer one's. A failing `make_durable` (or a block that raises)
         leaves them all, to be replayed: each one's run finds its recipients' ends."""
-        if self._held is not None:
-            yield self._held
+        if self._to_remove is not None:
+            yield self._to_remove
             return
         held: list[Path] = []
-        self._held = held
+        self._to_remove = held
         try:
             yield held
         finally:
-            self._held = None
+            self._to_remove = None
         if held:
             make_durable()
             for path in held:
@@ -216,11 +244,11 @@ class Spool:
 
 
 class SpoolWriter:
-    """One message on its way into the spool: its envelope line, then its bytes as DATA brings
-    them, in a file with no name yet (`O_TMPFILE`; where the file system has none, under a
-    temporary name). A write that fails (a full disk, an unwritable spool) is kept for `commit`
-    to raise, so the rest of DATA is still read and answered after its final dot; nothing is
-    written after it."""
+    """One message on its way into the spool: its envelope in the file's attribute (else its
+    envelope line first), then its bytes as DATA brings them, in a file with no name yet
+    (`O_TMPFILE`; where the file system has none, under a temporary name). A write that fails
+    (a full disk, an unwritable spool) is kept for `commit` to raise, so the rest of DATA is
+    still read and answered after its final dot; nothing is written after it."""
 
     def __init__(self, spool: Spool, envelope: Envelope) -> None:
         self.spool = spool
@@ -232,12 +260,14 @@ class SpoolWriter:
         # the file's descriptor, written through a buffer of our own: a Python file object
         # costs two system calls more a message (an fstat and an lseek when it is made)
         self._fd: int | None = None
-        self._held: list[bytes] = [envelope.model_dump_json().encode() + b"\n"]
-        self._held_size = len(self._held[0])
+        self._held: list[bytes] = []
+        self._held_size = 0
         try:
             self._fd = self._open()
         except OSError as error:
             self._failed(error)
+        else:
+            self._keep_envelope(self._fd)
 
     def _open(self) -> int:
         """A file with no name in the spool directory: no directory entry to make now and to
@@ -251,6 +281,21 @@ class SpoolWriter:
             spool.unnamed = False  # this file system has none: named ones from now on
         self._partial = f"{spool.path}/{self.envelope.message_id}{_PARTIAL}"
         return os.open(self._partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+
+    def _keep_envelope(self, fd: int) -> None:
+        """The envelope in the file's attribute, set now, so the fsync before `250` covers it:
+        the file is then the message alone. Where the file system has no user attributes, or
+        none this large (hundreds of recipients), its line goes first in the file instead."""
+        envelope = self.envelope.model_dump_json().encode()
+        if self.spool.attributes:
+            try:
+                os.setxattr(fd, ENVELOPE_ATTRIBUTE, envelope)
+                return
+            except OSError as error:  # the older format works wherever a file can be written
+                if error.errno in _NO_ATTRIBUTES:
+                    self.spool.attributes = False  # this file system has none: not tried again
+        self._held.append(envelope + b"\n")
+        self._held_size += len(envelope) + 1
 
     def _failed(self, error: OSError) -> None:
         self.error = self.error or error
@@ -490,6 +535,30 @@ def _read_up_to(fd: int, size: int) -> tuple[bytes, bool]:
     at its end)."""
     data = os.read(fd, size)
     return data, len(data) < size
+
+
+def _envelope_attribute(fd: int) -> bytes | None:
+    """The envelope the file's attribute holds; None: the file has none (the older format)."""
+    try:
+        return os.getxattr(fd, ENVELOPE_ATTRIBUTE)
+    except OSError as error:
+        if error.errno in _NO_ATTRIBUTE:
+            return None
+        raise
+
+
+def _envelope_line(fd: int, path: Path, size: int) -> tuple[bytes, int, bytes, bool]:
+    """A file in the older format, read from its start: its envelope line, where the message
+    starts, the message's bytes read with the line, and whether the file ended."""
+    head, ended = _read_up_to(fd, min(size, _FIRST_READ) + 1)
+    newline = head.find(b"\n")
+    while newline < 0 and not ended and len(head) <= MAX_ENVELOPE_LINE:
+        more, ended = _read_up_to(fd, _FIRST_READ)
+        searched, head = len(head), head + more
+        newline = head.find(b"\n", searched)
+    if newline < 0 or newline >= MAX_ENVELOPE_LINE:
+        raise ValueError(f"spool file {path.name} has no envelope line")
+    return head[: newline + 1], newline + 1, head[newline + 1 :], ended
 
 
 Linker = Callable[[Path], None]  # links a spool file to another name (the replay history's)

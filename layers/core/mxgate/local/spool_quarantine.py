@@ -1,5 +1,5 @@
 """Spooled messages the worker can never process, quarantined: an unreadable spool file (empty,
-its envelope line torn), a message from an ingress point the template no longer has, a rule set
+its envelope torn), a message from an ingress point the template no longer has, a rule set
 run that fails for good.
 
 The record comes first: the bytes are kept as the object `mxgate-quarantine/spool/<file>` (the
@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from mxgate.local.spool import MAX_ENVELOPE_LINE, Spool, accepted_event
+from mxgate.local.spool import Spool, accepted_event
 from mxgate.message.raw import RawMessage
 from mxgate.ports import ObjectInfo, ObjectStore, Quarantine, Timeline
 from mxgate.records import UNKNOWN_RECIPIENTS, Envelope, HeldRecipient, MessageRef, Outcome
@@ -79,14 +79,9 @@ def quarantine_failed(
 
 def quarantine_unreadable(worker: Worker, path: Path, error: ValueError) -> None:
     """An empty or torn spool file: kept whole, with a quarantine record and a timeline event
-    that name it; if its envelope line can still be read, its recipients are quarantined."""
-    with path.open("rb") as spooled:
-        first_line = spooled.readline(MAX_ENVELOPE_LINE).rstrip(b"\n")
+    that name it; if its envelope can still be read, its recipients are quarantined."""
+    envelope = Spool.envelope_of(path)
     kept, digest = _keep_whole(worker.mail_manager.actions.objects, path)
-    try:
-        envelope: Envelope | None = Envelope.model_validate_json(first_line)
-    except ValueError:
-        envelope = None
     reason = f"spool file {path.name} is unreadable ({type(error).__name__}: {error})"
     if envelope is None:
         reason += "; its envelope cannot be read"

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from mxgate.archive.entry import archived_message
@@ -41,6 +42,7 @@ from mxgate.message.parse import ParseOnce
 from mxgate.message.raw import RawMessage
 from mxgate.ports import (
     Clock,
+    FileLinks,
     Functions,
     Idempotency,
     Mailboxes,
@@ -78,6 +80,11 @@ class ActionPorts:
     archive_index: ArchiveIndex | None = None  # what the Archive action stores, for search
     # the Archive index's parse of a message, kept for its Process step (the worker's)
     parses: ParseOnce = field(default_factory=ParseOnce)
+
+    @cached_property
+    def file_links(self) -> FileLinks | None:
+        """The object store, when it can take a message's file as an object (the local one)."""
+        return self.objects if isinstance(self.objects, FileLinks) else None
 
 
 def raise_failures(results: Mapping[str, SendResult], what: str) -> None:
@@ -142,8 +149,9 @@ class ActionRunner:
             done = [r for r in context.recipients if self._seen(action, context, r)]
             if done and len(done) == len(context.recipients):
                 return f"already done for {len(done)} recipient(s); not repeated"
-            todo = tuple(r for r in context.recipients if r not in done)
-            context = dataclasses.replace(context, recipients=todo)
+            if done:  # a first run (nearly every one) has the context it was given
+                todo = tuple(r for r in context.recipients if r not in done)
+                context = dataclasses.replace(context, recipients=todo)
         perform = getattr(self, f"_{action.kind}")
         self._handing_on = []
         try:
@@ -191,10 +199,12 @@ class ActionRunner:
         return f"s3://{params.S3Bucket}/{key}"
 
     def _store(self, bucket: str, key: str, message: RawMessage) -> None:
-        """The message as an object, copied from its file in chunks; the same bytes stored
-        again in this run (Archive and WriteToS3 both take a message with the same header
-        fields) are a copy of the first object, which the store makes itself (a hard link on
-        one machine), so the bytes are written once. Each object is still deleted alone."""
+        """The message as an object: its spool file itself when the message is unchanged and
+        the store can take a file (a hard link on one machine: no byte written, no inode
+        made), else copied from its file in chunks; the same bytes stored again in this run
+        (Archive and WriteToS3 both take a message with the same header fields) are a copy of
+        the first object, which the store makes itself (a hard link on one machine), so the
+        bytes are written once. Each object is still deleted alone."""
         header = message.header  # the body is always the message's own
         if self._stored.get((bucket, key)) == header:
             return
@@ -204,10 +214,20 @@ class ActionRunner:
                 self.ports.objects.copy(*first, bucket, key)
             except PermanentError:  # the first one is gone since: write the bytes
                 first = None
-        if first is None:
+        if first is None and not self._link(bucket, key, message):
             with message.open() as stream:
                 self.ports.objects.put(bucket, key, stream)
         self._stored[bucket, key] = header
+
+    def _link(self, bucket: str, key: str, message: RawMessage) -> bool:
+        """Whether the message's own file became the object (it has one only while unchanged;
+        False on any failure of the link: the bytes are written instead)."""
+        links = self.ports.file_links
+        return (
+            message.file is not None
+            and links is not None
+            and links.link_file(message.file, bucket, key)
+        )
 
     def _Archive(self, action: RuleAction, context: ActionContext) -> str:  # noqa: N802
         params = action.Archive

@@ -32,10 +32,14 @@ class RawMessage:
     body_size: int
     eight_bit: bool | None = None  # the stored bytes hold a byte >= 0x80; None: not known
     whole: bytes | None = None  # the message as it came, when it is in memory
+    # a file whose whole content is this message and is never written again (a spool file
+    # with its envelope in an attribute): the local object store links it instead of copying
+    file: str | None = None
 
     @classmethod
-    def of(cls, raw: bytes) -> RawMessage:
-        """A message whose bytes are at hand (a DSN, a claim check stub, a test's message)."""
+    def of(cls, raw: bytes, *, file: str | None = None) -> RawMessage:
+        """A message whose bytes are at hand (a DSN, a claim check stub, a test's message, a
+        small spool file's, `file`)."""
         header, _ = read_header_section(io.BytesIO(raw))
 
         def open_body() -> BinaryIO:
@@ -43,7 +47,7 @@ class RawMessage:
             stream.seek(len(header))
             return stream
 
-        return cls(header, open_body, len(raw) - len(header), whole=raw)
+        return cls(header, open_body, len(raw) - len(header), whole=raw, file=file)
 
     @classmethod
     def read_from(cls, opener: Callable[[], BinaryIO], size: int) -> RawMessage:
@@ -60,16 +64,19 @@ class RawMessage:
         return cls(header, open_body, size - len(header))
 
     @classmethod
-    def in_file(cls, path: Path, offset: int = 0) -> RawMessage:
-        """The message a file holds from `offset` to its end (the spool file's after its
-        envelope line)."""
+    def in_file(cls, path: Path, offset: int = 0, *, file: str | None = None) -> RawMessage:
+        """The message a file holds from `offset` to its end (an older spool file's after its
+        envelope line); `file`: the file's name, when the message is the whole file."""
 
         def opener() -> BinaryIO:
             stream = path.open("rb")
             stream.seek(offset)
             return stream
 
-        return cls.read_from(opener, path.stat().st_size - offset)
+        message = cls.read_from(opener, path.stat().st_size - offset)
+        if file is None:
+            return message
+        return cls(message.header, message.open_body, message.body_size, file=file)
 
     @classmethod
     def stored(cls, objects: ObjectStore, bucket: str, key: str) -> RawMessage:
@@ -94,7 +101,8 @@ class RawMessage:
 
     def with_header(self, header: bytes) -> RawMessage:
         """The same body under an edited header section (itself, when the edit changed
-        nothing: a message is immutable; `dataclasses.replace` walks the fields each call)."""
+        nothing: a message is immutable; `dataclasses.replace` walks the fields each call).
+        An edited one has no `file`: its bytes are no longer the file's."""
         if header == self.header:
             return self
         return RawMessage(header, self.open_body, self.body_size, self.eight_bit, self.whole)

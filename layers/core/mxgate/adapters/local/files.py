@@ -130,11 +130,12 @@ def link_descriptor(fd: int, target: str | Path) -> None:
     os.link(f"/proc/self/fd/{fd}", target, src_dir_fd=fd, follow_symlinks=True)
 
 
-def link_atomically(source: str | Path, target: str | Path) -> None:
+def link_atomically(source: str | Path, target: str | Path, *, copy: bool = True) -> None:
     """`target` becomes another name of `source`'s file (a hard link: no byte is copied, and
     removing either name leaves the other's bytes), replacing what it named; readers see the
-    old file or the new one. Where the file system has no hard links, the bytes are copied.
-    Strings or Paths: the usual case builds no Path."""
+    old file or the new one. Where the file system has no hard links, the bytes are copied
+    (`copy`; else the OSError is the caller's). Strings or Paths: the usual case builds no
+    Path."""
     try:
         os.link(source, target)  # the usual case: a new name
     except FileExistsError:  # a rewrite of the same object: link beside it, then rename
@@ -143,15 +144,17 @@ def link_atomically(source: str | Path, target: str | Path) -> None:
         temporary.unlink(missing_ok=True)
         os.link(source, temporary)
         temporary.replace(path)
+        # already a name of the same file (a retry's link): the rename did nothing (rename(2))
+        temporary.unlink(missing_ok=True)
     except FileNotFoundError:
         parent = Path(target).parent
         if not parent.is_dir():  # else the source is gone: the caller's to say
             parent.mkdir(parents=True, exist_ok=True)
-            link_atomically(source, target)
+            link_atomically(source, target, copy=copy)
             return
         raise
     except OSError as error:  # no hard links here (or not across these directories)
-        if error.errno not in _NO_LINKS:
+        if error.errno not in _NO_LINKS or not copy:
             raise
         with Path(source).open("rb") as stream:
             write_atomically(Path(target), stream)

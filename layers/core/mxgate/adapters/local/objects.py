@@ -1,11 +1,16 @@
 """An object store in a directory: `<root>/<bucket>/<key>`, S3's semantics where they matter.
 
+A message stored unchanged from a spool file is a hard link of that file (`link_file`), as the
+Archive action's object is of WriteToS3's (`copy`): one inode holds the spool file, its replay
+history entry and its objects, so nothing writes into an object's file in place (a rewrite
+replaces the name).
+
 Objects are written without fsync: while the spool file (fsynced before 250) is there, a
 crash replays it. What outlives the spool file in an object alone is a message a durable
 record points at (a deferral, a dead letter, a quarantine record): the state database's
-durable commit calls `make_written_durable` first, which fsyncs the objects written since
-(file, then directories). A message delivered at once never waits on a disk flush: its run
-ends (`one_run`) and its objects are forgotten.
+durable commit calls `make_written_durable` first, which fsyncs the objects written (or
+linked) since (file, then directories). A message delivered at once never waits on a disk
+flush: its run ends (`one_run`) and its objects are forgotten.
 """
 
 from __future__ import annotations
@@ -141,6 +146,19 @@ class FileObjectStore:
         meta_path = self._path(bucket, key, meta=True)
         write_atomically(meta_path, metadata)
         self._written[str(meta_path)] = None
+
+    def link_file(self, path: str, bucket: str, key: str) -> bool:
+        """The file at `path` (a spool file, the message whole) as the object, another name
+        of it: no byte written, no inode made (FileLinks). Its bytes and inode are durable
+        already (fsynced before `250`); its new name is fsynced with the objects written
+        (`make_written_durable`). The old object's metadata, if any, stays, as with `put`."""
+        target = self._file(bucket, key)
+        try:
+            link_atomically(path, target, copy=False)
+        except OSError:  # another file system, too many links, the file gone: bytes written
+            return False
+        self._written[target] = None
+        return True
 
     def delete(self, bucket: str, key: str) -> None:
         """Remove an object and its metadata (gone already: nothing to do, as on S3)."""

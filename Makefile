@@ -88,6 +88,7 @@ sam-build: $(SAM) $(STAMP)
 
 # Every script's scratch directories are kept until the last script has run, then removed
 # together (bench/scratch.py says why: freed inodes make the next script's new files dearer).
+# mktemp's 0700 would keep Postfix's daemons (user postfix) out of their queue under it.
 BENCHES := throughput.py concurrency.py large_message.py cold_start.py \
   "cold_start.py --layer-bytecode --runs 3" parse_speed.py parse_memory.py spf_speed.py \
   cost.py deferral.py outage.py
@@ -95,6 +96,7 @@ BENCHES := throughput.py concurrency.py large_message.py cold_start.py \
 bench: $(STAMP) system-deps
 	@uptime
 	@kept=$$(mktemp -d "$${TMPDIR:-/tmp}/mxgate-bench-kept-XXXXXX") && trap 'rm -rf "$$kept"' EXIT && \
+	chmod 755 "$$kept" && \
 	for script in $(BENCHES); do \
 	  echo "$(BIN)/python bench/$$script"; \
 	  MXGATE_BENCH_KEEP="$$kept" $(BIN)/python bench/$$script || exit 1; \

@@ -334,7 +334,7 @@ class Bootstrap:
             timeline=state,
             idempotency=state,
             transports=self.destination_transports(transports),
-            app_events=FileAppEvents(paths.events),
+            app_events=FileAppEvents(paths.events, before_publish=objects.make_written_durable),
             dead_letters=state,
             routes=setup.routes,
             clock=clock,

@@ -28,7 +28,8 @@ def safe_name(text: str) -> str:
 
 def write_atomically(path: Path, body: bytes | BinaryIO, *, durable: bool = False) -> int:
     """Readers see the old file or the new one, never half of it. `body`: bytes, or a stream
-    copied in chunks. Returns the number of bytes written."""
+    copied in chunks. Returns the number of bytes written. `durable`: the file and its name
+    are on disk when this returns (the file fsynced before its rename, then its directory)."""
     if not durable and unnamed_files():
         written = _write_unnamed(path, body)
         if written is not None:
@@ -53,7 +54,18 @@ def write_atomically(path: Path, body: bytes | BinaryIO, *, durable: bool = Fals
     except BaseException:
         temporary.unlink(missing_ok=True)  # a full disk must not keep half a file's space
         raise
+    if durable:
+        fsync_directory(path.parent)
     return size
+
+
+def fsync_directory(directory: str | Path) -> None:
+    """The names made or removed in `directory` on disk (an fsync of the directory itself)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @cache

@@ -132,6 +132,22 @@ def starttls_again(g: Gateways) -> str:
         return line(smtp.docmd("STARTTLS"))
 
 
+def unknown_command(g: Gateways) -> str:
+    with connect(open_port(g), tls=True) as smtp:
+        return line(smtp.docmd("XYZZY"))
+
+
+def enhanced_codes_offered(g: Gateways) -> str:
+    with connect(open_port(g), tls=True) as smtp:
+        assert smtp.has_extn("pipelining")
+        return "ENHANCEDSTATUSCODES" if smtp.has_extn("enhancedstatuscodes") else ""
+
+
+def quit_reply(g: Gateways) -> str:
+    with connect(open_port(g), tls=True) as smtp:
+        return line(smtp.docmd("QUIT"))
+
+
 def recipient_101(g: Gateways) -> str:
     with connect(open_port(g), tls=True) as smtp:
         smtp.mail("buyer@shop.example")
@@ -190,11 +206,14 @@ PROVOKE: dict[str, Callable[[Gateways], str]] = {
     "`RCPT` with bytes that are not UTF-8, or a control character": bad_bytes("RCPT"),
     "`MAIL FROM` with bytes that are not UTF-8, or a control character": bad_bytes("MAIL"),
     "`STARTTLS` once TLS is on": starttls_again,
+    "a command the server does not know": unknown_command,
     "a 101st `RCPT` (Mail Manager takes 100 recipients)": recipient_101,
     "message data over `MaxMessageSizeBytes`": too_much_data,
     "message data with a NUL or a bare CR": bare_cr,
     "a message, accepted (the spool file fsynced)": accepted,
     "a message the gateway cannot store (a spool write fails)": spool_unwritable,
+    "`QUIT`": quit_reply,
+    "`EHLO`: the extensions it lists include": enhanced_codes_offered,
 }
 
 

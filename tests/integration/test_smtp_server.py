@@ -1,11 +1,14 @@
 """The gateway's own SMTP server (`ExactSMTP`) answers as aiosmtpd's `SMTP`, which it replaced:
 the same dialogues sent to both on loopback get the same replies, but for the enhanced status
-codes (RFC 3463) the gateway adds to aiosmtpd's own replies. Pipelined groups are answered in
-order, whatever the network does to them."""
+codes (RFC 3463, RFC 5248's registry) the gateway adds to every reply after the greeting and
+EHLO / HELO's (RFC 2034: it says ENHANCEDSTATUSCODES), and for a failure of its own, a 451
+rather than aiosmtpd's 500. Pipelined groups are answered in order, whatever the network does
+to them."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 from aiosmtpd.smtp import MISSING, SMTP
@@ -26,7 +29,44 @@ ENHANCED = {
     "500 Command line too long": "500 5.5.2 Command line too long",
     "500 Error: bad syntax": "500 5.5.2 Error: bad syntax",
     "501 Syntax: DATA": "501 5.5.4 Syntax: DATA",  # ExactSMTP's own DATA said it so already
+    "221 Bye": "221 2.0.0 Bye",
+    "454 TLS not available": "454 4.7.0 TLS not available",
+    "220 Ready to start TLS": "220 2.0.0 Ready to start TLS",
 }
+# the start of an aiosmtpd reply, and what the gateway's starts with instead
+ENHANCED_START = (
+    ("500 Error: (", "451 4.3.0 Error: ("),  # the server's own failure: try again later
+    ("500 Error: command ", "500 5.5.1 Error: command "),
+    ("500 Error: ", "500 5.5.2 Error: "),
+    ("501 ", "501 5.5.4 "),
+    ("502 ", "502 5.5.1 "),
+    ("503 ", "503 5.5.1 "),
+    ("555 ", "555 5.5.4 "),
+    ("252 ", "252 2.0.0 "),
+    ("250 Syntax: ", "250 2.0.0 Syntax: "),
+    ("250 Supported commands: ", "250 2.0.0 Supported commands: "),
+)
+# aiosmtpd's "250 OK" after each command
+ENHANCED_OK = {"MAIL": "250 2.1.0 OK", "RCPT": "250 2.1.5 OK"}
+HAS_CODE = re.compile(r"[245]\d\d[ -][245]\.\d{1,3}\.\d{1,3} ")
+
+
+def enhanced(command: bytes, reply: str) -> str:
+    """aiosmtpd's reply to `command` as the gateway gives it."""
+    if reply.startswith("250-") and "250-ENHANCEDSTATUSCODES" not in reply:
+        return reply.replace("250-8BITMIME\n", "250-8BITMIME\n250-ENHANCEDSTATUSCODES\n")
+    if "\n" in reply or HAS_CODE.match(reply):
+        return reply
+    if reply == "250 OK":
+        return ENHANCED_OK.get(
+            command.split(b" ")[0].upper().decode(errors="replace"), "250 2.0.0 OK"
+        )
+    reply = ENHANCED.get(reply, reply)
+    for old, new in ENHANCED_START:
+        if reply.startswith(old) and not HAS_CODE.match(reply):
+            return new + reply.removeprefix(old)
+    return reply
+
 
 DIALOGUES = {
     "before HELO": [b"MAIL FROM:<a@b.test>", b"RCPT TO:<c@d.test>", b"DATA", b"NOOP", b"RSET"],
@@ -120,7 +160,9 @@ class Waits:
         return f"250 2.0.0 {len(envelope.content)} bytes"
 
 
-async def replies_of(port: int, dialogue: list[bytes], pipelined: bool) -> list[str]:
+async def replies_of(
+    port: int, dialogue: list[bytes], pipelined: bool, as_the_gateway: bool = False
+) -> list[str]:
     """The greeting and the replies to `dialogue`: a line at a time, each reply read before
     the next line is sent, or (`pipelined`) the commands up to DATA in one write and the
     message with the commands after it in another."""
@@ -131,8 +173,9 @@ async def replies_of(port: int, dialogue: list[bytes], pipelined: bool) -> list[
     groups = [lines[:split], lines[split:]] if pipelined else [[line] for line in lines]
     for group in groups:
         writer.write(b"".join(group))
-        for _ in group:
-            answers.append(await read_reply(reader))
+        for line in group:
+            reply = await read_reply(reader)
+            answers.append(enhanced(line, reply) if as_the_gateway else reply)
             if not answers[-1]:
                 writer.close()
                 return answers
@@ -149,7 +192,7 @@ async def read_reply(reader: asyncio.StreamReader) -> str:
         lines.append(line.decode().rstrip("\r\n"))
         if line[3:4] != b"-":
             break
-    return "\n".join(ENHANCED.get(line, line) for line in lines)
+    return "\n".join(lines)
 
 
 def dialogue_with(
@@ -163,7 +206,8 @@ def dialogue_with(
             0,
         )
         try:
-            return await replies_of(listening.sockets[0].getsockname()[1], dialogue, pipelined)
+            port = listening.sockets[0].getsockname()[1]
+            return await replies_of(port, dialogue, pipelined, as_the_gateway=server is SMTP)
         finally:
             listening.close()
 
@@ -188,7 +232,7 @@ def test_hooks_that_wait_are_answered_in_order(name, pipelined):
     dialogue = DIALOGUES[name]
     ours = dialogue_with(ExactSMTP, dialogue, pipelined, Waits)
     assert ours == dialogue_with(SMTP, dialogue, False, Waits)
-    assert "500 Error: (ValueError) boom" in ours or name != "MAIL"
+    assert "451 4.3.0 Error: (ValueError) boom" in ours or name != "MAIL"
 
 
 def test_commands_sent_while_one_waits_are_held_and_all_answered():
@@ -197,6 +241,6 @@ def test_commands_sent_while_one_waits_are_held_and_all_answered():
     noops = [b"NOOP"] * 30_000  # 180 KB: nearly three times what a session holds
     dialogue = [b"EHLO c.test", b"MAIL FROM:<a@b.test>", *noops, b"QUIT"]
     answers = dialogue_with(ExactSMTP, dialogue, True, Waits)
-    assert answers[2] == "250 OK"
-    assert answers[3:-1] == ["250 OK"] * len(noops)
-    assert answers[-1] == "221 Bye"
+    assert answers[2] == "250 2.1.0 OK"
+    assert answers[3:-1] == ["250 2.0.0 OK"] * len(noops)
+    assert answers[-1] == "221 2.0.0 Bye"

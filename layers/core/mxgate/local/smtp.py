@@ -415,7 +415,7 @@ class ExactSMTP(asyncio.Protocol):
                 status = await self.handle_exception(error)
             except Exception as inner:
                 log.exception("exception in handle_exception")
-                status = f"500 Error: ({type(inner).__name__}) {inner}"
+                status = f"451 4.3.0 Error: ({type(inner).__name__}) {inner}"
             if isinstance(error, TLSSetupException):
                 self._tls_failed(error)
             else:
@@ -440,7 +440,7 @@ class ExactSMTP(asyncio.Protocol):
                 try:
                     arg = arg_bytes.decode("ascii")
                 except UnicodeDecodeError:
-                    self.push("500 Error: strict ASCII mode")
+                    self.push("500 5.5.2 Error: strict ASCII mode")
                     return
         extended = self.session.extended_smtp
         limit = self._mail_limit if extended and verb == "MAIL" else self.command_size_limit
@@ -457,7 +457,7 @@ class ExactSMTP(asyncio.Protocol):
                 self.push("502 5.5.1 Too many unrecognized commands, goodbye.")
                 self.close()
                 return
-            self.push(f'500 Error: command "{verb}" not recognized')
+            self.push(f'500 5.5.1 Error: command "{verb}" not recognized')
             return
         self._reset_timeout()
         await command(self, arg)
@@ -475,11 +475,11 @@ class ExactSMTP(asyncio.Protocol):
             status: str = await hook(error)
             return status
         log.error("SMTP session exception", exc_info=error)
-        return f"500 Error: ({type(error).__name__}) {error}"
+        return f"451 4.3.0 Error: ({type(error).__name__}) {error}"
 
     def _helo_needed(self, helo: str = "HELO") -> bool:
         if not self.session.host_name:
-            self.push(f"503 Error: send {helo} first")
+            self.push(f"503 5.5.1 Error: send {helo} first")
             return True
         return False
 
@@ -513,6 +513,7 @@ class ExactSMTP(asyncio.Protocol):
             responses.append(f"250-SIZE {self.data_size_limit}")
             self._mail_limit += 26  # " SIZE=" and its digits
         responses.append("250-8BITMIME")
+        responses.append("250-ENHANCEDSTATUSCODES")
         if self.enable_SMTPUTF8:
             responses.append("250-SMTPUTF8")
             self._mail_limit += 10
@@ -530,36 +531,37 @@ class ExactSMTP(asyncio.Protocol):
 
     async def smtp_NOOP(self, arg: str | None) -> None:  # noqa: N802
         status = await self._hook("NOOP", arg)
-        self.push("250 OK" if status is MISSING else status)
+        self.push("250 2.0.0 OK" if status is MISSING else status)
 
     async def smtp_QUIT(self, arg: str | None) -> None:  # noqa: N802
         if arg:
-            self.push("501 Syntax: QUIT")
+            self.push("501 5.5.4 Syntax: QUIT")
             return
         status = await self._hook("QUIT")
-        self.push("221 Bye" if status is MISSING else status)
+        self.push("221 2.0.0 Bye" if status is MISSING else status)
         self.close()
 
     async def smtp_RSET(self, arg: str | None) -> None:  # noqa: N802
         if arg:
-            self.push("501 Syntax: RSET")
+            self.push("501 5.5.4 Syntax: RSET")
             return
         self.envelope = Envelope()
         status = await self._hook("RSET")
-        self.push("250 OK" if status is MISSING else status)
+        self.push("250 2.0.0 OK" if status is MISSING else status)
 
     async def smtp_HELP(self, arg: str | None) -> None:  # noqa: N802
         if self._auth_needed():
             return
         offered = {verb: syntax for verb, syntax in _SYNTAX.items() if self._offers(verb)}
-        code = 250
+        code = "250 2.0.0"
         if arg:
             syntax = offered.get(arg.upper())
             if syntax is not None:
                 text, extended = syntax
-                self.push(f"250 Syntax: {text}{extended if self.session.extended_smtp else ''}")
+                parameters = extended if self.session.extended_smtp else ""
+                self.push(f"250 2.0.0 Syntax: {text}{parameters}")
                 return
-            code = 501
+            code = "501 5.5.4"
         self.push(f"{code} Supported commands: {' '.join(sorted(offered))}")
 
     def _offers(self, verb: str) -> bool:
@@ -569,21 +571,21 @@ class ExactSMTP(asyncio.Protocol):
         if self._auth_needed():
             return
         if not arg:
-            self.push("501 Syntax: VRFY <address>")
+            self.push("501 5.5.4 Syntax: VRFY <address>")
             return
         address, _ = self._getaddr(arg)
         if address is None:
-            self.push(f"502 Could not VRFY {arg}")
+            self.push(f"502 5.5.1 Could not VRFY {arg}")
             return
         status = await self._hook("VRFY", address)
         self.push(
-            "252 Cannot VRFY user, but will accept message and attempt delivery"
+            "252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery"
             if status is MISSING
             else status
         )
 
     async def smtp_EXPN(self, arg: str | None) -> None:  # noqa: N802
-        self.push("502 EXPN not implemented")
+        self.push("502 5.5.1 EXPN not implemented")
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """The address of MAIL FROM / RCPT TO and what follows it. The common `<local@domain>`
@@ -598,7 +600,7 @@ class ExactSMTP(asyncio.Protocol):
     def _path_argument(self, keyword: str, arg: str | None) -> tuple[str | None, list[str]]:
         """The address and the parameters of `MAIL FROM:` / `RCPT TO:`: (None, []) when a
         reply has been given instead. Parameters come only after EHLO."""
-        syntax = f"501 Syntax: {_SYNTAX['MAIL' if keyword == 'FROM:' else 'RCPT'][0]}"
+        syntax = f"501 5.5.4 Syntax: {_SYNTAX['MAIL' if keyword == 'FROM:' else 'RCPT'][0]}"
         if self.session.extended_smtp:
             syntax += " [SP <mail-parameters>]"
         if arg is None or arg[: len(keyword)].upper() != keyword:
@@ -624,35 +626,35 @@ class ExactSMTP(asyncio.Protocol):
             return
         params = mail_parameters(options)
         if params is None:
-            self.push("501 Syntax: MAIL FROM: <address> [SP <mail-parameters>]")
+            self.push("501 5.5.4 Syntax: MAIL FROM: <address> [SP <mail-parameters>]")
             return
         if params.pop("BODY", "7BIT") not in ("7BIT", "8BITMIME"):
-            self.push("501 Error: BODY can only be one of 7BIT, 8BITMIME")
+            self.push("501 5.5.4 Error: BODY can only be one of 7BIT, 8BITMIME")
             return
         smtputf8 = params.pop("SMTPUTF8", False)
         if not isinstance(smtputf8, bool):
-            self.push("501 Error: SMTPUTF8 takes no arguments")
+            self.push("501 5.5.4 Error: SMTPUTF8 takes no arguments")
             return
         if smtputf8 and not self.enable_SMTPUTF8:
-            self.push("501 Error: SMTPUTF8 disabled")
+            self.push("501 5.5.4 Error: SMTPUTF8 disabled")
             return
         self.envelope.smtp_utf8 = smtputf8
         size = params.pop("SIZE", None)
         if size:
             if isinstance(size, bool) or not size.isdigit():
-                self.push("501 Syntax: MAIL FROM: <address> [SP <mail-parameters>]")
+                self.push("501 5.5.4 Syntax: MAIL FROM: <address> [SP <mail-parameters>]")
                 return
             if self.data_size_limit and int(size) > self.data_size_limit:
                 self.push(TOO_BIG)
                 return
         if params:
-            self.push("555 MAIL FROM parameters not recognized or not implemented")
+            self.push("555 5.5.4 MAIL FROM parameters not recognized or not implemented")
             return
         status = await self._hook("MAIL", address, options)
         if status is MISSING:
             self.envelope.mail_from = address
             self.envelope.mail_options.extend(options)
-            status = "250 OK"
+            status = "250 2.1.0 OK"
         self.push(status)
 
     async def smtp_RCPT(self, arg: str | None) -> None:  # noqa: N802
@@ -665,16 +667,16 @@ class ExactSMTP(asyncio.Protocol):
         if address is None:
             return
         if mail_parameters(options) is None:
-            self.push("501 Syntax: RCPT TO: <address> [SP <mail-parameters>]")
+            self.push("501 5.5.4 Syntax: RCPT TO: <address> [SP <mail-parameters>]")
             return
         if options:  # none is known
-            self.push("555 RCPT TO parameters not recognized or not implemented")
+            self.push("555 5.5.4 RCPT TO parameters not recognized or not implemented")
             return
         status = await self._hook("RCPT", address, options)
         if status is MISSING:
             self.envelope.rcpt_tos.append(address)
             self.envelope.rcpt_options.extend(options)
-            status = "250 OK"
+            status = "250 2.1.5 OK"
         self.push(status)
 
     async def smtp_DATA(self, arg: str | None) -> None:  # noqa: N802
@@ -701,7 +703,7 @@ class ExactSMTP(asyncio.Protocol):
             return
         status = await self.message_received(sink)
         self.envelope = Envelope()
-        self.push("250 OK" if status is MISSING else status)
+        self.push("250 2.0.0 OK" if status is MISSING else status)
 
     def _read_data(self, data: DataAssembler) -> asyncio.Future[None]:
         """DATA from now on goes to `data` as the connection brings it, through its final
@@ -745,15 +747,15 @@ class ExactSMTP(asyncio.Protocol):
 
     async def smtp_STARTTLS(self, arg: str | None) -> None:  # noqa: N802
         if arg:
-            self.push("501 Syntax: STARTTLS")
+            self.push("501 5.5.4 Syntax: STARTTLS")
             return
         if not self.tls_context:
-            self.push("454 TLS not available")
+            self.push("454 4.7.0 TLS not available")
             return
         if self._tls_active:  # RFC 3207 4.2: once per session
             self.push("503 5.5.1 TLS is already active")
             return
-        self.push("220 Ready to start TLS")
+        self.push("220 2.0.0 Ready to start TLS")
         self._flush()
         self._buffer.clear()  # RFC 3207 4.2: nothing sent before the handshake counts
         assert self.transport is not None
@@ -791,20 +793,20 @@ class ExactSMTP(asyncio.Protocol):
         if self._helo_needed("EHLO"):
             return
         if not self.session.extended_smtp:
-            self.push("500 Error: command 'AUTH' not recognized")
+            self.push("500 5.5.1 Error: command 'AUTH' not recognized")
             return
         if self._auth_require_tls and not self._tls_active:
             self.push("538 5.7.11 Encryption required for requested authentication mechanism")
             return
         if self.session.authenticated:
-            self.push("503 Already authenticated")
+            self.push("503 5.5.1 Already authenticated")
             return
         if not arg:
-            self.push("501 Not enough value")
+            self.push("501 5.5.4 Not enough value")
             return
         args = arg.split()
         if len(args) > 2:
-            self.push("501 Too many values")
+            self.push("501 5.5.4 Too many values")
             return
         if args[0] not in ("LOGIN", "PLAIN"):
             self.push("504 5.5.4 Unrecognized authentication type")

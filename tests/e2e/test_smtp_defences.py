@@ -256,6 +256,21 @@ def test_an_idle_session_is_told_421_and_closed(gateway_factory):
     assert time.monotonic() - started < 10  # told, not left hanging for the default 300 s
 
 
+def test_a_session_idle_in_its_tls_handshake_is_closed_without_a_plain_text_reply(
+    gateway_factory,
+):
+    """After `220` to STARTTLS the next bytes are TLS: a client that never starts its
+    handshake is cut off at the idle limit with nothing written into the handshake."""
+    gateway = gateway_factory(**limits(idle_timeout=0.5))
+    session = Session(gateway.smtp_port, tls=False)
+    assert session.send(b"EHLO client.example").startswith(b"250")
+    assert session.send(b"STARTTLS").startswith(b"220")
+    started = time.monotonic()
+    assert session.stream.read() == b""  # EOF, and no 421 before it
+    session.close()
+    assert time.monotonic() - started < 10
+
+
 async def _greetings(port: int, count: int) -> list[bytes]:
     """`count` connections at once; the first line each one is sent."""
 

@@ -208,6 +208,7 @@ class ExactSMTP(asyncio.Protocol):
         self.envelope = Envelope()
         self.transport: asyncio.Transport | None = None
         self._tls_active = False
+        self._handshaking = False  # STARTTLS's handshake under way
         self._closing = False  # QUIT, a timeout, a refusal or the client: no more replies
         self._buffer = bytearray()  # bytes received, not yet taken as a command line
         self._overlong = False  # the line being received is too long: dropped to its end
@@ -398,7 +399,8 @@ class ExactSMTP(asyncio.Protocol):
     def _timeout_cb(self) -> None:
         """Idle for too long: say so (RFC 5321 4.2.2: 421 before closing), then close."""
         transport = self.transport
-        if transport is not None and not transport.is_closing():
+        # in a TLS handshake a plain-text reply would be noise in it: the connection just goes
+        if transport is not None and not transport.is_closing() and not self._handshaking:
             transport.write(IDLE_TIMEOUT.encode() + b"\r\n")
         self._closing = True
         if transport is not None:
@@ -759,6 +761,7 @@ class ExactSMTP(asyncio.Protocol):
         self._flush()
         self._buffer.clear()  # RFC 3207 4.2: nothing sent before the handshake counts
         assert self.transport is not None
+        self._handshaking = True
         try:
             transport = await self.loop.start_tls(
                 self.transport, self, self.tls_context, server_side=True
@@ -767,6 +770,8 @@ class ExactSMTP(asyncio.Protocol):
             raise
         except Exception as error:
             raise TLSSetupException from error
+        finally:
+            self._handshaking = False
         if transport is None:  # the connection went during the handshake
             raise TLSSetupException
         assert isinstance(transport, asyncio.Transport)

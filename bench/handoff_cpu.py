@@ -1,6 +1,6 @@
 """The gateway's CPU a message for handing spool files to its workers: `mxgate run`'s Gateway
 with its real pool of workers (relaying to Postfix's smtp-sink), each message spooled first and
-then handed on as the ingress hands it on after `250` (`Gateway.submit`), at a steady rate or
+then handed on as the ingress hands it on after `250` (`Gateway.submit_fresh`), at a steady rate or
 all at once.
 
 It prints the gateway process's own CPU time a message over the run (user + system, its
@@ -85,7 +85,7 @@ async def run(args: argparse.Namespace, environment: dict[str, str]) -> None:
         for number, path in enumerate(paths):
             if rate:
                 await asyncio.sleep(max(0.0, started + number / rate - time.perf_counter()))
-            gateway.submit(path)
+            gateway.submit_fresh(path)
         await asyncio.wait_for(gateway.idle.wait(), 600)
 
     # warm up: the workers' imports, connections, caches

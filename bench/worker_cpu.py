@@ -2,17 +2,22 @@
 takes spooled messages through the rule set and the workflow to Postfix's smtp-sink.
 
 The messages are spooled first (as the ingress spools them), then the worker runs each spool
-file; the figure is this process's CPU time (user + system) over the run, divided by the
-messages: what a worker spends on one message, which a loaded machine moves far less than
-it moves wall-clock rates. `--profile FILE` writes cProfile's statistics of the run (CPU time)
-and prints the functions that cost the most (their own time, and with what they call); the
-profiler's own cost is then in the figure. `--pages` prints the pages each database's
-commits wrote during the run, a commit and by table or index: read from the WAL, which the
-worker's connections leave whole (WORKER_CHECKPOINT_PAGES) unless a run outgrows it.
+file as the gateway hands it a file the ingress just spooled (`fresh`; `--replayed`: as a file
+found by a scan of the spool, with the reads that look for an earlier run); the figure is this
+process's CPU time (user + system) over the run, divided by the messages: what a worker spends
+on one message, which a loaded machine moves far less than it moves wall-clock rates.
+`--profile FILE` writes cProfile's statistics of the run (CPU time) and prints the functions
+that cost the most (their own time, and with what they call); the profiler's own cost is then
+in the figure. `--pages` prints the pages each database's commits wrote during the run, a
+commit and by table or index: read from the WAL, which the worker's connections leave whole
+(WORKER_CHECKPOINT_PAGES) unless a run outgrows it.
 
     .venv/bin/python bench/worker_cpu.py [--messages 200] [--size 5120] [--profile out.prof]
                                          [--earlier N]  # N messages' events in the state database
-                                         [--pages]
+                                         [--pages] [--statements] [--replayed]
+
+`--statements` prints the SQL statements a message of each database (sqlite3's trace callback,
+which sees each statement SQLite runs: an `executemany` of n rows counts n).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import collections
 import cProfile
+import re
 import resource
 import sqlite3
 import sys
@@ -32,6 +38,7 @@ from harness import RECIPIENT, gateway_environment, print_cpu_a_message, quiet_d
 from scratch import scratch
 
 if TYPE_CHECKING:
+    from mxgate.local.bootstrap import Worker
     from mxgate.local.spool import Spool
 
 SENDER = "bench@load.example"
@@ -100,6 +107,35 @@ def print_pages(database: Path, earlier_frames: int) -> None:
         print(f"    {count / commits:5.2f}  {name}")
 
 
+_VALUE = re.compile(r"'(?:[^']|'')*'|\b\d+(?:\.\d+)?\b|NULL")
+
+
+def trace_statements(worker: Worker) -> dict[str, collections.Counter[str]]:
+    """Each database's statements from now on, counted by their text with its values as `?`
+    (the trace gives a statement with its bound values written in)."""
+    from mxgate.adapters.local.database import SqliteDatabase  # noqa: PLC0415
+
+    archive = worker.mail_manager.actions.archive_index
+    assert isinstance(archive, SqliteDatabase)
+    connections = {"state database": worker.state.db, "archive index": archive.db}
+    counts: dict[str, collections.Counter[str]] = {}
+    for name, connection in connections.items():
+        counted = counts[name] = collections.Counter()
+
+        def trace(sql: str, counted: collections.Counter[str] = counted) -> None:
+            counted[_VALUE.sub("?", " ".join(sql.split()))] += 1
+
+        connection.set_trace_callback(trace)
+    return counts
+
+
+def print_statements(counts: dict[str, collections.Counter[str]], messages: int) -> None:
+    for name, counted in counts.items():
+        print(f"{name}: {sum(counted.values()) / messages:.2f} statements a message")
+        for sql, count in counted.most_common():
+            print(f"    {count / messages:5.2f}  {sql[:120]}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=200)
@@ -110,6 +146,8 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="write cProfile statistics here")
     parser.add_argument("--top", type=int, default=40, help="functions printed with --profile")
     parser.add_argument("--pages", action="store_true", help="pages a commit, from the WALs")
+    parser.add_argument("--statements", action="store_true", help="SQL statements a message")
+    parser.add_argument("--replayed", action="store_true", help="each file taken as replayed")
     args = parser.parse_args()
 
     # imported here: the figure is the worker's, and so is its import time (left out)
@@ -141,19 +179,23 @@ def main() -> None:
             for path in spool_messages(
                 spool, ingress, 5, args.size
             ):  # warm up: connections, caches, lazy imports
-                receive_spooled(worker, path)
+                receive_spooled(worker, path, fresh=True)
             paths = spool_messages(spool, ingress, args.messages, args.size)
             databases = [bootstrap.paths.state_db, bootstrap.paths.archive_db]
             frames_before = [len(wal_frames(database)) for database in databases]
+            statements = trace_statements(worker) if args.statements else None
             # CPU time, not wall time: waits on the sink and the disk are not the worker's cost
             profile = cProfile.Profile(time.process_time) if args.profile else None
             before, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
             if profile is not None:
                 profile.enable()
-            results = [receive_spooled(worker, path) for path in paths]
+            fresh = not args.replayed
+            results = [receive_spooled(worker, path, fresh=fresh) for path in paths]
             if profile is not None:
                 profile.disable()
             after, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - started
+            if statements is not None:
+                print_statements(statements, args.messages)
             if args.pages:  # before the last connection closes, which empties the WAL
                 for database, earlier_frames in zip(databases, frames_before, strict=True):
                     print_pages(database, earlier_frames)

@@ -165,6 +165,20 @@ def test_sqlite_index_finds_substrings_of_any_length(tmp_path):
     assert not objects.exists(ARCHIVE_BUCKET, "Archive/01A.eml")
 
 
+def counts(archive: SqliteArchive) -> tuple[int, int]:
+    """Rows in the trigram index, and rows waiting for it."""
+    indexed = archive.db.execute("SELECT count(*) FROM archived_text").fetchone()[0]
+    waiting = archive.db.execute(
+        "SELECT count(*) FROM archived WHERE rowid > (SELECT upto FROM archived_indexed)"
+    ).fetchone()[0]
+    return indexed, waiting
+
+
+def ids(archive: SqliteArchive, **fields: object) -> list[str]:
+    query = ArchiveQuery.model_validate({"limit": 1000, **fields})
+    return [m.archived_message_id for m in archive.search(query)]
+
+
 def test_rows_waiting_for_the_trigram_index_are_found_indexed_or_not(tmp_path):
     """A row's texts wait in the database and go into the trigram index a batch at a time: a
     search finds a row either way, a process that dies (no close) leaves its rows findable by
@@ -181,15 +195,6 @@ def test_rows_waiting_for_the_trigram_index_are_found_indexed_or_not(tmp_path):
                 received_at=NOW + timedelta(minutes=number),
             )
         )
-
-    def counts(archive: SqliteArchive) -> tuple[int, int]:
-        indexed = archive.db.execute("SELECT count(*) FROM archived_text").fetchone()[0]
-        waiting = archive.db.execute("SELECT count(*) FROM archived_unindexed").fetchone()[0]
-        return indexed, waiting
-
-    def ids(archive: SqliteArchive, **fields: object) -> list[str]:
-        query = ArchiveQuery.model_validate({"limit": 1000, **fields})
-        return [m.archived_message_id for m in archive.search(query)]
 
     assert counts(index) == (INDEX_BATCH, 3)
     assert ids(index, subject=["invoice 000"]) == ["000"]  # indexed
@@ -214,3 +219,66 @@ def test_rows_waiting_for_the_trigram_index_are_found_indexed_or_not(tmp_path):
     assert counts(reopened) == (INDEX_BATCH + 2, 0)
     assert len(ids(reopened, subject=["invoice"])) == total - 2
     assert ids(reopened, subject=["invoice 033"]) == ["033"]
+
+
+def test_a_row_after_the_last_one_purged_waits_for_the_trigram_index(tmp_path):
+    """SQLite gives a new row the largest rowid plus one: the last row gone, its rowid is
+    the next row's, which must not be taken as indexed already."""
+    objects = FileObjectStore(tmp_path / "objects")
+    index = SqliteArchive(tmp_path / "archive.db", objects)
+    for number in range(INDEX_BATCH):  # one batch: every row indexed
+        index.add(
+            row(
+                archived_message_id=f"{number:03d}",
+                key=f"Archive/{number:03d}.eml",
+                subject=f"Invoice {number:03d}",
+            )
+        )
+    assert counts(index) == (INDEX_BATCH, 0)
+    last = index.get(f"{INDEX_BATCH - 1:03d}")
+    assert last is not None
+    index.remove(last)
+    index.add(row(archived_message_id="NEW", subject="Credit note"))
+    assert counts(index) == (INDEX_BATCH - 1, 1)
+    assert ids(index, subject=["credit note"]) == ["NEW"]
+    index.index_waiting()
+    assert counts(index) == (INDEX_BATCH, 0)
+    assert ids(index, subject=["credit note"]) == ["NEW"]
+
+
+def test_an_index_whose_texts_waited_in_a_table_of_their_own_is_brought_up_to_date(tmp_path):
+    """An index written before the texts were in `archived`: its waiting texts go into the
+    trigram index when it is opened, its rows are all found, and new rows wait as usual."""
+    import sqlite3  # noqa: PLC0415
+
+    columns = "from_text, to_text, cc_text, subject_text, envelope_from_text, envelope_to_text"
+    with sqlite3.connect(tmp_path / "archive.db") as before:  # as the earlier version wrote it
+        before.executescript(
+            "CREATE TABLE archived (rowid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, "
+            "received_at TEXT NOT NULL, row TEXT NOT NULL);"
+            "CREATE INDEX archived_by_time ON archived (received_at);"
+            f"CREATE VIRTUAL TABLE archived_text USING fts5({columns}, tokenize = 'trigram');"
+            "CREATE TABLE archived_unindexed (rowid INTEGER PRIMARY KEY, "
+            + ", ".join(f"{c} TEXT NOT NULL" for c in columns.split(", "))
+            + ");"
+        )
+        for number, table in [(1, "archived_text"), (2, "archived_unindexed")]:
+            message = row(archived_message_id=f"OLD{number}", subject=f"Invoice {number:03d}")
+            before.execute(
+                "INSERT INTO archived (rowid, id, received_at, row) VALUES (?,?,?,?)",
+                (number, message.archived_message_id, str(number), message.model_dump_json()),
+            )
+            texts = [message.value(a) for a in ("FROM", "TO", "CC", "SUBJECT")]
+            texts += [message.value("ENVELOPE_FROM"), message.value("ENVELOPE_TO")]
+            before.execute(
+                f"INSERT INTO {table} (rowid, {columns}) VALUES (?,?,?,?,?,?,?)",
+                (number, *texts),
+            )
+    index = SqliteArchive(tmp_path / "archive.db", FileObjectStore(tmp_path / "objects"))
+    assert counts(index) == (2, 0)
+    assert ids(index, subject=["invoice 001"]) == ["OLD1"]
+    assert ids(index, subject=["invoice 002"]) == ["OLD2"]
+    index.add(row(archived_message_id="NEW", subject="Invoice 003"))
+    assert counts(index) == (2, 1)
+    assert sorted(ids(index, subject=["invoice"])) == ["NEW", "OLD1", "OLD2"]
+    assert SqliteArchive(tmp_path / "archive.db", index.objects).get("OLD2") is not None

@@ -31,6 +31,7 @@ is quarantined, its record written before the spool file leaves the spool
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from enum import StrEnum
 from pathlib import Path
 
@@ -73,14 +74,17 @@ class Result(StrEnum):
     KEPT = "kept"  # failed for now: the spool file or the record stays, to be tried again
 
 
-def receive_batch(worker: Worker, paths: list[Path]) -> list[Result]:
-    """Spool files one after another, each to its own end (`receive_spooled`); the finished
-    ones go together at the end, after one fsync of the state database. When that fails, they
-    stay (KEPT): tried again, each is found finished."""
+def receive_batch(
+    worker: Worker, paths: list[Path], *, fresh: Collection[Path] = ()
+) -> list[Result]:
+    """Spool files one after another, each to its own end (`receive_spooled`; `fresh`: those
+    the ingress just spooled); the finished ones go together at the end, after one fsync of
+    the state database. When that fails, they stay (KEPT): tried again, each is found
+    finished."""
     results: list[Result] = []
     try:
         with worker.spool.removed_after(worker.state.make_durable) as finished:
-            results = [receive_spooled(worker, path) for path in paths]
+            results = [receive_spooled(worker, path, fresh=path in fresh) for path in paths]
     except Exception as error:  # noqa: BLE001 -- the files stay: tried again, or replayed
         _kept(error, spool_files=" ".join(path.name for path in finished))
         return [
@@ -90,19 +94,21 @@ def receive_batch(worker: Worker, paths: list[Path]) -> list[Result]:
     return results
 
 
-def receive_spooled(worker: Worker, path: Path) -> Result:
+def receive_spooled(worker: Worker, path: Path, *, fresh: bool = False) -> Result:
     """Take one spooled message as far as it goes now: to its end (the file is removed), or to
     a rule set retry, which keeps the file. An unreadable file, or a permanent failure while
-    processing, quarantines the message; a failure for now keeps the file."""
+    processing, quarantines the message; a failure for now keeps the file. `fresh`: the
+    ingress just spooled it and no worker was given it before (`Gateway.submit_fresh`), so no
+    earlier run can have left anything to find: its replay's reads are skipped."""
     try:
         with worker.objects.one_run(), worker.spool.removed_after(worker.state.make_durable):
-            return _receive(worker, path)
+            return _receive(worker, path, fresh=fresh)
     except Exception as error:  # noqa: BLE001 -- the file stays: tried again, or replayed
         _kept(error, spool_file=path.name)
         return Result.KEPT
 
 
-def _receive(worker: Worker, path: Path) -> Result:
+def _receive(worker: Worker, path: Path, *, fresh: bool) -> Result:
     try:
         envelope, message, modified = worker.spool.read_spooled(path)
     except FileNotFoundError:
@@ -110,18 +116,19 @@ def _receive(worker: Worker, path: Path) -> Result:
     except ValueError as error:  # empty or torn: no retry can make it readable
         quarantine_unreadable(worker, path, error)
         return Result.QUARANTINED
-    if quarantined_before(worker, path, envelope):
-        worker.spool.remove(path)  # a quarantine interrupted after its record: finished now
-        return Result.QUARANTINED
-    if worker.state.is_scheduled(retry_record_id(envelope.message_id)):
-        return Result.RETRY_PENDING  # a replay on start: its rule set retry owns the file
-    if _finished_before(worker, envelope):
-        worker.spool.remove(path)  # its batch's fsync failed, or its worker died before it
-        return Result.ALREADY_DONE
+    if not fresh:  # a replayed or retried file: what an earlier run did is found first
+        if quarantined_before(worker, path, envelope):
+            worker.spool.remove(path)  # a quarantine interrupted after its record: finished now
+            return Result.QUARANTINED
+        if worker.state.is_scheduled(retry_record_id(envelope.message_id)):
+            return Result.RETRY_PENDING  # a replay on start: its rule set retry owns the file
+        if _finished_before(worker, envelope):
+            worker.spool.remove(path)  # its batch's fsync failed, or its worker died before it
+            return Result.ALREADY_DONE
     accepted = accepted_event(path, envelope, message.size, modified)
     try:
         retry = through_the_pipeline(
-            worker, envelope, message, spool_file=path.name, accepted=accepted
+            worker, envelope, message, spool_file=path.name, accepted=accepted, fresh=fresh
         )
     except Exception as error:
         if kind_of(error) is FailureKind.TRANSIENT:
@@ -161,11 +168,13 @@ def through_the_pipeline(
     spool_file: str = "",
     retry: RuleSetRetry | None = None,
     accepted: TimelineEvent | None = None,
+    fresh: bool = False,
 ) -> RuleSetRetry | None:
     """Steps 1 to 3 for one message (its first run, or a retry's): the retry now scheduled for
     what is left open, or None when every recipient has its end (or its record). `accepted`:
     the first run's `accepted` event, written with the run's first commit (once: a replay of
-    the spool file finds it written)."""
+    the spool file finds it written). `fresh`: no run of the message came before (nothing
+    written to look for)."""
     mail_manager = worker.mail_manager
     # one commit for what the run records before its first read (group commit)
     with (
@@ -173,9 +182,11 @@ def through_the_pipeline(
         worker.state.grouped(),
         mail_manager.actions.parses.one_message(),  # the rule set's parse, for Process
     ):
-        if accepted is not None:
+        if accepted is not None and fresh:
+            worker.state.record(accepted)
+        elif accepted is not None:
             worker.state.record_first(accepted)
-        run = mail_manager.apply_rule_set(envelope, message, retry=retry)
+        run = mail_manager.apply_rule_set(envelope, message, retry=retry, fresh=fresh)
         for (bucket, key), stored_envelope in run.stored.items():
             worker.workflow.start(bucket, key, stored_envelope)
         return mail_manager.retry_open(run, spool_file=spool_file, retry=retry)

@@ -91,11 +91,17 @@ class LocalMailManager:
             os.close(lock)
 
     def apply_rule_set(
-        self, envelope: Envelope, message: RawMessage, *, retry: RuleSetRetry | None = None
+        self,
+        envelope: Envelope,
+        message: RawMessage,
+        *,
+        retry: RuleSetRetry | None = None,
+        fresh: bool = False,
     ) -> RuleSetRun:
         """Run the rule set for the envelope's recipients (the first run, or a retry's) and
         perform its actions. Every recipient is settled, dead-lettered, stored for the
-        workflow, or left in `pending`."""
+        workflow, or left in `pending`. `fresh`: no run of the message came before, so no
+        action is looked up as done already."""
         ingress, rule_set = self.rule_set_for(envelope)
         authentication = None
         if self.authenticator is not None:  # Mail Manager judges the sender before the rules
@@ -114,7 +120,7 @@ class LocalMailManager:
                 extra={"message_id": envelope.message_id, "verdicts": authentication.summary()},
             )
         facts = message_facts(envelope, message, authentication)
-        runner = ActionRunner(self.actions, self.resources, envelope, message, facts)
+        runner = ActionRunner(self.actions, self.resources, envelope, message, facts, fresh=fresh)
         outcome = run_rule_set(rule_set, facts, envelope.recipients, self.book, runner)
         rule_set_id = self._rule_set_id(ingress)
         self._log(envelope, ingress, rule_set_id, outcome)

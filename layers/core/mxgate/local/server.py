@@ -103,7 +103,9 @@ class Gateway:
         self.pool: ProcessPoolExecutor | None = None
         self.pool_args: tuple[str, str] = ("", "")  # the workers' initializer arguments
         self.spool = bootstrap.ingress_spool()
-        self.ready: OrderedDict[Path, None] = OrderedDict()  # spool files for the next batch
+        # spool files for the next batch, each with whether it is fresh (`submit_fresh`)
+        self.ready: OrderedDict[Path, bool] = OrderedDict()
+        self.scanned: frozenset[Path] = frozenset()  # the spool files its last scan found
         self.in_flight: set[Path] = set()  # spool files handed to the pool and not yet done
         self.batches = 0  # batches of spool files handed to the pool and not yet done
         self.pool_generation = 0  # a new pool replaces one whose worker died
@@ -156,13 +158,21 @@ class Gateway:
             initargs=self.pool_args,
         )
 
-    def submit(self, path: Path) -> None:
+    def submit(self, path: Path, *, fresh: bool = False) -> None:
         """Hand one spooled message to the workers (once: a file already waiting or in flight
         is skipped), in the next batch that goes."""
         if path in self.ready or path in self.in_flight:
             return
-        self.ready[path] = None
+        self.ready[path] = fresh
         self._hand_out()
+
+    def submit_fresh(self, path: Path) -> None:
+        """A spool file the ingress has just made durable: no worker was given it, so its
+        worker skips the reads that look for what an earlier run did (`receive_spooled`).
+        Unless the last scan of the spool found it: a file is linked before its fsync, so a
+        scan after a worker died may have handed it out already (and a worker kept it for a
+        retry). Work tried again (`submit`) and every scan's files are never fresh."""
+        self.submit(path, fresh=path not in self.scanned)
 
     def _hand_out(self) -> None:
         """Give the workers what is ready, as many batches as they have room for. A batch
@@ -175,9 +185,11 @@ class Gateway:
         room = batches - self.batches
         share = min(BATCH_MOST, -(-len(self.ready) // batches))
         while self.ready and room > 0:
-            batch = [self.ready.popitem(last=False)[0] for _ in range(min(share, len(self.ready)))]
+            taken = [self.ready.popitem(last=False) for _ in range(min(share, len(self.ready)))]
+            batch = [path for path, _ in taken]
+            fresh = [str(path) for path, is_fresh in taken if is_fresh]
             try:
-                future = self.pool.submit(worker.receive, [str(path) for path in batch])
+                future = self.pool.submit(worker.receive, [str(path) for path in batch], fresh)
             except BrokenProcessPool:
                 self._recover()  # hands out every spooled message, this batch included
                 return
@@ -202,9 +214,11 @@ class Gateway:
 
     def _replay_spool(self) -> None:
         """Hand the workers every spooled message not yet with them (on start, after a crash)."""
-        for path in self.spool.pending():
+        pending = self.spool.pending()
+        self.scanned = frozenset(pending)
+        for path in pending:
             if path not in self.in_flight:
-                self.ready[path] = None
+                self.ready[path] = False
         self._hand_out()
 
     def _track(self, future: Future[Any], work: list[Work]) -> None:
@@ -421,7 +435,7 @@ class Gateway:
                 spool=spool,
                 logs=logs,
                 clock=self.clock,
-                submit=self.submit,
+                submit=self.submit_fresh,
                 smtp_password=listener.smtp_password,
                 addons=self.bootstrap.session_addons(listener.traffic_policy),
             )

@@ -15,6 +15,7 @@ import multiprocessing.connection
 import os
 import signal
 import threading
+from collections.abc import Collection
 from pathlib import Path
 
 from mxgate.local import pipeline
@@ -61,10 +62,13 @@ def _current() -> Worker:
     return _worker
 
 
-def receive(spool_files: list[str]) -> list[pipeline.Result]:
+def receive(spool_files: list[str], fresh: Collection[str] = ()) -> list[pipeline.Result]:
     """A batch of spool files, one after another, each to its own end: one that fails (it is
-    kept, or quarantined) leaves the others as they went."""
-    return pipeline.receive_batch(_current(), [Path(spool_file) for spool_file in spool_files])
+    kept, or quarantined) leaves the others as they went. `fresh`: those of them the ingress
+    just spooled, which no worker was given before."""
+    return pipeline.receive_batch(
+        _current(), [Path(spool_file) for spool_file in spool_files], fresh={Path(f) for f in fresh}
+    )
 
 
 def run_due(record_json: str) -> pipeline.Result:

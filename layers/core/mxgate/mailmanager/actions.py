@@ -127,12 +127,15 @@ class ActionRunner:
         envelope: Envelope,
         message: RawMessage,
         facts: MessageFacts,
+        *,
+        fresh: bool = False,
     ) -> None:
         self.ports = ports
         self.resources = resources
         self.envelope = envelope
         self.message = message
         self.facts = facts
+        self.fresh = fresh  # the message's first run ever: no action of it was done before
         self.stored = Stored()
         self._handing_on: list[str] = []  # the envelopes an action hands on, once remembered
         self._stored: dict[tuple[str, str], bytes] = {}  # each object's header section
@@ -145,7 +148,7 @@ class ActionRunner:
     def execute(self, action: RuleAction, context: ActionContext) -> str:
         once = action.kind in _ONCE
         done: list[str] = []
-        if once:  # a retry or a replay: what was done already is not done again
+        if once and not self.fresh:  # a retry or a replay: what was done is not done again
             done = [r for r in context.recipients if self._seen(action, context, r)]
             if done and len(done) == len(context.recipients):
                 return f"already done for {len(done)} recipient(s); not repeated"

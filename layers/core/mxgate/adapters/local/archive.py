@@ -6,10 +6,11 @@ The trigram index finds substrings of three characters or more, case-insensitive
 reading every row; every candidate is then checked against `ArchiveQuery.matches`, which is
 the meaning (shorter values and `Unless`-free exact semantics rest on it alone).
 
-A new row's texts wait in `archived_unindexed` (in the row's own transaction) and go into the
-trigram index in batches of `INDEX_BATCH`: FTS5 writes a new segment each commit that adds to
-it, which cost four times the row itself. A search takes every waiting row as a candidate, so
-nothing is missed between batches, and nothing waits anywhere but in the database.
+A new row holds its texts for the trigram index, which takes them in batches of `INDEX_BATCH`
+(FTS5 writes a new segment each commit that adds to it, which cost four times the row itself):
+the rows after `archived_indexed.upto` wait for the next batch. A search takes every waiting
+row as a candidate, so nothing is missed between batches, and nothing waits anywhere but in
+the database. (The texts waited in a table of their own before, a page more each row's commit.)
 """
 
 from __future__ import annotations
@@ -28,25 +29,30 @@ from mxgate.errors import PermanentError, TransientError
 from mxgate.mailmanager.actions import ARCHIVE_BUCKET
 
 _COLUMNS = {attribute: name.rstrip("_") + "_text" for name, attribute in STRING_FIELDS.items()}
+_TEXT_COLUMNS = ", ".join(_COLUMNS.values())
+_TEXTS = ", ".join(f"{column} TEXT NOT NULL DEFAULT ''" for column in _COLUMNS.values())
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS archived (
     rowid INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
     received_at TEXT NOT NULL,  -- UTC ISO text: text order is time order
-    row TEXT NOT NULL  -- the ArchivedMessage as JSON
+    row TEXT NOT NULL,  -- the ArchivedMessage as JSON
+    {_TEXTS}  -- for the trigram index (a row written before them: '', indexed already)
 );
 CREATE INDEX IF NOT EXISTS archived_by_time ON archived (received_at);
 CREATE VIRTUAL TABLE IF NOT EXISTS archived_text USING fts5(
-    {", ".join(_COLUMNS.values())}, tokenize = 'trigram'
+    {_TEXT_COLUMNS}, tokenize = 'trigram'
 );
-CREATE TABLE IF NOT EXISTS archived_unindexed (  -- texts for the next batch into archived_text
-    rowid INTEGER PRIMARY KEY,  -- the archived row's
-    {", ".join(f"{column} TEXT NOT NULL" for column in _COLUMNS.values())}
-);
+-- one row (`_begin_indexed`): every archived row up to `upto` is in archived_text, none after
+CREATE TABLE IF NOT EXISTS archived_indexed (upto INTEGER NOT NULL);
 """
 _TRIGRAM = 3  # the shortest value the trigram index can look up
 INDEX_BATCH = 32  # rows a process adds between two batches into the trigram index
-_TEXT_COLUMNS = ", ".join(_COLUMNS.values())
+_INSERT = (
+    f"INSERT INTO archived (id, received_at, row, {_TEXT_COLUMNS}) "  # noqa: S608 -- fixed column names
+    f"VALUES (?, ?, ?{', ?' * len(_COLUMNS)})"
+)
+_WAITING = "rowid > (SELECT upto FROM archived_indexed)"
 
 
 def _phrase(value: str) -> str:
@@ -66,32 +72,23 @@ class SqliteArchive(SqliteDatabase):
         self.objects = objects
         self._added = 0  # rows added since this process's last batch into the trigram index
 
+    def migrate(self, connection: sqlite3.Connection) -> None:
+        _begin_indexed(connection)
+
     def add(self, message: ArchivedMessage) -> None:
         """Index one archived copy (again: the same id replaces its row); its texts go into
         the trigram index with the next batch."""
-        texts = [message.value(attribute) for attribute in _COLUMNS]
         row = (
             message.archived_message_id,
             utc(message.received_at),
             message.model_dump_json(by_alias=True),
+            *(message.value(attribute) for attribute in _COLUMNS),
         )
         with self._transaction() as db:
             # a new id (the usual case) in one statement; the same id again replaces its row
-            cursor = db.execute(
-                "INSERT INTO archived (id, received_at, row) VALUES (?,?,?) "
-                "ON CONFLICT (id) DO NOTHING",
-                row,
-            )
-            if not cursor.rowcount:
+            if not db.execute(_INSERT + " ON CONFLICT (id) DO NOTHING", row).rowcount:
                 _forget(db, message.archived_message_id)
-                cursor = db.execute(
-                    "INSERT INTO archived (id, received_at, row) VALUES (?,?,?)", row
-                )
-            db.execute(
-                f"INSERT INTO archived_unindexed (rowid, {_TEXT_COLUMNS}) "  # noqa: S608 -- fixed column names
-                f"VALUES (?{', ?' * len(texts)})",
-                (cursor.lastrowid, *texts),
-            )
+                db.execute(_INSERT, row)
             self._added += 1
             if self._added >= INDEX_BATCH:
                 _index_waiting(db)
@@ -120,8 +117,8 @@ class SqliteArchive(SqliteDatabase):
         ]
         if terms:  # with every row still waiting for the trigram index: matches() decides
             where.append(
-                "(rowid IN (SELECT rowid FROM archived_text WHERE archived_text MATCH ?)"
-                " OR rowid IN (SELECT rowid FROM archived_unindexed))"
+                "(rowid IN (SELECT rowid FROM archived_text WHERE archived_text MATCH ?)"  # noqa: S608 -- constant text
+                f" OR {_WAITING})"
             )
             parameters.append(" AND ".join(terms))
         if query.since is not None:
@@ -203,15 +200,59 @@ def _index_waiting(db: sqlite3.Connection) -> None:
     """The waiting rows' texts into the trigram index, in the caller's transaction."""
     db.execute(
         f"INSERT INTO archived_text (rowid, {_TEXT_COLUMNS}) "  # noqa: S608 -- fixed column names
-        f"SELECT rowid, {_TEXT_COLUMNS} FROM archived_unindexed"
+        f"SELECT rowid, {_TEXT_COLUMNS} FROM archived WHERE {_WAITING}"
     )
-    db.execute("DELETE FROM archived_unindexed")
+    db.execute("UPDATE archived_indexed SET upto = (SELECT coalesce(max(rowid), 0) FROM archived)")
 
 
 def _forget(db: sqlite3.Connection, archived_message_id: str) -> None:
-    """An archived message's row and its text index entry (or its waiting texts)."""
+    """An archived message's row and its text index entry. The last row gone, its rowid is
+    the next row's (SQLite takes the largest one plus one): `upto` comes down to the largest
+    left, so that a new row is never taken as indexed."""
     row = db.execute("SELECT rowid FROM archived WHERE id=?", (archived_message_id,)).fetchone()
     if row is not None:
         db.execute("DELETE FROM archived_text WHERE rowid=?", row)
-        db.execute("DELETE FROM archived_unindexed WHERE rowid=?", row)
         db.execute("DELETE FROM archived WHERE rowid=?", row)
+        db.execute(
+            "UPDATE archived_indexed SET upto = "
+            "min(upto, (SELECT coalesce(max(rowid), 0) FROM archived))"
+        )
+
+
+def _begin_indexed(connection: sqlite3.Connection) -> None:
+    """The row of `archived_indexed`, once: every row there is is indexed. An index written
+    before the texts were in `archived` has them in `archived_unindexed`, which go into the
+    trigram index first, and that table goes. The check is repeated inside the write lock, so
+    two processes starting together do it once."""
+
+    def begun() -> bool:
+        return connection.execute("SELECT 1 FROM archived_indexed").fetchone() is not None
+
+    if begun():
+        return
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        if not begun():
+            before = connection.execute(
+                "SELECT 1 FROM sqlite_schema WHERE name = 'archived_unindexed'"
+            ).fetchone()
+            if before is not None:
+                columns = {c[1] for c in connection.execute("PRAGMA table_info(archived)")}
+                for column in _COLUMNS.values():
+                    if column not in columns:
+                        connection.execute(
+                            f"ALTER TABLE archived ADD COLUMN {column} TEXT NOT NULL DEFAULT ''"
+                        )
+                connection.execute(
+                    f"INSERT INTO archived_text (rowid, {_TEXT_COLUMNS}) "  # noqa: S608 -- fixed column names
+                    f"SELECT rowid, {_TEXT_COLUMNS} FROM archived_unindexed"
+                )
+                connection.execute("DROP TABLE archived_unindexed")
+            connection.execute(
+                "INSERT INTO archived_indexed SELECT coalesce(max(rowid), 0) FROM archived"
+            )
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise

@@ -12,6 +12,10 @@ in the figure. `--pages` prints the pages each database's commits wrote during t
 commit and by table or index: read from the WAL, which the worker's connections leave whole
 (WORKER_CHECKPOINT_PAGES) unless a run outgrows it.
 
+As under `mxgate run`, the worker hands its finished spool files back (`Spool.handing_back`)
+and waits on no fsync for them; what the gateway then does for them (one fsync of the WAL, an
+unlink each: `spool.remove_durably`) is timed apart and printed after the worker's figure.
+
     .venv/bin/python bench/worker_cpu.py [--messages 200] [--size 5120] [--profile out.prof]
                                          [--earlier N]  # N messages' events in the state database
                                          [--pages] [--statements] [--replayed]
@@ -154,6 +158,7 @@ def main() -> None:
     from mxgate.local.bootstrap import Bootstrap  # noqa: PLC0415
     from mxgate.local.pipeline import Result, receive_spooled  # noqa: PLC0415
     from mxgate.local.settings import LocalSettings  # noqa: PLC0415
+    from mxgate.local.spool import remove_durably  # noqa: PLC0415
     from mxgate.records import Stage, TimelineEvent  # noqa: PLC0415
 
     with (
@@ -190,10 +195,14 @@ def main() -> None:
             if profile is not None:
                 profile.enable()
             fresh = not args.replayed
-            results = [receive_spooled(worker, path, fresh=fresh) for path in paths]
+            with worker.spool.handing_back() as finished:  # as the gateway's workers do
+                results = [receive_spooled(worker, path, fresh=fresh) for path in paths]
             if profile is not None:
                 profile.disable()
             after, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - started
+            removal = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+            remove_durably(finished, worker.state.make_durable)  # the gateway's side
+            removed = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
             if statements is not None:
                 print_statements(statements, args.messages)
             if args.pages:  # before the last connection closes, which empties the WAL
@@ -213,6 +222,13 @@ def main() -> None:
         args.messages,
         profile=args.profile,
         top=args.top,
+    )
+    print_cpu_a_message(
+        "the gateway's removal of the finished files (one fsync, an unlink each)",
+        removal[0],
+        removed[0],
+        removed[1] - removal[1],
+        args.messages,
     )
 
 

@@ -1,6 +1,6 @@
 """Spool files go to the workers in batches (`local/server.py` `Gateway._hand_out`): one pool
 call for what is ready when a worker can take more, never a wait for a batch to fill; each
-file of a batch goes to its own end in the worker (`local/worker.py` `receive`), and what a
+file of a batch goes to its own end in the worker (`local/worker.py` `receive_handing_back`), and what a
 batch hands back is settled file by file (kept work tried again alone)."""
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class CountingGateway(Gateway):
         submit = self.pool.submit
 
         def counted(function: Callable[..., Any], *args: Any) -> Future[Any]:
-            files = len(args[0]) if function is worker_process.receive else 1
+            files = len(args[0]) if function is worker_process.receive_handing_back else 1
             self.calls.append((function.__name__, files))
             return submit(function, *args)
 
@@ -124,8 +124,8 @@ def test_the_spool_goes_to_the_workers_in_batches_and_a_lone_message_at_once(
         return on_start, at_once
 
     on_start, at_once = asyncio.run(run())
-    assert on_start == [("receive", 12 // BATCHES_A_WORKER)] * BATCHES_A_WORKER
-    assert at_once == [("receive", 1)]
+    assert on_start == [("receive_handing_back", 12 // BATCHES_A_WORKER)] * BATCHES_A_WORKER
+    assert at_once == [("receive_handing_back", 1)]
     state = SqliteState(settings.paths.state_db)
     for message_id in [*backlog, "01LONE0000"]:
         assert {s.recipient: s.outcome for s in state.states(message_id)} == {
@@ -152,7 +152,7 @@ def test_what_a_batch_hands_back_is_settled_file_by_file(tmp_path: Path) -> None
         if isinstance(result, BaseException):
             future.set_exception(result)
         else:
-            future.set_result(result)
+            future.set_result((result, []))
         gateway._finished(future, work, gateway.pool_generation)
 
     async def run() -> None:

@@ -12,9 +12,11 @@ answered 250; a worker process then, for each spool file (`receive_spooled`):
    stays), or removes the spool file: every recipient has its end, or a record that leads
    there (a retry, a deferral) is written first, and the objects such a record points at
    were fsynced before it (`FileObjectStore.make_written_durable`; a message delivered at
-   once is not fsynced again: `one_run`). The file goes at the end of the worker's call
-   (`receive_batch`, `run_due`), once one fsync of the state database
-   (`SqliteDatabase.make_durable`) has made those ends durable (`Spool.removed_after`).
+   once is not fsynced again: `one_run`). The file goes only once an fsync of the state
+   database's WAL (`SqliteDatabase.make_durable`) has made those ends durable
+   (`Spool.removed_after`): under `mxgate run`, the gateway's, after its next checkpoint, for
+   every file its workers finished meanwhile (`spool.FinishedFiles`); else one at the end of
+   the worker's call (`receive_batch`, `run_due`).
 
 The deferred queue's records come back through `run_due`: a Task's retry resumes its
 execution, a deferred delivery runs the state machine again (straight to Deliver), deferred

@@ -17,7 +17,7 @@ import signal
 import ssl
 import sys
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -36,6 +36,7 @@ from mxgate.local.pipeline import Result
 from mxgate.local.settings import Paths
 from mxgate.local.setup import IngressSetup
 from mxgate.local.smtp import IngressSMTP
+from mxgate.local.spool import FinishedFiles
 from mxgate.local.tls import ensure_certificate, server_context
 from mxgate.records import Deferred
 
@@ -78,6 +79,8 @@ BATCHES_A_WORKER = 2
 # The workers' SQLite WALs (state and archive index) are checkpointed here, in a thread, this
 # often while work finishes: off the workers' path (their own connections checkpoint only past
 # bootstrap.WORKER_CHECKPOINT_PAGES), and each page copied once a look, not once a thousand.
+# The spool files the workers finished meanwhile go right after, with one fsync of the state
+# database's WAL for them all: a finished file waits this long, and the look's own time.
 CHECKPOINT_EVERY = 0.25
 
 
@@ -126,7 +129,10 @@ class Gateway:
         self.stopping = False
         self.mailbox_process: asyncio.subprocess.Process | None = None
         self.checkpoints: asyncio.Task[None] | None = None
+        self.last_look = asyncio.Event()  # stopping: the checkpoints' last look, then their end
         self.finished = 0  # pool calls finished: work that may have written to the WALs
+        # finished spool files the workers handed back, removed after the next checkpoint
+        self.finished_files = FinishedFiles(bootstrap.state().make_durable)
 
     async def _mailbox_hosts(self) -> dict[str, int]:
         """Start the local mailbox hosts in their own process; every host's port."""
@@ -189,7 +195,9 @@ class Gateway:
             batch = [path for path, _ in taken]
             fresh = [str(path) for path, is_fresh in taken if is_fresh]
             try:
-                future = self.pool.submit(worker.receive, [str(path) for path in batch], fresh)
+                future = self.pool.submit(
+                    worker.receive_handing_back, [str(path) for path in batch], fresh
+                )
             except BrokenProcessPool:
                 self._recover()  # hands out every spooled message, this batch included
                 return
@@ -213,11 +221,13 @@ class Gateway:
         self._replay_spool()
 
     def _replay_spool(self) -> None:
-        """Hand the workers every spooled message not yet with them (on start, after a crash)."""
+        """Hand the workers every spooled message not yet with them (on start, after a crash),
+        but those finished and waiting for their removal."""
         pending = self.spool.pending()
         self.scanned = frozenset(pending)
+        finished = self.finished_files.names()
         for path in pending:
-            if path not in self.in_flight:
+            if path not in self.in_flight and path not in finished:
                 self.ready[path] = False
         self._hand_out()
 
@@ -239,13 +249,17 @@ class Gateway:
             self.deferred_running.discard(each.label)
         current = generation == self.pool_generation
         error = None if future.cancelled() else future.exception()
+        handed: tuple[Any, list[str]] | None = None
+        if not future.cancelled() and error is None:
+            handed = future.result()
+            self.finished_files.add(handed[1])  # a dead pool's too: their ends are committed
         if isinstance(error, BrokenProcessPool):
             if current:  # the first of the dead pool's futures
                 self._recover()
         elif future.cancelled() or (not current and work[0].spool_file is not None):
             pass  # a dead pool's: its spool files went to the new one
         else:
-            results = future.result() if error is None else [None] * len(work)
+            results = handed[0] if handed is not None else [None] * len(work)
             if not isinstance(results, list):
                 results = [results]  # a deferred record's one Result
             for each, result in zip(work, results, strict=True):
@@ -331,7 +345,7 @@ class Gateway:
         if record.record_id in self.deferred_running or self.pool is None:
             return
         self.deferred_running.add(record.record_id)
-        future = self.pool.submit(worker.run_due, record.model_dump_json())
+        future = self.pool.submit(worker.run_due_handing_back, record.model_dump_json())
         self._track(future, [Work(record.record_id, partial(self._postpone, record))])
 
     def _postpone(self, record: Deferred) -> None:
@@ -356,7 +370,9 @@ class Gateway:
 
     async def _keep_checkpoints(self) -> None:
         """The workers' WALs copied into their databases (CHECKPOINT_EVERY), when work
-        finished since the last look; a failed checkpoint is tried at the next."""
+        finished since the last look; a failed checkpoint is tried at the next. Then the
+        finished spool files go (`_remove_finished`). A stop (`last_look`) makes one last look
+        once the workers are done."""
         databases = [self.bootstrap.state(), self.bootstrap.archive()]
 
         def checkpoint() -> None:
@@ -364,23 +380,45 @@ class Gateway:
                 database.checkpoint()
 
         looked = self.finished
-        running: asyncio.Future[None] | None = None
         try:
-            while True:
-                await asyncio.sleep(CHECKPOINT_EVERY)
-                if self.finished == looked:
+            while not self.last_look.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.last_look.wait(), CHECKPOINT_EVERY)
+                if self.finished == looked and not self.finished_files:
                     continue
                 looked = self.finished
-                running = asyncio.ensure_future(asyncio.to_thread(checkpoint))
                 try:
-                    await asyncio.shield(running)  # a stop waits for it below
+                    await _unless_cancelled(asyncio.to_thread(checkpoint))
                 except Exception as error:  # noqa: BLE001 -- the workers' backstop remains
                     log.warning("WAL checkpoint failed; trying again", extra={"error": error})
+                await self._remove_finished()
+            await self._remove_finished()  # handed back since the look under way took its files
         finally:
-            if running is not None:  # its thread uses the connections closed here
-                await asyncio.wait([running])
             for database in databases:
                 database.close()
+
+    async def _remove_finished(self) -> None:
+        """The finished spool files handed back so far go, after one fsync of the state
+        database's WAL started now, after their ends' commits (each worker committed before
+        it handed its files back). Not the checkpoint's own fsync of the WAL: a PASSIVE
+        checkpoint syncs it only when it has frames to copy that no reader holds back. When the
+        fsync fails they wait for the next look (a stop leaves them to the next start, whose
+        replay finds each finished)."""
+        files = self.finished_files
+        taken = files.take()
+        if not taken:
+            return
+        removed = False
+        try:
+            await _unless_cancelled(asyncio.to_thread(files.remove, taken))
+            removed = True
+        except Exception as error:  # noqa: BLE001 -- the files stay: removed at a later look
+            log.warning(
+                "finished spool files not removed for now; trying again",
+                extra={"files": len(taken), "error": repr(error)},
+            )
+        finally:
+            files.done(removed=removed)
 
     async def _keep_retention(self) -> None:
         """The archive's Retention, the quarantine's and the replay history's: enforced on
@@ -488,10 +526,6 @@ class Gateway:
             self.scheduler.cancel()
         if self.housekeeping is not None:
             self.housekeeping.cancel()
-        if self.checkpoints is not None:
-            self.checkpoints.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.checkpoints
         try:
             await asyncio.wait_for(self.idle.wait(), grace)
         except TimeoutError:
@@ -503,10 +537,24 @@ class Gateway:
         if pool is not None:
             # in a thread: the loop goes on meanwhile (the scheduler, the timers are done)
             await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+        if self.checkpoints is not None:  # the workers are done: what they finished goes
+            self.last_look.set()
+            await self.checkpoints
         if self.mailbox_process is not None:  # after the workers: they said QUIT to the hosts
             self.mailbox_process.terminate()
             await self.mailbox_process.wait()
         self.dirs.ports_file.unlink(missing_ok=True)
+
+
+async def _unless_cancelled(work: asyncio.Future[None] | Coroutine[Any, Any, None]) -> None:
+    """Wait for `work` (a thread's) to end even when the waiting task is cancelled, then
+    cancel: a thread using the checkpoints' connections is never left running as they close."""
+    running = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(running)
+    except asyncio.CancelledError:
+        await asyncio.wait([running])
+        raise
 
 
 async def serve(bootstrap: Bootstrap, on_ready: Callable[[Running], None]) -> None:

@@ -117,6 +117,54 @@ def message_events(timeline: Timeline, spool: Path | None, message_id: str) -> l
     return spooled or timeline.events(message_id)  # taken meanwhile: the worker wrote it
 
 
+def remove_durably(paths: list[Path], make_durable: Callable[[], None]) -> None:
+    """Finished spool files go, once `make_durable` (an fsync of the state database's WAL,
+    started after their recipients' ends were committed) has made those ends durable: after a
+    power cut, an end is on disk or its file is. A failing `make_durable` raises and leaves
+    them all (a replay finds each finished: `pipeline._finished_before`)."""
+    make_durable()
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+class FinishedFiles:
+    """The spool files `mxgate run`'s workers finished and handed back (`Spool.handing_back`),
+    waiting for the gateway's next look (`local/server.py`, CHECKPOINT_EVERY): one fsync of
+    the WAL for every file finished since, off the workers' path. The event loop adds and
+    takes; a thread removes what was taken (`remove_durably`), and what it could not remove
+    is put back for the next look. A file waits one look (CHECKPOINT_EVERY and the look's
+    own time); as many wait as the workers finish in that time."""
+
+    def __init__(self, make_durable: Callable[[], None]) -> None:
+        self.make_durable = make_durable
+        self.waiting: list[Path] = []
+        self.removing: list[Path] = []  # taken by the look under way
+
+    def add(self, paths: Iterable[str]) -> None:
+        self.waiting.extend(Path(path) for path in paths)
+
+    def take(self) -> list[Path]:
+        self.removing, self.waiting = self.waiting, []
+        return self.removing
+
+    def remove(self, taken: list[Path]) -> None:
+        """In a thread: what `take` gave goes after one fsync started now."""
+        remove_durably(taken, self.make_durable)
+
+    def done(self, *, removed: bool) -> None:
+        """The look's end: what it took is gone, or (`removed` False) waits for the next."""
+        if not removed:
+            self.waiting[:0] = self.removing
+        self.removing = []
+
+    def __len__(self) -> int:
+        return len(self.waiting) + len(self.removing)
+
+    def names(self) -> set[Path]:
+        """Every file still waiting: finished, so no replay hands it to a worker again."""
+        return {*self.waiting, *self.removing}
+
+
 class Spool:
     def __init__(
         self, directory: Path, keep: Callable[[Linker, Envelope], None] | None = None
@@ -132,6 +180,7 @@ class Spool:
         self.keep = keep
         self.group_commit = GroupCommit(self)  # how the ingress's event loop commits
         self._to_remove: list[Path] | None = None  # what `remove` was given within `removed_after`
+        self._handed_back: list[Path] | None = None  # what it left, within `handing_back`
         directory.mkdir(parents=True, exist_ok=True)
 
     def write(self, envelope: Envelope, raw: bytes) -> Path:
@@ -213,9 +262,10 @@ class Spool:
     def removed_after(self, make_durable: Callable[[], None]) -> Iterator[list[Path]]:
         """The files `remove` is given within the block (those it yields) go at its end, after
         one `make_durable` (the state database's commits so far fsynced): each file's
-        recipients' ends are durable before it goes, one fsync for a worker's batch. A block
+        recipients' ends are durable before it goes, one fsync for a worker's call. A block
         within one adds to the outer one's. A failing `make_durable` (or a block that raises)
-        leaves them all, to be replayed: each one's run finds its recipients' ends."""
+        leaves them all, to be replayed: each one's run finds its recipients' ends. Within
+        `handing_back`, they are handed back instead, with no fsync here."""
         if self._to_remove is not None:
             yield self._to_remove
             return
@@ -225,10 +275,25 @@ class Spool:
             yield held
         finally:
             self._to_remove = None
-        if held:
-            make_durable()
-            for path in held:
-                path.unlink(missing_ok=True)
+        if not held:
+            return
+        if self._handed_back is not None:
+            self._handed_back.extend(held)
+        else:
+            remove_durably(held, make_durable)
+
+    @contextlib.contextmanager
+    def handing_back(self) -> Iterator[list[Path]]:
+        """What `removed_after` would remove within the block is handed back (the list it
+        yields) to whoever removes it later, after an fsync that starts after the block: the
+        gateway's workers, whose files `mxgate run` removes with its checkpoint
+        (`FinishedFiles`)."""
+        handed: list[Path] = []
+        self._handed_back = handed
+        try:
+            yield handed
+        finally:
+            self._handed_back = None
 
     def sync_directory(self, opened: int | None = None) -> None:
         """The names linked into the spool so far, durable (`opened`: the directory's

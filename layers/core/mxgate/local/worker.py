@@ -1,9 +1,10 @@
 """What runs in each worker process of the gateway's pool.
 
 The pool initializer builds one Worker per process from the composition root (the
-process-wide instance below is the pool's documented pattern); `receive` is what the ingress
-submits, a batch of spool files a call, and `run_due` what the deferred queue's scheduler submits,
-one record a call. The work itself is `local/pipeline.py`.
+process-wide instance below is the pool's documented pattern); `receive_handing_back` is what
+the ingress submits, a batch of spool files a call, and `run_due_handing_back` what the deferred
+queue's scheduler submits, one record a call; both hand the finished spool files back to the
+gateway, which removes them. The work itself is `local/pipeline.py`.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ def _current() -> Worker:
 def receive(spool_files: list[str], fresh: Collection[str] = ()) -> list[pipeline.Result]:
     """A batch of spool files, one after another, each to its own end: one that fails (it is
     kept, or quarantined) leaves the others as they went. `fresh`: those of them the ingress
-    just spooled, which no worker was given before."""
+    just spooled, which no worker was given before. The finished files go at its end, after an
+    fsync of its own (`receive_handing_back` is the gateway's)."""
     return pipeline.receive_batch(
         _current(), [Path(spool_file) for spool_file in spool_files], fresh={Path(f) for f in fresh}
     )
@@ -73,3 +75,21 @@ def receive(spool_files: list[str], fresh: Collection[str] = ()) -> list[pipelin
 
 def run_due(record_json: str) -> pipeline.Result:
     return pipeline.run_due(_current(), DEFERRED.validate_json(record_json))
+
+
+def receive_handing_back(
+    spool_files: list[str], fresh: Collection[str] = ()
+) -> tuple[list[pipeline.Result], list[str]]:
+    """`receive` for `mxgate run`: the finished spool files are handed back with the results,
+    not removed, and the gateway removes them after its next fsync of the state database
+    (`spool.FinishedFiles`): the worker waits on no fsync of its own."""
+    with _current().spool.handing_back() as finished:
+        results = receive(spool_files, fresh)
+    return results, [str(path) for path in finished]
+
+
+def run_due_handing_back(record_json: str) -> tuple[pipeline.Result, list[str]]:
+    """`run_due` for `mxgate run`, handing back what it finished (a rule set retry's file)."""
+    with _current().spool.handing_back() as finished:
+        result = run_due(record_json)
+    return result, [str(path) for path in finished]

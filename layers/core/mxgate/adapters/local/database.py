@@ -3,8 +3,9 @@ file. The state database's schema is here; the archive index keeps its own file.
 
 Commits are not fsynced (synchronous=NORMAL): a power cut may forget the last records, never
 the messages, whose spool files are fsynced and replayed on start; replays are harmless
-because deliveries are idempotent. A spool file goes only after `make_durable` (one fsync for
-a worker's batch) has made its recipients' ends durable. A `durable` transaction is fsynced on
+because deliveries are idempotent. A spool file goes only after `make_durable` (under `mxgate
+run` the gateway's, one a look for every file finished since) has made its recipients' ends
+durable. A `durable` transaction is fsynced on
 commit. Within `grouped()` (a message's run in a worker), timeline events and idempotency
 records wait in memory for the next transaction or the group's end: one commit where there
 were several. A database another process keeps busy past the timeout, a full disk and an I/O

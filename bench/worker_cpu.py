@@ -140,7 +140,7 @@ def print_statements(counts: dict[str, collections.Counter[str]], messages: int)
             print(f"    {count / messages:5.2f}  {sql[:120]}")
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--size", type=int, default=5120)
@@ -152,7 +152,11 @@ def main() -> None:
     parser.add_argument("--pages", action="store_true", help="pages a commit, from the WALs")
     parser.add_argument("--statements", action="store_true", help="SQL statements a message")
     parser.add_argument("--replayed", action="store_true", help="each file taken as replayed")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = arguments()
 
     # imported here: the figure is the worker's, and so is its import time (left out)
     from mxgate.local.bootstrap import Bootstrap  # noqa: PLC0415

@@ -143,7 +143,7 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
             records.event(
                 message_id,
                 Stage.CLASSIFIED,
-                f"{route.kind.value}:{route.name} ({route.reason})",
+                f"{route.kind}:{route.name} ({route.reason})",
                 recipient,
             )
         )

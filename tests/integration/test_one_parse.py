@@ -85,9 +85,7 @@ def test_a_parse_serves_only_the_same_bytes_and_limits():
     assert once.parse(io.BytesIO(other)).subject == "ho"
 
 
-def test_deliver_takes_the_bytes_process_read_not_the_base64_of_its_document(
-    worker, monkeypatch
-):
+def test_deliver_takes_the_bytes_process_read_not_the_base64_of_its_document(worker, monkeypatch):
     decoded: list[int] = []
     real = base64.b64decode
 

@@ -83,3 +83,30 @@ def test_a_parse_serves_only_the_same_bytes_and_limits():
         assert once.parse(io.BytesIO(RAW), limits=ParseLimits(max_parts=5)) is not first
         assert once.parse(io.BytesIO(other)).subject == "ho"
     assert once.parse(io.BytesIO(other)).subject == "ho"
+
+
+def test_deliver_takes_the_bytes_process_read_not_the_base64_of_its_document(worker, monkeypatch):
+    decoded: list[int] = []
+    real = base64.b64decode
+
+    def counted(data: Any, *args: Any, **kwargs: Any) -> bytes:
+        decoded.append(len(data))
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(base64, "b64decode", counted)
+    assert receive_spooled(worker, spool(worker, "01KEPTBYTES", RAW)) == "done"
+    assert outcomes(worker, "01KEPTBYTES") == {"alice@nutrition.co": Outcome.DELIVERED}
+    assert mailbox(worker, "workspace", "alice@nutrition.co")[0].endswith(RAW)
+    assert decoded == []  # the delivery document's inline copy was not decoded
+
+
+def test_kept_bytes_serve_only_their_digest_and_only_inside_the_run():
+    once = parse_module.ParseOnce()
+    digest = hashlib.sha256(RAW).hexdigest()
+    once.keep_bytes(RAW, digest)  # outside a run: not kept
+    assert once.kept_bytes(digest) is None
+    with once.one_message():
+        once.keep_bytes(RAW, digest)
+        assert once.kept_bytes(digest) is RAW
+        assert once.kept_bytes(hashlib.sha256(b"other").hexdigest()) is None
+    assert once.kept_bytes(digest) is None

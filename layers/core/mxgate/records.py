@@ -249,7 +249,7 @@ class RecipientState(Record):
     detail: StateDetail = ""
 
     def event(self) -> TimelineEvent:
-        said = f"{self.outcome.value} ({self.route})" if self.route else self.outcome.value
+        said = f"{self.outcome} ({self.route})" if self.route else f"{self.outcome}"
         return TimelineEvent(
             message_id=self.message_id,
             at=self.at,

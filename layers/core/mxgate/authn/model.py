@@ -154,9 +154,9 @@ class Authentication(Frozen):
 
     def summary(self) -> str:
         """One line for logs and the timeline."""
-        dkim = ",".join(f"{c.result.value}({c.domain})" for c in self.dkim) or "none"
-        policy = f" policy={self.dmarc.policy.value}" if self.dmarc.policy else ""
+        dkim = ",".join(f"{c.result}({c.domain})" for c in self.dkim) or "none"
+        policy = f" policy={self.dmarc.policy}" if self.dmarc.policy else ""
         return (
-            f"spf={self.spf_mail_from.result.value} helo={self.spf_helo.result.value} "
-            f"dkim={dkim} dmarc={self.dmarc.result.value}{policy} arc={self.arc.result.value}"
+            f"spf={self.spf_mail_from.result} helo={self.spf_helo.result} "
+            f"dkim={dkim} dmarc={self.dmarc.result}{policy} arc={self.arc.result}"
         )

@@ -41,7 +41,7 @@ def _spf(check: SpfCheck) -> str:
         if check.identity == "mailfrom"
         else f"smtp.helo={_value(_ascii(check.domain) or 'unknown')}"
     )
-    return f"spf={check.result.value} {_comment(check.reason)} {identity}"
+    return f"spf={check.result} {_comment(check.reason)} {identity}"
 
 
 def _dkim(check: DkimCheck) -> str:
@@ -54,12 +54,12 @@ def _dkim(check: DkimCheck) -> str:
         properties.append(f"header.a={_value(check.algorithm)}")
     if check.signature:
         properties.append(f"header.b={_value(check.signature[:8])}")
-    return f"dkim={check.result.value} {_comment(check.reason)} {' '.join(properties)}"
+    return f"dkim={check.result} {_comment(check.reason)} {' '.join(properties)}"
 
 
 def _arc(check: ArcCheck) -> str:
     """RFC 8617 7.2: the chain validation status."""
-    return f"arc={check.result.value} {_comment(check.reason)}"
+    return f"arc={check.result} {_comment(check.reason)}"
 
 
 def authentication_results(authentication: Authentication) -> str:
@@ -69,8 +69,8 @@ def authentication_results(authentication: Authentication) -> str:
     if dmarc.published:
         details.append(f"p={dmarc.published.upper()} pct={dmarc.pct}")
     if dmarc.policy is not None:
-        details.append(f"dis={dmarc.policy.value}")
-    dmarc_text = f"dmarc={dmarc.result.value} {_comment('; '.join(details))}"
+        details.append(f"dis={dmarc.policy}")
+    dmarc_text = f"dmarc={dmarc.result} {_comment('; '.join(details))}"
     if dmarc.from_domain:
         dmarc_text += f" header.from={_value(_ascii(dmarc.from_domain))}"
     results = [

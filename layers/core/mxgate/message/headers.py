@@ -16,7 +16,8 @@ _CONTROL = re.compile(r"\r\n(?![ \t])|\r(?!\n)|(?<!\r)\n|\x00")
 def format_field(name: str, value: str) -> bytes:
     """One header field, RFC 2047-encoded if it is not ASCII, folded, CRLF-terminated. A bare
     CR, LF or NUL in the value (from a HELO name, say) becomes a space: never a field of its own."""
-    value = _CONTROL.sub(" ", value)
+    if "\r" in value or "\n" in value or "\x00" in value:  # else no search: most values
+        value = _CONTROL.sub(" ", value)
     if value.isascii():
         line = f"{name}: {value}"
         return line.encode("ascii") + _CRLF

@@ -65,12 +65,15 @@ class Content:
     """The decoded bytes of one part seen once: counted, hashed, their start kept for
     sniffing, and the whole kept only when asked (to store it, or to read it as text): in
     memory up to KEPT_IN_MEMORY, in a temporary file past it, so a 30 MB attachment on its
-    way to the store is never whole in memory."""
+    way to the store is never whole in memory. A body text is not hashed (`digest` False):
+    no attachment is made of it, and its digest would never be read."""
 
     __slots__ = ("_digest", "_kept", "head", "outer", "size")
 
-    def __init__(self, keep: bool, outer: frozenset[bytes] = frozenset()) -> None:
-        self._digest = hashlib.sha256()
+    def __init__(
+        self, keep: bool, outer: frozenset[bytes] = frozenset(), *, digest: bool = True
+    ) -> None:
+        self._digest = hashlib.sha256() if digest else None
         self._kept: BinaryIO | None = _kept_bytes() if keep else None
         self.size = 0
         self.head = b""
@@ -79,7 +82,8 @@ class Content:
     def feed(self, data: bytes) -> None:
         if not data:
             return
-        self._digest.update(data)
+        if self._digest is not None:
+            self._digest.update(data)
         self.size += len(data)
         if len(self.head) < _SNIFF_BYTES:
             self.head += data[: _SNIFF_BYTES - len(self.head)]
@@ -88,7 +92,8 @@ class Content:
 
     @property
     def sha256(self) -> str:
-        return self._digest.hexdigest()
+        """The decoded bytes' SHA-256; "" for content not hashed."""
+        return self._digest.hexdigest() if self._digest is not None else ""
 
     @property
     def data(self) -> bytes | None:
@@ -684,7 +689,7 @@ class MimeParser:
             or content_type in MESSAGE_TYPES
             or content_type in KEPT_TYPES
         )
-        content = Content(keep)
+        content = Content(keep, digest=not body_text)
         self.contents.append(content)
         for chunk in self.source.body(boundaries):
             data = decoder.feed(chunk)

@@ -84,10 +84,15 @@ class RawMessage:
         return cls.read_from(lambda: objects.open(bucket, key), objects.head(bucket, key).size)
 
     @classmethod
-    def referenced(cls, ref: MessageRef, objects: ObjectStore) -> RawMessage:
+    def referenced(
+        cls, ref: MessageRef, objects: ObjectStore, *, known: bytes | None = None
+    ) -> RawMessage:
         """The message a delivery names: inside its document when small, else in the store;
-        with the 8-bit flag the record keeps (a message over 48 KB is then read once)."""
-        if ref.inline is not None:
+        with the 8-bit flag the record keeps (a message over 48 KB is then read once).
+        `known`: its bytes, when the caller has them already (`ParseOnce.kept_bytes`)."""
+        if known is not None:
+            message = cls.of(known)
+        elif ref.inline is not None:
             message = cls.of(base64.b64decode(ref.inline))
         else:  # its size is known: no HEAD request (on S3) to learn it
             message = cls.read_from(lambda: objects.open(ref.bucket, ref.key), ref.size)

@@ -198,4 +198,6 @@ _FOLD = re.compile(r"\r?\n(?=[ \t])")
 
 def unfold(value: str) -> str:
     """RFC 5322 unfolding: a line break before whitespace goes; stray line breaks too."""
+    if "\n" not in value and "\r" not in value:  # one line: most fields
+        return value
     return _FOLD.sub("", value).replace("\r", "").replace("\n", "")

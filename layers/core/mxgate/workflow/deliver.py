@@ -137,7 +137,8 @@ def send_to_mailbox(
     if transport is None:
         raise PermanentError(f"no transport for mailbox host {delivery.destination!r}")
     ref = delivery.message
-    raw = RawMessage.referenced(ref, services.objects)
+    known = services.parses.kept_bytes(ref.digest) if services.parses is not None else None
+    raw = RawMessage.referenced(ref, services.objects, known=known)
     # a forged "ours" never passes
     raw = raw.with_header(remove_authentication_results(raw.header, services.gateway_host))
     outgoing, notes = _outgoing(delivery, raw, transport, services)

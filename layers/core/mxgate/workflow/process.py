@@ -81,7 +81,7 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
             copy, envelope, parsed.sha256, services
         )
         copy.seek(0)
-        small = copy.read() if parsed.size <= INLINE_MAX else None
+        small = _small(copy, parsed, services)
     message_id = envelope.message_id
     ref = MessageRef(
         message_id=message_id,
@@ -143,7 +143,7 @@ def process(request: ProcessInput, services: Services) -> ProcessOutput:
             records.event(
                 message_id,
                 Stage.CLASSIFIED,
-                f"{route.kind.value}:{route.name} ({route.reason})",
+                f"{route.kind}:{route.name} ({route.reason})",
                 recipient,
             )
         )
@@ -205,6 +205,18 @@ def _parse(copy: BinaryIO, services: Services, store: AttachmentStore) -> Parsed
     if services.parses is not None:
         return services.parses.parse(copy, limits=services.message_limits, store=store)
     return parse_stream(copy, limits=services.message_limits, store=store)
+
+
+def _small(copy: BinaryIO, parsed: ParsedMessage, services: Services) -> bytes | None:
+    """The message's bytes when it is small enough to travel inside its delivery documents;
+    kept for the Deliver steps of this run too, where the runtime keeps a parse (no base64
+    to decode there)."""
+    if parsed.size > INLINE_MAX:
+        return None
+    small = copy.read()
+    if services.parses is not None:
+        services.parses.keep_bytes(small, parsed.sha256)
+    return small
 
 
 def _trace(

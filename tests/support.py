@@ -308,3 +308,17 @@ def offline_function_environment(routes: Path = ROUTES) -> dict[str, str]:
         "MXGATE_ARRIVAL_CHECK_QUEUE": "https://sqs.us-east-1.amazonaws.com/1/arrival-check",
         "MXGATE_UNSTARTED_QUEUE": "https://sqs.us-east-1.amazonaws.com/1/unstarted",
     }
+
+
+def fsynced_paths(monkeypatch: Any) -> list[str]:
+    """The paths `os.fsync` is called on from now on, in order (each call still runs): what a
+    durable write made durable, which no reader of the files can tell."""
+    paths: list[str] = []
+    fsync = os.fsync
+
+    def recording(fd: int) -> None:
+        paths.append(os.readlink(f"/proc/self/fd/{fd}"))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    return paths

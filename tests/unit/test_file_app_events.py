@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from mxgate.adapters.local.appevents import FileAppEvents
+from tests.support import fsynced_paths
 
 EVENT = {"version": "1", "message_id": "01APP", "recipient": "orders@x.example"}
 
@@ -27,14 +28,7 @@ def test_the_objects_are_made_durable_before_the_event_is_written(tmp_path: Path
 def test_an_event_is_fsynced_with_its_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fsynced: list[str] = []
-    fsync = os.fsync
-
-    def recording(fd: int) -> None:
-        fsynced.append(os.readlink(f"/proc/self/fd/{fd}"))
-        fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", recording)
+    fsynced = fsynced_paths(monkeypatch)
     where = FileAppEvents(tmp_path).publish("orders", "01APP.orders@x.example", EVENT)
     assert fsynced[-1] == os.path.dirname(where)  # the name, after the file's own fsync
     assert len(fsynced) == 2

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from mxgate.adapters.local.files import write_atomically
+from tests.support import fsynced_paths
 
 
 def test_a_write_replaces_the_file_whole(tmp_path: Path) -> None:
@@ -39,25 +40,12 @@ def test_a_new_file_leaves_no_other_name_in_its_directory(tmp_path: Path) -> Non
     assert os.stat(target).st_nlink == 1
 
 
-def _fsynced_paths(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The paths os.fsync is called on, in order (the call itself still runs)."""
-    paths: list[str] = []
-    fsync = os.fsync
-
-    def recording(fd: int) -> None:
-        paths.append(os.readlink(f"/proc/self/fd/{fd}"))
-        fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", recording)
-    return paths
-
-
 def test_a_durable_write_fsyncs_the_file_then_its_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Its name is on disk too: the directory's fsync comes after the rename."""
     target = tmp_path / "events" / "event.json"
-    fsynced = _fsynced_paths(monkeypatch)
+    fsynced = fsynced_paths(monkeypatch)
     write_atomically(target, b"{}", durable=True)
     assert len(fsynced) == 2
     assert os.path.dirname(fsynced[0]) == str(target.parent)  # the temporary name, renamed
@@ -67,6 +55,6 @@ def test_a_durable_write_fsyncs_the_file_then_its_directory(
 def test_a_write_that_need_not_be_durable_fsyncs_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fsynced = _fsynced_paths(monkeypatch)
+    fsynced = fsynced_paths(monkeypatch)
     write_atomically(tmp_path / "object", b"body")
     assert fsynced == []

@@ -71,9 +71,28 @@ def test_a_worker_hands_its_finished_files_back_and_fsyncs_nothing_for_them(
     )
 
 
-def test_a_rule_set_retry_done_hands_its_spool_file_back(
+def test_a_file_whose_recipient_waits_in_the_deferred_queue_goes_after_the_workers_fsync(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its run is over (the delivery's retry is a record), but a replay would not find it
+    finished and would deliver again beside the record: not handed back to wait for the
+    gateway's look, but removed by the worker once its own fsync made the record durable."""
+    mailbox_host_replies(worker, "workspace", "451 4.3.0 try later")
+    path = accept(worker, "01WAITSINQUEUE", ["alice@nutrition.co"])
+    seen = watched(monkeypatch, Path(f"{worker.state.path}-wal"))
+    assert worker_process.receive_handing_back([str(path)]) == ([Result.DONE], [])
+    assert not path.exists()
+    assert worker.state.lease_due(worker.clock.now() + LATER, 60)  # what leads to its end
+    assert seen[-2:] == [
+        ("fsync", str(Path(f"{worker.state.path}-wal").resolve())),
+        ("unlink", str(path.resolve())),
+    ]
+
+
+def test_a_rule_set_retry_done_removes_its_spool_file_after_the_workers_fsync(
     workers: Callable[..., Worker], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """What the retry left waiting (its recipients' deliveries) a replay would run again."""
     worker = workers(**DIRECT)
     mailbox_host_replies(worker, "workspace", "451 4.3.0 try later")
     path = accept(worker, "01RETRYHANDBACK", ["alice@nutrition.co"])
@@ -81,12 +100,9 @@ def test_a_rule_set_retry_done_hands_its_spool_file_back(
     mailbox_host_replies(worker, "workspace", None)
     (due,) = worker.state.lease_due(worker.clock.now() + LATER, 60)
     seen = watched(monkeypatch, Path(f"{worker.state.path}-wal"))
-    assert worker_process.run_due_handing_back(due.model_dump_json()) == (
-        Result.DONE,
-        [str(path)],
-    )
-    assert path.exists()
-    assert seen == []
+    assert worker_process.run_due_handing_back(due.model_dump_json()) == (Result.DONE, [])
+    assert not path.exists()
+    assert [what for what, _ in seen][-2:] == ["fsync", "unlink"]
 
 
 # ----------------------------------------------------------------------------- the gateway

@@ -141,7 +141,7 @@ def _receive(worker: Worker, path: Path, *, fresh: bool) -> Result:
         return Result.QUARANTINED
     if retry is not None:
         return Result.RETRYING
-    worker.spool.remove(path)
+    worker.spool.remove(path, settled=_finished_before(worker, envelope))
     return Result.DONE
 
 
@@ -283,8 +283,8 @@ def _retry_rule_set(worker: Worker, retry: RuleSetRetry) -> Result:
     if again is not None:
         return Result.RETRYING  # the same record, due later
     worker.state.finish_deferred(retry.record_id)  # first: a file without a record is replayed
-    if path is not None:
-        worker.spool.remove(path)
+    if path is not None:  # not settled: what the retry left waiting, a replay would run again
+        worker.spool.remove(path, settled=False)
     return Result.DONE
 
 

@@ -181,6 +181,7 @@ class Spool:
         self.group_commit = GroupCommit(self)  # how the ingress's event loop commits
         self._to_remove: list[Path] | None = None  # what `remove` was given within `removed_after`
         self._handed_back: list[Path] | None = None  # what it left, within `handing_back`
+        self._unsettled: set[Path] = set()  # of `_to_remove`: not to be handed back
         directory.mkdir(parents=True, exist_ok=True)
 
     def write(self, envelope: Envelope, raw: bytes) -> Path:
@@ -251,10 +252,17 @@ class Spool:
         """Spooled messages not yet finished, oldest first (ids sort by time)."""
         return sorted(self.directory.glob(f"*{_SUFFIX}"))
 
-    def remove(self, path: Path) -> None:
-        """A finished message's file goes: at once, or within `removed_after` at its end."""
+    def remove(self, path: Path, *, settled: bool = True) -> None:
+        """A finished message's file goes: at once, or within `removed_after` at its end.
+        `settled`: a replay of the file would find it finished (`pipeline._finished_before`,
+        or its quarantine record); only such a file may be handed back (`handing_back`) to
+        wait for the gateway's look. Another (a recipient waits in the deferred queue, whose
+        record a second run would not see) goes at the block's end after the worker's own
+        fsync, so no crash leaves it for a replay that runs those recipients again."""
         if self._to_remove is not None:
             self._to_remove.append(path)
+            if not settled:
+                self._unsettled.add(path)
         else:
             path.unlink(missing_ok=True)
 
@@ -275,11 +283,13 @@ class Spool:
             yield held
         finally:
             self._to_remove = None
+            unsettled, self._unsettled = self._unsettled, set()
         if not held:
             return
         if self._handed_back is not None:
-            self._handed_back.extend(held)
-        else:
+            self._handed_back.extend(path for path in held if path not in unsettled)
+            held = [path for path in held if path in unsettled]
+        if held:
             remove_durably(held, make_durable)
 
     @contextlib.contextmanager

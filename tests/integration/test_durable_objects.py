@@ -27,9 +27,9 @@ def watched(worker: Worker, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, 
         seen.append(("fsync", Path(os.readlink(f"/proc/self/fd/{fd}"))))
         fsync(fd)
 
-    def watched_remove(path: Path) -> None:
+    def watched_remove(path: Path, *, settled: bool = True) -> None:
         seen.append(("remove", path))
-        remove(path)
+        remove(path, settled=settled)
 
     monkeypatch.setattr(os, "fsync", watched_fsync)
     monkeypatch.setattr(worker.spool, "remove", watched_remove)

@@ -44,6 +44,7 @@ from mxgate.local.spool_quarantine import (
     quarantined_before,
 )
 from mxgate.message.raw import RawMessage
+from mxgate.observability import hop
 from mxgate.records import (
     UNKNOWN_RECIPIENTS,
     Deferred,
@@ -94,6 +95,7 @@ def receive_spooled(worker: Worker, path: Path) -> Result:
     """Take one spooled message as far as it goes now: to its end (the file is removed), or to
     a rule set retry, which keeps the file. An unreadable file, or a permanent failure while
     processing, quarantines the message; a failure for now keeps the file."""
+    hop("taken", spool_file=path.name)
     try:
         with worker.objects.one_run(), worker.spool.removed_after(worker.state.make_durable):
             return _receive(worker, path)

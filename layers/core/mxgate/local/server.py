@@ -37,6 +37,7 @@ from mxgate.local.settings import Paths
 from mxgate.local.setup import IngressSetup
 from mxgate.local.smtp import IngressSMTP
 from mxgate.local.tls import ensure_certificate, server_context
+from mxgate.observability import hop
 from mxgate.records import Deferred
 
 log = logging.getLogger("mxgate.server")
@@ -181,6 +182,8 @@ class Gateway:
             except BrokenProcessPool:
                 self._recover()  # hands out every spooled message, this batch included
                 return
+            for path in batch:
+                hop("handed_out", spool_file=path.name)
             self.in_flight.update(batch)
             self.batches += 1
             room -= 1

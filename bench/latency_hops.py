@@ -84,9 +84,10 @@ def main() -> None:
         ):
             since = datetime.now().astimezone().isoformat()
             count = int(args.rate * args.seconds)
-            before, started = gateway.done(), time.perf_counter()
+            before, started, cpu = gateway.done(), time.perf_counter(), gateway.cpu()
             paced(gateway.port, args.rate, count, args.size)
             wait_relayed(gateway, before + count, started, limit=120)
+            spent = {part: (t - cpu[part]) / count * 1000 for part, t in gateway.cpu().items()}
             assert gateway.home is not None
             recorded = recorded_hops(gateway.home / "state.db", since)
         logged = logged_hops(work / "gateway.out")
@@ -104,6 +105,8 @@ def main() -> None:
                 f"  {start:>10} -> {end:<10} {statistics.median(spans):8.2f} "
                 f"{percentile(spans, 0.9):8.2f} {percentile(spans, 0.99):8.2f}"
             )
+    parts = "   ".join(f"{part} {ms:.2f}" for part, ms in spent.items())
+    print(f"  CPU a message: {sum(spent.values()):.2f} ms   {parts}")
     print(f"  ({load()} at the end)")
 
 

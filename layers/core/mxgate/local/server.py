@@ -177,13 +177,13 @@ class Gateway:
         share = min(BATCH_MOST, -(-len(self.ready) // batches))
         while self.ready and room > 0:
             batch = [self.ready.popitem(last=False)[0] for _ in range(min(share, len(self.ready)))]
+            for path in batch:  # before: a worker may take the file before submit returns
+                hop("handed_out", spool_file=path.name)
             try:
                 future = self.pool.submit(worker.receive, [str(path) for path in batch])
             except BrokenProcessPool:
                 self._recover()  # hands out every spooled message, this batch included
                 return
-            for path in batch:
-                hop("handed_out", spool_file=path.name)
             self.in_flight.update(batch)
             self.batches += 1
             room -= 1

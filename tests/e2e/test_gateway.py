@@ -292,3 +292,36 @@ def test_delivered_mail_carries_our_authentication_results(gateway_factory):
     assert any(r.startswith("mx.other.example;") for r in results)
     assert stored.endswith(foreign + message("alice@nutrition.co", "authenticated"))
     assert forged not in stored
+
+
+@pytest.mark.parametrize("asked", [True, False])
+def test_a_messages_hops_are_logged_when_asked_for(tmp_path, asked):
+    """MXGATE_LATENCY_LOG=1: the end of DATA, the durable spool file, its hand-out and its
+    worker's start, in that order on the wall clock (what bench/latency_hops.py reads);
+    without it, none."""
+    env = {"MXGATE_LATENCY_LOG": "1"} if asked else {}
+    (tmp_path / "config").mkdir()
+    gateway = start_gateway(tmp_path / "home", local_config(tmp_path / "config"), env=env)
+    try:
+        with client(gateway.smtp_port) as smtp:
+            smtp.ehlo("client.example")
+            smtp.mail(SENDER)
+            smtp.rcpt("alice@nutrition.co")
+            code, reply = smtp.data(message("alice@nutrition.co", "hops"))
+        assert code == 250
+        message_id = reply.decode().rsplit(" ", 1)[1]
+        only_file(gateway.mailbox("workspace", "alice@nutrition.co"))
+    finally:
+        assert gateway.stop() == 0
+    output = (gateway.home / "gateway.out").read_text()
+    hops = [line.split(" hop ", 1)[1] for line in output.splitlines() if "mxgate.latency" in line]
+    if not asked:
+        assert hops == []
+        return
+    found = {}
+    for hop in hops:
+        fields = dict(field.split("=", 1) for field in hop.split())
+        if fields.get("message_id", fields.get("spool_file")) in (message_id, f"{message_id}.msg"):
+            found[fields["stage"]] = float(fields["at"])
+    stages = ["data_end", "durable", "handed_out", "taken"]
+    assert sorted(found, key=found.__getitem__) == stages

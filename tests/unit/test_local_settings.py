@@ -37,6 +37,7 @@ def test_every_fixed_variable_is_read():
             "MXGATE_WORKERS": "3",
             "MXGATE_HOSTNAME": "mx.test",
             "MXGATE_LOG_LEVEL": "DEBUG",
+            "MXGATE_LATENCY_LOG": "1",
             "MXGATE_RETRY_SCALE": "0.5",
             "MXGATE_DEFER_POLL": "2",
             "MXGATE_MAILBOX_WORKSPACE_PORT": "3526",
@@ -58,6 +59,7 @@ def test_every_fixed_variable_is_read():
         "workers": 3,
         "hostname": "mx.test",
         "log_level": "DEBUG",
+        "latency_log": True,
         "retry_scale": 0.5,
         "defer_poll": 2.0,
     }

@@ -1,15 +1,18 @@
-"""What `mxgate run` prints once it listens, and where its errors are kept."""
+"""What `mxgate run` prints once it listens, where its errors are kept, and its hop log."""
 
 from __future__ import annotations
 
 import json
 import logging
+import time
+
+import pytest
 
 from mxgate.cli.run import banner
 from mxgate.local.server import Running
 from mxgate.local.settings import LocalSettings
 from mxgate.local.setup import LocalSetup, load_setup
-from mxgate.observability import ErrorLogHandler, configure_logging
+from mxgate.observability import ErrorLogHandler, configure_logging, hop
 from tests.support import REPO, fill, local_config, small_filesystem
 
 
@@ -130,3 +133,37 @@ def test_the_banner_in_the_docs_is_the_one_make_run_prints(monkeypatch):
     text = (REPO / "docs" / "mail-manager.md").read_text()
     shown = text.split("`make run` prints what it listens on and a ready command:\n\n```\n", 1)[1]
     assert shown.split("```", 1)[0] == banner(setup, shipped, ".mxgate") + "\n"
+
+
+class Kept(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.mark.parametrize("asked", [True, False])
+def test_a_messages_hops_are_logged_only_when_asked_for(asked: bool) -> None:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    kept = Kept()
+    configure_logging("INFO", latency=asked)
+    root.addHandler(kept)
+    try:
+        before = time.time()
+        hop("durable", message_id="01M8")
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        logging.getLogger("mxgate.latency").setLevel(logging.NOTSET)
+    if not asked:
+        assert kept.records == []
+        return
+    (record,) = kept.records  # at DEBUG, under a root at INFO
+    assert (record.name, record.levelno) == ("mxgate.latency", logging.DEBUG)
+    assert (record.stage, record.message_id) == ("durable", "01M8")  # type: ignore[attr-defined]
+    assert before <= float(record.at) <= time.time()  # type: ignore[attr-defined]

@@ -9,12 +9,16 @@ import json
 import logging
 import os
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 ERROR_LOG = "errors.log"  # under $MXGATE_HOME/logs/: warnings, errors and their tracebacks
+# A message's hops from the end of its DATA to its worker, at DEBUG, when asked for
+# (MXGATE_LATENCY_LOG): what bench/latency_hops.py reads back beside the state database.
+_latency = logging.getLogger("mxgate.latency")
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -91,10 +95,12 @@ class ErrorLogHandler(logging.Handler):
         super().close()
 
 
-def configure_logging(level: str = "INFO", error_log: Path | None = None) -> None:
+def configure_logging(
+    level: str = "INFO", error_log: Path | None = None, *, latency: bool = False
+) -> None:
     """Logs to stderr at `level`; with `error_log`, warnings and errors also go to that file
     as JSON lines (appended to: the gateway's processes share it), so a gateway in the
-    background keeps them."""
+    background keeps them. With `latency`, each message's hops too (`hop`), whatever `level`."""
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(KeyValueFormatter())
     handlers: list[logging.Handler] = [console]
@@ -107,3 +113,11 @@ def configure_logging(level: str = "INFO", error_log: Path | None = None) -> Non
     root.handlers[:] = handlers
     root.setLevel(level.upper())
     logging.getLogger("asyncio").setLevel(logging.WARNING)
+    _latency.setLevel(logging.DEBUG if latency else logging.NOTSET)
+
+
+def hop(stage: str, **where: str) -> None:
+    """When a message (its message_id or spool_file) passed `stage`, to the microsecond on the
+    wall clock the gateway's processes share; a level check when not asked for."""
+    if _latency.isEnabledFor(logging.DEBUG):
+        _latency.debug("hop", extra={"stage": stage, "at": f"{time.time():.6f}", **where})

@@ -95,7 +95,7 @@ def banner(setup: LocalSetup, running: Running, home: str, *, found_here: bool =
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args, find_running=False, smtp_port=args.port, workers=args.workers)
-    configure_logging(settings.log_level, settings.paths.error_log)
+    configure_logging(settings.log_level, settings.paths.error_log, latency=settings.latency_log)
     bootstrap = Bootstrap(settings)
     setup = bootstrap.setup  # the configuration is checked before anything starts
     project = Path.cwd()

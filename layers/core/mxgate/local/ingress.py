@@ -31,6 +31,7 @@ from mxgate.mailmanager.addresses import AddressBook
 from mxgate.mailmanager.facts import SessionFacts
 from mxgate.mailmanager.models import IngressPoint, TrafficPolicy
 from mxgate.mailmanager.traffic import TrafficDecision, TrafficVerdict, evaluate_traffic_policy
+from mxgate.observability import hop
 from mxgate.ports import Clock
 from mxgate.records import Envelope
 
@@ -345,6 +346,7 @@ class IngressHandler:
         """The whole message is in its spool file: made durable, then 250 and the workers."""
         message_id = writer.envelope.message_id
         now = self.clock.now()
+        hop("data_end", message_id=message_id)
         try:
             # only the fsyncs in the spool's commit thread: each call there that leaves the GIL
             # contends for it with this loop (the buffer's write and the log record's are
@@ -361,6 +363,7 @@ class IngressHandler:
             # whose client left after the final dot, instead of waiting for the next start
             commit.add_done_callback(partial(self._committed_after_the_session, writer, now))
             raise
+        hop("durable", message_id=message_id)
         self._stored(writer, path, now)
         return f"250 2.0.0 Ok: queued as {message_id}"
 

@@ -47,6 +47,7 @@ from mxgate.local.spool_quarantine import (
     quarantined_before,
 )
 from mxgate.message.raw import RawMessage
+from mxgate.observability import hop
 from mxgate.records import (
     UNKNOWN_RECIPIENTS,
     Deferred,
@@ -102,6 +103,7 @@ def receive_spooled(worker: Worker, path: Path, *, fresh: bool = False) -> Resul
     processing, quarantines the message; a failure for now keeps the file. `fresh`: the
     ingress just spooled it and no worker was given it before (`Gateway.submit_fresh`), so no
     earlier run can have left anything to find: its replay's reads are skipped."""
+    hop("taken", spool_file=path.name)
     try:
         with worker.objects.one_run(), worker.spool.removed_after(worker.state.make_durable):
             return _receive(worker, path, fresh=fresh)

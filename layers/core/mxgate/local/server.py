@@ -38,6 +38,7 @@ from mxgate.local.setup import IngressSetup
 from mxgate.local.smtp import IngressSMTP
 from mxgate.local.spool import FinishedFiles
 from mxgate.local.tls import ensure_certificate, server_context
+from mxgate.observability import hop
 from mxgate.records import Deferred
 
 log = logging.getLogger("mxgate.server")
@@ -194,6 +195,8 @@ class Gateway:
             taken = [self.ready.popitem(last=False) for _ in range(min(share, len(self.ready)))]
             batch = [path for path, _ in taken]
             fresh = [str(path) for path, is_fresh in taken if is_fresh]
+            for path in batch:  # before: a worker may take the file before submit returns
+                hop("handed_out", spool_file=path.name)
             try:
                 future = self.pool.submit(
                     worker.receive_handing_back, [str(path) for path in batch], fresh

@@ -33,6 +33,7 @@ ENVIRONMENT = {
     "MXGATE_WORKERS": "workers",
     "MXGATE_HOSTNAME": "hostname",
     "MXGATE_LOG_LEVEL": "log_level",
+    "MXGATE_LATENCY_LOG": "latency_log",
     "MXGATE_RETRY_SCALE": "retry_scale",
     "MXGATE_DEFER_POLL": "defer_poll",
 }
@@ -152,6 +153,9 @@ class LocalSettings(BaseModel):
     )
     hostname: str = Field(default="mxgate.local", description="the name the gateway greets with")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
+    latency_log: bool = Field(
+        default=False, description="log each message's hops to its worker (bench/latency_hops.py)"
+    )
     retry_scale: float = Field(
         default=1.0, ge=0, le=1, description="multiplies the state machine's retry waits (tests)"
     )

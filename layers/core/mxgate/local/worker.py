@@ -36,7 +36,7 @@ def initialize(settings_json: str, mailbox_ports_json: str) -> None:
     )  # Ctrl-C reaches the whole group: the parent decides
     die_with_the_gateway()
     settings = LocalSettings.model_validate_json(settings_json)
-    configure_logging(settings.log_level, settings.paths.error_log)
+    configure_logging(settings.log_level, settings.paths.error_log, latency=settings.latency_log)
     _worker = Bootstrap(settings).worker(json.loads(mailbox_ports_json))
     atexit.register(_worker.close)
 

@@ -34,7 +34,13 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mxgate.adapters.local.files import link_descriptor, open_unnamed, unnamed_files, write_all
+from mxgate.adapters.local.files import (
+    fsync_directory,
+    link_descriptor,
+    open_unnamed,
+    unnamed_files,
+    write_all,
+)
 from mxgate.message.raw import RawMessage
 from mxgate.records import Envelope, Stage, TimelineEvent
 
@@ -310,12 +316,8 @@ class Spool:
         descriptor, kept open by whoever syncs it often)."""
         if opened is not None:
             os.fsync(opened)
-            return
-        directory = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        else:
+            fsync_directory(self.directory)
 
 
 class SpoolWriter:

@@ -45,7 +45,7 @@ async def run(args: argparse.Namespace, environment: dict[str, str]) -> None:
         def _start_pool(self) -> None:
             pass
 
-        def submit(self, path: Path) -> None:
+        def submit(self, path: Path, *, fresh: bool = False) -> None:
             self.accepted += 1
             self.spool.remove(path)
 
